@@ -1,0 +1,269 @@
+//! HTTP client of the portal API: HTTPS by default, never a silent fall-back to HTTP, errors by stable code.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::StatusCode;
+use sesame::api::{DeviceConfig, EnrolRequest, ErrorBody, RotateRequest, API_PREFIX};
+
+use crate::i18n::Lang;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PortalError {
+    #[error("invalid portal address {0:?}")]
+    BadUrl(String),
+    #[error("CA file {path}: {detail}")]
+    CaFile { path: String, detail: String },
+    #[error("portal {url} unreachable: {source}")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("TLS certificate of {url} refused: {source}")]
+    Tls { url: String, source: reqwest::Error },
+    #[error("portal answered {status} {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("unexpected answer from the portal: HTTP {status}")]
+    Unexpected { status: u16 },
+    #[error("HTTP client: {0}")]
+    Client(reqwest::Error),
+}
+
+impl PortalError {
+    /// The API's stable error code, if the portal answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            PortalError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+    /// True when the request may or may not have reached the portal.
+    pub fn is_transport(&self) -> bool {
+        matches!(
+            self,
+            PortalError::Unreachable { .. } | PortalError::Client(_)
+        )
+    }
+}
+
+/// Normalises a portal address: `https://` is assumed when no scheme is given; `http://` is kept
+/// only when written explicitly (labs). Returns the base URL without a trailing slash.
+pub fn normalize_url(url: &str) -> Result<String, PortalError> {
+    let raw = url.trim();
+    let full = if raw.contains("://") {
+        raw.to_string()
+    } else {
+        format!("https://{raw}")
+    };
+    let parsed = reqwest::Url::parse(&full).map_err(|_| PortalError::BadUrl(raw.to_string()))?;
+    if !matches!(parsed.scheme(), "https" | "http") || parsed.host_str().is_none_or(str::is_empty) {
+        return Err(PortalError::BadUrl(raw.to_string()));
+    }
+    Ok(full.trim_end_matches('/').to_string())
+}
+
+/// A client bound to one portal.
+#[derive(Debug, Clone)]
+pub struct Portal {
+    base: String,
+    client: Client,
+    lang: Lang,
+}
+
+impl Portal {
+    /// `ca_file`: PEM of a private CA; when given, only that CA is trusted.
+    pub fn new(
+        url: &str,
+        ca_file: Option<&Path>,
+        timeout: Duration,
+        lang: Lang,
+    ) -> Result<Portal, PortalError> {
+        let base = normalize_url(url)?;
+        let https = base.starts_with("https://");
+        let mut builder = Client::builder()
+            .use_rustls_tls()
+            .https_only(https)
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .timeout(timeout)
+            .user_agent(concat!("sesame-agent/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_file {
+            let ca_err = |detail: String| PortalError::CaFile {
+                path: path.display().to_string(),
+                detail,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_err(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(ca_err("no certificate in the file".into()));
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(PortalError::Client)?;
+        Ok(Portal { base, client, lang })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn is_plain_http(&self) -> bool {
+        self.base.starts_with("http://")
+    }
+
+    fn url(&self, route: &str) -> String {
+        format!("{}{API_PREFIX}{route}", self.base)
+    }
+
+    fn send(&self, request: RequestBuilder) -> Result<Response, PortalError> {
+        let lang = match self.lang {
+            Lang::Fr => "fr",
+            Lang::En => "en",
+        };
+        request
+            .header("Accept-Language", lang)
+            .send()
+            .map_err(|e| classify(&self.base, e))
+    }
+
+    /// `POST /api/v1/enrol`.
+    pub fn enrol(&self, request: &EnrolRequest) -> Result<DeviceConfig, PortalError> {
+        let response = self.send(self.client.post(self.url("/enrol")).json(request))?;
+        json_answer(response)
+    }
+
+    /// `GET /api/v1/device/config`.
+    pub fn device_config(&self, token: &str) -> Result<DeviceConfig, PortalError> {
+        let response = self.send(
+            self.client
+                .get(self.url("/device/config"))
+                .bearer_auth(token),
+        )?;
+        json_answer(response)
+    }
+
+    /// `POST /api/v1/device/rotate`; returns the new config when the portal sends one.
+    pub fn rotate(
+        &self,
+        token: &str,
+        public_key: &str,
+    ) -> Result<Option<DeviceConfig>, PortalError> {
+        let body = RotateRequest {
+            public_key: public_key.to_string(),
+        };
+        let response = self.send(
+            self.client
+                .post(self.url("/device/rotate"))
+                .bearer_auth(token)
+                .json(&body),
+        )?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(api_error(status, response));
+        }
+        let text = response.text().unwrap_or_default();
+        Ok(serde_json::from_str(&text).ok())
+    }
+}
+
+fn json_answer(response: Response) -> Result<DeviceConfig, PortalError> {
+    let status = response.status();
+    if !status.is_success() {
+        return Err(api_error(status, response));
+    }
+    response.json().map_err(|_| PortalError::Unexpected {
+        status: status.as_u16(),
+    })
+}
+
+fn api_error(status: StatusCode, response: Response) -> PortalError {
+    let text = response.text().unwrap_or_default();
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(body) => PortalError::Api {
+            status: status.as_u16(),
+            code: body.error.code,
+            message: body.error.message,
+        },
+        Err(_) => PortalError::Unexpected {
+            status: status.as_u16(),
+        },
+    }
+}
+
+/// TLS failures (bad certificate, a plain-HTTP server behind an https:// address) are told apart
+/// from an unreachable portal by finding rustls' error in the source chain.
+fn classify(base: &str, error: reqwest::Error) -> PortalError {
+    let url = base.to_string();
+    if is_tls_error(&error) {
+        PortalError::Tls { url, source: error }
+    } else if error.is_connect() || error.is_timeout() || error.is_request() {
+        PortalError::Unreachable { url, source: error }
+    } else {
+        PortalError::Client(error)
+    }
+}
+
+fn is_tls_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(err) = current {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                if inner.is::<rustls::Error>() || is_tls_error(inner) {
+                    return true;
+                }
+            }
+        }
+        current = err.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_default_to_https_and_keep_explicit_http() {
+        assert_eq!(
+            normalize_url("vpn.example.org/").expect("url"),
+            "https://vpn.example.org"
+        );
+        assert_eq!(
+            normalize_url("http://127.0.0.1:8080").expect("url"),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            normalize_url("https://vpn.example.org").expect("url"),
+            "https://vpn.example.org"
+        );
+        assert!(matches!(
+            normalize_url("ftp://x"),
+            Err(PortalError::BadUrl(_))
+        ));
+        assert!(matches!(
+            normalize_url("https://"),
+            Err(PortalError::BadUrl(_))
+        ));
+    }
+
+    #[test]
+    fn missing_ca_file_is_reported() {
+        let err = Portal::new(
+            "https://x",
+            Some(Path::new("/nonexistent/ca.pem")),
+            Duration::from_secs(1),
+            Lang::Fr,
+        )
+        .expect_err("must fail");
+        assert!(matches!(err, PortalError::CaFile { .. }));
+    }
+}

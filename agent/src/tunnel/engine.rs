@@ -1,0 +1,201 @@
+//! The tunnel loop: TUN ⇄ boringtun `Tunn` ⇄ UDP, timers every 100 ms, key reload, status reports.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::{Tunn, TunnResult};
+use ipnet::IpNet;
+use x25519_dalek::{PublicKey, StaticSecret};
+
+use super::tun::Tun;
+use super::{Shared, RELOAD, STOP};
+use crate::state::Paths;
+use crate::status::{now_unix, TunnelStatus};
+
+const TIMER_TICK: Duration = Duration::from_millis(100);
+const STATUS_TICK: Duration = Duration::from_secs(1);
+const BUF: usize = 65_535 + 148;
+
+pub struct Engine {
+    pub tun: Tun,
+    pub udp: UdpSocket,
+    pub tunn: Tunn,
+    pub shared: Arc<Mutex<Shared>>,
+    pub paths: Paths,
+    pub dropped: u64,
+}
+
+impl Engine {
+    pub fn new(
+        tun: Tun,
+        endpoint: SocketAddr,
+        secret: StaticSecret,
+        peer: PublicKey,
+        keepalive: Option<u16>,
+        shared: Arc<Mutex<Shared>>,
+        paths: Paths,
+    ) -> std::io::Result<Engine> {
+        let bind: SocketAddr = if endpoint.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .map_err(std::io::Error::other)?;
+        let udp = UdpSocket::bind(bind)?;
+        udp.connect(endpoint)?;
+        udp.set_nonblocking(true)?;
+        let index = rand_core::RngCore::next_u32(&mut rand_core::OsRng) >> 8;
+        let tunn = Tunn::new(secret, peer, None, keepalive, index, None);
+        Ok(Engine {
+            tun,
+            udp,
+            tunn,
+            shared,
+            paths,
+            dropped: 0,
+        })
+    }
+
+    /// Runs until SIGTERM/SIGINT. SIGHUP makes it call `reload` for a new private key.
+    pub fn run(&mut self, mut reload: impl FnMut() -> Option<StaticSecret>) {
+        let mut inbuf = vec![0u8; BUF];
+        let mut outbuf = vec![0u8; BUF];
+        self.initiate(&mut outbuf, false);
+        let mut last_timer = Instant::now();
+        let mut last_status = Instant::now();
+        self.report("up");
+        while !STOP.load(Ordering::SeqCst) {
+            if RELOAD.swap(false, Ordering::SeqCst) {
+                if let Some(secret) = reload() {
+                    let public = PublicKey::from(&secret);
+                    self.tunn.set_static_private(secret, public, None);
+                    self.initiate(&mut outbuf, true);
+                }
+            }
+            self.wait_readable();
+            self.from_tun(&mut inbuf, &mut outbuf);
+            self.from_network(&mut inbuf, &mut outbuf);
+            if last_timer.elapsed() >= TIMER_TICK {
+                last_timer = Instant::now();
+                self.timers(&mut outbuf);
+            }
+            if last_status.elapsed() >= STATUS_TICK {
+                last_status = Instant::now();
+                self.report("up");
+            }
+        }
+    }
+
+    fn initiate(&mut self, out: &mut [u8], force: bool) {
+        if let TunnResult::WriteToNetwork(packet) =
+            self.tunn.format_handshake_initiation(out, force)
+        {
+            let _ = self.udp.send(packet);
+        }
+    }
+
+    fn wait_readable(&self) {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.tun.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&self.udp),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
+        unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                TIMER_TICK.as_millis() as libc::c_int,
+            )
+        };
+    }
+
+    fn from_tun(&mut self, inbuf: &mut [u8], outbuf: &mut [u8]) {
+        while let Ok(n) = self.tun.recv(inbuf) {
+            match self.tunn.encapsulate(&inbuf[..n], outbuf) {
+                TunnResult::WriteToNetwork(packet) => {
+                    let _ = self.udp.send(packet);
+                }
+                TunnResult::Err(_) => self.dropped += 1,
+                _ => {}
+            }
+        }
+    }
+
+    fn from_network(&mut self, inbuf: &mut [u8], outbuf: &mut [u8]) {
+        while let Ok(n) = self.udp.recv(inbuf) {
+            let mut datagram: &[u8] = &inbuf[..n];
+            loop {
+                match self.tunn.decapsulate(None, datagram, outbuf) {
+                    TunnResult::WriteToNetwork(packet) => {
+                        let _ = self.udp.send(packet);
+                        datagram = &[];
+                    }
+                    TunnResult::WriteToTunnelV4(packet, src) => {
+                        if self.allowed(IpAddr::V4(src)) {
+                            let _ = self.tun.send(packet);
+                        } else {
+                            self.dropped += 1;
+                        }
+                        break;
+                    }
+                    TunnResult::WriteToTunnelV6(..) | TunnResult::Err(_) => {
+                        self.dropped += 1;
+                        break;
+                    }
+                    TunnResult::Done => break,
+                }
+            }
+        }
+    }
+
+    /// Cryptokey routing on the way in: only sources inside the granted networks reach the laptop.
+    fn allowed(&self, src: IpAddr) -> bool {
+        self.shared
+            .lock()
+            .map(|s| s.allowed.iter().any(|net: &IpNet| net.contains(&src)))
+            .unwrap_or(false)
+    }
+
+    fn timers(&mut self, outbuf: &mut [u8]) {
+        match self.tunn.update_timers(outbuf) {
+            TunnResult::WriteToNetwork(packet) => {
+                let _ = self.udp.send(packet);
+            }
+            TunnResult::Err(WireGuardError::ConnectionExpired) => self.initiate(outbuf, false),
+            _ => {}
+        }
+    }
+
+    pub fn report(&self, state: &str) {
+        let (handshake, tx, rx, _, _) = self.tunn.stats();
+        let shared = self.shared.lock().map(|s| s.clone()).unwrap_or_default();
+        let status = TunnelStatus {
+            pid: std::process::id() as i32,
+            interface: self.tun.name.clone(),
+            state: state.to_string(),
+            error: None,
+            updated_at: now_unix(),
+            last_handshake_age_secs: handshake.map(|d| d.as_secs()),
+            rx_bytes: rx as u64,
+            tx_bytes: tx as u64,
+            routes: shared.routes.iter().map(|n| n.to_string()).collect(),
+            revoked: shared.revoked,
+            last_refresh_at: shared.last_refresh_at,
+            refresh_error: shared.refresh_error,
+            dropped_packets: self.dropped,
+        };
+        let _ = status.save(&self.paths);
+    }
+}

@@ -1,0 +1,135 @@
+//! Periodic `GET /api/v1/device/config`: route changes applied live, revocation noticed.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use sesame::api::{codes, DeviceConfig};
+
+use super::{log, route, Shared, STOP};
+use crate::enrol::{load_conf, API_TIMEOUT};
+use crate::i18n::Lang;
+use crate::portal::Portal;
+use crate::state::{self, AgentState, Paths};
+use crate::status::now_unix;
+use crate::wgconf::parse_networks;
+
+pub fn spawn(
+    paths: Paths,
+    agent: AgentState,
+    interface: String,
+    endpoint: IpAddr,
+    refresh_secs: Option<u64>,
+    shared: Arc<Mutex<Shared>>,
+    lang: Lang,
+) -> JoinHandle<()> {
+    let every = Duration::from_secs(refresh_secs.unwrap_or(agent.refresh_interval_secs).max(1));
+    std::thread::spawn(move || {
+        let portal = match Portal::new(
+            &agent.portal,
+            agent.ca_file.as_deref(),
+            API_TIMEOUT.min(every * 2),
+            lang,
+        ) {
+            Ok(portal) => portal,
+            Err(err) => {
+                log(&format!("refresh disabled: {err}"));
+                return;
+            }
+        };
+        let mut last = Instant::now();
+        let mut first = true;
+        while !STOP.load(Ordering::SeqCst) {
+            if first || last.elapsed() >= every {
+                first = false;
+                last = Instant::now();
+                // The token may have changed with a rotation: read it again each time.
+                let token = AgentState::load(&paths)
+                    .map(|a| a.device_token)
+                    .unwrap_or(agent.device_token.clone());
+                refresh_once(&paths, &portal, &token, &interface, endpoint, &shared);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+}
+
+fn refresh_once(
+    paths: &Paths,
+    portal: &Portal,
+    token: &str,
+    interface: &str,
+    endpoint: IpAddr,
+    shared: &Mutex<Shared>,
+) {
+    match portal.device_config(token) {
+        Ok(device) => {
+            if let Err(err) = apply(paths, &device, interface, endpoint, shared) {
+                log(&format!("refresh: {err}"));
+            }
+        }
+        Err(err) => {
+            let revoked = err.code() == Some(codes::DEVICE_REVOKED);
+            if revoked {
+                log("the portal says this device is revoked");
+            }
+            if let Ok(mut s) = shared.lock() {
+                s.revoked |= revoked;
+                s.refresh_error = Some(err.to_string());
+            }
+        }
+    }
+}
+
+fn apply(
+    paths: &Paths,
+    device: &DeviceConfig,
+    interface: &str,
+    endpoint: IpAddr,
+    shared: &Mutex<Shared>,
+) -> Result<(), String> {
+    let grants = parse_networks(&device.allowed_ips)
+        .map_err(|bad| format!("bad network {bad:?} from the portal"))?;
+    let wanted = route::routable(&grants, endpoint);
+    let current = shared.lock().map(|s| s.routes.clone()).unwrap_or_default();
+    let mut installed: Vec<IpNet> = current
+        .iter()
+        .filter(|n| wanted.contains(n))
+        .copied()
+        .collect();
+    for net in wanted.iter().filter(|n| !current.contains(n)) {
+        match route::add(interface, net) {
+            Ok(()) => installed.push(*net),
+            Err(err) => log(&format!("route {net}: {err}")),
+        }
+    }
+    for net in current.iter().filter(|n| !wanted.contains(n)) {
+        if let Err(err) = route::del(interface, net) {
+            log(&format!("route {net}: {err}"));
+        }
+    }
+    if installed != current {
+        log(&format!("grants changed: routes now {installed:?}"));
+    }
+    if let Ok(mut s) = shared.lock() {
+        s.allowed = grants.clone();
+        s.routes = installed;
+        s.revoked = false;
+        s.last_refresh_at = Some(now_unix());
+        s.refresh_error = None;
+    }
+    // Keep sesame.conf and the cache in line with the grants (the key is left as it is).
+    let _lock = crate::files::lock_dir(&paths.dir).map_err(|e| e.to_string())?;
+    if let Ok(mut conf) = load_conf(&paths.conf()) {
+        if conf.allowed_ips != grants || conf.dns != device.dns {
+            conf.allowed_ips = grants;
+            conf.dns = device.dns.clone();
+            crate::files::write_private_atomic(&paths.conf(), conf.render().as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    state::save_device_cache(paths, device).map_err(|e| e.to_string())
+}
