@@ -11,3 +11,7 @@ pub mod directory;
 pub mod policy;
 #[cfg(feature = "server")]
 pub mod telemetry;
+#[cfg(feature = "server")]
+pub mod control;
+#[cfg(feature = "server")]
+pub mod portal;
