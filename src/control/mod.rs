@@ -4,8 +4,12 @@
 //! stand-in; `sesame serve` plugs in the real `GatewayHandle` (see `sink`).
 
 pub mod desired;
+pub mod plane;
+pub mod sync;
 
 pub use desired::{desired_peers, has_role, resources_for, ActiveDevice, DesiredPeer};
+pub use plane::{ControlError, ControlPlane};
+pub use sync::{DirectorySync, SyncError, SyncReport};
 
 /// Counters the gateway exposes, for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use axum::Json;
 
 use crate::api::{codes, ErrorBody, ErrorDetail};
 use crate::directory::DirectoryError;
+use crate::store::StoreError;
 
 /// Everything an API call can answer instead of success.
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +191,25 @@ impl From<DirectoryError> for ApiError {
             DirectoryError::EmptyPassword => ApiError::EmptyPassword,
             DirectoryError::Disabled => ApiError::AccountDisabled,
             DirectoryError::Unavailable(why) => ApiError::DirectoryUnavailable(why),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(e) => ApiError::DatabaseUnavailable(e.to_string()),
+            StoreError::InvalidInput(m) => ApiError::BadRequest(m),
+            StoreError::CodeNotFound => ApiError::InvalidCode,
+            StoreError::CodeExpired => ApiError::CodeExpired,
+            StoreError::CodeAlreadyUsed => ApiError::CodeAlreadyUsed,
+            StoreError::CodeWrongUser => ApiError::CodeWrongUser,
+            StoreError::PublicKeyInUse => ApiError::PublicKeyInUse,
+            StoreError::AddressPoolExhausted { .. } => ApiError::AddressPoolExhausted,
+            StoreError::DeviceNotFound(_) => ApiError::NotFound,
+            StoreError::DeviceRevoked(_) => ApiError::DeviceRevoked,
+            StoreError::UserNotFound(u) => ApiError::UnknownUser(u),
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }
