@@ -3,6 +3,13 @@
 //! The portal and the sync loop see the directory only through [`Directory`], so unit tests can
 //! use a stand-in; the real implementation is LDAP (OpenLDAP or Active Directory) in `ldap`.
 
+mod conn;
+pub mod filter;
+mod ldap;
+
+pub use filter::escape_filter_value;
+pub use ldap::{read_bind_password, LdapDirectory};
+
 use std::future::Future;
 use std::pin::Pin;
 
@@ -36,6 +43,10 @@ pub enum DirectoryError {
     /// The directory did not answer in time, refused the service bind, or TLS failed.
     #[error("directory unavailable: {0}")]
     Unavailable(String),
+    /// The `[directory]` configuration cannot be used (unreadable password or CA file…).
+    /// Only `LdapDirectory::new` returns it.
+    #[error("directory configuration: {0}")]
+    Config(String),
 }
 
 pub type DirFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DirectoryError>> + Send + 'a>>;
