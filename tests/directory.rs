@@ -427,3 +427,73 @@ async fn fifty_concurrent_logins_all_succeed() {
         "only {conns} connections for 50 concurrent logins"
     );
 }
+
+#[tokio::test]
+async fn seeded_lock_is_enforced_by_slapd_itself() {
+    let s = Slapd::start();
+    // The fixture is what the portal's tests rely on: check it against slapd directly.
+    assert!(s.can_bind("mdupont", password_of("mdupont")));
+    assert!(!s.can_bind("mdupont", "wrong"));
+    assert!(
+        !s.can_bind("rmoreau", password_of("rmoreau")),
+        "ppolicy lock"
+    );
+    assert!(s.can_bind(slapd::SERVICE_DN, slapd::SERVICE_PASSWORD));
+    s.disable_user("mdupont");
+    assert!(!s.can_bind("mdupont", password_of("mdupont")));
+    s.enable_user("mdupont");
+    assert!(s.can_bind("mdupont", password_of("mdupont")));
+}
+
+#[tokio::test]
+async fn ambiguous_login_is_refused() {
+    let s = Slapd::start();
+    let d = directory(&s);
+    // A second entry carrying uid=mdupont (another DN, another password).
+    s.modify(&format!(
+        "dn: cn=Marie Dupont bis,{}\nchangetype: add\nobjectClass: inetOrgPerson\ncn: Marie Dupont bis\n\
+         sn: Dupont\nuid: mdupont\nuserPassword: other-password\n",
+        slapd::PEOPLE
+    ));
+    for pw in [password_of("mdupont"), "other-password"] {
+        assert!(matches!(
+            d.authenticate("mdupont", pw).await,
+            Err(DirectoryError::InvalidCredentials)
+        ));
+    }
+    assert_eq!(d.lookup("mdupont").await.expect("lookup"), None);
+}
+
+#[tokio::test]
+async fn ping_reports_reachability() {
+    let s = Slapd::start();
+    let d = directory(&s);
+    d.ping().await.expect("reachable");
+    s.stop();
+    assert!(matches!(
+        d.ping().await,
+        Err(DirectoryError::Unavailable(_))
+    ));
+    s.start_again();
+    d.ping().await.expect("reachable again");
+
+    let mut cfg = s.directory_config();
+    cfg.user_base = "ou=nowhere,dc=academie,dc=test".into();
+    let d = LdapDirectory::new(&cfg).expect("config");
+    match d.ping().await {
+        Err(DirectoryError::Unavailable(msg)) => assert!(msg.contains("user_base"), "{msg}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unknown_user_costs_a_bind_like_a_wrong_password() {
+    let s = Slapd::start();
+    let d = directory(&s);
+    let decoy = format!("cn=sesame-unknown-user,{}", slapd::PEOPLE);
+    assert!(matches!(
+        d.authenticate("nobody", "whatever").await,
+        Err(DirectoryError::InvalidCredentials)
+    ));
+    assert_eq!(s.wait_bind_count(&decoy, 1), 1);
+}

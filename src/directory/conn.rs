@@ -243,6 +243,11 @@ impl Pool {
                     return match res.rc {
                         RC_SUCCESS => Ok(true),
                         RC_INVALID_CREDENTIALS => Ok(false),
+                        // busy, unavailable, other: the directory could not judge the password.
+                        51 | 52 | 80 => Err(DirectoryError::Unavailable(format!(
+                            "{}: bind refused with LDAP result {} {}",
+                            self.url, res.rc, res.text
+                        ))),
                         rc => {
                             tracing::warn!(rc, text = %res.text, "unexpected LDAP bind result, treated as a refusal");
                             Ok(false)

@@ -93,8 +93,8 @@ impl LdapDirectory {
         })
     }
 
-    /// Checks that the directory answers and the service bind works (for readiness probes).
-    pub async fn ping(&self) -> Result<(), DirectoryError> {
+    /// The directory answers and the service bind works (for readiness probes).
+    async fn ping_inner(&self) -> Result<(), DirectoryError> {
         self.deadline(async {
             let (_, rc) = self
                 .service
@@ -253,6 +253,11 @@ impl LdapDirectory {
         password: &str,
     ) -> Result<DirectoryUser, DirectoryError> {
         let Some(entry) = self.find_user(username).await? else {
+            // Spend the bind round trip a real user would cost, so that response time does not
+            // tell an unknown login from a wrong password. The DN cannot exist: it is not under
+            // any RDN the seed or a directory uses, and its result is ignored.
+            let decoy = format!("cn=sesame-unknown-user,{}", self.user_base);
+            let _ = self.binds.check_password(&decoy, password).await;
             return Err(DirectoryError::InvalidCredentials);
         };
         let user = describe_entry(self.kind, &entry, username);
@@ -300,6 +305,10 @@ impl Directory for LdapDirectory {
             }
             self.deadline(self.lookup_inner(username)).await
         })
+    }
+
+    fn ping(&self) -> DirFuture<'_, ()> {
+        Box::pin(self.ping_inner())
     }
 }
 

@@ -62,4 +62,10 @@ pub trait Directory: Send + Sync + 'static {
 
     /// Looks a user up without their password (for periodic sync). `Ok(None)`: no such user.
     fn lookup<'a>(&'a self, username: &'a str) -> DirFuture<'a, Option<DirectoryUser>>;
+
+    /// Whether the directory answers now (for `/readyz`); `Unavailable` if not.
+    /// Stand-ins need not override it.
+    fn ping(&self) -> DirFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }

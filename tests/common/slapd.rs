@@ -237,6 +237,27 @@ impl Slapd {
         }
     }
 
+    /// `directory_config()` over ldaps:// trusting the test CA (only with `start_with_tls`).
+    pub fn directory_config_ldaps(&self) -> DirectoryConfig {
+        DirectoryConfig {
+            url: self.ldaps_url(),
+            ca_file: Some(self.ca_file()),
+            ..self.directory_config()
+        }
+    }
+
+    /// Whether slapd itself accepts a simple bind as `who` (uid or DN) with `password`
+    /// (`ldapwhoami`), independently of Sesame.
+    pub fn can_bind(&self, who: &str, password: &str) -> bool {
+        Command::new("ldapwhoami")
+            .args(["-x", "-H", &self.url(), "-D", &dn_of(who), "-w", password])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
     /// The `[directory]` section of a sesame.toml for this slapd (ldap:// on loopback).
     pub fn directory_toml(&self) -> String {
         format!(
