@@ -372,7 +372,12 @@ async fn ldaps_and_starttls_verify_against_the_configured_ca() {
         cfg.ca_file = Some(s.wrong_ca_file());
         let d = LdapDirectory::new(&cfg).expect("config");
         match d.authenticate("mdupont", password_of("mdupont")).await {
-            Err(DirectoryError::Unavailable(_)) => {}
+            Err(DirectoryError::Unavailable(msg)) => {
+                assert!(
+                    msg.contains("certificate") && msg.contains("ca_file"),
+                    "{msg}"
+                )
+            }
             other => panic!("starttls={starttls}: expected Unavailable, got {other:?}"),
         }
     }

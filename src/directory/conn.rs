@@ -82,7 +82,16 @@ pub(crate) fn unavailable(url: &str, timeout: Duration, e: &LdapError) -> Direct
         LdapError::Timeout { .. } => format!("no answer within {}s", timeout.as_secs_f32()),
         other => other.to_string(),
     };
-    DirectoryError::Unavailable(format!("{url}: {what}"))
+    let hint = if what.contains("certificate") {
+        " (the directory's TLS certificate is not trusted for this name: set ca_file to the CA that signed it, and use the name or address its certificate carries in url)"
+    } else if what.contains("refused") {
+        " (is the directory running, and is the port in url right?)"
+    } else if what.contains("no answer") {
+        " (the directory is down or overloaded; timeout in [directory] sets the wait)"
+    } else {
+        ""
+    };
+    DirectoryError::Unavailable(format!("{url}: {what}{hint}"))
 }
 
 /// Whether an error means the connection itself is unusable (retry on a fresh one).
