@@ -129,6 +129,9 @@ impl Slapd {
         if let Some(t) = &self.tls {
             urls.push_str(&format!(" ldaps://127.0.0.1:{}/", t.port));
         }
+        // Readiness is "slapd starting" logged after this spawn (listeners bound) plus the
+        // ports answering: a port answering alone could be another test's slapd.
+        let log_start = fs::metadata(self.log_path()).map(|m| m.len()).unwrap_or(0) as usize;
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -151,13 +154,19 @@ impl Slapd {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!("slapd exited ({status}); log:\n{}", self.log()));
             }
-            if ports.iter().all(|p| {
-                TcpStream::connect_timeout(
-                    &SocketAddr::from(([127, 0, 0, 1], *p)),
-                    Duration::from_millis(200),
-                )
-                .is_ok()
-            }) {
+            let started = self
+                .log()
+                .get(log_start..)
+                .is_some_and(|l| l.contains("slapd starting"));
+            if started
+                && ports.iter().all(|p| {
+                    TcpStream::connect_timeout(
+                        &SocketAddr::from(([127, 0, 0, 1], *p)),
+                        Duration::from_millis(200),
+                    )
+                    .is_ok()
+                })
+            {
                 break;
             }
             if Instant::now() > deadline {
