@@ -341,7 +341,7 @@ async fn wrong_service_password_is_unavailable_with_a_clear_message() {
     let mut cfg = s.directory_config();
     cfg.bind_password_file = s.dir().join("absent.password");
     match LdapDirectory::new(&cfg) {
-        Err(DirectoryError::Config(msg)) => assert!(msg.contains("absent.password"), "{msg}"),
+        Err(DirectoryError::Unavailable(msg)) => assert!(msg.contains("absent.password"), "{msg}"),
         other => panic!("expected Config error, got {other:?}"),
     }
 }
@@ -395,7 +395,7 @@ async fn ldaps_and_starttls_verify_against_the_configured_ca() {
     cfg.ca_file = Some(s.dir().join("config.ldif"));
     assert!(matches!(
         LdapDirectory::new(&cfg),
-        Err(DirectoryError::Config(_))
+        Err(DirectoryError::Unavailable(_))
     ));
 }
 

@@ -43,7 +43,7 @@ pub(crate) fn conn_settings(cfg: &DirectoryConfig) -> Result<LdapConnSettings, D
 
 fn tls_config(ca_file: &Path) -> Result<Arc<rustls021::ClientConfig>, DirectoryError> {
     let pem = std::fs::read(ca_file).map_err(|e| {
-        DirectoryError::Config(format!(
+        DirectoryError::Unavailable(format!(
             "cannot read the directory CA file ca_file = {}: {e}",
             ca_file.display()
         ))
@@ -51,19 +51,19 @@ fn tls_config(ca_file: &Path) -> Result<Arc<rustls021::ClientConfig>, DirectoryE
     let mut roots = rustls021::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
         let cert = cert.map_err(|e| {
-            DirectoryError::Config(format!("{}: unreadable PEM: {e}", ca_file.display()))
+            DirectoryError::Unavailable(format!("{}: unreadable PEM: {e}", ca_file.display()))
         })?;
         roots
             .add(&rustls021::Certificate(cert.to_vec()))
             .map_err(|e| {
-                DirectoryError::Config(format!(
+                DirectoryError::Unavailable(format!(
                     "{}: not a usable CA certificate: {e}",
                     ca_file.display()
                 ))
             })?;
     }
     if roots.is_empty() {
-        return Err(DirectoryError::Config(format!(
+        return Err(DirectoryError::Unavailable(format!(
             "{}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)",
             ca_file.display()
         )));

@@ -48,14 +48,14 @@ impl std::fmt::Debug for LdapDirectory {
 /// Reads the service password: the file's content without its trailing newline.
 pub fn read_bind_password(path: &std::path::Path) -> Result<String, DirectoryError> {
     let raw = std::fs::read_to_string(path).map_err(|e| {
-        DirectoryError::Config(format!(
+        DirectoryError::Unavailable(format!(
             "cannot read the directory service password from bind_password_file = {}: {e}",
             path.display()
         ))
     })?;
     let password = raw.trim_end_matches(['\n', '\r']).to_string();
     if password.trim().is_empty() {
-        return Err(DirectoryError::Config(format!(
+        return Err(DirectoryError::Unavailable(format!(
             "bind_password_file = {} is empty: put the service account's password in it",
             path.display()
         )));
@@ -437,11 +437,11 @@ mod tests {
         assert_eq!(read_bind_password(&p).expect("read"), "s3cret with space ");
         std::fs::write(&p, "\n").expect("write");
         assert!(
-            matches!(read_bind_password(&p), Err(DirectoryError::Config(m)) if m.contains("empty"))
+            matches!(read_bind_password(&p), Err(DirectoryError::Unavailable(m)) if m.contains("empty"))
         );
         let missing = dir.path().join("missing.password");
         match read_bind_password(&missing) {
-            Err(DirectoryError::Config(m)) => assert!(m.contains("missing.password"), "{m}"),
+            Err(DirectoryError::Unavailable(m)) => assert!(m.contains("missing.password"), "{m}"),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -40,13 +40,11 @@ pub enum DirectoryError {
     EmptyPassword,
     #[error("account disabled")]
     Disabled,
-    /// The directory did not answer in time, refused the service bind, or TLS failed.
+    /// The directory did not answer in time, refused the service bind, or TLS failed; from
+    /// `LdapDirectory::new`: the configuration cannot be used (unreadable password or CA file),
+    /// the message naming the key and file.
     #[error("directory unavailable: {0}")]
     Unavailable(String),
-    /// The `[directory]` configuration cannot be used (unreadable password or CA file…).
-    /// Only `LdapDirectory::new` returns it.
-    #[error("directory configuration: {0}")]
-    Config(String),
 }
 
 pub type DirFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DirectoryError>> + Send + 'a>>;
