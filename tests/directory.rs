@@ -1,6 +1,9 @@
 //! LdapDirectory against a real slapd seeded with config/ldap/academie.ldif.
 
-mod common;
+// Only the fixture this test uses (no shared tests/common/mod.rs to merge).
+mod common {
+    pub mod slapd;
+}
 
 use std::time::{Duration, Instant};
 
