@@ -3,6 +3,13 @@
 //! The portal and the sync loop see the directory only through [`Directory`], so unit tests can
 //! use a stand-in; the real implementation is LDAP (OpenLDAP or Active Directory) in `ldap`.
 
+mod conn;
+pub mod filter;
+mod ldap;
+
+pub use filter::escape_filter_value;
+pub use ldap::{read_bind_password, LdapDirectory};
+
 use std::future::Future;
 use std::pin::Pin;
 
@@ -33,7 +40,9 @@ pub enum DirectoryError {
     EmptyPassword,
     #[error("account disabled")]
     Disabled,
-    /// The directory did not answer in time, refused the service bind, or TLS failed.
+    /// The directory did not answer in time, refused the service bind, or TLS failed; from
+    /// `LdapDirectory::new`: the configuration cannot be used (unreadable password or CA file),
+    /// the message naming the key and file.
     #[error("directory unavailable: {0}")]
     Unavailable(String),
 }
@@ -51,4 +60,10 @@ pub trait Directory: Send + Sync + 'static {
 
     /// Looks a user up without their password (for periodic sync). `Ok(None)`: no such user.
     fn lookup<'a>(&'a self, username: &'a str) -> DirFuture<'a, Option<DirectoryUser>>;
+
+    /// Whether the directory answers now (for `/readyz`); `Unavailable` if not.
+    /// Stand-ins need not override it.
+    fn ping(&self) -> DirFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }
