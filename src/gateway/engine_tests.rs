@@ -37,6 +37,8 @@ struct Setup {
     laptop_key: [u8; 32],
     endpoint: SocketAddr,
     scratch: Vec<u8>,
+    /// The engine's clock: fixed, so rate limits and flows do not depend on test speed.
+    now: Instant,
 }
 
 fn rules() -> RuleSet {
@@ -66,6 +68,7 @@ fn setup() -> Setup {
         laptop_key,
         endpoint: "198.18.0.2:40000".parse().unwrap(),
         scratch: vec![0; 4096],
+        now: Instant::now(),
     }
 }
 
@@ -74,7 +77,7 @@ impl Setup {
     fn send(&mut self, datagram: &[u8]) -> Collect {
         let mut out = Collect::default();
         self.engine.handle_datagram(
-            Instant::now(),
+            self.now,
             self.endpoint,
             datagram,
             &mut self.scratch,
@@ -116,7 +119,7 @@ impl Setup {
     fn tun_in(&mut self, packet: &[u8]) -> Collect {
         let mut out = Collect::default();
         self.engine
-            .handle_tun_packet(Instant::now(), packet, &mut self.scratch, &mut out);
+            .handle_tun_packet(self.now, packet, &mut self.scratch, &mut out);
         out
     }
 
