@@ -253,11 +253,7 @@ impl Topology {
             "no stats in the gateway log"
         );
         let text = self.log_text();
-        let line = text
-            .lines()
-            .filter(|l| l.contains("drops:"))
-            .last()
-            .unwrap();
+        let line = text.lines().rev().find(|l| l.contains("drops:")).unwrap();
         line.split_whitespace()
             .filter_map(|t| t.split_once('='))
             .find(|(k, _)| *k == reason)
