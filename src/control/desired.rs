@@ -134,7 +134,10 @@ mod tests {
             &p,
             &[VPN.into()],
             &[],
-            &[device(1, &[PAIE]), device(2, &["CN=Personnels, OU=groups,dc=ac,dc=fr"])],
+            &[
+                device(1, &[PAIE]),
+                device(2, &["CN=Personnels, OU=groups,dc=ac,dc=fr"]),
+            ],
         );
         assert_eq!(peers.len(), 1);
         assert_eq!(peers[0].label, "device:2:u2");

@@ -5,6 +5,8 @@
 
 pub mod desired;
 pub mod plane;
+pub mod serve;
+pub mod sink;
 pub mod sync;
 
 pub use desired::{desired_peers, has_role, resources_for, ActiveDevice, DesiredPeer};

@@ -70,24 +70,7 @@ impl ControlPlane {
 
     /// The desired set as of now (store + policy + static peers).
     pub async fn compute(&self) -> Result<Vec<DesiredPeer>, ControlError> {
-        let rows = self.store.active_devices().await?;
-        let devices: Vec<ActiveDevice> = rows
-            .into_iter()
-            .filter(|r| !r.user.disabled)
-            .map(|r| ActiveDevice {
-                id: r.device.id,
-                username: r.device.username,
-                public_key: r.device.public_key,
-                address: r.device.tunnel_address,
-                groups: r.user.groups,
-            })
-            .collect();
-        Ok(desired_peers(
-            &self.config.policy,
-            &self.config.roles.vpn_users,
-            &self.config.peers,
-            &devices,
-        ))
+        compute_desired(&self.store, &self.config).await
     }
 
     /// Computes and publishes the desired set now. On failure the gateway keeps its last good
@@ -140,4 +123,29 @@ impl ControlPlane {
             let _ = self.reconcile().await;
         }
     }
+}
+
+/// The desired set from the store's active devices, the policy and the static peers.
+pub async fn compute_desired(
+    store: &Store,
+    config: &Config,
+) -> Result<Vec<DesiredPeer>, ControlError> {
+    let rows = store.active_devices().await?;
+    let devices: Vec<ActiveDevice> = rows
+        .into_iter()
+        .filter(|r| !r.user.disabled)
+        .map(|r| ActiveDevice {
+            id: r.device.id,
+            username: r.device.username,
+            public_key: r.device.public_key,
+            address: r.device.tunnel_address,
+            groups: r.user.groups,
+        })
+        .collect();
+    Ok(desired_peers(
+        &config.policy,
+        &config.roles.vpn_users,
+        &config.peers,
+        &devices,
+    ))
 }

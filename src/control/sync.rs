@@ -46,22 +46,24 @@ impl DirectorySync {
         let mut report = SyncReport::default();
         let system = AuditContext::system();
         for stored in users {
-            let looked = match tokio::time::timeout(
-                self.timeout,
-                self.directory.lookup(&stored.username),
-            )
-            .await
-            {
-                Ok(Ok(u)) => u,
-                Ok(Err(DirectoryError::Unavailable(why))) => return Err(SyncError::Directory(why)),
-                Ok(Err(e)) => return Err(SyncError::Directory(e.to_string())),
-                Err(_) => return Err(SyncError::Directory("timed out".into())),
-            };
+            let looked =
+                match tokio::time::timeout(self.timeout, self.directory.lookup(&stored.username))
+                    .await
+                {
+                    Ok(Ok(u)) => u,
+                    Ok(Err(DirectoryError::Unavailable(why))) => {
+                        return Err(SyncError::Directory(why))
+                    }
+                    Ok(Err(e)) => return Err(SyncError::Directory(e.to_string())),
+                    Err(_) => return Err(SyncError::Directory("timed out".into())),
+                };
             report.checked += 1;
             let reason = match &looked {
                 None => Some("deleted from the directory"),
                 Some(u) if u.disabled => Some("account disabled in the directory"),
-                Some(u) if !has_role(&u.groups, &self.vpn_users) => Some("left every vpn_users group"),
+                Some(u) if !has_role(&u.groups, &self.vpn_users) => {
+                    Some("left every vpn_users group")
+                }
                 Some(_) => None,
             };
             if let Some(u) = &looked {

@@ -122,7 +122,10 @@ mod tests {
             it_staff: vec!["cn=dsi,dc=x".into()],
             auditors: vec![],
         };
-        assert_eq!(roles_for(&roles, &["CN=DSI,dc=x".into()]), vec![Role::ItStaff]);
+        assert_eq!(
+            roles_for(&roles, &["CN=DSI,dc=x".into()]),
+            vec![Role::ItStaff]
+        );
         assert!(roles_for(&roles, &["cn=other,dc=x".into()]).is_empty());
     }
 }

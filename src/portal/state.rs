@@ -57,8 +57,17 @@ impl AppState {
     }
 
     /// `Directory::authenticate` bounded by the deadline (a hung directory answers 503).
-    pub async fn authenticate(&self, username: &str, password: &str) -> Result<DirectoryUser, ApiError> {
-        match tokio::time::timeout(self.deadline(), self.directory.authenticate(username, password)).await {
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<DirectoryUser, ApiError> {
+        match tokio::time::timeout(
+            self.deadline(),
+            self.directory.authenticate(username, password),
+        )
+        .await
+        {
             Ok(r) => r.map_err(ApiError::from),
             Err(_) => Err(ApiError::DirectoryUnavailable("timed out".into())),
         }

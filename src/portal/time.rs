@@ -20,9 +20,8 @@ pub fn rfc3339(ms: i64) -> String {
 
 /// RFC 3339 (or a bare date `YYYY-MM-DD`, midnight UTC) → unix milliseconds.
 pub fn parse_rfc3339(field: &str, s: &str) -> Result<i64, ApiError> {
-    let t = OffsetDateTime::parse(s, &Rfc3339).or_else(|_| {
-        OffsetDateTime::parse(&format!("{s}T00:00:00Z"), &Rfc3339)
-    });
+    let t = OffsetDateTime::parse(s, &Rfc3339)
+        .or_else(|_| OffsetDateTime::parse(&format!("{s}T00:00:00Z"), &Rfc3339));
     t.map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
         .map_err(|_| {
             ApiError::BadRequest(format!(
@@ -38,8 +37,14 @@ mod tests {
     #[test]
     fn round_trips_and_parses_dates() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(parse_rfc3339("since", "1970-01-01T00:00:01Z").expect("ok"), 1000);
-        assert_eq!(parse_rfc3339("since", "1970-01-02").expect("ok"), 86_400_000);
+        assert_eq!(
+            parse_rfc3339("since", "1970-01-01T00:00:01Z").expect("ok"),
+            1000
+        );
+        assert_eq!(
+            parse_rfc3339("since", "1970-01-02").expect("ok"),
+            86_400_000
+        );
         assert!(parse_rfc3339("since", "yesterday").is_err());
     }
 }

@@ -51,7 +51,9 @@ pub async fn create_code(
         ));
     }
     let device_name = req.device_name.trim();
-    if device_name.is_empty() || device_name.len() > 128 || device_name.chars().any(char::is_control)
+    if device_name.is_empty()
+        || device_name.len() > 128
+        || device_name.chars().any(char::is_control)
     {
         return Err(ApiError::BadRequest(
             "device_name: 1 à 128 caractères imprimables / 1 to 128 printable characters".into(),
@@ -134,7 +136,9 @@ pub async fn revoke_device(
     let device = match state.store.revoke_device(id, &reason, &ctx).await {
         Ok(d) => d,
         // Revoked meanwhile (sync, another agent): same answer as above.
-        Err(StoreError::DeviceRevoked(_)) => state.store.device(id).await?.ok_or(ApiError::NotFound)?,
+        Err(StoreError::DeviceRevoked(_)) => {
+            state.store.device(id).await?.ok_or(ApiError::NotFound)?
+        }
         Err(e) => return Err(e.into()),
     };
     state.control.publish_now().await;

@@ -72,20 +72,42 @@ pub async fn events(
     let filter = AuditFilter {
         user: q.user.filter(|s| !s.is_empty()),
         action: q.action.filter(|s| !s.is_empty()),
-        since: q.since.as_deref().map(|s| parse_rfc3339("since", s)).transpose()?,
-        until: q.until.as_deref().map(|s| parse_rfc3339("until", s)).transpose()?,
+        since: q
+            .since
+            .as_deref()
+            .map(|s| parse_rfc3339("since", s))
+            .transpose()?,
+        until: q
+            .until
+            .as_deref()
+            .map(|s| parse_rfc3339("until", s))
+            .transpose()?,
         after_id: None,
         limit: Some(MAX_EVENTS),
     };
-    let rows: Vec<EventView> = state.store.list_audit(&filter).await?.into_iter().map(view).collect();
+    let rows: Vec<EventView> = state
+        .store
+        .list_audit(&filter)
+        .await?
+        .into_iter()
+        .map(view)
+        .collect();
     match q.format.as_deref().unwrap_or("json") {
         "json" => Ok(Json(rows).into_response()),
         "csv" => {
             let mut w = csv::Writer::from_writer(Vec::new());
             let write = |w: &mut csv::Writer<Vec<u8>>| -> Result<(), csv::Error> {
                 w.write_record([
-                    "id", "ts", "actor", "action", "target", "outcome", "source_ip", "details",
-                    "prev_hash", "hash",
+                    "id",
+                    "ts",
+                    "actor",
+                    "action",
+                    "target",
+                    "outcome",
+                    "source_ip",
+                    "details",
+                    "prev_hash",
+                    "hash",
                 ])?;
                 for r in &rows {
                     w.write_record([
@@ -104,7 +126,9 @@ pub async fn events(
                 Ok(())
             };
             write(&mut w).map_err(|e| ApiError::Internal(e.to_string()))?;
-            let body = w.into_inner().map_err(|e| ApiError::Internal(e.to_string()))?;
+            let body = w
+                .into_inner()
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
             Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response())
         }
         other => Err(ApiError::BadRequest(format!(

@@ -78,7 +78,13 @@ pub fn device_config(state: &AppState, device: &Device, groups: &[String]) -> De
             endpoint: state.config.gateway.endpoint.clone(),
         },
         allowed_ips: rules.networks().iter().map(ToString::to_string).collect(),
-        dns: state.config.gateway.dns.iter().map(ToString::to_string).collect(),
+        dns: state
+            .config
+            .gateway
+            .dns
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         device_token: None,
         expires_at: device.expires_at.map(rfc3339).unwrap_or_default(),
         resources,
@@ -256,7 +262,16 @@ mod tests {
     fn public_keys_are_vetted() {
         let good = b64(&[1; 32]);
         assert_eq!(parse_public_key(&good, &GW).expect("ok"), [1; 32]);
-        for bad in ["", "*", "*)(uid=*", "\\", "\0", "AAAA", &b64(&[0; 32]), &b64(&GW)] {
+        for bad in [
+            "",
+            "*",
+            "*)(uid=*",
+            "\\",
+            "\0",
+            "AAAA",
+            &b64(&[0; 32]),
+            &b64(&GW),
+        ] {
             let e = parse_public_key(bad, &GW).expect_err(bad);
             assert_eq!(e.code(), "invalid_public_key", "{bad:?}");
         }

@@ -25,11 +25,24 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Sesame API", description = "Enrolment portal of the Sesame VPN access broker."),
+    info(
+        title = "Sesame API",
+        description = "Enrolment portal of the Sesame VPN access broker."
+    ),
     paths(
-        device::enrol, device::config, device::rotate, auth::login, auth::logout,
-        admin::create_code, admin::list_devices, admin::revoke_device,
-        audit::events, audit::verify, healthz, readyz, metrics
+        device::enrol,
+        device::config,
+        device::rotate,
+        auth::login,
+        auth::logout,
+        admin::create_code,
+        admin::list_devices,
+        admin::revoke_device,
+        audit::events,
+        audit::verify,
+        healthz,
+        readyz,
+        metrics
     ),
     components(schemas(crate::api::ErrorBody, crate::api::ErrorDetail))
 )]
@@ -114,7 +127,10 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
     let body = state.metrics.render(&state.control.gateway_stats());
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
         .into_response()
