@@ -8,7 +8,7 @@ use sqlx::{AnyConnection, Row as _};
 
 use super::audit::{self, AuditContext, NewAuditEvent, Outcome};
 use super::users::{self, normalize_username, User};
-use super::{duration_ms, encode_key, hash_secret, Store, StoreError};
+use super::{duration_ms, encode_key, hash_secret, rfc3339, Store, StoreError};
 
 /// Whether a device may connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -59,6 +59,21 @@ impl Device {
     /// The public key in standard base64, as `wg` prints it.
     pub fn public_key_base64(&self) -> String {
         encode_key(&self.public_key)
+    }
+
+    /// The API's view of the device (`GET /api/v1/devices`, `sesame devices list --format json`).
+    pub fn summary(&self) -> crate::api::DeviceSummary {
+        crate::api::DeviceSummary {
+            id: self.id,
+            username: self.username.clone(),
+            name: self.name.clone(),
+            hostname: self.hostname.clone(),
+            public_key: self.public_key_base64(),
+            tunnel_address: self.tunnel_address.to_string(),
+            status: self.status.as_str().to_string(),
+            created_at: rfc3339(self.created_at),
+            revoked_at: self.revoked_at.map(rfc3339),
+        }
     }
 }
 

@@ -20,8 +20,8 @@ pub use audit::{
     Outcome, GENESIS_HASH,
 };
 pub use codes::{
-    generate_code, normalize_code, CodeState, CreatedCode, EnrolmentCode, NewCode, CODE_ALPHABET,
-    DEFAULT_CODE_TTL,
+    generate_code, normalize_code, validate as validate_code_request, CodeState, CreatedCode,
+    EnrolmentCode, NewCode, CODE_ALPHABET, DEFAULT_CODE_TTL,
 };
 pub use devices::{Device, DeviceStatus, DeviceWithUser};
 pub use enrol::{AddressPool, EnrolRequest, Enrolled};
@@ -358,6 +358,24 @@ pub fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Unix milliseconds as RFC 3339 UTC with second precision (`2026-01-05T09:00:00Z`), as the API
+/// and the CLI show times. Out-of-range values print as the raw number.
+pub fn rfc3339(ms: i64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Parses RFC 3339 (`2026-01-05T09:00:00Z`, offsets accepted) to unix milliseconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 /// Standard base64 of a WireGuard key, as stored in `devices.public_key`.
 pub fn encode_key(key: &[u8; 32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(key)
@@ -375,6 +393,20 @@ mod tests {
         );
         assert_eq!(sqlite_path("sqlite://s.db"), Some(PathBuf::from("s.db")));
         assert_eq!(sqlite_path("postgres://x"), None);
+    }
+
+    #[test]
+    fn rfc3339_round_trip() {
+        assert_eq!(rfc3339(1_767_603_600_000), "2026-01-05T09:00:00Z");
+        assert_eq!(
+            parse_rfc3339("2026-01-05T09:00:00Z"),
+            Some(1_767_603_600_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-01-05T10:00:00+01:00"),
+            Some(1_767_603_600_000)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
     }
 
     #[test]
