@@ -96,6 +96,8 @@ both_backends!(
     audit_is_append_only_chained_and_filterable,
     audit_verify_detects_tampering,
     sessions_expire_touch_and_purge,
+    failure_late_in_enrolment_rolls_everything_back,
+    expired_keys_revoke_their_devices,
 );
 
 fn person(name: &str) -> DirectoryUser {
@@ -842,6 +844,103 @@ async fn sessions_expire_touch_and_purge(db: Db) {
     assert_eq!(db.store.session(&token).await.expect("get"), None);
 }
 
+async fn failure_late_in_enrolment_rolls_everything_back(db: Db) {
+    let code = code_for(&db, "alice", "pc-alice").await;
+    // Inject a failure at the last write but one (marking the code redeemed), after the user
+    // and the device rows were written inside the transaction.
+    let inject: &[&str] = match db.store.backend() {
+        sesame::store::Backend::Sqlite => &[
+            "CREATE TRIGGER inject_failure BEFORE UPDATE ON enrolment_codes \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        ],
+        sesame::store::Backend::Postgres => &[
+            "CREATE FUNCTION inject_failure() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'injected failure'; END; $$",
+            "CREATE TRIGGER inject_failure BEFORE UPDATE ON enrolment_codes \
+             FOR EACH ROW EXECUTE FUNCTION inject_failure()",
+        ],
+    };
+    for sql in inject {
+        sqlx::raw_sql(sql)
+            .execute(db.store.pool())
+            .await
+            .expect("inject");
+    }
+    let before = counts(&db).await;
+    let r = enrol(&db, &code, &person("alice"), key(1), "100.64.0.0/24").await;
+    match r {
+        Err(StoreError::Database(e)) => assert!(e.to_string().contains("injected failure"), "{e}"),
+        other => panic!("expected the injected database error, got {other:?}"),
+    }
+    assert_eq!(
+        counts(&db).await,
+        before,
+        "no user, device or audit row left behind"
+    );
+    assert_eq!(before, (0, 0, 1));
+    assert_eq!(
+        db.store.code(&code).await.expect("q").expect("c").state,
+        CodeState::Pending
+    );
+    let remove = match db.store.backend() {
+        sesame::store::Backend::Sqlite => "DROP TRIGGER inject_failure",
+        sesame::store::Backend::Postgres => "DROP TRIGGER inject_failure ON enrolment_codes",
+    };
+    sqlx::raw_sql(remove)
+        .execute(db.store.pool())
+        .await
+        .expect("remove injection");
+    let e = enrol(&db, &code, &person("alice"), key(1), "100.64.0.0/24")
+        .await
+        .expect("enrols once the failure is gone");
+    assert_eq!(e.device.tunnel_address, Ipv4Addr::new(100, 64, 0, 2));
+}
+
+async fn expired_keys_revoke_their_devices(db: Db) {
+    let c1 = code_for(&db, "alice", "pc-1").await;
+    let c2 = code_for(&db, "bob", "pc-2").await;
+    let a = enrol(&db, &c1, &person("alice"), key(1), "100.64.0.0/24")
+        .await
+        .expect("a");
+    db.clock.advance(HOUR);
+    let b = enrol(&db, &c2, &person("bob"), key(2), "100.64.0.0/24")
+        .await
+        .expect("b");
+    // Both keys live 180 days; alice's expires one hour before bob's.
+    db.clock
+        .advance(180 * 24 * HOUR - HOUR - Duration::from_millis(1));
+    assert!(db
+        .store
+        .expire_devices()
+        .await
+        .expect("none yet")
+        .is_empty());
+    db.clock.advance(Duration::from_millis(1));
+    let gone = db.store.expire_devices().await.expect("expire");
+    assert_eq!(gone.iter().map(|d| d.id).collect::<Vec<_>>(), [a.device.id]);
+    assert_eq!(gone[0].revoke_reason.as_deref(), Some("key expired"));
+    assert_eq!(
+        db.store
+            .device(b.device.id)
+            .await
+            .expect("q")
+            .expect("b")
+            .status,
+        DeviceStatus::Active
+    );
+    let audit = db
+        .store
+        .list_audit(&AuditFilter {
+            action: Some("device.expired".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].actor, "system");
+    assert_eq!(audit[0].target, format!("device:{}", a.device.id));
+}
+
 // ---- backend-specific behaviour ----
 
 #[tokio::test]
@@ -900,4 +999,49 @@ async fn unreachable_postgres_is_unavailable_and_bad_urls_are_refused() {
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
     let r = Store::connect("mysql://x@y/z").await;
     assert!(matches!(r, Err(StoreError::InvalidUrl(_))), "{r:?}");
+}
+
+#[test]
+fn migrations_are_numbered_the_same_for_both_databases() {
+    let names = |dir: &str| {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .expect("migrations dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let sqlite = names(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"));
+    assert!(!sqlite.is_empty());
+    assert_eq!(
+        sqlite,
+        names(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+    );
+}
+
+#[tokio::test]
+async fn every_postgres_table_and_column_is_commented() {
+    let db = postgres_db().await;
+    const UNCOMMENTED: &str = "SELECT c.relname || COALESCE('.' || a.attname, '') FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public' \
+         LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+         WHERE c.relkind = 'r' AND c.relname <> '_sqlx_migrations' \
+           AND (obj_description(c.oid, 'pg_class') IS NULL \
+                OR (a.attname IS NOT NULL AND col_description(c.oid, a.attnum) IS NULL)) \
+         ORDER BY 1";
+    let missing: Vec<String> = sqlx::query_scalar(UNCOMMENTED)
+        .fetch_all(db.store.pool())
+        .await
+        .expect("query catalog");
+    assert!(missing.is_empty(), "uncommented: {missing:?}");
+    // The check does see an uncommented column.
+    sqlx::query("ALTER TABLE users ADD COLUMN probe TEXT")
+        .execute(db.store.pool())
+        .await
+        .expect("alter");
+    let missing: Vec<String> = sqlx::query_scalar(UNCOMMENTED)
+        .fetch_all(db.store.pool())
+        .await
+        .expect("query catalog");
+    assert_eq!(missing, ["users.probe"]);
 }

@@ -140,13 +140,15 @@ pub(crate) async fn key_in_use(
     Ok(row.is_some())
 }
 
-/// Marks one active device revoked and audits it. Returns the updated device.
+/// Marks one active device revoked and audits it (`action`: `device.revoked` or
+/// `device.expired`). Returns the updated device.
 async fn revoke_one(
     conn: &mut AnyConnection,
     id: i64,
     reason: &str,
     ctx: &AuditContext,
     now: i64,
+    action: &str,
 ) -> Result<Device, StoreError> {
     let done = sqlx::query(
         "UPDATE devices SET status = 'revoked', revoked_at = $1, revoke_reason = $2 \
@@ -171,7 +173,7 @@ async fn revoke_one(
         now,
         &NewAuditEvent {
             actor: ctx.actor.clone(),
-            action: "device.revoked".into(),
+            action: action.into(),
             target: format!("device:{id}"),
             outcome: Outcome::Success,
             source_ip: ctx.source_ip.clone(),
@@ -298,7 +300,7 @@ impl Store {
     ) -> Result<Device, StoreError> {
         let now = self.now_ms();
         let mut tx = self.write_tx().await?;
-        let device = revoke_one(&mut tx, id, reason, ctx, now).await?;
+        let device = revoke_one(&mut tx, id, reason, ctx, now, "device.revoked").await?;
         tx.commit().await?;
         Ok(device)
     }
@@ -321,7 +323,28 @@ impl Store {
         .await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            out.push(revoke_one(&mut tx, id, reason, ctx, now).await?);
+            out.push(revoke_one(&mut tx, id, reason, ctx, now, "device.revoked").await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Revokes every active device whose key expired (`expires_at <= now`), auditing each as
+    /// `device.expired` by `system`. Returns them, so their sessions can be cut.
+    pub async fn expire_devices(&self) -> Result<Vec<Device>, StoreError> {
+        let now = self.now_ms();
+        let mut tx = self.write_tx().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM devices WHERE status = 'active' AND expires_at IS NOT NULL \
+             AND expires_at <= $1 ORDER BY id",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let ctx = AuditContext::system();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(revoke_one(&mut tx, id, "key expired", &ctx, now, "device.expired").await?);
         }
         tx.commit().await?;
         Ok(out)

@@ -88,8 +88,6 @@ pub enum StoreError {
     DeviceNotFound(i64),
     #[error("device {0} is revoked")]
     DeviceRevoked(i64),
-    #[error("no user named {0:?}")]
-    UserNotFound(String),
     #[error("the audit log is append-only")]
     AuditAppendOnly,
     #[error("corrupt row in {table}: {message}")]
@@ -120,6 +118,31 @@ impl From<sqlx::Error> for StoreError {
                 }
             }
             _ => StoreError::Database(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// The stable API error code (`crate::api::codes`) this error maps to.
+    pub fn api_code(&self) -> &'static str {
+        use crate::api::codes;
+        match self {
+            StoreError::Unavailable(_) => codes::DATABASE_UNAVAILABLE,
+            StoreError::InvalidInput(_) => codes::BAD_REQUEST,
+            StoreError::CodeNotFound => codes::INVALID_CODE,
+            StoreError::CodeExpired => codes::CODE_EXPIRED,
+            StoreError::CodeAlreadyUsed => codes::CODE_ALREADY_USED,
+            StoreError::CodeWrongUser => codes::CODE_WRONG_USER,
+            StoreError::PublicKeyInUse => codes::PUBLIC_KEY_IN_USE,
+            StoreError::AddressPoolExhausted { .. } => codes::ADDRESS_POOL_EXHAUSTED,
+            StoreError::DeviceNotFound(_) => codes::NOT_FOUND,
+            StoreError::DeviceRevoked(_) => codes::DEVICE_REVOKED,
+            StoreError::Database(_)
+            | StoreError::Migration(_)
+            | StoreError::InvalidUrl(_)
+            | StoreError::CreateDir { .. }
+            | StoreError::AuditAppendOnly
+            | StoreError::Corrupt { .. } => codes::INTERNAL,
         }
     }
 }
