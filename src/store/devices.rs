@@ -77,6 +77,18 @@ impl Device {
     }
 }
 
+/// A cheap fingerprint of the devices table: it changes whenever a device is enrolled, rotated
+/// or revoked, by this process or another one (the CLI, another portal). The control plane polls
+/// it to know when to recompute the gateway's desired peer set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DevicesVersion {
+    count: i64,
+    max_id: i64,
+    last_rotated: i64,
+    last_revoked: i64,
+    revoked: i64,
+}
+
 /// An active device and its owner: one entry of the gateway's desired peer set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceWithUser {
@@ -348,5 +360,23 @@ impl Store {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    /// See [`DevicesVersion`].
+    pub async fn devices_version(&self) -> Result<DevicesVersion, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS max_id, \
+             COALESCE(MAX(rotated_at), 0) AS last_rotated, COALESCE(MAX(revoked_at), 0) AS last_revoked, \
+             COALESCE(SUM(CASE WHEN status = 'revoked' THEN 1 ELSE 0 END), 0) AS revoked FROM devices",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(DevicesVersion {
+            count: row.try_get("n")?,
+            max_id: row.try_get("max_id")?,
+            last_rotated: row.try_get("last_rotated")?,
+            last_revoked: row.try_get("last_revoked")?,
+            revoked: row.try_get("revoked")?,
+        })
     }
 }

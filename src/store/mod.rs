@@ -23,7 +23,7 @@ pub use codes::{
     generate_code, normalize_code, validate as validate_code_request, CodeState, CreatedCode,
     EnrolmentCode, NewCode, CODE_ALPHABET, DEFAULT_CODE_TTL,
 };
-pub use devices::{Device, DeviceStatus, DeviceWithUser};
+pub use devices::{Device, DeviceStatus, DeviceWithUser, DevicesVersion};
 pub use enrol::{AddressPool, EnrolRequest, Enrolled};
 pub use sessions::{NewSession, WebSession};
 pub use users::{normalize_username, User};
@@ -88,6 +88,9 @@ pub enum StoreError {
     DeviceNotFound(i64),
     #[error("device {0} is revoked")]
     DeviceRevoked(i64),
+    /// No such user in the store (for callers that require one).
+    #[error("no user named {0:?}")]
+    UserNotFound(String),
     #[error("the audit log is append-only")]
     AuditAppendOnly,
     #[error("corrupt row in {table}: {message}")]
@@ -137,6 +140,7 @@ impl StoreError {
             StoreError::AddressPoolExhausted { .. } => codes::ADDRESS_POOL_EXHAUSTED,
             StoreError::DeviceNotFound(_) => codes::NOT_FOUND,
             StoreError::DeviceRevoked(_) => codes::DEVICE_REVOKED,
+            StoreError::UserNotFound(_) => codes::UNKNOWN_USER,
             StoreError::Database(_)
             | StoreError::Migration(_)
             | StoreError::InvalidUrl(_)
