@@ -8,6 +8,8 @@ use anyhow::Context as _;
 
 use crate::config::Config;
 
+pub mod store_admin;
+
 /// `sesame check-config`: validates, then prints each group → resources → rules.
 pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;

@@ -111,7 +111,7 @@ fn check_name(what: &str, value: &str) -> Result<(), StoreError> {
 }
 
 /// Validates one code request; the error names the field.
-pub(crate) fn validate(new: &NewCode) -> Result<(), StoreError> {
+pub fn validate(new: &NewCode) -> Result<(), StoreError> {
     check_name("user", &new.username)?;
     check_name("device name", &new.device_name)?;
     if new.ttl.is_zero() {

@@ -8,7 +8,7 @@ use sqlx::{AnyConnection, Row as _};
 
 use super::audit::{self, AuditContext, NewAuditEvent, Outcome};
 use super::users::{self, normalize_username, User};
-use super::{duration_ms, encode_key, hash_secret, Store, StoreError};
+use super::{duration_ms, encode_key, hash_secret, rfc3339, Store, StoreError};
 
 /// Whether a device may connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -60,6 +60,33 @@ impl Device {
     pub fn public_key_base64(&self) -> String {
         encode_key(&self.public_key)
     }
+
+    /// The API's view of the device (`GET /api/v1/devices`, `sesame devices list --format json`).
+    pub fn summary(&self) -> crate::api::DeviceSummary {
+        crate::api::DeviceSummary {
+            id: self.id,
+            username: self.username.clone(),
+            name: self.name.clone(),
+            hostname: self.hostname.clone(),
+            public_key: self.public_key_base64(),
+            tunnel_address: self.tunnel_address.to_string(),
+            status: self.status.as_str().to_string(),
+            created_at: rfc3339(self.created_at),
+            revoked_at: self.revoked_at.map(rfc3339),
+        }
+    }
+}
+
+/// A cheap fingerprint of the devices table: it changes whenever a device is enrolled, rotated
+/// or revoked, by this process or another one (the CLI, another portal). The control plane polls
+/// it to know when to recompute the gateway's desired peer set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DevicesVersion {
+    count: i64,
+    max_id: i64,
+    last_rotated: i64,
+    last_revoked: i64,
+    revoked: i64,
 }
 
 /// An active device and its owner: one entry of the gateway's desired peer set.
@@ -125,13 +152,15 @@ pub(crate) async fn key_in_use(
     Ok(row.is_some())
 }
 
-/// Marks one active device revoked and audits it. Returns the updated device.
+/// Marks one active device revoked and audits it (`action`: `device.revoked` or
+/// `device.expired`). Returns the updated device.
 async fn revoke_one(
     conn: &mut AnyConnection,
     id: i64,
     reason: &str,
     ctx: &AuditContext,
     now: i64,
+    action: &str,
 ) -> Result<Device, StoreError> {
     let done = sqlx::query(
         "UPDATE devices SET status = 'revoked', revoked_at = $1, revoke_reason = $2 \
@@ -156,7 +185,7 @@ async fn revoke_one(
         now,
         &NewAuditEvent {
             actor: ctx.actor.clone(),
-            action: "device.revoked".into(),
+            action: action.into(),
             target: format!("device:{id}"),
             outcome: Outcome::Success,
             source_ip: ctx.source_ip.clone(),
@@ -283,7 +312,7 @@ impl Store {
     ) -> Result<Device, StoreError> {
         let now = self.now_ms();
         let mut tx = self.write_tx().await?;
-        let device = revoke_one(&mut tx, id, reason, ctx, now).await?;
+        let device = revoke_one(&mut tx, id, reason, ctx, now, "device.revoked").await?;
         tx.commit().await?;
         Ok(device)
     }
@@ -306,9 +335,48 @@ impl Store {
         .await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            out.push(revoke_one(&mut tx, id, reason, ctx, now).await?);
+            out.push(revoke_one(&mut tx, id, reason, ctx, now, "device.revoked").await?);
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    /// Revokes every active device whose key expired (`expires_at <= now`), auditing each as
+    /// `device.expired` by `system`. Returns them, so their sessions can be cut.
+    pub async fn expire_devices(&self) -> Result<Vec<Device>, StoreError> {
+        let now = self.now_ms();
+        let mut tx = self.write_tx().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM devices WHERE status = 'active' AND expires_at IS NOT NULL \
+             AND expires_at <= $1 ORDER BY id",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let ctx = AuditContext::system();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(revoke_one(&mut tx, id, "key expired", &ctx, now, "device.expired").await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// See [`DevicesVersion`].
+    pub async fn devices_version(&self) -> Result<DevicesVersion, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS max_id, \
+             COALESCE(MAX(rotated_at), 0) AS last_rotated, COALESCE(MAX(revoked_at), 0) AS last_revoked, \
+             COALESCE(SUM(CASE WHEN status = 'revoked' THEN 1 ELSE 0 END), 0) AS revoked FROM devices",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(DevicesVersion {
+            count: row.try_get("n")?,
+            max_id: row.try_get("max_id")?,
+            last_rotated: row.try_get("last_rotated")?,
+            last_revoked: row.try_get("last_revoked")?,
+            revoked: row.try_get("revoked")?,
+        })
     }
 }

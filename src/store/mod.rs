@@ -20,10 +20,10 @@ pub use audit::{
     Outcome, GENESIS_HASH,
 };
 pub use codes::{
-    generate_code, normalize_code, CodeState, CreatedCode, EnrolmentCode, NewCode, CODE_ALPHABET,
-    DEFAULT_CODE_TTL,
+    generate_code, normalize_code, validate as validate_code_request, CodeState, CreatedCode,
+    EnrolmentCode, NewCode, CODE_ALPHABET, DEFAULT_CODE_TTL,
 };
-pub use devices::{Device, DeviceStatus, DeviceWithUser};
+pub use devices::{Device, DeviceStatus, DeviceWithUser, DevicesVersion};
 pub use enrol::{AddressPool, EnrolRequest, Enrolled};
 pub use sessions::{NewSession, WebSession};
 pub use users::{normalize_username, User};
@@ -88,6 +88,7 @@ pub enum StoreError {
     DeviceNotFound(i64),
     #[error("device {0} is revoked")]
     DeviceRevoked(i64),
+    /// No such user in the store (for callers that require one).
     #[error("no user named {0:?}")]
     UserNotFound(String),
     #[error("the audit log is append-only")]
@@ -120,6 +121,32 @@ impl From<sqlx::Error> for StoreError {
                 }
             }
             _ => StoreError::Database(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// The stable API error code (`crate::api::codes`) this error maps to.
+    pub fn api_code(&self) -> &'static str {
+        use crate::api::codes;
+        match self {
+            StoreError::Unavailable(_) => codes::DATABASE_UNAVAILABLE,
+            StoreError::InvalidInput(_) => codes::BAD_REQUEST,
+            StoreError::CodeNotFound => codes::INVALID_CODE,
+            StoreError::CodeExpired => codes::CODE_EXPIRED,
+            StoreError::CodeAlreadyUsed => codes::CODE_ALREADY_USED,
+            StoreError::CodeWrongUser => codes::CODE_WRONG_USER,
+            StoreError::PublicKeyInUse => codes::PUBLIC_KEY_IN_USE,
+            StoreError::AddressPoolExhausted { .. } => codes::ADDRESS_POOL_EXHAUSTED,
+            StoreError::DeviceNotFound(_) => codes::NOT_FOUND,
+            StoreError::DeviceRevoked(_) => codes::DEVICE_REVOKED,
+            StoreError::UserNotFound(_) => codes::UNKNOWN_USER,
+            StoreError::Database(_)
+            | StoreError::Migration(_)
+            | StoreError::InvalidUrl(_)
+            | StoreError::CreateDir { .. }
+            | StoreError::AuditAppendOnly
+            | StoreError::Corrupt { .. } => codes::INTERNAL,
         }
     }
 }
@@ -358,6 +385,24 @@ pub fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Unix milliseconds as RFC 3339 UTC with second precision (`2026-01-05T09:00:00Z`), as the API
+/// and the CLI show times. Out-of-range values print as the raw number.
+pub fn rfc3339(ms: i64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Parses RFC 3339 (`2026-01-05T09:00:00Z`, offsets accepted) to unix milliseconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 /// Standard base64 of a WireGuard key, as stored in `devices.public_key`.
 pub fn encode_key(key: &[u8; 32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(key)
@@ -375,6 +420,20 @@ mod tests {
         );
         assert_eq!(sqlite_path("sqlite://s.db"), Some(PathBuf::from("s.db")));
         assert_eq!(sqlite_path("postgres://x"), None);
+    }
+
+    #[test]
+    fn rfc3339_round_trip() {
+        assert_eq!(rfc3339(1_767_603_600_000), "2026-01-05T09:00:00Z");
+        assert_eq!(
+            parse_rfc3339("2026-01-05T09:00:00Z"),
+            Some(1_767_603_600_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-01-05T10:00:00+01:00"),
+            Some(1_767_603_600_000)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
     }
 
     #[test]
