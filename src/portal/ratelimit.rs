@@ -23,14 +23,32 @@ enum Key {
 }
 
 /// Failure counters keyed by username (case-insensitive) and by source address.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FailureLimiter {
     failures: Mutex<HashMap<Key, VecDeque<Instant>>>,
+    max_failures: usize,
+    window: Duration,
+}
+
+impl Default for FailureLimiter {
+    fn default() -> Self {
+        Self::with_limits(MAX_FAILURES, WINDOW)
+    }
 }
 
 impl FailureLimiter {
+    /// The production limits: [`MAX_FAILURES`] per [`WINDOW`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Other limits (tests that send many bad inputs from one address).
+    pub fn with_limits(max_failures: usize, window: Duration) -> Self {
+        FailureLimiter {
+            failures: Mutex::new(HashMap::new()),
+            max_failures: max_failures.max(1),
+            window,
+        }
     }
 
     fn keys(username: &str, ip: IpAddr) -> [Key; 2] {
@@ -43,12 +61,15 @@ impl FailureLimiter {
         let mut wait = Duration::ZERO;
         for k in Self::keys(username, ip) {
             if let Some(q) = map.get_mut(&k) {
-                while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+                while q
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= self.window)
+                {
                     q.pop_front();
                 }
-                if q.len() >= MAX_FAILURES {
+                if q.len() >= self.max_failures {
                     if let Some(oldest) = q.front() {
-                        wait = wait.max(WINDOW.saturating_sub(now.duration_since(*oldest)));
+                        wait = wait.max(self.window.saturating_sub(now.duration_since(*oldest)));
                     }
                 }
             }
@@ -64,12 +85,13 @@ impl FailureLimiter {
     pub fn record_failure(&self, username: &str, ip: IpAddr, now: Instant) {
         let mut map = self.failures.lock();
         if map.len() > PRUNE_ABOVE {
-            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
+            let window = self.window;
+            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
         }
         for k in Self::keys(username, ip) {
             let q = map.entry(k).or_default();
             q.push_back(now);
-            while q.len() > MAX_FAILURES {
+            while q.len() > self.max_failures {
                 q.pop_front();
             }
         }

@@ -37,13 +37,25 @@ impl AppState {
         control: Arc<ControlPlane>,
         metrics: Arc<Metrics>,
     ) -> SharedState {
+        Self::with_limiter(config, store, directory, control, metrics, FailureLimiter::new())
+    }
+
+    /// Same, with other brute-force limits.
+    pub fn with_limiter(
+        config: Arc<Config>,
+        store: Store,
+        directory: Arc<dyn Directory>,
+        control: Arc<ControlPlane>,
+        metrics: Arc<Metrics>,
+        limiter: FailureLimiter,
+    ) -> SharedState {
         let cookies = CookiePolicy::for_public_url(&config.portal.public_url);
         Arc::new(AppState {
             config,
             store,
             directory,
             control,
-            limiter: FailureLimiter::new(),
+            limiter,
             metrics,
             cookies,
         })
