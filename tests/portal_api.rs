@@ -41,7 +41,10 @@ async fn enrol_config_rotate_revoke_journey() {
     assert_eq!(cfg["resources"][0]["name"], "paie");
     assert!(!cfg["expires_at"].as_str().unwrap().is_empty());
     let token = cfg["device_token"].as_str().unwrap().to_string();
-    let peer = h.sink.peer(&key_bytes).expect("peer published before the 201");
+    let peer = h
+        .sink
+        .peer(&key_bytes)
+        .expect("peer published before the 201");
     assert_eq!(peer.address.to_string(), "100.64.0.2");
     assert!(peer.rules.allows("198.18.10.10".parse().unwrap(), 6, 443));
     assert!(!peer.rules.allows("198.18.20.1".parse().unwrap(), 6, 443));
@@ -136,7 +139,12 @@ async fn enrol_config_rotate_revoke_journey() {
         .iter()
         .map(|e| e["action"].as_str().unwrap())
         .collect();
-    for a in ["enrol.code_created", "enrol.completed", "device.rotated", "enrol.rejected"] {
+    for a in [
+        "enrol.code_created",
+        "enrol.completed",
+        "device.rotated",
+        "enrol.rejected",
+    ] {
         assert!(actions.contains(&a), "{a} in {actions:?}");
     }
     let revoked = auditor
@@ -156,7 +164,9 @@ async fn enrol_config_rotate_revoke_journey() {
         .unwrap();
     assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
     let text = csv.text().await.unwrap();
-    assert!(text.starts_with("id,ts,actor,action,target,outcome,source_ip,details,prev_hash,hash\n"));
+    assert!(
+        text.starts_with("id,ts,actor,action,target,outcome,source_ip,details,prev_hash,hash\n")
+    );
     let v: Value = auditor
         .get(h.url("/api/v1/audit/verify"))
         .send()
@@ -169,9 +179,20 @@ async fn enrol_config_rotate_revoke_journey() {
     assert!(v["events"].as_i64().unwrap() >= 6);
 
     // Metrics count what happened.
-    let m = reqwest::get(h.url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(m.contains("sesame_enrolments_total{outcome=\"success\"} 1"), "{m}");
-    assert!(m.contains("sesame_logins_total{outcome=\"success\"} 2"), "{m}");
+    let m = reqwest::get(h.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("sesame_enrolments_total{outcome=\"success\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("sesame_logins_total{outcome=\"success\"} 2"),
+        "{m}"
+    );
     assert!(m.contains("sesame_revocations_total 1"), "{m}");
     assert!(m.contains("sesame_rotations_total 1"), "{m}");
 }
@@ -191,28 +212,74 @@ async fn every_bad_enrolment_is_refused_and_writes_nothing() {
         let url = h.url("/api/v1/enrol");
         async move { c.post(url).json(&body).send().await.unwrap() }
     };
-    let body = |code: &str, user: &str, pw: &str, key: &str| {
-        json!({"code": code, "username": user, "password": pw, "public_key": key, "hostname": "pc"})
-    };
+    let body = |code: &str, user: &str, pw: &str, key: &str| json!({"code": code, "username": user, "password": pw, "public_key": key, "hostname": "pc"});
     let marie = password_of("mdupont");
     let cases: Vec<(Value, u16, &str)> = vec![
-        (body(&code, "mdupont", "wrong-password", &key), 401, "invalid_credentials"),
+        (
+            body(&code, "mdupont", "wrong-password", &key),
+            401,
+            "invalid_credentials",
+        ),
         (body(&code, "mdupont", "", &key), 400, "empty_password"),
         (body(&code, "mdupont", "   ", &key), 400, "empty_password"),
         (body(&code, "*", marie, &key), 401, "invalid_credentials"),
-        (body(&code, "*)(uid=*", marie, &key), 401, "invalid_credentials"),
-        (body(&code, "mdupont)(|(uid=*", marie, &key), 401, "invalid_credentials"),
+        (
+            body(&code, "*)(uid=*", marie, &key),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            body(&code, "mdupont)(|(uid=*", marie, &key),
+            401,
+            "invalid_credentials",
+        ),
         (body(&code, "\\", marie, &key), 401, "invalid_credentials"),
-        (body(&code, "mdupont\0", marie, &key), 401, "invalid_credentials"),
-        (body(&code, "mdupont", "*", &key), 401, "invalid_credentials"),
-        (body("AAAA-BBBB-CCCC", "mdupont", marie, &key), 404, "invalid_code"),
+        (
+            body(&code, "mdupont\0", marie, &key),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            body(&code, "mdupont", "*", &key),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            body("AAAA-BBBB-CCCC", "mdupont", marie, &key),
+            404,
+            "invalid_code",
+        ),
         (body("*", "mdupont", marie, &key), 404, "invalid_code"),
-        (body(&code_sb, "mdupont", marie, &key), 403, "code_wrong_user"),
-        (body(&code, "mdupont", marie, "not base64!"), 400, "invalid_public_key"),
-        (body(&code, "mdupont", marie, &b64(&[1u8; 31])), 400, "invalid_public_key"),
-        (body(&code, "mdupont", marie, &b64(&[0u8; 32])), 400, "invalid_public_key"),
-        (body(&code, "mdupont", marie, &b64(&GATEWAY_KEY)), 400, "invalid_public_key"),
-        (body(&code, "pdurand", password_of("pdurand"), &key), 403, "not_vpn_user"),
+        (
+            body(&code_sb, "mdupont", marie, &key),
+            403,
+            "code_wrong_user",
+        ),
+        (
+            body(&code, "mdupont", marie, "not base64!"),
+            400,
+            "invalid_public_key",
+        ),
+        (
+            body(&code, "mdupont", marie, &b64(&[1u8; 31])),
+            400,
+            "invalid_public_key",
+        ),
+        (
+            body(&code, "mdupont", marie, &b64(&[0u8; 32])),
+            400,
+            "invalid_public_key",
+        ),
+        (
+            body(&code, "mdupont", marie, &b64(&GATEWAY_KEY)),
+            400,
+            "invalid_public_key",
+        ),
+        (
+            body(&code, "pdurand", password_of("pdurand"), &key),
+            403,
+            "not_vpn_user",
+        ),
         (
             json!({"code": code, "username": "mdupont", "password": marie, "public_key": key, "hostname": ""}),
             400,
@@ -227,11 +294,16 @@ async fn every_bad_enrolment_is_refused_and_writes_nothing() {
     ];
     for (i, (b, status, expected)) in cases.into_iter().enumerate() {
         let r = post(b.clone()).await;
-        assert_eq!(error_of(r).await, (status, expected.to_string()), "case {i}: {b}");
+        assert_eq!(
+            error_of(r).await,
+            (status, expected.to_string()),
+            "case {i}: {b}"
+        );
         assert_eq!(h.device_count().await, 0, "case {i} wrote a device");
     }
     // A disabled account is refused (however the directory reports the lock).
-    let (status, code_name) = error_of(post(body(&code, "rmoreau", password_of("rmoreau"), &key)).await).await;
+    let (status, code_name) =
+        error_of(post(body(&code, "rmoreau", password_of("rmoreau"), &key)).await).await;
     assert!(
         (status, code_name.as_str()) == (403, "account_disabled")
             || (status, code_name.as_str()) == (401, "invalid_credentials"),
@@ -256,7 +328,10 @@ async fn every_bad_enrolment_is_refused_and_writes_nothing() {
         .unwrap();
     assert_eq!(error_of(r).await, (400, "invalid_json".into()));
     let huge = json!({"code": code, "username": "mdupont", "password": "x".repeat(20 * 1024), "public_key": key, "hostname": "pc"});
-    assert_eq!(error_of(post(huge).await).await, (413, "payload_too_large".into()));
+    assert_eq!(
+        error_of(post(huge).await).await,
+        (413, "payload_too_large".into())
+    );
     assert_eq!(h.device_count().await, 0);
 
     // The code still works for its owner after all that; then a duplicate key is refused.
@@ -292,7 +367,10 @@ async fn expired_code_is_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let code = r.json::<Value>().await.unwrap()["code"].as_str().unwrap().to_string();
+    let code = r.json::<Value>().await.unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // Age the code in the database (the store compares expires_at with now).
     sqlx::query("UPDATE enrolment_codes SET expires_at = 1")
         .execute(h.store.pool())
@@ -422,7 +500,11 @@ async fn roles_sessions_and_cookies() {
         .await
         .unwrap();
     assert_eq!(mine.as_array().unwrap().len(), 1);
-    let r = it.delete(h.url("/api/v1/devices/999")).send().await.unwrap();
+    let r = it
+        .delete(h.url("/api/v1/devices/999"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_of(r).await, (404, "not_found".into()));
 
     // Logout ends the session server-side.
@@ -450,7 +532,12 @@ async fn roles_sessions_and_cookies() {
         .json()
         .await
         .unwrap();
-    for p in ["/api/v1/enrol", "/api/v1/device/rotate", "/api/v1/devices/{id}", "/api/v1/audit/events"] {
+    for p in [
+        "/api/v1/enrol",
+        "/api/v1/device/rotate",
+        "/api/v1/devices/{id}",
+        "/api/v1/audit/events",
+    ] {
         assert!(doc["paths"].get(p).is_some(), "{p} documented");
     }
 }
@@ -474,7 +561,11 @@ async fn sixth_failed_login_within_a_minute_is_429() {
         assert_eq!(error_of(attempt("wrong").await).await.0, 401, "attempt {i}");
     }
     let r = attempt("wrong").await;
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     assert_eq!(error_of(r).await, (429, "too_many_attempts".into()));
     // Even the right password is refused now, and enrolment too (same user, same address).
@@ -482,9 +573,17 @@ async fn sixth_failed_login_within_a_minute_is_429() {
     assert_eq!(error_of(r).await.1, "too_many_attempts");
     let r = h.enrol("AAAA-AAAA-AAAA", "mdupont", &laptop_key().0).await;
     assert_eq!(error_of(r).await.1, "too_many_attempts");
-    let m = reqwest::get(h.url("/metrics")).await.unwrap().text().await.unwrap();
+    let m = reqwest::get(h.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(m.contains("sesame_rate_limited_total 3"), "{m}");
-    assert!(m.contains("sesame_logins_total{outcome=\"failure\"} 5"), "{m}");
+    assert!(
+        m.contains("sesame_logins_total{outcome=\"failure\"} 5"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -505,13 +604,19 @@ async fn directory_down_is_503_within_5s_and_database_down_is_503() {
     // Port closed.
     h.slapd.stop();
     let t = Instant::now();
-    assert_eq!(error_of(login("mdupont").await).await, (503, "directory_unavailable".into()));
+    assert_eq!(
+        error_of(login("mdupont").await).await,
+        (503, "directory_unavailable".into())
+    );
     let closed = t.elapsed();
     // Hung server (accepts, never answers).
     h.slapd.start_again();
     h.slapd.pause();
     let t = Instant::now();
-    assert_eq!(error_of(login("sbernard").await).await, (503, "directory_unavailable".into()));
+    assert_eq!(
+        error_of(login("sbernard").await).await,
+        (503, "directory_unavailable".into())
+    );
     let hung = t.elapsed();
     eprintln!("directory down → 503 in {closed:?} (port closed), {hung:?} (hung)");
     assert!(hung < Duration::from_secs(6), "{hung:?}");
@@ -523,7 +628,10 @@ async fn directory_down_is_503_within_5s_and_database_down_is_503() {
     h.store.close().await;
     let r = reqwest::get(h.url("/readyz")).await.unwrap();
     assert_eq!(error_of(r).await, (503, "database_unavailable".into()));
-    assert_eq!(error_of(login("mdupont").await).await, (503, "database_unavailable".into()));
+    assert_eq!(
+        error_of(login("mdupont").await).await,
+        (503, "database_unavailable".into())
+    );
     assert_eq!(reqwest::get(h.url("/healthz")).await.unwrap().status(), 200);
     // Fail-static: the control plane keeps the last published set.
     let before = h.sink.last.lock().clone();
@@ -557,7 +665,8 @@ async fn directory_sync_updates_grants_and_revokes_leavers() {
 
     // Marie joins HR, Sophie leaves the VPN users.
     h.slapd.add_to_group("mdupont", "gestionnaires-rh");
-    h.slapd.remove_from_group("sbernard", "personnels-administratifs");
+    h.slapd
+        .remove_from_group("sbernard", "personnels-administratifs");
     let report = h.sync().sync_once().await.unwrap();
     assert_eq!(report.checked, 2);
     assert_eq!(report.devices_revoked, 1);
@@ -607,15 +716,48 @@ fn example_config_parses_and_documents_every_key() {
     assert!(config.directory.is_some());
     let text = std::fs::read_to_string(&path).unwrap();
     for key in [
-        "listen", "public_url", "tls_cert_file", "tls_key_file", "endpoint", "interface",
-        "tunnel_network", "private_key_file", "dns", "mtu", "threads", "flow_idle_timeout", "url",
-        "kind", "starttls", "insecure_plaintext", "ca_file", "bind_dn", "bind_password_file",
-        "user_base", "user_filter", "group_base", "sync_interval", "timeout", "vpn_users",
-        "it_staff", "auditors", "retention", "name", "site", "description", "allow", "group",
-        "resources", "public_key", "address", "persistent_keepalive",
+        "listen",
+        "public_url",
+        "tls_cert_file",
+        "tls_key_file",
+        "endpoint",
+        "interface",
+        "tunnel_network",
+        "private_key_file",
+        "dns",
+        "mtu",
+        "threads",
+        "flow_idle_timeout",
+        "url",
+        "kind",
+        "starttls",
+        "insecure_plaintext",
+        "ca_file",
+        "bind_dn",
+        "bind_password_file",
+        "user_base",
+        "user_filter",
+        "group_base",
+        "sync_interval",
+        "timeout",
+        "vpn_users",
+        "it_staff",
+        "auditors",
+        "retention",
+        "name",
+        "site",
+        "description",
+        "allow",
+        "group",
+        "resources",
+        "public_key",
+        "address",
+        "persistent_keepalive",
     ] {
         assert!(
-            text.lines().any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{key} ="))),
+            text.lines().any(|l| l
+                .trim_start_matches(['#', ' '])
+                .starts_with(&format!("{key} ="))),
             "{key} is not documented in config/sesame.toml"
         );
     }

@@ -37,7 +37,14 @@ impl AppState {
         control: Arc<ControlPlane>,
         metrics: Arc<Metrics>,
     ) -> SharedState {
-        Self::with_limiter(config, store, directory, control, metrics, FailureLimiter::new())
+        Self::with_limiter(
+            config,
+            store,
+            directory,
+            control,
+            metrics,
+            FailureLimiter::new(),
+        )
     }
 
     /// Same, with other brute-force limits.

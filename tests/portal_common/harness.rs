@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use serde_json::{json, Value};
 use sesame::config::Config;
 use sesame::control::{ControlPlane, DesiredPeer, DirectorySync, GatewayStats, PeerSink};
 use sesame::portal::metrics::Metrics;
 use sesame::portal::ratelimit::FailureLimiter;
 use sesame::portal::{router, AppState};
 use sesame::store::Store;
-use serde_json::{json, Value};
 
 use crate::common::slapd::{password_of, Slapd};
 
@@ -133,15 +133,18 @@ impl Harness {
 
     /// Limits high enough for tests that send many bad inputs from one address.
     pub async fn start_lenient() -> Harness {
-        Self::start_with(None, FailureLimiter::with_limits(1000, Duration::from_secs(60))).await
+        Self::start_with(
+            None,
+            FailureLimiter::with_limits(1000, Duration::from_secs(60)),
+        )
+        .await
     }
 
     pub async fn start_with(db_url: Option<String>, limiter: FailureLimiter) -> Harness {
         let slapd = Arc::new(tokio::task::spawn_blocking(Slapd::start).await.unwrap());
         let dir = tempfile::tempdir().unwrap();
-        let db_url = db_url.unwrap_or_else(|| {
-            format!("sqlite://{}", dir.path().join("sesame.db").display())
-        });
+        let db_url = db_url
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("sesame.db").display()));
         let path = dir.path().join("sesame.toml");
         let text = config_toml(&slapd, &db_url);
         std::fs::write(&path, &text).unwrap();
