@@ -21,8 +21,11 @@ const MAX_NESTING: usize = 10;
 const MEMBER_BATCH: usize = 50;
 /// AD userAccountControl ACCOUNTDISABLE.
 const UAC_ACCOUNTDISABLE: i64 = 0x2;
-/// ppolicy's "locked by an administrator" marker; any value of the attribute means locked.
+/// ppolicy's lock attribute. Only the value `000001010000Z` is an administrator's permanent
+/// lock, i.e. a disabled account; any other value is the time of a lockout after failed
+/// binds, which slapd enforces on binds but which must not revoke the person's devices.
 const LOCKED_ATTR: &str = "pwdAccountLockedTime";
+const LOCKED_PERMANENTLY: &str = "000001010000Z";
 
 pub struct LdapDirectory {
     kind: DirectoryKind,
@@ -338,7 +341,12 @@ pub(crate) fn describe_entry(
     typed: &str,
 ) -> DirectoryUser {
     let (login_attr, disabled) = match kind {
-        DirectoryKind::OpenLdap => ("uid", !attr_values(entry, LOCKED_ATTR).is_empty()),
+        DirectoryKind::OpenLdap => (
+            "uid",
+            attr_values(entry, LOCKED_ATTR)
+                .iter()
+                .any(|v| v.trim().eq_ignore_ascii_case(LOCKED_PERMANENTLY)),
+        ),
         DirectoryKind::ActiveDirectory => (
             "sAMAccountName",
             first_value(entry, "userAccountControl")
@@ -418,6 +426,11 @@ mod tests {
         assert_eq!(u.username, "hlefevre");
         assert_eq!(u.display_name, "Lefèvre, Hélène");
         assert!(u.disabled, "attribute names are matched case-insensitively");
+        let failures_lockout = entry(
+            "uid=x,dc=t",
+            &[("pwdAccountLockedTime", &["20240101000000Z"])],
+        );
+        assert!(!describe_entry(DirectoryKind::OpenLdap, &failures_lockout, "x").disabled);
         let e = entry(
             "uid=x,dc=t",
             &[("displayName", &["Xavier"]), ("cn", &["X"])],
