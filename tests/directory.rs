@@ -342,6 +342,13 @@ async fn wrong_service_password_is_unavailable_with_a_clear_message() {
     }
 
     let mut cfg = s.directory_config();
+    cfg.user_filter = "(&(uid={username})".into();
+    match LdapDirectory::new(&cfg) {
+        Err(DirectoryError::Unavailable(msg)) => assert!(msg.contains("user_filter"), "{msg}"),
+        other => panic!("expected a user_filter error, got {other:?}"),
+    }
+
+    let mut cfg = s.directory_config();
     cfg.bind_password_file = s.dir().join("absent.password");
     match LdapDirectory::new(&cfg) {
         Err(DirectoryError::Unavailable(msg)) => assert!(msg.contains("absent.password"), "{msg}"),

@@ -71,6 +71,13 @@ impl LdapDirectory {
     /// use), so a directory that is down at start-up does not stop Sesame from starting.
     pub fn new(cfg: &DirectoryConfig) -> Result<Self, DirectoryError> {
         let password = read_bind_password(&cfg.bind_password_file)?;
+        let sample = user_filter(&cfg.user_filter, "sample");
+        if ldap3::parse_filter(&sample).is_err() {
+            return Err(DirectoryError::Unavailable(format!(
+                "user_filter = {:?} is not a valid LDAP filter (it gives {sample:?}): write it like (uid={{username}})",
+                cfg.user_filter
+            )));
+        }
         let settings = conn::conn_settings(cfg)?;
         if cfg.url.starts_with("ldap://") && !cfg.starttls {
             if cfg.insecure_plaintext {
