@@ -21,7 +21,7 @@ fn text(b: &[u8]) -> String {
 
 fn event(i: usize) -> NewAuditEvent {
     NewAuditEvent {
-        actor: if i % 2 == 0 { "alice" } else { "system" }.into(),
+        actor: ["alice", "system"][i % 2].into(),
         action: "auth.login".into(),
         target: format!("t{i}"),
         outcome: Outcome::Success,
