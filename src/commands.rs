@@ -8,6 +8,9 @@ use anyhow::Context as _;
 
 use crate::config::Config;
 
+pub mod audit_cli;
+pub mod store_admin;
+
 /// `sesame check-config`: validates, then prints each group → resources → rules.
 pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
