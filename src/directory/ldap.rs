@@ -85,6 +85,9 @@ impl LdapDirectory {
             } else {
                 tracing::info!(url = %cfg.url, "plain ldap:// to a loopback directory");
             }
+            if cfg.ca_file.is_some() {
+                tracing::warn!(url = %cfg.url, "ca_file is unused: ldap:// without starttls = true does no TLS");
+            }
         }
         Ok(LdapDirectory {
             kind: cfg.kind,
