@@ -44,6 +44,34 @@ enum Command {
     /// Enrolled devices.
     #[command(subcommand)]
     Devices(DevicesCommand),
+    /// The audit log: export, verify the hash chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Write events (oldest first) to stdout as CSV or JSON lines.
+    Export {
+        #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
+        config: PathBuf,
+        /// From (included): 2026-01-31, 2026-01-31T08:00:00Z, or 7d for "7 days ago".
+        #[arg(long)]
+        since: Option<String>,
+        /// Until (excluded), same forms as --since.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only events whose actor or target is this uid.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl"])]
+        format: String,
+    },
+    /// Check the hash chain: exit 0 only if intact, else print the first broken event id.
+    Verify {
+        #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -136,6 +164,29 @@ fn try_main() -> anyhow::Result<ExitCode> {
                 sesame::commands::store_admin::ListFormat::Table
             };
             sesame::commands::store_admin::devices_list(&config, user.as_deref(), format)
+        }
+        Command::Audit(AuditCommand::Export {
+            config,
+            since,
+            until,
+            user,
+            format,
+        }) => {
+            let format = if format == "jsonl" {
+                sesame::commands::audit_cli::ExportFormat::Jsonl
+            } else {
+                sesame::commands::audit_cli::ExportFormat::Csv
+            };
+            sesame::commands::audit_cli::export(
+                &config,
+                since.as_deref(),
+                until.as_deref(),
+                user.as_deref(),
+                format,
+            )
+        }
+        Command::Audit(AuditCommand::Verify { config }) => {
+            sesame::commands::audit_cli::verify(&config)
         }
         Command::Devices(DevicesCommand::Revoke { id, config, reason }) => {
             sesame::commands::store_admin::devices_revoke(&config, id, reason.as_deref())

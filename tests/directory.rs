@@ -342,6 +342,13 @@ async fn wrong_service_password_is_unavailable_with_a_clear_message() {
     }
 
     let mut cfg = s.directory_config();
+    cfg.user_filter = "(&(uid={username})".into();
+    match LdapDirectory::new(&cfg) {
+        Err(DirectoryError::Unavailable(msg)) => assert!(msg.contains("user_filter"), "{msg}"),
+        other => panic!("expected a user_filter error, got {other:?}"),
+    }
+
+    let mut cfg = s.directory_config();
     cfg.bind_password_file = s.dir().join("absent.password");
     match LdapDirectory::new(&cfg) {
         Err(DirectoryError::Unavailable(msg)) => assert!(msg.contains("absent.password"), "{msg}"),
@@ -504,4 +511,36 @@ async fn unknown_user_costs_a_bind_like_a_wrong_password() {
         Err(DirectoryError::InvalidCredentials)
     ));
     assert_eq!(s.wait_bind_count(&decoy, 1), 1);
+}
+
+#[tokio::test]
+async fn fixture_toml_section_loads_into_the_same_config() {
+    let s = Slapd::start();
+    let path = s.dir().join("sesame.toml");
+    std::fs::write(&path, s.directory_toml()).expect("write toml");
+    let cfg = sesame::config::Config::load(&path).expect("fixture TOML is a valid config");
+    assert_eq!(cfg.directory, Some(s.directory_config()));
+    let d = LdapDirectory::new(cfg.directory.as_ref().expect("directory")).expect("directory");
+    login(&d, "tleroux").await;
+}
+
+#[tokio::test]
+async fn lockout_after_failures_is_not_a_disabled_account() {
+    let s = Slapd::start();
+    let d = directory(&s);
+    // What ppolicy writes after too many failed binds: a timestamp, not the permanent marker.
+    s.modify(&format!(
+        "dn: {}\nchangetype: modify\nreplace: pwdAccountLockedTime\npwdAccountLockedTime: 20240101000000Z\n",
+        user_dn("sbernard")
+    ));
+    let u = d.lookup("sbernard").await.expect("lookup").expect("found");
+    assert!(!u.disabled, "a lockout must not revoke devices");
+    assert!(
+        !s.can_bind("sbernard", password_of("sbernard")),
+        "slapd enforces the lockout"
+    );
+    assert!(matches!(
+        d.authenticate("sbernard", password_of("sbernard")).await,
+        Err(DirectoryError::InvalidCredentials)
+    ));
 }

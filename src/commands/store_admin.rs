@@ -41,7 +41,7 @@ async fn open(config: &Path) -> anyhow::Result<Store> {
 fn cli_actor() -> AuditContext {
     let who = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into());
+        .unwrap_or_else(|_| format!("uid={}", unsafe { libc::getuid() }));
     AuditContext::new(format!("cli:{who}"), None)
 }
 

@@ -171,6 +171,36 @@ mod tests {
         assert!(ldap3::parse_filter(&f).is_ok());
     }
 
+    /// The (attribute, value) of a filter that parses as one equality match, else `None`.
+    fn equality_item(filter: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+        use ldap3::asn1::{ASNTag, PL};
+        let tag = ldap3::parse_filter(filter).ok()?.into_structure();
+        if tag.id != 3 {
+            return None; // [3] equalityMatch
+        }
+        match tag.payload {
+            PL::C(parts) => match &parts[..] {
+                [a, v] => match (&a.payload, &v.payload) {
+                    (PL::P(a), PL::P(v)) => Some((a.clone(), v.clone())),
+                    _ => None,
+                },
+                _ => None,
+            },
+            PL::P(_) => None,
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the login, the filter sent is one equality match on uid whose value is
+        /// exactly the login's bytes: no wildcard, no extra clause.
+        #[test]
+        fn any_login_becomes_one_literal_equality(login in "\\PC*|[*()\\\\\\x00a-z]{0,12}") {
+            let f = user_filter("(uid={username})", &login);
+            let parsed = equality_item(&f);
+            proptest::prop_assert_eq!(parsed, Some((b"uid".to_vec(), login.as_bytes().to_vec())), "{}", f);
+        }
+    }
+
     #[test]
     fn usernames_with_control_characters_are_refused() {
         for bad in [

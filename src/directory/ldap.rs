@@ -21,8 +21,11 @@ const MAX_NESTING: usize = 10;
 const MEMBER_BATCH: usize = 50;
 /// AD userAccountControl ACCOUNTDISABLE.
 const UAC_ACCOUNTDISABLE: i64 = 0x2;
-/// ppolicy's "locked by an administrator" marker; any value of the attribute means locked.
+/// ppolicy's lock attribute. Only the value `000001010000Z` is an administrator's permanent
+/// lock, i.e. a disabled account; any other value is the time of a lockout after failed
+/// binds, which slapd enforces on binds but which must not revoke the person's devices.
 const LOCKED_ATTR: &str = "pwdAccountLockedTime";
+const LOCKED_PERMANENTLY: &str = "000001010000Z";
 
 pub struct LdapDirectory {
     kind: DirectoryKind,
@@ -68,12 +71,22 @@ impl LdapDirectory {
     /// use), so a directory that is down at start-up does not stop Sesame from starting.
     pub fn new(cfg: &DirectoryConfig) -> Result<Self, DirectoryError> {
         let password = read_bind_password(&cfg.bind_password_file)?;
+        let sample = user_filter(&cfg.user_filter, "sample");
+        if ldap3::parse_filter(&sample).is_err() {
+            return Err(DirectoryError::Unavailable(format!(
+                "user_filter = {:?} is not a valid LDAP filter (it gives {sample:?}): write it like (uid={{username}})",
+                cfg.user_filter
+            )));
+        }
         let settings = conn::conn_settings(cfg)?;
         if cfg.url.starts_with("ldap://") && !cfg.starttls {
             if cfg.insecure_plaintext {
                 tracing::warn!(url = %cfg.url, "directory passwords travel in clear text (insecure_plaintext = true)");
             } else {
                 tracing::info!(url = %cfg.url, "plain ldap:// to a loopback directory");
+            }
+            if cfg.ca_file.is_some() {
+                tracing::warn!(url = %cfg.url, "ca_file is unused: ldap:// without starttls = true does no TLS");
             }
         }
         Ok(LdapDirectory {
@@ -338,7 +351,12 @@ pub(crate) fn describe_entry(
     typed: &str,
 ) -> DirectoryUser {
     let (login_attr, disabled) = match kind {
-        DirectoryKind::OpenLdap => ("uid", !attr_values(entry, LOCKED_ATTR).is_empty()),
+        DirectoryKind::OpenLdap => (
+            "uid",
+            attr_values(entry, LOCKED_ATTR)
+                .iter()
+                .any(|v| v.trim().eq_ignore_ascii_case(LOCKED_PERMANENTLY)),
+        ),
         DirectoryKind::ActiveDirectory => (
             "sAMAccountName",
             first_value(entry, "userAccountControl")
@@ -418,6 +436,11 @@ mod tests {
         assert_eq!(u.username, "hlefevre");
         assert_eq!(u.display_name, "Lefèvre, Hélène");
         assert!(u.disabled, "attribute names are matched case-insensitively");
+        let failures_lockout = entry(
+            "uid=x,dc=t",
+            &[("pwdAccountLockedTime", &["20240101000000Z"])],
+        );
+        assert!(!describe_entry(DirectoryKind::OpenLdap, &failures_lockout, "x").disabled);
         let e = entry(
             "uid=x,dc=t",
             &[("displayName", &["Xavier"]), ("cn", &["X"])],

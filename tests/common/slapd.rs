@@ -6,6 +6,16 @@
 //! the way an administrator would (group membership, lock, delete) and simulate outages
 //! (`stop`/`start_again`: port closed; `pause`/`resume`: a hung server). Drop kills slapd and
 //! removes the temp dir. Every helper takes `&self`, so the fixture can sit in an `Arc`.
+//!
+//! ```ignore
+//! mod common { pub mod slapd; }
+//! use common::slapd::{password_of, Slapd};
+//! let ldap = Slapd::start();
+//! let dir = sesame::directory::LdapDirectory::new(&ldap.directory_config())?;
+//! dir.authenticate("mdupont", password_of("mdupont")).await?;
+//! ldap.remove_from_group("mdupont", "gestionnaires-paie"); // loses paie and the VPN group
+//! ldap.stop();                                             // now Unavailable
+//! ```
 #![allow(dead_code)]
 
 use std::fs;
@@ -106,7 +116,7 @@ impl Slapd {
                 .expect("temp dir");
             let port = free_port();
             let tls = tls.then(|| make_tls(dir.path(), free_port()));
-            write_config(dir.path(), port, tls.as_ref());
+            write_config(dir.path(), tls.is_some());
             let slapd = Slapd {
                 dir,
                 port,
@@ -503,37 +513,22 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn write_config(dir: &Path, port: u16, tls: Option<&Tls>) {
-    let _ = port;
-    let d = dir.display();
+/// The cn=config template (config/ldap/slapd-config.ldif) instantiated for `dir`.
+fn write_config(dir: &Path, tls: bool) {
     fs::create_dir_all(dir.join("slapd.d")).expect("slapd.d");
     fs::create_dir_all(dir.join("data")).expect("data dir");
-    let tls_attrs = match tls {
-        Some(_) => format!(
-            "olcTLSCACertificateFile: {d}/ca.pem\nolcTLSCertificateFile: {d}/server.pem\nolcTLSCertificateKeyFile: {d}/server.key\n"
-        ),
-        None => String::new(),
-    };
-    let ldif = format!(
-        "dn: cn=config\nobjectClass: olcGlobal\ncn: config\nolcPidFile: {d}/slapd.pid\n{tls_attrs}\n\
-dn: cn=module{{0}},cn=config\nobjectClass: olcModuleList\ncn: module{{0}}\nolcModulePath: /usr/lib/ldap\n\
-olcModuleLoad: back_mdb\nolcModuleLoad: memberof\nolcModuleLoad: ppolicy\n\n\
-dn: cn=schema,cn=config\nobjectClass: olcSchemaConfig\ncn: schema\n\n\
-include: file:///etc/ldap/schema/core.ldif\n\n\
-include: file:///etc/ldap/schema/cosine.ldif\n\n\
-include: file:///etc/ldap/schema/inetorgperson.ldif\n\n\
-dn: olcDatabase={{-1}}frontend,cn=config\nobjectClass: olcDatabaseConfig\nobjectClass: olcFrontendConfig\nolcDatabase: {{-1}}frontend\n\n\
-dn: olcDatabase={{0}}config,cn=config\nobjectClass: olcDatabaseConfig\nolcDatabase: {{0}}config\nolcAccess: {{0}}to * by * none\n\n\
-dn: olcDatabase={{1}}mdb,cn=config\nobjectClass: olcDatabaseConfig\nobjectClass: olcMdbConfig\nolcDatabase: {{1}}mdb\n\
-olcDbDirectory: {d}/data\nolcSuffix: {SUFFIX}\nolcRootDN: {ADMIN_DN}\nolcRootPW: {ADMIN_PASSWORD}\n\
-olcDbIndex: objectClass eq\nolcDbIndex: uid eq\nolcDbIndex: member,uniqueMember eq\n\
-olcAccess: {{0}}to attrs=userPassword by self write by anonymous auth by * none\n\
-olcAccess: {{1}}to * by dn.exact=\"{SERVICE_DN}\" read by self read by * none\n\n\
-dn: olcOverlay={{0}}memberof,olcDatabase={{1}}mdb,cn=config\nobjectClass: olcOverlayConfig\nobjectClass: olcMemberOf\n\
-olcOverlay: {{0}}memberof\nolcMemberOfRefInt: TRUE\n\n\
-dn: olcOverlay={{1}}ppolicy,olcDatabase={{1}}mdb,cn=config\nobjectClass: olcOverlayConfig\nobjectClass: olcPPolicyConfig\n\
-olcOverlay: {{1}}ppolicy\nolcPPolicyDefault: cn=default,ou=policies,{SUFFIX}\n"
-    );
+    let template_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ldap/slapd-config.ldif");
+    let template = fs::read_to_string(&template_path).expect("read config/ldap/slapd-config.ldif");
+    let d = dir.to_str().expect("utf-8 temp dir");
+    let ldif: String = template
+        .lines()
+        .filter_map(|l| match l.strip_suffix("# @TLS@") {
+            Some(kept) if tls => Some(kept.trim_end().to_string()),
+            Some(_) => None,
+            None => Some(l.to_string()),
+        })
+        .map(|l| l.replace("@DIR@", d) + "\n")
+        .collect();
     let path = dir.join("config.ldif");
     fs::write(&path, ldif).expect("write config.ldif");
     let out = Command::new("/usr/sbin/slapadd")
@@ -552,82 +547,32 @@ olcOverlay: {{1}}ppolicy\nolcPPolicyDefault: cn=default,ou=policies,{SUFFIX}\n"
 
 /// A test CA, a server certificate for 127.0.0.1/localhost signed by it, and an unrelated CA.
 fn make_tls(dir: &Path, port: u16) -> Tls {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    for (key, pem, cn) in [
-        ("ca.key", "ca.pem", "Sesame test CA"),
-        ("wrong-ca.key", "wrong-ca.pem", "Unrelated CA"),
-    ] {
-        let subj = format!("/CN={cn}");
-        let mut args = vec!["req", "-x509"];
-        args.extend(ec);
-        args.extend([
-            "-keyout",
-            key,
-            "-out",
-            pem,
-            "-days",
-            "2",
-            "-subj",
-            &subj,
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        run(&args);
-    }
-    let mut args = vec!["req"];
-    args.extend(ec);
-    args.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    run(&args);
     fs::write(
         dir.join("server.ext"),
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
          extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
     )
     .expect("write server.ext");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let ca_ext =
+        "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign";
+    for cmd in [
+        format!("req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=Sesame-test-CA {ca_ext}"),
+        format!("req -x509 {ec} -keyout wrong-ca.key -out wrong-ca.pem -days 2 -subj /CN=Unrelated-CA {ca_ext}"),
+        format!("req {ec} -keyout server.key -out server.csr -subj /CN=127.0.0.1"),
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext".into(),
+    ] {
+        let out = Command::new("openssl")
+            .args(cmd.split_whitespace())
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {cmd} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     Tls {
         port,
         ca_file: dir.join("ca.pem"),
