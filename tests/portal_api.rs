@@ -762,3 +762,34 @@ fn example_config_parses_and_documents_every_key() {
         );
     }
 }
+
+/// With tls_cert_file/tls_key_file the portal speaks HTTPS itself, and the session cookie is
+/// `__Host-sesame`, Secure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_portal_with_host_prefixed_secure_cookie() {
+    let h = Harness::start_https().await;
+    assert!(h.base.starts_with("https://"));
+    let c = h.browser();
+    let r = c
+        .post(h.url("/api/v1/login"))
+        .json(&json!({"username": "tleroux", "password": password_of("tleroux")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("__Host-sesame="), "{cookie}");
+    for attr in ["Path=/", "HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(cookie.contains(attr), "{attr} in {cookie}");
+    }
+    // The browser sends it back over HTTPS: the session works.
+    let r = c.get(h.url("/api/v1/devices")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Plain HTTP to the HTTPS port gets no API answer.
+    let plain = h.base.replacen("https://", "http://", 1);
+    let r = reqwest::Client::new()
+        .get(format!("{plain}/healthz"))
+        .send()
+        .await;
+    assert!(r.map(|r| r.status() != 200).unwrap_or(true));
+}

@@ -1,7 +1,6 @@
 //! `sesame serve`: store, directory, gateway, control plane and portal in one process.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use crate::config::Config;
 use crate::directory::Directory;
 use crate::directory::LdapDirectory;
 use crate::gateway::{keys, Gateway};
+use crate::portal::listen::{self, TlsFiles};
 use crate::portal::metrics::Metrics;
 use crate::portal::{router, AppState};
 use crate::store::Store;
@@ -36,6 +36,8 @@ pub async fn serve(
     })?;
     let _ = rustls::crypto::ring::default_provider().install_default();
 
+    // Bind first: a busy port stops start-up before the gateway touches the network.
+    let listener = listen::bind(config.portal.listen)?;
     let store = Store::connect(&config.database.url)
         .await
         .with_context(|| {
@@ -77,43 +79,14 @@ pub async fn serve(
         Arc::clone(&control),
         Arc::new(Metrics::default()),
     );
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let listen = config.portal.listen;
-    let portal_result = match (&config.portal.tls_cert_file, &config.portal.tls_key_file) {
-        (Some(cert), Some(key)) => {
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .with_context(|| {
-                    format!(
-                        "loading portal.tls_cert_file {} / tls_key_file {}",
-                        cert.display(),
-                        key.display()
-                    )
-                })?;
-            let server_handle = axum_server::Handle::new();
-            let server = axum_server::bind_rustls(listen, tls)
-                .handle(server_handle.clone())
-                .serve(app);
-            tracing::info!(%listen, "portal listening (HTTPS)");
-            tokio::select! {
-                r = server => r.context("portal server"),
-                () = shutdown => {
-                    server_handle.graceful_shutdown(Some(Duration::from_secs(5)));
-                    Ok(())
-                }
-            }
-        }
-        _ => {
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on portal.listen {listen}"))?;
-            tracing::info!(%listen, "portal listening (HTTP)");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .context("portal server")
-        }
+    let tls = match (&config.portal.tls_cert_file, &config.portal.tls_key_file) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
     };
+    let portal_result = listen::serve(listener, tls, router(state), shutdown).await;
 
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);

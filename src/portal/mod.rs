@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod listen;
 pub mod metrics;
 pub mod ratelimit;
 pub mod routes;

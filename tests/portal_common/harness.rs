@@ -3,7 +3,6 @@
 // stand-in (a recording PeerSink); tests/serve_e2e.rs runs the real gateway.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,12 +62,10 @@ impl RecordingSink {
     }
 }
 
-pub fn config_toml(slapd: &Slapd, db_url: &str) -> String {
+pub fn config_toml(slapd: &Slapd, db_url: &str, portal: &str) -> String {
     format!(
         r#"
-[portal]
-listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1:8080"
+{portal}
 
 [gateway]
 endpoint = "198.18.0.1:51820"
@@ -141,12 +138,49 @@ impl Harness {
     }
 
     pub async fn start_with(db_url: Option<String>, limiter: FailureLimiter) -> Harness {
-        let slapd = Arc::new(tokio::task::spawn_blocking(Slapd::start).await.unwrap());
+        Self::start_full(db_url, limiter, false).await
+    }
+
+    /// The portal serving HTTPS itself (rustls), with the slapd fixture's test CA material.
+    pub async fn start_https() -> Harness {
+        Self::start_full(None, FailureLimiter::new(), true).await
+    }
+
+    async fn start_full(db_url: Option<String>, limiter: FailureLimiter, https: bool) -> Harness {
+        let slapd = Arc::new(
+            tokio::task::spawn_blocking(move || {
+                if https {
+                    Slapd::start_with_tls()
+                } else {
+                    Slapd::start()
+                }
+            })
+            .await
+            .unwrap(),
+        );
         let dir = tempfile::tempdir().unwrap();
+        let listener = sesame::portal::listen::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (scheme, tls_lines) = if https {
+            let d = slapd.dir();
+            (
+                "https",
+                format!(
+                    "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+                    d.join("server.pem").display(),
+                    d.join("server.key").display()
+                ),
+            )
+        } else {
+            ("http", String::new())
+        };
+        let portal = format!(
+            "[portal]\nlisten = \"{addr}\"\npublic_url = \"{scheme}://{addr}\"\n{tls_lines}"
+        );
         let db_url = db_url
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("sesame.db").display()));
         let path = dir.path().join("sesame.toml");
-        let text = config_toml(&slapd, &db_url);
+        let text = config_toml(&slapd, &db_url, &portal);
         std::fs::write(&path, &text).unwrap();
         let config = Arc::new(Config::parse(&path, &text).expect("test config"));
         let store = Store::connect(&config.database.url).await.unwrap();
@@ -164,16 +198,18 @@ impl Harness {
             Arc::new(Metrics::default()),
             limiter,
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let tls = https.then(|| sesame::portal::listen::TlsFiles {
+            cert: config.portal.tls_cert_file.clone().unwrap(),
+            key: config.portal.tls_key_file.clone().unwrap(),
+        });
+        let app = router(state);
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = sesame::portal::listen::serve(listener, tls, app, std::future::pending()).await;
         });
         Harness {
             slapd,
             dir,
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             store,
             sink,
             control,
@@ -189,8 +225,12 @@ impl Harness {
 
     /// A client with its own cookie jar (one browser).
     pub fn browser(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .cookie_store(true)
+        let mut b = reqwest::Client::builder();
+        if self.base.starts_with("https") {
+            let pem = std::fs::read(self.slapd.ca_file()).unwrap();
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        b.cookie_store(true)
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap()
