@@ -38,6 +38,88 @@ enum Command {
         #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
         config: PathBuf,
     },
+    /// One-time enrolment codes for new laptops.
+    #[command(subcommand)]
+    EnrolCode(EnrolCodeCommand),
+    /// Enrolled devices.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
+    /// The audit log: export, verify the hash chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Write events (oldest first) to stdout as CSV or JSON lines.
+    Export {
+        #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
+        config: PathBuf,
+        /// From (included): 2026-01-31, 2026-01-31T08:00:00Z, or 7d for "7 days ago".
+        #[arg(long)]
+        since: Option<String>,
+        /// Until (excluded), same forms as --since.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only events whose actor or target is this uid.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl"])]
+        format: String,
+    },
+    /// Check the hash chain: exit 0 only if intact, else print the first broken event id.
+    Verify {
+        #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnrolCodeCommand {
+    /// Create a code: printed alone on stdout (details on stderr). With --csv, one per row of a
+    /// `user,device` CSV file, printed as CSV `user,device,code,expires_at`; all or none.
+    /// The directory is not consulted: the user is checked when the code is redeemed.
+    Create {
+        #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
+        config: PathBuf,
+        /// Login (uid) of the person who will enrol the laptop.
+        #[arg(long, required_unless_present = "csv", conflicts_with = "csv")]
+        user: Option<String>,
+        /// Name of the laptop, as IT staff will see it.
+        #[arg(long, required_unless_present = "csv", conflicts_with = "csv")]
+        device: Option<String>,
+        /// Validity of the code, e.g. 72h, 7d.
+        #[arg(long, default_value = "72h")]
+        ttl: String,
+        /// Bulk: a CSV file with header `user,device`.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevicesCommand {
+    /// List every device (revoked ones included).
+    List {
+        #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
+        config: PathBuf,
+        /// Only this user's devices.
+        #[arg(long)]
+        user: Option<String>,
+        /// `table` (default) or `json`.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
+    /// Revoke a device: its tunnel stops and its token is refused.
+    Revoke {
+        /// Device id, as shown by `sesame devices list`.
+        id: i64,
+        #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
+        config: PathBuf,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,5 +140,56 @@ fn try_main() -> anyhow::Result<ExitCode> {
         Command::Gateway { config } => sesame::commands::gateway(&config),
         Command::Keygen { out } => sesame::commands::keygen(&out),
         Command::CheckConfig { config } => sesame::commands::check_config(&config),
+        Command::EnrolCode(EnrolCodeCommand::Create {
+            config,
+            user,
+            device,
+            ttl,
+            csv,
+        }) => sesame::commands::store_admin::enrol_code_create(
+            &config,
+            user.as_deref(),
+            device.as_deref(),
+            &ttl,
+            csv.as_deref(),
+        ),
+        Command::Devices(DevicesCommand::List {
+            config,
+            user,
+            format,
+        }) => {
+            let format = if format == "json" {
+                sesame::commands::store_admin::ListFormat::Json
+            } else {
+                sesame::commands::store_admin::ListFormat::Table
+            };
+            sesame::commands::store_admin::devices_list(&config, user.as_deref(), format)
+        }
+        Command::Audit(AuditCommand::Export {
+            config,
+            since,
+            until,
+            user,
+            format,
+        }) => {
+            let format = if format == "jsonl" {
+                sesame::commands::audit_cli::ExportFormat::Jsonl
+            } else {
+                sesame::commands::audit_cli::ExportFormat::Csv
+            };
+            sesame::commands::audit_cli::export(
+                &config,
+                since.as_deref(),
+                until.as_deref(),
+                user.as_deref(),
+                format,
+            )
+        }
+        Command::Audit(AuditCommand::Verify { config }) => {
+            sesame::commands::audit_cli::verify(&config)
+        }
+        Command::Devices(DevicesCommand::Revoke { id, config, reason }) => {
+            sesame::commands::store_admin::devices_revoke(&config, id, reason.as_deref())
+        }
     }
 }

@@ -442,14 +442,12 @@ mod tests {
         assert_eq!(set.rules().len(), 2);
     }
 
+    /// A generated rule: (network base, prefix length, protocol 0..=3, port ranges).
+    type RawRule = (u32, u8, u8, Vec<(u16, u16)>);
+
     /// Naive reference: a packet is allowed iff some rule's network, protocol and ports match,
     /// each checked in the most literal way.
-    fn reference_allows(
-        rules: &[(u32, u8, u8, Vec<(u16, u16)>)],
-        dst: u32,
-        proto: u8,
-        port: u16,
-    ) -> bool {
+    fn reference_allows(rules: &[RawRule], dst: u32, proto: u8, port: u16) -> bool {
         rules.iter().any(|(base, len, p, ports)| {
             let mask = if *len == 0 {
                 0
@@ -469,7 +467,7 @@ mod tests {
         })
     }
 
-    fn to_rule((base, len, p, ports): &(u32, u8, u8, Vec<(u16, u16)>)) -> Rule {
+    fn to_rule((base, len, p, ports): &RawRule) -> Rule {
         let net = ipnet::Ipv4Net::new((*base).into(), *len)
             .expect("prefix")
             .trunc();
@@ -491,7 +489,7 @@ mod tests {
         }
     }
 
-    fn rule_strategy() -> impl Strategy<Value = (u32, u8, u8, Vec<(u16, u16)>)> {
+    fn rule_strategy() -> impl Strategy<Value = RawRule> {
         // Addresses drawn from a small space so matches are frequent.
         (
             (0u32..64).prop_map(|x| 0xC612_0A00 | x),

@@ -2,6 +2,28 @@
 //!
 //! The portal and the sync loop see the directory only through [`Directory`], so unit tests can
 //! use a stand-in; the real implementation is LDAP (OpenLDAP or Active Directory) in `ldap`.
+//!
+//! LDAP behaviour in short (details in `ldap.rs` and `conn.rs`):
+//! - login: empty/blank password refused before any traffic; login with control characters
+//!   refused; service-account search with the RFC 4515-escaped login must find exactly one
+//!   entry; the password is checked by a bind as that DN on a separate connection. Unknown
+//!   login and wrong password give the same `InvalidCredentials` (and cost the same bind).
+//! - groups: OpenLDAP memberOf plus member/uniqueMember searches under `group_base`, nested
+//!   groups followed to a fixed point (10 levels at most, cycles harmless); AD: the
+//!   in-chain matching rule. Group DNs are returned as the server writes them, sorted.
+//! - disabled: OpenLDAP `pwdAccountLockedTime: 000001010000Z` (ppolicy permanent lock; a
+//!   lockout after failed binds is not "disabled"); AD `userAccountControl` bit 0x2.
+//! - TLS: ldaps:// or StartTLS, always verified; with `ca_file` only that CA is trusted,
+//!   otherwise the system roots. Every connect and operation is bounded by `timeout`, and so is
+//!   each `authenticate`/`lookup` as a whole.
+//! - connections: pooled and reused (service searches; password binds), reopened when stale.
+
+mod conn;
+pub mod filter;
+mod ldap;
+
+pub use filter::escape_filter_value;
+pub use ldap::{read_bind_password, LdapDirectory};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,7 +55,9 @@ pub enum DirectoryError {
     EmptyPassword,
     #[error("account disabled")]
     Disabled,
-    /// The directory did not answer in time, refused the service bind, or TLS failed.
+    /// The directory did not answer in time, refused the service bind, or TLS failed; from
+    /// `LdapDirectory::new`: the configuration cannot be used (unreadable password or CA file),
+    /// the message naming the key and file.
     #[error("directory unavailable: {0}")]
     Unavailable(String),
 }
@@ -51,4 +75,10 @@ pub trait Directory: Send + Sync + 'static {
 
     /// Looks a user up without their password (for periodic sync). `Ok(None)`: no such user.
     fn lookup<'a>(&'a self, username: &'a str) -> DirFuture<'a, Option<DirectoryUser>>;
+
+    /// Whether the directory answers now (for `/readyz`); `Unavailable` if not.
+    /// Stand-ins need not override it.
+    fn ping(&self) -> DirFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }

@@ -1,0 +1,209 @@
+//! `sesame audit export` and `sesame audit verify`: the audit log read straight from the database.
+//!
+//! Export columns (CSV) and fields (JSON lines) are those of `GET /api/v1/audit/events`: id, ts
+//! (RFC 3339 UTC, millisecond precision), actor, action, target, outcome, source_ip, details
+//! (canonical JSON), prev_hash, hash.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+
+use crate::config::{parse_duration, Config};
+use crate::store::{canonical_json, AuditEvent, AuditFilter, AuditVerification, Store};
+
+/// Events read per query while exporting.
+const PAGE: i64 = 1000;
+
+/// `sesame audit export` output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Csv,
+    Jsonl,
+}
+
+/// Unix ms as RFC 3339 UTC with millisecond precision (`2026-01-05T09:00:00.250Z`).
+pub fn rfc3339_ms(ms: i64) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// `--since`/`--until`: RFC 3339, a date `YYYY-MM-DD` (midnight UTC), or a duration meaning
+/// "that long ago" (`24h`, `7d`).
+pub fn parse_time(flag: &str, s: &str, now_ms: i64) -> anyhow::Result<i64> {
+    if let Some(ms) = crate::store::parse_rfc3339(s) {
+        return Ok(ms);
+    }
+    if let Some(ms) = crate::store::parse_rfc3339(&format!("{}T00:00:00Z", s.trim())) {
+        return Ok(ms);
+    }
+    if let Ok(d) = parse_duration(s) {
+        return Ok(now_ms.saturating_sub(crate::store::duration_ms(d)));
+    }
+    bail!(
+        "{flag} {s:?} : écrivez 2026-01-31, 2026-01-31T08:00:00Z ou 7d / write 2026-01-31, 2026-01-31T08:00:00Z or 7d (7 days ago)"
+    )
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn open(config: &Path) -> anyhow::Result<Store> {
+    let config = Config::load(config)?;
+    Store::connect(&config.database.url).await.context(
+        "impossible d'ouvrir la base de données : vérifiez [database] url / cannot open the database: check [database] url",
+    )
+}
+
+fn json_line(e: &AuditEvent) -> serde_json::Value {
+    serde_json::json!({
+        "id": e.id,
+        "ts": rfc3339_ms(e.ts),
+        "actor": e.actor,
+        "action": e.action,
+        "target": e.target,
+        "outcome": e.outcome.as_str(),
+        "source_ip": e.source_ip,
+        "details": e.details,
+        "prev_hash": e.prev_hash,
+        "hash": e.hash,
+    })
+}
+
+/// `sesame audit export [--since T] [--until T] [--user UID] [--format csv|jsonl]`.
+pub fn export(
+    config: &Path,
+    since: Option<&str>,
+    until: Option<&str>,
+    user: Option<&str>,
+    format: ExportFormat,
+) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let store = open(config).await?;
+        let now = store.now_ms();
+        let mut filter = AuditFilter {
+            user: user.map(str::to_string),
+            since: since.map(|s| parse_time("--since", s, now)).transpose()?,
+            until: until.map(|s| parse_time("--until", s, now)).transpose()?,
+            limit: Some(PAGE),
+            ..AuditFilter::default()
+        };
+        let stdout = std::io::stdout().lock();
+        let mut csv_out = None;
+        let mut json_out = None;
+        match format {
+            ExportFormat::Csv => {
+                let mut w = csv::Writer::from_writer(stdout);
+                w.write_record([
+                    "id",
+                    "ts",
+                    "actor",
+                    "action",
+                    "target",
+                    "outcome",
+                    "source_ip",
+                    "details",
+                    "prev_hash",
+                    "hash",
+                ])?;
+                csv_out = Some(w);
+            }
+            ExportFormat::Jsonl => json_out = Some(std::io::BufWriter::new(stdout)),
+        }
+        let mut total = 0u64;
+        loop {
+            let page = store.list_audit(&filter).await?;
+            for e in &page {
+                if let Some(w) = csv_out.as_mut() {
+                    w.write_record([
+                        e.id.to_string().as_str(),
+                        &rfc3339_ms(e.ts),
+                        &e.actor,
+                        &e.action,
+                        &e.target,
+                        e.outcome.as_str(),
+                        e.source_ip.as_deref().unwrap_or(""),
+                        &canonical_json(&e.details),
+                        &e.prev_hash,
+                        &e.hash,
+                    ])?;
+                }
+                if let Some(w) = json_out.as_mut() {
+                    writeln!(w, "{}", canonical_json(&json_line(e)))?;
+                }
+            }
+            total += page.len() as u64;
+            match page.last() {
+                Some(last) if page.len() as i64 == PAGE => filter.after_id = Some(last.id),
+                _ => break,
+            }
+        }
+        if let Some(mut w) = csv_out {
+            w.flush()?;
+        }
+        if let Some(mut w) = json_out {
+            w.flush()?;
+        }
+        store.close().await;
+        eprintln!("{total} événements exportés / events exported");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `sesame audit verify`: exit 0 only if the chain is intact; otherwise prints the id of the
+/// first broken event on stdout (the reason on stderr) and exits 1.
+pub fn verify(config: &Path) -> anyhow::Result<ExitCode> {
+    let result = runtime()?.block_on(async {
+        let store = open(config).await?;
+        let r = store.verify_audit().await;
+        store.close().await;
+        anyhow::Ok(r?)
+    })?;
+    let mut out = std::io::stdout().lock();
+    match result {
+        AuditVerification::Intact { events } => {
+            writeln!(out, "intact: {events} events")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditVerification::Broken { id, reason } => {
+            writeln!(out, "{id}")?;
+            out.flush()?;
+            eprintln!(
+                "journal d'audit altéré à partir de l'événement {id} ({reason}) : conservez une copie de la base et prévenez la sécurité / audit log altered from event {id} ({reason}): keep a copy of the database and alert security"
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_in_three_forms() {
+        let now = 1_767_603_600_000; // 2026-01-05T09:00:00Z
+        assert_eq!(
+            parse_time("--since", "2026-01-05T09:00:00Z", now).ok(),
+            Some(now)
+        );
+        assert_eq!(
+            parse_time("--since", "2026-01-05", now).ok(),
+            Some(now - 9 * 3_600_000)
+        );
+        assert_eq!(parse_time("--since", "2h", now).ok(), Some(now - 7_200_000));
+        let e = parse_time("--since", "yesterday", now).expect_err("refused");
+        assert!(e.to_string().contains("--since"));
+        assert_eq!(rfc3339_ms(now + 250), "2026-01-05T09:00:00.250Z");
+    }
+}

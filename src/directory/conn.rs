@@ -1,0 +1,271 @@
+//! LDAP connections: TLS settings, timeouts, and small pools of reusable connections.
+//!
+//! Two pools per directory: `service` connections are bound once as the service account and
+//! carry every search; `bind` connections only ever carry password checks (a user bind changes
+//! a connection's identity, so they never search). An `ldap3::Ldap` handle multiplexes
+//! operations, but a checkout pool keeps concurrent logins on distinct sockets and lets a broken
+//! connection be dropped instead of returned.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+
+use super::DirectoryError;
+use crate::config::DirectoryConfig;
+
+/// Idle connections kept per pool.
+const MAX_IDLE: usize = 16;
+/// Connections open at once per pool; more callers wait (within their timeout).
+const MAX_OPEN: usize = 64;
+
+/// LDAP result codes Sesame distinguishes.
+pub(crate) const RC_SUCCESS: u32 = 0;
+pub(crate) const RC_SIZE_LIMIT: u32 = 4;
+pub(crate) const RC_NO_SUCH_OBJECT: u32 = 32;
+pub(crate) const RC_INVALID_CREDENTIALS: u32 = 49;
+
+/// Builds ldap3's connection settings: connect timeout, StartTLS, and, with `ca_file`, a rustls
+/// config trusting that CA only (otherwise ldap3 uses the system roots). Certificates are always
+/// verified: `set_no_tls_verify` is never called.
+pub(crate) fn conn_settings(cfg: &DirectoryConfig) -> Result<LdapConnSettings, DirectoryError> {
+    let mut settings = LdapConnSettings::new()
+        .set_conn_timeout(cfg.timeout)
+        .set_starttls(cfg.starttls);
+    if let Some(ca) = &cfg.ca_file {
+        settings = settings.set_config(tls_config(ca)?);
+    }
+    Ok(settings)
+}
+
+fn tls_config(ca_file: &Path) -> Result<Arc<rustls021::ClientConfig>, DirectoryError> {
+    let pem = std::fs::read(ca_file).map_err(|e| {
+        DirectoryError::Unavailable(format!(
+            "cannot read the directory CA file ca_file = {}: {e}",
+            ca_file.display()
+        ))
+    })?;
+    let mut roots = rustls021::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| {
+            DirectoryError::Unavailable(format!("{}: unreadable PEM: {e}", ca_file.display()))
+        })?;
+        roots
+            .add(&rustls021::Certificate(cert.to_vec()))
+            .map_err(|e| {
+                DirectoryError::Unavailable(format!(
+                    "{}: not a usable CA certificate: {e}",
+                    ca_file.display()
+                ))
+            })?;
+    }
+    if roots.is_empty() {
+        return Err(DirectoryError::Unavailable(format!(
+            "{}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)",
+            ca_file.display()
+        )));
+    }
+    Ok(Arc::new(
+        rustls021::ClientConfig::builder()
+            .with_safe_defaults()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+/// Turns an ldap3 error into `Unavailable` with a sentence an operator can act on.
+pub(crate) fn unavailable(url: &str, timeout: Duration, e: &LdapError) -> DirectoryError {
+    let what = match e {
+        LdapError::Timeout { .. } => format!("no answer within {}s", timeout.as_secs_f32()),
+        other => other.to_string(),
+    };
+    let hint = if what.contains("certificate") {
+        " (the directory's TLS certificate is not trusted for this name: set ca_file to the CA that signed it, and use the name or address its certificate carries in url)"
+    } else if what.contains("refused") {
+        " (is the directory running, and is the port in url right?)"
+    } else if what.contains("no answer") {
+        " (the directory is down or overloaded; timeout in [directory] sets the wait)"
+    } else {
+        ""
+    };
+    DirectoryError::Unavailable(format!("{url}: {what}{hint}"))
+}
+
+/// Whether an error means the connection itself is unusable (retry on a fresh one).
+fn is_connection_error(e: &LdapError) -> bool {
+    !matches!(e, LdapError::Timeout { .. } | LdapError::FilterParsing)
+}
+
+pub(crate) struct Pool {
+    url: String,
+    settings: LdapConnSettings,
+    /// Service credentials bound right after connecting; `None` for the password-check pool.
+    bind: Option<(String, String)>,
+    timeout: Duration,
+    idle: Mutex<Vec<ldap3::Ldap>>,
+    open: Arc<Semaphore>,
+}
+
+/// A connection checked out of a pool; returned to it only by `Pool::put`.
+pub(crate) struct Conn {
+    ldap: ldap3::Ldap,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Pool {
+    pub(crate) fn new(
+        url: &str,
+        settings: LdapConnSettings,
+        bind: Option<(String, String)>,
+        timeout: Duration,
+    ) -> Pool {
+        Pool {
+            url: url.to_string(),
+            settings,
+            bind,
+            timeout,
+            idle: Mutex::new(Vec::new()),
+            open: Arc::new(Semaphore::new(MAX_OPEN)),
+        }
+    }
+
+    fn unavailable(&self, e: &LdapError) -> DirectoryError {
+        unavailable(&self.url, self.timeout, e)
+    }
+
+    /// An idle live connection, or a new one (connected, TLS done, service bind done).
+    async fn get(&self, fresh: bool) -> Result<Conn, DirectoryError> {
+        let permit = Arc::clone(&self.open)
+            .acquire_owned()
+            .await
+            .map_err(|_| DirectoryError::Unavailable("connection pool closed".into()))?;
+        if !fresh {
+            loop {
+                let next = self.idle.lock().pop();
+                let Some(mut ldap) = next else { break };
+                if !ldap.is_closed() {
+                    return Ok(Conn {
+                        ldap,
+                        _permit: permit,
+                    });
+                }
+            }
+        }
+        let ldap = self.connect().await?;
+        Ok(Conn {
+            ldap,
+            _permit: permit,
+        })
+    }
+
+    async fn connect(&self) -> Result<ldap3::Ldap, DirectoryError> {
+        let (conn, mut ldap) = tokio::time::timeout(
+            self.timeout,
+            LdapConnAsync::with_settings(self.settings.clone(), &self.url),
+        )
+        .await
+        .map_err(|e| self.unavailable(&LdapError::from(e)))?
+        .map_err(|e| self.unavailable(&e))?;
+        ldap3::drive!(conn);
+        if let Some((dn, password)) = &self.bind {
+            let res = ldap
+                .with_timeout(self.timeout)
+                .simple_bind(dn, password)
+                .await
+                .map_err(|e| self.unavailable(&e))?;
+            if res.rc != RC_SUCCESS {
+                return Err(DirectoryError::Unavailable(format!(
+                    "{}: the service bind as {dn} was refused ({} {}): check bind_dn and bind_password_file",
+                    self.url, res.rc, res.text
+                )));
+            }
+        }
+        Ok(ldap)
+    }
+
+    fn put(&self, conn: Conn) {
+        let mut idle = self.idle.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push(conn.ldap);
+        }
+    }
+
+    /// A search on a service connection; a stale pooled connection (the directory restarted)
+    /// is replaced once by a fresh one. Returns the entries (references dropped) and the
+    /// result code, which the caller judges (0, size limit…).
+    pub(crate) async fn search(
+        &self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: &[&str],
+        size_limit: i32,
+    ) -> Result<(Vec<SearchEntry>, u32), DirectoryError> {
+        let mut fresh = false;
+        loop {
+            let mut conn = self.get(fresh).await?;
+            let res = conn
+                .ldap
+                .with_timeout(self.timeout)
+                .with_search_options(ldap3::SearchOptions::new().sizelimit(size_limit))
+                .search(base, scope, filter, attrs.to_vec())
+                .await;
+            match res {
+                Ok(ldap3::SearchResult(entries, result)) => {
+                    self.put(conn);
+                    let entries = entries
+                        .into_iter()
+                        .filter(|e| !e.is_ref() && !e.is_intermediate())
+                        .map(SearchEntry::construct)
+                        .collect();
+                    return Ok((entries, result.rc));
+                }
+                Err(e) if !fresh && is_connection_error(&e) => {
+                    tracing::debug!(url = %self.url, error = %e, "stale LDAP connection, reconnecting");
+                    fresh = true;
+                }
+                Err(e) => return Err(self.unavailable(&e)),
+            }
+        }
+    }
+
+    /// A simple bind as `dn`: `Ok(true)` if the directory accepted the password.
+    pub(crate) async fn check_password(
+        &self,
+        dn: &str,
+        password: &str,
+    ) -> Result<bool, DirectoryError> {
+        let mut fresh = false;
+        loop {
+            let mut conn = self.get(fresh).await?;
+            match conn
+                .ldap
+                .with_timeout(self.timeout)
+                .simple_bind(dn, password)
+                .await
+            {
+                Ok(res) => {
+                    self.put(conn);
+                    return match res.rc {
+                        RC_SUCCESS => Ok(true),
+                        RC_INVALID_CREDENTIALS => Ok(false),
+                        // busy, unavailable, other: the directory could not judge the password.
+                        51 | 52 | 80 => Err(DirectoryError::Unavailable(format!(
+                            "{}: bind refused with LDAP result {} {}",
+                            self.url, res.rc, res.text
+                        ))),
+                        rc => {
+                            tracing::warn!(rc, text = %res.text, "unexpected LDAP bind result, treated as a refusal");
+                            Ok(false)
+                        }
+                    };
+                }
+                Err(e) if !fresh && is_connection_error(&e) => fresh = true,
+                Err(e) => return Err(self.unavailable(&e)),
+            }
+        }
+    }
+}

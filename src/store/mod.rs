@@ -1,0 +1,458 @@
+//! Persistence: users, devices, enrolment codes, web sessions and the audit chain, on SQLite or PostgreSQL.
+//!
+//! One code path serves both databases: the pool is a sqlx `Any` pool and every query is written
+//! once, with `$1`-style placeholders (SQLite accepts them too). Every multi-step write runs in a
+//! *writer transaction* ([`Store::write_tx`]) that is serialised across processes: `BEGIN
+//! IMMEDIATE` on SQLite, a transaction-scoped advisory lock on PostgreSQL. That is what keeps the
+//! audit hash chain from forking and two enrolments from picking the same tunnel address.
+//!
+//! Times are `i64` unix milliseconds (UTC), read from the store's [`Clock`] so tests control time.
+
+mod audit;
+mod codes;
+mod devices;
+mod enrol;
+mod sessions;
+mod users;
+
+pub use audit::{
+    canonical_json, AuditContext, AuditEvent, AuditFilter, AuditVerification, NewAuditEvent,
+    Outcome, GENESIS_HASH,
+};
+pub use codes::{
+    generate_code, normalize_code, validate as validate_code_request, CodeState, CreatedCode,
+    EnrolmentCode, NewCode, CODE_ALPHABET, DEFAULT_CODE_TTL,
+};
+pub use devices::{Device, DeviceStatus, DeviceWithUser, DevicesVersion};
+pub use enrol::{AddressPool, EnrolRequest, Enrolled};
+pub use sessions::{NewSession, WebSession};
+pub use users::{normalize_username, User};
+
+use std::path::PathBuf;
+use std::str::FromStr as _;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use rand::RngCore as _;
+use sha2::{Digest as _, Sha256};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Any, AnyPool, ConnectOptions as _, Connection as _, Executor as _, Transaction};
+
+/// How long a connection attempt or a pool checkout may wait before the store reports
+/// [`StoreError::Unavailable`].
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long SQLite waits on a lock held by another connection or process.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Key of the PostgreSQL advisory lock serialising writer transactions ("SESAME" in ASCII).
+const PG_WRITER_LOCK: i64 = 0x5345_5341_4d45;
+
+static MIGRATOR_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static MIGRATOR_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Everything the store can fail with. Domain refusals are distinct variants so the portal can
+/// map each to its stable API code; [`StoreError::Unavailable`] means "answer 503, retry later".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?}: use sqlite:///path/to/sesame.db or postgres://user@host/db")]
+    InvalidUrl(String),
+    #[error("cannot create the database directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("unknown enrolment code")]
+    CodeNotFound,
+    #[error("enrolment code expired")]
+    CodeExpired,
+    #[error("enrolment code already used")]
+    CodeAlreadyUsed,
+    #[error("enrolment code issued for another user")]
+    CodeWrongUser,
+    #[error("this public key is already used by a device")]
+    PublicKeyInUse,
+    #[error("no free tunnel address left in {network}")]
+    AddressPoolExhausted { network: ipnet::Ipv4Net },
+    #[error("no device with id {0}")]
+    DeviceNotFound(i64),
+    #[error("device {0} is revoked")]
+    DeviceRevoked(i64),
+    /// No such user in the store (for callers that require one).
+    #[error("no user named {0:?}")]
+    UserNotFound(String),
+    #[error("the audit log is append-only")]
+    AuditAppendOnly,
+    #[error("corrupt row in {table}: {message}")]
+    Corrupt {
+        table: &'static str,
+        message: String,
+    },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            sqlx::Error::Database(db) => {
+                let text = format!("{} {}", db.constraint().unwrap_or(""), db.message());
+                if db.is_unique_violation() && text.contains("public_key") {
+                    StoreError::PublicKeyInUse
+                } else if text.contains("append-only") {
+                    StoreError::AuditAppendOnly
+                } else if is_unavailable_code(db.code().as_deref()) {
+                    StoreError::Unavailable(e)
+                } else {
+                    StoreError::Database(e)
+                }
+            }
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// The stable API error code (`crate::api::codes`) this error maps to.
+    pub fn api_code(&self) -> &'static str {
+        use crate::api::codes;
+        match self {
+            StoreError::Unavailable(_) => codes::DATABASE_UNAVAILABLE,
+            StoreError::InvalidInput(_) => codes::BAD_REQUEST,
+            StoreError::CodeNotFound => codes::INVALID_CODE,
+            StoreError::CodeExpired => codes::CODE_EXPIRED,
+            StoreError::CodeAlreadyUsed => codes::CODE_ALREADY_USED,
+            StoreError::CodeWrongUser => codes::CODE_WRONG_USER,
+            StoreError::PublicKeyInUse => codes::PUBLIC_KEY_IN_USE,
+            StoreError::AddressPoolExhausted { .. } => codes::ADDRESS_POOL_EXHAUSTED,
+            StoreError::DeviceNotFound(_) => codes::NOT_FOUND,
+            StoreError::DeviceRevoked(_) => codes::DEVICE_REVOKED,
+            StoreError::UserNotFound(_) => codes::UNKNOWN_USER,
+            StoreError::Database(_)
+            | StoreError::Migration(_)
+            | StoreError::InvalidUrl(_)
+            | StoreError::CreateDir { .. }
+            | StoreError::AuditAppendOnly
+            | StoreError::Corrupt { .. } => codes::INTERNAL,
+        }
+    }
+}
+
+/// Database error codes that mean "the database cannot serve now" rather than "bad request":
+/// SQLite BUSY/LOCKED, PostgreSQL connection exceptions (08*), shutdown (57P*), too many
+/// connections (53300).
+fn is_unavailable_code(code: Option<&str>) -> bool {
+    match code {
+        Some("5") | Some("6") | Some("517") | Some("261") | Some("53300") => true,
+        Some(c) => c.starts_with("08") || c.starts_with("57P"),
+        None => false,
+    }
+}
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Source of "now" for the store, in unix milliseconds.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> i64;
+}
+
+/// The wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// A clock tests move by hand.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(now_ms: i64) -> Self {
+        ManualClock(AtomicI64::new(now_ms))
+    }
+    pub fn set(&self, now_ms: i64) {
+        self.0.store(now_ms, Ordering::SeqCst);
+    }
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(duration_ms(by), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Milliseconds in a duration, saturating.
+pub fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Handle on the database; cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the database at `url` and applies pending migrations.
+    ///
+    /// `sqlite:///var/lib/sesame/sesame.db` creates the parent directory and the file if needed,
+    /// in WAL mode with `synchronous=FULL`, foreign keys on and a busy timeout.
+    /// `postgres://user@host/db` expects the database to exist.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, any_options, pool_options) = if let Some(path) = sqlite_path(url) {
+            let options = sqlite_prepare(&path).await?;
+            let any = AnyConnectOptions::from_url(&options.to_url_lossy())
+                .map_err(|_| StoreError::InvalidUrl(url.to_string()))?;
+            let pool = AnyPoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        Ok(())
+                    })
+                });
+            (Backend::Sqlite, any, pool)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let any = AnyConnectOptions::from_str(url)
+                .map_err(|_| StoreError::InvalidUrl(redact_url(url)))?;
+            let pool = AnyPoolOptions::new()
+                .max_connections(10)
+                .acquire_timeout(ACQUIRE_TIMEOUT);
+            (Backend::Postgres, any, pool)
+        } else {
+            return Err(StoreError::InvalidUrl(redact_url(url)));
+        };
+        let pool = pool_options.connect_with(any_options).await?;
+        let migrator = match backend {
+            Backend::Sqlite => &MIGRATOR_SQLITE,
+            Backend::Postgres => &MIGRATOR_POSTGRES,
+        };
+        migrator.run(&pool).await?;
+        Ok(Store {
+            pool,
+            backend,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// The same store reading time from `clock` (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Store {
+        self.clock = clock;
+        self
+    }
+
+    /// Which database this store talks to.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The underlying pool, for queries the repositories do not cover.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Now, in unix milliseconds, from the store's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Checks that the database answers (`/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        conn.ping().await?;
+        Ok(())
+    }
+
+    /// Closes every connection (waits for checked-out ones to come back).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a writer transaction: serialised with every other writer of this database, in any
+    /// process. Use it for every write that reads before it writes.
+    pub async fn write_tx(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
+                    .bind(PG_WRITER_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
+    }
+}
+
+/// `sqlite:///abs/path`, `sqlite://rel/path` or `sqlite:path` → the file path.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = rest.split('?').next().unwrap_or(rest);
+    if rest.is_empty() {
+        return None;
+    }
+    Some(PathBuf::from(rest))
+}
+
+/// Creates the parent directory and the file, switches it to WAL (a persistent property of the
+/// file), and returns the options every pooled connection uses.
+async fn sqlite_prepare(path: &std::path::Path) -> Result<SqliteConnectOptions, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT);
+    let conn = options.connect().await?;
+    conn.close().await?;
+    Ok(options)
+}
+
+/// The URL without its password, for error messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// SHA-256 of `secret`, hex: how codes, device tokens and session ids are stored.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// 32 random bytes from the OS, base64url without padding: device tokens and session ids.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Unix milliseconds as RFC 3339 UTC with second precision (`2026-01-05T09:00:00Z`), as the API
+/// and the CLI show times. Out-of-range values print as the raw number.
+pub fn rfc3339(ms: i64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Parses RFC 3339 (`2026-01-05T09:00:00Z`, offsets accepted) to unix milliseconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// Standard base64 of a WireGuard key, as stored in `devices.public_key`.
+pub fn encode_key(key: &[u8; 32]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls() {
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/sesame/s.db"),
+            Some(PathBuf::from("/var/lib/sesame/s.db"))
+        );
+        assert_eq!(sqlite_path("sqlite://s.db"), Some(PathBuf::from("s.db")));
+        assert_eq!(sqlite_path("postgres://x"), None);
+    }
+
+    #[test]
+    fn rfc3339_round_trip() {
+        assert_eq!(rfc3339(1_767_603_600_000), "2026-01-05T09:00:00Z");
+        assert_eq!(
+            parse_rfc3339("2026-01-05T09:00:00Z"),
+            Some(1_767_603_600_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-01-05T10:00:00+01:00"),
+            Some(1_767_603_600_000)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn redacts_password() {
+        assert_eq!(
+            redact_url("postgres://sesame:secret@db/sesame"),
+            "postgres://sesame:***@db/sesame"
+        );
+        assert_eq!(redact_url("postgres://db/sesame"), "postgres://db/sesame");
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashes_stable() {
+        let a = random_token();
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, random_token());
+        assert_eq!(
+            hash_secret("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! Web portal sessions: the cookie value is a random token; only its hash is stored.
+
+use std::time::Duration;
+
+use sqlx::any::AnyRow;
+use sqlx::Row as _;
+
+use super::users::normalize_username;
+use super::{duration_ms, hash_secret, random_token, Store, StoreError};
+
+/// What to open a session for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    pub username: String,
+    /// Roles granted at login (`vpn_user`, `it_staff`, `auditor`).
+    pub roles: Vec<String>,
+    /// Lifetime from now.
+    pub ttl: Duration,
+}
+
+/// A stored session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSession {
+    pub id_hash: String,
+    pub username: String,
+    pub roles: Vec<String>,
+    pub created_at: i64,
+    pub last_seen: i64,
+    pub expires_at: i64,
+}
+
+const COLUMNS: &str = "id_hash, username, roles, created_at, last_seen, expires_at";
+
+fn from_row(row: &AnyRow) -> Result<WebSession, StoreError> {
+    let roles: String = row.try_get("roles")?;
+    Ok(WebSession {
+        id_hash: row.try_get("id_hash")?,
+        username: row.try_get("username")?,
+        roles: serde_json::from_str(&roles).map_err(|e| StoreError::Corrupt {
+            table: "web_sessions",
+            message: format!("roles are not a JSON array: {e}"),
+        })?,
+        created_at: row.try_get("created_at")?,
+        last_seen: row.try_get("last_seen")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+impl Store {
+    /// Opens a session; returns the cookie value (shown once) and the stored session.
+    pub async fn create_session(
+        &self,
+        new: &NewSession,
+    ) -> Result<(String, WebSession), StoreError> {
+        let now = self.now_ms();
+        let token = random_token();
+        let session = WebSession {
+            id_hash: hash_secret(&token),
+            username: normalize_username(&new.username),
+            roles: new.roles.clone(),
+            created_at: now,
+            last_seen: now,
+            expires_at: now.saturating_add(duration_ms(new.ttl)),
+        };
+        let roles = serde_json::to_string(&session.roles)
+            .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO web_sessions (id_hash, username, roles, created_at, last_seen, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&session.id_hash)
+        .bind(&session.username)
+        .bind(roles)
+        .bind(session.created_at)
+        .bind(session.last_seen)
+        .bind(session.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok((token, session))
+    }
+
+    /// The live session for a cookie value; `None` if unknown or expired.
+    pub async fn session(&self, token: &str) -> Result<Option<WebSession>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM web_sessions WHERE id_hash = $1 AND expires_at > $2"
+        ))
+        .bind(hash_secret(token))
+        .bind(self.now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Records activity on a live session; with `extend`, also pushes its expiry to now + extend
+    /// (sliding idle timeout). Returns false if the session is unknown or expired.
+    pub async fn touch_session(
+        &self,
+        token: &str,
+        extend: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let now = self.now_ms();
+        let new_expiry = extend.map(|d| now.saturating_add(duration_ms(d)));
+        let done = sqlx::query(
+            "UPDATE web_sessions SET last_seen = $1, expires_at = COALESCE($2, expires_at) \
+             WHERE id_hash = $3 AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(new_expiry)
+        .bind(hash_secret(token))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Ends a session (logout). Returns false if there was none.
+    pub async fn delete_session(&self, token: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM web_sessions WHERE id_hash = $1")
+            .bind(hash_secret(token))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Removes expired sessions; returns how many.
+    pub async fn purge_expired_sessions(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM web_sessions WHERE expires_at <= $1")
+            .bind(self.now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

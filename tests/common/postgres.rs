@@ -1,0 +1,247 @@
+//! Throwaway PostgreSQL cluster for integration tests: initdb in a temp dir, a free loopback port.
+//!
+//! PostgreSQL refuses to run as root, so when the tests run as root (CI) every server command
+//! runs as the `postgres` system user through `runuser`. The cluster listens on 127.0.0.1 only,
+//! with its unix socket inside the temp dir. One cluster is shared by the tests of a process
+//! that run at the same time (each gets its own database); the last [`PgDatabase`] dropped
+//! stops it and removes the directory, also when a test panics.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+/// A running cluster; stopped and deleted on drop.
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    run_as_postgres: bool,
+}
+
+/// One fresh database in a (shared) cluster.
+pub struct PgDatabase {
+    pub url: String,
+    pub name: String,
+    cluster: Arc<PgCluster>,
+}
+
+impl PgDatabase {
+    pub fn cluster(&self) -> &PgCluster {
+        &self.cluster
+    }
+}
+
+static SHARED: Mutex<Weak<PgCluster>> = Mutex::new(Weak::new());
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh, empty database; starts a cluster if none is running in this process.
+pub fn database() -> PgDatabase {
+    let cluster = {
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        match shared.upgrade() {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(PgCluster::start());
+                *shared = Arc::downgrade(&c);
+                c
+            }
+        }
+    };
+    let name = format!(
+        "sesame_test_{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::SeqCst)
+    );
+    cluster.create_database(&name);
+    PgDatabase {
+        url: cluster.url(&name),
+        name,
+        cluster,
+    }
+}
+
+fn pg_bin() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed under /usr/lib/postgresql (apt install postgresql)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("pg_ctl").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("no /usr/lib/postgresql/*/bin/pg_ctl found")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free loopback port")
+        .port()
+}
+
+impl PgCluster {
+    /// initdb + pg_ctl start on a free port (retried if another process took the port).
+    pub fn start() -> PgCluster {
+        let run_as_postgres = unsafe { libc::geteuid() } == 0;
+        let dir = tempfile::Builder::new()
+            .prefix("sesame-pg-")
+            .tempdir()
+            .expect("create temp dir for PostgreSQL");
+        if run_as_postgres {
+            let out = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(dir.path())
+                .output()
+                .expect("run chown");
+            assert!(out.status.success(), "chown postgres: {out:?}");
+        }
+        let mut cluster = PgCluster {
+            dir,
+            bin: pg_bin(),
+            port: 0,
+            run_as_postgres,
+        };
+        let data = cluster.data_dir();
+        let out = cluster.run(
+            "initdb",
+            &[
+                "-D",
+                path_str(&data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        );
+        assert!(out.status.success(), "initdb failed: {}", show(&out));
+        let mut last = String::new();
+        for _ in 0..5 {
+            cluster.port = free_port();
+            let opts = format!(
+                "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} \
+                 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+                 -c max_connections=100 -c shared_buffers=16MB",
+                cluster.port,
+                path_str(cluster.dir.path())
+            );
+            let log = cluster.dir.path().join("postgres.log");
+            let out = cluster.run(
+                "pg_ctl",
+                &[
+                    "start",
+                    "-w",
+                    "-t",
+                    "60",
+                    "-D",
+                    path_str(&data),
+                    "-l",
+                    path_str(&log),
+                    "-o",
+                    &opts,
+                ],
+            );
+            if out.status.success() {
+                return cluster;
+            }
+            last = format!(
+                "{}\n{}",
+                show(&out),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        panic!("pg_ctl start failed 5 times: {last}");
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// URL of database `db` in this cluster.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn create_database(&self, name: &str) {
+        let port = self.port.to_string();
+        let out = Command::new(self.bin.join("createdb"))
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", name])
+            .output()
+            .expect("run createdb");
+        assert!(out.status.success(), "createdb {name}: {}", show(&out));
+    }
+
+    /// Runs SQL through psql (as a superuser, outside the store), returning its output.
+    pub fn psql(&self, db: &str, sql: &str) -> Output {
+        let port = self.port.to_string();
+        Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("run psql")
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Output {
+        let exe = self.bin.join(tool);
+        let mut cmd = if self.run_as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("run {tool}: {e}"))
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.data_dir();
+        let _ = self.run(
+            "pg_ctl",
+            &["stop", "-w", "-m", "immediate", "-D", path_str(&data)],
+        );
+        // The TempDir field then removes the directory (root may delete postgres' files).
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "{}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

@@ -1,0 +1,156 @@
+//! Store test harness: a fresh store on SQLite or PostgreSQL with a hand-moved clock, the
+//! `both_backends!` macro, and shared helpers. Needs `tests/common/postgres.rs` beside it:
+//! declare both (`mod common { pub mod postgres; pub mod store_db; }`).
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sesame::directory::DirectoryUser;
+use sesame::store::{
+    AddressPool, AuditContext, AuditFilter, EnrolRequest, Enrolled, ManualClock, NewCode, Store,
+    StoreError,
+};
+
+/// 2026-01-05 09:00:00 UTC, in unix ms: every test starts there.
+pub const T0: i64 = 1_767_603_600_000;
+pub const HOUR: Duration = Duration::from_secs(3600);
+pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
+pub const STATIC_PEER_IP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 3);
+
+pub enum Guard {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres(#[allow(dead_code)] super::postgres::PgDatabase),
+}
+
+pub struct Db {
+    pub store: Store,
+    pub clock: Arc<ManualClock>,
+    pub url: String,
+    pub guard: Guard,
+}
+
+pub async fn sqlite_db() -> Db {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/sub/dir/sesame.db", dir.path().display());
+    open(url, Guard::Sqlite(dir)).await
+}
+
+pub async fn postgres_db() -> Db {
+    let db = tokio::task::spawn_blocking(super::postgres::database)
+        .await
+        .expect("start PostgreSQL");
+    open(db.url.clone(), Guard::Postgres(db)).await
+}
+
+pub async fn open(url: String, guard: Guard) -> Db {
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = Store::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
+        .with_clock(clock.clone());
+    Db {
+        store,
+        clock,
+        url,
+        guard,
+    }
+}
+
+/// Runs `$name(Db)` once on SQLite and once on PostgreSQL (`<name>::sqlite`, `<name>::postgres`).
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::store_db::sqlite_db().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::common::store_db::postgres_db().await).await
+            }
+        }
+    )*};
+}
+
+pub fn person(name: &str) -> DirectoryUser {
+    DirectoryUser {
+        username: name.to_string(),
+        dn: format!("uid={name},ou=people,dc=example,dc=org"),
+        display_name: format!("{name} Dupré"),
+        groups: vec!["cn=personnels-administratifs,ou=groups,dc=example,dc=org".into()],
+        disabled: false,
+    }
+}
+
+pub fn key(n: u8) -> [u8; 32] {
+    let mut k = [n; 32];
+    k[0] = 0xA0;
+    k
+}
+
+pub fn pool(net: &str) -> AddressPool {
+    AddressPool {
+        network: net.parse().expect("network"),
+        reserved: vec![GATEWAY_IP, STATIC_PEER_IP],
+    }
+}
+
+pub fn it_staff() -> AuditContext {
+    AuditContext::new("admin-dsi", Some("198.18.0.7".into()))
+}
+
+pub async fn code_for(db: &Db, user: &str, device: &str) -> String {
+    db.store
+        .create_code(
+            &NewCode {
+                username: user.into(),
+                device_name: device.into(),
+                ttl: 72 * HOUR,
+            },
+            &it_staff(),
+        )
+        .await
+        .expect("create code")
+        .code
+}
+
+pub async fn enrol(
+    db: &Db,
+    code: &str,
+    user: &DirectoryUser,
+    k: [u8; 32],
+    net: &str,
+) -> Result<Enrolled, StoreError> {
+    db.store
+        .enrol(
+            &EnrolRequest {
+                code,
+                user,
+                public_key: k,
+                hostname: "pc-compta-01",
+                key_lifetime: Some(180 * 24 * HOUR),
+            },
+            &pool(net),
+            &AuditContext::new(user.username.clone(), Some("198.18.0.20".into())),
+        )
+        .await
+}
+
+/// (devices, users, audit events) currently stored.
+pub async fn counts(db: &Db) -> (usize, usize, usize) {
+    let devices = db.store.list_devices(None).await.expect("devices").len();
+    let users = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users")
+        .fetch_one(db.store.pool())
+        .await
+        .expect("count users");
+    let audit = db
+        .store
+        .list_audit(&AuditFilter::default())
+        .await
+        .expect("audit")
+        .len();
+    (devices, usize::try_from(users).expect("count"), audit)
+}

@@ -1,0 +1,253 @@
+//! Devices (rotation, revocation, key expiry) and users, on SQLite AND PostgreSQL.
+
+mod common {
+    pub mod postgres;
+    pub mod store_db;
+}
+
+use std::time::Duration;
+
+use common::store_db::*;
+use sesame::store::{AuditContext, AuditFilter, DeviceStatus, StoreError};
+
+both_backends!(
+    rotate_key_replaces_key_checks_uniqueness_and_audits,
+    revoke_device_and_all_devices_of_a_user,
+    expired_keys_revoke_their_devices,
+    users_upsert_and_lookup,
+);
+
+async fn rotate_key_replaces_key_checks_uniqueness_and_audits(db: Db) {
+    let c1 = code_for(&db, "alice", "pc-1").await;
+    let c2 = code_for(&db, "bob", "pc-2").await;
+    let a = enrol(&db, &c1, &person("alice"), key(1), "100.64.0.0/24")
+        .await
+        .expect("a");
+    let b = enrol(&db, &c2, &person("bob"), key(2), "100.64.0.0/24")
+        .await
+        .expect("b");
+    db.clock.advance(24 * HOUR);
+    let ctx = AuditContext::new("alice", None);
+
+    let r = db.store.rotate_key(a.device.id, &key(2), None, &ctx).await;
+    assert!(matches!(r, Err(StoreError::PublicKeyInUse)), "{r:?}");
+    let r = db.store.rotate_key(a.device.id, &key(1), None, &ctx).await;
+    assert!(
+        matches!(r, Err(StoreError::PublicKeyInUse)),
+        "its own key: {r:?}"
+    );
+    assert_eq!(
+        db.store.device(a.device.id).await.expect("q"),
+        Some(a.device.clone())
+    );
+
+    let v0 = db.store.devices_version().await.expect("version");
+    let rotated = db
+        .store
+        .rotate_key(a.device.id, &key(3), Some(30 * 24 * HOUR), &ctx)
+        .await
+        .expect("rotate");
+    assert_ne!(db.store.devices_version().await.expect("version"), v0);
+    assert_eq!(rotated.public_key, key(3));
+    assert_eq!(rotated.rotated_at, Some(T0 + 24 * 3_600_000));
+    assert_eq!(rotated.expires_at, Some(T0 + 31 * 24 * 3_600_000));
+    assert_eq!(rotated.tunnel_address, a.device.tunnel_address);
+    // A rotated-away key is no longer held by any device.
+    let r = db.store.rotate_key(b.device.id, &key(1), None, &ctx).await;
+    assert!(
+        r.is_ok(),
+        "old key of a rotated device is no longer held: {r:?}"
+    );
+
+    db.store
+        .revoke_device(b.device.id, "lost", &it_staff())
+        .await
+        .expect("revoke");
+    let r = db.store.rotate_key(b.device.id, &key(4), None, &ctx).await;
+    assert!(
+        matches!(r, Err(StoreError::DeviceRevoked(id)) if id == b.device.id),
+        "{r:?}"
+    );
+    let r = db.store.rotate_key(9999, &key(4), None, &ctx).await;
+    assert!(matches!(r, Err(StoreError::DeviceNotFound(9999))), "{r:?}");
+
+    let rot = db
+        .store
+        .list_audit(&AuditFilter {
+            action: Some("device.rotated".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(rot.len(), 2);
+    assert_eq!(rot[0].target, format!("device:{}", a.device.id));
+    assert_eq!(
+        rot[0].details["new_public_key"],
+        rotated.public_key_base64()
+    );
+}
+
+async fn revoke_device_and_all_devices_of_a_user(db: Db) {
+    let mut alice_devices = Vec::new();
+    for i in 0..3u8 {
+        let c = code_for(&db, "alice", &format!("pc-{i}")).await;
+        alice_devices.push(
+            enrol(&db, &c, &person("alice"), key(i + 1), "100.64.0.0/24")
+                .await
+                .expect("enrol")
+                .device,
+        );
+    }
+    let c = code_for(&db, "bob", "pc-bob").await;
+    let bob = enrol(&db, &c, &person("bob"), key(10), "100.64.0.0/24")
+        .await
+        .expect("bob");
+    let v0 = db.store.devices_version().await.expect("version");
+    assert_eq!(
+        db.store.devices_version().await.expect("version"),
+        v0,
+        "stable"
+    );
+    assert_eq!(
+        db.store.list_devices(Some("ALICE")).await.expect("l").len(),
+        3
+    );
+    assert_eq!(db.store.list_devices(None).await.expect("l").len(), 4);
+    let users: Vec<String> = db
+        .store
+        .users_with_active_devices()
+        .await
+        .expect("u")
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(users, ["alice", "bob"]);
+
+    db.clock.advance(HOUR);
+    let revoked = db
+        .store
+        .revoke_device(alice_devices[0].id, "laptop stolen", &it_staff())
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.status, DeviceStatus::Revoked);
+    let v1 = db.store.devices_version().await.expect("version");
+    assert_ne!(v1, v0, "a revocation changes the version");
+    assert_eq!(revoked.revoked_at, Some(T0 + 3_600_000));
+    assert_eq!(revoked.revoke_reason.as_deref(), Some("laptop stolen"));
+    let r = db
+        .store
+        .revoke_device(alice_devices[0].id, "again", &it_staff())
+        .await;
+    assert!(matches!(r, Err(StoreError::DeviceRevoked(_))), "{r:?}");
+    let r = db.store.revoke_device(4242, "x", &it_staff()).await;
+    assert!(matches!(r, Err(StoreError::DeviceNotFound(4242))), "{r:?}");
+
+    let active: Vec<i64> = db
+        .store
+        .active_devices()
+        .await
+        .expect("active")
+        .iter()
+        .map(|d| d.device.id)
+        .collect();
+    assert_eq!(
+        active,
+        [alice_devices[1].id, alice_devices[2].id, bob.device.id]
+    );
+    let with_user = &db.store.active_devices().await.expect("active")[2];
+    assert_eq!(with_user.user.username, "bob");
+    assert_eq!(with_user.user.groups.len(), 1);
+
+    let gone = db
+        .store
+        .revoke_user_devices("alice", "left vpn_users", &AuditContext::system())
+        .await
+        .expect("revoke all");
+    let gone_ids: Vec<i64> = gone.iter().map(|d| d.id).collect();
+    assert_eq!(gone_ids, [alice_devices[1].id, alice_devices[2].id]);
+    assert!(gone.iter().all(|d| d.status == DeviceStatus::Revoked));
+    assert_eq!(db.store.active_devices().await.expect("a").len(), 1);
+    assert_eq!(
+        db.store.users_with_active_devices().await.expect("u").len(),
+        1
+    );
+    assert!(db
+        .store
+        .revoke_user_devices("alice", "again", &AuditContext::system())
+        .await
+        .expect("noop")
+        .is_empty());
+    let audit = db
+        .store
+        .list_audit(&AuditFilter {
+            action: Some("device.revoked".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(audit.len(), 3);
+    assert_eq!(audit[2].actor, "system");
+    assert_eq!(audit[2].details["reason"], "left vpn_users");
+}
+
+async fn expired_keys_revoke_their_devices(db: Db) {
+    let c1 = code_for(&db, "alice", "pc-1").await;
+    let c2 = code_for(&db, "bob", "pc-2").await;
+    let a = enrol(&db, &c1, &person("alice"), key(1), "100.64.0.0/24")
+        .await
+        .expect("a");
+    db.clock.advance(HOUR);
+    let b = enrol(&db, &c2, &person("bob"), key(2), "100.64.0.0/24")
+        .await
+        .expect("b");
+    // Both keys live 180 days; alice's expires one hour before bob's.
+    db.clock
+        .advance(180 * 24 * HOUR - HOUR - Duration::from_millis(1));
+    assert!(db
+        .store
+        .expire_devices()
+        .await
+        .expect("none yet")
+        .is_empty());
+    db.clock.advance(Duration::from_millis(1));
+    let gone = db.store.expire_devices().await.expect("expire");
+    assert_eq!(gone.iter().map(|d| d.id).collect::<Vec<_>>(), [a.device.id]);
+    assert_eq!(gone[0].revoke_reason.as_deref(), Some("key expired"));
+    assert_eq!(
+        db.store
+            .device(b.device.id)
+            .await
+            .expect("q")
+            .expect("b")
+            .status,
+        DeviceStatus::Active
+    );
+    let audit = db
+        .store
+        .list_audit(&AuditFilter {
+            action: Some("device.expired".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].actor, "system");
+    assert_eq!(audit[0].target, format!("device:{}", a.device.id));
+}
+
+async fn users_upsert_and_lookup(db: Db) {
+    let mut u = person("Claire");
+    let stored = db.store.upsert_user(&u).await.expect("insert");
+    assert_eq!(stored.username, "claire");
+    assert_eq!(stored.last_sync, T0);
+    db.clock.advance(HOUR);
+    u.groups = vec!["cn=a,dc=x".into(), "cn=b,dc=x".into()];
+    u.disabled = true;
+    db.store.upsert_user(&u).await.expect("update");
+    let got = db.store.user("claire").await.expect("q").expect("exists");
+    assert_eq!(got.groups, u.groups);
+    assert!(got.disabled);
+    assert_eq!(got.last_sync, T0 + 3_600_000);
+    assert_eq!(got.dn, "uid=Claire,ou=people,dc=example,dc=org");
+    assert_eq!(db.store.user("nobody").await.expect("q"), None);
+}
