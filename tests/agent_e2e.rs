@@ -1,0 +1,500 @@
+//! The laptop journey with the real agent: `sesame serve` (portal + gateway + directory sync) and a
+//! real slapd in a gateway namespace, resource hosts behind it, `sesame-agent` in a laptop
+//! namespace: enrol errors, enrol, up, grants, live grant change, rotate, revoke, down.
+//! Needs root (CI runs as root).
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod common {
+    pub mod netns;
+    pub mod slapd;
+    pub mod wg;
+}
+mod agent_common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use agent_common::{agent_bin, enter, ThreadNetns};
+use common::netns::{link, unique, wait_for, Netns, Proc};
+use common::slapd::{password_of, Slapd};
+use common::wg::WgPeer;
+
+const GW_PORT: u16 = 51820;
+const PORTAL_PORT: u16 = 8080;
+const GW_UNDERLAY: &str = "198.18.1.1";
+const PAIE: &str = "198.18.10.10";
+const RH: &str = "198.18.20.10";
+const APP_PORT: u16 = 8443;
+
+struct World {
+    // Processes first: dropped before their namespaces.
+    serve: Option<Proc>,
+    _listener: Proc,
+    slapd: Slapd,
+    _in_gw: ThreadNetns,
+    gw: Netns,
+    laptop: Netns,
+    _res: Netns,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    log: PathBuf,
+    iface: String,
+}
+
+impl World {
+    fn portal(&self) -> String {
+        format!("http://{GW_UNDERLAY}:{PORTAL_PORT}")
+    }
+
+    fn agent_dir(&self) -> PathBuf {
+        self.dir.path().join("agent")
+    }
+
+    /// `sesame-agent ARGS` in the laptop namespace, English messages, `stdin` piped in.
+    fn agent(&self, args: &[&str], stdin: &str, lang: &str) -> Output {
+        let mut child = self
+            .laptop
+            .command(agent_bin().to_str().unwrap())
+            .args(args)
+            .env("LANG", lang)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+        child.wait_with_output().unwrap()
+    }
+
+    fn enrol(&self, user: &str, password: &str, code: &str, dir: &Path, lang: &str) -> Output {
+        let portal = self.portal();
+        self.agent(
+            &[
+                "enrol",
+                "--portal",
+                &portal,
+                "--code",
+                code,
+                "--user",
+                user,
+                "--password-stdin",
+                "--dir",
+                dir.to_str().unwrap(),
+            ],
+            &format!("{password}\n"),
+            lang,
+        )
+    }
+
+    fn sesame(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", self.config.to_str().unwrap()]);
+        Command::new(env!("CARGO_BIN_EXE_sesame"))
+            .args(&all)
+            .output()
+            .unwrap()
+    }
+
+    fn code(&self, user: &str, ttl: &str) -> String {
+        let out = self.sesame(&[
+            "enrol-code",
+            "create",
+            "--user",
+            user,
+            "--device",
+            &format!("pc-{user}"),
+            "--ttl",
+            ttl,
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn reaches(&self, ip: &str) -> bool {
+        self.laptop.tcp_connects(ip, APP_PORT, 2)
+    }
+
+    fn status(&self) -> String {
+        text(&self.agent(
+            &["status", "--dir", self.agent_dir().to_str().unwrap()],
+            "",
+            "en_GB.UTF-8",
+        ))
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // Never leave a daemon behind, even when the test failed half-way.
+        let dir = self.agent_dir();
+        let _ = self
+            .laptop
+            .command(agent_bin().to_str().unwrap())
+            .args(["down", "--dir", dir.to_str().unwrap()])
+            .output();
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn setup() -> World {
+    agent_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Netns::new("sag");
+    let laptop = Netns::new("sal");
+    let res = Netns::new("sar");
+    link(&gw, &format!("{GW_UNDERLAY}/30"), &laptop, "198.18.1.2/30");
+    let (_, res_if) = link(&gw, "198.18.3.1/30", &res, "198.18.3.2/30");
+    res.ip(&["addr", "add", &format!("{PAIE}/32"), "dev", &res_if]);
+    res.ip(&["addr", "add", &format!("{RH}/32"), "dev", &res_if]);
+    res.ip(&["route", "add", "100.64.0.0/10", "via", "198.18.3.1"]);
+    gw.sysctl("net.ipv4.ip_forward", "1");
+    gw.ip(&["route", "add", &format!("{PAIE}/32"), "via", "198.18.3.2"]);
+    gw.ip(&["route", "add", &format!("{RH}/32"), "via", "198.18.3.2"]);
+    let listener = agent_common::tcp_listener(
+        &res,
+        dir.path(),
+        &[&format!("{PAIE}:{APP_PORT}"), &format!("{RH}:{APP_PORT}")],
+    );
+
+    let in_gw = enter(&gw.name);
+    let slapd = Slapd::start();
+    let key_path = dir.path().join("gateway.key");
+    let out = Command::new(env!("CARGO_BIN_EXE_sesame"))
+        .args(["keygen", "--out", key_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let directory = slapd
+        .directory_toml()
+        .replace("sync_interval = \"60s\"", "sync_interval = \"1s\"");
+    let config = dir.path().join("sesame.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[portal]
+listen = "0.0.0.0:{PORTAL_PORT}"
+public_url = "http://{GW_UNDERLAY}:{PORTAL_PORT}"
+
+[gateway]
+listen = "0.0.0.0:{GW_PORT}"
+endpoint = "{GW_UNDERLAY}:{GW_PORT}"
+interface = "{tun}"
+tunnel_network = "100.64.0.0/24"
+private_key_file = "{key}"
+threads = 1
+
+[database]
+url = "sqlite://{db}"
+
+{directory}
+
+[roles]
+vpn_users = ["cn=personnels-administratifs,ou=groups,dc=academie,dc=test"]
+it_staff = ["cn=dsi,ou=groups,dc=academie,dc=test"]
+auditors = ["cn=auditeurs,ou=groups,dc=academie,dc=test"]
+
+[[resource]]
+name = "paie"
+description = "Paie / Payroll"
+allow = ["{PAIE}/32 tcp:{APP_PORT}"]
+
+[[resource]]
+name = "rh"
+description = "Ressources humaines / HR"
+allow = ["{RH}/32 tcp:{APP_PORT}"]
+
+[[grant]]
+group = "cn=gestionnaires-paie,ou=groups,dc=academie,dc=test"
+resources = ["paie"]
+
+[[grant]]
+group = "cn=gestionnaires-rh,ou=groups,dc=academie,dc=test"
+resources = ["rh"]
+"#,
+            tun = unique("sat"),
+            key = key_path.display(),
+            db = dir.path().join("sesame.db").display(),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("serve.log");
+    let serve = gw.spawn(
+        env!("CARGO_BIN_EXE_sesame"),
+        &["serve", "--config", config.to_str().unwrap()],
+        Some(&log),
+    );
+    let ready = wait_for(Duration::from_secs(30), || {
+        Command::new("curl")
+            .args([
+                "-sf",
+                "-m",
+                "2",
+                &format!("http://127.0.0.1:{PORTAL_PORT}/readyz"),
+            ])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    assert!(
+        ready,
+        "sesame serve not ready:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    World {
+        serve: Some(serve),
+        _listener: listener,
+        slapd,
+        _in_gw: in_gw,
+        gw,
+        laptop,
+        _res: res,
+        dir,
+        config,
+        log,
+        iface: unique("sa"),
+    }
+}
+
+#[test]
+fn agent_journey_enrol_up_grants_rotate_revoke_down() {
+    let w = setup();
+    let dir = w.agent_dir();
+    let dir_s = dir.to_str().unwrap();
+    let en = "en_GB.UTF-8";
+
+    // Every enrolment error a user can meet, each with its own message; nothing written.
+    let out = w.enrol(
+        "sbernard",
+        password_of("sbernard"),
+        "ZZZZ-ZZZZ-ZZZZ",
+        &dir,
+        en,
+    );
+    assert!(
+        !out.status.success() && text(&out).contains("Unknown enrolment code"),
+        "{}",
+        text(&out)
+    );
+    let expired = w.code("fnoel", "1s");
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = w.enrol("fnoel", password_of("fnoel"), &expired, &dir, en);
+    assert!(text(&out).contains("has expired"), "{}", text(&out));
+    let jmartin_code = w.code("jmartin", "1h");
+    let out = w.enrol("tleroux", password_of("tleroux"), &jmartin_code, &dir, en);
+    assert!(
+        text(&out).contains("issued for another account than \"tleroux\""),
+        "{}",
+        text(&out)
+    );
+    let code = w.code("mdupont", "1h");
+    let out = w.enrol("mdupont", "not-her-password", &code, &dir, en);
+    assert!(
+        text(&out).contains("Wrong username or password"),
+        "{}",
+        text(&out)
+    );
+    let out = w.enrol("pdurand", password_of("pdurand"), &code, &dir, en);
+    assert!(
+        text(&out).contains("not allowed to use the VPN"),
+        "{}",
+        text(&out)
+    );
+    // French by default (this refusal does not count against the portal's attempt limit).
+    let out = w.enrol(
+        "pdurand",
+        password_of("pdurand"),
+        &code,
+        &dir,
+        "fr_FR.UTF-8",
+    );
+    assert!(
+        text(&out).contains("pas autorisé à utiliser le VPN"),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.join("sesame.conf").exists() && !dir.join("agent.toml").exists());
+
+    // Enrolment: files private, key made on the laptop (the portal only knows its public half).
+    let out = w.enrol("mdupont", password_of("mdupont"), &code, &dir, en);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("This laptop is enrolled"),
+        "{}",
+        text(&out)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("sesame.conf")), 0o600);
+    assert_eq!(mode(&dir.join("agent.toml")), 0o600);
+    let conf = std::fs::read_to_string(dir.join("sesame.conf")).unwrap();
+    assert!(conf.contains("Address = 100.64.0.2/32"), "{conf}");
+    assert!(
+        conf.contains(&format!("AllowedIPs = {PAIE}/32\n")),
+        "{conf}"
+    );
+    assert!(
+        conf.contains(&format!("Endpoint = {GW_UNDERLAY}:{GW_PORT}")),
+        "{conf}"
+    );
+    let old_private = agent_common::conf_value(&conf, "PrivateKey");
+    let old_public = agent_common::wg_pubkey(&old_private);
+    let devices = text(&w.sesame(&["devices", "list"]));
+    assert!(devices.contains(&old_public), "{devices}");
+    assert!(!devices.contains(&old_private), "{devices}");
+
+    // Up: payroll answers, HR is not even routed.
+    let out = w.agent(
+        &[
+            "up",
+            "--dir",
+            dir_s,
+            "--interface",
+            &w.iface,
+            "--refresh",
+            "1",
+        ],
+        "",
+        en,
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
+    );
+    assert!(
+        wait_for(Duration::from_secs(15), || w.reaches(PAIE)),
+        "payroll unreachable"
+    );
+    assert!(!w.reaches(RH), "HR reachable without a grant");
+    let routes = String::from_utf8_lossy(&w.laptop.ip(&["route", "show"]).stdout).to_string();
+    assert!(
+        routes.contains(&format!("{PAIE} dev {}", w.iface)) && !routes.contains(RH),
+        "{routes}"
+    );
+    let status = w.status();
+    assert!(
+        status.contains(&format!("State: connected ({})", w.iface)),
+        "{status}"
+    );
+    assert!(
+        status.contains("- paie — Paie / Payroll (198.18.10.10/32)"),
+        "{status}"
+    );
+    assert!(!status.contains("- rh"), "{status}");
+    assert!(status.contains("Key valid until: 20"), "{status}");
+
+    // IT grants HR in the directory: the route appears without dropping the tunnel, then goes.
+    w.slapd.add_to_group("mdupont", "gestionnaires-rh");
+    assert!(
+        wait_for(Duration::from_secs(20), || w.reaches(RH)),
+        "HR grant never reached the laptop"
+    );
+    assert!(w.reaches(PAIE));
+    assert!(w.status().contains("- rh — Ressources humaines / HR"));
+    w.slapd.remove_from_group("mdupont", "gestionnaires-rh");
+    assert!(
+        wait_for(Duration::from_secs(20), || !w.reaches(RH)),
+        "HR grant never withdrawn"
+    );
+    assert!(wait_for(Duration::from_secs(10), || {
+        !String::from_utf8_lossy(&w.laptop.ip(&["route", "show"]).stdout).contains(RH)
+    }));
+
+    // Rotate: new key, tunnel keeps working, the old key is refused by the gateway.
+    let out = w.agent(&["rotate", "--dir", dir_s], "", en);
+    assert!(
+        out.status.success() && text(&out).contains("New key in place"),
+        "{}",
+        text(&out)
+    );
+    let conf = std::fs::read_to_string(dir.join("sesame.conf")).unwrap();
+    let new_private = agent_common::conf_value(&conf, "PrivateKey");
+    assert_ne!(new_private, old_private);
+    assert_eq!(mode(&dir.join("sesame.conf")), 0o600);
+    assert!(!dir.join("sesame.conf.pending").exists());
+    let devices = text(&w.sesame(&["devices", "list"]));
+    assert!(
+        devices.contains(&agent_common::wg_pubkey(&new_private)) && !devices.contains(&old_public),
+        "{devices}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(15), || w.reaches(PAIE)),
+        "payroll lost after rotation"
+    );
+    {
+        // A thief with the old key, from another namespace, gets nothing through.
+        let thief = Netns::new("sah");
+        link(&w.gw, "198.18.2.1/30", &thief, "198.18.2.2/30");
+        let peer = WgPeer::start(&thief, "100.64.0.2/32", w.dir.path());
+        let key = w.dir.path().join("old.key");
+        std::fs::write(&key, &old_private).unwrap();
+        thief.exec_ok(
+            "wg",
+            &["set", &peer.interface, "private-key", key.to_str().unwrap()],
+        );
+        let gw_public = agent_common::conf_value(&conf, "PublicKey");
+        peer.set_peer(
+            &thief,
+            &gw_public,
+            &format!("198.18.2.1:{GW_PORT}"),
+            &[&format!("{PAIE}/32")],
+            1,
+        );
+        assert!(
+            !thief.tcp_connects(PAIE, APP_PORT, 3),
+            "the old key still works"
+        );
+        assert_eq!(
+            peer.latest_handshake(&thief),
+            0,
+            "the gateway answered the old key"
+        );
+    }
+
+    // IT revokes the laptop: status says so and what to do.
+    let id = agent_common::toml_value(
+        &std::fs::read_to_string(dir.join("agent.toml")).unwrap(),
+        "device_id",
+    );
+    let out = w.sesame(&["devices", "revoke", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        wait_for(Duration::from_secs(10), || !w.reaches(PAIE)),
+        "revoked laptop still reaches payroll"
+    );
+    let status = w.status();
+    assert!(
+        status.contains("This laptop was revoked by IT") && status.contains("sesame-agent down"),
+        "{status}"
+    );
+    assert!(status.contains("State: not connected"), "{status}");
+    let fr = text(&w.agent(&["status", "--dir", dir_s], "", "fr_FR.UTF-8"));
+    assert!(fr.contains("révoqué par le service informatique"), "{fr}");
+
+    // Down: no interface, no route left.
+    let out = w.agent(&["down", "--dir", dir_s], "", en);
+    assert!(
+        out.status.success() && text(&out).contains("stopped"),
+        "{}",
+        text(&out)
+    );
+    let links = String::from_utf8_lossy(&w.laptop.ip(&["-o", "link", "show"]).stdout).to_string();
+    assert!(!links.contains(&w.iface), "{links}");
+    let routes = String::from_utf8_lossy(&w.laptop.ip(&["route", "show"]).stdout).to_string();
+    assert!(
+        !routes.contains("198.18.10.") && !routes.contains("198.18.20."),
+        "{routes}"
+    );
+    let _ = (&w.serve, &w.log, &w.gw);
+}
