@@ -103,7 +103,13 @@ pub fn main() -> i32 {
         Err(err) => {
             let msg = err.to_msg(user.as_deref());
             eprintln!("{}", Localized(&msg, lang));
-            eprintln!("  ({err})");
+            let mut detail = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                detail.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("  ({detail})");
             1
         }
     }
