@@ -70,10 +70,9 @@ pub fn read_password(source: PasswordSource, lang: Lang) -> Result<String, Agent
 
 /// Enrols this laptop: new key, `POST /api/v1/enrol`, then `sesame.conf` and `agent.toml`.
 pub fn enrol(args: &EnrolArgs<'_>) -> Result<Enrolled, AgentError> {
-    let ca_file = match args.ca_file {
-        Some(path) => Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())),
-        None => None,
-    };
+    let ca_file = args
+        .ca_file
+        .map(|path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
     let portal = Portal::new(args.portal, ca_file.as_deref(), API_TIMEOUT, args.lang)?;
     let password = read_password(args.password, args.lang)?;
     let secret = keys::generate();

@@ -11,11 +11,11 @@ use crate::wgconf::ConfError;
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
-    Portal(#[from] PortalError),
+    Portal(Box<PortalError>),
     #[error(transparent)]
     File(#[from] FileError),
     #[error(transparent)]
-    State(#[from] StateError),
+    State(Box<StateError>),
     #[error("{path}: {source}")]
     Conf { path: String, source: ConfError },
     #[error("no password given")]
@@ -34,23 +34,37 @@ pub enum AgentError {
     Io(#[from] std::io::Error),
 }
 
+impl From<PortalError> for AgentError {
+    fn from(err: PortalError) -> Self {
+        AgentError::Portal(Box::new(err))
+    }
+}
+
+impl From<StateError> for AgentError {
+    fn from(err: StateError) -> Self {
+        AgentError::State(Box::new(err))
+    }
+}
+
 impl AgentError {
     /// The message a user sees for this error; `user` is the account given to `enrol`, if any.
     pub fn to_msg(&self, user: Option<&str>) -> Msg {
         match self {
             AgentError::Portal(err) => portal_msg(err, user),
             AgentError::File(err) => file_msg(err),
-            AgentError::State(StateError::File(err)) => file_msg(err),
-            AgentError::State(StateError::NotEnrolled(path)) => Msg::NotEnrolled {
-                dir: path
-                    .parent()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-            },
-            AgentError::State(StateError::Toml { path, line, source }) => Msg::ConfigInvalid {
-                path: path.display().to_string(),
-                line: *line,
-                detail: source.message().to_string(),
+            AgentError::State(state) => match state.as_ref() {
+                StateError::File(err) => file_msg(err),
+                StateError::NotEnrolled(path) => Msg::NotEnrolled {
+                    dir: path
+                        .parent()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                },
+                StateError::Toml { path, line, source } => Msg::ConfigInvalid {
+                    path: path.display().to_string(),
+                    line: *line,
+                    detail: source.message().to_string(),
+                },
             },
             AgentError::Conf { path, source } => match source {
                 ConfError::Invalid { line, detail } => Msg::ConfigInvalid {
@@ -195,7 +209,7 @@ mod tests {
                 mode: 0o644
             }
         );
-        let err = AgentError::State(StateError::NotEnrolled("/d/agent.toml".into()));
+        let err = AgentError::from(StateError::NotEnrolled("/d/agent.toml".into()));
         assert_eq!(err.to_msg(None), Msg::NotEnrolled { dir: "/d".into() });
     }
 }

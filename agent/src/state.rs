@@ -26,7 +26,7 @@ pub enum StateError {
     Toml {
         path: PathBuf,
         line: usize,
-        source: toml::de::Error,
+        source: Box<toml::de::Error>,
     },
     #[error("not enrolled: {0} is missing")]
     NotEnrolled(PathBuf),
@@ -106,7 +106,11 @@ impl AgentState {
             let line = source.span().map_or(1, |span| {
                 text[..span.start.min(text.len())].matches('\n').count() + 1
             });
-            StateError::Toml { path, line, source }
+            StateError::Toml {
+                path,
+                line,
+                source: Box::new(source),
+            }
         })
     }
 

@@ -77,8 +77,8 @@ impl Engine {
                 }
             }
             self.wait_readable();
-            self.from_tun(&mut inbuf, &mut outbuf);
-            self.from_network(&mut inbuf, &mut outbuf);
+            self.pump_tun(&mut inbuf, &mut outbuf);
+            self.pump_network(&mut inbuf, &mut outbuf);
             if last_timer.elapsed() >= TIMER_TICK {
                 last_timer = Instant::now();
                 self.timers(&mut outbuf);
@@ -121,7 +121,7 @@ impl Engine {
         };
     }
 
-    fn from_tun(&mut self, inbuf: &mut [u8], outbuf: &mut [u8]) {
+    fn pump_tun(&mut self, inbuf: &mut [u8], outbuf: &mut [u8]) {
         while let Ok(n) = self.tun.recv(inbuf) {
             match self.tunn.encapsulate(&inbuf[..n], outbuf) {
                 TunnResult::WriteToNetwork(packet) => {
@@ -133,7 +133,7 @@ impl Engine {
         }
     }
 
-    fn from_network(&mut self, inbuf: &mut [u8], outbuf: &mut [u8]) {
+    fn pump_network(&mut self, inbuf: &mut [u8], outbuf: &mut [u8]) {
         while let Ok(n) = self.udp.recv(inbuf) {
             let mut datagram: &[u8] = &inbuf[..n];
             loop {
