@@ -48,6 +48,22 @@ pub fn write_private_atomic(path: &Path, contents: &[u8]) -> Result<(), FileErro
     result.map_err(io_err(path))
 }
 
+/// Like [`write_private_atomic`] without fsync: for reports rewritten often (`status.json`),
+/// where a crash may lose the latest version but never leaves a torn file.
+pub fn write_private_replace(path: &Path, contents: &[u8]) -> Result<(), FileError> {
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut file = create_private(&tmp)?;
+        file.write_all(contents)?;
+        drop(file);
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(io_err(path))
+}
+
 /// Renames `from` over `to` and makes the rename durable.
 pub fn rename_durable(from: &Path, to: &Path) -> Result<(), FileError> {
     fs::rename(from, to).map_err(io_err(to))?;

@@ -54,7 +54,7 @@ impl TunnelStatus {
 
     pub fn save(&self, paths: &Paths) -> Result<(), files::FileError> {
         let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        files::write_private_atomic(&paths.status(), text.as_bytes())
+        files::write_private_replace(&paths.status(), text.as_bytes())
     }
 }
 

@@ -16,7 +16,7 @@ use crate::state::Paths;
 use crate::status::{now_unix, TunnelStatus};
 
 const TIMER_TICK: Duration = Duration::from_millis(100);
-const STATUS_TICK: Duration = Duration::from_secs(1);
+const STATUS_TICK: Duration = Duration::from_millis(500);
 const BUF: usize = 65_535 + 148;
 
 pub struct Engine {
