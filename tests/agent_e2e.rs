@@ -411,6 +411,35 @@ fn agent_journey_enrol_up_grants_rotate_revoke_down() {
         !String::from_utf8_lossy(&w.laptop.ip(&["route", "show"]).stdout).contains(RH)
     }));
 
+    // A rotation cut before the portal answers keeps the old, working config; the next one
+    // offers the same pending key.
+    let agent_toml = std::fs::read_to_string(dir.join("agent.toml")).unwrap();
+    let portal_line = format!("portal = \"{}\"", w.portal());
+    assert!(agent_toml.contains(&portal_line), "{agent_toml}");
+    std::fs::write(
+        dir.join("agent.toml"),
+        agent_toml.replace(
+            &portal_line,
+            &format!("portal = \"http://{GW_UNDERLAY}:9\""),
+        ),
+    )
+    .unwrap();
+    let out = w.agent(&["rotate", "--dir", dir_s], "", en);
+    assert!(
+        !out.status.success() && text(&out).contains("key change was interrupted"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(dir.join("agent.toml"), &agent_toml).unwrap();
+    let pending = std::fs::read_to_string(dir.join("sesame.conf.pending")).unwrap();
+    let pending_private = agent_common::conf_value(&pending, "PrivateKey");
+    let conf_now = std::fs::read_to_string(dir.join("sesame.conf")).unwrap();
+    assert_eq!(
+        agent_common::conf_value(&conf_now, "PrivateKey"),
+        old_private
+    );
+    assert!(w.reaches(PAIE), "the interrupted rotation broke the tunnel");
+
     // Rotate: new key, tunnel keeps working, the old key is refused by the gateway.
     let out = w.agent(&["rotate", "--dir", dir_s], "", en);
     assert!(
@@ -421,6 +450,10 @@ fn agent_journey_enrol_up_grants_rotate_revoke_down() {
     let conf = std::fs::read_to_string(dir.join("sesame.conf")).unwrap();
     let new_private = agent_common::conf_value(&conf, "PrivateKey");
     assert_ne!(new_private, old_private);
+    assert_eq!(
+        new_private, pending_private,
+        "the pending key was not the one sent"
+    );
     assert_eq!(mode(&dir.join("sesame.conf")), 0o600);
     assert!(!dir.join("sesame.conf.pending").exists());
     let devices = text(&w.sesame(&["devices", "list"]));
