@@ -521,9 +521,11 @@ async fn roles_sessions_and_cookies() {
     let r = it.get(h.url("/api/v1/devices")).send().await.unwrap();
     assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
 
-    // Unknown routes and OpenAPI.
+    // Unknown routes, wrong methods, OpenAPI.
     let r = anon.get(h.url("/api/v1/nope")).send().await.unwrap();
     assert_eq!(error_of(r).await, (404, "not_found".into()));
+    let r = anon.get(h.url("/api/v1/enrol")).send().await.unwrap();
+    assert_eq!(error_of(r).await, (405, "bad_request".into()));
     let doc: Value = anon
         .get(h.url("/api/v1/openapi.json"))
         .send()

@@ -302,6 +302,21 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     assert_eq!(st, 201, "{v}");
     let code = v["code"].as_str().unwrap().to_string();
 
+    // The real gateway's own key is refused.
+    let (st, v) = api(
+        "POST",
+        "/api/v1/enrol",
+        Some(
+            &json!({"code": code, "username": "mdupont", "password": password_of("mdupont"), "public_key": w.gateway_public, "hostname": "pc-marie"}),
+        ),
+        None,
+        None,
+    );
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("invalid_public_key"))
+    );
+
     // Enrol with the laptop's own key (from `wg genkey`).
     let (st, cfg) = api(
         "POST",
@@ -380,8 +395,8 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     assert!(!w.reaches(PAIE));
     w.start_serve();
     let back = w
-        .until_reach(PAIE, true, Duration::from_secs(30))
-        .expect("no traffic after restart");
+        .until_reach(PAIE, true, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no traffic after restart; log:\n{}", w.log_text()));
     eprintln!("serve restart: traffic back {back:?} after ready");
 
     // Directory down: logins answer 503 quickly; tunnels keep working across sync passes.
@@ -406,6 +421,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     // Revocation by IT staff cuts the live session at once.
     let (_, list) = api("GET", "/api/v1/devices", None, Some(&it_jar), None);
     let id = list[0]["id"].as_i64().unwrap();
+    let t = Instant::now();
     let (st, _) = api(
         "DELETE",
         &format!("/api/v1/devices/{id}"),
@@ -414,6 +430,14 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
         None,
     );
     assert_eq!(st, 200);
+    let answered = t.elapsed();
+    // The peer is gone from the gateway by the time the API answers.
+    let out = Command::new("curl")
+        .args(["-s", &format!("{PORTAL}/metrics")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sesame_gateway_peers 0"));
+    eprintln!("revocation: DELETE answered in {answered:?}, gateway peer already removed");
     let t = Instant::now();
     let cut = wait_for(Duration::from_secs(1), || !w.reaches_quick(PAIE));
     eprintln!("revocation: traffic cut after {:?}", t.elapsed());
