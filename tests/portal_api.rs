@@ -702,6 +702,25 @@ async fn directory_sync_updates_grants_and_revokes_leavers() {
     assert_eq!(revoked.len(), 1);
     assert_eq!(revoked[0].actor, "system");
 
+    // An identical peer set is not re-sent to the gateway.
+    let before = *h.sink.publications.lock();
+    h.control.reconcile().await.unwrap();
+    assert_eq!(*h.sink.publications.lock(), before);
+
+    // A device whose key expired is revoked (device.expired) and its peer removed.
+    let it2 = h.login("tleroux").await;
+    let code = h.code_for(&it2, "hlefevre", "ph").await;
+    let (k_h, kb_h) = laptop_key();
+    assert_eq!(h.enrol(&code, "hlefevre", &k_h).await.status(), 201);
+    assert!(h.sink.peer(&kb_h).is_some());
+    sqlx::query("UPDATE devices SET expires_at = 1 WHERE username = 'hlefevre'")
+        .execute(h.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(h.control.expire_devices().await.unwrap(), 1);
+    h.control.reconcile().await.unwrap();
+    assert!(h.sink.peer(&kb_h).is_none());
+
     // A disabled user loses their devices too.
     h.slapd.disable_user("mdupont");
     let report = h.sync().sync_once().await.unwrap();
