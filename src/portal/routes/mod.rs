@@ -133,3 +133,6 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests;
