@@ -204,3 +204,29 @@ async fn login_outcomes_map_to_stable_codes() {
     let (s, _) = call(&app, "GET", "/readyz", "").await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn openapi_documents_routes_and_security_schemes() {
+    let (app, _dir) = app(false).await;
+    let (s, v) = call(&app, "GET", "/api/v1/openapi.json", "").await;
+    assert_eq!(s, StatusCode::OK);
+    for p in [
+        "/api/v1/enrol",
+        "/api/v1/device/config",
+        "/api/v1/device/rotate",
+        "/api/v1/login",
+        "/api/v1/logout",
+        "/api/v1/enrolment-codes",
+        "/api/v1/devices",
+        "/api/v1/devices/{id}",
+        "/api/v1/audit/events",
+        "/api/v1/audit/verify",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(v["paths"].get(p).is_some(), "{p} missing");
+    }
+    assert!(v["components"]["securitySchemes"]["device_token"].is_object());
+    assert!(v["components"]["securitySchemes"]["session"].is_object());
+}
