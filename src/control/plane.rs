@@ -16,6 +16,8 @@ use super::{GatewayStats, PeerSink};
 /// How often the publisher re-reads the store even without a wake-up (also the retry delay
 /// after a failure).
 pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(5);
+/// How often devices whose key expired are revoked (`device.expired`).
+pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why a publication failed; the gateway keeps its last good peer set.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,8 @@ pub struct ControlPlane {
     /// The last publication failed: the gateway runs on an older (last good) set.
     stale: AtomicBool,
     publications: AtomicU64,
+    /// What the gateway was last given: an identical set is not sent again.
+    last: parking_lot::Mutex<Option<Vec<DesiredPeer>>>,
 }
 
 impl ControlPlane {
@@ -47,6 +51,7 @@ impl ControlPlane {
             wake: Notify::new(),
             stale: AtomicBool::new(false),
             publications: AtomicU64::new(0),
+            last: parking_lot::Mutex::new(None),
         })
     }
 
@@ -63,7 +68,7 @@ impl ControlPlane {
         self.stale.load(Ordering::Relaxed)
     }
 
-    /// Successful publications since start.
+    /// Peer sets sent to the gateway since start (identical sets are not re-sent).
     pub fn publications(&self) -> u64 {
         self.publications.load(Ordering::Relaxed)
     }
@@ -80,8 +85,13 @@ impl ControlPlane {
         match self.compute().await {
             Ok(peers) => {
                 let n = peers.len();
-                self.sink.set_peers(peers);
-                self.publications.fetch_add(1, Ordering::Relaxed);
+                let mut last = self.last.lock();
+                if last.as_ref() != Some(&peers) {
+                    *last = Some(peers.clone());
+                    self.sink.set_peers(peers);
+                    self.publications.fetch_add(1, Ordering::Relaxed);
+                }
+                drop(last);
                 if self.stale.swap(false, Ordering::Relaxed) {
                     tracing::info!(peers = n, "peer set reconciled after an outage");
                 }
@@ -108,9 +118,19 @@ impl ControlPlane {
         self.wake.notify_one();
     }
 
-    /// The publisher loop: publishes on each wake-up and every [`REPUBLISH_INTERVAL`], until
-    /// `shutdown` turns true.
+    /// Revokes devices whose key expired; returns how many.
+    pub async fn expire_devices(&self) -> Result<usize, ControlError> {
+        let expired = self.store.expire_devices().await?;
+        for d in &expired {
+            tracing::info!(device = d.id, user = %d.username, "device key expired: revoked");
+        }
+        Ok(expired.len())
+    }
+
+    /// The publisher loop: publishes on each wake-up and every [`REPUBLISH_INTERVAL`], revokes
+    /// expired keys every [`EXPIRY_INTERVAL`], until `shutdown` turns true.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut last_expiry = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -119,6 +139,12 @@ impl ControlPlane {
             }
             if *shutdown.borrow() {
                 return;
+            }
+            if last_expiry.elapsed() >= EXPIRY_INTERVAL {
+                last_expiry = tokio::time::Instant::now();
+                if let Err(e) = self.expire_devices().await {
+                    tracing::warn!(error = %e, "cannot check expired device keys");
+                }
             }
             let _ = self.reconcile().await;
         }

@@ -48,6 +48,8 @@ pub enum ApiError {
     Forbidden,
     #[error("not found")]
     NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("device revoked")]
     DeviceRevoked,
     #[error("too many attempts, retry after {retry_after_secs}s")]
@@ -76,6 +78,7 @@ impl ApiError {
                 StatusCode::FORBIDDEN
             }
             InvalidCode | NotFound | UnknownUser(_) => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             CodeExpired | CodeAlreadyUsed => StatusCode::GONE,
             PublicKeyInUse => StatusCode::CONFLICT,
             TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -107,6 +110,7 @@ impl ApiError {
             Unauthenticated => codes::UNAUTHENTICATED,
             Forbidden => codes::FORBIDDEN,
             NotFound => codes::NOT_FOUND,
+            MethodNotAllowed => codes::BAD_REQUEST,
             DeviceRevoked => codes::DEVICE_REVOKED,
             TooManyAttempts { .. } => codes::TOO_MANY_ATTEMPTS,
             UnknownUser(_) => codes::UNKNOWN_USER,
@@ -142,6 +146,7 @@ impl ApiError {
             AddressPoolExhausted => "Plus aucune adresse VPN n'est disponible. Contactez le service informatique. / No VPN address is left. Contact IT support.".into(),
             Unauthenticated => "Vous n'êtes pas connecté, ou votre session a expiré. Reconnectez-vous. / You are not signed in, or your session expired. Sign in again.".into(),
             Forbidden => "Vous n'avez pas le droit de faire cette opération. Contactez le service informatique si vous en avez besoin. / You are not allowed to do this. Contact IT support if you need to.".into(),
+            MethodNotAllowed => "Opération non permise à cette adresse. Mettez à jour l'agent Sesame ou contactez le service informatique. / This operation is not allowed at this address. Update the Sesame agent or contact IT support.".into(),
             NotFound => "Élément introuvable. Vérifiez l'adresse ou l'identifiant. / Not found. Check the address or the identifier.".into(),
             DeviceRevoked => "Cet ordinateur n'a plus accès au VPN (accès retiré). Contactez le service informatique. / This laptop no longer has VPN access (revoked). Contact IT support.".into(),
             TooManyAttempts { retry_after_secs } => format!(
@@ -238,6 +243,7 @@ mod tests {
             ApiError::Unauthenticated,
             ApiError::Forbidden,
             ApiError::NotFound,
+            ApiError::MethodNotAllowed,
             ApiError::DeviceRevoked,
             ApiError::TooManyAttempts {
                 retry_after_secs: 3,

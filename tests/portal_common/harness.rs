@@ -1,6 +1,6 @@
-// Shared by tests/portal_api.rs and tests/portal_postgres.rs through `#[path]`: a real portal on
-// a loopback port, a real slapd, a real SQLite file (or PostgreSQL). The gateway is the only
-// stand-in (a recording PeerSink); tests/serve_e2e.rs runs the real gateway.
+//! Shared by tests/portal_api.rs, portal_auth.rs and portal_postgres.rs through `#[path]`: a real portal on
+//! a loopback port, a real slapd, a real SQLite file (or PostgreSQL). The gateway is the only
+//! stand-in (a recording PeerSink); tests/serve_e2e.rs runs the real gateway.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::sync::Arc;
