@@ -375,10 +375,16 @@ async fn failure_late_in_enrolment_rolls_everything_back(db: Db) {
 #[tokio::test]
 async fn sqlite_file_is_created_in_wal_mode_and_reopens() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("a/b/sesame.db");
-    let url = format!("sqlite://{}", path.display());
+    // URL paths are percent-decoded (as sqlx does): `%20` is a space, `%25` a percent sign.
+    let path = dir.path().join("a b/c%d/sesame.db");
+    let url = format!("sqlite://{}/a%20b/c%25d/sesame.db", dir.path().display());
     let store = Store::connect(&url).await.expect("connect");
     assert!(path.exists(), "file and parent directories created");
+    let entries: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries, ["a b"], "no stray file under another name");
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(store.pool())
         .await

@@ -6,15 +6,19 @@ mod common {
     pub mod store_db;
 }
 
+use std::time::Duration;
+
 use common::store_db::*;
 use sesame::store::{
-    AuditFilter, AuditVerification, NewAuditEvent, NewSession, Outcome, StoreError, GENESIS_HASH,
+    AuditContext, AuditFilter, AuditVerification, NewAuditEvent, NewSession, Outcome, StoreError,
+    GENESIS_HASH,
 };
 
 both_backends!(
     audit_is_append_only_chained_and_filterable,
     audit_verify_detects_tampering,
     sessions_expire_touch_and_purge,
+    retention_purge_moves_the_anchor_and_nothing_else_can_delete,
 );
 
 async fn audit_is_append_only_chained_and_filterable(db: Db) {
@@ -209,4 +213,107 @@ async fn sessions_expire_touch_and_purge(db: Db) {
     assert!(db.store.delete_session(&token).await.expect("delete"));
     assert!(!db.store.delete_session(&token).await.expect("delete"));
     assert_eq!(db.store.session(&token).await.expect("get"), None);
+}
+
+async fn retention_purge_moves_the_anchor_and_nothing_else_can_delete(db: Db) {
+    let ev = |i: i32| NewAuditEvent {
+        actor: "system".into(),
+        action: "directory.sync".into(),
+        target: format!("n{i}"),
+        outcome: Outcome::Success,
+        source_ip: None,
+        details: serde_json::json!({ "i": i }),
+    };
+    let day = Duration::from_secs(86_400);
+    let old = db
+        .store
+        .append_audit_batch(&[ev(1), ev(2), ev(3)])
+        .await
+        .expect("old events");
+    db.clock.advance(10 * day);
+    db.store
+        .append_audit_batch(&[ev(4), ev(5)])
+        .await
+        .expect("recent events");
+    assert_eq!(
+        db.store
+            .purge_audit(30 * day, &AuditContext::system())
+            .await
+            .expect("nothing that old"),
+        0
+    );
+    let removed = db
+        .store
+        .purge_audit(5 * day, &AuditContext::system())
+        .await
+        .expect("purge");
+    assert_eq!(removed, 3);
+    let left = db
+        .store
+        .list_audit(&AuditFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(left.iter().map(|e| e.id).collect::<Vec<_>>(), [4, 5, 6]);
+    assert_eq!(
+        left[0].prev_hash, old[2].hash,
+        "the chain still links to the purged part"
+    );
+    assert_eq!(left[2].action, "audit.purged");
+    assert_eq!(left[2].details["removed"], 3);
+    assert_eq!(left[2].details["through_id"], 3);
+    assert_eq!(
+        db.store.verify_audit().await.expect("verify"),
+        AuditVerification::Intact { events: 3 }
+    );
+
+    // Retained events still cannot be deleted, and the anchor cannot move back or vanish.
+    let del = sqlx::query("DELETE FROM audit_events WHERE id = 4")
+        .execute(db.store.pool())
+        .await
+        .expect_err("retained event");
+    assert!(matches!(StoreError::from(del), StoreError::AuditAppendOnly));
+    let back = sqlx::query("UPDATE audit_retention SET purge_before_id = 1")
+        .execute(db.store.pool())
+        .await
+        .expect_err("backwards");
+    assert!(back.to_string().contains("append-only"), "{back}");
+    let gone = sqlx::query("DELETE FROM audit_retention")
+        .execute(db.store.pool())
+        .await
+        .expect_err("anchor kept");
+    assert!(gone.to_string().contains("append-only"), "{gone}");
+
+    // Everything old: the table empties, and the next event still continues the chain.
+    db.clock.advance(10 * day);
+    let removed = db
+        .store
+        .purge_audit(5 * day, &AuditContext::system())
+        .await
+        .expect("purge all");
+    assert_eq!(removed, 3);
+    let left = db
+        .store
+        .list_audit(&AuditFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, 7, "ids are never reused");
+    assert_eq!(left[0].action, "audit.purged");
+    assert_eq!(
+        db.store.verify_audit().await.expect("verify"),
+        AuditVerification::Intact { events: 1 }
+    );
+
+    // Moving the anchor forward without purging would hide events: verify reports it.
+    sqlx::query("UPDATE audit_retention SET purge_before_id = 8")
+        .execute(db.store.pool())
+        .await
+        .expect("forward move is allowed by the database");
+    assert_eq!(
+        db.store.verify_audit().await.expect("verify"),
+        AuditVerification::Broken {
+            id: 7,
+            reason: "event below the retention anchor".into()
+        }
+    );
 }

@@ -214,7 +214,8 @@ pub(crate) async fn append(
         .await?;
     let (id, prev_hash) = match last {
         Some(row) => (row.try_get::<i64, _>("id")? + 1, row.try_get("hash")?),
-        None => (1, GENESIS_HASH.to_string()),
+        // Empty table: the chain starts at the retention anchor (id 1 and 64 zeros if never purged).
+        None => anchor(conn).await?,
     };
     let details = if ev.details.is_null() {
         serde_json::json!({})
@@ -251,6 +252,17 @@ pub(crate) async fn append(
     .execute(&mut *conn)
     .await?;
     Ok(event)
+}
+
+/// Where the retained chain starts: (first id, prev_hash it must carry).
+async fn anchor(conn: &mut AnyConnection) -> Result<(i64, String), StoreError> {
+    let row = sqlx::query("SELECT purge_before_id, anchor_hash FROM audit_retention WHERE id = 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        Some(row) => Ok((row.try_get("purge_before_id")?, row.try_get("anchor_hash")?)),
+        None => Ok((1, GENESIS_HASH.to_string())),
+    }
 }
 
 fn from_row(row: &AnyRow) -> Result<AuditEvent, StoreError> {
@@ -323,12 +335,83 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// Walks the whole chain from the first event and reports the first break.
+    /// Deletes the events older than `older_than` (the `[audit] retention`), moving the chain's
+    /// anchor forward in the same transaction, and appends `audit.purged`. Returns how many
+    /// events were removed. The database refuses any other deletion.
+    pub async fn purge_audit(
+        &self,
+        older_than: std::time::Duration,
+        ctx: &AuditContext,
+    ) -> Result<u64, StoreError> {
+        let now = self.now_ms();
+        let cutoff = now.saturating_sub(super::duration_ms(older_than));
+        let mut tx = self.write_tx().await?;
+        let last =
+            sqlx::query("SELECT id, hash FROM audit_events WHERE ts < $1 ORDER BY id DESC LIMIT 1")
+                .bind(cutoff)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(last) = last else {
+            return Ok(0);
+        };
+        let through: i64 = last.try_get("id")?;
+        let anchor_hash: String = last.try_get("hash")?;
+        sqlx::query(
+            "UPDATE audit_retention SET purge_before_id = $1, anchor_hash = $2, updated_at = $3 \
+             WHERE id = 1",
+        )
+        .bind(through + 1)
+        .bind(&anchor_hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let removed = sqlx::query("DELETE FROM audit_events WHERE id <= $1")
+            .bind(through)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        append(
+            &mut tx,
+            now,
+            &NewAuditEvent {
+                actor: ctx.actor.clone(),
+                action: "audit.purged".into(),
+                target: "audit_events".into(),
+                outcome: Outcome::Success,
+                source_ip: ctx.source_ip.clone(),
+                details: serde_json::json!({
+                    "older_than": super::rfc3339(cutoff),
+                    "through_id": through,
+                    "removed": removed,
+                    "anchor_hash": anchor_hash,
+                }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    /// Walks the whole retained chain, from the retention anchor, and reports the first break.
     pub async fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
-        let mut prev = GENESIS_HASH.to_string();
-        let mut expected_id = 1i64;
+        let (mut expected_id, mut prev) = {
+            let mut conn = self.pool.acquire().await?;
+            anchor(&mut conn).await?
+        };
+        // Rows below the anchor mean the anchor was moved without a purge.
+        let below: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(id) FROM audit_events WHERE id < $1")
+                .bind(expected_id)
+                .fetch_one(&self.pool)
+                .await?;
+        if let Some(id) = below {
+            return Ok(AuditVerification::Broken {
+                id,
+                reason: "event below the retention anchor".into(),
+            });
+        }
         let mut count = 0u64;
-        let mut after = 0i64;
+        let mut after = expected_id - 1;
         loop {
             let rows = sqlx::query(&format!(
                 "SELECT {COLUMNS} FROM audit_events WHERE id > $1 ORDER BY id LIMIT 1000"

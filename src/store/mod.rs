@@ -238,9 +238,10 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (backend, any_options, pool_options) = if let Some(path) = sqlite_path(url) {
-            let options = sqlite_prepare(&path).await?;
-            let any = AnyConnectOptions::from_url(&options.to_url_lossy())
-                .map_err(|_| StoreError::InvalidUrl(url.to_string()))?;
+            sqlite_prepare(&path).await?;
+            let any = sqlite_any_url(&path)
+                .and_then(|u| AnyConnectOptions::from_str(&u).ok())
+                .ok_or_else(|| StoreError::InvalidUrl(url.to_string()))?;
             let pool = AnyPoolOptions::new()
                 .max_connections(4)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -326,21 +327,55 @@ impl Store {
     }
 }
 
-/// `sqlite:///abs/path`, `sqlite://rel/path` or `sqlite:path` → the file path.
+/// `sqlite:///abs/path`, `sqlite://rel/path` or `sqlite:path` → the file path (percent-decoded,
+/// as sqlx reads it: `%20` is a space). Query parameters are ignored.
 fn sqlite_path(url: &str) -> Option<PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;
     let rest = rest.split('?').next().unwrap_or(rest);
-    if rest.is_empty() {
+    if rest.is_empty() || rest == ":memory:" {
         return None;
     }
-    Some(PathBuf::from(rest))
+    Some(PathBuf::from(percent_decode(rest)?))
 }
 
-/// Creates the parent directory and the file, switches it to WAL (a persistent property of the
-/// file), and returns the options every pooled connection uses.
-async fn sqlite_prepare(path: &std::path::Path) -> Result<SqliteConnectOptions, StoreError> {
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The URL sqlx's `Any` driver opens for `path`: every byte but unreserved ones and `/` is
+/// percent-encoded (sqlx's own URL builder leaves `%` as is, which would open another file).
+fn sqlite_any_url(path: &std::path::Path) -> Option<String> {
+    let path = path.to_str()?;
+    let mut url = String::from("sqlite://");
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            url.push(char::from(b));
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    url.push_str("?mode=rwc");
+    Some(url)
+}
+
+/// Creates the parent directory and the file and switches it to WAL (a persistent property of
+/// the file, so every later connection uses it).
+async fn sqlite_prepare(path: &std::path::Path) -> Result<(), StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_path_buf(),
@@ -356,7 +391,7 @@ async fn sqlite_prepare(path: &std::path::Path) -> Result<SqliteConnectOptions, 
         .busy_timeout(SQLITE_BUSY_TIMEOUT);
     let conn = options.connect().await?;
     conn.close().await?;
-    Ok(options)
+    Ok(())
 }
 
 /// The URL without its password, for error messages.
@@ -419,6 +454,18 @@ mod tests {
             Some(PathBuf::from("/var/lib/sesame/s.db"))
         );
         assert_eq!(sqlite_path("sqlite://s.db"), Some(PathBuf::from("s.db")));
+        assert_eq!(
+            sqlite_path("sqlite:///tmp/a%20b/%C3%A9.db?mode=rwc"),
+            Some(PathBuf::from("/tmp/a b/é.db"))
+        );
+        assert_eq!(sqlite_path("sqlite:///tmp/bad%zz.db"), None);
+        let path = std::path::Path::new("/tmp/dir with space/é%x?.db");
+        let url = sqlite_any_url(path).expect("utf-8 path");
+        assert_eq!(
+            url,
+            "sqlite:///tmp/dir%20with%20space/%C3%A9%25x%3F.db?mode=rwc"
+        );
+        assert_eq!(sqlite_path(&url).as_deref(), Some(path));
         assert_eq!(sqlite_path("postgres://x"), None);
     }
 
