@@ -1,0 +1,228 @@
+//! The TOML configuration: its keys, their defaults, and validation errors naming file, line and key.
+//!
+//! Every key is documented in `config/sesame.toml`; each default is defined once, here.
+//! Loading is all-or-nothing: the first error stops everything before any part starts.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use ipnet::Ipv4Net;
+
+use crate::policy::Policy;
+
+mod locate;
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use locate::Locator;
+use raw::RawConfig;
+
+/// A configuration error: where it is and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line, when the error can be located in the file.
+    pub line: Option<usize>,
+    /// Dotted key path, such as `gateway.listen` or `resource[1].allow[0]`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": key `{}`", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (relative paths inside are resolved against its folder).
+    pub path: PathBuf,
+    pub portal: PortalConfig,
+    pub gateway: GatewayConfig,
+    pub database: DatabaseConfig,
+    /// Absent in a gateway-only configuration.
+    pub directory: Option<DirectoryConfig>,
+    pub roles: RolesConfig,
+    pub audit: AuditConfig,
+    pub peers: Vec<StaticPeer>,
+    /// Resources and grants, compiled.
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalConfig {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub endpoint: String,
+    pub interface: String,
+    pub tunnel_network: Ipv4Net,
+    /// The gateway's own address inside the tunnel: the network's first host.
+    pub address: Ipv4Addr,
+    pub private_key_file: PathBuf,
+    pub dns: Vec<IpAddr>,
+    pub mtu: u16,
+    /// Packet worker threads; 0 means one per core.
+    pub threads: usize,
+    /// Idle time after which a tracked flow is forgotten.
+    pub flow_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectoryKind {
+    OpenLdap,
+    ActiveDirectory,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryConfig {
+    pub kind: DirectoryKind,
+    pub url: String,
+    pub starttls: bool,
+    pub insecure_plaintext: bool,
+    pub ca_file: Option<PathBuf>,
+    pub bind_dn: String,
+    pub bind_password_file: PathBuf,
+    pub user_base: String,
+    /// Search filter with `{username}` replaced by the RFC 4515-escaped login.
+    pub user_filter: String,
+    pub group_base: String,
+    pub sync_interval: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RolesConfig {
+    pub vpn_users: Vec<String>,
+    pub it_staff: Vec<String>,
+    pub auditors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    pub retention: Duration,
+}
+
+/// A fixed peer from `[[peer]]`: no enrolment, always present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticPeer {
+    pub name: String,
+    pub public_key: [u8; 32],
+    pub address: Ipv4Addr,
+    pub resources: Vec<String>,
+    pub persistent_keepalive: Option<u16>,
+}
+
+/// Parses a duration such as `500ms`, `60s`, `30m`, `72h` or `400d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid duration {s:?}: write a number and a unit, e.g. 60s, 30m, 72h, 7d")
+    })?;
+    let secs = match unit.trim() {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" | "" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?}: use ms, s, m, h or d (e.g. 72h)"
+            ))
+        }
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// Decodes a base64 WireGuard key (32 bytes).
+pub fn parse_key(s: &str) -> Result<[u8; 32], String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|_| "not valid base64: a WireGuard key is 44 characters ending in '=' (as printed by `wg pubkey`)".to_string())?;
+    bytes
+        .try_into()
+        .map_err(|_| "a WireGuard key is 32 bytes (44 base64 characters)".to_string())
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the configuration file: {e}"),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates configuration text; `path` names it in errors and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let doc = toml_edit::ImDocument::parse(text);
+        let loc = Locator {
+            file: path,
+            text,
+            doc: doc.as_ref().ok().cloned(),
+        };
+        if let Err(e) = doc {
+            return Err(ConfigError {
+                file: path.to_path_buf(),
+                line: e.span().map(|s| loc.line_of(s.start)),
+                key: String::new(),
+                message: format!("TOML syntax error: {}", e.message()),
+            });
+        }
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start);
+            ConfigError {
+                file: path.to_path_buf(),
+                line: offset.map(|o| loc.line_of(o)),
+                key: offset.map(|o| loc.key_at(o)).unwrap_or_default(),
+                message: e.message().to_string(),
+            }
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        validate::validate(raw, &loc, base)
+    }
+}

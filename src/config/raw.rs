@@ -1,0 +1,174 @@
+//! The configuration as written in the file: serde types with defaults, before validation.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) portal: RawPortal,
+    #[serde(default)]
+    pub(super) gateway: RawGateway,
+    #[serde(default)]
+    pub(super) database: RawDatabase,
+    pub(super) directory: Option<RawDirectory>,
+    #[serde(default)]
+    pub(super) roles: RawRoles,
+    #[serde(default)]
+    pub(super) audit: RawAudit,
+    #[serde(default)]
+    pub(super) resource: Vec<RawResource>,
+    #[serde(default)]
+    pub(super) grant: Vec<RawGrant>,
+    #[serde(default)]
+    pub(super) peer: Vec<RawPeer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawPortal {
+    pub(super) listen: String,
+    pub(super) public_url: String,
+    pub(super) tls_cert_file: Option<PathBuf>,
+    pub(super) tls_key_file: Option<PathBuf>,
+}
+
+impl Default for RawPortal {
+    fn default() -> Self {
+        RawPortal {
+            listen: "127.0.0.1:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawGateway {
+    pub(super) listen: String,
+    pub(super) endpoint: String,
+    pub(super) interface: String,
+    pub(super) tunnel_network: String,
+    pub(super) private_key_file: PathBuf,
+    pub(super) dns: Vec<String>,
+    pub(super) mtu: u16,
+    pub(super) threads: usize,
+    pub(super) flow_idle_timeout: String,
+}
+
+impl Default for RawGateway {
+    fn default() -> Self {
+        RawGateway {
+            listen: "0.0.0.0:51820".into(),
+            endpoint: "vpn.example.org:51820".into(),
+            interface: "sesame0".into(),
+            tunnel_network: "100.64.0.0/16".into(),
+            private_key_file: "/var/lib/sesame/gateway.key".into(),
+            dns: Vec::new(),
+            mtu: 1420,
+            threads: 0,
+            flow_idle_timeout: "120s".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawDatabase {
+    pub(super) url: String,
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        RawDatabase {
+            url: "sqlite:///var/lib/sesame/sesame.db".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDirectory {
+    #[serde(default = "default_kind")]
+    pub(super) kind: String,
+    pub(super) url: String,
+    #[serde(default)]
+    pub(super) starttls: bool,
+    #[serde(default)]
+    pub(super) insecure_plaintext: bool,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) bind_dn: String,
+    pub(super) bind_password_file: PathBuf,
+    pub(super) user_base: String,
+    pub(super) user_filter: Option<String>,
+    pub(super) group_base: String,
+    #[serde(default = "default_sync_interval")]
+    pub(super) sync_interval: String,
+    #[serde(default = "default_directory_timeout")]
+    pub(super) timeout: String,
+}
+
+pub(super) fn default_kind() -> String {
+    "openldap".into()
+}
+pub(super) fn default_sync_interval() -> String {
+    "60s".into()
+}
+pub(super) fn default_directory_timeout() -> String {
+    "5s".into()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawRoles {
+    pub(super) vpn_users: Vec<String>,
+    pub(super) it_staff: Vec<String>,
+    pub(super) auditors: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAudit {
+    pub(super) retention: String,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit {
+            retention: "400d".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResource {
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) site: String,
+    #[serde(default)]
+    pub(super) description: String,
+    pub(super) allow: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGrant {
+    pub(super) group: String,
+    pub(super) resources: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPeer {
+    pub(super) name: String,
+    pub(super) public_key: String,
+    pub(super) address: String,
+    #[serde(default)]
+    pub(super) resources: Vec<String>,
+    pub(super) persistent_keepalive: Option<u16>,
+}

@@ -1,0 +1,146 @@
+//! Tests of configuration loading: defaults, errors naming file, line and key.
+
+use super::*;
+
+const KEY_A: &str = "mB1Xmcm9Bqi8Dxy9Yz6rIHzC9jJbYp7vDXXHa+VfRVI=";
+const KEY_B: &str = "Ly6ppXE4y6xWZMHAAP9t2QgYV9jB8Ew3IU6m2lFnrGo=";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("/etc/sesame/sesame.toml"), text)
+}
+
+fn err(text: &str) -> ConfigError {
+    parse(text).expect_err("config should be refused")
+}
+
+#[test]
+fn defaults_apply_to_an_empty_file() {
+    let c = parse("").expect("empty config is valid");
+    assert_eq!(c.gateway.listen, "0.0.0.0:51820".parse().expect("addr"));
+    assert_eq!(c.gateway.tunnel_network.to_string(), "100.64.0.0/16");
+    assert_eq!(c.gateway.address, Ipv4Addr::new(100, 64, 0, 1));
+    assert_eq!(c.gateway.mtu, 1420);
+    assert_eq!(c.audit.retention, Duration::from_secs(400 * 86_400));
+    assert!(c.directory.is_none());
+}
+
+#[test]
+fn full_example_parses() {
+    let c = parse(&format!(
+        r#"
+[gateway]
+listen = "198.18.0.1:51820"
+tunnel_network = "100.64.0.0/24"
+private_key_file = "gw.key"
+
+[[resource]]
+name = "paie"
+allow = ["198.18.10.10/32 tcp:443,8443", "198.18.10.0/28 icmp"]
+
+[[grant]]
+group = "cn=paie,ou=groups,dc=example,dc=org"
+resources = ["paie"]
+
+[[peer]]
+name = "supervision"
+public_key = "{KEY_A}"
+address = "100.64.0.10"
+resources = ["paie"]
+"#
+    ))
+    .expect("valid");
+    assert_eq!(c.peers.len(), 1);
+    assert_eq!(
+        c.gateway.private_key_file,
+        PathBuf::from("/etc/sesame/gw.key")
+    );
+    let rules = c
+        .policy
+        .rules_for_resources(c.peers[0].resources.iter().map(String::as_str));
+    assert_eq!(rules.rules().len(), 2);
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let e = err("[gateway]\nlisten = \"0.0.0.0:1\"\nlisen = \"x\"\n");
+    assert_eq!(e.file, PathBuf::from("/etc/sesame/sesame.toml"));
+    assert_eq!(e.line, Some(3));
+    assert!(e.message.contains("lisen"), "{e}");
+    assert!(
+        e.to_string().starts_with("/etc/sesame/sesame.toml:3"),
+        "{e}"
+    );
+}
+
+#[test]
+fn invalid_cidr_in_resource_names_the_rule() {
+    let e = err("[[resource]]\nname = \"paie\"\nallow = [\n  \"198.18.10.10/32 tcp:443\",\n  \"198.18.10.300/32\",\n]\n");
+    assert_eq!(e.key, "resource[0].allow[1]");
+    assert_eq!(e.line, Some(5));
+    assert!(e.message.contains("invalid network"), "{e}");
+}
+
+#[test]
+fn invalid_port_is_refused() {
+    let e = err("[[resource]]\nname = \"paie\"\nallow = [\"198.18.10.10/32 tcp:99999\"]\n");
+    assert_eq!(e.key, "resource[0].allow[0]");
+    assert_eq!(e.line, Some(3));
+}
+
+#[test]
+fn duplicate_tunnel_address_is_refused() {
+    let e = err(&format!(
+        "[[peer]]\nname = \"a\"\npublic_key = \"{KEY_A}\"\naddress = \"100.64.0.10\"\n\n[[peer]]\nname = \"b\"\npublic_key = \"{KEY_B}\"\naddress = \"100.64.0.10\"\n"
+    ));
+    assert_eq!(e.key, "peer[1].address");
+    assert_eq!(e.line, Some(9));
+    assert!(e.message.contains("duplicate tunnel address"), "{e}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let e = err("[gateway]\nlisten = \"nowhere\"\n");
+    assert_eq!((e.key.as_str(), e.line), ("gateway.listen", Some(2)));
+    let e = err("[gateway]\ntunnel_network = \"100.64.0.0/40\"\n");
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("gateway.tunnel_network", Some(2))
+    );
+    let e = err("[gateway]\nmtu = \"big\"\n");
+    assert_eq!((e.key.as_str(), e.line), ("gateway.mtu", Some(2)));
+    let e = err(&format!(
+        "[[peer]]\nname = \"a\"\npublic_key = \"{KEY_A}\"\naddress = \"10.0.0.1\"\n"
+    ));
+    assert_eq!((e.key.as_str(), e.line), ("peer[0].address", Some(4)));
+    let e = err("[[peer]]\nname = \"a\"\npublic_key = \"short\"\naddress = \"100.64.0.9\"\n");
+    assert_eq!((e.key.as_str(), e.line), ("peer[0].public_key", Some(3)));
+    let e = err("[[grant]]\ngroup = \"cn=x\"\nresources = [\"nope\"]\n");
+    assert_eq!((e.key.as_str(), e.line), ("grant[0].resources[0]", Some(3)));
+}
+
+#[test]
+fn syntax_error_has_a_line() {
+    let e = err("[gateway]\nlisten = \n");
+    assert_eq!(e.line, Some(2));
+}
+
+#[test]
+fn plaintext_ldap_over_network_needs_explicit_consent() {
+    let dir = |url: &str, extra: &str| -> String {
+        format!("[directory]\nurl = \"{url}\"\nbind_dn = \"cn=s\"\nbind_password_file = \"p\"\nuser_base = \"ou=p\"\ngroup_base = \"ou=g\"\n{extra}")
+    };
+    let e = err(&dir("ldap://ldap.example.org", ""));
+    assert_eq!(e.key, "directory.url");
+    assert!(parse(&dir("ldap://127.0.0.1:3890", "")).is_ok());
+    assert!(parse(&dir("ldap://ldap.example.org", "starttls = true")).is_ok());
+    assert!(parse(&dir("ldap://ldap.example.org", "insecure_plaintext = true")).is_ok());
+    assert!(parse(&dir("ldaps://ldap.example.org", "")).is_ok());
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("72h"), Ok(Duration::from_secs(72 * 3600)));
+    assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    assert!(parse_duration("3 weeks").is_err());
+    assert!(parse_duration("h").is_err());
+}
