@@ -352,6 +352,35 @@ fn agent_journey_enrol_up_grants_rotate_revoke_down() {
     assert!(devices.contains(&old_public), "{devices}");
     assert!(!devices.contains(&old_private), "{devices}");
 
+    // The file enrol wrote works unchanged with a stock WireGuard (wireguard-go + `wg setconf`
+    // after `wg-quick strip`), as the official clients would use it.
+    {
+        let stock = WgPeer::start(&w.laptop, "100.64.0.2/32", w.dir.path());
+        let stripped = w.dir.path().join("stripped.conf");
+        let out = Command::new("wg-quick")
+            .args(["strip", dir.join("sesame.conf").to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        std::fs::write(&stripped, &out.stdout).unwrap();
+        w.laptop.exec_ok(
+            "wg",
+            &["setconf", &stock.interface, stripped.to_str().unwrap()],
+        );
+        w.laptop.ip(&[
+            "route",
+            "replace",
+            &format!("{PAIE}/32"),
+            "dev",
+            &stock.interface,
+        ]);
+        assert!(
+            wait_for(Duration::from_secs(15), || w.reaches(PAIE)),
+            "stock WireGuard with sesame.conf: payroll unreachable"
+        );
+        w.laptop.ip(&["link", "del", &stock.interface]);
+    }
+
     // Up: payroll answers, HR is not even routed.
     let out = w.agent(
         &[

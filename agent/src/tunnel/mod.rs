@@ -218,9 +218,8 @@ fn start_and_run(
         route::add(interface, net).map_err(|e| tunnel_err(e.to_string()))?;
     }
     log(&format!(
-        "{interface} up, {} at {}, routes {routes:?}, gateway {endpoint}",
-        conf.address,
-        now_unix()
+        "{interface} up, {}, routes {routes:?}, gateway {endpoint}",
+        conf.address
     ));
     if !conf.dns.is_empty() {
         log(&format!(
