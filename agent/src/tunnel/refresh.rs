@@ -95,18 +95,15 @@ fn apply(
         .map_err(|bad| format!("bad network {bad:?} from the portal"))?;
     let wanted = route::routable(&grants, endpoint);
     let current = shared.lock().map(|s| s.routes.clone()).unwrap_or_default();
-    let mut installed: Vec<IpNet> = current
-        .iter()
-        .filter(|n| wanted.contains(n))
-        .copied()
-        .collect();
-    for net in wanted.iter().filter(|n| !current.contains(n)) {
+    let diff = RouteDiff::between(&current, &wanted);
+    let mut installed = diff.keep;
+    for net in &diff.add {
         match route::add(interface, net) {
             Ok(()) => installed.push(*net),
             Err(err) => log(&format!("route {net}: {err}")),
         }
     }
-    for net in current.iter().filter(|n| !wanted.contains(n)) {
+    for net in &diff.remove {
         if let Err(err) = route::del(interface, net) {
             log(&format!("route {net}: {err}"));
         }
@@ -132,4 +129,62 @@ fn apply(
         }
     }
     state::save_device_cache(paths, device).map_err(|e| e.to_string())
+}
+
+/// What changes between the installed routes and the wanted ones: routes kept are not touched,
+/// so traffic to a resource still granted never pauses.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RouteDiff {
+    pub keep: Vec<IpNet>,
+    pub add: Vec<IpNet>,
+    pub remove: Vec<IpNet>,
+}
+
+impl RouteDiff {
+    pub fn between(current: &[IpNet], wanted: &[IpNet]) -> RouteDiff {
+        RouteDiff {
+            keep: current
+                .iter()
+                .filter(|n| wanted.contains(n))
+                .copied()
+                .collect(),
+            add: wanted
+                .iter()
+                .filter(|n| !current.contains(n))
+                .copied()
+                .collect(),
+            remove: current
+                .iter()
+                .filter(|n| !wanted.contains(n))
+                .copied()
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().expect("net")).collect()
+    }
+
+    #[test]
+    fn diff_keeps_unchanged_routes_and_lists_changes() {
+        let current = nets(&["198.18.10.10/32", "198.18.20.0/24"]);
+        let wanted = nets(&["198.18.10.10/32", "198.18.30.0/24"]);
+        assert_eq!(
+            RouteDiff::between(&current, &wanted),
+            RouteDiff {
+                keep: nets(&["198.18.10.10/32"]),
+                add: nets(&["198.18.30.0/24"]),
+                remove: nets(&["198.18.20.0/24"]),
+            }
+        );
+        let same = RouteDiff::between(&current, &current);
+        assert!(same.add.is_empty() && same.remove.is_empty());
+        let none = RouteDiff::between(&current, &[]);
+        assert_eq!(none.remove, current, "no grant left: every route goes");
+    }
 }
