@@ -9,8 +9,9 @@
 # to the host (198.18.254.1/30) for the portal relay on 127.0.0.1:8080; a work directory.
 # Addresses: underlay and servers in 198.18.0.0/15, tunnel in 100.64.0.0/10, portal on loopback.
 #
-# Environment: SESAME_BIN_DIR=DIR uses already built `sesame` and `sesame-agent` from DIR
-# (skips `cargo build --release`); SESAME_DEMO_PORT (default 8080) is the host port.
+# Environment: SESAME_PROFILE=debug builds and uses the debug binaries (CI) instead of
+# `cargo build --release`; SESAME_BIN_DIR=DIR uses already built `sesame` and `sesame-agent`
+# from DIR (no build); SESAME_DEMO_PORT (default 8080) is the host port.
 set -euo pipefail
 
 CHECK=0
@@ -88,6 +89,10 @@ ok "slapd ldap-utils iproute2 iputils-ping curl python3 wireguard-tools"
 # --- 2. Build ------------------------------------------------------------------------------
 if [[ -n "${SESAME_BIN_DIR:-}" ]]; then
   BIN="$SESAME_BIN_DIR"
+elif [[ "${SESAME_PROFILE:-release}" == debug ]]; then
+  say "Compilation / Build (cargo build, debug)"
+  (cd "$ROOT" && cargo build -p sesame -p sesame-agent)
+  BIN="$ROOT/target/debug"
 else
   say "Compilation / Build (cargo build --release)"
   (cd "$ROOT" && cargo build --release -p sesame -p sesame-agent)
