@@ -522,6 +522,14 @@ async fn directory_sync_updates_grants_and_revokes_leavers() {
     let report = h.sync().sync_once().await.unwrap();
     assert_eq!(report.devices_revoked, 1);
     assert!(h.sink.keys().is_empty());
+    // Sync revocations are counted in /metrics with the portal's (expiry is not a revocation).
+    let m = reqwest::get(h.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("sesame_revocations_total 2"), "{m}");
     let _ = (PAIE_NET, RH_NET);
 }
 
