@@ -354,6 +354,14 @@ async fn every_bad_enrolment_is_refused_and_writes_nothing() {
     for e in &rejected {
         assert!(!e.details.to_string().contains(marie), "password in audit");
     }
+    // Hostile strings (NUL, LDAP metacharacters) in audit rows keep the chain verifiable.
+    assert!(
+        matches!(
+            h.store.verify_audit().await.unwrap(),
+            sesame::store::AuditVerification::Intact { .. }
+        ),
+        "audit chain broken by hostile input"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
