@@ -11,6 +11,7 @@ pub const API_PREFIX: &str = "/api/v1";
 /// `POST /api/v1/enrol` body: a one-time code, the user's own credentials and the
 /// laptop's freshly generated public key (the private key never leaves the laptop).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrolRequest {
     pub code: String,
@@ -23,6 +24,7 @@ pub struct EnrolRequest {
 
 /// The gateway a device dials.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct GatewayInfo {
     /// Base64 X25519 public key of the gateway.
     pub public_key: String,
@@ -32,6 +34,7 @@ pub struct GatewayInfo {
 
 /// A resource the device may reach, by name, for display (`sesame-agent status`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ResourceInfo {
     pub name: String,
     #[serde(default)]
@@ -42,6 +45,7 @@ pub struct ResourceInfo {
 
 /// Answer of `POST /api/v1/enrol` (201) and of `GET /api/v1/device/config`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct DeviceConfig {
     pub device_id: i64,
     /// The device's address inside the tunnel, without prefix length (e.g. `100.64.0.2`).
@@ -62,6 +66,7 @@ pub struct DeviceConfig {
 
 /// `POST /api/v1/device/rotate` body.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RotateRequest {
     pub public_key: String,
@@ -69,6 +74,7 @@ pub struct RotateRequest {
 
 /// `POST /api/v1/login` body.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub username: String,
@@ -77,6 +83,7 @@ pub struct LoginRequest {
 
 /// `POST /api/v1/login` answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct LoginResponse {
     pub username: String,
     pub display_name: String,
@@ -86,6 +93,7 @@ pub struct LoginResponse {
 
 /// `POST /api/v1/enrolment-codes` body (IT staff).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateCodeRequest {
     pub username: String,
@@ -97,6 +105,7 @@ pub struct CreateCodeRequest {
 
 /// `POST /api/v1/enrolment-codes` answer (201).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct CreateCodeResponse {
     pub code: String,
     pub username: String,
@@ -106,6 +115,7 @@ pub struct CreateCodeResponse {
 
 /// One device in `GET /api/v1/devices`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct DeviceSummary {
     pub id: i64,
     pub username: String,
@@ -122,11 +132,13 @@ pub struct DeviceSummary {
 
 /// Every API error: `{"error":{"code":"stable_snake_case","message":"…"}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Stable snake_case code scripts can rely on.
     pub code: String,

@@ -112,8 +112,26 @@ pub fn gateway(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `sesame serve`: every role in one process.
+/// `sesame serve`: every role in one process, until SIGINT/SIGTERM.
 pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
-    let _config = Config::load(path)?;
-    anyhow::bail!("serve is not implemented yet")
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let config = Config::load(path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        crate::control::serve::serve(config, shutdown).await
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

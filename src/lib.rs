@@ -6,11 +6,15 @@ pub mod commands;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
+pub mod control;
+#[cfg(feature = "server")]
 pub mod directory;
 #[cfg(feature = "server")]
 pub mod gateway;
 #[cfg(feature = "server")]
 pub mod policy;
+#[cfg(feature = "server")]
+pub mod portal;
 #[cfg(feature = "server")]
 pub mod store;
 #[cfg(feature = "server")]

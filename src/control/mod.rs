@@ -1,0 +1,35 @@
+//! The control plane: computes the desired peer set and publishes it to the gateway; directory sync.
+//!
+//! The gateway is reached through [`PeerSink`] so the control plane can be unit-tested with a
+//! stand-in; `sesame serve` plugs in the real `GatewayHandle` (see `sink`).
+
+pub mod desired;
+pub mod plane;
+pub mod serve;
+pub mod sink;
+pub mod sync;
+
+pub use desired::{desired_peers, has_role, resources_for, ActiveDevice, DesiredPeer};
+pub use plane::{ControlError, ControlPlane};
+pub use sync::{DirectorySync, SyncError, SyncReport};
+
+/// Counters the gateway exposes, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayStats {
+    pub peers: u64,
+    pub active_sessions: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Dropped packets by reason.
+    pub drops: Vec<(String, u64)>,
+}
+
+/// Where the desired peer set goes: the gateway's desired-state API.
+pub trait PeerSink: Send + Sync + 'static {
+    /// Replaces the whole peer set (diffed by the gateway; removed peers are cut at once).
+    fn set_peers(&self, peers: Vec<DesiredPeer>);
+    /// The gateway's public key (devices dial it; no device may reuse it).
+    fn public_key(&self) -> [u8; 32];
+    /// Current counters.
+    fn stats(&self) -> GatewayStats;
+}

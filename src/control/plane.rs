@@ -1,0 +1,201 @@
+//! Publishing the desired peer set: on demand (enrolment, rotation, revocation), on wake-ups and
+//! periodically; fail-static when the database cannot be read.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Mutex, Notify};
+
+use crate::config::Config;
+use crate::store::{DevicesVersion, Store, StoreError};
+
+use super::desired::{desired_peers, ActiveDevice, DesiredPeer};
+use super::{GatewayStats, PeerSink};
+
+/// How often the publisher checks the devices table's fingerprint: a change made by another
+/// process (`sesame devices revoke`, another portal) reaches the gateway within this delay.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the publisher recomputes the whole set anyway (also the retry delay after a
+/// failure).
+pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(30);
+/// How often devices whose key expired are revoked (`device.expired`).
+pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why a publication failed; the gateway keeps its last good peer set.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot read active devices: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Owns the path store → policy → gateway.
+pub struct ControlPlane {
+    store: Store,
+    config: Arc<Config>,
+    sink: Arc<dyn PeerSink>,
+    /// Serialises publications so a slow one never overwrites a newer one.
+    publish_lock: Mutex<()>,
+    wake: Notify,
+    /// The last publication failed: the gateway runs on an older (last good) set.
+    stale: AtomicBool,
+    publications: AtomicU64,
+    /// What the gateway was last given: an identical set is not sent again.
+    last: parking_lot::Mutex<Option<Vec<DesiredPeer>>>,
+    /// Fingerprint of the devices table at the last successful computation.
+    version: parking_lot::Mutex<Option<DevicesVersion>>,
+}
+
+impl ControlPlane {
+    pub fn new(store: Store, config: Arc<Config>, sink: Arc<dyn PeerSink>) -> Arc<Self> {
+        Arc::new(ControlPlane {
+            store,
+            config,
+            sink,
+            publish_lock: Mutex::new(()),
+            wake: Notify::new(),
+            stale: AtomicBool::new(false),
+            publications: AtomicU64::new(0),
+            last: parking_lot::Mutex::new(None),
+            version: parking_lot::Mutex::new(None),
+        })
+    }
+
+    pub fn gateway_public_key(&self) -> [u8; 32] {
+        self.sink.public_key()
+    }
+
+    pub fn gateway_stats(&self) -> GatewayStats {
+        self.sink.stats()
+    }
+
+    /// True while the gateway runs on an older peer set because the store could not be read.
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Relaxed)
+    }
+
+    /// Peer sets sent to the gateway since start (identical sets are not re-sent).
+    pub fn publications(&self) -> u64 {
+        self.publications.load(Ordering::Relaxed)
+    }
+
+    /// The desired set as of now (store + policy + static peers).
+    pub async fn compute(&self) -> Result<Vec<DesiredPeer>, ControlError> {
+        compute_desired(&self.store, &self.config).await
+    }
+
+    /// Computes and publishes the desired set now. On failure the gateway keeps its last good
+    /// set (fail-static) and the publisher loop retries.
+    pub async fn reconcile(&self) -> Result<usize, ControlError> {
+        let _guard = self.publish_lock.lock().await;
+        // Read the fingerprint first: a change racing with the computation shows up next poll.
+        let version = self.store.devices_version().await.ok();
+        match self.compute().await {
+            Ok(peers) => {
+                let n = peers.len();
+                let mut last = self.last.lock();
+                if last.as_ref() != Some(&peers) {
+                    *last = Some(peers.clone());
+                    self.sink.set_peers(peers);
+                    self.publications.fetch_add(1, Ordering::Relaxed);
+                }
+                drop(last);
+                *self.version.lock() = version;
+                if self.stale.swap(false, Ordering::Relaxed) {
+                    tracing::info!(peers = n, "peer set reconciled after an outage");
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                if !self.stale.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "keeping the last good peer set");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Publishes now from a request handler; a failure is retried by the publisher loop.
+    pub async fn publish_now(&self) {
+        if self.reconcile().await.is_err() {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Asks the publisher loop to publish soon (from code that must not wait).
+    pub fn trigger(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Revokes devices whose key expired; returns how many.
+    pub async fn expire_devices(&self) -> Result<usize, ControlError> {
+        let expired = self.store.expire_devices().await?;
+        for d in &expired {
+            tracing::info!(device = d.id, user = %d.username, "device key expired: revoked");
+        }
+        Ok(expired.len())
+    }
+
+    /// Whether the devices table changed since the last successful computation (an error
+    /// counts as a change, so the publisher retries).
+    async fn devices_changed(&self) -> bool {
+        match self.store.devices_version().await {
+            Ok(v) => *self.version.lock() != Some(v),
+            Err(_) => true,
+        }
+    }
+
+    /// The publisher loop: publishes on each wake-up, when the devices table changes (polled
+    /// every [`POLL_INTERVAL`]) and every [`REPUBLISH_INTERVAL`]; revokes expired keys every
+    /// [`EXPIRY_INTERVAL`]; until `shutdown` turns true.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut last_expiry = tokio::time::Instant::now();
+        let mut last_full = tokio::time::Instant::now();
+        loop {
+            let woken = tokio::select! {
+                _ = self.wake.notified() => true,
+                _ = tokio::time::sleep(POLL_INTERVAL) => false,
+                _ = shutdown.changed() => false,
+            };
+            if *shutdown.borrow() {
+                return;
+            }
+            if last_expiry.elapsed() >= EXPIRY_INTERVAL {
+                last_expiry = tokio::time::Instant::now();
+                if let Err(e) = self.expire_devices().await {
+                    tracing::warn!(error = %e, "cannot check expired device keys");
+                }
+            }
+            let due = last_full.elapsed() >= REPUBLISH_INTERVAL || self.is_stale();
+            if woken || due || self.devices_changed().await {
+                last_full = tokio::time::Instant::now();
+                let _ = self.reconcile().await;
+            }
+        }
+    }
+}
+
+/// The desired set from the store's active devices, the policy and the static peers.
+pub async fn compute_desired(
+    store: &Store,
+    config: &Config,
+) -> Result<Vec<DesiredPeer>, ControlError> {
+    let rows = store.active_devices().await?;
+    let devices: Vec<ActiveDevice> = rows
+        .into_iter()
+        .filter(|r| !r.user.disabled)
+        .map(|r| ActiveDevice {
+            id: r.device.id,
+            username: r.device.username,
+            public_key: r.device.public_key,
+            address: r.device.tunnel_address,
+            groups: r.user.groups,
+        })
+        .collect();
+    Ok(desired_peers(
+        &config.policy,
+        &config.roles.vpn_users,
+        &config.peers,
+        &devices,
+    ))
+}

@@ -1,0 +1,116 @@
+//! `sesame serve`: store, directory, gateway, control plane and portal in one process.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::directory::LdapDirectory;
+use crate::gateway::{keys, Gateway};
+use crate::portal::listen::{self, TlsFiles};
+use crate::portal::metrics::Metrics;
+use crate::portal::{router, AppState};
+use crate::store::Store;
+
+use super::{ControlPlane, DirectorySync, PeerSink};
+
+/// How often expired web sessions are purged.
+const SESSION_PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Runs every role until `shutdown` completes, then stops them in order (portal, loops,
+/// gateway).
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let dir_cfg = config.directory.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: the [directory] section is missing: `sesame serve` authenticates users against LDAP; add [directory] (see config/sesame.toml), or run `sesame gateway` for the data plane alone",
+            config.path.display()
+        )
+    })?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    // Bind first: a busy port stops start-up before the gateway touches the network.
+    let listener = listen::bind(config.portal.listen)?;
+    let store = Store::connect(&config.database.url)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the database (database.url in {})",
+                config.path.display()
+            )
+        })?;
+    let directory: Arc<dyn Directory> =
+        Arc::new(LdapDirectory::new(&dir_cfg).context("preparing the directory ([directory])")?);
+    let key = keys::load_private_key(&config.gateway.private_key_file)?;
+
+    // The peer set comes from the store before the gateway handles its first packet.
+    let initial = super::plane::compute_desired(&store, &config)
+        .await
+        .context("reading the enrolled devices before starting the gateway")?;
+    let gateway = Gateway::start(&config.gateway, key).context("starting the gateway")?;
+    let handle = gateway.handle();
+    PeerSink::set_peers(&handle, initial);
+    let control = ControlPlane::new(store.clone(), Arc::clone(&config), Arc::new(handle));
+
+    let metrics = Arc::new(Metrics::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(Arc::clone(&control).run(stop_rx.clone()));
+    let sync = DirectorySync {
+        store: store.clone(),
+        directory: Arc::clone(&directory),
+        control: Arc::clone(&control),
+        vpn_users: config.roles.vpn_users.clone(),
+        timeout: dir_cfg.timeout,
+        metrics: Arc::clone(&metrics),
+    };
+    tasks.spawn(sync.run(dir_cfg.sync_interval, stop_rx.clone()));
+    tasks.spawn(purge_sessions(store.clone(), stop_rx.clone()));
+
+    let state = AppState::new(
+        Arc::clone(&config),
+        store.clone(),
+        directory,
+        Arc::clone(&control),
+        metrics,
+    );
+    let tls = match (&config.portal.tls_cert_file, &config.portal.tls_key_file) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    let portal_result = listen::serve(listener, tls, router(state), shutdown).await;
+
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    store.close().await;
+    tokio::task::spawn_blocking(move || gateway.shutdown())
+        .await
+        .context("stopping the gateway")?;
+    portal_result
+}
+
+async fn purge_sessions(store: Store, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SESSION_PURGE_INTERVAL) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        if let Err(e) = store.purge_expired_sessions().await {
+            tracing::warn!(error = %e, "cannot purge expired sessions");
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The real [`PeerSink`]: the gateway's desired-state API.
+
+use crate::gateway::{GatewayHandle, PeerSpec};
+
+use super::{DesiredPeer, GatewayStats, PeerSink};
+
+impl PeerSink for GatewayHandle {
+    fn set_peers(&self, peers: Vec<DesiredPeer>) {
+        GatewayHandle::set_peers(
+            self,
+            peers
+                .into_iter()
+                .map(|p| PeerSpec {
+                    public_key: p.public_key,
+                    address: p.address,
+                    rules: p.rules,
+                    label: p.label,
+                    persistent_keepalive: p.persistent_keepalive,
+                })
+                .collect(),
+        );
+    }
+
+    fn public_key(&self) -> [u8; 32] {
+        GatewayHandle::public_key(self)
+    }
+
+    fn stats(&self) -> GatewayStats {
+        let peers = self.peer_stats();
+        let drops = self.drop_counters();
+        GatewayStats {
+            peers: peers.len() as u64,
+            active_sessions: peers.iter().filter(|p| p.session_active).count() as u64,
+            rx_bytes: peers.iter().map(|p| p.rx_bytes).sum(),
+            tx_bytes: peers.iter().map(|p| p.tx_bytes).sum(),
+            drops: drops
+                .iter()
+                .map(|(reason, n)| (reason.name().to_string(), n))
+                .collect(),
+        }
+    }
+}

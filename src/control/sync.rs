@@ -1,0 +1,146 @@
+//! Directory sync: re-reads every user who owns an active device; group changes reach the
+//! gateway, leavers (no `vpn_users` group, disabled, deleted) lose every device.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::directory::{Directory, DirectoryError};
+use crate::store::{AuditContext, NewAuditEvent, Outcome, Store, StoreError};
+
+use super::desired::has_role;
+use super::plane::ControlPlane;
+
+/// What one sync pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub checked: usize,
+    pub groups_changed: usize,
+    pub devices_revoked: usize,
+}
+
+/// Why a sync pass stopped; nothing is revoked on the strength of a failed read.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("directory unavailable: {0}")]
+    Directory(String),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Runs sync passes every `interval`.
+pub struct DirectorySync {
+    pub store: Store,
+    pub directory: Arc<dyn Directory>,
+    pub control: Arc<ControlPlane>,
+    pub vpn_users: Vec<String>,
+    /// Bound on each directory lookup.
+    pub timeout: Duration,
+    /// Revocations are counted with the portal's.
+    pub metrics: Arc<crate::portal::metrics::Metrics>,
+}
+
+impl DirectorySync {
+    /// One pass. Fail-static: if the directory cannot answer, stop without changing anything.
+    pub async fn sync_once(&self) -> Result<SyncReport, SyncError> {
+        let users = self.store.users_with_active_devices().await?;
+        let mut report = SyncReport::default();
+        let system = AuditContext::system();
+        for stored in users {
+            let looked =
+                match tokio::time::timeout(self.timeout, self.directory.lookup(&stored.username))
+                    .await
+                {
+                    Ok(Ok(u)) => u,
+                    Ok(Err(DirectoryError::Unavailable(why))) => {
+                        return Err(SyncError::Directory(why))
+                    }
+                    Ok(Err(e)) => return Err(SyncError::Directory(e.to_string())),
+                    Err(_) => return Err(SyncError::Directory("timed out".into())),
+                };
+            report.checked += 1;
+            let reason = match &looked {
+                None => Some("deleted from the directory"),
+                Some(u) if u.disabled => Some("account disabled in the directory"),
+                Some(u) if !has_role(&u.groups, &self.vpn_users) => {
+                    Some("left every vpn_users group")
+                }
+                Some(_) => None,
+            };
+            if let Some(u) = &looked {
+                let mut old = stored.groups.clone();
+                let mut new = u.groups.clone();
+                old.sort();
+                new.sort();
+                if old != new || stored.disabled != u.disabled {
+                    report.groups_changed += 1;
+                }
+                self.store.upsert_user(u).await?;
+            }
+            if let Some(reason) = reason {
+                let revoked = self
+                    .store
+                    .revoke_user_devices(&stored.username, reason, &system)
+                    .await?;
+                report.devices_revoked += revoked.len();
+                for _ in &revoked {
+                    self.metrics.revocation();
+                }
+                tracing::info!(user = %stored.username, devices = revoked.len(), reason, "devices revoked by directory sync");
+            }
+        }
+        // Publish before auditing the pass: access is cut first.
+        let _ = self.control.reconcile().await;
+        let ev = NewAuditEvent {
+            actor: "system".into(),
+            action: "directory.sync".into(),
+            target: "directory".into(),
+            outcome: Outcome::Success,
+            source_ip: None,
+            details: serde_json::json!({
+                "checked": report.checked,
+                "groups_changed": report.groups_changed,
+                "devices_revoked": report.devices_revoked,
+            }),
+        };
+        if report.groups_changed > 0 || report.devices_revoked > 0 {
+            if let Err(e) = self.store.append_audit(&ev).await {
+                tracing::warn!(error = %e, "cannot write the directory.sync audit event");
+            }
+        }
+        Ok(report)
+    }
+
+    /// Sync every `interval` until `shutdown` turns true. Failures are logged (once per outage)
+    /// and the next pass retries; the gateway keeps its peers meanwhile.
+    pub async fn run(self, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.sync_once().await {
+                Ok(r) => {
+                    if failing {
+                        tracing::info!("directory sync works again");
+                        failing = false;
+                    }
+                    tracing::debug!(?r, "directory sync pass");
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "directory sync failed; keeping current grants");
+                        failing = true;
+                    }
+                    // Still publish from the store: a database that came back must reconcile.
+                    let _ = self.control.reconcile().await;
+                }
+            }
+        }
+    }
+}

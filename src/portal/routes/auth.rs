@@ -1,0 +1,111 @@
+//! Web sign-in: `POST /api/v1/login` opens a session (cookie), `POST /api/v1/logout` closes it.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::api::{LoginRequest, LoginResponse};
+use crate::store::{NewSession, Outcome};
+
+use crate::portal::auth::roles_for;
+use crate::portal::error::ApiError;
+use crate::portal::extract::{ApiJson, ClientIp};
+use crate::portal::routes::device::outcome_of;
+use crate::portal::session::ABSOLUTE_TIMEOUT;
+use crate::portal::state::{audit, SharedState};
+
+/// `POST /api/v1/login`
+#[utoipa::path(post, path = "/api/v1/login", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse), (status = 400), (status = 401), (status = 403), (status = 429), (status = 503)))]
+pub async fn login(
+    State(state): State<SharedState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let username = req.username.trim().to_string();
+    if let Err(wait) = state.limiter.check(&username, ip, Instant::now()) {
+        state.metrics.rate_limited();
+        return Err(ApiError::TooManyAttempts {
+            retry_after_secs: wait.as_secs().max(1),
+        });
+    }
+    let result = login_inner(&state, &username, &req.password).await;
+    let (outcome, details) = match &result {
+        Ok(_) => (Outcome::Success, serde_json::json!({})),
+        Err(e) => (outcome_of(e), serde_json::json!({ "reason": e.code() })),
+    };
+    state.metrics.login(result.is_ok());
+    match &result {
+        Ok(_) => state.limiter.record_success(&username),
+        Err(ApiError::InvalidCredentials | ApiError::EmptyPassword) => {
+            state.limiter.record_failure(&username, ip, Instant::now())
+        }
+        Err(_) => {}
+    }
+    audit(
+        &state.store,
+        &username,
+        "auth.login",
+        &username,
+        outcome,
+        Some(ip),
+        details,
+    )
+    .await;
+    let (id, body) = result?;
+    let mut resp = Json(body).into_response();
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, state.cookies.set_cookie(&id));
+    Ok(resp)
+}
+
+async fn login_inner(
+    state: &SharedState,
+    username: &str,
+    password: &str,
+) -> Result<(String, LoginResponse), ApiError> {
+    let user = state.authenticate(username, password).await?;
+    if user.disabled {
+        return Err(ApiError::AccountDisabled);
+    }
+    let roles = roles_for(&state.config.roles, &user.groups);
+    if roles.is_empty() {
+        return Err(ApiError::Forbidden);
+    }
+    let roles: Vec<String> = roles.iter().map(|r| r.as_str().to_string()).collect();
+    state.store.upsert_user(&user).await?;
+    let (id, _) = state
+        .store
+        .create_session(&NewSession {
+            username: user.username.clone(),
+            roles: roles.clone(),
+            ttl: ABSOLUTE_TIMEOUT,
+        })
+        .await?;
+    Ok((
+        id,
+        LoginResponse {
+            username: user.username,
+            display_name: user.display_name,
+            roles,
+        },
+    ))
+}
+
+/// `POST /api/v1/logout`: forgets the session (if any) and clears the cookie. Always 204.
+#[utoipa::path(post, path = "/api/v1/logout", responses((status = 204)))]
+pub async fn logout(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(id) = state.cookies.read(&headers) {
+        state.store.delete_session(&id).await?;
+    }
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, state.cookies.clear_cookie());
+    Ok(resp)
+}

@@ -1,0 +1,160 @@
+//! The router: every route of DESIGN §5, body cap, timeouts, request logging, OpenAPI.
+
+pub mod admin;
+pub mod audit;
+pub mod auth;
+pub mod device;
+
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use utoipa::OpenApi;
+
+use super::error::{ApiError, ErrorCause};
+use super::state::SharedState;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 16 * 1024;
+/// Longest time a request may take before the portal answers 503.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Sesame API",
+        description = "Enrolment portal of the Sesame VPN access broker."
+    ),
+    paths(
+        device::enrol,
+        device::config,
+        device::rotate,
+        auth::login,
+        auth::logout,
+        admin::create_code,
+        admin::list_devices,
+        admin::revoke_device,
+        audit::events,
+        audit::verify,
+        healthz,
+        readyz,
+        metrics
+    ),
+    components(schemas(crate::api::ErrorBody, crate::api::ErrorDetail)),
+    modifiers(&SecuritySchemes)
+)]
+pub struct ApiDoc;
+
+/// Declares how callers authenticate: agents with a bearer device token, people with the
+/// session cookie set by `/api/v1/login`.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "device_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("__Host-sesame"))),
+        );
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: SharedState) -> Router {
+    let api = Router::new()
+        .route("/enrol", post(device::enrol))
+        .route("/device/config", get(device::config))
+        .route("/device/rotate", post(device::rotate))
+        .route("/login", post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/enrolment-codes", post(admin::create_code))
+        .route("/devices", get(admin::list_devices))
+        .route("/devices/{id}", delete(admin::revoke_device))
+        .route("/audit/events", get(audit::events))
+        .route("/audit/verify", get(audit::verify))
+        .route("/openapi.json", get(openapi));
+    Router::new()
+        .nest(crate::api::API_PREFIX, api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(log_and_time_limit))
+        .with_state(state)
+}
+
+/// Bounds each request in time and logs every error answer with its stable code and cause.
+async fn log_and_time_limit(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::Internal("request timed out".into()).into_response(),
+    };
+    let status = resp.status();
+    if status.is_server_error() || status.is_client_error() {
+        let cause = resp
+            .extensions()
+            .get::<ErrorCause>()
+            .map_or("", |c| c.0.as_str());
+        if status.is_server_error() {
+            tracing::warn!(%method, %path, status = status.as_u16(), cause, "request failed");
+        } else {
+            tracing::info!(%method, %path, status = status.as_u16(), cause, "request refused");
+        }
+    } else {
+        tracing::debug!(%method, %path, status = status.as_u16(), "request");
+    }
+    resp
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = String)))]
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: the database answers (503 `database_unavailable` otherwise).
+#[utoipa::path(get, path = "/readyz", responses((status = 200, body = String), (status = 503)))]
+pub async fn readyz(State(state): State<SharedState>) -> Result<&'static str, ApiError> {
+    match tokio::time::timeout(Duration::from_secs(3), state.store.ping()).await {
+        Ok(Ok(())) => Ok("ready\n"),
+        Ok(Err(e)) => Err(ApiError::DatabaseUnavailable(e.to_string())),
+        Err(_) => Err(ApiError::DatabaseUnavailable("timed out".into())),
+    }
+}
+
+/// `GET /metrics`: Prometheus text.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, body = String)))]
+pub async fn metrics(State(state): State<SharedState>) -> Response {
+    let body = state.metrics.render(&state.control.gateway_stats());
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests;

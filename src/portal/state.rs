@@ -1,0 +1,127 @@
+//! Shared state of the portal's handlers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::control::ControlPlane;
+use crate::directory::{Directory, DirectoryError, DirectoryUser};
+use crate::store::Store;
+
+use super::error::ApiError;
+use super::metrics::Metrics;
+use super::ratelimit::FailureLimiter;
+use super::session::CookiePolicy;
+
+/// Longest time a request waits for the directory before answering 503 (under 5 s, so the
+/// answer itself arrives within 5 s).
+pub const DIRECTORY_DEADLINE: Duration = Duration::from_millis(4500);
+
+/// Everything a handler needs, behind one `Arc`.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub directory: Arc<dyn Directory>,
+    pub control: Arc<ControlPlane>,
+    pub limiter: FailureLimiter,
+    pub metrics: Arc<Metrics>,
+    pub cookies: CookiePolicy,
+}
+
+pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        directory: Arc<dyn Directory>,
+        control: Arc<ControlPlane>,
+        metrics: Arc<Metrics>,
+    ) -> SharedState {
+        Self::with_limiter(
+            config,
+            store,
+            directory,
+            control,
+            metrics,
+            FailureLimiter::new(),
+        )
+    }
+
+    /// Same, with other brute-force limits.
+    pub fn with_limiter(
+        config: Arc<Config>,
+        store: Store,
+        directory: Arc<dyn Directory>,
+        control: Arc<ControlPlane>,
+        metrics: Arc<Metrics>,
+        limiter: FailureLimiter,
+    ) -> SharedState {
+        let cookies = CookiePolicy::for_public_url(&config.portal.public_url);
+        Arc::new(AppState {
+            config,
+            store,
+            directory,
+            control,
+            limiter,
+            metrics,
+            cookies,
+        })
+    }
+
+    fn deadline(&self) -> Duration {
+        self.config
+            .directory
+            .as_ref()
+            .map_or(DIRECTORY_DEADLINE, |d| d.timeout.min(DIRECTORY_DEADLINE))
+    }
+
+    /// `Directory::authenticate` bounded by the deadline (a hung directory answers 503).
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<DirectoryUser, ApiError> {
+        match tokio::time::timeout(
+            self.deadline(),
+            self.directory.authenticate(username, password),
+        )
+        .await
+        {
+            Ok(r) => r.map_err(ApiError::from),
+            Err(_) => Err(ApiError::DirectoryUnavailable("timed out".into())),
+        }
+    }
+
+    /// `Directory::lookup` bounded by the deadline.
+    pub async fn lookup(&self, username: &str) -> Result<Option<DirectoryUser>, ApiError> {
+        match tokio::time::timeout(self.deadline(), self.directory.lookup(username)).await {
+            Ok(r) => r.map_err(|e: DirectoryError| ApiError::from(e)),
+            Err(_) => Err(ApiError::DirectoryUnavailable("timed out".into())),
+        }
+    }
+}
+
+/// Appends an audit event the store does not write itself (rejections, logins, sync). A failed
+/// write is logged and does not fail the request: the answer is already decided.
+pub async fn audit(
+    store: &Store,
+    actor: &str,
+    action: &str,
+    target: &str,
+    outcome: crate::store::Outcome,
+    source_ip: Option<std::net::IpAddr>,
+    details: serde_json::Value,
+) {
+    let ev = crate::store::NewAuditEvent {
+        actor: actor.to_string(),
+        action: action.to_string(),
+        target: target.to_string(),
+        outcome,
+        source_ip: source_ip.map(|ip| ip.to_string()),
+        details,
+    };
+    if let Err(e) = store.append_audit(&ev).await {
+        tracing::warn!(action, error = %e, "cannot write audit event");
+    }
+}

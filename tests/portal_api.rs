@@ -1,0 +1,638 @@
+//! The portal's HTTP API against a real slapd and a real SQLite file: journeys, every bad
+//! input (with the store checked unchanged), outages, directory sync, key expiry.
+#![allow(clippy::unwrap_used)]
+
+mod common {
+    pub mod slapd;
+}
+#[path = "portal_common/harness.rs"]
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::{error_of, laptop_key, Harness, GATEWAY_KEY, PAIE_ICMP_NET, PAIE_NET, RH_NET};
+use serde_json::{json, Value};
+use sesame::store::AuditFilter;
+
+use common::slapd::password_of;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrol_config_rotate_revoke_journey() {
+    let h = Harness::start().await;
+    let it = h.login("tleroux").await;
+    let code = h.code_for(&it, "mdupont", "portable-marie").await;
+
+    // Enrol: 201 with the paie networks only, a token, and the peer published at once.
+    let (key, key_bytes) = laptop_key();
+    let r = h.enrol(&code, "mdupont", &key).await;
+    assert_eq!(r.status(), 201);
+    let cfg: Value = r.json().await.unwrap();
+    let mut allowed: Vec<&str> = cfg["allowed_ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    allowed.sort();
+    assert_eq!(allowed, vec![PAIE_ICMP_NET]); // 198.18.10.10/32 ⊂ 198.18.10.0/28, aggregated
+    assert_eq!(cfg["tunnel_address"], "100.64.0.2");
+    assert_eq!(cfg["gateway"]["endpoint"], "198.18.0.1:51820");
+    assert_eq!(cfg["dns"], json!(["198.18.0.53"]));
+    assert_eq!(cfg["resources"][0]["name"], "paie");
+    assert!(!cfg["expires_at"].as_str().unwrap().is_empty());
+    let token = cfg["device_token"].as_str().unwrap().to_string();
+    let peer = h
+        .sink
+        .peer(&key_bytes)
+        .expect("peer published before the 201");
+    assert_eq!(peer.address.to_string(), "100.64.0.2");
+    assert!(peer.rules.allows("198.18.10.10".parse().unwrap(), 6, 443));
+    assert!(!peer.rules.allows("198.18.20.1".parse().unwrap(), 6, 443));
+
+    // The same code again: gone.
+    let (key2, _) = laptop_key();
+    assert_eq!(
+        error_of(h.enrol(&code, "mdupont", &key2).await).await,
+        (410, "code_already_used".into())
+    );
+
+    // Device config with the bearer token; without it, 401.
+    let c = reqwest::Client::new();
+    let r = c
+        .get(h.url("/api/v1/device/config"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cfg2: Value = r.json().await.unwrap();
+    assert_eq!(cfg2["tunnel_address"], "100.64.0.2");
+    assert!(cfg2.get("device_token").is_none());
+    let r = c.get(h.url("/api/v1/device/config")).send().await.unwrap();
+    assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
+
+    // Rotate: the gateway's set holds the new key and no longer the old one, before the answer.
+    let (new_key, new_bytes) = laptop_key();
+    let r = c
+        .post(h.url("/api/v1/device/rotate"))
+        .bearer_auth(&token)
+        .json(&json!({"public_key": new_key}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(h.sink.peer(&new_bytes).is_some());
+    assert!(h.sink.peer(&key_bytes).is_none());
+    // Rotating to the gateway's key or an already used key is refused.
+    use base64::Engine as _;
+    let gw = base64::engine::general_purpose::STANDARD.encode(GATEWAY_KEY);
+    let r = c
+        .post(h.url("/api/v1/device/rotate"))
+        .bearer_auth(&token)
+        .json(&json!({"public_key": gw}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (400, "invalid_public_key".into()));
+
+    // IT staff sees the device and revokes it: the peer disappears, the token stops working.
+    let list: Value = it
+        .get(h.url("/api/v1/devices"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = list[0]["id"].as_i64().unwrap();
+    assert_eq!(list[0]["username"], "mdupont");
+    assert_eq!(list[0]["public_key"], new_key);
+    let r = it
+        .delete(h.url(&format!("/api/v1/devices/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(h.sink.peer(&new_bytes).is_none(), "revocation cuts at once");
+    let r = c
+        .get(h.url("/api/v1/device/config"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let (status, code) = error_of(r).await;
+    assert_eq!((status, code.as_str()), (403, "device_revoked"));
+
+    // Audit: the journey is in the log, the chain verifies, CSV export works.
+    let auditor = h.login("cgarnier").await;
+    let events: Value = auditor
+        .get(h.url("/api/v1/audit/events?user=mdupont"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "enrol.code_created",
+        "enrol.completed",
+        "device.rotated",
+        "enrol.rejected",
+    ] {
+        assert!(actions.contains(&a), "{a} in {actions:?}");
+    }
+    let revoked = auditor
+        .get(h.url("/api/v1/audit/events?action=device.revoked"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(revoked.as_array().unwrap().len(), 1);
+    assert_eq!(revoked[0]["actor"], "tleroux");
+    let csv = auditor
+        .get(h.url("/api/v1/audit/events?format=csv&since=2000-01-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let text = csv.text().await.unwrap();
+    assert!(
+        text.starts_with("id,ts,actor,action,target,outcome,source_ip,details,prev_hash,hash\n")
+    );
+    let v: Value = auditor
+        .get(h.url("/api/v1/audit/verify"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["intact"], true);
+    assert!(v["events"].as_i64().unwrap() >= 6);
+
+    // Metrics count what happened.
+    let m = reqwest::get(h.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("sesame_enrolments_total{outcome=\"success\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("sesame_logins_total{outcome=\"success\"} 2"),
+        "{m}"
+    );
+    assert!(m.contains("sesame_revocations_total 1"), "{m}");
+    assert!(m.contains("sesame_rotations_total 1"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_enrolment_is_refused_and_writes_nothing() {
+    let h = Harness::start_lenient().await;
+    let it = h.login("tleroux").await;
+    let code = h.code_for(&it, "mdupont", "portable-marie").await;
+    let code_sb = h.code_for(&it, "sbernard", "portable-sophie").await;
+    let (key, _) = laptop_key();
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let c = reqwest::Client::new();
+    let post = |body: Value| {
+        let c = c.clone();
+        let url = h.url("/api/v1/enrol");
+        async move { c.post(url).json(&body).send().await.unwrap() }
+    };
+    let body = |code: &str, user: &str, pw: &str, key: &str| json!({"code": code, "username": user, "password": pw, "public_key": key, "hostname": "pc"});
+    let marie = password_of("mdupont");
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (
+            body(&code, "mdupont", "wrong-password", &key),
+            401,
+            "invalid_credentials",
+        ),
+        (body(&code, "mdupont", "", &key), 400, "empty_password"),
+        (body(&code, "mdupont", "   ", &key), 400, "empty_password"),
+        (body(&code, "*", marie, &key), 401, "invalid_credentials"),
+        (
+            body(&code, "*)(uid=*", marie, &key),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            body(&code, "mdupont)(|(uid=*", marie, &key),
+            401,
+            "invalid_credentials",
+        ),
+        (body(&code, "\\", marie, &key), 401, "invalid_credentials"),
+        (
+            body(&code, "mdupont\0", marie, &key),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            body(&code, "mdupont", "*", &key),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            body("AAAA-BBBB-CCCC", "mdupont", marie, &key),
+            404,
+            "invalid_code",
+        ),
+        (body("*", "mdupont", marie, &key), 404, "invalid_code"),
+        (
+            body(&code_sb, "mdupont", marie, &key),
+            403,
+            "code_wrong_user",
+        ),
+        (
+            body(&code, "mdupont", marie, "not base64!"),
+            400,
+            "invalid_public_key",
+        ),
+        (
+            body(&code, "mdupont", marie, &b64(&[1u8; 31])),
+            400,
+            "invalid_public_key",
+        ),
+        (
+            body(&code, "mdupont", marie, &b64(&[0u8; 32])),
+            400,
+            "invalid_public_key",
+        ),
+        (
+            body(&code, "mdupont", marie, &b64(&GATEWAY_KEY)),
+            400,
+            "invalid_public_key",
+        ),
+        (
+            body(&code, "pdurand", password_of("pdurand"), &key),
+            403,
+            "not_vpn_user",
+        ),
+        (
+            json!({"code": code, "username": "mdupont", "password": marie, "public_key": key, "hostname": ""}),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({"code": code, "username": "mdupont", "password": marie, "public_key": key, "hostname": "pc", "admin": true}),
+            400,
+            "bad_request",
+        ),
+        (json!({"code": code}), 400, "bad_request"),
+    ];
+    for (i, (b, status, expected)) in cases.into_iter().enumerate() {
+        let r = post(b.clone()).await;
+        assert_eq!(
+            error_of(r).await,
+            (status, expected.to_string()),
+            "case {i}: {b}"
+        );
+        assert_eq!(h.device_count().await, 0, "case {i} wrote a device");
+    }
+    // A disabled account is refused (however the directory reports the lock).
+    let (status, code_name) =
+        error_of(post(body(&code, "rmoreau", password_of("rmoreau"), &key)).await).await;
+    assert!(
+        (status, code_name.as_str()) == (403, "account_disabled")
+            || (status, code_name.as_str()) == (401, "invalid_credentials"),
+        "{status} {code_name}"
+    );
+
+    // Malformed JSON, wrong content type, oversized body.
+    let r = c
+        .post(h.url("/api/v1/enrol"))
+        .header("content-type", "application/json")
+        .body("{\"code\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (400, "invalid_json".into()));
+    let r = c
+        .post(h.url("/api/v1/enrol"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (400, "invalid_json".into()));
+    let huge = json!({"code": code, "username": "mdupont", "password": "x".repeat(20 * 1024), "public_key": key, "hostname": "pc"});
+    assert_eq!(
+        error_of(post(huge).await).await,
+        (413, "payload_too_large".into())
+    );
+    assert_eq!(h.device_count().await, 0);
+
+    // The code still works for its owner after all that; then a duplicate key is refused.
+    let r = h.enrol(&code, "mdupont", &key).await;
+    assert_eq!(r.status(), 201);
+    let r = h.enrol(&code_sb, "sbernard", &key).await;
+    assert_eq!(error_of(r).await, (409, "public_key_in_use".into()));
+    assert_eq!(h.device_count().await, 1);
+
+    // Rejections were audited as enrol.rejected, without secrets.
+    let rejected = h
+        .store
+        .list_audit(&AuditFilter {
+            action: Some("enrol.rejected".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(rejected.len() >= 15, "{}", rejected.len());
+    for e in &rejected {
+        assert!(!e.details.to_string().contains(marie), "password in audit");
+    }
+    // Hostile strings (NUL, LDAP metacharacters) in audit rows keep the chain verifiable.
+    assert!(
+        matches!(
+            h.store.verify_audit().await.unwrap(),
+            sesame::store::AuditVerification::Intact { .. }
+        ),
+        "audit chain broken by hostile input"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_code_is_refused() {
+    let h = Harness::start_lenient().await;
+    let it = h.login("tleroux").await;
+    let r = it
+        .post(h.url("/api/v1/enrolment-codes"))
+        .json(&json!({"username": "sbernard", "device_name": "pc", "ttl": "1m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let code = r.json::<Value>().await.unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Age the code in the database (the store compares expires_at with now).
+    sqlx::query("UPDATE enrolment_codes SET expires_at = 1")
+        .execute(h.store.pool())
+        .await
+        .unwrap();
+    let (key, _) = laptop_key();
+    assert_eq!(
+        error_of(h.enrol(&code, "sbernard", &key).await).await,
+        (410, "code_expired".into())
+    );
+    assert_eq!(h.device_count().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_down_is_503_within_5s_and_database_down_is_503() {
+    let h = Harness::start_lenient().await;
+    let c = reqwest::Client::new();
+    let login = |uid: &'static str| {
+        let c = c.clone();
+        let url = h.url("/api/v1/login");
+        async move {
+            c.post(url)
+                .json(&json!({"username": uid, "password": password_of(uid)}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Port closed.
+    h.slapd.stop();
+    let t = Instant::now();
+    assert_eq!(
+        error_of(login("mdupont").await).await,
+        (503, "directory_unavailable".into())
+    );
+    let closed = t.elapsed();
+    // Hung server (accepts, never answers).
+    h.slapd.start_again();
+    h.slapd.pause();
+    let t = Instant::now();
+    assert_eq!(
+        error_of(login("sbernard").await).await,
+        (503, "directory_unavailable".into())
+    );
+    let hung = t.elapsed();
+    eprintln!("directory down → 503 in {closed:?} (port closed), {hung:?} (hung)");
+    assert!(hung < Duration::from_secs(5), "{hung:?}");
+    h.slapd.resume();
+    assert_eq!(login("mdupont").await.status(), 200);
+
+    // Database down: readyz and logins answer 503 database_unavailable.
+    assert_eq!(reqwest::get(h.url("/readyz")).await.unwrap().status(), 200);
+    h.store.close().await;
+    let r = reqwest::get(h.url("/readyz")).await.unwrap();
+    assert_eq!(error_of(r).await, (503, "database_unavailable".into()));
+    assert_eq!(
+        error_of(login("mdupont").await).await,
+        (503, "database_unavailable".into())
+    );
+    assert_eq!(reqwest::get(h.url("/healthz")).await.unwrap().status(), 200);
+    // Fail-static: the control plane keeps the last published set.
+    let before = h.sink.last.lock().clone();
+    assert!(h.control.reconcile().await.is_err());
+    assert_eq!(*h.sink.last.lock(), before);
+    assert!(h.control.is_stale());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_sync_updates_grants_and_revokes_leavers() {
+    let h = Harness::start_lenient().await;
+    let it = h.login("tleroux").await;
+    let (k_marie, kb_marie) = laptop_key();
+    let (k_sophie, kb_sophie) = laptop_key();
+    let code = h.code_for(&it, "mdupont", "pm").await;
+    assert_eq!(h.enrol(&code, "mdupont", &k_marie).await.status(), 201);
+    let code = h.code_for(&it, "sbernard", "ps").await;
+    let r = h.enrol(&code, "sbernard", &k_sophie).await;
+    let sophie_token = r.json::<Value>().await.unwrap()["device_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rh: std::net::IpAddr = "198.18.20.10".parse().unwrap();
+    assert!(!h.sink.peer(&kb_marie).unwrap().rules.allows(rh, 6, 443));
+
+    // Directory down during a sync: nothing changes (fail-static).
+    h.slapd.stop();
+    assert!(h.sync().sync_once().await.is_err());
+    assert!(h.sink.peer(&kb_sophie).is_some());
+    h.slapd.start_again();
+
+    // Marie joins HR, Sophie leaves the VPN users.
+    h.slapd.add_to_group("mdupont", "gestionnaires-rh");
+    h.slapd
+        .remove_from_group("sbernard", "personnels-administratifs");
+    let report = h.sync().sync_once().await.unwrap();
+    assert_eq!(report.checked, 2);
+    assert_eq!(report.devices_revoked, 1);
+    assert!(h.sink.peer(&kb_marie).unwrap().rules.allows(rh, 6, 443));
+    assert!(h.sink.peer(&kb_sophie).is_none());
+    let r = reqwest::Client::new()
+        .get(h.url("/api/v1/device/config"))
+        .bearer_auth(&sophie_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (403, "device_revoked".into()));
+    let sync_events = h
+        .store
+        .list_audit(&AuditFilter {
+            action: Some("directory.sync".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(sync_events.len(), 1);
+    assert_eq!(sync_events[0].details["devices_revoked"], 1);
+    let revoked = h
+        .store
+        .list_audit(&AuditFilter {
+            action: Some("device.revoked".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].actor, "system");
+
+    // An identical peer set is not re-sent to the gateway.
+    let before = *h.sink.publications.lock();
+    h.control.reconcile().await.unwrap();
+    assert_eq!(*h.sink.publications.lock(), before);
+
+    // A device whose key expired is revoked (device.expired) and its peer removed.
+    let it2 = h.login("tleroux").await;
+    let code = h.code_for(&it2, "hlefevre", "ph").await;
+    let (k_h, kb_h) = laptop_key();
+    assert_eq!(h.enrol(&code, "hlefevre", &k_h).await.status(), 201);
+    assert!(h.sink.peer(&kb_h).is_some());
+    sqlx::query("UPDATE devices SET expires_at = 1 WHERE username = 'hlefevre'")
+        .execute(h.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(h.control.expire_devices().await.unwrap(), 1);
+    h.control.reconcile().await.unwrap();
+    assert!(h.sink.peer(&kb_h).is_none());
+
+    // A disabled user loses their devices too.
+    h.slapd.disable_user("mdupont");
+    let report = h.sync().sync_once().await.unwrap();
+    assert_eq!(report.devices_revoked, 1);
+    assert!(h.sink.keys().is_empty());
+    // Sync revocations are counted in /metrics with the portal's (expiry is not a revocation).
+    let m = reqwest::get(h.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("sesame_revocations_total 2"), "{m}");
+    let _ = (PAIE_NET, RH_NET);
+}
+
+/// config/sesame.toml is valid and mentions every key the loader accepts.
+#[test]
+fn example_config_parses_and_documents_every_key() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sesame.toml");
+    let config = sesame::config::Config::load(&path).expect("config/sesame.toml is valid");
+    assert!(config.directory.is_some());
+    let text = std::fs::read_to_string(&path).unwrap();
+    for key in [
+        "listen",
+        "public_url",
+        "tls_cert_file",
+        "tls_key_file",
+        "endpoint",
+        "interface",
+        "tunnel_network",
+        "private_key_file",
+        "dns",
+        "mtu",
+        "threads",
+        "flow_idle_timeout",
+        "url",
+        "kind",
+        "starttls",
+        "insecure_plaintext",
+        "ca_file",
+        "bind_dn",
+        "bind_password_file",
+        "user_base",
+        "user_filter",
+        "group_base",
+        "sync_interval",
+        "timeout",
+        "vpn_users",
+        "it_staff",
+        "auditors",
+        "retention",
+        "name",
+        "site",
+        "description",
+        "allow",
+        "group",
+        "resources",
+        "public_key",
+        "address",
+        "persistent_keepalive",
+    ] {
+        assert!(
+            text.lines().any(|l| l
+                .trim_start_matches(['#', ' '])
+                .starts_with(&format!("{key} ="))),
+            "{key} is not documented in config/sesame.toml"
+        );
+    }
+}
+
+/// `sesame devices revoke` (another process, same database) reaches the running control plane
+/// through its devices-table poll, without any wake-up from the portal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_revocation_reaches_the_gateway_within_a_poll() {
+    let h = Harness::start_lenient().await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let publisher = tokio::spawn(std::sync::Arc::clone(&h.control).run(stop_rx));
+    let it = h.login("tleroux").await;
+    let code = h.code_for(&it, "mdupont", "pm").await;
+    let (key, kb) = laptop_key();
+    assert_eq!(h.enrol(&code, "mdupont", &key).await.status(), 201);
+    let id = h.store.list_devices(None).await.unwrap()[0].id;
+    let config = h.dir.path().join("sesame.toml");
+    let t = Instant::now();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sesame"))
+        .args(["devices", "revoke", &id.to_string(), "--config"])
+        .arg(&config)
+        .args(["--reason", "laptop stolen"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli = t.elapsed();
+    let mut gone = None;
+    for _ in 0..50 {
+        if h.sink.peer(&kb).is_none() {
+            gone = Some(t.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gone = gone.expect("CLI revocation not published within 2.5 s");
+    eprintln!("CLI revoke: command took {cli:?}, peer removed {gone:?} after it started");
+    let _ = stop_tx.send(true);
+    publisher.await.unwrap();
+}
