@@ -56,13 +56,57 @@ pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
 
 /// `sesame keygen`: see [`crate::gateway::keys`].
 pub fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("keygen to {} is not implemented yet", out.display())
+    let public = crate::gateway::keys::write_new_key(out)?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", crate::gateway::keys::encode(&public))?;
+    stdout.flush().context("writing to stdout")?;
+    Ok(ExitCode::SUCCESS)
 }
 
-/// `sesame gateway`: the data plane alone with static peers.
+/// `sesame gateway`: the data plane alone with static peers, until SIGINT/SIGTERM.
+/// SIGUSR1 logs the counters.
 pub fn gateway(path: &Path) -> anyhow::Result<ExitCode> {
-    let _config = Config::load(path)?;
-    anyhow::bail!("the gateway is not implemented yet")
+    use crate::gateway::{format_drops, keys, static_peers, Gateway};
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let config = Config::load(path)?;
+    let key = keys::load_private_key(&config.gateway.private_key_file)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal handler runtime")?;
+    let gateway = Gateway::start(&config.gateway, key)?;
+    let handle = gateway.handle();
+    handle.set_peers(static_peers(&config));
+    let log_stats = || {
+        for p in handle.peer_stats() {
+            tracing::info!(
+                peer = %p.label,
+                address = %p.address,
+                rx_bytes = p.rx_bytes,
+                tx_bytes = p.tx_bytes,
+                session_active = p.session_active,
+                "peer stats"
+            );
+        }
+        tracing::info!("drops: {}", format_drops(&handle.drop_counters()));
+    };
+    runtime.block_on(async {
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let mut usr1 = signal(SignalKind::user_defined1()).context("installing SIGUSR1 handler")?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = usr1.recv() => log_stats(),
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    log_stats();
+    gateway.shutdown();
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `sesame serve`: every role in one process.

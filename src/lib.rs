@@ -8,6 +8,8 @@ pub mod config;
 #[cfg(feature = "server")]
 pub mod directory;
 #[cfg(feature = "server")]
+pub mod gateway;
+#[cfg(feature = "server")]
 pub mod policy;
 #[cfg(feature = "server")]
 pub mod telemetry;

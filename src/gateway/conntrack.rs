@@ -1,0 +1,282 @@
+//! Connection tracking of one peer: the flows its laptop opened, so that only their replies come back.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::packet::{PacketInfo, Transport};
+
+/// A flow as seen from the laptop: protocol, the remote host, the laptop's port and the
+/// remote port (for ICMP echo: the echo identifier and 0). The laptop's own address is
+/// implicit: one table per peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub proto: u8,
+    pub remote: IpAddr,
+    pub local_port: u16,
+    pub remote_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConntrackError {
+    #[error("the peer already has {0} tracked flows")]
+    Full(usize),
+}
+
+/// The tracked flows of one peer. Empty tables allocate nothing.
+#[derive(Debug, Default)]
+pub struct FlowTable {
+    flows: HashMap<FlowKey, Instant>,
+}
+
+/// The key of a packet sent by the laptop, if it opens a trackable flow.
+pub fn outbound_key(info: &PacketInfo) -> Option<FlowKey> {
+    let (local_port, remote_port) = match info.transport {
+        Transport::Ports { sport, dport } => (sport, dport),
+        Transport::Echo { id, reply: false } => (id, 0),
+        // An echo reply or an ICMP error from the laptop answers something it did not open.
+        Transport::Echo { reply: true, .. } | Transport::IcmpError(_) => return None,
+        Transport::Other => (0, 0),
+    };
+    Some(FlowKey {
+        proto: info.proto,
+        remote: info.dst,
+        local_port,
+        remote_port,
+    })
+}
+
+/// The key of the flow a packet towards the laptop would answer.
+pub fn inbound_key(info: &PacketInfo) -> Option<FlowKey> {
+    Some(match info.transport {
+        Transport::Ports { sport, dport } => FlowKey {
+            proto: info.proto,
+            remote: info.src,
+            local_port: dport,
+            remote_port: sport,
+        },
+        Transport::Echo { id, reply: true } => FlowKey {
+            proto: info.proto,
+            remote: info.src,
+            local_port: id,
+            remote_port: 0,
+        },
+        // A remote host cannot ping the laptop.
+        Transport::Echo { reply: false, .. } => return None,
+        // An error about a packet the laptop sent: the quoted packet is laptop -> remote.
+        Transport::IcmpError(q) => FlowKey {
+            proto: q.proto,
+            remote: q.dst,
+            local_port: q.sport,
+            remote_port: q.dport,
+        },
+        Transport::Other => FlowKey {
+            proto: info.proto,
+            remote: info.src,
+            local_port: 0,
+            remote_port: 0,
+        },
+    })
+}
+
+impl FlowTable {
+    /// Records (or refreshes) the flow of an outbound packet already allowed by policy.
+    pub fn outbound(
+        &mut self,
+        key: FlowKey,
+        now: Instant,
+        idle: Duration,
+        max: usize,
+    ) -> Result<(), ConntrackError> {
+        if let Some(seen) = self.flows.get_mut(&key) {
+            *seen = now;
+            return Ok(());
+        }
+        if self.flows.len() >= max {
+            self.expire(now, idle);
+            if self.flows.len() >= max {
+                return Err(ConntrackError::Full(max));
+            }
+        }
+        self.flows.insert(key, now);
+        Ok(())
+    }
+
+    /// Whether an inbound packet with this key answers a live flow; refreshes it if so.
+    pub fn inbound(&mut self, key: &FlowKey, now: Instant, idle: Duration) -> bool {
+        match self.flows.get_mut(key) {
+            Some(seen) if now.saturating_duration_since(*seen) <= idle => {
+                *seen = now;
+                true
+            }
+            Some(_) => {
+                self.flows.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets flows idle for longer than `idle`.
+    pub fn expire(&mut self, now: Instant, idle: Duration) {
+        self.flows
+            .retain(|_, seen| now.saturating_duration_since(*seen) <= idle);
+        if self.flows.is_empty() {
+            // Give the memory back: an idle peer must stay small.
+            self.flows = HashMap::new();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.flows = HashMap::new();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::gateway::packet::{build, parse};
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
+
+    const LAPTOP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
+    const PAIE: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 10);
+    const RH: Ipv4Addr = Ipv4Addr::new(198, 18, 20, 10);
+    const IDLE: Duration = Duration::from_secs(120);
+
+    fn out(t: &mut FlowTable, p: &[u8], now: Instant) {
+        let k = outbound_key(&parse(p).unwrap()).unwrap();
+        t.outbound(k, now, IDLE, 100).unwrap();
+    }
+
+    fn back(t: &mut FlowTable, p: &[u8], now: Instant) -> bool {
+        match inbound_key(&parse(p).unwrap()) {
+            Some(k) => t.inbound(&k, now, IDLE),
+            None => false,
+        }
+    }
+
+    #[test]
+    fn replies_pass_only_for_opened_flows() {
+        let now = Instant::now();
+        let mut t = FlowTable::default();
+        out(&mut t, &build::tcp(LAPTOP, PAIE, 40000, 443, 0x02), now);
+        assert!(back(
+            &mut t,
+            &build::tcp(PAIE, LAPTOP, 443, 40000, 0x12),
+            now
+        ));
+        // Another port, another host, or the remote opening towards the laptop: no.
+        assert!(!back(
+            &mut t,
+            &build::tcp(PAIE, LAPTOP, 443, 40001, 0x12),
+            now
+        ));
+        assert!(!back(
+            &mut t,
+            &build::tcp(RH, LAPTOP, 443, 40000, 0x12),
+            now
+        ));
+        assert!(!back(
+            &mut t,
+            &build::tcp(PAIE, LAPTOP, 22, 40000, 0x02),
+            now
+        ));
+        assert!(!back(
+            &mut t,
+            &build::udp(PAIE, LAPTOP, 443, 40000, b""),
+            now
+        ));
+    }
+
+    #[test]
+    fn echo_is_tracked_by_id_and_errors_relate_to_flows() {
+        let now = Instant::now();
+        let mut t = FlowTable::default();
+        out(&mut t, &build::echo(LAPTOP, PAIE, 9, false), now);
+        assert!(back(&mut t, &build::echo(PAIE, LAPTOP, 9, true), now));
+        assert!(!back(&mut t, &build::echo(PAIE, LAPTOP, 10, true), now));
+        assert!(!back(&mut t, &build::echo(PAIE, LAPTOP, 9, false), now));
+
+        let sent = build::udp(LAPTOP, PAIE, 5000, 53, b"q");
+        out(&mut t, &sent, now);
+        // A router on the way (any source) may report an error about it.
+        assert!(back(&mut t, &build::icmp_error(RH, LAPTOP, 11, &sent), now));
+        let unrelated = build::udp(LAPTOP, PAIE, 5001, 53, b"q");
+        assert!(!back(
+            &mut t,
+            &build::icmp_error(RH, LAPTOP, 3, &unrelated),
+            now
+        ));
+    }
+
+    #[test]
+    fn idle_flows_expire_with_controlled_time() {
+        let t0 = Instant::now();
+        let mut t = FlowTable::default();
+        out(&mut t, &build::udp(LAPTOP, PAIE, 5000, 53, b""), t0);
+        let reply = build::udp(PAIE, LAPTOP, 53, 5000, b"");
+        assert!(back(&mut t, &reply, t0 + IDLE));
+        // The reply refreshed it: still alive one idle period after the reply.
+        assert!(back(&mut t, &reply, t0 + IDLE * 2));
+        assert!(!back(
+            &mut t,
+            &reply,
+            t0 + IDLE * 3 + Duration::from_secs(1)
+        ));
+        assert!(t.is_empty());
+
+        out(&mut t, &build::udp(LAPTOP, PAIE, 5000, 53, b""), t0);
+        t.expire(t0 + IDLE + Duration::from_secs(1), IDLE);
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn table_is_bounded() {
+        let now = Instant::now();
+        let mut t = FlowTable::default();
+        for port in 0..3 {
+            let k = outbound_key(&parse(&build::udp(LAPTOP, PAIE, port, 53, b"")).unwrap());
+            t.outbound(k.unwrap(), now, IDLE, 3).unwrap();
+        }
+        let k = outbound_key(&parse(&build::udp(LAPTOP, PAIE, 9, 53, b"")).unwrap()).unwrap();
+        assert_eq!(t.outbound(k, now, IDLE, 3), Err(ConntrackError::Full(3)));
+        // Once the old ones are idle, room is made.
+        assert_eq!(t.outbound(k, now + IDLE * 2, IDLE, 3), Ok(()));
+    }
+
+    proptest! {
+        /// Model check: a reply passes iff its reversed 5-tuple was sent out within the idle time.
+        #[test]
+        fn matches_reference_model(
+            ops in proptest::collection::vec((any::<bool>(), 0u16..4, 0u16..4, 0u64..300), 1..60)
+        ) {
+            let t0 = Instant::now();
+            let mut t = FlowTable::default();
+            let mut model: HashMap<(u16, u16), u64> = HashMap::new();
+            let mut clock = 0u64;
+            for (send, lp, rp, dt) in ops {
+                clock += dt;
+                let now = t0 + Duration::from_secs(clock);
+                if send {
+                    out(&mut t, &build::udp(LAPTOP, PAIE, lp, rp, b""), now);
+                    model.insert((lp, rp), clock);
+                } else {
+                    let got = back(&mut t, &build::udp(PAIE, LAPTOP, rp, lp, b""), now);
+                    let want = model.get(&(lp, rp)).is_some_and(|s| clock - s <= IDLE.as_secs());
+                    prop_assert_eq!(got, want);
+                    if want { model.insert((lp, rp), clock); } else { model.remove(&(lp, rp)); }
+                }
+            }
+        }
+    }
+}

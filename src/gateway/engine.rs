@@ -1,0 +1,395 @@
+//! The sans-IO data plane: datagram → peer → decrypt → anti-spoof → policy → conntrack → TUN, and back.
+//!
+//! No syscalls here: the caller passes `now`, the input bytes, a scratch buffer, and an
+//! [`Output`] that performs the writes. Every drop is counted by reason; nothing panics.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+use parking_lot::Mutex;
+
+use super::conntrack::{inbound_key, outbound_key};
+use super::packet;
+use super::peers::{Peer, PeerState, Peers};
+use super::ratelimit::HandshakeLimiter;
+use super::stats::{DropReason, Drops, PeerStats};
+
+/// Handshake messages per second (all peers together) before the gateway answers with
+/// cookies. Each handshake is counted twice (by the engine, then by the peer's Tunn).
+pub const HANDSHAKE_LOAD_LIMIT: u64 = 200;
+/// Most flows one peer may have open at once.
+pub const MAX_FLOWS_PER_PEER: usize = 4096;
+/// Extra room a scratch buffer needs beyond the packet: WireGuard's data overhead.
+pub const OVERHEAD: usize = 32;
+/// How often boringtun's timers run for each live peer.
+pub const TIMER_PERIOD: Duration = Duration::from_millis(250);
+/// A session is active while its keys are usable (boringtun's REJECT_AFTER_TIME).
+const REJECT_AFTER: Duration = Duration::from_secs(180);
+
+/// Where the engine's decisions go. The I/O shell implements it over UDP and TUN.
+pub trait Output {
+    fn to_network(&mut self, dst: SocketAddr, datagram: &[u8]);
+    fn to_tun(&mut self, packet: &[u8]);
+}
+
+/// The multi-peer WireGuard engine, shared by all workers (`&self` everywhere).
+pub struct Engine {
+    secret: StaticSecret,
+    public: PublicKey,
+    pub peers: Peers,
+    limiter: Arc<RateLimiter>,
+    handshakes: Mutex<HandshakeLimiter>,
+    pub drops: Drops,
+    flow_idle: Duration,
+    ticks: Mutex<TickState>,
+}
+
+struct TickState {
+    last_timers: Option<Instant>,
+    last_sweep: Option<Instant>,
+}
+
+fn due(last: &mut Option<Instant>, now: Instant, period: Duration) -> bool {
+    match *last {
+        Some(t) if now.saturating_duration_since(t) < period => false,
+        _ => {
+            *last = Some(now);
+            true
+        }
+    }
+}
+
+impl Engine {
+    pub fn new(secret: StaticSecret, flow_idle: Duration) -> Engine {
+        let public = PublicKey::from(&secret);
+        Engine {
+            limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_LOAD_LIMIT)),
+            secret,
+            public,
+            peers: Peers::default(),
+            handshakes: Mutex::new(HandshakeLimiter::default()),
+            drops: Drops::default(),
+            flow_idle,
+            ticks: Mutex::new(TickState {
+                last_timers: None,
+                last_sweep: None,
+            }),
+        }
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public.to_bytes()
+    }
+
+    /// One UDP datagram from `from`. `scratch` must be at least `datagram.len()` and 148 bytes.
+    pub fn handle_datagram(
+        &self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        scratch: &mut [u8],
+        out: &mut impl Output,
+    ) {
+        let receiver = match Tunn::parse_incoming_packet(datagram) {
+            Err(_) => return self.drops.add(DropReason::Malformed),
+            Ok(Packet::HandshakeInit(_)) => {
+                return self.handshake_init(now, from, datagram, scratch, out)
+            }
+            Ok(Packet::HandshakeResponse(p)) => p.receiver_idx,
+            Ok(Packet::PacketCookieReply(p)) => p.receiver_idx,
+            Ok(Packet::PacketData(p)) => p.receiver_idx,
+        };
+        let table = self.peers.load();
+        let Some(peer) = table.by_receiver_index(receiver) else {
+            return self.drops.add(DropReason::UnknownPeer);
+        };
+        let mut st = peer.state.lock();
+        if st.tunn.is_none() {
+            return self.drops.add(DropReason::NoSession);
+        }
+        self.decapsulate(now, peer, &mut st, from, datagram, scratch, out);
+    }
+
+    fn handshake_init(
+        &self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        scratch: &mut [u8],
+        out: &mut impl Output,
+    ) {
+        let init = match self
+            .limiter
+            .verify_packet(Some(from.ip()), datagram, scratch)
+        {
+            Ok(Packet::HandshakeInit(init)) => init,
+            Ok(_) => return self.drops.add(DropReason::Malformed),
+            Err(TunnResult::WriteToNetwork(cookie)) => {
+                out.to_network(from, cookie);
+                return self.drops.add(DropReason::CookieSent);
+            }
+            Err(TunnResult::Err(WireGuardError::InvalidMac)) => {
+                return self.drops.add(DropReason::InvalidMac)
+            }
+            Err(_) => return self.drops.add(DropReason::Malformed),
+        };
+        if !self.handshakes.lock().allow(from.ip(), now) {
+            return self.drops.add(DropReason::RateLimited);
+        }
+        let Ok(half) = parse_handshake_anon(&self.secret, &self.public, &init) else {
+            return self.drops.add(DropReason::UnknownPeer);
+        };
+        let table = self.peers.load();
+        let Some(peer) = table.by_key(&half.peer_static_public) else {
+            return self.drops.add(DropReason::UnknownPeer);
+        };
+        let mut st = peer.state.lock();
+        if peer.removed.load(Ordering::Acquire) {
+            return self.drops.add(DropReason::UnknownPeer);
+        }
+        if st.tunn.is_none() {
+            st.tunn = Some(Box::new(Tunn::new(
+                self.secret.clone(),
+                PublicKey::from(peer.public_key),
+                None,
+                peer.persistent_keepalive,
+                peer.index,
+                Some(Arc::clone(&self.limiter)),
+            )));
+            peer.live.store(true, Ordering::Release);
+        }
+        self.decapsulate(now, peer, &mut st, from, datagram, scratch, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decapsulate(
+        &self,
+        now: Instant,
+        peer: &Peer,
+        st: &mut PeerState,
+        from: SocketAddr,
+        datagram: &[u8],
+        scratch: &mut [u8],
+        out: &mut impl Output,
+    ) {
+        let Some(tunn) = st.tunn.as_mut() else {
+            return self.drops.add(DropReason::NoSession);
+        };
+        if scratch.len() < datagram.len().max(148) {
+            return self.drops.add(DropReason::Malformed);
+        }
+        match tunn.decapsulate(Some(from.ip()), datagram, scratch) {
+            TunnResult::WriteToNetwork(reply) => {
+                out.to_network(from, reply);
+                st.endpoint = Some(from);
+                // Packets queued while there was no session go out now.
+                while let TunnResult::WriteToNetwork(p) = tunn.decapsulate(None, &[], scratch) {
+                    out.to_network(from, p);
+                }
+            }
+            TunnResult::WriteToTunnelV4(inner, _) => {
+                st.endpoint = Some(from);
+                self.filter_from_peer(now, peer, st, inner, out);
+            }
+            TunnResult::WriteToTunnelV6(..) => {
+                st.endpoint = Some(from);
+                self.drops.add(DropReason::SpoofedSource);
+            }
+            TunnResult::Done => {
+                // A keepalive, or a handshake response/cookie consumed.
+                if datagram.first() == Some(&4) {
+                    st.endpoint = Some(from);
+                }
+            }
+            TunnResult::Err(e) => self.drops.add(match e {
+                WireGuardError::InvalidAeadTag
+                | WireGuardError::InvalidCounter
+                | WireGuardError::DuplicateCounter
+                | WireGuardError::WrongTai64nTimestamp
+                | WireGuardError::InvalidTai64nTimestamp => DropReason::DecryptFailed,
+                WireGuardError::NoCurrentSession | WireGuardError::ConnectionExpired => {
+                    DropReason::NoSession
+                }
+                WireGuardError::WrongIndex
+                | WireGuardError::WrongKey
+                | WireGuardError::UnexpectedPacket => DropReason::UnknownPeer,
+                WireGuardError::InvalidPacket => DropReason::BadInnerPacket,
+                WireGuardError::InvalidMac => DropReason::InvalidMac,
+                WireGuardError::UnderLoad => DropReason::RateLimited,
+                _ => DropReason::Malformed,
+            }),
+        }
+    }
+
+    /// A decrypted packet from a laptop: anti-spoof, policy, then conntrack records the flow.
+    fn filter_from_peer(
+        &self,
+        now: Instant,
+        peer: &Peer,
+        st: &mut PeerState,
+        inner: &[u8],
+        out: &mut impl Output,
+    ) {
+        peer.counters.rx(inner.len());
+        match self.check_from_peer(now, peer, st, inner) {
+            Ok(()) => out.to_tun(inner),
+            Err(reason) => self.drops.add(reason),
+        }
+    }
+
+    /// The filter alone (also driven by the fuzz target with arbitrary decrypted packets).
+    pub fn check_from_peer(
+        &self,
+        now: Instant,
+        peer: &Peer,
+        st: &mut PeerState,
+        inner: &[u8],
+    ) -> Result<(), DropReason> {
+        let info = packet::parse(inner).map_err(|_| DropReason::BadInnerPacket)?;
+        if info.src != IpAddr::V4(peer.address) {
+            return Err(DropReason::SpoofedSource);
+        }
+        if !peer.rules.load().allows(info.dst, info.proto, info.dport()) {
+            return Err(DropReason::PolicyDenied);
+        }
+        if let Some(key) = outbound_key(&info) {
+            st.flows
+                .outbound(key, now, self.flow_idle, MAX_FLOWS_PER_PEER)
+                .map_err(|_| DropReason::FlowTableFull)?;
+        }
+        Ok(())
+    }
+
+    /// One packet read from the TUN device: only replies to flows the laptop opened go back.
+    pub fn handle_tun_packet(
+        &self,
+        now: Instant,
+        inner: &[u8],
+        scratch: &mut [u8],
+        out: &mut impl Output,
+    ) {
+        let info = match packet::parse(inner) {
+            Ok(i) => i,
+            Err(_) => return self.drops.add(DropReason::TunMalformed),
+        };
+        let IpAddr::V4(dst) = info.dst else {
+            return self.drops.add(DropReason::NoPeerForDestination);
+        };
+        let table = self.peers.load();
+        let Some(peer) = table.by_address(dst) else {
+            return self.drops.add(DropReason::NoPeerForDestination);
+        };
+        let Some(key) = inbound_key(&info) else {
+            return self.drops.add(DropReason::NoFlowForReply);
+        };
+        let mut st = peer.state.lock();
+        let st = &mut *st;
+        if !st.flows.inbound(&key, now, self.flow_idle) {
+            return self.drops.add(DropReason::NoFlowForReply);
+        }
+        let Some(endpoint) = st.endpoint else {
+            return self.drops.add(DropReason::NoEndpoint);
+        };
+        let Some(tunn) = st.tunn.as_mut() else {
+            return self.drops.add(DropReason::NoSession);
+        };
+        if scratch.len() < (inner.len() + OVERHEAD).max(148) {
+            return self.drops.add(DropReason::TunMalformed);
+        }
+        match tunn.encapsulate(inner, scratch) {
+            TunnResult::WriteToNetwork(d) => {
+                peer.counters.tx(inner.len());
+                out.to_network(endpoint, d);
+            }
+            TunnResult::Done => {}
+            _ => self.drops.add(DropReason::NoSession),
+        }
+    }
+
+    /// Timers: boringtun's rekey/keepalive/expiry for every live peer, the shared rate limiter
+    /// reset, flow and handshake-limiter sweeps. Any worker may call it often; it runs at most
+    /// every [`TIMER_PERIOD`] and never makes a worker wait for another.
+    pub fn tick(&self, now: Instant, scratch: &mut [u8], out: &mut impl Output) {
+        let (timers, sweep) = {
+            let Some(mut t) = self.ticks.try_lock() else {
+                return;
+            };
+            let timers = due(&mut t.last_timers, now, TIMER_PERIOD);
+            let sweep = timers && due(&mut t.last_sweep, now, Duration::from_secs(1));
+            (timers, sweep)
+        };
+        if !timers {
+            return;
+        }
+        self.limiter.reset_count();
+        if sweep {
+            self.handshakes.lock().collect(now);
+        }
+        let table = self.peers.load();
+        for peer in table.iter() {
+            if !peer.live.load(Ordering::Acquire) {
+                continue;
+            }
+            let mut st = peer.state.lock();
+            let st = &mut *st;
+            if sweep {
+                st.flows.expire(now, self.flow_idle);
+            }
+            let Some(tunn) = st.tunn.as_mut() else {
+                continue;
+            };
+            match tunn.update_timers(scratch) {
+                TunnResult::WriteToNetwork(d) => match st.endpoint {
+                    Some(ep) => out.to_network(ep, d),
+                    None => self.drops.add(DropReason::NoEndpoint),
+                },
+                TunnResult::Err(WireGuardError::ConnectionExpired) => {
+                    // Session over: give the ~11 KiB back; the next handshake recreates it.
+                    st.tunn = None;
+                    st.flows.clear();
+                    peer.live.store(false, Ordering::Release);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub fn peer_stats(&self) -> Vec<PeerStats> {
+        let table = self.peers.load();
+        let wall = SystemTime::now();
+        let mut v: Vec<PeerStats> = table
+            .iter()
+            .map(|p| {
+                let st = p.state.lock();
+                let since = st.tunn.as_ref().and_then(|t| t.time_since_last_handshake());
+                PeerStats {
+                    public_key: p.public_key,
+                    label: (**p.label.load()).clone(),
+                    address: p.address,
+                    endpoint: st.endpoint,
+                    rx_bytes: p.counters.rx_bytes.load(Ordering::Relaxed),
+                    rx_packets: p.counters.rx_packets.load(Ordering::Relaxed),
+                    tx_bytes: p.counters.tx_bytes.load(Ordering::Relaxed),
+                    tx_packets: p.counters.tx_packets.load(Ordering::Relaxed),
+                    last_handshake: since.and_then(|d| wall.checked_sub(d)),
+                    session_active: since.is_some_and(|d| d < REJECT_AFTER),
+                    flows: st.flows.len(),
+                }
+            })
+            .collect();
+        v.sort_by_key(|s| s.address);
+        v
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "engine_tests.rs"]
+mod tests;

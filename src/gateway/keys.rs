@@ -1,0 +1,165 @@
+//! The gateway's private key file: base64 as `wg genkey` writes it, mode 0600, refused if others can read it.
+
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use boringtun::x25519::{PublicKey, StaticSecret};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "fichier de clé privée introuvable : {path} / private key file {path} not found: \
+         create it with `sesame keygen --out {path}`"
+    )]
+    Missing { path: PathBuf },
+    #[error(
+        "la clé privée {path} est lisible par d'autres (mode {mode:o}) : exécutez `chmod 600 {path}` / \
+         private key file {path} is readable by group or others (mode {mode:o}): run `chmod 600 {path}`"
+    )]
+    TooOpen { path: PathBuf, mode: u32 },
+    #[error("cannot read private key file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "private key file {path} is not a WireGuard key ({reason}); \
+         write a new one with `sesame keygen --out FILE` or `wg genkey`"
+    )]
+    Invalid { path: PathBuf, reason: String },
+    #[error(
+        "{path} exists already: refusing to overwrite a key (move it away first if you really mean it)"
+    )]
+    Exists { path: PathBuf },
+    #[error("cannot write private key file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Reads the private key; refuses a missing file or one that group or others may read.
+pub fn load_private_key(path: &Path) -> Result<StaticSecret, KeyError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(KeyError::Missing {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(source) => {
+            return Err(KeyError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::TooOpen {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bytes = crate::config::parse_key(&text).map_err(|reason| KeyError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    Ok(StaticSecret::from(bytes))
+}
+
+/// Writes a new random key with mode 0600 (never overwriting); returns the public key.
+pub fn write_new_key(path: &Path) -> Result<[u8; 32], KeyError> {
+    let secret = StaticSecret::random_from_rng(rand_core::OsRng);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                KeyError::Exists {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                KeyError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+    let text = format!("{}\n", encode(&secret.to_bytes()));
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| KeyError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(PublicKey::from(&secret).to_bytes())
+}
+
+/// Base64, as `wg` prints keys.
+pub fn encode(key: &[u8; 32]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn written_key_is_0600_and_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.key");
+        let public = write_new_key(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let secret = load_private_key(&path).unwrap();
+        assert_eq!(PublicKey::from(&secret).to_bytes(), public);
+        assert!(matches!(write_new_key(&path), Err(KeyError::Exists { .. })));
+    }
+
+    #[test]
+    fn refuses_missing_and_readable_files_naming_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.key");
+        let Err(e) = load_private_key(&path) else {
+            panic!("loaded")
+        };
+        assert!(e.to_string().contains("sesame keygen --out"), "{e}");
+        write_new_key(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let Err(e) = load_private_key(&path) else {
+            panic!("loaded")
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("chmod 600 {}", path.display())),
+            "{msg}"
+        );
+        assert!(matches!(e, KeyError::TooOpen { mode: 0o640, .. }));
+    }
+
+    #[test]
+    fn reads_wg_genkey_format_and_rejects_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        // Any 32 bytes in base64, as `wg genkey` prints them.
+        std::fs::write(&path, "d3Q+LQy6WjGhR6nG1yLzTZpLmzM4uJzVQ5dU2vyxnLA=\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(load_private_key(&path).is_ok());
+        std::fs::write(&path, "not a key").unwrap();
+        assert!(matches!(
+            load_private_key(&path),
+            Err(KeyError::Invalid { .. })
+        ));
+    }
+}

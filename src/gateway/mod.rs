@@ -1,0 +1,210 @@
+//! The userspace WireGuard gateway: multi-peer boringtun engine, per-peer policy and conntrack, TUN/UDP workers.
+//!
+//! Shape: [`engine`] is the sans-IO core (parse, peer lookup, anti-spoof, policy,
+//! conntrack, timers); [`tun`], [`udp`] and the workers are the thin I/O shell.
+
+pub mod conntrack;
+pub mod engine;
+pub mod keys;
+pub mod packet;
+pub mod peers;
+pub mod ratelimit;
+pub mod stats;
+mod tun;
+mod udp;
+mod worker;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use boringtun::x25519::StaticSecret;
+
+use crate::config::{Config, GatewayConfig};
+pub use engine::Engine;
+pub use peers::{PeerSpec, SetReport};
+pub use stats::{DropCounters, DropReason, PeerStats};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Tun(#[from] tun::TunError),
+    #[error(
+        "cannot listen on UDP {addr}: {source} (is another gateway or WireGuard already using this port?)"
+    )]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start packet worker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The running data plane. Dropping it without [`Gateway::shutdown`] also stops it.
+pub struct Gateway {
+    handle: GatewayHandle,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    interface: String,
+}
+
+/// What the rest of the program uses to steer and observe the data plane.
+#[derive(Clone)]
+pub struct GatewayHandle {
+    engine: Arc<Engine>,
+}
+
+impl std::fmt::Debug for GatewayHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayHandle")
+            .field("public_key", &keys::encode(&self.public_key()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Creates the TUN device with the gateway's tunnel address, binds UDP, starts workers.
+    pub fn start(cfg: &GatewayConfig, private_key: StaticSecret) -> Result<Gateway, GatewayError> {
+        let threads = if cfg.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            cfg.threads
+        };
+        let engine = Arc::new(Engine::new(private_key, cfg.flow_idle_timeout));
+        let tun_queues = tun::open(&cfg.interface, threads)?;
+        tun::configure(
+            &cfg.interface,
+            cfg.address,
+            cfg.tunnel_network.prefix_len(),
+            cfg.mtu,
+        )?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let slot = (usize::from(cfg.mtu) + 128).max(2048);
+        let mut gateway = Gateway {
+            handle: GatewayHandle {
+                engine: Arc::clone(&engine),
+            },
+            stop: Arc::clone(&stop),
+            threads: Vec::with_capacity(threads),
+            interface: cfg.interface.clone(),
+        };
+        for (i, tun) in tun_queues.into_iter().enumerate() {
+            let udp = udp::bind(cfg.listen).map_err(|source| GatewayError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+            let w = worker::Worker {
+                engine: Arc::clone(&engine),
+                tun,
+                udp,
+                stop: Arc::clone(&stop),
+                slot,
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("sesame-gw-{i}"))
+                .spawn(move || w.run())
+                .map_err(GatewayError::Thread)?;
+            gateway.threads.push(t);
+        }
+        tracing::info!(
+            interface = %cfg.interface,
+            listen = %cfg.listen,
+            threads,
+            public_key = %keys::encode(&engine.public_key()),
+            "gateway data plane started"
+        );
+        Ok(gateway)
+    }
+
+    pub fn handle(&self) -> GatewayHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the workers and waits for them; the TUN device goes away with its last queue.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        tracing::info!(interface = %self.interface, "gateway data plane stopped");
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop_and_join();
+        }
+    }
+}
+
+impl GatewayHandle {
+    /// Applies the desired peer set atomically: unchanged peers keep their sessions, a
+    /// removed peer's session is cut at once.
+    pub fn set_peers(&self, desired: Vec<PeerSpec>) {
+        let r = self.engine.peers.set(desired);
+        if r.duplicates > 0 {
+            tracing::warn!(
+                skipped = r.duplicates,
+                "peers with a public key or address already used were skipped"
+            );
+        }
+        tracing::info!(
+            added = r.added,
+            removed = r.removed,
+            updated = r.updated,
+            unchanged = r.unchanged,
+            "gateway peers applied"
+        );
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.engine.public_key()
+    }
+
+    pub fn peer_stats(&self) -> Vec<PeerStats> {
+        self.engine.peer_stats()
+    }
+
+    pub fn drop_counters(&self) -> DropCounters {
+        self.engine.drops.snapshot()
+    }
+}
+
+/// The config's static `[[peer]]`s as desired peers, with their resources compiled to rules.
+pub fn static_peers(config: &Config) -> Vec<PeerSpec> {
+    config
+        .peers
+        .iter()
+        .map(|p| PeerSpec {
+            public_key: p.public_key,
+            address: p.address,
+            rules: config
+                .policy
+                .rules_for_resources(p.resources.iter().map(String::as_str)),
+            label: p.name.clone(),
+            persistent_keepalive: p.persistent_keepalive,
+        })
+        .collect()
+}
+
+/// One line for logs: every non-zero drop counter.
+pub fn format_drops(d: &DropCounters) -> String {
+    let mut s = String::new();
+    for (reason, n) in d.iter() {
+        if n > 0 {
+            if !s.is_empty() {
+                s.push(' ');
+            }
+            s.push_str(&format!("{}={n}", reason.name()));
+        }
+    }
+    if s.is_empty() {
+        s.push_str("none");
+    }
+    s
+}
