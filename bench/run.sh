@@ -73,7 +73,8 @@ trap 'exit 130' INT TERM
 inl() { ip netns exec "$NS_L" "$@"; }
 ing() { ip netns exec "$NS_G" "$@"; }
 inr() { ip netns exec "$NS_R" "$@"; }
-bg() { "$@" & PIDS+=($!); }
+# bgin NS LOG CMD...: starts CMD in namespace NS (output to LOG); $! is CMD's own pid.
+bgin() { local ns=$1 logf=$2; shift 2; ip netns exec "$ns" "$@" >"$logf" 2>&1 & PIDS+=($!); }
 stop() { # stop PID: ends one process we started
   kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true
 }
@@ -94,13 +95,22 @@ ing sysctl -qw net.ipv4.ip_forward=1
 ing ip route add 198.18.3.0/24 via 198.18.2.2
 inr ip route add 100.64.0.0/10 via 198.18.2.1
 inr ip route add blackhole 198.18.3.0/24
+# Handshake sources: 1,000 laptop-side addresses 198.18.4.1… (the gateway limits each source).
+HS_SOURCES=1000
+python3 -c "
+import ipaddress
+b = int(ipaddress.ip_address('198.18.4.1'))
+for i in range($HS_SOURCES): print('addr add %s/32 dev $VL' % ipaddress.ip_address(b + i))
+" | inl ip -batch -
+inl ip route add 198.18.0.1/32 dev "$VL" 2>/dev/null || true
+ing ip route add 198.18.4.0/22 via 198.18.0.2
 
 # ---- keys ------------------------------------------------------------------------------------
 # Gateway: a fresh wg key. Laptop: seed 2 index 0. Load generator peers: seed 1, index i.
-wg genkey > "$WORK/gw.key"; chmod 600 "$WORK/gw.key"
+(umask 077; wg genkey > "$WORK/gw.key")
 GWPUB=$(wg pubkey < "$WORK/gw.key")
 read -r _ LAPRIV LAPPUB _ < <("$BIN/loadgen" keys --seed 2 --count 1)
-echo "$LAPRIV" > "$WORK/laptop.key"; chmod 600 "$WORK/laptop.key"
+(umask 077; echo "$LAPRIV" > "$WORK/laptop.key")
 MAXPEERS=1000
 for n in $PEER_COUNTS $HS_PEERS; do [ "$n" -gt "$MAXPEERS" ] && MAXPEERS=$n; done
 
@@ -110,7 +120,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {if (NR==0) print 
 result_of() { awk -v k="$1" '$1=="RESULT" && $2==k {print $3}' "$2" | tail -1; }
 
 # iperf3 server in R for the whole run.
-bg inr iperf3 -s -B 198.18.2.2 -p 5201
+bgin "$NS_R" "$WORK/iperf3-server.log" iperf3 -s -B 198.18.2.2 -p 5201
 sleep 0.5
 
 # pair KEY: runs iperf3 from L through whatever tunnel is up; stores R[KEY_p1], R[KEY_p4] (Gbit/s).
@@ -156,8 +166,8 @@ done
 # ---- wireguard-go ↔ wireguard-go ----------------------------------------------------------------
 log "wireguard-go pair"
 export WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 LOG_LEVEL=error
-bg ing wireguard-go -f "wgg$ID"; P1=$!
-bg inl wireguard-go -f "wgl$ID"; P2=$!
+bgin "$NS_G" "$WORK/wgg.log" wireguard-go -f "wgg$ID"; P1=$!
+bgin "$NS_L" "$WORK/wgl.log" wireguard-go -f "wgl$ID"; P2=$!
 wait_iface "$NS_G" "wgg$ID"; wait_iface "$NS_L" "wgl$ID"; sleep 0.3
 wg_gateway_up "wgg$ID"; wg_laptop_up "wgl$ID"
 pair wggo
@@ -166,8 +176,8 @@ stop "$P1"; stop "$P2"
 # ---- boringtun-cli ↔ boringtun-cli (default threads, then --threads 1) -------------------------
 for t in 4 1; do
   log "boringtun-cli pair, $t thread(s)"
-  bg ing "$BTCLI" -f --disable-drop-privileges -t "$t" -l "$WORK/btg.log" "btg$ID"; P1=$!
-  bg inl "$BTCLI" -f --disable-drop-privileges -t "$t" -l "$WORK/btl.log" "btl$ID"; P2=$!
+  bgin "$NS_G" "$WORK/btg.log" "$BTCLI" -f --disable-drop-privileges -t "$t" "btg$ID"; P1=$!
+  bgin "$NS_L" "$WORK/btl.log" "$BTCLI" -f --disable-drop-privileges -t "$t" "btl$ID"; P2=$!
   wait_iface "$NS_G" "btg$ID"; wait_iface "$NS_L" "btl$ID"; sleep 0.3
   wg_gateway_up "btg$ID"; wg_laptop_up "btl$ID"
   pair "bt$t"
@@ -201,15 +211,15 @@ TOML
   "$BIN/loadgen" toml --seed 1 --count "$MAXPEERS" --resource bench
 } > "$WORK/sesame.toml"
 SESAME_OK=1
-bg ing "$BIN/sesame" gateway --config "$WORK/sesame.toml"; PG=$!
+bgin "$NS_G" "$WORK/sesame.log" "$BIN/sesame" gateway --config "$WORK/sesame.toml"; PG=$!
 for _ in $(seq 50); do ing ip link show "sgw$ID" >/dev/null 2>&1 && break; sleep 0.1; done
 if ! ing ip link show "sgw$ID" >/dev/null 2>&1; then
-  log "sesame gateway did not start (see above)"; SESAME_OK=0
+  log "sesame gateway did not start:"; cat "$WORK/sesame.log" >&2; SESAME_OK=0
 fi
 if [ $SESAME_OK = 1 ]; then
   for t in 2 1; do
     log "sesame pair, bench peer with $t thread(s)"
-    bg inl "$BIN/peer" --tun "spl$ID" --address 100.64.0.2/32 --routes 198.18.2.0/24 \
+    bgin "$NS_L" "$WORK/peer.log" "$BIN/peer" --tun "spl$ID" --address 100.64.0.2/32 --routes 198.18.2.0/24 \
       --listen 198.18.0.2:51821 --endpoint 198.18.0.1:51820 --key-seed 2 --key-index 0 \
       --peer-public-key "$GWPUB" --threads "$t" --seconds $(( (SECS + 22) * REPS * 2 + 30 )); PP=$!
     wait_iface "$NS_L" "spl$ID"; sleep 0.2
@@ -230,9 +240,9 @@ if [ $SESAME_OK = 1 ]; then
     R[fwd_${n}_loss]=$(awk '$2 ~ /_sent$/ {s=$3} $2 ~ /_delivered$/ {d=$3} END {if (s>0) printf "%.1f", 100*(s-d)/s}' "$WORK/fwd_$n.out")
   done
 
-  log "sesame handshakes, $HS_PEERS peers"
+  log "sesame handshakes, $HS_PEERS peers from $HS_SOURCES source addresses"
   inl "$BIN/loadgen" handshake --gateway 198.18.0.1:51820 --gateway-public-key "$GWPUB" \
-    --bind 198.18.0.2:0 --seed 1 --peers "$HS_PEERS" --seconds "$SECS" > "$WORK/hs.out" || log "handshake test failed"
+    --source-base 198.18.4.1 --sources "$HS_SOURCES" --seed 1 --peers "$HS_PEERS" --seconds "$SECS" > "$WORK/hs.out" || log "handshake test failed"
   cat "$WORK/hs.out" >&2
   R[hs_per_s]=$(result_of handshake_per_s "$WORK/hs.out")
   R[hs_cookie_per_s]=$(result_of handshake_cookie_per_s "$WORK/hs.out")
@@ -280,7 +290,7 @@ sesame_best() { max "$(v sesame_t2_p$1)" "$(v sesame_t1_p$1)"; }
     echo "| forwarding, $n peer(s), 1420-byte packets: Gbit/s delivered to the resource ns (loss at gateway $(v fwd_${n}_loss) %) | $(v fwd_${n}_gbps) | $(v raw_decrypt_gbps) (decrypt) | $(ratio "$(v fwd_${n}_gbps)" "$(v raw_decrypt_gbps)") |"
     echo "| forwarding, $n peer(s): packets/s | $(v fwd_${n}_pps) | $(v raw_decrypt_pps) | $(ratio "$(v fwd_${n}_pps)" "$(v raw_decrypt_pps)") |"
   done
-  echo "| handshakes answered per second, $HS_PEERS peers (goal ≥ 0.75 of raw) | $(v hs_per_s) (+ $(v hs_cookie_per_s) cookie replies/s) | $(v raw_handshake_per_s) (Tunn responder; $(v raw_handshake_anon_parse_per_s) with anonymous parse) | $(ratio "$(v hs_per_s)" "$(v raw_handshake_per_s)") |"
+  echo "| handshakes answered per second, $HS_PEERS peers from $HS_SOURCES source addresses (goal ≥ 0.75 of raw) | $(v hs_per_s) (+ $(v hs_cookie_per_s) cookie replies/s) | $(v raw_handshake_per_s) (Tunn responder; $(v raw_handshake_anon_parse_per_s) with anonymous parse) | $(ratio "$(v hs_per_s)" "$(v raw_handshake_per_s)") |"
   echo
   echo "## $BIG enrolled peers (in-process gateway, \`peers10k\`)"
   echo

@@ -259,3 +259,76 @@ pub fn ip(args: &[&str]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// An unconnected UDP socket on `port` of every local address, with forced big buffers.
+pub fn udp_any(port: u16, timeout: Duration) -> anyhow::Result<UdpSocket> {
+    let s =
+        UdpSocket::bind(("0.0.0.0", port)).with_context(|| format!("binding UDP port {port}"))?;
+    let fd = s.as_raw_fd();
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if setsockopt_int(fd, libc::SOL_SOCKET, force, 7 << 20).is_err() {
+            setsockopt_int(fd, libc::SOL_SOCKET, plain, 7 << 20)?;
+        }
+    }
+    s.set_read_timeout(Some(timeout))?;
+    Ok(s)
+}
+
+/// Sends each `(datagram, source address)` to `dst` with sendmmsg, choosing the source per
+/// datagram with IP_PKTINFO (the source must be an address of this namespace).
+pub fn send_from(
+    fd: RawFd,
+    dst: std::net::SocketAddrV4,
+    packets: &[(&[u8], std::net::Ipv4Addr)],
+) -> usize {
+    const CMSG_WORDS: usize = 8; // 64 bytes ≥ CMSG_SPACE(sizeof(in_pktinfo))
+    let mut sent = 0;
+    // SAFETY: sockaddr_in is a C struct; zero is valid.
+    let mut name: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    name.sin_family = libc::AF_INET as libc::sa_family_t;
+    name.sin_port = dst.port().to_be();
+    name.sin_addr.s_addr = u32::from(*dst.ip()).to_be();
+    while sent < packets.len() {
+        let chunk = &packets[sent..(sent + BATCH).min(packets.len())];
+        // SAFETY: plain C structs, zero is valid; u64 words keep the cmsg area aligned.
+        let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut hdr: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        let mut ctl = [[0u64; CMSG_WORDS]; BATCH];
+        for (i, (p, src)) in chunk.iter().enumerate() {
+            iov[i].iov_base = p.as_ptr() as *mut libc::c_void;
+            iov[i].iov_len = p.len();
+            let h = &mut hdr[i].msg_hdr;
+            h.msg_iov = &mut iov[i];
+            h.msg_iovlen = 1;
+            h.msg_name = (&mut name as *mut libc::sockaddr_in).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_control = ctl[i].as_mut_ptr().cast();
+            // SAFETY: CMSG_* compute sizes and walk the control buffer we own.
+            unsafe {
+                let len = std::mem::size_of::<libc::in_pktinfo>() as u32;
+                h.msg_controllen = libc::CMSG_SPACE(len) as _;
+                let c = libc::CMSG_FIRSTHDR(h);
+                (*c).cmsg_level = libc::IPPROTO_IP;
+                (*c).cmsg_type = libc::IP_PKTINFO;
+                (*c).cmsg_len = libc::CMSG_LEN(len) as _;
+                let info = libc::CMSG_DATA(c).cast::<libc::in_pktinfo>();
+                let mut v: libc::in_pktinfo = std::mem::zeroed();
+                v.ipi_spec_dst.s_addr = u32::from(*src).to_be();
+                std::ptr::write_unaligned(info, v);
+            }
+        }
+        // SAFETY: every header points at live iovecs, name and control buffers.
+        let n = unsafe { libc::sendmmsg(fd, hdr.as_mut_ptr(), chunk.len() as u32, 0) };
+        if n < 0 {
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
+                _ => return sent,
+            }
+        }
+        sent += n as usize;
+    }
+    sent
+}

@@ -265,12 +265,17 @@ fn blast(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Handshakes answered per second: a window of outstanding initiations from N peers.
+/// Handshakes answered per second: a window of outstanding initiations from N peers, sent from
+/// `--sources` consecutive addresses starting at `--source-base` (so per-source limits do not cap it).
 fn handshake(args: &Args) -> anyhow::Result<()> {
     let seconds: f64 = args.get("seconds", 3.0)?;
     let window: usize = args.get("window", 256)?;
+    let sources: u32 = args.get("sources", 1)?;
+    let base: Ipv4Addr = args.req("source-base")?;
+    let port: u16 = args.get("port", 51899)?;
+    let gw: SocketAddrV4 = args.req("gateway")?;
     let mut peers = make_peers(args)?;
-    let udp = socket(args)?;
+    let udp = sys::udp_any(port, Duration::from_millis(20))?;
     let fd = udp.as_raw_fd();
     let n = peers.tunns.len();
     let mut slots = vec![0u8; 256 * BATCH];
@@ -283,11 +288,12 @@ fn handshake(args: &Args) -> anyhow::Result<()> {
     while t0.elapsed() < deadline {
         if outstanding + BATCH <= window {
             let mut lens = [0usize; BATCH];
-            let mut idx = [0usize; BATCH];
+            let mut srcs = [base; BATCH];
             for k in 0..BATCH {
+                // Peer i always speaks from the same source, so its cookie stays valid.
                 let i = next % n;
                 next += 1;
-                idx[k] = i;
+                srcs[k] = Ipv4Addr::from(u32::from(base) + (i as u32 % sources));
                 let slot = &mut slots[k * 256..(k + 1) * 256];
                 if let TunnResult::WriteToNetwork(m) =
                     peers.tunns[i].format_handshake_initiation(slot, true)
@@ -295,10 +301,9 @@ fn handshake(args: &Args) -> anyhow::Result<()> {
                     lens[k] = m.len();
                 }
             }
-            let pk: Vec<&[u8]> = (0..BATCH)
-                .map(|k| &slots[k * 256..k * 256 + lens[k]])
-                .collect();
-            let s = sys::send_all(fd, &pk);
+            let pk: Vec<(&[u8], Ipv4Addr)> =
+                Vec::from_iter((0..BATCH).map(|k| (&slots[k * 256..k * 256 + lens[k]], srcs[k])));
+            let s = sys::send_from(fd, gw, &pk);
             sent += s;
             outstanding += s;
         }

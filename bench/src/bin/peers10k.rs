@@ -68,7 +68,8 @@ fn main() -> anyhow::Result<()> {
     let idle = (rss1.saturating_sub(rss0)) as f64 / f64::from(n);
     result("idle_kib_per_peer", idle, "KiB");
 
-    // Traffic from `active` of those peers, paced, for `seconds`.
+    // Traffic from `active` of those peers, paced, for `seconds`; the sink only sees it.
+    let before = sink_count.load(Ordering::Relaxed);
     let mut child = Command::new("ip")
         .args(["netns", "exec", &laptop_ns, &loadgen, "blast"])
         .args([
@@ -119,7 +120,6 @@ fn main() -> anyhow::Result<()> {
         let _ = child.wait();
         bail!("the load generator stopped before sending");
     }
-    let before = sink_count.load(Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(300));
     let rss2 = sys::rss_kib();
     let sessions = handle
