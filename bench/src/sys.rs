@@ -260,6 +260,20 @@ pub fn ip(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Forces ~7 MB socket buffers (as root; the plain request otherwise).
+pub fn force_buffers(s: &UdpSocket) -> anyhow::Result<()> {
+    let fd = s.as_raw_fd();
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if setsockopt_int(fd, libc::SOL_SOCKET, force, 7 << 20).is_err() {
+            setsockopt_int(fd, libc::SOL_SOCKET, plain, 7 << 20)?;
+        }
+    }
+    Ok(())
+}
+
 /// An unconnected UDP socket on `port` of every local address, with forced big buffers.
 pub fn udp_any(port: u16, timeout: Duration) -> anyhow::Result<UdpSocket> {
     let s =

@@ -53,7 +53,8 @@ fn main() -> anyhow::Result<()> {
     // Everything the harness itself holds is allocated before the first RSS reading.
     let specs: Vec<PeerSpec> = (0..n).map(spec).collect();
     let plus_one: Vec<PeerSpec> = (0..=n).map(spec).collect();
-    let (sink_count, sink_stop) = sink(&resource_ns)?;
+    let expect = (pps * seconds) as usize + 1024;
+    let (sink_count, sink_stop, sink_join) = sink(&resource_ns, expect)?;
 
     let secret = keys::random();
     let gw_pub = PublicKey::from(&secret);
@@ -120,6 +121,7 @@ fn main() -> anyhow::Result<()> {
         let _ = child.wait();
         bail!("the load generator stopped before sending");
     }
+    let sending = Instant::now();
     std::thread::sleep(Duration::from_millis(300));
     let rss2 = sys::rss_kib();
     let sessions = handle
@@ -135,6 +137,7 @@ fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     handle.set_peers(plus_one);
     let add = t.elapsed();
+    let add_at = t.duration_since(sending).as_secs_f64();
     result("add_peer_ms", add.as_secs_f64() * 1e3, "ms");
 
     let mut sent = None;
@@ -159,25 +162,51 @@ fn main() -> anyhow::Result<()> {
         last = now;
     }
     sink_stop.store(true, Ordering::Relaxed);
+    let seen = sink_join
+        .join()
+        .map_err(|_| anyhow::anyhow!("sink thread panicked"))?;
     let Some(sent) = sent else {
         bail!("the load generator did not report what it sent");
     };
     let got = last.saturating_sub(before) as f64;
+    // Packet k left the load generator about k / pps seconds after it said "sending": a loss
+    // within 100 ms of the set_peers call is blamed on it, others on the run in general.
+    let mut near = 0u64;
+    let mut lost_seq = 0u64;
+    for (k, ok) in seen.iter().enumerate().take(sent as usize) {
+        if !ok {
+            lost_seq += 1;
+            if (k as f64 / pps as f64 - add_at).abs() <= 0.1 {
+                near += 1;
+            }
+        }
+    }
     result("add_peer_sent", sent, "packets");
-    result("add_peer_lost", (sent - got).max(0.0), "packets");
+    result("total_lost", (sent - got).max(0.0), "packets");
+    result("total_lost_by_seq", lost_seq as f64, "packets");
+    result("add_peer_lost", near as f64, "packets");
+    eprintln!(
+        "peers10k: gateway drops: {}",
+        sesame::gateway::format_drops(&handle.drop_counters())
+    );
     gw.shutdown();
     Ok(())
 }
 
-/// A UDP sink on `SINK` in namespace `ns`: counts datagrams until told to stop (or 10 min).
-fn sink(ns: &str) -> anyhow::Result<(Arc<AtomicU64>, Arc<AtomicBool>)> {
+/// A UDP sink on `SINK` in namespace `ns`: counts datagrams and marks each sequence number
+/// (the load generator's packet index) it sees, until told to stop (or 10 min).
+type SinkJoin = std::thread::JoinHandle<Vec<bool>>;
+
+fn sink(ns: &str, expect: usize) -> anyhow::Result<(Arc<AtomicU64>, Arc<AtomicBool>, SinkJoin)> {
     let count = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let (c, s, ns) = (count.clone(), stop.clone(), ns.to_string());
     let (tx, rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
-    std::thread::spawn(move || {
+    let join = std::thread::spawn(move || {
+        let mut seen = vec![false; expect];
         let sock = sys::enter_netns(&ns).and_then(|()| {
             let u = UdpSocket::bind(SINK).context("binding the sink")?;
+            sys::force_buffers(&u)?;
             u.set_read_timeout(Some(Duration::from_millis(100)))?;
             Ok(u)
         });
@@ -188,17 +217,26 @@ fn sink(ns: &str) -> anyhow::Result<(Arc<AtomicU64>, Arc<AtomicBool>)> {
             }
             Err(e) => {
                 let _ = tx.send(Err(e));
-                return;
+                return seen;
             }
         };
         let mut buf = [0u8; 2048];
         let t0 = Instant::now();
         while !s.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(600) {
-            if sock.recv(&mut buf).is_ok() {
+            if let Ok(n) = sock.recv(&mut buf) {
                 c.fetch_add(1, Ordering::Relaxed);
+                if n >= 8 {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&buf[..8]);
+                    let seq = u64::from_be_bytes(b) as usize;
+                    if seq < seen.len() {
+                        seen[seq] = true;
+                    }
+                }
             }
         }
+        seen
     });
     rx.recv().context("sink thread")??;
-    Ok((count, stop))
+    Ok((count, stop, join))
 }
