@@ -19,7 +19,7 @@ esac
 case $MODE in
   full)  REPS=3; SECS=10; RAW_SECS=3; PEER_COUNTS="1 100 1000"; HS_PEERS=1000; BIG=10000 ;;
   quick) REPS=1; SECS=3;  RAW_SECS=2; PEER_COUNTS="1 100 1000"; HS_PEERS=1000; BIG=10000 ;;
-  smoke) REPS=1; SECS=1;  RAW_SECS=0.3; PEER_COUNTS="1 10";     HS_PEERS=10;   BIG=1000 ;;
+  smoke) REPS=1; SECS=1;  RAW_SECS=0.3; PEER_COUNTS="1 10";     HS_PEERS=100;  BIG=1000 ;;
 esac
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -231,7 +231,7 @@ if [ $SESAME_OK = 1 ]; then
   for n in $PEER_COUNTS; do
     log "sesame forwarding, $n peer(s)"
     inl "$BIN/loadgen" blast --gateway 198.18.0.1:51820 --gateway-public-key "$GWPUB" \
-      --bind 198.18.0.2:0 --seed 1 --peers "$n" --size 1420 --seconds "$SECS" \
+      --bind 198.18.0.2:0 --source-base 198.18.4.1 --sources "$HS_SOURCES" --seed 1 --peers "$n" --size 1420 --seconds "$SECS" \
       --dst 198.18.3.1:9 --count-ns "$NS_R" --count-iface "$VR" --tag "fwd_$n" \
       $([ "$MODE" = smoke ] && echo "--pool 20000") > "$WORK/fwd_$n.out" || log "forwarding with $n peers failed"
     cat "$WORK/fwd_$n.out" >&2
@@ -251,7 +251,7 @@ if [ $SESAME_OK = 1 ]; then
   # 10,000 enrolled peers: memory, and adding one while traffic flows.
   log "sesame with $BIG peers"
   ing "$BIN/peers10k" --peers "$BIG" --laptop-ns "$NS_L" --resource-ns "$NS_R" \
-    --listen 198.18.0.1:51830 --interface "sgk$ID" --loadgen "$BIN/loadgen" \
+    --listen 198.18.0.1:51830 --interface "sgk$ID" --loadgen "$BIN/loadgen" --sources "$HS_SOURCES" \
     --active $(( BIG / 10 )) --seconds $(( SECS < 3 ? 3 : SECS )) > "$WORK/big.out" || log "peers10k failed"
   cat "$WORK/big.out" >&2
   for k in idle_kib_per_peer active_kib_per_peer add_peer_ms add_peer_lost add_peer_sent; do

@@ -88,10 +88,35 @@ fn socket(args: &Args) -> anyhow::Result<UdpSocket> {
     sys::udp(bind, gw, Duration::from_millis(20))
 }
 
+/// Where handshakes come from: `--sources` consecutive addresses from `--source-base` (the
+/// gateway limits handshakes per source address), on one socket bound to `--port`.
+struct Sources {
+    udp: UdpSocket,
+    base: Ipv4Addr,
+    count: u32,
+    gateway: SocketAddrV4,
+}
+
+impl Sources {
+    fn new(args: &Args) -> anyhow::Result<Sources> {
+        Ok(Sources {
+            udp: sys::udp_any(args.get("port", 51899)?, Duration::from_millis(20))?,
+            base: args.req("source-base")?,
+            count: args.get::<u32>("sources", 1)?.max(1),
+            gateway: args.req("gateway")?,
+        })
+    }
+
+    /// Peer `i` always speaks from the same source, so its cookie stays valid.
+    fn of(&self, i: usize) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.base) + (i as u32 % self.count))
+    }
+}
+
 /// Handshakes every peer (initiations in batches, cookies honoured), within 30 s.
-fn handshake_all(p: &mut Peers, udp: &UdpSocket) -> anyhow::Result<Duration> {
+fn handshake_all(p: &mut Peers, src: &Sources) -> anyhow::Result<Duration> {
     let t0 = Instant::now();
-    let fd = udp.as_raw_fd();
+    let fd = src.udp.as_raw_fd();
     let mut slots = vec![0u8; 256 * BATCH];
     let mut rx = RecvBatch::new(2048);
     let mut buf = vec![0u8; 2048];
@@ -110,10 +135,12 @@ fn handshake_all(p: &mut Peers, udp: &UdpSocket) -> anyhow::Result<Duration> {
                     lens[k] = m.len();
                 }
             }
-            let pk: Vec<&[u8]> = (0..chunk.len())
-                .map(|k| &slots[k * 256..k * 256 + lens[k]])
+            let pk: Vec<(&[u8], Ipv4Addr)> = chunk
+                .iter()
+                .enumerate()
+                .map(|(k, &i)| (&slots[k * 256..k * 256 + lens[k]], src.of(i)))
                 .collect();
-            sys::send_all(fd, &pk);
+            sys::send_from(fd, src.gateway, &pk);
             // Collect replies for a moment before the next batch, so a burst stays small.
             let until = Instant::now() + Duration::from_millis(20);
             while Instant::now() < until {
@@ -127,7 +154,8 @@ fn handshake_all(p: &mut Peers, udp: &UdpSocket) -> anyhow::Result<Duration> {
                     }
                     match p.tunns[i].decapsulate(None, d, &mut buf) {
                         TunnResult::WriteToNetwork(k) => {
-                            let _ = udp.send(k);
+                            // The keepalive that confirms the session to the gateway.
+                            sys::send_from(fd, src.gateway, &[(&*k, src.of(i))]);
                             p.up[i] = true;
                         }
                         TunnResult::Done | TunnResult::WriteToTunnelV4(..) => {
@@ -140,9 +168,8 @@ fn handshake_all(p: &mut Peers, udp: &UdpSocket) -> anyhow::Result<Duration> {
                 }
             }
         }
-        // Peers not answered yet get a new initiation on the next round, a second later.
-        let left = p.up.iter().filter(|u| !**u).count();
-        if left > 0 {
+        // Peers not answered yet get a new initiation on the next round.
+        if p.up.iter().any(|u| !*u) {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -168,8 +195,9 @@ fn blast(args: &Args) -> anyhow::Result<()> {
     let dst: SocketAddrV4 = args.req("dst")?;
     let tag: String = args.get("tag", "blast".to_string())?;
     let mut peers = make_peers(args)?;
+    let sources = Sources::new(args)?;
+    let hs = handshake_all(&mut peers, &sources)?;
     let udp = socket(args)?;
-    let hs = handshake_all(&mut peers, &udp)?;
     eprintln!(
         "loadgen: {} peers up in {:.2} s",
         peers.tunns.len(),
@@ -278,6 +306,9 @@ fn handshake(args: &Args) -> anyhow::Result<()> {
     let udp = sys::udp_any(port, Duration::from_millis(20))?;
     let fd = udp.as_raw_fd();
     let n = peers.tunns.len();
+    // At most about one initiation in flight per peer, so a cookie reply still matches the
+    // peer's latest initiation (boringtun drops cookies for older ones).
+    let window = window.min(n.max(BATCH));
     let mut slots = vec![0u8; 256 * BATCH];
     let mut rx = RecvBatch::new(2048);
     let mut buf = vec![0u8; 2048];

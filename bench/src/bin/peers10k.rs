@@ -34,6 +34,7 @@ fn main() -> anyhow::Result<()> {
     let resource_ns: String = args.req("resource-ns")?;
     let loadgen: String = args.req("loadgen")?;
     let pps: u64 = args.get("pps", 20_000)?;
+    let sources: u32 = args.get("sources", 1000)?;
 
     let text = format!(
         "[gateway]\nlisten = \"{listen}\"\nendpoint = \"{listen}\"\ninterface = \"{iface}\"\n\
@@ -82,6 +83,10 @@ fn main() -> anyhow::Result<()> {
         .args([
             "--bind",
             "198.18.0.2:0",
+            "--source-base",
+            "198.18.4.1",
+            "--sources",
+            &sources.to_string(),
             "--seed",
             &SEED.to_string(),
             "--peers",
