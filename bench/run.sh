@@ -230,6 +230,10 @@ if [ $SESAME_OK = 1 ]; then
   # Gateway-only forwarding: pre-encrypted datagrams from N peers, counted at R's veth.
   for n in $PEER_COUNTS; do
     log "sesame forwarding, $n peer(s)"
+    if [ "${PERF:-0}" = 1 ] && command -v perf >/dev/null; then
+      # PERF=1 bench/run.sh: profile the gateway process while it forwards (report on stderr).
+      perf record -q -g -p "$PG" -o "$WORK/perf_$n.data" -- sleep "$SECS" >/dev/null 2>&1 & PERFPID=$!
+    fi
     inl "$BIN/loadgen" blast --gateway 198.18.0.1:51820 --gateway-public-key "$GWPUB" \
       --bind 198.18.0.2:0 --source-base 198.18.4.1 --sources "$HS_SOURCES" --seed 1 --peers "$n" --size 1420 --seconds "$SECS" \
       --dst 198.18.3.1:9 --count-ns "$NS_R" --count-iface "$VR" --tag "fwd_$n" \
@@ -237,6 +241,10 @@ if [ $SESAME_OK = 1 ]; then
     cat "$WORK/fwd_$n.out" >&2
     R[fwd_${n}_pps]=$(result_of "fwd_${n}_pps" "$WORK/fwd_$n.out")
     R[fwd_${n}_gbps]=$(result_of "fwd_${n}_gbps" "$WORK/fwd_$n.out")
+    if [ -n "${PERFPID:-}" ]; then
+      wait "$PERFPID" 2>/dev/null || true; PERFPID=
+      perf report -i "$WORK/perf_$n.data" --stdio --no-children --percent-limit 1.5 2>/dev/null | grep -E '^ +[0-9]' >&2 || true
+    fi
     R[fwd_${n}_loss]=$(awk '$2 ~ /_sent$/ {s=$3} $2 ~ /_delivered$/ {d=$3} END {if (s>0) printf "%.1f", 100*(s-d)/s}' "$WORK/fwd_$n.out")
   done
 
@@ -287,7 +295,7 @@ sesame_best() { max "$(v sesame_t2_p$1)" "$(v sesame_t1_p$1)"; }
   echo "| measurement | sesame | limit (raw boringtun, one core, same run) | ratio |"
   echo "|---|---|---|---|"
   for n in $PEER_COUNTS; do
-    echo "| forwarding, $n peer(s), 1420-byte packets: Gbit/s delivered to the resource ns (loss at gateway $(v fwd_${n}_loss) %) | $(v fwd_${n}_gbps) | $(v raw_decrypt_gbps) (decrypt) | $(ratio "$(v fwd_${n}_gbps)" "$(v raw_decrypt_gbps)") |"
+    echo "| forwarding, $n peer(s), 1420-byte packets: Gbit/s delivered to the resource ns (not delivered: $(v fwd_${n}_loss) % of those sent) | $(v fwd_${n}_gbps) | $(v raw_decrypt_gbps) (decrypt) | $(ratio "$(v fwd_${n}_gbps)" "$(v raw_decrypt_gbps)") |"
     echo "| forwarding, $n peer(s): packets/s | $(v fwd_${n}_pps) | $(v raw_decrypt_pps) | $(ratio "$(v fwd_${n}_pps)" "$(v raw_decrypt_pps)") |"
   done
   echo "| handshakes answered per second, $HS_PEERS peers from $HS_SOURCES source addresses (goal ≥ 0.75 of raw) | $(v hs_per_s) (+ $(v hs_cookie_per_s) cookie replies/s) | $(v raw_handshake_per_s) (Tunn responder; $(v raw_handshake_anon_parse_per_s) with anonymous parse) | $(ratio "$(v hs_per_s)" "$(v raw_handshake_per_s)") |"

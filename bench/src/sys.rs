@@ -129,8 +129,8 @@ impl RecvBatch {
             )
         };
         self.count = if n < 0 { 0 } else { n as usize };
-        for i in 0..self.count {
-            self.lens[i] = hdr[i].msg_len as usize;
+        for (len, h) in self.lens.iter_mut().zip(&hdr).take(self.count) {
+            *len = h.msg_len as usize;
         }
         self.count
     }

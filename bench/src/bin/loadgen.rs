@@ -158,10 +158,8 @@ fn handshake_all(p: &mut Peers, src: &Sources) -> anyhow::Result<Duration> {
                             sys::send_from(fd, src.gateway, &[(&*k, src.of(i))]);
                             p.up[i] = true;
                         }
-                        TunnResult::Done | TunnResult::WriteToTunnelV4(..) => {
-                            if msg_type(d) == 2 {
-                                p.up[i] = true;
-                            }
+                        TunnResult::Done | TunnResult::WriteToTunnelV4(..) if msg_type(d) == 2 => {
+                            p.up[i] = true;
                         }
                         _ => {}
                     }
