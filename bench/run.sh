@@ -232,10 +232,12 @@ if [ $SESAME_OK = 1 ]; then
     log "sesame forwarding, $n peer(s)"
     if [ "${PERF:-0}" = 1 ] && command -v perf >/dev/null; then
       # PERF=1 bench/run.sh: profile the gateway process while it forwards (report on stderr).
-      perf record -q -g -p "$PG" -o "$WORK/perf_$n.data" -- sleep "$SECS" >/dev/null 2>&1 & PERFPID=$!
+      # Starts once the load generator is sending (after its handshakes), bounded to 60 s.
+      ( for _ in $(seq 600); do grep -q '^sending' "$WORK/fwd_$n.out" 2>/dev/null && break; sleep 0.1; done
+        perf record -q -g -p "$PG" -o "$WORK/perf_$n.data" -- sleep "$SECS" >/dev/null 2>&1 ) & PERFPID=$!
     fi
     inl "$BIN/loadgen" blast --gateway 198.18.0.1:51820 --gateway-public-key "$GWPUB" \
-      --bind 198.18.0.2:0 --source-base 198.18.4.1 --sources "$HS_SOURCES" --seed 1 --peers "$n" --size 1420 --seconds "$SECS" \
+      --source-base 198.18.4.1 --sources "$HS_SOURCES" --seed 1 --peers "$n" --size 1420 --seconds "$SECS" \
       --dst 198.18.3.1:9 --count-ns "$NS_R" --count-iface "$VR" --tag "fwd_$n" \
       $([ "$MODE" = smoke ] && echo "--pool 20000") > "$WORK/fwd_$n.out" || log "forwarding with $n peers failed"
     cat "$WORK/fwd_$n.out" >&2

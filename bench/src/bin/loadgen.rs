@@ -4,7 +4,7 @@
 //! `handshake` measures handshakes answered per second. Every loop is bounded in count and time.
 
 use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -80,12 +80,6 @@ fn make_peers(args: &Args) -> anyhow::Result<Peers> {
         up: vec![false; tunns.len()],
         tunns,
     })
-}
-
-fn socket(args: &Args) -> anyhow::Result<UdpSocket> {
-    let bind: SocketAddr = args.req("bind")?;
-    let gw: SocketAddr = args.req("gateway")?;
-    sys::udp(bind, gw, Duration::from_millis(20))
 }
 
 /// Where handshakes come from: `--sources` consecutive addresses from `--source-base` (the
@@ -195,7 +189,6 @@ fn blast(args: &Args) -> anyhow::Result<()> {
     let mut peers = make_peers(args)?;
     let sources = Sources::new(args)?;
     let hs = handshake_all(&mut peers, &sources)?;
-    let udp = socket(args)?;
     eprintln!(
         "loadgen: {} peers up in {:.2} s",
         peers.tunns.len(),
@@ -236,11 +229,12 @@ fn blast(args: &Args) -> anyhow::Result<()> {
         println!("sending");
         std::io::stdout().flush()?;
     }
-    let fd = udp.as_raw_fd();
+    // Each peer sends from its own source address, as separate laptops would.
+    let fd = sources.udp.as_raw_fd();
     let t0 = Instant::now();
     let deadline = Duration::from_secs_f64(seconds);
     let mut sent = 0usize;
-    let mut pk: Vec<&[u8]> = Vec::with_capacity(BATCH);
+    let mut pk: Vec<(&[u8], Ipv4Addr)> = Vec::with_capacity(BATCH);
     while sent < pool_len && t0.elapsed() < deadline {
         let mut want = (pool_len - sent).min(BATCH);
         if pps > 0.0 {
@@ -252,8 +246,11 @@ fn blast(args: &Args) -> anyhow::Result<()> {
             want = want.min(target - sent);
         }
         pk.clear();
-        pk.extend((sent..sent + want).map(|k| &pool[k * stride..k * stride + lens[k]]));
-        sent += sys::send_all(fd, &pk);
+        pk.extend(
+            (sent..sent + want)
+                .map(|k| (&pool[k * stride..k * stride + lens[k]], sources.of(k % n))),
+        );
+        sent += sys::send_from(fd, sources.gateway, &pk);
     }
     let send_time = t0.elapsed();
     // Wait until the counter stops moving (the gateway drains its queue), at most 3 s.
