@@ -1,0 +1,387 @@
+//! End to end: the real `sesame gateway` binary between stock WireGuard laptops (wireguard-go)
+//! and resource hosts, each in its own network namespace. Needs root (CI runs as root).
+#![allow(clippy::unwrap_used)]
+
+// Only the fixtures this test uses (no shared tests/common/mod.rs to merge).
+mod common {
+    pub mod netns;
+    pub mod wg;
+}
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::netns::{link, wait_for, Netns, Proc};
+use common::wg::WgPeer;
+
+const GW_PORT: u16 = 51820;
+const TUN: &str = "sg0";
+const LAPTOP1: &str = "100.64.0.2";
+const LAPTOP2: &str = "100.64.0.3";
+const SPOOFED: &str = "100.64.0.9";
+const PAIE: &str = "198.18.10.10";
+const RH: &str = "198.18.20.10";
+/// Granted port on both resource hosts.
+const APP_PORT: u16 = 8443;
+/// Port with a listener on paie that no grant allows.
+const OTHER_PORT: u16 = 9000;
+/// Listener on laptop1 that resource hosts must not reach.
+const LAPTOP_PORT: u16 = 7000;
+
+/// A TCP server accepting and closing connections on every HOST:PORT argument.
+const LISTENER: &str = r#"
+import socket, select, sys
+socks = []
+for a in sys.argv[1:]:
+    h, p = a.rsplit(':', 1)
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((h, int(p))); s.listen(64); socks.append(s)
+print('ready', flush=True)
+while True:
+    r, _, _ = select.select(socks, [], [])
+    for s in r:
+        c, _ = s.accept(); c.close()
+"#;
+
+/// Sends N datagrams of junk to HOST:PORT (bounded count).
+const FLOOD: &str = r#"
+import socket, sys, os
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(n):
+    size = 1 + (i * 37) % 300
+    s.sendto(bytes([9]) + os.urandom(size), (host, port))
+"#;
+
+struct Topology {
+    // Processes first: dropped before their namespaces.
+    gateway: Proc,
+    _listeners: Vec<Proc>,
+    wg1: WgPeer,
+    wg2: WgPeer,
+    gw: Netns,
+    l1: Netns,
+    l2: Netns,
+    res: Netns,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    log: PathBuf,
+    gateway_public: String,
+}
+
+fn sesame() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sesame"))
+}
+
+fn start_gateway(gw: &Netns, config: &Path, log: &Path) -> Proc {
+    let bin = env!("CARGO_BIN_EXE_sesame");
+    let p = gw.spawn(
+        bin,
+        &["gateway", "--config", config.to_str().unwrap()],
+        Some(log),
+    );
+    assert!(
+        wait_for(Duration::from_secs(15), || {
+            gw.exec("ip", &["link", "show", TUN, "up"])
+                .stdout
+                .windows(2)
+                .any(|w| w == b"UP")
+        }),
+        "gateway did not bring {TUN} up; log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    p
+}
+
+fn setup() -> Topology {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Netns::new("sgw");
+    let l1 = Netns::new("sl1");
+    let l2 = Netns::new("sl2");
+    let res = Netns::new("srs");
+    link(&gw, "198.18.1.1/30", &l1, "198.18.1.2/30");
+    link(&gw, "198.18.2.1/30", &l2, "198.18.2.2/30");
+    let (_, res_if) = link(&gw, "198.18.3.1/30", &res, "198.18.3.2/30");
+    res.ip(&["addr", "add", &format!("{PAIE}/32"), "dev", &res_if]);
+    res.ip(&["addr", "add", &format!("{RH}/32"), "dev", &res_if]);
+    res.ip(&["route", "add", "100.64.0.0/10", "via", "198.18.3.1"]);
+    gw.sysctl("net.ipv4.ip_forward", "1");
+    gw.ip(&["route", "add", &format!("{PAIE}/32"), "via", "198.18.3.2"]);
+    gw.ip(&["route", "add", &format!("{RH}/32"), "via", "198.18.3.2"]);
+
+    let script = dir.path().join("listener.py");
+    std::fs::write(&script, LISTENER).unwrap();
+    let script = script.to_str().unwrap();
+    let res_log = dir.path().join("res-listener.log");
+    let lap_log = dir.path().join("laptop-listener.log");
+    let listeners = vec![
+        res.spawn(
+            "python3",
+            &[
+                script,
+                &format!("{PAIE}:{APP_PORT}"),
+                &format!("{PAIE}:{OTHER_PORT}"),
+                &format!("{RH}:{APP_PORT}"),
+            ],
+            Some(&res_log),
+        ),
+        l1.spawn(
+            "python3",
+            &[script, &format!("0.0.0.0:{LAPTOP_PORT}")],
+            Some(&lap_log),
+        ),
+    ];
+    for log in [&res_log, &lap_log] {
+        assert!(
+            wait_for(Duration::from_secs(10), || std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .contains("ready")),
+            "listener did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+
+    // The gateway key, written by `sesame keygen` (mode 0600).
+    let key_path = dir.path().join("gateway.key");
+    let out = sesame()
+        .args(["keygen", "--out", key_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gateway_public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let wg1 = WgPeer::start(&l1, &format!("{LAPTOP1}/32"), dir.path());
+    let wg2 = WgPeer::start(&l2, &format!("{LAPTOP2}/32"), dir.path());
+    let config = dir.path().join("sesame.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[gateway]
+listen = "0.0.0.0:{GW_PORT}"
+endpoint = "198.18.1.1:{GW_PORT}"
+interface = "{TUN}"
+tunnel_network = "100.64.0.0/16"
+private_key_file = "{key}"
+threads = 2
+flow_idle_timeout = "60s"
+
+[[resource]]
+name = "paie"
+allow = ["{PAIE}/32 tcp:{APP_PORT}", "{PAIE}/32 icmp"]
+
+[[resource]]
+name = "rh"
+allow = ["{RH}/32 tcp:{APP_PORT}", "{RH}/32 icmp"]
+
+[[peer]]
+name = "laptop1"
+public_key = "{k1}"
+address = "{LAPTOP1}"
+resources = ["paie"]
+
+[[peer]]
+name = "laptop2"
+public_key = "{k2}"
+address = "{LAPTOP2}"
+resources = ["rh"]
+"#,
+            key = key_path.display(),
+            k1 = wg1.key.public,
+            k2 = wg2.key.public,
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("gateway.log");
+    let gateway = start_gateway(&gw, &config, &log);
+
+    // Laptops route both resource hosts into the tunnel (the gateway decides what passes).
+    let allowed = ["198.18.10.0/24", "198.18.20.0/24"];
+    wg1.set_peer(
+        &l1,
+        &gateway_public,
+        &format!("198.18.1.1:{GW_PORT}"),
+        &allowed,
+        1,
+    );
+    wg2.set_peer(
+        &l2,
+        &gateway_public,
+        &format!("198.18.2.1:{GW_PORT}"),
+        &allowed,
+        1,
+    );
+    Topology {
+        gateway,
+        _listeners: listeners,
+        wg1,
+        wg2,
+        gw,
+        l1,
+        l2,
+        res,
+        dir,
+        config,
+        log,
+        gateway_public,
+    }
+}
+
+impl Topology {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Asks the gateway for its counters (SIGUSR1) and returns the last `drops:` line's value
+    /// for `reason`.
+    fn drop_count(&self, reason: &str) -> u64 {
+        let before = self.log_text().matches("drops:").count();
+        let pid = self.gateway.child.as_ref().unwrap().id() as i32;
+        // SAFETY: kill(2) on our own child process.
+        unsafe { libc::kill(pid, libc::SIGUSR1) };
+        assert!(
+            wait_for(Duration::from_secs(5), || self
+                .log_text()
+                .matches("drops:")
+                .count()
+                > before),
+            "no stats in the gateway log"
+        );
+        let text = self.log_text();
+        let line = text.lines().rev().find(|l| l.contains("drops:")).unwrap();
+        line.split_whitespace()
+            .filter_map(|t| t.split_once('='))
+            .find(|(k, _)| *k == reason)
+            .map_or(0, |(_, v)| v.parse().unwrap())
+    }
+
+    fn until_connected(&self, ns: &Netns, ip: &str) -> bool {
+        wait_for(Duration::from_secs(40), || ns.tcp_connects(ip, APP_PORT, 2))
+    }
+}
+
+#[test]
+fn granted_traffic_passes_and_everything_else_is_dropped() {
+    let t = setup();
+    // Granted TCP and ICMP, each laptop to its own resource.
+    assert!(
+        t.until_connected(&t.l1, PAIE),
+        "laptop1 cannot reach paie; gateway log:\n{}",
+        t.log_text()
+    );
+    assert!(t.l1.pings(PAIE, 2), "laptop1 cannot ping paie");
+    assert!(t.until_connected(&t.l2, RH), "laptop2 cannot reach rh");
+    assert!(t.l2.pings(RH, 2), "laptop2 cannot ping rh");
+    assert!(t.wg1.latest_handshake(&t.l1) > 0);
+
+    // Not granted: the other laptop's host, a port with a listener, a ping.
+    let denied_before = t.drop_count("policy_denied");
+    assert!(!t.l1.tcp_connects(RH, APP_PORT, 2), "laptop1 reached rh");
+    assert!(!t.l1.tcp_connects(PAIE, OTHER_PORT, 2), "port 9000 reached");
+    assert!(
+        !t.l2.tcp_connects(PAIE, APP_PORT, 2),
+        "laptop2 reached paie"
+    );
+    assert!(!t.l2.pings(PAIE, 1), "laptop2 pinged paie");
+    assert!(t.drop_count("policy_denied") >= denied_before + 4);
+
+    // The listener on laptop1 is there (reachable inside its namespace)…
+    assert!(t.l1.tcp_connects(LAPTOP1, LAPTOP_PORT, 2));
+    // …but a resource host cannot open a connection to a laptop, nor ping it.
+    let no_flow_before = t.drop_count("no_flow_for_reply");
+    assert!(!t.res.tcp_connects(LAPTOP1, LAPTOP_PORT, 2));
+    assert!(!t.res.pings(LAPTOP1, 1));
+    assert!(t.drop_count("no_flow_for_reply") > no_flow_before);
+
+    // A second address on the laptop's tunnel interface: its packets are spoofed.
+    t.l1.ip(&[
+        "addr",
+        "add",
+        &format!("{SPOOFED}/32"),
+        "dev",
+        &t.wg1.interface,
+    ]);
+    let spoofed_before = t.drop_count("spoofed_source");
+    let out = t.l1.exec(
+        "ping",
+        &["-n", "-q", "-c", "2", "-W", "1", "-I", SPOOFED, PAIE],
+    );
+    assert!(!out.status.success(), "a spoofed ping got an answer");
+    assert!(t.drop_count("spoofed_source") >= spoofed_before + 2);
+    // The real address still works.
+    assert!(t.l1.tcp_connects(PAIE, APP_PORT, 2));
+
+    // Per-peer counters are reported too.
+    let _ = t.drop_count("malformed");
+    let log = t.log_text();
+    assert!(log.contains("peer stats peer=laptop1"), "{log}");
+    let _ = (&t.wg2, &t.gw, &t.dir, &t.config, &t.gateway_public);
+}
+
+#[test]
+fn gateway_restart_and_laptops_reconnect_on_their_own() {
+    let mut t = setup();
+    assert!(
+        t.until_connected(&t.l1, PAIE),
+        "gateway log:\n{}",
+        t.log_text()
+    );
+    assert!(t.until_connected(&t.l2, RH));
+
+    // Clean shutdown on SIGTERM: exit 0, TUN device gone.
+    let status = t
+        .gateway
+        .signal_and_wait(libc::SIGTERM, Duration::from_secs(10))
+        .expect("gateway did not stop on SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    assert!(!t.gw.exec("ip", &["link", "show", TUN]).status.success());
+    assert!(!t.l1.tcp_connects(PAIE, APP_PORT, 2));
+
+    let log2 = t.dir.path().join("gateway2.log");
+    t.gateway = start_gateway(&t.gw, &t.config, &log2);
+    t.log = log2;
+    // No action on the laptops: wireguard-go re-handshakes by itself.
+    assert!(
+        t.until_connected(&t.l1, PAIE),
+        "laptop1 did not come back; log:\n{}",
+        t.log_text()
+    );
+    assert!(t.until_connected(&t.l2, RH), "laptop2 did not come back");
+}
+
+#[test]
+fn malformed_datagram_flood_is_counted_and_harmless() {
+    let t = setup();
+    assert!(
+        t.until_connected(&t.l1, PAIE),
+        "gateway log:\n{}",
+        t.log_text()
+    );
+    let flood = t.dir.path().join("flood.py");
+    std::fs::write(&flood, FLOOD).unwrap();
+    const N: u64 = 2000;
+    t.l2.exec_ok(
+        "python3",
+        &[
+            flood.to_str().unwrap(),
+            "198.18.2.1",
+            &GW_PORT.to_string(),
+            &N.to_string(),
+        ],
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || t.drop_count("malformed") >= N),
+        "malformed count: {}",
+        t.drop_count("malformed")
+    );
+    assert_eq!(t.drop_count("malformed"), N);
+    // Still alive and still forwarding.
+    assert!(t.gateway.child.is_some());
+    assert!(t.l1.tcp_connects(PAIE, APP_PORT, 2));
+    assert!(t.l1.pings(PAIE, 1));
+}
