@@ -22,6 +22,7 @@ case $MODE in
   smoke) REPS=1; SECS=1;  RAW_SECS=0.3; PEER_COUNTS="1 10";     HS_PEERS=100;  BIG=1000 ;;
 esac
 
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
 TOOLS=$BENCH/.tools
@@ -283,6 +284,7 @@ sesame_best() { max "$(v sesame_t2_p$1)" "$(v sesame_t1_p$1)"; }
   echo
   echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), mode $MODE ($REPS × ${SECS} s, median), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r)."
   echo "Commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown). Produced by \`bench/run.sh\`; all numbers are from this one run."
+  echo "Load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shares the 2 cores)."
   echo
   echo "## Pair throughput (iperf3 TCP laptop ns → gateway ns → resource ns, Gbit/s)"
   echo
