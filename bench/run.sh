@@ -315,6 +315,14 @@ sesame_best() { max "$(v sesame_t2_p$1)" "$(v sesame_t1_p$1)"; }
   echo
   echo "Raw boringtun on one core, same run: encrypt $(v raw_encrypt_gbps) Gbit/s, decrypt $(v raw_decrypt_gbps) Gbit/s ($(v raw_decrypt_pps) packets/s), handshake responder $(v raw_handshake_per_s)/s."
   [ $SESAME_OK = 1 ] || echo "The sesame gateway did not start in this run: its columns are n/a."
+  echo
+  echo "## How it is measured"
+  echo
+  echo "- Topology: laptop ns ── veth ── gateway ns ── veth ── resource ns (198.18.0.0/15 underlay, 100.64.0.0/10 tunnel), one TUN each side, MTU 1420. Every implementation runs on the same namespaces, one after the other."
+  echo "- Pair: iperf3 client in the laptop ns, server in the resource ns; received bit rate, median of the repetitions. Sesame's laptop side is \`bench/src/bin/peer.rs\` (boringtun Tunn, recvmmsg/sendmmsg batches, one lock per batch), with 2 threads (TUN→UDP, UDP→TUN) or 1."
+  echo "- Forwarding: \`loadgen blast\` handshakes N peers with the gateway (one source address each), pre-encrypts 1420-byte UDP packets, sends them with sendmmsg as fast as it can, bounded by the pool and time; packets counted at the resource ns veth (dropped there by a blackhole route). Rate = delivered / time until the counter stops moving. The load generator shares the 2 cores (and the veth receive work runs in its context)."
+  echo "- Handshakes: \`loadgen handshake\` keeps a window of initiations in flight from $HS_PEERS peers on $HS_SOURCES source addresses (the gateway limits each source to 20/s), honours cookie replies, counts responses. The raw limit is boringtun's \`Tunn\` answering pre-built initiations on one core."
+  echo "- $BIG peers: \`peers10k\` runs the gateway library in process: RSS with 0 then $BIG peers (idle), then after $(( BIG / 10 )) of them handshake and send (active); then times \`set_peers\` with $BIG + 1 peers while $(( BIG / 10 )) peers send 20,000 packets/s to a UDP sink that marks sequence numbers; losses within 100 ms of the call are reported."
 } > "$REPORT"
 cat "$REPORT"
 [ "$MODE" = smoke ] && rm -f "$REPORT"
