@@ -299,76 +299,108 @@ fn blast(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Handshakes answered per second: a window of outstanding initiations from N peers, sent from
-/// `--sources` consecutive addresses starting at `--source-base` (so per-source limits do not cap it).
+/// Handshakes answered per second, with the client's crypto out of the timed part:
+/// 1. every peer sends one initiation and keeps the cookie the gateway may answer with;
+/// 2. `--per-peer` initiations per peer are built (carrying MAC2 from that cookie), untimed;
+/// 3. they are sent with at most `--window` in flight; responses are counted.
+///
+/// Peers speak from `--sources` addresses (the gateway limits each source address).
 fn handshake(args: &Args) -> anyhow::Result<()> {
     let seconds: f64 = args.get("seconds", 3.0)?;
     let window: usize = args.get("window", 256)?;
-    let sources: u32 = args.get("sources", 1)?;
-    let base: Ipv4Addr = args.req("source-base")?;
-    let port: u16 = args.get("port", 51899)?;
-    let gw: SocketAddrV4 = args.req("gateway")?;
     let mut peers = make_peers(args)?;
-    let udp = sys::udp_any(port, Duration::from_millis(20))?;
-    let fd = udp.as_raw_fd();
+    let src = Sources::new(args)?;
+    let fd = src.udp.as_raw_fd();
     let n = peers.tunns.len();
-    // At most about one initiation in flight per peer, so a cookie reply still matches the
-    // peer's latest initiation (boringtun drops cookies for older ones).
-    let window = window.min(n.max(BATCH));
-    let mut slots = vec![0u8; 256 * BATCH];
+    let per: usize = args.get("per-peer", ((6000.0 * seconds) as usize / n).clamp(2, 200))?;
     let mut rx = RecvBatch::new(2048);
     let mut buf = vec![0u8; 2048];
-    let (mut sent, mut responses, mut cookies, mut next) = (0usize, 0usize, 0usize, 0usize);
-    let mut outstanding = 0usize;
-    let t0 = Instant::now();
-    let deadline = Duration::from_secs_f64(seconds);
-    while t0.elapsed() < deadline {
-        if outstanding + BATCH <= window {
-            let mut lens = [0usize; BATCH];
-            let mut srcs = [base; BATCH];
-            for k in 0..BATCH {
-                // Peer i always speaks from the same source, so its cookie stays valid.
-                let i = next % n;
-                next += 1;
-                srcs[k] = Ipv4Addr::from(u32::from(base) + (i as u32 % sources));
-                let slot = &mut slots[k * 256..(k + 1) * 256];
+
+    // 1. Prime: one initiation each; a cookie reply is stored by the peer's Tunn.
+    let mut primed = vec![false; n];
+    let t_prime = Instant::now();
+    while primed.iter().any(|p| !*p) && t_prime.elapsed() < Duration::from_secs(5) {
+        let pending: Vec<usize> = (0..n).filter(|&i| !primed[i]).collect();
+        for chunk in pending.chunks(BATCH) {
+            let mut msgs: Vec<(Vec<u8>, Ipv4Addr)> = Vec::with_capacity(BATCH);
+            for &i in chunk {
                 if let TunnResult::WriteToNetwork(m) =
-                    peers.tunns[i].format_handshake_initiation(slot, true)
+                    peers.tunns[i].format_handshake_initiation(&mut buf, true)
                 {
-                    lens[k] = m.len();
+                    msgs.push((m.to_vec(), src.of(i)));
                 }
             }
-            let pk: Vec<(&[u8], Ipv4Addr)> =
-                Vec::from_iter((0..BATCH).map(|k| (&slots[k * 256..k * 256 + lens[k]], srcs[k])));
-            let s = sys::send_from(fd, gw, &pk);
-            sent += s;
-            outstanding += s;
-        }
-        let wait = outstanding + BATCH > window;
-        let got = rx.recv(fd, wait);
-        if got == 0 && wait {
-            // Nothing came back within the socket timeout: those initiations were dropped.
-            outstanding = 0;
-        }
-        for j in 0..got {
-            let d = rx.get(j);
-            outstanding = outstanding.saturating_sub(1);
-            match msg_type(d) {
-                2 => responses += 1,
-                3 => {
-                    cookies += 1;
-                    if let Some(idx) = receiver_idx(d) {
-                        let i = (idx >> 8) as usize;
-                        if i < n {
-                            let _ = peers.tunns[i].decapsulate(None, d, &mut buf);
-                        }
+            let pk: Vec<(&[u8], Ipv4Addr)> = msgs.iter().map(|(m, a)| (&m[..], *a)).collect();
+            sys::send_from(fd, src.gateway, &pk);
+            let until = Instant::now() + Duration::from_millis(30);
+            while Instant::now() < until {
+                for j in 0..rx.recv(fd, true) {
+                    let d = rx.get(j);
+                    let Some(i) = receiver_idx(d).map(|x| (x >> 8) as usize) else {
+                        continue;
+                    };
+                    // Only a cookie primes a peer: a plain response means the gateway is not
+                    // under load yet, and the next round will push it there.
+                    if i < n && msg_type(d) == 3 {
+                        let _ = peers.tunns[i].decapsulate(None, d, &mut buf);
+                        primed[i] = true;
                     }
                 }
+            }
+        }
+    }
+    eprintln!(
+        "loadgen: {} of {n} peers hold a cookie after {:.2} s",
+        primed.iter().filter(|p| **p).count(),
+        t_prime.elapsed().as_secs_f64()
+    );
+    // 2. Build the initiations, untimed, peer after peer in rounds (timestamps increase per peer).
+    let mut inits: Vec<(Vec<u8>, Ipv4Addr)> = Vec::with_capacity(n * per);
+    for _ in 0..per {
+        for (i, t) in peers.tunns.iter_mut().enumerate() {
+            if let TunnResult::WriteToNetwork(m) = t.format_handshake_initiation(&mut buf, true) {
+                inits.push((m.to_vec(), src.of(i)));
+            }
+        }
+    }
+    // 3. Send with a bounded window; count what comes back.
+    let (mut sent, mut responses, mut cookies, mut outstanding) = (0usize, 0usize, 0usize, 0usize);
+    let t0 = Instant::now();
+    let mut last_reply = t0;
+    let deadline = Duration::from_secs_f64(seconds.max(1.0) * 3.0);
+    while t0.elapsed() < deadline {
+        if sent < inits.len() && outstanding + BATCH <= window {
+            let end = (sent + BATCH).min(inits.len());
+            let pk: Vec<(&[u8], Ipv4Addr)> =
+                inits[sent..end].iter().map(|(m, a)| (&m[..], *a)).collect();
+            let k = sys::send_from(fd, src.gateway, &pk);
+            sent += k;
+            outstanding += k;
+        }
+        let wait = sent >= inits.len() || outstanding + BATCH > window;
+        let got = rx.recv(fd, wait);
+        if got == 0 && wait {
+            // Nothing came back within the socket timeout: the rest in flight were dropped.
+            outstanding = 0;
+            if sent >= inits.len() {
+                break;
+            }
+        }
+        for j in 0..got {
+            last_reply = Instant::now();
+            outstanding = outstanding.saturating_sub(1);
+            match msg_type(rx.get(j)) {
+                2 => responses += 1,
+                3 => cookies += 1,
                 _ => {}
             }
         }
     }
-    let secs = t0.elapsed().as_secs_f64();
+    let secs = last_reply.duration_since(t0).as_secs_f64().max(1e-3);
+    eprintln!(
+        "loadgen: {} initiations built ({per} per peer), {sent} sent, {responses} responses, {cookies} cookies in {secs:.2} s",
+        inits.len()
+    );
     result("handshake_sent_per_s", sent as f64 / secs, "initiations/s");
     result("handshake_per_s", responses as f64 / secs, "handshakes/s");
     result(

@@ -111,6 +111,7 @@ fn handshake_rates(d: Duration) -> anyhow::Result<()> {
         ));
     }
     let mut buf = [0u8; 256];
+    let t = Instant::now();
     for _ in 0..per {
         for (i, t) in initiators.iter_mut().enumerate() {
             match t.format_handshake_initiation(&mut buf, true) {
@@ -119,6 +120,8 @@ fn handshake_rates(d: Duration) -> anyhow::Result<()> {
             }
         }
     }
+    let rate = inits.len() as f64 / t.elapsed().as_secs_f64();
+    result("raw_initiation_per_s", rate, "initiations/s");
     // Tunn alone (the responder knows its peer).
     let mut n = 0u64;
     let t = Instant::now();
