@@ -26,7 +26,9 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
 TOOLS=$BENCH/.tools
-BIN=$ROOT/target/release
+# SESAME_PROFILE=debug reuses the test build (CI smoke runs); measurements want release.
+PROFILE=${SESAME_PROFILE:-release}
+BIN=$ROOT/target/$PROFILE
 REPORT=$BENCH/REPORT.md
 [ "$MODE" = smoke ] && REPORT=$(mktemp /tmp/sesame-bench-smoke.XXXXXX.md)
 
@@ -43,8 +45,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   apt-get install -y "${missing[@]}" >/dev/null
 fi
-log "building sesame and the bench tools (release)"
-(cd "$ROOT" && cargo build --release -q -p sesame -p sesame-bench)
+log "building sesame and the bench tools ($PROFILE)"
+if [ "$PROFILE" = release ]; then
+  (cd "$ROOT" && cargo build --release -q -p sesame -p sesame-bench)
+else
+  (cd "$ROOT" && cargo build -q -p sesame -p sesame-bench)
+fi
 if [ ! -x "$TOOLS/bin/boringtun-cli" ]; then
   log "installing boringtun-cli 0.7 into $TOOLS"
   cargo install -q boringtun-cli --version '^0.7' --root "$TOOLS"
