@@ -354,6 +354,14 @@ async fn every_bad_enrolment_is_refused_and_writes_nothing() {
     for e in &rejected {
         assert!(!e.details.to_string().contains(marie), "password in audit");
     }
+    // Hostile strings (NUL, LDAP metacharacters) in audit rows keep the chain verifiable.
+    assert!(
+        matches!(
+            h.store.verify_audit().await.unwrap(),
+            sesame::store::AuditVerification::Intact { .. }
+        ),
+        "audit chain broken by hostile input"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -522,6 +530,14 @@ async fn directory_sync_updates_grants_and_revokes_leavers() {
     let report = h.sync().sync_once().await.unwrap();
     assert_eq!(report.devices_revoked, 1);
     assert!(h.sink.keys().is_empty());
+    // Sync revocations are counted in /metrics with the portal's (expiry is not a revocation).
+    let m = reqwest::get(h.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("sesame_revocations_total 2"), "{m}");
     let _ = (PAIE_NET, RH_NET);
 }
 
@@ -578,4 +594,45 @@ fn example_config_parses_and_documents_every_key() {
             "{key} is not documented in config/sesame.toml"
         );
     }
+}
+
+/// `sesame devices revoke` (another process, same database) reaches the running control plane
+/// through its devices-table poll, without any wake-up from the portal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_revocation_reaches_the_gateway_within_a_poll() {
+    let h = Harness::start_lenient().await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let publisher = tokio::spawn(std::sync::Arc::clone(&h.control).run(stop_rx));
+    let it = h.login("tleroux").await;
+    let code = h.code_for(&it, "mdupont", "pm").await;
+    let (key, kb) = laptop_key();
+    assert_eq!(h.enrol(&code, "mdupont", &key).await.status(), 201);
+    let id = h.store.list_devices(None).await.unwrap()[0].id;
+    let config = h.dir.path().join("sesame.toml");
+    let t = Instant::now();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sesame"))
+        .args(["devices", "revoke", &id.to_string(), "--config"])
+        .arg(&config)
+        .args(["--reason", "laptop stolen"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli = t.elapsed();
+    let mut gone = None;
+    for _ in 0..50 {
+        if h.sink.peer(&kb).is_none() {
+            gone = Some(t.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gone = gone.expect("CLI revocation not published within 2.5 s");
+    eprintln!("CLI revoke: command took {cli:?}, peer removed {gone:?} after it started");
+    let _ = stop_tx.send(true);
+    publisher.await.unwrap();
 }

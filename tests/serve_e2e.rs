@@ -519,7 +519,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
         .output()
         .unwrap();
     let m = String::from_utf8_lossy(&out.stdout);
-    assert!(m.contains("sesame_revocations_total 1"), "{m}");
+    assert!(m.contains("sesame_revocations_total 2"), "{m}");
     assert!(m.contains("sesame_gateway_peers 0"), "{m}");
     w.stop_serve();
 }

@@ -1,0 +1,344 @@
+#!/usr/bin/env bash
+# Sesame side-by-side benchmark (issue 2). Builds everything, builds one namespace topology,
+# measures sesame, Debian's wireguard-go and boringtun-cli 0.7 on it in one run, prints a table
+# of ratios and writes it to bench/REPORT.md. Run as root:
+#   bench/run.sh            full run (3 repetitions of 10 s, ~10 min)
+#   bench/run.sh --quick    1 repetition of 3 s
+#   bench/run.sh --smoke    ~1 s per step: checks each tool runs and prints a number (for CI)
+# Network safety: only namespaces created here (removed on exit), underlay 198.18.0.0/15,
+# tunnel 100.64.0.0/10; every tool is bounded in time.
+set -euo pipefail
+
+MODE=full
+case "${1:-}" in
+  "") ;;
+  --quick) MODE=quick ;;
+  --smoke) MODE=smoke ;;
+  *) echo "usage: $0 [--quick|--smoke]" >&2; exit 2 ;;
+esac
+case $MODE in
+  full)  REPS=3; SECS=10; RAW_SECS=3; PEER_COUNTS="1 100 1000"; HS_PEERS=1000; BIG=10000 ;;
+  quick) REPS=1; SECS=3;  RAW_SECS=2; PEER_COUNTS="1 100 1000"; HS_PEERS=1000; BIG=10000 ;;
+  smoke) REPS=1; SECS=1;  RAW_SECS=0.3; PEER_COUNTS="1 10";     HS_PEERS=100;  BIG=1000 ;;
+esac
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH=$ROOT/bench
+TOOLS=$BENCH/.tools
+# SESAME_PROFILE=debug reuses the test build (CI smoke runs); measurements want release.
+PROFILE=${SESAME_PROFILE:-release}
+BIN=$ROOT/target/$PROFILE
+REPORT=$BENCH/REPORT.md
+[ "$MODE" = smoke ] && REPORT=$(mktemp /tmp/sesame-bench-smoke.XXXXXX.md)
+
+die() { echo "run.sh: $*" >&2; exit 1; }
+log() { echo "== $*" >&2; }
+[ "$(id -u)" = 0 ] || die "run as root (namespaces, TUN devices)"
+
+# ---- tools -----------------------------------------------------------------------------------
+missing=()
+for pkg in iperf3 wireguard-go wireguard-tools iproute2 python3; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  apt-get install -y "${missing[@]}" >/dev/null
+fi
+log "building sesame and the bench tools ($PROFILE)"
+if [ "$PROFILE" = release ]; then
+  (cd "$ROOT" && cargo build --release -q -p sesame -p sesame-bench)
+else
+  (cd "$ROOT" && cargo build -q -p sesame -p sesame-bench)
+fi
+if [ ! -x "$TOOLS/bin/boringtun-cli" ]; then
+  log "installing boringtun-cli 0.7 into $TOOLS"
+  cargo install -q boringtun-cli --version '^0.7' --root "$TOOLS"
+fi
+BTCLI=$TOOLS/bin/boringtun-cli
+
+# ---- topology --------------------------------------------------------------------------------
+# laptop ns (L) 198.18.0.2 ── veth ── 198.18.0.1 gateway ns (G) 198.18.2.1 ── veth ── 198.18.2.2 resource ns (R)
+# R also drops 198.18.3.0/24 (blackhole): the sink of the forwarding test, counted at R's veth.
+ID=$(( $$ % 100000 ))
+NS_L=sbl$ID; NS_G=sbg$ID; NS_R=sbr$ID
+VL=vl$ID; VGL=vgl$ID; VGR=vgr$ID; VR=vr$ID
+WORK=$(mktemp -d /tmp/sesame-bench.XXXXXX)
+PIDS=()
+
+cleanup() {
+  set +e
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  for ns in $NS_L $NS_G $NS_R; do ip netns del "$ns" 2>/dev/null; done
+  rm -f /var/run/wireguard/wg?"$ID".sock /var/run/wireguard/bt?"$ID".sock
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+inl() { ip netns exec "$NS_L" "$@"; }
+ing() { ip netns exec "$NS_G" "$@"; }
+inr() { ip netns exec "$NS_R" "$@"; }
+# bgin NS LOG CMD...: starts CMD in namespace NS (output to LOG); $! is CMD's own pid.
+bgin() { local ns=$1 logf=$2; shift 2; ip netns exec "$ns" "$@" >"$logf" 2>&1 & PIDS+=($!); }
+stop() { # stop PID: ends one process we started
+  kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true
+}
+
+for ns in $NS_L $NS_G $NS_R; do
+  ip netns add "$ns"
+  ip netns exec "$ns" ip link set lo up
+  ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+  ip netns exec "$ns" sysctl -qw net.ipv6.conf.default.disable_ipv6=1
+done
+ip link add "$VL" netns "$NS_L" type veth peer name "$VGL" netns "$NS_G"
+ip link add "$VGR" netns "$NS_G" type veth peer name "$VR" netns "$NS_R"
+inl ip addr add 198.18.0.2/24 dev "$VL"; inl ip link set "$VL" up
+ing ip addr add 198.18.0.1/24 dev "$VGL"; ing ip link set "$VGL" up
+ing ip addr add 198.18.2.1/24 dev "$VGR"; ing ip link set "$VGR" up
+inr ip addr add 198.18.2.2/24 dev "$VR"; inr ip link set "$VR" up
+ing sysctl -qw net.ipv4.ip_forward=1
+ing ip route add 198.18.3.0/24 via 198.18.2.2
+inr ip route add 100.64.0.0/10 via 198.18.2.1
+inr ip route add blackhole 198.18.3.0/24
+# Handshake sources: 1,000 laptop-side addresses 198.18.4.1… (the gateway limits each source).
+HS_SOURCES=1000
+python3 -c "
+import ipaddress
+b = int(ipaddress.ip_address('198.18.4.1'))
+for i in range($HS_SOURCES): print('addr add %s/32 dev $VL' % ipaddress.ip_address(b + i))
+" | inl ip -batch -
+inl ip route add 198.18.0.1/32 dev "$VL" 2>/dev/null || true
+ing ip route add 198.18.4.0/22 via 198.18.0.2
+
+# ---- keys ------------------------------------------------------------------------------------
+# Gateway: a fresh wg key. Laptop: seed 2 index 0. Load generator peers: seed 1, index i.
+(umask 077; wg genkey > "$WORK/gw.key")
+GWPUB=$(wg pubkey < "$WORK/gw.key")
+read -r _ LAPRIV LAPPUB _ < <("$BIN/loadgen" keys --seed 2 --count 1)
+(umask 077; echo "$LAPRIV" > "$WORK/laptop.key")
+MAXPEERS=1000
+for n in $PEER_COUNTS $HS_PEERS; do [ "$n" -gt "$MAXPEERS" ] && MAXPEERS=$n; done
+
+declare -A R   # results: R[key]=number
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else print a[int((NR+1)/2)]}'; }
+result_of() { awk -v k="$1" '$1=="RESULT" && $2==k {print $3}' "$2" | tail -1; }
+
+# iperf3 server in R for the whole run.
+bgin "$NS_R" "$WORK/iperf3-server.log" iperf3 -s -B 198.18.2.2 -p 5201
+sleep 0.5
+
+# pair KEY: runs iperf3 from L through whatever tunnel is up; stores R[KEY_p1], R[KEY_p4] (Gbit/s).
+pair() {
+  local key=$1 p i out vals
+  if ! inl ping -q -c 1 -W 5 198.18.2.2 >/dev/null 2>&1; then
+    inl ping -q -c 3 -W 2 198.18.2.2 >/dev/null 2>&1 || { log "$key: tunnel does not pass ping"; R[${key}_p1]=n/a; R[${key}_p4]=n/a; return; }
+  fi
+  for p in 1 4; do
+    vals=()
+    for i in $(seq "$REPS"); do
+      out=$(inl timeout $((SECS + 20)) iperf3 -c 198.18.2.2 -p 5201 -t "$SECS" -P "$p" -J 2>/dev/null \
+        | python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))' 2>/dev/null) || out=""
+      [ -n "$out" ] && vals+=("$out")
+      log "$key $p stream(s) rep $i: ${out:-failed} Gbit/s"
+    done
+    R[${key}_p$p]=$(median "${vals[@]}")
+  done
+}
+
+gw_drops() { # the sesame gateway's cumulative drop counters (it logs them on SIGUSR1)
+  kill -USR1 "$PG" 2>/dev/null || true; sleep 0.5
+  grep -o 'drops: .*' "$WORK/sesame.log" | tail -1 | sed 's/^drops: //; s/\x1b\[[0-9;]*m//g'
+}
+wg_laptop_up() { # IFACE: configures the laptop side of a wg-uapi tunnel
+  inl wg set "$1" private-key "$WORK/laptop.key" listen-port 51821 \
+    peer "$GWPUB" endpoint 198.18.0.1:51820 allowed-ips 198.18.2.0/24,100.64.0.0/16
+  inl ip addr add 100.64.0.2/32 dev "$1"; inl ip link set "$1" mtu 1420 up
+  inl ip route add 198.18.2.0/24 dev "$1"
+}
+wg_gateway_up() { # IFACE
+  ing wg set "$1" private-key "$WORK/gw.key" listen-port 51820 peer "$LAPPUB" allowed-ips 100.64.0.2/32
+  ing ip addr add 100.64.0.1/16 dev "$1"; ing ip link set "$1" mtu 1420 up
+}
+wait_iface() { # NS IFACE
+  for _ in $(seq 50); do ip netns exec "$1" ip link show "$2" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  die "interface $2 did not appear in $1"
+}
+
+# ---- raw boringtun limits (one core, in process) -----------------------------------------------
+log "raw Tunn rates"
+"$BIN/raw" --seconds "$RAW_SECS" | tee "$WORK/raw.out" >&2
+for k in raw_encrypt_gbps raw_decrypt_gbps raw_decrypt_pps raw_handshake_per_s raw_handshake_anon_parse_per_s raw_initiation_per_s; do
+  R[$k]=$(result_of $k "$WORK/raw.out")
+done
+
+# ---- wireguard-go ↔ wireguard-go ----------------------------------------------------------------
+log "wireguard-go pair"
+export WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 LOG_LEVEL=error
+bgin "$NS_G" "$WORK/wgg.log" wireguard-go -f "wgg$ID"; P1=$!
+bgin "$NS_L" "$WORK/wgl.log" wireguard-go -f "wgl$ID"; P2=$!
+wait_iface "$NS_G" "wgg$ID"; wait_iface "$NS_L" "wgl$ID"; sleep 0.3
+wg_gateway_up "wgg$ID"; wg_laptop_up "wgl$ID"
+pair wggo
+stop "$P1"; stop "$P2"
+
+# ---- boringtun-cli ↔ boringtun-cli (default threads, then --threads 1) -------------------------
+for t in 4 1; do
+  log "boringtun-cli pair, $t thread(s)"
+  bgin "$NS_G" "$WORK/btg.log" "$BTCLI" -f --disable-drop-privileges -t "$t" "btg$ID"; P1=$!
+  bgin "$NS_L" "$WORK/btl.log" "$BTCLI" -f --disable-drop-privileges -t "$t" "btl$ID"; P2=$!
+  wait_iface "$NS_G" "btg$ID"; wait_iface "$NS_L" "btl$ID"; sleep 0.3
+  wg_gateway_up "btg$ID"; wg_laptop_up "btl$ID"
+  pair "bt$t"
+  stop "$P1"; stop "$P2"
+done
+
+# ---- sesame gateway ↔ bench peer ---------------------------------------------------------------
+log "sesame gateway"
+{
+  cat <<TOML
+[gateway]
+listen = "198.18.0.1:51820"
+endpoint = "198.18.0.1:51820"
+interface = "sgw$ID"
+tunnel_network = "100.64.0.0/16"
+private_key_file = "$WORK/gw.key"
+
+[[resource]]
+name = "bench"
+site = "bench"
+description = "iperf3 server and the forwarding sink"
+allow = ["198.18.2.0/24 any", "198.18.3.0/24 any"]
+
+[[peer]]
+name = "laptop"
+public_key = "$LAPPUB"
+address = "100.64.0.2"
+resources = ["bench"]
+
+TOML
+  "$BIN/loadgen" toml --seed 1 --count "$MAXPEERS" --resource bench
+} > "$WORK/sesame.toml"
+SESAME_OK=1
+bgin "$NS_G" "$WORK/sesame.log" "$BIN/sesame" gateway --config "$WORK/sesame.toml"; PG=$!
+for _ in $(seq 50); do ing ip link show "sgw$ID" >/dev/null 2>&1 && break; sleep 0.1; done
+if ! ing ip link show "sgw$ID" >/dev/null 2>&1; then
+  log "sesame gateway did not start:"; cat "$WORK/sesame.log" >&2; SESAME_OK=0
+fi
+if [ $SESAME_OK = 1 ]; then
+  for t in 2 1; do
+    log "sesame pair, bench peer with $t thread(s)"
+    bgin "$NS_L" "$WORK/peer.log" "$BIN/peer" --tun "spl$ID" --address 100.64.0.2/32 --routes 198.18.2.0/24 \
+      --listen 198.18.0.2:51821 --endpoint 198.18.0.1:51820 --key-seed 2 --key-index 0 \
+      --peer-public-key "$GWPUB" --threads "$t" --seconds $(( (SECS + 22) * REPS * 2 + 30 )); PP=$!
+    wait_iface "$NS_L" "spl$ID"; sleep 0.2
+    pair "sesame_t$t"
+    stop "$PP"
+  done
+
+  # Gateway-only forwarding: pre-encrypted datagrams from N peers, counted at R's veth.
+  for n in $PEER_COUNTS; do
+    log "sesame forwarding, $n peer(s)"
+    if [ "${PERF:-0}" = 1 ] && command -v perf >/dev/null; then
+      # PERF=1 bench/run.sh: profile the gateway process while it forwards (report on stderr).
+      # Starts once the load generator is sending (after its handshakes), bounded to 60 s.
+      ( for _ in $(seq 600); do grep -q '^sending' "$WORK/fwd_$n.out" 2>/dev/null && break; sleep 0.1; done
+        perf record -q -g -p "$PG" -o "$WORK/perf_$n.data" -- sleep "$SECS" >/dev/null 2>&1 ) & PERFPID=$!
+    fi
+    inl "$BIN/loadgen" blast --gateway 198.18.0.1:51820 --gateway-public-key "$GWPUB" \
+      --source-base 198.18.4.1 --sources "$HS_SOURCES" --seed 1 --peers "$n" --size 1420 --seconds "$SECS" \
+      --dst 198.18.3.1:9 --count-ns "$NS_R" --count-iface "$VR" --tag "fwd_$n" \
+      $([ "$MODE" = smoke ] && echo "--pool 20000") > "$WORK/fwd_$n.out" || log "forwarding with $n peers failed"
+    cat "$WORK/fwd_$n.out" >&2
+    R[fwd_${n}_pps]=$(result_of "fwd_${n}_pps" "$WORK/fwd_$n.out")
+    R[fwd_${n}_gbps]=$(result_of "fwd_${n}_gbps" "$WORK/fwd_$n.out")
+    if [ -n "${PERFPID:-}" ]; then
+      wait "$PERFPID" 2>/dev/null || true; PERFPID=
+      perf report -i "$WORK/perf_$n.data" --stdio --no-children --percent-limit 1.5 2>/dev/null | grep -E '^ +[0-9]' >&2 || true
+    fi
+    R[fwd_${n}_drops]=$(gw_drops)
+    R[fwd_${n}_loss]=$(awk '$2 ~ /_sent$/ {s=$3} $2 ~ /_delivered$/ {d=$3} END {if (s>0) printf "%.1f", 100*(s-d)/s}' "$WORK/fwd_$n.out")
+  done
+
+  log "sesame handshakes, $HS_PEERS peers from $HS_SOURCES source addresses"
+  inl "$BIN/loadgen" handshake --gateway 198.18.0.1:51820 --gateway-public-key "$GWPUB" \
+    --source-base 198.18.4.1 --sources "$HS_SOURCES" --seed 1 --peers "$HS_PEERS" --seconds "$SECS" > "$WORK/hs.out" || log "handshake test failed"
+  cat "$WORK/hs.out" >&2
+  R[hs_per_s]=$(result_of handshake_per_s "$WORK/hs.out")
+  R[hs_cookie_per_s]=$(result_of handshake_cookie_per_s "$WORK/hs.out")
+  R[hs_drops]=$(gw_drops)
+  stop "$PG"
+
+  # 10,000 enrolled peers: memory, and adding one while traffic flows.
+  log "sesame with $BIG peers"
+  ing "$BIN/peers10k" --peers "$BIG" --laptop-ns "$NS_L" --resource-ns "$NS_R" \
+    --listen 198.18.0.1:51830 --interface "sgk$ID" --loadgen "$BIN/loadgen" --sources "$HS_SOURCES" \
+    --active $(( BIG / 10 )) --seconds $(( SECS < 3 ? 3 : SECS )) > "$WORK/big.out" || log "peers10k failed"
+  cat "$WORK/big.out" >&2
+  for k in idle_kib_per_peer active_kib_per_peer add_peer_ms add_peer_lost add_peer_sent; do
+    R[$k]=$(result_of "$k" "$WORK/big.out")
+  done
+fi
+
+# ---- report ------------------------------------------------------------------------------------
+v() { local x=${R[$1]:-}; echo "${x:-n/a}"; }
+ratio() { # A B: A/B with 2 decimals, n/a when either is missing
+  awk -v a="$1" -v b="$2" 'BEGIN { if (a+0 > 0 && b+0 > 0) printf "%.2f", a/b; else print "n/a" }'
+}
+max() { awk -v a="$1" -v b="$2" 'BEGIN { if (a+0 >= b+0) print a; else print b }'; }
+best() { max "$(max "$(v wggo_p$1)" "$(v bt4_p$1)")" "$(v bt1_p$1)"; }
+sesame_best() { max "$(v sesame_t2_p$1)" "$(v sesame_t1_p$1)"; }
+
+{
+  echo "# Sesame benchmark report"
+  echo
+  echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), mode $MODE ($REPS × ${SECS} s, median), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r)."
+  echo "Commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown). Produced by \`bench/run.sh\`; all numbers are from this one run."
+  echo "Load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shares the 2 cores)."
+  echo
+  echo "## Pair throughput (iperf3 TCP laptop ns → gateway ns → resource ns, Gbit/s)"
+  echo
+  echo "| measurement | sesame gw + bench peer (2 thr) | sesame gw + bench peer (1 thr) | wireguard-go (Debian) | boringtun-cli 0.7 (4 thr) | boringtun-cli 0.7 (1 thr) | ratio sesame / best other (goal ≥ 1.5) |"
+  echo "|---|---|---|---|---|---|---|"
+  for p in 1 4; do
+    echo "| $p stream(s) | $(v sesame_t2_p$p) | $(v sesame_t1_p$p) | $(v wggo_p$p) | $(v bt4_p$p) | $(v bt1_p$p) | $(ratio "$(sesame_best $p)" "$(best $p)") |"
+  done
+  echo
+  echo "## Gateway alone"
+  echo
+  echo "| measurement | sesame | limit (raw boringtun, one core, same run) | ratio |"
+  echo "|---|---|---|---|"
+  for n in $PEER_COUNTS; do
+    echo "| forwarding, $n peer(s), 1420-byte packets: Gbit/s delivered to the resource ns (not delivered: $(v fwd_${n}_loss) % of those sent) | $(v fwd_${n}_gbps) | $(v raw_decrypt_gbps) (decrypt) | $(ratio "$(v fwd_${n}_gbps)" "$(v raw_decrypt_gbps)") |"
+    echo "| forwarding, $n peer(s): packets/s | $(v fwd_${n}_pps) | $(v raw_decrypt_pps) | $(ratio "$(v fwd_${n}_pps)" "$(v raw_decrypt_pps)") |"
+  done
+  echo "| handshakes answered per second, $HS_PEERS peers from $HS_SOURCES source addresses (goal ≥ 0.75 of raw) | $(v hs_per_s) (+ $(v hs_cookie_per_s) cookie replies/s) | $(v raw_handshake_per_s) (Tunn responder; $(v raw_handshake_anon_parse_per_s) with anonymous parse) | $(ratio "$(v hs_per_s)" "$(v raw_handshake_per_s)") |"
+  echo
+  for n in $PEER_COUNTS; do echo "Gateway drop counters (cumulative) after forwarding with $n peer(s): $(v fwd_${n}_drops)."; echo; done
+  echo "Gateway drop counters (cumulative) after the handshake test: $(v hs_drops). Raw boringtun initiator (what the load generator pays per initiation): $(v raw_initiation_per_s)/s."
+  echo
+  echo "## $BIG enrolled peers (in-process gateway, \`peers10k\`)"
+  echo
+  echo "| measurement | sesame | goal |"
+  echo "|---|---|---|"
+  echo "| RSS per idle peer (KiB) | $(v idle_kib_per_peer) | ≤ 2 |"
+  echo "| RSS per active peer (KiB, session + traffic) | $(v active_kib_per_peer) | ≤ 16 |"
+  echo "| time of \`set_peers\` adding one peer to $BIG while traffic flows (ms) | $(v add_peer_ms) | ≤ 1 |"
+  echo "| packets of the others lost during that (of $(v add_peer_sent) sent) | $(v add_peer_lost) | 0 |"
+  echo
+  echo "Raw boringtun on one core, same run: encrypt $(v raw_encrypt_gbps) Gbit/s, decrypt $(v raw_decrypt_gbps) Gbit/s ($(v raw_decrypt_pps) packets/s), handshake responder $(v raw_handshake_per_s)/s."
+  [ $SESAME_OK = 1 ] || echo "The sesame gateway did not start in this run: its columns are n/a."
+  echo
+  echo "## How it is measured"
+  echo
+  echo "- Topology: laptop ns ── veth ── gateway ns ── veth ── resource ns (198.18.0.0/15 underlay, 100.64.0.0/10 tunnel), one TUN each side, MTU 1420. Every implementation runs on the same namespaces, one after the other."
+  echo "- Pair: iperf3 client in the laptop ns, server in the resource ns; received bit rate, median of the repetitions. Sesame's laptop side is \`bench/src/bin/peer.rs\` (boringtun Tunn, recvmmsg/sendmmsg batches, one lock per batch), with 2 threads (TUN→UDP, UDP→TUN) or 1."
+  echo "- Forwarding: \`loadgen blast\` handshakes N peers with the gateway (one source address each), pre-encrypts 1420-byte UDP packets, sends them with sendmmsg as fast as it can, bounded by the pool and time; packets counted at the resource ns veth (dropped there by a blackhole route). Rate = delivered / time until the counter stops moving. The load generator shares the 2 cores (and the veth receive work runs in its context)."
+  echo "- Handshakes: \`loadgen handshake\` first has each of the $HS_PEERS peers (on $HS_SOURCES source addresses: the gateway limits each source to 20/s) collect a cookie, then builds its initiations (with MAC2) before the clock starts, then sends them with at most 256 in flight and counts responses per second; so the client's crypto is outside the timed part (but the client still shares the 2 cores). The raw limit is boringtun's \`Tunn\` answering pre-built initiations on one core."
+  echo "- $BIG peers: \`peers10k\` runs the gateway library in process: RSS with 0 then $BIG peers (idle), then after $(( BIG / 10 )) of them handshake and send (active); then times \`set_peers\` with $BIG + 1 peers while $(( BIG / 10 )) peers send 20,000 packets/s to a UDP sink that marks sequence numbers; losses within 100 ms of the call are reported."
+} > "$REPORT"
+cat "$REPORT"
+[ "$MODE" = smoke ] && rm -f "$REPORT"
+exit 0

@@ -1,0 +1,247 @@
+//! 10,000 enrolled peers in one in-process sesame gateway: RSS per idle and per active peer, and
+//! the time of `set_peers` adding one peer while the load generator's traffic flows (with loss).
+//! Run inside the gateway namespace; the load generator runs in `--laptop-ns`, the UDP sink in a
+//! thread moved into `--resource-ns`.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use boringtun::x25519::PublicKey;
+use sesame::config::Config;
+use sesame::gateway::{Gateway, PeerSpec};
+use sesame::policy::{Rule, RuleSet};
+use sesame_bench::args::Args;
+use sesame_bench::keys;
+use sesame_bench::sys;
+use sesame_bench::tunn::result;
+
+const SEED: u64 = 3;
+const SINK: &str = "198.18.2.2:5999";
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::from_env()?;
+    let n: u32 = args.get("peers", 10_000)?;
+    let active: u32 = args.get("active", 1000)?;
+    let seconds: u64 = args.get("seconds", 5)?;
+    let listen: SocketAddr = args.req("listen")?;
+    let iface: String = args.req("interface")?;
+    let laptop_ns: String = args.req("laptop-ns")?;
+    let resource_ns: String = args.req("resource-ns")?;
+    let loadgen: String = args.req("loadgen")?;
+    let pps: u64 = args.get("pps", 20_000)?;
+    let sources: u32 = args.get("sources", 1000)?;
+
+    let text = format!(
+        "[gateway]\nlisten = \"{listen}\"\nendpoint = \"{listen}\"\ninterface = \"{iface}\"\n\
+         tunnel_network = \"100.64.0.0/16\"\nprivate_key_file = \"/nonexistent/peers10k.key\"\n"
+    );
+    let config = Config::parse(std::path::Path::new("peers10k.toml"), &text)?;
+    let rules = RuleSet::new(["198.18.2.0/24 any"
+        .parse::<Rule>()
+        .map_err(|e| anyhow::anyhow!("{e}"))?]);
+    let spec = |i: u32| PeerSpec {
+        public_key: *keys::public(&keys::secret(SEED, i)).as_bytes(),
+        address: keys::address(i),
+        rules: rules.clone(),
+        label: format!("peer{i}"),
+        persistent_keepalive: None,
+    };
+    // Everything the harness itself holds is allocated before the first RSS reading.
+    let specs: Vec<PeerSpec> = (0..n).map(spec).collect();
+    let plus_one: Vec<PeerSpec> = (0..=n).map(spec).collect();
+    let expect = (pps * seconds) as usize + 1024;
+    let (sink_count, sink_stop, sink_join) = sink(&resource_ns, expect)?;
+
+    let secret = keys::random();
+    let gw_pub = PublicKey::from(&secret);
+    let gw = Gateway::start(&config.gateway, secret).context("starting the gateway")?;
+    let handle = gw.handle();
+    handle.set_peers(Vec::new());
+    std::thread::sleep(Duration::from_millis(300));
+    let rss0 = sys::rss_kib();
+    handle.set_peers(specs.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let rss1 = sys::rss_kib();
+    let idle = (rss1.saturating_sub(rss0)) as f64 / f64::from(n);
+    result("idle_kib_per_peer", idle, "KiB");
+
+    // Traffic from `active` of those peers, paced, for `seconds`; the sink only sees it.
+    let before = sink_count.load(Ordering::Relaxed);
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &laptop_ns, &loadgen, "blast"])
+        .args([
+            "--gateway",
+            &listen.to_string(),
+            "--gateway-public-key",
+            &keys::b64(gw_pub.as_bytes()),
+        ])
+        .args([
+            "--bind",
+            "198.18.0.2:0",
+            "--source-base",
+            "198.18.4.1",
+            "--sources",
+            &sources.to_string(),
+            "--seed",
+            &SEED.to_string(),
+            "--peers",
+            &active.to_string(),
+        ])
+        .args([
+            "--size",
+            "200",
+            "--pps",
+            &pps.to_string(),
+            "--seconds",
+            &seconds.to_string(),
+        ])
+        .args([
+            "--dst",
+            SINK,
+            "--count-ns",
+            &resource_ns,
+            "--count-iface",
+            "lo",
+            "--tag",
+            "big",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the load generator")?;
+    let out = child.stdout.take().context("load generator stdout")?;
+    let mut lines = BufReader::new(out).lines();
+    let mut started = false;
+    for line in lines.by_ref() {
+        if line?.trim() == "sending" {
+            started = true;
+            break;
+        }
+    }
+    if !started {
+        let _ = child.wait();
+        bail!("the load generator stopped before sending");
+    }
+    let sending = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    let rss2 = sys::rss_kib();
+    let sessions = handle
+        .peer_stats()
+        .iter()
+        .filter(|s| s.session_active)
+        .count();
+    let per_active = idle + rss2.saturating_sub(rss1) as f64 / f64::from(active.max(1));
+    result("active_sessions", sessions as f64, "peers");
+    result("active_kib_per_peer", per_active, "KiB");
+
+    std::thread::sleep(Duration::from_millis(700));
+    let t = Instant::now();
+    handle.set_peers(plus_one);
+    let add = t.elapsed();
+    let add_at = t.duration_since(sending).as_secs_f64();
+    result("add_peer_ms", add.as_secs_f64() * 1e3, "ms");
+
+    let mut sent = None;
+    for line in lines {
+        let line = line?;
+        if let Some(v) = line.strip_prefix("RESULT big_sent ") {
+            sent = v
+                .split_whitespace()
+                .next()
+                .and_then(|x| x.parse::<f64>().ok());
+        }
+    }
+    let _ = child.wait();
+    // Let the sink drain.
+    let mut last = sink_count.load(Ordering::Relaxed);
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = sink_count.load(Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    sink_stop.store(true, Ordering::Relaxed);
+    let seen = sink_join
+        .join()
+        .map_err(|_| anyhow::anyhow!("sink thread panicked"))?;
+    let Some(sent) = sent else {
+        bail!("the load generator did not report what it sent");
+    };
+    let got = last.saturating_sub(before) as f64;
+    // Packet k left the load generator about k / pps seconds after it said "sending": a loss
+    // within 100 ms of the set_peers call is blamed on it, others on the run in general.
+    let mut near = 0u64;
+    let mut lost_seq = 0u64;
+    for (k, ok) in seen.iter().enumerate().take(sent as usize) {
+        if !ok {
+            lost_seq += 1;
+            if (k as f64 / pps as f64 - add_at).abs() <= 0.1 {
+                near += 1;
+            }
+        }
+    }
+    result("add_peer_sent", sent, "packets");
+    result("total_lost", (sent - got).max(0.0), "packets");
+    result("total_lost_by_seq", lost_seq as f64, "packets");
+    result("add_peer_lost", near as f64, "packets");
+    eprintln!(
+        "peers10k: gateway drops: {}",
+        sesame::gateway::format_drops(&handle.drop_counters())
+    );
+    gw.shutdown();
+    Ok(())
+}
+
+/// A UDP sink on `SINK` in namespace `ns`: counts datagrams and marks each sequence number
+/// (the load generator's packet index) it sees, until told to stop (or 10 min).
+type SinkJoin = std::thread::JoinHandle<Vec<bool>>;
+
+fn sink(ns: &str, expect: usize) -> anyhow::Result<(Arc<AtomicU64>, Arc<AtomicBool>, SinkJoin)> {
+    let count = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (c, s, ns) = (count.clone(), stop.clone(), ns.to_string());
+    let (tx, rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    let join = std::thread::spawn(move || {
+        let mut seen = vec![false; expect];
+        let sock = sys::enter_netns(&ns).and_then(|()| {
+            let u = UdpSocket::bind(SINK).context("binding the sink")?;
+            sys::force_buffers(&u)?;
+            u.set_read_timeout(Some(Duration::from_millis(100)))?;
+            Ok(u)
+        });
+        let sock = match sock {
+            Ok(u) => {
+                let _ = tx.send(Ok(()));
+                u
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return seen;
+            }
+        };
+        let mut buf = [0u8; 2048];
+        let t0 = Instant::now();
+        while !s.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(600) {
+            if let Ok(n) = sock.recv(&mut buf) {
+                c.fetch_add(1, Ordering::Relaxed);
+                if n >= 8 {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&buf[..8]);
+                    let seq = u64::from_be_bytes(b) as usize;
+                    if seq < seen.len() {
+                        seen[seq] = true;
+                    }
+                }
+            }
+        }
+        seen
+    });
+    rx.recv().context("sink thread")??;
+    Ok((count, stop, join))
+}
