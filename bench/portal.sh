@@ -102,7 +102,8 @@ mkdir -p "$SLAPD_DIR/slapd.d" "$SLAPD_DIR/data"
 sed -e "s#@DIR@#$SLAPD_DIR#g" -e '/# @TLS@$/d' "$ROOT/config/ldap/slapd-config.ldif" >"$SLAPD_DIR/config.ldif"
 /usr/sbin/slapadd -n0 -F "$SLAPD_DIR/slapd.d" -l "$SLAPD_DIR/config.ldif" >/dev/null 2>&1
 # -d 0: foreground, no debug output (a production slapd logs to syslog at its own level).
-nsx /usr/sbin/slapd -h "ldap://127.0.0.1:$LDAP_PORT/" -F "$SLAPD_DIR/slapd.d" -d 0 \
+# Not through nsx (a shell function): \$! must be slapd's own pid (ip netns exec execs it).
+ip netns exec "$NS" /usr/sbin/slapd -h "ldap://127.0.0.1:$LDAP_PORT/" -F "$SLAPD_DIR/slapd.d" -d 0 \
   >"$WORK/slapd.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do
@@ -116,7 +117,7 @@ nsx ldapadd "${LDAPADMIN[@]}" -e relax -f "$ROOT/config/ldap/academie.ldif" >/de
 # (VPN role through the nested gestionnaires-paie group), odd ones direct members of
 # personnels-administratifs. Spread over USERS accounts so no single entry is a hot spot.
 PEOPLE=ou=people,dc=academie,dc=test
-GROUPS=ou=groups,dc=academie,dc=test
+GROUP_BASE=ou=groups,dc=academie,dc=test
 echo "user,password" >"$WORK/users.csv"
 {
   for i in $(seq -f "%04g" 1 "$USERS"); do
@@ -126,7 +127,7 @@ echo "user,password" >"$WORK/users.csv"
       "$uid" "$PEOPLE" "$uid" "$i" "$i" "$(/usr/sbin/slappasswd -h '{SSHA}' -s "$pw")"
   done
   for group in gestionnaires-paie personnels-administratifs; do
-    printf 'dn: cn=%s,%s\nchangetype: modify\nadd: member\n' "$group" "$GROUPS"
+    printf 'dn: cn=%s,%s\nchangetype: modify\nadd: member\n' "$group" "$GROUP_BASE"
     for i in $(seq 1 "$USERS"); do
       if { [[ $group == gestionnaires-paie ]] && ((i % 2 == 0)); } ||
          { [[ $group == personnels-administratifs ]] && ((i % 2 == 1)); }; then
@@ -181,21 +182,21 @@ bind_dn = "cn=sesame,ou=services,dc=academie,dc=test"
 bind_password_file = "$WORK/ldap.password"
 user_base = "$PEOPLE"
 user_filter = "(uid={username})"
-group_base = "$GROUPS"
+group_base = "$GROUP_BASE"
 sync_interval = "60s"
 timeout = "5s"
 
 [roles]
-vpn_users = ["cn=personnels-administratifs,$GROUPS"]
-it_staff = ["cn=dsi,$GROUPS"]
-auditors = ["cn=auditeurs,$GROUPS"]
+vpn_users = ["cn=personnels-administratifs,$GROUP_BASE"]
+it_staff = ["cn=dsi,$GROUP_BASE"]
+auditors = ["cn=auditeurs,$GROUP_BASE"]
 
 [[resource]]
 name = "paie"
 allow = ["198.18.10.10/32 tcp:443"]
 
 [[grant]]
-group = "cn=gestionnaires-paie,$GROUPS"
+group = "cn=gestionnaires-paie,$GROUP_BASE"
 resources = ["paie"]
 EOF
 }
@@ -207,9 +208,15 @@ run_backend() { # LABEL DATABASE_URL
   local label=$1 url=$2 cfg=$WORK/sesame-$1.toml log=$WORK/serve-$1.log
   write_config "$cfg" "$url"
   nsx "$SESAME" check-config --config "$cfg" >/dev/null
-  RUST_LOG=${RUST_LOG:-warn} nsx "$SESAME" serve --config "$cfg" >"$log" 2>&1 &
+  RUST_LOG=${RUST_LOG:-warn} ip netns exec "$NS" "$SESAME" serve --config "$cfg" >"$log" 2>&1 &
   local serve_pid=$!
   PIDS+=("$serve_pid")
+  sleep 0.5
+  if ! kill -0 "$serve_pid" 2>/dev/null; then
+    echo "portal.sh: sesame serve ($label) exited at start; log:" >&2
+    cat "$log" >&2
+    exit 1
+  fi
   if ! wait_http http://127.0.0.1:8080/readyz 30; then
     echo "portal.sh: sesame serve ($label) did not become ready; log:" >&2
     cat "$log" >&2
@@ -233,7 +240,9 @@ run_backend() { # LABEL DATABASE_URL
     --users "$WORK/users.csv" --codes "$WORK/codes-$label.csv" --label "$label" | tee -a "$RESULTS" >&2
   nsx curl -fsS http://127.0.0.1:8080/metrics >"$WORK/metrics-$label.txt" || true
   kill -TERM "$serve_pid"
-  wait "$serve_pid" || { echo "portal.sh: serve ($label) exited with $?; log:" >&2; tail -20 "$log" >&2; }
+  local rc=0
+  wait "$serve_pid" || rc=$?
+  ((rc == 0)) || { echo "portal.sh: serve ($label) exited with $rc; log:" >&2; tail -20 "$log" >&2; }
   PIDS=("${PIDS[@]/$serve_pid/}")
 }
 

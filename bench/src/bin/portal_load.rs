@@ -58,7 +58,10 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
         let secs = |v: String| -> Result<Duration, String> {
             v.parse::<f64>()
                 .ok()
@@ -67,8 +70,7 @@ fn parse_args() -> Result<Args, String> {
                 .ok_or_else(|| format!("{flag}: not a number of seconds: {v:?}"))
         };
         let count = |v: String| -> Result<usize, String> {
-            v.parse()
-                .map_err(|_| format!("{flag}: not a count: {v:?}"))
+            v.parse().map_err(|_| format!("{flag}: not a count: {v:?}"))
         };
         match flag.as_str() {
             "--url" => a.url = value()?.trim_end_matches('/').to_string(),
@@ -114,7 +116,12 @@ fn read_csv(path: &str) -> Result<Vec<HashMap<String, String>>, String> {
         .map(|(i, l)| {
             let cells: Vec<&str> = l.split(',').collect();
             if cells.len() != header.len() {
-                return Err(format!("{path}:{}: {} fields, expected {}", i + 2, cells.len(), header.len()));
+                return Err(format!(
+                    "{path}:{}: {} fields, expected {}",
+                    i + 2,
+                    cells.len(),
+                    header.len()
+                ));
             }
             Ok(header
                 .iter()
@@ -190,7 +197,12 @@ struct Tally {
     first_error: Option<String>,
 }
 
-async fn send(client: &reqwest::Client, url: &str, job: &Job, op: Op) -> Result<(), (String, String)> {
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    job: &Job,
+    op: Op,
+) -> Result<(), (String, String)> {
     let resp = client
         .post(format!("{url}{}", job.path))
         .header("content-type", "application/json")
@@ -339,7 +351,9 @@ async fn main() {
             }
         }
     }
-    let elapsed = Instant::now().saturating_duration_since(measure_from).as_secs_f64();
+    let elapsed = Instant::now()
+        .saturating_duration_since(measure_from)
+        .as_secs_f64();
     let mut lat = all.latencies_us;
     lat.sort_unstable();
     let requests = lat.len() as u64;
