@@ -9,7 +9,8 @@
 # `sesame serve` (its gateway needs a TUN device) and the load client, all on the namespace's
 # loopback. Underlay/tunnel addresses in the config are 198.18.0.0/15 and 100.64.0.0/10 only.
 # Environment overrides: CLIENTS (50), DURATION (10), USERS (200), CODES (6000), KEEP=1 (keep
-# the work directory for inspection), SKIP_BUILD=1 (use the binaries already in target/release).
+# the work directory for inspection), SKIP_BUILD=1 (use the binaries already in target/release),
+# PROFILE=1 (perf record of sesame serve during each enrolment run, kept with KEEP=1).
 set -euo pipefail
 
 SMOKE=0
@@ -236,8 +237,14 @@ run_backend() { # LABEL DATABASE_URL
   nsx "$LOAD" --url http://127.0.0.1:8080 --op login --clients "$CLIENTS" --duration "$DURATION" \
     --warmup "$WARMUP" --users "$WORK/users.csv" --label "$label" | tee -a "$RESULTS" >&2
   echo "portal.sh: [$label] enrol: $CLIENTS clients, ${DURATION}s or $CODES codes" >&2
+  local perf_pid=
+  if [[ ${PROFILE:-0} == 1 ]]; then # CPU profile of sesame serve during the enrolment run
+    perf record -F 499 -g -p "$serve_pid" -o "$WORK/perf-enrol-$label.data" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   nsx "$LOAD" --url http://127.0.0.1:8080 --op enrol --clients "$CLIENTS" --duration "$DURATION" \
     --users "$WORK/users.csv" --codes "$WORK/codes-$label.csv" --label "$label" | tee -a "$RESULTS" >&2
+  if [[ -n $perf_pid ]]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
   nsx curl -fsS http://127.0.0.1:8080/metrics >"$WORK/metrics-$label.txt" || true
   kill -TERM "$serve_pid"
   local rc=0
