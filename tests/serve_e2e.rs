@@ -104,10 +104,12 @@ struct World {
     serve: Option<Proc>,
     _listener: Proc,
     wg: WgPeer,
+    wg2: WgPeer,
     slapd: Slapd,
     _in_gw: ThreadNetns,
     gw: Netns,
     laptop: Netns,
+    laptop2: Netns,
     _res: Netns,
     dir: tempfile::TempDir,
     config: PathBuf,
@@ -162,8 +164,10 @@ fn setup() -> World {
     let dir = tempfile::tempdir().unwrap();
     let gw = Netns::new("sxg");
     let laptop = Netns::new("sxl");
+    let laptop2 = Netns::new("sxm");
     let res = Netns::new("sxr");
     link(&gw, "198.18.1.1/30", &laptop, "198.18.1.2/30");
+    link(&gw, "198.18.2.1/30", &laptop2, "198.18.2.2/30");
     let (_, res_if) = link(&gw, "198.18.3.1/30", &res, "198.18.3.2/30");
     res.ip(&["addr", "add", &format!("{PAIE}/32"), "dev", &res_if]);
     res.ip(&["addr", "add", &format!("{RH}/32"), "dev", &res_if]);
@@ -239,11 +243,11 @@ auditors = ["cn=auditeurs,ou=groups,dc=academie,dc=test"]
 
 [[resource]]
 name = "paie"
-allow = ["{PAIE}/32 tcp:{APP_PORT}"]
+allow = ["{PAIE}/32 tcp:{APP_PORT}", "{PAIE}/32 icmp"]
 
 [[resource]]
 name = "rh"
-allow = ["{RH}/32 tcp:{APP_PORT}"]
+allow = ["{RH}/32 tcp:{APP_PORT}", "{RH}/32 icmp"]
 
 [[grant]]
 group = "cn=gestionnaires-paie,ou=groups,dc=academie,dc=test"
@@ -261,15 +265,18 @@ resources = ["rh"]
     .unwrap();
     // The first device gets the first free address after the gateway's.
     let wg = WgPeer::start(&laptop, "100.64.0.2/32", dir.path());
+    let wg2 = WgPeer::start(&laptop2, "100.64.0.3/32", dir.path());
     let log = dir.path().join("serve.log");
     let mut w = World {
         serve: None,
         _listener: listener,
         wg,
+        wg2,
         slapd,
         _in_gw: in_gw,
         gw,
         laptop,
+        laptop2,
         _res: res,
         dir,
         config,
@@ -331,6 +338,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     assert_eq!(cfg["tunnel_address"], "100.64.0.2");
     assert_eq!(cfg["gateway"]["public_key"], w.gateway_public);
     assert_eq!(cfg["allowed_ips"], json!([format!("{PAIE}/32")]));
+    assert_eq!(cfg["resources"][0]["name"], "paie");
     let token = cfg["device_token"].as_str().unwrap().to_string();
 
     // The laptop routes both hosts into the tunnel: the gateway decides.
@@ -348,6 +356,41 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     );
     assert!(!w.reaches(RH), "ungranted resource reachable");
 
+    // A second laptop, Sophie's (HR): enrolled the same way, reaches RH.
+    let (st, v) = api(
+        "POST",
+        "/api/v1/enrolment-codes",
+        Some(&json!({"username": "sbernard", "device_name": "portable-sophie"})),
+        Some(&it_jar),
+        None,
+    );
+    assert_eq!(st, 201, "{v}");
+    let (st, cfg2) = api(
+        "POST",
+        "/api/v1/enrol",
+        Some(
+            &json!({"code": v["code"], "username": "sbernard", "password": password_of("sbernard"), "public_key": w.wg2.key.public, "hostname": "pc-sophie"}),
+        ),
+        None,
+        None,
+    );
+    assert_eq!(st, 201, "{cfg2}");
+    assert_eq!(cfg2["tunnel_address"], "100.64.0.3");
+    assert_eq!(cfg2["allowed_ips"], json!([format!("{RH}/32")]));
+    w.wg2.set_peer(
+        &w.laptop2,
+        &w.gateway_public,
+        &format!("198.18.2.1:{GW_PORT}"),
+        &[&format!("{RH}/32")],
+        1,
+    );
+    assert!(
+        wait_for(Duration::from_secs(15), || w
+            .laptop2
+            .tcp_connects(RH, APP_PORT, 2)),
+        "Sophie cannot reach RH"
+    );
+
     // Group added in the directory → access within one sync interval; removed → cut.
     w.slapd.add_to_group("mdupont", "gestionnaires-rh");
     let granted = w
@@ -362,6 +405,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
 
     // Rotation: the old key stops working at once, the new one works.
     let new_key = genkey();
+    let probe = PingProbe::start(&w.laptop, PAIE, 3);
     let (st, v) = api(
         "POST",
         "/api/v1/device/rotate",
@@ -370,9 +414,11 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
         Some(&token),
     );
     assert_eq!(st, 200, "{v}");
-    let t = Instant::now();
-    let dropped = wait_for(Duration::from_secs(1), || !w.reaches_quick(PAIE));
-    eprintln!("rotation: old key refused after {:?}", t.elapsed());
+    let lag = probe.last_reply_after_start();
+    eprintln!(
+        "rotation: last echo reply through the old key {lag:?} after the rotate call started"
+    );
+    let dropped = lag < Duration::from_secs(1);
     assert!(dropped, "old key still passes traffic 1 s after rotation");
     let keyfile = w.dir.path().join("rotated.key");
     std::fs::write(&keyfile, &new_key.private).unwrap();
@@ -398,6 +444,12 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
         .until_reach(PAIE, true, Duration::from_secs(60))
         .unwrap_or_else(|| panic!("no traffic after restart; log:\n{}", w.log_text()));
     eprintln!("serve restart: traffic back {back:?} after ready");
+    assert!(
+        wait_for(Duration::from_secs(60), || w
+            .laptop2
+            .tcp_connects(RH, APP_PORT, 2)),
+        "Sophie's laptop did not come back after the restart"
+    );
 
     // Directory down: logins answer 503 quickly; tunnels keep working across sync passes.
     w.slapd.stop();
@@ -418,9 +470,22 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     assert!(w.reaches(PAIE), "tunnel cut while the directory is down");
     w.slapd.start_again();
 
+    // Sophie leaves every vpn_users group: the next sync revokes her device and cuts her tunnel.
+    let probe = PingProbe::start(&w.laptop2, RH, 3 * SYNC.as_secs() as u32);
+    w.slapd
+        .remove_from_group("sbernard", "personnels-administratifs");
+    let lag = probe.last_reply_after_start();
+    eprintln!("left vpn_users: last echo reply {lag:?} after the directory change (sync_interval {SYNC:?})");
+    assert!(
+        lag < 2 * SYNC,
+        "tunnel still up {lag:?} after leaving vpn_users"
+    );
+    assert!(!w.laptop2.tcp_connects(RH, APP_PORT, 2));
+
     // Revocation by IT staff cuts the live session at once.
     let (_, list) = api("GET", "/api/v1/devices", None, Some(&it_jar), None);
     let id = list[0]["id"].as_i64().unwrap();
+    let probe = PingProbe::start(&w.laptop, PAIE, 3);
     let t = Instant::now();
     let (st, _) = api(
         "DELETE",
@@ -438,9 +503,9 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("sesame_gateway_peers 0"));
     eprintln!("revocation: DELETE answered in {answered:?}, gateway peer already removed");
-    let t = Instant::now();
-    let cut = wait_for(Duration::from_secs(1), || !w.reaches_quick(PAIE));
-    eprintln!("revocation: traffic cut after {:?}", t.elapsed());
+    let lag = probe.last_reply_after_start();
+    eprintln!("revocation: last echo reply {lag:?} after the DELETE call started");
+    let cut = lag < Duration::from_secs(1);
     assert!(cut, "revoked laptop still passes traffic after 1 s");
     let (st, v) = api("GET", "/api/v1/device/config", None, None, Some(&token));
     assert_eq!(
@@ -454,15 +519,61 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
         .output()
         .unwrap();
     let m = String::from_utf8_lossy(&out.stdout);
-    assert!(m.contains("sesame_revocations_total 1"), "{m}");
+    assert!(m.contains("sesame_revocations_total 2"), "{m}");
     assert!(m.contains("sesame_gateway_peers 0"), "{m}");
     w.stop_serve();
 }
 
-impl World {
-    /// One quick TCP attempt (200 ms budget through `timeout 1`): for sub-second measurements.
-    fn reaches_quick(&self, ip: &str) -> bool {
-        self.laptop.tcp_connects(ip, APP_PORT, 1)
+/// A 100 pings/s probe from the laptop, started before an action: tells when the last echo
+/// reply arrived, relative to the action's start (10 ms resolution).
+struct PingProbe {
+    child: std::process::Child,
+    start: f64,
+}
+
+impl PingProbe {
+    fn start(ns: &Netns, ip: &str, seconds: u32) -> PingProbe {
+        let child = ns
+            .command("ping")
+            .args([
+                "-n",
+                "-D",
+                "-i",
+                "0.01",
+                "-W",
+                "1",
+                "-w",
+                &seconds.to_string(),
+                ip,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Let replies flow before the action.
+        std::thread::sleep(Duration::from_millis(500));
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        PingProbe { child, start }
+    }
+
+    /// Waits for ping to end; time from the action's start to the last reply.
+    fn last_reply_after_start(self) -> Duration {
+        let out = self.child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let stamps: Vec<f64> = text
+            .lines()
+            .filter(|l| l.contains("bytes from"))
+            .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+            .collect();
+        assert!(
+            stamps.iter().any(|t| *t < self.start),
+            "no echo reply before the action: {text}"
+        );
+        let last = stamps.iter().cloned().fold(f64::MIN, f64::max);
+        Duration::from_secs_f64((last - self.start).max(0.0))
     }
 }
 

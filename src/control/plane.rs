@@ -8,14 +8,17 @@ use std::time::Duration;
 use tokio::sync::{watch, Mutex, Notify};
 
 use crate::config::Config;
-use crate::store::{Store, StoreError};
+use crate::store::{DevicesVersion, Store, StoreError};
 
 use super::desired::{desired_peers, ActiveDevice, DesiredPeer};
 use super::{GatewayStats, PeerSink};
 
-/// How often the publisher re-reads the store even without a wake-up (also the retry delay
-/// after a failure).
-pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the publisher checks the devices table's fingerprint: a change made by another
+/// process (`sesame devices revoke`, another portal) reaches the gateway within this delay.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the publisher recomputes the whole set anyway (also the retry delay after a
+/// failure).
+pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(30);
 /// How often devices whose key expired are revoked (`device.expired`).
 pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -39,6 +42,8 @@ pub struct ControlPlane {
     publications: AtomicU64,
     /// What the gateway was last given: an identical set is not sent again.
     last: parking_lot::Mutex<Option<Vec<DesiredPeer>>>,
+    /// Fingerprint of the devices table at the last successful computation.
+    version: parking_lot::Mutex<Option<DevicesVersion>>,
     /// `publish_now` calls so far, and how many of them a finished reconcile covered: a
     /// reconcile that started after a caller's request saw that caller's committed write.
     requested: AtomicU64,
@@ -56,6 +61,7 @@ impl ControlPlane {
             stale: AtomicBool::new(false),
             publications: AtomicU64::new(0),
             last: parking_lot::Mutex::new(None),
+            version: parking_lot::Mutex::new(None),
             requested: AtomicU64::new(0),
             covered: AtomicU64::new(0),
         })
@@ -93,6 +99,8 @@ impl ControlPlane {
 
     /// `reconcile` with `publish_lock` already held.
     async fn reconcile_locked(&self) -> Result<usize, ControlError> {
+        // Read the fingerprint first: a change racing with the computation shows up next poll.
+        let version = self.store.devices_version().await.ok();
         match self.compute().await {
             Ok(peers) => {
                 let n = peers.len();
@@ -103,6 +111,7 @@ impl ControlPlane {
                     self.publications.fetch_add(1, Ordering::Relaxed);
                 }
                 drop(last);
+                *self.version.lock() = version;
                 if self.stale.swap(false, Ordering::Relaxed) {
                     tracing::info!(peers = n, "peer set reconciled after an outage");
                 }
@@ -151,16 +160,27 @@ impl ControlPlane {
         Ok(expired.len())
     }
 
-    /// The publisher loop: publishes on each wake-up and every [`REPUBLISH_INTERVAL`], revokes
-    /// expired keys every [`EXPIRY_INTERVAL`], until `shutdown` turns true.
+    /// Whether the devices table changed since the last successful computation (an error
+    /// counts as a change, so the publisher retries).
+    async fn devices_changed(&self) -> bool {
+        match self.store.devices_version().await {
+            Ok(v) => *self.version.lock() != Some(v),
+            Err(_) => true,
+        }
+    }
+
+    /// The publisher loop: publishes on each wake-up, when the devices table changes (polled
+    /// every [`POLL_INTERVAL`]) and every [`REPUBLISH_INTERVAL`]; revokes expired keys every
+    /// [`EXPIRY_INTERVAL`]; until `shutdown` turns true.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut last_expiry = tokio::time::Instant::now();
+        let mut last_full = tokio::time::Instant::now();
         loop {
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(REPUBLISH_INTERVAL) => {}
-                _ = shutdown.changed() => {}
-            }
+            let woken = tokio::select! {
+                _ = self.wake.notified() => true,
+                _ = tokio::time::sleep(POLL_INTERVAL) => false,
+                _ = shutdown.changed() => false,
+            };
             if *shutdown.borrow() {
                 return;
             }
@@ -170,7 +190,11 @@ impl ControlPlane {
                     tracing::warn!(error = %e, "cannot check expired device keys");
                 }
             }
-            let _ = self.reconcile().await;
+            let due = last_full.elapsed() >= REPUBLISH_INTERVAL || self.is_stale();
+            if woken || due || self.devices_changed().await {
+                last_full = tokio::time::Instant::now();
+                let _ = self.reconcile().await;
+            }
         }
     }
 }

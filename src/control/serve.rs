@@ -59,6 +59,7 @@ pub async fn serve(
     PeerSink::set_peers(&handle, initial);
     let control = ControlPlane::new(store.clone(), Arc::clone(&config), Arc::new(handle));
 
+    let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(Arc::clone(&control).run(stop_rx.clone()));
@@ -68,6 +69,7 @@ pub async fn serve(
         control: Arc::clone(&control),
         vpn_users: config.roles.vpn_users.clone(),
         timeout: dir_cfg.timeout,
+        metrics: Arc::clone(&metrics),
     };
     tasks.spawn(sync.run(dir_cfg.sync_interval, stop_rx.clone()));
     tasks.spawn(purge_sessions(store.clone(), stop_rx.clone()));
@@ -77,7 +79,7 @@ pub async fn serve(
         store.clone(),
         directory,
         Arc::clone(&control),
-        Arc::new(Metrics::default()),
+        metrics,
     );
     let tls = match (&config.portal.tls_cert_file, &config.portal.tls_key_file) {
         (Some(cert), Some(key)) => Some(TlsFiles {

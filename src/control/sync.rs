@@ -37,6 +37,8 @@ pub struct DirectorySync {
     pub vpn_users: Vec<String>,
     /// Bound on each directory lookup.
     pub timeout: Duration,
+    /// Revocations are counted with the portal's.
+    pub metrics: Arc<crate::portal::metrics::Metrics>,
 }
 
 impl DirectorySync {
@@ -82,6 +84,9 @@ impl DirectorySync {
                     .revoke_user_devices(&stored.username, reason, &system)
                     .await?;
                 report.devices_revoked += revoked.len();
+                for _ in &revoked {
+                    self.metrics.revocation();
+                }
                 tracing::info!(user = %stored.username, devices = revoked.len(), reason, "devices revoked by directory sync");
             }
         }

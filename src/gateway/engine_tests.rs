@@ -324,3 +324,63 @@ fn timers_tick_without_panicking_and_keep_a_fresh_session() {
     s.engine.tick(Instant::now(), &mut scratch, &mut out);
     assert!(s.engine.peer_stats()[0].session_active);
 }
+
+#[test]
+fn under_load_handshakes_get_cookies_and_a_real_laptop_still_gets_in() {
+    let mut s = setup();
+    let gw_public = PublicKey::from(s.engine.public_key());
+    let limit = HANDSHAKE_LOAD_LIMIT as usize;
+    // A flood of valid-MAC handshakes from many sources (unknown keys).
+    for i in 0..limit + 10 {
+        let mut t = Tunn::new(
+            StaticSecret::random_from_rng(rand_core::OsRng),
+            gw_public,
+            None,
+            None,
+            1,
+            None,
+        );
+        let mut buf = vec![0u8; 2048];
+        let TunnResult::WriteToNetwork(d) = t.format_handshake_initiation(&mut buf, false) else {
+            panic!("no initiation")
+        };
+        let d = d.to_vec();
+        let from: SocketAddr = format!("198.18.{}.{}:5000", 100 + i / 250, 1 + i % 250)
+            .parse()
+            .unwrap();
+        let mut out = Collect::default();
+        s.engine
+            .handle_datagram(s.now, from, &d, &mut s.scratch, &mut out);
+        if i >= limit {
+            // The cookie reply goes to the real source address, type 3.
+            assert_eq!(out.net.len(), 1);
+            assert_eq!(out.net[0].0, from);
+            assert_eq!(out.net[0].1[0], 3);
+        }
+    }
+    assert_eq!(s.drops(DropReason::CookieSent), 10);
+
+    // The laptop gets a cookie, proves its address with MAC2, and is answered.
+    let mut buf = vec![0u8; 2048];
+    let TunnResult::WriteToNetwork(init) = s.laptop.format_handshake_initiation(&mut buf, false)
+    else {
+        panic!("no initiation")
+    };
+    let init = init.to_vec();
+    let out = s.send(&init);
+    assert_eq!(out.net.len(), 1);
+    assert_eq!(out.net[0].1[0], 3, "expected a cookie reply");
+    let cookie = out.net[0].1.clone();
+    assert!(matches!(
+        s.laptop.decapsulate(None, &cookie, &mut buf),
+        TunnResult::Done
+    ));
+    let TunnResult::WriteToNetwork(init) = s.laptop.format_handshake_initiation(&mut buf, true)
+    else {
+        panic!("no initiation")
+    };
+    let init = init.to_vec();
+    let out = s.send(&init);
+    assert_eq!(out.net.len(), 1);
+    assert_eq!(out.net[0].1[0], 2, "expected a handshake response");
+}

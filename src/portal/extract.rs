@@ -66,20 +66,55 @@ impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
     }
 }
 
-/// The peer address of the TCP connection (rate limits, audit). Unspecified when the router is
-/// driven without a connection (unit tests with `oneshot`).
+/// The client's address (rate limits, audit): the TCP peer, or, when the peer is a reverse
+/// proxy on this host (loopback), the last address it appended to `X-Forwarded-For`.
+/// Unspecified when the router is driven without a connection (unit tests with `oneshot`).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
+
+/// The rightmost address of an `X-Forwarded-For` value: the one the local proxy saw.
+pub fn forwarded_for(value: &str) -> Option<IpAddr> {
+    value.rsplit(',').next()?.trim().parse().ok()
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(a)| a.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        Ok(ClientIp(ip))
+        if peer.is_loopback() {
+            if let Some(ip) = parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(forwarded_for)
+            {
+                return Ok(ClientIp(ip));
+            }
+        }
+        Ok(ClientIp(peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rightmost_forwarded_address_is_used() {
+        assert_eq!(
+            forwarded_for("198.18.0.9, 198.18.0.7"),
+            Some("198.18.0.7".parse().expect("ip"))
+        );
+        assert_eq!(
+            forwarded_for("198.18.0.7"),
+            Some("198.18.0.7".parse().expect("ip"))
+        );
+        assert_eq!(forwarded_for("garbage"), None);
+        assert_eq!(forwarded_for(""), None);
     }
 }

@@ -1,6 +1,6 @@
-// Shared by tests/portal_api.rs and tests/portal_postgres.rs through `#[path]`: a real portal on
-// a loopback port, a real slapd, a real SQLite file (or PostgreSQL). The gateway is the only
-// stand-in (a recording PeerSink); tests/serve_e2e.rs runs the real gateway.
+//! Shared by tests/portal_api.rs, portal_auth.rs and portal_postgres.rs through `#[path]`: a real portal on
+//! a loopback port, a real slapd, a real SQLite file (or PostgreSQL). The gateway is the only
+//! stand-in (a recording PeerSink); tests/serve_e2e.rs runs the real gateway.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -113,6 +113,7 @@ pub struct Harness {
     pub control: Arc<ControlPlane>,
     pub config: Arc<Config>,
     pub directory: Arc<sesame::directory::LdapDirectory>,
+    pub metrics: Arc<Metrics>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -190,12 +191,13 @@ impl Harness {
         let sink = Arc::new(RecordingSink::default());
         let control = ControlPlane::new(store.clone(), Arc::clone(&config), sink.clone());
         control.reconcile().await.unwrap();
+        let metrics = Arc::new(Metrics::default());
         let state = AppState::with_limiter(
             Arc::clone(&config),
             store.clone(),
             directory.clone(),
             Arc::clone(&control),
-            Arc::new(Metrics::default()),
+            Arc::clone(&metrics),
             limiter,
         );
         let tls = https.then(|| sesame::portal::listen::TlsFiles {
@@ -215,6 +217,7 @@ impl Harness {
             control,
             config,
             directory,
+            metrics,
             server,
         }
     }
@@ -280,6 +283,7 @@ impl Harness {
             control: Arc::clone(&self.control),
             vpn_users: self.config.roles.vpn_users.clone(),
             timeout: Duration::from_secs(5),
+            metrics: Arc::clone(&self.metrics),
         }
     }
 

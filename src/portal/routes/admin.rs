@@ -32,7 +32,7 @@ pub(crate) fn summary(d: &Device) -> DeviceSummary {
 }
 
 /// `POST /api/v1/enrolment-codes` (IT staff)
-#[utoipa::path(post, path = "/api/v1/enrolment-codes", request_body = CreateCodeRequest,
+#[utoipa::path(post, path = "/api/v1/enrolment-codes", request_body = CreateCodeRequest, security(("session" = [])),
     responses((status = 201, body = CreateCodeResponse), (status = 400), (status = 401), (status = 403), (status = 404), (status = 503)))]
 pub async fn create_code(
     State(state): State<SharedState>,
@@ -94,7 +94,7 @@ pub async fn create_code(
 }
 
 /// `GET /api/v1/devices`: every device for IT staff; a VPN user sees their own.
-#[utoipa::path(get, path = "/api/v1/devices",
+#[utoipa::path(get, path = "/api/v1/devices", security(("session" = [])),
     responses((status = 200, body = Vec<DeviceSummary>), (status = 401), (status = 403)))]
 pub async fn list_devices(
     State(state): State<SharedState>,
@@ -112,7 +112,7 @@ pub async fn list_devices(
 
 /// `DELETE /api/v1/devices/{id}`: revokes at once (the gateway cuts the session). IT staff, or
 /// the owner; anyone else gets 404, as if the device did not exist.
-#[utoipa::path(delete, path = "/api/v1/devices/{id}", params(("id" = i64, Path)),
+#[utoipa::path(delete, path = "/api/v1/devices/{id}", params(("id" = i64, Path)), security(("session" = [])),
     responses((status = 200, body = DeviceSummary), (status = 401), (status = 403), (status = 404)))]
 pub async fn revoke_device(
     State(state): State<SharedState>,

@@ -60,7 +60,7 @@ fn view(e: AuditEvent) -> EventView {
 }
 
 /// `GET /api/v1/audit/events` (auditors)
-#[utoipa::path(get, path = "/api/v1/audit/events", params(EventsQuery),
+#[utoipa::path(get, path = "/api/v1/audit/events", params(EventsQuery), security(("session" = [])),
     responses((status = 200, body = Vec<EventView>), (status = 400), (status = 401), (status = 403)))]
 pub async fn events(
     State(state): State<SharedState>,
@@ -152,7 +152,7 @@ pub struct VerifyView {
 }
 
 /// `GET /api/v1/audit/verify` (auditors)
-#[utoipa::path(get, path = "/api/v1/audit/verify",
+#[utoipa::path(get, path = "/api/v1/audit/verify", security(("session" = [])),
     responses((status = 200, body = VerifyView), (status = 401), (status = 403)))]
 pub async fn verify(
     State(state): State<SharedState>,

@@ -44,9 +44,31 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
         readyz,
         metrics
     ),
-    components(schemas(crate::api::ErrorBody, crate::api::ErrorDetail))
+    components(schemas(crate::api::ErrorBody, crate::api::ErrorDetail)),
+    modifiers(&SecuritySchemes)
 )]
 pub struct ApiDoc;
+
+/// Declares how callers authenticate: agents with a bearer device token, people with the
+/// session cookie set by `/api/v1/login`.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "device_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("__Host-sesame"))),
+        );
+    }
+}
 
 /// The whole HTTP application.
 pub fn router(state: SharedState) -> Router {
@@ -133,3 +155,6 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests;

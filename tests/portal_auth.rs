@@ -1,0 +1,271 @@
+//! Portal sign-in against a real slapd and a real SQLite file: roles on every route,
+//! sessions and cookies (HTTP and HTTPS), brute-force limits.
+#![allow(clippy::unwrap_used)]
+
+mod common {
+    pub mod slapd;
+}
+#[path = "portal_common/harness.rs"]
+mod harness;
+
+use harness::{error_of, laptop_key, Harness};
+use serde_json::{json, Value};
+
+use common::slapd::password_of;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_sessions_and_cookies() {
+    let h = Harness::start_lenient().await;
+    // Cookie attributes on plain HTTP: `sesame`, HttpOnly, SameSite=Strict, no Secure.
+    let r = reqwest::Client::new()
+        .post(h.url("/api/v1/login"))
+        .json(&json!({"username": "mdupont", "password": password_of("mdupont")}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("sesame="), "{cookie}");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    assert!(!cookie.contains("Secure"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["roles"], json!(["vpn_user"]));
+    assert_eq!(v["display_name"], "Marie Dupont");
+
+    // No cookie, forged cookie: 401.
+    let anon = reqwest::Client::new();
+    let r = anon.get(h.url("/api/v1/devices")).send().await.unwrap();
+    assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
+    let r = anon
+        .get(h.url("/api/v1/devices"))
+        .header("cookie", "sesame=forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
+
+    // An agent (VPN user) on IT and auditor routes: 403, nothing written.
+    let marie = h.login("mdupont").await;
+    let r = marie
+        .post(h.url("/api/v1/enrolment-codes"))
+        .json(&json!({"username": "mdupont", "device_name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (403, "forbidden".into()));
+    assert!(h.store.code("AAAA-AAAA-AAAA").await.unwrap().is_none());
+    for path in ["/api/v1/audit/events", "/api/v1/audit/verify"] {
+        let r = marie.get(h.url(path)).send().await.unwrap();
+        assert_eq!(error_of(r).await, (403, "forbidden".into()), "{path}");
+    }
+    // An auditor cannot create codes; a teacher (no role) cannot even log in.
+    let auditor = h.login("cgarnier").await;
+    let r = auditor
+        .post(h.url("/api/v1/enrolment-codes"))
+        .json(&json!({"username": "mdupont", "device_name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (403, "forbidden".into()));
+    let r = anon
+        .post(h.url("/api/v1/login"))
+        .json(&json!({"username": "pdurand", "password": password_of("pdurand")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (403, "forbidden".into()));
+
+    // IT staff: codes only for existing VPN users.
+    let it = h.login("tleroux").await;
+    let r = it
+        .post(h.url("/api/v1/enrolment-codes"))
+        .json(&json!({"username": "pdurand", "device_name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (403, "not_vpn_user".into()));
+    let r = it
+        .post(h.url("/api/v1/enrolment-codes"))
+        .json(&json!({"username": "nobody", "device_name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (404, "unknown_user".into()));
+    let r = it
+        .post(h.url("/api/v1/enrolment-codes"))
+        .json(&json!({"username": "mdupont", "device_name": "x", "ttl": "soon"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (400, "bad_request".into()));
+
+    // Marie's device: Sophie cannot see or revoke it (404), Marie can list her own.
+    let code = h.code_for(&it, "mdupont", "portable-marie").await;
+    let (key, key_bytes) = laptop_key();
+    assert_eq!(h.enrol(&code, "mdupont", &key).await.status(), 201);
+    let id = h.store.list_devices(None).await.unwrap()[0].id;
+    let sophie = h.login("sbernard").await;
+    let r = sophie
+        .delete(h.url(&format!("/api/v1/devices/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (404, "not_found".into()));
+    assert!(h.sink.peer(&key_bytes).is_some());
+    let mine: Value = sophie
+        .get(h.url("/api/v1/devices"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine, json!([]));
+    let mine: Value = marie
+        .get(h.url("/api/v1/devices"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+    let r = it
+        .delete(h.url("/api/v1/devices/999"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (404, "not_found".into()));
+
+    // Logout ends the session server-side.
+    let r = marie.post(h.url("/api/v1/logout")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = marie.get(h.url("/api/v1/devices")).send().await.unwrap();
+    assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
+
+    // Idle timeout: a session unused for 30 minutes is refused.
+    sqlx::query("UPDATE web_sessions SET last_seen = last_seen - 1800001")
+        .execute(h.store.pool())
+        .await
+        .unwrap();
+    let r = it.get(h.url("/api/v1/devices")).send().await.unwrap();
+    assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
+
+    // Unknown routes, wrong methods, OpenAPI.
+    let r = anon.get(h.url("/api/v1/nope")).send().await.unwrap();
+    assert_eq!(error_of(r).await, (404, "not_found".into()));
+    let r = anon.get(h.url("/api/v1/enrol")).send().await.unwrap();
+    assert_eq!(error_of(r).await, (405, "bad_request".into()));
+    let doc: Value = anon
+        .get(h.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for p in [
+        "/api/v1/enrol",
+        "/api/v1/device/rotate",
+        "/api/v1/devices/{id}",
+        "/api/v1/audit/events",
+    ] {
+        assert!(doc["paths"].get(p).is_some(), "{p} documented");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixth_failed_login_within_a_minute_is_429() {
+    let h = Harness::start().await;
+    let c = reqwest::Client::new();
+    let attempt = |pw: &'static str| {
+        let c = c.clone();
+        let url = h.url("/api/v1/login");
+        async move {
+            c.post(url)
+                .json(&json!({"username": "mdupont", "password": pw}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for i in 0..5 {
+        assert_eq!(error_of(attempt("wrong").await).await.0, 401, "attempt {i}");
+    }
+    let r = attempt("wrong").await;
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(error_of(r).await, (429, "too_many_attempts".into()));
+    // Even the right password is refused now, and enrolment too (same user, same address).
+    let r = attempt(password_of("mdupont")).await;
+    assert_eq!(error_of(r).await.1, "too_many_attempts");
+    let r = h.enrol("AAAA-AAAA-AAAA", "mdupont", &laptop_key().0).await;
+    assert_eq!(error_of(r).await.1, "too_many_attempts");
+    // Another user from the same address is refused too (per-address limit)…
+    let login_sb = |xff: Option<&'static str>| {
+        let mut rq = c
+            .post(h.url("/api/v1/login"))
+            .json(&json!({"username": "sbernard", "password": password_of("sbernard")}));
+        if let Some(x) = xff {
+            rq = rq.header("x-forwarded-for", x);
+        }
+        rq.send()
+    };
+    assert_eq!(
+        error_of(login_sb(None).await.unwrap()).await.1,
+        "too_many_attempts"
+    );
+    // …but behind a local reverse proxy each client address has its own bucket.
+    assert_eq!(
+        login_sb(Some("198.18.0.98, 198.18.0.99"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let m = reqwest::get(h.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("sesame_rate_limited_total 4"), "{m}");
+    assert!(
+        m.contains("sesame_logins_total{outcome=\"failure\"} 5"),
+        "{m}"
+    );
+}
+
+/// With tls_cert_file/tls_key_file the portal speaks HTTPS itself, and the session cookie is
+/// `__Host-sesame`, Secure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_portal_with_host_prefixed_secure_cookie() {
+    let h = Harness::start_https().await;
+    assert!(h.base.starts_with("https://"));
+    let c = h.browser();
+    let r = c
+        .post(h.url("/api/v1/login"))
+        .json(&json!({"username": "tleroux", "password": password_of("tleroux")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("__Host-sesame="), "{cookie}");
+    for attr in ["Path=/", "HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(cookie.contains(attr), "{attr} in {cookie}");
+    }
+    // The browser sends it back over HTTPS: the session works.
+    let r = c.get(h.url("/api/v1/devices")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Plain HTTP to the HTTPS port gets no API answer.
+    let plain = h.base.replacen("https://", "http://", 1);
+    let r = reqwest::Client::new()
+        .get(format!("{plain}/healthz"))
+        .send()
+        .await;
+    assert!(r.map(|r| r.status() != 200).unwrap_or(true));
+}
