@@ -13,6 +13,8 @@
 //! a laptop's agent would). A request counts as OK only with the expected status (login 200
 //! with a session cookie, enrol 201 with a device token); anything else is an error, counted
 //! by status and API error code.
+// A command-line tool: its result is its stdout.
+#![allow(clippy::print_stdout)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -228,16 +230,30 @@ async fn send(
     Err((format!("{status} {code}"), body.chars().take(300).collect()))
 }
 
-async fn client_loop(
-    client: reqwest::Client,
-    url: Arc<str>,
-    jobs: Arc<Vec<Job>>,
-    next: Arc<AtomicUsize>,
+/// What every client shares.
+struct Run {
+    url: String,
+    jobs: Vec<Job>,
+    /// Index of the next job to take.
+    next: AtomicUsize,
     op: Op,
+    /// Requests per client after the warm-up (0: until the deadline).
     limit: usize,
     measure_from: Instant,
     deadline: Instant,
-) -> Tally {
+}
+
+async fn client_loop(client: reqwest::Client, run: Arc<Run>) -> Tally {
+    let Run {
+        url,
+        jobs,
+        next,
+        op,
+        limit,
+        measure_from,
+        deadline,
+    } = &*run;
+    let (op, limit, measure_from, deadline) = (*op, *limit, *measure_from, *deadline);
     let mut t = Tally::default();
     loop {
         if Instant::now() >= deadline {
@@ -256,7 +272,7 @@ async fn client_loop(
         if start >= measure_from && limit > 0 && t.latencies_us.len() >= limit {
             break;
         }
-        let res = send(&client, &url, job, op).await;
+        let res = send(&client, url, job, op).await;
         if start < measure_from {
             continue;
         }
@@ -291,7 +307,7 @@ async fn main() {
         }
     };
     let jobs = match build_jobs(&args) {
-        Ok(j) => Arc::new(j),
+        Ok(j) => j,
         Err(e) => {
             eprintln!("portal_load: {e}");
             std::process::exit(2);
@@ -314,23 +330,20 @@ async fn main() {
     } else {
         0
     };
-    let next = Arc::new(AtomicUsize::new(0));
-    let url: Arc<str> = Arc::from(args.url.as_str());
     let start = Instant::now();
     let measure_from = start + args.warmup;
-    let deadline = measure_from + args.duration;
+    let run = Arc::new(Run {
+        url: args.url.clone(),
+        jobs,
+        next: AtomicUsize::new(0),
+        op: args.op,
+        limit: per_client,
+        measure_from,
+        deadline: measure_from + args.duration,
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.clients {
-        tasks.spawn(client_loop(
-            client.clone(),
-            Arc::clone(&url),
-            Arc::clone(&jobs),
-            Arc::clone(&next),
-            args.op,
-            per_client,
-            measure_from,
-            deadline,
-        ));
+        tasks.spawn(client_loop(client.clone(), Arc::clone(&run)));
     }
     let mut all = Tally::default();
     while let Some(r) = tasks.join_next().await {
