@@ -19,6 +19,7 @@ both_backends!(
     audit_verify_detects_tampering,
     sessions_expire_touch_and_purge,
     retention_purge_moves_the_anchor_and_nothing_else_can_delete,
+    grouped_logins_and_audit_events_are_all_durable_and_chained,
 );
 
 async fn audit_is_append_only_chained_and_filterable(db: Db) {
@@ -314,6 +315,88 @@ async fn retention_purge_moves_the_anchor_and_nothing_else_can_delete(db: Db) {
         AuditVerification::Broken {
             id: 7,
             reason: "event below the retention anchor".into()
+        }
+    );
+}
+
+/// Concurrent logins and audit appends go through the group committer (store::group): every
+/// caller that got Ok finds its rows, the chain stays linear, and a bad item (empty username)
+/// fails alone, not the batch it shared.
+async fn grouped_logins_and_audit_events_are_all_durable_and_chained(db: Db) {
+    const N: usize = 40;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let store = db.store.clone();
+        tasks.spawn(async move {
+            let name = if i == 7 {
+                "  ".to_string()
+            } else {
+                format!("agent{i:02}")
+            };
+            let ev = NewAuditEvent {
+                actor: name.clone(),
+                action: "auth.login".into(),
+                target: name.clone(),
+                outcome: Outcome::Success,
+                source_ip: Some("198.18.0.9".into()),
+                details: serde_json::json!({}),
+            };
+            if i % 2 == 1 {
+                let session = NewSession {
+                    username: name.clone(),
+                    roles: vec!["vpn_user".into()],
+                    ttl: HOUR,
+                };
+                let r = store.record_login(&person(&name), &session, ev).await;
+                (i, name, r.map(|(token, _)| Some(token)))
+            } else {
+                let r = store.append_audit_grouped(ev).await;
+                (i, name, r.map(|()| None))
+            }
+        });
+    }
+    let mut ok_logins = Vec::new();
+    let mut ok_events = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (i, name, r) = joined.expect("task");
+        match r {
+            Ok(Some(token)) => {
+                ok_logins.push((name, token));
+                ok_events += 1;
+            }
+            Ok(None) => ok_events += 1,
+            Err(e) => {
+                assert_eq!(i, 7, "only the empty username fails, got {e} for {name}");
+                assert!(matches!(e, StoreError::InvalidInput(_)), "{e}");
+            }
+        }
+    }
+    assert_eq!(ok_logins.len(), N / 2 - 1);
+    assert_eq!(ok_events, N - 1);
+    for (name, token) in &ok_logins {
+        let s = db
+            .store
+            .session(token)
+            .await
+            .expect("read")
+            .expect("session stored");
+        assert_eq!(&s.username, name);
+        assert_eq!(s.roles, vec!["vpn_user".to_string()]);
+        assert!(
+            db.store.user(name).await.expect("read").is_some(),
+            "user row for {name}"
+        );
+    }
+    let all = db
+        .store
+        .list_audit(&AuditFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(all.len(), N - 1);
+    assert_eq!(
+        db.store.verify_audit().await.expect("verify"),
+        AuditVerification::Intact {
+            events: (N - 1) as u64
         }
     );
 }

@@ -44,6 +44,10 @@ pub struct ControlPlane {
     last: parking_lot::Mutex<Option<Vec<DesiredPeer>>>,
     /// Fingerprint of the devices table at the last successful computation.
     version: parking_lot::Mutex<Option<DevicesVersion>>,
+    /// `publish_now` calls so far, and how many of them a finished reconcile covered: a
+    /// reconcile that started after a caller's request saw that caller's committed write.
+    requested: AtomicU64,
+    covered: AtomicU64,
 }
 
 impl ControlPlane {
@@ -58,6 +62,8 @@ impl ControlPlane {
             publications: AtomicU64::new(0),
             last: parking_lot::Mutex::new(None),
             version: parking_lot::Mutex::new(None),
+            requested: AtomicU64::new(0),
+            covered: AtomicU64::new(0),
         })
     }
 
@@ -88,6 +94,11 @@ impl ControlPlane {
     /// set (fail-static) and the publisher loop retries.
     pub async fn reconcile(&self) -> Result<usize, ControlError> {
         let _guard = self.publish_lock.lock().await;
+        self.reconcile_locked().await
+    }
+
+    /// `reconcile` with `publish_lock` already held.
+    async fn reconcile_locked(&self) -> Result<usize, ControlError> {
         // Read the fingerprint first: a change racing with the computation shows up next poll.
         let version = self.store.devices_version().await.ok();
         match self.compute().await {
@@ -115,9 +126,22 @@ impl ControlPlane {
         }
     }
 
-    /// Publishes now from a request handler; a failure is retried by the publisher loop.
+    /// Publishes now from a request handler (after its write committed); a failure is retried
+    /// by the publisher loop. Concurrent callers share publications: a caller returns as soon
+    /// as a reconcile that started after its call has succeeded, so N simultaneous enrolments
+    /// cost one or two reads of the device table, not N.
     pub async fn publish_now(&self) {
-        if self.reconcile().await.is_err() {
+        let mine = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let _guard = self.publish_lock.lock().await;
+        if self.covered.load(Ordering::SeqCst) >= mine {
+            return;
+        }
+        // Every request counted so far was made after its caller's commit: this reconcile,
+        // which reads the store from now on, covers them all.
+        let upto = self.requested.load(Ordering::SeqCst);
+        if self.reconcile_locked().await.is_ok() {
+            self.covered.fetch_max(upto, Ordering::SeqCst);
+        } else {
             self.wake.notify_one();
         }
     }

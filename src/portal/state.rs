@@ -121,7 +121,8 @@ pub async fn audit(
         source_ip: source_ip.map(|ip| ip.to_string()),
         details,
     };
-    if let Err(e) = store.append_audit(&ev).await {
+    // Group-committed: concurrent requests share one transaction (and its fsync).
+    if let Err(e) = store.append_audit_grouped(ev).await {
         tracing::warn!(action, error = %e, "cannot write audit event");
     }
 }

@@ -11,7 +11,7 @@ use super::audit::{self, AuditContext, NewAuditEvent, Outcome};
 use super::codes::{self, CodeState};
 use super::devices::{self, Device};
 use super::users::{self, normalize_username};
-use super::{duration_ms, encode_key, hash_secret, random_token, Store, StoreError};
+use super::{duration_ms, encode_key, hash_secret, random_token, Backend, Store, StoreError};
 use crate::directory::DirectoryUser;
 
 /// Longest host name accepted from an agent (DNS limit).
@@ -66,11 +66,21 @@ pub struct Enrolled {
 }
 
 /// Every address held by a device row, revoked included (addresses are never reused).
-async fn used_addresses(conn: &mut AnyConnection) -> Result<HashSet<Ipv4Addr>, StoreError> {
-    let rows: Vec<String> = sqlx::query_scalar("SELECT tunnel_address FROM devices")
-        .fetch_all(&mut *conn)
-        .await?;
-    rows.iter()
+///
+/// Read as ONE aggregated row: this runs inside the serialised writer transaction of every
+/// enrolment, and row-by-row it cost one driver round trip per device (sqlx's SQLite worker
+/// hands rows over one message each), which grew with the number of devices.
+async fn used_addresses(
+    conn: &mut AnyConnection,
+    backend: Backend,
+) -> Result<HashSet<Ipv4Addr>, StoreError> {
+    let sql = match backend {
+        Backend::Sqlite => "SELECT COALESCE(group_concat(tunnel_address, ','), '') FROM devices",
+        Backend::Postgres => "SELECT COALESCE(string_agg(tunnel_address, ','), '') FROM devices",
+    };
+    let all: String = sqlx::query_scalar(sql).fetch_one(&mut *conn).await?;
+    all.split(',')
+        .filter(|a| !a.is_empty())
         .map(|a| {
             a.parse().map_err(|_| StoreError::Corrupt {
                 table: "devices",
@@ -121,11 +131,11 @@ impl Store {
         if devices::key_in_use(&mut tx, &req.public_key).await? {
             return Err(StoreError::PublicKeyInUse);
         }
-        let address = pool.first_free(&used_addresses(&mut tx).await?).ok_or(
-            StoreError::AddressPoolExhausted {
+        let address = pool
+            .first_free(&used_addresses(&mut tx, self.backend).await?)
+            .ok_or(StoreError::AddressPoolExhausted {
                 network: pool.network,
-            },
-        )?;
+            })?;
         users::upsert(&mut tx, req.user, now).await?;
 
         let token = random_token();

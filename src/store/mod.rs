@@ -12,6 +12,7 @@ mod audit;
 mod codes;
 mod devices;
 mod enrol;
+mod group;
 mod sessions;
 mod users;
 
@@ -219,6 +220,8 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     clock: Arc<dyn Clock>,
+    /// Committer shared by the clones of this store (see `group`).
+    group: Arc<group::GroupCommit>,
 }
 
 impl std::fmt::Debug for Store {
@@ -274,6 +277,7 @@ impl Store {
             pool,
             backend,
             clock: Arc::new(SystemClock),
+            group: Arc::new(group::GroupCommit::default()),
         })
     }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sqlx::any::AnyRow;
-use sqlx::Row as _;
+use sqlx::{AnyConnection, Row as _};
 
 use super::users::normalize_username;
 use super::{duration_ms, hash_secret, random_token, Store, StoreError};
@@ -46,36 +46,50 @@ fn from_row(row: &AnyRow) -> Result<WebSession, StoreError> {
     })
 }
 
+/// The row for a new session opened now for `new`, and its cookie value (shown once).
+pub(crate) fn new_session(new: &NewSession, now: i64) -> (String, WebSession) {
+    let token = random_token();
+    let session = WebSession {
+        id_hash: hash_secret(&token),
+        username: normalize_username(&new.username),
+        roles: new.roles.clone(),
+        created_at: now,
+        last_seen: now,
+        expires_at: now.saturating_add(duration_ms(new.ttl)),
+    };
+    (token, session)
+}
+
+/// Inserts a session row.
+pub(crate) async fn insert_session(
+    conn: &mut AnyConnection,
+    session: &WebSession,
+) -> Result<(), StoreError> {
+    let roles = serde_json::to_string(&session.roles)
+        .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO web_sessions (id_hash, username, roles, created_at, last_seen, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&session.id_hash)
+    .bind(&session.username)
+    .bind(roles)
+    .bind(session.created_at)
+    .bind(session.last_seen)
+    .bind(session.expires_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// Opens a session; returns the cookie value (shown once) and the stored session.
     pub async fn create_session(
         &self,
         new: &NewSession,
     ) -> Result<(String, WebSession), StoreError> {
-        let now = self.now_ms();
-        let token = random_token();
-        let session = WebSession {
-            id_hash: hash_secret(&token),
-            username: normalize_username(&new.username),
-            roles: new.roles.clone(),
-            created_at: now,
-            last_seen: now,
-            expires_at: now.saturating_add(duration_ms(new.ttl)),
-        };
-        let roles = serde_json::to_string(&session.roles)
-            .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO web_sessions (id_hash, username, roles, created_at, last_seen, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&session.id_hash)
-        .bind(&session.username)
-        .bind(roles)
-        .bind(session.created_at)
-        .bind(session.last_seen)
-        .bind(session.expires_at)
-        .execute(&self.pool)
-        .await?;
+        let (token, session) = new_session(new, self.now_ms());
+        insert_session(&mut *self.pool.acquire().await?, &session).await?;
         Ok((token, session))
     }
 

@@ -8,7 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::api::{LoginRequest, LoginResponse};
-use crate::store::{NewSession, Outcome};
+use crate::directory::DirectoryUser;
+use crate::store::{NewAuditEvent, NewSession, Outcome};
 
 use crate::portal::auth::roles_for;
 use crate::portal::error::ApiError;
@@ -32,10 +33,24 @@ pub async fn login(
             retry_after_secs: wait.as_secs().max(1),
         });
     }
-    let result = login_inner(&state, &username, &req.password).await;
-    let (outcome, details) = match &result {
-        Ok(_) => (Outcome::Success, serde_json::json!({})),
-        Err(e) => (outcome_of(e), serde_json::json!({ "reason": e.code() })),
+    let result = match login_inner(&state, &username, &req.password).await {
+        // The user row, the session and its `auth.login` event are written together, in one
+        // transaction shared with concurrent logins (store::group): one fsync for the batch.
+        Ok((user, body)) => state
+            .store
+            .record_login(
+                &user,
+                &NewSession {
+                    username: user.username.clone(),
+                    roles: body.roles.clone(),
+                    ttl: ABSOLUTE_TIMEOUT,
+                },
+                login_event(&username, Outcome::Success, ip, serde_json::json!({})),
+            )
+            .await
+            .map(|(id, _)| (id, body))
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
     };
     state.metrics.login(result.is_ok());
     match &result {
@@ -45,16 +60,18 @@ pub async fn login(
         }
         Err(_) => {}
     }
-    audit(
-        &state.store,
-        &username,
-        "auth.login",
-        &username,
-        outcome,
-        Some(ip),
-        details,
-    )
-    .await;
+    if let Err(e) = &result {
+        audit(
+            &state.store,
+            &username,
+            "auth.login",
+            &username,
+            outcome_of(e),
+            Some(ip),
+            serde_json::json!({ "reason": e.code() }),
+        )
+        .await;
+    }
     let (id, body) = result?;
     let mut resp = Json(body).into_response();
     resp.headers_mut()
@@ -62,11 +79,28 @@ pub async fn login(
     Ok(resp)
 }
 
+fn login_event(
+    username: &str,
+    outcome: Outcome,
+    ip: std::net::IpAddr,
+    details: serde_json::Value,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        actor: username.to_string(),
+        action: "auth.login".into(),
+        target: username.to_string(),
+        outcome,
+        source_ip: Some(ip.to_string()),
+        details,
+    }
+}
+
+/// Checks the password and the roles; writes nothing (the caller records the outcome).
 async fn login_inner(
     state: &SharedState,
     username: &str,
     password: &str,
-) -> Result<(String, LoginResponse), ApiError> {
+) -> Result<(DirectoryUser, LoginResponse), ApiError> {
     let user = state.authenticate(username, password).await?;
     if user.disabled {
         return Err(ApiError::AccountDisabled);
@@ -76,23 +110,12 @@ async fn login_inner(
         return Err(ApiError::Forbidden);
     }
     let roles: Vec<String> = roles.iter().map(|r| r.as_str().to_string()).collect();
-    state.store.upsert_user(&user).await?;
-    let (id, _) = state
-        .store
-        .create_session(&NewSession {
-            username: user.username.clone(),
-            roles: roles.clone(),
-            ttl: ABSOLUTE_TIMEOUT,
-        })
-        .await?;
-    Ok((
-        id,
-        LoginResponse {
-            username: user.username,
-            display_name: user.display_name,
-            roles,
-        },
-    ))
+    let body = LoginResponse {
+        username: user.username.clone(),
+        display_name: user.display_name.clone(),
+        roles,
+    };
+    Ok((user, body))
 }
 
 /// `POST /api/v1/logout`: forgets the session (if any) and clears the cookie. Always 204.

@@ -1,0 +1,392 @@
+//! Portal load client: C concurrent HTTP clients posting logins or enrolments for D seconds or
+//! N requests, with per-request latency; prints one JSON line per run (bench/portal.sh).
+//!
+//! ```text
+//! portal_load --url http://127.0.0.1:8080 --op login --clients 50 --duration 10 \
+//!             --users users.csv [--requests N] [--warmup 1] [--label sqlite]
+//! portal_load --url ... --op enrol --clients 50 --duration 10 --users users.csv \
+//!             --codes codes.csv [--label postgres]
+//! ```
+//! `users.csv`: header `user,password`; logins rotate over its rows. `codes.csv`: the output of
+//! `sesame enrol-code create --csv` (header `user,device,code,expires_at`); each enrolment
+//! redeems the next unused code with a fresh X25519 key (generated before the clock starts, as
+//! a laptop's agent would). A request counts as OK only with the expected status (login 200
+//! with a session cookie, enrol 201 with a device token); anything else is an error, counted
+//! by status and API error code.
+// A command-line tool: its result is its stdout.
+#![allow(clippy::print_stdout)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use rand_core::{OsRng, RngCore as _};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Login,
+    Enrol,
+}
+
+#[derive(Debug)]
+struct Args {
+    url: String,
+    op: Op,
+    clients: usize,
+    duration: Duration,
+    requests: usize,
+    warmup: Duration,
+    users: String,
+    codes: Option<String>,
+    label: String,
+}
+
+const USAGE: &str = "usage: portal_load --op login|enrol --users FILE [--codes FILE] \
+[--url http://127.0.0.1:8080] [--clients 50] [--duration SECS] [--requests N] [--warmup SECS] [--label TEXT]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        url: "http://127.0.0.1:8080".into(),
+        op: Op::Login,
+        clients: 50,
+        duration: Duration::from_secs(10),
+        requests: 0,
+        warmup: Duration::ZERO,
+        users: String::new(),
+        codes: None,
+        label: String::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        let secs = |v: String| -> Result<Duration, String> {
+            v.parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| format!("{flag}: not a number of seconds: {v:?}"))
+        };
+        let count = |v: String| -> Result<usize, String> {
+            v.parse().map_err(|_| format!("{flag}: not a count: {v:?}"))
+        };
+        match flag.as_str() {
+            "--url" => a.url = value()?.trim_end_matches('/').to_string(),
+            "--op" => {
+                a.op = match value()?.as_str() {
+                    "login" => Op::Login,
+                    "enrol" => Op::Enrol,
+                    other => return Err(format!("--op: login or enrol, not {other:?}")),
+                }
+            }
+            "--clients" => a.clients = count(value()?)?.max(1),
+            "--duration" => a.duration = secs(value()?)?,
+            "--requests" => a.requests = count(value()?)?,
+            "--warmup" => a.warmup = secs(value()?)?,
+            "--users" => a.users = value()?,
+            "--codes" => a.codes = Some(value()?),
+            "--label" => a.label = value()?,
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    if a.users.is_empty() {
+        return Err(format!("--users FILE is required\n{USAGE}"));
+    }
+    if a.op == Op::Enrol && a.codes.is_none() {
+        return Err(format!("--op enrol needs --codes FILE\n{USAGE}"));
+    }
+    Ok(a)
+}
+
+/// Rows of a small CSV with a header: a map per row (no quoting needed for bench files).
+fn read_csv(path: &str) -> Result<Vec<HashMap<String, String>>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<String> = lines
+        .next()
+        .ok_or_else(|| format!("{path}: empty file"))?
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    lines
+        .enumerate()
+        .map(|(i, l)| {
+            let cells: Vec<&str> = l.split(',').collect();
+            if cells.len() != header.len() {
+                return Err(format!(
+                    "{path}:{}: {} fields, expected {}",
+                    i + 2,
+                    cells.len(),
+                    header.len()
+                ));
+            }
+            Ok(header
+                .iter()
+                .cloned()
+                .zip(cells.iter().map(|c| c.trim().to_string()))
+                .collect())
+        })
+        .collect()
+}
+
+/// One request to send: path and JSON body.
+struct Job {
+    path: &'static str,
+    body: String,
+}
+
+fn build_jobs(a: &Args) -> Result<Vec<Job>, String> {
+    let users = read_csv(&a.users)?;
+    let passwords: HashMap<String, String> = users
+        .iter()
+        .map(|r| (r["user"].clone(), r["password"].clone()))
+        .collect();
+    if users.is_empty() {
+        return Err(format!("{}: no users", a.users));
+    }
+    match a.op {
+        Op::Login => Ok(users
+            .iter()
+            .map(|u| Job {
+                path: "/api/v1/login",
+                body: serde_json::json!({"username": u["user"], "password": u["password"]})
+                    .to_string(),
+            })
+            .collect()),
+        Op::Enrol => {
+            let path = a.codes.as_deref().unwrap_or_default();
+            read_csv(path)?
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let user = &c["user"];
+                    let password = passwords
+                        .get(user)
+                        .ok_or_else(|| format!("{path}: user {user:?} is not in {}", a.users))?;
+                    let mut seed = [0u8; 32];
+                    OsRng.fill_bytes(&mut seed);
+                    let secret = boringtun::x25519::StaticSecret::from(seed);
+                    let public = boringtun::x25519::PublicKey::from(&secret);
+                    Ok(Job {
+                        path: "/api/v1/enrol",
+                        body: serde_json::json!({
+                            "code": c["code"],
+                            "username": user,
+                            "password": password,
+                            "public_key": base64::engine::general_purpose::STANDARD.encode(public.as_bytes()),
+                            "hostname": format!("bench-pc-{i}"),
+                        })
+                        .to_string(),
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+/// What one client saw.
+#[derive(Default)]
+struct Tally {
+    /// Latencies of measured requests (after the warm-up), microseconds.
+    latencies_us: Vec<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    first_error: Option<String>,
+}
+
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    job: &Job,
+    op: Op,
+) -> Result<(), (String, String)> {
+    let resp = client
+        .post(format!("{url}{}", job.path))
+        .header("content-type", "application/json")
+        .body(job.body.clone())
+        .send()
+        .await
+        .map_err(|e| ("transport".to_string(), e.to_string()))?;
+    let status = resp.status().as_u16();
+    let has_cookie = resp.headers().contains_key("set-cookie");
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| ("transport".to_string(), e.to_string()))?;
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let good = match op {
+        Op::Login => status == 200 && has_cookie && json["username"].is_string(),
+        Op::Enrol => status == 201 && json["device_token"].is_string(),
+    };
+    if good {
+        return Ok(());
+    }
+    let code = json["error"]["code"].as_str().unwrap_or("unexpected_body");
+    Err((format!("{status} {code}"), body.chars().take(300).collect()))
+}
+
+/// What every client shares.
+struct Run {
+    url: String,
+    jobs: Vec<Job>,
+    /// Index of the next job to take.
+    next: AtomicUsize,
+    op: Op,
+    /// Requests per client after the warm-up (0: until the deadline).
+    limit: usize,
+    measure_from: Instant,
+    deadline: Instant,
+}
+
+async fn client_loop(client: reqwest::Client, run: Arc<Run>) -> Tally {
+    let Run {
+        url,
+        jobs,
+        next,
+        op,
+        limit,
+        measure_from,
+        deadline,
+    } = &*run;
+    let (op, limit, measure_from, deadline) = (*op, *limit, *measure_from, *deadline);
+    let mut t = Tally::default();
+    loop {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        // Enrolment codes are single-use: never wrap around. Logins rotate over the users.
+        let job = match op {
+            Op::Enrol => match jobs.get(i) {
+                Some(j) => j,
+                None => break,
+            },
+            Op::Login => &jobs[i % jobs.len()],
+        };
+        let start = Instant::now();
+        if start >= measure_from && limit > 0 && t.latencies_us.len() >= limit {
+            break;
+        }
+        let res = send(&client, url, job, op).await;
+        if start < measure_from {
+            continue;
+        }
+        t.latencies_us.push(start.elapsed().as_micros() as u64);
+        match res {
+            Ok(()) => t.ok += 1,
+            Err((kind, detail)) => {
+                *t.errors.entry(kind.clone()).or_default() += 1;
+                t.first_error.get_or_insert(format!("{kind}: {detail}"));
+            }
+        }
+    }
+    t
+}
+
+/// Nearest-rank percentile of sorted values, in milliseconds.
+fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("portal_load: {e}");
+            std::process::exit(2);
+        }
+    };
+    let jobs = match build_jobs(&args) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("portal_load: {e}");
+            std::process::exit(2);
+        }
+    };
+    let client = match reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients)
+        .timeout(Duration::from_secs(30))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("portal_load: cannot build the HTTP client: {e}");
+            std::process::exit(2);
+        }
+    };
+    // Per-client request budget so that --requests N is N in total (±clients).
+    let per_client = if args.requests > 0 {
+        args.requests.div_ceil(args.clients)
+    } else {
+        0
+    };
+    let start = Instant::now();
+    let measure_from = start + args.warmup;
+    let run = Arc::new(Run {
+        url: args.url.clone(),
+        jobs,
+        next: AtomicUsize::new(0),
+        op: args.op,
+        limit: per_client,
+        measure_from,
+        deadline: measure_from + args.duration,
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..args.clients {
+        tasks.spawn(client_loop(client.clone(), Arc::clone(&run)));
+    }
+    let mut all = Tally::default();
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(t) => {
+                all.latencies_us.extend(t.latencies_us);
+                all.ok += t.ok;
+                for (k, v) in t.errors {
+                    *all.errors.entry(k).or_default() += v;
+                }
+                if all.first_error.is_none() {
+                    all.first_error = t.first_error;
+                }
+            }
+            Err(e) => {
+                eprintln!("portal_load: a client task failed: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    let elapsed = Instant::now()
+        .saturating_duration_since(measure_from)
+        .as_secs_f64();
+    let mut lat = all.latencies_us;
+    lat.sort_unstable();
+    let requests = lat.len() as u64;
+    let errors: u64 = all.errors.values().sum();
+    let out = serde_json::json!({
+        "label": args.label,
+        "op": match args.op { Op::Login => "login", Op::Enrol => "enrol" },
+        "clients": args.clients,
+        "requests": requests,
+        "ok": all.ok,
+        "errors": errors,
+        "error_kinds": all.errors,
+        "first_error": all.first_error,
+        "elapsed_s": (elapsed * 1000.0).round() / 1000.0,
+        "req_per_s": if elapsed > 0.0 { (requests as f64 / elapsed * 10.0).round() / 10.0 } else { 0.0 },
+        "ok_per_s": if elapsed > 0.0 { (all.ok as f64 / elapsed * 10.0).round() / 10.0 } else { 0.0 },
+        "p50_ms": percentile_ms(&lat, 50.0),
+        "p90_ms": percentile_ms(&lat, 90.0),
+        "p99_ms": percentile_ms(&lat, 99.0),
+        "max_ms": percentile_ms(&lat, 100.0),
+    });
+    println!("{out}");
+}

@@ -1,0 +1,164 @@
+//! Group commit for the portal's per-request writes (successful logins, audit events).
+//!
+//! Every commit of a writer transaction costs one fsync (SQLite `synchronous=FULL`, PostgreSQL
+//! `synchronous_commit=on`) and writers are serialised (the audit chain), so one transaction
+//! per request caps the portal at ~1/fsync requests per second. Here concurrent requests hand
+//! their writes to one task that commits whatever is queued in ONE writer transaction and then
+//! answers each caller: durability is unchanged (a caller returns only after the commit that
+//! holds its rows), the chain stays linear, and the fsync is shared by the batch. If a batch
+//! fails, its items are retried one transaction each, so one bad item never fails the others.
+
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::audit::{self, NewAuditEvent};
+use super::sessions::{insert_session, WebSession};
+use super::{users, Store, StoreError};
+use crate::directory::DirectoryUser;
+
+/// Most items committed in one transaction.
+const MAX_BATCH: usize = 256;
+/// Items waiting for the committer; senders wait (backpressure) beyond this.
+const QUEUE: usize = 4096;
+
+/// One request's writes.
+#[derive(Debug, Clone)]
+pub(crate) enum Write {
+    /// A successful login: refresh the user, open the session, audit it.
+    Login {
+        user: DirectoryUser,
+        session: WebSession,
+        audit: NewAuditEvent,
+    },
+    /// A lone audit event (refusals).
+    Audit(NewAuditEvent),
+}
+
+struct Item {
+    write: Write,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The committer of a store (started on first use, on the caller's runtime).
+#[derive(Default)]
+pub(crate) struct GroupCommit {
+    queue: OnceLock<mpsc::Sender<Item>>,
+}
+
+impl GroupCommit {
+    fn sender(&self, store: &Store) -> &mpsc::Sender<Item> {
+        self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            // The task owns a copy of the store without the queue, so dropping every Store
+            // drops the sender and ends the task.
+            let inner = Store {
+                pool: store.pool.clone(),
+                backend: store.backend,
+                clock: Arc::clone(&store.clock),
+                group: Arc::new(GroupCommit::default()),
+            };
+            tokio::spawn(run(inner, rx));
+            tx
+        })
+    }
+}
+
+async fn run(store: Store, mut rx: mpsc::Receiver<Item>) {
+    let mut batch: Vec<Item> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let writes: Vec<&Write> = batch.iter().map(|i| &i.write).collect();
+        match apply(&store, &writes).await {
+            Ok(()) => {
+                for item in batch.drain(..) {
+                    let _ = item.reply.send(Ok(()));
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                if let Some(item) = batch.pop() {
+                    let _ = item.reply.send(Err(e));
+                }
+            }
+            Err(_) => {
+                for item in batch.drain(..) {
+                    let r = apply(&store, &[&item.write]).await;
+                    let _ = item.reply.send(r);
+                }
+            }
+        }
+    }
+}
+
+/// All `writes` in one writer transaction.
+async fn apply(store: &Store, writes: &[&Write]) -> Result<(), StoreError> {
+    let now = store.now_ms();
+    let mut tx = store.write_tx().await?;
+    for w in writes {
+        match w {
+            Write::Login {
+                user,
+                session,
+                audit: ev,
+            } => {
+                users::upsert(&mut tx, user, now).await?;
+                insert_session(&mut tx, session).await?;
+                audit::append(&mut tx, now, ev).await?;
+            }
+            Write::Audit(ev) => {
+                audit::append(&mut tx, now, ev).await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+impl Store {
+    /// Commits `write` together with the other writes queued meanwhile; returns once it is
+    /// durable (or failed). Outside a Tokio runtime's task context, or if the committer is gone,
+    /// it is written in its own transaction.
+    pub(crate) async fn commit_grouped(&self, write: Write) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let item = Item { write, reply };
+        let item = match self.group.sender(self).send(item).await {
+            Ok(()) => match answer.await {
+                Ok(r) => return r,
+                Err(_) => None,
+            },
+            Err(mpsc::error::SendError(item)) => Some(item),
+        };
+        match item {
+            Some(item) => apply(self, &[&item.write]).await,
+            // The committer dropped the reply without answering (runtime shutting down): the
+            // outcome is unknown, report the store as unavailable.
+            None => Err(StoreError::Unavailable(sqlx::Error::WorkerCrashed)),
+        }
+    }
+}
+
+impl Store {
+    /// Records a successful login in one durable step: refreshes the user from the directory,
+    /// opens a web session and appends `audit` (normally `auth.login` success), group-committed
+    /// with concurrent logins. Returns the cookie value (shown once) and the session.
+    pub async fn record_login(
+        &self,
+        user: &DirectoryUser,
+        session: &super::NewSession,
+        audit: NewAuditEvent,
+    ) -> Result<(String, WebSession), StoreError> {
+        let (token, row) = super::sessions::new_session(session, self.now_ms());
+        self.commit_grouped(Write::Login {
+            user: user.clone(),
+            session: row.clone(),
+            audit,
+        })
+        .await?;
+        Ok((token, row))
+    }
+
+    /// Appends one audit event, group-committed with concurrent appends; returns once it is
+    /// durable. (Use [`Store::append_audit`] to get the stored event back.)
+    pub async fn append_audit_grouped(&self, ev: NewAuditEvent) -> Result<(), StoreError> {
+        self.commit_grouped(Write::Audit(ev)).await
+    }
+}
