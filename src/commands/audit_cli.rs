@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _};
 
 use crate::config::{parse_duration, Config};
-use crate::store::{canonical_json, AuditEvent, AuditFilter, AuditVerification, Store};
+use crate::store::{
+    canonical_json, rfc3339_ms, AuditEvent, AuditFilter, AuditVerification, Store, AUDIT_CSV_HEADER,
+};
 
 /// Events read per query while exporting.
 const PAGE: i64 = 1000;
@@ -21,17 +23,6 @@ const PAGE: i64 = 1000;
 pub enum ExportFormat {
     Csv,
     Jsonl,
-}
-
-/// Unix ms as RFC 3339 UTC with millisecond precision (`2026-01-05T09:00:00.250Z`).
-pub fn rfc3339_ms(ms: i64) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&format).ok())
-        .unwrap_or_else(|| ms.to_string())
 }
 
 /// `--since`/`--until`: RFC 3339, a date `YYYY-MM-DD` (midnight UTC), or a duration meaning
@@ -104,18 +95,7 @@ pub fn export(
         match format {
             ExportFormat::Csv => {
                 let mut w = csv::Writer::from_writer(stdout);
-                w.write_record([
-                    "id",
-                    "ts",
-                    "actor",
-                    "action",
-                    "target",
-                    "outcome",
-                    "source_ip",
-                    "details",
-                    "prev_hash",
-                    "hash",
-                ])?;
+                w.write_record(AUDIT_CSV_HEADER)?;
                 csv_out = Some(w);
             }
             ExportFormat::Jsonl => json_out = Some(std::io::BufWriter::new(stdout)),
@@ -125,18 +105,7 @@ pub fn export(
             let page = store.list_audit(&filter).await?;
             for e in &page {
                 if let Some(w) = csv_out.as_mut() {
-                    w.write_record([
-                        e.id.to_string().as_str(),
-                        &rfc3339_ms(e.ts),
-                        &e.actor,
-                        &e.action,
-                        &e.target,
-                        e.outcome.as_str(),
-                        e.source_ip.as_deref().unwrap_or(""),
-                        &canonical_json(&e.details),
-                        &e.prev_hash,
-                        &e.hash,
-                    ])?;
+                    w.write_record(e.csv_record())?;
                 }
                 if let Some(w) = json_out.as_mut() {
                     writeln!(w, "{}", canonical_json(&json_line(e)))?;

@@ -91,7 +91,38 @@ pub struct AuditEvent {
     pub hash: String,
 }
 
+/// Column names of the audit CSV export, shared by `sesame audit export` and the API.
+pub const AUDIT_CSV_HEADER: [&str; 10] = [
+    "id",
+    "ts",
+    "actor",
+    "action",
+    "target",
+    "outcome",
+    "source_ip",
+    "details",
+    "prev_hash",
+    "hash",
+];
+
 impl AuditEvent {
+    /// The event as one CSV record, in [`AUDIT_CSV_HEADER`] order (ts with milliseconds,
+    /// details as canonical JSON: exactly the hashed content).
+    pub fn csv_record(&self) -> [String; 10] {
+        [
+            self.id.to_string(),
+            super::rfc3339_ms(self.ts),
+            self.actor.clone(),
+            self.action.clone(),
+            self.target.clone(),
+            self.outcome.as_str().to_string(),
+            self.source_ip.clone().unwrap_or_default(),
+            canonical_json(&self.details),
+            self.prev_hash.clone(),
+            self.hash.clone(),
+        ]
+    }
+
     /// The hash this event should carry given its fields and `prev_hash`.
     pub fn compute_hash(&self) -> String {
         chain_hash(

@@ -18,7 +18,7 @@ mod users;
 
 pub use audit::{
     canonical_json, AuditContext, AuditEvent, AuditFilter, AuditVerification, NewAuditEvent,
-    Outcome, GENESIS_HASH,
+    Outcome, AUDIT_CSV_HEADER, GENESIS_HASH,
 };
 pub use codes::{
     generate_code, normalize_code, validate as validate_code_request, CodeState, CreatedCode,
@@ -426,6 +426,17 @@ pub fn random_token() -> String {
 
 /// Unix milliseconds as RFC 3339 UTC with second precision (`2026-01-05T09:00:00Z`), as the API
 /// and the CLI show times. Out-of-range values print as the raw number.
+/// Unix milliseconds → RFC 3339 UTC with milliseconds (`2026-01-05T09:00:00.250Z`).
+pub fn rfc3339_ms(ms: i64) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
 pub fn rfc3339(ms: i64) -> String {
     let format =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{AuditEvent, AuditFilter, AuditVerification};
+use crate::store::{AuditEvent, AuditFilter, AuditVerification, AUDIT_CSV_HEADER};
 
 use crate::portal::auth::{Role, Session};
 use crate::portal::error::ApiError;
@@ -85,43 +85,15 @@ pub async fn events(
         after_id: None,
         limit: Some(MAX_EVENTS),
     };
-    let rows: Vec<EventView> = state
-        .store
-        .list_audit(&filter)
-        .await?
-        .into_iter()
-        .map(view)
-        .collect();
+    let events = state.store.list_audit(&filter).await?;
     match q.format.as_deref().unwrap_or("json") {
-        "json" => Ok(Json(rows).into_response()),
+        "json" => Ok(Json(events.into_iter().map(view).collect::<Vec<_>>()).into_response()),
         "csv" => {
             let mut w = csv::Writer::from_writer(Vec::new());
             let write = |w: &mut csv::Writer<Vec<u8>>| -> Result<(), csv::Error> {
-                w.write_record([
-                    "id",
-                    "ts",
-                    "actor",
-                    "action",
-                    "target",
-                    "outcome",
-                    "source_ip",
-                    "details",
-                    "prev_hash",
-                    "hash",
-                ])?;
-                for r in &rows {
-                    w.write_record([
-                        r.id.to_string().as_str(),
-                        &r.ts,
-                        &r.actor,
-                        &r.action,
-                        &r.target,
-                        &r.outcome,
-                        r.source_ip.as_deref().unwrap_or(""),
-                        &r.details.to_string(),
-                        &r.prev_hash,
-                        &r.hash,
-                    ])?;
+                w.write_record(AUDIT_CSV_HEADER)?;
+                for e in &events {
+                    w.write_record(e.csv_record())?;
                 }
                 Ok(())
             };
