@@ -24,6 +24,9 @@ use super::stats::{DropReason, Drops, PeerStats};
 /// Handshake messages per second (all peers together) before the gateway answers with
 /// cookies. Each handshake is counted twice (by the engine, then by the peer's Tunn).
 pub const HANDSHAKE_LOAD_LIMIT: u64 = 200;
+/// Handshakes per second (as the engine counts them, once each) from which the per-source
+/// limit applies: the point where the cookie limiter above reaches its own limit.
+pub const PER_SOURCE_LOAD: u64 = HANDSHAKE_LOAD_LIMIT / 2;
 /// Most flows one peer may have open at once.
 pub const MAX_FLOWS_PER_PEER: usize = 4096;
 /// Extra room a scratch buffer needs beyond the packet: WireGuard's data overhead.
@@ -74,7 +77,7 @@ impl Engine {
             secret,
             public,
             peers: Peers::default(),
-            handshakes: Mutex::new(HandshakeLimiter::default()),
+            handshakes: Mutex::new(HandshakeLimiter::new(PER_SOURCE_LOAD)),
             drops: Drops::default(),
             flow_idle,
             ticks: Mutex::new(TickState {
@@ -132,6 +135,7 @@ impl Engine {
             Ok(Packet::HandshakeInit(init)) => init,
             Ok(_) => return self.drops.add(DropReason::Malformed),
             Err(TunnResult::WriteToNetwork(cookie)) => {
+                self.handshakes.lock().cookie_sent(now);
                 out.to_network(from, cookie);
                 return self.drops.add(DropReason::CookieSent);
             }
@@ -140,6 +144,7 @@ impl Engine {
             }
             Err(_) => return self.drops.add(DropReason::Malformed),
         };
+        // Per source only under load (as Linux and wireguard-go): many laptops share a NAT address.
         if !self.handshakes.lock().allow(from.ip(), now) {
             return self.drops.add(DropReason::RateLimited);
         }

@@ -10,6 +10,7 @@ pub mod packet;
 pub mod peers;
 pub mod ratelimit;
 pub mod stats;
+pub mod table;
 mod tun;
 mod udp;
 mod worker;
@@ -144,7 +145,8 @@ impl Drop for Gateway {
 
 impl GatewayHandle {
     /// Applies the desired peer set atomically: unchanged peers keep their sessions, a
-    /// removed peer's session is cut at once.
+    /// removed peer's session is cut at once. Cheap when little changed: one lookup per
+    /// peer, and the new snapshot shares every table shard no change landed in.
     pub fn set_peers(&self, desired: Vec<PeerSpec>) {
         let r = self.engine.peers.set(desired);
         if r.duplicates > 0 {
@@ -160,6 +162,28 @@ impl GatewayHandle {
             unchanged = r.unchanged,
             "gateway peers applied"
         );
+    }
+
+    /// Adds or changes one peer without restating the others. Rules and label change in
+    /// place (session kept); a new address or keepalive replaces the peer (new session). Returns
+    /// false, leaving the table as it was, when another peer already holds the address.
+    pub fn upsert_peer(&self, spec: PeerSpec) -> bool {
+        let r = self.engine.peers.upsert(spec);
+        if r.duplicates > 0 {
+            tracing::warn!("peer skipped: its address belongs to another peer");
+            return false;
+        }
+        tracing::debug!(
+            added = r.added,
+            replaced = r.removed,
+            "gateway peer applied"
+        );
+        true
+    }
+
+    /// Removes one peer and cuts its session at once; false if there was no such peer.
+    pub fn remove_peer(&self, public_key: &[u8; 32]) -> bool {
+        self.engine.peers.remove(public_key)
     }
 
     pub fn public_key(&self) -> [u8; 32] {

@@ -1,8 +1,8 @@
-//! The peer table: an immutable snapshot (by key, by tunnel address, by session index) swapped atomically.
+//! The peer set: desired-state diffing and single-peer changes over [`PeerTable`] snapshots swapped atomically.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 
 use super::conntrack::FlowTable;
 use super::stats::PeerCounters;
+pub use super::table::PeerTable;
 use crate::policy::RuleSet;
 
 /// Desired state of one peer, as the control plane (or the config's `[[peer]]`) describes it.
@@ -42,6 +43,8 @@ pub struct Peer {
     pub live: AtomicBool,
     /// Set when the peer leaves the table; a worker still holding it stops using it.
     pub removed: AtomicBool,
+    /// Scratch for [`Peers::set`] (under its writer lock): call number × 2, +1 when kept.
+    mark: AtomicU64,
 }
 
 /// The mutable part of a peer, behind its own lock.
@@ -67,6 +70,7 @@ impl Peer {
             counters: PeerCounters::default(),
             live: AtomicBool::new(false),
             removed: AtomicBool::new(false),
+            mark: AtomicU64::new(0),
         }
     }
 
@@ -90,41 +94,6 @@ impl std::fmt::Debug for Peer {
     }
 }
 
-/// One immutable snapshot of all peers.
-#[derive(Debug, Default)]
-pub struct PeerTable {
-    by_key: HashMap<[u8; 32], Arc<Peer>>,
-    by_addr: HashMap<Ipv4Addr, Arc<Peer>>,
-    by_index: HashMap<u32, Arc<Peer>>,
-}
-
-impl PeerTable {
-    pub fn by_key(&self, key: &[u8; 32]) -> Option<&Arc<Peer>> {
-        self.by_key.get(key)
-    }
-
-    pub fn by_address(&self, addr: Ipv4Addr) -> Option<&Arc<Peer>> {
-        self.by_addr.get(&addr)
-    }
-
-    /// The peer owning a session index from a data, response or cookie message.
-    pub fn by_receiver_index(&self, receiver_index: u32) -> Option<&Arc<Peer>> {
-        self.by_index.get(&(receiver_index >> 8))
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_key.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Peer>> {
-        self.by_key.values()
-    }
-}
-
 /// What `Peers::set` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SetReport {
@@ -136,11 +105,55 @@ pub struct SetReport {
     pub duplicates: usize,
 }
 
+/// The single writer's state.
+#[derive(Debug, Default)]
+struct Writer {
+    /// Last session index handed out (indices are not reused until they wrap).
+    next_index: u32,
+    /// Number of the current `set` call, for [`Peer::mark`].
+    generation: u64,
+}
+
 /// The live table plus its single writer.
 #[derive(Debug, Default)]
 pub struct Peers {
     current: ArcSwap<PeerTable>,
-    writer: Mutex<u32>,
+    writer: Mutex<Writer>,
+}
+
+/// Whether a kept peer's spec equals it; updates rules and label in place (no new session).
+fn update_in_place(p: &Peer, spec: PeerSpec, report: &mut SetReport) {
+    let mut changed = false;
+    if **p.rules.load() != spec.rules {
+        p.rules.store(Arc::new(spec.rules));
+        changed = true;
+    }
+    if **p.label.load() != spec.label {
+        p.label.store(Arc::new(spec.label));
+        changed = true;
+    }
+    if changed {
+        report.updated += 1;
+    } else {
+        report.unchanged += 1;
+    }
+}
+
+impl Writer {
+    /// A 24-bit index held by no peer of `old` (which may still have sessions) nor of `next`.
+    fn fresh_index(&mut self, old: &PeerTable, next: &PeerTable) -> u32 {
+        loop {
+            self.next_index = if self.next_index >= MAX_INDEX {
+                1
+            } else {
+                self.next_index + 1
+            };
+            let candidate = self.next_index;
+            if !old.has_index(candidate) && !next.has_index(candidate) {
+                return candidate;
+            }
+        }
+    }
 }
 
 impl Peers {
@@ -154,86 +167,144 @@ impl Peers {
     }
 
     /// Applies a desired state: unchanged peers keep their `Arc` (and session); peers whose
-    /// key, address or keepalive changed are replaced; removed peers are cut at once.
+    /// key, address or keepalive changed are replaced; removed peers are cut at once. When a
+    /// key or address appears twice, the first spec wins.
+    ///
+    /// Cost: one lookup per spec, no allocation per unchanged peer; the new snapshot shares
+    /// every shard nothing changed in, so adding one peer to 10,000 copies a few small shards.
     pub fn set(&self, desired: Vec<PeerSpec>) -> SetReport {
-        let mut next_index = self.writer.lock();
+        let mut w = self.writer.lock();
+        w.generation += 1;
+        // A peer's mark says, for this call: its key was seen (`seen`), and it is kept (`kept`).
+        let seen = w.generation << 1;
+        let kept = seen | 1;
         let old = self.current.load_full();
         let mut report = SetReport::default();
-        let mut table = PeerTable::default();
-        let mut used: HashSet<u32> = HashSet::with_capacity(desired.len());
-        let mut fresh = Vec::new();
-        let mut seen_keys = HashSet::with_capacity(desired.len());
-        let mut seen_addrs = HashSet::with_capacity(desired.len());
+        let mut fresh: Vec<PeerSpec> = Vec::new();
+        // Keys and addresses claimed by specs that need a new peer (usually few).
+        let mut fresh_keys: HashSet<[u8; 32]> = HashSet::new();
+        let mut fresh_addrs: HashSet<Ipv4Addr> = HashSet::new();
+        let mut kept_count = 0usize;
+        let address_free = |addr: &Ipv4Addr, fresh_addrs: &HashSet<Ipv4Addr>| {
+            !fresh_addrs.contains(addr)
+                && old
+                    .by_address(*addr)
+                    .is_none_or(|q| q.mark.load(Ordering::Relaxed) != kept)
+        };
         for spec in desired {
-            if !seen_keys.insert(spec.public_key) || !seen_addrs.insert(spec.address) {
+            match old.by_key(&spec.public_key) {
+                Some(p) => {
+                    if p.mark.load(Ordering::Relaxed) >> 1 == seen >> 1 {
+                        report.duplicates += 1;
+                        continue;
+                    }
+                    if p.address == spec.address
+                        && p.persistent_keepalive == spec.persistent_keepalive
+                    {
+                        if fresh_addrs.contains(&spec.address) {
+                            // An earlier new spec took this address: the old peer goes.
+                            p.mark.store(seen, Ordering::Relaxed);
+                            report.duplicates += 1;
+                            continue;
+                        }
+                        p.mark.store(kept, Ordering::Relaxed);
+                        kept_count += 1;
+                        update_in_place(p, spec, &mut report);
+                        continue;
+                    }
+                    p.mark.store(seen, Ordering::Relaxed);
+                }
+                None => {
+                    if !fresh_keys.insert(spec.public_key) {
+                        report.duplicates += 1;
+                        continue;
+                    }
+                }
+            }
+            if !address_free(&spec.address, &fresh_addrs) {
                 report.duplicates += 1;
                 continue;
             }
-            let peer = match old.by_key.get(&spec.public_key) {
-                Some(p)
-                    if p.address == spec.address
-                        && p.persistent_keepalive == spec.persistent_keepalive =>
-                {
-                    let mut changed = false;
-                    if **p.rules.load() != spec.rules {
-                        p.rules.store(Arc::new(spec.rules));
-                        changed = true;
-                    }
-                    if **p.label.load() != spec.label {
-                        p.label.store(Arc::new(spec.label));
-                        changed = true;
-                    }
-                    if changed {
-                        report.updated += 1;
-                    } else {
-                        report.unchanged += 1;
-                    }
-                    used.insert(p.index);
-                    Arc::clone(p)
-                }
-                _ => {
-                    // Index assigned below, once every kept index is known.
-                    fresh.push(spec);
-                    continue;
-                }
-            };
-            table.by_addr.insert(peer.address, Arc::clone(&peer));
-            table.by_index.insert(peer.index, Arc::clone(&peer));
-            table.by_key.insert(peer.public_key, peer);
+            fresh_addrs.insert(spec.address);
+            fresh.push(spec);
         }
-        for spec in fresh {
-            let index = loop {
-                *next_index = if *next_index >= MAX_INDEX {
-                    1
-                } else {
-                    *next_index + 1
-                };
-                let candidate = *next_index;
-                if !used.contains(&candidate) && !old.by_index.contains_key(&candidate) {
-                    break candidate;
-                }
-            };
-            used.insert(index);
-            report.added += 1;
-            let peer = Arc::new(Peer::new(spec, index));
-            table.by_addr.insert(peer.address, Arc::clone(&peer));
-            table.by_index.insert(peer.index, Arc::clone(&peer));
-            table.by_key.insert(peer.public_key, peer);
+        if kept_count == old.len() && fresh.is_empty() {
+            return report;
         }
-        self.current.store(Arc::new(table));
-        let now = self.current.load();
-        for p in old.by_key.values() {
-            let kept = now
-                .by_key
-                .get(&p.public_key)
-                .is_some_and(|n| Arc::ptr_eq(n, p));
-            if !kept {
-                p.removed.store(true, Ordering::Release);
-                p.cut();
-                report.removed += 1;
+        let mut table = PeerTable::clone(&old);
+        let mut gone = Vec::new();
+        if kept_count < old.len() {
+            for p in old.iter() {
+                if p.mark.load(Ordering::Relaxed) != kept {
+                    table.remove(p);
+                    gone.push(Arc::clone(p));
+                }
             }
         }
+        for spec in fresh {
+            let index = w.fresh_index(&old, &table);
+            table.insert(Arc::new(Peer::new(spec, index)));
+            report.added += 1;
+        }
+        self.current.store(Arc::new(table));
+        for p in gone {
+            p.removed.store(true, Ordering::Release);
+            p.cut();
+            report.removed += 1;
+        }
         report
+    }
+
+    /// Adds one peer or changes it in place (rules, label); a new address or keepalive
+    /// replaces it (new session). Refused (reported as a duplicate) when another peer holds
+    /// the address.
+    pub fn upsert(&self, spec: PeerSpec) -> SetReport {
+        let mut w = self.writer.lock();
+        let old = self.current.load_full();
+        let mut report = SetReport::default();
+        let existing = old.by_key(&spec.public_key);
+        if let Some(p) = existing {
+            if p.address == spec.address && p.persistent_keepalive == spec.persistent_keepalive {
+                update_in_place(p, spec, &mut report);
+                return report;
+            }
+        }
+        if old
+            .by_address(spec.address)
+            .is_some_and(|q| q.public_key != spec.public_key)
+        {
+            report.duplicates += 1;
+            return report;
+        }
+        let mut table = PeerTable::clone(&old);
+        if let Some(p) = existing {
+            table.remove(p);
+        }
+        let index = w.fresh_index(&old, &table);
+        table.insert(Arc::new(Peer::new(spec, index)));
+        report.added += 1;
+        self.current.store(Arc::new(table));
+        if let Some(p) = existing {
+            p.removed.store(true, Ordering::Release);
+            p.cut();
+            report.removed += 1;
+        }
+        report
+    }
+
+    /// Removes one peer and cuts its session at once. False if no peer has this key.
+    pub fn remove(&self, public_key: &[u8; 32]) -> bool {
+        let _w = self.writer.lock();
+        let old = self.current.load_full();
+        let Some(p) = old.by_key(public_key) else {
+            return false;
+        };
+        let mut table = PeerTable::clone(&old);
+        table.remove(p);
+        self.current.store(Arc::new(table));
+        p.removed.store(true, Ordering::Release);
+        p.cut();
+        true
     }
 }
 
@@ -317,6 +388,127 @@ mod tests {
         assert_ne!(new.index, gone.index);
         let indices: HashSet<u32> = after.iter().map(|p| p.index).collect();
         assert_eq!(indices.len(), 10_000);
+        assert_eq!(after.len(), 10_000);
+
+        // Adding one peer copies only the shard it lands in; the rest is shared.
+        let r = peers.set((0..=10_001).filter(|n| *n != 7).map(spec).collect());
+        assert_eq!((r.added, r.removed, r.duplicates), (1, 0, 0));
+        let plus = peers.snapshot();
+        assert_eq!(plus.len(), 10_001);
+        assert_eq!(
+            plus.shards_shared_with(&after),
+            super::super::table::SHARDS - 1
+        );
+        assert!(Arc::ptr_eq(
+            &kept,
+            plus.by_key(&spec(5).public_key).unwrap()
+        ));
+        // The same set again changes nothing: the very same snapshot stays.
+        let r = peers.set((0..=10_001).filter(|n| *n != 7).map(spec).collect());
+        assert_eq!(r.unchanged, 10_001);
+        assert!(Arc::ptr_eq(&plus, &peers.snapshot()));
+    }
+
+    #[test]
+    fn upsert_and_remove_change_one_peer() {
+        let peers = Peers::default();
+        peers.set((0..1000).map(spec).collect());
+        let before = peers.snapshot();
+        let kept = Arc::clone(before.by_key(&spec(5).public_key).unwrap());
+
+        let r = peers.upsert(spec(1000));
+        assert_eq!((r.added, r.removed), (1, 0));
+        let t = peers.snapshot();
+        assert_eq!(t.len(), 1001);
+        assert!(Arc::ptr_eq(&kept, t.by_key(&spec(5).public_key).unwrap()));
+        let new = t.by_key(&spec(1000).public_key).unwrap();
+        assert!(Arc::ptr_eq(new, t.by_address(spec(1000).address).unwrap()));
+        assert!(Arc::ptr_eq(
+            new,
+            t.by_receiver_index(new.index << 8).unwrap()
+        ));
+
+        // Rules change in place: same Arc.
+        let mut changed = spec(5);
+        changed.rules = RuleSet::deny_all();
+        assert_eq!(peers.upsert(changed).updated, 1);
+        let t = peers.snapshot();
+        assert!(Arc::ptr_eq(&kept, t.by_key(&spec(5).public_key).unwrap()));
+        assert!(kept.rules.load().is_empty());
+
+        // Another peer's address is refused.
+        let mut clash = spec(2000);
+        clash.address = spec(6).address;
+        assert_eq!(peers.upsert(clash.clone()).duplicates, 1);
+        assert!(peers.load().by_key(&clash.public_key).is_none());
+
+        // A new address replaces the peer: new Arc, old one cut.
+        let mut moved = spec(5);
+        moved.address = Ipv4Addr::new(100, 64, 200, 1);
+        let r = peers.upsert(moved.clone());
+        assert_eq!((r.added, r.removed), (1, 1));
+        assert!(kept.removed.load(Ordering::Acquire));
+        let t = peers.snapshot();
+        assert!(t.by_address(spec(5).address).is_none());
+        assert_eq!(
+            t.by_address(moved.address).unwrap().public_key,
+            moved.public_key
+        );
+        assert!(t.by_receiver_index(kept.index << 8).is_none());
+
+        let six = Arc::clone(t.by_key(&spec(6).public_key).unwrap());
+        six.state.lock().endpoint = Some("198.18.0.2:1".parse().unwrap());
+        assert!(peers.remove(&spec(6).public_key));
+        assert!(!peers.remove(&spec(6).public_key));
+        assert!(six.removed.load(Ordering::Acquire));
+        assert!(six.state.lock().endpoint.is_none());
+        let t = peers.snapshot();
+        assert_eq!(t.len(), 1000);
+        assert!(t.by_address(spec(6).address).is_none());
+        assert_eq!(t.iter().count(), 1000);
+        // The snapshot from before is untouched.
+        assert_eq!(before.len(), 1000);
+        assert!(before.by_key(&spec(6).public_key).is_some());
+    }
+
+    #[test]
+    fn first_spec_wins_a_contested_key_or_address() {
+        let peers = Peers::default();
+        peers.set(vec![spec(1), spec(2)]);
+        let two = Arc::clone(peers.load().by_key(&spec(2).public_key).unwrap());
+        // A new peer listed before peer 2 takes its address: peer 2 goes.
+        let mut taker = spec(3);
+        taker.address = spec(2).address;
+        let r = peers.set(vec![spec(1), taker.clone(), spec(2), spec(1)]);
+        assert_eq!(
+            (r.added, r.removed, r.duplicates, r.unchanged),
+            (1, 1, 2, 1)
+        );
+        assert!(two.removed.load(Ordering::Acquire));
+        let t = peers.snapshot();
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            t.by_address(spec(2).address).unwrap().public_key,
+            taker.public_key
+        );
+        // Listed after peer 2, the new peer is the one skipped; peer 2 keeps its session.
+        peers.set(vec![spec(1), spec(2)]);
+        let two = Arc::clone(peers.load().by_key(&spec(2).public_key).unwrap());
+        let r = peers.set(vec![spec(1), spec(2), taker.clone()]);
+        assert_eq!((r.added, r.removed, r.duplicates), (0, 0, 1));
+        assert!(Arc::ptr_eq(
+            &two,
+            peers.load().by_key(&spec(2).public_key).unwrap()
+        ));
+        // Two new specs with one key: the first one is added.
+        let mut other = spec(4);
+        other.public_key = spec(5).public_key;
+        let r = peers.set(vec![spec(1), spec(2), spec(5), other]);
+        assert_eq!((r.added, r.duplicates), (1, 1));
+        assert_eq!(
+            peers.load().by_key(&spec(5).public_key).unwrap().address,
+            spec(5).address
+        );
     }
 
     #[test]
@@ -333,6 +525,40 @@ mod tests {
         let t = peers.load();
         assert!(!Arc::ptr_eq(&old, t.by_key(&moved.public_key).unwrap()));
         assert!(t.by_address(spec(1).address).is_none());
+    }
+
+    /// Timing printout, not an assertion: `cargo test --release --lib set_peers_timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing printout; run by hand in release"]
+    #[allow(clippy::print_stdout)]
+    fn set_peers_timing() {
+        let peers = Peers::default();
+        peers.set((0..10_000).map(spec).collect());
+        for round in 0..5u32 {
+            let desired: Vec<PeerSpec> = (0..=10_000 + round).map(spec).collect();
+            let copy = desired.clone();
+            let t = std::time::Instant::now();
+            let r = peers.set(desired);
+            let e = t.elapsed();
+            assert_eq!(r.added, 1);
+            let t = std::time::Instant::now();
+            drop(copy);
+            let d = t.elapsed();
+            println!(
+                "set_peers adding 1 to {}: {e:?} (freeing the same specs alone: {d:?})",
+                10_000 + round
+            );
+        }
+        for round in 0..3u32 {
+            let t = std::time::Instant::now();
+            let r = peers.upsert(spec(20_000 + round));
+            let e = t.elapsed();
+            assert_eq!(r.added, 1);
+            println!("upsert of 1 into {}: {:?}", peers.load().len() - 1, e);
+            let t = std::time::Instant::now();
+            assert!(peers.remove(&spec(20_000 + round).public_key));
+            println!("remove of 1: {:?}", t.elapsed());
+        }
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub enum DropReason {
     NoPeerForDestination,
     /// A packet from the TUN device that is not valid IP.
     TunMalformed,
-    /// A handshake over the per-source-IP limit.
+    /// A handshake over the per-source-IP limit (which applies only while under load).
     RateLimited,
     /// A cookie reply was sent instead of answering a handshake (gateway under load).
     CookieSent,

@@ -1,5 +1,6 @@
 //! 10,000 enrolled peers in one in-process sesame gateway: RSS per idle and per active peer, and
-//! the time of `set_peers` adding one peer while the load generator's traffic flows (with loss).
+//! the time of `set_peers` adding one peer while the load generator's traffic flows (with loss),
+//! and of the single-peer calls `upsert_peer` / `remove_peer`.
 //! Run inside the gateway namespace; the load generator runs in `--laptop-ns`, the UDP sink in a
 //! thread moved into `--resource-ns`.
 
@@ -144,6 +145,22 @@ fn main() -> anyhow::Result<()> {
     let add = t.elapsed();
     let add_at = t.duration_since(sending).as_secs_f64();
     result("add_peer_ms", add.as_secs_f64() * 1e3, "ms");
+    // The same change as the control plane's single-peer call: one more peer, then it goes.
+    std::thread::sleep(Duration::from_millis(300));
+    let extra = spec(n + 1);
+    let extra_key = extra.public_key;
+    let t = Instant::now();
+    let upserted = handle.upsert_peer(extra);
+    let upsert = t.elapsed();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    let removed = handle.remove_peer(&extra_key);
+    let remove = t.elapsed();
+    if !(upserted && removed) {
+        bail!("upsert_peer/remove_peer did not apply");
+    }
+    result("upsert_peer_ms", upsert.as_secs_f64() * 1e3, "ms");
+    result("remove_peer_ms", remove.as_secs_f64() * 1e3, "ms");
 
     let mut sent = None;
     for line in lines {
