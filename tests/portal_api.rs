@@ -48,6 +48,11 @@ async fn enrol_config_rotate_revoke_journey() {
     assert_eq!(peer.address.to_string(), "100.64.0.2");
     assert!(peer.rules.allows("198.18.10.10".parse().unwrap(), 6, 443));
     assert!(!peer.rules.allows("198.18.20.1".parse().unwrap(), 6, 443));
+    // Published incrementally (this one peer, no whole-set recompute), and identical to what the
+    // full computation from the store gives for it.
+    assert_eq!(*h.sink.upserts.lock(), 1);
+    let full = h.control.compute().await.unwrap();
+    assert_eq!(full.iter().find(|p| p.public_key == key_bytes), Some(&peer));
 
     // The same code again: gone.
     let (key2, _) = laptop_key();
@@ -83,6 +88,10 @@ async fn enrol_config_rotate_revoke_journey() {
     assert_eq!(r.status(), 200);
     assert!(h.sink.peer(&new_bytes).is_some());
     assert!(h.sink.peer(&key_bytes).is_none());
+    // Incrementally too (old key removed, new key added): the gateway's set is the full set.
+    assert_eq!(*h.sink.upserts.lock(), 2);
+    let full = h.control.compute().await.unwrap();
+    assert_eq!(h.sink.last.lock().clone().unwrap(), full);
     // Rotating to the gateway's key or an already used key is refused.
     use base64::Engine as _;
     let gw = base64::engine::general_purpose::STANDARD.encode(GATEWAY_KEY);

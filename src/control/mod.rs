@@ -28,6 +28,16 @@ pub struct GatewayStats {
 pub trait PeerSink: Send + Sync + 'static {
     /// Replaces the whole peer set (diffed by the gateway; removed peers are cut at once).
     fn set_peers(&self, peers: Vec<DesiredPeer>);
+    /// Adds or replaces one peer (same public key) and leaves the others alone; false if the
+    /// sink cannot or would not apply it (the caller then publishes the whole set). The
+    /// default refuses, so a sink without incremental updates always gets whole sets.
+    fn upsert_peer(&self, _peer: DesiredPeer) -> bool {
+        false
+    }
+    /// Removes one peer; false if the sink had no such peer or cannot remove one alone.
+    fn remove_peer(&self, _public_key: &[u8; 32]) -> bool {
+        false
+    }
     /// The gateway's public key (devices dial it; no device may reuse it).
     fn public_key(&self) -> [u8; 32];
     /// Current counters.

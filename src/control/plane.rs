@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Mutex, Notify};
 
 use crate::config::Config;
-use crate::store::{DevicesVersion, Store, StoreError};
+use crate::store::{Device, DeviceStatus, DevicesVersion, Store, StoreError};
 
 use super::desired::{desired_peers, ActiveDevice, DesiredPeer};
 use super::{GatewayStats, PeerSink};
@@ -143,6 +143,64 @@ impl ControlPlane {
             self.covered.fetch_max(upto, Ordering::SeqCst);
         } else {
             self.wake.notify_one();
+        }
+    }
+
+    /// Publishes one device's peer right after its enrolment or key rotation committed, without
+    /// recomputing the whole set: the device's peer (rules from the policy for `groups`, the
+    /// groups just stored for its user) is added, and `replaced_key` (a rotated-out key) is
+    /// removed. O(1) instead of O(devices). Taken under the publication lock, so a full
+    /// reconcile that read the store before this commit cannot overwrite it afterwards; the
+    /// publisher loop's devices-table poll still recomputes the whole set within
+    /// [`POLL_INTERVAL`] (safety net). Falls back to [`Self::publish_now`] when the sink
+    /// refuses the peer (a sink without incremental updates refuses every one), when the device
+    /// is not active or when its user is not a VPN user.
+    pub async fn publish_device(
+        &self,
+        device: &Device,
+        groups: &[String],
+        replaced_key: Option<[u8; 32]>,
+    ) {
+        if device.status != DeviceStatus::Active {
+            return self.publish_now().await;
+        }
+        let active = ActiveDevice {
+            id: device.id,
+            username: device.username.clone(),
+            public_key: device.public_key,
+            address: device.tunnel_address,
+            groups: groups.to_vec(),
+        };
+        let Some(peer) = desired_peers(
+            &self.config.policy,
+            &self.config.roles.vpn_users,
+            &[],
+            std::slice::from_ref(&active),
+        )
+        .pop() else {
+            // Not (or no longer) a VPN user: rare, let the full computation decide.
+            return self.publish_now().await;
+        };
+        let guard = self.publish_lock.lock().await;
+        // The old key first: it holds the same address, which the new peer takes over.
+        if let Some(old) = replaced_key.filter(|k| *k != device.public_key) {
+            self.sink.remove_peer(&old);
+            if let Some(last) = self.last.lock().as_mut() {
+                last.retain(|p| p.public_key != old);
+            }
+        }
+        let applied = self.sink.upsert_peer(peer.clone());
+        if applied {
+            if let Some(last) = self.last.lock().as_mut() {
+                last.retain(|p| p.public_key != peer.public_key);
+                last.push(peer);
+            }
+        }
+        drop(guard);
+        if applied {
+            self.publications.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.publish_now().await;
         }
     }
 

@@ -4,21 +4,27 @@ use crate::gateway::{GatewayHandle, PeerSpec};
 
 use super::{DesiredPeer, GatewayStats, PeerSink};
 
+fn spec(p: DesiredPeer) -> PeerSpec {
+    PeerSpec {
+        public_key: p.public_key,
+        address: p.address,
+        rules: p.rules,
+        label: p.label,
+        persistent_keepalive: p.persistent_keepalive,
+    }
+}
+
 impl PeerSink for GatewayHandle {
     fn set_peers(&self, peers: Vec<DesiredPeer>) {
-        GatewayHandle::set_peers(
-            self,
-            peers
-                .into_iter()
-                .map(|p| PeerSpec {
-                    public_key: p.public_key,
-                    address: p.address,
-                    rules: p.rules,
-                    label: p.label,
-                    persistent_keepalive: p.persistent_keepalive,
-                })
-                .collect(),
-        );
+        GatewayHandle::set_peers(self, peers.into_iter().map(spec).collect());
+    }
+
+    fn upsert_peer(&self, peer: DesiredPeer) -> bool {
+        GatewayHandle::upsert_peer(self, spec(peer))
+    }
+
+    fn remove_peer(&self, public_key: &[u8; 32]) -> bool {
+        GatewayHandle::remove_peer(self, public_key)
     }
 
     fn public_key(&self) -> [u8; 32] {

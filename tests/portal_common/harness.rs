@@ -28,12 +28,38 @@ pub const RH_NET: &str = "198.18.20.0/24";
 pub struct RecordingSink {
     pub last: Mutex<Option<Vec<DesiredPeer>>>,
     pub publications: Mutex<usize>,
+    /// Single peers added or replaced (enrolment, rotation) without a whole set.
+    pub upserts: Mutex<usize>,
 }
 
 impl PeerSink for RecordingSink {
     fn set_peers(&self, peers: Vec<DesiredPeer>) {
         *self.last.lock() = Some(peers);
         *self.publications.lock() += 1;
+    }
+    fn upsert_peer(&self, peer: DesiredPeer) -> bool {
+        let mut last = self.last.lock();
+        let peers = last.get_or_insert_with(Vec::new);
+        // As the gateway: an address held by another key is refused.
+        if peers
+            .iter()
+            .any(|p| p.address == peer.address && p.public_key != peer.public_key)
+        {
+            return false;
+        }
+        peers.retain(|p| p.public_key != peer.public_key);
+        peers.push(peer);
+        *self.upserts.lock() += 1;
+        true
+    }
+    fn remove_peer(&self, public_key: &[u8; 32]) -> bool {
+        let mut last = self.last.lock();
+        let Some(peers) = last.as_mut() else {
+            return false;
+        };
+        let before = peers.len();
+        peers.retain(|p| &p.public_key != public_key);
+        peers.len() != before
     }
     fn public_key(&self) -> [u8; 32] {
         GATEWAY_KEY

@@ -186,7 +186,10 @@ async fn enrol_inner(
             &AuditContext::new(user.username.to_lowercase(), Some(ip.to_string())),
         )
         .await?;
-    state.control.publish_now().await;
+    state
+        .control
+        .publish_device(&enrolled.device, &user.groups, None)
+        .await;
     let mut cfg = device_config(state, &enrolled.device, &user.groups);
     cfg.device_token = Some(enrolled.token);
     Ok(cfg)
@@ -237,6 +240,7 @@ pub async fn rotate(
 ) -> Result<Json<DeviceConfig>, ApiError> {
     let device = device_for_token(&state, &token).await?;
     let key = parse_public_key(&req.public_key, &state.control.gateway_public_key())?;
+    let old_key = device.public_key;
     let device = state
         .store
         .rotate_key(
@@ -246,9 +250,19 @@ pub async fn rotate(
             &AuditContext::new(device.username.clone(), Some(ip.to_string())),
         )
         .await?;
-    state.control.publish_now().await;
     state.metrics.rotation();
-    let groups = user_groups(&state, &device.username).await?;
+    let groups = match user_groups(&state, &device.username).await {
+        Ok(groups) => groups,
+        Err(e) => {
+            // The rotation committed: the gateway must get it even though this answer fails.
+            state.control.publish_now().await;
+            return Err(e);
+        }
+    };
+    state
+        .control
+        .publish_device(&device, &groups, Some(old_key))
+        .await;
     Ok(Json(device_config(&state, &device, &groups)))
 }
 
