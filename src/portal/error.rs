@@ -213,7 +213,6 @@ impl From<StoreError> for ApiError {
             StoreError::AddressPoolExhausted { .. } => ApiError::AddressPoolExhausted,
             StoreError::DeviceNotFound(_) => ApiError::NotFound,
             StoreError::DeviceRevoked(_) => ApiError::DeviceRevoked,
-            StoreError::UserNotFound(u) => ApiError::UnknownUser(u),
             other => ApiError::Internal(other.to_string()),
         }
     }

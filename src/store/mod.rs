@@ -89,9 +89,6 @@ pub enum StoreError {
     DeviceNotFound(i64),
     #[error("device {0} is revoked")]
     DeviceRevoked(i64),
-    /// No such user in the store (for callers that require one).
-    #[error("no user named {0:?}")]
-    UserNotFound(String),
     #[error("the audit log is append-only")]
     AuditAppendOnly,
     #[error("corrupt row in {table}: {message}")]
@@ -141,7 +138,6 @@ impl StoreError {
             StoreError::AddressPoolExhausted { .. } => codes::ADDRESS_POOL_EXHAUSTED,
             StoreError::DeviceNotFound(_) => codes::NOT_FOUND,
             StoreError::DeviceRevoked(_) => codes::DEVICE_REVOKED,
-            StoreError::UserNotFound(_) => codes::UNKNOWN_USER,
             StoreError::Database(_)
             | StoreError::Migration(_)
             | StoreError::InvalidUrl(_)
