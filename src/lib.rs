@@ -2,6 +2,8 @@
 
 pub mod api;
 #[cfg(feature = "server")]
+pub mod audit;
+#[cfg(feature = "server")]
 pub mod commands;
 #[cfg(feature = "dataplane")]
 pub mod config;

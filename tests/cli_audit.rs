@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sesame::store::{AuditFilter, NewAuditEvent, Outcome, Store};
+use sesame::audit::{Action, AuditContext, NewAuditEvent};
+use sesame::store::{AuditFilter, Store};
 
 fn sesame(args: &[&str], config: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sesame"))
@@ -20,14 +21,9 @@ fn text(b: &[u8]) -> String {
 }
 
 fn event(i: usize) -> NewAuditEvent {
-    NewAuditEvent {
-        actor: ["alice", "system"][i % 2].into(),
-        action: "auth.login".into(),
-        target: format!("t{i}"),
-        outcome: Outcome::Success,
-        source_ip: Some("198.18.0.9".into()),
-        details: serde_json::json!({"n": i, "note": "virgule, \"guillemets\""}),
-    }
+    let ctx = AuditContext::new(["alice", "system"][i % 2], Some("198.18.0.9".into()));
+    NewAuditEvent::new(Action::AuthLogin, &ctx, format!("t{i}"))
+        .details(serde_json::json!({"n": i, "note": "virgule, \"guillemets\""}))
 }
 
 async fn setup(n: usize) -> (tempfile::TempDir, PathBuf, Store) {

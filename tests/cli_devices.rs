@@ -3,10 +3,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use sesame::audit::AuditContext;
 use sesame::directory::DirectoryUser;
-use sesame::store::{
-    AddressPool, AuditContext, AuditFilter, DeviceStatus, EnrolRequest, NewCode, Store,
-};
+use sesame::store::{AddressPool, AuditFilter, DeviceStatus, EnrolRequest, NewCode, Store};
 
 fn sesame(args: &[&str], config: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sesame"))

@@ -12,9 +12,10 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::store_db::*;
+use sesame::audit::AuditContext;
 use sesame::store::{
-    AuditContext, AuditFilter, AuditVerification, CodeState, DeviceStatus, EnrolRequest, NewCode,
-    Store, StoreError,
+    AuditFilter, AuditVerification, CodeState, DeviceStatus, EnrolRequest, NewCode, Store,
+    StoreError,
 };
 
 both_backends!(

@@ -9,10 +9,8 @@ mod common {
 use std::time::Duration;
 
 use common::store_db::*;
-use sesame::store::{
-    AuditContext, AuditFilter, AuditVerification, NewAuditEvent, NewSession, Outcome, StoreError,
-    GENESIS_HASH,
-};
+use sesame::audit::{Action, AuditContext, NewAuditEvent, Outcome, GENESIS_HASH};
+use sesame::store::{AuditFilter, AuditVerification, NewSession, StoreError};
 
 both_backends!(
     audit_is_append_only_chained_and_filterable,
@@ -23,9 +21,9 @@ both_backends!(
 );
 
 async fn audit_is_append_only_chained_and_filterable(db: Db) {
-    let ev = |actor: &str, action: &str, target: &str| NewAuditEvent {
+    let ev = |actor: &str, action: Action, target: &str| NewAuditEvent {
         actor: actor.into(),
-        action: action.into(),
+        action,
         target: target.into(),
         outcome: Outcome::Success,
         source_ip: Some("198.18.0.5".into()),
@@ -33,17 +31,17 @@ async fn audit_is_append_only_chained_and_filterable(db: Db) {
     };
     let e1 = db
         .store
-        .append_audit(&ev("alice", "auth.login", "alice"))
+        .append_audit(&ev("alice", Action::AuthLogin, "alice"))
         .await
         .expect("e1");
     db.clock.advance(HOUR);
     let batch = db
         .store
         .append_audit_batch(&[
-            ev("system", "directory.sync", "bob"),
+            ev("system", Action::DirectorySync, "bob"),
             NewAuditEvent {
                 outcome: Outcome::Denied,
-                ..ev("bob", "auth.login", "bob")
+                ..ev("bob", Action::AuthLogin, "bob")
             },
         ])
         .await
@@ -127,7 +125,7 @@ async fn audit_verify_detects_tampering(db: Db) {
         db.store
             .append_audit(&NewAuditEvent {
                 actor: "system".into(),
-                action: "config.reloaded".into(),
+                action: Action::ConfigReloaded,
                 target: format!("n{i}"),
                 outcome: Outcome::Success,
                 source_ip: None,
@@ -219,7 +217,7 @@ async fn sessions_expire_touch_and_purge(db: Db) {
 async fn retention_purge_moves_the_anchor_and_nothing_else_can_delete(db: Db) {
     let ev = |i: i32| NewAuditEvent {
         actor: "system".into(),
-        action: "directory.sync".into(),
+        action: Action::DirectorySync,
         target: format!("n{i}"),
         outcome: Outcome::Success,
         source_ip: None,
@@ -335,7 +333,7 @@ async fn grouped_logins_and_audit_events_are_all_durable_and_chained(db: Db) {
             };
             let ev = NewAuditEvent {
                 actor: name.clone(),
-                action: "auth.login".into(),
+                action: Action::AuthLogin,
                 target: name.clone(),
                 outcome: Outcome::Success,
                 source_ip: Some("198.18.0.9".into()),

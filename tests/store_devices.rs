@@ -8,7 +8,8 @@ mod common {
 use std::time::Duration;
 
 use common::store_db::*;
-use sesame::store::{AuditContext, AuditFilter, DeviceStatus, StoreError};
+use sesame::audit::AuditContext;
+use sesame::store::{AuditFilter, DeviceStatus, StoreError};
 
 both_backends!(
     rotate_key_replaces_key_checks_uniqueness_and_audits,

@@ -10,10 +10,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 
+use crate::audit::{canonical_json, AuditEvent, AUDIT_CSV_HEADER};
 use crate::config::{parse_duration, Config};
-use crate::store::{
-    canonical_json, rfc3339_ms, AuditEvent, AuditFilter, AuditVerification, Store, AUDIT_CSV_HEADER,
-};
+use crate::store::{rfc3339_ms, AuditFilter, AuditVerification, Store};
 
 /// Events read per query while exporting.
 const PAGE: i64 = 1000;

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
+use crate::audit::AuditContext;
 use crate::config::{parse_duration, Config};
-use crate::store::{rfc3339, AuditContext, CreatedCode, NewCode, Store, StoreError};
+use crate::store::{rfc3339, CreatedCode, NewCode, Store, StoreError};
 
 /// `sesame devices list` output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

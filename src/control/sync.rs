@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::audit::{Action, AuditContext, NewAuditEvent};
 use crate::directory::{Directory, DirectoryError};
-use crate::store::{AuditContext, NewAuditEvent, Outcome, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 use super::desired::has_role;
 use super::plane::ControlPlane;
@@ -92,18 +93,13 @@ impl DirectorySync {
         }
         // Publish before auditing the pass: access is cut first.
         let _ = self.control.reconcile().await;
-        let ev = NewAuditEvent {
-            actor: "system".into(),
-            action: "directory.sync".into(),
-            target: "directory".into(),
-            outcome: Outcome::Success,
-            source_ip: None,
-            details: serde_json::json!({
+        let ev = NewAuditEvent::new(Action::DirectorySync, &system, "directory").details(
+            serde_json::json!({
                 "checked": report.checked,
                 "groups_changed": report.groups_changed,
                 "devices_revoked": report.devices_revoked,
             }),
-        };
+        );
         if report.groups_changed > 0 || report.devices_revoked > 0 {
             if let Err(e) = self.store.append_audit(&ev).await {
                 tracing::warn!(error = %e, "cannot write the directory.sync audit event");

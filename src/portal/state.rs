@@ -1,5 +1,6 @@
 //! Shared state of the portal's handlers.
 
+use crate::audit::{Action, AuditContext, NewAuditEvent, Outcome};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,22 +108,18 @@ impl AppState {
 pub async fn audit(
     store: &Store,
     actor: &str,
-    action: &str,
+    action: Action,
     target: &str,
-    outcome: crate::store::Outcome,
+    outcome: Outcome,
     source_ip: Option<std::net::IpAddr>,
     details: serde_json::Value,
 ) {
-    let ev = crate::store::NewAuditEvent {
-        actor: actor.to_string(),
-        action: action.to_string(),
-        target: target.to_string(),
-        outcome,
-        source_ip: source_ip.map(|ip| ip.to_string()),
-        details,
-    };
+    let ctx = AuditContext::new(actor, source_ip.map(|ip| ip.to_string()));
+    let ev = NewAuditEvent::new(action, &ctx, target)
+        .outcome(outcome)
+        .details(details);
     // Group-committed: concurrent requests share one transaction (and its fsync).
     if let Err(e) = store.append_audit_grouped(ev).await {
-        tracing::warn!(action, error = %e, "cannot write audit event");
+        tracing::warn!(action = action.as_str(), error = %e, "cannot write audit event");
     }
 }

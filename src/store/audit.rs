@@ -1,143 +1,15 @@
-//! Audit rows: append to the hash chain (inside writer transactions), query, verify.
+//! The audit log's SQL: append to the hash chain (inside writer transactions), query, verify.
 //!
-//! `hash = SHA-256(prev_hash ‖ canonical JSON of {id, ts, actor, action, target, outcome,
-//! source_ip, details})`, hex. Canonical JSON: object keys sorted, no whitespace. The id is part
-//! of the hashed content, so removing or reordering rows breaks the chain. Appends happen only
-//! inside [`Store::write_tx`], which serialises writers, so the chain never forks.
+//! The event model and the hash live in [`crate::audit`]. Appends happen only inside
+//! [`Store::write_tx`], which serialises writers, so the chain never forks.
 
-use sha2::{Digest as _, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row as _};
 
 use super::{Store, StoreError};
-
-/// `prev_hash` of the first event.
-pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// How an audited attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Success,
-    Failure,
-    Denied,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Failure => "failure",
-            Outcome::Denied => "denied",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Outcome> {
-        match s {
-            "success" => Some(Outcome::Success),
-            "failure" => Some(Outcome::Failure),
-            "denied" => Some(Outcome::Denied),
-            _ => None,
-        }
-    }
-}
-
-/// Who does a write, recorded in the audit events the store appends itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditContext {
-    /// A uid, `cli`, or `system`.
-    pub actor: String,
-    pub source_ip: Option<String>,
-}
-
-impl AuditContext {
-    pub fn new(actor: impl Into<String>, source_ip: Option<String>) -> Self {
-        AuditContext {
-            actor: actor.into(),
-            source_ip,
-        }
-    }
-
-    /// The control plane itself (sync, expiry).
-    pub fn system() -> Self {
-        AuditContext::new("system", None)
-    }
-}
-
-/// An event to append; the store assigns id, ts and hashes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewAuditEvent {
-    pub actor: String,
-    pub action: String,
-    pub target: String,
-    pub outcome: Outcome,
-    pub source_ip: Option<String>,
-    pub details: serde_json::Value,
-}
-
-/// A stored event.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AuditEvent {
-    pub id: i64,
-    /// Unix milliseconds, UTC.
-    pub ts: i64,
-    pub actor: String,
-    pub action: String,
-    pub target: String,
-    pub outcome: Outcome,
-    pub source_ip: Option<String>,
-    pub details: serde_json::Value,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
-/// Column names of the audit CSV export, shared by `sesame audit export` and the API.
-pub const AUDIT_CSV_HEADER: [&str; 10] = [
-    "id",
-    "ts",
-    "actor",
-    "action",
-    "target",
-    "outcome",
-    "source_ip",
-    "details",
-    "prev_hash",
-    "hash",
-];
-
-impl AuditEvent {
-    /// The event as one CSV record, in [`AUDIT_CSV_HEADER`] order (ts with milliseconds,
-    /// details as canonical JSON: exactly the hashed content).
-    pub fn csv_record(&self) -> [String; 10] {
-        [
-            self.id.to_string(),
-            super::rfc3339_ms(self.ts),
-            self.actor.clone(),
-            self.action.clone(),
-            self.target.clone(),
-            self.outcome.as_str().to_string(),
-            self.source_ip.clone().unwrap_or_default(),
-            canonical_json(&self.details),
-            self.prev_hash.clone(),
-            self.hash.clone(),
-        ]
-    }
-
-    /// The hash this event should carry given its fields and `prev_hash`.
-    pub fn compute_hash(&self) -> String {
-        chain_hash(
-            &self.prev_hash,
-            self.id,
-            self.ts,
-            &self.actor,
-            &self.action,
-            &self.target,
-            self.outcome,
-            self.source_ip.as_deref(),
-            &self.details,
-        )
-    }
-}
+use crate::audit::{
+    canonical_json, Action, AuditContext, AuditEvent, NewAuditEvent, Outcome, GENESIS_HASH,
+};
 
 /// Which events to list. Every set field narrows the result.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -168,72 +40,6 @@ pub enum AuditVerification {
     },
 }
 
-/// JSON with object keys sorted and no whitespace, recursively.
-pub fn canonical_json(value: &serde_json::Value) -> String {
-    fn write(v: &serde_json::Value, out: &mut String) {
-        match v {
-            serde_json::Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
-                    out.push(':');
-                    if let Some(inner) = map.get(k) {
-                        write(inner, out);
-                    }
-                }
-                out.push('}');
-            }
-            serde_json::Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(item, out);
-                }
-                out.push(']');
-            }
-            scalar => out.push_str(&scalar.to_string()),
-        }
-    }
-    let mut out = String::new();
-    write(value, &mut out);
-    out
-}
-
-#[allow(clippy::too_many_arguments)]
-fn chain_hash(
-    prev_hash: &str,
-    id: i64,
-    ts: i64,
-    actor: &str,
-    action: &str,
-    target: &str,
-    outcome: Outcome,
-    source_ip: Option<&str>,
-    details: &serde_json::Value,
-) -> String {
-    let content = serde_json::json!({
-        "id": id,
-        "ts": ts,
-        "actor": actor,
-        "action": action,
-        "target": target,
-        "outcome": outcome.as_str(),
-        "source_ip": source_ip,
-        "details": details,
-    });
-    let mut h = Sha256::new();
-    h.update(prev_hash.as_bytes());
-    h.update(canonical_json(&content).as_bytes());
-    hex::encode(h.finalize())
-}
-
 /// Appends one event at time `ts`. Must run inside a writer transaction.
 pub(crate) async fn append(
     conn: &mut AnyConnection,
@@ -257,7 +63,7 @@ pub(crate) async fn append(
         id,
         ts,
         actor: ev.actor.clone(),
-        action: ev.action.clone(),
+        action: ev.action.as_str().to_string(),
         target: ev.target.clone(),
         outcome: ev.outcome,
         source_ip: ev.source_ip.clone(),
@@ -404,19 +210,14 @@ impl Store {
         append(
             &mut tx,
             now,
-            &NewAuditEvent {
-                actor: ctx.actor.clone(),
-                action: "audit.purged".into(),
-                target: "audit_events".into(),
-                outcome: Outcome::Success,
-                source_ip: ctx.source_ip.clone(),
-                details: serde_json::json!({
+            &NewAuditEvent::new(Action::AuditPurged, ctx, "audit_events").details(
+                serde_json::json!({
                     "older_than": super::rfc3339(cutoff),
                     "through_id": through,
                     "removed": removed,
                     "anchor_hash": anchor_hash,
                 }),
-            },
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -488,45 +289,5 @@ impl Store {
                 after = ev.id;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn canonical_json_sorts_keys_recursively() {
-        let v = serde_json::json!({"b": 1, "a": {"d": [1, {"z": null, "y": "é"}], "c": true}});
-        assert_eq!(
-            canonical_json(&v),
-            r#"{"a":{"c":true,"d":[1,{"y":"é","z":null}]},"b":1}"#
-        );
-    }
-
-    #[test]
-    fn hash_depends_on_every_field() {
-        let base = AuditEvent {
-            id: 1,
-            ts: 1000,
-            actor: "a".into(),
-            action: "x.y".into(),
-            target: "t".into(),
-            outcome: Outcome::Success,
-            source_ip: None,
-            details: serde_json::json!({}),
-            prev_hash: GENESIS_HASH.into(),
-            hash: String::new(),
-        };
-        let h = base.compute_hash();
-        let mut other = base.clone();
-        other.id = 2;
-        assert_ne!(other.compute_hash(), h);
-        let mut other = base.clone();
-        other.source_ip = Some("198.18.0.1".into());
-        assert_ne!(other.compute_hash(), h);
-        let mut other = base;
-        other.details = serde_json::json!({"k": 1});
-        assert_ne!(other.compute_hash(), h);
     }
 }

@@ -8,9 +8,10 @@ use std::time::Duration;
 use rand::Rng as _;
 use sqlx::{AnyConnection, Row as _};
 
-use super::audit::{self, AuditContext, NewAuditEvent, Outcome};
+use super::audit;
 use super::users::normalize_username;
 use super::{duration_ms, hash_secret, Store, StoreError};
+use crate::audit::{Action, AuditContext, NewAuditEvent};
 
 /// Characters a code is made of: no 0, 1, I, L, O.
 pub const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
@@ -189,14 +190,8 @@ async fn insert(
     audit::append(
         conn,
         now,
-        &NewAuditEvent {
-            actor: ctx.actor.clone(),
-            action: "enrol.code_created".into(),
-            target: username.clone(),
-            outcome: Outcome::Success,
-            source_ip: ctx.source_ip.clone(),
-            details: serde_json::json!({ "device_name": device_name, "expires_at": expires_at }),
-        },
+        &NewAuditEvent::new(Action::EnrolCodeCreated, ctx, username.clone())
+            .details(serde_json::json!({ "device_name": device_name, "expires_at": expires_at })),
     )
     .await?;
     Ok(CreatedCode {

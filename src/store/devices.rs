@@ -6,9 +6,10 @@ use std::time::Duration;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row as _};
 
-use super::audit::{self, AuditContext, NewAuditEvent, Outcome};
+use super::audit;
 use super::users::{self, normalize_username, User};
 use super::{duration_ms, encode_key, hash_secret, rfc3339, Store, StoreError};
+use crate::audit::{Action, AuditContext, NewAuditEvent};
 
 /// Whether a device may connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -160,7 +161,7 @@ async fn revoke_one(
     reason: &str,
     ctx: &AuditContext,
     now: i64,
-    action: &str,
+    action: Action,
 ) -> Result<Device, StoreError> {
     let done = sqlx::query(
         "UPDATE devices SET status = 'revoked', revoked_at = $1, revoke_reason = $2 \
@@ -183,19 +184,12 @@ async fn revoke_one(
     audit::append(
         conn,
         now,
-        &NewAuditEvent {
-            actor: ctx.actor.clone(),
-            action: action.into(),
-            target: format!("device:{id}"),
-            outcome: Outcome::Success,
-            source_ip: ctx.source_ip.clone(),
-            details: serde_json::json!({
-                "username": device.username,
-                "name": device.name,
-                "tunnel_address": device.tunnel_address.to_string(),
-                "reason": reason,
-            }),
-        },
+        &NewAuditEvent::new(action, ctx, format!("device:{id}")).details(serde_json::json!({
+            "username": device.username,
+            "name": device.name,
+            "tunnel_address": device.tunnel_address.to_string(),
+            "reason": reason,
+        })),
     )
     .await?;
     Ok(device)
@@ -285,18 +279,13 @@ impl Store {
         audit::append(
             &mut tx,
             now,
-            &NewAuditEvent {
-                actor: ctx.actor.clone(),
-                action: "device.rotated".into(),
-                target: format!("device:{id}"),
-                outcome: Outcome::Success,
-                source_ip: ctx.source_ip.clone(),
-                details: serde_json::json!({
+            &NewAuditEvent::new(Action::DeviceRotated, ctx, format!("device:{id}")).details(
+                serde_json::json!({
                     "username": device.username,
                     "old_public_key": old.public_key_base64(),
                     "new_public_key": device.public_key_base64(),
                 }),
-            },
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -312,7 +301,7 @@ impl Store {
     ) -> Result<Device, StoreError> {
         let now = self.now_ms();
         let mut tx = self.write_tx().await?;
-        let device = revoke_one(&mut tx, id, reason, ctx, now, "device.revoked").await?;
+        let device = revoke_one(&mut tx, id, reason, ctx, now, Action::DeviceRevoked).await?;
         tx.commit().await?;
         Ok(device)
     }
@@ -335,7 +324,7 @@ impl Store {
         .await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            out.push(revoke_one(&mut tx, id, reason, ctx, now, "device.revoked").await?);
+            out.push(revoke_one(&mut tx, id, reason, ctx, now, Action::DeviceRevoked).await?);
         }
         tx.commit().await?;
         Ok(out)
@@ -356,7 +345,9 @@ impl Store {
         let ctx = AuditContext::system();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            out.push(revoke_one(&mut tx, id, "key expired", &ctx, now, "device.expired").await?);
+            out.push(
+                revoke_one(&mut tx, id, "key expired", &ctx, now, Action::DeviceExpired).await?,
+            );
         }
         tx.commit().await?;
         Ok(out)

@@ -7,11 +7,12 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use sqlx::AnyConnection;
 
-use super::audit::{self, AuditContext, NewAuditEvent, Outcome};
+use super::audit;
 use super::codes::{self, CodeState};
 use super::devices::{self, Device};
 use super::users::{self, normalize_username};
 use super::{duration_ms, encode_key, hash_secret, random_token, Backend, Store, StoreError};
+use crate::audit::{Action, AuditContext, NewAuditEvent};
 use crate::directory::DirectoryUser;
 
 /// Longest host name accepted from an agent (DNS limit).
@@ -173,20 +174,15 @@ impl Store {
         audit::append(
             &mut tx,
             now,
-            &NewAuditEvent {
-                actor: ctx.actor.clone(),
-                action: "enrol.completed".into(),
-                target: format!("device:{id}"),
-                outcome: Outcome::Success,
-                source_ip: ctx.source_ip.clone(),
-                details: serde_json::json!({
+            &NewAuditEvent::new(Action::EnrolCompleted, ctx, format!("device:{id}")).details(
+                serde_json::json!({
                     "username": username,
                     "device_name": device.name,
                     "hostname": device.hostname,
                     "public_key": device.public_key_base64(),
                     "tunnel_address": device.tunnel_address.to_string(),
                 }),
-            },
+            ),
         )
         .await?;
         tx.commit().await?;

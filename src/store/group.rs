@@ -12,9 +12,10 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::audit::{self, NewAuditEvent};
+use super::audit;
 use super::sessions::{insert_session, WebSession};
 use super::{users, Store, StoreError};
+use crate::audit::NewAuditEvent;
 use crate::directory::DirectoryUser;
 
 /// Most items committed in one transaction.

@@ -16,10 +16,7 @@ mod group;
 mod sessions;
 mod users;
 
-pub use audit::{
-    canonical_json, AuditContext, AuditEvent, AuditFilter, AuditVerification, NewAuditEvent,
-    Outcome, AUDIT_CSV_HEADER, GENESIS_HASH,
-};
+pub use audit::{AuditFilter, AuditVerification};
 pub use codes::{
     generate_code, normalize_code, validate as validate_code_request, CodeState, CreatedCode,
     EnrolmentCode, NewCode, CODE_ALPHABET, DEFAULT_CODE_TTL,

@@ -7,10 +7,10 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sesame::audit::AuditContext;
 use sesame::directory::DirectoryUser;
 use sesame::store::{
-    AddressPool, AuditContext, AuditFilter, EnrolRequest, Enrolled, ManualClock, NewCode, Store,
-    StoreError,
+    AddressPool, AuditFilter, EnrolRequest, Enrolled, ManualClock, NewCode, Store, StoreError,
 };
 
 /// 2026-01-05 09:00:00 UTC, in unix ms: every test starts there.

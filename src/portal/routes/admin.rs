@@ -5,8 +5,9 @@ use axum::http::StatusCode;
 use axum::Json;
 
 use crate::api::{CreateCodeRequest, CreateCodeResponse, DeviceSummary};
+use crate::audit::AuditContext;
 use crate::config::parse_duration;
-use crate::store::{AuditContext, Device, DeviceStatus, NewCode, StoreError};
+use crate::store::{Device, DeviceStatus, NewCode, StoreError};
 
 use crate::portal::auth::{roles_for, Role, Session};
 use crate::portal::error::ApiError;

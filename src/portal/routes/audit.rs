@@ -6,7 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{AuditEvent, AuditFilter, AuditVerification, AUDIT_CSV_HEADER};
+use crate::audit::{AuditEvent, AUDIT_CSV_HEADER};
+use crate::store::{AuditFilter, AuditVerification};
 
 use crate::portal::auth::{Role, Session};
 use crate::portal::error::ApiError;

@@ -8,8 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::api::{LoginRequest, LoginResponse};
+use crate::audit::{Action, AuditContext, NewAuditEvent, Outcome};
 use crate::directory::DirectoryUser;
-use crate::store::{NewAuditEvent, NewSession, Outcome};
+use crate::store::NewSession;
 
 use crate::portal::auth::roles_for;
 use crate::portal::error::ApiError;
@@ -64,7 +65,7 @@ pub async fn login(
         audit(
             &state.store,
             &username,
-            "auth.login",
+            Action::AuthLogin,
             &username,
             outcome_of(e),
             Some(ip),
@@ -85,14 +86,10 @@ fn login_event(
     ip: std::net::IpAddr,
     details: serde_json::Value,
 ) -> NewAuditEvent {
-    NewAuditEvent {
-        actor: username.to_string(),
-        action: "auth.login".into(),
-        target: username.to_string(),
-        outcome,
-        source_ip: Some(ip.to_string()),
-        details,
-    }
+    let ctx = AuditContext::new(username, Some(ip.to_string()));
+    NewAuditEvent::new(Action::AuthLogin, &ctx, username)
+        .outcome(outcome)
+        .details(details)
 }
 
 /// Checks the password and the roles; writes nothing (the caller records the outcome).

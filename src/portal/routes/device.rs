@@ -8,8 +8,9 @@ use axum::Json;
 use base64::Engine as _;
 
 use crate::api::{DeviceConfig, EnrolRequest, GatewayInfo, ResourceInfo, RotateRequest};
+use crate::audit::{Action, AuditContext, Outcome};
 use crate::control::resources_for;
-use crate::store::{AddressPool, AuditContext, Device, DeviceStatus, Outcome};
+use crate::store::{AddressPool, Device, DeviceStatus};
 
 use crate::portal::auth::{roles_for, Role};
 use crate::portal::error::ApiError;
@@ -121,7 +122,7 @@ pub async fn enrol(
             audit(
                 &state.store,
                 &username,
-                "enrol.rejected",
+                Action::EnrolRejected,
                 &username,
                 outcome_of(e),
                 Some(ip),
