@@ -171,4 +171,6 @@ pub mod codes {
     pub const DATABASE_UNAVAILABLE: &str = "database_unavailable";
     pub const UNKNOWN_USER: &str = "unknown_user";
     pub const INTERNAL: &str = "internal_error";
+    pub const REQUEST_TIMEOUT: &str = "request_timeout";
+    pub const CSRF_REJECTED: &str = "csrf_rejected";
 }

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use crate::config::Config;
 
 pub mod audit_cli;
+pub mod serve;
 pub mod store_admin;
 
 /// `sesame check-config`: validates, then prints each group → resources → rules.
@@ -131,7 +132,7 @@ pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
                 _ = int.recv() => {}
             }
         };
-        crate::control::serve::serve(config, shutdown).await
+        serve::serve(config, shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

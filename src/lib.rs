@@ -18,6 +18,8 @@ pub mod policy;
 #[cfg(feature = "server")]
 pub mod portal;
 #[cfg(feature = "server")]
+pub mod service;
+#[cfg(feature = "server")]
 pub mod store;
 #[cfg(feature = "server")]
 pub mod telemetry;

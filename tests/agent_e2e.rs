@@ -184,6 +184,7 @@ fn setup() -> World {
 [portal]
 listen = "0.0.0.0:{PORTAL_PORT}"
 public_url = "http://{GW_UNDERLAY}:{PORTAL_PORT}"
+insecure_plaintext = true
 
 [gateway]
 listen = "0.0.0.0:{GW_PORT}"

@@ -106,7 +106,8 @@ async fn create_prints_the_code_alone_on_stdout() {
 #[tokio::test]
 async fn bad_ttl_issues_nothing() {
     let env = sqlite_env();
-    for ttl in ["soon", "0h"] {
+    // Same bounds as the API (service::codes): 1 minute to 30 days.
+    for ttl in ["soon", "0h", "31d", "30s"] {
         let out = sesame(
             &[
                 "enrol-code",

@@ -5,7 +5,6 @@
 //! Scripts rely on the output shapes: `enrol-code create` prints the code alone on stdout and
 //! its details on stderr; `--csv` prints CSV `user,device,code,expires_at`.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
@@ -14,8 +13,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 
 use crate::audit::AuditContext;
-use crate::config::{parse_duration, Config};
-use crate::store::{rfc3339, CreatedCode, NewCode, Store, StoreError};
+use crate::config::Config;
+use crate::service::codes;
+use crate::store::{rfc3339, CreatedCode, Store, StoreError};
 
 /// `sesame devices list` output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,12 +46,9 @@ fn cli_actor() -> AuditContext {
     AuditContext::new(format!("cli:{who}"), None)
 }
 
+/// The same TTL bounds as the API's (`service::codes`), named after the flag.
 fn parse_ttl(ttl: &str) -> anyhow::Result<Duration> {
-    let d = parse_duration(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
-    if d.is_zero() {
-        bail!("--ttl: la durée doit être positive / the duration must be positive (e.g. 72h)");
-    }
-    Ok(d)
+    codes::parse_ttl(Some(ttl)).map_err(|e| anyhow::anyhow!("--{e}"))
 }
 
 /// `sesame enrol-code create --user UID --device NAME [--ttl 72h]`, or `--csv FILE` for bulk.
@@ -64,7 +61,11 @@ pub fn enrol_code_create(
 ) -> anyhow::Result<ExitCode> {
     let ttl = parse_ttl(ttl)?;
     let requests = match (csv, user, device) {
-        (Some(file), None, None) => match read_csv(file, ttl)? {
+        (Some(file), None, None) => match codes::parse_csv(
+            &std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?,
+            ttl,
+        ) {
             Ok(requests) => requests,
             Err(problems) => {
                 let mut err = std::io::stderr().lock();
@@ -78,28 +79,23 @@ pub fn enrol_code_create(
                 return Ok(ExitCode::FAILURE);
             }
         },
-        (None, Some(user), Some(device)) => vec![NewCode {
-            username: user.to_string(),
-            device_name: device.to_string(),
-            ttl,
-        }],
+        (None, Some(user), Some(device)) => {
+            vec![codes::code_request(user, device, ttl).map_err(|e| anyhow::anyhow!("{e}"))?]
+        }
         _ => bail!("use either --user UID --device NAME, or --csv FILE"),
     };
     if requests.is_empty() {
         bail!("le fichier ne contient aucune ligne / the file has no rows: nothing to do");
     }
-    let codes = runtime()?.block_on(async {
+    let issued = runtime()?.block_on(async {
         let store = open(config).await?;
-        let codes = store.create_codes(&requests, &cli_actor()).await;
+        let issued = codes::issue_unchecked(&store, &requests, &cli_actor()).await;
         store.close().await;
-        codes.map_err(|e| match e {
-            StoreError::InvalidInput(m) => anyhow::anyhow!("invalid request: {m}"),
-            other => anyhow::Error::new(other),
-        })
+        issued.map_err(anyhow::Error::new)
     })?;
     if csv.is_some() {
-        write_csv(&codes)?;
-    } else if let Some(c) = codes.first() {
+        write_csv(&issued)?;
+    } else if let Some(c) = issued.first() {
         print_one(c)?;
     }
     Ok(ExitCode::SUCCESS)
@@ -134,73 +130,6 @@ fn write_csv(codes: &[CreatedCode]) -> anyhow::Result<()> {
     w.flush()?;
     eprintln!("{} codes créés / codes issued", codes.len());
     Ok(())
-}
-
-/// Reads `user,device` rows. `Ok(Err(problems))`: the file was read but some rows are bad
-/// (each problem starts with its line number).
-fn read_csv(file: &Path, ttl: Duration) -> anyhow::Result<Result<Vec<NewCode>, Vec<String>>> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.trim_start_matches('\u{feff}').as_bytes());
-    let headers = reader
-        .headers()
-        .with_context(|| format!("{}:1: cannot read the header", file.display()))?
-        .clone();
-    let names: Vec<String> = headers.iter().map(str::to_ascii_lowercase).collect();
-    if names != ["user", "device"] {
-        return Ok(Err(vec![format!(
-            "1: l'en-tête doit être `user,device` / the header must be `user,device` (found {:?})",
-            headers.iter().collect::<Vec<_>>().join(",")
-        )]));
-    }
-    let mut problems = Vec::new();
-    let mut requests = Vec::new();
-    let mut seen: HashMap<(String, String), u64> = HashMap::new();
-    for record in reader.records() {
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                problems.push(format!("{line}: ligne illisible / unreadable line: {e}"));
-                continue;
-            }
-        };
-        let line = record.position().map_or(0, |p| p.line());
-        if record.len() != 2 {
-            problems.push(format!(
-                "{line}: 2 champs attendus (user,device), {} trouvés / expected 2 fields (user,device), found {}",
-                record.len(),
-                record.len()
-            ));
-            continue;
-        }
-        let new = NewCode {
-            username: record[0].to_string(),
-            device_name: record[1].to_string(),
-            ttl,
-        };
-        if let Err(StoreError::InvalidInput(m)) = crate::store::validate_code_request(&new) {
-            problems.push(format!("{line}: ligne invalide / invalid row: {m}"));
-            continue;
-        }
-        let k = (new.username.to_lowercase(), new.device_name.clone());
-        if let Some(first) = seen.insert(k, line) {
-            problems.push(format!(
-                "{line}: même utilisateur et appareil qu'à la ligne {first} / same user and device as line {first}"
-            ));
-            continue;
-        }
-        requests.push(new);
-    }
-    Ok(if problems.is_empty() {
-        Ok(requests)
-    } else {
-        Err(problems)
-    })
 }
 
 /// `sesame devices list [--user UID] [--format table|json]`.

@@ -71,6 +71,8 @@ pub struct PortalConfig {
     pub public_url: String,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// A plain-http `public_url` outside loopback was allowed explicitly (labs; logged).
+    pub insecure_plaintext: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +125,17 @@ pub struct RolesConfig {
     pub vpn_users: Vec<String>,
     pub it_staff: Vec<String>,
     pub auditors: Vec<String>,
+    /// `[[roles.delegated]]`: technician groups limited to the users of one scope group.
+    pub delegated: Vec<DelegatedRole>,
+}
+
+/// A delegated IT group: its members manage only the members of `scope` (one DSDEN).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegatedRole {
+    /// Group DN of the technicians.
+    pub it_staff: String,
+    /// Group DN of the users they manage.
+    pub scope: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

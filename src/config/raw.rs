@@ -33,6 +33,7 @@ pub(super) struct RawPortal {
     pub(super) public_url: String,
     pub(super) tls_cert_file: Option<PathBuf>,
     pub(super) tls_key_file: Option<PathBuf>,
+    pub(super) insecure_plaintext: bool,
 }
 
 impl Default for RawPortal {
@@ -42,6 +43,7 @@ impl Default for RawPortal {
             public_url: "http://127.0.0.1:8080".into(),
             tls_cert_file: None,
             tls_key_file: None,
+            insecure_plaintext: false,
         }
     }
 }
@@ -128,6 +130,14 @@ pub(super) struct RawRoles {
     pub(super) vpn_users: Vec<String>,
     pub(super) it_staff: Vec<String>,
     pub(super) auditors: Vec<String>,
+    pub(super) delegated: Vec<RawDelegated>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDelegated {
+    pub(super) it_staff: String,
+    pub(super) scope: String,
 }
 
 #[derive(Deserialize)]

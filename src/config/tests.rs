@@ -144,3 +144,36 @@ fn durations() {
     assert!(parse_duration("3 weeks").is_err());
     assert!(parse_duration("h").is_err());
 }
+
+#[test]
+fn plain_http_public_url_outside_loopback_needs_the_lab_flag() {
+    let e = err("[portal]\npublic_url = \"http://198.18.0.1:8080\"\n");
+    assert_eq!(e.key, "portal.public_url");
+    assert_eq!(e.line, Some(2));
+    assert!(e.message.contains("insecure_plaintext"), "{}", e.message);
+    let c = parse("[portal]\npublic_url = \"http://198.18.0.1:8080\"\ninsecure_plaintext = true\n")
+        .expect("lab flag");
+    assert!(c.portal.insecure_plaintext);
+    assert!(parse("[portal]\npublic_url = \"http://localhost:8080\"\n").is_ok());
+    assert!(parse("[portal]\npublic_url = \"https://vpn.example.org\"\n").is_ok());
+}
+
+#[test]
+fn delegated_roles_parse_and_name_their_key() {
+    let c = parse(
+        "[roles]\nit_staff = [\"cn=dsi,dc=x\"]\n[[roles.delegated]]\nit_staff = \"cn=dsi-56,dc=x\"\nscope = \"cn=personnels-dsden56,dc=x\"\n",
+    )
+    .expect("delegated");
+    assert_eq!(
+        c.roles.delegated,
+        vec![DelegatedRole {
+            it_staff: "cn=dsi-56,dc=x".into(),
+            scope: "cn=personnels-dsden56,dc=x".into(),
+        }]
+    );
+    let e = err("[[roles.delegated]]\nit_staff = \"cn=dsi-56,dc=x\"\nscope = \"dsden56\"\n");
+    assert_eq!(e.key, "roles.delegated[0].scope");
+    assert_eq!(e.line, Some(3));
+    let e = err("[[roles.delegated]]\nit_staff = \"cn=dsi-56,dc=x\"\n");
+    assert!(e.message.contains("scope"), "{}", e.message);
+}

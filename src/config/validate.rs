@@ -48,7 +48,17 @@ pub(super) fn validate(
         },
         tls_cert_file: raw.portal.tls_cert_file.map(|p| resolve(base, p)),
         tls_key_file: raw.portal.tls_key_file.map(|p| resolve(base, p)),
+        insecure_plaintext: raw.portal.insecure_plaintext,
     };
+    if portal.public_url.starts_with("http://")
+        && !portal.insecure_plaintext
+        && !is_loopback_url(&portal.public_url)
+    {
+        return Err(loc.error(
+            &[key("portal"), key("public_url")],
+            "http:// outside loopback would send passwords and session cookies in clear: use https:// (tls_cert_file, or a reverse proxy), or for a lab set [portal] insecure_plaintext = true",
+        ));
+    }
     if portal.tls_cert_file.is_some() != portal.tls_key_file.is_some() {
         return Err(loc.error(
             &[key("portal"), key("tls_cert_file")],
@@ -210,10 +220,26 @@ pub(super) fn validate(
         }
     };
 
+    let mut delegated = Vec::new();
+    for (i, d) in raw.roles.delegated.into_iter().enumerate() {
+        for (field, dn) in [("it_staff", &d.it_staff), ("scope", &d.scope)] {
+            if !dn.contains('=') {
+                return Err(loc.error(
+                    &[key("roles"), key("delegated"), idx(i), key(field)],
+                    format!("expected a group DN such as \"cn=dsi-56,ou=groups,dc=example,dc=org\", found {dn:?}"),
+                ));
+            }
+        }
+        delegated.push(DelegatedRole {
+            it_staff: d.it_staff,
+            scope: d.scope,
+        });
+    }
     let roles = RolesConfig {
         vpn_users: raw.roles.vpn_users,
         it_staff: raw.roles.it_staff,
         auditors: raw.roles.auditors,
+        delegated,
     };
     let audit = AuditConfig {
         retention: duration(&[key("audit"), key("retention")], &raw.audit.retention)?,

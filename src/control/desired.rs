@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use crate::config::StaticPeer;
-use crate::policy::{normalize_dn, Policy, RuleSet};
+use crate::policy::{Policy, RuleSet};
 
 /// One peer the gateway must have: key, tunnel address, compiled rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,11 +27,7 @@ pub struct ActiveDevice {
     pub groups: Vec<String>,
 }
 
-/// Whether `groups` contains any of `role_groups` (DNs compared case- and space-insensitively).
-pub fn has_role(groups: &[String], role_groups: &[String]) -> bool {
-    let wanted: BTreeSet<String> = role_groups.iter().map(|g| normalize_dn(g)).collect();
-    groups.iter().any(|g| wanted.contains(&normalize_dn(g)))
-}
+pub use crate::service::roles::has_role;
 
 /// Names of the resources a member of `groups` may reach.
 pub fn resources_for(policy: &Policy, groups: &[String]) -> BTreeSet<String> {

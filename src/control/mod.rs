@@ -1,11 +1,11 @@
 //! The control plane: computes the desired peer set and publishes it to the gateway; directory sync.
 //!
 //! The gateway is reached through [`PeerSink`] so the control plane can be unit-tested with a
-//! stand-in; `sesame serve` plugs in the real `GatewayHandle` (see `sink`).
+//! stand-in; `sesame serve` (`commands::serve`) plugs in the real `GatewayHandle` (see `sink`).
+//! It never names the portal: the portal reaches it as a `service::Publisher`.
 
 pub mod desired;
 pub mod plane;
-pub mod serve;
 pub mod sink;
 pub mod sync;
 
@@ -13,16 +13,7 @@ pub use desired::{desired_peers, has_role, resources_for, ActiveDevice, DesiredP
 pub use plane::{ControlError, ControlPlane};
 pub use sync::{DirectorySync, SyncError, SyncReport};
 
-/// Counters the gateway exposes, for `/metrics`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GatewayStats {
-    pub peers: u64,
-    pub active_sessions: u64,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    /// Dropped packets by reason.
-    pub drops: Vec<(String, u64)>,
-}
+pub use crate::service::GatewayStats;
 
 /// Where the desired peer set goes: the gateway's desired-state API.
 pub trait PeerSink: Send + Sync + 'static {
@@ -42,4 +33,30 @@ pub trait PeerSink: Send + Sync + 'static {
     fn public_key(&self) -> [u8; 32];
     /// Current counters.
     fn stats(&self) -> GatewayStats;
+}
+
+/// How the portal and the pages reach the control plane (they never name `ControlPlane`).
+impl crate::service::Publisher for ControlPlane {
+    fn gateway_public_key(&self) -> [u8; 32] {
+        ControlPlane::gateway_public_key(self)
+    }
+    fn gateway_stats(&self) -> GatewayStats {
+        ControlPlane::gateway_stats(self)
+    }
+    fn publish_now(&self) -> crate::service::BoxFuture<'_, ()> {
+        Box::pin(ControlPlane::publish_now(self))
+    }
+    fn publish_device<'a>(
+        &'a self,
+        device: &'a crate::store::Device,
+        groups: &'a [String],
+        replaced_key: Option<[u8; 32]>,
+    ) -> crate::service::BoxFuture<'a, ()> {
+        Box::pin(ControlPlane::publish_device(
+            self,
+            device,
+            groups,
+            replaced_key,
+        ))
+    }
 }

@@ -39,7 +39,7 @@ pub struct DirectorySync {
     /// Bound on each directory lookup.
     pub timeout: Duration,
     /// Revocations are counted with the portal's.
-    pub metrics: Arc<crate::portal::metrics::Metrics>,
+    pub metrics: Arc<dyn crate::service::RevocationCounter>,
 }
 
 impl DirectorySync {

@@ -1,58 +1,35 @@
-//! Who is calling: roles from directory groups, the session extractor, role checks.
+//! Who is calling: the session extractor (one per request), its roles and delegated scope.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use crate::config::RolesConfig;
-use crate::control::has_role;
+pub use crate::service::{Actor, Role, RoleSet};
 
 use super::error::ApiError;
 use super::session::{ABSOLUTE_TIMEOUT, IDLE_TIMEOUT};
 use super::state::SharedState;
 
-/// A role granted by membership of the groups listed in `[roles]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    VpnUser,
-    ItStaff,
-    Auditor,
+/// The roles of a member of `groups` ([`Actor::resolve`] is the one place they are resolved).
+pub fn roles_for(roles: &RolesConfig, groups: &[String]) -> RoleSet {
+    Actor::resolve(roles, "", groups).roles
 }
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::VpnUser => "vpn_user",
-            Role::ItStaff => "it_staff",
-            Role::Auditor => "auditor",
-        }
-    }
-}
-
-/// The roles of a member of `groups`.
-pub fn roles_for(roles: &RolesConfig, groups: &[String]) -> Vec<Role> {
-    let mut out = Vec::new();
-    if has_role(groups, &roles.vpn_users) {
-        out.push(Role::VpnUser);
-    }
-    if has_role(groups, &roles.it_staff) {
-        out.push(Role::ItStaff);
-    }
-    if has_role(groups, &roles.auditors) {
-        out.push(Role::Auditor);
-    }
-    out
-}
-
-/// A valid web session (cookie), refreshed on use.
+/// A valid web session (cookie), refreshed on use. Its roles and delegated scope are resolved
+/// on every request from the user's groups as last read from the directory (at login and at
+/// each directory sync), so a technician removed from an IT group loses the rights with the
+/// same cookie, and a disabled user's sessions are deleted.
 #[derive(Debug, Clone)]
 pub struct Session {
     pub username: String,
-    pub roles: Vec<String>,
+    pub actor: Actor,
+    /// The session id (from the cookie): the CSRF token is derived from it.
+    pub id: String,
 }
 
 impl Session {
     pub fn has(&self, role: Role) -> bool {
-        self.roles.iter().any(|r| r == role.as_str())
+        self.actor.has(role)
     }
 
     /// `Err(Forbidden)` unless the session holds `role`.
@@ -92,10 +69,17 @@ impl FromRequestParts<SharedState> for Session {
             state.store.delete_session(&token).await?;
             return Err(ApiError::Unauthenticated);
         }
+        let user = state.store.user(&row.username).await?;
+        let Some(user) = user.filter(|u| !u.disabled) else {
+            // Disabled (or gone) in the directory: the session dies with the account.
+            state.store.delete_session(&token).await?;
+            return Err(ApiError::Unauthenticated);
+        };
         state.store.touch_session(&token, None).await?;
         Ok(Session {
+            actor: Actor::resolve(&state.config.roles, &row.username, &user.groups),
             username: row.username,
-            roles: row.roles,
+            id: token,
         })
     }
 }
@@ -113,19 +97,5 @@ mod tests {
         // Active every 10 minutes: still refused at 12 h.
         assert!(!session_timed_out(0, 715 * MIN, 719 * MIN));
         assert!(session_timed_out(0, 715 * MIN, 720 * MIN));
-    }
-
-    #[test]
-    fn roles_come_from_configured_groups() {
-        let roles = RolesConfig {
-            vpn_users: vec!["cn=vpn,dc=x".into()],
-            it_staff: vec!["cn=dsi,dc=x".into()],
-            auditors: vec![],
-        };
-        assert_eq!(
-            roles_for(&roles, &["CN=DSI,dc=x".into()]),
-            vec![Role::ItStaff]
-        );
-        assert!(roles_for(&roles, &["cn=other,dc=x".into()]).is_empty());
     }
 }

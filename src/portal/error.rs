@@ -9,6 +9,7 @@ use axum::Json;
 
 use crate::api::{codes, ErrorBody, ErrorDetail};
 use crate::directory::DirectoryError;
+use crate::service::ServiceError;
 use crate::store::StoreError;
 
 /// Everything an API call can answer instead of success.
@@ -60,6 +61,11 @@ pub enum ApiError {
     DirectoryUnavailable(String),
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(String),
+    #[error("request timed out")]
+    TimedOut,
+    /// A cookie-authenticated state change without the CSRF token, or from another origin.
+    #[error("CSRF check failed: {0}")]
+    CsrfRejected(&'static str),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -74,15 +80,14 @@ impl ApiError {
             }
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             InvalidCredentials | Unauthenticated => StatusCode::UNAUTHORIZED,
-            NotVpnUser | AccountDisabled | Forbidden | DeviceRevoked | CodeWrongUser => {
-                StatusCode::FORBIDDEN
-            }
+            NotVpnUser | AccountDisabled | Forbidden | DeviceRevoked | CodeWrongUser
+            | CsrfRejected(_) => StatusCode::FORBIDDEN,
             InvalidCode | NotFound | UnknownUser(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             CodeExpired | CodeAlreadyUsed => StatusCode::GONE,
             PublicKeyInUse => StatusCode::CONFLICT,
             TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AddressPoolExhausted | DirectoryUnavailable(_) | DatabaseUnavailable(_) => {
+            AddressPoolExhausted | DirectoryUnavailable(_) | DatabaseUnavailable(_) | TimedOut => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -116,6 +121,8 @@ impl ApiError {
             UnknownUser(_) => codes::UNKNOWN_USER,
             DirectoryUnavailable(_) => codes::DIRECTORY_UNAVAILABLE,
             DatabaseUnavailable(_) => codes::DATABASE_UNAVAILABLE,
+            TimedOut => codes::REQUEST_TIMEOUT,
+            CsrfRejected(_) => codes::CSRF_REJECTED,
             Internal(_) => codes::INTERNAL,
         }
     }
@@ -157,6 +164,8 @@ impl ApiError {
             ),
             DirectoryUnavailable(_) => "L'annuaire ne répond pas. Réessayez dans quelques minutes ; si cela persiste, contactez le service informatique. / The directory is not answering. Try again in a few minutes; if it persists, contact IT support.".into(),
             DatabaseUnavailable(_) => "Le service est momentanément indisponible. Réessayez dans quelques minutes ; si cela persiste, contactez le service informatique. / The service is temporarily unavailable. Try again in a few minutes; if it persists, contact IT support.".into(),
+            TimedOut => "Le service a mis trop de temps à répondre. Réessayez dans quelques minutes. / The service took too long to answer. Try again in a few minutes.".into(),
+            CsrfRejected(_) => "Requête refusée par la protection contre la falsification (jeton absent ou autre site). Rechargez la page et recommencez. / Request refused by the forgery protection (missing token or another site). Reload the page and try again.".into(),
             Internal(_) => "Erreur interne du service. Réessayez ; si cela persiste, contactez le service informatique. / Internal service error. Try again; if it persists, contact IT support.".into(),
         }
     }
@@ -196,6 +205,22 @@ impl From<DirectoryError> for ApiError {
             DirectoryError::EmptyPassword => ApiError::EmptyPassword,
             DirectoryError::Disabled => ApiError::AccountDisabled,
             DirectoryError::Unavailable(why) => ApiError::DirectoryUnavailable(why),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(m) => ApiError::BadRequest(m),
+            ServiceError::UnknownUser(u) => ApiError::UnknownUser(u),
+            ServiceError::AccountDisabled => ApiError::AccountDisabled,
+            ServiceError::NotVpnUser => ApiError::NotVpnUser,
+            ServiceError::Forbidden => ApiError::Forbidden,
+            ServiceError::NotFound => ApiError::NotFound,
+            ServiceError::Directory(e) => e.into(),
+            ServiceError::DirectoryTimeout => ApiError::DirectoryUnavailable("timed out".into()),
+            ServiceError::Store(e) => e.into(),
         }
     }
 }
@@ -250,6 +275,8 @@ mod tests {
             ApiError::UnknownUser("x".into()),
             ApiError::DirectoryUnavailable("x".into()),
             ApiError::DatabaseUnavailable("x".into()),
+            ApiError::TimedOut,
+            ApiError::CsrfRejected("x"),
             ApiError::Internal("x".into()),
         ];
         for e in all {

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::control::GatewayStats;
+use crate::service::GatewayStats;
 
 /// Portal counters; the gateway's are read from its handle at scrape time.
 #[derive(Debug, Default)]
@@ -119,5 +119,11 @@ impl Metrics {
             gw.active_sessions
         );
         out
+    }
+}
+
+impl crate::service::RevocationCounter for Metrics {
+    fn revocation(&self) {
+        Metrics::revocation(self);
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::control::ControlPlane;
-use crate::directory::{Directory, DirectoryError, DirectoryUser};
+use crate::directory::{Directory, DirectoryUser};
+use crate::service::Publisher;
 use crate::store::Store;
 
 use super::error::ApiError;
@@ -23,7 +23,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub directory: Arc<dyn Directory>,
-    pub control: Arc<ControlPlane>,
+    /// The control plane, as the service layer sees it.
+    pub control: Arc<dyn Publisher>,
     pub limiter: FailureLimiter,
     pub metrics: Arc<Metrics>,
     pub cookies: CookiePolicy,
@@ -36,7 +37,7 @@ impl AppState {
         config: Arc<Config>,
         store: Store,
         directory: Arc<dyn Directory>,
-        control: Arc<ControlPlane>,
+        control: Arc<dyn Publisher>,
         metrics: Arc<Metrics>,
     ) -> SharedState {
         Self::with_limiter(
@@ -54,7 +55,7 @@ impl AppState {
         config: Arc<Config>,
         store: Store,
         directory: Arc<dyn Directory>,
-        control: Arc<ControlPlane>,
+        control: Arc<dyn Publisher>,
         metrics: Arc<Metrics>,
         limiter: FailureLimiter,
     ) -> SharedState {
@@ -70,7 +71,8 @@ impl AppState {
         })
     }
 
-    fn deadline(&self) -> Duration {
+    /// How long a request waits for the directory.
+    pub fn deadline(&self) -> Duration {
         self.config
             .directory
             .as_ref()
@@ -96,10 +98,7 @@ impl AppState {
 
     /// `Directory::lookup` bounded by the deadline.
     pub async fn lookup(&self, username: &str) -> Result<Option<DirectoryUser>, ApiError> {
-        match tokio::time::timeout(self.deadline(), self.directory.lookup(username)).await {
-            Ok(r) => r.map_err(|e: DirectoryError| ApiError::from(e)),
-            Err(_) => Err(ApiError::DirectoryUnavailable("timed out".into())),
-        }
+        Ok(crate::service::access::lookup(&*self.directory, self.deadline(), username).await?)
     }
 }
 

@@ -222,7 +222,7 @@ impl Harness {
             Arc::clone(&config),
             store.clone(),
             directory.clone(),
-            Arc::clone(&control),
+            control.clone(),
             Arc::clone(&metrics),
             limiter,
         );
@@ -309,7 +309,7 @@ impl Harness {
             control: Arc::clone(&self.control),
             vpn_users: self.config.roles.vpn_users.clone(),
             timeout: Duration::from_secs(5),
-            metrics: Arc::clone(&self.metrics),
+            metrics: self.metrics.clone(),
         }
     }
 

@@ -9,7 +9,6 @@ use base64::Engine as _;
 
 use crate::api::{DeviceConfig, EnrolRequest, GatewayInfo, ResourceInfo, RotateRequest};
 use crate::audit::{Action, AuditContext, Outcome};
-use crate::control::resources_for;
 use crate::store::{AddressPool, Device, DeviceStatus};
 
 use crate::portal::auth::{roles_for, Role};
@@ -56,7 +55,7 @@ fn b64(key: &[u8; 32]) -> String {
 /// The configuration a device receives: gateway, address, routes to its granted resources.
 pub fn device_config(state: &AppState, device: &Device, groups: &[String]) -> DeviceConfig {
     let policy = &state.config.policy;
-    let names = resources_for(policy, groups);
+    let names = policy.resources_for_groups(groups.iter().map(String::as_str));
     let rules = policy.rules_for_resources(names.iter().map(String::as_str));
     let resources = names
         .iter()

@@ -1,4 +1,5 @@
-//! `sesame serve`: store, directory, gateway, control plane and portal in one process.
+//! `sesame serve`: store, directory, gateway, control plane and portal in one process (the one
+//! place where the portal and the control plane meet).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use crate::portal::metrics::Metrics;
 use crate::portal::{router, AppState};
 use crate::store::Store;
 
-use super::{ControlPlane, DirectorySync, PeerSink};
+use crate::control::{ControlPlane, DirectorySync, PeerSink};
 
 /// How often expired web sessions are purged.
 const SESSION_PURGE_INTERVAL: Duration = Duration::from_secs(600);
@@ -36,6 +37,12 @@ pub async fn serve(
     })?;
     let _ = rustls::crypto::ring::default_provider().install_default();
 
+    if config.portal.insecure_plaintext && config.portal.public_url.starts_with("http://") {
+        tracing::warn!(
+            public_url = %config.portal.public_url,
+            "[portal] insecure_plaintext = true: passwords and session cookies cross the network in clear (labs only)"
+        );
+    }
     // Bind first: a busy port stops start-up before the gateway touches the network.
     let listener = listen::bind(config.portal.listen)?;
     let store = Store::connect(&config.database.url)
@@ -51,7 +58,7 @@ pub async fn serve(
     let key = keys::load_private_key(&config.gateway.private_key_file)?;
 
     // The peer set comes from the store before the gateway handles its first packet.
-    let initial = super::plane::compute_desired(&store, &config)
+    let initial = crate::control::plane::compute_desired(&store, &config)
         .await
         .context("reading the enrolled devices before starting the gateway")?;
     let gateway = Gateway::start(&config.gateway, key).context("starting the gateway")?;
@@ -69,7 +76,7 @@ pub async fn serve(
         control: Arc::clone(&control),
         vpn_users: config.roles.vpn_users.clone(),
         timeout: dir_cfg.timeout,
-        metrics: Arc::clone(&metrics),
+        metrics: metrics.clone(),
     };
     tasks.spawn(sync.run(dir_cfg.sync_interval, stop_rx.clone()));
     tasks.spawn(purge_sessions(store.clone(), stop_rx.clone()));
@@ -78,7 +85,7 @@ pub async fn serve(
         Arc::clone(&config),
         store.clone(),
         directory,
-        Arc::clone(&control),
+        control.clone(),
         metrics,
     );
     let tls = match (&config.portal.tls_cert_file, &config.portal.tls_key_file) {

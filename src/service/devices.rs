@@ -1,0 +1,139 @@
+//! Devices: listing with search and filters, and revocation, within the actor's rights.
+
+use std::collections::HashMap;
+
+use crate::audit::AuditContext;
+use crate::store::{Device, DeviceStatus, Store, StoreError};
+
+use super::roles::{Actor, Role};
+use super::{Publisher, ServiceError};
+
+/// What to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceFilter {
+    /// Only this user's devices.
+    pub user: Option<String>,
+    pub status: Option<DeviceStatus>,
+    /// Case-insensitive substring of the user, name, hostname or tunnel address.
+    pub query: Option<String>,
+}
+
+impl DeviceFilter {
+    fn matches(&self, d: &Device) -> bool {
+        if self.status.is_some_and(|s| s != d.status) {
+            return false;
+        }
+        match self.query.as_deref().map(str::trim) {
+            None | Some("") => true,
+            Some(q) => {
+                let q = q.to_lowercase();
+                [
+                    d.username.as_str(),
+                    d.name.as_str(),
+                    d.hostname.as_str(),
+                    &d.tunnel_address.to_string(),
+                ]
+                .iter()
+                .any(|f| f.to_lowercase().contains(&q))
+            }
+        }
+    }
+}
+
+/// Whether `actor` may see and manage devices of `username`: IT staff within their scope, or
+/// the owner.
+async fn may_manage(
+    store: &Store,
+    actor: &Actor,
+    username: &str,
+    cache: &mut HashMap<String, bool>,
+) -> Result<bool, StoreError> {
+    if actor.username == username && actor.has(Role::VpnUser) {
+        return Ok(true);
+    }
+    if !actor.has(Role::ItStaff) {
+        return Ok(false);
+    }
+    if !actor.is_delegated() {
+        return Ok(true);
+    }
+    if let Some(v) = cache.get(username) {
+        return Ok(*v);
+    }
+    let groups = store
+        .user(username)
+        .await?
+        .map(|u| u.groups)
+        .unwrap_or_default();
+    let v = actor.manages(&groups);
+    cache.insert(username.to_string(), v);
+    Ok(v)
+}
+
+/// The devices `actor` may see (IT staff: their scope; a VPN user: their own), filtered.
+pub async fn list(
+    store: &Store,
+    actor: &Actor,
+    filter: &DeviceFilter,
+) -> Result<Vec<Device>, ServiceError> {
+    let owner = if actor.has(Role::ItStaff) {
+        filter.user.clone()
+    } else if actor.has(Role::VpnUser) {
+        Some(actor.username.clone())
+    } else {
+        return Err(ServiceError::Forbidden);
+    };
+    let mut cache = HashMap::new();
+    let mut out = Vec::new();
+    for d in store.list_devices(owner.as_deref()).await? {
+        if filter.matches(&d) && may_manage(store, actor, &d.username, &mut cache).await? {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// One device `actor` may see; `NotFound` otherwise (as if it did not exist).
+pub async fn get(store: &Store, actor: &Actor, id: i64) -> Result<Device, ServiceError> {
+    if !actor.has(Role::ItStaff) && !actor.has(Role::VpnUser) {
+        return Err(ServiceError::Forbidden);
+    }
+    let device = store.device(id).await?.ok_or(ServiceError::NotFound)?;
+    if !may_manage(store, actor, &device.username, &mut HashMap::new()).await? {
+        return Err(ServiceError::NotFound);
+    }
+    Ok(device)
+}
+
+/// Revokes a device at once (the gateway cuts its session). Revoking a revoked device answers
+/// it as it is. `reason` is free text (empty: "revoked by ACTOR").
+pub async fn revoke(
+    store: &Store,
+    publisher: &dyn Publisher,
+    actor: &Actor,
+    id: i64,
+    reason: &str,
+    ctx: &AuditContext,
+) -> Result<(Device, bool), ServiceError> {
+    let device = get(store, actor, id).await?;
+    if device.status == DeviceStatus::Revoked {
+        return Ok((device, false));
+    }
+    let reason = match reason.trim() {
+        "" => format!("revoked by {}", actor.username),
+        r => r.chars().filter(|c| !c.is_control()).take(500).collect(),
+    };
+    let device = match store.revoke_device(id, &reason, ctx).await {
+        Ok(d) => d,
+        // Revoked meanwhile (sync, another technician): same answer as above.
+        Err(StoreError::DeviceRevoked(_)) => {
+            return Ok((
+                store.device(id).await?.ok_or(ServiceError::NotFound)?,
+                false,
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    publisher.publish_now().await;
+    Ok((device, true))
+}
