@@ -85,6 +85,15 @@ fn api(
     }
     if let Some(j) = jar {
         c.args(["-b", j.to_str().unwrap(), "-c", j.to_str().unwrap()]);
+        // The CSRF token the login left in the jar (curl's cookie file: name, then value).
+        let token = std::fs::read_to_string(j)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.rsplit_once('\t'))
+            .find_map(|(before, value)| before.ends_with("sesame-csrf").then(|| value.to_string()));
+        if let Some(t) = token {
+            c.args(["-H", &format!("x-csrf-token: {t}")]);
+        }
     }
     if let Some(t) = bearer {
         c.args(["-H", &format!("authorization: Bearer {t}")]);

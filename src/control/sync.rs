@@ -1,5 +1,6 @@
-//! Directory sync: re-reads every user who owns an active device; group changes reach the
-//! gateway, leavers (no `vpn_users` group, disabled, deleted) lose every device.
+//! Directory sync: re-reads every user who owns an active device or a web session; group changes
+//! reach the gateway and the portal's roles, leavers (no `vpn_users` group, disabled, deleted)
+//! lose every device, disabled or deleted users their sessions.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +46,7 @@ pub struct DirectorySync {
 impl DirectorySync {
     /// One pass. Fail-static: if the directory cannot answer, stop without changing anything.
     pub async fn sync_once(&self) -> Result<SyncReport, SyncError> {
-        let users = self.store.users_with_active_devices().await?;
+        let users = self.store.users_to_sync().await?;
         let mut report = SyncReport::default();
         let system = AuditContext::system();
         for stored in users {
@@ -79,6 +80,10 @@ impl DirectorySync {
                 }
                 self.store.upsert_user(u).await?;
             }
+            if looked.as_ref().is_none_or(|u| u.disabled) {
+                // Web sessions die with the account (roles follow the stored groups anyway).
+                self.store.delete_user_sessions(&stored.username).await?;
+            }
             if let Some(reason) = reason {
                 let revoked = self
                     .store
@@ -88,7 +93,9 @@ impl DirectorySync {
                 for _ in &revoked {
                     self.metrics.revocation();
                 }
-                tracing::info!(user = %stored.username, devices = revoked.len(), reason, "devices revoked by directory sync");
+                if !revoked.is_empty() {
+                    tracing::info!(user = %stored.username, devices = revoked.len(), reason, "devices revoked by directory sync");
+                }
             }
         }
         // Publish before auditing the pass: access is cut first.

@@ -1,4 +1,5 @@
-//! The enrolment portal: HTTP API (axum), sessions, roles, rate limits, metrics.
+//! The enrolment portal: HTTP API (axum), sessions, roles, CSRF and security headers, rate
+//! limits, metrics.
 
 pub mod auth;
 pub mod error;
@@ -7,6 +8,7 @@ pub mod listen;
 pub mod metrics;
 pub mod ratelimit;
 pub mod routes;
+pub mod security;
 pub mod session;
 pub mod state;
 pub mod time;

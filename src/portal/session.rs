@@ -9,6 +9,12 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// A session older than this is refused, however active.
 pub const ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
 
+/// The CSRF token of a session: derived from its (secret, HttpOnly) id, so a page of another
+/// site can neither read nor guess it; the store keeps only another hash of the id.
+pub fn csrf_token(session_id: &str) -> String {
+    crate::store::hash_secret(&format!("sesame-csrf\0{session_id}"))
+}
+
 /// Cookie attributes derived from `portal.public_url`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CookiePolicy {
@@ -43,6 +49,36 @@ impl CookiePolicy {
     /// enforces both timeouts).
     pub fn set_cookie(self, id: &str) -> HeaderValue {
         let v = format!("{}={id}{}", self.name(), self.attributes());
+        HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// Name of the cookie that hands the CSRF token to the portal's scripts (double submit).
+    pub fn csrf_name(self) -> &'static str {
+        if self.secure {
+            "__Host-sesame-csrf"
+        } else {
+            "sesame-csrf"
+        }
+    }
+
+    /// `Set-Cookie` carrying the CSRF token of session `id` (readable by scripts: not HttpOnly).
+    pub fn set_csrf_cookie(self, id: &str) -> HeaderValue {
+        let secure = if self.secure { "; Secure" } else { "" };
+        let v = format!(
+            "{}={}; Path=/; SameSite=Strict{secure}",
+            self.csrf_name(),
+            csrf_token(id)
+        );
+        HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// `Set-Cookie` deleting the CSRF cookie.
+    pub fn clear_csrf_cookie(self) -> HeaderValue {
+        let secure = if self.secure { "; Secure" } else { "" };
+        let v = format!(
+            "{}=; Path=/; SameSite=Strict; Max-Age=0{secure}",
+            self.csrf_name()
+        );
         HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 

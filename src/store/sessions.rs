@@ -135,6 +135,15 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Ends every session of `username` (disabled or deleted in the directory); returns how many.
+    pub async fn delete_user_sessions(&self, username: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM web_sessions WHERE username = $1")
+            .bind(super::normalize_username(username))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Removes expired sessions; returns how many.
     pub async fn purge_expired_sessions(&self) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM web_sessions WHERE expires_at <= $1")

@@ -107,4 +107,19 @@ impl Store {
         .await?;
         rows.iter().map(|r| from_row(r, "")).collect()
     }
+
+    /// Every user owning an active device or signed in to the portal (a live web session):
+    /// whom the directory sync re-reads, so sessions follow group changes too.
+    pub async fn users_to_sync(&self) -> Result<Vec<User>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM users WHERE username IN \
+             (SELECT username FROM devices WHERE status = 'active') \
+             OR username IN (SELECT username FROM web_sessions WHERE expires_at > $1) \
+             ORDER BY username"
+        ))
+        .bind(self.now_ms())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| from_row(r, "")).collect()
+    }
 }

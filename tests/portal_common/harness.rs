@@ -107,6 +107,10 @@ url = "{db_url}"
 vpn_users = ["cn=personnels-administratifs,ou=groups,dc=academie,dc=test"]
 it_staff = ["cn=dsi,ou=groups,dc=academie,dc=test"]
 auditors = ["cn=auditeurs,ou=groups,dc=academie,dc=test"]
+# A DSDEN technician group (created by the tests that need it) manages that DSDEN's staff only.
+[[roles.delegated]]
+it_staff = "cn=dsi-dsden,ou=groups,dc=academie,dc=test"
+scope = "cn=gestionnaires-paie-dsden,ou=groups,dc=academie,dc=test"
 
 [[resource]]
 name = "paie"
@@ -254,27 +258,41 @@ impl Harness {
 
     /// A client with its own cookie jar (one browser).
     pub fn browser(&self) -> reqwest::Client {
+        self.browser_with(Arc::new(reqwest::cookie::Jar::default()), None)
+    }
+
+    fn browser_with(&self, jar: Arc<reqwest::cookie::Jar>, csrf: Option<&str>) -> reqwest::Client {
         let mut b = reqwest::Client::builder();
         if self.base.starts_with("https") {
             let pem = std::fs::read(self.slapd.ca_file()).unwrap();
             b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
         }
-        b.cookie_store(true)
+        if let Some(token) = csrf {
+            // What the portal's own scripts do: send back the CSRF cookie's token.
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert("x-csrf-token", token.parse().unwrap());
+            b = b.default_headers(h);
+        }
+        b.cookie_provider(jar)
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap()
     }
 
+    /// A signed-in browser: session cookie, and the CSRF token sent on state changes.
     pub async fn login(&self, uid: &str) -> reqwest::Client {
-        let c = self.browser();
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let c = self.browser_with(Arc::clone(&jar), None);
         let r = c
             .post(self.url("/api/v1/login"))
             .json(&json!({"username": uid, "password": password_of(uid)}))
             .send()
             .await
             .unwrap();
+        let token = csrf_cookie(&r).unwrap_or_default();
         assert_eq!(r.status(), 200, "login {uid}: {}", r.text().await.unwrap());
-        c
+        assert!(!token.is_empty(), "login sets the CSRF cookie");
+        self.browser_with(jar, Some(&token))
     }
 
     /// IT staff (tleroux) creates a code for `uid`.
@@ -337,4 +355,17 @@ pub async fn error_of(r: reqwest::Response) -> (u16, String) {
     let message = v["error"]["message"].as_str().expect("error.message");
     assert!(message.contains(" / "), "bilingual message: {message}");
     (status, code)
+}
+
+/// The CSRF token a login answer hands over in its `sesame-csrf` cookie.
+pub fn csrf_cookie(r: &reqwest::Response) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| {
+            let (name, rest) = c.split_once('=')?;
+            name.ends_with("sesame-csrf")
+                .then(|| rest.split(';').next().unwrap_or("").to_string())
+        })
 }

@@ -77,6 +77,8 @@ pub async fn login(
     let mut resp = Json(body).into_response();
     resp.headers_mut()
         .insert(header::SET_COOKIE, state.cookies.set_cookie(&id));
+    resp.headers_mut()
+        .append(header::SET_COOKIE, state.cookies.set_csrf_cookie(&id));
     Ok(resp)
 }
 
@@ -127,5 +129,7 @@ pub async fn logout(
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut()
         .insert(header::SET_COOKIE, state.cookies.clear_cookie());
+    resp.headers_mut()
+        .append(header::SET_COOKIE, state.cookies.clear_csrf_cookie());
     Ok(resp)
 }

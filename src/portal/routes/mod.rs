@@ -8,10 +8,10 @@ pub mod device;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use utoipa::OpenApi;
 
@@ -20,7 +20,7 @@ use super::state::SharedState;
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 16 * 1024;
-/// Longest time a request may take before the portal answers 503.
+/// Longest time a request may take before the portal answers 503 `request_timeout`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(OpenApi)]
@@ -70,29 +70,58 @@ impl utoipa::Modify for SecuritySchemes {
     }
 }
 
+/// One route: method, path (full, `{param}` for a path parameter) and handler.
+pub type RouteEntry = (Method, &'static str, MethodRouter<SharedState>);
+
+/// Every route of the portal. The router is built from this list and the router-wide tests
+/// walk it (CSRF on each state change, security headers on each answer), so a new route cannot
+/// escape them.
+pub fn routes() -> Vec<RouteEntry> {
+    vec![
+        (Method::POST, "/api/v1/enrol", post(device::enrol)),
+        (Method::GET, "/api/v1/device/config", get(device::config)),
+        (Method::POST, "/api/v1/device/rotate", post(device::rotate)),
+        (Method::POST, "/api/v1/login", post(auth::login)),
+        (Method::POST, "/api/v1/logout", post(auth::logout)),
+        (
+            Method::POST,
+            "/api/v1/enrolment-codes",
+            post(admin::create_code),
+        ),
+        (Method::GET, "/api/v1/devices", get(admin::list_devices)),
+        (
+            Method::DELETE,
+            "/api/v1/devices/{id}",
+            delete(admin::revoke_device),
+        ),
+        (Method::GET, "/api/v1/audit/events", get(audit::events)),
+        (Method::GET, "/api/v1/audit/verify", get(audit::verify)),
+        (Method::GET, "/api/v1/openapi.json", get(openapi)),
+        (Method::GET, "/healthz", get(healthz)),
+        (Method::GET, "/readyz", get(readyz)),
+        (Method::GET, "/metrics", get(metrics)),
+    ]
+}
+
 /// The whole HTTP application.
 pub fn router(state: SharedState) -> Router {
-    let api = Router::new()
-        .route("/enrol", post(device::enrol))
-        .route("/device/config", get(device::config))
-        .route("/device/rotate", post(device::rotate))
-        .route("/login", post(auth::login))
-        .route("/logout", post(auth::logout))
-        .route("/enrolment-codes", post(admin::create_code))
-        .route("/devices", get(admin::list_devices))
-        .route("/devices/{id}", delete(admin::revoke_device))
-        .route("/audit/events", get(audit::events))
-        .route("/audit/verify", get(audit::verify))
-        .route("/openapi.json", get(openapi));
-    Router::new()
-        .nest(crate::api::API_PREFIX, api)
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |r, (_, path, handler)| {
+            r.route(path, handler)
+        })
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::portal::security::csrf,
+        ))
         .layer(middleware::from_fn(log_and_time_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::portal::security::add_headers,
+        ))
         .with_state(state)
 }
 
@@ -102,7 +131,7 @@ async fn log_and_time_limit(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let resp = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
         Ok(r) => r,
-        Err(_) => ApiError::Internal("request timed out".into()).into_response(),
+        Err(_) => ApiError::TimedOut.into_response(),
     };
     let status = resp.status();
     if status.is_server_error() || status.is_client_error() {

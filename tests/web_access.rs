@@ -1,0 +1,213 @@
+//! Who may do what, against a real slapd and a real SQLite file: CSRF on cookie-authenticated
+//! state changes, delegated (DSDEN) technicians limited to their scope in the API, and sessions
+//! that follow the directory (a technician removed from the IT group, or disabled, loses the
+//! rights with the same cookie after one directory sync).
+#![allow(clippy::unwrap_used)]
+
+mod common {
+    pub mod slapd;
+}
+#[path = "portal_common/harness.rs"]
+mod harness;
+
+use harness::{error_of, laptop_key, Harness};
+use serde_json::{json, Value};
+
+/// The DSDEN technicians' group (the harness's `[[roles.delegated]]` names it): pdurand.
+const DSI_DSDEN: &str = "cn=dsi-dsden,ou=groups,dc=academie,dc=test";
+
+const SECURITY_HEADERS: [&str; 4] = [
+    "content-security-policy",
+    "x-content-type-options",
+    "x-frame-options",
+    "referrer-policy",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_state_changes_need_the_token_and_the_same_origin() {
+    let h = Harness::start_lenient().await;
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let bare = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .build()
+        .unwrap();
+    let r = bare
+        .post(h.url("/api/v1/login"))
+        .json(&json!({"username": "tleroux", "password": common::slapd::password_of("tleroux")}))
+        .send()
+        .await
+        .unwrap();
+    let token = harness::csrf_cookie(&r).expect("csrf cookie");
+    assert_eq!(r.status(), 200);
+    for h_ in SECURITY_HEADERS {
+        assert!(r.headers().contains_key(h_), "{h_}");
+    }
+    let body = json!({"username": "mdupont", "device_name": "pc"});
+
+    // The session cookie alone (what a forged cross-site form carries): refused, nothing issued.
+    let r = bare
+        .post(h.url("/api/v1/enrolment-codes"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (403, "csrf_rejected".into()));
+    // The token from another site's page: refused.
+    let r = bare
+        .post(h.url("/api/v1/enrolment-codes"))
+        .header("x-csrf-token", &token)
+        .header("origin", "https://evil.example")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (403, "csrf_rejected".into()));
+    let r = bare.post(h.url("/api/v1/logout")).send().await.unwrap();
+    assert_eq!(error_of(r).await, (403, "csrf_rejected".into()));
+    let codes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM enrolment_codes")
+        .fetch_one(h.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(codes, 0);
+
+    // Token and same origin: accepted.
+    let r = bare
+        .post(h.url("/api/v1/enrolment-codes"))
+        .header("x-csrf-token", &token)
+        .header("origin", h.base.as_str())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = bare
+        .post(h.url("/api/v1/logout"))
+        .header("x-csrf-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dsden_technician_manages_only_their_scope() {
+    let h = Harness::start_lenient().await;
+    h.slapd.modify(&format!(
+        "dn: {DSI_DSDEN}\nchangetype: add\nobjectClass: groupOfNames\ncn: dsi-dsden\nmember: uid=pdurand,ou=people,dc=academie,dc=test\n"
+    ));
+    let it = h.login("tleroux").await;
+    // Two agents enrol: mdupont (rectorat) and fnoel (the DSDEN's payroll staff).
+    let mut ids = std::collections::HashMap::new();
+    for uid in ["mdupont", "fnoel"] {
+        let code = h.code_for(&it, uid, &format!("pc-{uid}")).await;
+        let (key, _) = laptop_key();
+        let r = h.enrol(&code, uid, &key).await;
+        assert_eq!(r.status(), 201);
+        ids.insert(
+            uid,
+            r.json::<Value>().await.unwrap()["device_id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+
+    let tech = h.login("pdurand").await;
+    let list: Value = tech
+        .get(h.url("/api/v1/devices"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let users: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, vec!["fnoel"], "only the DSDEN's devices");
+
+    // Another department's agent: as if unknown.
+    let r = tech
+        .post(h.url("/api/v1/enrolment-codes"))
+        .json(&json!({"username": "mdupont", "device_name": "pc2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (404, "unknown_user".into()));
+    let r = tech
+        .delete(h.url(&format!("/api/v1/devices/{}", ids["mdupont"])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (404, "not_found".into()));
+    assert_eq!(
+        h.store
+            .device(ids["mdupont"])
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+            .as_str(),
+        "active"
+    );
+
+    // Their own scope: allowed.
+    let r = tech
+        .post(h.url("/api/v1/enrolment-codes"))
+        .json(&json!({"username": "fnoel", "device_name": "pc2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = tech
+        .delete(h.url(&format!("/api/v1/devices/{}", ids["fnoel"])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "revoked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_follow_the_directory() {
+    let h = Harness::start_lenient().await;
+    // dsi must keep a member once tleroux leaves it.
+    h.slapd.add_to_group("rmoreau", "dsi");
+    let it = h.login("tleroux").await;
+    let body = json!({"username": "mdupont", "device_name": "pc"});
+    let r = it
+        .post(h.url("/api/v1/enrolment-codes"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // Removed from the IT group: after one sync pass, the same cookie has no IT rights.
+    h.slapd.remove_from_group("tleroux", "dsi");
+    h.sync().sync_once().await.unwrap();
+    let r = it
+        .post(h.url("/api/v1/enrolment-codes"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (403, "forbidden".into()));
+    // Still a VPN user: the session itself lives on.
+    let r = it.get(h.url("/api/v1/devices")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Disabled: the sync deletes the session.
+    h.slapd.disable_user("tleroux");
+    h.sync().sync_once().await.unwrap();
+    let left: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM web_sessions WHERE username = 'tleroux'")
+            .fetch_one(h.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(left, 0);
+    let r = it.get(h.url("/api/v1/devices")).send().await.unwrap();
+    assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
+}
