@@ -1,12 +1,19 @@
-//! Serving the router: plain HTTP (behind a reverse proxy) or HTTPS with rustls, graceful stop.
+//! Serving the router: plain HTTP (behind a reverse proxy) or HTTPS with rustls, graceful stop,
+//! a header-read timeout and a cap on open connections.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Longest wait for in-flight requests at shutdown.
 pub const GRACE: Duration = Duration::from_secs(5);
@@ -16,6 +23,25 @@ pub const GRACE: Duration = Duration::from_secs(5);
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// Bounds on what clients may hold open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenLimits {
+    /// A client that has not sent a whole request head within this time is disconnected
+    /// (slowloris).
+    pub header_read_timeout: Duration,
+    /// Connections beyond this many are closed as soon as accepted.
+    pub max_connections: usize,
+}
+
+impl Default for ListenLimits {
+    fn default() -> Self {
+        ListenLimits {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+        }
+    }
 }
 
 /// Binds `addr` (before anything else starts, so a busy port is reported at once).
@@ -34,8 +60,32 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with(listener, tls, app, shutdown, ListenLimits::default()).await
+}
+
+/// [`serve`] with other limits.
+pub async fn serve_with(
+    listener: std::net::TcpListener,
+    tls: Option<TlsFiles>,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ListenLimits,
+) -> anyhow::Result<()> {
     let local = listener.local_addr().context("portal listener address")?;
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(GRACE));
+    });
+    let capped = CappedAcceptor(Arc::new(Semaphore::new(limits.max_connections)));
+    let mut server = axum_server::from_tcp(listener).acceptor(capped.clone());
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
     match tls {
         Some(files) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -49,27 +99,82 @@ pub async fn serve(
                             files.key.display()
                         )
                     })?;
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                stopper.graceful_shutdown(Some(GRACE));
-            });
             tracing::info!(listen = %local, "portal listening (HTTPS)");
-            axum_server::from_tcp_rustls(listener, config)
+            let tls = axum_server::tls_rustls::RustlsAcceptor::new(config)
+                .handshake_timeout(limits.header_read_timeout)
+                .acceptor(capped);
+            server
+                .acceptor(tls)
                 .handle(handle)
                 .serve(app)
                 .await
                 .context("portal server")
         }
         None => {
-            let listener =
-                tokio::net::TcpListener::from_std(listener).context("portal listener")?;
             tracing::info!(listen = %local, "portal listening (HTTP)");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
+            server
+                .handle(handle)
+                .serve(app)
                 .await
                 .context("portal server")
         }
+    }
+}
+
+/// Admits a connection while fewer than the cap are open; the permit lives in the stream.
+#[derive(Clone)]
+struct CappedAcceptor(Arc<Semaphore>);
+
+impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for CappedAcceptor {
+    type Stream = CappedStream;
+    type Service = S;
+    type Future = std::future::Ready<std::io::Result<(CappedStream, S)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        std::future::ready(match Arc::clone(&self.0).try_acquire_owned() {
+            Ok(permit) => Ok((
+                CappedStream {
+                    stream,
+                    _permit: permit,
+                },
+                service,
+            )),
+            Err(_) => {
+                tracing::warn!("portal connection cap reached: connection closed");
+                Err(std::io::Error::other("connection cap reached"))
+            }
+        })
+    }
+}
+
+/// A connection counted against the cap until dropped.
+struct CappedStream {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for CappedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CappedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
