@@ -73,6 +73,8 @@ pub struct PortalConfig {
     pub tls_key_file: Option<PathBuf>,
     /// A plain-http `public_url` outside loopback was allowed explicitly (labs; logged).
     pub insecure_plaintext: bool,
+    /// How agents reach IT support (printed on enrolment sheets); empty: a generic sentence.
+    pub helpdesk: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

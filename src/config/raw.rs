@@ -34,6 +34,7 @@ pub(super) struct RawPortal {
     pub(super) tls_cert_file: Option<PathBuf>,
     pub(super) tls_key_file: Option<PathBuf>,
     pub(super) insecure_plaintext: bool,
+    pub(super) helpdesk: String,
 }
 
 impl Default for RawPortal {
@@ -44,6 +45,7 @@ impl Default for RawPortal {
             tls_cert_file: None,
             tls_key_file: None,
             insecure_plaintext: false,
+            helpdesk: String::new(),
         }
     }
 }

@@ -49,6 +49,7 @@ pub(super) fn validate(
         tls_cert_file: raw.portal.tls_cert_file.map(|p| resolve(base, p)),
         tls_key_file: raw.portal.tls_key_file.map(|p| resolve(base, p)),
         insecure_plaintext: raw.portal.insecure_plaintext,
+        helpdesk: raw.portal.helpdesk.trim().to_string(),
     };
     if portal.public_url.starts_with("http://")
         && !portal.insecure_plaintext

@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod listen;
 pub mod metrics;
+pub mod pages;
 pub mod ratelimit;
 pub mod routes;
 pub mod security;

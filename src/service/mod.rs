@@ -6,6 +6,7 @@
 //! them together.
 
 pub mod access;
+pub mod audit;
 pub mod codes;
 pub mod devices;
 pub mod roles;

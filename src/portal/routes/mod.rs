@@ -101,6 +101,9 @@ pub fn routes() -> Vec<RouteEntry> {
         (Method::GET, "/readyz", get(readyz)),
         (Method::GET, "/metrics", get(metrics)),
     ]
+    .into_iter()
+    .chain(crate::portal::pages::routes())
+    .collect()
 }
 
 /// The whole HTTP application.

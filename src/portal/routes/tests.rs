@@ -240,7 +240,20 @@ async fn openapi_documents_routes_and_security_schemes() {
 
 /// A request for `path` (`{param}` filled with 1), with the given extra headers.
 fn request(method: &axum::http::Method, path: &str, headers: &[(&str, &str)]) -> Request<Body> {
-    let uri = path.replace("{id}", "1");
+    // Every `{param}` becomes 1.
+    let mut uri = String::new();
+    let mut in_param = false;
+    for c in path.chars() {
+        match c {
+            '{' => {
+                in_param = true;
+                uri.push('1');
+            }
+            '}' => in_param = false,
+            c if !in_param => uri.push(c),
+            _ => {}
+        }
+    }
     let mut b = Request::builder()
         .method(method.clone())
         .uri(uri)
