@@ -7,7 +7,8 @@ want_pkgs=(build-essential pkg-config iproute2 iputils-ping curl ca-certificates
            slapd ldap-utils wireguard-tools wireguard-go openssl)
 for role in "$@"; do
   case "$role" in
-    test) want_pkgs+=(postgresql postgresql-client iperf3) ;;
+    # chromium + chromium-driver: the web portal's browser tests (tests/web_browser.rs).
+    test) want_pkgs+=(postgresql postgresql-client iperf3 chromium chromium-driver) ;;
     bench) want_pkgs+=(iperf3) ;;
     demo|fuzz) ;;
     *) echo "install-deps: unknown role $role (use test, demo, bench or fuzz)" >&2; exit 2 ;;

@@ -1,0 +1,253 @@
+//! The web pages against a real slapd and a real SQLite file, driven as a browser without
+//! JavaScript would (forms, cookies, redirects): sign-in, Mon accès, IT code and sheet, devices
+//! and revocation with a reason, the auditor's log, 403 pages, delegated scope, English.
+#![allow(clippy::unwrap_used)]
+
+mod common {
+    pub mod slapd;
+}
+#[path = "portal_common/harness.rs"]
+mod harness;
+
+use std::sync::Arc;
+
+use harness::{laptop_key, Harness};
+use reqwest::redirect::Policy;
+
+use common::slapd::password_of;
+
+/// A browser: cookie jar, no automatic redirects (the test follows them).
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_provider(Arc::new(reqwest::cookie::Jar::default()))
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The value of the hidden `_csrf` field of a page's form.
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"_csrf\" value=\"")
+        .expect("a form with _csrf")
+        + 20;
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+async fn sign_in(h: &Harness, uid: &str, next: &str) -> (reqwest::Client, reqwest::Response) {
+    let b = browser();
+    let r = b
+        .post(h.url("/login"))
+        .form(&[
+            ("username", uid),
+            ("password", password_of(uid)),
+            ("next", next),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (b, r)
+}
+
+async fn page(b: &reqwest::Client, h: &Harness, path: &str) -> (u16, String) {
+    let r = b.get(h.url(path)).send().await.unwrap();
+    let status = r.status().as_u16();
+    for header in [
+        "content-security-policy",
+        "x-frame-options",
+        "x-content-type-options",
+    ] {
+        assert!(r.headers().contains_key(header), "{path}: {header}");
+    }
+    (status, r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_agent_and_auditor_journeys() {
+    let h = Harness::start_lenient().await;
+
+    // Not signed in: to the login page, coming back afterwards.
+    let anon = browser();
+    let r = anon.get(h.url("/mon-acces")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/login?next=/mon-acces");
+    let (st, html) = page(&anon, &h, "/login").await;
+    assert_eq!(st, 200);
+    assert!(html.contains("<html lang=\"fr\"") && html.contains("Mot de passe"));
+    assert!(!html.contains("<script>"), "no inline script");
+    let (_, html) = page(&anon, &h, "/login?lang=en").await;
+    assert!(html.contains("<html lang=\"en\"") && html.contains("Password"));
+
+    // A wrong password: the form again, with the API's message, 401.
+    let r = browser()
+        .post(h.url("/login"))
+        .form(&[
+            ("username", "tleroux"),
+            ("password", "wrong"),
+            ("next", "/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("Identifiant ou mot de passe incorrect"));
+
+    // IT signs in; a foreign `next` is ignored (no open redirect).
+    let (it, r) = sign_in(&h, "tleroux", "https://evil.example/").await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/");
+    let r = it.get(h.url("/")).send().await.unwrap();
+    assert_eq!(r.headers()["location"], "/it/devices");
+
+    // A code for one agent, and its printable sheet.
+    let (st, form) = page(&it, &h, "/it/codes").await;
+    assert_eq!(st, 200);
+    let csrf = csrf_of(&form);
+    let r = it
+        .post(h.url("/it/codes"))
+        .form(&[
+            ("_csrf", csrf.as_str()),
+            ("username", "mdupont"),
+            ("device_name", "portable-marie"),
+            ("ttl", "72h"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sheet = r.text().await.unwrap();
+    let at = sheet.find("<p class=\"code\">").expect("code on the sheet") + 16;
+    let code = sheet[at..].split('<').next().unwrap().to_string();
+    assert_eq!(code.len(), 14, "{code}");
+    assert!(sheet.contains("sesame-agent enrol --portal") && sheet.contains("sesame-agent up"));
+    assert!(sheet.contains("sesame-agent status"));
+    // Without the token: refused, nothing issued.
+    let r = it
+        .post(h.url("/it/codes"))
+        .form(&[("username", "mdupont"), ("device_name", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // A TTL over 30 days: the same rule as the API and the CLI.
+    let r = it
+        .post(h.url("/it/codes"))
+        .form(&[
+            ("_csrf", csrf.as_str()),
+            ("username", "mdupont"),
+            ("device_name", "x"),
+            ("ttl", "31d"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("30 jours"));
+
+    // The agent enrols (API), appears in the list; IT revokes with a reason.
+    let (key, _) = laptop_key();
+    let r = h.enrol(&code, "mdupont", &key).await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["device_id"]
+        .as_i64()
+        .unwrap();
+    let (_, list) = page(&it, &h, "/it/devices?q=marie").await;
+    assert!(list.contains("portable-marie") && list.contains("mdupont"));
+    let (_, none) = page(&it, &h, "/it/devices?status=revoked").await;
+    assert!(!none.contains("portable-marie"));
+    let (st, confirm) = page(&it, &h, &format!("/it/devices/{id}/revoke")).await;
+    assert_eq!(st, 200);
+    let r = it
+        .post(h.url(&format!("/it/devices/{id}/revoke")))
+        .form(&[
+            ("_csrf", csrf_of(&confirm).as_str()),
+            ("reason", "ordinateur volé"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let d = h.store.device(id).await.unwrap().unwrap();
+    assert_eq!(d.status.as_str(), "revoked");
+    assert_eq!(d.revoke_reason.as_deref(), Some("ordinateur volé"));
+    let (_, user) = page(&it, &h, "/it/users/mdupont").await;
+    assert!(
+        user.contains("paie") && user.contains("cn=gestionnaires-paie"),
+        "{user}"
+    );
+
+    // The agent's Mon accès shows the device revoked; an IT page is a 403 page.
+    let (agent, _) = sign_in(&h, "mdupont", "/mon-acces").await;
+    let (st, mine) = page(&agent, &h, "/mon-acces").await;
+    assert_eq!(st, 200);
+    assert!(
+        mine.contains("portable-marie") && mine.contains("révoqué"),
+        "{mine}"
+    );
+    assert!(mine.contains("sesame-agent enrol"));
+    let (st, denied) = page(&agent, &h, "/it/devices").await;
+    assert_eq!(st, 403);
+    assert!(denied.contains("Accès refusé"));
+    let (_, mine_en) = page(&agent, &h, "/mon-acces?lang=en").await;
+    assert!(mine_en.contains("My devices") && mine_en.contains("revoked"));
+
+    // The auditor finds the enrolment and the revocation, and the chain status.
+    let (auditor, _) = sign_in(&h, "cgarnier", "/").await;
+    let (st, log) = page(&auditor, &h, "/audit/log?user=mdupont").await;
+    assert_eq!(st, 200);
+    assert!(
+        log.contains("enrol.completed") && log.contains("device.revoked"),
+        "{log}"
+    );
+    assert!(log.contains("Chaîne d'audit intacte"));
+    assert!(log.contains("format=csv"));
+    let (st, _) = page(&auditor, &h, "/it/codes").await;
+    assert_eq!(st, 403);
+
+    // Sign out (form with the token): the cookie no longer opens pages.
+    let r = agent
+        .post(h.url("/logout"))
+        .form(&[("_csrf", csrf_of(&mine).as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let r = agent.get(h.url("/mon-acces")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dsden_technician_sees_only_their_department() {
+    let h = Harness::start_lenient().await;
+    h.slapd.modify(
+        "dn: cn=dsi-dsden,ou=groups,dc=academie,dc=test\nchangetype: add\nobjectClass: groupOfNames\ncn: dsi-dsden\nmember: uid=pdurand,ou=people,dc=academie,dc=test\n",
+    );
+    let it = h.login("tleroux").await;
+    let mut ids = Vec::new();
+    for uid in ["mdupont", "fnoel"] {
+        let code = h.code_for(&it, uid, &format!("pc-{uid}")).await;
+        let r = h.enrol(&code, uid, &laptop_key().0).await;
+        ids.push(
+            r.json::<serde_json::Value>().await.unwrap()["device_id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    let (tech, _) = sign_in(&h, "pdurand", "/").await;
+    let (st, list) = page(&tech, &h, "/it/devices").await;
+    assert_eq!(st, 200);
+    assert!(
+        list.contains("pc-fnoel") && !list.contains("pc-mdupont"),
+        "{list}"
+    );
+    let (st, _) = page(&tech, &h, &format!("/it/devices/{}/revoke", ids[0])).await;
+    assert_eq!(st, 404);
+    let (st, _) = page(&tech, &h, "/it/users/mdupont").await;
+    assert_eq!(st, 404);
+    let (st, _) = page(&tech, &h, "/it/users/fnoel").await;
+    assert_eq!(st, 200);
+}
