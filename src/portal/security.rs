@@ -39,7 +39,9 @@ pub fn security_headers(hsts: bool) -> Vec<(HeaderName, HeaderValue)> {
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
         (
             header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+            // Not `no-referrer`: under it browsers send `Origin: null` on form posts, which the
+            // CSRF check must then refuse.
+            HeaderValue::from_static("same-origin"),
         ),
         (
             HeaderName::from_static("cross-origin-opener-policy"),
@@ -91,12 +93,21 @@ pub fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
         // Host and Origin still agree for a same-origin request, never for a forged one.
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
         let origin_host = origin.split_once("://").map(|(_, h)| h);
-        return origin != "null" && host.is_some() && origin_host == host;
+        if origin != "null" {
+            return host.is_some() && origin_host == host;
+        }
+        // `Origin: null` (a privacy setting, a sandboxed frame): only the browser's own
+        // Sec-Fetch-Site can still vouch for the request.
+        return fetch_site(headers) == Some("same-origin");
     }
-    match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+    match fetch_site(headers) {
         Some(site) => site == "same-origin" || site == "none",
         None => true,
     }
+}
+
+fn fetch_site(headers: &HeaderMap) -> Option<&str> {
+    headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
 }
 
 fn is_state_changing(method: &Method) -> bool {
@@ -203,6 +214,14 @@ mod tests {
             url
         ));
         assert!(!same_origin(&headers(&[("origin", "null")]), url));
+        assert!(!same_origin(
+            &headers(&[("origin", "null"), ("sec-fetch-site", "cross-site")]),
+            url
+        ));
+        assert!(same_origin(
+            &headers(&[("origin", "null"), ("sec-fetch-site", "same-origin")]),
+            url
+        ));
         assert!(same_origin(
             &headers(&[
                 ("origin", "http://127.0.0.1:8080"),

@@ -86,7 +86,7 @@ pub async fn log(
             " · "
             a href=(format!("/api/v1/audit/events?format=jsonl{export}")) { "JSONL" }
         }
-        div.table-wrap {
+        div.table-wrap tabindex="0" role="region" aria-label=(lang.t("Tableau défilant", "Scrollable table")) {
             table {
                 caption.muted { (events.len()) " " (lang.t("événement(s), les plus anciens d'abord", "event(s), oldest first")) }
                 thead { tr {

@@ -179,7 +179,7 @@ pub async fn devices(
             div { button type="submit" { (lang.t("Filtrer", "Filter")) } }
         }
         p role="status" { (list.len()) " " (lang.t("appareil(s)", "device(s)")) }
-        div.table-wrap {
+        div.table-wrap tabindex="0" role="region" aria-label=(lang.t("Tableau défilant", "Scrollable table")) {
             table {
                 thead { tr {
                     th scope="col" { (lang.t("Agent", "Agent")) }

@@ -53,7 +53,7 @@ pub async fn my_access(
         @if mine.is_empty() {
             p.notice { (lang.t("Aucun appareil enrôlé pour l'instant.", "No device enrolled yet.")) }
         } @else {
-            div.table-wrap {
+            div.table-wrap tabindex="0" role="region" aria-label=(lang.t("Tableau défilant", "Scrollable table")) {
                 table {
                     caption.muted { (lang.t("Vos ordinateurs enrôlés et leur état", "Your enrolled laptops and their status")) }
                     thead { tr {
