@@ -251,3 +251,84 @@ async fn a_dsden_technician_sees_only_their_department() {
     let (st, _) = page(&tech, &h, "/it/users/fnoel").await;
     assert_eq!(st, 200);
 }
+
+/// Uploads `csv` on the bulk page; returns the status and the page.
+async fn upload(b: &reqwest::Client, h: &Harness, csv: &str) -> (u16, String) {
+    let (_, form) = page(b, h, "/it/bulk").await;
+    let pat = "action=\"/it/bulk?_csrf=";
+    let at = form.find(pat).expect("upload form") + pat.len();
+    let token = form[at..].split('"').next().unwrap().to_string();
+    let part = reqwest::multipart::Part::text(csv.to_string())
+        .file_name("dsden.csv")
+        .mime_str("text/csv")
+        .unwrap();
+    let r = b
+        .post(h.url(&format!("/it/bulk?_csrf={token}")))
+        .multipart(
+            reqwest::multipart::Form::new()
+                .part("file", part)
+                .text("ttl", "7d"),
+        )
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_codes_are_all_or_nothing_and_followed_on_the_board() {
+    let h = Harness::start_lenient().await;
+    let (it, _) = sign_in(&h, "tleroux", "/").await;
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM enrolment_codes")
+            .fetch_one(h.store.pool())
+            .await
+            .unwrap()
+    };
+
+    // A bad row and an unknown agent: errors by line, nothing issued.
+    let (st, page_) = upload(&it, &h, "user,device\nmdupont,pc-1\n,pc-2\nsbernard\n").await;
+    assert_eq!(st, 422);
+    assert!(
+        page_.contains("ligne 3") && page_.contains("ligne 4"),
+        "{page_}"
+    );
+    assert!(!page_.contains("ligne 2 "));
+    let (st, page_) = upload(&it, &h, "user,device\nmdupont,pc-1\nnobody,pc-2\n").await;
+    assert_eq!(st, 422);
+    assert!(
+        page_.contains("ligne 3") && page_.contains("nobody"),
+        "{page_}"
+    );
+    assert_eq!(count().await, 0);
+
+    // Three agents: three sheets in one document, one batch.
+    let (st, sheets) = upload(
+        &it,
+        &h,
+        "user,device\nmdupont,pc-1\nsbernard,pc-2\nfnoel,pc-3\n",
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(sheets.matches("class=\"sheet\"").count(), 3);
+    assert_eq!(count().await, 3);
+    let at = sheets.find("<p class=\"code\">").unwrap() + 16;
+    let code = sheets[at..].split('<').next().unwrap().to_string();
+    let user = if sheets[..at].contains("— mdupont") {
+        "mdupont"
+    } else {
+        "unknown"
+    };
+    assert_eq!(user, "mdupont", "sheets in CSV order");
+    assert_eq!(
+        h.enrol(&code, "mdupont", &laptop_key().0).await.status(),
+        201
+    );
+    let id = h.store.batches().await.unwrap()[0].id;
+    let (st, board) = page(&it, &h, &format!("/it/batches/{id}")).await;
+    assert_eq!(st, 200);
+    assert!(board.contains("<dd id=\"issued\">3</dd>"), "{board}");
+    assert!(board.contains("<dd id=\"used\">1</dd>"));
+    assert!(board.contains("<dd id=\"pending\">2</dd>"));
+    assert!(board.contains("<dd id=\"expired\">0</dd>"));
+}

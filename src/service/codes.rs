@@ -148,6 +148,21 @@ pub fn parse_csv(text: &str, ttl: Duration) -> Result<Vec<NewCode>, Vec<LineErro
     }
 }
 
+/// The 1-based line of the CSV that holds data row `index` (0-based; the header is line 1,
+/// blank lines skipped as the reader does).
+pub fn csv_line(text: &str, index: usize) -> u64 {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(text.trim_start_matches('\u{feff}').as_bytes());
+    reader
+        .records()
+        .nth(index)
+        .and_then(|r| r.ok())
+        .and_then(|r| r.position().map(|p| p.line()))
+        .unwrap_or(0)
+}
+
 /// Issues codes without asking the directory (the CLI: the user is checked at redemption).
 /// All rows in one transaction: all or nothing.
 pub async fn issue_unchecked(
@@ -183,6 +198,30 @@ pub async fn issuable_user(
     Ok(user)
 }
 
+/// Checks every request's user for this actor ([`issuable_user`]) and refreshes them in the
+/// store; the first bad one fails with its index.
+async fn check_users(
+    config: &Config,
+    store: &Store,
+    directory: &dyn Directory,
+    deadline: Duration,
+    actor: &Actor,
+    requests: &[NewCode],
+) -> Result<(), (usize, ServiceError)> {
+    let mut users = Vec::with_capacity(requests.len());
+    for (i, r) in requests.iter().enumerate() {
+        users.push(
+            issuable_user(config, directory, deadline, actor, &r.username)
+                .await
+                .map_err(|e| (i, e))?,
+        );
+    }
+    for (i, u) in users.iter().enumerate() {
+        store.upsert_user(u).await.map_err(|e| (i, e.into()))?;
+    }
+    Ok(())
+}
+
 /// Issues codes on behalf of a signed-in technician: every user is checked first
 /// ([`issuable_user`]); then all codes are written in one transaction. A bad row fails the
 /// whole batch with its index.
@@ -195,20 +234,85 @@ pub async fn issue(
     requests: &[NewCode],
     ctx: &AuditContext,
 ) -> Result<Vec<CreatedCode>, (usize, ServiceError)> {
-    let mut users = Vec::with_capacity(requests.len());
-    for (i, r) in requests.iter().enumerate() {
-        users.push(
-            issuable_user(config, directory, deadline, actor, &r.username)
-                .await
-                .map_err(|e| (i, e))?,
-        );
-    }
-    for (i, u) in users.iter().enumerate() {
-        store.upsert_user(u).await.map_err(|e| (i, e.into()))?;
-    }
+    check_users(config, store, directory, deadline, actor, requests).await?;
     issue_unchecked(store, requests, ctx)
         .await
         .map_err(|e| (0, e))
+}
+
+/// Same as [`issue`], recorded as one batch (the progress board follows it).
+#[allow(clippy::too_many_arguments)]
+pub async fn issue_batch(
+    config: &Config,
+    store: &Store,
+    directory: &dyn Directory,
+    deadline: Duration,
+    actor: &Actor,
+    label: &str,
+    requests: &[NewCode],
+    ctx: &AuditContext,
+) -> Result<(i64, Vec<CreatedCode>), (usize, ServiceError)> {
+    check_users(config, store, directory, deadline, actor, requests).await?;
+    let label: String = label
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    store
+        .create_batch(&label, requests, ctx)
+        .await
+        .map_err(|e| (0, e.into()))
+}
+
+/// Where one code of a batch stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Redeemed: the laptop is enrolled.
+    Used,
+    /// Past its expiry, never redeemed.
+    Expired,
+    /// Still valid, not redeemed yet: this agent has not enrolled.
+    Pending,
+}
+
+/// A batch's progress board, limited to the users the actor manages.
+#[derive(Debug, Clone)]
+pub struct Board {
+    pub batch: crate::store::Batch,
+    pub rows: Vec<(crate::store::BatchCode, Progress)>,
+}
+
+impl Board {
+    pub fn count(&self, p: Progress) -> usize {
+        self.rows.iter().filter(|(_, q)| *q == p).count()
+    }
+}
+
+/// The progress board of batch `id` (IT staff; a delegated technician sees their users only).
+pub async fn board(store: &Store, actor: &Actor, id: i64) -> Result<Board, ServiceError> {
+    actor.require(Role::ItStaff)?;
+    let (batch, codes) = store.batch(id).await?.ok_or(ServiceError::NotFound)?;
+    let now = store.now_ms();
+    let mut rows = Vec::with_capacity(codes.len());
+    for c in codes {
+        if actor.is_delegated() {
+            let groups = store
+                .user(&c.username)
+                .await?
+                .map(|u| u.groups)
+                .unwrap_or_default();
+            if !actor.manages(&groups) {
+                continue;
+            }
+        }
+        let p = match c.redeemed_at {
+            Some(_) => Progress::Used,
+            None if now >= c.expires_at => Progress::Expired,
+            None => Progress::Pending,
+        };
+        rows.push((c, p));
+    }
+    Ok(Board { batch, rows })
 }
 
 #[cfg(test)]
@@ -263,6 +367,7 @@ mod tests {
         .expect_err("bad");
         let lines: Vec<u64> = errs.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![3, 4, 5]);
+        assert_eq!(csv_line("user,device\nalice,pc\n\nbob,pc\n", 1), 4);
         let e = parse_csv("name,laptop\nalice,pc\n", MIN_CODE_TTL).expect_err("header");
         assert_eq!(e[0].line, 1);
     }

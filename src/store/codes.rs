@@ -164,11 +164,12 @@ pub(crate) async fn fetch(
     }))
 }
 
-async fn insert(
+pub(crate) async fn insert(
     conn: &mut AnyConnection,
     new: &NewCode,
     ctx: &AuditContext,
     now: i64,
+    batch_id: Option<i64>,
 ) -> Result<CreatedCode, StoreError> {
     let code = generate_code();
     let username = normalize_username(&new.username);
@@ -176,8 +177,8 @@ async fn insert(
     let expires_at = now.saturating_add(duration_ms(new.ttl));
     let hash = code_hash(&code).ok_or_else(|| StoreError::InvalidInput("generated code".into()))?;
     sqlx::query(
-        "INSERT INTO enrolment_codes (code_hash, username, device_name, created_by, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO enrolment_codes (code_hash, username, device_name, created_by, created_at, expires_at, batch_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&hash)
     .bind(&username)
@@ -185,6 +186,7 @@ async fn insert(
     .bind(&ctx.actor)
     .bind(now)
     .bind(expires_at)
+    .bind(batch_id)
     .execute(&mut *conn)
     .await?;
     audit::append(
@@ -201,6 +203,17 @@ async fn insert(
         created_at: now,
         expires_at,
     })
+}
+
+/// Validates every request; `InvalidInput` names the 0-based index of the first bad one.
+pub(crate) fn validate_all(news: &[NewCode]) -> Result<(), StoreError> {
+    for (i, new) in news.iter().enumerate() {
+        validate(new).map_err(|e| match e {
+            StoreError::InvalidInput(m) => StoreError::InvalidInput(format!("entry {i}: {m}")),
+            other => other,
+        })?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -223,17 +236,12 @@ impl Store {
         news: &[NewCode],
         ctx: &AuditContext,
     ) -> Result<Vec<CreatedCode>, StoreError> {
-        for (i, new) in news.iter().enumerate() {
-            validate(new).map_err(|e| match e {
-                StoreError::InvalidInput(m) => StoreError::InvalidInput(format!("entry {i}: {m}")),
-                other => other,
-            })?;
-        }
+        validate_all(news)?;
         let now = self.now_ms();
         let mut tx = self.write_tx().await?;
         let mut out = Vec::with_capacity(news.len());
         for new in news {
-            out.push(insert(&mut tx, new, ctx, now).await?);
+            out.push(insert(&mut tx, new, ctx, now, None).await?);
         }
         tx.commit().await?;
         Ok(out)

@@ -9,6 +9,7 @@
 //! Times are `i64` unix milliseconds (UTC), read from the store's [`Clock`] so tests control time.
 
 mod audit;
+mod batches;
 mod codes;
 mod devices;
 mod enrol;
@@ -17,6 +18,7 @@ mod sessions;
 mod users;
 
 pub use audit::{AuditFilter, AuditVerification};
+pub use batches::{Batch, BatchCode};
 pub use codes::{
     generate_code, normalize_code, validate as validate_code_request, CodeState, CreatedCode,
     EnrolmentCode, NewCode, CODE_ALPHABET, DEFAULT_CODE_TTL,

@@ -1,6 +1,7 @@
 //! Web pages (server-rendered with maud): layout, language, page errors, static assets, routes.
 
 pub mod audit;
+pub mod bulk;
 pub mod it;
 pub mod login;
 pub mod me;
@@ -253,6 +254,7 @@ pub fn page(
                                     @if s.has(Role::ItStaff) {
                                         li { a href="/it/devices" { (lang.t("Appareils", "Devices")) } }
                                         li { a href="/it/codes" { (lang.t("Codes d'enrôlement", "Enrolment codes")) } }
+                                        li { a href="/it/bulk" { (lang.t("Codes en nombre", "Bulk codes")) } }
                                     }
                                     @if s.has(Role::Auditor) {
                                         li { a href="/audit/log" { (lang.t("Journal d'audit", "Audit log")) } }
@@ -346,6 +348,13 @@ pub fn routes() -> Vec<RouteEntry> {
         (Method::GET, "/mon-acces", get(me::my_access)),
         (Method::GET, "/it/codes", get(it::code_form)),
         (Method::POST, "/it/codes", post(it::create_code)),
+        (Method::GET, "/it/bulk", get(bulk::form)),
+        (
+            Method::POST,
+            "/it/bulk",
+            post(bulk::upload).layer(axum::extract::DefaultBodyLimit::max(bulk::UPLOAD_LIMIT)),
+        ),
+        (Method::GET, "/it/batches/{id}", get(bulk::board)),
         (Method::GET, "/it/devices", get(it::devices)),
         (Method::GET, "/it/devices/{id}/revoke", get(it::revoke_form)),
         (Method::POST, "/it/devices/{id}/revoke", post(it::revoke)),
