@@ -31,19 +31,40 @@ async fn sign_in(b: &mut Browser, h: &Harness, uid: &str, next: &str) {
 async fn it_agent_and_auditor_in_the_browser() {
     let h = Harness::start_lenient().await;
     let mut it = Browser::start("it_agent_auditor").await;
-    sign_in(&mut it, &h, "tleroux", "/it/codes").await;
-    assert_eq!(it.path().await, "/it/codes");
-    it.check("it-codes").await;
-    it.fill("username", "mdupont").await;
-    it.fill("device_name", "portable-marie").await;
+    sign_in(&mut it, &h, "tleroux", "/it/bulk").await;
+    assert_eq!(it.path().await, "/it/bulk");
+    it.check("it-bulk").await;
+    // A CSV of three agents, uploaded through the file input.
+    let csv = h.dir.path().join("rentree.csv");
+    std::fs::write(
+        &csv,
+        "user,device\nmdupont,portable-marie\nsbernard,portable-sophie\nfnoel,portable-franck\n",
+    )
+    .unwrap();
+    it.attach("file", &csv).await;
+    it.fill("ttl", "7d").await;
     it.click("form.stack button[type=submit]").await;
-    let sheet = it.check("it-code-sheet").await;
-    let at = sheet.find("<p class=\"code\">").expect("sheet") + 16;
-    let code = sheet[at..].split('<').next().unwrap().to_string();
+    let sheets = it.check("it-bulk-sheets").await;
+    assert_eq!(
+        sheets.matches("class=\"sheet\"").count(),
+        3,
+        "one sheet per agent"
+    );
+    let at = sheets.find("<p class=\"code\">").expect("sheet") + 16;
+    let code = sheets[at..].split('<').next().unwrap().to_string();
+    assert!(
+        sheets[..at].contains("mdupont"),
+        "the first sheet is mdupont's"
+    );
 
-    // The agent enrols (the API, as the agent does) and appears in the devices list.
+    // The agent enrols (the API, as the agent does) and appears on the board and the list.
     let r = h.enrol(&code, "mdupont", &laptop_key().0).await;
     assert_eq!(r.status(), 201);
+    it.click("a[href^='/it/batches/']").await;
+    let board = it.check("it-batch-board").await;
+    assert!(
+        board.contains("<dd id=\"used\">1</dd>") && board.contains("<dd id=\"pending\">2</dd>")
+    );
     let list = it.visit(&h.url("/it/devices"), "it-devices").await;
     assert!(list.contains("portable-marie"));
     it.fill("q", "marie").await;

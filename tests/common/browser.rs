@@ -144,6 +144,12 @@ impl Browser {
         el.send_keys(text).await.unwrap();
     }
 
+    /// Chooses `path` in the file input `id`.
+    pub async fn attach(&self, id: &str, path: &std::path::Path) {
+        let el = self.client.find(Locator::Id(id)).await.unwrap();
+        el.send_keys(path.to_str().unwrap()).await.unwrap();
+    }
+
     /// Clicks the first element matching `css` and waits for the page it leads to.
     pub async fn click(&self, css: &str) {
         let old = self.client.find(Locator::Css("html")).await.unwrap();
