@@ -8,7 +8,7 @@ want_pkgs=(build-essential pkg-config iproute2 iputils-ping curl ca-certificates
 for role in "$@"; do
   case "$role" in
     # chromium + chromium-driver: the web portal's browser tests (tests/web_browser.rs).
-    test) want_pkgs+=(postgresql postgresql-client iperf3 chromium chromium-driver) ;;
+    test) want_pkgs+=(postgresql postgresql-client iperf3 chromium chromium-driver nodejs npm) ;;
     bench) want_pkgs+=(iperf3) ;;
     demo|fuzz) ;;
     *) echo "install-deps: unknown role $role (use test, demo, bench or fuzz)" >&2; exit 2 ;;
@@ -39,6 +39,10 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 for role in "$@"; do
+  # axe-core for the browser tests' accessibility checks, pinned by tests/browser/package-lock.json.
+  if [ "$role" = test ] && [ ! -f "$(dirname "$0")/../tests/browser/node_modules/axe-core/axe.min.js" ]; then
+    npm ci --no-audit --no-fund --prefix "$(dirname "$0")/../tests/browser" >/dev/null
+  fi
   if [ "$role" = fuzz ] && ! cargo fuzz --version >/dev/null 2>&1; then
     echo "install-deps: installing cargo-fuzz" >&2
     cargo install --locked cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz

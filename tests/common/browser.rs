@@ -38,6 +38,14 @@ impl Browser {
         }
         let axe_path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/browser/node_modules/axe-core/axe.min.js");
+        if !axe_path.exists() {
+            // The lock file pins axe-core; node_modules is not committed.
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+            let _ = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&dir)
+                .status();
+        }
         let axe = std::fs::read_to_string(&axe_path).unwrap_or_else(|_| {
             panic!(
                 "{} is missing: run `npm ci --prefix tests/browser`",
