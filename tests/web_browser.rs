@@ -65,6 +65,7 @@ async fn it_agent_and_auditor_in_the_browser() {
     assert!(
         board.contains("<dd id=\"used\">1</dd>") && board.contains("<dd id=\"pending\">2</dd>")
     );
+    it.visit(&h.url("/it/dashboard"), "it-dashboard").await;
     let list = it.visit(&h.url("/it/devices"), "it-devices").await;
     assert!(list.contains("portable-marie"));
     it.fill("q", "marie").await;

@@ -155,6 +155,15 @@ async fn it_agent_and_auditor_journeys() {
     let id = r.json::<serde_json::Value>().await.unwrap()["device_id"]
         .as_i64()
         .unwrap();
+    // The dashboard counts today's enrolment (server-side SVG, numbers in a table).
+    let (st, dash) = page(&it, &h, "/it/dashboard").await;
+    assert_eq!(st, 200);
+    assert!(dash.contains("<svg") && !dash.contains("<script>"));
+    let today = &sesame::store::rfc3339(h.store.now_ms())[5..10];
+    assert!(
+        dash.contains(&format!("<th scope=\"row\">{today}</th><td>1</td>")),
+        "{dash}"
+    );
     let (_, list) = page(&it, &h, "/it/devices?q=marie").await;
     assert!(list.contains("portable-marie") && list.contains("mdupont"));
     let (_, none) = page(&it, &h, "/it/devices?status=revoked").await;

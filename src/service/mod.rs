@@ -8,6 +8,7 @@
 pub mod access;
 pub mod audit;
 pub mod codes;
+pub mod dashboard;
 pub mod devices;
 pub mod roles;
 

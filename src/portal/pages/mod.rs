@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod bulk;
+pub mod dashboard;
 pub mod it;
 pub mod login;
 pub mod me;
@@ -252,6 +253,7 @@ pub fn page(
                                         li { a href="/mon-acces" { (lang.t("Mon accès", "My access")) } }
                                     }
                                     @if s.has(Role::ItStaff) {
+                                        li { a href="/it/dashboard" { (lang.t("Tableau de bord", "Dashboard")) } }
                                         li { a href="/it/devices" { (lang.t("Appareils", "Devices")) } }
                                         li { a href="/it/codes" { (lang.t("Codes d'enrôlement", "Enrolment codes")) } }
                                         li { a href="/it/bulk" { (lang.t("Codes en nombre", "Bulk codes")) } }
@@ -348,6 +350,7 @@ pub fn routes() -> Vec<RouteEntry> {
         (Method::GET, "/mon-acces", get(me::my_access)),
         (Method::GET, "/it/codes", get(it::code_form)),
         (Method::POST, "/it/codes", post(it::create_code)),
+        (Method::GET, "/it/dashboard", get(dashboard::dashboard)),
         (Method::GET, "/it/bulk", get(bulk::form)),
         (
             Method::POST,

@@ -1,0 +1,135 @@
+//! The IT dashboard's figures: laptops connected now (gateway), and from the audit log over
+//! the last 24 h by hour (sessions started, traffic, denied flows) and enrolments by day.
+
+use crate::audit::Action;
+use crate::store::{AuditFilter, Store};
+
+use super::roles::{Actor, Role};
+use super::{Publisher, ServiceError};
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+/// Days of enrolments shown.
+pub const ENROLMENT_DAYS: usize = 14;
+
+/// What the dashboard draws. Series are oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dashboard {
+    pub connected_now: u64,
+    pub peers: u64,
+    /// Start of the first hour bucket (unix ms).
+    pub hours_from: i64,
+    pub sessions_per_hour: Vec<u64>,
+    pub bytes_per_hour: Vec<u64>,
+    pub denied_per_hour: Vec<u64>,
+    /// Start of the first day bucket (unix ms).
+    pub days_from: i64,
+    pub enrolments_per_day: Vec<u64>,
+}
+
+/// Adds `n` to the bucket of `ts` (buckets of `width` ms from `from`), if inside.
+fn bucket(series: &mut [u64], from: i64, width: i64, ts: i64, n: u64) {
+    if ts < from {
+        return;
+    }
+    if let Some(slot) = usize::try_from((ts - from) / width)
+        .ok()
+        .and_then(|i| series.get_mut(i))
+    {
+        *slot += n;
+    }
+}
+
+/// Bytes of a `tunnel.session_ended` event (whatever direction fields it carries).
+fn bytes_of(details: &serde_json::Value) -> u64 {
+    ["bytes_in", "bytes_out", "rx_bytes", "tx_bytes"]
+        .iter()
+        .filter_map(|k| details.get(k).and_then(serde_json::Value::as_u64))
+        .sum()
+}
+
+/// The figures at `now` (IT staff only).
+pub async fn dashboard(
+    store: &Store,
+    publisher: &dyn Publisher,
+    actor: &Actor,
+    now: i64,
+) -> Result<Dashboard, ServiceError> {
+    actor.require(Role::ItStaff)?;
+    let stats = publisher.gateway_stats();
+    let hours_from = (now / HOUR_MS - 23) * HOUR_MS;
+    let days_from = (now / DAY_MS - (ENROLMENT_DAYS as i64 - 1)) * DAY_MS;
+    let mut d = Dashboard {
+        connected_now: stats.active_sessions,
+        peers: stats.peers,
+        hours_from,
+        sessions_per_hour: vec![0; 24],
+        bytes_per_hour: vec![0; 24],
+        denied_per_hour: vec![0; 24],
+        days_from,
+        enrolments_per_day: vec![0; ENROLMENT_DAYS],
+    };
+    let since = |from: i64, action: Action| AuditFilter {
+        action: Some(action.as_str().to_string()),
+        since: Some(from),
+        ..Default::default()
+    };
+    for e in store
+        .list_audit(&since(hours_from, Action::TunnelSessionStarted))
+        .await?
+    {
+        bucket(&mut d.sessions_per_hour, hours_from, HOUR_MS, e.ts, 1);
+    }
+    for e in store
+        .list_audit(&since(hours_from, Action::TunnelSessionEnded))
+        .await?
+    {
+        bucket(
+            &mut d.bytes_per_hour,
+            hours_from,
+            HOUR_MS,
+            e.ts,
+            bytes_of(&e.details),
+        );
+    }
+    for e in store
+        .list_audit(&since(hours_from, Action::FlowDenied))
+        .await?
+    {
+        let n = e
+            .details
+            .get("count")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(1);
+        bucket(&mut d.denied_per_hour, hours_from, HOUR_MS, e.ts, n);
+    }
+    for e in store
+        .list_audit(&since(days_from, Action::EnrolCompleted))
+        .await?
+    {
+        if e.outcome == crate::audit::Outcome::Success {
+            bucket(&mut d.enrolments_per_day, days_from, DAY_MS, e.ts, 1);
+        }
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_fall_in_their_bucket() {
+        let mut s = vec![0; 3];
+        bucket(&mut s, 1000, 10, 999, 1);
+        bucket(&mut s, 1000, 10, 1000, 1);
+        bucket(&mut s, 1000, 10, 1019, 2);
+        bucket(&mut s, 1000, 10, 1030, 5);
+        assert_eq!(s, vec![1, 2, 0]);
+        assert_eq!(
+            bytes_of(&serde_json::json!({"bytes_in": 5, "bytes_out": 7})),
+            12
+        );
+        assert_eq!(bytes_of(&serde_json::json!({})), 0);
+    }
+}
