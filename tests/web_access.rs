@@ -211,3 +211,32 @@ async fn sessions_follow_the_directory() {
     let r = it.get(h.url("/api/v1/devices")).send().await.unwrap();
     assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_groups_are_re_read_from_the_directory_between_syncs() {
+    let h = Harness::start_lenient().await;
+    h.slapd.add_to_group("rmoreau", "dsi");
+    let it = h.login("tleroux").await;
+    let body = json!({"username": "mdupont", "device_name": "pc"});
+    h.slapd.remove_from_group("tleroux", "dsi");
+    // Groups read at login, younger than [portal] role_refresh (5 min): still IT staff.
+    let r = it
+        .post(h.url("/api/v1/enrolment-codes"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Five minutes later (no sync meanwhile): the next request re-reads the directory.
+    sqlx::query("UPDATE users SET last_sync = last_sync - 300000 WHERE username = 'tleroux'")
+        .execute(h.store.pool())
+        .await
+        .unwrap();
+    let r = it
+        .post(h.url("/api/v1/enrolment-codes"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (403, "forbidden".into()));
+}

@@ -75,6 +75,9 @@ pub struct PortalConfig {
     pub insecure_plaintext: bool,
     /// How agents reach IT support (printed on enrolment sheets); empty: a generic sentence.
     pub helpdesk: String,
+    /// A signed-in user's groups older than this are re-read from the directory on their next
+    /// request (roles follow the directory even between syncs).
+    pub role_refresh: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

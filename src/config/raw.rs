@@ -35,6 +35,7 @@ pub(super) struct RawPortal {
     pub(super) tls_key_file: Option<PathBuf>,
     pub(super) insecure_plaintext: bool,
     pub(super) helpdesk: String,
+    pub(super) role_refresh: String,
 }
 
 impl Default for RawPortal {
@@ -46,6 +47,7 @@ impl Default for RawPortal {
             tls_key_file: None,
             insecure_plaintext: false,
             helpdesk: String::new(),
+            role_refresh: "5m".into(),
         }
     }
 }

@@ -50,6 +50,10 @@ pub(super) fn validate(
         tls_key_file: raw.portal.tls_key_file.map(|p| resolve(base, p)),
         insecure_plaintext: raw.portal.insecure_plaintext,
         helpdesk: raw.portal.helpdesk.trim().to_string(),
+        role_refresh: duration(
+            &[key("portal"), key("role_refresh")],
+            &raw.portal.role_refresh,
+        )?,
     };
     if portal.public_url.starts_with("http://")
         && !portal.insecure_plaintext

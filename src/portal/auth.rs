@@ -69,7 +69,21 @@ impl FromRequestParts<SharedState> for Session {
             state.store.delete_session(&token).await?;
             return Err(ApiError::Unauthenticated);
         }
-        let user = state.store.user(&row.username).await?;
+        let mut user = state.store.user(&row.username).await?;
+        let refresh_ms =
+            i64::try_from(state.config.portal.role_refresh.as_millis()).unwrap_or(i64::MAX);
+        if user
+            .as_ref()
+            .is_some_and(|u| state.store.now_ms().saturating_sub(u.last_sync) >= refresh_ms)
+        {
+            // Stale groups: ask the directory now. If it cannot answer, keep the stored groups
+            // (fail-static, as the sync does); if the user is gone, so is the session.
+            match state.lookup(&row.username).await {
+                Ok(Some(fresh)) => user = Some(state.store.upsert_user(&fresh).await?),
+                Ok(None) => user = None,
+                Err(e) => tracing::debug!(error = %e, "cannot refresh the session's groups"),
+            }
+        }
         let Some(user) = user.filter(|u| !u.disabled) else {
             // Disabled (or gone) in the directory: the session dies with the account.
             state.store.delete_session(&token).await?;

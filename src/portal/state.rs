@@ -59,7 +59,12 @@ impl AppState {
         metrics: Arc<Metrics>,
         limiter: FailureLimiter,
     ) -> SharedState {
-        let cookies = CookiePolicy::for_public_url(&config.portal.public_url);
+        // Served over HTTPS by this process, or announced as https: the cookie keeps Secure.
+        let cookies = if config.portal.tls_cert_file.is_some() {
+            CookiePolicy { secure: true }
+        } else {
+            CookiePolicy::for_public_url(&config.portal.public_url)
+        };
         Arc::new(AppState {
             config,
             store,
@@ -69,6 +74,16 @@ impl AppState {
             metrics,
             cookies,
         })
+    }
+
+    /// What the code-issuing services need from this state.
+    pub fn code_deps(&self) -> crate::service::codes::Deps<'_> {
+        crate::service::codes::Deps {
+            config: &self.config,
+            store: &self.store,
+            directory: &*self.directory,
+            deadline: self.deadline(),
+        }
     }
 
     /// How long a request waits for the directory.

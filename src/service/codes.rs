@@ -173,6 +173,16 @@ pub async fn issue_unchecked(
     Ok(store.create_codes(requests, ctx).await?)
 }
 
+/// What issuing codes for signed-in technicians needs: the policy, the store and the directory.
+#[derive(Clone, Copy)]
+pub struct Deps<'a> {
+    pub config: &'a Config,
+    pub store: &'a Store,
+    pub directory: &'a dyn Directory,
+    /// How long one directory lookup may take.
+    pub deadline: Duration,
+}
+
 /// The user a code may be issued for, by this actor: known to the directory, enabled, a VPN
 /// user, and within the actor's delegated scope (else `NotFound`, as if unknown).
 pub async fn issuable_user(
@@ -201,64 +211,65 @@ pub async fn issuable_user(
 /// Checks every request's user for this actor ([`issuable_user`]) and refreshes them in the
 /// store; the first bad one fails with its index.
 async fn check_users(
-    config: &Config,
-    store: &Store,
-    directory: &dyn Directory,
-    deadline: Duration,
+    deps: &Deps<'_>,
     actor: &Actor,
     requests: &[NewCode],
 ) -> Result<(), (usize, ServiceError)> {
     let mut users = Vec::with_capacity(requests.len());
     for (i, r) in requests.iter().enumerate() {
         users.push(
-            issuable_user(config, directory, deadline, actor, &r.username)
-                .await
-                .map_err(|e| (i, e))?,
+            issuable_user(
+                deps.config,
+                deps.directory,
+                deps.deadline,
+                actor,
+                &r.username,
+            )
+            .await
+            .map_err(|e| (i, e))?,
         );
     }
     for (i, u) in users.iter().enumerate() {
-        store.upsert_user(u).await.map_err(|e| (i, e.into()))?;
+        deps.store.upsert_user(u).await.map_err(|e| (i, e.into()))?;
     }
     Ok(())
 }
 
-/// Issues codes on behalf of a signed-in technician: every user is checked first
-/// ([`issuable_user`]); then all codes are written in one transaction. A bad row fails the
-/// whole batch with its index.
-pub async fn issue(
-    config: &Config,
-    store: &Store,
-    directory: &dyn Directory,
-    deadline: Duration,
+/// One code for one agent on behalf of a signed-in technician (API and page alike): the TTL
+/// text (absent: the default), the name rules, the user checks ([`issuable_user`]).
+pub async fn issue_one(
+    deps: &Deps<'_>,
     actor: &Actor,
-    requests: &[NewCode],
+    username: &str,
+    device_name: &str,
+    ttl: Option<&str>,
     ctx: &AuditContext,
-) -> Result<Vec<CreatedCode>, (usize, ServiceError)> {
-    check_users(config, store, directory, deadline, actor, requests).await?;
-    issue_unchecked(store, requests, ctx)
+) -> Result<CreatedCode, ServiceError> {
+    let request = code_request(username, device_name, parse_ttl(ttl)?)?;
+    check_users(deps, actor, std::slice::from_ref(&request))
         .await
-        .map_err(|e| (0, e))
+        .map_err(|(_, e)| e)?;
+    let mut created = issue_unchecked(deps.store, std::slice::from_ref(&request), ctx).await?;
+    created.pop().ok_or(ServiceError::NotFound)
 }
 
-/// Same as [`issue`], recorded as one batch (the progress board follows it).
-#[allow(clippy::too_many_arguments)]
+/// Codes for every row of a bulk CSV, recorded as one batch (the progress board follows it):
+/// every user is checked first, then all codes are written in one transaction. A bad row fails
+/// the whole batch with its index.
 pub async fn issue_batch(
-    config: &Config,
-    store: &Store,
-    directory: &dyn Directory,
-    deadline: Duration,
+    deps: &Deps<'_>,
     actor: &Actor,
     label: &str,
     requests: &[NewCode],
     ctx: &AuditContext,
 ) -> Result<(i64, Vec<CreatedCode>), (usize, ServiceError)> {
-    check_users(config, store, directory, deadline, actor, requests).await?;
+    check_users(deps, actor, requests).await?;
     let label: String = label
         .chars()
         .filter(|c| !c.is_control())
         .take(200)
         .collect();
-    store
+    deps.store
         .create_batch(&label, requests, ctx)
         .await
         .map_err(|e| (0, e.into()))

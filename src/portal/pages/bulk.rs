@@ -138,17 +138,8 @@ pub async fn upload(
         Err(errors) => return Ok(refuse(errors, batches)),
     };
     let ctx = AuditContext::new(session.username.clone(), Some(ip.to_string()));
-    let issued = codes::issue_batch(
-        &state.config,
-        &state.store,
-        &*state.directory,
-        state.deadline(),
-        &session.actor,
-        &label,
-        &requests,
-        &ctx,
-    )
-    .await;
+    let issued =
+        codes::issue_batch(&state.code_deps(), &session.actor, &label, &requests, &ctx).await;
     let (id, created) = match issued {
         Ok(v) => v,
         // A user the directory refuses: reported on its CSV line (header is line 1).

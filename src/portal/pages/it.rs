@@ -99,22 +99,16 @@ pub async fn create_code(
     let lang = viewer.lang;
     let session = viewer.require(Role::ItStaff, "/it/codes")?;
     let title = lang.t("Code d'enrôlement", "Enrolment code");
-    let issued = async {
-        let ttl = codes::parse_ttl(f.ttl.as_deref())?;
-        let request = codes::code_request(&f.username, &f.device_name, ttl)?;
-        codes::issue(
-            &state.config,
-            &state.store,
-            &*state.directory,
-            state.deadline(),
-            &session.actor,
-            std::slice::from_ref(&request),
-            &AuditContext::new(session.username.clone(), Some(ip.to_string())),
-        )
-        .await
-        .map_err(|(_, e)| e)
-    }
-    .await;
+    let issued = codes::issue_one(
+        &state.code_deps(),
+        &session.actor,
+        &f.username,
+        &f.device_name,
+        f.ttl.as_deref(),
+        &AuditContext::new(session.username.clone(), Some(ip.to_string())),
+    )
+    .await
+    .map(|c| vec![c]);
     match issued {
         Ok(created) => {
             let body = html! {

@@ -40,21 +40,15 @@ pub async fn create_code(
     ApiJson(req): ApiJson<CreateCodeRequest>,
 ) -> Result<(StatusCode, Json<CreateCodeResponse>), ApiError> {
     session.require(crate::service::Role::ItStaff)?;
-    let ttl = codes::parse_ttl(req.ttl.as_deref())?;
-    let request = codes::code_request(&req.username, &req.device_name, ttl)?;
-    let created = codes::issue(
-        &state.config,
-        &state.store,
-        &*state.directory,
-        state.deadline(),
+    let created = codes::issue_one(
+        &state.code_deps(),
         &session.actor,
-        std::slice::from_ref(&request),
+        &req.username,
+        &req.device_name,
+        req.ttl.as_deref(),
         &AuditContext::new(session.username.clone(), Some(ip.to_string())),
     )
-    .await
-    .map_err(|(_, e)| ApiError::from(e))?
-    .pop()
-    .ok_or_else(|| ApiError::Internal("no code issued".into()))?;
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(CreateCodeResponse {
