@@ -14,7 +14,8 @@ use anyhow::{bail, Context as _};
 
 use crate::audit::AuditContext;
 use crate::config::Config;
-use crate::service::codes;
+use crate::service::devices::{self, DeviceFilter};
+use crate::service::{codes, Actor, ServiceError};
 use crate::store::{rfc3339, CreatedCode, Store, StoreError};
 
 /// `sesame devices list` output format.
@@ -36,6 +37,11 @@ async fn open(config: &Path) -> anyhow::Result<Store> {
     Store::connect(&config.database.url).await.with_context(|| {
         "impossible d'ouvrir la base de données : vérifiez [database] url / cannot open the database: check [database] url"
     })
+}
+
+/// The administrator at the command line, for the services: every role, every user.
+fn cli_admin() -> Actor {
+    Actor::cli(cli_actor().actor)
 }
 
 /// Who runs the command, for the audit log: `cli:<login>` (the sudo caller when under sudo).
@@ -138,9 +144,13 @@ pub fn devices_list(
     user: Option<&str>,
     format: ListFormat,
 ) -> anyhow::Result<ExitCode> {
+    let filter = DeviceFilter {
+        user: user.map(str::to_string),
+        ..Default::default()
+    };
     let devices = runtime()?.block_on(async {
         let store = open(config).await?;
-        let d = store.list_devices(user).await;
+        let d = devices::list(&store, &cli_admin(), &filter).await;
         store.close().await;
         anyhow::Ok(d?)
     })?;
@@ -213,12 +223,20 @@ pub fn devices_revoke(config: &Path, id: i64, reason: Option<&str>) -> anyhow::R
     let reason = reason.unwrap_or("revoked with sesame devices revoke");
     let result = runtime()?.block_on(async {
         let store = open(config).await?;
-        let r = store.revoke_device(id, reason, &cli_actor()).await;
+        // The running server's control plane sees the change within its devices-table poll.
+        let r = devices::revoke(&store, None, &cli_admin(), id, reason, &cli_actor()).await;
         store.close().await;
         anyhow::Ok(r)
     })?;
     match result {
-        Ok(d) => {
+        Ok((d, false)) => {
+            eprintln!(
+                "appareil / device {} déjà révoqué / already revoked",
+                d.id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok((d, true)) => {
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
@@ -227,11 +245,7 @@ pub fn devices_revoke(config: &Path, id: i64, reason: Option<&str>) -> anyhow::R
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        Err(StoreError::DeviceRevoked(id)) => {
-            eprintln!("appareil / device {id} déjà révoqué / already revoked");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(StoreError::DeviceNotFound(id)) => bail!(
+        Err(ServiceError::NotFound | ServiceError::Store(StoreError::DeviceNotFound(_))) => bail!(
             "aucun appareil numéro {id} : voyez `sesame devices list` / no device with id {id}: see `sesame devices list`"
         ),
         Err(e) => Err(e.into()),

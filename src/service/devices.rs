@@ -106,10 +106,12 @@ pub async fn get(store: &Store, actor: &Actor, id: i64) -> Result<Device, Servic
 }
 
 /// Revokes a device at once (the gateway cuts its session). Revoking a revoked device answers
-/// it as it is. `reason` is free text (empty: "revoked by ACTOR").
+/// it as it is (`false`). `reason` is free text (empty: "revoked by ACTOR"). Without a
+/// publisher (the CLI, another process), the running control plane sees the change within its
+/// devices-table poll.
 pub async fn revoke(
     store: &Store,
-    publisher: &dyn Publisher,
+    publisher: Option<&dyn Publisher>,
     actor: &Actor,
     id: i64,
     reason: &str,
@@ -134,7 +136,9 @@ pub async fn revoke(
         }
         Err(e) => return Err(e.into()),
     };
-    publisher.publish_now().await;
+    if let Some(p) = publisher {
+        p.publish_now().await;
+    }
     Ok((device, true))
 }
 

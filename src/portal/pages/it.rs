@@ -278,7 +278,7 @@ pub async fn revoke(
     let ctx = AuditContext::new(session.username.clone(), Some(ip.to_string()));
     let (_, revoked_now) = devices::revoke(
         &state.store,
-        &*state.control,
+        Some(&*state.control),
         &session.actor,
         id,
         &f.reason,

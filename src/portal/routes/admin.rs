@@ -83,8 +83,15 @@ pub async fn revoke_device(
 ) -> Result<Json<DeviceSummary>, ApiError> {
     let id: i64 = id.parse().map_err(|_| ApiError::NotFound)?;
     let ctx = AuditContext::new(session.username.clone(), Some(ip.to_string()));
-    let (device, revoked_now) =
-        devices::revoke(&state.store, &*state.control, &session.actor, id, "", &ctx).await?;
+    let (device, revoked_now) = devices::revoke(
+        &state.store,
+        Some(&*state.control),
+        &session.actor,
+        id,
+        "",
+        &ctx,
+    )
+    .await?;
     if revoked_now {
         state.metrics.revocation();
     }
