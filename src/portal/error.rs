@@ -218,6 +218,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotVpnUser => ApiError::NotVpnUser,
             ServiceError::Forbidden => ApiError::Forbidden,
             ServiceError::NotFound => ApiError::NotFound,
+            ServiceError::InvalidPublicKey(why) => ApiError::InvalidPublicKey(why),
+            ServiceError::InvalidCode => ApiError::InvalidCode,
             ServiceError::Directory(e) => e.into(),
             ServiceError::DirectoryTimeout => ApiError::DirectoryUnavailable("timed out".into()),
             ServiceError::Store(e) => e.into(),

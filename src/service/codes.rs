@@ -148,8 +148,8 @@ pub fn parse_csv(text: &str, ttl: Duration) -> Result<Vec<NewCode>, Vec<LineErro
     }
 }
 
-/// The 1-based line of the CSV that holds data row `index` (0-based; the header is line 1,
-/// blank lines skipped as the reader does).
+/// The 1-based line of the CSV that holds data row `index` (0-based; the header is line 1),
+/// numbered as [`parse_csv`] numbers its errors; 0 if there is no such row.
 pub fn csv_line(text: &str, index: usize) -> u64 {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -378,7 +378,8 @@ mod tests {
         .expect_err("bad");
         let lines: Vec<u64> = errs.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![3, 4, 5]);
-        assert_eq!(csv_line("user,device\nalice,pc\n\nbob,pc\n", 1), 4);
+        assert_eq!(csv_line("user,device\nalice,pc\nbob,pc\n", 1), 3);
+        assert_eq!(csv_line("user,device\nalice,pc\n", 5), 0);
         let e = parse_csv("name,laptop\nalice,pc\n", MIN_CODE_TTL).expect_err("header");
         assert_eq!(e[0].line, 1);
     }

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod codes;
 pub mod dashboard;
 pub mod devices;
+pub mod enrol;
 pub mod roles;
 
 use std::future::Future;
@@ -76,6 +77,11 @@ pub enum ServiceError {
     /// No such object, or not one the actor may see (same answer, nothing leaks).
     #[error("not found")]
     NotFound,
+    #[error("invalid public key: {0}")]
+    InvalidPublicKey(&'static str),
+    /// Not a code at all (empty, too long); unknown codes come from the store.
+    #[error("invalid enrolment code")]
+    InvalidCode,
     #[error("directory: {0}")]
     Directory(#[from] DirectoryError),
     #[error("directory timed out")]

@@ -5,90 +5,26 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use base64::Engine as _;
 
-use crate::api::{DeviceConfig, EnrolRequest, GatewayInfo, ResourceInfo, RotateRequest};
+use crate::api::{DeviceConfig, EnrolRequest, RotateRequest};
 use crate::audit::{Action, AuditContext, Outcome};
-use crate::store::{AddressPool, Device, DeviceStatus};
+use crate::service::enrol::{EnrolDeps, EnrolInput};
+use crate::store::{Device, DeviceStatus};
 
-use crate::portal::auth::{roles_for, Role};
 use crate::portal::error::ApiError;
 use crate::portal::extract::{ApiJson, BearerToken, ClientIp};
 use crate::portal::state::{audit, AppState, SharedState};
-use crate::portal::time::rfc3339;
 
-/// How long an enrolled key stays valid before the agent must rotate it.
-pub const KEY_LIFETIME: std::time::Duration = std::time::Duration::from_secs(180 * 86_400);
+pub use crate::service::enrol::{parse_public_key, KEY_LIFETIME};
 
-/// Decodes and vets a laptop public key: 32 bytes of base64, not all zeros, not the gateway's.
-pub fn parse_public_key(s: &str, gateway_key: &[u8; 32]) -> Result<[u8; 32], ApiError> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .map_err(|_| ApiError::InvalidPublicKey("pas du base64 / not base64"))?;
-    let key: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| ApiError::InvalidPublicKey("32 octets attendus / 32 bytes expected"))?;
-    if key == [0u8; 32] {
-        return Err(ApiError::InvalidPublicKey("clé nulle / all-zero key"));
-    }
-    if &key == gateway_key {
-        return Err(ApiError::InvalidPublicKey(
-            "c'est la clé de la passerelle / it is the gateway's key",
-        ));
-    }
-    Ok(key)
-}
-
-fn check_hostname(h: &str) -> Result<(), ApiError> {
-    if h.trim().is_empty() || h.len() > 253 || h.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(
-            "hostname: 1 à 253 caractères imprimables / 1 to 253 printable characters".into(),
-        ));
-    }
-    Ok(())
-}
-
-fn b64(key: &[u8; 32]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(key)
-}
-
-/// The configuration a device receives: gateway, address, routes to its granted resources.
+/// The configuration a device receives (see `service::enrol::device_config`).
 pub fn device_config(state: &AppState, device: &Device, groups: &[String]) -> DeviceConfig {
-    let policy = &state.config.policy;
-    let names = policy.resources_for_groups(groups.iter().map(String::as_str));
-    let rules = policy.rules_for_resources(names.iter().map(String::as_str));
-    let resources = names
-        .iter()
-        .filter_map(|n| policy.resource(n))
-        .map(|r| ResourceInfo {
-            name: r.name.clone(),
-            description: r.description.clone(),
-            networks: crate::policy::RuleSet::new(r.rules.iter().cloned())
-                .networks()
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-        })
-        .collect();
-    DeviceConfig {
-        device_id: device.id,
-        tunnel_address: device.tunnel_address.to_string(),
-        gateway: GatewayInfo {
-            public_key: b64(&state.control.gateway_public_key()),
-            endpoint: state.config.gateway.endpoint.clone(),
-        },
-        allowed_ips: rules.networks().iter().map(ToString::to_string).collect(),
-        dns: state
-            .config
-            .gateway
-            .dns
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        device_token: None,
-        expires_at: device.expires_at.map(rfc3339).unwrap_or_default(),
-        resources,
-    }
+    crate::service::enrol::device_config(
+        &state.config,
+        &state.control.gateway_public_key(),
+        device,
+        groups,
+    )
 }
 
 /// `POST /api/v1/enrol`
@@ -160,39 +96,22 @@ async fn enrol_inner(
     ip: std::net::IpAddr,
     req: &EnrolRequest,
 ) -> Result<DeviceConfig, ApiError> {
-    let key = parse_public_key(&req.public_key, &state.control.gateway_public_key())?;
-    check_hostname(&req.hostname)?;
-    if req.code.trim().is_empty() || req.code.len() > 128 {
-        return Err(ApiError::InvalidCode);
-    }
-    let user = state.authenticate(username, &req.password).await?;
-    if user.disabled {
-        return Err(ApiError::AccountDisabled);
-    }
-    if !roles_for(&state.config.roles, &user.groups).contains(&Role::VpnUser) {
-        return Err(ApiError::NotVpnUser);
-    }
-    let enrolled = state
-        .store
-        .enrol(
-            &crate::store::EnrolRequest {
-                code: req.code.trim(),
-                user: &user,
-                public_key: key,
-                hostname: req.hostname.trim(),
-                key_lifetime: Some(KEY_LIFETIME),
-            },
-            &AddressPool::from_config(&state.config),
-            &AuditContext::new(user.username.to_lowercase(), Some(ip.to_string())),
-        )
-        .await?;
-    state
-        .control
-        .publish_device(&enrolled.device, &user.groups, None)
-        .await;
-    let mut cfg = device_config(state, &enrolled.device, &user.groups);
-    cfg.device_token = Some(enrolled.token);
-    Ok(cfg)
+    let deps = EnrolDeps {
+        config: &state.config,
+        store: &state.store,
+        directory: &*state.directory,
+        deadline: state.deadline(),
+        publisher: &*state.control,
+    };
+    let input = EnrolInput {
+        code: &req.code,
+        username,
+        password: &req.password,
+        public_key: &req.public_key,
+        hostname: &req.hostname,
+        source_ip: ip,
+    };
+    Ok(crate::service::enrol::enrol(&deps, input).await?)
 }
 
 /// The active device holding this bearer token; a revoked one answers `device_revoked`.
@@ -264,40 +183,4 @@ pub async fn rotate(
         .publish_device(&device, &groups, Some(old_key))
         .await;
     Ok(Json(device_config(&state, &device, &groups)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GW: [u8; 32] = [7; 32];
-
-    #[test]
-    fn public_keys_are_vetted() {
-        let good = b64(&[1; 32]);
-        assert_eq!(parse_public_key(&good, &GW).expect("ok"), [1; 32]);
-        for bad in [
-            "",
-            "*",
-            "*)(uid=*",
-            "\\",
-            "\0",
-            "AAAA",
-            &b64(&[0; 32]),
-            &b64(&GW),
-        ] {
-            let e = parse_public_key(bad, &GW).expect_err(bad);
-            assert_eq!(e.code(), "invalid_public_key", "{bad:?}");
-        }
-        let short = base64::engine::general_purpose::STANDARD.encode([1u8; 31]);
-        assert!(parse_public_key(&short, &GW).is_err());
-    }
-
-    #[test]
-    fn hostnames_are_vetted() {
-        assert!(check_hostname("pc-marie").is_ok());
-        assert!(check_hostname("").is_err());
-        assert!(check_hostname("a\0b").is_err());
-        assert!(check_hostname(&"a".repeat(254)).is_err());
-    }
 }
