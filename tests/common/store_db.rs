@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sesame::audit::checkpoint::{AuditKey, Sealer};
 use sesame::audit::AuditContext;
 use sesame::directory::DirectoryUser;
 use sesame::store::{
@@ -153,4 +154,16 @@ pub async fn counts(db: &Db) -> (usize, usize, usize) {
         .expect("audit")
         .len();
     (devices, usize::try_from(users).expect("count"), audit)
+}
+
+/// A fresh audit signing key and checkpoint file in their own temp folder (kept alive by the
+/// returned guard).
+pub fn test_sealer() -> (tempfile::TempDir, Arc<Sealer>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = AuditKey::generate(&dir.path().join("audit.key")).expect("audit key");
+    let sealer = Sealer {
+        key,
+        file: dir.path().join("audit-checkpoints.jsonl"),
+    };
+    (dir, Arc::new(sealer))
 }
