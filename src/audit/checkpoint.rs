@@ -102,6 +102,16 @@ impl AuditKey {
     }
 }
 
+/// The public half of the key at `path`, or `None` if there is no such file (nothing was ever
+/// signed with it, or it lives elsewhere: then only checkpoint-free chains verify).
+pub fn load_public_key(path: &Path) -> Result<Option<VerifyingKey>, CheckpointError> {
+    match AuditKey::load(path) {
+        Ok(k) => Ok(Some(k.verifying_key())),
+        Err(CheckpointError::KeyMissing { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Parses a base64 Ed25519 public key (`--public-key`).
 pub fn parse_public_key(text: &str) -> Result<VerifyingKey, CheckpointError> {
     let bad = || CheckpointError::PublicKey {

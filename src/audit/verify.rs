@@ -64,13 +64,13 @@ pub struct ChainCheck {
 
 impl ChainCheck {
     /// A walk of the chain retained from `first_id`, whose first event links to `anchor_hash`.
-    /// With `trust` (the audit public key and the checkpoint file's content), the checkpoints
-    /// are checked first: each signed by that key, coherent, in order, and the anchor signed
-    /// unless it is the genesis.
+    /// With `trust` (the audit public key, if there is one, and the checkpoint file's content),
+    /// the checkpoints are checked first: each signed by that key, coherent, in order, and the
+    /// anchor signed unless it is the genesis. Without a key, any checkpoint is a failure.
     pub fn new(
         first_id: i64,
         anchor_hash: &str,
-        trust: Option<(&VerifyingKey, &[Checkpoint])>,
+        trust: Option<(Option<&VerifyingKey>, &[Checkpoint])>,
     ) -> Result<ChainCheck, Broken> {
         let mut check = ChainCheck {
             expected_id: first_id,
@@ -93,6 +93,11 @@ impl ChainCheck {
             let broken = |reason: String| Broken {
                 id: cp.last_id,
                 reason: format!("checkpoint {n} ({}): {reason}", cp.ts),
+            };
+            let Some(key) = key else {
+                return Err(broken(
+                    "no audit public key to check it with: give --public-key or [audit] signing_key_file".into(),
+                ));
             };
             if !cp.signed_by(key) {
                 return Err(broken(
@@ -142,10 +147,14 @@ impl ChainCheck {
             .iter()
             .any(|cp| cp.first_id == first_id && cp.anchor_hash == anchor_hash);
         if !genesis && !signed_anchor {
+            // The events gone start where the last signed anchor said the log started.
+            let from = checkpoints
+                .last()
+                .map_or(first_id, |cp| cp.first_id.min(first_id));
             return Err(Broken {
-                id: first_id,
+                id: from,
                 reason: format!(
-                    "the log starts at event {first_id} but no signed purge checkpoint vouches for that anchor: events below it were removed outside a retention purge"
+                    "the log starts at event {first_id} but no signed purge checkpoint vouches for that anchor: events {from}..{first_id} were removed outside a retention purge"
                 ),
             });
         }
@@ -156,6 +165,15 @@ impl ChainCheck {
     /// Checks the next event.
     pub fn push(&mut self, ev: &AuditEvent) -> Result<(), Broken> {
         let broken = |reason: String| Broken { id: ev.id, reason };
+        if ev.id > self.expected_id {
+            return Err(Broken {
+                id: self.expected_id,
+                reason: format!(
+                    "event {} is missing (the next one is {})",
+                    self.expected_id, ev.id
+                ),
+            });
+        }
         if ev.id != self.expected_id {
             return Err(broken(format!(
                 "expected event {}, found {}",
@@ -163,9 +181,10 @@ impl ChainCheck {
             )));
         }
         if ev.prev_hash != self.prev {
-            return Err(broken(
-                "prev_hash does not match the previous event's hash".into(),
-            ));
+            return Err(broken(format!(
+                "prev_hash does not match the hash of event {}: an event was inserted, removed or changed there",
+                ev.id - 1
+            )));
         }
         if ev.compute_hash() != ev.hash {
             return Err(broken("hash does not match the event's content".into()));
@@ -261,7 +280,7 @@ fn parse_export_line(line: &str) -> Result<AuditEvent, String> {
 /// The copy's first event sets the anchor: the genesis, or one a purge checkpoint signed.
 pub fn verify_export(
     path: &Path,
-    key: &VerifyingKey,
+    key: Option<&VerifyingKey>,
     checkpoints: &[Checkpoint],
 ) -> Result<AuditVerification, ExportError> {
     let read_err = |source| ExportError::Read {

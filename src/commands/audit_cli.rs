@@ -155,14 +155,14 @@ pub fn verify(args: &VerifyArgs<'_>) -> anyhow::Result<ExitCode> {
             };
             let key = checkpoint::parse_public_key(public_key)?;
             let cps = checkpoint::read_file(checkpoints)?;
-            crate::audit::verify::verify_export(export, &key, &cps)?
+            crate::audit::verify::verify_export(export, Some(&key), &cps)?
         }
         None => {
             let path = args.config.context("--config FILE is required without --export")?;
             let config = Config::load(path)?;
             let key = match args.public_key {
-                Some(k) => checkpoint::parse_public_key(k)?,
-                None => AuditKey::load(&config.audit.signing_key_file)?.verifying_key(),
+                Some(k) => Some(checkpoint::parse_public_key(k)?),
+                None => checkpoint::load_public_key(&config.audit.signing_key_file)?,
             };
             let file = args
                 .checkpoints
@@ -170,7 +170,9 @@ pub fn verify(args: &VerifyArgs<'_>) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(async {
                 let store = open(path).await?;
                 let r = store
-                    .verify_audit_with(Some((&key, || Ok(checkpoint::read_file(&file)?))))
+                    .verify_audit_with(Some((key.as_ref(), || {
+                        Ok(checkpoint::read_file(&file)?)
+                    })))
                     .await;
                 store.close().await;
                 anyhow::Ok(r?)

@@ -307,16 +307,16 @@ impl Store {
     /// Hash links only: [`Store::verify_audit_with`] also checks the signed checkpoints.
     pub async fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
         type Loader = fn() -> Result<Vec<Checkpoint>, StoreError>;
-        self.verify_audit_with(None::<(&ed25519_dalek::VerifyingKey, Loader)>)
+        self.verify_audit_with(None::<(Option<&ed25519_dalek::VerifyingKey>, Loader)>)
             .await
     }
 
-    /// Walks the retained chain in one read snapshot. With `trust`, the audit public key and a
+    /// Walks the retained chain in one read snapshot. With `trust`, the audit public key (if any) and a
     /// loader of the checkpoint file (called once the snapshot is taken, so every
     /// `audit.checkpoint` event seen is already in the file), every checkpoint must agree.
     pub async fn verify_audit_with<F>(
         &self,
-        trust: Option<(&ed25519_dalek::VerifyingKey, F)>,
+        trust: Option<(Option<&ed25519_dalek::VerifyingKey>, F)>,
     ) -> Result<AuditVerification, StoreError>
     where
         F: FnOnce() -> Result<Vec<Checkpoint>, StoreError>,

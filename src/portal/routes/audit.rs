@@ -7,7 +7,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEvent, AUDIT_CSV_HEADER};
-use crate::audit::checkpoint::{self, AuditKey};
+use crate::audit::checkpoint;
 use crate::store::{AuditFilter, AuditVerification, StoreError};
 
 use crate::portal::auth::{Role, Session};
@@ -136,12 +136,14 @@ pub async fn verify(
     session.require(Role::Auditor)?;
     // The chain and every signed checkpoint, as `sesame audit verify` checks them.
     let audit = &state.config.audit;
-    let key = AuditKey::load(&audit.signing_key_file)
-        .map_err(StoreError::from)?
-        .verifying_key();
+    let key = checkpoint::load_public_key(&audit.signing_key_file).map_err(StoreError::from)?;
     let file = audit.checkpoint_file.clone();
     let load = move || Ok(checkpoint::read_file(&file)?);
-    let view = match state.store.verify_audit_with(Some((&key, load))).await? {
+    let view = match state
+        .store
+        .verify_audit_with(Some((key.as_ref(), load)))
+        .await?
+    {
         AuditVerification::Intact { events } => VerifyView {
             intact: true,
             events: i64::try_from(events).unwrap_or(i64::MAX),
