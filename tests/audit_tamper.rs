@@ -397,3 +397,201 @@ async fn retention_task_purges_old_events_behind_a_signed_checkpoint(db: Db) {
         AuditVerification::Intact { events: 3 }
     );
 }
+
+fn run(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sesame"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run sesame")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `sesame keygen --audit`, `sesame audit verify` exit codes with the database, then offline on
+/// an export, with and without a forged line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_keygen_verify_and_offline_export() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |name: &str| dir.path().join(name);
+    let s = |path: &std::path::Path| path.to_str().expect("utf-8").to_string();
+    let url = format!("sqlite://{}", s(&p("sesame.db")));
+    let config = p("sesame.toml");
+    // The audit files default to the gateway key's folder.
+    std::fs::write(
+        &config,
+        format!("[database]\nurl = \"{url}\"\n[gateway]\nprivate_key_file = \"gw.key\"\n"),
+    )
+    .expect("config");
+
+    let out = run(&["keygen", "--audit", "--out", &s(&p("audit.key"))]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let public = text(&out.stdout).trim().to_string();
+    let key = checkpoint::AuditKey::load(&p("audit.key")).expect("key");
+    assert_eq!(key.public_base64(), public);
+    let again = run(&["keygen", "--audit", "--out", &s(&p("audit.key"))]);
+    assert_eq!(again.status.code(), Some(1), "never overwrites");
+
+    let store = Store::connect(&url).await.expect("open");
+    let sealer = Sealer {
+        key,
+        file: p("audit-checkpoints.jsonl"),
+    };
+    store
+        .append_audit_batch(&(1..=5).map(event).collect::<Vec<_>>())
+        .await
+        .expect("append");
+    store
+        .checkpoint_audit(&sealer, CheckpointReason::Interval)
+        .await
+        .expect("checkpoint");
+    store.append_audit(&event(7)).await.expect("append");
+
+    let cfg = s(&config);
+    let out = run(&["audit", "verify", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "intact: 7 events\n");
+    // Another checkpoint file does not know the log's audit.checkpoint event.
+    std::fs::write(p("empty.jsonl"), "").expect("empty");
+    let out = run(&[
+        "audit", "verify", "--config", &cfg, "--checkpoints", &s(&p("empty.jsonl")),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "6\n");
+
+    let out = run(&["audit", "export", "--config", &cfg, "--format", "jsonl"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let export = text(&out.stdout);
+    std::fs::write(p("export.jsonl"), &export).expect("export");
+    let cps = s(&p("audit-checkpoints.jsonl"));
+    let offline = |file: &str, key: &str| {
+        run(&["audit", "verify", "--export", file, "--checkpoints", &cps, "--public-key", key])
+    };
+    let out = offline(&s(&p("export.jsonl")), &public);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "intact: 7 events\n");
+    // Another public key: the checkpoint is not its signature.
+    let (_o, other) = test_sealer();
+    let out = offline(&s(&p("export.jsonl")), &other.key.public_base64());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "5\n");
+    // One forged line.
+    let forged = export.replacen("\"actor\":\"user3\"", "\"actor\":\"mallory\"", 1);
+    assert_ne!(forged, export);
+    std::fs::write(p("forged.jsonl"), forged).expect("forged");
+    let out = offline(&s(&p("forged.jsonl")), &public);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "3\n", "the forged line's id");
+    assert!(text(&out.stderr).contains("event 3"), "{}", text(&out.stderr));
+    // A copy cut short before the signed head.
+    let short: String = export.lines().take(4).map(|l| format!("{l}\n")).collect();
+    std::fs::write(p("short.jsonl"), short).expect("short");
+    let out = offline(&s(&p("short.jsonl")), &public);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "5\n");
+    // --export needs the checkpoints and the key.
+    let out = run(&["audit", "verify", "--export", &s(&p("export.jsonl"))]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
+    // The database's tail truncated below the signed head.
+    sql(&store, "DROP TRIGGER audit_events_no_delete").await;
+    sql(&store, "DELETE FROM audit_events WHERE id >= 4").await;
+    let out = run(&["audit", "verify", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "4\n");
+    store.close().await;
+}
+
+/// The service role may only INSERT and SELECT on the audit tables; it still appends,
+/// checkpoints and purges; the grants are those of docs/audit-postgres-grants.sql.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_service_role_cannot_change_the_audit_log() {
+    let pg = tokio::task::spawn_blocking(common::postgres::database)
+        .await
+        .expect("PostgreSQL");
+    let cluster = pg.cluster();
+    let owner = format!("{}_owner", pg.name);
+    let app = format!("{}_app", pg.name);
+    let admin = |sql: &str| {
+        let out = cluster.psql(&pg.name, sql);
+        assert!(out.status.success(), "{sql}: {}", text(&out.stderr));
+    };
+    admin(&format!(
+        "CREATE ROLE {owner} LOGIN; CREATE ROLE {app} LOGIN; ALTER DATABASE {db} OWNER TO {owner}; ALTER SCHEMA public OWNER TO {owner}",
+        db = pg.name
+    ));
+    let role_url = |role: &str| pg.url.replacen("postgres@", &format!("{role}@"), 1);
+    // The owner runs the migrations (any sesame command connecting with its URL does).
+    let owner_store = Store::connect(&role_url(&owner)).await.expect("owner migrates");
+    let grants = include_str!("../docs/audit-postgres-grants.sql").replace("sesame_app", &app);
+    sqlx::raw_sql(&grants)
+        .execute(owner_store.pool())
+        .await
+        .expect("grants");
+    owner_store.close().await;
+
+    let clock = Arc::new(sesame::store::ManualClock::new(T0));
+    let store = Store::connect(&role_url(&app))
+        .await
+        .expect("the service role connects without DDL rights")
+        .with_clock(clock.clone());
+    let db = Db {
+        store,
+        clock,
+        url: role_url(&app),
+        guard: Guard::Postgres(pg),
+    };
+    let (_k, sealer) = test_sealer();
+    fill(&db, &sealer).await;
+    db.store
+        .create_code(
+            &sesame::store::NewCode {
+                username: "alice".into(),
+                device_name: "pc-1".into(),
+                ttl: HOUR,
+            },
+            &it_staff(),
+        )
+        .await
+        .expect("working tables are writable");
+
+    for attack in [
+        "UPDATE audit_events SET actor = 'mallory' WHERE id = 3",
+        "DELETE FROM audit_events WHERE id = 3",
+        "TRUNCATE audit_events",
+        "DROP TABLE audit_events",
+        "ALTER TABLE audit_events DISABLE TRIGGER USER",
+        "UPDATE audit_retention SET purge_before_id = 1000",
+        "DROP FUNCTION audit_purge(BIGINT, BIGINT)",
+    ] {
+        let e = sqlx::query(attack)
+            .execute(db.store.pool())
+            .await
+            .expect_err(attack);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("permission denied") || msg.contains("must be owner"),
+            "{attack}: {msg}"
+        );
+    }
+    // The purge function refuses an anchor no checkpoint recorded.
+    let e = sqlx::query("SELECT audit_purge(3, 0)")
+        .execute(db.store.pool())
+        .await
+        .expect_err("unvouched purge");
+    assert!(e.to_string().contains("does not vouch"), "{e}");
+
+    db.clock.advance(30 * DAY);
+    let removed = db
+        .store
+        .purge_audit(10 * DAY, &AuditContext::system(), &sealer)
+        .await
+        .expect("the service role purges through audit_purge()");
+    assert_eq!(removed, 13, "12 events and enrol.code_created");
+    assert_eq!(
+        verify(&db, &sealer).await,
+        AuditVerification::Intact { events: 2 }
+    );
+}
