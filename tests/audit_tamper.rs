@@ -595,3 +595,36 @@ async fn postgres_service_role_cannot_change_the_audit_log() {
         AuditVerification::Intact { events: 2 }
     );
 }
+
+/// `sesame serve` refuses an audit key that group or others can read, naming the fix, before
+/// it starts anything.
+#[test]
+fn serve_refuses_a_readable_audit_key() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("audit.key");
+    let out = run(&["keygen", "--audit", "--out", key.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::metadata(&key).expect("key").permissions().mode() & 0o777,
+        0o600
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let config = dir.path().join("sesame.toml");
+    std::fs::write(
+        &config,
+        "[portal]\nlisten = \"127.0.0.1:0\"\n[gateway]\nprivate_key_file = \"gw.key\"\n\
+         [database]\nurl = \"sqlite://db/sesame.db\"\n\
+         [directory]\nurl = \"ldap://127.0.0.1:389\"\nbind_dn = \"cn=sesame\"\n\
+         bind_password_file = \"ldap.password\"\nuser_base = \"ou=people\"\ngroup_base = \"ou=groups\"\n",
+    )
+    .expect("config");
+    let out = run(&["serve", "--config", config.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("chmod 600 {}", key.display())),
+        "{err}"
+    );
+    assert!(!dir.path().join("db").exists(), "nothing started");
+}

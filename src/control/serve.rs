@@ -37,6 +37,8 @@ pub async fn serve(
         )
     })?;
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The audit key first: a key others can read stops start-up before anything runs.
+    let sealer = Arc::new(audit_sealer(&config)?);
 
     // Bind first: a busy port stops start-up before the gateway touches the network.
     let listener = listen::bind(config.portal.listen)?;
@@ -51,7 +53,6 @@ pub async fn serve(
     let directory: Arc<dyn Directory> =
         Arc::new(LdapDirectory::new(&dir_cfg).context("preparing the directory ([directory])")?);
     let key = keys::load_private_key(&config.gateway.private_key_file)?;
-    let sealer = Arc::new(audit_sealer(&config)?);
 
     // The peer set comes from the store before the gateway handles its first packet.
     let initial = super::plane::compute_desired(&store, &config)
