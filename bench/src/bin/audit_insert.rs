@@ -3,7 +3,7 @@
 //! plain INSERTs, one transaction per batch (no chain, no hashing): the peer,
 //! measured in the same run on the same database.
 //!
-//! Prints one line per backend: `audit_insert BACKEND sesame=EV/S raw=EV/S ratio=R`.
+//! Prints `RESULT audit_insert_BACKEND_per_s …` and `RESULT audit_raw_BACKEND_per_s …` lines.
 
 use std::time::Instant;
 
@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use sesame::audit::{Action, AuditContext, NewAuditEvent};
 use sesame::store::Store;
 use sesame_bench::args::Args;
+use sesame_bench::tunn::result;
 
 // The tests' throwaway-cluster fixture, reused rather than copied.
 #[allow(dead_code, clippy::unwrap_used)]
@@ -98,10 +99,8 @@ async fn measure(name: &str, url: &str, events: u64, batch: u64) -> anyhow::Resu
         "{name}: chain not intact after the run: {check:?}"
     );
     store.close().await;
-    println!(
-        "audit_insert {name} sesame={sesame:.0} raw={raw:.0} ratio={:.2}",
-        sesame / raw
-    );
+    result(&format!("audit_insert_{name}_per_s"), sesame, "events/s");
+    result(&format!("audit_raw_{name}_per_s"), raw, "rows/s");
     Ok(())
 }
 
