@@ -316,15 +316,16 @@ async fn hashes_recomputed_without_the_key_are_found(db: Db) {
 async fn forged_checkpoints_are_found(db: Db) {
     let (_k, sealer) = test_sealer();
     fill(&db, &sealer).await;
-    // An audit.checkpoint event the key never signed, appended through the normal path.
+    // An audit.checkpoint event the key never signed, for a head the file covers, appended
+    // through the normal path.
     let (_o, other) = test_sealer();
     let fake = Checkpoint::sign(
         &other.key,
         &sesame::audit::checkpoint::ChainHead {
             first_id: 1,
             anchor_hash: sesame::audit::GENESIS_HASH.into(),
-            last_id: 12,
-            last_hash: events(&db).await[11].hash.clone(),
+            last_id: 8,
+            last_hash: events(&db).await[7].hash.clone(),
         },
         T0,
         CheckpointReason::Interval,
@@ -342,7 +343,7 @@ async fn forged_checkpoints_are_found(db: Db) {
     // A line added to the file by someone without the key.
     checkpoint::append_to_file(&sealer.file, &fake).expect("append line");
     let v = verify(&db, &sealer).await;
-    assert_eq!(broken_at(&v), 12);
+    assert_eq!(broken_at(&v), 8);
     assert!(reason(&v).contains("checkpoint 3"), "{v:?}");
 }
 
@@ -453,13 +454,21 @@ async fn cli_keygen_verify_and_offline_export() {
     let out = run(&["audit", "verify", "--config", &cfg]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "intact: 7 events\n");
-    // Another checkpoint file does not know the log's audit.checkpoint event.
-    std::fs::write(p("empty.jsonl"), "").expect("empty");
+    // --checkpoints: a file whose checkpoint another key signed.
+    let (_o, other) = test_sealer();
+    let head = sesame::audit::checkpoint::ChainHead {
+        first_id: 1,
+        anchor_hash: sesame::audit::GENESIS_HASH.into(),
+        last_id: 4,
+        last_hash: "f".repeat(64),
+    };
+    let foreign = Checkpoint::sign(&other.key, &head, T0, CheckpointReason::Interval);
+    checkpoint::append_to_file(&p("other.jsonl"), &foreign).expect("other file");
     let out = run(&[
-        "audit", "verify", "--config", &cfg, "--checkpoints", &s(&p("empty.jsonl")),
+        "audit", "verify", "--config", &cfg, "--checkpoints", &s(&p("other.jsonl")),
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stdout), "6\n");
+    assert_eq!(text(&out.stdout), "4\n");
 
     let out = run(&["audit", "export", "--config", &cfg, "--format", "jsonl"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -473,7 +482,6 @@ async fn cli_keygen_verify_and_offline_export() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "intact: 7 events\n");
     // Another public key: the checkpoint is not its signature.
-    let (_o, other) = test_sealer();
     let out = offline(&s(&p("export.jsonl")), &other.key.public_base64());
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stdout), "5\n");
@@ -494,6 +502,22 @@ async fn cli_keygen_verify_and_offline_export() {
     // --export needs the checkpoints and the key.
     let out = run(&["audit", "verify", "--export", &s(&p("export.jsonl"))]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
+    // The documented order: copy the checkpoint file, then export. A checkpoint written in
+    // between signs a head newer than the copy: its event is not held against the copy.
+    std::fs::copy(&cps, p("copy.jsonl")).expect("copy");
+    store
+        .checkpoint_audit(&sealer, CheckpointReason::Interval)
+        .await
+        .expect("checkpoint");
+    let out = run(&["audit", "export", "--config", &cfg, "--format", "jsonl"]);
+    std::fs::write(p("export2.jsonl"), &out.stdout).expect("export");
+    let out = run(&[
+        "audit", "verify", "--export", &s(&p("export2.jsonl")), "--checkpoints",
+        &s(&p("copy.jsonl")), "--public-key", &public,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "intact: 8 events\n");
 
     // The database's tail truncated below the signed head.
     sql(&store, "DROP TRIGGER audit_events_no_delete").await;

@@ -49,6 +49,9 @@ struct Trusted {
     signatures: HashSet<String>,
     /// The highest event id any checkpoint vouches for, and which checkpoint.
     tail: Option<(i64, usize, String)>,
+    /// The highest `last_id` of the file: `audit.checkpoint` events for later heads were
+    /// written after this copy of the file and cannot be checked against it.
+    newest: i64,
     /// Last id whose hash matched a checkpoint (to bound where a rewrite began).
     last_matched: i64,
 }
@@ -86,6 +89,7 @@ impl ChainCheck {
             signatures: HashSet::new(),
             tail: None,
             last_matched: first_id - 1,
+            newest: checkpoints.iter().map(|c| c.last_id).max().unwrap_or(i64::MIN),
         };
         let mut previous: Option<&Checkpoint> = None;
         for (i, cp) in checkpoints.iter().enumerate() {
@@ -204,7 +208,9 @@ impl ChainCheck {
             }
             if ev.action == Action::AuditCheckpoint.as_str() {
                 let sig = ev.details.get("signature").and_then(|s| s.as_str());
-                if !sig.is_some_and(|s| t.signatures.contains(s)) {
+                let head = ev.details.get("last_id").and_then(|v| v.as_i64());
+                let newer_than_file = head.is_some_and(|h| h > t.newest);
+                if !newer_than_file && !sig.is_some_and(|s| t.signatures.contains(s)) {
                     return Err(broken(
                         "this audit.checkpoint event is not in the checkpoint file (forged, or another file)"
                             .into(),
