@@ -42,7 +42,10 @@ fn event(i: usize) -> NewAuditEvent {
 /// signed heads are events 5 and 10.
 async fn fill(db: &Db, sealer: &Sealer) {
     let batch = |from: usize, n: usize| (from..from + n).map(event).collect::<Vec<_>>();
-    db.store.append_audit_batch(&batch(1, 5)).await.expect("1-5");
+    db.store
+        .append_audit_batch(&batch(1, 5))
+        .await
+        .expect("1-5");
     let cp = db
         .store
         .checkpoint_audit(sealer, CheckpointReason::Interval)
@@ -50,7 +53,10 @@ async fn fill(db: &Db, sealer: &Sealer) {
         .expect("checkpoint 1");
     assert_eq!((cp.first_id, cp.last_id, cp.events), (1, 5, 5));
     db.clock.advance(HOUR);
-    db.store.append_audit_batch(&batch(7, 4)).await.expect("7-10");
+    db.store
+        .append_audit_batch(&batch(7, 4))
+        .await
+        .expect("7-10");
     let cp = db
         .store
         .checkpoint_audit(sealer, CheckpointReason::Interval)
@@ -63,7 +69,9 @@ async fn fill(db: &Db, sealer: &Sealer) {
 async fn verify(db: &Db, sealer: &Sealer) -> AuditVerification {
     let key = sealer.key.verifying_key();
     db.store
-        .verify_audit_with(Some((Some(&key), || Ok(checkpoint::read_file(&sealer.file)?))))
+        .verify_audit_with(Some((Some(&key), || {
+            Ok(checkpoint::read_file(&sealer.file)?)
+        })))
         .await
         .expect("verify")
 }
@@ -90,7 +98,11 @@ async fn drop_guards(db: &Db) {
         }
         Backend::Postgres => {
             sql(&db.store, "ALTER TABLE audit_events DISABLE TRIGGER USER").await;
-            sql(&db.store, "ALTER TABLE audit_retention DISABLE TRIGGER USER").await;
+            sql(
+                &db.store,
+                "ALTER TABLE audit_retention DISABLE TRIGGER USER",
+            )
+            .await;
         }
     }
 }
@@ -127,14 +139,20 @@ async fn untouched_chain_verifies_with_its_checkpoints(db: Db) {
     assert_eq!(cps.len(), 2);
     let logged = events(&db).await;
     assert_eq!(logged[5].action, "audit.checkpoint");
-    assert_eq!(logged[5].details, cps[0].to_json(), "the log records the same checkpoint");
+    assert_eq!(
+        logged[5].details,
+        cps[0].to_json(),
+        "the log records the same checkpoint"
+    );
     assert_eq!(cps[1].last_hash, logged[9].hash);
     // Another key does not vouch for these checkpoints.
     let (_o, other) = test_sealer();
     let key = other.key.verifying_key();
     let v = db
         .store
-        .verify_audit_with(Some((Some(&key), || Ok(checkpoint::read_file(&sealer.file)?))))
+        .verify_audit_with(Some((Some(&key), || {
+            Ok(checkpoint::read_file(&sealer.file)?)
+        })))
         .await
         .expect("verify");
     assert_eq!(broken_at(&v), 5);
@@ -145,7 +163,11 @@ async fn modified_field_is_found(db: Db) {
     let (_k, sealer) = test_sealer();
     fill(&db, &sealer).await;
     drop_guards(&db).await;
-    sql(&db.store, "UPDATE audit_events SET actor = 'mallory' WHERE id = 3").await;
+    sql(
+        &db.store,
+        "UPDATE audit_events SET actor = 'mallory' WHERE id = 3",
+    )
+    .await;
     let v = verify(&db, &sealer).await;
     assert_eq!(broken_at(&v), 3);
     assert!(reason(&v).contains("content"), "{v:?}");
@@ -332,8 +354,12 @@ async fn forged_checkpoints_are_found(db: Db) {
     );
     db.store
         .append_audit(
-            &NewAuditEvent::new(Action::AuditCheckpoint, &AuditContext::system(), "audit_events")
-                .details(fake.to_json()),
+            &NewAuditEvent::new(
+                Action::AuditCheckpoint,
+                &AuditContext::system(),
+                "audit_events",
+            )
+            .details(fake.to_json()),
         )
         .await
         .expect("append");
@@ -465,7 +491,12 @@ async fn cli_keygen_verify_and_offline_export() {
     let foreign = Checkpoint::sign(&other.key, &head, T0, CheckpointReason::Interval);
     checkpoint::append_to_file(&p("other.jsonl"), &foreign).expect("other file");
     let out = run(&[
-        "audit", "verify", "--config", &cfg, "--checkpoints", &s(&p("other.jsonl")),
+        "audit",
+        "verify",
+        "--config",
+        &cfg,
+        "--checkpoints",
+        &s(&p("other.jsonl")),
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stdout), "4\n");
@@ -476,7 +507,16 @@ async fn cli_keygen_verify_and_offline_export() {
     std::fs::write(p("export.jsonl"), &export).expect("export");
     let cps = s(&p("audit-checkpoints.jsonl"));
     let offline = |file: &str, key: &str| {
-        run(&["audit", "verify", "--export", file, "--checkpoints", &cps, "--public-key", key])
+        run(&[
+            "audit",
+            "verify",
+            "--export",
+            file,
+            "--checkpoints",
+            &cps,
+            "--public-key",
+            key,
+        ])
     };
     let out = offline(&s(&p("export.jsonl")), &public);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -492,7 +532,11 @@ async fn cli_keygen_verify_and_offline_export() {
     let out = offline(&s(&p("forged.jsonl")), &public);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stdout), "3\n", "the forged line's id");
-    assert!(text(&out.stderr).contains("event 3"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("event 3"),
+        "{}",
+        text(&out.stderr)
+    );
     // A copy cut short before the signed head.
     let short: String = export.lines().take(4).map(|l| format!("{l}\n")).collect();
     std::fs::write(p("short.jsonl"), short).expect("short");
@@ -513,8 +557,14 @@ async fn cli_keygen_verify_and_offline_export() {
     let out = run(&["audit", "export", "--config", &cfg, "--format", "jsonl"]);
     std::fs::write(p("export2.jsonl"), &out.stdout).expect("export");
     let out = run(&[
-        "audit", "verify", "--export", &s(&p("export2.jsonl")), "--checkpoints",
-        &s(&p("copy.jsonl")), "--public-key", &public,
+        "audit",
+        "verify",
+        "--export",
+        &s(&p("export2.jsonl")),
+        "--checkpoints",
+        &s(&p("copy.jsonl")),
+        "--public-key",
+        &public,
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "intact: 8 events\n");
@@ -548,7 +598,9 @@ async fn postgres_service_role_cannot_change_the_audit_log() {
     ));
     let role_url = |role: &str| pg.url.replacen("postgres@", &format!("{role}@"), 1);
     // The owner runs the migrations (any sesame command connecting with its URL does).
-    let owner_store = Store::connect(&role_url(&owner)).await.expect("owner migrates");
+    let owner_store = Store::connect(&role_url(&owner))
+        .await
+        .expect("owner migrates");
     let grants = include_str!("../docs/audit-postgres-grants.sql").replace("sesame_app", &app);
     sqlx::raw_sql(&grants)
         .execute(owner_store.pool())

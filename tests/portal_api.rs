@@ -664,7 +664,11 @@ async fn audit_verify_api_checks_the_signed_checkpoints() {
         file: h.config.audit.checkpoint_file.clone(),
     };
     let ev = |i: i32| {
-        NewAuditEvent::new(Action::ConfigReloaded, &AuditContext::system(), format!("n{i}"))
+        NewAuditEvent::new(
+            Action::ConfigReloaded,
+            &AuditContext::system(),
+            format!("n{i}"),
+        )
     };
     h.store
         .append_audit_batch(&[ev(1), ev(2), ev(3)])
@@ -698,7 +702,10 @@ async fn audit_verify_api_checks_the_signed_checkpoints() {
         .execute(h.store.pool())
         .await
         .unwrap();
-    h.store.append_audit_batch(&[ev(8), ev(9), ev(10)]).await.unwrap();
+    h.store
+        .append_audit_batch(&[ev(8), ev(9), ev(10)])
+        .await
+        .unwrap();
     let v = verify().await;
     assert_eq!(v["intact"], false, "{v}");
     assert_eq!(v["first_broken"], cp.last_id);

@@ -258,7 +258,10 @@ async fn retention_purge_moves_the_anchor_and_nothing_else_can_delete(db: Db) {
         left[0].prev_hash, old[2].hash,
         "the chain still links to the purged part"
     );
-    assert_eq!(left[2].action, "audit.checkpoint", "signed before the purge");
+    assert_eq!(
+        left[2].action, "audit.checkpoint",
+        "signed before the purge"
+    );
     assert_eq!(left[2].details["first_id"], 4);
     assert_eq!(left[2].details["anchor_hash"], old[2].hash.as_str());
     assert_eq!(left[3].action, "audit.purged");
@@ -299,7 +302,11 @@ async fn retention_purge_moves_the_anchor_and_nothing_else_can_delete(db: Db) {
         .list_audit(&AuditFilter::default())
         .await
         .expect("list");
-    assert_eq!(left.iter().map(|e| e.id).collect::<Vec<_>>(), [8, 9], "ids are never reused");
+    assert_eq!(
+        left.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [8, 9],
+        "ids are never reused"
+    );
     assert_eq!(left[1].action, "audit.purged");
     assert_eq!(
         db.store.verify_audit().await.expect("verify"),

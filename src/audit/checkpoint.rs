@@ -59,7 +59,9 @@ pub struct AuditKey(SigningKey);
 
 impl std::fmt::Debug for AuditKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("AuditKey").field(&self.public_base64()).finish()
+        f.debug_tuple("AuditKey")
+            .field(&self.public_base64())
+            .finish()
     }
 }
 

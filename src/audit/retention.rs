@@ -43,7 +43,9 @@ impl Retention {
             match self.purge_now().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "audit events past retention purged"),
-                Err(e) => tracing::warn!(error = %e, "audit retention purge failed; retrying later"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit retention purge failed; retrying later")
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}

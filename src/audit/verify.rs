@@ -89,7 +89,11 @@ impl ChainCheck {
             signatures: HashSet::new(),
             tail: None,
             last_matched: first_id - 1,
-            newest: checkpoints.iter().map(|c| c.last_id).max().unwrap_or(i64::MIN),
+            newest: checkpoints
+                .iter()
+                .map(|c| c.last_id)
+                .max()
+                .unwrap_or(i64::MIN),
         };
         let mut previous: Option<&Checkpoint> = None;
         for (i, cp) in checkpoints.iter().enumerate() {

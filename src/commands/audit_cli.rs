@@ -158,7 +158,9 @@ pub fn verify(args: &VerifyArgs<'_>) -> anyhow::Result<ExitCode> {
             crate::audit::verify::verify_export(export, Some(&key), &cps)?
         }
         None => {
-            let path = args.config.context("--config FILE is required without --export")?;
+            let path = args
+                .config
+                .context("--config FILE is required without --export")?;
             let config = Config::load(path)?;
             let key = match args.public_key {
                 Some(k) => Some(checkpoint::parse_public_key(k)?),
@@ -170,9 +172,7 @@ pub fn verify(args: &VerifyArgs<'_>) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(async {
                 let store = open(path).await?;
                 let r = store
-                    .verify_audit_with(Some((key.as_ref(), || {
-                        Ok(checkpoint::read_file(&file)?)
-                    })))
+                    .verify_audit_with(Some((key.as_ref(), || Ok(checkpoint::read_file(&file)?))))
                     .await;
                 store.close().await;
                 anyhow::Ok(r?)

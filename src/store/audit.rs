@@ -135,8 +135,12 @@ async fn seal(
     append(
         conn,
         now,
-        &NewAuditEvent::new(Action::AuditCheckpoint, &AuditContext::system(), "audit_events")
-            .details(cp.to_json()),
+        &NewAuditEvent::new(
+            Action::AuditCheckpoint,
+            &AuditContext::system(),
+            "audit_events",
+        )
+        .details(cp.to_json()),
     )
     .await?;
     Ok(cp)

@@ -14,7 +14,7 @@ use sesame_bench::args::Args;
 use sesame_bench::tunn::result;
 
 // The tests' throwaway-cluster fixture, reused rather than copied.
-#[allow(dead_code, clippy::unwrap_used)]
+#[allow(clippy::unwrap_used)]
 #[path = "../../../tests/common/postgres.rs"]
 mod postgres;
 

@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditEvent, AUDIT_CSV_HEADER};
 use crate::audit::checkpoint;
+use crate::audit::{AuditEvent, AUDIT_CSV_HEADER};
 use crate::store::{AuditFilter, AuditVerification, StoreError};
 
 use crate::portal::auth::{Role, Session};
