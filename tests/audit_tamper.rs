@@ -28,6 +28,7 @@ both_backends!(
     hashes_recomputed_without_the_key_are_found,
     forged_checkpoints_are_found,
     retention_task_purges_old_events_behind_a_signed_checkpoint,
+    periodic_checkpoints_follow_the_head,
 );
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -423,6 +424,36 @@ async fn retention_task_purges_old_events_behind_a_signed_checkpoint(db: Db) {
         verify(&db, &sealer).await,
         AuditVerification::Intact { events: 3 }
     );
+}
+
+async fn periodic_checkpoints_follow_the_head(db: Db) {
+    let (_k, sealer) = test_sealer();
+    db.store.append_audit(&event(1)).await.expect("1");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(checkpoint::run_periodic(
+        db.store.clone(),
+        Arc::clone(&sealer),
+        Duration::from_millis(100),
+        stop_rx,
+    ));
+    let mut cps = Vec::new();
+    for _ in 0..100 {
+        cps = checkpoint::read_file(&sealer.file).expect("file");
+        if cps.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_tx.send(true).expect("stop");
+    task.await.expect("task");
+    assert!(cps.len() >= 2, "{cps:?}");
+    // Each one signs the head, which includes the previous checkpoint's own event.
+    assert_eq!((cps[0].last_id, cps[1].last_id), (1, 2));
+    assert_eq!(cps[0].reason, CheckpointReason::Interval);
+    assert!(matches!(
+        verify(&db, &sealer).await,
+        AuditVerification::Intact { .. }
+    ));
 }
 
 fn run(args: &[&str]) -> std::process::Output {

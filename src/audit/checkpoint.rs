@@ -298,6 +298,31 @@ impl Sealer {
     }
 }
 
+/// Signs the chain's head every `every` (`[audit] checkpoint_interval`) until `shutdown` turns
+/// true. A failure is logged and the next period tries again.
+pub async fn run_periodic(
+    store: crate::store::Store,
+    sealer: std::sync::Arc<Sealer>,
+    every: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        if let Err(e) = store
+            .checkpoint_audit(&sealer, CheckpointReason::Interval)
+            .await
+        {
+            tracing::error!(error = %e, "cannot write the audit checkpoint");
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::sync::watch;
 
-use crate::audit::checkpoint::{AuditKey, CheckpointReason, Sealer};
+use crate::audit::checkpoint::{self, AuditKey, CheckpointReason, Sealer};
 use crate::audit::retention::{Retention, PURGE_PERIOD};
 use crate::config::Config;
 use crate::directory::Directory;
@@ -77,7 +77,7 @@ pub async fn serve(
     };
     tasks.spawn(sync.run(dir_cfg.sync_interval, stop_rx.clone()));
     tasks.spawn(purge_sessions(store.clone(), stop_rx.clone()));
-    tasks.spawn(checkpoints(
+    tasks.spawn(checkpoint::run_periodic(
         store.clone(),
         Arc::clone(&sealer),
         config.audit.checkpoint_interval,
@@ -139,30 +139,6 @@ fn audit_sealer(config: &Config) -> anyhow::Result<Sealer> {
         key,
         file: config.audit.checkpoint_file.clone(),
     })
-}
-
-/// Signs the audit chain's head every `every`.
-async fn checkpoints(
-    store: Store,
-    sealer: Arc<Sealer>,
-    every: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
-            return;
-        }
-        if let Err(e) = store
-            .checkpoint_audit(&sealer, CheckpointReason::Interval)
-            .await
-        {
-            tracing::error!(error = %e, "cannot write the audit checkpoint");
-        }
-    }
 }
 
 async fn purge_sessions(store: Store, mut shutdown: watch::Receiver<bool>) {
