@@ -49,13 +49,20 @@ pub(crate) async fn append(
     ts: i64,
     ev: &NewAuditEvent,
 ) -> Result<AuditEvent, StoreError> {
-    let last = sqlx::query("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    let (id, prev_hash) = match last {
-        Some(row) => (row.try_get::<i64, _>("id")? + 1, row.try_get("hash")?),
-        // Empty table: the chain starts at the retention anchor (id 1 and 64 zeros if never purged).
-        None => anchor(conn).await?,
+    append_after(conn, ts, ev, None).await
+}
+
+/// Appends one event after `prev`, the event this transaction appended just before (saves
+/// reading the chain's last row again: batches of the audit writer); `None` reads it.
+async fn append_after(
+    conn: &mut AnyConnection,
+    ts: i64,
+    ev: &NewAuditEvent,
+    prev: Option<&AuditEvent>,
+) -> Result<AuditEvent, StoreError> {
+    let (id, prev_hash) = match prev {
+        Some(p) => (p.id + 1, p.hash.clone()),
+        None => last_link(conn).await?,
     };
     let details = if ev.details.is_null() {
         serde_json::json!({})
@@ -92,6 +99,18 @@ pub(crate) async fn append(
     .execute(&mut *conn)
     .await?;
     Ok(event)
+}
+
+/// The id and `prev_hash` of the next event.
+async fn last_link(conn: &mut AnyConnection) -> Result<(i64, String), StoreError> {
+    let last = sqlx::query("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    match last {
+        Some(row) => Ok((row.try_get::<i64, _>("id")? + 1, row.try_get("hash")?)),
+        // Empty table: the chain starts at the retention anchor (id 1 and 64 zeros if never purged).
+        None => anchor(conn).await,
+    }
 }
 
 /// Where the retained chain starts: (first id, prev_hash it must carry).
@@ -187,7 +206,8 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let mut out = Vec::with_capacity(events.len());
         for ev in events {
-            out.push(append(&mut tx, now, ev).await?);
+            let next = append_after(&mut tx, now, ev, out.last()).await?;
+            out.push(next);
         }
         tx.commit().await?;
         Ok(out)
