@@ -70,9 +70,10 @@ async fn fill(db: &Db, sealer: &Sealer) {
 async fn verify(db: &Db, sealer: &Sealer) -> AuditVerification {
     let key = sealer.key.verifying_key();
     db.store
-        .verify_audit_with(Some((Some(&key), || {
-            Ok(checkpoint::read_file(&sealer.file)?)
-        })))
+        .verify_audit_with(Some((
+            Some(&key),
+            &checkpoint::read_file(&sealer.file).expect("file"),
+        )))
         .await
         .expect("verify")
 }
@@ -151,9 +152,10 @@ async fn untouched_chain_verifies_with_its_checkpoints(db: Db) {
     let key = other.key.verifying_key();
     let v = db
         .store
-        .verify_audit_with(Some((Some(&key), || {
-            Ok(checkpoint::read_file(&sealer.file)?)
-        })))
+        .verify_audit_with(Some((
+            Some(&key),
+            &checkpoint::read_file(&sealer.file).expect("file"),
+        )))
         .await
         .expect("verify");
     assert_eq!(broken_at(&v), 5);

@@ -169,11 +169,10 @@ pub fn verify(args: &VerifyArgs<'_>) -> anyhow::Result<ExitCode> {
             let file = args
                 .checkpoints
                 .map_or_else(|| config.audit.checkpoint_file.clone(), Path::to_path_buf);
+            let cps = checkpoint::read_file(&file)?;
             runtime()?.block_on(async {
                 let store = open(path).await?;
-                let r = store
-                    .verify_audit_with(Some((key.as_ref(), || Ok(checkpoint::read_file(&file)?))))
-                    .await;
+                let r = store.verify_audit_with(Some((key.as_ref(), &cps))).await;
                 store.close().await;
                 anyhow::Ok(r?)
             })?

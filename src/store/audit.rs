@@ -330,21 +330,17 @@ impl Store {
     /// Walks the whole retained chain, from the retention anchor, and reports the first break.
     /// Hash links only: [`Store::verify_audit_with`] also checks the signed checkpoints.
     pub async fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
-        type Loader = fn() -> Result<Vec<Checkpoint>, StoreError>;
-        self.verify_audit_with(None::<(Option<&ed25519_dalek::VerifyingKey>, Loader)>)
-            .await
+        self.verify_audit_with(None).await
     }
 
-    /// Walks the retained chain in one read snapshot. With `trust`, the audit public key (if any) and a
-    /// loader of the checkpoint file (called once the snapshot is taken, so every
-    /// `audit.checkpoint` event seen is already in the file), every checkpoint must agree.
-    pub async fn verify_audit_with<F>(
+    /// Walks the retained chain in one read snapshot. With `trust`, the audit public key (if
+    /// any) and the checkpoint file's content, every checkpoint must agree. Read the file
+    /// *before* calling: each checkpoint then vouches for events already committed, and those
+    /// signed later are recognised as newer than the file.
+    pub async fn verify_audit_with(
         &self,
-        trust: Option<(Option<&ed25519_dalek::VerifyingKey>, F)>,
-    ) -> Result<AuditVerification, StoreError>
-    where
-        F: FnOnce() -> Result<Vec<Checkpoint>, StoreError>,
-    {
+        trust: Option<(Option<&ed25519_dalek::VerifyingKey>, &[Checkpoint])>,
+    ) -> Result<AuditVerification, StoreError> {
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -364,15 +360,7 @@ impl Store {
                 reason: "event below the retention anchor".into(),
             });
         }
-        let checkpoints = match trust {
-            Some((key, load)) => Some((key, load()?)),
-            None => None,
-        };
-        let mut check = match ChainCheck::new(
-            first_id,
-            &anchor_hash,
-            checkpoints.as_ref().map(|(k, c)| (*k, c.as_slice())),
-        ) {
+        let mut check = match ChainCheck::new(first_id, &anchor_hash, trust) {
             Ok(c) => c,
             Err(b) => return Ok(b.into()),
         };

@@ -137,11 +137,10 @@ pub async fn verify(
     // The chain and every signed checkpoint, as `sesame audit verify` checks them.
     let audit = &state.config.audit;
     let key = checkpoint::load_public_key(&audit.signing_key_file).map_err(StoreError::from)?;
-    let file = audit.checkpoint_file.clone();
-    let load = move || Ok(checkpoint::read_file(&file)?);
+    let cps = checkpoint::read_file(&audit.checkpoint_file).map_err(StoreError::from)?;
     let view = match state
         .store
-        .verify_audit_with(Some((key.as_ref(), load)))
+        .verify_audit_with(Some((key.as_ref(), &cps)))
         .await?
     {
         AuditVerification::Intact { events } => VerifyView {
