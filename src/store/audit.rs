@@ -127,17 +127,12 @@ async fn anchor(conn: &mut AnyConnection) -> Result<(i64, String), StoreError> {
 /// The chain's current head (inside a writer transaction, so it cannot move meanwhile).
 async fn head(conn: &mut AnyConnection) -> Result<ChainHead, StoreError> {
     let (first_id, anchor_hash) = anchor(conn).await?;
-    let last = sqlx::query("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    let (last_id, last_hash) = match last {
-        Some(row) => (row.try_get("id")?, row.try_get("hash")?),
-        None => (first_id - 1, anchor_hash.clone()),
-    };
+    // With nothing retained, the next event links to the anchor: the head is the anchor.
+    let (next_id, last_hash) = last_link(conn).await?;
     Ok(ChainHead {
         first_id,
         anchor_hash,
-        last_id,
+        last_id: next_id - 1,
         last_hash,
     })
 }
