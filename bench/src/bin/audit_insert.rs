@@ -3,7 +3,9 @@
 //! plain INSERTs, one transaction per batch (no chain, no hashing): the peer,
 //! measured in the same run on the same database.
 //!
-//! Prints `RESULT audit_insert_BACKEND_per_s …` and `RESULT audit_raw_BACKEND_per_s …` lines.
+//! A second peer inserts the same rows 100 per statement: the headroom of multi-row appends.
+//! Prints `RESULT audit_insert_BACKEND_per_s …`, `RESULT audit_raw_BACKEND_per_s …` and
+//! `RESULT audit_raw_multirow_BACKEND_per_s …` lines.
 
 use std::time::Instant;
 
@@ -87,12 +89,76 @@ async fn raw_rate(store: &Store, events: u64, batch: u64) -> anyhow::Result<f64>
     Ok(events as f64 / start.elapsed().as_secs_f64())
 }
 
+/// The same rows, `ROWS` per multi-row INSERT statement, one transaction per batch: what a
+/// multi-row append could reach on this database.
+async fn raw_multirow_rate(store: &Store, events: u64, batch: u64) -> anyhow::Result<f64> {
+    const ROWS: u64 = 100;
+    let pool = store.pool();
+    sqlx::query("CREATE TABLE bench_multi AS SELECT * FROM bench_raw WHERE 1 = 0")
+        .execute(pool)
+        .await?;
+    let hash = "0".repeat(64);
+    let start = Instant::now();
+    let mut done = 0;
+    while done < events {
+        let n = batch.min(events - done);
+        let mut tx = pool.begin().await?;
+        let mut i = done;
+        while i < done + n {
+            let k = ROWS.min(done + n - i);
+            let values: Vec<String> = (0..k)
+                .map(|r| {
+                    let b = r * 10;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5,
+                        b + 6,
+                        b + 7,
+                        b + 8,
+                        b + 9,
+                        b + 10
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO bench_multi (id, ts, actor, action, target, outcome, source_ip, details, prev_hash, hash) VALUES {}",
+                values.join(", ")
+            );
+            let evs: Vec<NewAuditEvent> = (i..i + k).map(event).collect();
+            let mut q = sqlx::query(&sql);
+            for (j, ev) in evs.iter().enumerate() {
+                q = q
+                    .bind(i64::try_from(i + j as u64)?)
+                    .bind(0_i64)
+                    .bind(ev.actor.clone())
+                    .bind(ev.action.as_str())
+                    .bind(ev.target.clone())
+                    .bind(ev.outcome.as_str())
+                    .bind(ev.source_ip.clone())
+                    .bind(sesame::audit::canonical_json(&ev.details))
+                    .bind(hash.clone())
+                    .bind(hash.clone());
+            }
+            q.execute(&mut *tx).await?;
+            i += k;
+        }
+        tx.commit().await?;
+        done += n;
+    }
+    Ok(events as f64 / start.elapsed().as_secs_f64())
+}
+
 async fn measure(name: &str, url: &str, events: u64, batch: u64) -> anyhow::Result<()> {
     let store = Store::connect(url)
         .await
         .with_context(|| format!("open {name}"))?;
     let sesame = sesame_rate(&store, events, batch).await?;
     let raw = raw_rate(&store, events, batch).await?;
+    let multi = raw_multirow_rate(&store, events, batch).await?;
     let check = store.verify_audit().await?;
     anyhow::ensure!(
         matches!(check, sesame::store::AuditVerification::Intact { events: n } if n == events),
@@ -101,6 +167,7 @@ async fn measure(name: &str, url: &str, events: u64, batch: u64) -> anyhow::Resu
     store.close().await;
     result(&format!("audit_insert_{name}_per_s"), sesame, "events/s");
     result(&format!("audit_raw_{name}_per_s"), raw, "rows/s");
+    result(&format!("audit_raw_multirow_{name}_per_s"), multi, "rows/s");
     Ok(())
 }
 
