@@ -1,6 +1,7 @@
 //! Tamper evidence of the audit log on SQLite AND PostgreSQL: one test per attack by someone who
-//! holds the database but not the audit key, the signed retention purge, and PostgreSQL least
-//! privilege for the service role.
+//! holds the database but not the audit key, the signed retention purge and periodic
+//! checkpoints, and PostgreSQL least privilege for the service role. The commands
+//! (`sesame keygen --audit`, `sesame audit verify`) are tested in `audit_verify_cli.rs`.
 
 mod common {
     pub mod postgres;
@@ -33,16 +34,10 @@ both_backends!(
 
 const DAY: Duration = Duration::from_secs(86_400);
 
-fn event(i: usize) -> NewAuditEvent {
-    let ctx = AuditContext::new(format!("user{i}"), Some("198.18.0.9".into()));
-    NewAuditEvent::new(Action::AuthLogin, &ctx, format!("user{i}"))
-        .details(serde_json::json!({ "n": i }))
-}
-
 /// Events 1–5, checkpoint (event 6), events 7–10, checkpoint (event 11), event 12: the two
 /// signed heads are events 5 and 10.
 async fn fill(db: &Db, sealer: &Sealer) {
-    let batch = |from: usize, n: usize| (from..from + n).map(event).collect::<Vec<_>>();
+    let batch = |from: usize, n: usize| (from..from + n).map(login_event).collect::<Vec<_>>();
     db.store
         .append_audit_batch(&batch(1, 5))
         .await
@@ -64,7 +59,7 @@ async fn fill(db: &Db, sealer: &Sealer) {
         .await
         .expect("checkpoint 2");
     assert_eq!((cp.last_id, cp.events), (10, 10));
-    db.store.append_audit(&event(12)).await.expect("12");
+    db.store.append_audit(&login_event(12)).await.expect("12");
 }
 
 async fn verify(db: &Db, sealer: &Sealer) -> AuditVerification {
@@ -78,13 +73,6 @@ async fn verify(db: &Db, sealer: &Sealer) -> AuditVerification {
         .expect("verify")
 }
 
-async fn sql(store: &Store, statement: &str) {
-    sqlx::query(statement)
-        .execute(store.pool())
-        .await
-        .unwrap_or_else(|e| panic!("{statement}: {e}"));
-}
-
 /// What someone with full control of the database does first: remove the append-only guards.
 async fn drop_guards(db: &Db) {
     match db.store.backend() {
@@ -95,12 +83,12 @@ async fn drop_guards(db: &Db) {
                 "audit_retention_no_delete",
                 "audit_retention_forward_only",
             ] {
-                sql(&db.store, &format!("DROP TRIGGER {t}")).await;
+                exec(&db.store, &format!("DROP TRIGGER {t}")).await;
             }
         }
         Backend::Postgres => {
-            sql(&db.store, "ALTER TABLE audit_events DISABLE TRIGGER USER").await;
-            sql(
+            exec(&db.store, "ALTER TABLE audit_events DISABLE TRIGGER USER").await;
+            exec(
                 &db.store,
                 "ALTER TABLE audit_retention DISABLE TRIGGER USER",
             )
@@ -166,7 +154,7 @@ async fn modified_field_is_found(db: Db) {
     let (_k, sealer) = test_sealer();
     fill(&db, &sealer).await;
     drop_guards(&db).await;
-    sql(
+    exec(
         &db.store,
         "UPDATE audit_events SET actor = 'mallory' WHERE id = 3",
     )
@@ -180,7 +168,7 @@ async fn deleted_row_is_found(db: Db) {
     let (_k, sealer) = test_sealer();
     fill(&db, &sealer).await;
     drop_guards(&db).await;
-    sql(&db.store, "DELETE FROM audit_events WHERE id = 8").await;
+    exec(&db.store, "DELETE FROM audit_events WHERE id = 8").await;
     let v = verify(&db, &sealer).await;
     assert_eq!(broken_at(&v), 8);
     assert!(reason(&v).contains("missing"), "{v:?}");
@@ -192,7 +180,7 @@ async fn inserted_forged_row_is_found(db: Db) {
     drop_guards(&db).await;
     // Make room at id 4 and insert a well-formed event there that links to event 3.
     for id in (4..=12).rev() {
-        sql(
+        exec(
             &db.store,
             &format!("UPDATE audit_events SET id = {} WHERE id = {id}", id + 1),
         )
@@ -234,9 +222,9 @@ async fn swapped_rows_are_found(db: Db) {
     let (_k, sealer) = test_sealer();
     fill(&db, &sealer).await;
     drop_guards(&db).await;
-    sql(&db.store, "UPDATE audit_events SET id = -1 WHERE id = 3").await;
-    sql(&db.store, "UPDATE audit_events SET id = 3 WHERE id = 4").await;
-    sql(&db.store, "UPDATE audit_events SET id = 4 WHERE id = -1").await;
+    exec(&db.store, "UPDATE audit_events SET id = -1 WHERE id = 3").await;
+    exec(&db.store, "UPDATE audit_events SET id = 3 WHERE id = 4").await;
+    exec(&db.store, "UPDATE audit_events SET id = 4 WHERE id = -1").await;
     let v = verify(&db, &sealer).await;
     assert_eq!(broken_at(&v), 3);
 }
@@ -245,12 +233,12 @@ async fn truncated_tail_is_found(db: Db) {
     let (_k, sealer) = test_sealer();
     fill(&db, &sealer).await;
     drop_guards(&db).await;
-    sql(&db.store, "DELETE FROM audit_events WHERE id >= 9").await;
+    exec(&db.store, "DELETE FROM audit_events WHERE id >= 9").await;
     let v = verify(&db, &sealer).await;
     assert_eq!(broken_at(&v), 9);
     assert!(reason(&v).contains("truncated"), "{v:?}");
     // Also when every event is gone.
-    sql(&db.store, "DELETE FROM audit_events").await;
+    exec(&db.store, "DELETE FROM audit_events").await;
     assert_eq!(broken_at(&verify(&db, &sealer).await), 1);
 }
 
@@ -258,9 +246,9 @@ async fn truncation_then_forged_appends_are_found(db: Db) {
     let (_k, sealer) = test_sealer();
     fill(&db, &sealer).await;
     drop_guards(&db).await;
-    sql(&db.store, "DELETE FROM audit_events WHERE id >= 9").await;
+    exec(&db.store, "DELETE FROM audit_events WHERE id >= 9").await;
     // Re-appended through the normal path: the hash links are perfect again.
-    let forged: Vec<NewAuditEvent> = (0..5).map(|i| event(100 + i)).collect();
+    let forged: Vec<NewAuditEvent> = (0..5).map(|i| login_event(100 + i)).collect();
     db.store.append_audit_batch(&forged).await.expect("append");
     assert_eq!(
         db.store.verify_audit().await.expect("links"),
@@ -277,7 +265,7 @@ async fn anchor_moved_forward_with_rows_deleted_is_found(db: Db) {
     fill(&db, &sealer).await;
     // A legitimate purge first: its anchor is signed, and the chain verifies.
     db.clock.advance(30 * DAY);
-    db.store.append_audit(&event(13)).await.expect("13");
+    db.store.append_audit(&login_event(13)).await.expect("13");
     let removed = db
         .store
         .purge_audit(10 * DAY, &AuditContext::system(), &sealer)
@@ -297,7 +285,7 @@ async fn anchor_moved_forward_with_rows_deleted_is_found(db: Db) {
         .execute(db.store.pool())
         .await
         .expect("the database lets the anchor move forward");
-    sql(&db.store, "DELETE FROM audit_events").await;
+    exec(&db.store, "DELETE FROM audit_events").await;
     assert_eq!(
         db.store.verify_audit().await.expect("links"),
         AuditVerification::Intact { events: 0 },
@@ -389,7 +377,10 @@ async fn retention_task_purges_old_events_behind_a_signed_checkpoint(db: Db) {
     assert_eq!(keep_all.purge_now().await.expect("purge"), 0);
     assert_eq!(events(&db).await.len(), 12);
 
-    db.store.append_audit(&event(13)).await.expect("recent");
+    db.store
+        .append_audit(&login_event(13))
+        .await
+        .expect("recent");
     let retention = Retention {
         store: db.store.clone(),
         sealer: Arc::clone(&sealer),
@@ -430,7 +421,7 @@ async fn retention_task_purges_old_events_behind_a_signed_checkpoint(db: Db) {
 
 async fn periodic_checkpoints_follow_the_head(db: Db) {
     let (_k, sealer) = test_sealer();
-    db.store.append_audit(&event(1)).await.expect("1");
+    db.store.append_audit(&login_event(1)).await.expect("1");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(checkpoint::run_periodic(
         db.store.clone(),
@@ -458,159 +449,6 @@ async fn periodic_checkpoints_follow_the_head(db: Db) {
     ));
 }
 
-fn run(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_sesame"))
-        .args(args)
-        .env("RUST_LOG", "off")
-        .output()
-        .expect("run sesame")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// `sesame keygen --audit`, `sesame audit verify` exit codes with the database, then offline on
-/// an export, with and without a forged line.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_keygen_verify_and_offline_export() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = |name: &str| dir.path().join(name);
-    let s = |path: &std::path::Path| path.to_str().expect("utf-8").to_string();
-    let url = format!("sqlite://{}", s(&p("sesame.db")));
-    let config = p("sesame.toml");
-    // The audit files default to the gateway key's folder.
-    std::fs::write(
-        &config,
-        format!("[database]\nurl = \"{url}\"\n[gateway]\nprivate_key_file = \"gw.key\"\n"),
-    )
-    .expect("config");
-
-    let out = run(&["keygen", "--audit", "--out", &s(&p("audit.key"))]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let public = text(&out.stdout).trim().to_string();
-    let key = checkpoint::AuditKey::load(&p("audit.key")).expect("key");
-    assert_eq!(key.public_base64(), public);
-    let again = run(&["keygen", "--audit", "--out", &s(&p("audit.key"))]);
-    assert_eq!(again.status.code(), Some(1), "never overwrites");
-
-    let store = Store::connect(&url).await.expect("open");
-    let sealer = Sealer {
-        key,
-        file: p("audit-checkpoints.jsonl"),
-    };
-    store
-        .append_audit_batch(&(1..=5).map(event).collect::<Vec<_>>())
-        .await
-        .expect("append");
-    store
-        .checkpoint_audit(&sealer, CheckpointReason::Interval)
-        .await
-        .expect("checkpoint");
-    store.append_audit(&event(7)).await.expect("append");
-
-    let cfg = s(&config);
-    let out = run(&["audit", "verify", "--config", &cfg]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "intact: 7 events\n");
-    // --checkpoints: a file whose checkpoint another key signed.
-    let (_o, other) = test_sealer();
-    let head = sesame::audit::checkpoint::ChainHead {
-        first_id: 1,
-        anchor_hash: sesame::audit::GENESIS_HASH.into(),
-        last_id: 4,
-        last_hash: "f".repeat(64),
-    };
-    let foreign = Checkpoint::sign(&other.key, &head, T0, CheckpointReason::Interval);
-    checkpoint::append_to_file(&p("other.jsonl"), &foreign).expect("other file");
-    let out = run(&[
-        "audit",
-        "verify",
-        "--config",
-        &cfg,
-        "--checkpoints",
-        &s(&p("other.jsonl")),
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stdout), "4\n");
-
-    let out = run(&["audit", "export", "--config", &cfg, "--format", "jsonl"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let export = text(&out.stdout);
-    std::fs::write(p("export.jsonl"), &export).expect("export");
-    let cps = s(&p("audit-checkpoints.jsonl"));
-    let offline = |file: &str, key: &str| {
-        run(&[
-            "audit",
-            "verify",
-            "--export",
-            file,
-            "--checkpoints",
-            &cps,
-            "--public-key",
-            key,
-        ])
-    };
-    let out = offline(&s(&p("export.jsonl")), &public);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "intact: 7 events\n");
-    // Another public key: the checkpoint is not its signature.
-    let out = offline(&s(&p("export.jsonl")), &other.key.public_base64());
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stdout), "5\n");
-    // One forged line.
-    let forged = export.replacen("\"actor\":\"user3\"", "\"actor\":\"mallory\"", 1);
-    assert_ne!(forged, export);
-    std::fs::write(p("forged.jsonl"), forged).expect("forged");
-    let out = offline(&s(&p("forged.jsonl")), &public);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stdout), "3\n", "the forged line's id");
-    assert!(
-        text(&out.stderr).contains("event 3"),
-        "{}",
-        text(&out.stderr)
-    );
-    // A copy cut short before the signed head.
-    let short: String = export.lines().take(4).map(|l| format!("{l}\n")).collect();
-    std::fs::write(p("short.jsonl"), short).expect("short");
-    let out = offline(&s(&p("short.jsonl")), &public);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stdout), "5\n");
-    // --export needs the checkpoints and the key.
-    let out = run(&["audit", "verify", "--export", &s(&p("export.jsonl"))]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-
-    // The documented order: copy the checkpoint file, then export. A checkpoint written in
-    // between signs a head newer than the copy: its event is not held against the copy.
-    std::fs::copy(&cps, p("copy.jsonl")).expect("copy");
-    store
-        .checkpoint_audit(&sealer, CheckpointReason::Interval)
-        .await
-        .expect("checkpoint");
-    let out = run(&["audit", "export", "--config", &cfg, "--format", "jsonl"]);
-    std::fs::write(p("export2.jsonl"), &out.stdout).expect("export");
-    let out = run(&[
-        "audit",
-        "verify",
-        "--export",
-        &s(&p("export2.jsonl")),
-        "--checkpoints",
-        &s(&p("copy.jsonl")),
-        "--public-key",
-        &public,
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "intact: 8 events\n");
-
-    // The database's tail truncated below the signed head.
-    sql(&store, "DROP TRIGGER audit_events_no_delete").await;
-    sql(&store, "DELETE FROM audit_events WHERE id >= 4").await;
-    let out = run(&["audit", "verify", "--config", &cfg]);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stdout), "4\n");
-    store.close().await;
-}
-
 /// The service role may only INSERT and SELECT on the audit tables; it still appends,
 /// checkpoints and purges; the grants are those of docs/audit-postgres-grants.sql.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -623,7 +461,11 @@ async fn postgres_service_role_cannot_change_the_audit_log() {
     let app = format!("{}_app", pg.name);
     let admin = |sql: &str| {
         let out = cluster.psql(&pg.name, sql);
-        assert!(out.status.success(), "{sql}: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     admin(&format!(
         "CREATE ROLE {owner} LOGIN; CREATE ROLE {app} LOGIN; ALTER DATABASE {db} OWNER TO {owner}; ALTER SCHEMA public OWNER TO {owner}",
@@ -703,99 +545,4 @@ async fn postgres_service_role_cannot_change_the_audit_log() {
         verify(&db, &sealer).await,
         AuditVerification::Intact { events: 2 }
     );
-}
-
-/// `sesame serve` refuses an audit key that group or others can read, naming the fix, before
-/// it starts anything.
-#[test]
-fn serve_refuses_a_readable_audit_key() {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = dir.path().join("audit.key");
-    let out = run(&["keygen", "--audit", "--out", key.to_str().expect("utf-8")]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(
-        std::fs::metadata(&key).expect("key").permissions().mode() & 0o777,
-        0o600
-    );
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let config = dir.path().join("sesame.toml");
-    std::fs::write(
-        &config,
-        "[portal]\nlisten = \"127.0.0.1:0\"\n[gateway]\nprivate_key_file = \"gw.key\"\n\
-         [database]\nurl = \"sqlite://db/sesame.db\"\n\
-         [directory]\nurl = \"ldap://127.0.0.1:389\"\nbind_dn = \"cn=sesame\"\n\
-         bind_password_file = \"ldap.password\"\nuser_base = \"ou=people\"\ngroup_base = \"ou=groups\"\n",
-    )
-    .expect("config");
-    let out = run(&["serve", "--config", config.to_str().expect("utf-8")]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains(&format!("chmod 600 {}", key.display())),
-        "{err}"
-    );
-    assert!(!dir.path().join("db").exists(), "nothing started");
-}
-
-/// Offline verification of an export taken after a retention purge: the copy starts at the
-/// signed anchor and verifies; a copy missing its first lines does not.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offline_export_after_a_purge() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = |name: &str| dir.path().join(name);
-    let s = |path: &std::path::Path| path.to_str().expect("utf-8").to_string();
-    let url = format!("sqlite://{}", s(&p("sesame.db")));
-    let config = p("sesame.toml");
-    std::fs::write(&config, format!("[database]\nurl = \"{url}\"\n")).expect("config");
-    let clock = Arc::new(sesame::store::ManualClock::new(T0));
-    let store = Store::connect(&url)
-        .await
-        .expect("open")
-        .with_clock(clock.clone());
-    let (_k, sealer) = test_sealer();
-    store
-        .append_audit_batch(&(1..=5).map(event).collect::<Vec<_>>())
-        .await
-        .expect("old");
-    clock.advance(30 * DAY);
-    store.append_audit(&event(6)).await.expect("recent");
-    let removed = store
-        .purge_audit(10 * DAY, &AuditContext::system(), &sealer)
-        .await
-        .expect("purge");
-    assert_eq!(removed, 5);
-    store.close().await;
-
-    let out = run(&[
-        "audit",
-        "export",
-        "--config",
-        &s(&config),
-        "--format",
-        "jsonl",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let export = text(&out.stdout);
-    let public = sealer.key.public_base64();
-    let verify_copy = |lines: &str| {
-        std::fs::write(p("copy.jsonl"), lines).expect("copy");
-        run(&[
-            "audit",
-            "verify",
-            "--export",
-            &s(&p("copy.jsonl")),
-            "--checkpoints",
-            &s(&sealer.file),
-            "--public-key",
-            &public,
-        ])
-    };
-    let out = verify_copy(&export);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "intact: 3 events\n");
-    let cut: String = export.lines().skip(1).map(|l| format!("{l}\n")).collect();
-    let out = verify_copy(&cut);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stdout), "6\n", "from the signed anchor on");
 }
