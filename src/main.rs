@@ -123,7 +123,6 @@ enum DevicesCommand {
 }
 
 fn main() -> ExitCode {
-    sesame::telemetry::init();
     match try_main() {
         Ok(code) => code,
         Err(e) => {
@@ -135,6 +134,10 @@ fn main() -> ExitCode {
 
 fn try_main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // Servers install logging as their [log] section says; the other commands log as text.
+    if !matches!(cli.command, Command::Serve { .. } | Command::Gateway { .. }) {
+        sesame::telemetry::init();
+    }
     match cli.command {
         Command::Serve { config } => sesame::commands::serve(&config),
         Command::Gateway { config } => sesame::commands::gateway(&config),

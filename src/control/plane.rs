@@ -32,7 +32,8 @@ pub enum ControlError {
 /// Owns the path store → policy → gateway.
 pub struct ControlPlane {
     store: Store,
-    config: Arc<Config>,
+    /// Swapped whole by a reload ([`ControlPlane::replace_config`]).
+    config: arc_swap::ArcSwap<Config>,
     sink: Arc<dyn PeerSink>,
     /// Serialises publications so a slow one never overwrites a newer one.
     publish_lock: Mutex<()>,
@@ -54,7 +55,7 @@ impl ControlPlane {
     pub fn new(store: Store, config: Arc<Config>, sink: Arc<dyn PeerSink>) -> Arc<Self> {
         Arc::new(ControlPlane {
             store,
-            config,
+            config: arc_swap::ArcSwap::new(config),
             sink,
             publish_lock: Mutex::new(()),
             wake: Notify::new(),
@@ -75,6 +76,19 @@ impl ControlPlane {
         self.sink.stats()
     }
 
+    /// The configuration in force (the last one a reload accepted).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Puts a reloaded configuration in force and republishes the peer set through the usual
+    /// diff: unchanged peers keep their sessions.
+    pub async fn replace_config(&self, config: Arc<Config>) -> Result<usize, ControlError> {
+        let _guard = self.publish_lock.lock().await;
+        self.config.store(config);
+        self.reconcile_locked().await
+    }
+
     /// True while the gateway runs on an older peer set because the store could not be read.
     pub fn is_stale(&self) -> bool {
         self.stale.load(Ordering::Relaxed)
@@ -87,7 +101,8 @@ impl ControlPlane {
 
     /// The desired set as of now (store + policy + static peers).
     pub async fn compute(&self) -> Result<Vec<DesiredPeer>, ControlError> {
-        compute_desired(&self.store, &self.config).await
+        let config = self.config.load_full();
+        compute_desired(&self.store, &config).await
     }
 
     /// Computes and publishes the desired set now. On failure the gateway keeps its last good
@@ -171,9 +186,10 @@ impl ControlPlane {
             address: device.tunnel_address,
             groups: groups.to_vec(),
         };
+        let config = self.config.load_full();
         let Some(peer) = desired_peers(
-            &self.config.policy,
-            &self.config.roles.vpn_users,
+            &config.policy,
+            &config.roles.vpn_users,
             &[],
             std::slice::from_ref(&active),
         )

@@ -12,6 +12,7 @@ pub mod ratelimit;
 pub mod stats;
 pub mod table;
 mod tun;
+pub mod uapi;
 mod udp;
 mod worker;
 
