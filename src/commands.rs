@@ -57,9 +57,16 @@ pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `sesame keygen`: see [`crate::gateway::keys`].
-pub fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
-    let public = crate::gateway::keys::write_new_key(out)?;
+/// `sesame keygen`: see [`crate::gateway::keys`]. With `if_missing`, an existing key is left
+/// alone (and still checked: mode and format) and its public key printed.
+pub fn keygen(out: &Path, if_missing: bool) -> anyhow::Result<ExitCode> {
+    use crate::gateway::keys;
+    let public = match keys::write_new_key(out) {
+        Err(keys::KeyError::Exists { .. }) if if_missing => {
+            boringtun::x25519::PublicKey::from(&keys::load_private_key(out)?).to_bytes()
+        }
+        r => r?,
+    };
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", crate::gateway::keys::encode(&public))?;
     stdout.flush().context("writing to stdout")?;

@@ -32,6 +32,9 @@ enum Command {
     Keygen {
         #[arg(long)]
         out: PathBuf,
+        /// Succeed without writing when FILE exists already (first start of the service).
+        #[arg(long)]
+        if_missing: bool,
     },
     /// Validate the configuration and print the effective policy.
     CheckConfig {
@@ -141,7 +144,7 @@ fn try_main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => sesame::commands::serve(&config),
         Command::Gateway { config } => sesame::commands::gateway(&config),
-        Command::Keygen { out } => sesame::commands::keygen(&out),
+        Command::Keygen { out, if_missing } => sesame::commands::keygen(&out, if_missing),
         Command::CheckConfig { config } => sesame::commands::check_config(&config),
         Command::EnrolCode(EnrolCodeCommand::Create {
             config,

@@ -23,6 +23,8 @@ use serde_json::{json, Value};
 
 const GW_PORT: u16 = 51820;
 const PORTAL: &str = "http://127.0.0.1:8080";
+/// The metrics listener's default address (its own port, never the portal's).
+const METRICS: &str = "http://127.0.0.1:9108/metrics";
 const PAIE: &str = "198.18.10.10";
 const RH: &str = "198.18.20.10";
 const APP_PORT: u16 = 8443;
@@ -498,7 +500,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     let answered = t.elapsed();
     // The peer is gone from the gateway by the time the API answers.
     let out = Command::new("curl")
-        .args(["-s", &format!("{PORTAL}/metrics")])
+        .args(["-s", METRICS])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("sesame_gateway_peers 0"));
@@ -515,7 +517,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
 
     // The metrics tell the story.
     let out = Command::new("curl")
-        .args(["-s", &format!("{PORTAL}/metrics")])
+        .args(["-s", METRICS])
         .output()
         .unwrap();
     let m = String::from_utf8_lossy(&out.stdout);
