@@ -127,8 +127,9 @@ fn answer(conn: UnixStream, gateway: &GatewayHandle, listen_port: u16) -> std::i
     let reply = match first.trim_end() {
         "get=1" => render_get(&gateway.peer_stats(), listen_port),
         // EPERM: the configuration comes from Sesame (enrolment, config file), not from `wg set`.
-        "set=1" => format!("errno={}\n\n", libc::EPERM),
-        _ => format!("errno={}\n\n", libc::EINVAL),
+        // Negative, as wireguard-go writes it (wg prints strerror of its opposite).
+        "set=1" => format!("errno=-{}\n\n", libc::EPERM),
+        _ => format!("errno=-{}\n\n", libc::EINVAL),
     };
     let mut conn = conn;
     conn.write_all(reply.as_bytes())

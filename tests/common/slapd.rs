@@ -405,7 +405,7 @@ impl Slapd {
 
     // ---- what slapd saw -----------------------------------------------------------------------
 
-    fn log_path(&self) -> PathBuf {
+    pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("slapd.log")
     }
 
