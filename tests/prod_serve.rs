@@ -440,6 +440,8 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
     assert!(b > a, "tx bytes {a} -> {b}");
     assert_eq!(sample(&after, "sesame_gateway_peers_connected", &[]), 1.0);
     assert!(sample(&after, "sesame_ldap_request_seconds_count", &[]) >= 2.0);
+    let (a, b) = moved("sesame_database_query_seconds_count", &[]);
+    assert!(b > a, "database reads {a} -> {b}");
     assert!(sample(&after, "sesame_directory_sync_last_success_timestamp_seconds", &[]) > 0.0);
 
     // Reload granting HR while a steady ping flows to payroll: no reply lost.

@@ -49,6 +49,8 @@ pub struct ControlPlane {
     /// reconcile that started after a caller's request saw that caller's committed write.
     requested: AtomicU64,
     covered: AtomicU64,
+    /// Where database read latencies go (set once by `sesame serve`).
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl ControlPlane {
@@ -65,6 +67,7 @@ impl ControlPlane {
             version: parking_lot::Mutex::new(None),
             requested: AtomicU64::new(0),
             covered: AtomicU64::new(0),
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -74,6 +77,17 @@ impl ControlPlane {
 
     pub fn gateway_stats(&self) -> GatewayStats {
         self.sink.stats()
+    }
+
+    /// Times the database reads of the publisher into `metrics` (database latency histogram).
+    pub fn observe_with(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    fn observe_db(&self, started: std::time::Instant) {
+        if let Some(m) = self.metrics.get() {
+            m.database_latency(started.elapsed());
+        }
     }
 
     /// The configuration in force (the last one a reload accepted).
@@ -102,7 +116,10 @@ impl ControlPlane {
     /// The desired set as of now (store + policy + static peers).
     pub async fn compute(&self) -> Result<Vec<DesiredPeer>, ControlError> {
         let config = self.config.load_full();
-        compute_desired(&self.store, &config).await
+        let started = std::time::Instant::now();
+        let desired = compute_desired(&self.store, &config).await;
+        self.observe_db(started);
+        desired
     }
 
     /// Computes and publishes the desired set now. On failure the gateway keeps its last good
@@ -237,7 +254,10 @@ impl ControlPlane {
     /// Whether the devices table changed since the last successful computation (an error
     /// counts as a change, so the publisher retries).
     async fn devices_changed(&self) -> bool {
-        match self.store.devices_version().await {
+        let started = std::time::Instant::now();
+        let version = self.store.devices_version().await;
+        self.observe_db(started);
+        match version {
             Ok(v) => *self.version.lock() != Some(v),
             Err(_) => true,
         }

@@ -76,6 +76,7 @@ pub async fn serve(
         gateway: handle.clone(),
     }));
     let control = ControlPlane::new(store.clone(), Arc::clone(&config), Arc::new(handle));
+    control.observe_with(Arc::clone(&metrics));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();

@@ -100,7 +100,7 @@ impl Metrics {
         );
         m.register(
             "sesame_database_query_seconds",
-            "Time the database took to read the enrolled devices for the gateway.",
+            "Time the database took to answer the gateway publisher (device table fingerprint and active devices).",
             m.database_seconds.clone(),
         );
         m.register(
