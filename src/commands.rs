@@ -104,8 +104,7 @@ pub fn gateway(path: &Path) -> anyhow::Result<ExitCode> {
         handle.clone(),
         &config.gateway.interface,
         config.gateway.listen.port(),
-    )
-    .context("opening the WireGuard API socket for `wg show`")?;
+    );
     let metrics = Arc::new(crate::metrics::Metrics::new());
     metrics.register_collector(Box::new(crate::metrics::gateway::GatewayCollector {
         gateway: handle.clone(),
@@ -161,7 +160,9 @@ pub fn gateway(path: &Path) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     log_stats();
-    uapi.stop();
+    if let Some(uapi) = uapi {
+        uapi.stop();
+    }
     gateway.shutdown();
     Ok(ExitCode::SUCCESS)
 }

@@ -70,8 +70,7 @@ pub async fn serve(
         handle.clone(),
         &config.gateway.interface,
         config.gateway.listen.port(),
-    )
-    .context("opening the WireGuard API socket for `wg show`")?;
+    );
     metrics.register_collector(Box::new(GatewayCollector {
         gateway: handle.clone(),
     }));
@@ -119,7 +118,9 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     let _ = metrics_server.await;
-    uapi.stop();
+    if let Some(uapi) = uapi {
+        uapi.stop();
+    }
     store.close().await;
     tokio::task::spawn_blocking(move || gateway.shutdown())
         .await

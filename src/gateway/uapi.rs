@@ -37,13 +37,19 @@ pub struct UapiServer {
 }
 
 impl UapiServer {
-    /// Binds `/var/run/wireguard/<interface>.sock` (mode 0600) and answers on a thread.
-    pub fn start(
-        gateway: GatewayHandle,
-        interface: &str,
-        listen_port: u16,
-    ) -> std::io::Result<UapiServer> {
-        Self::start_at(gateway, socket_path(interface), listen_port)
+    /// Binds `/var/run/wireguard/<interface>.sock` (mode 0600) and answers on a thread. A
+    /// socket that cannot be opened (another live process holds the path) is logged and the
+    /// server goes on without it: `wg show` is an operator's view, never a reason to stop the
+    /// data plane.
+    pub fn start(gateway: GatewayHandle, interface: &str, listen_port: u16) -> Option<UapiServer> {
+        let path = socket_path(interface);
+        match Self::start_at(gateway, path.clone(), listen_port) {
+            Ok(server) => Some(server),
+            Err(e) => {
+                tracing::warn!(socket = %path.display(), error = %e, "cannot open the WireGuard API socket: `wg show` is unavailable");
+                None
+            }
+        }
     }
 
     /// As [`UapiServer::start`], at any path (tests).
