@@ -68,7 +68,10 @@ mod tests {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(bad)).unwrap();
             let e = check(&path, "directory.bind_password_file").unwrap_err();
             let msg = e.to_string();
-            assert!(msg.contains(&format!("chmod 600 {}", path.display())), "{msg}");
+            assert!(
+                msg.contains(&format!("chmod 600 {}", path.display())),
+                "{msg}"
+            );
             assert!(msg.contains("directory.bind_password_file"), "{msg}");
             assert!(!e.is_missing());
         }

@@ -60,7 +60,16 @@ fn build_deb(package: &str, out_dir: &Path) -> PathBuf {
             .current_dir(workspace()));
     }
     let out = run(Command::new(&cargo)
-        .args(["deb", "-p", package, "--no-build", "--profile", "dev", "--fast", "-q"])
+        .args([
+            "deb",
+            "-p",
+            package,
+            "--no-build",
+            "--profile",
+            "dev",
+            "--fast",
+            "-q",
+        ])
         .args(["-o", out_dir.to_str().unwrap()])
         .env("CARGO_TARGET_DIR", target_dir())
         .current_dir(workspace()));
@@ -204,7 +213,14 @@ fn exposure(unit: &str) -> f64 {
 /// Runs the installed binary as the `sesame` user (as the unit does).
 fn as_sesame(args: &[&str]) -> Output {
     Command::new("setpriv")
-        .args(["--reuid", "sesame", "--regid", "sesame", "--init-groups", "--"])
+        .args([
+            "--reuid",
+            "sesame",
+            "--regid",
+            "sesame",
+            "--init-groups",
+            "--",
+        ])
         .arg("/usr/bin/sesame")
         .args(args)
         .output()
@@ -238,9 +254,14 @@ fn debs_install_with_least_privilege_verify_and_purge_clean() {
         String::from_utf8_lossy(&out.stderr)
     );
     let ids = uid_gid("sesame");
-    let passwd = String::from_utf8(run(Command::new("getent").args(["passwd", "sesame"])).stdout)
-        .unwrap();
-    assert!(passwd.trim().ends_with(":/var/lib/sesame:/usr/sbin/nologin"), "{passwd}");
+    let passwd =
+        String::from_utf8(run(Command::new("getent").args(["passwd", "sesame"])).stdout).unwrap();
+    assert!(
+        passwd
+            .trim()
+            .ends_with(":/var/lib/sesame:/usr/sbin/nologin"),
+        "{passwd}"
+    );
     assert!(ids.0 < 1000, "sesame must be a system user: {passwd}");
 
     check_installed_files("sesame", ids);
@@ -257,7 +278,11 @@ fn debs_install_with_least_privilege_verify_and_purge_clean() {
     assert!(conffiles.contains("/etc/sesame/sesame.toml"), "{conffiles}");
 
     // Both server units and the agent's are valid and hardened.
-    for unit in ["sesame.service", "sesame-gateway.service", "sesame-agent.service"] {
+    for unit in [
+        "sesame.service",
+        "sesame-gateway.service",
+        "sesame-agent.service",
+    ] {
         let out = Command::new("systemd-analyze")
             .args(["verify", &format!("/usr/lib/systemd/system/{unit}")])
             .output()
@@ -270,7 +295,10 @@ fn debs_install_with_least_privilege_verify_and_purge_clean() {
         );
         let score = exposure(unit);
         eprintln!("systemd-analyze security {unit}: exposure {score}");
-        assert!(score <= MAX_EXPOSURE, "{unit}: exposure {score} > {MAX_EXPOSURE}");
+        assert!(
+            score <= MAX_EXPOSURE,
+            "{unit}: exposure {score} > {MAX_EXPOSURE}"
+        );
     }
     let unit = std::fs::read_to_string("/usr/lib/systemd/system/sesame.service").unwrap();
     for line in [
@@ -291,9 +319,18 @@ fn debs_install_with_least_privilege_verify_and_purge_clean() {
         "check-config on the installed config: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let keygen = ["keygen", "--if-missing", "--out", "/var/lib/sesame/gateway.key"];
+    let keygen = [
+        "keygen",
+        "--if-missing",
+        "--out",
+        "/var/lib/sesame/gateway.key",
+    ];
     let first = as_sesame(&keygen);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     assert_eq!(
         stat("/var/lib/sesame/gateway.key", ids),
         ("sesame".into(), "sesame".into(), 0o600)
@@ -306,7 +343,11 @@ fn debs_install_with_least_privilege_verify_and_purge_clean() {
 
     // Purge: nothing left, user included.
     let out = dpkg(&["--purge", "sesame-agent", "sesame"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for path in [
         "/usr/bin/sesame",
         "/usr/bin/sesame-agent",

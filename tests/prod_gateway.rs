@@ -34,8 +34,15 @@ fn config(dir: &Path, tun: &str, peers: &[(&str, &str, &str)], extra: &str) -> S
 
 /// `wg show TUN dump` peer lines: public key → latest handshake (seconds).
 fn wg_peers(tun: &str) -> Vec<(String, u64)> {
-    let out = Command::new("wg").args(["show", tun, "dump"]).output().unwrap();
-    assert!(out.status.success(), "wg show: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("wg")
+        .args(["show", tun, "dump"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "wg show: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -50,8 +57,7 @@ fn wg_peers(tun: &str) -> Vec<(String, u64)> {
 fn metric(gw: &Netns, name: &str) -> f64 {
     let out = gw.exec("curl", &["-s", "-m", "5", "http://127.0.0.1:9108/metrics"]);
     let text = String::from_utf8(out.stdout).unwrap();
-    let scrape =
-        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
     scrape
         .samples
         .iter()
@@ -72,7 +78,11 @@ fn gateway_wg_show_metrics_and_reload_keep_the_session() {
     let laptop = Netns::new("pgl");
     link(&gw, "198.18.1.1/30", &laptop, "198.18.1.2/30");
     let out = Command::new(env!("CARGO_BIN_EXE_sesame"))
-        .args(["keygen", "--out", dir.path().join("gateway.key").to_str().unwrap()])
+        .args([
+            "keygen",
+            "--out",
+            dir.path().join("gateway.key").to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -116,7 +126,10 @@ fn gateway_wg_show_metrics_and_reload_keep_the_session() {
 
     // Reload: a second static peer appears; the laptop's session is the same one.
     let other = genkey();
-    let both = [first[0], ("site-link", other.public.as_str(), "100.64.0.11")];
+    let both = [
+        first[0],
+        ("site-link", other.public.as_str(), "100.64.0.11"),
+    ];
     std::fs::write(&cfg, config(dir.path(), &tun, &both, "")).unwrap();
     let pid = gateway.child.as_ref().unwrap().id() as i32;
     // SAFETY: kill(2) on our own child.
@@ -137,7 +150,8 @@ fn gateway_wg_show_metrics_and_reload_keep_the_session() {
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGHUP) };
     assert!(
-        wait_for(Duration::from_secs(10), || log_text().contains("reload refused")),
+        wait_for(Duration::from_secs(10), || log_text()
+            .contains("reload refused")),
         "{}",
         log_text()
     );
@@ -146,7 +160,10 @@ fn gateway_wg_show_metrics_and_reload_keep_the_session() {
         .find(|l| l.contains("reload refused"))
         .unwrap()
         .to_string();
-    assert!(line.contains(&format!("{}:7: key `gateway.mtu`", cfg.display())), "{line}");
+    assert!(
+        line.contains(&format!("{}:7: key `gateway.mtu`", cfg.display())),
+        "{line}"
+    );
     assert_eq!(wg_peers(&tun).len(), 2);
 
     let st = gateway.signal_and_wait(libc::SIGTERM, Duration::from_secs(15));
@@ -196,11 +213,17 @@ fn servers_refuse_secret_files_others_can_read_naming_the_fix() {
         std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o640)).unwrap();
         let err = start("serve");
-        assert!(err.contains(&format!("chmod 600 {}", file.display())), "{err}");
+        assert!(
+            err.contains(&format!("chmod 600 {}", file.display())),
+            "{err}"
+        );
         assert!(err.contains(what), "{err}");
     }
     // The gateway alone checks its own key the same way.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o604)).unwrap();
     let err = start("gateway");
-    assert!(err.contains(&format!("chmod 600 {}", key.display())), "{err}");
+    assert!(
+        err.contains(&format!("chmod 600 {}", key.display())),
+        "{err}"
+    );
 }

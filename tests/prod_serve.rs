@@ -129,7 +129,17 @@ impl SteadyPing {
     fn start(ns: &Netns, ip: &str, count: u32) -> SteadyPing {
         let child = ns
             .command("ping")
-            .args(["-n", "-q", "-i", "0.05", "-W", "2", "-c", &count.to_string(), ip])
+            .args([
+                "-n",
+                "-q",
+                "-i",
+                "0.05",
+                "-W",
+                "2",
+                "-c",
+                &count.to_string(),
+                ip,
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -147,9 +157,8 @@ impl SteadyPing {
         let num = |word: &str| -> u32 {
             let before = line.split(word).next().unwrap();
             before
-                .split(|c: char| c == ',' || c.is_whitespace())
-                .filter(|s| !s.is_empty())
-                .last()
+                .rsplit(|c: char| c == ',' || c.is_whitespace())
+                .find(|s| !s.is_empty())
                 .unwrap()
                 .parse()
                 .unwrap()
@@ -281,14 +290,27 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
     let key_path = state.join("gateway.key");
     let out = Command::new(setpriv[0])
         .args(&setpriv[1..])
-        .args([sesame, "keygen", "--if-missing", "--out", key_path.to_str().unwrap()])
+        .args([
+            sesame,
+            "keygen",
+            "--if-missing",
+            "--out",
+            key_path.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let gateway_public = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let meta = std::fs::metadata(&key_path).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o777), (UID, 0o600));
-    let gateway_private = std::fs::read_to_string(&key_path).unwrap().trim().to_string();
+    let gateway_private = std::fs::read_to_string(&key_path)
+        .unwrap()
+        .trim()
+        .to_string();
 
     // `sesame serve` as systemd runs it: own /run/wireguard (RuntimeDirectory), the service
     // user, CAP_NET_ADMIN alone (ambient, bounding set reduced), no new privileges. This
@@ -311,7 +333,15 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
         config = config.display(),
     );
     let child = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "sh", "-c", &launch])
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            &launch,
+        ])
         .stdin(Stdio::null())
         .stdout(logf.try_clone().unwrap())
         .stderr(logf)
@@ -321,7 +351,10 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
     let mut serve = Proc { child: Some(child) };
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
-        wait_for(Duration::from_secs(60), || api("GET", "/readyz", None, None).0 == 200),
+        wait_for(Duration::from_secs(60), || api(
+            "GET", "/readyz", None, None
+        )
+        .0 == 200),
         "serve not ready; log:\n{}",
         log_text()
     );
@@ -366,8 +399,10 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
     let (st, cfg) = api(
         "POST",
         "/api/v1/enrol",
-        Some(&json!({"code": code, "username": "mdupont", "password": mdupont,
-                     "public_key": wg.key.public, "hostname": "pc-marie"})),
+        Some(
+            &json!({"code": code, "username": "mdupont", "password": mdupont,
+                     "public_key": wg.key.public, "hostname": "pc-marie"}),
+        ),
         None,
     );
     assert_eq!(st, 201, "{cfg}");
@@ -380,17 +415,25 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
         1,
     );
     assert!(
-        wait_for(Duration::from_secs(15), || laptop.tcp_connects(PAIE, APP_PORT, 2)),
+        wait_for(Duration::from_secs(15), || laptop
+            .tcp_connects(PAIE, APP_PORT, 2)),
         "payroll unreachable; log:\n{}",
         log_text()
     );
     assert!(laptop.pings(PAIE, 3));
-    assert!(!laptop.tcp_connects(RH, APP_PORT, 2), "HR reachable without a grant");
+    assert!(
+        !laptop.tcp_connects(RH, APP_PORT, 2),
+        "HR reachable without a grant"
+    );
 
     // Stock `wg` through the API socket, from the server's mount namespace.
     let sock = rundir.join(format!("{tun}.sock"));
     let m = std::fs::metadata(&sock).unwrap();
-    assert_eq!((m.uid(), m.mode() & 0o777), (UID, 0o600), "API socket owner and mode");
+    assert_eq!(
+        (m.uid(), m.mode() & 0o777),
+        (UID, 0o600),
+        "API socket owner and mode"
+    );
     let wg_gw = |args: &[&str]| {
         Command::new("nsenter")
             .args(["--target", &pid, "--mount", "--net", "wg"])
@@ -399,7 +442,11 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
             .unwrap()
     };
     let out = wg_gw(&["show", &tun, "dump"]);
-    assert!(out.status.success(), "wg show: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "wg show: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dump = String::from_utf8(out.stdout).unwrap();
     let peer: Vec<&str> = dump
         .lines()
@@ -407,7 +454,10 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
         .unwrap_or_else(|| panic!("enrolled peer missing from wg show: {dump}"))
         .split('\t')
         .collect();
-    assert_eq!(peer[2], "198.18.1.2:".to_string() + peer[2].rsplit(':').next().unwrap());
+    assert_eq!(
+        peer[2],
+        "198.18.1.2:".to_string() + peer[2].rsplit(':').next().unwrap()
+    );
     assert_eq!(peer[3], "100.64.0.2/32");
     let handshake: u64 = peer[4].parse().unwrap();
     let (rx, tx): (u64, u64) = (peer[5].parse().unwrap(), peer[6].parse().unwrap());
@@ -420,10 +470,16 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
     );
     let conf = String::from_utf8(wg_gw(&["showconf", &tun]).stdout).unwrap();
     assert!(conf.contains(&wg.key.public), "{conf}");
-    assert!(!conf.contains("PrivateKey"), "showconf prints a private key: {conf}");
+    assert!(
+        !conf.contains("PrivateKey"),
+        "showconf prints a private key: {conf}"
+    );
     let out = wg_gw(&["set", &tun, "listen-port", "4242"]);
     assert!(!out.status.success(), "wg set accepted");
-    eprintln!("wg set refused: {}", String::from_utf8_lossy(&out.stderr).trim());
+    eprintln!(
+        "wg set refused: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
 
     // Metrics moved with the journey.
     let after = scrape();
@@ -442,17 +498,27 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
     assert!(sample(&after, "sesame_ldap_request_seconds_count", &[]) >= 2.0);
     let (a, b) = moved("sesame_database_query_seconds_count", &[]);
     assert!(b > a, "database reads {a} -> {b}");
-    assert!(sample(&after, "sesame_directory_sync_last_success_timestamp_seconds", &[]) > 0.0);
+    assert!(
+        sample(
+            &after,
+            "sesame_directory_sync_last_success_timestamp_seconds",
+            &[]
+        ) > 0.0
+    );
 
     // Reload granting HR while a steady ping flows to payroll: no reply lost.
-    assert!(!log_text().contains("\"level\":\"DEBUG\""), "debug before the reload");
+    assert!(
+        !log_text().contains("\"level\":\"DEBUG\""),
+        "debug before the reload"
+    );
     let ping = SteadyPing::start(&laptop, PAIE, 100);
     std::thread::sleep(Duration::from_secs(1));
     std::fs::write(&config, config_text(&state, &tun, &directory, &grant_rh())).unwrap();
     // SAFETY: kill(2) on our own child (the server, exec'd through sh and ip netns exec).
     unsafe { libc::kill(pid.parse().unwrap(), libc::SIGHUP) };
     assert!(
-        wait_for(Duration::from_secs(15), || laptop.tcp_connects(RH, APP_PORT, 2)),
+        wait_for(Duration::from_secs(15), || laptop
+            .tcp_connects(RH, APP_PORT, 2)),
         "HR still unreachable after the reload; log:\n{}",
         log_text()
     );
@@ -461,20 +527,23 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
     assert_eq!(sent, received, "pings lost through the reload");
     assert!(log_text().contains("configuration reloaded"));
     assert!(
-        wait_for(Duration::from_secs(10), || log_text().contains("\"level\":\"DEBUG\"")),
+        wait_for(Duration::from_secs(10), || log_text()
+            .contains("\"level\":\"DEBUG\"")),
         "log level not reloaded"
     );
 
     // A broken file changes nothing and says where the error is.
     std::fs::write(
         &config,
-        config_text(&state, &tun, &directory, &grant_rh()).replace("threads = 1", "threads = 1\nmtu = 99"),
+        config_text(&state, &tun, &directory, &grant_rh())
+            .replace("threads = 1", "threads = 1\nmtu = 99"),
     )
     .unwrap();
     // SAFETY: as above.
     unsafe { libc::kill(pid.parse().unwrap(), libc::SIGHUP) };
     assert!(
-        wait_for(Duration::from_secs(10), || log_text().contains("reload refused")),
+        wait_for(Duration::from_secs(10), || log_text()
+            .contains("reload refused")),
         "no error logged; log:\n{}",
         log_text()
     );
@@ -489,13 +558,26 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
     );
     assert!(laptop.tcp_connects(RH, APP_PORT, 2) && laptop.tcp_connects(PAIE, APP_PORT, 2));
     let m = scrape();
-    assert_eq!(sample(&m, "sesame_config_reloads_total", &[("outcome", "success")]), 1.0);
-    assert_eq!(sample(&m, "sesame_config_reloads_total", &[("outcome", "failure")]), 1.0);
+    assert_eq!(
+        sample(&m, "sesame_config_reloads_total", &[("outcome", "success")]),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "sesame_config_reloads_total", &[("outcome", "failure")]),
+        1.0
+    );
 
     // Both reloads are audited, the applied one with what changed (read with the fixed file).
     std::fs::write(&config, config_text(&state, &tun, &directory, &grant_rh())).unwrap();
     let out = Command::new(sesame)
-        .args(["audit", "export", "--config", config.to_str().unwrap(), "--format", "jsonl"])
+        .args([
+            "audit",
+            "export",
+            "--config",
+            config.to_str().unwrap(),
+            "--format",
+            "jsonl",
+        ])
         .output()
         .unwrap();
     let export = String::from_utf8(out.stdout).unwrap();
@@ -517,13 +599,21 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
 
     // Clean stop: the API socket goes away.
     let st = serve.signal_and_wait(libc::SIGTERM, Duration::from_secs(20));
-    assert!(st.is_some_and(|s| s.success()), "serve did not stop cleanly: {st:?}\n{}", log_text());
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "serve did not stop cleanly: {st:?}\n{}",
+        log_text()
+    );
     assert!(!sock.exists(), "API socket left after shutdown");
 
     // Every line is JSON, and no log of any server holds a secret.
     for line in log_text().lines().filter(|l| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
     }
     let session = std::fs::read_to_string(&it_jar)
         .unwrap()
@@ -548,7 +638,11 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         for (what, secret) in &secrets {
             assert!(!secret.is_empty());
-            assert!(!text.contains(secret.as_str()), "{what} found in {}", path.display());
+            assert!(
+                !text.contains(secret.as_str()),
+                "{what} found in {}",
+                path.display()
+            );
         }
     }
     drop(wg);

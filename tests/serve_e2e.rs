@@ -499,10 +499,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     assert_eq!(st, 200);
     let answered = t.elapsed();
     // The peer is gone from the gateway by the time the API answers.
-    let out = Command::new("curl")
-        .args(["-s", METRICS])
-        .output()
-        .unwrap();
+    let out = Command::new("curl").args(["-s", METRICS]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("sesame_gateway_peers 0"));
     eprintln!("revocation: DELETE answered in {answered:?}, gateway peer already removed");
     let lag = probe.last_reply_after_start();
@@ -516,10 +513,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     );
 
     // The metrics tell the story.
-    let out = Command::new("curl")
-        .args(["-s", METRICS])
-        .output()
-        .unwrap();
+    let out = Command::new("curl").args(["-s", METRICS]).output().unwrap();
     let m = String::from_utf8_lossy(&out.stdout);
     assert!(m.contains("sesame_revocations_total 2"), "{m}");
     assert!(m.contains("sesame_gateway_peers 0"), "{m}");

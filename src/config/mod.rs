@@ -249,7 +249,10 @@ impl Config {
             files.push(("portal.tls_key_file", key.as_path()));
         }
         if let Some(d) = &self.directory {
-            files.push(("directory.bind_password_file", d.bind_password_file.as_path()));
+            files.push((
+                "directory.bind_password_file",
+                d.bind_password_file.as_path(),
+            ));
         }
         files
     }

@@ -152,7 +152,10 @@ fn log_and_metrics_defaults_and_errors() {
     assert_eq!(c.log.level, LogLevel::Info);
     assert_eq!(c.metrics.listen, "127.0.0.1:9108".parse().expect("addr"));
     let c = parse("[log]\nformat = \"json\"\nlevel = \"debug\"\n").expect("json log");
-    assert_eq!((c.log.format, c.log.level), (LogFormat::Json, LogLevel::Debug));
+    assert_eq!(
+        (c.log.format, c.log.level),
+        (LogFormat::Json, LogLevel::Debug)
+    );
 
     let e = err("[log]\nformat = \"xml\"\n");
     assert_eq!((e.line, e.key.as_str()), (Some(2), "log.format"));

@@ -65,7 +65,11 @@ pub fn changes(old: &Config, new: &Config) -> ConfigChanges {
         .collect();
     let old_grants: BTreeMap<_, _> = old.policy.grants().collect();
     let new_grants: BTreeMap<_, _> = new.policy.grants().collect();
-    let mut groups: Vec<&str> = old_grants.keys().chain(new_grants.keys()).copied().collect();
+    let mut groups: Vec<&str> = old_grants
+        .keys()
+        .chain(new_grants.keys())
+        .copied()
+        .collect();
     groups.sort_unstable();
     groups.dedup();
     c.grants_changed = groups

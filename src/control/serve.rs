@@ -10,11 +10,11 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::directory::LdapDirectory;
-use crate::gateway::{keys, Gateway};
-use crate::portal::listen::{self, TlsFiles};
 use crate::gateway::uapi::UapiServer;
+use crate::gateway::{keys, Gateway};
 use crate::metrics::gateway::GatewayCollector;
 use crate::metrics::Metrics;
+use crate::portal::listen::{self, TlsFiles};
 use crate::portal::{router, AppState};
 use crate::store::Store;
 

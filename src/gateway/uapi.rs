@@ -164,7 +164,10 @@ pub fn render_get(peers: &[PeerStats], listen_port: u16) -> String {
             "rx_bytes={}\ntx_bytes={}\n",
             p.rx_bytes, p.tx_bytes
         ));
-        out.push_str(&format!("allowed_ip={}/32\nprotocol_version=1\n", p.address));
+        out.push_str(&format!(
+            "allowed_ip={}/32\nprotocol_version=1\n",
+            p.address
+        ));
     }
     out.push_str("errno=0\n\n");
     out

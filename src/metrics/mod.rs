@@ -76,13 +76,21 @@ impl Metrics {
             sync_changes: Counter::default(),
             reloads: Family::default(),
         };
-        m.register("sesame_logins", "Portal logins by outcome.", m.logins.clone());
+        m.register(
+            "sesame_logins",
+            "Portal logins by outcome.",
+            m.logins.clone(),
+        );
         m.register(
             "sesame_enrolments",
             "Device enrolments by outcome.",
             m.enrolments.clone(),
         );
-        m.register("sesame_rotations", "Device key rotations.", m.rotations.clone());
+        m.register(
+            "sesame_rotations",
+            "Device key rotations.",
+            m.rotations.clone(),
+        );
         m.register(
             "sesame_revocations",
             "Devices revoked (by IT staff or directory sync).",
@@ -239,10 +247,25 @@ mod tests {
         m.directory_sync(Duration::from_millis(20), Some(3));
         m.directory_sync(Duration::from_millis(20), None);
         let text = m.render();
-        assert!(text.contains("sesame_logins_total{outcome=\"failure\"} 2"), "{text}");
-        assert!(text.contains("sesame_logins_total{outcome=\"success\"} 1"), "{text}");
-        assert!(text.contains("sesame_directory_sync_changes_total 3"), "{text}");
-        assert!(text.contains("sesame_directory_sync_errors_total 1"), "{text}");
-        assert!(text.contains("sesame_directory_sync_duration_seconds_count 2"), "{text}");
+        assert!(
+            text.contains("sesame_logins_total{outcome=\"failure\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sesame_logins_total{outcome=\"success\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sesame_directory_sync_changes_total 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sesame_directory_sync_errors_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sesame_directory_sync_duration_seconds_count 2"),
+            "{text}"
+        );
     }
 }
