@@ -5,6 +5,11 @@
 //! (`packaging/install-deps.sh test`).
 #![allow(clippy::unwrap_used)]
 
+mod common {
+    pub mod netns;
+}
+mod agent_common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -53,11 +58,8 @@ fn build_deb(package: &str, out_dir: &Path) -> PathBuf {
         "cargo-deb is missing: run `packaging/install-deps.sh test` (it installs cargo-deb)"
     );
     if package == "sesame-agent" {
-        // Not a dependency of this test target: make sure the binary is current.
-        run(Command::new(&cargo)
-            .args(["build", "-p", "sesame-agent", "--bin", "sesame-agent"])
-            .env("CARGO_TARGET_DIR", target_dir())
-            .current_dir(workspace()));
+        // Not a dependency of this test target: built (if stale) beside the test's binaries.
+        agent_common::agent_bin();
     }
     let out = run(Command::new(&cargo)
         .args([

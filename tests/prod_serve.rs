@@ -10,9 +10,9 @@ mod common {
     pub mod slapd;
     pub mod wg;
 }
+mod agent_common;
 
 use std::fs::File;
-use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -32,43 +32,6 @@ const APP_PORT: u16 = 8443;
 /// The unprivileged account the server runs as (what the package's `sesame` user stands for).
 const UID: u32 = 65534;
 const PAIE_GROUP: &str = "cn=gestionnaires-paie,ou=groups,dc=academie,dc=test";
-
-const LISTENER: &str = r#"
-import socket, select, sys
-socks = []
-for a in sys.argv[1:]:
-    h, p = a.rsplit(':', 1)
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((h, int(p))); s.listen(64); socks.append(s)
-print('ready', flush=True)
-while True:
-    r, _, _ = select.select(socks, [], [])
-    for s in r:
-        c, _ = s.accept(); c.close()
-"#;
-
-/// Moves this thread into a namespace (slapd and curl live there, beside the server).
-struct ThreadNetns {
-    orig: File,
-}
-
-impl ThreadNetns {
-    fn enter(ns: &Netns) -> ThreadNetns {
-        let orig = File::open("/proc/thread-self/ns/net").unwrap();
-        let target = File::open(format!("/var/run/netns/{}", ns.name)).unwrap();
-        // SAFETY: setns(2) on valid namespace fds, affecting only this test's thread.
-        let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        ThreadNetns { orig }
-    }
-}
-
-impl Drop for ThreadNetns {
-    fn drop(&mut self) {
-        // SAFETY: back to the namespace this thread started in.
-        unsafe { libc::setns(self.orig.as_raw_fd(), libc::CLONE_NEWNET) };
-    }
-}
 
 /// One HTTP call with curl from this thread's namespace: (status, JSON body or Null).
 fn api(method: &str, path: &str, body: Option<&Value>, jar: Option<&Path>) -> (u16, Value) {
@@ -237,25 +200,14 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
     gw.sysctl("net.ipv4.ip_forward", "1");
     gw.ip(&["route", "add", &format!("{PAIE}/32"), "via", "198.18.3.2"]);
     gw.ip(&["route", "add", &format!("{RH}/32"), "via", "198.18.3.2"]);
-    let script = tmp.path().join("listener.py");
-    std::fs::write(&script, LISTENER).unwrap();
-    let res_log = tmp.path().join("res.log");
-    let _listener = res.spawn(
-        "python3",
-        &[
-            script.to_str().unwrap(),
-            &format!("{PAIE}:{APP_PORT}"),
-            &format!("{RH}:{APP_PORT}"),
-        ],
-        Some(&res_log),
+    let res_log = tmp.path().join("listener.log");
+    let _listener = agent_common::tcp_listener(
+        &res,
+        tmp.path(),
+        &[&format!("{PAIE}:{APP_PORT}"), &format!("{RH}:{APP_PORT}")],
     );
-    assert!(wait_for(Duration::from_secs(10), || {
-        std::fs::read_to_string(&res_log)
-            .unwrap_or_default()
-            .contains("ready")
-    }));
 
-    let _in_gw = ThreadNetns::enter(&gw);
+    let _in_gw = agent_common::enter(&gw.name);
     let slapd = Slapd::start();
     // The service account's password, in a file only the server's user reads.
     let service_password = std::fs::read_to_string(slapd.password_file()).unwrap();
