@@ -204,9 +204,11 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// Binds the metrics listener now (a busy port stops start-up).
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    use anyhow::Context as _;
-    tokio::net::TcpListener::bind(addr).await.with_context(|| {
-        format!("cannot listen on {addr} for metrics ([metrics] listen): is the port in use?")
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        let hint = crate::portal::listen::privileged_port_hint(addr, &e);
+        anyhow::Error::new(e).context(format!(
+            "cannot listen on {addr} for metrics ([metrics] listen): is the port in use?{hint}"
+        ))
     })
 }
 
