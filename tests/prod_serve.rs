@@ -549,6 +549,33 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
     assert_eq!(events[0]["details"]["grants_changed"], json!([PAIE_GROUP]));
     assert_eq!(events[1]["outcome"], "failure");
 
+    // Directory settings apply on reload too: a filter no entry matches refuses every login.
+    let login = || {
+        api(
+            "POST",
+            "/api/v1/login",
+            Some(&json!({"username": "tleroux", "password": tleroux})),
+            None,
+        )
+        .0
+    };
+    assert_eq!(login(), 200);
+    let narrowed = directory.replace(
+        "user_filter = \"(uid={username})\"",
+        "user_filter = \"(&(uid={username})(description=nobody-has-this))\"",
+    );
+    assert_ne!(narrowed, directory);
+    std::fs::write(&config, config_text(&state, &tun, &narrowed, &grant_rh())).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid.parse().unwrap(), libc::SIGHUP) };
+    assert!(
+        wait_for(Duration::from_secs(10), || login() == 401),
+        "the new user_filter was not applied; log:\n{}",
+        log_text()
+    );
+    // (The next sync passes use that filter too: Marie is no longer found and loses her device,
+    // as a deleted user would.)
+
     // Clean stop: the API socket goes away.
     let st = serve.signal_and_wait(libc::SIGTERM, Duration::from_secs(20));
     assert!(
