@@ -123,6 +123,7 @@ fn gateway_wg_show_metrics_and_reload_keep_the_session() {
     let handshake = wg_peers(&tun)[0].1;
     assert_eq!(metric(&gw, "sesame_gateway_peers"), 1.0);
     assert_eq!(metric(&gw, "sesame_gateway_peers_connected"), 1.0);
+    assert!(metric(&gw, "sesame_gateway_handshakes_total") >= 1.0);
 
     // Reload: a second static peer appears; the laptop's session is the same one.
     let other = genkey();

@@ -195,6 +195,13 @@ impl GatewayHandle {
         self.engine.peer_stats()
     }
 
+    /// Handshake initiations received from configured peers since start.
+    pub fn handshakes_received(&self) -> u64 {
+        self.engine
+            .handshakes_received
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn drop_counters(&self) -> DropCounters {
         self.engine.drops.snapshot()
     }

@@ -1,4 +1,4 @@
-//! Gateway series read from the data plane's counters at scrape time: peers, sessions, traffic, drops.
+//! Gateway series read from the data plane's counters at scrape time: peers, sessions, handshakes, traffic, drops.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
@@ -80,6 +80,12 @@ impl Collector for GatewayCollector {
             "sesame_gateway_tx_packets",
             "Packets sent to the current peers (before encryption).",
             sum(|p| p.tx_packets),
+        )?;
+        counter(
+            &mut enc,
+            "sesame_gateway_handshakes",
+            "Handshake initiations received from configured peers.",
+            self.gateway.handshakes_received(),
         )?;
         let drops = self.gateway.drop_counters();
         counter(
