@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common {
+    pub mod curl;
     pub mod netns;
     pub mod slapd;
     pub mod wg;
@@ -33,24 +34,9 @@ const APP_PORT: u16 = 8443;
 const UID: u32 = 65534;
 const PAIE_GROUP: &str = "cn=gestionnaires-paie,ou=groups,dc=academie,dc=test";
 
-/// One HTTP call with curl from this thread's namespace: (status, JSON body or Null).
+/// One portal call from this thread's namespace: (status, JSON body or Null).
 fn api(method: &str, path: &str, body: Option<&Value>, jar: Option<&Path>) -> (u16, Value) {
-    let mut c = Command::new("curl");
-    c.args(["-s", "-m", "20", "-X", method, "-w", "\n%{http_code}"]);
-    if let Some(b) = body {
-        c.args(["-H", "content-type: application/json", "-d", &b.to_string()]);
-    }
-    if let Some(j) = jar {
-        c.args(["-b", j.to_str().unwrap(), "-c", j.to_str().unwrap()]);
-    }
-    c.arg(format!("{PORTAL}{path}"));
-    let out = c.output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        status.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    common::curl::api(&format!("{PORTAL}{path}"), method, body, jar, None)
 }
 
 /// A metrics scrape, parsed by a Prometheus text-format parser.

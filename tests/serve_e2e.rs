@@ -5,6 +5,7 @@
 
 // Only the fixtures this test uses (no shared tests/common/mod.rs to merge).
 mod common {
+    pub mod curl;
     pub mod netns;
     pub mod slapd;
     pub mod wg;
@@ -72,7 +73,7 @@ fn sesame() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sesame"))
 }
 
-/// One HTTP call with curl (from this thread's namespace): `(status, JSON body or Null)`.
+/// One portal call with curl (from this thread's namespace): `(status, JSON body or Null)`.
 fn api(
     method: &str,
     path: &str,
@@ -80,25 +81,7 @@ fn api(
     jar: Option<&Path>,
     bearer: Option<&str>,
 ) -> (u16, Value) {
-    let mut c = Command::new("curl");
-    c.args(["-s", "-m", "20", "-X", method, "-w", "\n%{http_code}"]);
-    if let Some(b) = body {
-        c.args(["-H", "content-type: application/json", "-d", &b.to_string()]);
-    }
-    if let Some(j) = jar {
-        c.args(["-b", j.to_str().unwrap(), "-c", j.to_str().unwrap()]);
-    }
-    if let Some(t) = bearer {
-        c.args(["-H", &format!("authorization: Bearer {t}")]);
-    }
-    c.arg(format!("{PORTAL}{path}"));
-    let out = c.output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        status.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    common::curl::api(&format!("{PORTAL}{path}"), method, body, jar, bearer)
 }
 
 struct World {

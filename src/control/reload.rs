@@ -46,23 +46,42 @@ impl ConfigChanges {
     }
 }
 
-/// Compares the running configuration with the new one.
-pub fn changes(old: &Config, new: &Config) -> ConfigChanges {
-    let mut c = ConfigChanges::default();
-    let old_res: BTreeMap<_, _> = old.policy.resources().map(|r| (&r.name, r)).collect();
-    let new_res: BTreeMap<_, _> = new.policy.resources().map(|r| (&r.name, r)).collect();
-    for (name, r) in &new_res {
-        match old_res.get(name) {
-            None => c.resources_added.push((*name).clone()),
-            Some(o) if o != r => c.resources_changed.push((*name).clone()),
+/// Names added, removed and changed between two sets of named items.
+type NamedDiff = (Vec<String>, Vec<String>, Vec<String>);
+
+fn diff_named<'a, T: PartialEq + 'a>(
+    old: impl Iterator<Item = (&'a String, &'a T)>,
+    new: impl Iterator<Item = (&'a String, &'a T)>,
+) -> NamedDiff {
+    let old: BTreeMap<_, _> = old.collect();
+    let new: BTreeMap<_, _> = new.collect();
+    let (mut added, mut changed) = (Vec::new(), Vec::new());
+    for (name, item) in &new {
+        match old.get(name) {
+            None => added.push((*name).clone()),
+            Some(o) if o != item => changed.push((*name).clone()),
             Some(_) => {}
         }
     }
-    c.resources_removed = old_res
+    let removed = old
         .keys()
-        .filter(|n| !new_res.contains_key(*n))
+        .filter(|n| !new.contains_key(*n))
         .map(|n| (*n).clone())
         .collect();
+    (added, removed, changed)
+}
+
+/// Compares the running configuration with the new one.
+pub fn changes(old: &Config, new: &Config) -> ConfigChanges {
+    let mut c = ConfigChanges::default();
+    (c.resources_added, c.resources_removed, c.resources_changed) = diff_named(
+        old.policy.resources().map(|r| (&r.name, r)),
+        new.policy.resources().map(|r| (&r.name, r)),
+    );
+    (c.peers_added, c.peers_removed, c.peers_changed) = diff_named(
+        old.peers.iter().map(|p| (&p.name, p)),
+        new.peers.iter().map(|p| (&p.name, p)),
+    );
     let old_grants: BTreeMap<_, _> = old.policy.grants().collect();
     let new_grants: BTreeMap<_, _> = new.policy.grants().collect();
     let mut groups: Vec<&str> = old_grants
@@ -76,20 +95,6 @@ pub fn changes(old: &Config, new: &Config) -> ConfigChanges {
         .into_iter()
         .filter(|g| old_grants.get(g) != new_grants.get(g))
         .map(str::to_string)
-        .collect();
-    let old_peers: BTreeMap<_, _> = old.peers.iter().map(|p| (&p.name, p)).collect();
-    let new_peers: BTreeMap<_, _> = new.peers.iter().map(|p| (&p.name, p)).collect();
-    for (name, p) in &new_peers {
-        match old_peers.get(name) {
-            None => c.peers_added.push((*name).clone()),
-            Some(o) if o != p => c.peers_changed.push((*name).clone()),
-            Some(_) => {}
-        }
-    }
-    c.peers_removed = old_peers
-        .keys()
-        .filter(|n| !new_peers.contains_key(*n))
-        .map(|n| (*n).clone())
         .collect();
     c.vpn_users_changed = old.roles.vpn_users != new.roles.vpn_users;
     c.directory_changed = old.directory != new.directory;
@@ -408,6 +413,21 @@ level = "debug"
         let live = live_config(&old, new);
         assert!(live.policy.resource("rh").is_some());
         assert_eq!(live.peers.len(), 1);
+    }
+
+    #[test]
+    fn removed_and_changed_items_are_told_apart() {
+        let with_peer = format!(
+            "{BASE}\n[[resource]]\nname = \"rh\"\nallow = [\"198.18.20.0/24 tcp:443\"]\n\
+             [[peer]]\nname = \"supervision\"\npublic_key = \"{KEY_A}\"\naddress = \"100.64.255.1\"\n"
+        );
+        let changed = BASE.replace("tcp:443", "tcp:8443");
+        let c = changes(&parse(&with_peer), &parse(&changed));
+        assert_eq!(c.resources_removed, ["rh"]);
+        assert_eq!(c.resources_changed, ["paie"]);
+        assert_eq!(c.peers_removed, ["supervision"]);
+        assert!(c.resources_added.is_empty() && c.peers_added.is_empty());
+        assert!(c.grants_changed.is_empty());
     }
 
     #[test]
