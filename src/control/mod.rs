@@ -6,6 +6,7 @@
 
 pub mod desired;
 pub mod plane;
+pub mod reload;
 pub mod sink;
 pub mod sync;
 

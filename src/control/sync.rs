@@ -40,7 +40,7 @@ pub struct DirectorySync {
     /// Bound on each directory lookup.
     pub timeout: Duration,
     /// Revocations are counted with the portal's.
-    pub metrics: Arc<dyn crate::service::RevocationCounter>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl DirectorySync {
@@ -127,7 +127,16 @@ impl DirectorySync {
             if *shutdown.borrow() {
                 return;
             }
-            match self.sync_once().await {
+            let started = std::time::Instant::now();
+            let result = self.sync_once().await;
+            self.metrics.directory_sync(
+                started.elapsed(),
+                result
+                    .as_ref()
+                    .ok()
+                    .map(|r| r.groups_changed + r.devices_revoked),
+            );
+            match result {
                 Ok(r) => {
                     if failing {
                         tracing::info!("directory sync works again");

@@ -5,7 +5,8 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod listen;
-pub mod metrics;
+/// The portal counts into the process-wide metrics (served on their own listener).
+pub use crate::metrics;
 pub mod pages;
 pub mod ratelimit;
 pub mod routes;

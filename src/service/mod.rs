@@ -54,11 +54,6 @@ pub trait Publisher: Send + Sync + 'static {
     ) -> BoxFuture<'a, ()>;
 }
 
-/// Something that counts revocations (the portal's metrics), for the directory sync.
-pub trait RevocationCounter: Send + Sync {
-    fn revocation(&self);
-}
-
 /// Why a flow refused or failed; the portal maps each to its API error, the CLI prints it.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

@@ -8,7 +8,7 @@ pub mod device;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
@@ -41,8 +41,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
         audit::events,
         audit::verify,
         healthz,
-        readyz,
-        metrics
+        readyz
     ),
     components(schemas(crate::api::ErrorBody, crate::api::ErrorDetail)),
     modifiers(&SecuritySchemes)
@@ -99,7 +98,6 @@ pub fn routes() -> Vec<RouteEntry> {
         (Method::GET, "/api/v1/openapi.json", get(openapi)),
         (Method::GET, "/healthz", get(healthz)),
         (Method::GET, "/readyz", get(readyz)),
-        (Method::GET, "/metrics", get(metrics)),
     ]
     .into_iter()
     .chain(crate::portal::pages::routes())
@@ -171,21 +169,6 @@ pub async fn readyz(State(state): State<SharedState>) -> Result<&'static str, Ap
         Ok(Err(e)) => Err(ApiError::DatabaseUnavailable(e.to_string())),
         Err(_) => Err(ApiError::DatabaseUnavailable("timed out".into())),
     }
-}
-
-/// `GET /metrics`: Prometheus text.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, body = String)))]
-pub async fn metrics(State(state): State<SharedState>) -> Response {
-    let body = state.metrics.render(&state.control.gateway_stats());
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
 }
 
 #[cfg(test)]
