@@ -128,6 +128,8 @@ pub struct RolesConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditConfig {
     pub retention: Duration,
+    /// Aggregation window of `flow.allowed` / `flow.denied` records (1 s to 1 h).
+    pub flow_window: Duration,
 }
 
 /// A fixed peer from `[[peer]]`: no enrolment, always present.

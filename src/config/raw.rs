@@ -134,12 +134,14 @@ pub(super) struct RawRoles {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAudit {
     pub(super) retention: String,
+    pub(super) flow_window: String,
 }
 
 impl Default for RawAudit {
     fn default() -> Self {
         RawAudit {
             retention: "400d".into(),
+            flow_window: "60s".into(),
         }
     }
 }

@@ -4,12 +4,15 @@
 //! stand-in; `sesame serve` plugs in the real `GatewayHandle` (see `sink`).
 
 pub mod desired;
+pub mod flow_audit;
 pub mod plane;
 pub mod serve;
 pub mod sink;
 pub mod sync;
 
-pub use desired::{desired_peers, has_role, resources_for, ActiveDevice, DesiredPeer};
+pub use desired::{
+    desired_peers, has_role, resources_for, ActiveDevice, DesiredPeer, PeerIdentity,
+};
 pub use plane::{ControlError, ControlPlane};
 pub use sync::{DirectorySync, SyncError, SyncReport};
 
