@@ -69,7 +69,10 @@ pub fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
 /// `sesame gateway`: the data plane alone with static peers, until SIGINT/SIGTERM.
 /// SIGUSR1 logs the counters.
 pub fn gateway(path: &Path) -> anyhow::Result<ExitCode> {
-    use crate::gateway::{format_drops, keys, static_peers, Gateway};
+    use crate::control::flow_audit::{Destination, FlowAudit};
+    use crate::gateway::flowlog::DEFAULT_QUEUE;
+    use crate::gateway::{format_drops, keys, static_peers, FlowLog, Gateway};
+    use std::sync::Arc;
     use tokio::signal::unix::{signal, SignalKind};
 
     let config = Config::load(path)?;
@@ -78,8 +81,14 @@ pub fn gateway(path: &Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the signal handler runtime")?;
-    let gateway = Gateway::start(&config.gateway, key)?;
+    let (flow_log, flow_rx) = FlowLog::new(config.audit.flow_window, DEFAULT_QUEUE);
+    let gateway = Gateway::start_audited(&config.gateway, key, Some(Arc::clone(&flow_log)))?;
     let handle = gateway.handle();
+    // No database here: flow and session records become structured log lines.
+    let (finish_tx, finish_rx) = tokio::sync::watch::channel(false);
+    let flow_audit = runtime.spawn(
+        FlowAudit::new(flow_log, flow_rx, config.policy.clone()).run(Destination::Log, finish_rx),
+    );
     handle.set_peers(static_peers(&config));
     let log_stats = || {
         for p in handle.peer_stats() {
@@ -109,6 +118,8 @@ pub fn gateway(path: &Path) -> anyhow::Result<ExitCode> {
     })?;
     log_stats();
     gateway.shutdown();
+    let _ = finish_tx.send(true);
+    let _ = runtime.block_on(flow_audit);
     Ok(ExitCode::SUCCESS)
 }
 

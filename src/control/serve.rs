@@ -10,12 +10,14 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::directory::LdapDirectory;
-use crate::gateway::{keys, Gateway};
+use crate::gateway::flowlog::DEFAULT_QUEUE;
+use crate::gateway::{keys, FlowLog, Gateway};
 use crate::portal::listen::{self, TlsFiles};
 use crate::portal::metrics::Metrics;
 use crate::portal::{router, AppState};
 use crate::store::Store;
 
+use super::flow_audit::{Destination, FlowAudit};
 use super::{ControlPlane, DirectorySync, PeerSink};
 
 /// How often expired web sessions are purged.
@@ -54,7 +56,15 @@ pub async fn serve(
     let initial = super::plane::compute_desired(&store, &config)
         .await
         .context("reading the enrolled devices before starting the gateway")?;
-    let gateway = Gateway::start(&config.gateway, key).context("starting the gateway")?;
+    let (flow_log, flow_rx) = FlowLog::new(config.audit.flow_window, DEFAULT_QUEUE);
+    let gateway = Gateway::start_audited(&config.gateway, key, Some(Arc::clone(&flow_log)))
+        .context("starting the gateway")?;
+    // The flow audit writer outlives the other loops: it writes the gateway's last records.
+    let (finish_tx, finish_rx) = watch::channel(false);
+    let flow_audit = tokio::spawn(
+        FlowAudit::new(flow_log, flow_rx, config.policy.clone())
+            .run(Destination::Store(store.clone()), finish_rx),
+    );
     let handle = gateway.handle();
     PeerSink::set_peers(&handle, initial);
     let control = ControlPlane::new(store.clone(), Arc::clone(&config), Arc::new(handle));
@@ -93,10 +103,14 @@ pub async fn serve(
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
-    store.close().await;
+    // The gateway stops first (open sessions end, windows flush), then the writer drains the
+    // queue into the store, then the store closes.
     tokio::task::spawn_blocking(move || gateway.shutdown())
         .await
         .context("stopping the gateway")?;
+    let _ = finish_tx.send(true);
+    let _ = flow_audit.await;
+    store.close().await;
     portal_result
 }
 

@@ -108,6 +108,17 @@ impl Metrics {
             "Packets dropped by the gateway, by reason.",
             &drops_ref,
         );
+        let lost: Vec<(String, u64)> = gw
+            .audit_lost
+            .iter()
+            .map(|(kind, n)| (format!("{{kind=\"{kind}\"}}"), *n))
+            .collect();
+        let lost_ref: Vec<(&str, u64)> = lost.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+        counter(
+            "sesame_audit_records_lost_total",
+            "Flow and session audit records lost because the audit queue was full, by kind.",
+            &lost_ref,
+        );
         let _ = writeln!(
             out,
             "# HELP sesame_gateway_peers Peers configured on the gateway.\n# TYPE sesame_gateway_peers gauge\nsesame_gateway_peers {}",
