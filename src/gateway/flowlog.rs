@@ -8,6 +8,7 @@
 //! (`control::flow_audit`) merges the workers' records of one window and writes the events.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -24,6 +25,12 @@ pub const MAX_PORTS: usize = 32;
 pub const MAX_DENIED_PER_PEER: usize = 256;
 /// Records the queue holds before new ones are counted as lost.
 pub const DEFAULT_QUEUE: usize = 65_536;
+
+/// The tables' hasher: foldhash (hashbrown's default) is several times faster than SipHash on
+/// these small keys, and its per-process random seed keeps a laptop from choosing colliding
+/// destinations.
+type Hasher = foldhash::fast::RandomState;
+type Map<K, V> = HashMap<K, V, Hasher>;
 
 /// Unix milliseconds now.
 pub fn wall_ms() -> i64 {
@@ -399,12 +406,9 @@ impl Distinct {
         }
     }
 
-    fn insert(&mut self, key: &DeniedKey) {
-        use std::hash::{Hash as _, Hasher as _};
-        // Fixed keys: the same destination always sets the same bit.
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (key.dst, key.proto, key.port).hash(&mut h);
-        let bit = (h.finish() % (DISTINCT_WORDS as u64 * 64)) as usize;
+    /// Adds a destination by its hash (the same destination always gives the same hash).
+    fn insert(&mut self, hash: u64) {
+        let bit = (hash % (DISTINCT_WORDS as u64 * 64)) as usize;
         self.bits[bit / 64] |= 1 << (bit % 64);
     }
 
@@ -442,9 +446,10 @@ pub struct WorkerFlows {
     base_ms: i64,
     window_start_ms: i64,
     deadline: Instant,
-    allowed: HashMap<(u32, ResourceId), AllowedAgg>,
-    denied: HashMap<DeniedKey, DeniedAgg>,
-    per_peer: HashMap<u32, PeerDenied>,
+    allowed: Map<(u32, ResourceId), AllowedAgg>,
+    denied: Map<DeniedKey, DeniedAgg>,
+    per_peer: Map<u32, PeerDenied>,
+    hasher: Hasher,
 }
 
 impl WorkerFlows {
@@ -456,9 +461,10 @@ impl WorkerFlows {
             base_ms: now_ms,
             window_start_ms: now_ms,
             deadline: now,
-            allowed: HashMap::with_capacity(64),
-            denied: HashMap::with_capacity(64),
-            per_peer: HashMap::with_capacity(16),
+            allowed: Map::with_capacity_and_hasher(64, Hasher::default()),
+            denied: Map::with_capacity_and_hasher(64, Hasher::default()),
+            per_peer: Map::with_capacity_and_hasher(16, Hasher::default()),
+            hasher: Hasher::default(),
         };
         w.anchor(now, now_ms);
         w
@@ -597,7 +603,7 @@ impl WorkerFlows {
         });
         o.count += 1;
         o.last = now;
-        o.distinct.insert(&key);
+        o.distinct.insert(self.hasher.hash_one((dst, proto, port)));
     }
 
     /// Sends every record of the window to the queue (never blocks) and empties the tables,
