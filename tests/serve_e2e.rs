@@ -149,6 +149,24 @@ impl World {
         );
     }
 
+    /// The first laptop routes both hosts into the tunnel (the gateway decides) and reaches the
+    /// payroll host.
+    fn laptop_tunnel_up(&self) {
+        self.wg.set_peer(
+            &self.laptop,
+            &self.gateway_public,
+            &format!("198.18.1.1:{GW_PORT}"),
+            &[&format!("{PAIE}/32"), &format!("{RH}/32")],
+            1,
+        );
+        assert!(
+            self.until_reach(PAIE, true, Duration::from_secs(15))
+                .is_some(),
+            "granted resource unreachable; log:\n{}",
+            self.log_text()
+        );
+    }
+
     fn reaches(&self, ip: &str) -> bool {
         self.laptop.tcp_connects(ip, APP_PORT, 2)
     }
@@ -349,18 +367,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     let token = cfg["device_token"].as_str().unwrap().to_string();
 
     // The laptop routes both hosts into the tunnel: the gateway decides.
-    w.wg.set_peer(
-        &w.laptop,
-        &w.gateway_public,
-        &format!("198.18.1.1:{GW_PORT}"),
-        &[&format!("{PAIE}/32"), &format!("{RH}/32")],
-        1,
-    );
-    assert!(
-        w.until_reach(PAIE, true, Duration::from_secs(15)).is_some(),
-        "granted resource unreachable; log:\n{}",
-        w.log_text()
-    );
+    w.laptop_tunnel_up();
     assert!(!w.reaches(RH), "ungranted resource reachable");
 
     // A second laptop, Sophie's (HR): enrolled the same way, reaches RH.
@@ -667,18 +674,7 @@ fn serve_audits_sessions_and_flows_of_a_real_tunnel() {
     assert_eq!(st, 200);
     let cfg = enrol(&it_jar, "mdupont", "portable-marie", &w.wg.key.public);
     let device_id = cfg["device_id"].as_i64().unwrap();
-    w.wg.set_peer(
-        &w.laptop,
-        &w.gateway_public,
-        &format!("198.18.1.1:{GW_PORT}"),
-        &[&format!("{PAIE}/32"), &format!("{RH}/32")],
-        1,
-    );
-    assert!(
-        w.until_reach(PAIE, true, Duration::from_secs(15)).is_some(),
-        "granted resource unreachable; log:\n{}",
-        w.log_text()
-    );
+    w.laptop_tunnel_up();
     // Pings alone in windows of their own: exact counts. 3 × (20 + 8 + 100) bytes each way.
     let now_ms = || {
         std::time::SystemTime::now()
@@ -818,6 +814,23 @@ fn serve_audits_sessions_and_flows_of_a_real_tunnel() {
     assert!(d["tx_bytes"].as_u64().unwrap() >= 3 * 128);
     assert!(d["duration_ms"].as_i64().unwrap() > 0);
     assert_eq!(d["started_at"], s["details"]["started_at"]);
+
+    // Nothing was lost, and /metrics says so per kind.
+    let out = Command::new("curl")
+        .args(["-s", &format!("{PORTAL}/metrics")])
+        .output()
+        .unwrap();
+    let m = String::from_utf8_lossy(&out.stdout);
+    for kind in [
+        "flow.allowed",
+        "flow.denied",
+        "tunnel.session_started",
+        "tunnel.session_ended",
+    ] {
+        let line = format!("sesame_audit_records_lost_total{{kind=\"{kind}\"}} 0");
+        assert!(m.contains(&line), "{line} missing from:\n{m}");
+    }
+    assert!(of_action(&ended, "audit.overflow").is_empty());
 
     // Stopping the gateway ends Sophie's session and writes it before exit.
     w.stop_serve();
