@@ -78,9 +78,9 @@ fn serve_audits_sessions_and_flows_of_a_real_tunnel() {
     );
 
     let allowed = of_action(&events, "flow.allowed");
-    assert!(allowed
-        .iter()
-        .all(|e| e["details"]["resource"] == "paie" && e["actor"] == "mdupont"));
+    assert!(allowed.iter().all(|e| e["details"]["resource"] == "paie"
+        && e["actor"] == "mdupont"
+        && e["source_ip"] == "198.18.1.2"));
     // The TCP connects of `until_reach`: port 8443.
     assert!(
         allowed

@@ -187,6 +187,8 @@ pub struct FlowAudit {
     merge: Merge,
     /// Losses already reported in an `audit.overflow` event.
     reported: LostCounts,
+    /// Each peer's laptop address, as its last session record said: the `source_ip` of its flows.
+    endpoints: HashMap<[u8; 32], IpAddr>,
 }
 
 impl FlowAudit {
@@ -197,6 +199,7 @@ impl FlowAudit {
             policy,
             merge: Merge::default(),
             reported: LostCounts::default(),
+            endpoints: HashMap::new(),
         }
     }
 
@@ -209,8 +212,15 @@ impl FlowAudit {
         let mut drained = false;
         for _ in 0..MAX_BATCH {
             match self.rx.try_recv() {
-                Ok(FlowRecord::SessionStarted(s)) => events.push(session_started(&s)),
-                Ok(FlowRecord::SessionEnded(e)) => events.push(session_ended(&e)),
+                Ok(FlowRecord::SessionStarted(s)) => {
+                    self.endpoints.insert(s.peer.public_key, s.endpoint.ip());
+                    events.push(session_started(&s));
+                }
+                Ok(FlowRecord::SessionEnded(e)) => {
+                    // Kept after the end: the session's last window is written later.
+                    self.endpoints.insert(e.peer.public_key, e.endpoint.ip());
+                    events.push(session_ended(&e));
+                }
                 Ok(FlowRecord::Allowed(a)) => self.merge.allowed(a),
                 Ok(FlowRecord::Denied(d)) => self.merge.denied(d),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
@@ -223,8 +233,14 @@ impl FlowAudit {
         let before = (!finish).then(|| now_ms.saturating_sub(window + GRACE_MS));
         for r in self.merge.take(before) {
             match r {
-                FlowRecord::Allowed(a) => events.push(flow_allowed(&a, &self.policy)),
-                FlowRecord::Denied(d) => events.push(flow_denied(&d)),
+                FlowRecord::Allowed(a) => {
+                    let ip = self.endpoints.get(&a.peer.public_key).copied();
+                    events.push(flow_allowed(&a, ip, &self.policy));
+                }
+                FlowRecord::Denied(d) => {
+                    let ip = self.endpoints.get(&d.peer.public_key).copied();
+                    events.push(flow_denied(&d, ip));
+                }
                 _ => {}
             }
         }
@@ -379,8 +395,8 @@ fn protocol(p: u8) -> Value {
     }
 }
 
-fn flow_allowed(a: &AllowedFlow, policy: &Policy) -> NewAuditEvent {
-    let (ctx, target, ids) = who(&a.peer, None);
+fn flow_allowed(a: &AllowedFlow, source_ip: Option<IpAddr>, policy: &Policy) -> NewAuditEvent {
+    let (ctx, target, ids) = who(&a.peer, source_ip);
     let protocols: Vec<Value> = a.protocols.iter().map(protocol).collect();
     NewAuditEvent::new(Action::FlowAllowed, &ctx, target).details(with(
         ids,
@@ -402,8 +418,8 @@ fn flow_allowed(a: &AllowedFlow, policy: &Policy) -> NewAuditEvent {
     ))
 }
 
-fn flow_denied(d: &DeniedFlow) -> NewAuditEvent {
-    let (ctx, target, ids) = who(&d.peer, None);
+fn flow_denied(d: &DeniedFlow, source_ip: Option<IpAddr>) -> NewAuditEvent {
+    let (ctx, target, ids) = who(&d.peer, source_ip);
     let mut details = with(
         ids,
         json!({

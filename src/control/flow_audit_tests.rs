@@ -74,6 +74,8 @@ fn two_workers_records_of_one_window_become_one_event_when_the_window_is_over() 
     assert!(events.is_empty(), "{events:?}");
     let (events, _) = c.poll(T0 + 2_000, false);
     assert_eq!(events.len(), 2, "{events:?}");
+    // No session record seen for this device: no source address.
+    assert_eq!(events[0].source_ip, None);
     let a = &events[0];
     assert_eq!(a.action, Action::FlowAllowed);
     assert_eq!(
@@ -108,6 +110,24 @@ fn two_workers_records_of_one_window_become_one_event_when_the_window_is_over() 
             "last_seen": "2026-01-05T09:00:00.007Z",
         })
     );
+}
+
+#[test]
+fn flows_carry_the_laptop_address_of_the_devices_session() {
+    let (log, rx) = FlowLog::new(WINDOW, 8);
+    let mut c = FlowAudit::new(log.clone(), rx, policy());
+    log.send(FlowRecord::SessionStarted(SessionStart {
+        peer: device(),
+        endpoint: "198.18.0.7:40000".parse().unwrap(),
+        started_ms: T0,
+    }));
+    log.send(FlowRecord::Allowed(allowed(T0 + 100, vec![443], 1)));
+    log.send(FlowRecord::Denied(denied("198.18.10.10", 1)));
+    let (events, _) = c.poll(T0 + 5_000, false);
+    assert_eq!(events.len(), 3);
+    for e in &events {
+        assert_eq!(e.source_ip.as_deref(), Some("198.18.0.7"), "{e:?}");
+    }
 }
 
 #[test]
