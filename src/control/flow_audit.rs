@@ -22,7 +22,7 @@ use crate::gateway::flowlog::{
     SessionEnd, SessionStart, MAX_DENIED_PER_PEER, MAX_PORTS,
 };
 use crate::policy::{Policy, ResourceId, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
-use crate::store::{rfc3339_ms, Store};
+use crate::store::{rfc3339_ms, Store, StoreError};
 
 use super::PeerIdentity;
 
@@ -30,6 +30,8 @@ use super::PeerIdentity;
 pub const DRAIN_PERIOD: Duration = Duration::from_millis(200);
 /// Most records turned into events per batch.
 const MAX_BATCH: usize = 4_096;
+/// Events kept while the database refuses them.
+pub const MAX_PENDING: usize = 65_536;
 /// How long after a window's end the consumer waits for every worker's records of it.
 const GRACE_MS: i64 = 1_000;
 
@@ -282,7 +284,12 @@ impl FlowAudit {
 
     /// Runs until `finish` turns true, then drains every record left (the gateway has stopped
     /// and flushed by then), writes the last windows and returns.
+    ///
+    /// Events the database refuses (outage, locked) are kept and retried every
+    /// [`DRAIN_PERIOD`], up to [`MAX_PENDING`]; beyond that the oldest are dropped (logged).
     pub async fn run(mut self, dest: Destination, mut finish: watch::Receiver<bool>) {
+        let mut pending: Vec<NewAuditEvent> = Vec::new();
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(DRAIN_PERIOD) => {}
@@ -291,30 +298,57 @@ impl FlowAudit {
             let finishing = *finish.borrow();
             loop {
                 let (events, drained) = self.poll(wall_ms(), finishing);
-                write(&dest, &events).await;
+                pending.extend(events);
+                if pending.len() > MAX_PENDING {
+                    let excess = pending.len() - MAX_PENDING;
+                    pending.drain(..excess);
+                    tracing::error!(
+                        dropped = excess,
+                        "audit events dropped: the database refused them for too long"
+                    );
+                }
+                match write(&dest, &mut pending).await {
+                    Ok(()) => {
+                        if std::mem::take(&mut failing) {
+                            tracing::info!("flow audit events are written again");
+                        }
+                    }
+                    Err(e) => {
+                        if !std::mem::replace(&mut failing, true) {
+                            tracing::warn!(error = %e, events = pending.len(), "cannot write flow audit events; keeping them to retry");
+                        }
+                        break;
+                    }
+                }
                 if drained {
                     break;
                 }
             }
             if finishing {
+                if !pending.is_empty() {
+                    tracing::error!(
+                        events = pending.len(),
+                        "audit events not written before exit: the database refused them"
+                    );
+                }
                 return;
             }
         }
     }
 }
 
-async fn write(dest: &Destination, events: &[NewAuditEvent]) {
-    if events.is_empty() {
-        return;
-    }
+/// Writes `events` in batches, removing each batch once written; on error the rest stays.
+async fn write(dest: &Destination, events: &mut Vec<NewAuditEvent>) -> Result<(), StoreError> {
     match dest {
         Destination::Store(store) => {
-            if let Err(e) = store.append_audit_batch(events).await {
-                tracing::warn!(error = %e, events = events.len(), "cannot write flow audit events");
+            while !events.is_empty() {
+                let n = events.len().min(MAX_BATCH);
+                store.append_audit_batch(&events[..n]).await?;
+                events.drain(..n);
             }
         }
         Destination::Log => {
-            for ev in events {
+            for ev in events.drain(..) {
                 tracing::info!(
                     target: "sesame::audit",
                     action = ev.action.as_str(),
@@ -328,6 +362,7 @@ async fn write(dest: &Destination, events: &[NewAuditEvent]) {
             }
         }
     }
+    Ok(())
 }
 
 /// Actor, target, and the `device_id`/`username`/`peer` details of a peer.

@@ -249,3 +249,59 @@ fn losses_are_reported_once_the_queue_drains() {
         .expect("second overflow event");
     assert_eq!(o.details["lost"]["flow.denied"], 1);
 }
+
+/// The database refuses writes for a while (another connection holds SQLite's write lock past
+/// the store's busy timeout): the events wait and are written once it accepts again.
+#[tokio::test]
+async fn events_the_database_refuses_are_kept_and_written_later() {
+    use sqlx::Connection as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let store = Store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let (log, rx) = FlowLog::new(WINDOW, 8);
+    let mut locker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let (finish_tx, finish_rx) = watch::channel(false);
+    let task = tokio::spawn(
+        FlowAudit::new(log.clone(), rx, policy()).run(Destination::Store(store.clone()), finish_rx),
+    );
+    log.send(FlowRecord::SessionStarted(SessionStart {
+        peer: device(),
+        endpoint: "198.18.0.2:40000".parse().unwrap(),
+        started_ms: T0,
+    }));
+    // Past the store's 5 s busy timeout: the first write attempt has failed.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    drop(locker);
+    let count = || async {
+        store
+            .list_audit(&crate::store::AuditFilter {
+                action: Some("tunnel.session_started".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len()
+    };
+    let mut written = 0;
+    for _ in 0..50 {
+        written = count().await;
+        if written > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(written, 1);
+    finish_tx.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(count().await, 1, "written once");
+}
