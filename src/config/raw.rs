@@ -135,6 +135,11 @@ pub(super) struct RawRoles {
 pub(super) struct RawAudit {
     pub(super) retention: String,
     pub(super) flow_window: String,
+    /// Default: `audit.key` beside `[gateway] private_key_file` (the service's state folder).
+    pub(super) signing_key_file: Option<PathBuf>,
+    /// Default: `audit-checkpoints.jsonl` beside `[gateway] private_key_file`.
+    pub(super) checkpoint_file: Option<PathBuf>,
+    pub(super) checkpoint_interval: String,
 }
 
 impl Default for RawAudit {
@@ -142,6 +147,9 @@ impl Default for RawAudit {
         RawAudit {
             retention: "400d".into(),
             flow_window: "60s".into(),
+            signing_key_file: None,
+            checkpoint_file: None,
+            checkpoint_interval: "1h".into(),
         }
     }
 }
