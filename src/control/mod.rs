@@ -5,13 +5,20 @@
 //! It never names the portal: the portal reaches it as a `service::Publisher`.
 
 pub mod desired;
+pub mod flow_audit;
 pub mod plane;
 pub mod reload;
 pub mod sink;
 pub mod sync;
 
-pub use desired::{desired_peers, has_role, resources_for, ActiveDevice, DesiredPeer};
+pub use desired::{
+    desired_peers, has_role, resources_for, ActiveDevice, DesiredPeer, PeerIdentity,
+};
 pub use plane::{ControlError, ControlPlane};
+
+use std::collections::HashMap;
+
+use crate::gateway::EndReason;
 pub use sync::{DirectorySync, SyncError, SyncReport};
 
 pub use crate::service::GatewayStats;
@@ -29,6 +36,14 @@ pub trait PeerSink: Send + Sync + 'static {
     /// Removes one peer; false if the sink had no such peer or cannot remove one alone.
     fn remove_peer(&self, _public_key: &[u8; 32]) -> bool {
         false
+    }
+    /// [`PeerSink::set_peers`], saying why each removed key goes (its session's end reason).
+    fn set_peers_because(&self, peers: Vec<DesiredPeer>, _reasons: HashMap<[u8; 32], EndReason>) {
+        self.set_peers(peers)
+    }
+    /// [`PeerSink::remove_peer`], saying why.
+    fn remove_peer_because(&self, public_key: &[u8; 32], _reason: EndReason) -> bool {
+        self.remove_peer(public_key)
     }
     /// The gateway's public key (devices dial it; no device may reuse it).
     fn public_key(&self) -> [u8; 32];

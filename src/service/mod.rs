@@ -33,6 +33,8 @@ pub struct GatewayStats {
     pub tx_bytes: u64,
     /// Dropped packets by reason.
     pub drops: Vec<(String, u64)>,
+    /// Flow and session audit records lost because the queue was full, by kind.
+    pub audit_lost: Vec<(String, u64)>,
 }
 
 /// What the flows need from the control plane: the gateway's key and counters, and telling it
