@@ -6,8 +6,14 @@
 //! action names and fields are the contract of DESIGN §6: extend them, never rename them.
 
 mod event;
+pub mod export;
+pub mod query;
+pub mod review;
 
 pub use event::{
     canonical_json, Action, AuditContext, AuditEvent, NewAuditEvent, Outcome, AUDIT_CSV_HEADER,
     GENESIS_HASH,
+};
+pub use query::{
+    index_keys, read_event, AuditFilter, Cursor, FilterParams, IndexKeys, QueryError,
 };

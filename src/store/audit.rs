@@ -8,24 +8,9 @@ use sqlx::{AnyConnection, Row as _};
 
 use super::{Store, StoreError};
 use crate::audit::{
-    canonical_json, Action, AuditContext, AuditEvent, NewAuditEvent, Outcome, GENESIS_HASH,
+    canonical_json, index_keys, Action, AuditContext, AuditEvent, NewAuditEvent, Outcome,
+    GENESIS_HASH,
 };
-
-/// Which events to list. Every set field narrows the result.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuditFilter {
-    /// Events whose actor or target is this uid.
-    pub user: Option<String>,
-    pub action: Option<String>,
-    /// `ts >= since` (unix ms).
-    pub since: Option<i64>,
-    /// `ts < until` (unix ms).
-    pub until: Option<i64>,
-    /// Only events with `id > after_id` (paging).
-    pub after_id: Option<i64>,
-    /// At most this many events (oldest first).
-    pub limit: Option<i64>,
-}
 
 /// Result of walking the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,9 +57,12 @@ pub(crate) async fn append(
         hash: String::new(),
     };
     event.hash = event.compute_hash();
+    // Index columns (not hashed): derived by the one rule of crate::audit::index_keys.
+    let keys = index_keys(&event.target, &event.details);
     sqlx::query(
-        "INSERT INTO audit_events (id, ts, actor, action, target, outcome, source_ip, details, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO audit_events (id, ts, actor, action, target, outcome, source_ip, details, prev_hash, hash, \
+         username, device_id, resource) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(event.id)
     .bind(event.ts)
@@ -86,6 +74,9 @@ pub(crate) async fn append(
     .bind(canonical_json(&event.details))
     .bind(&event.prev_hash)
     .bind(&event.hash)
+    .bind(keys.username)
+    .bind(keys.device_id)
+    .bind(keys.resource)
     .execute(&mut *conn)
     .await?;
     Ok(event)
@@ -102,7 +93,7 @@ async fn anchor(conn: &mut AnyConnection) -> Result<(i64, String), StoreError> {
     }
 }
 
-fn from_row(row: &AnyRow) -> Result<AuditEvent, StoreError> {
+pub(crate) fn from_row(row: &AnyRow) -> Result<AuditEvent, StoreError> {
     let outcome: String = row.try_get("outcome")?;
     let details: String = row.try_get("details")?;
     let corrupt = |message: String| StoreError::Corrupt {
@@ -124,7 +115,7 @@ fn from_row(row: &AnyRow) -> Result<AuditEvent, StoreError> {
     })
 }
 
-const COLUMNS: &str = "id, ts, actor, action, target, outcome, source_ip, details, prev_hash, hash";
+pub(crate) const COLUMNS: &str = "id, ts, actor, action, target, outcome, source_ip, details, prev_hash, hash";
 
 impl Store {
     /// Appends one event, timestamped now, to the chain.
@@ -147,29 +138,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok(out)
-    }
-
-    /// Events matching `filter`, oldest first.
-    pub async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM audit_events \
-             WHERE ($1 IS NULL OR actor = $1 OR target = $1) \
-               AND ($2 IS NULL OR action = $2) \
-               AND ($3 IS NULL OR ts >= $3) \
-               AND ($4 IS NULL OR ts < $4) \
-               AND ($5 IS NULL OR id > $5) \
-             ORDER BY id LIMIT $6"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(filter.user.as_deref())
-            .bind(filter.action.as_deref())
-            .bind(filter.since)
-            .bind(filter.until)
-            .bind(filter.after_id)
-            .bind(filter.limit.unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(from_row).collect()
     }
 
     /// Deletes the events older than `older_than` (the `[audit] retention`), moving the chain's
