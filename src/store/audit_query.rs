@@ -240,6 +240,19 @@ impl Store {
         row.as_ref().map(from_row).transpose()
     }
 
+    /// Time (unix ms) of the last `action` event that concerns no device (`directory.sync`…),
+    /// found through the device index (its NULL entries), not by scanning the log.
+    pub async fn last_deviceless_event_ts(&self, action: Action) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT ts FROM audit_events WHERE device_id IS NULL AND action = $1 \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(action.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| r.try_get("ts")).transpose().map_err(Into::into)
+    }
+
     /// How many events the log holds (retained part), for the bench and sanity checks.
     pub async fn count_audit(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM audit_events")
