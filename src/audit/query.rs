@@ -299,7 +299,7 @@ mod tests {
         assert_eq!(f.source_ip, None);
         assert_eq!(
             p.to_json(),
-            json!({"user": " Alice ", "device": "device:3", "action": "flow.allowed",
+            json!({"user": "Alice", "device": "device:3", "action": "flow.allowed",
                    "outcome": "denied", "since": "2026-03-01", "until": "2026-04-01T00:00:00Z"})
         );
         for (bad, code) in [
