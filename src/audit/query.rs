@@ -79,9 +79,8 @@ pub fn read_event(
     format: &str,
     filter: serde_json::Value,
 ) -> NewAuditEvent {
-    NewAuditEvent::new(Action::AuditRead, ctx, format!("audit:{query}")).details(
-        serde_json::json!({ "query": query, "format": format, "filter": filter }),
-    )
+    NewAuditEvent::new(Action::AuditRead, ctx, format!("audit:{query}"))
+        .details(serde_json::json!({ "query": query, "format": format, "filter": filter }))
 }
 
 /// A bad query parameter: which one and what to write instead.
@@ -93,7 +92,9 @@ pub enum QueryError {
     BadDevice(String),
     #[error("action {0:?} inconnue : voir la liste dans docs/audit.md / unknown action: see the list in docs/audit.md")]
     UnknownAction(String),
-    #[error("outcome {0:?} : utilisez success, failure ou denied / use success, failure or denied")]
+    #[error(
+        "outcome {0:?} : utilisez success, failure ou denied / use success, failure or denied"
+    )]
     BadOutcome(String),
     #[error("cursor invalide : reprenez le next_cursor de la page précédente / invalid cursor: pass the previous page's next_cursor")]
     BadCursor,
@@ -274,7 +275,10 @@ mod tests {
             }
         );
         // A static peer: no user, no device.
-        let k = index_keys("peer:supervision", &json!({"device_id": null, "username": null}));
+        let k = index_keys(
+            "peer:supervision",
+            &json!({"device_id": null, "username": null}),
+        );
         assert_eq!(k, IndexKeys::default());
     }
 
@@ -303,10 +307,34 @@ mod tests {
                    "outcome": "denied", "since": "2026-03-01", "until": "2026-04-01T00:00:00Z"})
         );
         for (bad, code) in [
-            (FilterParams { device: Some("x".into()), ..Default::default() }, "invalid_device"),
-            (FilterParams { action: Some("auth.nope".into()), ..Default::default() }, "unknown_action"),
-            (FilterParams { outcome: Some("ok".into()), ..Default::default() }, "invalid_outcome"),
-            (FilterParams { since: Some("yesterday".into()), ..Default::default() }, "invalid_time"),
+            (
+                FilterParams {
+                    device: Some("x".into()),
+                    ..Default::default()
+                },
+                "invalid_device",
+            ),
+            (
+                FilterParams {
+                    action: Some("auth.nope".into()),
+                    ..Default::default()
+                },
+                "unknown_action",
+            ),
+            (
+                FilterParams {
+                    outcome: Some("ok".into()),
+                    ..Default::default()
+                },
+                "invalid_outcome",
+            ),
+            (
+                FilterParams {
+                    since: Some("yesterday".into()),
+                    ..Default::default()
+                },
+                "invalid_time",
+            ),
         ] {
             assert_eq!(bad.to_filter().expect_err("refused").code(), code);
         }

@@ -175,7 +175,10 @@ pub fn review_csv_record(e: &ReviewEntry) -> [String; 15] {
 }
 
 fn detail_str(e: &AuditEvent, k: &str) -> Option<String> {
-    e.details.get(k).and_then(|v| v.as_str()).map(str::to_string)
+    e.details
+        .get(k)
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
 }
 
 fn session_seen(e: AuditEvent) -> SessionSeen {
@@ -259,10 +262,7 @@ pub async fn access_review(
                 tunnel_address: d.device.tunnel_address.to_string(),
                 via,
                 last_session: last_session.clone().flatten(),
-                last_flow: store
-                    .last_flow(d.device.id, resource)
-                    .await?
-                    .map(flow_seen),
+                last_flow: store.last_flow(d.device.id, resource).await?.map(flow_seen),
             });
         }
     }
@@ -366,4 +366,3 @@ impl FlowView {
         ]
     }
 }
-

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 
-pub use crate::audit::export::ExportFormat;
 use crate::audit::export::render_page;
+pub use crate::audit::export::ExportFormat;
 use crate::audit::{read_event, FilterParams};
 use crate::config::{parse_duration, Config};
 use crate::store::{rfc3339_ms, AuditVerification, Store};
@@ -34,7 +34,11 @@ pub fn parse_time(flag: &str, s: &str, now_ms: i64) -> anyhow::Result<i64> {
 }
 
 /// `--since`/`--until` as the RFC 3339 text the shared filter parser takes (durations resolved).
-pub(crate) fn time_flag(flag: &str, s: Option<&str>, now_ms: i64) -> anyhow::Result<Option<String>> {
+pub(crate) fn time_flag(
+    flag: &str,
+    s: Option<&str>,
+    now_ms: i64,
+) -> anyhow::Result<Option<String>> {
     s.map(|s| parse_time(flag, s, now_ms).map(rfc3339_ms))
         .transpose()
 }
@@ -71,7 +75,11 @@ pub(crate) async fn record_read(
 
 /// `sesame audit export [filters] [--format csv|jsonl]`: the whole filtered log, oldest first,
 /// read page by page and written as it is read (constant memory).
-pub fn export(config: &Path, params: &FilterParams, format: ExportFormat) -> anyhow::Result<ExitCode> {
+pub fn export(
+    config: &Path,
+    params: &FilterParams,
+    format: ExportFormat,
+) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let (_, store) = open(config).await?;
         let now = store.now_ms();

@@ -119,7 +119,8 @@ pub(crate) fn from_row(row: &AnyRow) -> Result<AuditEvent, StoreError> {
     })
 }
 
-pub(crate) const COLUMNS: &str = "id, ts, actor, action, target, outcome, source_ip, details, prev_hash, hash";
+pub(crate) const COLUMNS: &str =
+    "id, ts, actor, action, target, outcome, source_ip, details, prev_hash, hash";
 
 impl Store {
     /// Appends one event, timestamped now, to the chain.
@@ -184,8 +185,19 @@ impl Store {
                     let b = r * 13;
                     format!(
                         "(${},${},${},${},${},${},${},${},${},${},${},${},${})",
-                        b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10,
-                        b + 11, b + 12, b + 13
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5,
+                        b + 6,
+                        b + 7,
+                        b + 8,
+                        b + 9,
+                        b + 10,
+                        b + 11,
+                        b + 12,
+                        b + 13
                     )
                 })
                 .collect();

@@ -26,7 +26,11 @@ fn where_clause(filter: &AuditFilter) -> (String, Vec<Bind>) {
         conds.push(cond.replace('?', &format!("${}", binds.len())));
     };
     if let Some(u) = &filter.user {
-        push("(actor = ? OR username = ?)", Bind::Text(u.clone()), &mut conds);
+        push(
+            "(actor = ? OR username = ?)",
+            Bind::Text(u.clone()),
+            &mut conds,
+        );
     }
     if let Some(d) = filter.device {
         push("device_id = ?", Bind::Int(d), &mut conds);
@@ -242,7 +246,10 @@ impl Store {
 
     /// Time (unix ms) of the last `action` event that concerns no device (`directory.sync`…),
     /// found through the device index (its NULL entries), not by scanning the log.
-    pub async fn last_deviceless_event_ts(&self, action: Action) -> Result<Option<i64>, StoreError> {
+    pub async fn last_deviceless_event_ts(
+        &self,
+        action: Action,
+    ) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query(
             "SELECT ts FROM audit_events WHERE device_id IS NULL AND action = $1 \
              ORDER BY id DESC LIMIT 1",

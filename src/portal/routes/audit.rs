@@ -136,7 +136,12 @@ async fn record_read(
 }
 
 /// The whole filtered result, page by page, as a streamed body: constant memory.
-fn stream_events(store: Store, filter: AuditFilter, after: Option<i64>, format: ExportFormat) -> Body {
+fn stream_events(
+    store: Store,
+    filter: AuditFilter,
+    after: Option<i64>,
+    format: ExportFormat,
+) -> Body {
     struct St {
         store: Store,
         filter: AuditFilter,
@@ -196,7 +201,10 @@ pub async fn events(
     let limit = page_size(q.limit.as_deref())?;
     let format = q.format.as_deref().unwrap_or("json");
     let mut logged = params.to_json();
-    if let (Some(map), Some(c)) = (logged.as_object_mut(), q.cursor.as_ref()) {
+    if let (Some(map), Some(c)) = (
+        logged.as_object_mut(),
+        q.cursor.as_ref().filter(|c| !c.is_empty()),
+    ) {
         map.insert("cursor".into(), serde_json::Value::String(c.clone()));
     }
     if format == "json" {
@@ -376,7 +384,15 @@ pub async fn verify(
     ClientIp(ip): ClientIp,
 ) -> Result<Json<VerifyView>, ApiError> {
     session.require(Role::Auditor)?;
-    record_read(&state, &session, ip, "verify", "json", serde_json::json!({})).await;
+    record_read(
+        &state,
+        &session,
+        ip,
+        "verify",
+        "json",
+        serde_json::json!({}),
+    )
+    .await;
     let view = match state.store.verify_audit().await? {
         AuditVerification::Intact { events } => VerifyView {
             intact: true,

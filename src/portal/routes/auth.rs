@@ -14,8 +14,8 @@ use crate::store::NewSession;
 
 use crate::portal::auth::roles_for;
 use crate::portal::error::ApiError;
-use crate::portal::ratelimit::Limited;
 use crate::portal::extract::{ApiJson, ClientIp};
+use crate::portal::ratelimit::Limited;
 use crate::portal::routes::device::outcome_of;
 use crate::portal::session::ABSOLUTE_TIMEOUT;
 use crate::portal::state::{audit, SharedState};

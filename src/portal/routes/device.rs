@@ -103,10 +103,10 @@ pub async fn enrol(
 ) -> Result<(StatusCode, Json<DeviceConfig>), ApiError> {
     let username = req.username.trim().to_string();
     if let Err(limited) = state.limiter.check(&username, ip, Instant::now()) {
-        return Err(
-            crate::portal::routes::auth::too_many_attempts(&state, "enrol", &username, ip, limited)
-                .await,
-        );
+        return Err(crate::portal::routes::auth::too_many_attempts(
+            &state, "enrol", &username, ip, limited,
+        )
+        .await);
     }
     let result = enrol_inner(&state, &username, ip, &req).await;
     match &result {
