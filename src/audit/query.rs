@@ -29,6 +29,9 @@ pub struct AuditFilter {
     pub until: Option<i64>,
     /// Only events with `id > after_id` (keyset paging).
     pub after_id: Option<i64>,
+    /// Only events with `id <= through_id`: an export is the log as it stood when it started
+    /// (without its own `audit.read`, nor what is appended while it streams).
+    pub through_id: Option<i64>,
     /// At most this many events.
     pub limit: Option<i64>,
 }
@@ -184,6 +187,7 @@ impl FilterParams {
                 .map(|s| parse_time("until", s))
                 .transpose()?,
             after_id: None,
+            through_id: None,
             limit: None,
         })
     }

@@ -12,7 +12,7 @@ use anyhow::{bail, Context as _};
 
 use crate::audit::export::render_page;
 pub use crate::audit::export::ExportFormat;
-use crate::audit::{read_event, FilterParams};
+use crate::audit::{read_event, AuditFilter, FilterParams};
 use crate::config::{parse_duration, Config};
 use crate::store::{rfc3339_ms, AuditVerification, Store};
 
@@ -58,19 +58,19 @@ pub(crate) async fn open(config: &Path) -> anyhow::Result<(Config, Store)> {
     Ok((config, store))
 }
 
-/// Records a CLI read of the log (`audit.read`, actor `cli:<login>`).
+/// Records a CLI read of the log (`audit.read`, actor `cli:<login>`); returns the event's id.
 pub(crate) async fn record_read(
     store: &Store,
     query: &str,
     format: &str,
     filter: serde_json::Value,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<i64> {
     let ctx = super::store_admin::cli_actor();
-    store
+    let ev = store
         .append_audit(&read_event(&ctx, query, format, filter))
         .await
         .context("cannot write the audit.read event")?;
-    Ok(())
+    Ok(ev.id)
 }
 
 /// `sesame audit export [filters] [--format csv|jsonl]`: the whole filtered log, oldest first,
@@ -89,7 +89,12 @@ pub fn export(
             ..params.clone()
         };
         let filter = params.to_filter()?;
-        record_read(&store, "export", format.as_str(), params.to_json()).await?;
+        let read_id = record_read(&store, "export", format.as_str(), params.to_json()).await?;
+        // The log as it stood when the export started, without its own audit.read.
+        let filter = AuditFilter {
+            through_id: Some(read_id - 1),
+            ..filter
+        };
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         let mut total = 0u64;
         let mut after = None;

@@ -56,6 +56,9 @@ fn where_clause(filter: &AuditFilter) -> (String, Vec<Bind>) {
     if let Some(id) = filter.after_id {
         push("id > ?", Bind::Int(id), &mut conds);
     }
+    if let Some(id) = filter.through_id {
+        push("id <= ?", Bind::Int(id), &mut conds);
+    }
     let sql = if conds.is_empty() {
         String::new()
     } else {

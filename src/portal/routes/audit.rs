@@ -116,7 +116,8 @@ fn view(e: AuditEvent) -> EventView {
     }
 }
 
-/// Records the auditor's query (`audit.read`) before answering it.
+/// Records the auditor's query (`audit.read`) before answering it; returns the event's id.
+/// A query that cannot be audited is not answered.
 async fn record_read(
     state: &SharedState,
     session: &Session,
@@ -124,15 +125,13 @@ async fn record_read(
     query: &str,
     format: &str,
     filter: serde_json::Value,
-) {
+) -> Result<i64, ApiError> {
     let ctx = AuditContext::new(session.username.clone(), Some(ip.to_string()));
-    if let Err(e) = state
+    let ev = state
         .store
-        .append_audit_grouped(read_event(&ctx, query, format, filter))
-        .await
-    {
-        tracing::warn!(error = %e, "cannot write the audit.read event");
-    }
+        .append_audit(&read_event(&ctx, query, format, filter))
+        .await?;
+    Ok(ev.id)
 }
 
 /// The whole filtered result, page by page, as a streamed body: constant memory.
@@ -208,7 +207,7 @@ pub async fn events(
         map.insert("cursor".into(), serde_json::Value::String(c.clone()));
     }
     if format == "json" {
-        record_read(&state, &session, ip, "events", format, logged).await;
+        record_read(&state, &session, ip, "events", format, logged).await?;
         let (events, next) = state.store.audit_page(&filter, after, limit).await?;
         return Ok(Json(EventsPage {
             events: events.into_iter().map(view).collect(),
@@ -218,7 +217,11 @@ pub async fn events(
     }
     let export = ExportFormat::parse(format)
         .map_err(|_| QueryError::BadFormat(format.to_string(), "json, csv, jsonl"))?;
-    record_read(&state, &session, ip, "export", format, logged).await;
+    let read_id = record_read(&state, &session, ip, "export", format, logged).await?;
+    let filter = AuditFilter {
+        through_id: Some(read_id - 1),
+        ..filter
+    };
     let body = stream_events(state.store.clone(), filter, after, export);
     Ok(([(header::CONTENT_TYPE, export.content_type())], body).into_response())
 }
@@ -288,7 +291,7 @@ pub async fn flows(
         q.format.as_deref().unwrap_or("json"),
         params.to_json(),
     )
-    .await;
+    .await?;
     let flows: Vec<FlowView> = state
         .store
         .flows(&resource, filter.since, filter.until)
@@ -339,7 +342,7 @@ pub async fn access_review_route(
         q.format.as_deref().unwrap_or("json"),
         subject.to_json(),
     )
-    .await;
+    .await?;
     let cfg = &state.config;
     let review = access_review(
         &state.store,
@@ -392,7 +395,7 @@ pub async fn verify(
         "json",
         serde_json::json!({}),
     )
-    .await;
+    .await?;
     let view = match state.store.verify_audit().await? {
         AuditVerification::Intact { events } => VerifyView {
             intact: true,
