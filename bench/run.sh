@@ -21,6 +21,12 @@ case $MODE in
   quick) REPS=1; SECS=3;  RAW_SECS=2; PEER_COUNTS="1 100 1000"; HS_PEERS=1000; BIG=10000 ;;
   smoke) REPS=1; SECS=1;  RAW_SECS=0.3; PEER_COUNTS="1 10";     HS_PEERS=100;  BIG=1000 ;;
 esac
+# Audit log size of the query benchmark (full: ~8 GB of SQLite in $TMPDIR while it runs).
+case $MODE in
+  full)  AUDIT_EVENTS=${AUDIT_EVENTS:-10000000}; AUDIT_USERS=1000 ;;
+  quick) AUDIT_EVENTS=${AUDIT_EVENTS:-1000000};  AUDIT_USERS=1000 ;;
+  smoke) AUDIT_EVENTS=${AUDIT_EVENTS:-5000};     AUDIT_USERS=20 ;;
+esac
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -282,6 +288,17 @@ if [ $SESAME_OK = 1 ]; then
   done
 fi
 
+# ---- audit queries (no network: one SQLite file, removed with $WORK) ---------------------------
+log "audit queries on a $AUDIT_EVENTS-event log"
+"$BIN/audit_query" --dir "$WORK/audit" --events "$AUDIT_EVENTS" --users "$AUDIT_USERS" \
+  --samples $([ "$MODE" = smoke ] && echo 10 || echo 200) --peer-samples 3 > "$WORK/audit.out" || log "audit_query failed"
+cat "$WORK/audit.out" >&2
+rm -rf "$WORK/audit"
+for k in events generate_s events_per_s db_mb query_p50_ms query_p99_ms query_rows peer_p50_ms peer_p99_ms \
+         review_p50_ms review_p99_ms review_entries devices; do
+  R[audit_$k]=$(result_of "audit_$k" "$WORK/audit.out")
+done
+
 # ---- report ------------------------------------------------------------------------------------
 v() { local x=${R[$1]:-}; echo "${x:-n/a}"; }
 ratio() { # A B: A/B with 2 decimals, n/a when either is missing
@@ -330,6 +347,15 @@ sesame_best() { max "$(v sesame_t2_p$1)" "$(v sesame_t1_p$1)"; }
   echo
   echo "Raw boringtun on one core, same run: encrypt $(v raw_encrypt_gbps) Gbit/s, decrypt $(v raw_decrypt_gbps) Gbit/s ($(v raw_decrypt_pps) packets/s), handshake responder $(v raw_handshake_per_s)/s."
   [ $SESAME_OK = 1 ] || echo "The sesame gateway did not start in this run: its columns are n/a."
+  echo
+  echo "## Audit queries ($(v audit_events) events, SQLite, \`audit_query\`)"
+  echo
+  echo "| measurement | sesame p50 (ms) | sesame p99 (ms) | goal p99 | peer: same query without the index columns, p50 / p99 (ms) | ratio peer p50 / sesame p50 |"
+  echo "|---|---|---|---|---|---|"
+  echo "| one user, one month (first page, $(v audit_query_rows) events on average) | $(v audit_query_p50_ms) | $(v audit_query_p99_ms) | < 100 | $(v audit_peer_p50_ms) / $(v audit_peer_p99_ms) | $(ratio "$(v audit_peer_p50_ms)" "$(v audit_query_p50_ms)") |"
+  echo "| access review of one resource ($(v audit_review_entries) devices) | $(v audit_review_p50_ms) | $(v audit_review_p99_ms) | < 100 | n/a | n/a |"
+  echo
+  echo "The log ($(v audit_devices) enrolled devices, 12 months, 85 % flow.allowed) was generated through the store's bulk path at $(v audit_events_per_s) events/s ($(v audit_db_mb) MB)."
   echo
   echo "## How it is measured"
   echo

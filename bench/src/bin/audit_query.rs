@@ -8,7 +8,7 @@
 //! The log is generated through the store's bulk path (`Store::append_audit_bulk`: the real
 //! chain, hashes and index columns, 50,000 events per transaction) over 12 months: 85 %
 //! `flow.allowed`, 5 % `flow.denied`, 5 % tunnel sessions, 5 % logins, in the shapes the gateway
-//! writes. Prints one JSON line of results on stdout.
+//! writes. Prints `RESULT audit_<key> <value>` lines (for run.sh) and one JSON line.
 // A command-line tool: its result is its stdout.
 #![allow(clippy::print_stdout)]
 
@@ -283,16 +283,20 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     store.close().await;
-    println!(
-        "{}",
-        serde_json::json!({
-            "events": n, "users": users, "devices": devices.len(),
-            "generate_s": gen_secs, "events_per_s": n as f64 / gen_secs.max(1e-9),
-            "db_mb": db_bytes as f64 / 1e6,
-            "query_p50_ms": q50, "query_p99_ms": q99, "query_rows": q_rows,
-            "peer_p50_ms": p50, "peer_p99_ms": p99, "peer_rows": p_rows,
-            "review_p50_ms": r50, "review_p99_ms": r99, "review_entries": r_rows,
-        })
-    );
+    let results = serde_json::json!({
+        "events": n, "users": users, "devices": devices.len(),
+        "generate_s": gen_secs, "events_per_s": n as f64 / gen_secs.max(1e-9),
+        "db_mb": db_bytes as f64 / 1e6,
+        "query_p50_ms": q50, "query_p99_ms": q99, "query_rows": q_rows,
+        "peer_p50_ms": p50, "peer_p99_ms": p99, "peer_rows": p_rows,
+        "review_p50_ms": r50, "review_p99_ms": r99, "review_entries": r_rows,
+    });
+    // `RESULT key value` lines for run.sh, then the whole as one JSON line.
+    if let Some(map) = results.as_object() {
+        for (k, v) in map {
+            println!("RESULT audit_{k} {v}");
+        }
+    }
+    println!("{results}");
     Ok(())
 }
