@@ -415,17 +415,36 @@ async fn access_review_says_who_through_which_group_and_grant(db: Db) {
     assert!(e.to_string().contains("compta"), "{e}");
 }
 
-/// Rows written before migration 0003 get the same index columns as new ones.
+/// Rows written before migration 0003 get the same index columns as new ones (SQLite).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migration_0003_backfills_index_columns_by_the_same_rule() {
+async fn migration_0003_backfills_index_columns_by_the_same_rule_sqlite() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}/old.db", dir.path().display());
+    backfill_matches_index_keys(&format!("{url}?mode=rwc"), &url, "sqlite", dir.path()).await;
+}
+
+/// The same on PostgreSQL (its backfill is its own SQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0003_backfills_index_columns_by_the_same_rule_postgres() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tokio::task::spawn_blocking(common::postgres::database)
+        .await
+        .expect("start PostgreSQL");
+    backfill_matches_index_keys(&db.url, &db.url, "postgres", dir.path()).await;
+}
+
+async fn backfill_matches_index_keys(
+    old_url: &str,
+    url: &str,
+    flavour: &str,
+    dir: &std::path::Path,
+) {
     // The schema as it was before 0003: the first two migrations, unchanged (same checksums).
-    let old = dir.path().join("migrations");
+    let old = dir.join("migrations");
     std::fs::create_dir(&old).expect("dir");
     for f in ["0001_initial.sql", "0002_audit_retention.sql"] {
         std::fs::copy(
-            format!("{}/migrations/sqlite/{f}", env!("CARGO_MANIFEST_DIR")),
+            format!("{}/migrations/{flavour}/{f}", env!("CARGO_MANIFEST_DIR")),
             old.join(f),
         )
         .expect("copy");
@@ -441,11 +460,8 @@ async fn migration_0003_backfills_index_columns_by_the_same_rule() {
         NewAuditEvent::new(Action::DirectorySync, &AuditContext::system(), "directory"),
     ];
     {
-        let opts: sqlx::sqlite::SqliteConnectOptions = url
-            .parse::<sqlx::sqlite::SqliteConnectOptions>()
-            .expect("url")
-            .create_if_missing(true);
-        let pool = sqlx::SqlitePool::connect_with(opts).await.expect("old db");
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(old_url).await.expect("old db");
         sqlx::migrate::Migrator::new(old.as_path())
             .await
             .expect("migrator")
@@ -470,7 +486,7 @@ async fn migration_0003_backfills_index_columns_by_the_same_rule() {
             prev = e.hash.clone();
             sqlx::query(
                 "INSERT INTO audit_events (id, ts, actor, action, target, outcome, source_ip, details, prev_hash, hash) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(e.id)
             .bind(e.ts)
@@ -488,7 +504,7 @@ async fn migration_0003_backfills_index_columns_by_the_same_rule() {
         }
         pool.close().await;
     }
-    let store = Store::connect(&url).await.expect("migrate to 0003");
+    let store = Store::connect(url).await.expect("migrate to 0003");
     for (i, ev) in samples.iter().enumerate() {
         let want = index_keys(&ev.target, &ev.details);
         let row = sqlx::query_as::<_, (Option<String>, Option<i64>, Option<String>)>(
