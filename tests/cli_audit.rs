@@ -485,6 +485,8 @@ async fn flows_and_access_review_from_the_cli() {
 
 /// Runs `sesame audit export` with stdout counted (not stored) and returns (lines, peak RSS in
 /// KiB) of that process alone (wait4's rusage).
+// The child is reaped by wait4 (which also gives its rusage), not by Child::wait.
+#[allow(clippy::zombie_processes)]
 fn export_peak_rss(config: &Path) -> (u64, i64) {
     use std::io::Read as _;
     let mut child = Command::new(env!("CARGO_BIN_EXE_sesame"))
@@ -550,7 +552,7 @@ async fn export_of_a_million_events_keeps_memory_flat() {
     let (lines, large) = export_peak_rss(&config);
     // + the audit.read of the first export.
     assert_eq!(lines, 1_000_000 + 1 + 1);
-    println!(
+    eprintln!(
         "audit export peak RSS: {small} KiB for 100,000 events, {large} KiB for 1,000,000 ({:.1} s)",
         started.elapsed().as_secs_f64()
     );

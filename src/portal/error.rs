@@ -225,6 +225,15 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::audit::review::ReviewError> for ApiError {
+    fn from(e: crate::audit::review::ReviewError) -> Self {
+        match e {
+            crate::audit::review::ReviewError::Query(q) => ApiError::InvalidQuery(q),
+            crate::audit::review::ReviewError::Store(s) => ApiError::from(s),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,14 +287,5 @@ mod tests {
             r.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()),
             Some(&b"42"[..])
         );
-    }
-}
-
-impl From<crate::audit::review::ReviewError> for ApiError {
-    fn from(e: crate::audit::review::ReviewError) -> Self {
-        match e {
-            crate::audit::review::ReviewError::Query(q) => ApiError::InvalidQuery(q),
-            crate::audit::review::ReviewError::Store(s) => ApiError::from(s),
-        }
     }
 }
