@@ -1,6 +1,10 @@
-//! Who reached a resource (flows) and access review: who can reach a resource right now (or what a user can reach), through which
-//! directory group and `[[grant]]`, with each device's last session and last flow. The one
-//! implementation behind `GET /api/v1/audit/access-review` and `sesame audit access-review`.
+//! Who reached a resource (flows) and who can reach it now (access review), shared by the API and the CLI.
+//!
+//! The access review lists every device that can reach a resource right now (or everything a
+//! user's devices can reach), through which directory group and `[[grant]]`, with each device's
+//! last session and last flow: the one implementation behind `GET /api/v1/audit/access-review`
+//! and `sesame audit access-review`. The flows view formats the store's per-device sums of
+//! `flow.allowed` for `GET /api/v1/audit/flows` and `sesame audit flows`.
 
 use crate::config::StaticPeer;
 use crate::control::{has_role, resources_for};
