@@ -29,9 +29,10 @@ UPDATE audit_events SET
     END;
 ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete;
 
--- Keyset pages (ORDER BY id) of one user's events: as actor, or as the user concerned.
-CREATE INDEX audit_events_actor ON audit_events (actor, id);
-CREATE INDEX audit_events_username ON audit_events (username, id);
+-- One user's events in a time range: as actor, or as the user concerned (ids follow time, so
+-- the keyset page sorts only that range).
+CREATE INDEX audit_events_actor ON audit_events (actor, ts);
+CREATE INDEX audit_events_username ON audit_events (username, ts);
 -- A device's events, and its last tunnel session (access review).
 CREATE INDEX audit_events_device ON audit_events (device_id, action, id);
 -- Who reached a resource in a time range (sesame audit flows).
