@@ -159,7 +159,8 @@ fn set(v: &Option<String>) -> Option<&str> {
 impl FilterParams {
     pub fn to_filter(&self) -> Result<AuditFilter, QueryError> {
         Ok(AuditFilter {
-            user: set(&self.user).map(crate::store::normalize_username),
+            // As typed: failed logins keep the username verbatim, uids are stored lower-case.
+            user: set(&self.user).map(str::to_string),
             device: set(&self.device)
                 .map(|d| {
                     d.strip_prefix("device:")
@@ -299,7 +300,7 @@ mod tests {
             ..FilterParams::default()
         };
         let f = p.to_filter().expect("valid");
-        assert_eq!(f.user.as_deref(), Some("alice"));
+        assert_eq!(f.user.as_deref(), Some("Alice"), "trimmed, case kept");
         assert_eq!(f.device, Some(3));
         assert_eq!(f.outcome, Some(Outcome::Denied));
         assert_eq!(f.since, Some(1_772_323_200_000));
