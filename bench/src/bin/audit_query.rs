@@ -3,8 +3,9 @@
 //! written as before the derived index columns (actor or target, no index) as the peer.
 //!
 //! ```text
-//! audit_query --dir DIR [--events 10000000] [--users 1000] [--samples 200] [--peer-samples 5]
+//! audit_query --dir DIR [--url postgres://…] [--events 10000000] [--users 1000] [--samples 200] [--peer-samples 5]
 //! ```
+//! The database is a new SQLite file in DIR, or `--url` (an empty database: PostgreSQL).
 //! The log is generated through the store's bulk path (`Store::append_audit_bulk`: the real
 //! chain, hashes and index columns, 50,000 events per transaction) over 12 months: 85 %
 //! `flow.allowed`, 5 % `flow.denied`, 5 % tunnel sessions, 5 % logins, in the shapes the gateway
@@ -133,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
     let samples: usize = args.get("samples", 200)?;
     let peer_samples: usize = args.get("peer-samples", 5)?;
     std::fs::create_dir_all(&dir).context("--dir")?;
-    let url = format!("sqlite://{}/audit-bench.db", dir.display());
+    let url: String = args.get("url", format!("sqlite://{}/audit-bench.db", dir.display()))?;
     let store = Store::connect(&url)
         .await
         .context("open the bench database")?;
