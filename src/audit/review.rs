@@ -6,12 +6,17 @@
 //! and `sesame audit access-review`. The flows view formats the store's per-device sums of
 //! `flow.allowed` for `GET /api/v1/audit/flows` and `sesame audit flows`.
 
+use futures_util::{StreamExt as _, TryStreamExt as _};
+
 use crate::config::StaticPeer;
 use crate::control::{has_role, resources_for};
 use crate::policy::Policy;
 use crate::store::{rfc3339_ms, FlowSummary, Store, StoreError};
 
 use super::{AuditEvent, QueryError};
+
+/// Devices whose last use is looked up at once.
+const LOOKUPS: usize = 4;
 
 /// What the review is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,7 +232,8 @@ pub async fn access_review(
         ReviewSubject::Resource(r) => r == resource,
         ReviewSubject::User(_) => true,
     };
-    let mut entries = Vec::new();
+    // Who can reach what: pure, from the policy and the stored devices and groups.
+    let mut wanted_entries = Vec::new();
     for d in store.active_devices().await? {
         if let ReviewSubject::User(u) = subject {
             if &d.user.username != u {
@@ -237,39 +243,57 @@ pub async fn access_review(
         if !has_role(&d.user.groups, cfg.vpn_users) {
             continue;
         }
-        let reachable = resources_for(cfg.policy, &d.user.groups);
-        let mut last_session = None;
-        for resource in reachable.iter().filter(|r| wanted(r)) {
-            if last_session.is_none() {
-                last_session = Some(store.last_session(d.device.id).await?.map(session_seen));
-            }
-            let via = d
-                .user
-                .groups
-                .iter()
-                .filter_map(|g| {
-                    let grants = cfg.policy.grant_sections(g, resource);
-                    (!grants.is_empty()).then(|| Via {
-                        group: Some(g.clone()),
-                        grants,
-                        peer: None,
-                    })
-                })
-                .collect();
-            entries.push(ReviewEntry {
-                resource: resource.clone(),
-                username: Some(d.user.username.clone()),
-                display_name: Some(d.user.display_name.clone()),
-                device_id: Some(d.device.id),
-                device_name: d.device.name.clone(),
-                hostname: Some(d.device.hostname.clone()),
-                tunnel_address: d.device.tunnel_address.to_string(),
-                via,
-                last_session: last_session.clone().flatten(),
-                last_flow: store.last_flow(d.device.id, resource).await?.map(flow_seen),
-            });
+        let reachable: Vec<String> = resources_for(cfg.policy, &d.user.groups)
+            .into_iter()
+            .filter(|r| wanted(r))
+            .collect();
+        if !reachable.is_empty() {
+            wanted_entries.push((d, reachable));
         }
     }
+    // Last use, read from the log: a few indexed lookups per device, LOOKUPS devices at a time
+    // (the pool's connections read in parallel), answers kept in device order.
+    let looked_up =
+        futures_util::stream::iter(wanted_entries.into_iter().map(|(d, reachable)| async move {
+            let last_session = store.last_session(d.device.id).await?.map(session_seen);
+            let mut out = Vec::with_capacity(reachable.len());
+            for resource in reachable {
+                let last_flow = store
+                    .last_flow(d.device.id, &resource)
+                    .await?
+                    .map(flow_seen);
+                let via = d
+                    .user
+                    .groups
+                    .iter()
+                    .filter_map(|g| {
+                        let grants = cfg.policy.grant_sections(g, &resource);
+                        (!grants.is_empty()).then(|| Via {
+                            group: Some(g.clone()),
+                            grants,
+                            peer: None,
+                        })
+                    })
+                    .collect();
+                out.push(ReviewEntry {
+                    resource,
+                    username: Some(d.user.username.clone()),
+                    display_name: Some(d.user.display_name.clone()),
+                    device_id: Some(d.device.id),
+                    device_name: d.device.name.clone(),
+                    hostname: Some(d.device.hostname.clone()),
+                    tunnel_address: d.device.tunnel_address.to_string(),
+                    via,
+                    last_session: last_session.clone(),
+                    last_flow,
+                });
+            }
+            Ok::<_, StoreError>(out)
+        }))
+        .buffered(LOOKUPS)
+        .try_collect::<Vec<Vec<ReviewEntry>>>()
+        .await?;
+    let mut entries: Vec<ReviewEntry> = looked_up.into_iter().flatten().collect();
     // Static peers belong to no user: listed in a resource review only.
     if let ReviewSubject::Resource(r) = subject {
         for p in cfg.static_peers.iter().filter(|p| p.resources.contains(r)) {

@@ -211,26 +211,19 @@ impl Store {
         Ok(out)
     }
 
-    /// The device's last `tunnel.session_started` or `tunnel.session_ended`.
+    /// The device's last `tunnel.session_started` or `tunnel.session_ended` (one index seek per
+    /// action on the device index, merged by id).
     pub async fn last_session(&self, device_id: i64) -> Result<LastSeen, StoreError> {
-        let mut best: Option<AuditEvent> = None;
-        for action in [Action::TunnelSessionStarted, Action::TunnelSessionEnded] {
-            let row = sqlx::query(&format!(
-                "SELECT {COLUMNS} FROM audit_events WHERE device_id = $1 AND action = $2 \
-                 ORDER BY id DESC LIMIT 1"
-            ))
-            .bind(device_id)
-            .bind(action.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-            if let Some(row) = row {
-                let ev = from_row(&row)?;
-                if best.as_ref().is_none_or(|b| b.id < ev.id) {
-                    best = Some(ev);
-                }
-            }
-        }
-        Ok(best)
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM audit_events WHERE device_id = $1 AND action IN ($2, $3) \
+             ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(device_id)
+        .bind(Action::TunnelSessionStarted.as_str())
+        .bind(Action::TunnelSessionEnded.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(from_row).transpose()
     }
 
     /// The device's last `flow.allowed` to `resource`.
