@@ -28,10 +28,17 @@ enum Command {
         #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
         config: PathBuf,
     },
-    /// Write a new gateway private key (mode 0600) and print its public key.
+    /// Write a new gateway private key (mode 0600) and print its public key; with --audit, the
+    /// Ed25519 audit signing key instead.
     Keygen {
         #[arg(long)]
         out: PathBuf,
+        /// The audit signing key ([audit] signing_key_file) rather than a gateway key.
+        #[arg(long)]
+        audit: bool,
+        /// Succeed without writing when FILE exists already (first start of the service).
+        #[arg(long)]
+        if_missing: bool,
     },
     /// Validate the configuration and print the effective policy.
     CheckConfig {
@@ -89,10 +96,20 @@ enum AuditCommand {
         #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl"])]
         format: String,
     },
-    /// Check the hash chain: exit 0 only if intact, else print the first broken event id.
+    /// Check the hash chain and the signed checkpoints: exit 0 only if intact, else print the
+    /// first bad event id. With --export, check an exported JSONL copy, no database needed.
     Verify {
         #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
         config: PathBuf,
+        /// Checkpoint file (default: [audit] checkpoint_file).
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+        /// Audit public key, base64 (default: from [audit] signing_key_file).
+        #[arg(long)]
+        public_key: Option<String>,
+        /// A `sesame audit export --format jsonl` file; needs --checkpoints and --public-key.
+        #[arg(long, requires_all = ["checkpoints", "public_key"])]
+        export: Option<PathBuf>,
     },
     /// Who reached a resource: user, device, first/last seen, bytes (flow.allowed records).
     Flows {
@@ -184,7 +201,6 @@ fn report_format(s: &str) -> sesame::commands::audit_review_cli::ReportFormat {
 }
 
 fn main() -> ExitCode {
-    sesame::telemetry::init();
     match try_main() {
         Ok(code) => code,
         Err(e) => {
@@ -196,10 +212,23 @@ fn main() -> ExitCode {
 
 fn try_main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // Servers install logging as their [log] section says; the other commands log as text.
+    if !matches!(cli.command, Command::Serve { .. } | Command::Gateway { .. }) {
+        sesame::telemetry::init();
+    }
     match cli.command {
         Command::Serve { config } => sesame::commands::serve(&config),
         Command::Gateway { config } => sesame::commands::gateway(&config),
-        Command::Keygen { out } => sesame::commands::keygen(&out),
+        Command::Keygen {
+            out,
+            audit: false,
+            if_missing,
+        } => sesame::commands::keygen(&out, if_missing),
+        Command::Keygen {
+            out,
+            audit: true,
+            if_missing,
+        } => sesame::commands::audit_cli::keygen(&out, if_missing),
         Command::CheckConfig { config } => sesame::commands::check_config(&config),
         Command::EnrolCode(EnrolCodeCommand::Create {
             config,
@@ -272,9 +301,17 @@ fn try_main() -> anyhow::Result<ExitCode> {
             user.as_deref(),
             report_format(&format),
         ),
-        Command::Audit(AuditCommand::Verify { config }) => {
-            sesame::commands::audit_cli::verify(&config)
-        }
+        Command::Audit(AuditCommand::Verify {
+            config,
+            checkpoints,
+            public_key,
+            export,
+        }) => sesame::commands::audit_cli::verify(&sesame::commands::audit_cli::VerifyArgs {
+            config: export.is_none().then_some(config.as_path()),
+            checkpoints: checkpoints.as_deref(),
+            public_key: public_key.as_deref(),
+            export: export.as_deref(),
+        }),
         Command::Devices(DevicesCommand::Revoke { id, config, reason }) => {
             sesame::commands::store_admin::devices_revoke(&config, id, reason.as_deref())
         }

@@ -19,6 +19,10 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) audit: RawAudit,
     #[serde(default)]
+    pub(super) log: RawLog,
+    #[serde(default)]
+    pub(super) metrics: RawMetrics,
+    #[serde(default)]
     pub(super) resource: Vec<RawResource>,
     #[serde(default)]
     pub(super) grant: Vec<RawGrant>,
@@ -134,12 +138,50 @@ pub(super) struct RawRoles {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAudit {
     pub(super) retention: String,
+    /// Default: `audit.key` beside `[gateway] private_key_file` (the service's state folder).
+    pub(super) signing_key_file: Option<PathBuf>,
+    /// Default: `audit-checkpoints.jsonl` beside `[gateway] private_key_file`.
+    pub(super) checkpoint_file: Option<PathBuf>,
+    pub(super) checkpoint_interval: String,
 }
 
 impl Default for RawAudit {
     fn default() -> Self {
         RawAudit {
             retention: "400d".into(),
+            signing_key_file: None,
+            checkpoint_file: None,
+            checkpoint_interval: "1h".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawLog {
+    pub(super) format: String,
+    pub(super) level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawMetrics {
+    pub(super) listen: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            listen: "127.0.0.1:9108".into(),
         }
     }
 }

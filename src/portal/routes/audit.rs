@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::checkpoint;
 use crate::audit::export::{csv_document, render_page, ExportFormat};
 use crate::audit::query::page_size;
 use crate::audit::review::{
@@ -17,7 +18,7 @@ use crate::audit::review::{
 use crate::audit::{
     read_event, AuditContext, AuditEvent, AuditFilter, Cursor, FilterParams, QueryError,
 };
-use crate::store::{AuditVerification, Store};
+use crate::store::{AuditVerification, Store, StoreError};
 
 use crate::portal::auth::{Role, Session};
 use crate::portal::error::ApiError;
@@ -367,7 +368,8 @@ pub async fn access_review_route(
 /// Result of `GET /api/v1/audit/verify`.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VerifyView {
-    /// True when every event's hash matches and links to its predecessor.
+    /// True when every event's hash matches and links to its predecessor, and the chain agrees
+    /// with every signed checkpoint of `[audit] checkpoint_file`.
     pub intact: bool,
     /// Events checked (when intact).
     pub events: i64,
@@ -396,7 +398,15 @@ pub async fn verify(
         serde_json::json!({}),
     )
     .await?;
-    let view = match state.store.verify_audit().await? {
+    // The chain and every signed checkpoint, as `sesame audit verify` checks them.
+    let audit = &state.config.audit;
+    let key = checkpoint::load_public_key(&audit.signing_key_file).map_err(StoreError::from)?;
+    let cps = checkpoint::read_file(&audit.checkpoint_file).map_err(StoreError::from)?;
+    let view = match state
+        .store
+        .verify_audit_with(Some((key.as_ref(), &cps)))
+        .await?
+    {
         AuditVerification::Intact { events } => VerifyView {
             intact: true,
             events: i64::try_from(events).unwrap_or(i64::MAX),
