@@ -47,6 +47,26 @@ enum Command {
     /// The audit log: export, verify the hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The directory sync.
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
+}
+
+#[derive(Subcommand)]
+enum DirectoryCommand {
+    /// Show (--dry-run) or confirm (--apply) what a directory sync changes; a periodic sync
+    /// that would suspend more than `max_changes_per_sync` devices waits for --apply.
+    #[command(group(clap::ArgGroup::new("mode").required(true).args(["dry_run", "apply"])))]
+    Sync {
+        #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
+        config: PathBuf,
+        /// Print the changes, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Make the changes, even over max_changes_per_sync.
+        #[arg(long)]
+        apply: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -188,6 +208,11 @@ fn try_main() -> anyhow::Result<ExitCode> {
         Command::Audit(AuditCommand::Verify { config }) => {
             sesame::commands::audit_cli::verify(&config)
         }
+        Command::Directory(DirectoryCommand::Sync {
+            config,
+            dry_run: _,
+            apply,
+        }) => sesame::commands::directory_cli::sync(&config, apply),
         Command::Devices(DevicesCommand::Revoke { id, config, reason }) => {
             sesame::commands::store_admin::devices_revoke(&config, id, reason.as_deref())
         }

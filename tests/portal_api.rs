@@ -484,7 +484,7 @@ async fn directory_sync_updates_grants_and_revokes_leavers() {
         .remove_from_group("sbernard", "personnels-administratifs");
     let report = h.sync().sync_once().await.unwrap();
     assert_eq!(report.checked, 2);
-    assert_eq!(report.devices_revoked, 1);
+    assert_eq!(report.devices_suspended, 1);
     assert!(h.sink.peer(&kb_marie).unwrap().rules.allows(rh, 6, 443));
     assert!(h.sink.peer(&kb_sophie).is_none());
     let r = reqwest::Client::new()
@@ -493,7 +493,7 @@ async fn directory_sync_updates_grants_and_revokes_leavers() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(r).await, (403, "device_revoked".into()));
+    assert_eq!(error_of(r).await, (403, "device_suspended".into()));
     let sync_events = h
         .store
         .list_audit(&AuditFilter {
@@ -503,11 +503,11 @@ async fn directory_sync_updates_grants_and_revokes_leavers() {
         .await
         .unwrap();
     assert_eq!(sync_events.len(), 1);
-    assert_eq!(sync_events[0].details["devices_revoked"], 1);
+    assert_eq!(sync_events[0].details["devices_suspended"], 1);
     let revoked = h
         .store
         .list_audit(&AuditFilter {
-            action: Some("device.revoked".into()),
+            action: Some("device.suspended".into()),
             ..AuditFilter::default()
         })
         .await
@@ -534,19 +534,20 @@ async fn directory_sync_updates_grants_and_revokes_leavers() {
     h.control.reconcile().await.unwrap();
     assert!(h.sink.peer(&kb_h).is_none());
 
-    // A disabled user loses their devices too.
+    // A disabled user loses their devices too (suspended).
     h.slapd.disable_user("mdupont");
     let report = h.sync().sync_once().await.unwrap();
-    assert_eq!(report.devices_revoked, 1);
+    assert_eq!(report.devices_suspended, 1);
     assert!(h.sink.keys().is_empty());
-    // Sync revocations are counted in /metrics with the portal's (expiry is not a revocation).
+    // Sync suspensions are counted in /metrics (expiry is not a revocation).
     let m = reqwest::get(h.url("/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    assert!(m.contains("sesame_revocations_total 2"), "{m}");
+    assert!(m.contains("sesame_device_suspensions_total 2"), "{m}");
+    assert!(m.contains("sesame_revocations_total 0"), "{m}");
     let _ = (PAIE_NET, RH_NET);
 }
 

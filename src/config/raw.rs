@@ -110,6 +110,10 @@ pub(super) struct RawDirectory {
     pub(super) sync_interval: String,
     #[serde(default = "default_directory_timeout")]
     pub(super) timeout: String,
+    #[serde(default = "default_max_changes_per_sync")]
+    pub(super) max_changes_per_sync: String,
+    #[serde(default = "default_suspend_grace")]
+    pub(super) suspend_grace: String,
 }
 
 pub(super) fn default_kind() -> String {
@@ -120,6 +124,12 @@ pub(super) fn default_sync_interval() -> String {
 }
 pub(super) fn default_directory_timeout() -> String {
     "5s".into()
+}
+pub(super) fn default_max_changes_per_sync() -> String {
+    "5%".into()
+}
+pub(super) fn default_suspend_grace() -> String {
+    "30d".into()
 }
 
 #[derive(Deserialize, Default)]

@@ -144,3 +144,40 @@ fn durations() {
     assert!(parse_duration("3 weeks").is_err());
     assert!(parse_duration("h").is_err());
 }
+
+#[test]
+fn directory_safety_keys_default_and_validate() {
+    let dir = |extra: &str| {
+        format!("[directory]\nurl = \"ldap://127.0.0.1:389\"\nbind_dn = \"cn=s\"\nbind_password_file = \"p\"\nuser_base = \"ou=p\"\ngroup_base = \"ou=g\"\n{extra}")
+    };
+    let c = parse(&dir("")).expect("defaults");
+    let d = c.directory.expect("directory");
+    assert_eq!(d.max_changes_per_sync, MaxChanges::Percent(5));
+    assert_eq!(d.suspend_grace, Duration::from_secs(30 * 86_400));
+    let c = parse(&dir(
+        "max_changes_per_sync = \"25\"\nsuspend_grace = \"7d\"",
+    ))
+    .expect("set");
+    let d = c.directory.expect("directory");
+    assert_eq!(d.max_changes_per_sync, MaxChanges::Count(25));
+    assert_eq!(d.suspend_grace, Duration::from_secs(7 * 86_400));
+    let e = err(&dir("max_changes_per_sync = \"lots\""));
+    assert_eq!(e.key, "directory.max_changes_per_sync");
+    assert_eq!(e.line, Some(7));
+    let e = err(&dir("max_changes_per_sync = \"150%\""));
+    assert_eq!(e.key, "directory.max_changes_per_sync");
+    let e = err(&dir("suspend_grace = \"a month\""));
+    assert_eq!(e.key, "directory.suspend_grace");
+}
+
+#[test]
+fn max_changes_limit_is_a_share_with_a_floor() {
+    let five = MaxChanges::Percent(5);
+    assert_eq!(five.limit(0), 10);
+    assert_eq!(five.limit(13), 10);
+    assert_eq!(five.limit(200), 10);
+    assert_eq!(five.limit(201), 11);
+    assert_eq!(five.limit(10_000), 500);
+    assert_eq!(MaxChanges::Count(3).limit(10_000), 3);
+    assert_eq!(MaxChanges::Count(0).limit(10), 0);
+}

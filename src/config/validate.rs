@@ -206,6 +206,9 @@ pub(super) fn validate(
                 group_base: d.group_base,
                 sync_interval: duration(&k("sync_interval"), &d.sync_interval)?,
                 timeout: duration(&k("timeout"), &d.timeout)?,
+                max_changes_per_sync: MaxChanges::parse(&d.max_changes_per_sync)
+                    .map_err(|m| loc.error(&k("max_changes_per_sync"), m))?,
+                suspend_grace: duration(&k("suspend_grace"), &d.suspend_grace)?,
             })
         }
     };

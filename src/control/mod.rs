@@ -11,7 +11,10 @@ pub mod sync;
 
 pub use desired::{desired_peers, has_role, resources_for, ActiveDevice, DesiredPeer};
 pub use plane::{ControlError, ControlPlane};
-pub use sync::{DirectorySync, SyncError, SyncReport};
+pub use sync::{
+    DirectorySync, SyncError, SyncMode, SyncPlan, SyncReport, SyncSafety, UserPlan,
+    ABSENCE_CONFIRMATIONS,
+};
 
 /// Counters the gateway exposes, for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -63,14 +63,14 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(Arc::clone(&control).run(stop_rx.clone()));
-    let sync = DirectorySync {
-        store: store.clone(),
-        directory: Arc::clone(&directory),
-        control: Arc::clone(&control),
-        vpn_users: config.roles.vpn_users.clone(),
-        timeout: dir_cfg.timeout,
-        metrics: Arc::clone(&metrics),
-    };
+    let sync = DirectorySync::new(
+        store.clone(),
+        Arc::clone(&directory),
+        Some(Arc::clone(&control)),
+        config.roles.vpn_users.clone(),
+        &dir_cfg,
+        Arc::clone(&metrics),
+    );
     tasks.spawn(sync.run(dir_cfg.sync_interval, stop_rx.clone()));
     tasks.spawn(purge_sessions(store.clone(), stop_rx.clone()));
 

@@ -15,6 +15,10 @@ pub struct Metrics {
     pub rotations: AtomicU64,
     pub revocations: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Devices suspended by the directory sync.
+    pub suspensions: AtomicU64,
+    /// Directory sync passes held over `max_changes_per_sync`.
+    pub sync_held: AtomicU64,
 }
 
 fn inc(c: &AtomicU64) {
@@ -44,6 +48,12 @@ impl Metrics {
     }
     pub fn rate_limited(&self) {
         inc(&self.rate_limited);
+    }
+    pub fn suspension(&self) {
+        inc(&self.suspensions);
+    }
+    pub fn sync_held(&self) {
+        inc(&self.sync_held);
     }
 
     /// Prometheus text exposition format 0.0.4.
@@ -81,6 +91,16 @@ impl Metrics {
             "sesame_revocations_total",
             "Devices revoked (by IT staff or directory sync).",
             &[("", g(&self.revocations))],
+        );
+        counter(
+            "sesame_device_suspensions_total",
+            "Devices suspended by the directory sync (user left vpn_users, disabled, absent).",
+            &[("", g(&self.suspensions))],
+        );
+        counter(
+            "sesame_directory_sync_held_total",
+            "Directory sync passes that applied nothing: over directory.max_changes_per_sync.",
+            &[("", g(&self.sync_held))],
         );
         counter(
             "sesame_rate_limited_total",

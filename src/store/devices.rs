@@ -16,6 +16,9 @@ use crate::audit::{Action, AuditContext, NewAuditEvent};
 #[serde(rename_all = "snake_case")]
 pub enum DeviceStatus {
     Active,
+    /// Cut by the directory sync (user left `vpn_users`, disabled, gone); restorable within
+    /// `directory.suspend_grace`. Stored as status 'active' with `suspended_at` set.
+    Suspended,
     Revoked,
 }
 
@@ -23,6 +26,7 @@ impl DeviceStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             DeviceStatus::Active => "active",
+            DeviceStatus::Suspended => "suspended",
             DeviceStatus::Revoked => "revoked",
         }
     }
@@ -30,6 +34,7 @@ impl DeviceStatus {
     pub fn parse(s: &str) -> Option<DeviceStatus> {
         match s {
             "active" => Some(DeviceStatus::Active),
+            "suspended" => Some(DeviceStatus::Suspended),
             "revoked" => Some(DeviceStatus::Revoked),
             _ => None,
         }
@@ -54,6 +59,10 @@ pub struct Device {
     pub revoke_reason: Option<String>,
     /// When the key must be rotated (unix ms); `None`: no expiry.
     pub expires_at: Option<i64>,
+    /// When the directory sync suspended it (unix ms), `None` unless suspended.
+    pub suspended_at: Option<i64>,
+    /// Why it is suspended, `None` unless suspended.
+    pub suspend_reason: Option<String>,
 }
 
 impl Device {
@@ -88,6 +97,9 @@ pub struct DevicesVersion {
     last_rotated: i64,
     last_revoked: i64,
     revoked: i64,
+    suspended: i64,
+    last_suspended: i64,
+    last_restored: i64,
 }
 
 /// An active device and its owner: one entry of the gateway's desired peer set.
@@ -100,11 +112,13 @@ pub struct DeviceWithUser {
 pub(crate) const COLUMNS: &str = "d.id AS d_id, d.username AS d_username, d.name AS d_name, \
     d.hostname AS d_hostname, d.public_key AS d_public_key, d.tunnel_address AS d_tunnel_address, \
     d.status AS d_status, d.created_at AS d_created_at, d.rotated_at AS d_rotated_at, \
-    d.revoked_at AS d_revoked_at, d.revoke_reason AS d_revoke_reason, d.expires_at AS d_expires_at";
+    d.revoked_at AS d_revoked_at, d.revoke_reason AS d_revoke_reason, d.expires_at AS d_expires_at, \
+    d.suspended_at AS d_suspended_at, d.suspend_reason AS d_suspend_reason";
 
 const USER_COLUMNS: &str =
     "u.username AS u_username, u.dn AS u_dn, u.display_name AS u_display_name, \
-    u.groups AS u_groups, u.disabled AS u_disabled, u.last_sync AS u_last_sync";
+    u.groups AS u_groups, u.disabled AS u_disabled, u.last_sync AS u_last_sync, \
+    u.missing_syncs AS u_missing_syncs";
 
 pub(crate) fn from_row(row: &AnyRow) -> Result<Device, StoreError> {
     let corrupt = |message: String| StoreError::Corrupt {
@@ -114,6 +128,12 @@ pub(crate) fn from_row(row: &AnyRow) -> Result<Device, StoreError> {
     let key: String = row.try_get("d_public_key")?;
     let addr: String = row.try_get("d_tunnel_address")?;
     let status: String = row.try_get("d_status")?;
+    let suspended_at: Option<i64> = row.try_get("d_suspended_at")?;
+    let status = match DeviceStatus::parse(&status) {
+        Some(DeviceStatus::Active) if suspended_at.is_some() => DeviceStatus::Suspended,
+        Some(s @ (DeviceStatus::Active | DeviceStatus::Revoked)) => s,
+        _ => return Err(corrupt(format!("status {status:?}"))),
+    };
     Ok(Device {
         id: row.try_get("d_id")?,
         username: row.try_get("d_username")?,
@@ -124,13 +144,14 @@ pub(crate) fn from_row(row: &AnyRow) -> Result<Device, StoreError> {
         tunnel_address: addr
             .parse()
             .map_err(|_| corrupt(format!("tunnel_address {addr:?}")))?,
-        status: DeviceStatus::parse(&status)
-            .ok_or_else(|| corrupt(format!("status {status:?}")))?,
+        status,
         created_at: row.try_get("d_created_at")?,
         rotated_at: row.try_get("d_rotated_at")?,
         revoked_at: row.try_get("d_revoked_at")?,
         revoke_reason: row.try_get("d_revoke_reason")?,
         expires_at: row.try_get("d_expires_at")?,
+        suspended_at,
+        suspend_reason: row.try_get("d_suspend_reason")?,
     })
 }
 
@@ -154,8 +175,8 @@ pub(crate) async fn key_in_use(
 }
 
 /// Marks one active device revoked and audits it (`action`: `device.revoked` or
-/// `device.expired`). Returns the updated device.
-async fn revoke_one(
+/// `device.expired`). Returns the updated device. A suspended device may be revoked.
+pub(super) async fn revoke_one(
     conn: &mut AnyConnection,
     id: i64,
     reason: &str,
@@ -225,11 +246,12 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// Active devices with their owners, by id: the gateway's desired peer set before policy.
+    /// Active (not suspended) devices with their owners, by id: the gateway's desired peer set
+    /// before policy.
     pub async fn active_devices(&self) -> Result<Vec<DeviceWithUser>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS}, {USER_COLUMNS} FROM devices d JOIN users u ON u.username = d.username \
-             WHERE d.status = 'active' ORDER BY d.id"
+             WHERE d.status = 'active' AND d.suspended_at IS NULL ORDER BY d.id"
         ))
         .fetch_all(&self.pool)
         .await?;
@@ -358,7 +380,10 @@ impl Store {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS max_id, \
              COALESCE(MAX(rotated_at), 0) AS last_rotated, COALESCE(MAX(revoked_at), 0) AS last_revoked, \
-             COALESCE(SUM(CASE WHEN status = 'revoked' THEN 1 ELSE 0 END), 0) AS revoked FROM devices",
+             COALESCE(SUM(CASE WHEN status = 'revoked' THEN 1 ELSE 0 END), 0) AS revoked, \
+             COALESCE(SUM(CASE WHEN suspended_at IS NULL THEN 0 ELSE 1 END), 0) AS suspended, \
+             COALESCE(MAX(suspended_at), 0) AS last_suspended, \
+             COALESCE(MAX(restored_at), 0) AS last_restored FROM devices",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -368,6 +393,9 @@ impl Store {
             last_rotated: row.try_get("last_rotated")?,
             last_revoked: row.try_get("last_revoked")?,
             revoked: row.try_get("revoked")?,
+            suspended: row.try_get("suspended")?,
+            last_suspended: row.try_get("last_suspended")?,
+            last_restored: row.try_get("last_restored")?,
         })
     }
 }

@@ -14,6 +14,7 @@ mod devices;
 mod enrol;
 mod group;
 mod sessions;
+mod suspend;
 mod users;
 
 pub use audit::{AuditFilter, AuditVerification};
@@ -24,6 +25,7 @@ pub use codes::{
 pub use devices::{Device, DeviceStatus, DeviceWithUser, DevicesVersion};
 pub use enrol::{AddressPool, EnrolRequest, Enrolled};
 pub use sessions::{NewSession, WebSession};
+pub use suspend::GRACE_EXPIRED_REASON;
 pub use users::{normalize_username, User};
 
 use std::path::PathBuf;

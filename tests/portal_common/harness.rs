@@ -303,14 +303,14 @@ impl Harness {
     }
 
     pub fn sync(&self) -> DirectorySync {
-        DirectorySync {
-            store: self.store.clone(),
-            directory: self.directory.clone(),
-            control: Arc::clone(&self.control),
-            vpn_users: self.config.roles.vpn_users.clone(),
-            timeout: Duration::from_secs(5),
-            metrics: Arc::clone(&self.metrics),
-        }
+        DirectorySync::new(
+            self.store.clone(),
+            self.directory.clone(),
+            Some(Arc::clone(&self.control)),
+            self.config.roles.vpn_users.clone(),
+            self.config.directory.as_ref().unwrap(),
+            Arc::clone(&self.metrics),
+        )
     }
 
     pub async fn device_count(&self) -> usize {

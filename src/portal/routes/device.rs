@@ -196,17 +196,19 @@ async fn enrol_inner(
     Ok(cfg)
 }
 
-/// The active device holding this bearer token; a revoked one answers `device_revoked`.
+/// The active device holding this bearer token; a revoked one answers `device_revoked`, a
+/// suspended one `device_suspended`.
 async fn device_for_token(state: &AppState, token: &str) -> Result<Device, ApiError> {
     let device = state
         .store
         .device_by_token(token)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
-    if device.status == DeviceStatus::Revoked {
-        return Err(ApiError::DeviceRevoked);
+    match device.status {
+        DeviceStatus::Active => Ok(device),
+        DeviceStatus::Suspended => Err(ApiError::DeviceSuspended),
+        DeviceStatus::Revoked => Err(ApiError::DeviceRevoked),
     }
-    Ok(device)
 }
 
 /// `GET /api/v1/device/config`
