@@ -52,6 +52,9 @@ pub struct Engine {
     pub drops: Drops,
     flow_idle: Duration,
     ticks: Mutex<TickState>,
+    /// Handshakes the gateway must initiate at the next tick (after a restart), see
+    /// `engine_initiate.rs`.
+    initiations: Mutex<Vec<([u8; 32], SocketAddr)>>,
 }
 
 struct TickState {
@@ -84,6 +87,7 @@ impl Engine {
                 last_timers: None,
                 last_sweep: None,
             }),
+            initiations: Mutex::new(Vec::new()),
         }
     }
 
@@ -160,14 +164,7 @@ impl Engine {
             return self.drops.add(DropReason::UnknownPeer);
         }
         if st.tunn.is_none() {
-            st.tunn = Some(Box::new(Tunn::new(
-                self.secret.clone(),
-                PublicKey::from(peer.public_key),
-                None,
-                peer.persistent_keepalive,
-                peer.index,
-                Some(Arc::clone(&self.limiter)),
-            )));
+            st.tunn = Some(self.new_tunn(peer));
             peer.live.store(true, Ordering::Release);
         }
         self.decapsulate(now, peer, &mut st, from, datagram, scratch, out);
@@ -333,6 +330,7 @@ impl Engine {
         if !timers {
             return;
         }
+        self.initiate_pending(scratch, out);
         self.limiter.reset_count();
         if sweep {
             self.handshakes.lock().collect(now);
@@ -393,6 +391,9 @@ impl Engine {
         v
     }
 }
+
+#[path = "engine_initiate.rs"]
+mod initiate;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

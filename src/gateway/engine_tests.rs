@@ -480,3 +480,39 @@ fn under_load_handshakes_get_cookies_and_a_real_laptop_still_gets_in() {
     assert_eq!(out.net.len(), 1);
     assert_eq!(out.net[0].1[0], 2, "expected a handshake response");
 }
+
+#[test]
+fn gateway_initiated_handshake_reopens_the_session_towards_the_last_endpoint() {
+    let mut s = setup();
+    // After a restart: the laptop's last endpoint, and a key the table does not hold.
+    s.engine
+        .initiate_handshakes(vec![(s.laptop_key, s.endpoint), ([9; 32], s.endpoint)]);
+    let mut out = Collect::default();
+    s.engine.tick(s.now, &mut s.scratch, &mut out);
+    assert_eq!(out.net.len(), 1, "one initiation, for the known peer only");
+    assert_eq!(out.net[0].0, s.endpoint);
+    assert_eq!(out.net[0].1.len(), 148);
+    assert_eq!(out.net[0].1[0], 1, "message type 1: handshake initiation");
+    // Sent once: the next tick does not repeat it.
+    let mut again = Collect::default();
+    s.engine
+        .tick(s.now + TIMER_PERIOD, &mut s.scratch, &mut again);
+    assert!(again.net.is_empty());
+
+    // The laptop (a stock responder) answers; the gateway confirms with a keepalive.
+    let mut buf = vec![0u8; 2048];
+    let response = match s.laptop.decapsulate(None, &out.net[0].1, &mut buf) {
+        TunnResult::WriteToNetwork(d) => d.to_vec(),
+        other => panic!("laptop refused the gateway's initiation: {other:?}"),
+    };
+    let confirm = s.send(&response);
+    assert_eq!(confirm.net.len(), 1, "keepalive confirming the session");
+    let mut buf = vec![0u8; 2048];
+    assert!(matches!(
+        s.laptop.decapsulate(None, &confirm.net[0].1, &mut buf),
+        TunnResult::Done
+    ));
+    // The laptop's traffic now flows over the session the gateway opened.
+    let out = s.send_ip(&build::tcp(LAPTOP, PAIE, 40000, 443, 0x02));
+    assert_eq!(out.tun.len(), 1);
+}
