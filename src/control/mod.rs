@@ -4,6 +4,8 @@
 //! stand-in; `sesame serve` plugs in the real `GatewayHandle` (see `sink`).
 
 pub mod desired;
+pub mod failstatic;
+pub mod peer_cache;
 pub mod plane;
 pub mod serve;
 pub mod sink;
@@ -41,6 +43,12 @@ pub trait PeerSink: Send + Sync + 'static {
     fn remove_peer(&self, _public_key: &[u8; 32]) -> bool {
         false
     }
+    /// Where each peer's traffic last came from (kept in the peer cache across restarts).
+    fn endpoints(&self) -> Vec<([u8; 32], std::net::SocketAddr)> {
+        Vec::new()
+    }
+    /// Starts a handshake towards each peer's last endpoint (after a restart).
+    fn initiate_handshakes(&self, _targets: Vec<([u8; 32], std::net::SocketAddr)>) {}
     /// The gateway's public key (devices dial it; no device may reuse it).
     fn public_key(&self) -> [u8; 32];
     /// Current counters.

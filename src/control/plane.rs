@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::store::{Device, DeviceStatus, DevicesVersion, Store, StoreError};
 
 use super::desired::{desired_peers, ActiveDevice, DesiredPeer};
+use super::peer_cache::{CachedDevice, PeerCache};
 use super::{GatewayStats, PeerSink};
 
 /// How often the publisher checks the devices table's fingerprint: a change made by another
@@ -48,6 +49,10 @@ pub struct ControlPlane {
     /// reconcile that started after a caller's request saw that caller's committed write.
     requested: AtomicU64,
     covered: AtomicU64,
+    /// The local copy of the last good set (`sesame serve` only).
+    cache: std::sync::OnceLock<PeerCache>,
+    /// What the cache holds now: rewritten only when it changes.
+    cached: parking_lot::Mutex<Option<Vec<CachedDevice>>>,
 }
 
 impl ControlPlane {
@@ -64,7 +69,53 @@ impl ControlPlane {
             version: parking_lot::Mutex::new(None),
             requested: AtomicU64::new(0),
             covered: AtomicU64::new(0),
+            cache: std::sync::OnceLock::new(),
+            cached: parking_lot::Mutex::new(None),
         })
+    }
+
+    /// Keeps the last good peer set (with endpoints) in `cache` from now on.
+    pub fn set_peer_cache(&self, cache: PeerCache) {
+        let _ = self.cache.set(cache);
+    }
+
+    /// Writes the cache if the devices or their endpoints changed since the last write.
+    fn save_cache(&self, devices: &[ActiveDevice]) {
+        let Some(cache) = self.cache.get() else {
+            return;
+        };
+        let endpoints: std::collections::HashMap<[u8; 32], std::net::SocketAddr> =
+            self.sink.endpoints().into_iter().collect();
+        let mut entries: Vec<CachedDevice> = devices
+            .iter()
+            .map(|d| CachedDevice::new(d, endpoints.get(&d.public_key).copied()))
+            .collect();
+        // A peer with no traffic since the restart keeps the endpoint the cache had.
+        if let Some(old) = self.cached.lock().as_ref() {
+            for e in entries.iter_mut().filter(|e| e.endpoint.is_none()) {
+                e.endpoint = old
+                    .iter()
+                    .find(|o| o.public_key == e.public_key)
+                    .and_then(|o| o.endpoint);
+            }
+        }
+        let mut cached = self.cached.lock();
+        if cached.as_ref() == Some(&entries) {
+            return;
+        }
+        match cache.save(
+            &self.sink.public_key(),
+            self.store.now_ms(),
+            entries.clone(),
+        ) {
+            Ok(()) => *cached = Some(entries),
+            Err(e) => tracing::warn!(error = %e, "cannot write the peer cache"),
+        }
+    }
+
+    /// What the cache held at start (its endpoints are kept for peers without traffic yet).
+    pub fn seed_cache(&self, entries: Vec<CachedDevice>) {
+        *self.cached.lock() = Some(entries);
     }
 
     pub fn gateway_public_key(&self) -> [u8; 32] {
@@ -101,8 +152,10 @@ impl ControlPlane {
     async fn reconcile_locked(&self) -> Result<usize, ControlError> {
         // Read the fingerprint first: a change racing with the computation shows up next poll.
         let version = self.store.devices_version().await.ok();
-        match self.compute().await {
-            Ok(peers) => {
+        match active_devices(&self.store).await {
+            Ok(devices) => {
+                let peers = desired_from(&self.config, &devices);
+                self.save_cache(&devices);
                 let n = peers.len();
                 let mut last = self.last.lock();
                 if last.as_ref() != Some(&peers) {
@@ -262,8 +315,13 @@ pub async fn compute_desired(
     store: &Store,
     config: &Config,
 ) -> Result<Vec<DesiredPeer>, ControlError> {
+    Ok(desired_from(config, &active_devices(store).await?))
+}
+
+/// The store's active devices of enabled users.
+pub async fn active_devices(store: &Store) -> Result<Vec<ActiveDevice>, ControlError> {
     let rows = store.active_devices().await?;
-    let devices: Vec<ActiveDevice> = rows
+    Ok(rows
         .into_iter()
         .filter(|r| !r.user.disabled)
         .map(|r| ActiveDevice {
@@ -273,11 +331,16 @@ pub async fn compute_desired(
             address: r.device.tunnel_address,
             groups: r.user.groups,
         })
-        .collect();
-    Ok(desired_peers(
+        .collect())
+}
+
+/// The desired set from devices (from the store or the peer cache), the policy and the
+/// static peers.
+pub fn desired_from(config: &Config, devices: &[ActiveDevice]) -> Vec<DesiredPeer> {
+    desired_peers(
         &config.policy,
         &config.roles.vpn_users,
         &config.peers,
-        &devices,
-    ))
+        devices,
+    )
 }

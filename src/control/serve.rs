@@ -16,7 +16,7 @@ use crate::portal::metrics::Metrics;
 use crate::portal::{router, AppState};
 use crate::store::Store;
 
-use super::{ControlPlane, DirectorySync, PeerSink};
+use super::{failstatic, ControlPlane, DirectorySync};
 
 /// How often expired web sessions are purged.
 const SESSION_PURGE_INTERVAL: Duration = Duration::from_secs(600);
@@ -38,26 +38,42 @@ pub async fn serve(
 
     // Bind first: a busy port stops start-up before the gateway touches the network.
     let listener = listen::bind(config.portal.listen)?;
-    let store = Store::connect(&config.database.url)
-        .await
-        .with_context(|| {
-            format!(
-                "opening the database (database.url in {})",
-                config.path.display()
-            )
-        })?;
     let directory: Arc<dyn Directory> =
         Arc::new(LdapDirectory::new(&dir_cfg).context("preparing the directory ([directory])")?);
     let key = keys::load_private_key(&config.gateway.private_key_file)?;
 
-    // The peer set comes from the store before the gateway handles its first packet.
-    let initial = super::plane::compute_desired(&store, &config)
-        .await
-        .context("reading the enrolled devices before starting the gateway")?;
+    // The shutdown request as a watch: start-up may wait for the database.
+    let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = shutdown_tx.send(true);
+    });
+
+    // The peer set comes from the store before the gateway handles its first packet; if the
+    // store cannot be read, from the local cache (fail-static) while the store is retried.
     let gateway = Gateway::start(&config.gateway, key).context("starting the gateway")?;
     let handle = gateway.handle();
-    PeerSink::set_peers(&handle, initial);
+    let cache = failstatic::open_cache(&config.gateway.private_key_file);
+    let cached = cache
+        .as_ref()
+        .map(|c| failstatic::load_cached(c, &handle.public_key()))
+        .unwrap_or_default();
+    let Some(store) =
+        failstatic::connect_or_serve_cached(&config, &handle, &cached, &mut shutdown_rx).await
+    else {
+        tracing::info!("shutting down before the database was reachable");
+        tokio::task::spawn_blocking(move || gateway.shutdown())
+            .await
+            .context("stopping the gateway")?;
+        return Ok(());
+    };
     let control = ControlPlane::new(store.clone(), Arc::clone(&config), Arc::new(handle));
+    if let Some(cache) = cache {
+        control.seed_cache(cached);
+        control.set_peer_cache(cache);
+    }
+    // Writes the cache now (same set: the gateway keeps every session).
+    let _ = control.reconcile().await;
 
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -88,7 +104,10 @@ pub async fn serve(
         }),
         _ => None,
     };
-    let portal_result = listen::serve(listener, tls, router(state), shutdown).await;
+    let portal_result = listen::serve(listener, tls, router(state), async move {
+        let _ = shutdown_rx.wait_for(|stop| *stop).await;
+    })
+    .await;
 
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);

@@ -194,6 +194,12 @@ impl GatewayHandle {
         self.engine.peer_stats()
     }
 
+    /// Starts a handshake towards each `(public key, endpoint)` at the next timer tick (after
+    /// a restart, from the peer cache): laptops are back without waiting for their own timer.
+    pub fn initiate_handshakes(&self, targets: Vec<([u8; 32], std::net::SocketAddr)>) {
+        self.engine.initiate_handshakes(targets);
+    }
+
     pub fn drop_counters(&self) -> DropCounters {
         self.engine.drops.snapshot()
     }
