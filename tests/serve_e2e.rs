@@ -139,6 +139,19 @@ impl World {
         );
     }
 
+    /// Starts `sesame serve` without waiting for the portal (it may be waiting for the
+    /// database); returns the start instant.
+    fn spawn_serve(&mut self, config: &Path) -> Instant {
+        let t = Instant::now();
+        let p = self.gw.spawn(
+            env!("CARGO_BIN_EXE_sesame"),
+            &["serve", "--config", config.to_str().unwrap()],
+            Some(&self.log),
+        );
+        self.serve = Some(p);
+        t
+    }
+
     fn stop_serve(&mut self) {
         let mut p = self.serve.take().unwrap();
         let st = p.signal_and_wait(libc::SIGTERM, Duration::from_secs(20));
@@ -147,6 +160,11 @@ impl World {
             "serve did not stop cleanly: {st:?}\n{}",
             self.log_text()
         );
+    }
+
+    /// A file in the gateway's state directory (beside its private key).
+    fn gw_state_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     fn reaches(&self, ip: &str) -> bool {
@@ -470,7 +488,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     assert!(w.reaches(PAIE), "tunnel cut while the directory is down");
     w.slapd.start_again();
 
-    // Sophie leaves every vpn_users group: the next sync revokes her device and cuts her tunnel.
+    // Sophie leaves every vpn_users group: the next sync suspends her device and cuts her tunnel.
     let probe = PingProbe::start(&w.laptop2, RH, 3 * SYNC.as_secs() as u32);
     w.slapd
         .remove_from_group("sbernard", "personnels-administratifs");
@@ -519,7 +537,8 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
         .output()
         .unwrap();
     let m = String::from_utf8_lossy(&out.stdout);
-    assert!(m.contains("sesame_revocations_total 2"), "{m}");
+    assert!(m.contains("sesame_revocations_total 1"), "{m}");
+    assert!(m.contains("sesame_device_suspensions_total 1"), "{m}");
     assert!(m.contains("sesame_gateway_peers 0"), "{m}");
     w.stop_serve();
 }
@@ -590,4 +609,140 @@ fn serve_refuses_a_config_without_directory() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("[directory] section is missing"), "{err}");
     assert!(err.contains(config.to_str().unwrap()), "{err}");
+}
+
+/// Enrols `uid`'s laptop `peer` (IT staff creates the code) and points it at the gateway with
+/// no persistent keepalive, as a stock WireGuard client; returns the device token.
+fn enrol_stock_laptop(w: &World, uid: &str, peer: &WgPeer, ns: &Netns, endpoint: &str) -> String {
+    let jar = w.dir.path().join("it-stock.cookies");
+    let (st, _) = api(
+        "POST",
+        "/api/v1/login",
+        Some(&json!({"username": "tleroux", "password": password_of("tleroux")})),
+        Some(&jar),
+        None,
+    );
+    assert_eq!(st, 200);
+    let (st, v) = api(
+        "POST",
+        "/api/v1/enrolment-codes",
+        Some(&json!({"username": uid, "device_name": format!("portable-{uid}")})),
+        Some(&jar),
+        None,
+    );
+    assert_eq!(st, 201, "{v}");
+    let (st, cfg) = api(
+        "POST",
+        "/api/v1/enrol",
+        Some(
+            &json!({"code": v["code"], "username": uid, "password": password_of(uid), "public_key": peer.key.public, "hostname": format!("pc-{uid}")}),
+        ),
+        None,
+        None,
+    );
+    assert_eq!(st, 201, "{cfg}");
+    peer.set_peer(ns, &w.gateway_public, endpoint, &[&format!("{PAIE}/32")], 0);
+    cfg["device_token"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn restarts_bring_stock_laptops_back_with_or_without_the_database() {
+    let mut w = setup();
+    let _ = enrol_stock_laptop(
+        &w,
+        "mdupont",
+        &w.wg,
+        &w.laptop,
+        &format!("198.18.1.1:{GW_PORT}"),
+    );
+    assert!(
+        w.until_reach(PAIE, true, Duration::from_secs(15)).is_some(),
+        "granted resource unreachable; log:\n{}",
+        w.log_text()
+    );
+
+    // Plain restart: the gateway re-initiates towards the laptop's last endpoint; a stock
+    // client left alone would wait for its own ~15 s retransmit timer.
+    w.stop_serve();
+    let cached = std::fs::read_to_string(w.gw_state_file("peer-cache.json")).unwrap_or_default();
+    assert!(
+        cached.contains("198.18.1.2:"),
+        "laptop endpoint not cached: {cached}\n{}",
+        w.log_text()
+    );
+    let config = w.config.clone();
+    let t = w.spawn_serve(&config);
+    assert!(
+        wait_for(Duration::from_secs(5), || w.reaches(PAIE)),
+        "laptop not back within 5 s of a plain restart; log:\n{}",
+        w.log_text()
+    );
+    eprintln!(
+        "plain restart: traffic back {:?} after the start",
+        t.elapsed()
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || api(
+            "GET", "/readyz", None, None, None
+        )
+        .0 == 200),
+        "{}",
+        w.log_text()
+    );
+
+    // The database unreachable (its path now under a regular file): the cached set is served.
+    w.stop_serve();
+    let blocker = w.dir.path().join("not-a-directory");
+    std::fs::write(&blocker, "x").unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let db = w.dir.path().join("sesame.db");
+    let broken = text.replace(
+        &format!("sqlite://{}", db.display()),
+        &format!("sqlite://{}", blocker.join("sesame.db").display()),
+    );
+    assert_ne!(text, broken);
+    let broken_config = w.dir.path().join("db-unreachable.toml");
+    std::fs::write(&broken_config, &broken).unwrap();
+    let t = w.spawn_serve(&broken_config);
+    assert!(
+        wait_for(Duration::from_secs(10), || w.reaches(PAIE)),
+        "cached peers not served within 10 s with the database unreachable; log:\n{}",
+        w.log_text()
+    );
+    eprintln!(
+        "restart without database: traffic back {:?} after the start",
+        t.elapsed()
+    );
+    assert!(
+        w.log_text().contains("serving the cached peer set"),
+        "{}",
+        w.log_text()
+    );
+    assert_ne!(api("GET", "/readyz", None, None, None).0, 200);
+
+    // A modified cache is refused, with a clear log line: nothing is served from it.
+    w.stop_serve();
+    let cache = w.gw_state_file("peer-cache.json");
+    let body = std::fs::read_to_string(&cache).unwrap();
+    assert!(body.contains("100.64.0.2"), "{body}");
+    std::fs::write(&cache, body.replace("100.64.0.2", "100.64.0.3")).unwrap();
+    w.spawn_serve(&broken_config);
+    assert!(
+        wait_for(Duration::from_secs(10), || w
+            .log_text()
+            .contains("peer cache refused")),
+        "no refusal in the log:\n{}",
+        w.log_text()
+    );
+    assert!(!w.reaches(PAIE), "a tampered cache was served");
+    w.stop_serve();
+
+    // The database back: everything from the store again, and the cache rewritten.
+    w.start_serve();
+    assert!(
+        w.until_reach(PAIE, true, Duration::from_secs(30)).is_some(),
+        "{}",
+        w.log_text()
+    );
+    w.stop_serve();
 }

@@ -22,6 +22,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(30);
 /// How often devices whose key expired are revoked (`device.expired`).
 pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the peer cache's endpoints are refreshed from the gateway (written on change).
+pub const ENDPOINT_SAVE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why a publication failed; the gateway keeps its last good peer set.
 #[derive(Debug, thiserror::Error)]
@@ -81,25 +83,56 @@ impl ControlPlane {
 
     /// Writes the cache if the devices or their endpoints changed since the last write.
     fn save_cache(&self, devices: &[ActiveDevice]) {
-        let Some(cache) = self.cache.get() else {
+        if self.cache.get().is_none() {
             return;
-        };
+        }
         let endpoints: std::collections::HashMap<[u8; 32], std::net::SocketAddr> =
             self.sink.endpoints().into_iter().collect();
-        let mut entries: Vec<CachedDevice> = devices
+        let entries: Vec<CachedDevice> = devices
             .iter()
             .map(|d| CachedDevice::new(d, endpoints.get(&d.public_key).copied()))
             .collect();
-        // A peer with no traffic since the restart keeps the endpoint the cache had.
-        if let Some(old) = self.cached.lock().as_ref() {
-            for e in entries.iter_mut().filter(|e| e.endpoint.is_none()) {
-                e.endpoint = old
-                    .iter()
-                    .find(|o| o.public_key == e.public_key)
-                    .and_then(|o| o.endpoint);
+        self.write_cache(entries);
+    }
+
+    /// Refreshes the cached endpoints from the gateway (the devices as last cached): periodic,
+    /// and at shutdown, so a restart knows where each laptop was.
+    pub fn save_endpoints(&self) {
+        if self.cache.get().is_none() {
+            return;
+        }
+        let Some(mut entries) = self.cached.lock().clone() else {
+            return;
+        };
+        let endpoints: std::collections::HashMap<String, std::net::SocketAddr> = self
+            .sink
+            .endpoints()
+            .into_iter()
+            .map(|(k, e)| (crate::gateway::keys::encode(&k), e))
+            .collect();
+        for e in &mut entries {
+            if let Some(ep) = endpoints.get(&e.public_key) {
+                e.endpoint = Some(*ep);
             }
         }
+        self.write_cache(entries);
+    }
+
+    fn write_cache(&self, mut entries: Vec<CachedDevice>) {
+        let Some(cache) = self.cache.get() else {
+            return;
+        };
+        // A peer with no traffic since the restart keeps the endpoint the cache had.
         let mut cached = self.cached.lock();
+        if let Some(old) = cached.as_ref() {
+            let known: std::collections::HashMap<&str, std::net::SocketAddr> = old
+                .iter()
+                .filter_map(|o| Some((o.public_key.as_str(), o.endpoint?)))
+                .collect();
+            for e in entries.iter_mut().filter(|e| e.endpoint.is_none()) {
+                e.endpoint = known.get(e.public_key.as_str()).copied();
+            }
+        }
         if cached.as_ref() == Some(&entries) {
             return;
         }
@@ -114,8 +147,11 @@ impl ControlPlane {
     }
 
     /// What the cache held at start (its endpoints are kept for peers without traffic yet).
+    /// Nothing (no file, or a refused one) means the next publication writes it.
     pub fn seed_cache(&self, entries: Vec<CachedDevice>) {
-        *self.cached.lock() = Some(entries);
+        if !entries.is_empty() {
+            *self.cached.lock() = Some(entries);
+        }
     }
 
     pub fn gateway_public_key(&self) -> [u8; 32] {
@@ -286,6 +322,7 @@ impl ControlPlane {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut last_expiry = tokio::time::Instant::now();
         let mut last_full = tokio::time::Instant::now();
+        let mut last_endpoints = tokio::time::Instant::now();
         loop {
             let woken = tokio::select! {
                 _ = self.wake.notified() => true,
@@ -293,7 +330,15 @@ impl ControlPlane {
                 _ = shutdown.changed() => false,
             };
             if *shutdown.borrow() {
+                // The cache a restart will use: devices from the store when it answers.
+                if self.reconcile().await.is_err() {
+                    self.save_endpoints();
+                }
                 return;
+            }
+            if last_endpoints.elapsed() >= ENDPOINT_SAVE_INTERVAL {
+                last_endpoints = tokio::time::Instant::now();
+                self.save_endpoints();
             }
             if last_expiry.elapsed() >= EXPIRY_INTERVAL {
                 last_expiry = tokio::time::Instant::now();
