@@ -139,6 +139,10 @@ enum DevicesCommand {
         /// Why (kept in the audit log).
         #[arg(long)]
         reason: Option<String>,
+        /// Cut it at the running gateway through its local admin socket, even with the
+        /// database down; the store is updated (and audited) when it answers again.
+        #[arg(long)]
+        emergency: bool,
     },
 }
 
@@ -213,8 +217,19 @@ fn try_main() -> anyhow::Result<ExitCode> {
             dry_run: _,
             apply,
         }) => sesame::commands::directory_cli::sync(&config, apply),
-        Command::Devices(DevicesCommand::Revoke { id, config, reason }) => {
-            sesame::commands::store_admin::devices_revoke(&config, id, reason.as_deref())
+        Command::Devices(DevicesCommand::Revoke {
+            id,
+            config,
+            reason,
+            emergency: true,
+        }) => {
+            sesame::commands::store_admin::devices_revoke_emergency(&config, id, reason.as_deref())
         }
+        Command::Devices(DevicesCommand::Revoke {
+            id,
+            config,
+            reason,
+            emergency: false,
+        }) => sesame::commands::store_admin::devices_revoke(&config, id, reason.as_deref()),
     }
 }

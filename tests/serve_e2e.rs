@@ -720,6 +720,48 @@ fn restarts_bring_stock_laptops_back_with_or_without_the_database() {
     );
     assert_ne!(api("GET", "/readyz", None, None, None).0, 200);
 
+    // Emergency revocation with the database down: cut at once through the admin socket.
+    let sock = w.gw_state_file("admin.sock");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "admin socket must be owner-only");
+    let probe = PingProbe::start(&w.laptop, PAIE, 3);
+    let out =
+        w.gw.command(env!("CARGO_BIN_EXE_sesame"))
+            .args([
+                "devices",
+                "revoke",
+                "1",
+                "--emergency",
+                "--reason",
+                "laptop stolen",
+            ])
+            .args(["--config", broken_config.to_str().unwrap()])
+            .output()
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lag = probe.last_reply_after_start();
+    eprintln!(
+        "emergency revocation (database down): last echo reply {lag:?} after the call started"
+    );
+    assert!(
+        lag < Duration::from_secs(1),
+        "still passing traffic {lag:?} after the emergency revocation"
+    );
+    // Unknown id: refused, clearly.
+    let out =
+        w.gw.command(env!("CARGO_BIN_EXE_sesame"))
+            .args(["devices", "revoke", "99", "--emergency"])
+            .args(["--config", broken_config.to_str().unwrap()])
+            .output()
+            .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("device 99"));
+
     // A modified cache is refused, with a clear log line: nothing is served from it.
     w.stop_serve();
     let cache = w.gw_state_file("peer-cache.json");
@@ -737,12 +779,45 @@ fn restarts_bring_stock_laptops_back_with_or_without_the_database() {
     assert!(!w.reaches(PAIE), "a tampered cache was served");
     w.stop_serve();
 
-    // The database back: everything from the store again, and the cache rewritten.
+    // The database back: the emergency revocation reaches the store, audited; the device stays
+    // cut.
     w.start_serve();
+    let jar = w.dir.path().join("auditor.cookies");
+    let (st, _) = api(
+        "POST",
+        "/api/v1/login",
+        Some(&json!({"username": "cgarnier", "password": password_of("cgarnier")})),
+        Some(&jar),
+        None,
+    );
+    assert_eq!(st, 200);
+    let (st, v) = api(
+        "GET",
+        "/api/v1/audit/events?action=device.revoked&format=json",
+        None,
+        Some(&jar),
+        None,
+    );
+    assert_eq!(st, 200, "{v}");
+    let events = v.as_array().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(events.len(), 1, "{v}");
+    assert_eq!(events[0]["target"], "device:1");
     assert!(
-        w.until_reach(PAIE, true, Duration::from_secs(30)).is_some(),
-        "{}",
-        w.log_text()
+        events[0]["actor"].as_str().unwrap().starts_with("cli:"),
+        "{v}"
+    );
+    assert!(
+        events[0]["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("laptop stolen"),
+        "{v}"
+    );
+    let pending = std::fs::read_to_string(w.gw_state_file("pending-revocations.json")).unwrap();
+    assert_eq!(pending.trim(), "[]");
+    assert!(
+        w.until_reach(PAIE, true, Duration::from_secs(5)).is_none(),
+        "revoked laptop back"
     );
     w.stop_serve();
 }

@@ -2,6 +2,7 @@
 //! cache (authenticated, see `peer_cache`) within seconds and the store is retried until it
 //! answers; after any restart the gateway re-initiates handshakes towards the cached endpoints.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -68,13 +69,20 @@ pub async fn connect_or_serve_cached(
     config: &Config,
     sink: &dyn PeerSink,
     cached: &[CachedDevice],
+    revoked: &HashSet<i64>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Store> {
+    let cached: Vec<CachedDevice> = cached
+        .iter()
+        .filter(|c| !revoked.contains(&c.id))
+        .cloned()
+        .collect();
     let endpoints: Vec<([u8; 32], std::net::SocketAddr)> = cached
         .iter()
         .filter_map(|c| Some((c.active()?.public_key, c.endpoint?)))
         .collect();
-    if let Some((store, devices)) = try_store(config).await {
+    if let Some((store, mut devices)) = try_store(config).await {
+        devices.retain(|d| !revoked.contains(&d.id));
         sink.set_peers(desired_from(config, &devices));
         sink.initiate_handshakes(endpoints);
         return Some(store);
@@ -92,7 +100,8 @@ pub async fn connect_or_serve_cached(
             _ = tokio::time::sleep(STORE_RETRY) => {}
             _ = shutdown.wait_for(|stop| *stop) => return None,
         }
-        if let Some((store, devices)) = try_store(config).await {
+        if let Some((store, mut devices)) = try_store(config).await {
+            devices.retain(|d| !revoked.contains(&d.id));
             tracing::info!("database reachable again: peer set from the store");
             sink.set_peers(desired_from(config, &devices));
             return Some(store);

@@ -4,6 +4,7 @@
 //! stand-in; `sesame serve` plugs in the real `GatewayHandle` (see `sink`).
 
 pub mod desired;
+pub mod emergency;
 pub mod failstatic;
 pub mod peer_cache;
 pub mod plane;

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::store::{Device, DeviceStatus, DevicesVersion, Store, StoreError};
 
 use super::desired::{desired_peers, ActiveDevice, DesiredPeer};
+use super::emergency::Emergency;
 use super::peer_cache::{CachedDevice, PeerCache};
 use super::{GatewayStats, PeerSink};
 
@@ -55,6 +56,8 @@ pub struct ControlPlane {
     cache: std::sync::OnceLock<PeerCache>,
     /// What the cache holds now: rewritten only when it changes.
     cached: parking_lot::Mutex<Option<Vec<CachedDevice>>>,
+    /// Revocations made at the gateway while the store was down (`sesame serve` only).
+    emergency: std::sync::OnceLock<Arc<Emergency>>,
 }
 
 impl ControlPlane {
@@ -73,7 +76,30 @@ impl ControlPlane {
             covered: AtomicU64::new(0),
             cache: std::sync::OnceLock::new(),
             cached: parking_lot::Mutex::new(None),
+            emergency: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Devices revoked at the gateway stay out of every publication until the store has them.
+    pub fn set_emergency(&self, emergency: Arc<Emergency>) {
+        let _ = self.emergency.set(emergency);
+    }
+
+    /// Writes pending emergency revocations to the store, if any.
+    async fn flush_emergency(&self) {
+        let Some(e) = self.emergency.get() else {
+            return;
+        };
+        if e.pending_ids().is_empty() {
+            return;
+        }
+        match e.flush(&self.store).await {
+            Ok(n) if n > 0 => self.wake.notify_one(),
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!(error = %err, "pending emergency revocations wait for the store")
+            }
+        }
     }
 
     /// Keeps the last good peer set (with endpoints) in `cache` from now on.
@@ -189,7 +215,11 @@ impl ControlPlane {
         // Read the fingerprint first: a change racing with the computation shows up next poll.
         let version = self.store.devices_version().await.ok();
         match active_devices(&self.store).await {
-            Ok(devices) => {
+            Ok(mut devices) => {
+                if let Some(e) = self.emergency.get() {
+                    let pending = e.pending_ids();
+                    devices.retain(|d| !pending.contains(&d.id));
+                }
                 let peers = desired_from(&self.config, &devices);
                 self.save_cache(&devices);
                 let n = peers.len();
@@ -336,6 +366,7 @@ impl ControlPlane {
                 }
                 return;
             }
+            self.flush_emergency().await;
             if last_endpoints.elapsed() >= ENDPOINT_SAVE_INTERVAL {
                 last_endpoints = tokio::time::Instant::now();
                 self.save_endpoints();

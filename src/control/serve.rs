@@ -16,6 +16,7 @@ use crate::portal::metrics::Metrics;
 use crate::portal::{router, AppState};
 use crate::store::Store;
 
+use super::emergency::{self, Emergency};
 use super::{failstatic, ControlPlane, DirectorySync};
 
 /// How often expired web sessions are purged.
@@ -58,8 +59,31 @@ pub async fn serve(
         .as_ref()
         .map(|c| failstatic::load_cached(c, &handle.public_key()))
         .unwrap_or_default();
-    let Some(store) =
-        failstatic::connect_or_serve_cached(&config, &handle, &cached, &mut shutdown_rx).await
+    // The admin socket works from now on, database or not.
+    let state_dir = config
+        .gateway
+        .private_key_file
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let emergency = Arc::new(Emergency::open(&state_dir).context("reading pending revocations")?);
+    let admin = tokio::spawn(emergency::serve_socket(
+        Arc::clone(&emergency),
+        Arc::new(handle.clone()),
+        shutdown_rx.clone(),
+    ));
+    tokio::task::yield_now().await;
+    if admin.is_finished() {
+        tracing::warn!("the admin socket could not start: emergency revocation unavailable");
+    }
+    let Some(store) = failstatic::connect_or_serve_cached(
+        &config,
+        &handle,
+        &cached,
+        &emergency.pending_ids(),
+        &mut shutdown_rx,
+    )
+    .await
     else {
         tracing::info!("shutting down before the database was reachable");
         tokio::task::spawn_blocking(move || gateway.shutdown())
@@ -71,6 +95,10 @@ pub async fn serve(
     if let Some(cache) = cache {
         control.seed_cache(cached);
         control.set_peer_cache(cache);
+    }
+    control.set_emergency(Arc::clone(&emergency));
+    if let Err(e) = emergency.flush(&store).await {
+        tracing::warn!(error = %e, "pending emergency revocations not written yet");
     }
     // Writes the cache now (same set: the gateway keeps every session).
     let _ = control.reconcile().await;
@@ -113,6 +141,9 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     store.close().await;
+    if let Ok(Err(e)) = admin.await {
+        tracing::warn!(error = %e, "admin socket");
+    }
     tokio::task::spawn_blocking(move || gateway.shutdown())
         .await
         .context("stopping the gateway")?;
