@@ -19,6 +19,7 @@ use super::conntrack::{inbound_key, outbound_key};
 use super::packet;
 use super::peers::{Peer, PeerState, Peers};
 use super::ratelimit::HandshakeLimiter;
+use super::replay;
 use super::stats::{DropReason, Drops, PeerStats};
 
 /// Handshake messages per second (all peers together) before the gateway answers with
@@ -162,6 +163,13 @@ impl Engine {
         let mut st = peer.state.lock();
         if peer.removed.load(Ordering::Acquire) {
             return self.drops.add(DropReason::UnknownPeer);
+        }
+        match replay::initiation_timestamp(&self.secret, &self.public, &peer.public_key, datagram) {
+            Some(ts) if st.last_initiation.is_none_or(|last| ts > last) => {
+                st.last_initiation = Some(ts);
+            }
+            Some(_) => return self.drops.add(DropReason::ReplayedHandshake),
+            None => return self.drops.add(DropReason::Malformed),
         }
         if st.tunn.is_none() {
             st.tunn = Some(self.new_tunn(peer));

@@ -516,3 +516,84 @@ fn gateway_initiated_handshake_reopens_the_session_towards_the_last_endpoint() {
     let out = s.send_ip(&build::tcp(LAPTOP, PAIE, 40000, 443, 0x02));
     assert_eq!(out.tun.len(), 1);
 }
+
+#[test]
+fn a_replayed_initiation_after_the_session_was_freed_gets_no_response() {
+    let mut s = setup();
+    let mut buf = vec![0u8; 2048];
+    let captured = match s.laptop.format_handshake_initiation(&mut buf, false) {
+        TunnResult::WriteToNetwork(d) => d.to_vec(),
+        other => panic!("no initiation: {other:?}"),
+    };
+    assert_eq!(
+        s.send(&captured).net.len(),
+        1,
+        "the genuine initiation is answered"
+    );
+    // The session is freed, as the timer pass does after 540 s idle (ConnectionExpired).
+    let table = s.engine.peers.load();
+    let peer = table.by_key(&s.laptop_key).unwrap();
+    {
+        let mut st = peer.state.lock();
+        st.tunn = None;
+        peer.live.store(false, Ordering::Release);
+    }
+    // The captured initiation, replayed from elsewhere: dropped, no response, endpoint kept.
+    let attacker: SocketAddr = "198.18.0.66:5000".parse().unwrap();
+    let mut out = Collect::default();
+    s.engine
+        .handle_datagram(s.now, attacker, &captured, &mut s.scratch, &mut out);
+    assert!(out.net.is_empty(), "a replay must get no response");
+    assert_eq!(s.drops(DropReason::ReplayedHandshake), 1);
+    assert!(peer.state.lock().tunn.is_none());
+    assert_ne!(peer.state.lock().endpoint, Some(attacker));
+
+    // The real laptop's next initiation (newer timestamp) is answered.
+    std::thread::sleep(Duration::from_millis(2));
+    let mut buf = vec![0u8; 2048];
+    let fresh = match s.laptop.format_handshake_initiation(&mut buf, true) {
+        TunnResult::WriteToNetwork(d) => d.to_vec(),
+        other => panic!("no initiation: {other:?}"),
+    };
+    assert_eq!(
+        s.send(&fresh).net.len(),
+        1,
+        "a fresh initiation is answered"
+    );
+}
+
+#[test]
+fn initiation_timestamps_increase_and_read_back_for_the_right_key_only() {
+    let gw = StaticSecret::random_from_rng(rand_core::OsRng);
+    let gw_public = PublicKey::from(&gw);
+    let laptop_secret = StaticSecret::random_from_rng(rand_core::OsRng);
+    let laptop_public = PublicKey::from(&laptop_secret).to_bytes();
+    let mut laptop = Tunn::new(laptop_secret, gw_public, None, None, 3, None);
+    let mut stamps = Vec::new();
+    for _ in 0..3 {
+        let mut buf = vec![0u8; 2048];
+        let init = match laptop.format_handshake_initiation(&mut buf, true) {
+            TunnResult::WriteToNetwork(d) => d.to_vec(),
+            other => panic!("no initiation: {other:?}"),
+        };
+        let ts =
+            crate::gateway::replay::initiation_timestamp(&gw, &gw_public, &laptop_public, &init)
+                .expect("decrypts for the right key");
+        // Another claimed key, or another gateway: no timestamp.
+        assert!(
+            crate::gateway::replay::initiation_timestamp(&gw, &gw_public, &[1; 32], &init)
+                .is_none()
+        );
+        let other = StaticSecret::random_from_rng(rand_core::OsRng);
+        assert!(crate::gateway::replay::initiation_timestamp(
+            &other,
+            &PublicKey::from(&other),
+            &laptop_public,
+            &init
+        )
+        .is_none());
+        stamps.push(ts);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(stamps[0] < stamps[1] && stamps[1] < stamps[2], "{stamps:?}");
+}

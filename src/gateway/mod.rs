@@ -9,6 +9,7 @@ pub mod keys;
 pub mod packet;
 pub mod peers;
 pub mod ratelimit;
+pub mod replay;
 pub mod stats;
 pub mod table;
 mod tun;

@@ -39,10 +39,13 @@ pub enum DropReason {
     NoEndpoint,
     /// A sendmmsg/write to the network or the TUN device failed.
     IoError,
+    /// A handshake initiation whose TAI64N timestamp is not newer than the peer's last one
+    /// (a replay), even after the peer's session was freed.
+    ReplayedHandshake,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Malformed,
         DropReason::InvalidMac,
         DropReason::UnknownPeer,
@@ -59,6 +62,7 @@ impl DropReason {
         DropReason::CookieSent,
         DropReason::NoEndpoint,
         DropReason::IoError,
+        DropReason::ReplayedHandshake,
     ];
 
     /// Stable snake_case name (metrics label).
@@ -80,6 +84,7 @@ impl DropReason {
             DropReason::CookieSent => "cookie_sent",
             DropReason::NoEndpoint => "no_endpoint",
             DropReason::IoError => "io_error",
+            DropReason::ReplayedHandshake => "replayed_handshake",
         }
     }
 }
