@@ -15,7 +15,7 @@ use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use parking_lot::Mutex;
 
-use super::conntrack::{inbound_key, outbound_key};
+use super::conntrack::{inbound_key, outbound_key, Tracked};
 use super::packet;
 use super::peers::{Peer, PeerState, Peers};
 use super::ratelimit::HandshakeLimiter;
@@ -270,9 +270,13 @@ impl Engine {
             return Err(DropReason::PolicyDenied);
         }
         if let Some(key) = outbound_key(&info) {
-            st.flows
-                .outbound(key, now, self.flow_idle, MAX_FLOWS_PER_PEER)
-                .map_err(|_| DropReason::FlowTableFull)?;
+            let tracked = st
+                .flows
+                .outbound(key, now, self.flow_idle, MAX_FLOWS_PER_PEER);
+            if tracked == Tracked::EvictedOldest {
+                // The packet goes on; the evicted flow's replies will be dropped.
+                self.drops.add(DropReason::FlowTableFull);
+            }
         }
         Ok(())
     }

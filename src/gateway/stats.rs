@@ -25,7 +25,8 @@ pub enum DropReason {
     PolicyDenied,
     /// A packet towards a laptop that answers no flow the laptop opened.
     NoFlowForReply,
-    /// The peer's flow table is full.
+    /// The peer's flow table was full of live flows: its least recently used flow was evicted
+    /// (the new flow's packet itself goes on; the evicted flow's replies are dropped).
     FlowTableFull,
     /// A packet from the TUN device towards an address no peer has.
     NoPeerForDestination,
