@@ -25,13 +25,19 @@ use crate::portal::state::{audit, SharedState};
 pub async fn login(
     State(state): State<SharedState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let username = req.username.trim().to_string();
-    if let Err(wait) = state.limiter.check(&username, ip, Instant::now()) {
+    let device = state.cookies.read_device(&headers);
+    if let Err(refusal) =
+        state
+            .limiter
+            .check_device(&username, ip, device.as_deref(), Instant::now())
+    {
         state.metrics.rate_limited();
         return Err(ApiError::TooManyAttempts {
-            retry_after_secs: wait.as_secs().max(1),
+            retry_after_secs: refusal.retry_after.as_secs().max(1),
         });
     }
     let result = match login_inner(&state, &username, &req.password).await {
@@ -76,7 +82,11 @@ pub async fn login(
     let (id, body) = result?;
     let mut resp = Json(body).into_response();
     resp.headers_mut()
-        .insert(header::SET_COOKIE, state.cookies.set_cookie(&id));
+        .append(header::SET_COOKIE, state.cookies.set_cookie(&id));
+    // This browser is now a known device of the account (renewed at each login).
+    let token = state.limiter.issue_device_token(&username);
+    resp.headers_mut()
+        .append(header::SET_COOKIE, state.cookies.set_device_cookie(&token));
     Ok(resp)
 }
 
