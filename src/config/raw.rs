@@ -33,6 +33,7 @@ pub(super) struct RawPortal {
     pub(super) public_url: String,
     pub(super) tls_cert_file: Option<PathBuf>,
     pub(super) tls_key_file: Option<PathBuf>,
+    pub(super) trusted_proxies: Vec<String>,
 }
 
 impl Default for RawPortal {
@@ -42,6 +43,7 @@ impl Default for RawPortal {
             public_url: "http://127.0.0.1:8080".into(),
             tls_cert_file: None,
             tls_key_file: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -181,3 +181,21 @@ fn max_changes_limit_is_a_share_with_a_floor() {
     assert_eq!(MaxChanges::Count(3).limit(10_000), 3);
     assert_eq!(MaxChanges::Count(0).limit(10), 0);
 }
+
+#[test]
+fn trusted_proxies_are_addresses_or_networks() {
+    let c = parse("[portal]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/24\", \"::1\"]\n")
+        .expect("valid");
+    assert_eq!(c.portal.trusted_proxies.len(), 3);
+    assert!(
+        c.portal.trusted_proxies[1].contains(&"10.0.0.7".parse::<std::net::IpAddr>().expect("ip"))
+    );
+    assert!(parse("")
+        .expect("default")
+        .portal
+        .trusted_proxies
+        .is_empty());
+    let e = err("[portal]\ntrusted_proxies = [\"127.0.0.1\", \"proxy.local\"]\n");
+    assert_eq!(e.key, "portal.trusted_proxies[1]");
+    assert_eq!(e.line, Some(2));
+}

@@ -48,6 +48,22 @@ pub(super) fn validate(
         },
         tls_cert_file: raw.portal.tls_cert_file.map(|p| resolve(base, p)),
         tls_key_file: raw.portal.tls_key_file.map(|p| resolve(base, p)),
+        trusted_proxies: raw
+            .portal
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        loc.error(
+                            &[key("portal"), key("trusted_proxies"), idx(i)],
+                            format!("invalid address {s:?}: expected an IP address or a CIDR such as 127.0.0.1 or 10.0.0.0/24"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
     };
     if portal.tls_cert_file.is_some() != portal.tls_key_file.is_some() {
         return Err(loc.error(

@@ -202,7 +202,7 @@ impl Harness {
             ("http", String::new())
         };
         let portal = format!(
-            "[portal]\nlisten = \"{addr}\"\npublic_url = \"{scheme}://{addr}\"\n{tls_lines}"
+            "[portal]\nlisten = \"{addr}\"\npublic_url = \"{scheme}://{addr}\"\ntrusted_proxies = [\"127.0.0.1\"]\n{tls_lines}"
         );
         let db_url = db_url
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("sesame.db").display()));
