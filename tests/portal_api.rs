@@ -88,6 +88,20 @@ async fn enrol_config_rotate_revoke_journey() {
     assert_eq!(r.status(), 200);
     assert!(h.sink.peer(&new_bytes).is_some());
     assert!(h.sink.peer(&key_bytes).is_none());
+    // A new token comes with the new key; the old one is dead.
+    let old_token = token;
+    let token = r.json::<Value>().await.unwrap()["device_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(token, old_token);
+    let r = c
+        .get(h.url("/api/v1/device/config"))
+        .bearer_auth(&old_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
     // Incrementally too (old key removed, new key added): the gateway's set is the full set.
     assert_eq!(*h.sink.upserts.lock(), 2);
     let full = h.control.compute().await.unwrap();
@@ -103,6 +117,29 @@ async fn enrol_config_rotate_revoke_journey() {
         .await
         .unwrap();
     assert_eq!(error_of(r).await, (400, "invalid_public_key".into()));
+    // A second rotation right away is refused (one per 10 minutes per device); both failed
+    // attempts are audited.
+    let (k3, _) = laptop_key();
+    let r = c
+        .post(h.url("/api/v1/device/rotate"))
+        .bearer_auth(&token)
+        .json(&json!({"public_key": k3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (429, "too_many_attempts".into()));
+    let failed: Vec<_> = h
+        .store
+        .list_audit(&sesame::store::AuditFilter {
+            action: Some("device.rotated".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.outcome != sesame::audit::Outcome::Success)
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
 
     // IT staff sees the device and revokes it: the peer disappears, the token stops working.
     let list: Value = it

@@ -432,6 +432,8 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
         Some(&token),
     );
     assert_eq!(st, 200, "{v}");
+    // The rotation issued a new device token (the old one died).
+    let token = v["device_token"].as_str().unwrap().to_string();
     let lag = probe.last_reply_after_start();
     eprintln!(
         "rotation: last echo reply through the old key {lag:?} after the rotate call started"

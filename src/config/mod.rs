@@ -60,6 +60,7 @@ pub struct Config {
     pub directory: Option<DirectoryConfig>,
     pub roles: RolesConfig,
     pub audit: AuditConfig,
+    pub devices: DevicesConfig,
     pub peers: Vec<StaticPeer>,
     /// Resources and grants, compiled.
     pub policy: Policy,
@@ -171,6 +172,14 @@ pub struct RolesConfig {
     pub vpn_users: Vec<String>,
     pub it_staff: Vec<String>,
     pub auditors: Vec<String>,
+}
+
+/// `[devices]`: how long a device key (and its token) lives, and how far rotations may
+/// extend a device without a fresh enrolment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DevicesConfig {
+    pub key_lifetime: Duration,
+    pub max_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

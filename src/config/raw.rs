@@ -19,6 +19,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) audit: RawAudit,
     #[serde(default)]
+    pub(super) devices: RawDevices,
+    #[serde(default)]
     pub(super) resource: Vec<RawResource>,
     #[serde(default)]
     pub(super) grant: Vec<RawGrant>,
@@ -140,6 +142,22 @@ pub(super) struct RawRoles {
     pub(super) vpn_users: Vec<String>,
     pub(super) it_staff: Vec<String>,
     pub(super) auditors: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawDevices {
+    pub(super) key_lifetime: String,
+    pub(super) max_lifetime: String,
+}
+
+impl Default for RawDevices {
+    fn default() -> Self {
+        RawDevices {
+            key_lifetime: "180d".into(),
+            max_lifetime: "730d".into(),
+        }
+    }
 }
 
 #[derive(Deserialize)]

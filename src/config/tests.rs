@@ -199,3 +199,15 @@ fn trusted_proxies_are_addresses_or_networks() {
     assert_eq!(e.key, "portal.trusted_proxies[1]");
     assert_eq!(e.line, Some(2));
 }
+
+#[test]
+fn device_lifetimes_default_and_validate() {
+    let c = parse("").expect("defaults");
+    assert_eq!(c.devices.key_lifetime, Duration::from_secs(180 * 86_400));
+    assert_eq!(c.devices.max_lifetime, Duration::from_secs(730 * 86_400));
+    let e = err("[devices]\nkey_lifetime = \"90d\"\nmax_lifetime = \"30d\"\n");
+    assert_eq!(e.key, "devices.max_lifetime");
+    assert_eq!(e.line, Some(3));
+    let e = err("[devices]\nkey_lifetime = \"soon\"\n");
+    assert_eq!(e.key, "devices.key_lifetime");
+}

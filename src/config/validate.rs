@@ -237,6 +237,28 @@ pub(super) fn validate(
     let audit = AuditConfig {
         retention: duration(&[key("audit"), key("retention")], &raw.audit.retention)?,
     };
+    let devices = DevicesConfig {
+        key_lifetime: duration(
+            &[key("devices"), key("key_lifetime")],
+            &raw.devices.key_lifetime,
+        )?,
+        max_lifetime: duration(
+            &[key("devices"), key("max_lifetime")],
+            &raw.devices.max_lifetime,
+        )?,
+    };
+    if devices.key_lifetime.is_zero() {
+        return Err(loc.error(
+            &[key("devices"), key("key_lifetime")],
+            "a device key must live a while: use e.g. 180d",
+        ));
+    }
+    if devices.max_lifetime < devices.key_lifetime {
+        return Err(loc.error(
+            &[key("devices"), key("max_lifetime")],
+            "max_lifetime must be at least key_lifetime (e.g. key_lifetime = \"180d\", max_lifetime = \"730d\")",
+        ));
+    }
 
     // [[resource]] and [[grant]]
     let mut resources = Vec::new();
@@ -365,6 +387,7 @@ pub(super) fn validate(
         directory,
         roles,
         audit,
+        devices,
         peers,
         policy,
     })

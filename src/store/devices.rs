@@ -8,7 +8,7 @@ use sqlx::{AnyConnection, Row as _};
 
 use super::audit;
 use super::users::{self, normalize_username, User};
-use super::{duration_ms, encode_key, hash_secret, rfc3339, Store, StoreError};
+use super::{duration_ms, encode_key, hash_secret, random_token, rfc3339, Store, StoreError};
 use crate::audit::{Action, AuditContext, NewAuditEvent};
 
 /// Whether a device may connect.
@@ -100,6 +100,17 @@ pub struct DevicesVersion {
     suspended: i64,
     last_suspended: i64,
     last_restored: i64,
+}
+
+/// The rules of a key rotation (`[devices]` and the portal's rate limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rotation {
+    /// New expiry = now + this; `None` keeps the current expiry.
+    pub key_lifetime: Option<Duration>,
+    /// No expiry beyond enrolment + this, and no rotation past it; `None`: unbounded.
+    pub max_lifetime: Option<Duration>,
+    /// Least time between two rotations of one device.
+    pub min_interval: Duration,
 }
 
 /// An active device and its owner: one entry of the gateway's desired peer set.
@@ -265,15 +276,17 @@ impl Store {
             .collect()
     }
 
-    /// Replaces an active device's public key (atomically, the new key checked unused) and,
-    /// with `key_lifetime`, moves its expiry to now + lifetime. Audits `device.rotated`.
+    /// Replaces an active device's public key (atomically, the new key checked unused) and
+    /// its bearer token (the old one dies; the new one is returned, the only time it exists in
+    /// clear). With `key_lifetime`, moves its expiry to now + lifetime, never beyond enrolment +
+    /// `max_lifetime`. Audits `device.rotated`.
     pub async fn rotate_key(
         &self,
         id: i64,
         new_key: &[u8; 32],
-        key_lifetime: Option<Duration>,
+        rules: &Rotation,
         ctx: &AuditContext,
-    ) -> Result<Device, StoreError> {
+    ) -> Result<(Device, String), StoreError> {
         let now = self.now_ms();
         let mut tx = self.write_tx().await?;
         let old = by_id(&mut tx, id)
@@ -282,16 +295,39 @@ impl Store {
         if old.status == DeviceStatus::Revoked {
             return Err(StoreError::DeviceRevoked(id));
         }
+        let end_of_life = rules
+            .max_lifetime
+            .map(|m| old.created_at.saturating_add(duration_ms(m)));
+        if end_of_life.is_some_and(|end| now >= end) {
+            return Err(StoreError::DeviceTooOld(id));
+        }
+        if let Some(last) = old.rotated_at {
+            let since = now.saturating_sub(last);
+            let min = duration_ms(rules.min_interval);
+            if since < min {
+                let wait = u64::try_from((min - since + 999) / 1000).unwrap_or(1);
+                return Err(StoreError::RotationTooSoon {
+                    retry_after_secs: wait.max(1),
+                });
+            }
+        }
         if key_in_use(&mut tx, new_key).await? {
             return Err(StoreError::PublicKeyInUse);
         }
-        let expires_at = key_lifetime.map(|l| now.saturating_add(duration_ms(l)));
+        let expires_at = rules
+            .key_lifetime
+            .map(|l| now.saturating_add(duration_ms(l)))
+            .or(old.expires_at)
+            .map(|e| end_of_life.map_or(e, |end| e.min(end)));
+        let token = random_token();
         sqlx::query(
-            "UPDATE devices SET public_key = $1, rotated_at = $2, expires_at = $3 WHERE id = $4",
+            "UPDATE devices SET public_key = $1, rotated_at = $2, expires_at = $3, token_hash = $4 \
+             WHERE id = $5",
         )
         .bind(encode_key(new_key))
         .bind(now)
-        .bind(expires_at.or(old.expires_at))
+        .bind(expires_at)
+        .bind(hash_secret(&token))
         .bind(id)
         .execute(&mut *tx)
         .await?;
@@ -311,7 +347,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(device)
+        Ok((device, token))
     }
 
     /// Revokes one device. `DeviceRevoked` if it already was, `DeviceNotFound` if no such id.
