@@ -360,5 +360,6 @@ impl FailureLimiter {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 #[path = "ratelimit_tests.rs"]
 mod tests;
