@@ -187,7 +187,7 @@ pub(crate) async fn key_in_use(
 
 /// Marks one active device revoked and audits it (`action`: `device.revoked` or
 /// `device.expired`). Returns the updated device. A suspended device may be revoked.
-pub(super) async fn revoke_one(
+async fn revoke_one(
     conn: &mut AnyConnection,
     id: i64,
     reason: &str,
@@ -392,20 +392,35 @@ impl Store {
     /// `device.expired` by `system`. Returns them, so their sessions can be cut.
     pub async fn expire_devices(&self) -> Result<Vec<Device>, StoreError> {
         let now = self.now_ms();
-        let mut tx = self.write_tx().await?;
-        let ids: Vec<i64> = sqlx::query_scalar(
+        self.revoke_selected(
             "SELECT id FROM devices WHERE status = 'active' AND expires_at IS NOT NULL \
              AND expires_at <= $1 ORDER BY id",
+            now,
+            "key expired",
+            Action::DeviceExpired,
         )
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
+        .await
+    }
+
+    /// Revokes, as `system` in one transaction, the devices whose ids `select` returns for
+    /// the bound value `bound` (a time limit), auditing each as `action`.
+    pub(super) async fn revoke_selected(
+        &self,
+        select: &str,
+        bound: i64,
+        reason: &str,
+        action: Action,
+    ) -> Result<Vec<Device>, StoreError> {
+        let now = self.now_ms();
+        let mut tx = self.write_tx().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(select)
+            .bind(bound)
+            .fetch_all(&mut *tx)
+            .await?;
         let ctx = AuditContext::system();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            out.push(
-                revoke_one(&mut tx, id, "key expired", &ctx, now, Action::DeviceExpired).await?,
-            );
+            out.push(revoke_one(&mut tx, id, reason, &ctx, now, action).await?);
         }
         tx.commit().await?;
         Ok(out)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::AnyConnection;
 
 use super::audit;
-use super::devices::{by_id, revoke_one, Device};
+use super::devices::{by_id, Device};
 use super::users::normalize_username;
 use super::{duration_ms, Store, StoreError};
 use crate::audit::{Action, AuditContext, NewAuditEvent};
@@ -153,32 +153,14 @@ impl Store {
         &self,
         grace: Duration,
     ) -> Result<Vec<Device>, StoreError> {
-        let now = self.now_ms();
-        let before = now.saturating_sub(duration_ms(grace));
-        let mut tx = self.write_tx().await?;
-        let ids: Vec<i64> = sqlx::query_scalar(
+        let before = self.now_ms().saturating_sub(duration_ms(grace));
+        self.revoke_selected(
             "SELECT id FROM devices WHERE status = 'active' AND suspended_at IS NOT NULL \
              AND suspended_at <= $1 ORDER BY id",
+            before,
+            GRACE_EXPIRED_REASON,
+            Action::DeviceRevoked,
         )
-        .bind(before)
-        .fetch_all(&mut *tx)
-        .await?;
-        let ctx = AuditContext::system();
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.push(
-                revoke_one(
-                    &mut tx,
-                    id,
-                    GRACE_EXPIRED_REASON,
-                    &ctx,
-                    now,
-                    Action::DeviceRevoked,
-                )
-                .await?,
-            );
-        }
-        tx.commit().await?;
-        Ok(out)
+        .await
     }
 }
