@@ -597,3 +597,57 @@ fn initiation_timestamps_increase_and_read_back_for_the_right_key_only() {
     }
     assert!(stamps[0] < stamps[1] && stamps[1] < stamps[2], "{stamps:?}");
 }
+
+/// The replay window, through the engine (boringtun's counter validator behind Sesame's
+/// decrypt path): the shape of wireguard-go's `replay_test.go` and Linux's selftest
+/// `counter.c` (in order, duplicates, reordering inside the window, too old, far jumps),
+/// adapted to boringtun's 1,024-message window.
+#[test]
+fn replay_window_cases_through_the_engine() {
+    const WINDOW: u64 = 1024;
+    let mut s = setup();
+    s.handshake(); // the laptop's confirming keepalive used counter 0
+    let last = 2 * WINDOW + 60;
+    let mut sealed = vec![Vec::new()]; // index = counter
+    for counter in 1..=last {
+        let ping = build::echo(LAPTOP, PAIE, (counter % 60_000) as u16, false);
+        let mut buf = vec![0u8; 2048];
+        match s.laptop.encapsulate(&ping, &mut buf) {
+            TunnResult::WriteToNetwork(d) => sealed.push(d.to_vec()),
+            other => panic!("laptop could not encrypt: {other:?}"),
+        }
+    }
+    let cases: &[(u64, bool)] = &[
+        (1, true),
+        (1, false), // duplicate
+        (2, true),
+        (9, true), // a gap
+        (8, true), // late, inside the window
+        (7, true),
+        (7, false),
+        (9 + WINDOW, true), // next = 1034
+        (9, false),         // 9 + 1024 < 1034: too old
+        (10, true),         // 10 + 1024 = 1034: the oldest still accepted
+        (10, false),
+        (9 + WINDOW, false),
+        (8 + WINDOW, true),
+        (3, false),
+        (2 * WINDOW + 50, true), // far ahead
+        (8 + WINDOW, false),     // now too old
+        (2 * WINDOW + 49, true),
+        (2 * WINDOW + 60, true),
+        (2 * WINDOW + 50, false),
+        (2 * WINDOW + 51, true),
+    ];
+    for (i, &(counter, accept)) in cases.iter().enumerate() {
+        let out = s.send(&sealed[counter as usize]);
+        assert_eq!(
+            out.tun.len() == 1,
+            accept,
+            "case {i}: counter {counter} should be {}",
+            if accept { "accepted" } else { "dropped" }
+        );
+    }
+    let refused = cases.iter().filter(|c| !c.1).count() as u64;
+    assert_eq!(s.drops(DropReason::DecryptFailed), refused);
+}
