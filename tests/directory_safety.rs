@@ -134,12 +134,7 @@ async fn emptied_user_base_suspends_nothing_and_reports_the_hold() {
     // Reported: one audit event for the persisting hold, a metric per held pass.
     assert_eq!(audit_count(&h, "directory.sync_held").await, 1);
     assert_eq!(audit_count(&h, "device.suspended").await, 0);
-    let m = reqwest::get(h.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = h.metrics.render();
     assert!(m.contains("sesame_directory_sync_held_total 2"), "{m}");
 
     // The operator looks: --dry-run lists the changes and writes nothing.

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use crate::config::Config;
 use crate::control::{DirectorySync, SyncMode};
 use crate::directory::{Directory, LdapDirectory};
-use crate::portal::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// `--dry-run` prints the plan and writes nothing; `apply` runs a confirmed pass (no limit).

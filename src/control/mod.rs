@@ -8,6 +8,7 @@ pub mod emergency;
 pub mod failstatic;
 pub mod peer_cache;
 pub mod plane;
+pub mod reload;
 pub mod serve;
 pub mod sink;
 pub mod sync;

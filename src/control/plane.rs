@@ -36,7 +36,8 @@ pub enum ControlError {
 /// Owns the path store → policy → gateway.
 pub struct ControlPlane {
     store: Store,
-    config: Arc<Config>,
+    /// Swapped whole by a reload ([`ControlPlane::replace_config`]).
+    config: arc_swap::ArcSwap<Config>,
     sink: Arc<dyn PeerSink>,
     /// Serialises publications so a slow one never overwrites a newer one.
     publish_lock: Mutex<()>,
@@ -58,13 +59,15 @@ pub struct ControlPlane {
     cached: parking_lot::Mutex<Option<Vec<CachedDevice>>>,
     /// Revocations made at the gateway while the store was down (`sesame serve` only).
     emergency: std::sync::OnceLock<Arc<Emergency>>,
+    /// Where database read latencies go (set once by `sesame serve`).
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl ControlPlane {
     pub fn new(store: Store, config: Arc<Config>, sink: Arc<dyn PeerSink>) -> Arc<Self> {
         Arc::new(ControlPlane {
             store,
-            config,
+            config: arc_swap::ArcSwap::new(config),
             sink,
             publish_lock: Mutex::new(()),
             wake: Notify::new(),
@@ -77,6 +80,7 @@ impl ControlPlane {
             cache: std::sync::OnceLock::new(),
             cached: parking_lot::Mutex::new(None),
             emergency: std::sync::OnceLock::new(),
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -188,6 +192,30 @@ impl ControlPlane {
         self.sink.stats()
     }
 
+    /// Times the database reads of the publisher into `metrics` (database latency histogram).
+    pub fn observe_with(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    fn observe_db(&self, started: std::time::Instant) {
+        if let Some(m) = self.metrics.get() {
+            m.database_latency(started.elapsed());
+        }
+    }
+
+    /// The configuration in force (the last one a reload accepted).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Puts a reloaded configuration in force and republishes the peer set through the usual
+    /// diff: unchanged peers keep their sessions.
+    pub async fn replace_config(&self, config: Arc<Config>) -> Result<usize, ControlError> {
+        let _guard = self.publish_lock.lock().await;
+        self.config.store(config);
+        self.reconcile_locked().await
+    }
+
     /// True while the gateway runs on an older peer set because the store could not be read.
     pub fn is_stale(&self) -> bool {
         self.stale.load(Ordering::Relaxed)
@@ -200,7 +228,11 @@ impl ControlPlane {
 
     /// The desired set as of now (store + policy + static peers).
     pub async fn compute(&self) -> Result<Vec<DesiredPeer>, ControlError> {
-        compute_desired(&self.store, &self.config).await
+        let config = self.config.load_full();
+        let started = std::time::Instant::now();
+        let desired = compute_desired(&self.store, &config).await;
+        self.observe_db(started);
+        desired
     }
 
     /// Computes and publishes the desired set now. On failure the gateway keeps its last good
@@ -214,13 +246,17 @@ impl ControlPlane {
     async fn reconcile_locked(&self) -> Result<usize, ControlError> {
         // Read the fingerprint first: a change racing with the computation shows up next poll.
         let version = self.store.devices_version().await.ok();
-        match active_devices(&self.store).await {
+        let config = self.config.load_full();
+        let started = std::time::Instant::now();
+        let read = active_devices(&self.store).await;
+        self.observe_db(started);
+        match read {
             Ok(mut devices) => {
                 if let Some(e) = self.emergency.get() {
                     let pending = e.pending_ids();
                     devices.retain(|d| !pending.contains(&d.id));
                 }
-                let peers = desired_from(&self.config, &devices);
+                let peers = desired_from(&config, &devices);
                 self.save_cache(&devices);
                 let n = peers.len();
                 let mut last = self.last.lock();
@@ -290,9 +326,10 @@ impl ControlPlane {
             address: device.tunnel_address,
             groups: groups.to_vec(),
         };
+        let config = self.config.load_full();
         let Some(peer) = desired_peers(
-            &self.config.policy,
-            &self.config.roles.vpn_users,
+            &config.policy,
+            &config.roles.vpn_users,
             &[],
             std::slice::from_ref(&active),
         )
@@ -340,7 +377,10 @@ impl ControlPlane {
     /// Whether the devices table changed since the last successful computation (an error
     /// counts as a change, so the publisher retries).
     async fn devices_changed(&self) -> bool {
-        match self.store.devices_version().await {
+        let started = std::time::Instant::now();
+        let version = self.store.devices_version().await;
+        self.observe_db(started);
+        match version {
             Ok(v) => *self.version.lock() != Some(v),
             Err(_) => true,
         }

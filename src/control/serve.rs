@@ -5,30 +5,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::audit::checkpoint::{self, AuditKey, CheckpointReason, Sealer};
 use crate::audit::retention::{Retention, PURGE_PERIOD};
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::directory::LdapDirectory;
+use crate::gateway::uapi::UapiServer;
 use crate::gateway::{keys, Gateway};
+use crate::metrics::gateway::GatewayCollector;
+use crate::metrics::Metrics;
 use crate::portal::listen::{self, TlsFiles};
-use crate::portal::metrics::Metrics;
 use crate::portal::{router, AppState};
 use crate::store::Store;
 
 use super::emergency::{self, Emergency};
-use super::{failstatic, ControlPlane, DirectorySync};
+use super::reload::{ServeReloader, SwappableDirectory};
+use super::{failstatic, ControlPlane};
 
 /// How often expired web sessions are purged.
 const SESSION_PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Runs every role until `shutdown` completes, then stops them in order (portal, loops,
 /// gateway).
+/// Each message on `reloads` (SIGHUP) re-reads the configuration (see [`super::reload`]).
 pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    reloads: mpsc::Receiver<()>,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let dir_cfg = config.directory.clone().ok_or_else(|| {
@@ -43,8 +48,12 @@ pub async fn serve(
 
     // Bind first: a busy port stops start-up before the gateway touches the network.
     let listener = listen::bind(config.portal.listen)?;
-    let directory: Arc<dyn Directory> =
-        Arc::new(LdapDirectory::new(&dir_cfg).context("preparing the directory ([directory])")?);
+    let metrics_listener = crate::metrics::bind(config.metrics.listen).await?;
+    let metrics = Arc::new(Metrics::new());
+    let directory = Arc::new(SwappableDirectory::new(
+        Arc::new(LdapDirectory::new(&dir_cfg).context("preparing the directory ([directory])")?),
+        Arc::clone(&metrics),
+    ));
     let key = keys::load_private_key(&config.gateway.private_key_file)?;
 
     // The shutdown request as a watch: start-up may wait for the database.
@@ -95,7 +104,16 @@ pub async fn serve(
             .context("stopping the gateway")?;
         return Ok(());
     };
+    let uapi = UapiServer::start(
+        handle.clone(),
+        &config.gateway.interface,
+        config.gateway.listen.port(),
+    );
+    metrics.register_collector(Box::new(GatewayCollector {
+        gateway: handle.clone(),
+    }));
     let control = ControlPlane::new(store.clone(), Arc::clone(&config), Arc::new(handle));
+    control.observe_with(Arc::clone(&metrics));
     if let Some(cache) = cache {
         control.seed_cache(cached);
         control.set_peer_cache(cache);
@@ -107,19 +125,17 @@ pub async fn serve(
     // Writes the cache now (same set: the gateway keeps every session).
     let _ = control.reconcile().await;
 
-    let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(Arc::clone(&control).run(stop_rx.clone()));
-    let sync = DirectorySync::new(
-        store.clone(),
-        Arc::clone(&directory),
-        Some(Arc::clone(&control)),
-        config.roles.vpn_users.clone(),
-        &dir_cfg,
-        Arc::clone(&metrics),
-    );
-    tasks.spawn(sync.run(dir_cfg.sync_interval, stop_rx.clone()));
+    // The reloader owns the directory sync loop (restarted when a reload changes its settings).
+    let reloader = ServeReloader {
+        control: Arc::clone(&control),
+        directory: Arc::clone(&directory),
+        store: store.clone(),
+        metrics: Arc::clone(&metrics),
+    };
+    tasks.spawn(reloader.run(reloads, stop_rx.clone()));
     tasks.spawn(purge_sessions(store.clone(), stop_rx.clone()));
     tasks.spawn(checkpoint::run_periodic(
         store.clone(),
@@ -133,11 +149,19 @@ pub async fn serve(
         keep: config.audit.retention,
     };
     tasks.spawn(retention.run(PURGE_PERIOD, stop_rx.clone()));
+    let mut metrics_stop = stop_rx.clone();
+    let metrics_server = tokio::spawn(crate::metrics::serve(
+        metrics_listener,
+        Arc::clone(&metrics),
+        async move {
+            let _ = metrics_stop.changed().await;
+        },
+    ));
 
     let state = AppState::new(
         Arc::clone(&config),
         store.clone(),
-        directory,
+        directory as Arc<dyn Directory>,
         Arc::clone(&control),
         metrics,
     );
@@ -162,6 +186,10 @@ pub async fn serve(
         .await
     {
         tracing::error!(error = %e, "cannot write the shutdown audit checkpoint");
+    }
+    let _ = metrics_server.await;
+    if let Some(uapi) = uapi {
+        uapi.stop();
     }
     store.close().await;
     if let Ok(Err(e)) = admin.await {

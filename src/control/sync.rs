@@ -156,7 +156,7 @@ pub struct DirectorySync {
     timeout: Duration,
     safety: SyncSafety,
     /// Suspensions, revocations and holds are counted with the portal's metrics.
-    metrics: Arc<crate::portal::metrics::Metrics>,
+    metrics: Arc<crate::metrics::Metrics>,
     /// The last hold audited, so a hold that persists is audited once, not every pass.
     last_hold: parking_lot::Mutex<Option<Vec<String>>>,
 }
@@ -168,7 +168,7 @@ impl DirectorySync {
         control: Option<Arc<ControlPlane>>,
         vpn_users: Vec<String>,
         directory_config: &DirectoryConfig,
-        metrics: Arc<crate::portal::metrics::Metrics>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> DirectorySync {
         DirectorySync {
             store,
@@ -403,7 +403,16 @@ impl DirectorySync {
             if *shutdown.borrow() {
                 return;
             }
-            match self.sync_once().await {
+            let started = std::time::Instant::now();
+            let result = self.sync_once().await;
+            self.metrics.directory_sync(
+                started.elapsed(),
+                result
+                    .as_ref()
+                    .ok()
+                    .map(|r| r.groups_changed + r.devices_revoked),
+            );
+            match result {
                 Ok(r) => {
                     if failing {
                         tracing::info!("directory sync works again");

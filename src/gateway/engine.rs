@@ -51,6 +51,8 @@ pub struct Engine {
     limiter: Arc<RateLimiter>,
     handshakes: Mutex<HandshakeLimiter>,
     pub drops: Drops,
+    /// Handshake initiations from configured peers that reached their session (metrics).
+    pub handshakes_received: std::sync::atomic::AtomicU64,
     flow_idle: Duration,
     ticks: Mutex<TickState>,
     /// Handshakes the gateway must initiate at the next tick (after a restart), see
@@ -83,6 +85,7 @@ impl Engine {
             peers: Peers::default(),
             handshakes: Mutex::new(HandshakeLimiter::new(PER_SOURCE_LOAD)),
             drops: Drops::default(),
+            handshakes_received: std::sync::atomic::AtomicU64::new(0),
             flow_idle,
             ticks: Mutex::new(TickState {
                 last_timers: None,
@@ -175,6 +178,7 @@ impl Engine {
             st.tunn = Some(self.new_tunn(peer));
             peer.live.store(true, Ordering::Release);
         }
+        self.handshakes_received.fetch_add(1, Ordering::Relaxed);
         self.decapsulate(now, peer, &mut st, from, datagram, scratch, out);
     }
 

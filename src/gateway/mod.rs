@@ -13,6 +13,7 @@ pub mod replay;
 pub mod stats;
 pub mod table;
 mod tun;
+pub mod uapi;
 mod udp;
 mod worker;
 
@@ -199,6 +200,13 @@ impl GatewayHandle {
     /// a restart, from the peer cache): laptops are back without waiting for their own timer.
     pub fn initiate_handshakes(&self, targets: Vec<([u8; 32], std::net::SocketAddr)>) {
         self.engine.initiate_handshakes(targets);
+    }
+
+    /// Handshake initiations received from configured peers since start.
+    pub fn handshakes_received(&self) -> u64 {
+        self.engine
+            .handshakes_received
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn drop_counters(&self) -> DropCounters {
