@@ -6,6 +6,7 @@
 pub mod desired;
 pub mod emergency;
 pub mod failstatic;
+pub mod flow_audit;
 pub mod peer_cache;
 pub mod plane;
 pub mod reload;
@@ -13,8 +14,14 @@ pub mod serve;
 pub mod sink;
 pub mod sync;
 
-pub use desired::{desired_peers, has_role, resources_for, ActiveDevice, DesiredPeer};
+pub use desired::{
+    desired_peers, has_role, resources_for, ActiveDevice, DesiredPeer, PeerIdentity,
+};
 pub use plane::{ControlError, ControlPlane};
+
+use std::collections::HashMap;
+
+use crate::gateway::EndReason;
 pub use sync::{
     DirectorySync, SyncError, SyncMode, SyncPlan, SyncReport, SyncSafety, UserPlan,
     ABSENCE_CONFIRMATIONS,
@@ -29,6 +36,8 @@ pub struct GatewayStats {
     pub tx_bytes: u64,
     /// Dropped packets by reason.
     pub drops: Vec<(String, u64)>,
+    /// Flow and session audit records lost because the queue was full, by kind.
+    pub audit_lost: Vec<(String, u64)>,
 }
 
 /// Where the desired peer set goes: the gateway's desired-state API.
@@ -51,6 +60,14 @@ pub trait PeerSink: Send + Sync + 'static {
     }
     /// Starts a handshake towards each peer's last endpoint (after a restart).
     fn initiate_handshakes(&self, _targets: Vec<([u8; 32], std::net::SocketAddr)>) {}
+    /// [`PeerSink::set_peers`], saying why each removed key goes (its session's end reason).
+    fn set_peers_because(&self, peers: Vec<DesiredPeer>, _reasons: HashMap<[u8; 32], EndReason>) {
+        self.set_peers(peers)
+    }
+    /// [`PeerSink::remove_peer`], saying why.
+    fn remove_peer_because(&self, public_key: &[u8; 32], _reason: EndReason) -> bool {
+        self.remove_peer(public_key)
+    }
     /// The gateway's public key (devices dial it; no device may reuse it).
     fn public_key(&self) -> [u8; 32];
     /// Current counters.

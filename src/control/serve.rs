@@ -12,8 +12,9 @@ use crate::audit::retention::{Retention, PURGE_PERIOD};
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::directory::LdapDirectory;
+use crate::gateway::flowlog::DEFAULT_QUEUE;
 use crate::gateway::uapi::UapiServer;
-use crate::gateway::{keys, Gateway};
+use crate::gateway::{keys, FlowLog, Gateway};
 use crate::metrics::gateway::GatewayCollector;
 use crate::metrics::Metrics;
 use crate::portal::listen::{self, TlsFiles};
@@ -21,6 +22,7 @@ use crate::portal::{router, AppState};
 use crate::store::Store;
 
 use super::emergency::{self, Emergency};
+use super::flow_audit::{Destination, FlowAudit};
 use super::reload::{ServeReloader, SwappableDirectory};
 use super::{failstatic, ControlPlane};
 
@@ -65,7 +67,9 @@ pub async fn serve(
 
     // The peer set comes from the store before the gateway handles its first packet; if the
     // store cannot be read, from the local cache (fail-static) while the store is retried.
-    let gateway = Gateway::start(&config.gateway, key).context("starting the gateway")?;
+    let (flow_log, flow_rx) = FlowLog::new(config.audit.flow_window, DEFAULT_QUEUE);
+    let gateway = Gateway::start_audited(&config.gateway, key, Some(Arc::clone(&flow_log)))
+        .context("starting the gateway")?;
     let handle = gateway.handle();
     let cache = failstatic::open_cache(&config.gateway.private_key_file);
     let cached = cache
@@ -124,6 +128,15 @@ pub async fn serve(
     }
     // Writes the cache now (same set: the gateway keeps every session).
     let _ = control.reconcile().await;
+    // The flow audit writer outlives the other loops: it writes the gateway's last records.
+    let (finish_tx, finish_rx) = watch::channel(false);
+    let flow_audit = tokio::spawn(
+        FlowAudit::new(flow_log, flow_rx, {
+            let control = Arc::clone(&control);
+            Box::new(move || Arc::new(control.config().policy.clone()))
+        })
+        .run(Destination::Store(store.clone()), finish_rx),
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -180,6 +193,13 @@ pub async fn serve(
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    // The gateway stops first (open sessions end, windows flush), then the writer drains the
+    // queue into the store, then the head is signed, then the store closes.
+    tokio::task::spawn_blocking(move || gateway.shutdown())
+        .await
+        .context("stopping the gateway")?;
+    let _ = finish_tx.send(true);
+    let _ = flow_audit.await;
     // The last word of this run: the head as it is now, signed.
     if let Err(e) = store
         .checkpoint_audit(&sealer, CheckpointReason::Shutdown)
@@ -195,9 +215,6 @@ pub async fn serve(
     if let Ok(Err(e)) = admin.await {
         tracing::warn!(error = %e, "admin socket");
     }
-    tokio::task::spawn_blocking(move || gateway.shutdown())
-        .await
-        .context("stopping the gateway")?;
     portal_result
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::engine::{Engine, Output};
+use super::flowlog::{wall_ms, WorkerFlows};
 use super::stats::DropReason;
 use super::tun;
 use super::udp::{Batch, BATCH};
@@ -22,6 +23,8 @@ struct Shell<'a> {
     tun: RawFd,
     send: Box<Batch>,
     engine: &'a Engine,
+    /// This worker's flow-audit tables (None: auditing off).
+    flows: Option<WorkerFlows>,
 }
 
 impl Output for Shell<'_> {
@@ -38,6 +41,10 @@ impl Output for Shell<'_> {
         if tun::write(self.tun, packet).is_err() {
             self.engine.drops.add(DropReason::IoError);
         }
+    }
+
+    fn flows(&mut self) -> Option<&mut WorkerFlows> {
+        self.flows.as_mut()
     }
 }
 
@@ -69,6 +76,9 @@ impl Worker {
             tun: self.tun.as_raw_fd(),
             send: Batch::new(self.slot),
             engine,
+            flows: engine
+                .flow_log()
+                .map(|log| WorkerFlows::new(log.clone(), Instant::now(), wall_ms())),
         };
         let mut fds = [
             libc::pollfd {
@@ -131,6 +141,13 @@ impl Worker {
             }
             engine.tick(now, &mut scratch, &mut shell);
             shell.flush();
+            if let Some(f) = shell.flows.as_mut().filter(|f| f.due(now)) {
+                f.roll(now, wall_ms());
+            }
+        }
+        // The last, partial window is not lost at shutdown.
+        if let Some(f) = shell.flows.as_mut() {
+            f.flush();
         }
     }
 }
