@@ -10,6 +10,7 @@ use crate::config::Config;
 
 pub mod audit_cli;
 pub mod audit_review_cli;
+pub mod directory_cli;
 pub mod store_admin;
 
 /// `sesame check-config`: validates, then prints each group → resources → rules.

@@ -54,6 +54,26 @@ enum Command {
     /// The audit log: export, verify the hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The directory sync.
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
+}
+
+#[derive(Subcommand)]
+enum DirectoryCommand {
+    /// Show (--dry-run) or confirm (--apply) what a directory sync changes; a periodic sync
+    /// that would suspend more than `max_changes_per_sync` devices waits for --apply.
+    #[command(group(clap::ArgGroup::new("mode").required(true).args(["dry_run", "apply"])))]
+    Sync {
+        #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
+        config: PathBuf,
+        /// Print the changes, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Make the changes, even over max_changes_per_sync.
+        #[arg(long)]
+        apply: bool,
+    },
 }
 
 /// The filters of `sesame audit export` (same meaning as the API's query parameters).
@@ -188,6 +208,10 @@ enum DevicesCommand {
         /// Why (kept in the audit log).
         #[arg(long)]
         reason: Option<String>,
+        /// Cut it at the running gateway through its local admin socket, even with the
+        /// database down; the store is updated (and audited) when it answers again.
+        #[arg(long)]
+        emergency: bool,
     },
 }
 
@@ -312,8 +336,24 @@ fn try_main() -> anyhow::Result<ExitCode> {
             public_key: public_key.as_deref(),
             export: export.as_deref(),
         }),
-        Command::Devices(DevicesCommand::Revoke { id, config, reason }) => {
-            sesame::commands::store_admin::devices_revoke(&config, id, reason.as_deref())
+        Command::Directory(DirectoryCommand::Sync {
+            config,
+            dry_run: _,
+            apply,
+        }) => sesame::commands::directory_cli::sync(&config, apply),
+        Command::Devices(DevicesCommand::Revoke {
+            id,
+            config,
+            reason,
+            emergency: true,
+        }) => {
+            sesame::commands::store_admin::devices_revoke_emergency(&config, id, reason.as_deref())
         }
+        Command::Devices(DevicesCommand::Revoke {
+            id,
+            config,
+            reason,
+            emergency: false,
+        }) => sesame::commands::store_admin::devices_revoke(&config, id, reason.as_deref()),
     }
 }

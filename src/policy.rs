@@ -367,14 +367,8 @@ impl Policy {
     }
 }
 
-/// Canonical form of a DN for comparisons: lower case, no spaces around separators.
-pub fn normalize_dn(dn: &str) -> String {
-    dn.split(',')
-        .map(|rdn| rdn.split('=').map(str::trim).collect::<Vec<_>>().join("="))
-        .collect::<Vec<_>>()
-        .join(",")
-        .to_lowercase()
-}
+/// Canonical form of a DN for comparisons (RFC 4514, see `directory/dn.rs`).
+pub use crate::dn::normalize_dn;
 
 #[cfg(test)]
 mod tests {

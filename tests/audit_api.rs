@@ -355,12 +355,21 @@ async fn api_queries_exports_and_the_events_they_need() {
     let quiet = one(&h.store, "directory.sync").await;
     assert_eq!(
         quiet.details,
-        json!({"checked": 1, "groups_changed": 0, "devices_revoked": 0, "changed": false})
+        json!({
+            "checked": 1,
+            "groups_changed": 0,
+            "devices_suspended": 0,
+            "devices_restored": 0,
+            "devices_revoked": 0,
+            "confirmed": false,
+            "changed": false
+        })
     );
-    let mut later = h.sync();
-    later.store = h.store.clone().with_clock(Arc::new(ManualClock::new(
-        h.store.now_ms() + 3_600_000 + 1_000,
-    )));
+    let later = h
+        .sync()
+        .with_store(h.store.clone().with_clock(Arc::new(ManualClock::new(
+            h.store.now_ms() + 3_600_000 + 1_000,
+        ))));
     later.sync_once().await.unwrap();
     assert_eq!(count(&h.store, "directory.sync").await, 2);
 }

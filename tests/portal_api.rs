@@ -88,6 +88,20 @@ async fn enrol_config_rotate_revoke_journey() {
     assert_eq!(r.status(), 200);
     assert!(h.sink.peer(&new_bytes).is_some());
     assert!(h.sink.peer(&key_bytes).is_none());
+    // A new token comes with the new key; the old one is dead.
+    let old_token = token;
+    let token = r.json::<Value>().await.unwrap()["device_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(token, old_token);
+    let r = c
+        .get(h.url("/api/v1/device/config"))
+        .bearer_auth(&old_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
     // Incrementally too (old key removed, new key added): the gateway's set is the full set.
     assert_eq!(*h.sink.upserts.lock(), 2);
     let full = h.control.compute().await.unwrap();
@@ -103,6 +117,29 @@ async fn enrol_config_rotate_revoke_journey() {
         .await
         .unwrap();
     assert_eq!(error_of(r).await, (400, "invalid_public_key".into()));
+    // A second rotation right away is refused (one per 10 minutes per device); both failed
+    // attempts are audited.
+    let (k3, _) = laptop_key();
+    let r = c
+        .post(h.url("/api/v1/device/rotate"))
+        .bearer_auth(&token)
+        .json(&json!({"public_key": k3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (429, "too_many_attempts".into()));
+    let failed: Vec<_> = h
+        .store
+        .list_audit(&sesame::store::AuditFilter {
+            action: Some("device.rotated".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.outcome != sesame::audit::Outcome::Success)
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
 
     // IT staff sees the device and revokes it: the peer disappears, the token stops working.
     let list: Value = it
@@ -482,7 +519,7 @@ async fn directory_sync_updates_grants_and_revokes_leavers() {
         .remove_from_group("sbernard", "personnels-administratifs");
     let report = h.sync().sync_once().await.unwrap();
     assert_eq!(report.checked, 2);
-    assert_eq!(report.devices_revoked, 1);
+    assert_eq!(report.devices_suspended, 1);
     assert!(h.sink.peer(&kb_marie).unwrap().rules.allows(rh, 6, 443));
     assert!(h.sink.peer(&kb_sophie).is_none());
     let r = reqwest::Client::new()
@@ -491,7 +528,7 @@ async fn directory_sync_updates_grants_and_revokes_leavers() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(r).await, (403, "device_revoked".into()));
+    assert_eq!(error_of(r).await, (403, "device_suspended".into()));
     let sync_events = h
         .store
         .list_audit(&AuditFilter {
@@ -501,11 +538,11 @@ async fn directory_sync_updates_grants_and_revokes_leavers() {
         .await
         .unwrap();
     assert_eq!(sync_events.len(), 1);
-    assert_eq!(sync_events[0].details["devices_revoked"], 1);
+    assert_eq!(sync_events[0].details["devices_suspended"], 1);
     let revoked = h
         .store
         .list_audit(&AuditFilter {
-            action: Some("device.revoked".into()),
+            action: Some("device.suspended".into()),
             ..AuditFilter::default()
         })
         .await
@@ -532,14 +569,15 @@ async fn directory_sync_updates_grants_and_revokes_leavers() {
     h.control.reconcile().await.unwrap();
     assert!(h.sink.peer(&kb_h).is_none());
 
-    // A disabled user loses their devices too.
+    // A disabled user loses their devices too (suspended).
     h.slapd.disable_user("mdupont");
     let report = h.sync().sync_once().await.unwrap();
-    assert_eq!(report.devices_revoked, 1);
+    assert_eq!(report.devices_suspended, 1);
     assert!(h.sink.keys().is_empty());
-    // Sync revocations are counted with the portal's (expiry is not a revocation).
+    // Sync suspensions are counted (expiry is not a revocation).
     let m = h.metrics.render();
-    assert!(m.contains("sesame_revocations_total 2"), "{m}");
+    assert!(m.contains("sesame_device_suspensions_total 2"), "{m}");
+    assert!(m.contains("sesame_revocations_total 0"), "{m}");
     let _ = (PAIE_NET, RH_NET);
 }
 

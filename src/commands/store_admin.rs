@@ -289,3 +289,35 @@ pub fn devices_revoke(config: &Path, id: i64, reason: Option<&str>) -> anyhow::R
         Err(e) => Err(e.into()),
     }
 }
+
+/// `sesame devices revoke ID --emergency`: through the running gateway's admin socket, without
+/// the database (see [`crate::control::emergency`]).
+pub fn devices_revoke_emergency(
+    config: &Path,
+    id: i64,
+    reason: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config)?;
+    let dir = config
+        .gateway
+        .private_key_file
+        .parent()
+        .unwrap_or(Path::new("."));
+    let actor = cli_actor();
+    let key = crate::control::emergency::request(
+        dir,
+        id,
+        &actor.actor,
+        reason.unwrap_or("emergency revocation"),
+    )
+    .context(
+        "révocation d'urgence impossible : `sesame serve` tourne-t-il sur cette machine ? / emergency revocation failed: is `sesame serve` running on this machine?",
+    )?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "device {id} ({key}) cut at the gateway; the database is updated when it answers"
+    )?;
+    out.flush().context("writing to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -19,6 +19,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) audit: RawAudit,
     #[serde(default)]
+    pub(super) devices: RawDevices,
+    #[serde(default)]
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) metrics: RawMetrics,
@@ -37,6 +39,7 @@ pub(super) struct RawPortal {
     pub(super) public_url: String,
     pub(super) tls_cert_file: Option<PathBuf>,
     pub(super) tls_key_file: Option<PathBuf>,
+    pub(super) trusted_proxies: Vec<String>,
 }
 
 impl Default for RawPortal {
@@ -46,6 +49,7 @@ impl Default for RawPortal {
             public_url: "http://127.0.0.1:8080".into(),
             tls_cert_file: None,
             tls_key_file: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -114,6 +118,10 @@ pub(super) struct RawDirectory {
     pub(super) sync_interval: String,
     #[serde(default = "default_directory_timeout")]
     pub(super) timeout: String,
+    #[serde(default = "default_max_changes_per_sync")]
+    pub(super) max_changes_per_sync: String,
+    #[serde(default = "default_suspend_grace")]
+    pub(super) suspend_grace: String,
 }
 
 pub(super) fn default_kind() -> String {
@@ -125,6 +133,12 @@ pub(super) fn default_sync_interval() -> String {
 pub(super) fn default_directory_timeout() -> String {
     "5s".into()
 }
+pub(super) fn default_max_changes_per_sync() -> String {
+    "5%".into()
+}
+pub(super) fn default_suspend_grace() -> String {
+    "30d".into()
+}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -132,6 +146,22 @@ pub(super) struct RawRoles {
     pub(super) vpn_users: Vec<String>,
     pub(super) it_staff: Vec<String>,
     pub(super) auditors: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawDevices {
+    pub(super) key_lifetime: String,
+    pub(super) max_lifetime: String,
+}
+
+impl Default for RawDevices {
+    fn default() -> Self {
+        RawDevices {
+            key_lifetime: "180d".into(),
+            max_lifetime: "730d".into(),
+        }
+    }
 }
 
 #[derive(Deserialize)]

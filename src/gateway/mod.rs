@@ -10,6 +10,7 @@ pub mod keys;
 pub mod packet;
 pub mod peers;
 pub mod ratelimit;
+pub mod replay;
 pub mod stats;
 pub mod table;
 mod tun;
@@ -258,6 +259,12 @@ impl GatewayHandle {
 
     pub fn peer_stats(&self) -> Vec<PeerStats> {
         self.engine.peer_stats()
+    }
+
+    /// Starts a handshake towards each `(public key, endpoint)` at the next timer tick (after
+    /// a restart, from the peer cache): laptops are back without waiting for their own timer.
+    pub fn initiate_handshakes(&self, targets: Vec<([u8; 32], std::net::SocketAddr)>) {
+        self.engine.initiate_handshakes(targets);
     }
 
     /// Handshake initiations received from configured peers since start.

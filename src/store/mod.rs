@@ -15,6 +15,7 @@ mod devices;
 mod enrol;
 mod group;
 mod sessions;
+mod suspend;
 mod users;
 
 pub use crate::audit::AuditFilter;
@@ -24,9 +25,10 @@ pub use codes::{
     generate_code, normalize_code, validate as validate_code_request, CodeState, CreatedCode,
     EnrolmentCode, NewCode, CODE_ALPHABET, DEFAULT_CODE_TTL,
 };
-pub use devices::{Device, DeviceStatus, DeviceWithUser, DevicesVersion};
+pub use devices::{Device, DeviceStatus, DeviceWithUser, DevicesVersion, Rotation};
 pub use enrol::{AddressPool, EnrolRequest, Enrolled};
 pub use sessions::{NewSession, WebSession};
+pub use suspend::GRACE_EXPIRED_REASON;
 pub use users::{normalize_username, User};
 
 use std::path::PathBuf;
@@ -73,6 +75,12 @@ pub enum StoreError {
     },
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// Rotation would extend the device beyond `devices.max_lifetime`: enrol again.
+    #[error("device {0} reached its maximum lifetime")]
+    DeviceTooOld(i64),
+    /// The device rotated its key less than the minimum interval ago.
+    #[error("device rotated too recently; retry in {retry_after_secs}s")]
+    RotationTooSoon { retry_after_secs: u64 },
     #[error("unknown enrolment code")]
     CodeNotFound,
     #[error("enrolment code expired")]
@@ -140,6 +148,8 @@ impl StoreError {
             StoreError::AddressPoolExhausted { .. } => codes::ADDRESS_POOL_EXHAUSTED,
             StoreError::DeviceNotFound(_) => codes::NOT_FOUND,
             StoreError::DeviceRevoked(_) => codes::DEVICE_REVOKED,
+            StoreError::DeviceTooOld(_) => codes::DEVICE_EXPIRED,
+            StoreError::RotationTooSoon { .. } => codes::TOO_MANY_ATTEMPTS,
             StoreError::Database(_)
             | StoreError::Migration(_)
             | StoreError::InvalidUrl(_)

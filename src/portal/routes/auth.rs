@@ -15,7 +15,7 @@ use crate::store::NewSession;
 use crate::portal::auth::roles_for;
 use crate::portal::error::ApiError;
 use crate::portal::extract::{ApiJson, ClientIp};
-use crate::portal::ratelimit::Limited;
+use crate::portal::ratelimit::Refusal;
 use crate::portal::routes::device::outcome_of;
 use crate::portal::session::ABSOLUTE_TIMEOUT;
 use crate::portal::state::{audit, SharedState};
@@ -26,11 +26,17 @@ use crate::portal::state::{audit, SharedState};
 pub async fn login(
     State(state): State<SharedState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let username = req.username.trim().to_string();
-    if let Err(limited) = state.limiter.check(&username, ip, Instant::now()) {
-        return Err(too_many_attempts(&state, "login", &username, ip, limited).await);
+    let device = state.cookies.read_device(&headers);
+    if let Err(refusal) =
+        state
+            .limiter
+            .check_device(&username, ip, device.as_deref(), Instant::now())
+    {
+        return Err(too_many_attempts(&state, "login", &username, ip, refusal).await);
     }
     let result = match login_inner(&state, &username, &req.password).await {
         // The user row, the session and its `auth.login` event are written together, in one
@@ -74,7 +80,11 @@ pub async fn login(
     let (id, body) = result?;
     let mut resp = Json(body).into_response();
     resp.headers_mut()
-        .insert(header::SET_COOKIE, state.cookies.set_cookie(&id));
+        .append(header::SET_COOKIE, state.cookies.set_cookie(&id));
+    // This browser is now a known device of the account (renewed at each login).
+    let token = state.limiter.issue_device_token(&username);
+    resp.headers_mut()
+        .append(header::SET_COOKIE, state.cookies.set_device_cookie(&token));
     Ok(resp)
 }
 
@@ -85,7 +95,7 @@ pub(crate) async fn too_many_attempts(
     route: &str,
     username: &str,
     ip: std::net::IpAddr,
-    limited: Limited,
+    limited: Refusal,
 ) -> ApiError {
     state.metrics.rate_limited();
     let retry_after_secs = limited.retry_after.as_secs().max(1);
@@ -101,6 +111,7 @@ pub(crate) async fn too_many_attempts(
             "key": limited.keys.first(),
             "keys": limited.keys,
             "retry_after_secs": retry_after_secs,
+            "account_locked": limited.account_locked,
         }),
     )
     .await;

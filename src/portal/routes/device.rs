@@ -18,8 +18,8 @@ use crate::portal::extract::{ApiJson, BearerToken, ClientIp};
 use crate::portal::state::{audit, AppState, SharedState};
 use crate::portal::time::rfc3339;
 
-/// How long an enrolled key stays valid before the agent must rotate it.
-pub const KEY_LIFETIME: std::time::Duration = std::time::Duration::from_secs(180 * 86_400);
+/// Least time between two key rotations of one device: a copied token cannot churn keys.
+pub const ROTATION_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Decodes and vets a laptop public key: 32 bytes of base64, not all zeros, not the gateway's.
 pub fn parse_public_key(s: &str, gateway_key: &[u8; 32]) -> Result<[u8; 32], ApiError> {
@@ -181,7 +181,7 @@ async fn enrol_inner(
                 user: &user,
                 public_key: key,
                 hostname: req.hostname.trim(),
-                key_lifetime: Some(KEY_LIFETIME),
+                key_lifetime: Some(state.config.devices.key_lifetime),
             },
             &AddressPool::from_config(&state.config),
             &AuditContext::new(user.username.to_lowercase(), Some(ip.to_string())),
@@ -196,17 +196,23 @@ async fn enrol_inner(
     Ok(cfg)
 }
 
-/// The active device holding this bearer token; a revoked one answers `device_revoked`.
+/// The active device holding this bearer token; a revoked one answers `device_revoked`, a
+/// suspended one `device_suspended`.
 async fn device_for_token(state: &AppState, token: &str) -> Result<Device, ApiError> {
     let device = state
         .store
         .device_by_token(token)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
-    if device.status == DeviceStatus::Revoked {
-        return Err(ApiError::DeviceRevoked);
+    match device.status {
+        // The token dies with the key (the expiry sweep revokes it within a minute).
+        DeviceStatus::Active if device.expires_at.is_some_and(|e| e <= state.store.now_ms()) => {
+            Err(ApiError::DeviceExpired)
+        }
+        DeviceStatus::Active => Ok(device),
+        DeviceStatus::Suspended => Err(ApiError::DeviceSuspended),
+        DeviceStatus::Revoked => Err(ApiError::DeviceRevoked),
     }
-    Ok(device)
 }
 
 /// `GET /api/v1/device/config`
@@ -241,29 +247,34 @@ pub async fn rotate(
 ) -> Result<Json<DeviceConfig>, ApiError> {
     let device = device_for_token(&state, &token).await?;
     let old_key = device.public_key;
+    let rules = crate::store::Rotation {
+        key_lifetime: Some(state.config.devices.key_lifetime),
+        max_lifetime: Some(state.config.devices.max_lifetime),
+        min_interval: ROTATION_MIN_INTERVAL,
+    };
     let rotated = match parse_public_key(&req.public_key, &state.control.gateway_public_key()) {
         Ok(key) => state
             .store
             .rotate_key(
                 device.id,
                 &key,
-                Some(KEY_LIFETIME),
+                &rules,
                 &AuditContext::new(device.username.clone(), Some(ip.to_string())),
             )
             .await
             .map_err(ApiError::from),
         Err(e) => Err(e),
     };
-    let device = match rotated {
-        Ok(d) => d,
+    let (device, new_token) = match rotated {
+        Ok(r) => r,
         Err(e) => {
-            // A refused rotation of a known device is audited with its reason.
+            // Failed rotations are audited: a copied token trying its luck shows up.
             audit(
                 &state.store,
                 &device.username,
                 Action::DeviceRotated,
                 &format!("device:{}", device.id),
-                Outcome::Failure,
+                outcome_of(&e),
                 Some(ip),
                 serde_json::json!({
                     "username": device.username,
@@ -288,7 +299,9 @@ pub async fn rotate(
         .control
         .publish_device(&device, &groups, Some(old_key))
         .await;
-    Ok(Json(device_config(&state, &device, &groups)))
+    let mut cfg = device_config(&state, &device, &groups);
+    cfg.device_token = Some(new_token);
+    Ok(Json(cfg))
 }
 
 #[cfg(test)]
