@@ -11,6 +11,8 @@ pub mod config;
 pub mod control;
 #[cfg(feature = "server")]
 pub mod directory;
+#[cfg(feature = "fastpath")]
+pub mod fastpath;
 #[cfg(feature = "dataplane")]
 pub mod gateway;
 #[cfg(feature = "dataplane")]
