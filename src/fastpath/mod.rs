@@ -3,6 +3,7 @@
 pub mod csum;
 pub mod gro;
 pub mod gso;
+pub mod tun;
 pub mod vnet;
 
 #[cfg(test)]

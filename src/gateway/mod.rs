@@ -72,7 +72,7 @@ impl Gateway {
             cfg.threads
         };
         let engine = Arc::new(Engine::new(private_key, cfg.flow_idle_timeout));
-        let tun_queues = tun::open(&cfg.interface, threads)?;
+        let (tun_queues, offloads) = tun::open(&cfg.interface, threads)?;
         tun::configure(
             &cfg.interface,
             cfg.address,
@@ -97,6 +97,7 @@ impl Gateway {
             let w = worker::Worker {
                 engine: Arc::clone(&engine),
                 tun,
+                offloads,
                 udp,
                 stop: Arc::clone(&stop),
                 slot,
@@ -111,6 +112,7 @@ impl Gateway {
             interface = %cfg.interface,
             listen = %cfg.listen,
             threads,
+            tun_offload = ?offloads,
             public_key = %keys::encode(&engine.public_key()),
             "gateway data plane started"
         );
