@@ -4,6 +4,7 @@ pub mod csum;
 pub mod gro;
 pub mod gso;
 pub mod tun;
+pub mod udp;
 pub mod vnet;
 
 #[cfg(test)]

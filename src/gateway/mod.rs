@@ -12,8 +12,9 @@ pub mod ratelimit;
 pub mod stats;
 pub mod table;
 mod tun;
-mod udp;
 mod worker;
+
+use crate::fastpath::udp;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -94,11 +95,16 @@ impl Gateway {
                 addr: cfg.listen,
                 source,
             })?;
+            let udp_offloads = udp::enable_offloads(std::os::fd::AsRawFd::as_raw_fd(&udp));
+            if i == 0 {
+                tracing::info!(?udp_offloads, "UDP offloads");
+            }
             let w = worker::Worker {
                 engine: Arc::clone(&engine),
                 tun,
                 offloads,
                 udp,
+                udp_offloads,
                 stop: Arc::clone(&stop),
                 slot,
             };

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use super::engine::{Engine, Output};
 use super::stats::DropReason;
-use super::udp::{Batch, BATCH};
 use crate::fastpath::tun::{Offloads, ReadError, TunReader, TunWriter, READ_BUF};
+use crate::fastpath::udp::{Batch, UdpOffloads, BATCH};
 
 /// Poll timeout: bounds how late timers run and how fast shutdown is seen.
 const POLL_MS: libc::c_int = 100;
@@ -59,6 +59,8 @@ pub struct Worker {
     /// What the kernel accepted on the TUN (virtio_net_hdr, TSO, USO).
     pub offloads: Offloads,
     pub udp: OwnedFd,
+    /// What the kernel accepted on the UDP socket (GSO, GRO).
+    pub udp_offloads: UdpOffloads,
     pub stop: Arc<AtomicBool>,
     /// Largest UDP datagram accepted (MTU + WireGuard overhead, rounded up).
     pub slot: usize,
@@ -67,14 +69,14 @@ pub struct Worker {
 impl Worker {
     pub fn run(self) {
         let engine = &*self.engine;
-        let mut recv = Batch::new(self.slot);
+        let mut recv = Batch::with_offloads(self.slot, self.udp_offloads);
         let mut reader = TunReader::new(self.tun.as_raw_fd(), self.offloads);
         let mut scratch = vec![0u8; TUN_BUF + 64];
         let tun_fd: RawFd = self.tun.as_raw_fd();
         let mut shell = Shell {
             udp: self.udp.as_raw_fd(),
             tun: TunWriter::new(tun_fd, self.offloads),
-            send: Batch::new(self.slot),
+            send: Batch::with_offloads(self.slot, self.udp_offloads),
             engine,
         };
         let mut fds = [
@@ -98,17 +100,20 @@ impl Worker {
                     // A few batches per wakeup, then give the TUN side its turn.
                     for _ in 0..4 {
                         let n = recv.recv(shell.udp).unwrap_or_default();
-                        for i in 0..n {
-                            let (from, data) = recv.get(i);
+                        for _ in 0..recv.truncated() {
+                            engine.drops.add(DropReason::Malformed);
+                        }
+                        // A GRO message is split back into its datagrams here.
+                        for (from, data) in recv.datagrams() {
                             match from {
-                                Some(from) if recv.lens[i] <= self.slot => engine.handle_datagram(
+                                Some(from) => engine.handle_datagram(
                                     now,
                                     from,
                                     data,
                                     &mut scratch,
                                     &mut shell,
                                 ),
-                                _ => engine.drops.add(DropReason::Malformed),
+                                None => engine.drops.add(DropReason::Malformed),
                             }
                         }
                         shell.flush();

@@ -239,6 +239,7 @@ fn start_and_run(
         conf.private_key.clone(),
         peer,
         conf.keepalive,
+        conf.mtu.unwrap_or(DEFAULT_MTU),
         shared.clone(),
         paths.clone(),
     )
