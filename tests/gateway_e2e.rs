@@ -29,65 +29,8 @@ const OTHER_PORT: u16 = 9000;
 /// Listener on laptop1 that resource hosts must not reach.
 const LAPTOP_PORT: u16 = 7000;
 
-/// A TCP server on every HOST:PORT argument. A connection that sends `get N` receives N
-/// bytes of a fixed pattern; one that sends `put N` and N bytes gets their SHA-256 back;
-/// any other is closed.
-const LISTENER: &str = r#"
-import hashlib, socket, select, sys, threading
-def pattern(n):
-    return (bytes(range(251)) * (n // 251 + 1))[:n]
-def serve(c):
-    with c, c.makefile('rb') as f:
-        cmd = f.readline().split()
-        if len(cmd) != 2:
-            return
-        n = int(cmd[1])
-        if cmd[0] == b'get':
-            c.sendall(pattern(n))
-        elif cmd[0] == b'put':
-            h = hashlib.sha256()
-            while n > 0:
-                b = f.read(min(n, 65536))
-                if not b:
-                    return
-                h.update(b); n -= len(b)
-            c.sendall(h.hexdigest().encode())
-socks = []
-for a in sys.argv[1:]:
-    h, p = a.rsplit(':', 1)
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((h, int(p))); s.listen(64); socks.append(s)
-print('ready', flush=True)
-while True:
-    r, _, _ = select.select(socks, [], [])
-    for s in r:
-        c, _ = s.accept()
-        threading.Thread(target=serve, args=(c,), daemon=True).start()
-"#;
-
-/// The client side of LISTENER's `get`/`put`: HOST PORT N; prints `ok` if both directions
-/// carried N bytes intact.
-const BULK: &str = r#"
-import hashlib, socket, sys
-host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-data = (bytes(range(251)) * (n // 251 + 1))[:n]
-c = socket.create_connection((host, port), timeout=60)
-c.sendall(b'get %d\n' % n)
-got = bytearray()
-while len(got) < n:
-    b = c.recv(1 << 20)
-    if not b:
-        break
-    got += b
-c.close()
-assert bytes(got) == data, 'download: %d bytes, intact: %s' % (len(got), bytes(got) == data[:len(got)])
-c = socket.create_connection((host, port), timeout=60)
-c.sendall(b'put %d\n' % n + data)
-c.shutdown(socket.SHUT_WR)
-reply = c.makefile('rb').read().decode()
-assert reply == hashlib.sha256(data).hexdigest(), 'upload digest %r' % reply
-print('ok')
-"#;
+/// Servers on HOST:PORT arguments (`serve`) and the bulk client (`check`): see the file.
+const BULK: &str = include_str!("common/bulk.py");
 
 /// Sends N datagrams of junk to HOST:PORT (bounded count).
 const FLOOD: &str = r#"
@@ -155,8 +98,8 @@ fn setup() -> Topology {
     gw.ip(&["route", "add", &format!("{PAIE}/32"), "via", "198.18.3.2"]);
     gw.ip(&["route", "add", &format!("{RH}/32"), "via", "198.18.3.2"]);
 
-    let script = dir.path().join("listener.py");
-    std::fs::write(&script, LISTENER).unwrap();
+    let script = dir.path().join("bulk.py");
+    std::fs::write(&script, BULK).unwrap();
     let script = script.to_str().unwrap();
     let res_log = dir.path().join("res-listener.log");
     let lap_log = dir.path().join("laptop-listener.log");
@@ -165,6 +108,7 @@ fn setup() -> Topology {
             "python3",
             &[
                 script,
+                "serve",
                 &format!("{PAIE}:{APP_PORT}"),
                 &format!("{PAIE}:{OTHER_PORT}"),
                 &format!("{RH}:{APP_PORT}"),
@@ -173,7 +117,7 @@ fn setup() -> Topology {
         ),
         l1.spawn(
             "python3",
-            &[script, &format!("0.0.0.0:{LAPTOP_PORT}")],
+            &[script, "serve", &format!("0.0.0.0:{LAPTOP_PORT}")],
             Some(&lap_log),
         ),
     ];
@@ -443,7 +387,6 @@ fn bulk_tcp_both_ways_arrives_intact_through_the_offloads() {
     let log = t.log_text();
     assert!(log.contains("tso: true"), "no TUN offload: {log}");
     let bulk = t.dir.path().join("bulk.py");
-    std::fs::write(&bulk, BULK).unwrap();
     // 8 MiB each way: thousands of super-segments split and of segments coalesced.
     let out = t.l1.exec(
         "timeout",
@@ -451,6 +394,7 @@ fn bulk_tcp_both_ways_arrives_intact_through_the_offloads() {
             "120",
             "python3",
             bulk.to_str().unwrap(),
+            "check",
             PAIE,
             &APP_PORT.to_string(),
             &(8 << 20).to_string(),

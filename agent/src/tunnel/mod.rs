@@ -218,8 +218,8 @@ fn start_and_run(
         route::add(interface, net).map_err(|e| tunnel_err(e.to_string()))?;
     }
     log(&format!(
-        "{interface} up, {}, routes {routes:?}, gateway {endpoint}",
-        conf.address
+        "{interface} up, {}, routes {routes:?}, gateway {endpoint}, TUN offloads {:?}",
+        conf.address, tun.offloads
     ));
     if !conf.dns.is_empty() {
         log(&format!(
