@@ -2,9 +2,9 @@
 //! segments of a flow (IFF_VNET_HDR + TSO): the kernel's rules, and every other packet as is.
 //!
 //! Two TCP segments are merged only when the kernel's GRO would merge them: same addresses,
-//! ports, IP TOS/TTL (IPv4, no options, not fragmented, IP id + 1, DF alike) or traffic
-//! class/flow label/hop limit (IPv6, no extension header), same ACK number, window and
-//! options, flags ACK alone (PSH allowed on the last one merged), contiguous sequence numbers,
+//! ports, IP TOS/TTL/flags (IPv4, no options, not fragmented, IP id + 1) or traffic
+//! class/flow label/hop limit (IPv6, no extension header), same ACK number, window, urgent
+//! pointer and options, flags ACK alone (PSH allowed on the last one merged), contiguous sequence numbers,
 //! every segment the size of the first except a shorter last one, valid checksums, at most
 //! [`MAX_SEGMENTS`] segments and 64 KiB. Anything else is written alone, in arrival order
 //! within its flow.
@@ -111,14 +111,20 @@ fn mergeable(p: &[u8], t: &Tcp) -> bool {
     if t.payload == 0 || t.flags & !PSH != ACK {
         return false;
     }
+    // A checksum field of 0xffff verifies but is never what a split recomputes (-0 vs +0):
+    // such a packet is written as it came.
     if t.v4 {
         // Not a fragment (MF clear, offset 0); header checksum valid.
-        if be16(p, 6) & 0x3fff != 0 || csum::fold(csum::add(0, &p[..20])) != 0xffff {
+        if be16(p, 6) & 0x3fff != 0
+            || be16(p, 10) == 0xffff
+            || csum::fold(csum::add(0, &p[..20])) != 0xffff
+        {
             return false;
         }
     }
     let l4 = p.len() - t.ip_len;
-    csum::fold(csum::add(csum::pseudo(p, 6, l4), &p[t.ip_len..])) == 0xffff
+    be16(p, t.ip_len + 16) != 0xffff
+        && csum::fold(csum::add(csum::pseudo(p, 6, l4), &p[t.ip_len..])) == 0xffff
 }
 
 /// Same flow as the item's first packet `f`: addresses and ports.
@@ -136,15 +142,17 @@ fn same_headers(f: &[u8], p: &[u8], t: &Tcp, item: &Item) -> bool {
         return false;
     }
     let ip_ok = if t.v4 {
-        f[1] == p[1] && f[8] == p[8] && (be16(f, 6) ^ be16(p, 6)) & 0x4000 == 0
+        f[1] == p[1] && f[8] == p[8] && f[6..8] == p[6..8]
     } else {
         f[..4] == p[..4] && f[7] == p[7]
     };
-    // ACK number; then data offset, flags but PSH, window; then options.
+    // ACK number; data offset and reserved bits; window; urgent pointer; options. (Flags are
+    // ACK, or ACK|PSH on the last, for both: see `mergeable`.)
     ip_ok
         && f[ip + 8..ip + 12] == p[ip + 8..ip + 12]
         && f[ip + 12] == p[ip + 12]
         && f[ip + 14..ip + 16] == p[ip + 14..ip + 16]
+        && f[ip + 18..ip + 20] == p[ip + 18..ip + 20]
         && f[ip + 20..t.head_len] == p[ip + 20..t.head_len]
 }
 

@@ -168,7 +168,7 @@ fn segment(hdr: &VnetHdr, gso: u8, pkt: &[u8], out: &mut Segments) -> Result<(),
     } else {
         8
     };
-    if l4_len < 8 {
+    if l4_len < if tcp { 20 } else { 8 } {
         return Err(SplitError::Truncated);
     }
     let head_len = ip_len + l4_len;

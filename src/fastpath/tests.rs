@@ -174,6 +174,26 @@ impl Tcp {
     }
 }
 
+/// Recomputes the IPv4 header checksum by the reference.
+fn fix_ip(p: &mut [u8]) {
+    p[10] = 0;
+    p[11] = 0;
+    let c = ref_sum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Recomputes the TCP checksum of an IPv4 packet by the reference.
+fn fix_tcp(p: &mut [u8]) {
+    let c = ref_l4(p, 20, 6, 16);
+    p[36..38].copy_from_slice(&c.to_be_bytes());
+}
+
+/// One's-complement 16-bit addition.
+fn ones_add(a: u16, b: u16) -> u16 {
+    let s = u32::from(a) + u32::from(b);
+    ((s & 0xffff) + (s >> 16)) as u16
+}
+
 fn udp4(payload: &[u8]) -> Vec<u8> {
     let mut p = vec![0x45, 0];
     p.extend_from_slice(&((28 + payload.len()) as u16).to_be_bytes());
@@ -501,6 +521,34 @@ fn the_kernel_rules_for_not_merging() {
             p[10..12].copy_from_slice(&c.to_be_bytes());
             p
         }),
+        ("other urgent pointer", {
+            let mut p = next().build();
+            p[20 + 19] = 1;
+            fix_tcp(&mut p);
+            p
+        }),
+        ("other IP flags (reserved bit)", {
+            let mut p = next().build();
+            p[6] |= 0x80;
+            fix_ip(&mut p);
+            p
+        }),
+        ("TCP checksum written as -0 (0xffff)", {
+            let mut p = next().build();
+            // Add the checksum to the first payload word: the rest then sums to -0, and the
+            // field 0xffff verifies (a split would write 0x0000 there).
+            let c = be16(&p, 36);
+            let w = ones_add(be16(&p, 52), c);
+            p[52..54].copy_from_slice(&w.to_be_bytes());
+            p[36] = 0xff;
+            p[37] = 0xff;
+            assert_eq!(
+                ref_l4(&p, 20, 6, 16),
+                0,
+                "the field is the -0 form of a valid sum"
+            );
+            p
+        }),
         ("other flow", {
             let mut t = next();
             t.sport += 1;
@@ -631,4 +679,12 @@ proptest! {
         let writes = coalesce(&pkts);
         prop_assert!(writes.len() <= pkts.len());
     }
+}
+
+#[test]
+fn tso_with_a_tcp_header_shorter_than_20_bytes_is_refused() {
+    let (hdr, mut p) = super_segment(&Tcp::new(1, vec![]), 100, 10);
+    p[32] = 0x20; // data offset 2 words
+    let mut out = Segments::default();
+    assert_eq!(split(&hdr, &p, &mut out), Err(SplitError::Truncated));
 }

@@ -111,7 +111,9 @@ fn parse_args() -> Result<Args, String> {
         return Err(format!("--users FILE is required\n{USAGE}"));
     }
     if a.op == Op::Bind && !a.bind_dn.contains("{}") {
-        return Err(format!("--op bind needs --bind-dn with {{}} for the user\n{USAGE}"));
+        return Err(format!(
+            "--op bind needs --bind-dn with {{}} for the user\n{USAGE}"
+        ));
     }
     if a.op == Op::Enrol && a.codes.is_none() {
         return Err(format!("--op enrol needs --codes FILE\n{USAGE}"));
