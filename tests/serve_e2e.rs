@@ -28,19 +28,8 @@ const RH: &str = "198.18.20.10";
 const APP_PORT: u16 = 8443;
 const SYNC: Duration = Duration::from_secs(2);
 
-const LISTENER: &str = r#"
-import socket, select, sys
-socks = []
-for a in sys.argv[1:]:
-    h, p = a.rsplit(':', 1)
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((h, int(p))); s.listen(64); socks.append(s)
-print('ready', flush=True)
-while True:
-    r, _, _ = select.select(socks, [], [])
-    for s in r:
-        c, _ = s.accept(); c.close()
-"#;
+/// The TCP servers of the internal hosts (`bulk.py serve ADDR...`), shared with the other e2e tests.
+const LISTENER: &str = include_str!("common/bulk.py");
 
 /// Moves the calling thread into a namespace (so slapd, curl and every child it starts live
 /// there, beside `sesame serve`); back to the original namespace on Drop.
@@ -183,6 +172,7 @@ fn setup() -> World {
         "python3",
         &[
             script.to_str().unwrap(),
+            "serve",
             &format!("{PAIE}:{APP_PORT}"),
             &format!("{RH}:{APP_PORT}"),
         ],

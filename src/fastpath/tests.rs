@@ -441,67 +441,27 @@ fn the_kernel_rules_for_not_merging() {
         t.payload = vec![9; 1000];
         t
     };
+    let mutated = |f: fn(&mut Tcp)| {
+        let mut t = next();
+        f(&mut t);
+        t.build()
+    };
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("gap in sequence", {
-            let mut t = next();
-            t.seq = 2001;
-            t.build()
-        }),
-        ("other ACK number", {
-            let mut t = next();
-            t.ack += 1;
-            t.build()
-        }),
-        ("other window", {
-            let mut t = next();
-            t.window += 1;
-            t.build()
-        }),
-        ("other options", {
-            let mut t = next();
-            t.options[7] ^= 1;
-            t.build()
-        }),
-        ("FIN", {
-            let mut t = next();
-            t.flags |= 0x01;
-            t.build()
-        }),
-        ("RST", {
-            let mut t = next();
-            t.flags = 0x14;
-            t.build()
-        }),
-        ("URG", {
-            let mut t = next();
-            t.flags |= 0x20;
-            t.build()
-        }),
-        ("CWR", {
-            let mut t = next();
-            t.flags |= 0x80;
-            t.build()
-        }),
-        ("other TTL", {
-            let mut t = next();
-            t.ttl = 63;
-            t.build()
-        }),
-        ("IP id not + 1", {
-            let mut t = next();
-            t.id = 105;
-            t.build()
-        }),
-        ("longer than the first", {
-            let mut t = next();
-            t.payload = vec![9; 1001];
-            t.build()
-        }),
-        ("pure ACK", {
-            let mut t = next();
-            t.payload.clear();
-            t.build()
-        }),
+        ("gap in sequence", mutated(|t| t.seq = 2001)),
+        ("other ACK number", mutated(|t| t.ack += 1)),
+        ("other window", mutated(|t| t.window += 1)),
+        ("other options", mutated(|t| t.options[7] ^= 1)),
+        ("FIN", mutated(|t| t.flags |= 0x01)),
+        ("RST", mutated(|t| t.flags = 0x14)),
+        ("URG", mutated(|t| t.flags |= 0x20)),
+        ("CWR", mutated(|t| t.flags |= 0x80)),
+        ("other TTL", mutated(|t| t.ttl = 63)),
+        ("IP id not + 1", mutated(|t| t.id = 105)),
+        (
+            "longer than the first",
+            mutated(|t| t.payload = vec![9; 1001]),
+        ),
+        ("pure ACK", mutated(|t| t.payload.clear())),
         ("bad TCP checksum", {
             let mut p = next().build();
             p[20 + 17] ^= 0x40;
@@ -549,11 +509,7 @@ fn the_kernel_rules_for_not_merging() {
             );
             p
         }),
-        ("other flow", {
-            let mut t = next();
-            t.sport += 1;
-            t.build()
-        }),
+        ("other flow", mutated(|t| t.sport += 1)),
     ];
     for (what, second) in cases {
         let packets = vec![first.build(), second];
