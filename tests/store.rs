@@ -466,7 +466,7 @@ async fn failure_late_in_enrolment_rolls_everything_back(db: Db) {
              FOR EACH ROW EXECUTE FUNCTION inject_failure()",
         ],
     };
-    exec_all(&db, &inject).await;
+    exec_all(&db, inject).await;
     let before = counts(&db).await;
     let r = enrol(&db, &code, &person("alice"), key(1), "100.64.0.0/24").await;
     match r {

@@ -43,7 +43,6 @@ impl Engine {
         secret: StaticSecret,
         peer: PublicKey,
         keepalive: Option<u16>,
-        mtu: u16,
         shared: Arc<Mutex<Shared>>,
         paths: Paths,
     ) -> std::io::Result<Engine> {
@@ -58,6 +57,7 @@ impl Engine {
         udp.connect(endpoint)?;
         udp.set_nonblocking(true)?;
         let udp_offloads = udp::enable_offloads(udp.as_raw_fd());
+        let slot = (usize::from(tun.mtu) + 128).max(2048);
         let index = rand_core::RngCore::next_u32(&mut rand_core::OsRng) >> 8;
         let tunn = Tunn::new(secret, peer, None, keepalive, index, None);
         Ok(Engine {
@@ -65,7 +65,7 @@ impl Engine {
             udp,
             endpoint,
             udp_offloads,
-            slot: (usize::from(mtu) + 128).max(2048),
+            slot,
             tunn,
             shared,
             paths,

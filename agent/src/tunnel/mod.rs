@@ -210,9 +210,10 @@ fn start_and_run(
         .ok()
         .and_then(|mut addrs| addrs.next())
         .ok_or_else(|| tunnel_err(format!("cannot resolve the gateway {}", conf.endpoint)))?;
-    let tun = tun::Tun::open(interface).map_err(|e| tunnel_err(format!("TUN {interface}: {e}")))?;
-    route::configure(interface, conf.address, conf.mtu.unwrap_or(DEFAULT_MTU))
-        .map_err(|e| tunnel_err(e.to_string()))?;
+    let mtu = conf.mtu.unwrap_or(DEFAULT_MTU);
+    let tun =
+        tun::Tun::open(interface, mtu).map_err(|e| tunnel_err(format!("TUN {interface}: {e}")))?;
+    route::configure(interface, conf.address, mtu).map_err(|e| tunnel_err(e.to_string()))?;
     let routes = route::routable(&conf.allowed_ips, endpoint.ip());
     for net in &routes {
         route::add(interface, net).map_err(|e| tunnel_err(e.to_string()))?;
@@ -239,7 +240,6 @@ fn start_and_run(
         conf.private_key.clone(),
         peer,
         conf.keepalive,
-        conf.mtu.unwrap_or(DEFAULT_MTU),
         shared.clone(),
         paths.clone(),
     )

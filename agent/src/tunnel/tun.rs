@@ -8,13 +8,16 @@ use sesame::fastpath::tun::{self, Offloads};
 pub struct Tun {
     fd: OwnedFd,
     pub name: String,
+    /// The MTU the interface is given (sizes the datagram buffers).
+    pub mtu: u16,
     /// What the kernel accepted (virtio_net_hdr, TSO, USO).
     pub offloads: Offloads,
 }
 
 impl Tun {
-    /// Creates the interface `name` (at most 15 bytes), one queue, with offloads.
-    pub fn open(name: &str) -> io::Result<Tun> {
+    /// Creates the interface `name` (at most 15 bytes), one queue, with offloads; `mtu` is
+    /// the MTU the caller then configures on it.
+    pub fn open(name: &str, mtu: u16) -> io::Result<Tun> {
         let (mut fds, offloads) = tun::open(name, 1, true)?;
         let fd = fds
             .pop()
@@ -22,6 +25,7 @@ impl Tun {
         Ok(Tun {
             fd,
             name: name.to_string(),
+            mtu,
             offloads,
         })
     }
