@@ -308,7 +308,7 @@ VPN role through the nested gestionnaires-paie group, half directly). {clients} 
 HTTP/1.1 keep-alive clients, {duration} s per step; logins rotate over the bench users; every
 enrolment redeems its own code (created beforehand with \`sesame enrol-code create --csv\`) with a
 fresh X25519 key. A request counts as an error unless it gets the expected answer (login: 200 +
-session cookie; enrolment: 201 + device token). The `bind` rows are slapd alone: each client
+session cookie; enrolment: 201 + device token). The \`bind\` rows are slapd alone: each client
 holds one LDAP connection and binds as the bench users in turn (\`portal_load --op bind\`).
 
 {chr(10).join(lines)}
