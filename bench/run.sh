@@ -21,6 +21,11 @@ case $MODE in
   quick) REPS=1; SECS=3;  RAW_SECS=2; PEER_COUNTS="1 100 1000"; HS_PEERS=1000; BIG=10000 ;;
   smoke) REPS=1; SECS=1;  RAW_SECS=0.3; PEER_COUNTS="1 10";     HS_PEERS=100;  BIG=1000 ;;
 esac
+# Audit events appended per backend (audit_insert), in batches of AUDIT_BATCH.
+case $MODE in
+  full) AUDIT_EVENTS=200000 ;; quick) AUDIT_EVENTS=50000 ;; smoke) AUDIT_EVENTS=2000 ;;
+esac
+AUDIT_BATCH=512
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -316,6 +321,16 @@ if [ $SESAME_OK = 1 ]; then
   done
 fi
 
+# ---- audit log insert rate (no network: a temp SQLite file, a throwaway PostgreSQL cluster) -----
+log "audit insert rate ($AUDIT_EVENTS events, batches of $AUDIT_BATCH)"
+"$BIN/audit_insert" --events "$AUDIT_EVENTS" --batch "$AUDIT_BATCH" > "$WORK/audit.out" || log "audit_insert failed"
+cat "$WORK/audit.out" >&2
+for b in sqlite postgres; do
+  R[audit_${b}]=$(result_of "audit_insert_${b}_per_s" "$WORK/audit.out")
+  R[audit_raw_${b}]=$(result_of "audit_raw_${b}_per_s" "$WORK/audit.out")
+  R[audit_multi_${b}]=$(result_of "audit_raw_multirow_${b}_per_s" "$WORK/audit.out")
+done
+
 # ---- report ------------------------------------------------------------------------------------
 v() { local x=${R[$1]:-}; echo "${x:-n/a}"; }
 ratio() { # A B: A/B with 2 decimals, n/a when either is missing
@@ -367,12 +382,21 @@ best() { max "$(max "$(v wggo_p$1)" "$(v bt4_p$1)")" "$(v bt1_p$1)"; }
   echo "Raw boringtun on one core, same run: encrypt $(v raw_encrypt_gbps) Gbit/s, decrypt $(v raw_decrypt_gbps) Gbit/s ($(v raw_decrypt_pps) packets/s), handshake responder $(v raw_handshake_per_s)/s."
   [ $SESAME_OK = 1 ] || echo "The sesame gateway did not start in this run: its columns are n/a."
   echo
+  echo "## Audit log insert rate (\`audit_insert\`, events/s)"
+  echo
+  echo "| backend | sesame chain appends (goal ≥ 20000) | raw INSERTs of the same rows, one per statement | ratio | raw INSERTs, 100 rows per statement | ratio |"
+  echo "|---|---|---|---|---|---|"
+  for b in sqlite postgres; do
+    echo "| $b | $(v audit_$b) | $(v audit_raw_$b) | $(ratio "$(v audit_$b)" "$(v audit_raw_$b)") | $(v audit_multi_$b) | $(ratio "$(v audit_$b)" "$(v audit_multi_$b)") |"
+  done
+  echo
   echo "## How it is measured"
   echo
   echo "- Topology: laptop ns ── veth ── gateway ns ── veth ── resource ns (198.18.0.0/15 underlay, 100.64.0.0/10 tunnel), one TUN each side, MTU 1420. Every implementation runs on the same namespaces, one after the other."
   echo "- Pair: iperf3 client in the laptop ns, server in the resource ns; received bit rate, median of the repetitions. Sesame's laptop side is \`sesame-agent up\` (its daemon: the shared fast path, TUN and UDP offloads), the gateway \`sesame gateway\` with one worker per core. No tunnel: the same namespaces and veths, routed. CPU s per GB: user + system time of both tunnel processes (/proc/PID/stat) over the bytes iperf3 received, all repetitions; kernel work done in softirq outside those processes is not counted."
   echo "- Forwarding: \`loadgen blast\` handshakes N peers with the gateway (one source address each), pre-encrypts 1420-byte UDP packets, sends them with sendmmsg as fast as it can, bounded by the pool and time; packets counted at the resource ns veth (dropped there by a blackhole route). Rate = delivered / time until the counter stops moving. The load generator shares the 2 cores (and the veth receive work runs in its context)."
   echo "- Handshakes: \`loadgen handshake\` first has each of the $HS_PEERS peers (on $HS_SOURCES source addresses: the gateway limits each source to 20/s) collect a cookie, then builds its initiations (with MAC2) before the clock starts, then sends them with at most 256 in flight and counts responses per second; so the client's crypto is outside the timed part (but the client still shares the 2 cores). The raw limit is boringtun's \`Tunn\` answering pre-built initiations on one core."
+  echo "- Audit inserts: \`audit_insert\` appends $AUDIT_EVENTS flow.allowed-sized events with \`Store::append_audit_batch\` in batches of $AUDIT_BATCH (as the audit writer does: one writer transaction per batch, chained and hashed), on a fresh SQLite file (WAL, synchronous=FULL) and on a throwaway PostgreSQL cluster (fsync off, as the tests run it); then the same rows as plain INSERTs into a trigger-free table of the same shape (one row per statement, then 100 rows per statement), one transaction per batch: the database's own limits in the same run. The chain is verified after the run."
   echo "- $BIG peers: \`peers10k\` runs the gateway library in process: RSS with 0 then $BIG peers (idle), then after $(( BIG / 10 )) of them handshake and send (active); then times \`set_peers\` with $BIG + 1 peers while $(( BIG / 10 )) peers send 20,000 packets/s to a UDP sink that marks sequence numbers; losses within 100 ms of the call are reported."
 } > "$REPORT"
 cat "$REPORT"

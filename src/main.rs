@@ -28,10 +28,14 @@ enum Command {
         #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
         config: PathBuf,
     },
-    /// Write a new gateway private key (mode 0600) and print its public key.
+    /// Write a new gateway private key (mode 0600) and print its public key; with --audit, the
+    /// Ed25519 audit signing key instead.
     Keygen {
         #[arg(long)]
         out: PathBuf,
+        /// The audit signing key ([audit] signing_key_file) rather than a gateway key.
+        #[arg(long)]
+        audit: bool,
     },
     /// Validate the configuration and print the effective policy.
     CheckConfig {
@@ -67,10 +71,20 @@ enum AuditCommand {
         #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl"])]
         format: String,
     },
-    /// Check the hash chain: exit 0 only if intact, else print the first broken event id.
+    /// Check the hash chain and the signed checkpoints: exit 0 only if intact, else print the
+    /// first bad event id. With --export, check an exported JSONL copy, no database needed.
     Verify {
         #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
         config: PathBuf,
+        /// Checkpoint file (default: [audit] checkpoint_file).
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+        /// Audit public key, base64 (default: from [audit] signing_key_file).
+        #[arg(long)]
+        public_key: Option<String>,
+        /// A `sesame audit export --format jsonl` file; needs --checkpoints and --public-key.
+        #[arg(long, requires_all = ["checkpoints", "public_key"])]
+        export: Option<PathBuf>,
     },
 }
 
@@ -138,7 +152,8 @@ fn try_main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => sesame::commands::serve(&config),
         Command::Gateway { config } => sesame::commands::gateway(&config),
-        Command::Keygen { out } => sesame::commands::keygen(&out),
+        Command::Keygen { out, audit: false } => sesame::commands::keygen(&out),
+        Command::Keygen { out, audit: true } => sesame::commands::audit_cli::keygen(&out),
         Command::CheckConfig { config } => sesame::commands::check_config(&config),
         Command::EnrolCode(EnrolCodeCommand::Create {
             config,
@@ -185,9 +200,17 @@ fn try_main() -> anyhow::Result<ExitCode> {
                 format,
             )
         }
-        Command::Audit(AuditCommand::Verify { config }) => {
-            sesame::commands::audit_cli::verify(&config)
-        }
+        Command::Audit(AuditCommand::Verify {
+            config,
+            checkpoints,
+            public_key,
+            export,
+        }) => sesame::commands::audit_cli::verify(&sesame::commands::audit_cli::VerifyArgs {
+            config: export.is_none().then_some(config.as_path()),
+            checkpoints: checkpoints.as_deref(),
+            public_key: public_key.as_deref(),
+            export: export.as_deref(),
+        }),
         Command::Devices(DevicesCommand::Revoke { id, config, reason }) => {
             sesame::commands::store_admin::devices_revoke(&config, id, reason.as_deref())
         }

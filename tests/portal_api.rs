@@ -586,6 +586,9 @@ fn example_config_parses_and_documents_every_key() {
         "it_staff",
         "auditors",
         "retention",
+        "signing_key_file",
+        "checkpoint_file",
+        "checkpoint_interval",
         "name",
         "site",
         "description",
@@ -644,4 +647,67 @@ async fn cli_revocation_reaches_the_gateway_within_a_poll() {
     eprintln!("CLI revoke: command took {cli:?}, peer removed {gone:?} after it started");
     let _ = stop_tx.send(true);
     publisher.await.unwrap();
+}
+
+/// `GET /api/v1/audit/verify` checks the signed checkpoints too: a tail truncated and
+/// re-appended (whose hash links are perfect) is reported, with the first bad id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_api_checks_the_signed_checkpoints() {
+    use sesame::audit::checkpoint::{AuditKey, CheckpointReason, Sealer};
+    use sesame::audit::{Action, AuditContext, NewAuditEvent};
+    let h = Harness::start().await;
+    let auditor = h.login("cgarnier").await;
+    let sealer = Sealer {
+        key: AuditKey::load_or_create(&h.config.audit.signing_key_file)
+            .unwrap()
+            .0,
+        file: h.config.audit.checkpoint_file.clone(),
+    };
+    let ev = |i: i32| {
+        NewAuditEvent::new(
+            Action::ConfigReloaded,
+            &AuditContext::system(),
+            format!("n{i}"),
+        )
+    };
+    h.store
+        .append_audit_batch(&[ev(1), ev(2), ev(3)])
+        .await
+        .unwrap();
+    let cp = h
+        .store
+        .checkpoint_audit(&sealer, CheckpointReason::Interval)
+        .await
+        .unwrap();
+    let verify = || async {
+        auditor
+            .get(h.url("/api/v1/audit/verify"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let v = verify().await;
+    assert_eq!(v["intact"], true, "{v}");
+    assert_eq!(v["events"], cp.last_id + 1);
+
+    sqlx::query("DROP TRIGGER audit_events_no_delete")
+        .execute(h.store.pool())
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_events WHERE id >= $1")
+        .bind(cp.last_id - 1)
+        .execute(h.store.pool())
+        .await
+        .unwrap();
+    h.store
+        .append_audit_batch(&[ev(8), ev(9), ev(10)])
+        .await
+        .unwrap();
+    let v = verify().await;
+    assert_eq!(v["intact"], false, "{v}");
+    assert_eq!(v["first_broken"], cp.last_id);
+    assert!(v["reason"].as_str().unwrap().contains("rewritten"), "{v}");
 }

@@ -512,6 +512,26 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     assert!(m.contains("sesame_revocations_total 2"), "{m}");
     assert!(m.contains("sesame_gateway_peers 0"), "{m}");
     w.stop_serve();
+
+    // The audit key was created at the first start (0600, beside the gateway key); each stop
+    // signed the chain's head, and the whole log verifies against those checkpoints.
+    use std::os::unix::fs::PermissionsExt as _;
+    let key = w.dir.path().join("audit.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let cps = std::fs::read_to_string(w.dir.path().join("audit-checkpoints.jsonl")).unwrap();
+    let shutdowns = cps.lines().filter(|l| l.contains(r#""reason":"shutdown""#));
+    assert_eq!(shutdowns.count(), 2, "{cps}");
+    let out = sesame()
+        .args(["audit", "verify", "--config", w.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A 100 pings/s probe from the laptop, started before an action: tells when the last echo

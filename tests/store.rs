@@ -340,7 +340,9 @@ async fn concurrent_enrolments_with_refusals_and_a_failure_each_get_their_own_an
              FOR EACH ROW EXECUTE FUNCTION inject_failure()",
         ],
     };
-    exec_all(&db, &inject).await;
+    for sql in &inject {
+        exec(&db.store, sql).await;
+    }
     // (user, code owner, key, hostname, expected outcome)
     let mut cases: Vec<(String, String, u8, &str, &str)> = Vec::new();
     for i in 0..GOOD {
@@ -440,16 +442,6 @@ async fn concurrent_enrolments_with_refusals_and_a_failure_each_get_their_own_an
     }
 }
 
-/// Runs SQL statements as they are (fault injection).
-async fn exec_all(db: &Db, statements: &[&str]) {
-    for sql in statements {
-        sqlx::raw_sql(sql)
-            .execute(db.store.pool())
-            .await
-            .expect("inject");
-    }
-}
-
 async fn failure_late_in_enrolment_rolls_everything_back(db: Db) {
     let code = code_for(&db, "alice", "pc-alice").await;
     // Inject a failure at the last write but one (marking the code redeemed), after the user
@@ -466,7 +458,9 @@ async fn failure_late_in_enrolment_rolls_everything_back(db: Db) {
              FOR EACH ROW EXECUTE FUNCTION inject_failure()",
         ],
     };
-    exec_all(&db, inject).await;
+    for sql in inject {
+        exec(&db.store, sql).await;
+    }
     let before = counts(&db).await;
     let r = enrol(&db, &code, &person("alice"), key(1), "100.64.0.0/24").await;
     match r {

@@ -215,6 +215,7 @@ async fn sessions_expire_touch_and_purge(db: Db) {
 }
 
 async fn retention_purge_moves_the_anchor_and_nothing_else_can_delete(db: Db) {
+    let (_keys, sealer) = test_sealer();
     let ev = |i: i32| NewAuditEvent {
         actor: "system".into(),
         action: Action::DirectorySync,
@@ -236,14 +237,14 @@ async fn retention_purge_moves_the_anchor_and_nothing_else_can_delete(db: Db) {
         .expect("recent events");
     assert_eq!(
         db.store
-            .purge_audit(30 * day, &AuditContext::system())
+            .purge_audit(30 * day, &AuditContext::system(), &sealer)
             .await
             .expect("nothing that old"),
         0
     );
     let removed = db
         .store
-        .purge_audit(5 * day, &AuditContext::system())
+        .purge_audit(5 * day, &AuditContext::system(), &sealer)
         .await
         .expect("purge");
     assert_eq!(removed, 3);
@@ -252,17 +253,23 @@ async fn retention_purge_moves_the_anchor_and_nothing_else_can_delete(db: Db) {
         .list_audit(&AuditFilter::default())
         .await
         .expect("list");
-    assert_eq!(left.iter().map(|e| e.id).collect::<Vec<_>>(), [4, 5, 6]);
+    assert_eq!(left.iter().map(|e| e.id).collect::<Vec<_>>(), [4, 5, 6, 7]);
     assert_eq!(
         left[0].prev_hash, old[2].hash,
         "the chain still links to the purged part"
     );
-    assert_eq!(left[2].action, "audit.purged");
-    assert_eq!(left[2].details["removed"], 3);
-    assert_eq!(left[2].details["through_id"], 3);
+    assert_eq!(
+        left[2].action, "audit.checkpoint",
+        "signed before the purge"
+    );
+    assert_eq!(left[2].details["first_id"], 4);
+    assert_eq!(left[2].details["anchor_hash"], old[2].hash.as_str());
+    assert_eq!(left[3].action, "audit.purged");
+    assert_eq!(left[3].details["removed"], 3);
+    assert_eq!(left[3].details["through_id"], 3);
     assert_eq!(
         db.store.verify_audit().await.expect("verify"),
-        AuditVerification::Intact { events: 3 }
+        AuditVerification::Intact { events: 4 }
     );
 
     // Retained events still cannot be deleted, and the anchor cannot move back or vanish.
@@ -282,36 +289,39 @@ async fn retention_purge_moves_the_anchor_and_nothing_else_can_delete(db: Db) {
         .expect_err("anchor kept");
     assert!(gone.to_string().contains("append-only"), "{gone}");
 
-    // Everything old: the table empties, and the next event still continues the chain.
+    // Everything old: only this purge's checkpoint and record stay, and ids go on.
     db.clock.advance(10 * day);
     let removed = db
         .store
-        .purge_audit(5 * day, &AuditContext::system())
+        .purge_audit(5 * day, &AuditContext::system(), &sealer)
         .await
         .expect("purge all");
-    assert_eq!(removed, 3);
+    assert_eq!(removed, 4);
     let left = db
         .store
         .list_audit(&AuditFilter::default())
         .await
         .expect("list");
-    assert_eq!(left.len(), 1);
-    assert_eq!(left[0].id, 7, "ids are never reused");
-    assert_eq!(left[0].action, "audit.purged");
+    assert_eq!(
+        left.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [8, 9],
+        "ids are never reused"
+    );
+    assert_eq!(left[1].action, "audit.purged");
     assert_eq!(
         db.store.verify_audit().await.expect("verify"),
-        AuditVerification::Intact { events: 1 }
+        AuditVerification::Intact { events: 2 }
     );
 
     // Moving the anchor forward without purging would hide events: verify reports it.
-    sqlx::query("UPDATE audit_retention SET purge_before_id = 8")
+    sqlx::query("UPDATE audit_retention SET purge_before_id = 10")
         .execute(db.store.pool())
         .await
         .expect("forward move is allowed by the database");
     assert_eq!(
         db.store.verify_audit().await.expect("verify"),
         AuditVerification::Broken {
-            id: 7,
+            id: 8,
             reason: "event below the retention anchor".into()
         }
     );

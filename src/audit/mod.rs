@@ -1,11 +1,14 @@
-//! The audit log: event model, hash chain, and (through the store's SQL) writing, querying and verifying it.
+//! The audit log: event model, hash chain, signed checkpoints, verification, retention (the SQL is the store's).
 //!
 //! Every other part records through this module: it builds a [`NewAuditEvent`] with
 //! [`NewAuditEvent::new`] from a typed [`Action`] and an [`AuditContext`] (who, from where), and
 //! hands it to the store, which assigns id, timestamp and hashes inside a writer transaction. The
 //! action names and fields are the contract of DESIGN §6: extend them, never rename them.
 
+pub mod checkpoint;
 mod event;
+pub mod retention;
+pub mod verify;
 
 pub use event::{
     canonical_json, Action, AuditContext, AuditEvent, NewAuditEvent, Outcome, AUDIT_CSV_HEADER,

@@ -1,4 +1,4 @@
-//! `sesame audit export` and `sesame audit verify`: the audit log read straight from the database.
+//! `sesame audit export` and `sesame audit verify`: the audit log read straight from the database (or, for verify, from an exported copy).
 //!
 //! Export columns (CSV) and fields (JSON lines) are those of `GET /api/v1/audit/events`: id, ts
 //! (RFC 3339 UTC, millisecond precision), actor, action, target, outcome, source_ip, details
@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 
+use crate::audit::checkpoint::{self, AuditKey};
 use crate::audit::{canonical_json, AuditEvent, AUDIT_CSV_HEADER};
 use crate::config::{parse_duration, Config};
 use crate::store::{rfc3339_ms, AuditFilter, AuditVerification, Store};
@@ -128,15 +129,55 @@ pub fn export(
     })
 }
 
-/// `sesame audit verify`: exit 0 only if the chain is intact; otherwise prints the id of the
-/// first broken event on stdout (the reason on stderr) and exits 1.
-pub fn verify(config: &Path) -> anyhow::Result<ExitCode> {
-    let result = runtime()?.block_on(async {
-        let store = open(config).await?;
-        let r = store.verify_audit().await;
-        store.close().await;
-        anyhow::Ok(r?)
-    })?;
+/// Where `sesame audit verify` reads the events and what it trusts.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyArgs<'a> {
+    /// The configuration (database, key and checkpoint file); not needed with `export`.
+    pub config: Option<&'a Path>,
+    /// Checkpoint file; defaults to `[audit] checkpoint_file`.
+    pub checkpoints: Option<&'a Path>,
+    /// Base64 Ed25519 public key; defaults to the public half of `[audit] signing_key_file`.
+    pub public_key: Option<&'a str>,
+    /// Offline: a `sesame audit export --format jsonl` file instead of the database.
+    pub export: Option<&'a Path>,
+}
+
+/// `sesame audit verify`: exit 0 only if the chain is intact and consistent with every signed
+/// checkpoint; otherwise prints the id of the first bad event on stdout (what is wrong on
+/// stderr) and exits 1.
+pub fn verify(args: &VerifyArgs<'_>) -> anyhow::Result<ExitCode> {
+    let result = match args.export {
+        Some(export) => {
+            let (Some(checkpoints), Some(public_key)) = (args.checkpoints, args.public_key) else {
+                bail!(
+                    "--export demande --checkpoints FICHIER et --public-key CLÉ / --export needs --checkpoints FILE and --public-key KEY (printed by `sesame keygen --audit`)"
+                );
+            };
+            let key = checkpoint::parse_public_key(public_key)?;
+            let cps = checkpoint::read_file(checkpoints)?;
+            crate::audit::verify::verify_export(export, Some(&key), &cps)?
+        }
+        None => {
+            let path = args
+                .config
+                .context("--config FILE is required without --export")?;
+            let config = Config::load(path)?;
+            let key = match args.public_key {
+                Some(k) => Some(checkpoint::parse_public_key(k)?),
+                None => checkpoint::load_public_key(&config.audit.signing_key_file)?,
+            };
+            let file = args
+                .checkpoints
+                .map_or_else(|| config.audit.checkpoint_file.clone(), Path::to_path_buf);
+            let cps = checkpoint::read_file(&file)?;
+            runtime()?.block_on(async {
+                let store = open(path).await?;
+                let r = store.verify_audit_with(Some((key.as_ref(), &cps))).await;
+                store.close().await;
+                anyhow::Ok(r?)
+            })?
+        }
+    };
     let mut out = std::io::stdout().lock();
     match result {
         AuditVerification::Intact { events } => {
@@ -152,6 +193,16 @@ pub fn verify(config: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `sesame keygen --audit --out FILE`: a new Ed25519 audit signing key (0600, never
+/// overwriting); prints its public key in base64 (what `--public-key` takes).
+pub fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
+    let public = AuditKey::generate(out)?.public_base64();
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{public}")?;
+    stdout.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -127,7 +127,14 @@ pub struct RolesConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditConfig {
+    /// Events older than this are purged daily; zero keeps everything.
     pub retention: Duration,
+    /// The Ed25519 key that signs checkpoints (0600, outside the database).
+    pub signing_key_file: PathBuf,
+    /// Signed chain heads, one JSON line each, append-only (outside the database).
+    pub checkpoint_file: PathBuf,
+    /// How often a checkpoint is written (also at every purge and at shutdown).
+    pub checkpoint_interval: Duration,
 }
 
 /// A fixed peer from `[[peer]]`: no enrolment, always present.

@@ -134,12 +134,20 @@ pub(super) struct RawRoles {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAudit {
     pub(super) retention: String,
+    /// Default: `audit.key` beside `[gateway] private_key_file` (the service's state folder).
+    pub(super) signing_key_file: Option<PathBuf>,
+    /// Default: `audit-checkpoints.jsonl` beside `[gateway] private_key_file`.
+    pub(super) checkpoint_file: Option<PathBuf>,
+    pub(super) checkpoint_interval: String,
 }
 
 impl Default for RawAudit {
     fn default() -> Self {
         RawAudit {
             retention: "400d".into(),
+            signing_key_file: None,
+            checkpoint_file: None,
+            checkpoint_interval: "1h".into(),
         }
     }
 }

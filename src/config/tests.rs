@@ -144,3 +144,32 @@ fn durations() {
     assert!(parse_duration("3 weeks").is_err());
     assert!(parse_duration("h").is_err());
 }
+
+#[test]
+fn audit_files_default_beside_the_gateway_key_and_interval_is_checked() {
+    let c = parse("").expect("valid");
+    assert_eq!(
+        c.audit.signing_key_file,
+        PathBuf::from("/var/lib/sesame/audit.key")
+    );
+    assert_eq!(
+        c.audit.checkpoint_file,
+        PathBuf::from("/var/lib/sesame/audit-checkpoints.jsonl")
+    );
+    assert_eq!(c.audit.checkpoint_interval, Duration::from_secs(3600));
+    let c = parse(
+        "[gateway]\nprivate_key_file = \"/srv/s/gw.key\"\n[audit]\nsigning_key_file = \"a.key\"\ncheckpoint_interval = \"10m\"\n",
+    )
+    .expect("valid");
+    assert_eq!(c.audit.signing_key_file, PathBuf::from("/etc/sesame/a.key"));
+    assert_eq!(
+        c.audit.checkpoint_file,
+        PathBuf::from("/srv/s/audit-checkpoints.jsonl")
+    );
+    assert_eq!(c.audit.checkpoint_interval, Duration::from_secs(600));
+    let e = err("[audit]\n\ncheckpoint_interval = \"0s\"\n");
+    assert_eq!(e.key, "audit.checkpoint_interval");
+    assert_eq!(e.line, Some(3));
+    let e = err("[audit]\ncheckpoint_interval = \"soon\"\n");
+    assert_eq!(e.key, "audit.checkpoint_interval");
+}

@@ -215,8 +215,34 @@ pub(super) fn validate(
         it_staff: raw.roles.it_staff,
         auditors: raw.roles.auditors,
     };
-    let audit = AuditConfig {
-        retention: duration(&[key("audit"), key("retention")], &raw.audit.retention)?,
+    let audit = {
+        let a = raw.audit;
+        // Both files default to the service's state folder, where the gateway key lives.
+        let state_dir = gateway
+            .private_key_file
+            .parent()
+            .map_or_else(|| base.to_path_buf(), Path::to_path_buf);
+        let checkpoint_interval = duration(
+            &[key("audit"), key("checkpoint_interval")],
+            &a.checkpoint_interval,
+        )?;
+        if checkpoint_interval < Duration::from_secs(1) {
+            return Err(loc.error(
+                &[key("audit"), key("checkpoint_interval")],
+                "must be at least 1s (default 1h)",
+            ));
+        }
+        AuditConfig {
+            retention: duration(&[key("audit"), key("retention")], &a.retention)?,
+            signing_key_file: a
+                .signing_key_file
+                .map_or_else(|| state_dir.join("audit.key"), |p| resolve(base, p)),
+            checkpoint_file: a.checkpoint_file.map_or_else(
+                || state_dir.join("audit-checkpoints.jsonl"),
+                |p| resolve(base, p),
+            ),
+            checkpoint_interval,
+        }
     };
 
     // [[resource]] and [[grant]]

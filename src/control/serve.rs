@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::sync::watch;
 
+use crate::audit::checkpoint::{self, AuditKey, CheckpointReason, Sealer};
+use crate::audit::retention::{Retention, PURGE_PERIOD};
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::directory::LdapDirectory;
@@ -35,6 +37,8 @@ pub async fn serve(
         )
     })?;
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The audit key first: a key others can read stops start-up before anything runs.
+    let sealer = Arc::new(audit_sealer(&config)?);
 
     // Bind first: a busy port stops start-up before the gateway touches the network.
     let listener = listen::bind(config.portal.listen)?;
@@ -73,6 +77,18 @@ pub async fn serve(
     };
     tasks.spawn(sync.run(dir_cfg.sync_interval, stop_rx.clone()));
     tasks.spawn(purge_sessions(store.clone(), stop_rx.clone()));
+    tasks.spawn(checkpoint::run_periodic(
+        store.clone(),
+        Arc::clone(&sealer),
+        config.audit.checkpoint_interval,
+        stop_rx.clone(),
+    ));
+    let retention = Retention {
+        store: store.clone(),
+        sealer: Arc::clone(&sealer),
+        keep: config.audit.retention,
+    };
+    tasks.spawn(retention.run(PURGE_PERIOD, stop_rx.clone()));
 
     let state = AppState::new(
         Arc::clone(&config),
@@ -93,11 +109,36 @@ pub async fn serve(
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    // The last word of this run: the head as it is now, signed.
+    if let Err(e) = store
+        .checkpoint_audit(&sealer, CheckpointReason::Shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "cannot write the shutdown audit checkpoint");
+    }
     store.close().await;
     tokio::task::spawn_blocking(move || gateway.shutdown())
         .await
         .context("stopping the gateway")?;
     portal_result
+}
+
+/// The audit signing key (created 0600 on first start) and the checkpoint file.
+fn audit_sealer(config: &Config) -> anyhow::Result<Sealer> {
+    let path = &config.audit.signing_key_file;
+    let (key, created) = AuditKey::load_or_create(path)
+        .with_context(|| format!("[audit] signing_key_file in {}", config.path.display()))?;
+    if created {
+        tracing::warn!(
+            path = %path.display(),
+            public_key = %key.public_base64(),
+            "new audit signing key created: keep a copy of its public key with the auditors"
+        );
+    }
+    Ok(Sealer {
+        key,
+        file: config.audit.checkpoint_file.clone(),
+    })
 }
 
 async fn purge_sessions(store: Store, mut shutdown: watch::Receiver<bool>) {

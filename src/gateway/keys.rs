@@ -1,4 +1,4 @@
-//! The gateway's private key file: base64 as `wg genkey` writes it, mode 0600, refused if others can read it.
+//! Secret key files (the gateway's WireGuard key, the audit signing key): base64 as `wg genkey` writes it, mode 0600, refused if others can read it.
 
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
@@ -42,6 +42,19 @@ pub enum KeyError {
 
 /// Reads the private key; refuses a missing file or one that group or others may read.
 pub fn load_private_key(path: &Path) -> Result<StaticSecret, KeyError> {
+    read_secret_file(path).map(StaticSecret::from)
+}
+
+/// Writes a new random key with mode 0600 (never overwriting); returns the public key.
+pub fn write_new_key(path: &Path) -> Result<[u8; 32], KeyError> {
+    let secret = StaticSecret::random_from_rng(rand_core::OsRng);
+    write_secret_file(path, &secret.to_bytes())?;
+    Ok(PublicKey::from(&secret).to_bytes())
+}
+
+/// Reads a 32-byte secret written in base64 (a gateway key, the audit signing key); refuses a
+/// missing file or one that group or others may read.
+pub fn read_secret_file(path: &Path) -> Result<[u8; 32], KeyError> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -67,16 +80,14 @@ pub fn load_private_key(path: &Path) -> Result<StaticSecret, KeyError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let bytes = crate::config::parse_key(&text).map_err(|reason| KeyError::Invalid {
+    crate::config::parse_key(&text).map_err(|reason| KeyError::Invalid {
         path: path.to_path_buf(),
         reason,
-    })?;
-    Ok(StaticSecret::from(bytes))
+    })
 }
 
-/// Writes a new random key with mode 0600 (never overwriting); returns the public key.
-pub fn write_new_key(path: &Path) -> Result<[u8; 32], KeyError> {
-    let secret = StaticSecret::random_from_rng(rand_core::OsRng);
+/// Writes a 32-byte secret in base64 to a new file with mode 0600, synced; never overwrites.
+pub fn write_secret_file(path: &Path, secret: &[u8; 32]) -> Result<(), KeyError> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -94,14 +105,13 @@ pub fn write_new_key(path: &Path) -> Result<[u8; 32], KeyError> {
                 }
             }
         })?;
-    let text = format!("{}\n", encode(&secret.to_bytes()));
+    let text = format!("{}\n", encode(secret));
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|source| KeyError::Write {
             path: path.to_path_buf(),
             source,
-        })?;
-    Ok(PublicKey::from(&secret).to_bytes())
+        })
 }
 
 /// Base64, as `wg` prints keys.

@@ -1,12 +1,15 @@
-//! The audit log's SQL: append to the hash chain (inside writer transactions), query, verify.
+//! The audit log's SQL: append to the hash chain (inside writer transactions), query, checkpoint, purge, verify.
 //!
-//! The event model and the hash live in [`crate::audit`]. Appends happen only inside
-//! [`Store::write_tx`], which serialises writers, so the chain never forks.
+//! The event model, the hash, signatures and the verification rules live in [`crate::audit`].
+//! Appends happen only inside [`Store::write_tx`], which serialises writers, so the chain never
+//! forks; checkpoints and purges read the head and seal it inside the same transaction.
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row as _};
 
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
+use crate::audit::checkpoint::{ChainHead, Checkpoint, CheckpointReason, Sealer};
+use crate::audit::verify::ChainCheck;
 use crate::audit::{
     canonical_json, Action, AuditContext, AuditEvent, NewAuditEvent, Outcome, GENESIS_HASH,
 };
@@ -46,13 +49,20 @@ pub(crate) async fn append(
     ts: i64,
     ev: &NewAuditEvent,
 ) -> Result<AuditEvent, StoreError> {
-    let last = sqlx::query("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    let (id, prev_hash) = match last {
-        Some(row) => (row.try_get::<i64, _>("id")? + 1, row.try_get("hash")?),
-        // Empty table: the chain starts at the retention anchor (id 1 and 64 zeros if never purged).
-        None => anchor(conn).await?,
+    append_after(conn, ts, ev, None).await
+}
+
+/// Appends one event after `prev`, the event this transaction appended just before (saves
+/// reading the chain's last row again: batches of the audit writer); `None` reads it.
+async fn append_after(
+    conn: &mut AnyConnection,
+    ts: i64,
+    ev: &NewAuditEvent,
+    prev: Option<&AuditEvent>,
+) -> Result<AuditEvent, StoreError> {
+    let (id, prev_hash) = match prev {
+        Some(p) => (p.id + 1, p.hash.clone()),
+        None => last_link(conn).await?,
     };
     let details = if ev.details.is_null() {
         serde_json::json!({})
@@ -91,6 +101,18 @@ pub(crate) async fn append(
     Ok(event)
 }
 
+/// The id and `prev_hash` of the next event.
+async fn last_link(conn: &mut AnyConnection) -> Result<(i64, String), StoreError> {
+    let last = sqlx::query("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    match last {
+        Some(row) => Ok((row.try_get::<i64, _>("id")? + 1, row.try_get("hash")?)),
+        // Empty table: the chain starts at the retention anchor (id 1 and 64 zeros if never purged).
+        None => anchor(conn).await,
+    }
+}
+
 /// Where the retained chain starts: (first id, prev_hash it must carry).
 async fn anchor(conn: &mut AnyConnection) -> Result<(i64, String), StoreError> {
     let row = sqlx::query("SELECT purge_before_id, anchor_hash FROM audit_retention WHERE id = 1")
@@ -100,6 +122,42 @@ async fn anchor(conn: &mut AnyConnection) -> Result<(i64, String), StoreError> {
         Some(row) => Ok((row.try_get("purge_before_id")?, row.try_get("anchor_hash")?)),
         None => Ok((1, GENESIS_HASH.to_string())),
     }
+}
+
+/// The chain's current head (inside a writer transaction, so it cannot move meanwhile).
+async fn head(conn: &mut AnyConnection) -> Result<ChainHead, StoreError> {
+    let (first_id, anchor_hash) = anchor(conn).await?;
+    // With nothing retained, the next event links to the anchor: the head is the anchor.
+    let (next_id, last_hash) = last_link(conn).await?;
+    Ok(ChainHead {
+        first_id,
+        anchor_hash,
+        last_id: next_id - 1,
+        last_hash,
+    })
+}
+
+/// Signs `head` (file first, synced) and records the checkpoint in the log, at `now`.
+async fn seal(
+    conn: &mut AnyConnection,
+    sealer: &Sealer,
+    head: &ChainHead,
+    now: i64,
+    reason: CheckpointReason,
+) -> Result<Checkpoint, StoreError> {
+    let cp = sealer.seal(head, now, reason)?;
+    append(
+        conn,
+        now,
+        &NewAuditEvent::new(
+            Action::AuditCheckpoint,
+            &AuditContext::system(),
+            "audit_events",
+        )
+        .details(cp.to_json()),
+    )
+    .await?;
+    Ok(cp)
 }
 
 fn from_row(row: &AnyRow) -> Result<AuditEvent, StoreError> {
@@ -143,7 +201,8 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let mut out = Vec::with_capacity(events.len());
         for ev in events {
-            out.push(append(&mut tx, now, ev).await?);
+            let next = append_after(&mut tx, now, ev, out.last()).await?;
+            out.push(next);
         }
         tx.commit().await?;
         Ok(out)
@@ -172,13 +231,30 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// Deletes the events older than `older_than` (the `[audit] retention`), moving the chain's
-    /// anchor forward in the same transaction, and appends `audit.purged`. Returns how many
-    /// events were removed. The database refuses any other deletion.
+    /// Signs the chain's head now: appended to the checkpoint file and recorded in the log as
+    /// `audit.checkpoint`.
+    pub async fn checkpoint_audit(
+        &self,
+        sealer: &Sealer,
+        reason: CheckpointReason,
+    ) -> Result<Checkpoint, StoreError> {
+        let now = self.now_ms();
+        let mut tx = self.write_tx().await?;
+        let h = head(&mut tx).await?;
+        let cp = seal(&mut tx, sealer, &h, now, reason).await?;
+        tx.commit().await?;
+        Ok(cp)
+    }
+
+    /// Deletes the events older than `older_than` (the `[audit] retention`): first a signed
+    /// checkpoint vouching for the new anchor, then the anchor moves and the rows below it go,
+    /// then `audit.purged`, all in one writer transaction. Returns how many events were removed.
+    /// The database refuses any other deletion.
     pub async fn purge_audit(
         &self,
         older_than: std::time::Duration,
         ctx: &AuditContext,
+        sealer: &Sealer,
     ) -> Result<u64, StoreError> {
         let now = self.now_ms();
         let cutoff = now.saturating_sub(super::duration_ms(older_than));
@@ -193,20 +269,42 @@ impl Store {
         };
         let through: i64 = last.try_get("id")?;
         let anchor_hash: String = last.try_get("hash")?;
-        sqlx::query(
-            "UPDATE audit_retention SET purge_before_id = $1, anchor_hash = $2, updated_at = $3 \
-             WHERE id = 1",
-        )
-        .bind(through + 1)
-        .bind(&anchor_hash)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let removed = sqlx::query("DELETE FROM audit_events WHERE id <= $1")
-            .bind(through)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let current = head(&mut tx).await?;
+        let new_head = ChainHead {
+            first_id: through + 1,
+            anchor_hash: anchor_hash.clone(),
+            ..current
+        };
+        seal(&mut tx, sealer, &new_head, now, CheckpointReason::Purge).await?;
+        let removed = match self.backend {
+            // The service role may not UPDATE or DELETE audit tables: a SECURITY DEFINER
+            // function owned by the schema owner moves the anchor to the one the checkpoint
+            // just recorded, and deletes below it (migration 0004).
+            Backend::Postgres => {
+                let n: i64 = sqlx::query_scalar("SELECT audit_purge($1, $2)")
+                    .bind(through)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                u64::try_from(n).unwrap_or(0)
+            }
+            Backend::Sqlite => {
+                sqlx::query(
+                    "UPDATE audit_retention SET purge_before_id = $1, anchor_hash = $2, updated_at = $3 \
+                     WHERE id = 1",
+                )
+                .bind(through + 1)
+                .bind(&anchor_hash)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM audit_events WHERE id <= $1")
+                    .bind(through)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+            }
+        };
         append(
             &mut tx,
             now,
@@ -225,16 +323,31 @@ impl Store {
     }
 
     /// Walks the whole retained chain, from the retention anchor, and reports the first break.
+    /// Hash links only: [`Store::verify_audit_with`] also checks the signed checkpoints.
     pub async fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
-        let (mut expected_id, mut prev) = {
-            let mut conn = self.pool.acquire().await?;
-            anchor(&mut conn).await?
-        };
+        self.verify_audit_with(None).await
+    }
+
+    /// Walks the retained chain in one read snapshot. With `trust`, the audit public key (if
+    /// any) and the checkpoint file's content, every checkpoint must agree. Read the file
+    /// *before* calling: each checkpoint then vouches for events already committed, and those
+    /// signed later are recognised as newer than the file.
+    pub async fn verify_audit_with(
+        &self,
+        trust: Option<(Option<&ed25519_dalek::VerifyingKey>, &[Checkpoint])>,
+    ) -> Result<AuditVerification, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (first_id, anchor_hash) = anchor(&mut tx).await?;
         // Rows below the anchor mean the anchor was moved without a purge.
         let below: Option<i64> =
             sqlx::query_scalar("SELECT MIN(id) FROM audit_events WHERE id < $1")
-                .bind(expected_id)
-                .fetch_one(&self.pool)
+                .bind(first_id)
+                .fetch_one(&mut *tx)
                 .await?;
         if let Some(id) = below {
             return Ok(AuditVerification::Broken {
@@ -242,17 +355,20 @@ impl Store {
                 reason: "event below the retention anchor".into(),
             });
         }
-        let mut count = 0u64;
-        let mut after = expected_id - 1;
+        let mut check = match ChainCheck::new(first_id, &anchor_hash, trust) {
+            Ok(c) => c,
+            Err(b) => return Ok(b.into()),
+        };
+        let mut after = first_id - 1;
         loop {
             let rows = sqlx::query(&format!(
                 "SELECT {COLUMNS} FROM audit_events WHERE id > $1 ORDER BY id LIMIT 1000"
             ))
             .bind(after)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
             if rows.is_empty() {
-                return Ok(AuditVerification::Intact { events: count });
+                break;
             }
             for row in &rows {
                 let id: i64 = row.try_get("id")?;
@@ -265,29 +381,16 @@ impl Store {
                         })
                     }
                 };
-                if ev.id != expected_id {
-                    return Ok(AuditVerification::Broken {
-                        id: ev.id,
-                        reason: format!("expected event {expected_id}, found {}", ev.id),
-                    });
+                if let Err(b) = check.push(&ev) {
+                    return Ok(b.into());
                 }
-                if ev.prev_hash != prev {
-                    return Ok(AuditVerification::Broken {
-                        id: ev.id,
-                        reason: "prev_hash does not match the previous event's hash".into(),
-                    });
-                }
-                if ev.compute_hash() != ev.hash {
-                    return Ok(AuditVerification::Broken {
-                        id: ev.id,
-                        reason: "hash does not match the event's content".into(),
-                    });
-                }
-                prev = ev.hash;
-                expected_id += 1;
-                count += 1;
-                after = ev.id;
+                after = id;
             }
         }
+        tx.rollback().await?;
+        Ok(match check.finish() {
+            Ok(events) => AuditVerification::Intact { events },
+            Err(b) => b.into(),
+        })
     }
 }

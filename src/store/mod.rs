@@ -88,6 +88,8 @@ pub enum StoreError {
     DeviceRevoked(i64),
     #[error("the audit log is append-only")]
     AuditAppendOnly,
+    #[error("audit checkpoint: {0}")]
+    Checkpoint(#[from] crate::audit::checkpoint::CheckpointError),
     #[error("corrupt row in {table}: {message}")]
     Corrupt {
         table: &'static str,
@@ -140,6 +142,7 @@ impl StoreError {
             | StoreError::InvalidUrl(_)
             | StoreError::CreateDir { .. }
             | StoreError::AuditAppendOnly
+            | StoreError::Checkpoint(_)
             | StoreError::Corrupt { .. } => codes::INTERNAL,
         }
     }
@@ -265,7 +268,12 @@ impl Store {
             Backend::Sqlite => &MIGRATOR_SQLITE,
             Backend::Postgres => &MIGRATOR_POSTGRES,
         };
-        migrator.run(&pool).await?;
+        // A least-privilege PostgreSQL role (docs/audit.md) may not create the migrations table
+        // nor change the schema: when the owner role already applied every migration, there is
+        // nothing to run.
+        if !(backend == Backend::Postgres && all_applied(&pool, migrator).await) {
+            migrator.run(&pool).await?;
+        }
         Ok(Store {
             pool,
             backend,
@@ -322,6 +330,15 @@ impl Store {
             }
         }
     }
+}
+
+/// Whether every migration of `migrator` is recorded as applied in `_sqlx_migrations`.
+async fn all_applied(pool: &AnyPool, migrator: &sqlx::migrate::Migrator) -> bool {
+    let applied: Result<Vec<i64>, _> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await;
+    applied.is_ok_and(|v| migrator.iter().all(|m| v.contains(&m.version)))
 }
 
 /// `sqlite:///abs/path`, `sqlite://rel/path` or `sqlite:path` → the file path (percent-decoded,

@@ -7,7 +7,8 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sesame::audit::AuditContext;
+use sesame::audit::checkpoint::{AuditKey, Sealer};
+use sesame::audit::{Action, AuditContext, NewAuditEvent};
 use sesame::directory::DirectoryUser;
 use sesame::store::{
     AddressPool, AuditFilter, EnrolRequest, Enrolled, ManualClock, NewCode, Store, StoreError,
@@ -153,4 +154,31 @@ pub async fn counts(db: &Db) -> (usize, usize, usize) {
         .expect("audit")
         .len();
     (devices, usize::try_from(users).expect("count"), audit)
+}
+
+/// A fresh audit signing key and checkpoint file in their own temp folder (kept alive by the
+/// returned guard).
+pub fn test_sealer() -> (tempfile::TempDir, Arc<Sealer>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = AuditKey::generate(&dir.path().join("audit.key")).expect("audit key");
+    let sealer = Sealer {
+        key,
+        file: dir.path().join("audit-checkpoints.jsonl"),
+    };
+    (dir, Arc::new(sealer))
+}
+
+/// A login event of `user{i}` with `{"n": i}` details (audit tests).
+pub fn login_event(i: usize) -> NewAuditEvent {
+    let ctx = AuditContext::new(format!("user{i}"), Some("198.18.0.9".into()));
+    NewAuditEvent::new(Action::AuthLogin, &ctx, format!("user{i}"))
+        .details(serde_json::json!({ "n": i }))
+}
+
+/// Runs one SQL statement on the store's pool (as whoever holds the database would).
+pub async fn exec(store: &Store, statement: &str) {
+    sqlx::query(statement)
+        .execute(store.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
 }

@@ -96,6 +96,8 @@ pub fn config_toml(slapd: &Slapd, db_url: &str, portal: &str) -> String {
 [gateway]
 endpoint = "198.18.0.1:51820"
 tunnel_network = "100.64.0.0/24"
+# Not read by the portal; anchors the audit key and checkpoint files in the test's folder.
+private_key_file = "gateway.key"
 dns = ["198.18.0.53"]
 
 [database]

@@ -6,8 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::checkpoint;
 use crate::audit::{AuditEvent, AUDIT_CSV_HEADER};
-use crate::store::{AuditFilter, AuditVerification};
+use crate::store::{AuditFilter, AuditVerification, StoreError};
 
 use crate::portal::auth::{Role, Session};
 use crate::portal::error::ApiError;
@@ -113,7 +114,8 @@ pub async fn events(
 /// Result of `GET /api/v1/audit/verify`.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VerifyView {
-    /// True when every event's hash matches and links to its predecessor.
+    /// True when every event's hash matches and links to its predecessor, and the chain agrees
+    /// with every signed checkpoint of `[audit] checkpoint_file`.
     pub intact: bool,
     /// Events checked (when intact).
     pub events: i64,
@@ -132,7 +134,15 @@ pub async fn verify(
     session: Session,
 ) -> Result<Json<VerifyView>, ApiError> {
     session.require(Role::Auditor)?;
-    let view = match state.store.verify_audit().await? {
+    // The chain and every signed checkpoint, as `sesame audit verify` checks them.
+    let audit = &state.config.audit;
+    let key = checkpoint::load_public_key(&audit.signing_key_file).map_err(StoreError::from)?;
+    let cps = checkpoint::read_file(&audit.checkpoint_file).map_err(StoreError::from)?;
+    let view = match state
+        .store
+        .verify_audit_with(Some((key.as_ref(), &cps)))
+        .await?
+    {
         AuditVerification::Intact { events } => VerifyView {
             intact: true,
             events: i64::try_from(events).unwrap_or(i64::MAX),

@@ -1,0 +1,12 @@
+-- Least privilege for the service's PostgreSQL role (docs/audit.md). Run as the owner role,
+-- after the owner ran the migrations (any `sesame` command with the owner's [database] url).
+-- `sesame_app` is the role `sesame serve` connects as: it may read and write the working tables,
+-- only INSERT and SELECT on the audit tables, and purge the audit log only through
+-- audit_purge(), which deletes below an anchor the latest signed checkpoint recorded.
+GRANT USAGE ON SCHEMA public TO sesame_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON users, devices, enrolment_codes, web_sessions TO sesame_app;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO sesame_app;
+GRANT SELECT, INSERT ON audit_events TO sesame_app;
+GRANT SELECT ON audit_retention TO sesame_app;
+GRANT SELECT ON _sqlx_migrations TO sesame_app;
+GRANT EXECUTE ON FUNCTION audit_purge(BIGINT, BIGINT) TO sesame_app;

@@ -1,0 +1,409 @@
+//! Signed checkpoints: the Ed25519 audit key, chain heads signed with it, and the append-only checkpoint file.
+//!
+//! A checkpoint vouches, from outside the database, for the state of the chain at one moment:
+//! where the retained part starts (first id and the anchor hash it links to), where it ends
+//! (last id and hash) and how many events lie between. Someone holding the database but not the
+//! key cannot forge one, so `verify` can tell a rewritten, truncated or wrongly purged log from
+//! an intact one. The signed message is a fixed prefix plus the canonical JSON of every field
+//! but the signature.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use super::canonical_json;
+use crate::gateway::keys::{self, KeyError};
+
+/// Domain separation: a checkpoint signature cannot be replayed as any other signed message.
+const SIGNED_PREFIX: &[u8] = b"sesame-audit-checkpoint-v1\n";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("clé d'audit / audit signing key: {0}")]
+    Key(#[source] KeyError),
+    #[error(
+        "clé d'audit introuvable : {path} / audit signing key {path} not found: create it with `sesame keygen --audit --out {path}` (or start `sesame serve` once)"
+    )]
+    KeyMissing { path: PathBuf },
+    #[error(
+        "clé publique d'audit invalide / invalid audit public key {text:?}: give the base64 printed by `sesame keygen --audit`"
+    )]
+    PublicKey { text: String },
+    #[error("cannot write the checkpoint file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the checkpoint file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: not a checkpoint ({source}); the checkpoint file is one JSON object per line")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The Ed25519 key that signs checkpoints; its file holds the 32-byte seed in base64, mode 0600.
+pub struct AuditKey(SigningKey);
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AuditKey")
+            .field(&self.public_base64())
+            .finish()
+    }
+}
+
+impl AuditKey {
+    /// Reads the key; refuses a missing file or one that group or others may read.
+    pub fn load(path: &Path) -> Result<AuditKey, CheckpointError> {
+        match keys::read_secret_file(path) {
+            Ok(seed) => Ok(AuditKey(SigningKey::from_bytes(&seed))),
+            Err(KeyError::Missing { .. }) => Err(CheckpointError::KeyMissing {
+                path: path.to_path_buf(),
+            }),
+            Err(e) => Err(CheckpointError::Key(e)),
+        }
+    }
+
+    /// Writes a new random key (mode 0600, never overwriting an existing file).
+    pub fn generate(path: &Path) -> Result<AuditKey, CheckpointError> {
+        let key = SigningKey::generate(&mut rand_core::OsRng);
+        keys::write_secret_file(path, &key.to_bytes()).map_err(CheckpointError::Key)?;
+        Ok(AuditKey(key))
+    }
+
+    /// The key at `path`, created first if the file does not exist (`sesame serve`'s first start).
+    /// Returns whether it was created.
+    pub fn load_or_create(path: &Path) -> Result<(AuditKey, bool), CheckpointError> {
+        match AuditKey::load(path) {
+            Ok(k) => Ok((k, false)),
+            Err(CheckpointError::KeyMissing { .. }) => Ok((AuditKey::generate(path)?, true)),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.0.verifying_key()
+    }
+
+    /// The public half in base64, as `sesame keygen --audit` prints it.
+    pub fn public_base64(&self) -> String {
+        keys::encode(self.0.verifying_key().as_bytes())
+    }
+}
+
+/// The public half of the key at `path`, or `None` if there is no such file (nothing was ever
+/// signed with it, or it lives elsewhere: then only checkpoint-free chains verify).
+pub fn load_public_key(path: &Path) -> Result<Option<VerifyingKey>, CheckpointError> {
+    match AuditKey::load(path) {
+        Ok(k) => Ok(Some(k.verifying_key())),
+        Err(CheckpointError::KeyMissing { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Parses a base64 Ed25519 public key (`--public-key`).
+pub fn parse_public_key(text: &str) -> Result<VerifyingKey, CheckpointError> {
+    let bad = || CheckpointError::PublicKey {
+        text: text.to_string(),
+    };
+    let bytes = crate::config::parse_key(text).map_err(|_| bad())?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| bad())
+}
+
+/// Where the retained chain starts and ends, as read inside a writer transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    /// Id of the first retained event (1 if never purged).
+    pub first_id: i64,
+    /// The `prev_hash` the first retained event carries (64 zeros if never purged).
+    pub anchor_hash: String,
+    /// Id of the last event (`first_id - 1` when nothing is retained).
+    pub last_id: i64,
+    /// Hash of the last event (`anchor_hash` when nothing is retained).
+    pub last_hash: String,
+}
+
+impl ChainHead {
+    /// Events between the anchor and the head.
+    pub fn events(&self) -> i64 {
+        (self.last_id - self.first_id + 1).max(0)
+    }
+}
+
+/// Why a checkpoint was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointReason {
+    /// Every `[audit] checkpoint_interval`.
+    Interval,
+    /// Just before a retention purge: vouches for the new anchor.
+    Purge,
+    /// `sesame serve` stopping.
+    Shutdown,
+}
+
+/// One signed chain head: a line of the checkpoint file and the details of an `audit.checkpoint`
+/// event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// When it was signed (RFC 3339 UTC, ms).
+    pub ts: String,
+    pub reason: CheckpointReason,
+    /// Events in the retained chain: `last_id - first_id + 1`.
+    pub events: i64,
+    pub first_id: i64,
+    pub anchor_hash: String,
+    pub last_id: i64,
+    pub last_hash: String,
+    /// The signer's public key (base64).
+    pub public_key: String,
+    /// Ed25519 signature (base64) of the other fields.
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// Signs `head` at `now_ms`.
+    pub fn sign(key: &AuditKey, head: &ChainHead, now_ms: i64, reason: CheckpointReason) -> Self {
+        let mut cp = Checkpoint {
+            ts: crate::store::rfc3339_ms(now_ms),
+            reason,
+            events: head.events(),
+            first_id: head.first_id,
+            anchor_hash: head.anchor_hash.clone(),
+            last_id: head.last_id,
+            last_hash: head.last_hash.clone(),
+            public_key: key.public_base64(),
+            signature: String::new(),
+        };
+        let sig = key.0.sign(&cp.signed_message());
+        cp.signature = base64::engine::general_purpose::STANDARD.encode(sig.to_bytes());
+        cp
+    }
+
+    fn signed_message(&self) -> Vec<u8> {
+        let mut fields = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = fields.as_object_mut() {
+            map.remove("signature");
+        }
+        let mut msg = SIGNED_PREFIX.to_vec();
+        msg.extend_from_slice(canonical_json(&fields).as_bytes());
+        msg
+    }
+
+    /// Whether `key` signed exactly these fields.
+    pub fn signed_by(&self, key: &VerifyingKey) -> bool {
+        if self.public_key != keys::encode(key.as_bytes()) {
+            return false;
+        }
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&self.signature) else {
+            return false;
+        };
+        let Ok(sig) = Signature::from_slice(&bytes) else {
+            return false;
+        };
+        key.verify(&self.signed_message(), &sig).is_ok()
+    }
+
+    /// The checkpoint as JSON (the details of its `audit.checkpoint` event).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+/// Appends `cp` as one line to the checkpoint file (created 0640 if missing) and syncs it to
+/// disk before returning.
+pub fn append_to_file(path: &Path, cp: &Checkpoint) -> Result<(), CheckpointError> {
+    let err = |source| CheckpointError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let created = !path.exists();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
+        .map_err(err)?;
+    let line = format!("{}\n", canonical_json(&cp.to_json()));
+    file.write_all(line.as_bytes()).map_err(err)?;
+    file.sync_all().map_err(err)?;
+    if created {
+        // The new directory entry must survive a crash too.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every checkpoint in the file, in order. A missing file holds none.
+pub fn read_file(path: &Path) -> Result<Vec<Checkpoint>, CheckpointError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(CheckpointError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|source| CheckpointError::Parse {
+                path: path.to_path_buf(),
+                line: i + 1,
+                source,
+            })
+        })
+        .collect()
+}
+
+/// What seals chain heads: the key and the file. The store calls it inside the writer
+/// transaction that reads the head, so no event slips in between.
+#[derive(Debug)]
+pub struct Sealer {
+    pub key: AuditKey,
+    pub file: PathBuf,
+}
+
+impl Sealer {
+    /// Signs `head`, appends it to the checkpoint file (synced) and returns it.
+    pub fn seal(
+        &self,
+        head: &ChainHead,
+        now_ms: i64,
+        reason: CheckpointReason,
+    ) -> Result<Checkpoint, CheckpointError> {
+        let cp = Checkpoint::sign(&self.key, head, now_ms, reason);
+        append_to_file(&self.file, &cp)?;
+        Ok(cp)
+    }
+}
+
+/// Signs the chain's head every `every` (`[audit] checkpoint_interval`) until `shutdown` turns
+/// true. A failure is logged and the next period tries again.
+pub async fn run_periodic(
+    store: crate::store::Store,
+    sealer: std::sync::Arc<Sealer>,
+    every: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        if let Err(e) = store
+            .checkpoint_audit(&sealer, CheckpointReason::Interval)
+            .await
+        {
+            tracing::error!(error = %e, "cannot write the audit checkpoint");
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+    fn head() -> ChainHead {
+        ChainHead {
+            first_id: 5,
+            anchor_hash: "a".repeat(64),
+            last_id: 9,
+            last_hash: "b".repeat(64),
+        }
+    }
+
+    #[test]
+    fn key_is_0600_reloads_and_refuses_open_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.key");
+        let (k, created) = AuditKey::load_or_create(&path).unwrap();
+        assert!(created);
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        let (again, created) = AuditKey::load_or_create(&path).unwrap();
+        assert!(!created);
+        assert_eq!(again.public_base64(), k.public_base64());
+        assert!(AuditKey::generate(&path).is_err(), "never overwrites");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = AuditKey::load_or_create(&path).unwrap_err().to_string();
+        assert!(e.contains(&format!("chmod 600 {}", path.display())), "{e}");
+        let e = AuditKey::load(&dir.path().join("none")).unwrap_err();
+        assert!(e.to_string().contains("sesame keygen --audit"), "{e}");
+    }
+
+    #[test]
+    fn signature_covers_every_field_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = AuditKey::generate(&dir.path().join("k")).unwrap();
+        let other = AuditKey::generate(&dir.path().join("o")).unwrap();
+        let cp = Checkpoint::sign(&k, &head(), 1_767_603_600_000, CheckpointReason::Interval);
+        assert_eq!(cp.events, 5);
+        assert_eq!(cp.ts, "2026-01-05T09:00:00.000Z");
+        assert!(cp.signed_by(&k.verifying_key()));
+        assert!(!cp.signed_by(&other.verifying_key()));
+        for tamper in [
+            |c: &mut Checkpoint| c.last_id += 1,
+            |c: &mut Checkpoint| c.first_id += 1,
+            |c: &mut Checkpoint| c.events += 1,
+            |c: &mut Checkpoint| c.last_hash = "c".repeat(64),
+            |c: &mut Checkpoint| c.anchor_hash = "c".repeat(64),
+            |c: &mut Checkpoint| c.ts = "2026-01-05T09:00:00.001Z".into(),
+            |c: &mut Checkpoint| c.reason = CheckpointReason::Purge,
+        ] {
+            let mut c = cp.clone();
+            tamper(&mut c);
+            assert!(!c.signed_by(&k.verifying_key()), "{c:?}");
+        }
+        // Re-signed by another key but claiming the first one: refused.
+        let mut forged = Checkpoint::sign(&other, &head(), 0, CheckpointReason::Interval);
+        forged.public_key = k.public_base64();
+        assert!(!forged.signed_by(&k.verifying_key()));
+        assert_eq!(
+            parse_public_key(&k.public_base64()).unwrap(),
+            k.verifying_key()
+        );
+        assert!(parse_public_key("nope").is_err());
+    }
+
+    #[test]
+    fn file_appends_lines_and_reads_them_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.jsonl");
+        assert!(read_file(&path).unwrap().is_empty());
+        let sealer = Sealer {
+            key: AuditKey::generate(&dir.path().join("k")).unwrap(),
+            file: path.clone(),
+        };
+        let a = sealer.seal(&head(), 1, CheckpointReason::Interval).unwrap();
+        let b = sealer.seal(&head(), 2, CheckpointReason::Shutdown).unwrap();
+        assert_eq!(read_file(&path).unwrap(), vec![a, b]);
+        std::fs::write(&path, "{}\nnot json\n").unwrap();
+        let e = read_file(&path).unwrap_err().to_string();
+        assert!(e.contains(":1:"), "{e}");
+    }
+}
