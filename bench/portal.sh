@@ -249,7 +249,7 @@ run_backend() { # LABEL DATABASE_URL
   nsx "$LOAD" --url http://127.0.0.1:8080 --op enrol --clients "$CLIENTS" --duration "$DURATION" \
     --users "$WORK/users.csv" --codes "$WORK/codes-$label.csv" --label "$label" | tee -a "$RESULTS" >&2
   if [[ -n $perf_pid ]]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
-  nsx curl -fsS http://127.0.0.1:8080/metrics >"$WORK/metrics-$label.txt" || true
+  nsx curl -fsS http://127.0.0.1:9108/metrics >"$WORK/metrics-$label.txt" || true
   kill -TERM "$serve_pid"
   local rc=0
   wait "$serve_pid" || rc=$?

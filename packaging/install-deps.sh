@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Installs what Sesame's demo, tests and benchmarks need on a fresh Debian machine (as root),
 # only when missing. Usage: packaging/install-deps.sh [test|demo|bench|fuzz]...
+#
+# FOR TEST AND DEMO MACHINES ONLY. Never run it on a production server: it installs test
+# tools and disables the distribution's slapd service. A production install is the .deb and
+# docs/install.md.
 set -euo pipefail
+
+echo "install-deps: pour machines de test et de démo uniquement, jamais en production (voir docs/install.md) / for test and demo machines only, never on a production server (see docs/install.md)" >&2
+
+# The oldest Rust that builds Sesame (rust-version in Cargo.toml).
+MIN_RUST=1.85
 
 want_pkgs=(build-essential pkg-config iproute2 iputils-ping curl ca-certificates python3
            slapd ldap-utils wireguard-tools wireguard-go openssl)
 for role in "$@"; do
   case "$role" in
-    test) want_pkgs+=(postgresql postgresql-client iperf3) ;;
+    test) want_pkgs+=(postgresql postgresql-client iperf3 systemd adduser) ;;
     bench) want_pkgs+=(iperf3) ;;
     demo|fuzz) ;;
     *) echo "install-deps: unknown role $role (use test, demo, bench or fuzz)" >&2; exit 2 ;;
@@ -28,16 +37,27 @@ fi
 # The distribution's own slapd/postgresql services are not used: tests start private instances.
 systemctl disable --now slapd >/dev/null 2>&1 || true
 
-if ! command -v cargo >/dev/null 2>&1; then
-  if [ -x "$HOME/.cargo/bin/cargo" ]; then
-    export PATH="$HOME/.cargo/bin:$PATH"
-  else
-    echo "install-deps: installing the Rust toolchain from Debian (rustup is not reachable here)" >&2
-    apt-get install -y -qq cargo rustc >/dev/null
-  fi
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+# Debian's own cargo is too old (Debian 12 ships 1.63): Sesame needs a recent toolchain.
+rust_version=$(rustc --version 2>/dev/null | awk '{print $2}' || true)
+if [ -z "$rust_version" ] || [ "$(printf '%s\n%s\n' "$MIN_RUST" "$rust_version" | sort -V | head -1)" != "$MIN_RUST" ]; then
+  cat >&2 <<EOF2
+install-deps: Rust ${MIN_RUST} ou plus récent est nécessaire (trouvé : ${rust_version:-aucun}) ;
+  le cargo de Debian 12 est trop ancien. Installez rustup (https://rustup.rs) puis relancez.
+install-deps: Rust ${MIN_RUST} or newer is needed (found: ${rust_version:-none}); Debian 12's own
+  cargo is too old. Install rustup (https://rustup.rs), then run this script again.
+EOF2
+  exit 1
 fi
 
 for role in "$@"; do
+  # tests/packaging.rs builds the .deb files with cargo-deb (version pinned: CI stays reproducible).
+  if [ "$role" = test ] && ! cargo deb --version >/dev/null 2>&1; then
+    echo "install-deps: installing cargo-deb" >&2
+    cargo install --locked cargo-deb --version 3.8.0 >/dev/null
+  fi
   if [ "$role" = fuzz ] && ! cargo fuzz --version >/dev/null 2>&1; then
     echo "install-deps: installing cargo-fuzz" >&2
     cargo install --locked cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz

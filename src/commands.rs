@@ -57,30 +57,58 @@ pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `sesame keygen`: see [`crate::gateway::keys`].
-pub fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
-    let public = crate::gateway::keys::write_new_key(out)?;
+/// `sesame keygen`: see [`crate::gateway::keys`]. With `if_missing`, an existing key is left
+/// alone (and still checked: mode and format) and its public key printed.
+pub fn keygen(out: &Path, if_missing: bool) -> anyhow::Result<ExitCode> {
+    use crate::gateway::keys;
+    let public = match keys::write_new_key(out) {
+        Err(keys::KeyError::Exists { .. }) if if_missing => {
+            boringtun::x25519::PublicKey::from(&keys::load_private_key(out)?).to_bytes()
+        }
+        r => r?,
+    };
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", crate::gateway::keys::encode(&public))?;
     stdout.flush().context("writing to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// Reads the configuration of a long-running server, installs its logging and checks its
+/// secret files before anything starts.
+fn load_server_config(path: &Path) -> anyhow::Result<Config> {
+    let config = Config::load(path)?;
+    crate::telemetry::init_with(&config.log);
+    config.check_secret_files()?;
+    Ok(config)
+}
+
 /// `sesame gateway`: the data plane alone with static peers, until SIGINT/SIGTERM.
-/// SIGUSR1 logs the counters.
+/// SIGUSR1 logs the counters; SIGHUP re-reads the static peers, resources and log level.
 pub fn gateway(path: &Path) -> anyhow::Result<ExitCode> {
+    use crate::gateway::uapi::UapiServer;
     use crate::gateway::{format_drops, keys, static_peers, Gateway};
+    use std::sync::Arc;
     use tokio::signal::unix::{signal, SignalKind};
 
-    let config = Config::load(path)?;
+    let mut config = load_server_config(path)?;
     let key = keys::load_private_key(&config.gateway.private_key_file)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the signal handler runtime")?;
+    let metrics_listener = runtime.block_on(crate::metrics::bind(config.metrics.listen))?;
     let gateway = Gateway::start(&config.gateway, key)?;
     let handle = gateway.handle();
     handle.set_peers(static_peers(&config));
+    let uapi = UapiServer::start(
+        handle.clone(),
+        &config.gateway.interface,
+        config.gateway.listen.port(),
+    );
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    metrics.register_collector(Box::new(crate::metrics::gateway::GatewayCollector {
+        gateway: handle.clone(),
+    }));
     let log_stats = || {
         for p in handle.peer_stats() {
             tracing::info!(
@@ -98,25 +126,52 @@ pub fn gateway(path: &Path) -> anyhow::Result<ExitCode> {
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         let mut usr1 = signal(SignalKind::user_defined1()).context("installing SIGUSR1 handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let metrics_server = tokio::spawn(crate::metrics::serve(
+            metrics_listener,
+            Arc::clone(&metrics),
+            async move {
+                let _ = stop_rx.changed().await;
+            },
+        ));
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = usr1.recv() => log_stats(),
+                _ = hup.recv() => match crate::control::reload::reread(&config) {
+                    Ok((live, changes)) => {
+                        handle.set_peers(static_peers(&live));
+                        crate::telemetry::set_level(live.log.level);
+                        crate::control::reload::log_changes(&changes);
+                        metrics.reload(true);
+                        config = live;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "configuration reload refused: the running configuration stays; fix the file and reload again");
+                        metrics.reload(false);
+                    }
+                },
             }
         }
+        let _ = stop_tx.send(true);
+        let _ = metrics_server.await;
         anyhow::Ok(())
     })?;
     log_stats();
+    if let Some(uapi) = uapi {
+        uapi.stop();
+    }
     gateway.shutdown();
     Ok(ExitCode::SUCCESS)
 }
 
-/// `sesame serve`: every role in one process, until SIGINT/SIGTERM.
+/// `sesame serve`: every role in one process, until SIGINT/SIGTERM; SIGHUP reloads.
 pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{signal, SignalKind};
 
-    let config = Config::load(path)?;
+    let config = load_server_config(path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -125,13 +180,21 @@ pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
         let shutdown = async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+            loop {
+                tokio::select! {
+                    _ = term.recv() => return,
+                    _ = int.recv() => return,
+                    _ = hup.recv() => {
+                        // A reload already queued covers this one too.
+                        let _ = reload_tx.try_send(());
+                    }
+                }
             }
         };
-        crate::control::serve::serve(config, shutdown).await
+        crate::control::serve::serve(config, shutdown, reload_rx).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

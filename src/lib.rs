@@ -15,10 +15,14 @@ pub mod directory;
 pub mod fastpath;
 #[cfg(feature = "dataplane")]
 pub mod gateway;
+#[cfg(feature = "server")]
+pub mod metrics;
 #[cfg(feature = "dataplane")]
 pub mod policy;
 #[cfg(feature = "server")]
 pub mod portal;
+#[cfg(feature = "dataplane")]
+pub mod secret_file;
 #[cfg(feature = "server")]
 pub mod store;
 #[cfg(feature = "server")]

@@ -36,6 +36,9 @@ enum Command {
         /// The audit signing key ([audit] signing_key_file) rather than a gateway key.
         #[arg(long)]
         audit: bool,
+        /// Succeed without writing when FILE exists already (first start of the service).
+        #[arg(long)]
+        if_missing: bool,
     },
     /// Validate the configuration and print the effective policy.
     CheckConfig {
@@ -137,7 +140,6 @@ enum DevicesCommand {
 }
 
 fn main() -> ExitCode {
-    sesame::telemetry::init();
     match try_main() {
         Ok(code) => code,
         Err(e) => {
@@ -149,11 +151,23 @@ fn main() -> ExitCode {
 
 fn try_main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // Servers install logging as their [log] section says; the other commands log as text.
+    if !matches!(cli.command, Command::Serve { .. } | Command::Gateway { .. }) {
+        sesame::telemetry::init();
+    }
     match cli.command {
         Command::Serve { config } => sesame::commands::serve(&config),
         Command::Gateway { config } => sesame::commands::gateway(&config),
-        Command::Keygen { out, audit: false } => sesame::commands::keygen(&out),
-        Command::Keygen { out, audit: true } => sesame::commands::audit_cli::keygen(&out),
+        Command::Keygen {
+            out,
+            audit: false,
+            if_missing,
+        } => sesame::commands::keygen(&out, if_missing),
+        Command::Keygen {
+            out,
+            audit: true,
+            if_missing,
+        } => sesame::commands::audit_cli::keygen(&out, if_missing),
         Command::CheckConfig { config } => sesame::commands::check_config(&config),
         Command::EnrolCode(EnrolCodeCommand::Create {
             config,

@@ -226,12 +226,7 @@ async fn sixth_failed_login_within_a_minute_is_429() {
             .status(),
         200
     );
-    let m = reqwest::get(h.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = h.metrics.render();
     assert!(m.contains("sesame_rate_limited_total 4"), "{m}");
     assert!(
         m.contains("sesame_logins_total{outcome=\"failure\"} 5"),

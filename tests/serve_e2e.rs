@@ -5,6 +5,7 @@
 
 // Only the fixtures this test uses (no shared tests/common/mod.rs to merge).
 mod common {
+    pub mod curl;
     pub mod netns;
     pub mod slapd;
     pub mod wg;
@@ -23,6 +24,8 @@ use serde_json::{json, Value};
 
 const GW_PORT: u16 = 51820;
 const PORTAL: &str = "http://127.0.0.1:8080";
+/// The metrics listener's default address (its own port, never the portal's).
+const METRICS: &str = "http://127.0.0.1:9108/metrics";
 const PAIE: &str = "198.18.10.10";
 const RH: &str = "198.18.20.10";
 const APP_PORT: u16 = 8443;
@@ -59,7 +62,7 @@ fn sesame() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sesame"))
 }
 
-/// One HTTP call with curl (from this thread's namespace): `(status, JSON body or Null)`.
+/// One portal call with curl (from this thread's namespace): `(status, JSON body or Null)`.
 fn api(
     method: &str,
     path: &str,
@@ -67,25 +70,7 @@ fn api(
     jar: Option<&Path>,
     bearer: Option<&str>,
 ) -> (u16, Value) {
-    let mut c = Command::new("curl");
-    c.args(["-s", "-m", "20", "-X", method, "-w", "\n%{http_code}"]);
-    if let Some(b) = body {
-        c.args(["-H", "content-type: application/json", "-d", &b.to_string()]);
-    }
-    if let Some(j) = jar {
-        c.args(["-b", j.to_str().unwrap(), "-c", j.to_str().unwrap()]);
-    }
-    if let Some(t) = bearer {
-        c.args(["-H", &format!("authorization: Bearer {t}")]);
-    }
-    c.arg(format!("{PORTAL}{path}"));
-    let out = c.output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        status.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    common::curl::api(&format!("{PORTAL}{path}"), method, body, jar, bearer)
 }
 
 struct World {
@@ -487,10 +472,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     assert_eq!(st, 200);
     let answered = t.elapsed();
     // The peer is gone from the gateway by the time the API answers.
-    let out = Command::new("curl")
-        .args(["-s", &format!("{PORTAL}/metrics")])
-        .output()
-        .unwrap();
+    let out = Command::new("curl").args(["-s", METRICS]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("sesame_gateway_peers 0"));
     eprintln!("revocation: DELETE answered in {answered:?}, gateway peer already removed");
     let lag = probe.last_reply_after_start();
@@ -504,10 +486,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     );
 
     // The metrics tell the story.
-    let out = Command::new("curl")
-        .args(["-s", &format!("{PORTAL}/metrics")])
-        .output()
-        .unwrap();
+    let out = Command::new("curl").args(["-s", METRICS]).output().unwrap();
     let m = String::from_utf8_lossy(&out.stdout);
     assert!(m.contains("sesame_revocations_total 2"), "{m}");
     assert!(m.contains("sesame_gateway_peers 0"), "{m}");

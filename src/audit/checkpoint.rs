@@ -68,7 +68,7 @@ impl std::fmt::Debug for AuditKey {
 impl AuditKey {
     /// Reads the key; refuses a missing file or one that group or others may read.
     pub fn load(path: &Path) -> Result<AuditKey, CheckpointError> {
-        match keys::read_secret_file(path) {
+        match keys::read_secret_file(path, "audit.signing_key_file") {
             Ok(seed) => Ok(AuditKey(SigningKey::from_bytes(&seed))),
             Err(KeyError::Missing { .. }) => Err(CheckpointError::KeyMissing {
                 path: path.to_path_buf(),

@@ -197,8 +197,12 @@ pub fn verify(args: &VerifyArgs<'_>) -> anyhow::Result<ExitCode> {
 
 /// `sesame keygen --audit --out FILE`: a new Ed25519 audit signing key (0600, never
 /// overwriting); prints its public key in base64 (what `--public-key` takes).
-pub fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
-    let public = AuditKey::generate(out)?.public_base64();
+pub fn keygen(out: &Path, if_missing: bool) -> anyhow::Result<ExitCode> {
+    let public = if if_missing && out.exists() {
+        AuditKey::load(out)?.public_base64()
+    } else {
+        AuditKey::generate(out)?.public_base64()
+    };
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{public}")?;
     stdout.flush()?;

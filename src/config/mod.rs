@@ -60,6 +60,8 @@ pub struct Config {
     pub directory: Option<DirectoryConfig>,
     pub roles: RolesConfig,
     pub audit: AuditConfig,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
     pub peers: Vec<StaticPeer>,
     /// Resources and grants, compiled.
     pub policy: Policy,
@@ -137,6 +139,56 @@ pub struct AuditConfig {
     pub checkpoint_interval: Duration,
 }
 
+/// How logs are written to stderr (journald picks them up there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG`, when set, takes precedence.
+    pub level: LogLevel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub const NAMES: [&'static str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    fn parse(s: &str) -> Option<LogLevel> {
+        const ALL: [LogLevel; 5] = [
+            LogLevel::Error,
+            LogLevel::Warn,
+            LogLevel::Info,
+            LogLevel::Debug,
+            LogLevel::Trace,
+        ];
+        ALL.into_iter().find(|l| l.name() == s)
+    }
+}
+
+/// The Prometheus listener, apart from the public portal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
 /// A fixed peer from `[[peer]]`: no enrolment, always present.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticPeer {
@@ -193,6 +245,41 @@ fn is_loopback_url(url: &str) -> bool {
 }
 
 impl Config {
+    /// The secret files this configuration names, with their key: the gateway key, the portal's
+    /// TLS key and the directory password file.
+    pub fn secret_files(&self) -> Vec<(&'static str, &Path)> {
+        let mut files = vec![(
+            "gateway.private_key_file",
+            self.gateway.private_key_file.as_path(),
+        )];
+        files.push((
+            "audit.signing_key_file",
+            self.audit.signing_key_file.as_path(),
+        ));
+        if let Some(key) = &self.portal.tls_key_file {
+            files.push(("portal.tls_key_file", key.as_path()));
+        }
+        if let Some(d) = &self.directory {
+            files.push((
+                "directory.bind_password_file",
+                d.bind_password_file.as_path(),
+            ));
+        }
+        files
+    }
+
+    /// Refuses to start when a secret file group or others may read (see [`crate::secret_file`]);
+    /// a missing file is left to the part that reads it, which says how to create it.
+    pub fn check_secret_files(&self) -> Result<(), crate::secret_file::SecretFileError> {
+        for (what, path) in self.secret_files() {
+            match crate::secret_file::check(path, what) {
+                Err(e) if !e.is_missing() => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {

@@ -173,3 +173,25 @@ fn audit_files_default_beside_the_gateway_key_and_interval_is_checked() {
     let e = err("[audit]\ncheckpoint_interval = \"soon\"\n");
     assert_eq!(e.key, "audit.checkpoint_interval");
 }
+
+#[test]
+fn log_and_metrics_defaults_and_errors() {
+    let c = parse("").expect("empty config is valid");
+    assert_eq!(c.log.format, LogFormat::Text);
+    assert_eq!(c.log.level, LogLevel::Info);
+    assert_eq!(c.metrics.listen, "127.0.0.1:9108".parse().expect("addr"));
+    let c = parse("[log]\nformat = \"json\"\nlevel = \"debug\"\n").expect("json log");
+    assert_eq!(
+        (c.log.format, c.log.level),
+        (LogFormat::Json, LogLevel::Debug)
+    );
+
+    let e = err("[log]\nformat = \"xml\"\n");
+    assert_eq!((e.line, e.key.as_str()), (Some(2), "log.format"));
+    let e = err("[log]\n\nlevel = \"loud\"\n");
+    assert_eq!((e.line, e.key.as_str()), (Some(3), "log.level"));
+    let e = err("[metrics]\nlisten = \"nowhere\"\n");
+    assert_eq!((e.line, e.key.as_str()), (Some(2), "metrics.listen"));
+    let e = err("[portal]\nlisten = \"127.0.0.1:9000\"\n[metrics]\nlisten = \"127.0.0.1:9000\"\n");
+    assert_eq!((e.line, e.key.as_str()), (Some(4), "metrics.listen"));
+}

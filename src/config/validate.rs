@@ -245,6 +245,39 @@ pub(super) fn validate(
         }
     };
 
+    // [log] and [metrics]
+    let log = LogConfig {
+        format: match raw.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(loc.error(
+                    &[key("log"), key("format")],
+                    format!("unknown log format {other:?}: use \"text\" or \"json\""),
+                ))
+            }
+        },
+        level: LogLevel::parse(&raw.log.level).ok_or_else(|| {
+            loc.error(
+                &[key("log"), key("level")],
+                format!(
+                    "unknown log level {:?}: use one of {}",
+                    raw.log.level,
+                    LogLevel::NAMES.join(", ")
+                ),
+            )
+        })?,
+    };
+    let metrics = MetricsConfig {
+        listen: socket(&[key("metrics"), key("listen")], &raw.metrics.listen)?,
+    };
+    if metrics.listen == portal.listen {
+        return Err(loc.error(
+            &[key("metrics"), key("listen")],
+            "metrics must not share the portal's address: give [metrics] listen its own port (default 127.0.0.1:9108)",
+        ));
+    }
+
     // [[resource]] and [[grant]]
     let mut resources = Vec::new();
     for (i, r) in raw.resource.into_iter().enumerate() {
@@ -372,6 +405,8 @@ pub(super) fn validate(
         directory,
         roles,
         audit,
+        log,
+        metrics,
         peers,
         policy,
     })

@@ -5,6 +5,7 @@
 
 pub mod desired;
 pub mod plane;
+pub mod reload;
 pub mod serve;
 pub mod sink;
 pub mod sync;

@@ -32,7 +32,8 @@ pub enum ControlError {
 /// Owns the path store → policy → gateway.
 pub struct ControlPlane {
     store: Store,
-    config: Arc<Config>,
+    /// Swapped whole by a reload ([`ControlPlane::replace_config`]).
+    config: arc_swap::ArcSwap<Config>,
     sink: Arc<dyn PeerSink>,
     /// Serialises publications so a slow one never overwrites a newer one.
     publish_lock: Mutex<()>,
@@ -48,13 +49,15 @@ pub struct ControlPlane {
     /// reconcile that started after a caller's request saw that caller's committed write.
     requested: AtomicU64,
     covered: AtomicU64,
+    /// Where database read latencies go (set once by `sesame serve`).
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl ControlPlane {
     pub fn new(store: Store, config: Arc<Config>, sink: Arc<dyn PeerSink>) -> Arc<Self> {
         Arc::new(ControlPlane {
             store,
-            config,
+            config: arc_swap::ArcSwap::new(config),
             sink,
             publish_lock: Mutex::new(()),
             wake: Notify::new(),
@@ -64,6 +67,7 @@ impl ControlPlane {
             version: parking_lot::Mutex::new(None),
             requested: AtomicU64::new(0),
             covered: AtomicU64::new(0),
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -73,6 +77,30 @@ impl ControlPlane {
 
     pub fn gateway_stats(&self) -> GatewayStats {
         self.sink.stats()
+    }
+
+    /// Times the database reads of the publisher into `metrics` (database latency histogram).
+    pub fn observe_with(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    fn observe_db(&self, started: std::time::Instant) {
+        if let Some(m) = self.metrics.get() {
+            m.database_latency(started.elapsed());
+        }
+    }
+
+    /// The configuration in force (the last one a reload accepted).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Puts a reloaded configuration in force and republishes the peer set through the usual
+    /// diff: unchanged peers keep their sessions.
+    pub async fn replace_config(&self, config: Arc<Config>) -> Result<usize, ControlError> {
+        let _guard = self.publish_lock.lock().await;
+        self.config.store(config);
+        self.reconcile_locked().await
     }
 
     /// True while the gateway runs on an older peer set because the store could not be read.
@@ -87,7 +115,11 @@ impl ControlPlane {
 
     /// The desired set as of now (store + policy + static peers).
     pub async fn compute(&self) -> Result<Vec<DesiredPeer>, ControlError> {
-        compute_desired(&self.store, &self.config).await
+        let config = self.config.load_full();
+        let started = std::time::Instant::now();
+        let desired = compute_desired(&self.store, &config).await;
+        self.observe_db(started);
+        desired
     }
 
     /// Computes and publishes the desired set now. On failure the gateway keeps its last good
@@ -171,9 +203,10 @@ impl ControlPlane {
             address: device.tunnel_address,
             groups: groups.to_vec(),
         };
+        let config = self.config.load_full();
         let Some(peer) = desired_peers(
-            &self.config.policy,
-            &self.config.roles.vpn_users,
+            &config.policy,
+            &config.roles.vpn_users,
             &[],
             std::slice::from_ref(&active),
         )
@@ -221,7 +254,10 @@ impl ControlPlane {
     /// Whether the devices table changed since the last successful computation (an error
     /// counts as a change, so the publisher retries).
     async fn devices_changed(&self) -> bool {
-        match self.store.devices_version().await {
+        let started = std::time::Instant::now();
+        let version = self.store.devices_version().await;
+        self.observe_db(started);
+        match version {
             Ok(v) => *self.version.lock() != Some(v),
             Err(_) => true,
         }

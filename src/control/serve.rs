@@ -5,29 +5,34 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::audit::checkpoint::{self, AuditKey, CheckpointReason, Sealer};
 use crate::audit::retention::{Retention, PURGE_PERIOD};
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::directory::LdapDirectory;
+use crate::gateway::uapi::UapiServer;
 use crate::gateway::{keys, Gateway};
+use crate::metrics::gateway::GatewayCollector;
+use crate::metrics::Metrics;
 use crate::portal::listen::{self, TlsFiles};
-use crate::portal::metrics::Metrics;
 use crate::portal::{router, AppState};
 use crate::store::Store;
 
-use super::{ControlPlane, DirectorySync, PeerSink};
+use super::reload::{ServeReloader, SwappableDirectory};
+use super::{ControlPlane, PeerSink};
 
 /// How often expired web sessions are purged.
 const SESSION_PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Runs every role until `shutdown` completes, then stops them in order (portal, loops,
 /// gateway).
+/// Each message on `reloads` (SIGHUP) re-reads the configuration (see [`super::reload`]).
 pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    reloads: mpsc::Receiver<()>,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let dir_cfg = config.directory.clone().ok_or_else(|| {
@@ -42,6 +47,8 @@ pub async fn serve(
 
     // Bind first: a busy port stops start-up before the gateway touches the network.
     let listener = listen::bind(config.portal.listen)?;
+    let metrics_listener = crate::metrics::bind(config.metrics.listen).await?;
+    let metrics = Arc::new(Metrics::new());
     let store = Store::connect(&config.database.url)
         .await
         .with_context(|| {
@@ -50,8 +57,10 @@ pub async fn serve(
                 config.path.display()
             )
         })?;
-    let directory: Arc<dyn Directory> =
-        Arc::new(LdapDirectory::new(&dir_cfg).context("preparing the directory ([directory])")?);
+    let directory = Arc::new(SwappableDirectory::new(
+        Arc::new(LdapDirectory::new(&dir_cfg).context("preparing the directory ([directory])")?),
+        Arc::clone(&metrics),
+    ));
     let key = keys::load_private_key(&config.gateway.private_key_file)?;
 
     // The peer set comes from the store before the gateway handles its first packet.
@@ -61,21 +70,28 @@ pub async fn serve(
     let gateway = Gateway::start(&config.gateway, key).context("starting the gateway")?;
     let handle = gateway.handle();
     PeerSink::set_peers(&handle, initial);
+    let uapi = UapiServer::start(
+        handle.clone(),
+        &config.gateway.interface,
+        config.gateway.listen.port(),
+    );
+    metrics.register_collector(Box::new(GatewayCollector {
+        gateway: handle.clone(),
+    }));
     let control = ControlPlane::new(store.clone(), Arc::clone(&config), Arc::new(handle));
+    control.observe_with(Arc::clone(&metrics));
 
-    let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(Arc::clone(&control).run(stop_rx.clone()));
-    let sync = DirectorySync {
-        store: store.clone(),
-        directory: Arc::clone(&directory),
+    // The reloader owns the directory sync loop (restarted when a reload changes its settings).
+    let reloader = ServeReloader {
         control: Arc::clone(&control),
-        vpn_users: config.roles.vpn_users.clone(),
-        timeout: dir_cfg.timeout,
+        directory: Arc::clone(&directory),
+        store: store.clone(),
         metrics: Arc::clone(&metrics),
     };
-    tasks.spawn(sync.run(dir_cfg.sync_interval, stop_rx.clone()));
+    tasks.spawn(reloader.run(reloads, stop_rx.clone()));
     tasks.spawn(purge_sessions(store.clone(), stop_rx.clone()));
     tasks.spawn(checkpoint::run_periodic(
         store.clone(),
@@ -89,11 +105,19 @@ pub async fn serve(
         keep: config.audit.retention,
     };
     tasks.spawn(retention.run(PURGE_PERIOD, stop_rx.clone()));
+    let mut metrics_stop = stop_rx.clone();
+    let metrics_server = tokio::spawn(crate::metrics::serve(
+        metrics_listener,
+        Arc::clone(&metrics),
+        async move {
+            let _ = metrics_stop.changed().await;
+        },
+    ));
 
     let state = AppState::new(
         Arc::clone(&config),
         store.clone(),
-        directory,
+        directory as Arc<dyn Directory>,
         Arc::clone(&control),
         metrics,
     );
@@ -115,6 +139,10 @@ pub async fn serve(
         .await
     {
         tracing::error!(error = %e, "cannot write the shutdown audit checkpoint");
+    }
+    let _ = metrics_server.await;
+    if let Some(uapi) = uapi {
+        uapi.stop();
     }
     store.close().await;
     tokio::task::spawn_blocking(move || gateway.shutdown())

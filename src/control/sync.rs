@@ -120,7 +120,16 @@ impl DirectorySync {
             if *shutdown.borrow() {
                 return;
             }
-            match self.sync_once().await {
+            let started = std::time::Instant::now();
+            let result = self.sync_once().await;
+            self.metrics.directory_sync(
+                started.elapsed(),
+                result
+                    .as_ref()
+                    .ok()
+                    .map(|r| r.groups_changed + r.devices_revoked),
+            );
+            match result {
                 Ok(r) => {
                     if failing {
                         tracing::info!("directory sync works again");

@@ -50,6 +50,8 @@ pub struct Engine {
     limiter: Arc<RateLimiter>,
     handshakes: Mutex<HandshakeLimiter>,
     pub drops: Drops,
+    /// Handshake initiations from configured peers that reached their session (metrics).
+    pub handshakes_received: std::sync::atomic::AtomicU64,
     flow_idle: Duration,
     ticks: Mutex<TickState>,
 }
@@ -79,6 +81,7 @@ impl Engine {
             peers: Peers::default(),
             handshakes: Mutex::new(HandshakeLimiter::new(PER_SOURCE_LOAD)),
             drops: Drops::default(),
+            handshakes_received: std::sync::atomic::AtomicU64::new(0),
             flow_idle,
             ticks: Mutex::new(TickState {
                 last_timers: None,
@@ -170,6 +173,7 @@ impl Engine {
             )));
             peer.live.store(true, Ordering::Release);
         }
+        self.handshakes_received.fetch_add(1, Ordering::Relaxed);
         self.decapsulate(now, peer, &mut st, from, datagram, scratch, out);
     }
 

@@ -131,7 +131,9 @@ impl Setup {
 #[test]
 fn granted_flow_goes_through_and_its_reply_comes_back() {
     let mut s = setup();
+    assert_eq!(s.engine.handshakes_received.load(Ordering::Relaxed), 0);
     s.handshake();
+    assert_eq!(s.engine.handshakes_received.load(Ordering::Relaxed), 1);
     let syn = build::tcp(LAPTOP, PAIE, 40000, 443, 0x02);
     let out = s.send_ip(&syn);
     assert_eq!(out.tun, vec![syn.clone()]);

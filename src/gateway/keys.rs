@@ -1,7 +1,7 @@
 //! Secret key files (the gateway's WireGuard key, the audit signing key): base64 as `wg genkey` writes it, mode 0600, refused if others can read it.
 
 use std::io::Write as _;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -14,11 +14,8 @@ pub enum KeyError {
          create it with `sesame keygen --out {path}`"
     )]
     Missing { path: PathBuf },
-    #[error(
-        "la clé privée {path} est lisible par d'autres (mode {mode:o}) : exécutez `chmod 600 {path}` / \
-         private key file {path} is readable by group or others (mode {mode:o}): run `chmod 600 {path}`"
-    )]
-    TooOpen { path: PathBuf, mode: u32 },
+    #[error(transparent)]
+    TooOpen(crate::secret_file::SecretFileError),
     #[error("cannot read private key file {path}: {source}")]
     Read {
         path: PathBuf,
@@ -42,7 +39,7 @@ pub enum KeyError {
 
 /// Reads the private key; refuses a missing file or one that group or others may read.
 pub fn load_private_key(path: &Path) -> Result<StaticSecret, KeyError> {
-    read_secret_file(path).map(StaticSecret::from)
+    read_secret_file(path, "gateway.private_key_file").map(StaticSecret::from)
 }
 
 /// Writes a new random key with mode 0600 (never overwriting); returns the public key.
@@ -53,28 +50,16 @@ pub fn write_new_key(path: &Path) -> Result<[u8; 32], KeyError> {
 }
 
 /// Reads a 32-byte secret written in base64 (a gateway key, the audit signing key); refuses a
-/// missing file or one that group or others may read.
-pub fn read_secret_file(path: &Path) -> Result<[u8; 32], KeyError> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+/// missing file or one that group or others may read (`what` names it: its config key).
+pub fn read_secret_file(path: &Path, what: &'static str) -> Result<[u8; 32], KeyError> {
+    match crate::secret_file::check(path, what) {
+        Ok(()) => {}
+        Err(e) if e.is_missing() => {
             return Err(KeyError::Missing {
                 path: path.to_path_buf(),
             })
         }
-        Err(source) => {
-            return Err(KeyError::Read {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
-    };
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(KeyError::TooOpen {
-            path: path.to_path_buf(),
-            mode,
-        });
+        Err(e) => return Err(KeyError::TooOpen(e)),
     }
     let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
         path: path.to_path_buf(),
@@ -123,7 +108,7 @@ pub fn encode(key: &[u8; 32]) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 
     #[test]
     fn written_key_is_0600_and_loads_back() {
@@ -155,7 +140,10 @@ mod tests {
             msg.contains(&format!("chmod 600 {}", path.display())),
             "{msg}"
         );
-        assert!(matches!(e, KeyError::TooOpen { mode: 0o640, .. }));
+        assert!(matches!(
+            e,
+            KeyError::TooOpen(crate::secret_file::SecretFileError::TooOpen { mode: 0o640, .. })
+        ));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod ratelimit;
 pub mod stats;
 pub mod table;
 mod tun;
+pub mod uapi;
 mod worker;
 
 use crate::fastpath::udp;
@@ -200,6 +201,13 @@ impl GatewayHandle {
 
     pub fn peer_stats(&self) -> Vec<PeerStats> {
         self.engine.peer_stats()
+    }
+
+    /// Handshake initiations received from configured peers since start.
+    pub fn handshakes_received(&self) -> u64 {
+        self.engine
+            .handshakes_received
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn drop_counters(&self) -> DropCounters {

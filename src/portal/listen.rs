@@ -20,11 +20,23 @@ pub struct TlsFiles {
 
 /// Binds `addr` (before anything else starts, so a busy port is reported at once).
 pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
-    let l = std::net::TcpListener::bind(addr)
-        .with_context(|| format!("cannot listen on portal.listen {addr}"))?;
+    let l = std::net::TcpListener::bind(addr).map_err(|e| {
+        let hint = privileged_port_hint(addr, &e);
+        anyhow::Error::new(e).context(format!("cannot listen on portal.listen {addr}{hint}"))
+    })?;
     l.set_nonblocking(true)
         .context("portal listener: non-blocking mode")?;
     Ok(l)
+}
+
+/// What to do when a port below 1024 is refused: the service runs without root and gets
+/// CAP_NET_BIND_SERVICE only when asked (empty for any other error).
+pub fn privileged_port_hint(addr: SocketAddr, e: &std::io::Error) -> &'static str {
+    if addr.port() < 1024 && e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (a port below 1024 needs CAP_NET_BIND_SERVICE: add it to the unit with `systemctl edit sesame`, see docs/install.md)"
+    } else {
+        ""
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` completes; HTTPS when `tls` is given.
@@ -71,5 +83,21 @@ pub async fn serve(
                 .await
                 .context("portal server")
         }
+    }
+}
+
+#[cfg(test)]
+mod privileged_port_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refused_low_port_gets_the_capability_hint() {
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let in_use = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let low: SocketAddr = "0.0.0.0:443".parse().expect("addr");
+        let high: SocketAddr = "0.0.0.0:8443".parse().expect("addr");
+        assert!(privileged_port_hint(low, &denied).contains("CAP_NET_BIND_SERVICE"));
+        assert_eq!(privileged_port_hint(low, &in_use), "");
+        assert_eq!(privileged_port_hint(high, &denied), "");
     }
 }

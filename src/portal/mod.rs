@@ -4,7 +4,8 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod listen;
-pub mod metrics;
+/// The portal counts into the process-wide metrics (served on their own listener).
+pub use crate::metrics;
 pub mod ratelimit;
 pub mod routes;
 pub mod session;

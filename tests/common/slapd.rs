@@ -228,11 +228,15 @@ impl Slapd {
         self.dir.path()
     }
 
-    /// A file holding the service account's password (with a trailing newline, like `echo`).
+    /// A file holding the service account's password (with a trailing newline, like `echo`),
+    /// mode 0600 as Sesame requires of secret files.
     pub fn password_file(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
         let path = self.dir.path().join("sesame-ldap.password");
         if !path.exists() {
             fs::write(&path, format!("{SERVICE_PASSWORD}\n")).expect("write password file");
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                .expect("chmod password file");
         }
         path
     }
@@ -401,7 +405,7 @@ impl Slapd {
 
     // ---- what slapd saw -----------------------------------------------------------------------
 
-    fn log_path(&self) -> PathBuf {
+    pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("slapd.log")
     }
 

@@ -8,7 +8,6 @@ pub mod device;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -41,8 +40,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
         audit::events,
         audit::verify,
         healthz,
-        readyz,
-        metrics
+        readyz
     ),
     components(schemas(crate::api::ErrorBody, crate::api::ErrorDetail)),
     modifiers(&SecuritySchemes)
@@ -88,7 +86,6 @@ pub fn router(state: SharedState) -> Router {
         .nest(crate::api::API_PREFIX, api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -139,21 +136,6 @@ pub async fn readyz(State(state): State<SharedState>) -> Result<&'static str, Ap
         Ok(Err(e)) => Err(ApiError::DatabaseUnavailable(e.to_string())),
         Err(_) => Err(ApiError::DatabaseUnavailable("timed out".into())),
     }
-}
-
-/// `GET /metrics`: Prometheus text.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, body = String)))]
-pub async fn metrics(State(state): State<SharedState>) -> Response {
-    let body = state.metrics.render(&state.control.gateway_stats());
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -223,10 +223,13 @@ async fn openapi_documents_routes_and_security_schemes() {
         "/api/v1/audit/verify",
         "/healthz",
         "/readyz",
-        "/metrics",
     ] {
         assert!(v["paths"].get(p).is_some(), "{p} missing");
     }
+    assert!(
+        v["paths"].get("/metrics").is_none(),
+        "metrics have their own listener"
+    );
     assert!(v["components"]["securitySchemes"]["device_token"].is_object());
     assert!(v["components"]["securitySchemes"]["session"].is_object());
 }

@@ -1,0 +1,614 @@
+//! Production shape of `sesame serve`: run as an unprivileged user holding only CAP_NET_ADMIN
+//! (setpriv, as the systemd unit does), JSON logs; a laptop enrols and reaches payroll; stock
+//! `wg show` reads the gateway through its API socket (and `wg set` is refused); metrics move;
+//! SIGHUP grants a new resource with no ping lost, a broken file changes nothing; the logs of
+//! every server hold no secret. Needs root (CI runs as root).
+#![allow(clippy::unwrap_used)]
+
+mod common {
+    pub mod curl;
+    pub mod netns;
+    pub mod slapd;
+    pub mod wg;
+}
+mod agent_common;
+
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::netns::{link, unique, wait_for, Netns, Proc};
+use common::slapd::{password_of, Slapd};
+use common::wg::WgPeer;
+use serde_json::{json, Value};
+
+const GW_PORT: u16 = 51820;
+const PORTAL: &str = "http://127.0.0.1:8080";
+const METRICS: &str = "http://127.0.0.1:9108/metrics";
+const PAIE: &str = "198.18.10.10";
+const RH: &str = "198.18.20.10";
+const APP_PORT: u16 = 8443;
+/// The unprivileged account the server runs as (what the package's `sesame` user stands for).
+const UID: u32 = 65534;
+const PAIE_GROUP: &str = "cn=gestionnaires-paie,ou=groups,dc=academie,dc=test";
+
+/// One portal call from this thread's namespace: (status, JSON body or Null).
+fn api(method: &str, path: &str, body: Option<&Value>, jar: Option<&Path>) -> (u16, Value) {
+    common::curl::api(&format!("{PORTAL}{path}"), method, body, jar, None)
+}
+
+/// A metrics scrape, parsed by a Prometheus text-format parser.
+fn scrape() -> prometheus_parse::Scrape {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "10", METRICS])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("sesame_"), "no metrics: {text:?}");
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
+}
+
+/// The value of a sample (counter, gauge or untyped) with these labels; 0 when absent.
+fn sample(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name)
+        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("{name} is not a single value"),
+        })
+        .next()
+        .unwrap_or(0.0)
+}
+
+fn chown(path: &Path, mode: u32) {
+    std::os::unix::fs::chown(path, Some(UID), Some(UID)).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `ping -c COUNT -i INTERVAL` from the laptop, in the background: (sent, received) at the end.
+struct SteadyPing(std::process::Child);
+
+impl SteadyPing {
+    fn start(ns: &Netns, ip: &str, count: u32) -> SteadyPing {
+        let child = ns
+            .command("ping")
+            .args([
+                "-n",
+                "-q",
+                "-i",
+                "0.05",
+                "-W",
+                "2",
+                "-c",
+                &count.to_string(),
+                ip,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        SteadyPing(child)
+    }
+
+    fn finish(self) -> (u32, u32) {
+        let out = self.0.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("no ping summary: {text}"));
+        let num = |word: &str| -> u32 {
+            let before = line.split(word).next().unwrap();
+            before
+                .rsplit(|c: char| c == ',' || c.is_whitespace())
+                .find(|s| !s.is_empty())
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        (num(" packets transmitted"), num(" received"))
+    }
+}
+
+fn config_text(dir: &Path, tun: &str, directory: &str, extra: &str) -> String {
+    format!(
+        r#"
+[portal]
+listen = "127.0.0.1:8080"
+public_url = "{PORTAL}"
+
+[gateway]
+listen = "0.0.0.0:{GW_PORT}"
+endpoint = "198.18.1.1:{GW_PORT}"
+interface = "{tun}"
+tunnel_network = "100.64.0.0/24"
+private_key_file = "{key}"
+threads = 1
+
+[database]
+url = "sqlite://{db}"
+
+{directory}
+
+[roles]
+vpn_users = ["cn=personnels-administratifs,ou=groups,dc=academie,dc=test"]
+it_staff = ["cn=dsi,ou=groups,dc=academie,dc=test"]
+
+[log]
+format = "json"
+{extra}
+[[resource]]
+name = "paie"
+allow = ["{PAIE}/32 tcp:{APP_PORT}", "{PAIE}/32 icmp"]
+
+[[grant]]
+group = "{PAIE_GROUP}"
+resources = ["paie"]
+"#,
+        key = dir.join("gateway.key").display(),
+        db = dir.join("sesame.db").display(),
+    )
+}
+
+/// The extra sections of the reload: RH becomes a resource granted to payroll, logs go debug.
+fn grant_rh() -> String {
+    format!(
+        "level = \"debug\"\n\n[[resource]]\nname = \"rh\"\nallow = [\"{RH}/32 tcp:{APP_PORT}\", \"{RH}/32 icmp\"]\n\n[[grant]]\ngroup = \"{PAIE_GROUP}\"\nresources = [\"rh\"]\n"
+    )
+}
+
+#[test]
+fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The server's user may cross the test's folder but owns only `state` and `run`.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let state = tmp.path().join("state");
+    let rundir = tmp.path().join("run");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::create_dir(&rundir).unwrap();
+    chown(&state, 0o750);
+    chown(&rundir, 0o755);
+
+    let gw = Netns::new("spg");
+    let laptop = Netns::new("spl");
+    let res = Netns::new("spr");
+    link(&gw, "198.18.1.1/30", &laptop, "198.18.1.2/30");
+    let (_, res_if) = link(&gw, "198.18.3.1/30", &res, "198.18.3.2/30");
+    res.ip(&["addr", "add", &format!("{PAIE}/32"), "dev", &res_if]);
+    res.ip(&["addr", "add", &format!("{RH}/32"), "dev", &res_if]);
+    res.ip(&["route", "add", "100.64.0.0/10", "via", "198.18.3.1"]);
+    gw.sysctl("net.ipv4.ip_forward", "1");
+    gw.ip(&["route", "add", &format!("{PAIE}/32"), "via", "198.18.3.2"]);
+    gw.ip(&["route", "add", &format!("{RH}/32"), "via", "198.18.3.2"]);
+    let res_log = tmp.path().join("listener.log");
+    let _listener = agent_common::tcp_listener(
+        &res,
+        tmp.path(),
+        &[&format!("{PAIE}:{APP_PORT}"), &format!("{RH}:{APP_PORT}")],
+    );
+
+    let _in_gw = agent_common::enter(&gw.name);
+    let slapd = Slapd::start();
+    // The service account's password, in a file only the server's user reads.
+    let service_password = std::fs::read_to_string(slapd.password_file()).unwrap();
+    let pw_file = state.join("ldap.password");
+    std::fs::write(&pw_file, &service_password).unwrap();
+    chown(&pw_file, 0o600);
+    let directory = slapd
+        .directory_toml()
+        .replace(
+            &slapd.password_file().display().to_string(),
+            &pw_file.display().to_string(),
+        )
+        .replace("sync_interval = \"60s\"", "sync_interval = \"2s\"");
+    assert!(directory.contains(pw_file.to_str().unwrap()));
+
+    let tun = unique("sp");
+    let config = state.join("sesame.toml");
+    std::fs::write(&config, config_text(&state, &tun, &directory, "")).unwrap();
+    chown(&config, 0o640);
+
+    // As the unit's ExecStartPre: the key is created by the server's user, 0600.
+    let setpriv = [
+        "setpriv",
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        "--no-new-privs",
+    ];
+    let sesame = env!("CARGO_BIN_EXE_sesame");
+    let key_path = state.join("gateway.key");
+    let out = Command::new(setpriv[0])
+        .args(&setpriv[1..])
+        .args([
+            sesame,
+            "keygen",
+            "--if-missing",
+            "--out",
+            key_path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gateway_public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let meta = std::fs::metadata(&key_path).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (UID, 0o600));
+    let gateway_private = std::fs::read_to_string(&key_path)
+        .unwrap()
+        .trim()
+        .to_string();
+
+    // `sesame serve` as systemd runs it: own /run/wireguard (RuntimeDirectory), the service
+    // user, CAP_NET_ADMIN alone (ambient, bounding set reduced), no new privileges. This
+    // machine's /dev/net/tun is 0600; Debian's udev makes it 0666: the server's private mount
+    // namespace gets a 0666 node of the same device, as on a Debian server.
+    let devdir = tmp.path().join("dev");
+    std::fs::create_dir(&devdir).unwrap();
+    let log = tmp.path().join("serve.log");
+    let logf = File::create(&log).unwrap();
+    let launch = format!(
+        "mount -t tmpfs none {dev} && mknod -m 0666 {dev}/tun c 10 200 && \
+         mount --bind {dev}/tun /dev/net/tun && \
+         mount --bind {run} /var/run/wireguard && exec ip netns exec {ns} {setpriv} \
+         --inh-caps=-all,+net_admin --ambient-caps=-all,+net_admin --bounding-set=-all,+net_admin \
+         -- {sesame} serve --config {config}",
+        run = rundir.display(),
+        dev = devdir.display(),
+        ns = gw.name,
+        setpriv = setpriv.join(" "),
+        config = config.display(),
+    );
+    let child = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            &launch,
+        ])
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone().unwrap())
+        .stderr(logf)
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let mut serve = Proc { child: Some(child) };
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_for(Duration::from_secs(60), || api(
+            "GET", "/readyz", None, None
+        )
+        .0 == 200),
+        "serve not ready; log:\n{}",
+        log_text()
+    );
+    // It runs as the service user with CAP_NET_ADMIN (bit 12) only.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(field("Uid:"), UID.to_string(), "{status}");
+    assert_eq!(field("CapEff:"), format!("{:016x}", 1u64 << 12), "{status}");
+    assert_eq!(field("CapBnd:"), format!("{:016x}", 1u64 << 12), "{status}");
+
+    let before = scrape();
+
+    // Enrol Marie's laptop (wireguard-go) and reach payroll, not HR.
+    let it_jar = tmp.path().join("it.cookies");
+    let tleroux = password_of("tleroux");
+    let mdupont = password_of("mdupont");
+    let (st, _) = api(
+        "POST",
+        "/api/v1/login",
+        Some(&json!({"username": "tleroux", "password": tleroux})),
+        Some(&it_jar),
+    );
+    assert_eq!(st, 200);
+    let (st, v) = api(
+        "POST",
+        "/api/v1/enrolment-codes",
+        Some(&json!({"username": "mdupont", "device_name": "portable-marie"})),
+        Some(&it_jar),
+    );
+    assert_eq!(st, 201, "{v}");
+    let code = v["code"].as_str().unwrap().to_string();
+    let wg = WgPeer::start(&laptop, "100.64.0.2/32", tmp.path());
+    let (st, cfg) = api(
+        "POST",
+        "/api/v1/enrol",
+        Some(
+            &json!({"code": code, "username": "mdupont", "password": mdupont,
+                     "public_key": wg.key.public, "hostname": "pc-marie"}),
+        ),
+        None,
+    );
+    assert_eq!(st, 201, "{cfg}");
+    let token = cfg["device_token"].as_str().unwrap().to_string();
+    wg.set_peer(
+        &laptop,
+        &gateway_public,
+        &format!("198.18.1.1:{GW_PORT}"),
+        &[&format!("{PAIE}/32"), &format!("{RH}/32")],
+        1,
+    );
+    assert!(
+        wait_for(Duration::from_secs(15), || laptop
+            .tcp_connects(PAIE, APP_PORT, 2)),
+        "payroll unreachable; log:\n{}",
+        log_text()
+    );
+    assert!(laptop.pings(PAIE, 3));
+    assert!(
+        !laptop.tcp_connects(RH, APP_PORT, 2),
+        "HR reachable without a grant"
+    );
+
+    // Stock `wg` through the API socket, from the server's mount namespace.
+    let sock = rundir.join(format!("{tun}.sock"));
+    let m = std::fs::metadata(&sock).unwrap();
+    assert_eq!(
+        (m.uid(), m.mode() & 0o777),
+        (UID, 0o600),
+        "API socket owner and mode"
+    );
+    let wg_gw = |args: &[&str]| {
+        Command::new("nsenter")
+            .args(["--target", &pid, "--mount", "--net", "wg"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = wg_gw(&["show", &tun, "dump"]);
+    assert!(
+        out.status.success(),
+        "wg show: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dump = String::from_utf8(out.stdout).unwrap();
+    let peer: Vec<&str> = dump
+        .lines()
+        .find(|l| l.starts_with(&wg.key.public))
+        .unwrap_or_else(|| panic!("enrolled peer missing from wg show: {dump}"))
+        .split('\t')
+        .collect();
+    assert_eq!(
+        peer[2],
+        "198.18.1.2:".to_string() + peer[2].rsplit(':').next().unwrap()
+    );
+    assert_eq!(peer[3], "100.64.0.2/32");
+    let handshake: u64 = peer[4].parse().unwrap();
+    let (rx, tx): (u64, u64) = (peer[5].parse().unwrap(), peer[6].parse().unwrap());
+    assert!(handshake > 1_700_000_000, "latest handshake {handshake}");
+    assert!(rx > 0 && tx > 0, "transfer rx {rx} tx {tx}");
+    let human = String::from_utf8(wg_gw(&["show", &tun]).stdout).unwrap();
+    assert!(
+        human.contains("latest handshake") && human.contains("transfer"),
+        "{human}"
+    );
+    let conf = String::from_utf8(wg_gw(&["showconf", &tun]).stdout).unwrap();
+    assert!(conf.contains(&wg.key.public), "{conf}");
+    assert!(
+        !conf.contains("PrivateKey"),
+        "showconf prints a private key: {conf}"
+    );
+    let out = wg_gw(&["set", &tun, "listen-port", "4242"]);
+    assert!(!out.status.success(), "wg set accepted");
+    eprintln!(
+        "wg set refused: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+
+    // Metrics moved with the journey.
+    let after = scrape();
+    let moved = |name: &str, labels: &[(&str, &str)]| {
+        (sample(&before, name, labels), sample(&after, name, labels))
+    };
+    let (a, b) = moved("sesame_enrolments_total", &[("outcome", "success")]);
+    assert_eq!((a, b), (0.0, 1.0));
+    let (a, b) = moved("sesame_logins_total", &[("outcome", "success")]);
+    assert_eq!((a, b), (0.0, 1.0));
+    let (a, b) = moved("sesame_gateway_rx_packets_total", &[]);
+    assert!(b > a, "rx packets {a} -> {b}");
+    let (a, b) = moved("sesame_gateway_tx_bytes_total", &[]);
+    assert!(b > a, "tx bytes {a} -> {b}");
+    assert_eq!(sample(&after, "sesame_gateway_peers_connected", &[]), 1.0);
+    assert!(sample(&after, "sesame_ldap_request_seconds_count", &[]) >= 2.0);
+    let (a, b) = moved("sesame_database_query_seconds_count", &[]);
+    assert!(b > a, "database reads {a} -> {b}");
+    assert!(
+        sample(
+            &after,
+            "sesame_directory_sync_last_success_timestamp_seconds",
+            &[]
+        ) > 0.0
+    );
+
+    // Reload granting HR while a steady ping flows to payroll: no reply lost.
+    assert!(
+        !log_text().contains("\"level\":\"DEBUG\""),
+        "debug before the reload"
+    );
+    let ping = SteadyPing::start(&laptop, PAIE, 100);
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::write(&config, config_text(&state, &tun, &directory, &grant_rh())).unwrap();
+    // SAFETY: kill(2) on our own child (the server, exec'd through sh and ip netns exec).
+    unsafe { libc::kill(pid.parse().unwrap(), libc::SIGHUP) };
+    assert!(
+        wait_for(Duration::from_secs(15), || laptop
+            .tcp_connects(RH, APP_PORT, 2)),
+        "HR still unreachable after the reload; log:\n{}",
+        log_text()
+    );
+    let (sent, received) = ping.finish();
+    eprintln!("reload under a steady ping: {sent} sent, {received} received");
+    assert_eq!(sent, received, "pings lost through the reload");
+    assert!(log_text().contains("configuration reloaded"));
+    assert!(
+        wait_for(Duration::from_secs(10), || log_text()
+            .contains("\"level\":\"DEBUG\"")),
+        "log level not reloaded"
+    );
+
+    // A broken file changes nothing and says where the error is.
+    std::fs::write(
+        &config,
+        config_text(&state, &tun, &directory, &grant_rh())
+            .replace("threads = 1", "threads = 1\nmtu = 99"),
+    )
+    .unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid.parse().unwrap(), libc::SIGHUP) };
+    assert!(
+        wait_for(Duration::from_secs(10), || log_text()
+            .contains("reload refused")),
+        "no error logged; log:\n{}",
+        log_text()
+    );
+    let refused = log_text()
+        .lines()
+        .find(|l| l.contains("reload refused"))
+        .unwrap()
+        .to_string();
+    assert!(
+        refused.contains(config.to_str().unwrap()) && refused.contains("gateway.mtu"),
+        "{refused}"
+    );
+    assert!(laptop.tcp_connects(RH, APP_PORT, 2) && laptop.tcp_connects(PAIE, APP_PORT, 2));
+    let m = scrape();
+    assert_eq!(
+        sample(&m, "sesame_config_reloads_total", &[("outcome", "success")]),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "sesame_config_reloads_total", &[("outcome", "failure")]),
+        1.0
+    );
+
+    // Both reloads are audited, the applied one with what changed (read with the fixed file).
+    std::fs::write(&config, config_text(&state, &tun, &directory, &grant_rh())).unwrap();
+    let out = Command::new(sesame)
+        .args([
+            "audit",
+            "export",
+            "--config",
+            config.to_str().unwrap(),
+            "--format",
+            "jsonl",
+        ])
+        .output()
+        .unwrap();
+    let export = String::from_utf8(out.stdout).unwrap();
+    let events: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &Value| e["action"] == "config.reloaded")
+        .collect();
+    assert_eq!(
+        events.len(),
+        2,
+        "{export}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(events[0]["outcome"], "success");
+    assert_eq!(events[0]["details"]["resources_added"], json!(["rh"]));
+    assert_eq!(events[0]["details"]["grants_changed"], json!([PAIE_GROUP]));
+    assert_eq!(events[1]["outcome"], "failure");
+
+    // Directory settings apply on reload too: a filter no entry matches refuses every login.
+    let login = || {
+        api(
+            "POST",
+            "/api/v1/login",
+            Some(&json!({"username": "tleroux", "password": tleroux})),
+            None,
+        )
+        .0
+    };
+    assert_eq!(login(), 200);
+    let narrowed = directory.replace(
+        "user_filter = \"(uid={username})\"",
+        "user_filter = \"(&(uid={username})(description=nobody-has-this))\"",
+    );
+    assert_ne!(narrowed, directory);
+    std::fs::write(&config, config_text(&state, &tun, &narrowed, &grant_rh())).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid.parse().unwrap(), libc::SIGHUP) };
+    assert!(
+        wait_for(Duration::from_secs(10), || login() == 401),
+        "the new user_filter was not applied; log:\n{}",
+        log_text()
+    );
+    // (The next sync passes use that filter too: Marie is no longer found and loses her device,
+    // as a deleted user would.)
+
+    // Clean stop: the API socket goes away.
+    let st = serve.signal_and_wait(libc::SIGTERM, Duration::from_secs(20));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "serve did not stop cleanly: {st:?}\n{}",
+        log_text()
+    );
+    assert!(!sock.exists(), "API socket left after shutdown");
+
+    // Every line is JSON, and no log of any server holds a secret.
+    for line in log_text().lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    let session = std::fs::read_to_string(&it_jar)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') || l.starts_with("#HttpOnly_"))
+        .filter_map(|l| l.split('\t').nth(6).map(str::to_string))
+        .find(|v| v.len() >= 16)
+        .expect("session cookie in the jar");
+    let secrets = [
+        ("IT password", tleroux.to_string()),
+        ("user password", mdupont.to_string()),
+        ("service password", service_password.trim().to_string()),
+        ("gateway private key", gateway_private),
+        ("laptop private key", wg.key.private.trim().to_string()),
+        ("device token", token),
+        ("enrolment code", code),
+        ("session cookie", session),
+    ];
+    let mut logs = vec![log.clone(), slapd.log_path(), res_log.clone()];
+    logs.push(tmp.path().join(format!("{}.log", wg.interface)));
+    for path in &logs {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        for (what, secret) in &secrets {
+            assert!(!secret.is_empty());
+            assert!(
+                !text.contains(secret.as_str()),
+                "{what} found in {}",
+                path.display()
+            );
+        }
+    }
+    drop(wg);
+}
