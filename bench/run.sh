@@ -208,6 +208,22 @@ pair notun
 inl ip route del 198.18.2.0/24 via 198.18.0.1
 inr ip route del 198.18.0.0/24 via 198.18.2.1
 
+# ---- flow auditing on vs off (engine in process, same run) --------------------------------------
+log "flow auditing cost"
+case $MODE in
+  full) FA_ARGS="--rounds 10 --pool 100000" ;; quick) FA_ARGS="--rounds 4 --pool 50000" ;; smoke) FA_ARGS="--rounds 2 --pool 5000" ;;
+esac
+for pct in 0 10; do
+  # shellcheck disable=SC2086
+  "$BIN/flowaudit" $FA_ARGS --peers 100 --denied-pct "$pct" | sed "s/^RESULT \([a-z_0-9]*\)/RESULT \1_d$pct/" | tee "$WORK/flowaudit_$pct.out" >&2 \
+    || log "flowaudit with $pct % denied failed"
+  for size in 1420 128; do
+    for k in off_pps on_pps cost_pct; do
+      R[fa_${size}_d${pct}_$k]=$(result_of "flow_audit_${size}_${k}_d$pct" "$WORK/flowaudit_$pct.out")
+    done
+  done
+done
+
 # ---- wireguard-go ↔ wireguard-go ----------------------------------------------------------------
 log "wireguard-go pair"
 export WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 LOG_LEVEL=error
@@ -370,6 +386,14 @@ best() { max "$(max "$(v wggo_p$1)" "$(v bt4_p$1)")" "$(v bt1_p$1)"; }
   for n in $PEER_COUNTS; do echo "Gateway drop counters (cumulative) after forwarding with $n peer(s): $(v fwd_${n}_drops)."; echo; done
   echo "Gateway drop counters (cumulative) after the handshake test: $(v hs_drops). Raw boringtun initiator (what the load generator pays per initiation): $(v raw_initiation_per_s)/s."
   echo
+  echo "## Flow auditing cost (engine in process, \`flowaudit\`; goal < 5 %)"
+  echo
+  echo "| packets | denied share | packets/s, auditing off | packets/s, auditing on | cost (%) |"
+  echo "|---|---|---|---|---|"
+  for pct in 0 10; do for size in 1420 128; do
+    echo "| $size bytes, 100 peers | $pct % | $(v fa_${size}_d${pct}_off_pps) | $(v fa_${size}_d${pct}_on_pps) | $(v fa_${size}_d${pct}_cost_pct) |"
+  done; done
+  echo
   echo "## $BIG enrolled peers (in-process gateway, \`peers10k\`)"
   echo
   echo "| measurement | sesame | goal |"
@@ -396,6 +420,7 @@ best() { max "$(max "$(v wggo_p$1)" "$(v bt4_p$1)")" "$(v bt1_p$1)"; }
   echo "- Pair: iperf3 client in the laptop ns, server in the resource ns; received bit rate, median of the repetitions. Sesame's laptop side is \`sesame-agent up\` (its daemon: the shared fast path, TUN and UDP offloads), the gateway \`sesame gateway\` with one worker per core. No tunnel: the same namespaces and veths, routed. CPU s per GB: user + system time of both tunnel processes (/proc/PID/stat) over the bytes iperf3 received, all repetitions; kernel work done in softirq outside those processes is not counted."
   echo "- Forwarding: \`loadgen blast\` handshakes N peers with the gateway (one source address each), pre-encrypts 1420-byte UDP packets, sends them with sendmmsg as fast as it can, bounded by the pool and time; packets counted at the resource ns veth (dropped there by a blackhole route). Rate = delivered / time until the counter stops moving. The load generator shares the 2 cores (and the veth receive work runs in its context)."
   echo "- Handshakes: \`loadgen handshake\` first has each of the $HS_PEERS peers (on $HS_SOURCES source addresses: the gateway limits each source to 20/s) collect a cookie, then builds its initiations (with MAC2) before the clock starts, then sends them with at most 256 in flight and counts responses per second; so the client's crypto is outside the timed part (but the client still shares the 2 cores). The raw limit is boringtun's \`Tunn\` answering pre-built initiations on one core."
+  echo "- Flow auditing: \`flowaudit\` drives two engines in process (one with flow and session records on, one off) with the same pre-encrypted packets from 100 boringtun laptops, alternating rounds, and reports the median packets/s of each (rounds timed in thread CPU time: time descheduled on a busy machine is not counted); a window flush ends every round (records drained by a consumer thread). No socket or TUN I/O, which costs the same in both modes: the cost in end-to-end forwarding is smaller than this."
   echo "- Audit inserts: \`audit_insert\` appends $AUDIT_EVENTS flow.allowed-sized events with \`Store::append_audit_batch\` in batches of $AUDIT_BATCH (as the audit writer does: one writer transaction per batch, chained and hashed), on a fresh SQLite file (WAL, synchronous=FULL) and on a throwaway PostgreSQL cluster (fsync off, as the tests run it); then the same rows as plain INSERTs into a trigger-free table of the same shape (one row per statement, then 100 rows per statement), one transaction per batch: the database's own limits in the same run. The chain is verified after the run."
   echo "- $BIG peers: \`peers10k\` runs the gateway library in process: RSS with 0 then $BIG peers (idle), then after $(( BIG / 10 )) of them handshake and send (active); then times \`set_peers\` with $BIG + 1 peers while $(( BIG / 10 )) peers send 20,000 packets/s to a UDP sink that marks sequence numbers; losses within 100 ms of the call are reported."
 } > "$REPORT"

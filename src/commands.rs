@@ -85,8 +85,10 @@ fn load_server_config(path: &Path) -> anyhow::Result<Config> {
 /// `sesame gateway`: the data plane alone with static peers, until SIGINT/SIGTERM.
 /// SIGUSR1 logs the counters; SIGHUP re-reads the static peers, resources and log level.
 pub fn gateway(path: &Path) -> anyhow::Result<ExitCode> {
+    use crate::control::flow_audit::{Destination, FlowAudit};
+    use crate::gateway::flowlog::DEFAULT_QUEUE;
     use crate::gateway::uapi::UapiServer;
-    use crate::gateway::{format_drops, keys, static_peers, Gateway};
+    use crate::gateway::{format_drops, keys, static_peers, FlowLog, Gateway};
     use std::sync::Arc;
     use tokio::signal::unix::{signal, SignalKind};
 
@@ -97,8 +99,20 @@ pub fn gateway(path: &Path) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the signal handler runtime")?;
     let metrics_listener = runtime.block_on(crate::metrics::bind(config.metrics.listen))?;
-    let gateway = Gateway::start(&config.gateway, key)?;
+    let (flow_log, flow_rx) = FlowLog::new(config.audit.flow_window, DEFAULT_QUEUE);
+    let gateway = Gateway::start_audited(&config.gateway, key, Some(Arc::clone(&flow_log)))?;
     let handle = gateway.handle();
+    // No database here: flow and session records become structured log lines.
+    let (finish_tx, finish_rx) = tokio::sync::watch::channel(false);
+    // The policy as of the last reload: the resource names of the rules flows matched.
+    let live_policy = Arc::new(arc_swap::ArcSwap::from_pointee(config.policy.clone()));
+    let flow_audit = runtime.spawn(
+        FlowAudit::new(flow_log, flow_rx, {
+            let live_policy = Arc::clone(&live_policy);
+            Box::new(move || live_policy.load_full())
+        })
+        .run(Destination::Log, finish_rx),
+    );
     handle.set_peers(static_peers(&config));
     let uapi = UapiServer::start(
         handle.clone(),
@@ -142,6 +156,7 @@ pub fn gateway(path: &Path) -> anyhow::Result<ExitCode> {
                 _ = usr1.recv() => log_stats(),
                 _ = hup.recv() => match crate::control::reload::reread(&config) {
                     Ok((live, changes)) => {
+                        live_policy.store(Arc::new(live.policy.clone()));
                         handle.set_peers(static_peers(&live));
                         crate::telemetry::set_level(live.log.level);
                         crate::control::reload::log_changes(&changes);
@@ -164,6 +179,8 @@ pub fn gateway(path: &Path) -> anyhow::Result<ExitCode> {
         uapi.stop();
     }
     gateway.shutdown();
+    let _ = finish_tx.send(true);
+    let _ = runtime.block_on(flow_audit);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -190,10 +190,19 @@ impl Rule {
     }
 }
 
+/// Index of a resource in its [`Policy`] ([`Policy::resource_name`]); lets the data plane say
+/// which resource a packet matched without strings on the hot path.
+pub type ResourceId = u32;
+/// The [`ResourceId`] of a rule that belongs to no named resource.
+pub const NO_RESOURCE: ResourceId = ResourceId::MAX;
+
 /// The compiled rules of one device: the union of its granted resources. Default deny.
+/// Each rule remembers the resource it came from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    /// Parallel to `rules`: the resource each rule came from.
+    origins: Vec<ResourceId>,
 }
 
 impl RuleSet {
@@ -202,11 +211,16 @@ impl RuleSet {
         Self::default()
     }
 
+    /// Rules of no named resource (static tests, tools).
     pub fn new(rules: impl IntoIterator<Item = Rule>) -> Self {
-        let set: BTreeSet<Rule> = rules.into_iter().collect();
-        RuleSet {
-            rules: set.into_iter().collect(),
-        }
+        Self::with_origins(rules.into_iter().map(|r| (r, NO_RESOURCE)))
+    }
+
+    /// Rules tagged with the resource each one came from (duplicates removed).
+    pub fn with_origins(rules: impl IntoIterator<Item = (Rule, ResourceId)>) -> Self {
+        let set: BTreeSet<(Rule, ResourceId)> = rules.into_iter().collect();
+        let (rules, origins) = set.into_iter().unzip();
+        RuleSet { rules, origins }
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -220,7 +234,18 @@ impl RuleSet {
     /// Whether a new flow to `dst` (protocol `ip_proto`, destination port `dport`) is allowed.
     #[inline]
     pub fn allows(&self, dst: IpAddr, ip_proto: u8, dport: u16) -> bool {
-        self.rules.iter().any(|r| r.allows(dst, ip_proto, dport))
+        self.matching(dst, ip_proto, dport).is_some()
+    }
+
+    /// The resource of the first rule allowing this flow (`Some(NO_RESOURCE)` for an untagged
+    /// rule), `None` when denied.
+    #[inline]
+    pub fn matching(&self, dst: IpAddr, ip_proto: u8, dport: u16) -> Option<ResourceId> {
+        let i = self
+            .rules
+            .iter()
+            .position(|r| r.allows(dst, ip_proto, dport))?;
+        Some(self.origins.get(i).copied().unwrap_or(NO_RESOURCE))
     }
 
     /// The destination networks, deduplicated: what the device routes into the tunnel.
@@ -303,12 +328,24 @@ impl Policy {
 
     /// The compiled rule set for a set of resource names (unknown names grant nothing).
     pub fn rules_for_resources<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> RuleSet {
-        RuleSet::new(
+        RuleSet::with_origins(
             names
                 .into_iter()
-                .filter_map(|n| self.resources.get(n))
-                .flat_map(|r| r.rules.iter().cloned()),
+                .filter_map(|n| Some((self.resource_id(n)?, self.resources.get(n)?)))
+                .flat_map(|(id, r)| r.rules.iter().map(move |rule| (rule.clone(), id))),
         )
+    }
+
+    /// The index of resource `name` (its rank in name order), used by compiled rules.
+    pub fn resource_id(&self, name: &str) -> Option<ResourceId> {
+        let rank = self.resources.keys().position(|k| k == name)?;
+        ResourceId::try_from(rank).ok()
+    }
+
+    /// The name of the resource with index `id` (see [`Policy::resource_id`]).
+    pub fn resource_name(&self, id: ResourceId) -> Option<&str> {
+        let i = usize::try_from(id).ok()?;
+        self.resources.keys().nth(i).map(String::as_str)
     }
 }
 
@@ -440,6 +477,42 @@ mod tests {
         assert!(p.resources_for_groups(["cn=other"]).is_empty());
         let set = p.rules_for_resources(["paie", "rh"]);
         assert_eq!(set.rules().len(), 2);
+    }
+
+    #[test]
+    fn a_compiled_rule_says_which_resource_it_came_from() {
+        let res = |name: &str, r: &[&str]| Resource {
+            name: name.into(),
+            site: "rectorat".into(),
+            description: String::new(),
+            rules: r.iter().map(|r| rule(r)).collect(),
+        };
+        let p = Policy::new([
+            res("rh", &["198.18.20.10/32 tcp:443"]),
+            res("paie", &["198.18.10.10/32 tcp:443", "198.18.10.0/28 icmp"]),
+        ]);
+        let (paie, rh) = (
+            p.resource_id("paie").expect("id"),
+            p.resource_id("rh").expect("id"),
+        );
+        assert_ne!(paie, rh);
+        assert_eq!(p.resource_name(paie), Some("paie"));
+        assert_eq!(p.resource_name(rh), Some("rh"));
+        assert_eq!(p.resource_id("nope"), None);
+        assert_eq!(p.resource_name(99), None);
+        let set = p.rules_for_resources(["paie", "rh"]);
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(set.matching(ip("198.18.10.3"), IPPROTO_ICMP, 0), Some(paie));
+        assert_eq!(
+            set.matching(ip("198.18.10.10"), IPPROTO_TCP, 443),
+            Some(paie)
+        );
+        assert_eq!(set.matching(ip("198.18.20.10"), IPPROTO_TCP, 443), Some(rh));
+        assert_eq!(set.matching(ip("198.18.20.10"), IPPROTO_TCP, 22), None);
+        assert_eq!(
+            RuleSet::new([rule("198.18.10.10/32")]).matching(ip("198.18.10.10"), IPPROTO_UDP, 53),
+            Some(NO_RESOURCE)
+        );
     }
 
     /// A generated rule: (network base, prefix length, protocol 0..=3, port ranges).

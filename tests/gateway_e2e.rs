@@ -160,6 +160,9 @@ private_key_file = "{key}"
 threads = 2
 flow_idle_timeout = "60s"
 
+[audit]
+flow_window = "1s"
+
 [[resource]]
 name = "paie"
 allow = ["{PAIE}/32 tcp:{APP_PORT}", "{PAIE}/32 icmp"]
@@ -305,6 +308,21 @@ fn granted_traffic_passes_and_everything_else_is_dropped() {
     // The real address still works.
     assert!(t.l1.tcp_connects(PAIE, APP_PORT, 2));
 
+    // Without a database, sessions and flows are audit log lines (windows of 1 s).
+    let want = [
+        "\"reason\":\"no_grant\"",
+        "\"reason\":\"spoofed_source\"",
+        "\"reason\":\"unsolicited_inbound\"",
+        "\"resource\":\"paie\"",
+        "tunnel.session_started",
+    ];
+    let logged = wait_for(Duration::from_secs(10), || {
+        let log = t.log_text();
+        want.iter().all(|w| log.contains(w))
+    });
+    assert!(logged, "audit lines missing; log:\n{}", t.log_text());
+    assert!(t.log_text().contains("peer:laptop1"));
+
     // Per-peer counters are reported too.
     let _ = t.drop_count("malformed");
     let log = t.log_text();
@@ -328,6 +346,9 @@ fn gateway_restart_and_laptops_reconnect_on_their_own() {
         .signal_and_wait(libc::SIGTERM, Duration::from_secs(10))
         .expect("gateway did not stop on SIGTERM");
     assert!(status.success(), "exit status {status}");
+    // Open sessions were closed and written before the exit.
+    let log = t.log_text();
+    assert!(log.contains("\"reason\":\"gateway_stopped\""), "{log}");
     assert!(!t.gw.exec("ip", &["link", "show", TUN]).status.success());
     assert!(!t.l1.tcp_connects(PAIE, APP_PORT, 2));
 

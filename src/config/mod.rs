@@ -131,6 +131,8 @@ pub struct RolesConfig {
 pub struct AuditConfig {
     /// Events older than this are purged daily; zero keeps everything.
     pub retention: Duration,
+    /// Aggregation window of `flow.allowed` / `flow.denied` records (1 s to 1 h).
+    pub flow_window: Duration,
     /// The Ed25519 key that signs checkpoints (0600, outside the database).
     pub signing_key_file: PathBuf,
     /// Signed chain heads, one JSON line each, append-only (outside the database).

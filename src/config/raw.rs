@@ -138,6 +138,7 @@ pub(super) struct RawRoles {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAudit {
     pub(super) retention: String,
+    pub(super) flow_window: String,
     /// Default: `audit.key` beside `[gateway] private_key_file` (the service's state folder).
     pub(super) signing_key_file: Option<PathBuf>,
     /// Default: `audit-checkpoints.jsonl` beside `[gateway] private_key_file`.
@@ -149,6 +150,7 @@ impl Default for RawAudit {
     fn default() -> Self {
         RawAudit {
             retention: "400d".into(),
+            flow_window: "60s".into(),
             signing_key_file: None,
             checkpoint_file: None,
             checkpoint_interval: "1h".into(),

@@ -21,6 +21,7 @@ fn defaults_apply_to_an_empty_file() {
     assert_eq!(c.gateway.address, Ipv4Addr::new(100, 64, 0, 1));
     assert_eq!(c.gateway.mtu, 1420);
     assert_eq!(c.audit.retention, Duration::from_secs(400 * 86_400));
+    assert_eq!(c.audit.flow_window, Duration::from_secs(60));
     assert!(c.directory.is_none());
 }
 
@@ -58,6 +59,19 @@ resources = ["paie"]
         .policy
         .rules_for_resources(c.peers[0].resources.iter().map(String::as_str));
     assert_eq!(rules.rules().len(), 2);
+}
+
+#[test]
+fn flow_window_is_read_and_bounded() {
+    let c = parse("[audit]\nflow_window = \"1s\"\n").expect("valid");
+    assert_eq!(c.audit.flow_window, Duration::from_secs(1));
+    for bad in ["\"0s\"", "\"2h\"", "\"soon\""] {
+        let e = err(&format!(
+            "[audit]\nretention = \"1d\"\nflow_window = {bad}\n"
+        ));
+        assert_eq!(e.key, "audit.flow_window", "{e}");
+        assert_eq!(e.line, Some(3), "{e}");
+    }
 }
 
 #[test]

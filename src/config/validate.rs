@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
@@ -242,6 +243,17 @@ pub(super) fn validate(
                 |p| resolve(base, p),
             ),
             checkpoint_interval,
+            flow_window: {
+                let path = [key("audit"), key("flow_window")];
+                let w = duration(&path, &a.flow_window)?;
+                if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&w) {
+                    return Err(loc.error(
+                        &path,
+                        "must be between 1s and 1h (flows are aggregated over this window)",
+                    ));
+                }
+                w
+            },
         }
     };
 

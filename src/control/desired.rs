@@ -17,6 +17,42 @@ pub struct DesiredPeer {
     pub persistent_keepalive: Option<u16>,
 }
 
+/// Who a gateway peer is, read back from its label (`device:ID:USER`, `static:NAME`, or a
+/// static peer's bare name as `sesame gateway` labels them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerIdentity {
+    Device { id: i64, username: String },
+    Static { name: String },
+}
+
+impl PeerIdentity {
+    /// The label the control plane gives this peer.
+    pub fn label(&self) -> String {
+        match self {
+            PeerIdentity::Device { id, username } => format!("device:{id}:{username}"),
+            PeerIdentity::Static { name } => format!("static:{name}"),
+        }
+    }
+
+    pub fn parse(label: &str) -> PeerIdentity {
+        if let Some((id, username)) = label
+            .strip_prefix("device:")
+            .and_then(|rest| rest.split_once(':'))
+        {
+            if let Ok(id) = id.parse() {
+                return PeerIdentity::Device {
+                    id,
+                    username: username.to_string(),
+                };
+            }
+        }
+        let name = label.strip_prefix("static:").unwrap_or(label);
+        PeerIdentity::Static {
+            name: name.to_string(),
+        }
+    }
+}
+
 /// An active enrolled device and the groups its user had at the last login, enrolment or sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActiveDevice {
@@ -53,7 +89,10 @@ pub fn desired_peers(
             public_key: p.public_key,
             address: p.address,
             rules: policy.rules_for_resources(p.resources.iter().map(String::as_str)),
-            label: format!("static:{}", p.name),
+            label: PeerIdentity::Static {
+                name: p.name.clone(),
+            }
+            .label(),
             persistent_keepalive: p.persistent_keepalive,
         });
     }
@@ -66,7 +105,11 @@ pub fn desired_peers(
             public_key: d.public_key,
             address: d.address,
             rules: policy.rules_for_resources(names.iter().map(String::as_str)),
-            label: format!("device:{}:{}", d.id, d.username),
+            label: PeerIdentity::Device {
+                id: d.id,
+                username: d.username.clone(),
+            }
+            .label(),
             persistent_keepalive: None,
         });
     }
@@ -142,6 +185,33 @@ mod tests {
         assert_eq!(peers.len(), 1);
         assert_eq!(peers[0].label, "device:2:u2");
         assert!(peers[0].rules.is_empty());
+    }
+
+    #[test]
+    fn labels_say_who_a_peer_is() {
+        for who in [
+            PeerIdentity::Device {
+                id: 42,
+                username: "jean:dupont".into(),
+            },
+            PeerIdentity::Static {
+                name: "supervision".into(),
+            },
+        ] {
+            assert_eq!(PeerIdentity::parse(&who.label()), who);
+        }
+        assert_eq!(
+            PeerIdentity::parse("supervision"),
+            PeerIdentity::Static {
+                name: "supervision".into()
+            }
+        );
+        assert_eq!(
+            PeerIdentity::parse("device:x:y"),
+            PeerIdentity::Static {
+                name: "device:x:y".into()
+            }
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Publishing the desired peer set: on demand (enrolment, rotation, revocation), on wake-ups and
 //! periodically; fail-static when the database cannot be read.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +9,10 @@ use std::time::Duration;
 use tokio::sync::{watch, Mutex, Notify};
 
 use crate::config::Config;
+use crate::gateway::EndReason;
 use crate::store::{Device, DeviceStatus, DevicesVersion, Store, StoreError};
 
-use super::desired::{desired_peers, ActiveDevice, DesiredPeer};
+use super::desired::{desired_peers, ActiveDevice, DesiredPeer, PeerIdentity};
 use super::{GatewayStats, PeerSink};
 
 /// How often the publisher checks the devices table's fingerprint: a change made by another
@@ -138,8 +140,9 @@ impl ControlPlane {
                 let n = peers.len();
                 let mut last = self.last.lock();
                 if last.as_ref() != Some(&peers) {
+                    let reasons = removal_reasons(last.as_deref().unwrap_or_default(), &peers);
                     *last = Some(peers.clone());
-                    self.sink.set_peers(peers);
+                    self.sink.set_peers_because(peers, reasons);
                     self.publications.fetch_add(1, Ordering::Relaxed);
                 }
                 drop(last);
@@ -217,7 +220,7 @@ impl ControlPlane {
         let guard = self.publish_lock.lock().await;
         // The old key first: it holds the same address, which the new peer takes over.
         if let Some(old) = replaced_key.filter(|k| *k != device.public_key) {
-            self.sink.remove_peer(&old);
+            self.sink.remove_peer_because(&old, EndReason::Rotated);
             if let Some(last) = self.last.lock().as_mut() {
                 last.retain(|p| p.public_key != old);
             }
@@ -293,6 +296,31 @@ impl ControlPlane {
     }
 }
 
+/// Why each peer of `old` missing from `new` goes: a device whose id is still in `new` under
+/// another key was rotated; any other device was revoked (by IT staff, key expiry, or a sync
+/// that found its user gone); a static peer was removed from the config.
+pub fn removal_reasons(old: &[DesiredPeer], new: &[DesiredPeer]) -> HashMap<[u8; 32], EndReason> {
+    let kept: HashSet<[u8; 32]> = new.iter().map(|p| p.public_key).collect();
+    let devices: HashSet<i64> = new
+        .iter()
+        .filter_map(|p| match PeerIdentity::parse(&p.label) {
+            PeerIdentity::Device { id, .. } => Some(id),
+            PeerIdentity::Static { .. } => None,
+        })
+        .collect();
+    old.iter()
+        .filter(|p| !kept.contains(&p.public_key))
+        .map(|p| {
+            let reason = match PeerIdentity::parse(&p.label) {
+                PeerIdentity::Device { id, .. } if devices.contains(&id) => EndReason::Rotated,
+                PeerIdentity::Device { .. } => EndReason::Revoked,
+                PeerIdentity::Static { .. } => EndReason::Removed,
+            };
+            (p.public_key, reason)
+        })
+        .collect()
+}
+
 /// The desired set from the store's active devices, the policy and the static peers.
 pub async fn compute_desired(
     store: &Store,
@@ -316,4 +344,41 @@ pub async fn compute_desired(
         &config.peers,
         &devices,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::RuleSet;
+
+    fn peer(key: u8, who: PeerIdentity) -> DesiredPeer {
+        DesiredPeer {
+            public_key: [key; 32],
+            address: std::net::Ipv4Addr::new(100, 64, 0, key),
+            rules: RuleSet::deny_all(),
+            label: who.label(),
+            persistent_keepalive: None,
+        }
+    }
+
+    #[test]
+    fn removed_peers_say_why_they_go() {
+        let dev = |id| PeerIdentity::Device {
+            id,
+            username: "alice".into(),
+        };
+        let old = [
+            peer(1, dev(1)),
+            peer(2, dev(2)),
+            peer(3, PeerIdentity::Static { name: "s".into() }),
+            peer(4, dev(4)),
+        ];
+        // Device 1 has a new key, device 2 is gone, the static peer is gone, 4 stays.
+        let new = [peer(11, dev(1)), peer(4, dev(4))];
+        let r = removal_reasons(&old, &new);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[&[1; 32]], EndReason::Rotated);
+        assert_eq!(r[&[2; 32]], EndReason::Revoked);
+        assert_eq!(r[&[3; 32]], EndReason::Removed);
+    }
 }

@@ -12,14 +12,16 @@ use crate::audit::retention::{Retention, PURGE_PERIOD};
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::directory::LdapDirectory;
+use crate::gateway::flowlog::DEFAULT_QUEUE;
 use crate::gateway::uapi::UapiServer;
-use crate::gateway::{keys, Gateway};
+use crate::gateway::{keys, FlowLog, Gateway};
 use crate::metrics::gateway::GatewayCollector;
 use crate::metrics::Metrics;
 use crate::portal::listen::{self, TlsFiles};
 use crate::portal::{router, AppState};
 use crate::store::Store;
 
+use super::flow_audit::{Destination, FlowAudit};
 use super::reload::{ServeReloader, SwappableDirectory};
 use super::{ControlPlane, PeerSink};
 
@@ -67,7 +69,9 @@ pub async fn serve(
     let initial = super::plane::compute_desired(&store, &config)
         .await
         .context("reading the enrolled devices before starting the gateway")?;
-    let gateway = Gateway::start(&config.gateway, key).context("starting the gateway")?;
+    let (flow_log, flow_rx) = FlowLog::new(config.audit.flow_window, DEFAULT_QUEUE);
+    let gateway = Gateway::start_audited(&config.gateway, key, Some(Arc::clone(&flow_log)))
+        .context("starting the gateway")?;
     let handle = gateway.handle();
     PeerSink::set_peers(&handle, initial);
     let uapi = UapiServer::start(
@@ -80,6 +84,15 @@ pub async fn serve(
     }));
     let control = ControlPlane::new(store.clone(), Arc::clone(&config), Arc::new(handle));
     control.observe_with(Arc::clone(&metrics));
+    // The flow audit writer outlives the other loops: it writes the gateway's last records.
+    let (finish_tx, finish_rx) = watch::channel(false);
+    let flow_audit = tokio::spawn(
+        FlowAudit::new(flow_log, flow_rx, {
+            let control = Arc::clone(&control);
+            Box::new(move || Arc::new(control.config().policy.clone()))
+        })
+        .run(Destination::Store(store.clone()), finish_rx),
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -133,6 +146,13 @@ pub async fn serve(
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    // The gateway stops first (open sessions end, windows flush), then the writer drains the
+    // queue into the store, then the head is signed, then the store closes.
+    tokio::task::spawn_blocking(move || gateway.shutdown())
+        .await
+        .context("stopping the gateway")?;
+    let _ = finish_tx.send(true);
+    let _ = flow_audit.await;
     // The last word of this run: the head as it is now, signed.
     if let Err(e) = store
         .checkpoint_audit(&sealer, CheckpointReason::Shutdown)
@@ -145,9 +165,6 @@ pub async fn serve(
         uapi.stop();
     }
     store.close().await;
-    tokio::task::spawn_blocking(move || gateway.shutdown())
-        .await
-        .context("stopping the gateway")?;
     portal_result
 }
 

@@ -1,6 +1,8 @@
 //! The real [`PeerSink`]: the gateway's desired-state API.
 
-use crate::gateway::{GatewayHandle, PeerSpec};
+use std::collections::HashMap;
+
+use crate::gateway::{EndReason, GatewayHandle, PeerSpec};
 
 use super::{DesiredPeer, GatewayStats, PeerSink};
 
@@ -27,6 +29,14 @@ impl PeerSink for GatewayHandle {
         GatewayHandle::remove_peer(self, public_key)
     }
 
+    fn set_peers_because(&self, peers: Vec<DesiredPeer>, reasons: HashMap<[u8; 32], EndReason>) {
+        GatewayHandle::set_peers_because(self, peers.into_iter().map(spec).collect(), &reasons);
+    }
+
+    fn remove_peer_because(&self, public_key: &[u8; 32], reason: EndReason) -> bool {
+        GatewayHandle::remove_peer_because(self, public_key, reason)
+    }
+
     fn public_key(&self) -> [u8; 32] {
         GatewayHandle::public_key(self)
     }
@@ -42,6 +52,11 @@ impl PeerSink for GatewayHandle {
             drops: drops
                 .iter()
                 .map(|(reason, n)| (reason.name().to_string(), n))
+                .collect(),
+            audit_lost: self
+                .audit_lost()
+                .iter()
+                .map(|(kind, n)| (kind.name().to_string(), n))
                 .collect(),
         }
     }

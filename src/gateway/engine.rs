@@ -16,10 +16,14 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use parking_lot::Mutex;
 
 use super::conntrack::{inbound_key, outbound_key};
-use super::packet;
+use super::flowlog::{
+    wall_ms, DenyReason, EndReason, FlowLog, FlowRecord, SessionMark, SessionStart, WorkerFlows,
+};
+use super::packet::{self, PacketInfo, Transport};
 use super::peers::{Peer, PeerState, Peers};
 use super::ratelimit::HandshakeLimiter;
 use super::stats::{DropReason, Drops, PeerStats};
+use crate::policy::ResourceId;
 
 /// Handshake messages per second (all peers together) before the gateway answers with
 /// cookies. Each handshake is counted twice (by the engine, then by the peer's Tunn).
@@ -40,6 +44,10 @@ const REJECT_AFTER: Duration = Duration::from_secs(180);
 pub trait Output {
     fn to_network(&mut self, dst: SocketAddr, datagram: &[u8]);
     fn to_tun(&mut self, packet: &[u8]);
+    /// The worker's flow-audit tables, when flow auditing is on.
+    fn flows(&mut self) -> Option<&mut WorkerFlows> {
+        None
+    }
 }
 
 /// The multi-peer WireGuard engine, shared by all workers (`&self` everywhere).
@@ -54,6 +62,8 @@ pub struct Engine {
     pub handshakes_received: std::sync::atomic::AtomicU64,
     flow_idle: Duration,
     ticks: Mutex<TickState>,
+    /// Where session and flow records go (None: flow auditing off).
+    flow_log: Option<Arc<FlowLog>>,
 }
 
 struct TickState {
@@ -87,6 +97,36 @@ impl Engine {
                 last_timers: None,
                 last_sweep: None,
             }),
+            flow_log: None,
+        }
+    }
+
+    /// Turns flow and session auditing on: records go to `log`.
+    pub fn with_flow_log(mut self, log: Arc<FlowLog>) -> Engine {
+        self.flow_log = Some(log);
+        self
+    }
+
+    pub fn flow_log(&self) -> Option<&Arc<FlowLog>> {
+        self.flow_log.as_ref()
+    }
+
+    /// Offers a session record to the audit queue (never blocks).
+    pub fn record(&self, record: FlowRecord) {
+        if let Some(log) = &self.flow_log {
+            log.send(record);
+        }
+    }
+
+    /// Ends every open session with `reason` (the gateway stops): one record each.
+    pub fn end_sessions(&self, reason: EndReason) {
+        let now_ms = wall_ms();
+        for peer in self.peers.load().iter() {
+            let mut st = peer.state.lock();
+            if let Some(mark) = st.session.take() {
+                let end = mark.end(peer, st.endpoint, reason, now_ms);
+                self.record(FlowRecord::SessionEnded(end));
+            }
         }
     }
 
@@ -174,9 +214,19 @@ impl Engine {
             peer.live.store(true, Ordering::Release);
         }
         self.handshakes_received.fetch_add(1, Ordering::Relaxed);
-        self.decapsulate(now, peer, &mut st, from, datagram, scratch, out);
+        let answered = self.decapsulate(now, peer, &mut st, from, datagram, scratch, out);
+        if answered && st.session.is_none() {
+            let started_ms = wall_ms();
+            st.session = Some(SessionMark::new(peer, from, started_ms));
+            self.record(FlowRecord::SessionStarted(SessionStart {
+                peer: super::flowlog::PeerRef::of(peer),
+                endpoint: from,
+                started_ms,
+            }));
+        }
     }
 
+    /// Decrypts one datagram; true when it was a handshake this engine answered.
     #[allow(clippy::too_many_arguments)]
     fn decapsulate(
         &self,
@@ -187,12 +237,14 @@ impl Engine {
         datagram: &[u8],
         scratch: &mut [u8],
         out: &mut impl Output,
-    ) {
+    ) -> bool {
         let Some(tunn) = st.tunn.as_mut() else {
-            return self.drops.add(DropReason::NoSession);
+            self.drops.add(DropReason::NoSession);
+            return false;
         };
         if scratch.len() < datagram.len().max(148) {
-            return self.drops.add(DropReason::Malformed);
+            self.drops.add(DropReason::Malformed);
+            return false;
         }
         match tunn.decapsulate(Some(from.ip()), datagram, scratch) {
             TunnResult::WriteToNetwork(reply) => {
@@ -202,6 +254,7 @@ impl Engine {
                 while let TunnResult::WriteToNetwork(p) = tunn.decapsulate(None, &[], scratch) {
                     out.to_network(from, p);
                 }
+                return datagram.first() == Some(&1);
             }
             TunnResult::WriteToTunnelV4(inner, _) => {
                 st.endpoint = Some(from);
@@ -235,6 +288,7 @@ impl Engine {
                 _ => DropReason::Malformed,
             }),
         }
+        false
     }
 
     /// A decrypted packet from a laptop: anti-spoof, policy, then conntrack records the flow.
@@ -247,9 +301,27 @@ impl Engine {
         out: &mut impl Output,
     ) {
         peer.counters.rx(inner.len());
-        match self.check_from_peer(now, peer, st, inner) {
-            Ok(()) => out.to_tun(inner),
-            Err(reason) => self.drops.add(reason),
+        let Ok(info) = packet::parse(inner) else {
+            return self.drops.add(DropReason::BadInnerPacket);
+        };
+        match self.check_parsed(now, peer, st, &info) {
+            Ok(resource) => {
+                if let Some(f) = out.flows() {
+                    f.allowed(now, peer, resource, &info, inner.len(), true);
+                }
+                out.to_tun(inner);
+            }
+            Err(reason) => {
+                let why = match reason {
+                    DropReason::PolicyDenied => Some(DenyReason::NoGrant),
+                    DropReason::SpoofedSource => Some(DenyReason::SpoofedSource),
+                    _ => None,
+                };
+                if let (Some(why), Some(f)) = (why, out.flows()) {
+                    f.denied(now, peer, info.dst, info.proto, info.dport(), why);
+                }
+                self.drops.add(reason);
+            }
         }
     }
 
@@ -260,20 +332,33 @@ impl Engine {
         peer: &Peer,
         st: &mut PeerState,
         inner: &[u8],
-    ) -> Result<(), DropReason> {
+    ) -> Result<ResourceId, DropReason> {
         let info = packet::parse(inner).map_err(|_| DropReason::BadInnerPacket)?;
+        self.check_parsed(now, peer, st, &info)
+    }
+
+    /// The filter on a parsed packet: the resource whose rule allowed it, or why not.
+    fn check_parsed(
+        &self,
+        now: Instant,
+        peer: &Peer,
+        st: &mut PeerState,
+        info: &PacketInfo,
+    ) -> Result<ResourceId, DropReason> {
         if info.src != IpAddr::V4(peer.address) {
             return Err(DropReason::SpoofedSource);
         }
-        if !peer.rules.load().allows(info.dst, info.proto, info.dport()) {
-            return Err(DropReason::PolicyDenied);
-        }
-        if let Some(key) = outbound_key(&info) {
+        let resource = peer
+            .rules
+            .load()
+            .matching(info.dst, info.proto, info.dport())
+            .ok_or(DropReason::PolicyDenied)?;
+        if let Some(key) = outbound_key(info) {
             st.flows
                 .outbound(key, now, self.flow_idle, MAX_FLOWS_PER_PEER)
                 .map_err(|_| DropReason::FlowTableFull)?;
         }
-        Ok(())
+        Ok(resource)
     }
 
     /// One packet read from the TUN device: only replies to flows the laptop opened go back.
@@ -295,12 +380,15 @@ impl Engine {
         let Some(peer) = table.by_address(dst) else {
             return self.drops.add(DropReason::NoPeerForDestination);
         };
-        let Some(key) = inbound_key(&info) else {
-            return self.drops.add(DropReason::NoFlowForReply);
-        };
         let mut st = peer.state.lock();
         let st = &mut *st;
-        if !st.flows.inbound(&key, now, self.flow_idle) {
+        let opened =
+            inbound_key(&info).is_some_and(|key| st.flows.inbound(&key, now, self.flow_idle));
+        if !opened {
+            if let Some(f) = out.flows() {
+                let why = DenyReason::UnsolicitedInbound;
+                f.denied(now, peer, info.src, info.proto, info.dport(), why);
+            }
             return self.drops.add(DropReason::NoFlowForReply);
         }
         let Some(endpoint) = st.endpoint else {
@@ -316,6 +404,17 @@ impl Engine {
             TunnResult::WriteToNetwork(d) => {
                 peer.counters.tx(inner.len());
                 out.to_network(endpoint, d);
+                if let Some(f) = out.flows() {
+                    // A reply: the resource is the one the laptop's request matched.
+                    let rport = match info.transport {
+                        Transport::Ports { sport, .. } => sport,
+                        _ => 0,
+                    };
+                    if let Some(resource) = peer.rules.load().matching(info.src, info.proto, rport)
+                    {
+                        f.allowed(now, peer, resource, &info, inner.len(), false);
+                    }
+                }
             }
             TunnResult::Done => {}
             _ => self.drops.add(DropReason::NoSession),
@@ -364,6 +463,10 @@ impl Engine {
                     st.tunn = None;
                     st.flows.clear();
                     peer.live.store(false, Ordering::Release);
+                    if let Some(mark) = st.session.take() {
+                        let end = mark.end(peer, st.endpoint, EndReason::Expired, wall_ms());
+                        self.record(FlowRecord::SessionEnded(end));
+                    }
                 }
                 _ => {}
             }

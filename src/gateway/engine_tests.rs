@@ -7,6 +7,7 @@ use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
 use super::*;
+use crate::gateway::flowlog::WorkerFlows;
 use crate::gateway::packet::build;
 use crate::gateway::peers::PeerSpec;
 use crate::policy::{Rule, RuleSet};
@@ -20,6 +21,7 @@ const IDLE: Duration = Duration::from_secs(120);
 pub struct Collect {
     pub net: Vec<(SocketAddr, Vec<u8>)>,
     pub tun: Vec<Vec<u8>>,
+    pub flows: Option<WorkerFlows>,
 }
 
 impl Output for Collect {
@@ -28,6 +30,9 @@ impl Output for Collect {
     }
     fn to_tun(&mut self, packet: &[u8]) {
         self.tun.push(packet.to_vec());
+    }
+    fn flows(&mut self) -> Option<&mut WorkerFlows> {
+        self.flows.as_mut()
     }
 }
 
@@ -39,19 +44,33 @@ struct Setup {
     scratch: Vec<u8>,
     /// The engine's clock: fixed, so rate limits and flows do not depend on test speed.
     now: Instant,
+    /// The worker's flow-audit tables, when the engine audits flows.
+    flows: Option<WorkerFlows>,
 }
 
+/// The resource id the setup's rules come from.
+const PAIE_ID: u32 = 3;
+
 fn rules() -> RuleSet {
-    RuleSet::new([
-        "198.18.10.10/32 tcp:443".parse::<Rule>().unwrap(),
-        "198.18.10.0/28 icmp".parse::<Rule>().unwrap(),
+    RuleSet::with_origins([
+        ("198.18.10.10/32 tcp:443".parse::<Rule>().unwrap(), PAIE_ID),
+        ("198.18.10.0/28 icmp".parse::<Rule>().unwrap(), PAIE_ID),
     ])
 }
 
 fn setup() -> Setup {
+    setup_with(None)
+}
+
+fn setup_with(flow_log: Option<Arc<FlowLog>>) -> Setup {
     let gw = StaticSecret::random_from_rng(rand_core::OsRng);
     let gw_public = PublicKey::from(&gw);
-    let engine = Engine::new(gw, IDLE);
+    let engine = match &flow_log {
+        Some(log) => Engine::new(gw, IDLE).with_flow_log(Arc::clone(log)),
+        None => Engine::new(gw, IDLE),
+    };
+    let now = Instant::now();
+    let flows = flow_log.map(|log| WorkerFlows::new(log, now, wall_ms()));
     let laptop_secret = StaticSecret::random_from_rng(rand_core::OsRng);
     let laptop_key = PublicKey::from(&laptop_secret).to_bytes();
     engine.peers.set(vec![PeerSpec {
@@ -68,14 +87,18 @@ fn setup() -> Setup {
         laptop_key,
         endpoint: "198.18.0.2:40000".parse().unwrap(),
         scratch: vec![0; 4096],
-        now: Instant::now(),
+        now,
+        flows,
     }
 }
 
 impl Setup {
     /// Laptop -> gateway: one datagram through the engine.
     fn send(&mut self, datagram: &[u8]) -> Collect {
-        let mut out = Collect::default();
+        let mut out = Collect {
+            flows: self.flows.take(),
+            ..Collect::default()
+        };
         self.engine.handle_datagram(
             self.now,
             self.endpoint,
@@ -83,6 +106,7 @@ impl Setup {
             &mut self.scratch,
             &mut out,
         );
+        self.flows = out.flows.take();
         out
     }
 
@@ -117,9 +141,13 @@ impl Setup {
 
     /// A packet arriving on the TUN device (from a resource host).
     fn tun_in(&mut self, packet: &[u8]) -> Collect {
-        let mut out = Collect::default();
+        let mut out = Collect {
+            flows: self.flows.take(),
+            ..Collect::default()
+        };
         self.engine
             .handle_tun_packet(self.now, packet, &mut self.scratch, &mut out);
+        self.flows = out.flows.take();
         out
     }
 
@@ -482,3 +510,6 @@ fn under_load_handshakes_get_cookies_and_a_real_laptop_still_gets_in() {
     assert_eq!(out.net.len(), 1);
     assert_eq!(out.net[0].1[0], 2, "expected a handshake response");
 }
+
+#[path = "engine_flow_tests.rs"]
+mod flow;

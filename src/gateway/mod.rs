@@ -5,6 +5,7 @@
 
 pub mod conntrack;
 pub mod engine;
+pub mod flowlog;
 pub mod keys;
 pub mod packet;
 pub mod peers;
@@ -15,16 +16,19 @@ mod tun;
 pub mod uapi;
 mod worker;
 
-use crate::fastpath::udp;
-
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+
+use crate::fastpath::udp;
 
 use boringtun::x25519::StaticSecret;
 
 use crate::config::{Config, GatewayConfig};
 pub use engine::Engine;
+use flowlog::SessionEnd;
+pub use flowlog::{EndReason, FlowLog, FlowRecord, LostCounts, RecordKind};
 pub use peers::{PeerSpec, SetReport};
 pub use stats::{DropCounters, DropReason, PeerStats};
 
@@ -68,12 +72,25 @@ impl std::fmt::Debug for GatewayHandle {
 impl Gateway {
     /// Creates the TUN device with the gateway's tunnel address, binds UDP, starts workers.
     pub fn start(cfg: &GatewayConfig, private_key: StaticSecret) -> Result<Gateway, GatewayError> {
+        Gateway::start_audited(cfg, private_key, None)
+    }
+
+    /// [`Gateway::start`], with session and flow records sent to `flow_log` when given.
+    pub fn start_audited(
+        cfg: &GatewayConfig,
+        private_key: StaticSecret,
+        flow_log: Option<Arc<FlowLog>>,
+    ) -> Result<Gateway, GatewayError> {
         let threads = if cfg.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             cfg.threads
         };
-        let engine = Arc::new(Engine::new(private_key, cfg.flow_idle_timeout));
+        let mut engine = Engine::new(private_key, cfg.flow_idle_timeout);
+        if let Some(log) = flow_log {
+            engine = engine.with_flow_log(log);
+        }
+        let engine = Arc::new(engine);
         let (tun_queues, offloads) = tun::open(&cfg.interface, threads)?;
         tun::configure(
             &cfg.interface,
@@ -140,6 +157,8 @@ impl Gateway {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        // After the workers flushed their windows: every open session ends now.
+        self.handle.engine.end_sessions(EndReason::GatewayStopped);
         tracing::info!(interface = %self.interface, "gateway data plane stopped");
     }
 }
@@ -157,7 +176,18 @@ impl GatewayHandle {
     /// removed peer's session is cut at once. Cheap when little changed: one lookup per
     /// peer, and the new snapshot shares every table shard no change landed in.
     pub fn set_peers(&self, desired: Vec<PeerSpec>) {
-        let r = self.engine.peers.set(desired);
+        self.set_peers_because(desired, &HashMap::new());
+    }
+
+    /// [`GatewayHandle::set_peers`]; the session of a removed peer ends with the reason
+    /// `reasons` gives for its key ([`EndReason::Removed`] if none).
+    pub fn set_peers_because(
+        &self,
+        desired: Vec<PeerSpec>,
+        reasons: &HashMap<[u8; 32], EndReason>,
+    ) {
+        let mut r = self.engine.peers.set(desired);
+        self.sessions_ended(std::mem::take(&mut r.ended), reasons);
         if r.duplicates > 0 {
             tracing::warn!(
                 skipped = r.duplicates,
@@ -177,7 +207,8 @@ impl GatewayHandle {
     /// place (session kept); a new address or keepalive replaces the peer (new session). Returns
     /// false, leaving the table as it was, when another peer already holds the address.
     pub fn upsert_peer(&self, spec: PeerSpec) -> bool {
-        let r = self.engine.peers.upsert(spec);
+        let mut r = self.engine.peers.upsert(spec);
+        self.sessions_ended(std::mem::take(&mut r.ended), &HashMap::new());
         if r.duplicates > 0 {
             tracing::warn!("peer skipped: its address belongs to another peer");
             return false;
@@ -192,7 +223,41 @@ impl GatewayHandle {
 
     /// Removes one peer and cuts its session at once; false if there was no such peer.
     pub fn remove_peer(&self, public_key: &[u8; 32]) -> bool {
-        self.engine.peers.remove(public_key)
+        self.remove_peer_because(public_key, EndReason::Removed)
+    }
+
+    /// [`GatewayHandle::remove_peer`]; its session ends with `reason`.
+    pub fn remove_peer_because(&self, public_key: &[u8; 32], reason: EndReason) -> bool {
+        match self.engine.peers.remove_ending(public_key) {
+            None => false,
+            Some(ended) => {
+                self.sessions_ended(
+                    ended.into_iter().collect(),
+                    &HashMap::from([(*public_key, reason)]),
+                );
+                true
+            }
+        }
+    }
+
+    fn sessions_ended(&self, ended: Vec<SessionEnd>, reasons: &HashMap<[u8; 32], EndReason>) {
+        for mut end in ended {
+            end.reason = reasons
+                .get(&end.peer.public_key)
+                .copied()
+                .unwrap_or(EndReason::Removed);
+            self.engine.record(FlowRecord::SessionEnded(end));
+        }
+    }
+
+    /// Audit records lost because the queue was full, per kind (zero when auditing is off).
+    /// Flow and session records waiting for the audit writer.
+    pub fn audit_queue_depth(&self) -> u64 {
+        self.engine.flow_log().map_or(0, |l| l.depth())
+    }
+
+    pub fn audit_lost(&self) -> LostCounts {
+        self.engine.flow_log().map(|l| l.lost()).unwrap_or_default()
     }
 
     pub fn public_key(&self) -> [u8; 32] {

@@ -10,6 +10,7 @@ use boringtun::noise::Tunn;
 use parking_lot::Mutex;
 
 use super::conntrack::FlowTable;
+use super::flowlog::{wall_ms, EndReason, SessionEnd, SessionMark};
 use super::stats::PeerCounters;
 pub use super::table::PeerTable;
 use crate::policy::RuleSet;
@@ -55,6 +56,8 @@ pub struct PeerState {
     /// Where the peer's last authenticated datagram came from.
     pub endpoint: Option<SocketAddr>,
     pub flows: FlowTable,
+    /// The current tunnel session, for `tunnel.session_*` records (None: no session).
+    pub session: Option<SessionMark>,
 }
 
 impl Peer {
@@ -74,13 +77,16 @@ impl Peer {
         }
     }
 
-    /// Cuts the session at once and forgets flows.
-    pub fn cut(&self) {
+    /// Cuts the session at once and forgets flows; returns the session it ended, if any
+    /// (reason [`EndReason::Removed`] until the caller knows better).
+    pub fn cut(&self) -> Option<SessionEnd> {
         let mut st = self.state.lock();
         st.tunn = None;
         st.flows.clear();
-        st.endpoint = None;
+        let endpoint = st.endpoint.take();
         self.live.store(false, Ordering::Release);
+        let mark = st.session.take()?;
+        Some(mark.end(self, endpoint, EndReason::Removed, wall_ms()))
     }
 }
 
@@ -103,6 +109,8 @@ pub struct SetReport {
     pub unchanged: usize,
     /// Specs skipped because their key or address was already taken by an earlier spec.
     pub duplicates: usize,
+    /// Sessions the removals cut.
+    pub ended: Vec<SessionEnd>,
 }
 
 /// The single writer's state.
@@ -249,7 +257,7 @@ impl Peers {
         self.current.store(Arc::new(table));
         for p in gone {
             p.removed.store(true, Ordering::Release);
-            p.cut();
+            report.ended.extend(p.cut());
             report.removed += 1;
         }
         report
@@ -286,7 +294,7 @@ impl Peers {
         self.current.store(Arc::new(table));
         if let Some(p) = existing {
             p.removed.store(true, Ordering::Release);
-            p.cut();
+            report.ended.extend(p.cut());
             report.removed += 1;
         }
         report
@@ -294,17 +302,19 @@ impl Peers {
 
     /// Removes one peer and cuts its session at once. False if no peer has this key.
     pub fn remove(&self, public_key: &[u8; 32]) -> bool {
+        self.remove_ending(public_key).is_some()
+    }
+
+    /// [`Peers::remove`], returning the session it ended (inner None: no session was up).
+    pub fn remove_ending(&self, public_key: &[u8; 32]) -> Option<Option<SessionEnd>> {
         let _w = self.writer.lock();
         let old = self.current.load_full();
-        let Some(p) = old.by_key(public_key) else {
-            return false;
-        };
+        let p = old.by_key(public_key)?;
         let mut table = PeerTable::clone(&old);
         table.remove(p);
         self.current.store(Arc::new(table));
         p.removed.store(true, Ordering::Release);
-        p.cut();
-        true
+        Some(p.cut())
     }
 }
 

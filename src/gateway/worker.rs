@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::engine::{Engine, Output};
+use super::flowlog::{wall_ms, WorkerFlows};
 use super::stats::DropReason;
 use crate::fastpath::tun::{Offloads, ReadError, TunReader, TunWriter, READ_BUF};
 use crate::fastpath::udp::{Batch, UdpOffloads, BATCH};
@@ -23,6 +24,8 @@ struct Shell<'a> {
     tun: TunWriter,
     send: Box<Batch>,
     engine: &'a Engine,
+    /// This worker's flow-audit tables (None: auditing off).
+    flows: Option<WorkerFlows>,
 }
 
 impl Output for Shell<'_> {
@@ -39,6 +42,10 @@ impl Output for Shell<'_> {
         if !self.tun.push(packet) {
             self.engine.drops.add(DropReason::IoError);
         }
+    }
+
+    fn flows(&mut self) -> Option<&mut WorkerFlows> {
+        self.flows.as_mut()
     }
 }
 
@@ -78,6 +85,9 @@ impl Worker {
             tun: TunWriter::new(tun_fd, self.offloads),
             send: Batch::with_offloads(self.slot, self.udp_offloads),
             engine,
+            flows: engine
+                .flow_log()
+                .map(|log| WorkerFlows::new(log.clone(), Instant::now(), wall_ms())),
         };
         let mut fds = [
             libc::pollfd {
@@ -144,6 +154,13 @@ impl Worker {
             }
             engine.tick(now, &mut scratch, &mut shell);
             shell.flush();
+            if let Some(f) = shell.flows.as_mut().filter(|f| f.due(now)) {
+                f.roll(now, wall_ms());
+            }
+        }
+        // The last, partial window is not lost at shutdown.
+        if let Some(f) = shell.flows.as_mut() {
+            f.flush();
         }
     }
 }

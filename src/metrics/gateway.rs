@@ -104,6 +104,22 @@ impl Collector for GatewayCollector {
             let labels = [("reason", reason.name())];
             ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
         }
+        gauge(
+            &mut enc,
+            "sesame_audit_queue_depth",
+            "Flow and session audit records waiting for the audit writer.",
+            i64::try_from(self.gateway.audit_queue_depth()).unwrap_or(i64::MAX),
+        )?;
+        let mut family = enc.encode_descriptor(
+            "sesame_audit_records_lost",
+            "Flow and session audit records lost because the audit queue was full, by kind.",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (kind, n) in self.gateway.audit_lost().iter() {
+            let labels = [("kind", kind.name())];
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+        }
         Ok(())
     }
 }

@@ -114,6 +114,15 @@ impl WgPeer {
         }
     }
 
+    /// The UDP port wireguard-go listens on (`wg show IFACE listen-port`).
+    pub fn listen_port(&self, ns: &Netns) -> u16 {
+        let out = ns.exec("wg", &["show", &self.interface, "listen-port"]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("listen port")
+    }
+
     /// `wg show IFACE latest-handshakes` → seconds since epoch of the last handshake (0: none).
     pub fn latest_handshake(&self, ns: &Netns) -> u64 {
         let out = ns.exec("wg", &["show", &self.interface, "latest-handshakes"]);
