@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use crate::config::Config;
 
 pub mod audit_cli;
+pub mod audit_review_cli;
 pub mod store_admin;
 
 /// `sesame check-config`: validates, then prints each group → resources → rules.

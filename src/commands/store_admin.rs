@@ -39,7 +39,7 @@ async fn open(config: &Path) -> anyhow::Result<Store> {
 }
 
 /// Who runs the command, for the audit log: `cli:<login>` (the sudo caller when under sudo).
-fn cli_actor() -> AuditContext {
+pub(crate) fn cli_actor() -> AuditContext {
     let who = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| format!("uid={}", unsafe { libc::getuid() }));
@@ -251,27 +251,8 @@ pub fn devices_list(
                 "CREATED",
                 "PUBLIC_KEY",
             ];
-            let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-            for r in &rows {
-                for (w, cell) in widths.iter_mut().zip(r) {
-                    *w = (*w).max(cell.chars().count());
-                }
-            }
-            let line = |cells: Vec<&str>| {
-                let mut s = String::new();
-                for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-                    if i + 1 == cells.len() {
-                        s.push_str(cell);
-                    } else {
-                        s.push_str(&format!("{cell:<w$}  "));
-                    }
-                }
-                s
-            };
-            writeln!(out, "{}", line(header.to_vec()))?;
-            for r in &rows {
-                writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
-            }
+            // Hostnames and names are user-supplied: escaped, one device per line.
+            out.write_all(crate::audit::export::text_table(&header, &rows).as_bytes())?;
         }
     }
     out.flush()?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::audit::{Action, AuditContext, NewAuditEvent};
+use crate::audit::{Action, AuditContext, NewAuditEvent, Outcome};
 use crate::directory::{Directory, DirectoryError};
 use crate::store::{Store, StoreError};
 
@@ -20,6 +20,9 @@ pub struct SyncReport {
     pub groups_changed: usize,
     pub devices_revoked: usize,
 }
+
+/// A pass that changed nothing is still audited, but at most once per this interval.
+pub const QUIET_SYNC_AUDIT_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Why a sync pass stopped; nothing is revoked on the strength of a failed read.
 #[derive(Debug, thiserror::Error)]
@@ -93,19 +96,51 @@ impl DirectorySync {
         }
         // Publish before auditing the pass: access is cut first.
         let _ = self.control.reconcile().await;
+        let changed = report.groups_changed > 0 || report.devices_revoked > 0;
         let ev = NewAuditEvent::new(Action::DirectorySync, &system, "directory").details(
             serde_json::json!({
                 "checked": report.checked,
                 "groups_changed": report.groups_changed,
                 "devices_revoked": report.devices_revoked,
+                "changed": changed,
             }),
         );
-        if report.groups_changed > 0 || report.devices_revoked > 0 {
+        if changed || self.quiet_pass_due().await {
             if let Err(e) = self.store.append_audit(&ev).await {
                 tracing::warn!(error = %e, "cannot write the directory.sync audit event");
             }
         }
         Ok(report)
+    }
+
+    /// Whether a pass that changed nothing should be audited: no `directory.sync` event within
+    /// [`QUIET_SYNC_AUDIT_INTERVAL`] (read from the log, so it holds across restarts).
+    async fn quiet_pass_due(&self) -> bool {
+        match self
+            .store
+            .last_deviceless_event_ts(Action::DirectorySync)
+            .await
+        {
+            Ok(Some(ts)) => {
+                self.store.now_ms().saturating_sub(ts)
+                    >= crate::store::duration_ms(QUIET_SYNC_AUDIT_INTERVAL)
+            }
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the last directory.sync event");
+                true
+            }
+        }
+    }
+
+    /// Audits a failed pass (once per outage: the caller knows when one starts).
+    async fn audit_failure(&self, e: &SyncError) {
+        let ev = NewAuditEvent::new(Action::DirectorySync, &AuditContext::system(), "directory")
+            .outcome(Outcome::Failure)
+            .details(serde_json::json!({ "reason": e.to_string() }));
+        if let Err(e) = self.store.append_audit(&ev).await {
+            tracing::warn!(error = %e, "cannot write the directory.sync audit event");
+        }
     }
 
     /// Sync every `interval` until `shutdown` turns true. Failures are logged (once per outage)
@@ -140,6 +175,7 @@ impl DirectorySync {
                 Err(e) => {
                     if !failing {
                         tracing::warn!(error = %e, "directory sync failed; keeping current grants");
+                        self.audit_failure(&e).await;
                         failing = true;
                     }
                     // Still publish from the store: a database that came back must reconcile.

@@ -62,6 +62,9 @@ pub enum ApiError {
     DatabaseUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A bad audit query parameter (filter, cursor, limit, format, review subject).
+    #[error("invalid audit query")]
+    InvalidQuery(#[from] crate::audit::QueryError),
 }
 
 impl ApiError {
@@ -86,6 +89,8 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            InvalidQuery(crate::audit::QueryError::UnknownResource(_)) => StatusCode::NOT_FOUND,
+            InvalidQuery(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -117,6 +122,7 @@ impl ApiError {
             DirectoryUnavailable(_) => codes::DIRECTORY_UNAVAILABLE,
             DatabaseUnavailable(_) => codes::DATABASE_UNAVAILABLE,
             Internal(_) => codes::INTERNAL,
+            InvalidQuery(e) => e.code(),
         }
     }
 
@@ -157,6 +163,7 @@ impl ApiError {
             ),
             DirectoryUnavailable(_) => "L'annuaire ne répond pas. Réessayez dans quelques minutes ; si cela persiste, contactez le service informatique. / The directory is not answering. Try again in a few minutes; if it persists, contact IT support.".into(),
             DatabaseUnavailable(_) => "Le service est momentanément indisponible. Réessayez dans quelques minutes ; si cela persiste, contactez le service informatique. / The service is temporarily unavailable. Try again in a few minutes; if it persists, contact IT support.".into(),
+            InvalidQuery(e) => e.to_string(),
             Internal(_) => "Erreur interne du service. Réessayez ; si cela persiste, contactez le service informatique. / Internal service error. Try again; if it persists, contact IT support.".into(),
         }
     }
@@ -214,6 +221,15 @@ impl From<StoreError> for ApiError {
             StoreError::DeviceNotFound(_) => ApiError::NotFound,
             StoreError::DeviceRevoked(_) => ApiError::DeviceRevoked,
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::audit::review::ReviewError> for ApiError {
+    fn from(e: crate::audit::review::ReviewError) -> Self {
+        match e {
+            crate::audit::review::ReviewError::Query(q) => ApiError::InvalidQuery(q),
+            crate::audit::review::ReviewError::Store(s) => ApiError::from(s),
         }
     }
 }

@@ -22,6 +22,23 @@ enum Key {
     Ip(IpAddr),
 }
 
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::User(u) => write!(f, "user:{u}"),
+            Key::Ip(ip) => write!(f, "ip:{ip}"),
+        }
+    }
+}
+
+/// An attempt refused: how long to wait, and which counters are over the limit
+/// (`user:<name>`, `ip:<address>`), as audited in `auth.rate_limited`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limited {
+    pub retry_after: Duration,
+    pub keys: Vec<String>,
+}
+
 /// Failure counters keyed by username (case-insensitive) and by source address.
 #[derive(Debug)]
 pub struct FailureLimiter {
@@ -55,10 +72,11 @@ impl FailureLimiter {
         [Key::User(username.trim().to_lowercase()), Key::Ip(ip)]
     }
 
-    /// `Err(retry_after)` when this username or address already failed too often.
-    pub fn check(&self, username: &str, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    /// `Err(Limited)` when this username or address already failed too often.
+    pub fn check(&self, username: &str, ip: IpAddr, now: Instant) -> Result<(), Limited> {
         let mut map = self.failures.lock();
         let mut wait = Duration::ZERO;
+        let mut keys = Vec::new();
         for k in Self::keys(username, ip) {
             if let Some(q) = map.get_mut(&k) {
                 while q
@@ -70,14 +88,18 @@ impl FailureLimiter {
                 if q.len() >= self.max_failures {
                     if let Some(oldest) = q.front() {
                         wait = wait.max(self.window.saturating_sub(now.duration_since(*oldest)));
+                        keys.push(k.to_string());
                     }
                 }
             }
         }
-        if wait.is_zero() {
+        if keys.is_empty() {
             Ok(())
         } else {
-            Err(wait.max(Duration::from_secs(1)))
+            Err(Limited {
+                retry_after: wait.max(Duration::from_secs(1)),
+                keys,
+            })
         }
     }
 
@@ -121,10 +143,11 @@ mod tests {
             assert!(l.check("marie", IP_A, t0).is_ok(), "attempt {i}");
             l.record_failure("marie", IP_A, t0 + Duration::from_secs(i));
         }
-        let wait = l
+        let limited = l
             .check("marie", IP_A, t0 + Duration::from_secs(10))
             .expect_err("6th refused");
-        assert_eq!(wait, Duration::from_secs(50));
+        assert_eq!(limited.retry_after, Duration::from_secs(50));
+        assert_eq!(limited.keys, ["user:marie", "ip:198.18.0.1"]);
         assert!(l.check("marie", IP_A, t0 + Duration::from_secs(61)).is_ok());
     }
 
@@ -135,8 +158,9 @@ mod tests {
         for _ in 0..5 {
             l.record_failure("Marie", IP_A, t0);
         }
-        // Same user from another address: refused (case-insensitive).
-        assert!(l.check("marie", IP_B, t0).is_err());
+        // Same user from another address: refused (case-insensitive), the user's key named.
+        let limited = l.check("marie", IP_B, t0).expect_err("user limited");
+        assert_eq!(limited.keys, ["user:marie"]);
         // Another user from the same address: refused.
         assert!(l.check("paul", IP_A, t0).is_err());
         // Another user from another address: fine.

@@ -9,6 +9,7 @@
 //! Times are `i64` unix milliseconds (UTC), read from the store's [`Clock`] so tests control time.
 
 mod audit;
+mod audit_query;
 mod codes;
 mod devices;
 mod enrol;
@@ -16,7 +17,9 @@ mod group;
 mod sessions;
 mod users;
 
-pub use audit::{AuditFilter, AuditVerification};
+pub use crate::audit::AuditFilter;
+pub use audit::AuditVerification;
+pub use audit_query::{FlowSummary, LastSeen};
 pub use codes::{
     generate_code, normalize_code, validate as validate_code_request, CodeState, CreatedCode,
     EnrolmentCode, NewCode, CODE_ALPHABET, DEFAULT_CODE_TTL,

@@ -15,6 +15,7 @@ use crate::store::NewSession;
 use crate::portal::auth::roles_for;
 use crate::portal::error::ApiError;
 use crate::portal::extract::{ApiJson, ClientIp};
+use crate::portal::ratelimit::Limited;
 use crate::portal::routes::device::outcome_of;
 use crate::portal::session::ABSOLUTE_TIMEOUT;
 use crate::portal::state::{audit, SharedState};
@@ -28,11 +29,8 @@ pub async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let username = req.username.trim().to_string();
-    if let Err(wait) = state.limiter.check(&username, ip, Instant::now()) {
-        state.metrics.rate_limited();
-        return Err(ApiError::TooManyAttempts {
-            retry_after_secs: wait.as_secs().max(1),
-        });
+    if let Err(limited) = state.limiter.check(&username, ip, Instant::now()) {
+        return Err(too_many_attempts(&state, "login", &username, ip, limited).await);
     }
     let result = match login_inner(&state, &username, &req.password).await {
         // The user row, the session and its `auth.login` event are written together, in one
@@ -80,6 +78,35 @@ pub async fn login(
     Ok(resp)
 }
 
+/// The 429 answer to an attempt refused by the failure limiter: counted, and audited
+/// (`auth.rate_limited`, with the limited keys) before answering.
+pub(crate) async fn too_many_attempts(
+    state: &SharedState,
+    route: &str,
+    username: &str,
+    ip: std::net::IpAddr,
+    limited: Limited,
+) -> ApiError {
+    state.metrics.rate_limited();
+    let retry_after_secs = limited.retry_after.as_secs().max(1);
+    audit(
+        &state.store,
+        username,
+        Action::AuthRateLimited,
+        username,
+        Outcome::Denied,
+        Some(ip),
+        serde_json::json!({
+            "route": route,
+            "key": limited.keys.first(),
+            "keys": limited.keys,
+            "retry_after_secs": retry_after_secs,
+        }),
+    )
+    .await;
+    ApiError::TooManyAttempts { retry_after_secs }
+}
+
 fn login_event(
     username: &str,
     outcome: Outcome,
@@ -116,13 +143,30 @@ async fn login_inner(
 }
 
 /// `POST /api/v1/logout`: forgets the session (if any) and clears the cookie. Always 204.
+/// Closing a live session is audited (`auth.logout`).
 #[utoipa::path(post, path = "/api/v1/logout", responses((status = 204)))]
 pub async fn logout(
     State(state): State<SharedState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if let Some(id) = state.cookies.read(&headers) {
-        state.store.delete_session(&id).await?;
+        let session = state.store.session(&id).await?;
+        if state.store.delete_session(&id).await? {
+            if let Some(s) = session {
+                let started = crate::store::rfc3339_ms(s.created_at);
+                audit(
+                    &state.store,
+                    &s.username,
+                    Action::AuthLogout,
+                    &s.username,
+                    Outcome::Success,
+                    Some(ip),
+                    serde_json::json!({ "session_started_at": started }),
+                )
+                .await;
+            }
+        }
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut()

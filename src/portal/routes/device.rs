@@ -102,11 +102,11 @@ pub async fn enrol(
     ApiJson(req): ApiJson<EnrolRequest>,
 ) -> Result<(StatusCode, Json<DeviceConfig>), ApiError> {
     let username = req.username.trim().to_string();
-    if let Err(wait) = state.limiter.check(&username, ip, Instant::now()) {
-        state.metrics.rate_limited();
-        return Err(ApiError::TooManyAttempts {
-            retry_after_secs: wait.as_secs().max(1),
-        });
+    if let Err(limited) = state.limiter.check(&username, ip, Instant::now()) {
+        return Err(crate::portal::routes::auth::too_many_attempts(
+            &state, "enrol", &username, ip, limited,
+        )
+        .await);
     }
     let result = enrol_inner(&state, &username, ip, &req).await;
     match &result {
@@ -240,17 +240,41 @@ pub async fn rotate(
     ApiJson(req): ApiJson<RotateRequest>,
 ) -> Result<Json<DeviceConfig>, ApiError> {
     let device = device_for_token(&state, &token).await?;
-    let key = parse_public_key(&req.public_key, &state.control.gateway_public_key())?;
     let old_key = device.public_key;
-    let device = state
-        .store
-        .rotate_key(
-            device.id,
-            &key,
-            Some(KEY_LIFETIME),
-            &AuditContext::new(device.username.clone(), Some(ip.to_string())),
-        )
-        .await?;
+    let rotated = match parse_public_key(&req.public_key, &state.control.gateway_public_key()) {
+        Ok(key) => state
+            .store
+            .rotate_key(
+                device.id,
+                &key,
+                Some(KEY_LIFETIME),
+                &AuditContext::new(device.username.clone(), Some(ip.to_string())),
+            )
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    let device = match rotated {
+        Ok(d) => d,
+        Err(e) => {
+            // A refused rotation of a known device is audited with its reason.
+            audit(
+                &state.store,
+                &device.username,
+                Action::DeviceRotated,
+                &format!("device:{}", device.id),
+                Outcome::Failure,
+                Some(ip),
+                serde_json::json!({
+                    "username": device.username,
+                    "old_public_key": device.public_key_base64(),
+                    "reason": e.code(),
+                }),
+            )
+            .await;
+            return Err(e);
+        }
+    };
     state.metrics.rotation();
     let groups = match user_groups(&state, &device.username).await {
         Ok(groups) => groups,

@@ -38,6 +38,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
         admin::list_devices,
         admin::revoke_device,
         audit::events,
+        audit::flows,
+        audit::access_review_route,
         audit::verify,
         healthz,
         readyz
@@ -80,6 +82,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/devices", get(admin::list_devices))
         .route("/devices/{id}", delete(admin::revoke_device))
         .route("/audit/events", get(audit::events))
+        .route("/audit/flows", get(audit::flows))
+        .route("/audit/access-review", get(audit::access_review_route))
         .route("/audit/verify", get(audit::verify))
         .route("/openapi.json", get(openapi));
     Router::new()
