@@ -15,6 +15,8 @@ pub mod directory;
 #[cfg(feature = "dataplane")]
 #[path = "directory/dn.rs"]
 pub mod dn;
+#[cfg(feature = "fastpath")]
+pub mod fastpath;
 #[cfg(feature = "dataplane")]
 pub mod gateway;
 #[cfg(feature = "server")]

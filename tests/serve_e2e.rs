@@ -520,7 +520,7 @@ fn restarts_bring_stock_laptops_back_with_or_without_the_database() {
         None,
     );
     assert_eq!(st, 200, "{v}");
-    let events = v.as_array().unwrap_or_else(|| panic!("{v}"));
+    let events = v["events"].as_array().unwrap_or_else(|| panic!("{v}"));
     assert_eq!(events.len(), 1, "{v}");
     assert_eq!(events[0]["target"], "device:1");
     assert!(

@@ -15,13 +15,14 @@ pub mod stats;
 pub mod table;
 mod tun;
 pub mod uapi;
-mod udp;
 mod worker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+
+use crate::fastpath::udp;
 
 use boringtun::x25519::StaticSecret;
 
@@ -91,7 +92,7 @@ impl Gateway {
             engine = engine.with_flow_log(log);
         }
         let engine = Arc::new(engine);
-        let tun_queues = tun::open(&cfg.interface, threads)?;
+        let (tun_queues, offloads) = tun::open(&cfg.interface, threads)?;
         tun::configure(
             &cfg.interface,
             cfg.address,
@@ -113,10 +114,16 @@ impl Gateway {
                 addr: cfg.listen,
                 source,
             })?;
+            let udp_offloads = udp::enable_offloads(std::os::fd::AsRawFd::as_raw_fd(&udp));
+            if i == 0 {
+                tracing::info!(?udp_offloads, "UDP offloads");
+            }
             let w = worker::Worker {
                 engine: Arc::clone(&engine),
                 tun,
+                offloads,
                 udp,
+                udp_offloads,
                 stop: Arc::clone(&stop),
                 slot,
             };
@@ -130,6 +137,7 @@ impl Gateway {
             interface = %cfg.interface,
             listen = %cfg.listen,
             threads,
+            tun_offload = ?offloads,
             public_key = %keys::encode(&engine.public_key()),
             "gateway data plane started"
         );
