@@ -166,6 +166,8 @@ pub mod codes {
     pub const FORBIDDEN: &str = "forbidden";
     pub const NOT_FOUND: &str = "not_found";
     pub const DEVICE_REVOKED: &str = "device_revoked";
+    pub const DEVICE_SUSPENDED: &str = "device_suspended";
+    pub const DEVICE_EXPIRED: &str = "device_expired";
     pub const TOO_MANY_ATTEMPTS: &str = "too_many_attempts";
     pub const DIRECTORY_UNAVAILABLE: &str = "directory_unavailable";
     pub const DATABASE_UNAVAILABLE: &str = "database_unavailable";

@@ -9,6 +9,8 @@ use anyhow::Context as _;
 use crate::config::Config;
 
 pub mod audit_cli;
+pub mod audit_review_cli;
+pub mod directory_cli;
 pub mod serve;
 pub mod store_admin;
 

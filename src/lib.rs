@@ -11,6 +11,12 @@ pub mod config;
 pub mod control;
 #[cfg(feature = "server")]
 pub mod directory;
+/// The DN type lives with the directory code; the policy (data-plane feature) needs it too.
+#[cfg(feature = "dataplane")]
+#[path = "directory/dn.rs"]
+pub mod dn;
+#[cfg(feature = "fastpath")]
+pub mod fastpath;
 #[cfg(feature = "dataplane")]
 pub mod gateway;
 #[cfg(feature = "server")]

@@ -54,23 +54,65 @@ enum Command {
     /// The audit log: export, verify the hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The directory sync.
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
+}
+
+#[derive(Subcommand)]
+enum DirectoryCommand {
+    /// Show (--dry-run) or confirm (--apply) what a directory sync changes; a periodic sync
+    /// that would suspend more than `max_changes_per_sync` devices waits for --apply.
+    #[command(group(clap::ArgGroup::new("mode").required(true).args(["dry_run", "apply"])))]
+    Sync {
+        #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
+        config: PathBuf,
+        /// Print the changes, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Make the changes, even over max_changes_per_sync.
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
+/// The filters of `sesame audit export` (same meaning as the API's query parameters).
+#[derive(clap::Args)]
+struct AuditFilterArgs {
+    /// From (included): 2026-01-31, 2026-01-31T08:00:00Z, or 7d for "7 days ago".
+    #[arg(long)]
+    since: Option<String>,
+    /// Until (excluded), same forms as --since.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only events whose actor is this uid or which concern it.
+    #[arg(long)]
+    user: Option<String>,
+    /// Only events about this device id.
+    #[arg(long)]
+    device: Option<String>,
+    /// Only this action (auth.login, flow.allowed…).
+    #[arg(long)]
+    action: Option<String>,
+    /// Only events about this resource (flows).
+    #[arg(long)]
+    resource: Option<String>,
+    /// success, failure or denied.
+    #[arg(long)]
+    outcome: Option<String>,
+    /// Only events from this client address.
+    #[arg(long)]
+    source_ip: Option<String>,
 }
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Write events (oldest first) to stdout as CSV or JSON lines.
+    /// Write events (oldest first) to stdout as CSV or JSON lines, streamed page by page.
     Export {
         #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
         config: PathBuf,
-        /// From (included): 2026-01-31, 2026-01-31T08:00:00Z, or 7d for "7 days ago".
-        #[arg(long)]
-        since: Option<String>,
-        /// Until (excluded), same forms as --since.
-        #[arg(long)]
-        until: Option<String>,
-        /// Only events whose actor or target is this uid.
-        #[arg(long)]
-        user: Option<String>,
+        #[command(flatten)]
+        filter: AuditFilterArgs,
         #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl"])]
         format: String,
     },
@@ -88,6 +130,36 @@ enum AuditCommand {
         /// A `sesame audit export --format jsonl` file; needs --checkpoints and --public-key.
         #[arg(long, requires_all = ["checkpoints", "public_key"])]
         export: Option<PathBuf>,
+    },
+    /// Who reached a resource: user, device, first/last seen, bytes (flow.allowed records).
+    Flows {
+        #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
+        config: PathBuf,
+        /// Resource name ([[resource]] name).
+        #[arg(long)]
+        resource: String,
+        /// From (included), same forms as export --since.
+        #[arg(long)]
+        since: Option<String>,
+        /// Until (excluded).
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value = "csv", value_parser = ["csv", "json", "table"])]
+        format: String,
+    },
+    /// Who can reach a resource now (or what a user can reach), through which group and grant,
+    /// with each device's last session and last flow.
+    AccessReview {
+        #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
+        config: PathBuf,
+        /// Resource name.
+        #[arg(long, required_unless_present = "user", conflicts_with = "user")]
+        resource: Option<String>,
+        /// Or a user's uid: every resource their devices can reach, and why.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value = "csv", value_parser = ["csv", "json", "table"])]
+        format: String,
     },
 }
 
@@ -136,7 +208,20 @@ enum DevicesCommand {
         /// Why (kept in the audit log).
         #[arg(long)]
         reason: Option<String>,
+        /// Cut it at the running gateway through its local admin socket, even with the
+        /// database down; the store is updated (and audited) when it answers again.
+        #[arg(long)]
+        emergency: bool,
     },
+}
+
+fn report_format(s: &str) -> sesame::commands::audit_review_cli::ReportFormat {
+    use sesame::commands::audit_review_cli::ReportFormat;
+    match s {
+        "json" => ReportFormat::Json,
+        "table" => ReportFormat::Table,
+        _ => ReportFormat::Csv,
+    }
 }
 
 fn main() -> ExitCode {
@@ -196,9 +281,7 @@ fn try_main() -> anyhow::Result<ExitCode> {
         }
         Command::Audit(AuditCommand::Export {
             config,
-            since,
-            until,
-            user,
+            filter,
             format,
         }) => {
             let format = if format == "jsonl" {
@@ -206,14 +289,42 @@ fn try_main() -> anyhow::Result<ExitCode> {
             } else {
                 sesame::commands::audit_cli::ExportFormat::Csv
             };
-            sesame::commands::audit_cli::export(
-                &config,
-                since.as_deref(),
-                until.as_deref(),
-                user.as_deref(),
-                format,
-            )
+            let params = sesame::audit::FilterParams {
+                user: filter.user,
+                device: filter.device,
+                action: filter.action,
+                resource: filter.resource,
+                outcome: filter.outcome,
+                source_ip: filter.source_ip,
+                since: filter.since,
+                until: filter.until,
+            };
+            sesame::commands::audit_cli::export(&config, &params, format)
         }
+        Command::Audit(AuditCommand::Flows {
+            config,
+            resource,
+            since,
+            until,
+            format,
+        }) => sesame::commands::audit_review_cli::flows(
+            &config,
+            &resource,
+            since.as_deref(),
+            until.as_deref(),
+            report_format(&format),
+        ),
+        Command::Audit(AuditCommand::AccessReview {
+            config,
+            resource,
+            user,
+            format,
+        }) => sesame::commands::audit_review_cli::access_review_cmd(
+            &config,
+            resource.as_deref(),
+            user.as_deref(),
+            report_format(&format),
+        ),
         Command::Audit(AuditCommand::Verify {
             config,
             checkpoints,
@@ -225,8 +336,24 @@ fn try_main() -> anyhow::Result<ExitCode> {
             public_key: public_key.as_deref(),
             export: export.as_deref(),
         }),
-        Command::Devices(DevicesCommand::Revoke { id, config, reason }) => {
-            sesame::commands::store_admin::devices_revoke(&config, id, reason.as_deref())
+        Command::Directory(DirectoryCommand::Sync {
+            config,
+            dry_run: _,
+            apply,
+        }) => sesame::commands::directory_cli::sync(&config, apply),
+        Command::Devices(DevicesCommand::Revoke {
+            id,
+            config,
+            reason,
+            emergency: true,
+        }) => {
+            sesame::commands::store_admin::devices_revoke_emergency(&config, id, reason.as_deref())
         }
+        Command::Devices(DevicesCommand::Revoke {
+            id,
+            config,
+            reason,
+            emergency: false,
+        }) => sesame::commands::store_admin::devices_revoke(&config, id, reason.as_deref()),
     }
 }

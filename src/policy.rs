@@ -270,6 +270,9 @@ pub struct Policy {
     resources: BTreeMap<String, Resource>,
     /// Group DN (lower-cased) → resource names.
     grants: BTreeMap<String, BTreeSet<String>>,
+    /// The `[[grant]]` sections in file order (group DN lower-cased, resources): the access
+    /// review says which section granted what.
+    sections: Vec<(String, BTreeSet<String>)>,
 }
 
 /// A grant named a resource the policy does not define.
@@ -282,6 +285,7 @@ impl Policy {
         Policy {
             resources: resources.into_iter().map(|r| (r.name.clone(), r)).collect(),
             grants: BTreeMap::new(),
+            sections: Vec::new(),
         }
     }
 
@@ -296,7 +300,21 @@ impl Policy {
             .entry(normalize_dn(group))
             .or_default()
             .extend(resources.iter().cloned());
+        self.sections
+            .push((normalize_dn(group), resources.iter().cloned().collect()));
         Ok(())
+    }
+
+    /// 1-based numbers of the `[[grant]]` sections (in file order) that give `resource` to
+    /// members of `group`: empty when the group does not grant it.
+    pub fn grant_sections(&self, group: &str, resource: &str) -> Vec<usize> {
+        let group = normalize_dn(group);
+        self.sections
+            .iter()
+            .enumerate()
+            .filter(|(_, (g, r))| *g == group && r.contains(resource))
+            .map(|(i, _)| i + 1)
+            .collect()
     }
 
     pub fn resource(&self, name: &str) -> Option<&Resource> {
@@ -349,14 +367,8 @@ impl Policy {
     }
 }
 
-/// Canonical form of a DN for comparisons: lower case, no spaces around separators.
-pub fn normalize_dn(dn: &str) -> String {
-    dn.split(',')
-        .map(|rdn| rdn.split('=').map(str::trim).collect::<Vec<_>>().join("="))
-        .collect::<Vec<_>>()
-        .join(",")
-        .to_lowercase()
-}
+/// Canonical form of a DN for comparisons (RFC 4514, see `directory/dn.rs`).
+pub use crate::dn::normalize_dn;
 
 #[cfg(test)]
 mod tests {

@@ -29,20 +29,8 @@ const OTHER_PORT: u16 = 9000;
 /// Listener on laptop1 that resource hosts must not reach.
 const LAPTOP_PORT: u16 = 7000;
 
-/// A TCP server accepting and closing connections on every HOST:PORT argument.
-const LISTENER: &str = r#"
-import socket, select, sys
-socks = []
-for a in sys.argv[1:]:
-    h, p = a.rsplit(':', 1)
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((h, int(p))); s.listen(64); socks.append(s)
-print('ready', flush=True)
-while True:
-    r, _, _ = select.select(socks, [], [])
-    for s in r:
-        c, _ = s.accept(); c.close()
-"#;
+/// Servers on HOST:PORT arguments (`serve`) and the bulk client (`check`): see the file.
+const BULK: &str = include_str!("common/bulk.py");
 
 /// Sends N datagrams of junk to HOST:PORT (bounded count).
 const FLOOD: &str = r#"
@@ -110,8 +98,8 @@ fn setup() -> Topology {
     gw.ip(&["route", "add", &format!("{PAIE}/32"), "via", "198.18.3.2"]);
     gw.ip(&["route", "add", &format!("{RH}/32"), "via", "198.18.3.2"]);
 
-    let script = dir.path().join("listener.py");
-    std::fs::write(&script, LISTENER).unwrap();
+    let script = dir.path().join("bulk.py");
+    std::fs::write(&script, BULK).unwrap();
     let script = script.to_str().unwrap();
     let res_log = dir.path().join("res-listener.log");
     let lap_log = dir.path().join("laptop-listener.log");
@@ -120,6 +108,7 @@ fn setup() -> Topology {
             "python3",
             &[
                 script,
+                "serve",
                 &format!("{PAIE}:{APP_PORT}"),
                 &format!("{PAIE}:{OTHER_PORT}"),
                 &format!("{RH}:{APP_PORT}"),
@@ -128,7 +117,7 @@ fn setup() -> Topology {
         ),
         l1.spawn(
             "python3",
-            &[script, &format!("0.0.0.0:{LAPTOP_PORT}")],
+            &[script, "serve", &format!("0.0.0.0:{LAPTOP_PORT}")],
             Some(&lap_log),
         ),
     ];
@@ -405,4 +394,39 @@ fn malformed_datagram_flood_is_counted_and_harmless() {
     assert!(t.gateway.child.is_some());
     assert!(t.l1.tcp_connects(PAIE, APP_PORT, 2));
     assert!(t.l1.pings(PAIE, 1));
+}
+
+#[test]
+fn bulk_tcp_both_ways_arrives_intact_through_the_offloads() {
+    let t = setup();
+    assert!(
+        t.until_connected(&t.l1, PAIE),
+        "gateway log:\n{}",
+        t.log_text()
+    );
+    // The kernel gave the gateway TSO: reads are split and writes coalesced on this path.
+    let log = t.log_text();
+    assert!(log.contains("tso: true"), "no TUN offload: {log}");
+    let bulk = t.dir.path().join("bulk.py");
+    // 8 MiB each way: thousands of super-segments split and of segments coalesced.
+    let out = t.l1.exec(
+        "timeout",
+        &[
+            "120",
+            "python3",
+            bulk.to_str().unwrap(),
+            "check",
+            PAIE,
+            &APP_PORT.to_string(),
+            &(8 << 20).to_string(),
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "bulk transfer failed: {}\ngateway log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        t.log_text()
+    );
+    assert_eq!(t.drop_count("io_error"), 0);
+    assert_eq!(t.drop_count("tun_malformed"), 0);
 }

@@ -88,6 +88,20 @@ async fn enrol_config_rotate_revoke_journey() {
     assert_eq!(r.status(), 200);
     assert!(h.sink.peer(&new_bytes).is_some());
     assert!(h.sink.peer(&key_bytes).is_none());
+    // A new token comes with the new key; the old one is dead.
+    let old_token = token;
+    let token = r.json::<Value>().await.unwrap()["device_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(token, old_token);
+    let r = c
+        .get(h.url("/api/v1/device/config"))
+        .bearer_auth(&old_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
     // Incrementally too (old key removed, new key added): the gateway's set is the full set.
     assert_eq!(*h.sink.upserts.lock(), 2);
     let full = h.control.compute().await.unwrap();
@@ -103,6 +117,29 @@ async fn enrol_config_rotate_revoke_journey() {
         .await
         .unwrap();
     assert_eq!(error_of(r).await, (400, "invalid_public_key".into()));
+    // A second rotation right away is refused (one per 10 minutes per device); both failed
+    // attempts are audited.
+    let (k3, _) = laptop_key();
+    let r = c
+        .post(h.url("/api/v1/device/rotate"))
+        .bearer_auth(&token)
+        .json(&json!({"public_key": k3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (429, "too_many_attempts".into()));
+    let failed: Vec<_> = h
+        .store
+        .list_audit(&sesame::store::AuditFilter {
+            action: Some("device.rotated".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.outcome != sesame::audit::Outcome::Success)
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
 
     // IT staff sees the device and revokes it: the peer disappears, the token stops working.
     let list: Value = it
@@ -142,7 +179,8 @@ async fn enrol_config_rotate_revoke_journey() {
         .json()
         .await
         .unwrap();
-    let actions: Vec<&str> = events
+    assert_eq!(events["next_cursor"], Value::Null, "one page");
+    let actions: Vec<&str> = events["events"]
         .as_array()
         .unwrap()
         .iter()
@@ -164,8 +202,8 @@ async fn enrol_config_rotate_revoke_journey() {
         .json::<Value>()
         .await
         .unwrap();
-    assert_eq!(revoked.as_array().unwrap().len(), 1);
-    assert_eq!(revoked[0]["actor"], "tleroux");
+    assert_eq!(revoked["events"].as_array().unwrap().len(), 1);
+    assert_eq!(revoked["events"][0]["actor"], "tleroux");
     let csv = auditor
         .get(h.url("/api/v1/audit/events?format=csv&since=2000-01-01"))
         .send()
@@ -482,7 +520,7 @@ async fn directory_sync_updates_grants_and_revokes_leavers() {
     let report = h.sync().sync_once().await.unwrap();
     // The two device owners, and tleroux: signed in, so re-read too (sessions follow groups).
     assert_eq!(report.checked, 3);
-    assert_eq!(report.devices_revoked, 1);
+    assert_eq!(report.devices_suspended, 1);
     assert!(h.sink.peer(&kb_marie).unwrap().rules.allows(rh, 6, 443));
     assert!(h.sink.peer(&kb_sophie).is_none());
     let r = reqwest::Client::new()
@@ -491,7 +529,7 @@ async fn directory_sync_updates_grants_and_revokes_leavers() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(r).await, (403, "device_revoked".into()));
+    assert_eq!(error_of(r).await, (403, "device_suspended".into()));
     let sync_events = h
         .store
         .list_audit(&AuditFilter {
@@ -501,11 +539,11 @@ async fn directory_sync_updates_grants_and_revokes_leavers() {
         .await
         .unwrap();
     assert_eq!(sync_events.len(), 1);
-    assert_eq!(sync_events[0].details["devices_revoked"], 1);
+    assert_eq!(sync_events[0].details["devices_suspended"], 1);
     let revoked = h
         .store
         .list_audit(&AuditFilter {
-            action: Some("device.revoked".into()),
+            action: Some("device.suspended".into()),
             ..AuditFilter::default()
         })
         .await
@@ -532,14 +570,15 @@ async fn directory_sync_updates_grants_and_revokes_leavers() {
     h.control.reconcile().await.unwrap();
     assert!(h.sink.peer(&kb_h).is_none());
 
-    // A disabled user loses their devices too.
+    // A disabled user loses their devices too (suspended).
     h.slapd.disable_user("mdupont");
     let report = h.sync().sync_once().await.unwrap();
-    assert_eq!(report.devices_revoked, 1);
+    assert_eq!(report.devices_suspended, 1);
     assert!(h.sink.keys().is_empty());
-    // Sync revocations are counted with the portal's (expiry is not a revocation).
+    // Sync suspensions are counted (expiry is not a revocation).
     let m = h.metrics.render();
-    assert!(m.contains("sesame_revocations_total 2"), "{m}");
+    assert!(m.contains("sesame_device_suspensions_total 2"), "{m}");
+    assert!(m.contains("sesame_revocations_total 0"), "{m}");
     let _ = (PAIE_NET, RH_NET);
 }
 
@@ -684,7 +723,8 @@ async fn audit_verify_api_checks_the_signed_checkpoints() {
     };
     let v = verify().await;
     assert_eq!(v["intact"], true, "{v}");
-    assert_eq!(v["events"], cp.last_id + 1);
+    // Up to the checkpoint event, and the audit.read this request recorded before verifying.
+    assert_eq!(v["events"], cp.last_id + 2);
 
     sqlx::query("DROP TRIGGER audit_events_no_delete")
         .execute(h.store.pool())

@@ -264,3 +264,68 @@ async fn https_portal_with_host_prefixed_secure_cookie() {
         .await;
     assert!(r.map(|r| r.status() != 200).unwrap_or(true));
 }
+
+/// Strangers failing on Marie's account from many addresses lock it for them, not for Marie's
+/// own browser: it logged in before and shows its signed device cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_account_still_logs_in_from_its_known_device() {
+    let h = Harness::start().await;
+    let login = |c: &reqwest::Client, user: &str, pw: &str, xff: &str| {
+        c.post(h.url("/api/v1/login"))
+            .header("x-forwarded-for", xff.to_string())
+            .json(&json!({"username": user, "password": pw}))
+            .send()
+    };
+    // Marie's browser logs in once: it gets a device cookie beside the session.
+    let marie = h.browser();
+    let r = login(&marie, "mdupont", password_of("mdupont"), "198.18.7.1")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Her browser's scripts send the session's CSRF token back (the session cookie is sent too).
+    let csrf = harness::csrf_cookie(&r).unwrap();
+    let cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("sesame-device=") && c.contains("HttpOnly")),
+        "{cookies:?}"
+    );
+    // Five strangers, five addresses, five spellings of her account.
+    let stranger = reqwest::Client::new();
+    for (i, name) in [
+        "mdupont",
+        "MDupont",
+        " mdupont",
+        "ACADEMIE\\mdupont",
+        "mdupont@academie.test",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = login(&stranger, name, "guess", &format!("198.18.8.{}", i + 1))
+            .await
+            .unwrap();
+        assert_eq!(error_of(r).await.0, 401);
+    }
+    // The account is now refused from any new address, even with the right password…
+    let r = login(&stranger, "mdupont", password_of("mdupont"), "198.18.9.1")
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (429, "too_many_attempts".into()));
+    // …except from Marie's known browser, on another address too.
+    let r = marie
+        .post(h.url("/api/v1/login"))
+        .header("x-forwarded-for", "198.18.7.2")
+        .header("x-csrf-token", csrf)
+        .json(&json!({"username": "mdupont", "password": password_of("mdupont")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

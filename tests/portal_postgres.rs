@@ -59,11 +59,20 @@ async fn enrol_rotate_revoke_and_sync_on_postgresql() {
     assert_eq!(r.status(), 200);
     assert!(h.sink.peer(&kb2).is_some() && h.sink.peer(&kb_m).is_none());
 
-    // Sophie leaves the VPN users: sync revokes her device.
+    // Sophie leaves the VPN users: sync suspends her device; she returns: it comes back.
     h.slapd
         .remove_from_group("sbernard", "personnels-administratifs");
     let report = h.sync().sync_once().await.unwrap();
-    assert_eq!(report.devices_revoked, 1);
+    assert_eq!(report.devices_suspended, 1);
+    assert!(h.sink.peer(&kb_s).is_none());
+    h.slapd
+        .add_to_group("sbernard", "personnels-administratifs");
+    let report = h.sync().sync_once().await.unwrap();
+    assert_eq!(report.devices_restored, 1);
+    assert!(h.sink.peer(&kb_s).is_some());
+    h.slapd
+        .remove_from_group("sbernard", "personnels-administratifs");
+    assert_eq!(h.sync().sync_once().await.unwrap().devices_suspended, 1);
     assert!(h.sink.peer(&kb_s).is_none());
 
     // IT revokes Marie's device.

@@ -16,9 +16,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::netns::{wait_for, Netns};
-use common::serve::{api, sesame, setup, APP_PORT, GW_PORT, METRICS, PAIE, RH, SYNC};
+use common::serve::{api, sesame, setup, World, APP_PORT, GW_PORT, METRICS, PAIE, RH, SYNC};
 use common::slapd::password_of;
-use common::wg::genkey;
+use common::wg::{genkey, WgPeer};
 use serde_json::json;
 
 #[test]
@@ -137,6 +137,8 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
         Some(&token),
     );
     assert_eq!(st, 200, "{v}");
+    // The rotation issued a new device token (the old one died).
+    let token = v["device_token"].as_str().unwrap().to_string();
     let lag = probe.last_reply_after_start();
     eprintln!(
         "rotation: last echo reply through the old key {lag:?} after the rotate call started"
@@ -193,7 +195,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     assert!(w.reaches(PAIE), "tunnel cut while the directory is down");
     w.slapd.start_again();
 
-    // Sophie leaves every vpn_users group: the next sync revokes her device and cuts her tunnel.
+    // Sophie leaves every vpn_users group: the next sync suspends her device and cuts her tunnel.
     let probe = PingProbe::start(&w.laptop2, RH, 3 * SYNC.as_secs() as u32);
     w.slapd
         .remove_from_group("sbernard", "personnels-administratifs");
@@ -236,7 +238,8 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     // The metrics tell the story.
     let out = Command::new("curl").args(["-s", METRICS]).output().unwrap();
     let m = String::from_utf8_lossy(&out.stdout);
-    assert!(m.contains("sesame_revocations_total 2"), "{m}");
+    assert!(m.contains("sesame_revocations_total 1"), "{m}");
+    assert!(m.contains("sesame_device_suspensions_total 1"), "{m}");
     assert!(m.contains("sesame_gateway_peers 0"), "{m}");
     w.stop_serve();
 
@@ -327,4 +330,215 @@ fn serve_refuses_a_config_without_directory() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("[directory] section is missing"), "{err}");
     assert!(err.contains(config.to_str().unwrap()), "{err}");
+}
+
+/// Enrols `uid`'s laptop `peer` (IT staff creates the code) and points it at the gateway with
+/// no persistent keepalive, as a stock WireGuard client; returns the device token.
+fn enrol_stock_laptop(w: &World, uid: &str, peer: &WgPeer, ns: &Netns, endpoint: &str) -> String {
+    let jar = w.dir.path().join("it-stock.cookies");
+    let (st, _) = api(
+        "POST",
+        "/api/v1/login",
+        Some(&json!({"username": "tleroux", "password": password_of("tleroux")})),
+        Some(&jar),
+        None,
+    );
+    assert_eq!(st, 200);
+    let (st, v) = api(
+        "POST",
+        "/api/v1/enrolment-codes",
+        Some(&json!({"username": uid, "device_name": format!("portable-{uid}")})),
+        Some(&jar),
+        None,
+    );
+    assert_eq!(st, 201, "{v}");
+    let (st, cfg) = api(
+        "POST",
+        "/api/v1/enrol",
+        Some(
+            &json!({"code": v["code"], "username": uid, "password": password_of(uid), "public_key": peer.key.public, "hostname": format!("pc-{uid}")}),
+        ),
+        None,
+        None,
+    );
+    assert_eq!(st, 201, "{cfg}");
+    peer.set_peer(ns, &w.gateway_public, endpoint, &[&format!("{PAIE}/32")], 0);
+    cfg["device_token"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn restarts_bring_stock_laptops_back_with_or_without_the_database() {
+    let mut w = setup();
+    let _ = enrol_stock_laptop(
+        &w,
+        "mdupont",
+        &w.wg,
+        &w.laptop,
+        &format!("198.18.1.1:{GW_PORT}"),
+    );
+    assert!(
+        w.until_reach(PAIE, true, Duration::from_secs(15)).is_some(),
+        "granted resource unreachable; log:\n{}",
+        w.log_text()
+    );
+
+    // Plain restart: the gateway re-initiates towards the laptop's last endpoint; a stock
+    // client left alone would wait for its own ~15 s retransmit timer.
+    w.stop_serve();
+    let cached = std::fs::read_to_string(w.gw_state_file("peer-cache.json")).unwrap_or_default();
+    assert!(
+        cached.contains("198.18.1.2:"),
+        "laptop endpoint not cached: {cached}\n{}",
+        w.log_text()
+    );
+    let config = w.config.clone();
+    let t = w.spawn_serve(&config);
+    assert!(
+        wait_for(Duration::from_secs(5), || w.reaches(PAIE)),
+        "laptop not back within 5 s of a plain restart; log:\n{}",
+        w.log_text()
+    );
+    eprintln!(
+        "plain restart: traffic back {:?} after the start",
+        t.elapsed()
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || api(
+            "GET", "/readyz", None, None, None
+        )
+        .0 == 200),
+        "{}",
+        w.log_text()
+    );
+
+    // The database unreachable (its path now under a regular file): the cached set is served.
+    w.stop_serve();
+    let blocker = w.dir.path().join("not-a-directory");
+    std::fs::write(&blocker, "x").unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let db = w.dir.path().join("sesame.db");
+    let broken = text.replace(
+        &format!("sqlite://{}", db.display()),
+        &format!("sqlite://{}", blocker.join("sesame.db").display()),
+    );
+    assert_ne!(text, broken);
+    let broken_config = w.dir.path().join("db-unreachable.toml");
+    std::fs::write(&broken_config, &broken).unwrap();
+    let t = w.spawn_serve(&broken_config);
+    assert!(
+        wait_for(Duration::from_secs(10), || w.reaches(PAIE)),
+        "cached peers not served within 10 s with the database unreachable; log:\n{}",
+        w.log_text()
+    );
+    eprintln!(
+        "restart without database: traffic back {:?} after the start",
+        t.elapsed()
+    );
+    assert!(
+        w.log_text().contains("serving the cached peer set"),
+        "{}",
+        w.log_text()
+    );
+    assert_ne!(api("GET", "/readyz", None, None, None).0, 200);
+
+    // Emergency revocation with the database down: cut at once through the admin socket.
+    let sock = w.gw_state_file("admin.sock");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "admin socket must be owner-only");
+    let probe = PingProbe::start(&w.laptop, PAIE, 3);
+    let out =
+        w.gw.command(env!("CARGO_BIN_EXE_sesame"))
+            .args([
+                "devices",
+                "revoke",
+                "1",
+                "--emergency",
+                "--reason",
+                "laptop stolen",
+            ])
+            .args(["--config", broken_config.to_str().unwrap()])
+            .output()
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lag = probe.last_reply_after_start();
+    eprintln!(
+        "emergency revocation (database down): last echo reply {lag:?} after the call started"
+    );
+    assert!(
+        lag < Duration::from_secs(1),
+        "still passing traffic {lag:?} after the emergency revocation"
+    );
+    // Unknown id: refused, clearly.
+    let out =
+        w.gw.command(env!("CARGO_BIN_EXE_sesame"))
+            .args(["devices", "revoke", "99", "--emergency"])
+            .args(["--config", broken_config.to_str().unwrap()])
+            .output()
+            .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("device 99"));
+
+    // A modified cache is refused, with a clear log line: nothing is served from it.
+    w.stop_serve();
+    let cache = w.gw_state_file("peer-cache.json");
+    let body = std::fs::read_to_string(&cache).unwrap();
+    assert!(body.contains("100.64.0.2"), "{body}");
+    std::fs::write(&cache, body.replace("100.64.0.2", "100.64.0.3")).unwrap();
+    w.spawn_serve(&broken_config);
+    assert!(
+        wait_for(Duration::from_secs(10), || w
+            .log_text()
+            .contains("peer cache refused")),
+        "no refusal in the log:\n{}",
+        w.log_text()
+    );
+    assert!(!w.reaches(PAIE), "a tampered cache was served");
+    w.stop_serve();
+
+    // The database back: the emergency revocation reaches the store, audited; the device stays
+    // cut.
+    w.start_serve();
+    let jar = w.dir.path().join("auditor.cookies");
+    let (st, _) = api(
+        "POST",
+        "/api/v1/login",
+        Some(&json!({"username": "cgarnier", "password": password_of("cgarnier")})),
+        Some(&jar),
+        None,
+    );
+    assert_eq!(st, 200);
+    let (st, v) = api(
+        "GET",
+        "/api/v1/audit/events?action=device.revoked&format=json",
+        None,
+        Some(&jar),
+        None,
+    );
+    assert_eq!(st, 200, "{v}");
+    let events = v["events"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(events.len(), 1, "{v}");
+    assert_eq!(events[0]["target"], "device:1");
+    assert!(
+        events[0]["actor"].as_str().unwrap().starts_with("cli:"),
+        "{v}"
+    );
+    assert!(
+        events[0]["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("laptop stolen"),
+        "{v}"
+    );
+    let pending = std::fs::read_to_string(w.gw_state_file("pending-revocations.json")).unwrap();
+    assert_eq!(pending.trim(), "[]");
+    assert!(
+        w.until_reach(PAIE, true, Duration::from_secs(5)).is_none(),
+        "revoked laptop back"
+    );
+    w.stop_serve();
 }

@@ -29,6 +29,7 @@ both_backends!(
     bulk_code_creation_is_all_or_nothing,
     concurrent_enrolments_get_distinct_addresses_and_one_chain,
     failure_late_in_enrolment_rolls_everything_back,
+    concurrent_enrolments_with_refusals_and_a_failure_each_get_their_own_answer,
 );
 
 async fn code_lifecycle_pending_to_redeemed_then_reuse_refused(db: Db) {
@@ -321,6 +322,126 @@ async fn concurrent_enrolments_get_distinct_addresses_and_one_chain(db: Db) {
     );
 }
 
+/// Enrolments are group-committed with a savepoint each: among concurrent ones, refusals
+/// (code used twice, code of another user, key used twice) and a database error injected
+/// into one of them fail alone; every other one is written whole, nothing half-written.
+async fn concurrent_enrolments_with_refusals_and_a_failure_each_get_their_own_answer(db: Db) {
+    const GOOD: u8 = 16;
+    let inject = match db.store.backend() {
+        sesame::store::Backend::Sqlite => vec![
+            "CREATE TRIGGER inject_failure BEFORE INSERT ON devices WHEN NEW.hostname = 'boom' \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        ],
+        sesame::store::Backend::Postgres => vec![
+            "CREATE FUNCTION inject_failure() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN IF NEW.hostname = 'boom' THEN RAISE EXCEPTION 'injected failure'; END IF; \
+             RETURN NEW; END; $$",
+            "CREATE TRIGGER inject_failure BEFORE INSERT ON devices \
+             FOR EACH ROW EXECUTE FUNCTION inject_failure()",
+        ],
+    };
+    for sql in &inject {
+        exec(&db.store, sql).await;
+    }
+    // (user, code owner, key, hostname, expected outcome)
+    let mut cases: Vec<(String, String, u8, &str, &str)> = Vec::new();
+    for i in 0..GOOD {
+        let u = format!("user{i}");
+        cases.push((u.clone(), u, i + 1, "pc", "ok"));
+    }
+    cases.push(("twice".into(), "twice".into(), 100, "pc", "used"));
+    cases.push(("mallory".into(), "victim".into(), 101, "pc", "wrong_user"));
+    cases.push(("samekey".into(), "samekey".into(), 1, "pc", "key_in_use"));
+    cases.push(("boom".into(), "boom".into(), 102, "boom", "db_error"));
+    let mut codes = Vec::new();
+    for (_, owner, ..) in &cases {
+        codes.push(code_for(&db, owner, "pc").await);
+    }
+    // The "twice" code is presented a second time, with another key.
+    let twice = codes[usize::from(GOOD)].clone();
+    codes[usize::from(GOOD)] = twice.clone();
+    let mut tasks = Vec::new();
+    let spawn = |user: String, code: String, k: u8, host: &'static str| {
+        let store = db.store.clone();
+        tokio::spawn(async move {
+            store
+                .enrol(
+                    &EnrolRequest {
+                        code: &code,
+                        user: &person(&user),
+                        public_key: key(k),
+                        hostname: host,
+                        key_lifetime: None,
+                    },
+                    &pool("100.64.0.0/24"),
+                    &AuditContext::system(),
+                )
+                .await
+        })
+    };
+    // "twice" goes first so the retry of its code is the refused one.
+    let first_twice = spawn("twice".into(), twice.clone(), 103, "pc")
+        .await
+        .expect("join")
+        .expect("the first use of a code enrols");
+    for ((user, _, k, host, _), code) in cases.iter().zip(&codes) {
+        tasks.push(spawn(user.clone(), code.clone(), *k, host));
+    }
+    let mut addrs = HashSet::from([first_twice.device.tunnel_address]);
+    let mut enrolled = 1;
+    let mut key1_winners = 0;
+    for ((user, _, _, _, expected), t) in cases.iter().zip(tasks) {
+        let r = t.await.expect("join");
+        match (*expected, r) {
+            ("ok", Ok(e)) => {
+                assert!(
+                    addrs.insert(e.device.tunnel_address),
+                    "{user}: address reused"
+                );
+                enrolled += 1;
+                key1_winners += usize::from(e.device.public_key == key(1));
+            }
+            ("used", Err(StoreError::CodeAlreadyUsed)) => {}
+            ("wrong_user", Err(StoreError::CodeWrongUser)) => {}
+            // user0 and samekey race for key 1: exactly one wins.
+            ("key_in_use", Err(StoreError::PublicKeyInUse)) => {}
+            ("key_in_use", Ok(e)) => {
+                assert!(addrs.insert(e.device.tunnel_address));
+                enrolled += 1;
+                key1_winners += 1;
+            }
+            ("db_error", Err(StoreError::Database(e))) => {
+                assert!(e.to_string().contains("injected failure"), "{e}")
+            }
+            ("ok", Err(StoreError::PublicKeyInUse)) if user == "user0" => {}
+            (want, got) => panic!("{user}: expected {want}, got {got:?}"),
+        }
+    }
+    assert_eq!(key1_winners, 1, "one device holds key 1");
+    assert_eq!(enrolled, usize::from(GOOD) + 1);
+    // Nothing half-written: devices and events are exactly those of the successes.
+    let devices = db.store.list_devices(None).await.expect("devices");
+    assert_eq!(devices.len(), enrolled);
+    assert!(devices.iter().all(|d| d.hostname != "boom"));
+    let codes_created = cases.len() as u64;
+    assert_eq!(
+        db.store.verify_audit().await.expect("verify"),
+        AuditVerification::Intact {
+            events: codes_created + enrolled as u64
+        }
+    );
+    for (owner, code) in [
+        ("boom", &codes[codes.len() - 1]),
+        ("victim", &codes[usize::from(GOOD) + 1]),
+    ] {
+        assert_eq!(
+            db.store.code(code).await.expect("q").expect("c").state,
+            CodeState::Pending,
+            "{owner}'s code stays usable"
+        );
+    }
+}
+
 async fn failure_late_in_enrolment_rolls_everything_back(db: Db) {
     let code = code_for(&db, "alice", "pc-alice").await;
     // Inject a failure at the last write but one (marking the code redeemed), after the user
@@ -338,10 +459,7 @@ async fn failure_late_in_enrolment_rolls_everything_back(db: Db) {
         ],
     };
     for sql in inject {
-        sqlx::raw_sql(sql)
-            .execute(db.store.pool())
-            .await
-            .expect("inject");
+        exec(&db.store, sql).await;
     }
     let before = counts(&db).await;
     let r = enrol(&db, &code, &person("alice"), key(1), "100.64.0.0/24").await;

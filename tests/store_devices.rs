@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::store_db::*;
 use sesame::audit::AuditContext;
-use sesame::store::{AuditFilter, DeviceStatus, StoreError};
+use sesame::store::{AuditFilter, DeviceStatus, Rotation, StoreError};
 
 both_backends!(
     rotate_key_replaces_key_checks_uniqueness_and_audits,
@@ -30,9 +30,15 @@ async fn rotate_key_replaces_key_checks_uniqueness_and_audits(db: Db) {
     db.clock.advance(24 * HOUR);
     let ctx = AuditContext::new("alice", None);
 
-    let r = db.store.rotate_key(a.device.id, &key(2), None, &ctx).await;
+    let r = db
+        .store
+        .rotate_key(a.device.id, &key(2), &Rotation::default(), &ctx)
+        .await;
     assert!(matches!(r, Err(StoreError::PublicKeyInUse)), "{r:?}");
-    let r = db.store.rotate_key(a.device.id, &key(1), None, &ctx).await;
+    let r = db
+        .store
+        .rotate_key(a.device.id, &key(1), &Rotation::default(), &ctx)
+        .await;
     assert!(
         matches!(r, Err(StoreError::PublicKeyInUse)),
         "its own key: {r:?}"
@@ -43,18 +49,41 @@ async fn rotate_key_replaces_key_checks_uniqueness_and_audits(db: Db) {
     );
 
     let v0 = db.store.devices_version().await.expect("version");
-    let rotated = db
+    let lifetime = Rotation {
+        key_lifetime: Some(30 * 24 * HOUR),
+        ..Rotation::default()
+    };
+    let (rotated, token) = db
         .store
-        .rotate_key(a.device.id, &key(3), Some(30 * 24 * HOUR), &ctx)
+        .rotate_key(a.device.id, &key(3), &lifetime, &ctx)
         .await
         .expect("rotate");
+    // A new token; the enrolment's one is dead.
+    assert_ne!(token, a.token);
+    assert!(db
+        .store
+        .device_by_token(&a.token)
+        .await
+        .expect("q")
+        .is_none());
+    assert_eq!(
+        db.store
+            .device_by_token(&token)
+            .await
+            .expect("q")
+            .map(|d| d.id),
+        Some(a.device.id)
+    );
     assert_ne!(db.store.devices_version().await.expect("version"), v0);
     assert_eq!(rotated.public_key, key(3));
     assert_eq!(rotated.rotated_at, Some(T0 + 24 * 3_600_000));
     assert_eq!(rotated.expires_at, Some(T0 + 31 * 24 * 3_600_000));
     assert_eq!(rotated.tunnel_address, a.device.tunnel_address);
     // A rotated-away key is no longer held by any device.
-    let r = db.store.rotate_key(b.device.id, &key(1), None, &ctx).await;
+    let r = db
+        .store
+        .rotate_key(b.device.id, &key(1), &Rotation::default(), &ctx)
+        .await;
     assert!(
         r.is_ok(),
         "old key of a rotated device is no longer held: {r:?}"
@@ -64,12 +93,18 @@ async fn rotate_key_replaces_key_checks_uniqueness_and_audits(db: Db) {
         .revoke_device(b.device.id, "lost", &it_staff())
         .await
         .expect("revoke");
-    let r = db.store.rotate_key(b.device.id, &key(4), None, &ctx).await;
+    let r = db
+        .store
+        .rotate_key(b.device.id, &key(4), &Rotation::default(), &ctx)
+        .await;
     assert!(
         matches!(r, Err(StoreError::DeviceRevoked(id)) if id == b.device.id),
         "{r:?}"
     );
-    let r = db.store.rotate_key(9999, &key(4), None, &ctx).await;
+    let r = db
+        .store
+        .rotate_key(9999, &key(4), &Rotation::default(), &ctx)
+        .await;
     assert!(matches!(r, Err(StoreError::DeviceNotFound(9999))), "{r:?}");
 
     let rot = db
@@ -85,6 +120,47 @@ async fn rotate_key_replaces_key_checks_uniqueness_and_audits(db: Db) {
     assert_eq!(
         rot[0].details["new_public_key"],
         rotated.public_key_base64()
+    );
+
+    // Rotations are spaced: a second one within the interval is refused, nothing changed.
+    let spaced = Rotation {
+        key_lifetime: Some(30 * 24 * HOUR),
+        max_lifetime: Some(60 * 24 * HOUR),
+        min_interval: Duration::from_secs(600),
+    };
+    let r = db
+        .store
+        .rotate_key(a.device.id, &key(5), &spaced, &ctx)
+        .await;
+    assert!(
+        matches!(
+            r,
+            Err(StoreError::RotationTooSoon {
+                retry_after_secs: 600
+            })
+        ),
+        "{r:?}"
+    );
+    // Enrolled on day 0, max lifetime 60 days: a rotation on day 40 expires on day 60, not 70...
+    db.clock.advance(39 * 24 * HOUR);
+    let (d, _) = db
+        .store
+        .rotate_key(a.device.id, &key(5), &spaced, &ctx)
+        .await
+        .expect("rotate on day 40");
+    assert_eq!(
+        d.expires_at,
+        Some(a.device.created_at + 60 * 24 * 3_600_000)
+    );
+    // ...and past day 60 no rotation extends it: enrol again.
+    db.clock.advance(21 * 24 * HOUR);
+    let r = db
+        .store
+        .rotate_key(a.device.id, &key(6), &spaced, &ctx)
+        .await;
+    assert!(
+        matches!(r, Err(StoreError::DeviceTooOld(id)) if id == a.device.id),
+        "{r:?}"
     );
 }
 

@@ -81,8 +81,18 @@ impl WgConf {
             })?;
         let peer_public_key = keys::decode(&device.gateway.public_key)
             .map_err(|_| ConfError::BadAnswer("gateway.public_key".into()))?;
-        if device.gateway.endpoint.trim().is_empty() {
-            return Err(ConfError::BadAnswer("gateway.endpoint is empty".into()));
+        if !is_endpoint(device.gateway.endpoint.trim()) {
+            return Err(ConfError::BadAnswer(format!(
+                "gateway.endpoint {:?} is not HOST:PORT",
+                device.gateway.endpoint
+            )));
+        }
+        // These values end up in a file wg-quick runs as root: an address, a name or a port,
+        // nothing else (no newline, no control character, no shell or list syntax).
+        if let Some(bad) = device.dns.iter().find(|d| !is_dns_entry(d)) {
+            return Err(ConfError::BadAnswer(format!(
+                "dns {bad:?} is neither an IP address nor a domain name"
+            )));
         }
         Ok(WgConf {
             private_key,
@@ -269,10 +279,98 @@ pub fn strip(text: &str) -> String {
     out
 }
 
+/// A DNS host name (RFC 1123 labels: letters, digits, inner hyphens; at most 253 bytes).
+fn is_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.trim_end_matches('.').split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// A wg-quick `DNS =` entry: a resolver address or a search domain.
+fn is_dns_entry(s: &str) -> bool {
+    s.parse::<std::net::IpAddr>().is_ok() || is_host_name(s)
+}
+
+/// A WireGuard endpoint: `IPv4:PORT`, `[IPv6]:PORT` or `name:PORT`, port 1-65535.
+fn is_endpoint(s: &str) -> bool {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p > 0);
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => host.parse::<std::net::Ipv4Addr>().is_ok() || is_host_name(host),
+    };
+    port_ok && host_ok
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use sesame::api::GatewayInfo;
+
+    #[test]
+    fn portal_values_that_are_not_addresses_names_or_ports_are_refused() {
+        let key = || StaticSecret::from([3u8; 32]);
+        for bad in [
+            "198.18.0.1:51820\nPostUp = touch /tmp/pwned",
+            "vpn.example.org",
+            "vpn.example.org:0",
+            "vpn.example.org:65536",
+            "vpn example.org:51820",
+            "[198.18.0.1]:51820",
+            "-vpn.example.org:51820",
+            ":51820",
+            "vpn.example.org:5182\u{0}0",
+        ] {
+            let mut d = device();
+            d.gateway.endpoint = bad.into();
+            assert!(WgConf::from_device(key(), &d).is_err(), "endpoint {bad:?}");
+        }
+        for bad in [
+            "198.18.10.53\nPostUp = id",
+            "198.18.10.53, 1.1.1.1",
+            "$(id)",
+            "198.18.10.53;id",
+            "a\tb",
+            "",
+        ] {
+            let mut d = device();
+            d.dns = vec![bad.into()];
+            assert!(WgConf::from_device(key(), &d).is_err(), "dns {bad:?}");
+        }
+        for good in [
+            "198.18.0.1:51820",
+            "vpn.example.org:51820",
+            "[2001:db8::1]:51820",
+        ] {
+            let mut d = device();
+            d.gateway.endpoint = good.into();
+            d.dns = vec![
+                "198.18.10.53".into(),
+                "2001:db8::53".into(),
+                "academie.test".into(),
+            ];
+            let conf = WgConf::from_device(key(), &d).expect(good);
+            assert_eq!(
+                conf.render()
+                    .lines()
+                    .filter(|l| l.starts_with("Endpoint"))
+                    .count(),
+                1
+            );
+        }
+    }
 
     const GW: &str = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=";
     const LAPTOP: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";

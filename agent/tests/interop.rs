@@ -294,3 +294,58 @@ impl Drop for Down<'_> {
         }
     }
 }
+
+/// Servers (`serve`) and the bulk client (`check`), shared with the gateway's e2e tests.
+const BULK: &str = include_str!("../../tests/common/bulk.py");
+
+/// 8 MiB each way between the agent and stock wireguard-go, through the agent's fast path
+/// (TUN super-segments split before encryption, decrypted segments coalesced): intact.
+#[test]
+fn bulk_tcp_through_the_agent_fast_path_arrives_intact() {
+    let lab = lab();
+    let iface = unique("sab");
+    let dir = lab.tmp.path().join("agent");
+    let paths = write_agent_dir(&dir, &lab.secret, &device(&lab.gw_public), &iface);
+    let dir_s = dir.to_str().unwrap();
+    let script = lab.tmp.path().join("bulk.py");
+    std::fs::write(&script, BULK).unwrap();
+    let script = script.to_str().unwrap();
+    let server_log = std::fs::File::create(lab.tmp.path().join("server.log")).unwrap();
+    let mut server = lab
+        .gw
+        .cmd("python3")
+        .args([script, "serve", &format!("{PAYROLL}:8443")])
+        .stdout(server_log)
+        .spawn()
+        .unwrap();
+    let out = agent(&lab.laptop, &["up", "--dir", dir_s]);
+    assert!(out.status.success(), "up failed: {}", text(&out));
+    let guard = Down {
+        ns: &lab.laptop,
+        dir: dir_s,
+    };
+    assert!(lab.laptop.ping_until(PAYROLL, Duration::from_secs(10)));
+    let log = std::fs::read_to_string(paths.log()).unwrap();
+    assert!(log.contains("tso: true"), "no TUN offload: {log}");
+    let out = lab.laptop.run(
+        "timeout",
+        &[
+            "120",
+            "python3",
+            script,
+            "check",
+            PAYROLL,
+            "8443",
+            &(8 << 20).to_string(),
+        ],
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        text(&out).contains("ok"),
+        "bulk transfer failed: {}\nagent log:\n{}",
+        text(&out),
+        std::fs::read_to_string(paths.log()).unwrap_or_default()
+    );
+    drop(guard);
+}

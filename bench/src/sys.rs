@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -139,36 +139,6 @@ impl RecvBatch {
     pub fn get(&self, i: usize) -> &[u8] {
         &self.bufs[i * self.stride..i * self.stride + self.lens[i]]
     }
-}
-
-/// Creates (or attaches to) TUN device `name` without packet info, non-blocking.
-pub fn tun(name: &str) -> anyhow::Result<File> {
-    if name.is_empty() || name.len() > 15 {
-        bail!("interface name {name:?} must have 1 to 15 characters");
-    }
-    // SAFETY: a plain open(2) of a constant NUL-terminated path.
-    let fd = unsafe {
-        libc::open(
-            c"/dev/net/tun".as_ptr(),
-            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error()).context("opening /dev/net/tun");
-    }
-    // SAFETY: fd was just opened and is owned by nobody else.
-    let file = unsafe { File::from_raw_fd(fd) };
-    // SAFETY: ifreq is a C struct; zero is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (i, b) in name.bytes().enumerate() {
-        req.ifr_name[i] = b as libc::c_char;
-    }
-    req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
-    // SAFETY: TUNSETIFF reads a valid ifreq.
-    if unsafe { libc::ioctl(fd, libc::TUNSETIFF, &req) } < 0 {
-        return Err(io::Error::last_os_error()).context(format!("creating TUN {name}"));
-    }
-    Ok(file)
 }
 
 /// Waits until one of `fds` is readable; returns the readable flags (false on timeout).

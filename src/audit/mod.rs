@@ -7,10 +7,14 @@
 
 pub mod checkpoint;
 mod event;
+pub mod export;
+pub mod query;
 pub mod retention;
+pub mod review;
 pub mod verify;
 
 pub use event::{
     canonical_json, Action, AuditContext, AuditEvent, NewAuditEvent, Outcome, AUDIT_CSV_HEADER,
     GENESIS_HASH,
 };
+pub use query::{index_keys, read_event, AuditFilter, Cursor, FilterParams, IndexKeys, QueryError};

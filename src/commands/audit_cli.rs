@@ -11,27 +11,19 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _};
 
 use crate::audit::checkpoint::{self, AuditKey};
-use crate::audit::{canonical_json, AuditEvent, AUDIT_CSV_HEADER};
+use crate::audit::export::render_page;
+pub use crate::audit::export::ExportFormat;
+use crate::audit::{read_event, AuditFilter, FilterParams};
 use crate::config::{parse_duration, Config};
-use crate::store::{rfc3339_ms, AuditFilter, AuditVerification, Store};
+use crate::store::{rfc3339_ms, AuditVerification, Store};
 
 /// Events read per query while exporting.
 const PAGE: i64 = 1000;
 
-/// `sesame audit export` output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExportFormat {
-    Csv,
-    Jsonl,
-}
-
 /// `--since`/`--until`: RFC 3339, a date `YYYY-MM-DD` (midnight UTC), or a duration meaning
 /// "that long ago" (`24h`, `7d`).
 pub fn parse_time(flag: &str, s: &str, now_ms: i64) -> anyhow::Result<i64> {
-    if let Some(ms) = crate::store::parse_rfc3339(s) {
-        return Ok(ms);
-    }
-    if let Some(ms) = crate::store::parse_rfc3339(&format!("{}T00:00:00Z", s.trim())) {
+    if let Ok(ms) = crate::audit::query::parse_time(flag, s) {
         return Ok(ms);
     }
     if let Ok(d) = parse_duration(s) {
@@ -42,87 +34,83 @@ pub fn parse_time(flag: &str, s: &str, now_ms: i64) -> anyhow::Result<i64> {
     )
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// `--since`/`--until` as the RFC 3339 text the shared filter parser takes (durations resolved).
+pub(crate) fn time_flag(
+    flag: &str,
+    s: Option<&str>,
+    now_ms: i64,
+) -> anyhow::Result<Option<String>> {
+    s.map(|s| parse_time(flag, s, now_ms).map(rfc3339_ms))
+        .transpose()
+}
+
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
 }
 
-async fn open(config: &Path) -> anyhow::Result<Store> {
+pub(crate) async fn open(config: &Path) -> anyhow::Result<(Config, Store)> {
     let config = Config::load(config)?;
-    Store::connect(&config.database.url).await.context(
+    let store = Store::connect(&config.database.url).await.context(
         "impossible d'ouvrir la base de données : vérifiez [database] url / cannot open the database: check [database] url",
-    )
+    )?;
+    Ok((config, store))
 }
 
-fn json_line(e: &AuditEvent) -> serde_json::Value {
-    serde_json::json!({
-        "id": e.id,
-        "ts": rfc3339_ms(e.ts),
-        "actor": e.actor,
-        "action": e.action,
-        "target": e.target,
-        "outcome": e.outcome.as_str(),
-        "source_ip": e.source_ip,
-        "details": e.details,
-        "prev_hash": e.prev_hash,
-        "hash": e.hash,
-    })
+/// Records a CLI read of the log (`audit.read`, actor `cli:<login>`); returns the event's id.
+pub(crate) async fn record_read(
+    store: &Store,
+    query: &str,
+    format: &str,
+    filter: serde_json::Value,
+) -> anyhow::Result<i64> {
+    let ctx = super::store_admin::cli_actor();
+    let ev = store
+        .append_audit(&read_event(&ctx, query, format, filter))
+        .await
+        .context("cannot write the audit.read event")?;
+    Ok(ev.id)
 }
 
-/// `sesame audit export [--since T] [--until T] [--user UID] [--format csv|jsonl]`.
+/// `sesame audit export [filters] [--format csv|jsonl]`: the whole filtered log, oldest first,
+/// read page by page and written as it is read (constant memory).
 pub fn export(
     config: &Path,
-    since: Option<&str>,
-    until: Option<&str>,
-    user: Option<&str>,
+    params: &FilterParams,
     format: ExportFormat,
 ) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let store = open(config).await?;
+        let (_, store) = open(config).await?;
         let now = store.now_ms();
-        let mut filter = AuditFilter {
-            user: user.map(str::to_string),
-            since: since.map(|s| parse_time("--since", s, now)).transpose()?,
-            until: until.map(|s| parse_time("--until", s, now)).transpose()?,
-            limit: Some(PAGE),
-            ..AuditFilter::default()
+        let params = FilterParams {
+            since: time_flag("--since", params.since.as_deref(), now)?,
+            until: time_flag("--until", params.until.as_deref(), now)?,
+            ..params.clone()
         };
-        let stdout = std::io::stdout().lock();
-        let mut csv_out = None;
-        let mut json_out = None;
-        match format {
-            ExportFormat::Csv => {
-                let mut w = csv::Writer::from_writer(stdout);
-                w.write_record(AUDIT_CSV_HEADER)?;
-                csv_out = Some(w);
-            }
-            ExportFormat::Jsonl => json_out = Some(std::io::BufWriter::new(stdout)),
-        }
+        let filter = params.to_filter()?;
+        let read_id = record_read(&store, "export", format.as_str(), params.to_json()).await?;
+        // The log as it stood when the export started, without its own audit.read.
+        let filter = AuditFilter {
+            through_id: Some(read_id - 1),
+            ..filter
+        };
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         let mut total = 0u64;
+        let mut after = None;
+        let mut first = true;
         loop {
-            let page = store.list_audit(&filter).await?;
-            for e in &page {
-                if let Some(w) = csv_out.as_mut() {
-                    w.write_record(e.csv_record())?;
-                }
-                if let Some(w) = json_out.as_mut() {
-                    writeln!(w, "{}", canonical_json(&json_line(e)))?;
-                }
-            }
+            let (page, next) = store.audit_page(&filter, after, PAGE).await?;
+            out.write_all(&render_page(format, &page, first)?)?;
+            first = false;
             total += page.len() as u64;
-            match page.last() {
-                Some(last) if page.len() as i64 == PAGE => filter.after_id = Some(last.id),
-                _ => break,
+            match next {
+                Some(id) => after = Some(id),
+                None => break,
             }
         }
-        if let Some(mut w) = csv_out {
-            w.flush()?;
-        }
-        if let Some(mut w) = json_out {
-            w.flush()?;
-        }
+        out.flush()?;
         store.close().await;
         eprintln!("{total} événements exportés / events exported");
         Ok(ExitCode::SUCCESS)
@@ -171,7 +159,7 @@ pub fn verify(args: &VerifyArgs<'_>) -> anyhow::Result<ExitCode> {
                 .map_or_else(|| config.audit.checkpoint_file.clone(), Path::to_path_buf);
             let cps = checkpoint::read_file(&file)?;
             runtime()?.block_on(async {
-                let store = open(path).await?;
+                let (_, store) = open(path).await?;
                 let r = store.verify_audit_with(Some((key.as_ref(), &cps))).await;
                 store.close().await;
                 anyhow::Ok(r?)

@@ -22,9 +22,10 @@ use crate::portal::listen::{self, TlsFiles};
 use crate::portal::{router, AppState};
 use crate::store::Store;
 
+use crate::control::emergency::{self, Emergency};
 use crate::control::flow_audit::{Destination, FlowAudit};
 use crate::control::reload::{ServeReloader, SwappableDirectory};
-use crate::control::{ControlPlane, PeerSink};
+use crate::control::{failstatic, ControlPlane};
 
 /// How often expired web sessions are purged.
 const SESSION_PURGE_INTERVAL: Duration = Duration::from_secs(600);
@@ -58,29 +59,62 @@ pub async fn serve(
     let listener = listen::bind(config.portal.listen)?;
     let metrics_listener = crate::metrics::bind(config.metrics.listen).await?;
     let metrics = Arc::new(Metrics::new());
-    let store = Store::connect(&config.database.url)
-        .await
-        .with_context(|| {
-            format!(
-                "opening the database (database.url in {})",
-                config.path.display()
-            )
-        })?;
     let directory = Arc::new(SwappableDirectory::new(
         Arc::new(LdapDirectory::new(&dir_cfg).context("preparing the directory ([directory])")?),
         Arc::clone(&metrics),
     ));
     let key = keys::load_private_key(&config.gateway.private_key_file)?;
 
-    // The peer set comes from the store before the gateway handles its first packet.
-    let initial = crate::control::plane::compute_desired(&store, &config)
-        .await
-        .context("reading the enrolled devices before starting the gateway")?;
+    // The shutdown request as a watch: start-up may wait for the database.
+    let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = shutdown_tx.send(true);
+    });
+
+    // The peer set comes from the store before the gateway handles its first packet; if the
+    // store cannot be read, from the local cache (fail-static) while the store is retried.
     let (flow_log, flow_rx) = FlowLog::new(config.audit.flow_window, DEFAULT_QUEUE);
     let gateway = Gateway::start_audited(&config.gateway, key, Some(Arc::clone(&flow_log)))
         .context("starting the gateway")?;
     let handle = gateway.handle();
-    PeerSink::set_peers(&handle, initial);
+    let cache = failstatic::open_cache(&config.gateway.private_key_file);
+    let cached = cache
+        .as_ref()
+        .map(|c| failstatic::load_cached(c, &handle.public_key()))
+        .unwrap_or_default();
+    // The admin socket works from now on, database or not.
+    let state_dir = config
+        .gateway
+        .private_key_file
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let emergency = Arc::new(Emergency::open(&state_dir).context("reading pending revocations")?);
+    let admin = tokio::spawn(emergency::serve_socket(
+        Arc::clone(&emergency),
+        Arc::new(handle.clone()),
+        shutdown_rx.clone(),
+    ));
+    tokio::task::yield_now().await;
+    if admin.is_finished() {
+        tracing::warn!("the admin socket could not start: emergency revocation unavailable");
+    }
+    let Some(store) = failstatic::connect_or_serve_cached(
+        &config,
+        &handle,
+        &cached,
+        &emergency.pending_ids(),
+        &mut shutdown_rx,
+    )
+    .await
+    else {
+        tracing::info!("shutting down before the database was reachable");
+        tokio::task::spawn_blocking(move || gateway.shutdown())
+            .await
+            .context("stopping the gateway")?;
+        return Ok(());
+    };
     let uapi = UapiServer::start(
         handle.clone(),
         &config.gateway.interface,
@@ -91,6 +125,16 @@ pub async fn serve(
     }));
     let control = ControlPlane::new(store.clone(), Arc::clone(&config), Arc::new(handle));
     control.observe_with(Arc::clone(&metrics));
+    if let Some(cache) = cache {
+        control.seed_cache(cached);
+        control.set_peer_cache(cache);
+    }
+    control.set_emergency(Arc::clone(&emergency));
+    if let Err(e) = emergency.flush(&store).await {
+        tracing::warn!(error = %e, "pending emergency revocations not written yet");
+    }
+    // Writes the cache now (same set: the gateway keeps every session).
+    let _ = control.reconcile().await;
     // The flow audit writer outlives the other loops: it writes the gateway's last records.
     let (finish_tx, finish_rx) = watch::channel(false);
     let flow_audit = tokio::spawn(
@@ -148,7 +192,10 @@ pub async fn serve(
         }),
         _ => None,
     };
-    let portal_result = listen::serve(listener, tls, router(state), shutdown).await;
+    let portal_result = listen::serve(listener, tls, router(state), async move {
+        let _ = shutdown_rx.wait_for(|stop| *stop).await;
+    })
+    .await;
 
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
@@ -172,6 +219,9 @@ pub async fn serve(
         uapi.stop();
     }
     store.close().await;
+    if let Ok(Err(e)) = admin.await {
+        tracing::warn!(error = %e, "admin socket");
+    }
     portal_result
 }
 

@@ -45,7 +45,7 @@ fn cli_admin() -> Actor {
 }
 
 /// Who runs the command, for the audit log: `cli:<login>` (the sudo caller when under sudo).
-fn cli_actor() -> AuditContext {
+pub(crate) fn cli_actor() -> AuditContext {
     let who = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| format!("uid={}", unsafe { libc::getuid() }));
@@ -190,27 +190,8 @@ pub fn devices_list(
                 "CREATED",
                 "PUBLIC_KEY",
             ];
-            let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-            for r in &rows {
-                for (w, cell) in widths.iter_mut().zip(r) {
-                    *w = (*w).max(cell.chars().count());
-                }
-            }
-            let line = |cells: Vec<&str>| {
-                let mut s = String::new();
-                for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-                    if i + 1 == cells.len() {
-                        s.push_str(cell);
-                    } else {
-                        s.push_str(&format!("{cell:<w$}  "));
-                    }
-                }
-                s
-            };
-            writeln!(out, "{}", line(header.to_vec()))?;
-            for r in &rows {
-                writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
-            }
+            // Hostnames and names are user-supplied: escaped, one device per line.
+            out.write_all(crate::audit::export::text_table(&header, &rows).as_bytes())?;
         }
     }
     out.flush()?;
@@ -250,4 +231,36 @@ pub fn devices_revoke(config: &Path, id: i64, reason: Option<&str>) -> anyhow::R
         ),
         Err(e) => Err(e.into()),
     }
+}
+
+/// `sesame devices revoke ID --emergency`: through the running gateway's admin socket, without
+/// the database (see [`crate::control::emergency`]).
+pub fn devices_revoke_emergency(
+    config: &Path,
+    id: i64,
+    reason: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config)?;
+    let dir = config
+        .gateway
+        .private_key_file
+        .parent()
+        .unwrap_or(Path::new("."));
+    let actor = cli_actor();
+    let key = crate::control::emergency::request(
+        dir,
+        id,
+        &actor.actor,
+        reason.unwrap_or("emergency revocation"),
+    )
+    .context(
+        "révocation d'urgence impossible : `sesame serve` tourne-t-il sur cette machine ? / emergency revocation failed: is `sesame serve` running on this machine?",
+    )?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "device {id} ({key}) cut at the gateway; the database is updated when it answers"
+    )?;
+    out.flush().context("writing to stdout")?;
+    Ok(ExitCode::SUCCESS)
 }

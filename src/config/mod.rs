@@ -60,6 +60,7 @@ pub struct Config {
     pub directory: Option<DirectoryConfig>,
     pub roles: RolesConfig,
     pub audit: AuditConfig,
+    pub devices: DevicesConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub peers: Vec<StaticPeer>,
@@ -80,6 +81,8 @@ pub struct PortalConfig {
     /// A signed-in user's groups older than this are re-read from the directory on their next
     /// request (roles follow the directory even between syncs).
     pub role_refresh: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +128,52 @@ pub struct DirectoryConfig {
     pub group_base: String,
     pub sync_interval: Duration,
     pub timeout: Duration,
+    /// Most devices one sync pass may suspend or revoke before it waits for an operator.
+    pub max_changes_per_sync: MaxChanges,
+    /// How long suspended devices wait for their user to come back before being revoked.
+    pub suspend_grace: Duration,
+}
+
+/// `[directory] max_changes_per_sync`: an absolute number of devices, or a share of the
+/// active devices with a floor of [`MaxChanges::PERCENT_FLOOR`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxChanges {
+    Count(usize),
+    Percent(u32),
+}
+
+impl MaxChanges {
+    /// A percentage never allows fewer changes than this (small deployments, one leaver).
+    pub const PERCENT_FLOOR: usize = 10;
+
+    /// Parses `"5%"` or `"20"`.
+    pub fn parse(s: &str) -> Result<MaxChanges, String> {
+        let t = s.trim();
+        let bad = || {
+            format!("invalid value {s:?}: write a number of devices (\"20\") or a percentage of the active devices (\"5%\")")
+        };
+        match t.strip_suffix('%') {
+            Some(p) => {
+                let p: u32 = p.trim().parse().map_err(|_| bad())?;
+                if p > 100 {
+                    return Err(format!("invalid percentage {s:?}: at most 100%"));
+                }
+                Ok(MaxChanges::Percent(p))
+            }
+            None => t.parse().map(MaxChanges::Count).map_err(|_| bad()),
+        }
+    }
+
+    /// How many devices a pass may suspend or revoke with `active` active devices.
+    pub fn limit(self, active: usize) -> usize {
+        match self {
+            MaxChanges::Count(n) => n,
+            MaxChanges::Percent(p) => {
+                let share = (active.saturating_mul(p as usize)).div_ceil(100);
+                share.max(Self::PERCENT_FLOOR)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -143,6 +192,14 @@ pub struct DelegatedRole {
     pub it_staff: String,
     /// Group DN of the users they manage.
     pub scope: String,
+}
+
+/// `[devices]`: how long a device key (and its token) lives, and how far rotations may
+/// extend a device without a fresh enrolment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DevicesConfig {
+    pub key_lifetime: Duration,
+    pub max_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,6 +19,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) audit: RawAudit,
     #[serde(default)]
+    pub(super) devices: RawDevices,
+    #[serde(default)]
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) metrics: RawMetrics,
@@ -40,6 +42,7 @@ pub(super) struct RawPortal {
     pub(super) insecure_plaintext: bool,
     pub(super) helpdesk: String,
     pub(super) role_refresh: String,
+    pub(super) trusted_proxies: Vec<String>,
 }
 
 impl Default for RawPortal {
@@ -52,6 +55,7 @@ impl Default for RawPortal {
             insecure_plaintext: false,
             helpdesk: String::new(),
             role_refresh: "5m".into(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -120,6 +124,10 @@ pub(super) struct RawDirectory {
     pub(super) sync_interval: String,
     #[serde(default = "default_directory_timeout")]
     pub(super) timeout: String,
+    #[serde(default = "default_max_changes_per_sync")]
+    pub(super) max_changes_per_sync: String,
+    #[serde(default = "default_suspend_grace")]
+    pub(super) suspend_grace: String,
 }
 
 pub(super) fn default_kind() -> String {
@@ -130,6 +138,12 @@ pub(super) fn default_sync_interval() -> String {
 }
 pub(super) fn default_directory_timeout() -> String {
     "5s".into()
+}
+pub(super) fn default_max_changes_per_sync() -> String {
+    "5%".into()
+}
+pub(super) fn default_suspend_grace() -> String {
+    "30d".into()
 }
 
 #[derive(Deserialize, Default)]
@@ -146,6 +160,22 @@ pub(super) struct RawRoles {
 pub(super) struct RawDelegated {
     pub(super) it_staff: String,
     pub(super) scope: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawDevices {
+    pub(super) key_lifetime: String,
+    pub(super) max_lifetime: String,
+}
+
+impl Default for RawDevices {
+    fn default() -> Self {
+        RawDevices {
+            key_lifetime: "180d".into(),
+            max_lifetime: "730d".into(),
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -193,6 +193,73 @@ fn delegated_roles_parse_and_name_their_key() {
 }
 
 #[test]
+fn directory_safety_keys_default_and_validate() {
+    let dir = |extra: &str| {
+        format!("[directory]\nurl = \"ldap://127.0.0.1:389\"\nbind_dn = \"cn=s\"\nbind_password_file = \"p\"\nuser_base = \"ou=p\"\ngroup_base = \"ou=g\"\n{extra}")
+    };
+    let c = parse(&dir("")).expect("defaults");
+    let d = c.directory.expect("directory");
+    assert_eq!(d.max_changes_per_sync, MaxChanges::Percent(5));
+    assert_eq!(d.suspend_grace, Duration::from_secs(30 * 86_400));
+    let c = parse(&dir(
+        "max_changes_per_sync = \"25\"\nsuspend_grace = \"7d\"",
+    ))
+    .expect("set");
+    let d = c.directory.expect("directory");
+    assert_eq!(d.max_changes_per_sync, MaxChanges::Count(25));
+    assert_eq!(d.suspend_grace, Duration::from_secs(7 * 86_400));
+    let e = err(&dir("max_changes_per_sync = \"lots\""));
+    assert_eq!(e.key, "directory.max_changes_per_sync");
+    assert_eq!(e.line, Some(7));
+    let e = err(&dir("max_changes_per_sync = \"150%\""));
+    assert_eq!(e.key, "directory.max_changes_per_sync");
+    let e = err(&dir("suspend_grace = \"a month\""));
+    assert_eq!(e.key, "directory.suspend_grace");
+}
+
+#[test]
+fn max_changes_limit_is_a_share_with_a_floor() {
+    let five = MaxChanges::Percent(5);
+    assert_eq!(five.limit(0), 10);
+    assert_eq!(five.limit(13), 10);
+    assert_eq!(five.limit(200), 10);
+    assert_eq!(five.limit(201), 11);
+    assert_eq!(five.limit(10_000), 500);
+    assert_eq!(MaxChanges::Count(3).limit(10_000), 3);
+    assert_eq!(MaxChanges::Count(0).limit(10), 0);
+}
+
+#[test]
+fn trusted_proxies_are_addresses_or_networks() {
+    let c = parse("[portal]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/24\", \"::1\"]\n")
+        .expect("valid");
+    assert_eq!(c.portal.trusted_proxies.len(), 3);
+    assert!(
+        c.portal.trusted_proxies[1].contains(&"10.0.0.7".parse::<std::net::IpAddr>().expect("ip"))
+    );
+    assert!(parse("")
+        .expect("default")
+        .portal
+        .trusted_proxies
+        .is_empty());
+    let e = err("[portal]\ntrusted_proxies = [\"127.0.0.1\", \"proxy.local\"]\n");
+    assert_eq!(e.key, "portal.trusted_proxies[1]");
+    assert_eq!(e.line, Some(2));
+}
+
+#[test]
+fn device_lifetimes_default_and_validate() {
+    let c = parse("").expect("defaults");
+    assert_eq!(c.devices.key_lifetime, Duration::from_secs(180 * 86_400));
+    assert_eq!(c.devices.max_lifetime, Duration::from_secs(730 * 86_400));
+    let e = err("[devices]\nkey_lifetime = \"90d\"\nmax_lifetime = \"30d\"\n");
+    assert_eq!(e.key, "devices.max_lifetime");
+    assert_eq!(e.line, Some(3));
+    let e = err("[devices]\nkey_lifetime = \"soon\"\n");
+    assert_eq!(e.key, "devices.key_lifetime");
+}
+
+#[test]
 fn audit_files_default_beside_the_gateway_key_and_interval_is_checked() {
     let c = parse("").expect("valid");
     assert_eq!(

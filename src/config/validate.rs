@@ -55,6 +55,22 @@ pub(super) fn validate(
             &[key("portal"), key("role_refresh")],
             &raw.portal.role_refresh,
         )?,
+        trusted_proxies: raw
+            .portal
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        loc.error(
+                            &[key("portal"), key("trusted_proxies"), idx(i)],
+                            format!("invalid address {s:?}: expected an IP address or a CIDR such as 127.0.0.1 or 10.0.0.0/24"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
     };
     if portal.public_url.starts_with("http://")
         && !portal.insecure_plaintext
@@ -222,6 +238,9 @@ pub(super) fn validate(
                 group_base: d.group_base,
                 sync_interval: duration(&k("sync_interval"), &d.sync_interval)?,
                 timeout: duration(&k("timeout"), &d.timeout)?,
+                max_changes_per_sync: MaxChanges::parse(&d.max_changes_per_sync)
+                    .map_err(|m| loc.error(&k("max_changes_per_sync"), m))?,
+                suspend_grace: duration(&k("suspend_grace"), &d.suspend_grace)?,
             })
         }
     };
@@ -287,6 +306,28 @@ pub(super) fn validate(
             },
         }
     };
+    let devices = DevicesConfig {
+        key_lifetime: duration(
+            &[key("devices"), key("key_lifetime")],
+            &raw.devices.key_lifetime,
+        )?,
+        max_lifetime: duration(
+            &[key("devices"), key("max_lifetime")],
+            &raw.devices.max_lifetime,
+        )?,
+    };
+    if devices.key_lifetime.is_zero() {
+        return Err(loc.error(
+            &[key("devices"), key("key_lifetime")],
+            "a device key must live a while: use e.g. 180d",
+        ));
+    }
+    if devices.max_lifetime < devices.key_lifetime {
+        return Err(loc.error(
+            &[key("devices"), key("max_lifetime")],
+            "max_lifetime must be at least key_lifetime (e.g. key_lifetime = \"180d\", max_lifetime = \"730d\")",
+        ));
+    }
 
     // [log] and [metrics]
     let log = LogConfig {
@@ -448,6 +489,7 @@ pub(super) fn validate(
         directory,
         roles,
         audit,
+        devices,
         log,
         metrics,
         peers,

@@ -5,7 +5,10 @@
 //! It never names the portal: the portal reaches it as a `service::Publisher`.
 
 pub mod desired;
+pub mod emergency;
+pub mod failstatic;
 pub mod flow_audit;
+pub mod peer_cache;
 pub mod plane;
 pub mod reload;
 pub mod sink;
@@ -19,7 +22,10 @@ pub use plane::{ControlError, ControlPlane};
 use std::collections::HashMap;
 
 use crate::gateway::EndReason;
-pub use sync::{DirectorySync, SyncError, SyncReport};
+pub use sync::{
+    DirectorySync, SyncError, SyncMode, SyncPlan, SyncReport, SyncSafety, UserPlan,
+    ABSENCE_CONFIRMATIONS,
+};
 
 pub use crate::service::GatewayStats;
 
@@ -37,6 +43,12 @@ pub trait PeerSink: Send + Sync + 'static {
     fn remove_peer(&self, _public_key: &[u8; 32]) -> bool {
         false
     }
+    /// Where each peer's traffic last came from (kept in the peer cache across restarts).
+    fn endpoints(&self) -> Vec<([u8; 32], std::net::SocketAddr)> {
+        Vec::new()
+    }
+    /// Starts a handshake towards each peer's last endpoint (after a restart).
+    fn initiate_handshakes(&self, _targets: Vec<([u8; 32], std::net::SocketAddr)>) {}
     /// [`PeerSink::set_peers`], saying why each removed key goes (its session's end reason).
     fn set_peers_because(&self, peers: Vec<DesiredPeer>, _reasons: HashMap<[u8; 32], EndReason>) {
         self.set_peers(peers)

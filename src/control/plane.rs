@@ -13,6 +13,8 @@ use crate::gateway::EndReason;
 use crate::store::{Device, DeviceStatus, DevicesVersion, Store, StoreError};
 
 use super::desired::{desired_peers, ActiveDevice, DesiredPeer, PeerIdentity};
+use super::emergency::Emergency;
+use super::peer_cache::{CachedDevice, PeerCache};
 use super::{GatewayStats, PeerSink};
 
 /// How often the publisher checks the devices table's fingerprint: a change made by another
@@ -23,6 +25,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(30);
 /// How often devices whose key expired are revoked (`device.expired`).
 pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the peer cache's endpoints are refreshed from the gateway (written on change).
+pub const ENDPOINT_SAVE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why a publication failed; the gateway keeps its last good peer set.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +55,12 @@ pub struct ControlPlane {
     /// reconcile that started after a caller's request saw that caller's committed write.
     requested: AtomicU64,
     covered: AtomicU64,
+    /// The local copy of the last good set (`sesame serve` only).
+    cache: std::sync::OnceLock<PeerCache>,
+    /// What the cache holds now: rewritten only when it changes.
+    cached: parking_lot::Mutex<Option<Vec<CachedDevice>>>,
+    /// Revocations made at the gateway while the store was down (`sesame serve` only).
+    emergency: std::sync::OnceLock<Arc<Emergency>>,
     /// Where database read latencies go (set once by `sesame serve`).
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
@@ -69,8 +79,111 @@ impl ControlPlane {
             version: parking_lot::Mutex::new(None),
             requested: AtomicU64::new(0),
             covered: AtomicU64::new(0),
+            cache: std::sync::OnceLock::new(),
+            cached: parking_lot::Mutex::new(None),
+            emergency: std::sync::OnceLock::new(),
             metrics: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Devices revoked at the gateway stay out of every publication until the store has them.
+    pub fn set_emergency(&self, emergency: Arc<Emergency>) {
+        let _ = self.emergency.set(emergency);
+    }
+
+    /// Writes pending emergency revocations to the store, if any.
+    async fn flush_emergency(&self) {
+        let Some(e) = self.emergency.get() else {
+            return;
+        };
+        if e.pending_ids().is_empty() {
+            return;
+        }
+        match e.flush(&self.store).await {
+            Ok(n) if n > 0 => self.wake.notify_one(),
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!(error = %err, "pending emergency revocations wait for the store")
+            }
+        }
+    }
+
+    /// Keeps the last good peer set (with endpoints) in `cache` from now on.
+    pub fn set_peer_cache(&self, cache: PeerCache) {
+        let _ = self.cache.set(cache);
+    }
+
+    /// Writes the cache if the devices or their endpoints changed since the last write.
+    fn save_cache(&self, devices: &[ActiveDevice]) {
+        if self.cache.get().is_none() {
+            return;
+        }
+        let endpoints: std::collections::HashMap<[u8; 32], std::net::SocketAddr> =
+            self.sink.endpoints().into_iter().collect();
+        let entries: Vec<CachedDevice> = devices
+            .iter()
+            .map(|d| CachedDevice::new(d, endpoints.get(&d.public_key).copied()))
+            .collect();
+        self.write_cache(entries);
+    }
+
+    /// Refreshes the cached endpoints from the gateway (the devices as last cached): periodic,
+    /// and at shutdown, so a restart knows where each laptop was.
+    pub fn save_endpoints(&self) {
+        if self.cache.get().is_none() {
+            return;
+        }
+        let Some(mut entries) = self.cached.lock().clone() else {
+            return;
+        };
+        let endpoints: std::collections::HashMap<String, std::net::SocketAddr> = self
+            .sink
+            .endpoints()
+            .into_iter()
+            .map(|(k, e)| (crate::gateway::keys::encode(&k), e))
+            .collect();
+        for e in &mut entries {
+            if let Some(ep) = endpoints.get(&e.public_key) {
+                e.endpoint = Some(*ep);
+            }
+        }
+        self.write_cache(entries);
+    }
+
+    fn write_cache(&self, mut entries: Vec<CachedDevice>) {
+        let Some(cache) = self.cache.get() else {
+            return;
+        };
+        // A peer with no traffic since the restart keeps the endpoint the cache had.
+        let mut cached = self.cached.lock();
+        if let Some(old) = cached.as_ref() {
+            let known: std::collections::HashMap<&str, std::net::SocketAddr> = old
+                .iter()
+                .filter_map(|o| Some((o.public_key.as_str(), o.endpoint?)))
+                .collect();
+            for e in entries.iter_mut().filter(|e| e.endpoint.is_none()) {
+                e.endpoint = known.get(e.public_key.as_str()).copied();
+            }
+        }
+        if cached.as_ref() == Some(&entries) {
+            return;
+        }
+        match cache.save(
+            &self.sink.public_key(),
+            self.store.now_ms(),
+            entries.clone(),
+        ) {
+            Ok(()) => *cached = Some(entries),
+            Err(e) => tracing::warn!(error = %e, "cannot write the peer cache"),
+        }
+    }
+
+    /// What the cache held at start (its endpoints are kept for peers without traffic yet).
+    /// Nothing (no file, or a refused one) means the next publication writes it.
+    pub fn seed_cache(&self, entries: Vec<CachedDevice>) {
+        if !entries.is_empty() {
+            *self.cached.lock() = Some(entries);
+        }
     }
 
     pub fn gateway_public_key(&self) -> [u8; 32] {
@@ -135,8 +248,18 @@ impl ControlPlane {
     async fn reconcile_locked(&self) -> Result<usize, ControlError> {
         // Read the fingerprint first: a change racing with the computation shows up next poll.
         let version = self.store.devices_version().await.ok();
-        match self.compute().await {
-            Ok(peers) => {
+        let config = self.config.load_full();
+        let started = std::time::Instant::now();
+        let read = active_devices(&self.store).await;
+        self.observe_db(started);
+        match read {
+            Ok(mut devices) => {
+                if let Some(e) = self.emergency.get() {
+                    let pending = e.pending_ids();
+                    devices.retain(|d| !pending.contains(&d.id));
+                }
+                let peers = desired_from(&config, &devices);
+                self.save_cache(&devices);
                 let n = peers.len();
                 let mut last = self.last.lock();
                 if last.as_ref() != Some(&peers) {
@@ -272,6 +395,7 @@ impl ControlPlane {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut last_expiry = tokio::time::Instant::now();
         let mut last_full = tokio::time::Instant::now();
+        let mut last_endpoints = tokio::time::Instant::now();
         loop {
             let woken = tokio::select! {
                 _ = self.wake.notified() => true,
@@ -279,7 +403,16 @@ impl ControlPlane {
                 _ = shutdown.changed() => false,
             };
             if *shutdown.borrow() {
+                // The cache a restart will use: devices from the store when it answers.
+                if self.reconcile().await.is_err() {
+                    self.save_endpoints();
+                }
                 return;
+            }
+            self.flush_emergency().await;
+            if last_endpoints.elapsed() >= ENDPOINT_SAVE_INTERVAL {
+                last_endpoints = tokio::time::Instant::now();
+                self.save_endpoints();
             }
             if last_expiry.elapsed() >= EXPIRY_INTERVAL {
                 last_expiry = tokio::time::Instant::now();
@@ -326,8 +459,13 @@ pub async fn compute_desired(
     store: &Store,
     config: &Config,
 ) -> Result<Vec<DesiredPeer>, ControlError> {
+    Ok(desired_from(config, &active_devices(store).await?))
+}
+
+/// The store's active devices of enabled users.
+pub async fn active_devices(store: &Store) -> Result<Vec<ActiveDevice>, ControlError> {
     let rows = store.active_devices().await?;
-    let devices: Vec<ActiveDevice> = rows
+    Ok(rows
         .into_iter()
         .filter(|r| !r.user.disabled)
         .map(|r| ActiveDevice {
@@ -337,13 +475,18 @@ pub async fn compute_desired(
             address: r.device.tunnel_address,
             groups: r.user.groups,
         })
-        .collect();
-    Ok(desired_peers(
+        .collect())
+}
+
+/// The desired set from devices (from the store or the peer cache), the policy and the
+/// static peers.
+pub fn desired_from(config: &Config, devices: &[ActiveDevice]) -> Vec<DesiredPeer> {
+    desired_peers(
         &config.policy,
         &config.roles.vpn_users,
         &config.peers,
-        &devices,
-    ))
+        devices,
+    )
 }
 
 #[cfg(test)]

@@ -202,14 +202,14 @@ impl ServeReloader {
     fn start_sync(&self, config: &Config) -> Option<SyncTask> {
         let dir = config.directory.as_ref()?;
         let (stop, stop_rx) = watch::channel(false);
-        let sync = DirectorySync {
-            store: self.store.clone(),
-            directory: Arc::clone(&self.directory) as Arc<dyn Directory>,
-            control: Arc::clone(&self.control),
-            vpn_users: config.roles.vpn_users.clone(),
-            timeout: dir.timeout,
-            metrics: Arc::clone(&self.metrics),
-        };
+        let sync = DirectorySync::new(
+            self.store.clone(),
+            Arc::clone(&self.directory) as Arc<dyn Directory>,
+            Some(Arc::clone(&self.control)),
+            config.roles.vpn_users.clone(),
+            dir,
+            Arc::clone(&self.metrics),
+        );
         let task = tokio::spawn(sync.run(dir.sync_interval, stop_rx));
         Some(SyncTask { stop, task })
     }

@@ -41,6 +41,17 @@ impl PeerSink for GatewayHandle {
         GatewayHandle::public_key(self)
     }
 
+    fn endpoints(&self) -> Vec<([u8; 32], std::net::SocketAddr)> {
+        self.peer_stats()
+            .into_iter()
+            .filter_map(|p| p.endpoint.map(|e| (p.public_key, e)))
+            .collect()
+    }
+
+    fn initiate_handshakes(&self, targets: Vec<([u8; 32], std::net::SocketAddr)>) {
+        GatewayHandle::initiate_handshakes(self, targets);
+    }
+
     fn stats(&self) -> GatewayStats {
         let peers = self.peer_stats();
         let drops = self.drop_counters();

@@ -1,118 +1,440 @@
-//! Directory sync: re-reads every user who owns an active device or a web session; group changes
-//! reach the gateway and the portal's roles, leavers (no `vpn_users` group, disabled, deleted)
-//! lose every device, disabled or deleted users their sessions.
+//! Directory sync: re-reads every user who owns an active or suspended device or a web session;
+//! group changes reach the gateway and the portal's roles, leavers' devices are suspended
+//! (restored if they come back in time), disabled or deleted users lose their web sessions, and
+//! a pass that would cut too many devices at once waits for an operator.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::audit::{Action, AuditContext, NewAuditEvent};
-use crate::directory::{Directory, DirectoryError};
-use crate::store::{Store, StoreError};
+use crate::audit::{Action, AuditContext, NewAuditEvent, Outcome};
+use crate::config::{DirectoryConfig, MaxChanges};
+use crate::directory::{Directory, DirectoryError, DirectoryUser};
+use crate::store::{DeviceStatus, Store, StoreError};
 
 use super::desired::has_role;
 use super::plane::ControlPlane;
+
+/// Consecutive completed syncs a user must be missing from before their devices are suspended:
+/// one empty answer (a wrong base, a replication hiccup) is not a deletion.
+pub const ABSENCE_CONFIRMATIONS: i64 = 3;
+
+/// A pass that changed nothing is still audited, but at most once per this interval.
+pub const QUIET_SYNC_AUDIT_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The safety rules of a sync, from `[directory]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncSafety {
+    pub max_changes: MaxChanges,
+    pub suspend_grace: Duration,
+}
+
+impl SyncSafety {
+    pub fn from_config(d: &DirectoryConfig) -> SyncSafety {
+        SyncSafety {
+            max_changes: d.max_changes_per_sync,
+            suspend_grace: d.suspend_grace,
+        }
+    }
+}
+
+/// Whether the pass may exceed `max_changes_per_sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// The periodic pass: over the limit, nothing is applied.
+    Automatic,
+    /// `sesame directory sync --apply`: an operator confirmed the changes.
+    Confirmed,
+}
+
+/// What a pass would do to one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPlan {
+    pub username: String,
+    /// The entry as the directory returned it; `None`: not found this pass.
+    pub found: Option<DirectoryUser>,
+    pub groups_changed: bool,
+    /// Devices to suspend now, and why.
+    pub suspend: Vec<i64>,
+    pub reason: Option<&'static str>,
+    /// Suspended devices to restore (the user is back).
+    pub restore: Vec<i64>,
+}
+
+/// What a pass would change, computed before anything is written.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SyncPlan {
+    pub users: Vec<UserPlan>,
+    /// Active, not suspended devices now.
+    pub active_devices: usize,
+    /// Most devices this pass may suspend (`max_changes_per_sync` applied to `active_devices`).
+    pub limit: usize,
+}
+
+impl SyncPlan {
+    pub fn suspensions(&self) -> usize {
+        self.users.iter().map(|u| u.suspend.len()).sum()
+    }
+
+    pub fn restorations(&self) -> usize {
+        self.users.iter().map(|u| u.restore.len()).sum()
+    }
+
+    /// Over `max_changes_per_sync`: an automatic pass applies nothing.
+    pub fn over_limit(&self) -> bool {
+        self.suspensions() > self.limit
+    }
+
+    /// One line per change, for `--dry-run` and the logs.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for u in &self.users {
+            if let (false, Some(reason)) = (u.suspend.is_empty(), u.reason) {
+                out.push(format!(
+                    "suspend {} device(s) of {} ({reason}): {:?}",
+                    u.suspend.len(),
+                    u.username,
+                    u.suspend
+                ));
+            }
+            if !u.restore.is_empty() {
+                out.push(format!(
+                    "restore {} device(s) of {}: {:?}",
+                    u.restore.len(),
+                    u.username,
+                    u.restore
+                ));
+            }
+            if u.groups_changed {
+                out.push(format!("update the groups of {}", u.username));
+            }
+            if u.found.is_none() && u.suspend.is_empty() {
+                out.push(format!(
+                    "{} not found in the directory (counted)",
+                    u.username
+                ));
+            }
+        }
+        out
+    }
+}
 
 /// What one sync pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {
     pub checked: usize,
     pub groups_changed: usize,
+    pub devices_suspended: usize,
+    pub devices_restored: usize,
+    /// Suspensions older than `suspend_grace`, revoked for good.
     pub devices_revoked: usize,
+    /// The pass was over `max_changes_per_sync` and applied nothing.
+    pub held: bool,
+    /// Devices the pass would have suspended.
+    pub planned_suspensions: usize,
+    pub limit: usize,
 }
 
-/// Why a sync pass stopped; nothing is revoked on the strength of a failed read.
+/// Why a sync pass stopped; nothing is changed on the strength of a failed read.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error("directory unavailable: {0}")]
-    Directory(String),
+    Directory(#[source] DirectoryError),
+    #[error("directory did not answer within {0:?}")]
+    Timeout(Duration),
     #[error("database: {0}")]
     Store(#[from] StoreError),
 }
 
 /// Runs sync passes every `interval`.
 pub struct DirectorySync {
-    pub store: Store,
-    pub directory: Arc<dyn Directory>,
-    pub control: Arc<ControlPlane>,
-    pub vpn_users: Vec<String>,
+    store: Store,
+    directory: Arc<dyn Directory>,
+    /// The running gateway's publisher; `None` from the CLI (the server's devices-table poll
+    /// publishes the changes).
+    control: Option<Arc<ControlPlane>>,
+    vpn_users: Vec<String>,
     /// Bound on each directory lookup.
-    pub timeout: Duration,
-    /// Revocations are counted with the portal's.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    timeout: Duration,
+    safety: SyncSafety,
+    /// Suspensions, revocations and holds are counted with the portal's metrics.
+    metrics: Arc<crate::metrics::Metrics>,
+    /// The last hold audited, so a hold that persists is audited once, not every pass.
+    last_hold: parking_lot::Mutex<Option<Vec<String>>>,
 }
 
 impl DirectorySync {
-    /// One pass. Fail-static: if the directory cannot answer, stop without changing anything.
-    pub async fn sync_once(&self) -> Result<SyncReport, SyncError> {
+    /// The same sync on another handle of the store (tests give it another clock).
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.store = store;
+        self
+    }
+
+    pub fn new(
+        store: Store,
+        directory: Arc<dyn Directory>,
+        control: Option<Arc<ControlPlane>>,
+        vpn_users: Vec<String>,
+        directory_config: &DirectoryConfig,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> DirectorySync {
+        DirectorySync {
+            store,
+            directory,
+            control,
+            vpn_users,
+            timeout: directory_config.timeout,
+            safety: SyncSafety::from_config(directory_config),
+            metrics,
+            last_hold: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Reads the directory for every user with devices and works out the changes, writing
+    /// nothing. Fail-static: any directory error stops the plan.
+    pub async fn plan(&self) -> Result<SyncPlan, SyncError> {
         let users = self.store.users_to_sync().await?;
-        let mut report = SyncReport::default();
-        let system = AuditContext::system();
+        let mut devices: BTreeMap<String, Vec<(i64, DeviceStatus, Option<i64>)>> = BTreeMap::new();
+        for d in self.store.list_devices(None).await? {
+            devices
+                .entry(d.username.clone())
+                .or_default()
+                .push((d.id, d.status, d.suspended_at));
+        }
+        let grace_start = self
+            .store
+            .now_ms()
+            .saturating_sub(crate::store::duration_ms(self.safety.suspend_grace));
+        let active_devices = self.store.count_active_devices().await?;
+        let mut plan = SyncPlan {
+            users: Vec::with_capacity(users.len()),
+            active_devices,
+            limit: self.safety.max_changes.limit(active_devices),
+        };
         for stored in users {
             let looked =
                 match tokio::time::timeout(self.timeout, self.directory.lookup(&stored.username))
                     .await
                 {
                     Ok(Ok(u)) => u,
-                    Ok(Err(DirectoryError::Unavailable(why))) => {
-                        return Err(SyncError::Directory(why))
-                    }
-                    Ok(Err(e)) => return Err(SyncError::Directory(e.to_string())),
-                    Err(_) => return Err(SyncError::Directory("timed out".into())),
+                    Ok(Err(e)) => return Err(SyncError::Directory(e)),
+                    Err(_) => return Err(SyncError::Timeout(self.timeout)),
                 };
-            report.checked += 1;
+            let mine = devices.get(&stored.username).map_or(&[][..], Vec::as_slice);
+            let active: Vec<i64> = mine
+                .iter()
+                .filter(|d| d.1 == DeviceStatus::Active)
+                .map(|d| d.0)
+                .collect();
             let reason = match &looked {
-                None => Some("deleted from the directory"),
+                None if stored.missing_syncs + 1 >= ABSENCE_CONFIRMATIONS => {
+                    Some("absent from the directory for 3 consecutive syncs")
+                }
+                None => None,
                 Some(u) if u.disabled => Some("account disabled in the directory"),
                 Some(u) if !has_role(&u.groups, &self.vpn_users) => {
                     Some("left every vpn_users group")
                 }
                 Some(_) => None,
             };
-            if let Some(u) = &looked {
+            let groups_changed = looked.as_ref().is_some_and(|u| {
                 let mut old = stored.groups.clone();
                 let mut new = u.groups.clone();
                 old.sort();
                 new.sort();
-                if old != new || stored.disabled != u.disabled {
-                    report.groups_changed += 1;
-                }
-                self.store.upsert_user(u).await?;
+                old != new || stored.disabled != u.disabled
+            });
+            let restore = if looked.is_some() && reason.is_none() {
+                mine.iter()
+                    .filter(|d| d.1 == DeviceStatus::Suspended)
+                    .filter(|d| d.2.is_some_and(|at| at > grace_start))
+                    .map(|d| d.0)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            plan.users.push(UserPlan {
+                username: stored.username,
+                found: looked,
+                groups_changed,
+                suspend: if reason.is_some() { active } else { Vec::new() },
+                reason,
+                restore,
+            });
+        }
+        Ok(plan)
+    }
+
+    /// One periodic pass: suspensions over the limit wait for `sesame directory sync --apply`.
+    pub async fn sync_once(&self) -> Result<SyncReport, SyncError> {
+        self.sync(SyncMode::Automatic).await
+    }
+
+    /// One pass: revoke expired suspensions, plan, then apply unless held.
+    pub async fn sync(&self, mode: SyncMode) -> Result<SyncReport, SyncError> {
+        let system = AuditContext::system();
+        let expired = self
+            .store
+            .revoke_expired_suspensions(self.safety.suspend_grace)
+            .await?;
+        for d in &expired {
+            self.metrics.revocation();
+            tracing::info!(device = d.id, user = %d.username, "suspension older than suspend_grace: device revoked");
+        }
+        let plan = self.plan().await?;
+        let mut report = SyncReport {
+            checked: plan.users.len(),
+            devices_revoked: expired.len(),
+            planned_suspensions: plan.suspensions(),
+            limit: plan.limit,
+            ..SyncReport::default()
+        };
+        if plan.over_limit() && mode == SyncMode::Automatic {
+            report.held = true;
+            self.hold(&plan).await;
+            if !expired.is_empty() {
+                self.publish().await;
             }
-            if looked.as_ref().is_none_or(|u| u.disabled) {
+            return Ok(report);
+        }
+        *self.last_hold.lock() = None;
+        for u in &plan.users {
+            match &u.found {
+                Some(found) => {
+                    self.store.upsert_user(found).await?;
+                }
+                None => {
+                    self.store.record_missing(&u.username).await?;
+                }
+            }
+            if u.groups_changed {
+                report.groups_changed += 1;
+            }
+            if u.found.as_ref().is_none_or(|f| f.disabled) {
                 // Web sessions die with the account (roles follow the stored groups anyway).
-                self.store.delete_user_sessions(&stored.username).await?;
+                self.store.delete_user_sessions(&u.username).await?;
             }
-            if let Some(reason) = reason {
-                let revoked = self
+            if let (false, Some(reason)) = (u.suspend.is_empty(), u.reason) {
+                let done = self
                     .store
-                    .revoke_user_devices(&stored.username, reason, &system)
+                    .suspend_user_devices(&u.username, reason, &system)
                     .await?;
-                report.devices_revoked += revoked.len();
-                for _ in &revoked {
-                    self.metrics.revocation();
+                report.devices_suspended += done.len();
+                for _ in &done {
+                    self.metrics.suspension();
                 }
-                if !revoked.is_empty() {
-                    tracing::info!(user = %stored.username, devices = revoked.len(), reason, "devices revoked by directory sync");
-                }
+                tracing::info!(user = %u.username, devices = done.len(), reason, "devices suspended by directory sync");
+            }
+            if !u.restore.is_empty() {
+                let done = self
+                    .store
+                    .restore_user_devices(&u.username, self.safety.suspend_grace, &system)
+                    .await?;
+                report.devices_restored += done.len();
+                tracing::info!(user = %u.username, devices = done.len(), "devices restored: the user is back in the directory");
             }
         }
         // Publish before auditing the pass: access is cut first.
-        let _ = self.control.reconcile().await;
-        let ev = NewAuditEvent::new(Action::DirectorySync, &system, "directory").details(
-            serde_json::json!({
-                "checked": report.checked,
-                "groups_changed": report.groups_changed,
-                "devices_revoked": report.devices_revoked,
-            }),
-        );
-        if report.groups_changed > 0 || report.devices_revoked > 0 {
+        self.publish().await;
+        let changed = report.groups_changed + report.devices_suspended + report.devices_restored
+            > 0
+            || report.devices_revoked > 0;
+        if changed || self.quiet_pass_due().await {
+            let ev = NewAuditEvent::new(Action::DirectorySync, &system, "directory").details(
+                serde_json::json!({
+                    "checked": report.checked,
+                    "groups_changed": report.groups_changed,
+                    "devices_suspended": report.devices_suspended,
+                    "devices_restored": report.devices_restored,
+                    "devices_revoked": report.devices_revoked,
+                    "confirmed": mode == SyncMode::Confirmed,
+                    "changed": changed,
+                }),
+            );
             if let Err(e) = self.store.append_audit(&ev).await {
                 tracing::warn!(error = %e, "cannot write the directory.sync audit event");
             }
         }
         Ok(report)
+    }
+
+    /// Whether a pass that changed nothing should be audited: no `directory.sync` event within
+    /// [`QUIET_SYNC_AUDIT_INTERVAL`] (read from the log, so it holds across restarts).
+    async fn quiet_pass_due(&self) -> bool {
+        match self
+            .store
+            .last_deviceless_event_ts(Action::DirectorySync)
+            .await
+        {
+            Ok(Some(ts)) => {
+                self.store.now_ms().saturating_sub(ts)
+                    >= crate::store::duration_ms(QUIET_SYNC_AUDIT_INTERVAL)
+            }
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the last directory.sync event");
+                true
+            }
+        }
+    }
+
+    /// Audits a failed pass (once per outage: the caller knows when one starts).
+    async fn audit_failure(&self, e: &SyncError) {
+        let ev = NewAuditEvent::new(Action::DirectorySync, &AuditContext::system(), "directory")
+            .outcome(Outcome::Failure)
+            .details(serde_json::json!({ "reason": e.to_string() }));
+        if let Err(e) = self.store.append_audit(&ev).await {
+            tracing::warn!(error = %e, "cannot write the directory.sync audit event");
+        }
+    }
+
+    async fn publish(&self) {
+        if let Some(control) = &self.control {
+            let _ = control.reconcile().await;
+        }
+    }
+
+    /// A pass over the limit: log, count and audit (once per distinct hold), apply nothing.
+    async fn hold(&self, plan: &SyncPlan) {
+        let changes = plan.describe();
+        self.metrics.sync_held();
+        tracing::warn!(
+            would_suspend = plan.suspensions(),
+            limit = plan.limit,
+            active_devices = plan.active_devices,
+            "directory sync held: it would suspend more devices than directory.max_changes_per_sync allows; nothing applied. Check the directory (user_base, groups), then run `sesame directory sync --dry-run` and `--apply` to confirm"
+        );
+        let mut last = self.last_hold.lock().take();
+        if last.as_ref() != Some(&changes) {
+            let users: Vec<&str> = plan
+                .users
+                .iter()
+                .filter(|u| !u.suspend.is_empty())
+                .map(|u| u.username.as_str())
+                .take(50)
+                .collect();
+            let ev = NewAuditEvent::new(
+                Action::DirectorySyncHeld,
+                &AuditContext::system(),
+                "directory",
+            )
+            .outcome(crate::audit::Outcome::Denied)
+            .details(serde_json::json!({
+                "would_suspend": plan.suspensions(),
+                "limit": plan.limit,
+                "active_devices": plan.active_devices,
+                "users": users,
+            }));
+            match self.store.append_audit(&ev).await {
+                Ok(_) => last = Some(changes),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot write the directory.sync_held audit event")
+                }
+            }
+        }
+        *self.last_hold.lock() = last;
     }
 
     /// Sync every `interval` until `shutdown` turns true. Failures are logged (once per outage)
@@ -147,10 +469,11 @@ impl DirectorySync {
                 Err(e) => {
                     if !failing {
                         tracing::warn!(error = %e, "directory sync failed; keeping current grants");
+                        self.audit_failure(&e).await;
                         failing = true;
                     }
                     // Still publish from the store: a database that came back must reconcile.
-                    let _ = self.control.reconcile().await;
+                    self.publish().await;
                 }
             }
         }

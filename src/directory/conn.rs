@@ -17,10 +17,13 @@ use tokio::sync::Semaphore;
 use super::DirectoryError;
 use crate::config::DirectoryConfig;
 
-/// Idle connections kept per pool.
-const MAX_IDLE: usize = 16;
 /// Connections open at once per pool; more callers wait (within their timeout).
 const MAX_OPEN: usize = 64;
+/// Idle connections kept per pool: all of them. With fewer (it was 16), a burst of 50
+/// concurrent logins closed most connections after each use and reopened them for the next
+/// login: a TCP connect plus, on the service pool, a service bind, i.e. two extra directory
+/// round trips per search (measured in bench/portal.sh). A stale one is replaced on use.
+const MAX_IDLE: usize = MAX_OPEN;
 
 /// LDAP result codes Sesame distinguishes.
 pub(crate) const RC_SUCCESS: u32 = 0;

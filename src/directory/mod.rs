@@ -22,6 +22,7 @@ mod conn;
 pub mod filter;
 mod ldap;
 
+pub use crate::dn::{normalize_dn, Dn, DnError};
 pub use filter::escape_filter_value;
 pub use ldap::{read_bind_password, LdapDirectory};
 

@@ -1,6 +1,9 @@
 //! Connection tracking of one peer: the flows its laptop opened, so that only their replies come back.
+//!
+//! Flows are kept in last-seen order (hashlink's `LinkedHashMap`, the insertion-ordered map
+//! sqlx already uses): expiry pops idle flows from the front and a full table evicts its least
+//! recently used flow, both in O(1) per flow, never a scan on the packet path.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -17,16 +20,20 @@ pub struct FlowKey {
     pub remote_port: u16,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ConntrackError {
-    #[error("the peer already has {0} tracked flows")]
-    Full(usize),
+/// What recording an outbound flow did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracked {
+    /// Recorded or refreshed.
+    Yes,
+    /// Recorded after evicting the least recently used flow: the table was full of live flows
+    /// (counted as the `flow_table_full` drop reason; that flow's replies are dropped).
+    EvictedOldest,
 }
 
-/// The tracked flows of one peer. Empty tables allocate nothing.
+/// The tracked flows of one peer, least recently seen first. Empty tables allocate nothing.
 #[derive(Debug, Default)]
 pub struct FlowTable {
-    flows: HashMap<FlowKey, Instant>,
+    flows: hashlink::LinkedHashMap<FlowKey, Instant>,
 }
 
 /// The key of a packet sent by the laptop, if it opens a trackable flow.
@@ -81,30 +88,26 @@ pub fn inbound_key(info: &PacketInfo) -> Option<FlowKey> {
 
 impl FlowTable {
     /// Records (or refreshes) the flow of an outbound packet already allowed by policy.
-    pub fn outbound(
-        &mut self,
-        key: FlowKey,
-        now: Instant,
-        idle: Duration,
-        max: usize,
-    ) -> Result<(), ConntrackError> {
-        if let Some(seen) = self.flows.get_mut(&key) {
+    pub fn outbound(&mut self, key: FlowKey, now: Instant, idle: Duration, max: usize) -> Tracked {
+        if let Some(seen) = self.flows.to_back(&key) {
             *seen = now;
-            return Ok(());
+            return Tracked::Yes;
         }
+        let mut outcome = Tracked::Yes;
         if self.flows.len() >= max {
             self.expire(now, idle);
             if self.flows.len() >= max {
-                return Err(ConntrackError::Full(max));
+                self.flows.pop_front();
+                outcome = Tracked::EvictedOldest;
             }
         }
         self.flows.insert(key, now);
-        Ok(())
+        outcome
     }
 
     /// Whether an inbound packet with this key answers a live flow; refreshes it if so.
     pub fn inbound(&mut self, key: &FlowKey, now: Instant, idle: Duration) -> bool {
-        match self.flows.get_mut(key) {
+        match self.flows.to_back(key) {
             Some(seen) if now.saturating_duration_since(*seen) <= idle => {
                 *seen = now;
                 true
@@ -117,13 +120,18 @@ impl FlowTable {
         }
     }
 
-    /// Forgets flows idle for longer than `idle`.
+    /// Forgets flows idle for longer than `idle`: pops them from the front (oldest first), so
+    /// the cost is the number of expired flows.
     pub fn expire(&mut self, now: Instant, idle: Duration) {
-        self.flows
-            .retain(|_, seen| now.saturating_duration_since(*seen) <= idle);
+        while let Some((_, seen)) = self.flows.front() {
+            if now.saturating_duration_since(*seen) <= idle {
+                break;
+            }
+            self.flows.pop_front();
+        }
         if self.flows.is_empty() {
             // Give the memory back: an idle peer must stay small.
-            self.flows = HashMap::new();
+            self.flows = hashlink::LinkedHashMap::new();
         }
     }
 
@@ -136,7 +144,7 @@ impl FlowTable {
     }
 
     pub fn clear(&mut self) {
-        self.flows = HashMap::new();
+        self.flows = hashlink::LinkedHashMap::new();
     }
 }
 
@@ -146,6 +154,7 @@ mod tests {
     use super::*;
     use crate::gateway::packet::{build, parse};
     use proptest::prelude::*;
+    use std::collections::HashMap;
     use std::net::Ipv4Addr;
 
     const LAPTOP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
@@ -155,7 +164,7 @@ mod tests {
 
     fn out(t: &mut FlowTable, p: &[u8], now: Instant) {
         let k = outbound_key(&parse(p).unwrap()).unwrap();
-        t.outbound(k, now, IDLE, 100).unwrap();
+        assert_eq!(t.outbound(k, now, IDLE, 100), Tracked::Yes);
     }
 
     fn back(t: &mut FlowTable, p: &[u8], now: Instant) -> bool {
@@ -246,12 +255,51 @@ mod tests {
         let mut t = FlowTable::default();
         for port in 0..3 {
             let k = outbound_key(&parse(&build::udp(LAPTOP, PAIE, port, 53, b"")).unwrap());
-            t.outbound(k.unwrap(), now, IDLE, 3).unwrap();
+            assert_eq!(t.outbound(k.unwrap(), now, IDLE, 3), Tracked::Yes);
         }
         let k = outbound_key(&parse(&build::udp(LAPTOP, PAIE, 9, 53, b"")).unwrap()).unwrap();
-        assert_eq!(t.outbound(k, now, IDLE, 3), Err(ConntrackError::Full(3)));
-        // Once the old ones are idle, room is made.
-        assert_eq!(t.outbound(k, now + IDLE * 2, IDLE, 3), Ok(()));
+        // Full of live flows: the least recently used one (port 0, the others were refreshed
+        // by a reply) is evicted; the table stays at 3.
+        let later = now + Duration::from_secs(1);
+        for port in 1..3 {
+            assert!(back(
+                &mut t,
+                &build::udp(PAIE, LAPTOP, 53, port, b""),
+                later
+            ));
+        }
+        assert_eq!(t.outbound(k, later, IDLE, 3), Tracked::EvictedOldest);
+        assert_eq!(t.len(), 3);
+        assert!(!back(&mut t, &build::udp(PAIE, LAPTOP, 53, 0, b""), later));
+        assert!(back(&mut t, &build::udp(PAIE, LAPTOP, 53, 9, b""), later));
+        // Once the old ones are idle, room is made without evicting a live flow.
+        let k2 = outbound_key(&parse(&build::udp(LAPTOP, PAIE, 10, 53, b"")).unwrap()).unwrap();
+        assert_eq!(t.outbound(k2, later + IDLE * 2, IDLE, 3), Tracked::Yes);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn eviction_and_expiry_are_constant_time_per_flow() {
+        // 100,000 flows through a 4,096-entry table: each insertion past the cap evicts one
+        // flow; a quadratic scan would take minutes here, this takes milliseconds.
+        let now = Instant::now();
+        let mut t = FlowTable::default();
+        let mut evicted = 0;
+        for i in 0..100_000u32 {
+            let key = FlowKey {
+                proto: 17,
+                remote: IpAddr::V4(PAIE),
+                local_port: (i % 60_000) as u16,
+                remote_port: (i / 60_000) as u16 + 1,
+            };
+            if t.outbound(key, now, IDLE, 4096) == Tracked::EvictedOldest {
+                evicted += 1;
+            }
+        }
+        assert_eq!(t.len(), 4096);
+        assert_eq!(evicted, 100_000 - 4096);
+        t.expire(now + IDLE * 2, IDLE);
+        assert!(t.is_empty());
     }
 
     proptest! {

@@ -15,13 +15,14 @@ use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use parking_lot::Mutex;
 
-use super::conntrack::{inbound_key, outbound_key};
+use super::conntrack::{inbound_key, outbound_key, Tracked};
 use super::flowlog::{
     wall_ms, DenyReason, EndReason, FlowLog, FlowRecord, SessionMark, SessionStart, WorkerFlows,
 };
 use super::packet::{self, PacketInfo, Transport};
 use super::peers::{Peer, PeerState, Peers};
 use super::ratelimit::HandshakeLimiter;
+use super::replay;
 use super::stats::{DropReason, Drops, PeerStats};
 use crate::policy::ResourceId;
 
@@ -62,6 +63,9 @@ pub struct Engine {
     pub handshakes_received: std::sync::atomic::AtomicU64,
     flow_idle: Duration,
     ticks: Mutex<TickState>,
+    /// Handshakes the gateway must initiate at the next tick (after a restart), see
+    /// `engine_initiate.rs`.
+    initiations: Mutex<Vec<([u8; 32], SocketAddr)>>,
     /// Where session and flow records go (None: flow auditing off).
     flow_log: Option<Arc<FlowLog>>,
 }
@@ -97,6 +101,7 @@ impl Engine {
                 last_timers: None,
                 last_sweep: None,
             }),
+            initiations: Mutex::new(Vec::new()),
             flow_log: None,
         }
     }
@@ -202,15 +207,15 @@ impl Engine {
         if peer.removed.load(Ordering::Acquire) {
             return self.drops.add(DropReason::UnknownPeer);
         }
+        match replay::initiation_timestamp(&self.secret, &self.public, &peer.public_key, datagram) {
+            Some(ts) if st.last_initiation.is_none_or(|last| ts > last) => {
+                st.last_initiation = Some(ts);
+            }
+            Some(_) => return self.drops.add(DropReason::ReplayedHandshake),
+            None => return self.drops.add(DropReason::Malformed),
+        }
         if st.tunn.is_none() {
-            st.tunn = Some(Box::new(Tunn::new(
-                self.secret.clone(),
-                PublicKey::from(peer.public_key),
-                None,
-                peer.persistent_keepalive,
-                peer.index,
-                Some(Arc::clone(&self.limiter)),
-            )));
+            st.tunn = Some(self.new_tunn(peer));
             peer.live.store(true, Ordering::Release);
         }
         self.handshakes_received.fetch_add(1, Ordering::Relaxed);
@@ -354,9 +359,13 @@ impl Engine {
             .matching(info.dst, info.proto, info.dport())
             .ok_or(DropReason::PolicyDenied)?;
         if let Some(key) = outbound_key(info) {
-            st.flows
-                .outbound(key, now, self.flow_idle, MAX_FLOWS_PER_PEER)
-                .map_err(|_| DropReason::FlowTableFull)?;
+            let tracked = st
+                .flows
+                .outbound(key, now, self.flow_idle, MAX_FLOWS_PER_PEER);
+            if tracked == Tracked::EvictedOldest {
+                // The packet goes on; the evicted flow's replies will be dropped.
+                self.drops.add(DropReason::FlowTableFull);
+            }
         }
         Ok(resource)
     }
@@ -436,6 +445,7 @@ impl Engine {
         if !timers {
             return;
         }
+        self.initiate_pending(scratch, out);
         self.limiter.reset_count();
         if sweep {
             self.handshakes.lock().collect(now);
@@ -500,6 +510,9 @@ impl Engine {
         v
     }
 }
+
+#[path = "engine_initiate.rs"]
+mod initiate;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

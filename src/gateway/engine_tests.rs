@@ -511,5 +511,175 @@ fn under_load_handshakes_get_cookies_and_a_real_laptop_still_gets_in() {
     assert_eq!(out.net[0].1[0], 2, "expected a handshake response");
 }
 
+#[test]
+fn gateway_initiated_handshake_reopens_the_session_towards_the_last_endpoint() {
+    let mut s = setup();
+    // After a restart: the laptop's last endpoint, and a key the table does not hold.
+    s.engine
+        .initiate_handshakes(vec![(s.laptop_key, s.endpoint), ([9; 32], s.endpoint)]);
+    let mut out = Collect::default();
+    s.engine.tick(s.now, &mut s.scratch, &mut out);
+    assert_eq!(out.net.len(), 1, "one initiation, for the known peer only");
+    assert_eq!(out.net[0].0, s.endpoint);
+    assert_eq!(out.net[0].1.len(), 148);
+    assert_eq!(out.net[0].1[0], 1, "message type 1: handshake initiation");
+    // Sent once: the next tick does not repeat it.
+    let mut again = Collect::default();
+    s.engine
+        .tick(s.now + TIMER_PERIOD, &mut s.scratch, &mut again);
+    assert!(again.net.is_empty());
+
+    // The laptop (a stock responder) answers; the gateway confirms with a keepalive.
+    let mut buf = vec![0u8; 2048];
+    let response = match s.laptop.decapsulate(None, &out.net[0].1, &mut buf) {
+        TunnResult::WriteToNetwork(d) => d.to_vec(),
+        other => panic!("laptop refused the gateway's initiation: {other:?}"),
+    };
+    let confirm = s.send(&response);
+    assert_eq!(confirm.net.len(), 1, "keepalive confirming the session");
+    let mut buf = vec![0u8; 2048];
+    assert!(matches!(
+        s.laptop.decapsulate(None, &confirm.net[0].1, &mut buf),
+        TunnResult::Done
+    ));
+    // The laptop's traffic now flows over the session the gateway opened.
+    let out = s.send_ip(&build::tcp(LAPTOP, PAIE, 40000, 443, 0x02));
+    assert_eq!(out.tun.len(), 1);
+}
+
+#[test]
+fn a_replayed_initiation_after_the_session_was_freed_gets_no_response() {
+    let mut s = setup();
+    let mut buf = vec![0u8; 2048];
+    let captured = match s.laptop.format_handshake_initiation(&mut buf, false) {
+        TunnResult::WriteToNetwork(d) => d.to_vec(),
+        other => panic!("no initiation: {other:?}"),
+    };
+    assert_eq!(
+        s.send(&captured).net.len(),
+        1,
+        "the genuine initiation is answered"
+    );
+    // The session is freed, as the timer pass does after 540 s idle (ConnectionExpired).
+    let table = s.engine.peers.load();
+    let peer = table.by_key(&s.laptop_key).unwrap();
+    {
+        let mut st = peer.state.lock();
+        st.tunn = None;
+        peer.live.store(false, Ordering::Release);
+    }
+    // The captured initiation, replayed from elsewhere: dropped, no response, endpoint kept.
+    let attacker: SocketAddr = "198.18.0.66:5000".parse().unwrap();
+    let mut out = Collect::default();
+    s.engine
+        .handle_datagram(s.now, attacker, &captured, &mut s.scratch, &mut out);
+    assert!(out.net.is_empty(), "a replay must get no response");
+    assert_eq!(s.drops(DropReason::ReplayedHandshake), 1);
+    assert!(peer.state.lock().tunn.is_none());
+    assert_ne!(peer.state.lock().endpoint, Some(attacker));
+
+    // The real laptop's next initiation (newer timestamp) is answered.
+    std::thread::sleep(Duration::from_millis(2));
+    let mut buf = vec![0u8; 2048];
+    let fresh = match s.laptop.format_handshake_initiation(&mut buf, true) {
+        TunnResult::WriteToNetwork(d) => d.to_vec(),
+        other => panic!("no initiation: {other:?}"),
+    };
+    assert_eq!(
+        s.send(&fresh).net.len(),
+        1,
+        "a fresh initiation is answered"
+    );
+}
+
+#[test]
+fn initiation_timestamps_increase_and_read_back_for_the_right_key_only() {
+    let gw = StaticSecret::random_from_rng(rand_core::OsRng);
+    let gw_public = PublicKey::from(&gw);
+    let laptop_secret = StaticSecret::random_from_rng(rand_core::OsRng);
+    let laptop_public = PublicKey::from(&laptop_secret).to_bytes();
+    let mut laptop = Tunn::new(laptop_secret, gw_public, None, None, 3, None);
+    let mut stamps = Vec::new();
+    for _ in 0..3 {
+        let mut buf = vec![0u8; 2048];
+        let init = match laptop.format_handshake_initiation(&mut buf, true) {
+            TunnResult::WriteToNetwork(d) => d.to_vec(),
+            other => panic!("no initiation: {other:?}"),
+        };
+        let ts =
+            crate::gateway::replay::initiation_timestamp(&gw, &gw_public, &laptop_public, &init)
+                .expect("decrypts for the right key");
+        // Another claimed key, or another gateway: no timestamp.
+        assert!(
+            crate::gateway::replay::initiation_timestamp(&gw, &gw_public, &[1; 32], &init)
+                .is_none()
+        );
+        let other = StaticSecret::random_from_rng(rand_core::OsRng);
+        assert!(crate::gateway::replay::initiation_timestamp(
+            &other,
+            &PublicKey::from(&other),
+            &laptop_public,
+            &init
+        )
+        .is_none());
+        stamps.push(ts);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(stamps[0] < stamps[1] && stamps[1] < stamps[2], "{stamps:?}");
+}
+
+/// The replay window, through the engine (boringtun's counter validator behind Sesame's
+/// decrypt path): the shape of wireguard-go's `replay_test.go` and Linux's selftest
+/// `counter.c` (in order, duplicates, reordering inside the window, too old, far jumps),
+/// adapted to boringtun's 1,024-message window.
+#[test]
+fn replay_window_cases_through_the_engine() {
+    const WINDOW: u64 = 1024;
+    let mut s = setup();
+    s.handshake(); // the laptop's confirming keepalive used counter 0
+    let last = 2 * WINDOW + 60;
+    let mut sealed = vec![Vec::new()]; // index = counter
+    for counter in 1..=last {
+        let ping = build::echo(LAPTOP, PAIE, (counter % 60_000) as u16, false);
+        let mut buf = vec![0u8; 2048];
+        match s.laptop.encapsulate(&ping, &mut buf) {
+            TunnResult::WriteToNetwork(d) => sealed.push(d.to_vec()),
+            other => panic!("laptop could not encrypt: {other:?}"),
+        }
+    }
+    let cases: &[(u64, bool)] = &[
+        (1, true),
+        (1, false), // duplicate
+        (2, true),
+        (9, true), // a gap
+        (8, true), // late, inside the window
+        (7, true),
+        (7, false),
+        (9 + WINDOW, true), // next = 1034
+        (9, false),         // 9 + 1024 < 1034: too old
+        (10, true),         // 10 + 1024 = 1034: the oldest still accepted
+        (10, false),
+        (9 + WINDOW, false),
+        (8 + WINDOW, true),
+        (3, false),
+        (2 * WINDOW + 50, true), // far ahead
+        (8 + WINDOW, false),     // now too old
+        (2 * WINDOW + 49, true),
+        (2 * WINDOW + 60, true),
+        (2 * WINDOW + 50, false),
+        (2 * WINDOW + 51, true),
+    ];
+    for (i, &(counter, accept)) in cases.iter().enumerate() {
+        let out = s.send(&sealed[counter as usize]);
+        assert_eq!(
+            out.tun.len() == 1,
+            accept,
+            "case {i}: counter {counter} should be {}",
+            if accept { "accepted" } else { "dropped" }
+        );
+    }
+    let refused = cases.iter().filter(|c| !c.1).count() as u64;
+    assert_eq!(s.drops(DropReason::DecryptFailed), refused);
+}
 #[path = "engine_flow_tests.rs"]
 mod flow;

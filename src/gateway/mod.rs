@@ -10,17 +10,19 @@ pub mod keys;
 pub mod packet;
 pub mod peers;
 pub mod ratelimit;
+pub mod replay;
 pub mod stats;
 pub mod table;
 mod tun;
 pub mod uapi;
-mod udp;
 mod worker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+
+use crate::fastpath::udp;
 
 use boringtun::x25519::StaticSecret;
 
@@ -90,7 +92,7 @@ impl Gateway {
             engine = engine.with_flow_log(log);
         }
         let engine = Arc::new(engine);
-        let tun_queues = tun::open(&cfg.interface, threads)?;
+        let (tun_queues, offloads) = tun::open(&cfg.interface, threads)?;
         tun::configure(
             &cfg.interface,
             cfg.address,
@@ -112,10 +114,16 @@ impl Gateway {
                 addr: cfg.listen,
                 source,
             })?;
+            let udp_offloads = udp::enable_offloads(std::os::fd::AsRawFd::as_raw_fd(&udp));
+            if i == 0 {
+                tracing::info!(?udp_offloads, "UDP offloads");
+            }
             let w = worker::Worker {
                 engine: Arc::clone(&engine),
                 tun,
+                offloads,
                 udp,
+                udp_offloads,
                 stop: Arc::clone(&stop),
                 slot,
             };
@@ -129,6 +137,7 @@ impl Gateway {
             interface = %cfg.interface,
             listen = %cfg.listen,
             threads,
+            tun_offload = ?offloads,
             public_key = %keys::encode(&engine.public_key()),
             "gateway data plane started"
         );
@@ -258,6 +267,12 @@ impl GatewayHandle {
 
     pub fn peer_stats(&self) -> Vec<PeerStats> {
         self.engine.peer_stats()
+    }
+
+    /// Starts a handshake towards each `(public key, endpoint)` at the next timer tick (after
+    /// a restart, from the peer cache): laptops are back without waiting for their own timer.
+    pub fn initiate_handshakes(&self, targets: Vec<([u8; 32], std::net::SocketAddr)>) {
+        self.engine.initiate_handshakes(targets);
     }
 
     /// Handshake initiations received from configured peers since start.

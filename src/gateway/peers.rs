@@ -55,6 +55,9 @@ pub struct PeerState {
     pub tunn: Option<Box<Tunn>>,
     /// Where the peer's last authenticated datagram came from.
     pub endpoint: Option<SocketAddr>,
+    /// TAI64N of the newest initiation seen from the peer: kept when the session is freed, so
+    /// a replayed initiation is refused (boringtun's own check dies with the `Tunn`).
+    pub last_initiation: Option<super::replay::Tai64N>,
     pub flows: FlowTable,
     /// The current tunnel session, for `tunnel.session_*` records (None: no session).
     pub session: Option<SessionMark>,

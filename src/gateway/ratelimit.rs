@@ -5,6 +5,12 @@
 //! handshakes a second. "Under load" follows the shared boringtun cookie limiter: more than
 //! `load_per_second` handshakes in the current second, or a cookie reply sent in the last
 //! [`UNDER_LOAD_AFTER`] (the limiter only sends cookies when it is under load).
+//!
+//! Sources are keyed per IPv4 address and per IPv6 /64 (one host holds a whole /64). The table
+//! is bounded by [`MAX_SOURCES`]; when it is full a new source is not refused: under load every
+//! handshake that reaches this limiter has already passed boringtun's cookie check (a valid
+//! MAC2 proves the source address), so the gateway falls back on cookies alone until the
+//! once-a-second sweep frees entries. No scan happens on the packet path.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,6 +25,17 @@ pub const MAX_SOURCES: usize = 65_536;
 /// How long the gateway stays under load after the last sign of it (Linux and wireguard-go: 1 s).
 pub const UNDER_LOAD_AFTER: Duration = Duration::from_secs(1);
 const WINDOW: Duration = Duration::from_secs(1);
+
+/// The bucket a source address counts against: the IPv4 address, or the IPv6 /64.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -80,6 +97,7 @@ impl HandshakeLimiter {
     }
 
     fn take(&mut self, src: IpAddr, now: Instant) -> bool {
+        let src = source_key(src);
         if let Some(b) = self.buckets.get_mut(&src) {
             let elapsed = now.saturating_duration_since(b.last).as_nanos();
             let elapsed = u64::try_from(elapsed).unwrap_or(u64::MAX);
@@ -92,10 +110,8 @@ impl HandshakeLimiter {
             return false;
         }
         if self.buckets.len() >= MAX_SOURCES {
-            self.collect(now);
-            if self.buckets.len() >= MAX_SOURCES {
-                return false;
-            }
+            // Full: cookies only (see the module doc), never a refusal nor a scan here.
+            return true;
         }
         self.buckets.insert(
             src,
@@ -172,6 +188,52 @@ mod tests {
         assert!(!l.under_load(later));
         assert_eq!((0..30).filter(|_| l.allow(a, later)).count(), 30);
         l.collect(t0 + Duration::from_secs(10));
+        assert!(l.is_empty());
+    }
+
+    fn loaded(t0: Instant) -> HandshakeLimiter {
+        let mut l = HandshakeLimiter::new(LOAD);
+        l.cookie_sent(t0);
+        l
+    }
+
+    #[test]
+    fn ipv6_sources_share_a_bucket_per_64() {
+        let t0 = Instant::now();
+        let mut l = loaded(t0);
+        // Ten addresses of one /64 (one host can pick any of them): one burst between them.
+        let same: Vec<IpAddr> = (1..=10)
+            .map(|i| format!("2001:db8:0:1::{i:x}").parse().unwrap())
+            .collect();
+        let passed = same.iter().filter(|a| l.allow(**a, t0)).count();
+        assert_eq!(passed, PACKETS_BURSTABLE as usize);
+        // The next /64 has its own bucket.
+        assert!(l.allow("2001:db8:0:2::1".parse().unwrap(), t0));
+        assert_eq!(l.len(), 2);
+        // IPv4 stays per address.
+        assert!(l.allow("198.18.0.2".parse().unwrap(), t0));
+        assert!(l.allow("198.18.0.3".parse().unwrap(), t0));
+        assert_eq!(l.len(), 4);
+    }
+
+    #[test]
+    fn a_full_table_falls_back_to_cookies_and_never_refuses_or_grows() {
+        let t0 = Instant::now();
+        let mut l = loaded(t0);
+        for i in 0..MAX_SOURCES as u32 {
+            let ip = std::net::Ipv4Addr::from(0xC612_0000u32 + i); // 198.18.0.0/15
+            assert!(l.allow(IpAddr::V4(ip), t0));
+        }
+        assert_eq!(l.len(), MAX_SOURCES);
+        // New sources (already cookie-checked upstream) are answered, untracked.
+        let fresh: IpAddr = "198.19.255.254".parse().unwrap();
+        assert_eq!((0..50).filter(|_| l.allow(fresh, t0)).count(), 50);
+        assert_eq!(l.len(), MAX_SOURCES);
+        // A tracked source is still limited.
+        let tracked: IpAddr = "198.18.0.0".parse().unwrap();
+        assert_eq!((0..10).filter(|_| l.allow(tracked, t0)).count(), 4);
+        // The sweep frees the table.
+        l.collect(t0 + Duration::from_secs(2));
         assert!(l.is_empty());
     }
 

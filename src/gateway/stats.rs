@@ -25,7 +25,8 @@ pub enum DropReason {
     PolicyDenied,
     /// A packet towards a laptop that answers no flow the laptop opened.
     NoFlowForReply,
-    /// The peer's flow table is full.
+    /// The peer's flow table was full of live flows: its least recently used flow was evicted
+    /// (the new flow's packet itself goes on; the evicted flow's replies are dropped).
     FlowTableFull,
     /// A packet from the TUN device towards an address no peer has.
     NoPeerForDestination,
@@ -39,10 +40,13 @@ pub enum DropReason {
     NoEndpoint,
     /// A sendmmsg/write to the network or the TUN device failed.
     IoError,
+    /// A handshake initiation whose TAI64N timestamp is not newer than the peer's last one
+    /// (a replay), even after the peer's session was freed.
+    ReplayedHandshake,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Malformed,
         DropReason::InvalidMac,
         DropReason::UnknownPeer,
@@ -59,6 +63,7 @@ impl DropReason {
         DropReason::CookieSent,
         DropReason::NoEndpoint,
         DropReason::IoError,
+        DropReason::ReplayedHandshake,
     ];
 
     /// Stable snake_case name (metrics label).
@@ -80,6 +85,7 @@ impl DropReason {
             DropReason::CookieSent => "cookie_sent",
             DropReason::NoEndpoint => "no_endpoint",
             DropReason::IoError => "io_error",
+            DropReason::ReplayedHandshake => "replayed_handshake",
         }
     }
 }

@@ -9,18 +9,19 @@ use std::time::Instant;
 use super::engine::{Engine, Output};
 use super::flowlog::{wall_ms, WorkerFlows};
 use super::stats::DropReason;
-use super::tun;
-use super::udp::{Batch, BATCH};
+use crate::fastpath::tun::{Offloads, ReadError, TunReader, TunWriter, READ_BUF};
+use crate::fastpath::udp::{Batch, UdpOffloads, BATCH};
 
 /// Poll timeout: bounds how late timers run and how fast shutdown is seen.
 const POLL_MS: libc::c_int = 100;
-/// Largest packet read from TUN (no offload: at most the MTU, but be generous).
-const TUN_BUF: usize = 65_536;
+/// Largest packet the engine handles (a split segment is at most the MTU; be generous).
+const TUN_BUF: usize = READ_BUF;
 
 /// The I/O side of the engine's decisions for one worker.
 struct Shell<'a> {
     udp: RawFd,
-    tun: RawFd,
+    /// Decrypted packets wait here (coalesced with TSO) until the batch ends.
+    tun: TunWriter,
     send: Box<Batch>,
     engine: &'a Engine,
     /// This worker's flow-audit tables (None: auditing off).
@@ -38,7 +39,7 @@ impl Output for Shell<'_> {
     }
 
     fn to_tun(&mut self, packet: &[u8]) {
-        if tun::write(self.tun, packet).is_err() {
+        if !self.tun.push(packet) {
             self.engine.drops.add(DropReason::IoError);
         }
     }
@@ -53,13 +54,20 @@ impl Shell<'_> {
         for _ in 0..self.send.flush(self.udp) {
             self.engine.drops.add(DropReason::IoError);
         }
+        for _ in 0..self.tun.flush() {
+            self.engine.drops.add(DropReason::IoError);
+        }
     }
 }
 
 pub struct Worker {
     pub engine: Arc<Engine>,
     pub tun: OwnedFd,
+    /// What the kernel accepted on the TUN (virtio_net_hdr, TSO, USO).
+    pub offloads: Offloads,
     pub udp: OwnedFd,
+    /// What the kernel accepted on the UDP socket (GSO, GRO).
+    pub udp_offloads: UdpOffloads,
     pub stop: Arc<AtomicBool>,
     /// Largest UDP datagram accepted (MTU + WireGuard overhead, rounded up).
     pub slot: usize,
@@ -68,13 +76,14 @@ pub struct Worker {
 impl Worker {
     pub fn run(self) {
         let engine = &*self.engine;
-        let mut recv = Batch::new(self.slot);
-        let mut tun_buf = vec![0u8; TUN_BUF];
+        let mut recv = Batch::with_offloads(self.slot, self.udp_offloads);
+        let mut reader = TunReader::new(self.tun.as_raw_fd(), self.offloads);
         let mut scratch = vec![0u8; TUN_BUF + 64];
+        let tun_fd: RawFd = self.tun.as_raw_fd();
         let mut shell = Shell {
             udp: self.udp.as_raw_fd(),
-            tun: self.tun.as_raw_fd(),
-            send: Batch::new(self.slot),
+            tun: TunWriter::new(tun_fd, self.offloads),
+            send: Batch::with_offloads(self.slot, self.udp_offloads),
             engine,
             flows: engine
                 .flow_log()
@@ -87,7 +96,7 @@ impl Worker {
                 revents: 0,
             },
             libc::pollfd {
-                fd: shell.tun,
+                fd: tun_fd,
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -101,17 +110,20 @@ impl Worker {
                     // A few batches per wakeup, then give the TUN side its turn.
                     for _ in 0..4 {
                         let n = recv.recv(shell.udp).unwrap_or_default();
-                        for i in 0..n {
-                            let (from, data) = recv.get(i);
+                        for _ in 0..recv.truncated() {
+                            engine.drops.add(DropReason::Malformed);
+                        }
+                        // A GRO message is split back into its datagrams here.
+                        for (from, data) in recv.datagrams() {
                             match from {
-                                Some(from) if recv.lens[i] <= self.slot => engine.handle_datagram(
+                                Some(from) => engine.handle_datagram(
                                     now,
                                     from,
                                     data,
                                     &mut scratch,
                                     &mut shell,
                                 ),
-                                _ => engine.drops.add(DropReason::Malformed),
+                                None => engine.drops.add(DropReason::Malformed),
                             }
                         }
                         shell.flush();
@@ -122,15 +134,16 @@ impl Worker {
                 }
                 if fds[1].revents & libc::POLLIN != 0 {
                     for _ in 0..BATCH * 4 {
-                        match tun::read(shell.tun, &mut tun_buf) {
-                            Ok(Some(n)) => engine.handle_tun_packet(
-                                now,
-                                &tun_buf[..n],
-                                &mut scratch,
-                                &mut shell,
-                            ),
+                        // A super-segment is split before the engine judges each packet.
+                        match reader.read() {
+                            Ok(Some(segments)) => {
+                                for packet in segments.iter() {
+                                    engine.handle_tun_packet(now, packet, &mut scratch, &mut shell);
+                                }
+                            }
                             Ok(None) => break,
-                            Err(_) => {
+                            Err(ReadError::Split(_)) => engine.drops.add(DropReason::TunMalformed),
+                            Err(ReadError::Io(_)) => {
                                 engine.drops.add(DropReason::IoError);
                                 break;
                             }

@@ -44,6 +44,8 @@ pub struct Metrics {
     rotations: Counter,
     revocations: Counter,
     rate_limited: Counter,
+    suspensions: Counter,
+    sync_held: Counter,
     ldap_seconds: Histogram,
     database_seconds: Histogram,
     sync_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -68,6 +70,8 @@ impl Metrics {
             rotations: Counter::default(),
             revocations: Counter::default(),
             rate_limited: Counter::default(),
+            suspensions: Counter::default(),
+            sync_held: Counter::default(),
             ldap_seconds: latency_histogram(),
             database_seconds: latency_histogram(),
             sync_last_success: Gauge::default(),
@@ -132,6 +136,16 @@ impl Metrics {
             m.sync_changes.clone(),
         );
         m.register(
+            "sesame_device_suspensions",
+            "Devices suspended by the directory sync (user left vpn_users, disabled, absent).",
+            m.suspensions.clone(),
+        );
+        m.register(
+            "sesame_directory_sync_held",
+            "Directory sync passes that applied nothing: over directory.max_changes_per_sync.",
+            m.sync_held.clone(),
+        );
+        m.register(
             "sesame_config_reloads",
             "Configuration reloads (SIGHUP) by outcome.",
             m.reloads.clone(),
@@ -160,6 +174,12 @@ impl Metrics {
     }
     pub fn revocation(&self) {
         self.revocations.inc();
+    }
+    pub fn suspension(&self) {
+        self.suspensions.inc();
+    }
+    pub fn sync_held(&self) {
+        self.sync_held.inc();
     }
     pub fn rate_limited(&self) {
         self.rate_limited.inc();

@@ -53,6 +53,12 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("device revoked")]
     DeviceRevoked,
+    /// Suspended by the directory sync; restored if the user comes back in time.
+    #[error("device suspended")]
+    DeviceSuspended,
+    /// The device's key (and token) expired, or it reached `devices.max_lifetime`.
+    #[error("device expired")]
+    DeviceExpired,
     #[error("too many attempts, retry after {retry_after_secs}s")]
     TooManyAttempts { retry_after_secs: u64 },
     #[error("unknown user {0:?}")]
@@ -68,6 +74,9 @@ pub enum ApiError {
     CsrfRejected(&'static str),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A bad audit query parameter (filter, cursor, limit, format, review subject).
+    #[error("invalid audit query")]
+    InvalidQuery(#[from] crate::audit::QueryError),
 }
 
 impl ApiError {
@@ -80,8 +89,8 @@ impl ApiError {
             }
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             InvalidCredentials | Unauthenticated => StatusCode::UNAUTHORIZED,
-            NotVpnUser | AccountDisabled | Forbidden | DeviceRevoked | CodeWrongUser
-            | CsrfRejected(_) => StatusCode::FORBIDDEN,
+            NotVpnUser | AccountDisabled | Forbidden | DeviceRevoked | DeviceSuspended
+            | DeviceExpired | CodeWrongUser | CsrfRejected(_) => StatusCode::FORBIDDEN,
             InvalidCode | NotFound | UnknownUser(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             CodeExpired | CodeAlreadyUsed => StatusCode::GONE,
@@ -91,6 +100,8 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            InvalidQuery(crate::audit::QueryError::UnknownResource(_)) => StatusCode::NOT_FOUND,
+            InvalidQuery(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -117,6 +128,8 @@ impl ApiError {
             NotFound => codes::NOT_FOUND,
             MethodNotAllowed => codes::BAD_REQUEST,
             DeviceRevoked => codes::DEVICE_REVOKED,
+            DeviceSuspended => codes::DEVICE_SUSPENDED,
+            DeviceExpired => codes::DEVICE_EXPIRED,
             TooManyAttempts { .. } => codes::TOO_MANY_ATTEMPTS,
             UnknownUser(_) => codes::UNKNOWN_USER,
             DirectoryUnavailable(_) => codes::DIRECTORY_UNAVAILABLE,
@@ -124,6 +137,7 @@ impl ApiError {
             TimedOut => codes::REQUEST_TIMEOUT,
             CsrfRejected(_) => codes::CSRF_REJECTED,
             Internal(_) => codes::INTERNAL,
+            InvalidQuery(e) => e.code(),
         }
     }
 
@@ -156,6 +170,8 @@ impl ApiError {
             MethodNotAllowed => "Opération non permise à cette adresse. Mettez à jour l'agent Sesame ou contactez le service informatique. / This operation is not allowed at this address. Update the Sesame agent or contact IT support.".into(),
             NotFound => "Élément introuvable. Vérifiez l'adresse ou l'identifiant. / Not found. Check the address or the identifier.".into(),
             DeviceRevoked => "Cet ordinateur n'a plus accès au VPN (accès retiré). Contactez le service informatique. / This laptop no longer has VPN access (revoked). Contact IT support.".into(),
+            DeviceSuspended => "L'accès VPN de cet ordinateur est suspendu : votre compte n'est plus autorisé dans l'annuaire. Il reviendra sans nouvel enrôlement si l'accès vous est rendu ; contactez le service informatique. / This laptop's VPN access is suspended: your account is no longer allowed in the directory. It comes back without a new enrolment if your access is restored; contact IT support.".into(),
+            DeviceExpired => "La clé de cet ordinateur a expiré. Demandez un nouveau code d'enrôlement au service informatique et enrôlez-le à nouveau. / This laptop's key has expired. Ask IT support for a new enrolment code and enrol it again.".into(),
             TooManyAttempts { retry_after_secs } => format!(
                 "Trop de tentatives. Attendez {retry_after_secs} secondes avant de réessayer. / Too many attempts. Wait {retry_after_secs} seconds before trying again."
             ),
@@ -166,6 +182,7 @@ impl ApiError {
             DatabaseUnavailable(_) => "Le service est momentanément indisponible. Réessayez dans quelques minutes ; si cela persiste, contactez le service informatique. / The service is temporarily unavailable. Try again in a few minutes; if it persists, contact IT support.".into(),
             TimedOut => "Le service a mis trop de temps à répondre. Réessayez dans quelques minutes. / The service took too long to answer. Try again in a few minutes.".into(),
             CsrfRejected(_) => "Requête refusée par la protection contre la falsification (jeton absent ou autre site). Rechargez la page et recommencez. / Request refused by the forgery protection (missing token or another site). Reload the page and try again.".into(),
+            InvalidQuery(e) => e.to_string(),
             Internal(_) => "Erreur interne du service. Réessayez ; si cela persiste, contactez le service informatique. / Internal service error. Try again; if it persists, contact IT support.".into(),
         }
     }
@@ -240,7 +257,20 @@ impl From<StoreError> for ApiError {
             StoreError::AddressPoolExhausted { .. } => ApiError::AddressPoolExhausted,
             StoreError::DeviceNotFound(_) => ApiError::NotFound,
             StoreError::DeviceRevoked(_) => ApiError::DeviceRevoked,
+            StoreError::DeviceTooOld(_) => ApiError::DeviceExpired,
+            StoreError::RotationTooSoon { retry_after_secs } => {
+                ApiError::TooManyAttempts { retry_after_secs }
+            }
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::audit::review::ReviewError> for ApiError {
+    fn from(e: crate::audit::review::ReviewError) -> Self {
+        match e {
+            crate::audit::review::ReviewError::Query(q) => ApiError::InvalidQuery(q),
+            crate::audit::review::ReviewError::Store(s) => ApiError::from(s),
         }
     }
 }
@@ -271,6 +301,8 @@ mod tests {
             ApiError::NotFound,
             ApiError::MethodNotAllowed,
             ApiError::DeviceRevoked,
+            ApiError::DeviceSuspended,
+            ApiError::DeviceExpired,
             ApiError::TooManyAttempts {
                 retry_after_secs: 3,
             },

@@ -90,17 +90,49 @@ impl CookiePolicy {
 
     /// The session id sent by the browser, if any.
     pub fn read(self, headers: &HeaderMap) -> Option<String> {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| *k == self.name())
-            .map(|(_, v)| v.trim().to_string())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
+        read_cookie(headers, self.name())
+    }
+
+    /// Name of the device cookie: the browser logged in successfully before (it lets the
+    /// owner in while others have the account locked, see `ratelimit`).
+    pub fn device_name(self) -> &'static str {
+        if self.secure {
+            "__Host-sesame-device"
+        } else {
+            "sesame-device"
+        }
+    }
+
+    /// `Set-Cookie` value carrying a device token (kept 180 days).
+    pub fn set_device_cookie(self, token: &str) -> HeaderValue {
+        let v = format!(
+            "{}={token}{}; Max-Age={}",
+            self.device_name(),
+            self.attributes(),
+            super::ratelimit::DEVICE_TOKEN_LIFETIME.as_secs()
+        );
+        HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// The device token sent by the browser, if any.
+    pub fn read_device(self, headers: &HeaderMap) -> Option<String> {
+        read_cookie(headers, self.device_name())
     }
 }
+
+fn read_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().to_string())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+impl CookiePolicy {}
 
 #[cfg(test)]
 mod tests {

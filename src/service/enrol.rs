@@ -14,9 +14,6 @@ use crate::store::{AddressPool, Device, Store};
 use super::roles::{Actor, Role};
 use super::{Publisher, ServiceError};
 
-/// How long an enrolled key stays valid before the agent must rotate it.
-pub const KEY_LIFETIME: Duration = Duration::from_secs(180 * 86_400);
-
 /// Decodes and vets a laptop public key: 32 bytes of base64, not all zeros, not the gateway's.
 pub fn parse_public_key(s: &str, gateway_key: &[u8; 32]) -> Result<[u8; 32], ServiceError> {
     let bytes = base64::engine::general_purpose::STANDARD
@@ -160,7 +157,7 @@ pub async fn enrol(
                 user: &user,
                 public_key: key,
                 hostname: input.hostname.trim(),
-                key_lifetime: Some(KEY_LIFETIME),
+                key_lifetime: Some(deps.config.devices.key_lifetime),
             },
             &AddressPool::from_config(deps.config),
             &AuditContext::new(

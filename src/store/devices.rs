@@ -8,7 +8,7 @@ use sqlx::{AnyConnection, Row as _};
 
 use super::audit;
 use super::users::{self, normalize_username, User};
-use super::{duration_ms, encode_key, hash_secret, rfc3339, Store, StoreError};
+use super::{duration_ms, encode_key, hash_secret, random_token, rfc3339, Store, StoreError};
 use crate::audit::{Action, AuditContext, NewAuditEvent};
 
 /// Whether a device may connect.
@@ -16,6 +16,9 @@ use crate::audit::{Action, AuditContext, NewAuditEvent};
 #[serde(rename_all = "snake_case")]
 pub enum DeviceStatus {
     Active,
+    /// Cut by the directory sync (user left `vpn_users`, disabled, gone); restorable within
+    /// `directory.suspend_grace`. Stored as status 'active' with `suspended_at` set.
+    Suspended,
     Revoked,
 }
 
@@ -23,6 +26,7 @@ impl DeviceStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             DeviceStatus::Active => "active",
+            DeviceStatus::Suspended => "suspended",
             DeviceStatus::Revoked => "revoked",
         }
     }
@@ -30,6 +34,7 @@ impl DeviceStatus {
     pub fn parse(s: &str) -> Option<DeviceStatus> {
         match s {
             "active" => Some(DeviceStatus::Active),
+            "suspended" => Some(DeviceStatus::Suspended),
             "revoked" => Some(DeviceStatus::Revoked),
             _ => None,
         }
@@ -54,6 +59,10 @@ pub struct Device {
     pub revoke_reason: Option<String>,
     /// When the key must be rotated (unix ms); `None`: no expiry.
     pub expires_at: Option<i64>,
+    /// When the directory sync suspended it (unix ms), `None` unless suspended.
+    pub suspended_at: Option<i64>,
+    /// Why it is suspended, `None` unless suspended.
+    pub suspend_reason: Option<String>,
 }
 
 impl Device {
@@ -88,6 +97,20 @@ pub struct DevicesVersion {
     last_rotated: i64,
     last_revoked: i64,
     revoked: i64,
+    suspended: i64,
+    last_suspended: i64,
+    last_restored: i64,
+}
+
+/// The rules of a key rotation (`[devices]` and the portal's rate limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rotation {
+    /// New expiry = now + this; `None` keeps the current expiry.
+    pub key_lifetime: Option<Duration>,
+    /// No expiry beyond enrolment + this, and no rotation past it; `None`: unbounded.
+    pub max_lifetime: Option<Duration>,
+    /// Least time between two rotations of one device.
+    pub min_interval: Duration,
 }
 
 /// An active device and its owner: one entry of the gateway's desired peer set.
@@ -100,11 +123,13 @@ pub struct DeviceWithUser {
 pub(crate) const COLUMNS: &str = "d.id AS d_id, d.username AS d_username, d.name AS d_name, \
     d.hostname AS d_hostname, d.public_key AS d_public_key, d.tunnel_address AS d_tunnel_address, \
     d.status AS d_status, d.created_at AS d_created_at, d.rotated_at AS d_rotated_at, \
-    d.revoked_at AS d_revoked_at, d.revoke_reason AS d_revoke_reason, d.expires_at AS d_expires_at";
+    d.revoked_at AS d_revoked_at, d.revoke_reason AS d_revoke_reason, d.expires_at AS d_expires_at, \
+    d.suspended_at AS d_suspended_at, d.suspend_reason AS d_suspend_reason";
 
 const USER_COLUMNS: &str =
     "u.username AS u_username, u.dn AS u_dn, u.display_name AS u_display_name, \
-    u.groups AS u_groups, u.disabled AS u_disabled, u.last_sync AS u_last_sync";
+    u.groups AS u_groups, u.disabled AS u_disabled, u.last_sync AS u_last_sync, \
+    u.missing_syncs AS u_missing_syncs";
 
 pub(crate) fn from_row(row: &AnyRow) -> Result<Device, StoreError> {
     let corrupt = |message: String| StoreError::Corrupt {
@@ -114,6 +139,12 @@ pub(crate) fn from_row(row: &AnyRow) -> Result<Device, StoreError> {
     let key: String = row.try_get("d_public_key")?;
     let addr: String = row.try_get("d_tunnel_address")?;
     let status: String = row.try_get("d_status")?;
+    let suspended_at: Option<i64> = row.try_get("d_suspended_at")?;
+    let status = match DeviceStatus::parse(&status) {
+        Some(DeviceStatus::Active) if suspended_at.is_some() => DeviceStatus::Suspended,
+        Some(s @ (DeviceStatus::Active | DeviceStatus::Revoked)) => s,
+        _ => return Err(corrupt(format!("status {status:?}"))),
+    };
     Ok(Device {
         id: row.try_get("d_id")?,
         username: row.try_get("d_username")?,
@@ -124,13 +155,14 @@ pub(crate) fn from_row(row: &AnyRow) -> Result<Device, StoreError> {
         tunnel_address: addr
             .parse()
             .map_err(|_| corrupt(format!("tunnel_address {addr:?}")))?,
-        status: DeviceStatus::parse(&status)
-            .ok_or_else(|| corrupt(format!("status {status:?}")))?,
+        status,
         created_at: row.try_get("d_created_at")?,
         rotated_at: row.try_get("d_rotated_at")?,
         revoked_at: row.try_get("d_revoked_at")?,
         revoke_reason: row.try_get("d_revoke_reason")?,
         expires_at: row.try_get("d_expires_at")?,
+        suspended_at,
+        suspend_reason: row.try_get("d_suspend_reason")?,
     })
 }
 
@@ -154,7 +186,7 @@ pub(crate) async fn key_in_use(
 }
 
 /// Marks one active device revoked and audits it (`action`: `device.revoked` or
-/// `device.expired`). Returns the updated device.
+/// `device.expired`). Returns the updated device. A suspended device may be revoked.
 async fn revoke_one(
     conn: &mut AnyConnection,
     id: i64,
@@ -225,11 +257,12 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// Active devices with their owners, by id: the gateway's desired peer set before policy.
+    /// Active (not suspended) devices with their owners, by id: the gateway's desired peer set
+    /// before policy.
     pub async fn active_devices(&self) -> Result<Vec<DeviceWithUser>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS}, {USER_COLUMNS} FROM devices d JOIN users u ON u.username = d.username \
-             WHERE d.status = 'active' ORDER BY d.id"
+             WHERE d.status = 'active' AND d.suspended_at IS NULL ORDER BY d.id"
         ))
         .fetch_all(&self.pool)
         .await?;
@@ -243,15 +276,17 @@ impl Store {
             .collect()
     }
 
-    /// Replaces an active device's public key (atomically, the new key checked unused) and,
-    /// with `key_lifetime`, moves its expiry to now + lifetime. Audits `device.rotated`.
+    /// Replaces an active device's public key (atomically, the new key checked unused) and
+    /// its bearer token (the old one dies; the new one is returned, the only time it exists in
+    /// clear). With `key_lifetime`, moves its expiry to now + lifetime, never beyond enrolment +
+    /// `max_lifetime`. Audits `device.rotated`.
     pub async fn rotate_key(
         &self,
         id: i64,
         new_key: &[u8; 32],
-        key_lifetime: Option<Duration>,
+        rules: &Rotation,
         ctx: &AuditContext,
-    ) -> Result<Device, StoreError> {
+    ) -> Result<(Device, String), StoreError> {
         let now = self.now_ms();
         let mut tx = self.write_tx().await?;
         let old = by_id(&mut tx, id)
@@ -260,16 +295,39 @@ impl Store {
         if old.status == DeviceStatus::Revoked {
             return Err(StoreError::DeviceRevoked(id));
         }
+        let end_of_life = rules
+            .max_lifetime
+            .map(|m| old.created_at.saturating_add(duration_ms(m)));
+        if end_of_life.is_some_and(|end| now >= end) {
+            return Err(StoreError::DeviceTooOld(id));
+        }
+        if let Some(last) = old.rotated_at {
+            let since = now.saturating_sub(last);
+            let min = duration_ms(rules.min_interval);
+            if since < min {
+                let wait = u64::try_from((min - since + 999) / 1000).unwrap_or(1);
+                return Err(StoreError::RotationTooSoon {
+                    retry_after_secs: wait.max(1),
+                });
+            }
+        }
         if key_in_use(&mut tx, new_key).await? {
             return Err(StoreError::PublicKeyInUse);
         }
-        let expires_at = key_lifetime.map(|l| now.saturating_add(duration_ms(l)));
+        let expires_at = rules
+            .key_lifetime
+            .map(|l| now.saturating_add(duration_ms(l)))
+            .or(old.expires_at)
+            .map(|e| end_of_life.map_or(e, |end| e.min(end)));
+        let token = random_token();
         sqlx::query(
-            "UPDATE devices SET public_key = $1, rotated_at = $2, expires_at = $3 WHERE id = $4",
+            "UPDATE devices SET public_key = $1, rotated_at = $2, expires_at = $3, token_hash = $4 \
+             WHERE id = $5",
         )
         .bind(encode_key(new_key))
         .bind(now)
-        .bind(expires_at.or(old.expires_at))
+        .bind(expires_at)
+        .bind(hash_secret(&token))
         .bind(id)
         .execute(&mut *tx)
         .await?;
@@ -289,7 +347,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(device)
+        Ok((device, token))
     }
 
     /// Revokes one device. `DeviceRevoked` if it already was, `DeviceNotFound` if no such id.
@@ -334,20 +392,35 @@ impl Store {
     /// `device.expired` by `system`. Returns them, so their sessions can be cut.
     pub async fn expire_devices(&self) -> Result<Vec<Device>, StoreError> {
         let now = self.now_ms();
-        let mut tx = self.write_tx().await?;
-        let ids: Vec<i64> = sqlx::query_scalar(
+        self.revoke_selected(
             "SELECT id FROM devices WHERE status = 'active' AND expires_at IS NOT NULL \
              AND expires_at <= $1 ORDER BY id",
+            now,
+            "key expired",
+            Action::DeviceExpired,
         )
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
+        .await
+    }
+
+    /// Revokes, as `system` in one transaction, the devices whose ids `select` returns for
+    /// the bound value `bound` (a time limit), auditing each as `action`.
+    pub(super) async fn revoke_selected(
+        &self,
+        select: &str,
+        bound: i64,
+        reason: &str,
+        action: Action,
+    ) -> Result<Vec<Device>, StoreError> {
+        let now = self.now_ms();
+        let mut tx = self.write_tx().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(select)
+            .bind(bound)
+            .fetch_all(&mut *tx)
+            .await?;
         let ctx = AuditContext::system();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            out.push(
-                revoke_one(&mut tx, id, "key expired", &ctx, now, Action::DeviceExpired).await?,
-            );
+            out.push(revoke_one(&mut tx, id, reason, &ctx, now, action).await?);
         }
         tx.commit().await?;
         Ok(out)
@@ -358,7 +431,10 @@ impl Store {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS max_id, \
              COALESCE(MAX(rotated_at), 0) AS last_rotated, COALESCE(MAX(revoked_at), 0) AS last_revoked, \
-             COALESCE(SUM(CASE WHEN status = 'revoked' THEN 1 ELSE 0 END), 0) AS revoked FROM devices",
+             COALESCE(SUM(CASE WHEN status = 'revoked' THEN 1 ELSE 0 END), 0) AS revoked, \
+             COALESCE(SUM(CASE WHEN suspended_at IS NULL THEN 0 ELSE 1 END), 0) AS suspended, \
+             COALESCE(MAX(suspended_at), 0) AS last_suspended, \
+             COALESCE(MAX(restored_at), 0) AS last_restored FROM devices",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -368,6 +444,9 @@ impl Store {
             last_rotated: row.try_get("last_rotated")?,
             last_revoked: row.try_get("last_revoked")?,
             revoked: row.try_get("revoked")?,
+            suspended: row.try_get("suspended")?,
+            last_suspended: row.try_get("last_suspended")?,
+            last_restored: row.try_get("last_restored")?,
         })
     }
 }

@@ -91,13 +91,27 @@ async fn used_addresses(
         .collect()
 }
 
+/// One enrolment as the group committer runs it: validated, owned, ready for the transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct EnrolWrite {
+    code_hash: String,
+    username: String,
+    user: DirectoryUser,
+    public_key: [u8; 32],
+    hostname: String,
+    key_lifetime: Option<Duration>,
+    pool: AddressPool,
+    ctx: AuditContext,
+}
+
 impl Store {
-    /// Redeems an enrolment code for a new device, in ONE writer transaction: checks the code
-    /// (unknown / issued for another user / already used / expired: distinct errors), checks the
-    /// key is unused, allocates the lowest free address of `pool`, stores the user and the device,
-    /// marks the code redeemed and appends `enrol.completed`. Any error leaves nothing written.
-    /// Refusals are NOT audited here (the transaction is rolled back): the caller appends
-    /// `enrol.rejected`.
+    /// Redeems an enrolment code for a new device, all or nothing: checks the code (unknown /
+    /// issued for another user / already used / expired: distinct errors), checks the key is
+    /// unused, allocates the lowest free address of `pool`, stores the user and the device, marks
+    /// the code redeemed and appends `enrol.completed`. Any error leaves nothing written.
+    /// Concurrent enrolments are group-committed (one writer transaction, one fsync, a savepoint
+    /// each: one refused enrolment does not fail its neighbours); this returns once the device
+    /// is durable. Refusals are NOT audited here: the caller appends `enrol.rejected`.
     pub async fn enrol(
         &self,
         req: &EnrolRequest<'_>,
@@ -113,81 +127,98 @@ impl Store {
                 "hostname must be 1 to 253 printable characters".into(),
             ));
         }
-        let username = normalize_username(&req.user.username);
         let code_hash = codes::code_hash(req.code).ok_or(StoreError::CodeNotFound)?;
-        let now = self.now_ms();
-        let mut tx = self.write_tx().await?;
-
-        let code = codes::fetch(&mut tx, &code_hash, now)
-            .await?
-            .ok_or(StoreError::CodeNotFound)?;
-        if code.username != username {
-            return Err(StoreError::CodeWrongUser);
-        }
-        match code.state {
-            CodeState::Pending => {}
-            CodeState::Redeemed { .. } => return Err(StoreError::CodeAlreadyUsed),
-            CodeState::Expired => return Err(StoreError::CodeExpired),
-        }
-        if devices::key_in_use(&mut tx, &req.public_key).await? {
-            return Err(StoreError::PublicKeyInUse);
-        }
-        let address = pool
-            .first_free(&used_addresses(&mut tx, self.backend).await?)
-            .ok_or(StoreError::AddressPoolExhausted {
-                network: pool.network,
-            })?;
-        users::upsert(&mut tx, req.user, now).await?;
-
-        let token = random_token();
-        let expires_at = req.key_lifetime.map(|l| now.saturating_add(duration_ms(l)));
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO devices (username, name, hostname, public_key, tunnel_address, status, \
-             token_hash, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8) RETURNING id",
-        )
-        .bind(&username)
-        .bind(&code.device_name)
-        .bind(hostname)
-        .bind(encode_key(&req.public_key))
-        .bind(address.to_string())
-        .bind(hash_secret(&token))
-        .bind(now)
-        .bind(expires_at)
-        .fetch_one(&mut *tx)
-        .await?;
-        let redeemed = sqlx::query(
-            "UPDATE enrolment_codes SET redeemed_at = $1, device_id = $2 \
-             WHERE code_hash = $3 AND redeemed_at IS NULL",
-        )
-        .bind(now)
-        .bind(id)
-        .bind(&code_hash)
-        .execute(&mut *tx)
-        .await?;
-        if redeemed.rows_affected() != 1 {
-            return Err(StoreError::CodeAlreadyUsed);
-        }
-        let device = devices::by_id(&mut tx, id)
-            .await?
-            .ok_or(StoreError::DeviceNotFound(id))?;
-        audit::append(
-            &mut tx,
-            now,
-            &NewAuditEvent::new(Action::EnrolCompleted, ctx, format!("device:{id}")).details(
-                serde_json::json!({
-                    "username": username,
-                    "device_name": device.name,
-                    "hostname": device.hostname,
-                    "public_key": device.public_key_base64(),
-                    "tunnel_address": device.tunnel_address.to_string(),
-                }),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Enrolled { device, token })
+        let write = EnrolWrite {
+            code_hash,
+            username: normalize_username(&req.user.username),
+            user: req.user.clone(),
+            public_key: req.public_key,
+            hostname: hostname.to_string(),
+            key_lifetime: req.key_lifetime,
+            pool: pool.clone(),
+            ctx: ctx.clone(),
+        };
+        self.commit_enrolment(write).await
     }
+}
+
+/// The enrolment's reads and writes inside the caller's writer transaction (the group
+/// committer wraps each one in a savepoint). An error means the caller must roll it back.
+pub(crate) async fn enrol_in(
+    tx: &mut AnyConnection,
+    backend: Backend,
+    now: i64,
+    w: &EnrolWrite,
+) -> Result<Enrolled, StoreError> {
+    let code = codes::fetch(&mut *tx, &w.code_hash, now)
+        .await?
+        .ok_or(StoreError::CodeNotFound)?;
+    if code.username != w.username {
+        return Err(StoreError::CodeWrongUser);
+    }
+    match code.state {
+        CodeState::Pending => {}
+        CodeState::Redeemed { .. } => return Err(StoreError::CodeAlreadyUsed),
+        CodeState::Expired => return Err(StoreError::CodeExpired),
+    }
+    if devices::key_in_use(&mut *tx, &w.public_key).await? {
+        return Err(StoreError::PublicKeyInUse);
+    }
+    let address = w
+        .pool
+        .first_free(&used_addresses(&mut *tx, backend).await?)
+        .ok_or(StoreError::AddressPoolExhausted {
+            network: w.pool.network,
+        })?;
+    users::upsert(&mut *tx, &w.user, now).await?;
+
+    let token = random_token();
+    let expires_at = w.key_lifetime.map(|l| now.saturating_add(duration_ms(l)));
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO devices (username, name, hostname, public_key, tunnel_address, status, \
+         token_hash, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8) RETURNING id",
+    )
+    .bind(&w.username)
+    .bind(&code.device_name)
+    .bind(&w.hostname)
+    .bind(encode_key(&w.public_key))
+    .bind(address.to_string())
+    .bind(hash_secret(&token))
+    .bind(now)
+    .bind(expires_at)
+    .fetch_one(&mut *tx)
+    .await?;
+    let redeemed = sqlx::query(
+        "UPDATE enrolment_codes SET redeemed_at = $1, device_id = $2 \
+         WHERE code_hash = $3 AND redeemed_at IS NULL",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(&w.code_hash)
+    .execute(&mut *tx)
+    .await?;
+    if redeemed.rows_affected() != 1 {
+        return Err(StoreError::CodeAlreadyUsed);
+    }
+    let device = devices::by_id(&mut *tx, id)
+        .await?
+        .ok_or(StoreError::DeviceNotFound(id))?;
+    audit::append(
+        &mut *tx,
+        now,
+        &NewAuditEvent::new(Action::EnrolCompleted, &w.ctx, format!("device:{id}")).details(
+            serde_json::json!({
+                "username": w.username,
+                "device_name": device.name,
+                "hostname": device.hostname,
+                "public_key": device.public_key_base64(),
+                "tunnel_address": device.tunnel_address.to_string(),
+            }),
+        ),
+    )
+    .await?;
+    Ok(Enrolled { device, token })
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Group commit for the portal's per-request writes (successful logins, audit events).
+//! Group commit for the portal's per-request writes (successful logins, enrolments, audit events).
 //!
 //! Every commit of a writer transaction costs one fsync (SQLite `synchronous=FULL`, PostgreSQL
 //! `synchronous_commit=on`) and writers are serialised (the audit chain), so one transaction
@@ -7,12 +7,15 @@
 //! answers each caller: durability is unchanged (a caller returns only after the commit that
 //! holds its rows), the chain stays linear, and the fsync is shared by the batch. If a batch
 //! fails, its items are retried one transaction each, so one bad item never fails the others.
+//! An enrolment may be refused (code used, key in use…): each runs inside its own SAVEPOINT,
+//! rolled back alone, so a refusal answers its caller and its neighbours still commit.
 
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit;
+use super::enrol::{enrol_in, EnrolWrite, Enrolled};
 use super::sessions::{insert_session, WebSession};
 use super::{users, Store, StoreError};
 use crate::audit::NewAuditEvent;
@@ -34,11 +37,22 @@ pub(crate) enum Write {
     },
     /// A lone audit event (refusals).
     Audit(NewAuditEvent),
+    /// An enrolment (in a savepoint: it may be refused without failing the batch).
+    Enrol(Box<EnrolWrite>),
 }
+
+/// What a write gives back once committed.
+#[derive(Debug)]
+pub(crate) enum Done {
+    Written,
+    Enrolled(Box<Enrolled>),
+}
+
+type Reply = Result<Done, StoreError>;
 
 struct Item {
     write: Write,
-    reply: oneshot::Sender<Result<(), StoreError>>,
+    reply: oneshot::Sender<Reply>,
 }
 
 /// The committer of a store (started on first use, on the caller's runtime).
@@ -70,9 +84,9 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Item>) {
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let writes: Vec<&Write> = batch.iter().map(|i| &i.write).collect();
         match apply(&store, &writes).await {
-            Ok(()) => {
-                for item in batch.drain(..) {
-                    let _ = item.reply.send(Ok(()));
+            Ok(results) => {
+                for (item, r) in batch.drain(..).zip(results) {
+                    let _ = item.reply.send(r);
                 }
             }
             Err(e) if batch.len() == 1 => {
@@ -82,7 +96,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Item>) {
             }
             Err(_) => {
                 for item in batch.drain(..) {
-                    let r = apply(&store, &[&item.write]).await;
+                    let r = apply_one(&store, &item.write).await;
                     let _ = item.reply.send(r);
                 }
             }
@@ -90,10 +104,20 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Item>) {
     }
 }
 
-/// All `writes` in one writer transaction.
-async fn apply(store: &Store, writes: &[&Write]) -> Result<(), StoreError> {
+/// One write in its own transaction.
+async fn apply_one(store: &Store, write: &Write) -> Reply {
+    let mut results = apply(store, &[write]).await?;
+    results
+        .pop()
+        .unwrap_or(Err(StoreError::Unavailable(sqlx::Error::WorkerCrashed)))
+}
+
+/// All `writes` in one writer transaction; each enrolment's own outcome (a refusal rolls
+/// back its savepoint only). `Err`: the transaction itself failed, nothing was written.
+async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreError> {
     let now = store.now_ms();
     let mut tx = store.write_tx().await?;
+    let mut results = Vec::with_capacity(writes.len());
     for w in writes {
         match w {
             Write::Login {
@@ -104,14 +128,38 @@ async fn apply(store: &Store, writes: &[&Write]) -> Result<(), StoreError> {
                 users::upsert(&mut tx, user, now).await?;
                 insert_session(&mut tx, session).await?;
                 audit::append(&mut tx, now, ev).await?;
+                results.push(Ok(Done::Written));
             }
             Write::Audit(ev) => {
                 audit::append(&mut tx, now, ev).await?;
+                results.push(Ok(Done::Written));
+            }
+            Write::Enrol(e) => {
+                sqlx::query("SAVEPOINT enrol").execute(&mut *tx).await?;
+                match enrol_in(&mut tx, store.backend, now, e).await {
+                    Ok(enrolled) => {
+                        sqlx::query("RELEASE SAVEPOINT enrol")
+                            .execute(&mut *tx)
+                            .await?;
+                        results.push(Ok(Done::Enrolled(Box::new(enrolled))));
+                    }
+                    Err(refused) => {
+                        // If the connection itself is broken this fails too: the batch is
+                        // then retried one transaction per item.
+                        sqlx::query("ROLLBACK TO SAVEPOINT enrol")
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("RELEASE SAVEPOINT enrol")
+                            .execute(&mut *tx)
+                            .await?;
+                        results.push(Err(refused));
+                    }
+                }
             }
         }
     }
     tx.commit().await?;
-    Ok(())
+    Ok(results)
 }
 
 impl Store {
@@ -119,6 +167,20 @@ impl Store {
     /// durable (or failed). Outside a Tokio runtime's task context, or if the committer is gone,
     /// it is written in its own transaction.
     pub(crate) async fn commit_grouped(&self, write: Write) -> Result<(), StoreError> {
+        self.submit(write).await.map(|_| ())
+    }
+
+    /// An enrolment, group-committed (see [`Store::enrol`]).
+    pub(crate) async fn commit_enrolment(&self, write: EnrolWrite) -> Result<Enrolled, StoreError> {
+        match self.submit(Write::Enrol(Box::new(write))).await? {
+            Done::Enrolled(enrolled) => Ok(*enrolled),
+            Done::Written => Err(StoreError::Unavailable(sqlx::Error::Protocol(
+                "the group committer answered an enrolment without its device".into(),
+            ))),
+        }
+    }
+
+    async fn submit(&self, write: Write) -> Reply {
         let (reply, answer) = oneshot::channel();
         let item = Item { write, reply };
         let item = match self.group.sender(self).send(item).await {
@@ -129,7 +191,7 @@ impl Store {
             Err(mpsc::error::SendError(item)) => Some(item),
         };
         match item {
-            Some(item) => apply(self, &[&item.write]).await,
+            Some(item) => apply_one(self, &item.write).await,
             // The committer dropped the reply without answering (runtime shutting down): the
             // outcome is unknown, report the store as unavailable.
             None => Err(StoreError::Unavailable(sqlx::Error::WorkerCrashed)),

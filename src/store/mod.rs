@@ -9,23 +9,28 @@
 //! Times are `i64` unix milliseconds (UTC), read from the store's [`Clock`] so tests control time.
 
 mod audit;
+mod audit_query;
 mod batches;
 mod codes;
 mod devices;
 mod enrol;
 mod group;
 mod sessions;
+mod suspend;
 mod users;
 
-pub use audit::{AuditFilter, AuditVerification};
+pub use crate::audit::AuditFilter;
+pub use audit::AuditVerification;
+pub use audit_query::{FlowSummary, LastSeen};
 pub use batches::{Batch, BatchCode};
 pub use codes::{
     generate_code, normalize_code, validate as validate_code_request, CodeState, CreatedCode,
     EnrolmentCode, NewCode, CODE_ALPHABET, DEFAULT_CODE_TTL,
 };
-pub use devices::{Device, DeviceStatus, DeviceWithUser, DevicesVersion};
+pub use devices::{Device, DeviceStatus, DeviceWithUser, DevicesVersion, Rotation};
 pub use enrol::{AddressPool, EnrolRequest, Enrolled};
 pub use sessions::{NewSession, WebSession};
+pub use suspend::GRACE_EXPIRED_REASON;
 pub use users::{normalize_username, User};
 
 use std::path::PathBuf;
@@ -72,6 +77,12 @@ pub enum StoreError {
     },
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// Rotation would extend the device beyond `devices.max_lifetime`: enrol again.
+    #[error("device {0} reached its maximum lifetime")]
+    DeviceTooOld(i64),
+    /// The device rotated its key less than the minimum interval ago.
+    #[error("device rotated too recently; retry in {retry_after_secs}s")]
+    RotationTooSoon { retry_after_secs: u64 },
     #[error("unknown enrolment code")]
     CodeNotFound,
     #[error("enrolment code expired")]
@@ -139,6 +150,8 @@ impl StoreError {
             StoreError::AddressPoolExhausted { .. } => codes::ADDRESS_POOL_EXHAUSTED,
             StoreError::DeviceNotFound(_) => codes::NOT_FOUND,
             StoreError::DeviceRevoked(_) => codes::DEVICE_REVOKED,
+            StoreError::DeviceTooOld(_) => codes::DEVICE_EXPIRED,
+            StoreError::RotationTooSoon { .. } => codes::TOO_MANY_ATTEMPTS,
             StoreError::Database(_)
             | StoreError::Migration(_)
             | StoreError::InvalidUrl(_)

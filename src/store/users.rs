@@ -18,6 +18,8 @@ pub struct User {
     pub disabled: bool,
     /// Last time the directory was read for this user (unix ms).
     pub last_sync: i64,
+    /// Consecutive completed sync passes that did not find this user in the directory.
+    pub missing_syncs: i64,
 }
 
 /// How usernames are compared and stored: trimmed, lower-cased (directory logins are
@@ -26,7 +28,8 @@ pub fn normalize_username(name: &str) -> String {
     name.trim().to_lowercase()
 }
 
-pub(crate) const COLUMNS: &str = "username, dn, display_name, groups, disabled, last_sync";
+pub(crate) const COLUMNS: &str =
+    "username, dn, display_name, groups, disabled, last_sync, missing_syncs";
 
 pub(crate) fn from_row(row: &AnyRow, prefix: &str) -> Result<User, StoreError> {
     let col = |c: &str| format!("{prefix}{c}");
@@ -42,6 +45,7 @@ pub(crate) fn from_row(row: &AnyRow, prefix: &str) -> Result<User, StoreError> {
         })?,
         disabled: disabled != 0,
         last_sync: row.try_get(col("last_sync").as_str())?,
+        missing_syncs: row.try_get(col("missing_syncs").as_str())?,
     })
 }
 
@@ -58,6 +62,7 @@ pub(crate) async fn upsert(
         groups: user.groups.clone(),
         disabled: user.disabled,
         last_sync: now,
+        missing_syncs: 0,
     };
     if stored.username.is_empty() {
         return Err(StoreError::InvalidInput("empty username".into()));
@@ -68,7 +73,8 @@ pub(crate) async fn upsert(
         "INSERT INTO users (username, dn, display_name, groups, disabled, last_sync) \
          VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (username) DO UPDATE SET dn = excluded.dn, display_name = excluded.display_name, \
-         groups = excluded.groups, disabled = excluded.disabled, last_sync = excluded.last_sync",
+         groups = excluded.groups, disabled = excluded.disabled, last_sync = excluded.last_sync, \
+         missing_syncs = 0",
     )
     .bind(&stored.username)
     .bind(&stored.dn)
@@ -97,7 +103,8 @@ impl Store {
         row.as_ref().map(|r| from_row(r, "")).transpose()
     }
 
-    /// Every user owning at least one active device: whom the directory sync must re-check.
+    /// Every user owning at least one active (or suspended) device: whom the directory sync
+    /// must re-check.
     pub async fn users_with_active_devices(&self) -> Result<Vec<User>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM users WHERE username IN \

@@ -71,26 +71,15 @@ impl Drop for ThreadNetns {
     }
 }
 
-const LISTENER: &str = r#"
-import socket, select, sys
-socks = []
-for a in sys.argv[1:]:
-    h, p = a.rsplit(':', 1)
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((h, int(p))); s.listen(64); socks.append(s)
-print('ready', flush=True)
-while True:
-    r, _, _ = select.select(socks, [], [])
-    for s in r:
-        c, _ = s.accept(); c.close()
-"#;
+/// The TCP servers of the internal hosts (`bulk.py serve ADDR...`), shared with the other e2e tests.
+const LISTENER: &str = include_str!("../common/bulk.py");
 
 /// TCP listeners on `addrs` (`ip:port`) inside `ns`: the internal servers.
 pub fn tcp_listener(ns: &Netns, dir: &Path, addrs: &[&str]) -> Proc {
     let script = dir.join("listener.py");
     std::fs::write(&script, LISTENER).unwrap();
     let log = dir.join("listener.log");
-    let mut args = vec![script.to_str().unwrap()];
+    let mut args = vec![script.to_str().unwrap(), "serve"];
     args.extend_from_slice(addrs);
     let proc = ns.spawn("python3", &args, Some(&log));
     assert!(wait_for(Duration::from_secs(10), || {

@@ -99,6 +99,24 @@ impl World {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Starts `sesame serve` without waiting for the portal (it may be waiting for the
+    /// database); returns the start instant.
+    pub fn spawn_serve(&mut self, config: &Path) -> Instant {
+        let t = Instant::now();
+        let p = self.gw.spawn(
+            env!("CARGO_BIN_EXE_sesame"),
+            &["serve", "--config", config.to_str().unwrap()],
+            Some(&self.log),
+        );
+        self.serve = Some(p);
+        t
+    }
+
+    /// A file in the gateway's state directory (beside its private key).
+    pub fn gw_state_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
     pub fn start_serve(&mut self) {
         let p = self.gw.spawn(
             env!("CARGO_BIN_EXE_sesame"),

@@ -257,6 +257,8 @@ impl Slapd {
             group_base: GROUPS.into(),
             sync_interval: Duration::from_secs(60),
             timeout: Duration::from_secs(5),
+            max_changes_per_sync: sesame::config::MaxChanges::Percent(5),
+            suspend_grace: Duration::from_secs(30 * 86_400),
         }
     }
 

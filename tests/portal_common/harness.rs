@@ -208,7 +208,7 @@ impl Harness {
             ("http", String::new())
         };
         let portal = format!(
-            "[portal]\nlisten = \"{addr}\"\npublic_url = \"{scheme}://{addr}\"\n{tls_lines}"
+            "[portal]\nlisten = \"{addr}\"\npublic_url = \"{scheme}://{addr}\"\ntrusted_proxies = [\"127.0.0.1\"]\n{tls_lines}"
         );
         let db_url = db_url
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("sesame.db").display()));
@@ -323,14 +323,14 @@ impl Harness {
     }
 
     pub fn sync(&self) -> DirectorySync {
-        DirectorySync {
-            store: self.store.clone(),
-            directory: self.directory.clone(),
-            control: Arc::clone(&self.control),
-            vpn_users: self.config.roles.vpn_users.clone(),
-            timeout: Duration::from_secs(5),
-            metrics: self.metrics.clone(),
-        }
+        DirectorySync::new(
+            self.store.clone(),
+            self.directory.clone(),
+            Some(Arc::clone(&self.control)),
+            self.config.roles.vpn_users.clone(),
+            self.config.directory.as_ref().unwrap(),
+            Arc::clone(&self.metrics),
+        )
     }
 
     pub async fn device_count(&self) -> usize {

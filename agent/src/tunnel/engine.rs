@@ -1,6 +1,7 @@
-//! The tunnel loop: TUN ⇄ boringtun `Tunn` ⇄ UDP, timers every 100 ms, key reload, status reports.
+//! The tunnel loop: TUN ⇄ boringtun `Tunn` ⇄ UDP on the gateway's fast path (offloads, batches), timers every 100 ms, key reload, status reports.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd as _;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -8,6 +9,8 @@ use std::time::{Duration, Instant};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 use ipnet::IpNet;
+use sesame::fastpath::tun::{ReadError, TunReader, TunWriter, READ_BUF};
+use sesame::fastpath::udp::{self, Batch, BATCH};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use super::tun::Tun;
@@ -17,11 +20,16 @@ use crate::status::{now_unix, TunnelStatus};
 
 const TIMER_TICK: Duration = Duration::from_millis(100);
 const STATUS_TICK: Duration = Duration::from_millis(500);
-const BUF: usize = 65_535 + 148;
+const BUF: usize = READ_BUF + 148;
 
 pub struct Engine {
     pub tun: Tun,
     pub udp: UdpSocket,
+    endpoint: SocketAddr,
+    /// UDP GSO/GRO as the kernel accepted them on `udp`.
+    udp_offloads: udp::UdpOffloads,
+    /// Largest datagram handled (MTU + WireGuard overhead, rounded up), as the gateway.
+    slot: usize,
     pub tunn: Tunn,
     pub shared: Arc<Mutex<Shared>>,
     pub paths: Paths,
@@ -48,11 +56,16 @@ impl Engine {
         let udp = UdpSocket::bind(bind)?;
         udp.connect(endpoint)?;
         udp.set_nonblocking(true)?;
+        let udp_offloads = udp::enable_offloads(udp.as_raw_fd());
+        let slot = (usize::from(tun.mtu) + 128).max(2048);
         let index = rand_core::RngCore::next_u32(&mut rand_core::OsRng) >> 8;
         let tunn = Tunn::new(secret, peer, None, keepalive, index, None);
         Ok(Engine {
             tun,
             udp,
+            endpoint,
+            udp_offloads,
+            slot,
             tunn,
             shared,
             paths,
@@ -62,8 +75,13 @@ impl Engine {
 
     /// Runs until SIGTERM/SIGINT. SIGHUP makes it call `reload` for a new private key.
     pub fn run(&mut self, mut reload: impl FnMut() -> Option<StaticSecret>) {
-        let mut inbuf = vec![0u8; BUF];
         let mut outbuf = vec![0u8; BUF];
+        let mut io = Io {
+            reader: TunReader::new(self.tun.fd(), self.tun.offloads),
+            writer: TunWriter::new(self.tun.fd(), self.tun.offloads),
+            send: Batch::with_offloads(self.slot, self.udp_offloads),
+            recv: Batch::with_offloads(self.slot, self.udp_offloads),
+        };
         self.initiate(&mut outbuf, false);
         let mut last_timer = Instant::now();
         let mut last_status = Instant::now();
@@ -77,8 +95,8 @@ impl Engine {
                 }
             }
             self.wait_readable();
-            self.pump_tun(&mut inbuf, &mut outbuf);
-            self.pump_network(&mut inbuf, &mut outbuf);
+            self.pump_tun(&mut io, &mut outbuf);
+            self.pump_network(&mut io, &mut outbuf);
             if last_timer.elapsed() >= TIMER_TICK {
                 last_timer = Instant::now();
                 self.timers(&mut outbuf);
@@ -121,51 +139,83 @@ impl Engine {
         };
     }
 
-    fn pump_tun(&mut self, inbuf: &mut [u8], outbuf: &mut [u8]) {
-        while let Ok(n) = self.tun.recv(inbuf) {
-            match self.tunn.encapsulate(&inbuf[..n], outbuf) {
-                TunnResult::WriteToNetwork(packet) => {
-                    let _ = self.udp.send(packet);
+    /// TUN → UDP: each read (a super-segment is split first) encrypted, sent in batches.
+    fn pump_tun(&mut self, io: &mut Io, out: &mut [u8]) {
+        let udp = self.udp.as_raw_fd();
+        for _ in 0..BATCH * 4 {
+            let segments = match io.reader.read() {
+                Ok(Some(segments)) => segments,
+                Ok(None) => break,
+                Err(ReadError::Split(_)) => {
+                    self.dropped += 1;
+                    continue;
                 }
-                TunnResult::Err(_) => self.dropped += 1,
-                _ => {}
-            }
-        }
-    }
-
-    fn pump_network(&mut self, inbuf: &mut [u8], outbuf: &mut [u8]) {
-        while let Ok(n) = self.udp.recv(inbuf) {
-            let mut datagram: &[u8] = &inbuf[..n];
-            loop {
-                match self.tunn.decapsulate(None, datagram, outbuf) {
-                    TunnResult::WriteToNetwork(packet) => {
-                        let _ = self.udp.send(packet);
-                        datagram = &[];
-                    }
-                    TunnResult::WriteToTunnelV4(packet, src) => {
-                        if self.allowed(IpAddr::V4(src)) {
-                            let _ = self.tun.send(packet);
-                        } else {
-                            self.dropped += 1;
+                Err(ReadError::Io(_)) => break,
+            };
+            for packet in segments.iter() {
+                match self.tunn.encapsulate(packet, out) {
+                    TunnResult::WriteToNetwork(datagram) => {
+                        if io.send.is_full() {
+                            self.dropped += io.send.flush(udp) as u64;
                         }
-                        break;
+                        io.send.push(self.endpoint, datagram);
                     }
-                    TunnResult::WriteToTunnelV6(..) | TunnResult::Err(_) => {
-                        self.dropped += 1;
-                        break;
-                    }
-                    TunnResult::Done => break,
+                    TunnResult::Err(_) => self.dropped += 1,
+                    _ => {}
                 }
             }
         }
+        self.dropped += io.send.flush(udp) as u64;
     }
 
-    /// Cryptokey routing on the way in: only sources inside the granted networks reach the laptop.
-    fn allowed(&self, src: IpAddr) -> bool {
-        self.shared
-            .lock()
-            .map(|s| s.allowed.iter().any(|net: &IpNet| net.contains(&src)))
-            .unwrap_or(false)
+    /// UDP → TUN: a batch of datagrams decrypted, filtered (the granted networks read once
+    /// per batch), written to the TUN coalesced.
+    fn pump_network(&mut self, io: &mut Io, out: &mut [u8]) {
+        let udp = self.udp.as_raw_fd();
+        let shared = Arc::clone(&self.shared);
+        loop {
+            let n = io.recv.recv(udp).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            let granted = shared.lock();
+            let allowed = |src: IpAddr| {
+                granted
+                    .as_ref()
+                    .is_ok_and(|s| s.allowed.iter().any(|net: &IpNet| net.contains(&src)))
+            };
+            self.dropped += io.recv.truncated() as u64;
+            for (_, mut datagram) in io.recv.datagrams() {
+                loop {
+                    match self.tunn.decapsulate(None, datagram, out) {
+                        TunnResult::WriteToNetwork(packet) => {
+                            if io.send.is_full() {
+                                self.dropped += io.send.flush(udp) as u64;
+                            }
+                            io.send.push(self.endpoint, packet);
+                            datagram = &[];
+                        }
+                        TunnResult::WriteToTunnelV4(packet, src) => {
+                            if !(allowed(IpAddr::V4(src)) && io.writer.push(packet)) {
+                                self.dropped += 1;
+                            }
+                            break;
+                        }
+                        TunnResult::WriteToTunnelV6(..) | TunnResult::Err(_) => {
+                            self.dropped += 1;
+                            break;
+                        }
+                        TunnResult::Done => break,
+                    }
+                }
+            }
+            drop(granted);
+            self.dropped += io.send.flush(udp) as u64;
+            self.dropped += io.writer.flush() as u64;
+            if n < BATCH {
+                break;
+            }
+        }
     }
 
     fn timers(&mut self, outbuf: &mut [u8]) {
@@ -198,4 +248,12 @@ impl Engine {
         };
         let _ = status.save(&self.paths);
     }
+}
+
+/// The fast path's reused buffers for one engine.
+struct Io {
+    reader: TunReader,
+    writer: TunWriter,
+    send: Box<Batch>,
+    recv: Box<Batch>,
 }

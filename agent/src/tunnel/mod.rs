@@ -210,16 +210,17 @@ fn start_and_run(
         .ok()
         .and_then(|mut addrs| addrs.next())
         .ok_or_else(|| tunnel_err(format!("cannot resolve the gateway {}", conf.endpoint)))?;
-    let tun = tun::Tun::open(interface).map_err(|e| tunnel_err(format!("TUN {interface}: {e}")))?;
-    route::configure(interface, conf.address, conf.mtu.unwrap_or(DEFAULT_MTU))
-        .map_err(|e| tunnel_err(e.to_string()))?;
+    let mtu = conf.mtu.unwrap_or(DEFAULT_MTU);
+    let tun =
+        tun::Tun::open(interface, mtu).map_err(|e| tunnel_err(format!("TUN {interface}: {e}")))?;
+    route::configure(interface, conf.address, mtu).map_err(|e| tunnel_err(e.to_string()))?;
     let routes = route::routable(&conf.allowed_ips, endpoint.ip());
     for net in &routes {
         route::add(interface, net).map_err(|e| tunnel_err(e.to_string()))?;
     }
     log(&format!(
-        "{interface} up, {}, routes {routes:?}, gateway {endpoint}",
-        conf.address
+        "{interface} up, {}, routes {routes:?}, gateway {endpoint}, TUN offloads {:?}",
+        conf.address, tun.offloads
     ));
     if !conf.dns.is_empty() {
         log(&format!(

@@ -1,67 +1,36 @@
-//! A Linux TUN device (`/dev/net/tun`, IFF_TUN | IFF_NO_PI), non-blocking; closing it removes the interface.
+//! The laptop's TUN device, opened through the shared fast path (offloads when the kernel has them); closing it removes the interface.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-const IFF_TUN: libc::c_short = 0x0001;
-const IFF_NO_PI: libc::c_short = 0x1000;
-
-#[repr(C)]
-struct IfReq {
-    name: [u8; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
+use sesame::fastpath::tun::{self, Offloads};
 
 pub struct Tun {
-    file: File,
+    fd: OwnedFd,
     pub name: String,
+    /// The MTU the interface is given (sizes the datagram buffers).
+    pub mtu: u16,
+    /// What the kernel accepted (virtio_net_hdr, TSO, USO).
+    pub offloads: Offloads,
 }
 
 impl Tun {
-    /// Creates the interface `name` (at most 15 bytes).
-    pub fn open(name: &str) -> io::Result<Tun> {
-        if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ']) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("bad interface name {name:?}"),
-            ));
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open("/dev/net/tun")?;
-        let mut req = IfReq {
-            name: [0; libc::IFNAMSIZ],
-            flags: IFF_TUN | IFF_NO_PI,
-            _pad: [0; 22],
-        };
-        req.name[..name.len()].copy_from_slice(name.as_bytes());
-        // SAFETY: TUNSETIFF reads and writes an ifreq; `req` is a properly sized, initialised ifreq.
-        let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+    /// Creates the interface `name` (at most 15 bytes), one queue, with offloads; `mtu` is
+    /// the MTU the caller then configures on it.
+    pub fn open(name: &str, mtu: u16) -> io::Result<Tun> {
+        let (mut fds, offloads) = tun::open(name, 1, true)?;
+        let fd = fds
+            .pop()
+            .ok_or_else(|| io::Error::other("no TUN queue opened"))?;
         Ok(Tun {
-            file,
+            fd,
             name: name.to_string(),
+            mtu,
+            offloads,
         })
     }
 
-    /// One packet, or `WouldBlock`.
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.file).read(buf)
-    }
-
-    pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
-        (&self.file).write(packet)
-    }
-
     pub fn fd(&self) -> RawFd {
-        self.file.as_raw_fd()
+        self.fd.as_raw_fd()
     }
 }

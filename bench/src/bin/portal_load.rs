@@ -6,7 +6,12 @@
 //!             --users users.csv [--requests N] [--warmup 1] [--label sqlite]
 //! portal_load --url ... --op enrol --clients 50 --duration 10 --users users.csv \
 //!             --codes codes.csv [--label postgres]
+//! portal_load --op bind --ldap ldap://127.0.0.1:389 --bind-dn 'uid={},ou=people,dc=x' \
+//!             --clients 50 --duration 10 --users users.csv
 //! ```
+//! `--op bind` measures the directory alone: each client holds one LDAP connection and does
+//! simple binds as the users in turn (the raw bind rate logins are compared with).
+//!
 //! `users.csv`: header `user,password`; logins rotate over its rows. `codes.csv`: the output of
 //! `sesame enrol-code create --csv` (header `user,device,code,expires_at`); each enrolment
 //! redeems the next unused code with a fresh X25519 key (generated before the clock starts, as
@@ -28,6 +33,7 @@ use rand_core::{OsRng, RngCore as _};
 enum Op {
     Login,
     Enrol,
+    Bind,
 }
 
 #[derive(Debug)]
@@ -41,10 +47,12 @@ struct Args {
     users: String,
     codes: Option<String>,
     label: String,
+    ldap: String,
+    bind_dn: String,
 }
 
-const USAGE: &str = "usage: portal_load --op login|enrol --users FILE [--codes FILE] \
-[--url http://127.0.0.1:8080] [--clients 50] [--duration SECS] [--requests N] [--warmup SECS] [--label TEXT]";
+const USAGE: &str = "usage: portal_load --op login|enrol|bind --users FILE [--codes FILE] \
+[--ldap URL --bind-dn TEMPLATE] [--url http://127.0.0.1:8080] [--clients 50] [--duration SECS] [--requests N] [--warmup SECS] [--label TEXT]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -56,6 +64,8 @@ fn parse_args() -> Result<Args, String> {
         warmup: Duration::ZERO,
         users: String::new(),
         codes: None,
+        ldap: "ldap://127.0.0.1:389".into(),
+        bind_dn: String::new(),
         label: String::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -80,7 +90,8 @@ fn parse_args() -> Result<Args, String> {
                 a.op = match value()?.as_str() {
                     "login" => Op::Login,
                     "enrol" => Op::Enrol,
-                    other => return Err(format!("--op: login or enrol, not {other:?}")),
+                    "bind" => Op::Bind,
+                    other => return Err(format!("--op: login, enrol or bind, not {other:?}")),
                 }
             }
             "--clients" => a.clients = count(value()?)?.max(1),
@@ -90,12 +101,19 @@ fn parse_args() -> Result<Args, String> {
             "--users" => a.users = value()?,
             "--codes" => a.codes = Some(value()?),
             "--label" => a.label = value()?,
+            "--ldap" => a.ldap = value()?,
+            "--bind-dn" => a.bind_dn = value()?,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
     if a.users.is_empty() {
         return Err(format!("--users FILE is required\n{USAGE}"));
+    }
+    if a.op == Op::Bind && !a.bind_dn.contains("{}") {
+        return Err(format!(
+            "--op bind needs --bind-dn with {{}} for the user\n{USAGE}"
+        ));
     }
     if a.op == Op::Enrol && a.codes.is_none() {
         return Err(format!("--op enrol needs --codes FILE\n{USAGE}"));
@@ -134,7 +152,7 @@ fn read_csv(path: &str) -> Result<Vec<HashMap<String, String>>, String> {
         .collect()
 }
 
-/// One request to send: path and JSON body.
+/// One request to send: path and JSON body (for a bind: the DN and the password).
 struct Job {
     path: &'static str,
     body: String,
@@ -150,6 +168,13 @@ fn build_jobs(a: &Args) -> Result<Vec<Job>, String> {
         return Err(format!("{}: no users", a.users));
     }
     match a.op {
+        Op::Bind => Ok(users
+            .iter()
+            .map(|u| Job {
+                path: "",
+                body: format!("{}\n{}", a.bind_dn.replace("{}", &u["user"]), u["password"]),
+            })
+            .collect()),
         Op::Login => Ok(users
             .iter()
             .map(|u| Job {
@@ -222,6 +247,7 @@ async fn send(
     let good = match op {
         Op::Login => status == 200 && has_cookie && json["username"].is_string(),
         Op::Enrol => status == 201 && json["device_token"].is_string(),
+        Op::Bind => false,
     };
     if good {
         return Ok(());
@@ -230,9 +256,20 @@ async fn send(
     Err((format!("{status} {code}"), body.chars().take(300).collect()))
 }
 
+/// One simple bind on the client's own LDAP connection.
+async fn bind(ldap: &mut ldap3::Ldap, job: &Job) -> Result<(), (String, String)> {
+    let (dn, password) = job.body.split_once('\n').unwrap_or_default();
+    match ldap.simple_bind(dn, password).await {
+        Ok(r) if r.rc == 0 => Ok(()),
+        Ok(r) => Err((format!("ldap rc {}", r.rc), r.text)),
+        Err(e) => Err(("transport".to_string(), e.to_string())),
+    }
+}
+
 /// What every client shares.
 struct Run {
     url: String,
+    ldap: String,
     jobs: Vec<Job>,
     /// Index of the next job to take.
     next: AtomicUsize,
@@ -246,6 +283,7 @@ struct Run {
 async fn client_loop(client: reqwest::Client, run: Arc<Run>) -> Tally {
     let Run {
         url,
+        ldap: ldap_url,
         jobs,
         next,
         op,
@@ -255,6 +293,20 @@ async fn client_loop(client: reqwest::Client, run: Arc<Run>) -> Tally {
     } = &*run;
     let (op, limit, measure_from, deadline) = (*op, *limit, *measure_from, *deadline);
     let mut t = Tally::default();
+    let mut ldap = None;
+    if op == Op::Bind {
+        match ldap3::LdapConnAsync::new(ldap_url).await {
+            Ok((conn, l)) => {
+                ldap3::drive!(conn);
+                ldap = Some(l);
+            }
+            Err(e) => {
+                t.first_error = Some(format!("cannot connect to {ldap_url}: {e}"));
+                *t.errors.entry("transport".into()).or_default() += 1;
+                return t;
+            }
+        }
+    }
     loop {
         if Instant::now() >= deadline {
             break;
@@ -266,13 +318,16 @@ async fn client_loop(client: reqwest::Client, run: Arc<Run>) -> Tally {
                 Some(j) => j,
                 None => break,
             },
-            Op::Login => &jobs[i % jobs.len()],
+            Op::Login | Op::Bind => &jobs[i % jobs.len()],
         };
         let start = Instant::now();
         if start >= measure_from && limit > 0 && t.latencies_us.len() >= limit {
             break;
         }
-        let res = send(&client, url, job, op).await;
+        let res = match ldap.as_mut() {
+            Some(l) => bind(l, job).await,
+            None => send(&client, url, job, op).await,
+        };
         if start < measure_from {
             continue;
         }
@@ -334,6 +389,7 @@ async fn main() {
     let measure_from = start + args.warmup;
     let run = Arc::new(Run {
         url: args.url.clone(),
+        ldap: args.ldap.clone(),
         jobs,
         next: AtomicUsize::new(0),
         op: args.op,
@@ -373,7 +429,7 @@ async fn main() {
     let errors: u64 = all.errors.values().sum();
     let out = serde_json::json!({
         "label": args.label,
-        "op": match args.op { Op::Login => "login", Op::Enrol => "enrol" },
+        "op": match args.op { Op::Login => "login", Op::Enrol => "enrol", Op::Bind => "bind" },
         "clients": args.clients,
         "requests": requests,
         "ok": all.ok,

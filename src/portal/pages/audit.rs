@@ -4,6 +4,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use maud::html;
 
+use crate::portal::extract::ClientIp;
 use crate::service::audit as audit_service;
 use crate::store::{parse_rfc3339, AuditFilter, AuditVerification};
 
@@ -35,6 +36,7 @@ fn non_empty(s: &Option<String>) -> Option<String> {
 pub async fn log(
     State(state): State<SharedState>,
     viewer: Viewer,
+    ClientIp(ip): ClientIp,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, PageError> {
     let lang = viewer.lang;
@@ -47,7 +49,7 @@ pub async fn log(
         limit: Some(audit_service::PAGE_SIZE),
         ..Default::default()
     };
-    let events = audit_service::events(&state.store, &session.actor, &filter)
+    let events = audit_service::events(&state.store, &session.actor, Some(ip), &filter)
         .await
         .map_err(|e| PageError::from((lang, e)))?;
     let chain = audit_service::verify(&state.store, &session.actor)

@@ -195,7 +195,7 @@ pub async fn devices(
                                 @if let Some(r) = &d.revoke_reason { br; span.muted { (r) } }
                             }
                             td {
-                                @if d.status == DeviceStatus::Active {
+                                @if d.status != DeviceStatus::Revoked {
                                     a href=(format!("/it/devices/{}/revoke", d.id)) { (lang.t("Révoquer", "Revoke")) span.skip { " " (d.name) } }
                                 }
                             }

@@ -102,7 +102,7 @@ pub async fn submit(
         username: f.username,
         password: f.password,
     };
-    match api_auth::login(State(state.clone()), ip, ApiJson(req)).await {
+    match api_auth::login(State(state.clone()), ip, headers.clone(), ApiJson(req)).await {
         Ok(api) => {
             let mut resp = Redirect::to(&next).into_response();
             for c in api.headers().get_all(header::SET_COOKIE) {
@@ -126,8 +126,12 @@ pub async fn submit(
 }
 
 /// `POST /logout` (form with the CSRF token): ends the session, back to the login page.
-pub async fn logout(State(state): State<SharedState>, headers: HeaderMap) -> Response {
-    match api_auth::logout(State(state), headers).await {
+pub async fn logout(
+    State(state): State<SharedState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+) -> Response {
+    match api_auth::logout(State(state), ip, headers).await {
         Ok(api) => {
             let mut resp = Redirect::to("/login").into_response();
             for c in api.headers().get_all(header::SET_COOKIE) {

@@ -17,6 +17,7 @@ use super::{page, when, Lang, PageError, Viewer};
 pub fn status_text(lang: Lang, s: DeviceStatus) -> &'static str {
     match s {
         DeviceStatus::Active => lang.t("actif", "active"),
+        DeviceStatus::Suspended => lang.t("suspendu", "suspended"),
         DeviceStatus::Revoked => lang.t("révoqué", "revoked"),
     }
 }

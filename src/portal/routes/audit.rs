@@ -1,5 +1,7 @@
-//! Auditor routes: query and export the audit log, verify its hash chain.
+//! Auditor routes: query and export the audit log, flows to a resource, access review, verify
+//! the hash chain. Every call by an auditor is itself audited (`audit.read`).
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -7,28 +9,74 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::checkpoint;
-use crate::audit::{AuditEvent, AUDIT_CSV_HEADER};
-use crate::store::{AuditFilter, AuditVerification, StoreError};
+use crate::audit::export::{csv_document, render_page, ExportFormat};
+use crate::audit::query::page_size;
+use crate::audit::review::{
+    access_review, review_csv_record, FlowView, Review, ReviewPolicy, ReviewSubject,
+    FLOWS_CSV_HEADER, REVIEW_CSV_HEADER,
+};
+use crate::audit::{
+    read_event, AuditContext, AuditEvent, AuditFilter, Cursor, FilterParams, QueryError,
+};
+use crate::store::{AuditVerification, Store, StoreError};
 
 use crate::portal::auth::{Role, Session};
 use crate::portal::error::ApiError;
+use crate::portal::extract::ClientIp;
 use crate::portal::state::SharedState;
-use crate::portal::time::{parse_rfc3339, rfc3339};
+use crate::portal::time::rfc3339;
 
-/// Longest answer; narrow the time range to see more.
-pub const MAX_EVENTS: i64 = 10_000;
+/// Events read per query while streaming an export.
+const STREAM_PAGE: i64 = 1_000;
+
+type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+fn query<T>(q: QueryResult<T>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
 
 /// Query string of `GET /api/v1/audit/events`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
+    /// Events whose actor is this uid or which concern it (target, details.username).
     pub user: Option<String>,
+    /// Device id (`12` or `device:12`).
+    pub device: Option<String>,
+    /// Action name (`auth.login`, `flow.allowed`…).
     pub action: Option<String>,
-    /// RFC 3339 or YYYY-MM-DD (UTC).
+    /// Resource name (flows).
+    pub resource: Option<String>,
+    /// `success`, `failure` or `denied`.
+    pub outcome: Option<String>,
+    /// Client address as recorded (no port).
+    pub source_ip: Option<String>,
+    /// From (included): RFC 3339 or YYYY-MM-DD (UTC).
     pub since: Option<String>,
+    /// Until (excluded): RFC 3339 or YYYY-MM-DD (UTC).
     pub until: Option<String>,
-    /// `json` (default) or `csv`.
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size (JSON), 1 to 10000, default 1000.
+    pub limit: Option<String>,
+    /// `json` (default: one page), `csv` or `jsonl` (the whole filtered result, streamed).
     pub format: Option<String>,
+}
+
+impl EventsQuery {
+    fn filter_params(&self) -> FilterParams {
+        FilterParams {
+            user: self.user.clone(),
+            device: self.device.clone(),
+            action: self.action.clone(),
+            resource: self.resource.clone(),
+            outcome: self.outcome.clone(),
+            source_ip: self.source_ip.clone(),
+            since: self.since.clone(),
+            until: self.until.clone(),
+        }
+    }
 }
 
 /// One audit event as the API shows it.
@@ -46,6 +94,14 @@ pub struct EventView {
     pub hash: String,
 }
 
+/// A page of events and where the next one starts.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventsPage {
+    pub events: Vec<EventView>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
 fn view(e: AuditEvent) -> EventView {
     EventView {
         id: e.id,
@@ -61,53 +117,251 @@ fn view(e: AuditEvent) -> EventView {
     }
 }
 
+/// Records the auditor's query (`audit.read`) before answering it; returns the event's id.
+/// A query that cannot be audited is not answered.
+async fn record_read(
+    state: &SharedState,
+    session: &Session,
+    ip: std::net::IpAddr,
+    query: &str,
+    format: &str,
+    filter: serde_json::Value,
+) -> Result<i64, ApiError> {
+    let ctx = AuditContext::new(session.username.clone(), Some(ip.to_string()));
+    let ev = state
+        .store
+        .append_audit(&read_event(&ctx, query, format, filter))
+        .await?;
+    Ok(ev.id)
+}
+
+/// The whole filtered result, page by page, as a streamed body: constant memory.
+fn stream_events(
+    store: Store,
+    filter: AuditFilter,
+    after: Option<i64>,
+    format: ExportFormat,
+) -> Body {
+    struct St {
+        store: Store,
+        filter: AuditFilter,
+        after: Option<i64>,
+        first: bool,
+        done: bool,
+    }
+    let st = St {
+        store,
+        filter,
+        after,
+        first: true,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(st, move |mut st| async move {
+        if st.done {
+            return None;
+        }
+        let page = st.store.audit_page(&st.filter, st.after, STREAM_PAGE).await;
+        let (events, next) = match page {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit export stopped: database error");
+                st.done = true;
+                return Some((Err(std::io::Error::other(e)), st));
+            }
+        };
+        let bytes = render_page(format, &events, st.first).map_err(std::io::Error::other);
+        st.first = false;
+        st.after = next;
+        st.done = next.is_none();
+        Some((bytes.map(Bytes::from), st))
+    });
+    Body::from_stream(stream)
+}
+
 /// `GET /api/v1/audit/events` (auditors)
 #[utoipa::path(get, path = "/api/v1/audit/events", params(EventsQuery), security(("session" = [])),
-    responses((status = 200, body = Vec<EventView>), (status = 400), (status = 401), (status = 403)))]
+    responses((status = 200, body = EventsPage), (status = 400), (status = 401), (status = 403)))]
 pub async fn events(
     State(state): State<SharedState>,
     session: Session,
-    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    ClientIp(ip): ClientIp,
+    q: QueryResult<EventsQuery>,
 ) -> Result<Response, ApiError> {
     session.require(Role::Auditor)?;
-    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let q = query(q)?;
+    let params = q.filter_params();
+    let filter = params.to_filter()?;
+    let after = q
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(Cursor::decode)
+        .transpose()?
+        .map(|c| c.after_id);
+    let limit = page_size(q.limit.as_deref())?;
+    let format = q.format.as_deref().unwrap_or("json");
+    let mut logged = params.to_json();
+    if let (Some(map), Some(c)) = (
+        logged.as_object_mut(),
+        q.cursor.as_ref().filter(|c| !c.is_empty()),
+    ) {
+        map.insert("cursor".into(), serde_json::Value::String(c.clone()));
+    }
+    if format == "json" {
+        record_read(&state, &session, ip, "events", format, logged).await?;
+        let (events, next) = state.store.audit_page(&filter, after, limit).await?;
+        return Ok(Json(EventsPage {
+            events: events.into_iter().map(view).collect(),
+            next_cursor: next.map(|after_id| Cursor { after_id }.encode()),
+        })
+        .into_response());
+    }
+    let export = ExportFormat::parse(format)
+        .map_err(|_| QueryError::BadFormat(format.to_string(), "json, csv, jsonl"))?;
+    let read_id = record_read(&state, &session, ip, "export", format, logged).await?;
     let filter = AuditFilter {
-        user: q.user.filter(|s| !s.is_empty()),
-        action: q.action.filter(|s| !s.is_empty()),
-        since: q
-            .since
-            .as_deref()
-            .map(|s| parse_rfc3339("since", s))
-            .transpose()?,
-        until: q
-            .until
-            .as_deref()
-            .map(|s| parse_rfc3339("until", s))
-            .transpose()?,
-        after_id: None,
-        limit: Some(MAX_EVENTS),
+        through_id: Some(read_id - 1),
+        ..filter
     };
-    let events = state.store.list_audit(&filter).await?;
-    match q.format.as_deref().unwrap_or("json") {
-        "json" => Ok(Json(events.into_iter().map(view).collect::<Vec<_>>()).into_response()),
-        "csv" => {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            let write = |w: &mut csv::Writer<Vec<u8>>| -> Result<(), csv::Error> {
-                w.write_record(AUDIT_CSV_HEADER)?;
-                for e in &events {
-                    w.write_record(e.csv_record())?;
-                }
-                Ok(())
-            };
-            write(&mut w).map_err(|e| ApiError::Internal(e.to_string()))?;
-            let body = w
-                .into_inner()
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response())
-        }
-        other => Err(ApiError::BadRequest(format!(
-            "format {other:?} : utilisez json ou csv / use json or csv"
-        ))),
+    let body = stream_events(state.store.clone(), filter, after, export);
+    Ok(([(header::CONTENT_TYPE, export.content_type())], body).into_response())
+}
+
+/// Query string of `GET /api/v1/audit/flows`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct FlowsQuery {
+    /// Resource name (`[[resource]] name`).
+    pub resource: String,
+    /// From (included): RFC 3339 or YYYY-MM-DD (UTC).
+    pub since: Option<String>,
+    /// Until (excluded).
+    pub until: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+/// Answer of `GET /api/v1/audit/flows`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FlowsView {
+    pub resource: String,
+    pub flows: Vec<FlowView>,
+}
+
+fn csv_response(body: Result<Vec<u8>, csv::Error>) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response())
+}
+
+fn json_or_csv(format: Option<&str>) -> Result<bool, ApiError> {
+    match format.unwrap_or("json") {
+        "json" => Ok(true),
+        "csv" => Ok(false),
+        other => Err(QueryError::BadFormat(other.to_string(), "json, csv").into()),
+    }
+}
+
+/// `GET /api/v1/audit/flows` (auditors)
+#[utoipa::path(get, path = "/api/v1/audit/flows", params(FlowsQuery), security(("session" = [])),
+    responses((status = 200, body = FlowsView), (status = 400), (status = 401), (status = 403)))]
+pub async fn flows(
+    State(state): State<SharedState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    q: QueryResult<FlowsQuery>,
+) -> Result<Response, ApiError> {
+    session.require(Role::Auditor)?;
+    let q = query(q)?;
+    let json = json_or_csv(q.format.as_deref())?;
+    let params = FilterParams {
+        resource: Some(q.resource.clone()),
+        since: q.since.clone(),
+        until: q.until.clone(),
+        ..FilterParams::default()
+    };
+    let filter = params.to_filter()?;
+    let resource = filter
+        .resource
+        .clone()
+        .ok_or_else(|| ApiError::BadRequest("resource".into()))?;
+    record_read(
+        &state,
+        &session,
+        ip,
+        "flows",
+        q.format.as_deref().unwrap_or("json"),
+        params.to_json(),
+    )
+    .await?;
+    let flows: Vec<FlowView> = state
+        .store
+        .flows(&resource, filter.since, filter.until)
+        .await?
+        .into_iter()
+        .map(FlowView::from)
+        .collect();
+    if json {
+        Ok(Json(FlowsView { resource, flows }).into_response())
+    } else {
+        csv_response(csv_document(
+            FLOWS_CSV_HEADER,
+            flows.iter().map(FlowView::csv_record),
+        ))
+    }
+}
+
+/// Query string of `GET /api/v1/audit/access-review`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewQuery {
+    /// Who can reach this resource now.
+    pub resource: Option<String>,
+    /// Or: what this user's devices can reach now.
+    pub user: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+/// `GET /api/v1/audit/access-review` (auditors)
+#[utoipa::path(get, path = "/api/v1/audit/access-review", params(ReviewQuery), security(("session" = [])),
+    responses((status = 200, body = Review), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub async fn access_review_route(
+    State(state): State<SharedState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    q: QueryResult<ReviewQuery>,
+) -> Result<Response, ApiError> {
+    session.require(Role::Auditor)?;
+    let q = query(q)?;
+    let json = json_or_csv(q.format.as_deref())?;
+    let subject = ReviewSubject::from_params(q.resource.as_deref(), q.user.as_deref())?;
+    record_read(
+        &state,
+        &session,
+        ip,
+        "access_review",
+        q.format.as_deref().unwrap_or("json"),
+        subject.to_json(),
+    )
+    .await?;
+    let cfg = &state.config;
+    let review = access_review(
+        &state.store,
+        &ReviewPolicy {
+            policy: &cfg.policy,
+            vpn_users: &cfg.roles.vpn_users,
+            static_peers: &cfg.peers,
+        },
+        &subject,
+    )
+    .await?;
+    if json {
+        Ok(Json(review).into_response())
+    } else {
+        csv_response(csv_document(
+            REVIEW_CSV_HEADER,
+            review.entries.iter().map(review_csv_record),
+        ))
     }
 }
 
@@ -132,8 +386,18 @@ pub struct VerifyView {
 pub async fn verify(
     State(state): State<SharedState>,
     session: Session,
+    ClientIp(ip): ClientIp,
 ) -> Result<Json<VerifyView>, ApiError> {
     session.require(Role::Auditor)?;
+    record_read(
+        &state,
+        &session,
+        ip,
+        "verify",
+        "json",
+        serde_json::json!({}),
+    )
+    .await?;
     // The chain and every signed checkpoint, as `sesame audit verify` checks them.
     let audit = &state.config.audit;
     let key = checkpoint::load_public_key(&audit.signing_key_file).map_err(StoreError::from)?;

@@ -15,6 +15,7 @@ use crate::store::NewSession;
 use crate::portal::auth::roles_for;
 use crate::portal::error::ApiError;
 use crate::portal::extract::{ApiJson, ClientIp};
+use crate::portal::ratelimit::Refusal;
 use crate::portal::routes::device::outcome_of;
 use crate::portal::session::ABSOLUTE_TIMEOUT;
 use crate::portal::state::{audit, SharedState};
@@ -25,14 +26,17 @@ use crate::portal::state::{audit, SharedState};
 pub async fn login(
     State(state): State<SharedState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let username = req.username.trim().to_string();
-    if let Err(wait) = state.limiter.check(&username, ip, Instant::now()) {
-        state.metrics.rate_limited();
-        return Err(ApiError::TooManyAttempts {
-            retry_after_secs: wait.as_secs().max(1),
-        });
+    let device = state.cookies.read_device(&headers);
+    if let Err(refusal) =
+        state
+            .limiter
+            .check_device(&username, ip, device.as_deref(), Instant::now())
+    {
+        return Err(too_many_attempts(&state, "login", &username, ip, refusal).await);
     }
     let result = match login_inner(&state, &username, &req.password).await {
         // The user row, the session and its `auth.login` event are written together, in one
@@ -76,10 +80,44 @@ pub async fn login(
     let (id, body) = result?;
     let mut resp = Json(body).into_response();
     resp.headers_mut()
-        .insert(header::SET_COOKIE, state.cookies.set_cookie(&id));
+        .append(header::SET_COOKIE, state.cookies.set_cookie(&id));
     resp.headers_mut()
         .append(header::SET_COOKIE, state.cookies.set_csrf_cookie(&id));
+    // This browser is now a known device of the account (renewed at each login).
+    let token = state.limiter.issue_device_token(&username);
+    resp.headers_mut()
+        .append(header::SET_COOKIE, state.cookies.set_device_cookie(&token));
     Ok(resp)
+}
+
+/// The 429 answer to an attempt refused by the failure limiter: counted, and audited
+/// (`auth.rate_limited`, with the limited keys) before answering.
+pub(crate) async fn too_many_attempts(
+    state: &SharedState,
+    route: &str,
+    username: &str,
+    ip: std::net::IpAddr,
+    limited: Refusal,
+) -> ApiError {
+    state.metrics.rate_limited();
+    let retry_after_secs = limited.retry_after.as_secs().max(1);
+    audit(
+        &state.store,
+        username,
+        Action::AuthRateLimited,
+        username,
+        Outcome::Denied,
+        Some(ip),
+        serde_json::json!({
+            "route": route,
+            "key": limited.keys.first(),
+            "keys": limited.keys,
+            "retry_after_secs": retry_after_secs,
+            "account_locked": limited.account_locked,
+        }),
+    )
+    .await;
+    ApiError::TooManyAttempts { retry_after_secs }
 }
 
 fn login_event(
@@ -118,13 +156,30 @@ async fn login_inner(
 }
 
 /// `POST /api/v1/logout`: forgets the session (if any) and clears the cookie. Always 204.
+/// Closing a live session is audited (`auth.logout`).
 #[utoipa::path(post, path = "/api/v1/logout", responses((status = 204)))]
 pub async fn logout(
     State(state): State<SharedState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if let Some(id) = state.cookies.read(&headers) {
-        state.store.delete_session(&id).await?;
+        let session = state.store.session(&id).await?;
+        if state.store.delete_session(&id).await? {
+            if let Some(s) = session {
+                let started = crate::store::rfc3339_ms(s.created_at);
+                audit(
+                    &state.store,
+                    &s.username,
+                    Action::AuthLogout,
+                    &s.username,
+                    Outcome::Success,
+                    Some(ip),
+                    serde_json::json!({ "session_started_at": started }),
+                )
+                .await;
+            }
+        }
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut()

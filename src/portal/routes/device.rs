@@ -15,7 +15,9 @@ use crate::portal::error::ApiError;
 use crate::portal::extract::{ApiJson, BearerToken, ClientIp};
 use crate::portal::state::{audit, AppState, SharedState};
 
-pub use crate::service::enrol::{parse_public_key, KEY_LIFETIME};
+pub use crate::service::enrol::parse_public_key;
+/// Least time between two key rotations of one device: a copied token cannot churn keys.
+pub const ROTATION_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The configuration a device receives (see `service::enrol::device_config`).
 pub fn device_config(state: &AppState, device: &Device, groups: &[String]) -> DeviceConfig {
@@ -37,11 +39,11 @@ pub async fn enrol(
     ApiJson(req): ApiJson<EnrolRequest>,
 ) -> Result<(StatusCode, Json<DeviceConfig>), ApiError> {
     let username = req.username.trim().to_string();
-    if let Err(wait) = state.limiter.check(&username, ip, Instant::now()) {
-        state.metrics.rate_limited();
-        return Err(ApiError::TooManyAttempts {
-            retry_after_secs: wait.as_secs().max(1),
-        });
+    if let Err(limited) = state.limiter.check(&username, ip, Instant::now()) {
+        return Err(crate::portal::routes::auth::too_many_attempts(
+            &state, "enrol", &username, ip, limited,
+        )
+        .await);
     }
     let result = enrol_inner(&state, &username, ip, &req).await;
     match &result {
@@ -114,17 +116,23 @@ async fn enrol_inner(
     Ok(crate::service::enrol::enrol(&deps, input).await?)
 }
 
-/// The active device holding this bearer token; a revoked one answers `device_revoked`.
+/// The active device holding this bearer token; a revoked one answers `device_revoked`, a
+/// suspended one `device_suspended`.
 async fn device_for_token(state: &AppState, token: &str) -> Result<Device, ApiError> {
     let device = state
         .store
         .device_by_token(token)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
-    if device.status == DeviceStatus::Revoked {
-        return Err(ApiError::DeviceRevoked);
+    match device.status {
+        // The token dies with the key (the expiry sweep revokes it within a minute).
+        DeviceStatus::Active if device.expires_at.is_some_and(|e| e <= state.store.now_ms()) => {
+            Err(ApiError::DeviceExpired)
+        }
+        DeviceStatus::Active => Ok(device),
+        DeviceStatus::Suspended => Err(ApiError::DeviceSuspended),
+        DeviceStatus::Revoked => Err(ApiError::DeviceRevoked),
     }
-    Ok(device)
 }
 
 /// `GET /api/v1/device/config`
@@ -158,17 +166,48 @@ pub async fn rotate(
     ApiJson(req): ApiJson<RotateRequest>,
 ) -> Result<Json<DeviceConfig>, ApiError> {
     let device = device_for_token(&state, &token).await?;
-    let key = parse_public_key(&req.public_key, &state.control.gateway_public_key())?;
     let old_key = device.public_key;
-    let device = state
-        .store
-        .rotate_key(
-            device.id,
-            &key,
-            Some(KEY_LIFETIME),
-            &AuditContext::new(device.username.clone(), Some(ip.to_string())),
-        )
-        .await?;
+    let rules = crate::store::Rotation {
+        key_lifetime: Some(state.config.devices.key_lifetime),
+        max_lifetime: Some(state.config.devices.max_lifetime),
+        min_interval: ROTATION_MIN_INTERVAL,
+    };
+    let rotated = match parse_public_key(&req.public_key, &state.control.gateway_public_key())
+        .map_err(ApiError::from)
+    {
+        Ok(key) => state
+            .store
+            .rotate_key(
+                device.id,
+                &key,
+                &rules,
+                &AuditContext::new(device.username.clone(), Some(ip.to_string())),
+            )
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    let (device, new_token) = match rotated {
+        Ok(r) => r,
+        Err(e) => {
+            // Failed rotations are audited: a copied token trying its luck shows up.
+            audit(
+                &state.store,
+                &device.username,
+                Action::DeviceRotated,
+                &format!("device:{}", device.id),
+                outcome_of(&e),
+                Some(ip),
+                serde_json::json!({
+                    "username": device.username,
+                    "old_public_key": device.public_key_base64(),
+                    "reason": e.code(),
+                }),
+            )
+            .await;
+            return Err(e);
+        }
+    };
     state.metrics.rotation();
     let groups = match user_groups(&state, &device.username).await {
         Ok(groups) => groups,
@@ -182,5 +221,7 @@ pub async fn rotate(
         .control
         .publish_device(&device, &groups, Some(old_key))
         .await;
-    Ok(Json(device_config(&state, &device, &groups)))
+    let mut cfg = device_config(&state, &device, &groups);
+    cfg.device_token = Some(new_token);
+    Ok(Json(cfg))
 }

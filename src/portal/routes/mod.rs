@@ -39,6 +39,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
         admin::list_devices,
         admin::revoke_device,
         audit::events,
+        audit::flows,
+        audit::access_review_route,
         audit::verify,
         healthz,
         readyz
@@ -94,6 +96,12 @@ pub fn routes() -> Vec<RouteEntry> {
             delete(admin::revoke_device),
         ),
         (Method::GET, "/api/v1/audit/events", get(audit::events)),
+        (Method::GET, "/api/v1/audit/flows", get(audit::flows)),
+        (
+            Method::GET,
+            "/api/v1/audit/access-review",
+            get(audit::access_review_route),
+        ),
         (Method::GET, "/api/v1/audit/verify", get(audit::verify)),
         (Method::GET, "/api/v1/openapi.json", get(openapi)),
         (Method::GET, "/healthz", get(healthz)),

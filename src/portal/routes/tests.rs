@@ -227,6 +227,8 @@ async fn openapi_documents_routes_and_security_schemes() {
         "/api/v1/devices",
         "/api/v1/devices/{id}",
         "/api/v1/audit/events",
+        "/api/v1/audit/flows",
+        "/api/v1/audit/access-review",
         "/api/v1/audit/verify",
         "/healthz",
         "/readyz",

@@ -1,0 +1,319 @@
+//! Audit query benchmark: a filtered query (one user, one month) and the access review of one
+//! resource on a large generated log, p50/p99; beside them, in the same run, the same user query
+//! written as before the derived index columns (actor or target, no index) as the peer.
+//!
+//! ```text
+//! audit_query --dir DIR [--url postgres://…] [--events 10000000] [--users 1000] [--samples 200] [--peer-samples 5]
+//! ```
+//! The database is a new SQLite file in DIR, or `--url` (an empty database: PostgreSQL).
+//! The log is generated through the store's bulk path (`Store::append_audit_bulk`: the real
+//! chain, hashes and index columns, 50,000 events per transaction) over 12 months: 85 %
+//! `flow.allowed`, 5 % `flow.denied`, 5 % tunnel sessions, 5 % logins, in the shapes the gateway
+//! writes. Prints `RESULT audit_<key> <value>` lines (for run.sh) and one JSON line.
+// A command-line tool: its result is its stdout.
+#![allow(clippy::print_stdout)]
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sesame::audit::review::{access_review, ReviewPolicy, ReviewSubject};
+use sesame::audit::{Action, AuditContext, AuditFilter, NewAuditEvent, Outcome};
+use sesame::directory::DirectoryUser;
+use sesame::policy::{Policy, Resource};
+use sesame::store::{rfc3339_ms, AddressPool, EnrolRequest, NewCode, Store};
+
+const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+const DAY: i64 = 86_400_000;
+const MONTH: i64 = 30 * DAY;
+const SPAN: i64 = 365 * DAY;
+const RESOURCES: usize = 20;
+const VPN: &str = "cn=personnels-administratifs,ou=groups,dc=example,dc=org";
+
+fn group(i: usize) -> String {
+    format!("cn=groupe-{i},ou=groups,dc=example,dc=org")
+}
+
+fn resource(i: usize) -> String {
+    format!("ressource-{i}")
+}
+
+/// Tiny deterministic generator (xorshift): the same log for every run.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// User `u`'s groups: the VPN group and 1 to 3 resource groups.
+fn groups_of(u: usize) -> Vec<usize> {
+    (0..1 + u % 3)
+        .map(|k| (u * 7 + k * 5) % RESOURCES)
+        .collect()
+}
+
+fn event(rng: &mut Rng, users: usize, devices: &[i64], ts: i64) -> NewAuditEvent {
+    let d = rng.below(devices.len());
+    let u = d % users;
+    let (user, device) = (format!("u{u:04}"), devices[d]);
+    let ctx = AuditContext::new(
+        user.clone(),
+        Some(format!("198.18.{}.{}", u / 250, u % 250 + 1)),
+    );
+    let target = format!("device:{device}");
+    let peer = format!("device:{device}:{user}");
+    let at = rfc3339_ms(ts);
+    match rng.below(20) {
+        0 => NewAuditEvent::new(Action::AuthLogin, &ctx, user.clone()),
+        1 => NewAuditEvent::new(Action::TunnelSessionStarted, &ctx, target).details(
+            serde_json::json!({
+                "device_id": device, "username": user, "peer": peer, "public_key": "AAAA",
+                "endpoint": "198.18.0.9:40000", "started_at": at,
+            }),
+        ),
+        2 => NewAuditEvent::new(Action::FlowDenied, &ctx, target)
+            .outcome(Outcome::Denied)
+            .details(serde_json::json!({
+                "device_id": device, "username": user, "peer": peer, "dst": "198.18.99.1",
+                "protocol": "tcp", "port": 22, "count": 3, "reason": "no_grant",
+                "window_start": at, "first_seen": at, "last_seen": at,
+            })),
+        _ => {
+            let g = groups_of(u);
+            let r = resource(g[rng.below(g.len())]);
+            NewAuditEvent::new(Action::FlowAllowed, &ctx, target).details(serde_json::json!({
+                "device_id": device, "username": user, "peer": peer, "resource": r,
+                "window_start": at, "first_seen": at, "last_seen": at, "packets": 10,
+                "bytes": 4000, "packets_in": 6, "bytes_in": 3000, "packets_out": 4,
+                "bytes_out": 1000, "protocols": ["tcp"], "ports": [443], "ports_truncated": false,
+            }))
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+async fn time<F, Fut>(samples: usize, mut f: F) -> anyhow::Result<(f64, f64, usize)>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<usize>>,
+{
+    let mut times = Vec::with_capacity(samples);
+    let mut rows = 0;
+    for i in 0..samples {
+        let t = Instant::now();
+        rows += f(i).await?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    Ok((
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        rows / samples.max(1),
+    ))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = sesame_bench::args::Args::from_env()?;
+    let dir: std::path::PathBuf = args.req("dir")?;
+    let n: usize = args.get("events", 10_000_000)?;
+    let users: usize = args.get("users", 1000)?;
+    let samples: usize = args.get("samples", 200)?;
+    let peer_samples: usize = args.get("peer-samples", 5)?;
+    std::fs::create_dir_all(&dir).context("--dir")?;
+    let url: String = args.get("url", format!("sqlite://{}/audit-bench.db", dir.display()))?;
+    let store = Store::connect(&url)
+        .await
+        .context("open the bench database")?;
+
+    // A log generated by an earlier run (same flags) is reused: only the queries are timed again.
+    let reuse = store.count_audit().await? >= n as i64;
+    let mut devices: Vec<i64> = Vec::new();
+    let (mut gen_secs, mut db_bytes) = (0.0, 0);
+    if reuse {
+        devices = store
+            .active_devices()
+            .await?
+            .iter()
+            .map(|d| d.device.id)
+            .collect();
+        eprintln!(
+            "audit_query: reusing the {n}-event log of {}",
+            dir.display()
+        );
+    } else {
+        // Users with 1.5 devices each, enrolled for real (codes, addresses, audit).
+        let pool = AddressPool {
+            network: "100.64.0.0/16".parse()?,
+            reserved: vec!["100.64.0.1".parse()?],
+        };
+        let it = AuditContext::new("bench", None);
+        for d in 0..users * 3 / 2 {
+            let u = d % users;
+            let user = DirectoryUser {
+                username: format!("u{u:04}"),
+                dn: format!("uid=u{u:04},ou=people,dc=example,dc=org"),
+                display_name: format!("Utilisateur {u}"),
+                groups: std::iter::once(VPN.to_string())
+                    .chain(groups_of(u).into_iter().map(group))
+                    .collect(),
+                disabled: false,
+            };
+            let code = store
+                .create_code(
+                    &NewCode {
+                        username: user.username.clone(),
+                        device_name: format!("pc-{d}"),
+                        ttl: Duration::from_secs(3600),
+                    },
+                    &it,
+                )
+                .await?
+                .code;
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&(d as u64 + 1).to_le_bytes());
+            key[31] = 0x5e;
+            let e = store
+                .enrol(
+                    &EnrolRequest {
+                        code: &code,
+                        user: &user,
+                        public_key: key,
+                        hostname: "pc",
+                        key_lifetime: None,
+                    },
+                    &pool,
+                    &it,
+                )
+                .await?;
+            devices.push(e.device.id);
+        }
+
+        // The log: n events evenly over a year, bulk path.
+        let gen_start = Instant::now();
+        let mut rng = Rng(0x5e5a_3e00_d00d_f00d);
+        let step = SPAN / n.max(1) as i64;
+        let mut i = 0usize;
+        while i < n {
+            let end = (i + 50_000).min(n);
+            let batch: Vec<(i64, NewAuditEvent)> = (i..end)
+                .map(|k| {
+                    let ts = T0 + k as i64 * step;
+                    (ts, event(&mut rng, users, &devices, ts))
+                })
+                .collect();
+            store.append_audit_bulk(&batch).await?;
+            i = end;
+        }
+        gen_secs = gen_start.elapsed().as_secs_f64();
+        db_bytes = std::fs::metadata(dir.join("audit-bench.db"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+    }
+
+    // One user, one month (first page, as the API answers).
+    let mut rng = Rng(42);
+    let mut picks: Vec<(String, i64)> = (0..samples.max(peer_samples))
+        .map(|_| {
+            (
+                format!("u{:04}", rng.below(users)),
+                T0 + rng.below(11) as i64 * MONTH,
+            )
+        })
+        .collect();
+    picks.truncate(samples.max(peer_samples));
+    let (q50, q99, q_rows) = time(samples, |i| {
+        let (user, since) = picks[i].clone();
+        let store = store.clone();
+        async move {
+            let f = AuditFilter {
+                user: Some(user),
+                since: Some(since),
+                until: Some(since + MONTH),
+                ..AuditFilter::default()
+            };
+            Ok(store.audit_page(&f, None, 1000).await?.0.len())
+        }
+    })
+    .await?;
+    // The peer: the same question as it was asked before the index columns (actor or target,
+    // a time range, no index but ts).
+    let (p50, p99, p_rows) = time(peer_samples, |i| {
+        let (user, since) = picks[i].clone();
+        let pool = store.pool().clone();
+        async move {
+            let rows = sqlx::query(
+                "SELECT id FROM audit_events WHERE (actor = $1 OR target = $1) AND ts >= $2 \
+                 AND ts < $3 ORDER BY id LIMIT 1000",
+            )
+            .bind(user)
+            .bind(since)
+            .bind(since + MONTH)
+            .fetch_all(&pool)
+            .await?;
+            Ok(rows.len())
+        }
+    })
+    .await?;
+
+    // Access review of one resource.
+    let mut policy = Policy::new((0..RESOURCES).map(|r| Resource {
+        name: resource(r),
+        site: "rectorat".into(),
+        description: resource(r),
+        rules: Vec::new(),
+    }));
+    for r in 0..RESOURCES {
+        policy.grant(&group(r), &[resource(r)])?;
+    }
+    let vpn = [VPN.to_string()];
+    let cfg = ReviewPolicy {
+        policy: &policy,
+        vpn_users: &vpn,
+        static_peers: &[],
+    };
+    let (r50, r99, r_rows) = time(samples.clamp(1, 50), |i| {
+        let store = store.clone();
+        let cfg = &cfg;
+        async move {
+            let review = access_review(
+                &store,
+                cfg,
+                &ReviewSubject::Resource(resource(i % RESOURCES)),
+            )
+            .await?;
+            Ok(review.entries.len())
+        }
+    })
+    .await?;
+    store.close().await;
+    let results = serde_json::json!({
+        "events": n, "users": users, "devices": devices.len(),
+        "generate_s": gen_secs, "events_per_s": if reuse { 0.0 } else { n as f64 / gen_secs.max(1e-9) },
+        "db_mb": db_bytes as f64 / 1e6,
+        "query_p50_ms": q50, "query_p99_ms": q99, "query_rows": q_rows,
+        "peer_p50_ms": p50, "peer_p99_ms": p99, "peer_rows": p_rows,
+        "review_p50_ms": r50, "review_p99_ms": r99, "review_entries": r_rows,
+    });
+    // `RESULT key value` lines for run.sh, then the whole as one JSON line.
+    if let Some(map) = results.as_object() {
+        for (k, v) in map {
+            println!("RESULT audit_{k} {v}");
+        }
+    }
+    println!("{results}");
+    Ok(())
+}

@@ -1,0 +1,365 @@
+//! Audit queries: the auditor's filter, its parsing from API/CLI parameters, the opaque page
+//! cursor, and the index keys (user, device, resource) derived from each event at insert time.
+
+use base64::Engine as _;
+
+use super::{Action, AuditContext, NewAuditEvent, Outcome};
+
+/// Largest page an auditor may ask for (`limit`); larger asks are refused, never cut silently.
+pub const MAX_PAGE: i64 = 10_000;
+/// Page size when none is given.
+pub const DEFAULT_PAGE: i64 = 1_000;
+
+/// Which events to list. Every set field narrows the result; results are oldest first (by id).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Events whose actor is this uid, or which concern this uid (see [`index_keys`]).
+    pub user: Option<String>,
+    /// Events about this device (`device:<id>` target or `device_id` in details).
+    pub device: Option<i64>,
+    pub action: Option<String>,
+    /// Events about this resource (`resource` in details: flows).
+    pub resource: Option<String>,
+    pub outcome: Option<Outcome>,
+    /// Client address, exactly as stored (no port).
+    pub source_ip: Option<String>,
+    /// `ts >= since` (unix ms).
+    pub since: Option<i64>,
+    /// `ts < until` (unix ms).
+    pub until: Option<i64>,
+    /// Only events with `id > after_id` (keyset paging).
+    pub after_id: Option<i64>,
+    /// Only events with `id <= through_id`: an export is the log as it stood when it started
+    /// (without its own `audit.read`, nor what is appended while it streams).
+    pub through_id: Option<i64>,
+    /// At most this many events.
+    pub limit: Option<i64>,
+}
+
+/// The columns derived from an event for indexed filtering. They are an index only: every
+/// output is built from the hashed fields, never from these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexKeys {
+    /// The user the event concerns: the target when it is a plain uid (no `kind:` prefix),
+    /// else `details.username` (data-plane events, device events that carry it).
+    pub username: Option<String>,
+    /// `details.device_id`, else the id of a `device:<id>` target.
+    pub device_id: Option<i64>,
+    /// `details.resource` (flow.allowed).
+    pub resource: Option<String>,
+}
+
+/// The one rule deriving [`IndexKeys`] from an event's target and details (the store calls it on
+/// every append; migration 0003's backfill applies the same rule in SQL to older rows).
+pub fn index_keys(target: &str, details: &serde_json::Value) -> IndexKeys {
+    let detail_str = |k: &str| {
+        details
+            .get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+    };
+    let username = if !target.is_empty() && !target.contains(':') {
+        Some(target.to_string())
+    } else {
+        detail_str("username")
+    };
+    let device_id = details
+        .get("device_id")
+        .and_then(serde_json::Value::as_i64)
+        .or_else(|| target.strip_prefix("device:")?.parse().ok());
+    IndexKeys {
+        username,
+        device_id,
+        resource: detail_str("resource"),
+    }
+}
+
+/// The `audit.read` event of an auditor's query: which query (`events`, `export`, `flows`,
+/// `access_review`, `verify`), in which format, with which filter (the parameters as given).
+pub fn read_event(
+    ctx: &AuditContext,
+    query: &str,
+    format: &str,
+    filter: serde_json::Value,
+) -> NewAuditEvent {
+    NewAuditEvent::new(Action::AuditRead, ctx, format!("audit:{query}"))
+        .details(serde_json::json!({ "query": query, "format": format, "filter": filter }))
+}
+
+/// A bad query parameter: which one and what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("{param} {value:?}: écrivez 2026-01-31 ou 2026-01-31T08:00:00Z / write 2026-01-31 or 2026-01-31T08:00:00Z")]
+    BadTime { param: String, value: String },
+    #[error("device {0:?} : un numéro d'appareil est attendu (sesame devices list) / a device number is expected (sesame devices list)")]
+    BadDevice(String),
+    #[error("action {0:?} inconnue : voir la liste dans docs/audit.md / unknown action: see the list in docs/audit.md")]
+    UnknownAction(String),
+    #[error(
+        "outcome {0:?} : utilisez success, failure ou denied / use success, failure or denied"
+    )]
+    BadOutcome(String),
+    #[error("cursor invalide : reprenez le next_cursor de la page précédente / invalid cursor: pass the previous page's next_cursor")]
+    BadCursor,
+    #[error("limit {0:?} : entre 1 et 10000 / between 1 and 10000")]
+    BadLimit(String),
+    #[error("format {0:?} : utilisez {1} / use {1}")]
+    BadFormat(String, &'static str),
+    #[error("précisez resource ou user (un seul) / give resource or user (one of them)")]
+    ReviewSubject,
+    #[error("resource {0:?} inconnue : voir sesame check-config / unknown resource: see sesame check-config")]
+    UnknownResource(String),
+}
+
+impl QueryError {
+    /// Stable snake_case code for API answers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            QueryError::BadTime { .. } => "invalid_time",
+            QueryError::BadDevice(_) => "invalid_device",
+            QueryError::UnknownAction(_) => "unknown_action",
+            QueryError::BadOutcome(_) => "invalid_outcome",
+            QueryError::BadCursor => "invalid_cursor",
+            QueryError::BadLimit(_) => "invalid_limit",
+            QueryError::BadFormat(..) => "invalid_format",
+            QueryError::ReviewSubject => "resource_or_user_required",
+            QueryError::UnknownResource(_) => "unknown_resource",
+        }
+    }
+}
+
+/// `since`/`until`: RFC 3339 (offsets accepted) or a date `YYYY-MM-DD` (midnight UTC).
+pub fn parse_time(param: &str, s: &str) -> Result<i64, QueryError> {
+    crate::store::parse_rfc3339(s)
+        .or_else(|| crate::store::parse_rfc3339(&format!("{}T00:00:00Z", s.trim())))
+        .ok_or_else(|| QueryError::BadTime {
+            param: param.to_string(),
+            value: s.to_string(),
+        })
+}
+
+/// The filter as auditors write it (query string of the API, flags of the CLI): text, checked by
+/// [`FilterParams::to_filter`]. Empty values mean "no filter".
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct FilterParams {
+    pub user: Option<String>,
+    pub device: Option<String>,
+    pub action: Option<String>,
+    pub resource: Option<String>,
+    pub outcome: Option<String>,
+    pub source_ip: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
+fn set(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+impl FilterParams {
+    pub fn to_filter(&self) -> Result<AuditFilter, QueryError> {
+        Ok(AuditFilter {
+            // As typed: failed logins keep the username verbatim, uids are stored lower-case.
+            user: set(&self.user).map(str::to_string),
+            device: set(&self.device)
+                .map(|d| {
+                    d.strip_prefix("device:")
+                        .unwrap_or(d)
+                        .parse::<i64>()
+                        .map_err(|_| QueryError::BadDevice(d.to_string()))
+                })
+                .transpose()?,
+            action: set(&self.action)
+                .map(|a| {
+                    Action::parse(a)
+                        .map(|a| a.as_str().to_string())
+                        .ok_or_else(|| QueryError::UnknownAction(a.to_string()))
+                })
+                .transpose()?,
+            resource: set(&self.resource).map(str::to_string),
+            outcome: set(&self.outcome)
+                .map(|o| Outcome::parse(o).ok_or_else(|| QueryError::BadOutcome(o.to_string())))
+                .transpose()?,
+            source_ip: set(&self.source_ip).map(str::to_string),
+            since: set(&self.since)
+                .map(|s| parse_time("since", s))
+                .transpose()?,
+            until: set(&self.until)
+                .map(|s| parse_time("until", s))
+                .transpose()?,
+            after_id: None,
+            through_id: None,
+            limit: None,
+        })
+    }
+
+    /// The filter as recorded in `audit.read` details: only the parameters that were given.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        for (k, v) in [
+            ("user", &self.user),
+            ("device", &self.device),
+            ("action", &self.action),
+            ("resource", &self.resource),
+            ("outcome", &self.outcome),
+            ("source_ip", &self.source_ip),
+            ("since", &self.since),
+            ("until", &self.until),
+        ] {
+            if let Some(v) = set(v) {
+                map.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+            }
+        }
+        serde_json::Value::Object(map)
+    }
+}
+
+/// Page size from `limit`: 1..=[`MAX_PAGE`], [`DEFAULT_PAGE`] when absent.
+pub fn page_size(limit: Option<&str>) -> Result<i64, QueryError> {
+    match limit.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(DEFAULT_PAGE),
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            _ => Err(QueryError::BadLimit(s.to_string())),
+        },
+    }
+}
+
+/// Opaque keyset cursor: where the next page starts. Clients pass it back unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// Id of the last event of the previous page.
+    pub after_id: i64,
+}
+
+const CURSOR_PREFIX: &str = "after:";
+
+impl Cursor {
+    pub fn encode(self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{CURSOR_PREFIX}{}", self.after_id))
+    }
+
+    pub fn decode(s: &str) -> Result<Cursor, QueryError> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s.trim())
+            .map_err(|_| QueryError::BadCursor)?;
+        let text = String::from_utf8(bytes).map_err(|_| QueryError::BadCursor)?;
+        let after_id = text
+            .strip_prefix(CURSOR_PREFIX)
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|n| *n >= 0)
+            .ok_or(QueryError::BadCursor)?;
+        Ok(Cursor { after_id })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn index_keys_follow_target_then_details() {
+        let k = index_keys("alice", &json!({}));
+        assert_eq!(k.username.as_deref(), Some("alice"));
+        assert_eq!(k.device_id, None);
+        let k = index_keys("device:12", &json!({"username": "bob"}));
+        assert_eq!(k.username.as_deref(), Some("bob"));
+        assert_eq!(k.device_id, Some(12));
+        let k = index_keys(
+            "device:7",
+            &json!({"device_id": 7, "username": "carol", "resource": "paie"}),
+        );
+        assert_eq!(
+            k,
+            IndexKeys {
+                username: Some("carol".into()),
+                device_id: Some(7),
+                resource: Some("paie".into()),
+            }
+        );
+        // A static peer: no user, no device.
+        let k = index_keys(
+            "peer:supervision",
+            &json!({"device_id": null, "username": null}),
+        );
+        assert_eq!(k, IndexKeys::default());
+    }
+
+    #[test]
+    fn filter_params_are_checked() {
+        let p = FilterParams {
+            user: Some(" Alice ".into()),
+            device: Some("device:3".into()),
+            action: Some("flow.allowed".into()),
+            outcome: Some("denied".into()),
+            since: Some("2026-03-01".into()),
+            until: Some("2026-04-01T00:00:00Z".into()),
+            source_ip: Some("".into()),
+            ..FilterParams::default()
+        };
+        let f = p.to_filter().expect("valid");
+        assert_eq!(f.user.as_deref(), Some("Alice"), "trimmed, case kept");
+        assert_eq!(f.device, Some(3));
+        assert_eq!(f.outcome, Some(Outcome::Denied));
+        assert_eq!(f.since, Some(1_772_323_200_000));
+        assert_eq!(f.until, Some(1_775_001_600_000));
+        assert_eq!(f.source_ip, None);
+        assert_eq!(
+            p.to_json(),
+            json!({"user": "Alice", "device": "device:3", "action": "flow.allowed",
+                   "outcome": "denied", "since": "2026-03-01", "until": "2026-04-01T00:00:00Z"})
+        );
+        for (bad, code) in [
+            (
+                FilterParams {
+                    device: Some("x".into()),
+                    ..Default::default()
+                },
+                "invalid_device",
+            ),
+            (
+                FilterParams {
+                    action: Some("auth.nope".into()),
+                    ..Default::default()
+                },
+                "unknown_action",
+            ),
+            (
+                FilterParams {
+                    outcome: Some("ok".into()),
+                    ..Default::default()
+                },
+                "invalid_outcome",
+            ),
+            (
+                FilterParams {
+                    since: Some("yesterday".into()),
+                    ..Default::default()
+                },
+                "invalid_time",
+            ),
+        ] {
+            assert_eq!(bad.to_filter().expect_err("refused").code(), code);
+        }
+    }
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        let c = Cursor { after_id: 123_456 };
+        assert_eq!(Cursor::decode(&c.encode()), Ok(c));
+        assert_ne!(c.encode(), "123456", "opaque");
+        for bad in ["", "!!", "YWZ0ZXI6", "YWZ0ZXI6LTE", "MTIz"] {
+            assert_eq!(Cursor::decode(bad), Err(QueryError::BadCursor), "{bad}");
+        }
+    }
+
+    #[test]
+    fn page_sizes_are_bounded_not_cut() {
+        assert_eq!(page_size(None), Ok(DEFAULT_PAGE));
+        assert_eq!(page_size(Some("10000")), Ok(10_000));
+        assert!(page_size(Some("10001")).is_err());
+        assert!(page_size(Some("0")).is_err());
+    }
+}

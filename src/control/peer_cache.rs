@@ -1,0 +1,300 @@
+//! The gateway's last good peer set (and each peer's last endpoint) on local disk, authenticated
+//! with an HMAC key kept beside the gateway key, never in the database: `sesame serve` restarts
+//! from it when the store is unreachable (fail-static), and re-initiates handshakes from it.
+//!
+//! File format: a first line `sesame-peer-cache 1 <hex HMAC-SHA256 of the rest>`, then the
+//! JSON body. The body names the gateway's public key, so a copy from another gateway is
+//! refused even if someone copied its key file too.
+
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::desired::ActiveDevice;
+
+/// The cache file, in the gateway's state directory (beside its private key).
+pub const CACHE_FILE: &str = "peer-cache.json";
+/// The HMAC key (32 random bytes, hex, mode 0600), beside the cache.
+pub const KEY_FILE: &str = "peer-cache.key";
+const MAGIC: &str = "sesame-peer-cache 1";
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why the cache cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerCacheError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: the key file is not 64 hex characters")]
+    BadKey { path: PathBuf },
+    #[error("{path}: authentication failed (modified, or written with another key): refused")]
+    Tampered { path: PathBuf },
+    #[error("{path}: written by another gateway (public key {found}): refused")]
+    Foreign { path: PathBuf, found: String },
+    #[error("{path}: unreadable content: {source}")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// One enrolled device as last published, with the endpoint its traffic last came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CachedDevice {
+    pub id: i64,
+    pub username: String,
+    /// Standard base64, as `wg` prints it.
+    pub public_key: String,
+    pub address: Ipv4Addr,
+    pub groups: Vec<String>,
+    pub endpoint: Option<SocketAddr>,
+}
+
+impl CachedDevice {
+    pub fn new(d: &ActiveDevice, endpoint: Option<SocketAddr>) -> CachedDevice {
+        CachedDevice {
+            id: d.id,
+            username: d.username.clone(),
+            public_key: crate::gateway::keys::encode(&d.public_key),
+            address: d.address,
+            groups: d.groups.clone(),
+            endpoint,
+        }
+    }
+
+    /// Back to the control plane's type; `None` if the key does not parse (never written so).
+    pub fn active(&self) -> Option<ActiveDevice> {
+        Some(ActiveDevice {
+            id: self.id,
+            username: self.username.clone(),
+            public_key: crate::config::parse_key(&self.public_key).ok()?,
+            address: self.address,
+            groups: self.groups.clone(),
+        })
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Body {
+    gateway_public_key: String,
+    /// Unix ms, for the log line when the cache is used.
+    written_at: i64,
+    devices: Vec<CachedDevice>,
+}
+
+/// The cache of one gateway, keyed by its state directory.
+pub struct PeerCache {
+    path: PathBuf,
+    key: [u8; 32],
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PeerCacheError + '_ {
+    move |source| PeerCacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl PeerCache {
+    /// Opens the cache of the gateway whose private key lives in `state_dir`, creating its
+    /// HMAC key (0600) on first use.
+    pub fn open(state_dir: &Path) -> Result<PeerCache, PeerCacheError> {
+        let key_path = state_dir.join(KEY_FILE);
+        let text = match std::fs::read_to_string(&key_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+                let text = hex::encode(key);
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&key_path)
+                    .map_err(io(&key_path))?;
+                f.write_all(format!("{text}\n").as_bytes())
+                    .and_then(|()| f.sync_all())
+                    .map_err(io(&key_path))?;
+                text
+            }
+            Err(e) => return Err(io(&key_path)(e)),
+        };
+        let key: [u8; 32] = hex::decode(text.trim())
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or(PeerCacheError::BadKey { path: key_path })?;
+        Ok(PeerCache {
+            path: state_dir.join(CACHE_FILE),
+            key,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn mac(&self, body: &[u8]) -> HmacSha256 {
+        // HMAC accepts keys of any length: this cannot fail.
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(body);
+        mac
+    }
+
+    /// Replaces the cache atomically (temporary file, fsync, rename), mode 0600.
+    pub fn save(
+        &self,
+        gateway_public: &[u8; 32],
+        written_at: i64,
+        devices: Vec<CachedDevice>,
+    ) -> Result<(), PeerCacheError> {
+        let body = serde_json::to_vec(&Body {
+            gateway_public_key: crate::gateway::keys::encode(gateway_public),
+            written_at,
+            devices,
+        })
+        .map_err(|source| PeerCacheError::Corrupt {
+            path: self.path.clone(),
+            source,
+        })?;
+        let tag = hex::encode(self.mac(&body).finalize().into_bytes());
+        let tmp = self.path.with_extension("json.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        f.write_all(format!("{MAGIC} {tag}\n").as_bytes())
+            .and_then(|()| f.write_all(&body))
+            .and_then(|()| f.sync_all())
+            .map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &self.path).map_err(io(&self.path))
+    }
+
+    /// The cached devices, `None` if there is no cache yet. A modified file, one written with
+    /// another key or by another gateway is refused.
+    pub fn load(
+        &self,
+        gateway_public: &[u8; 32],
+    ) -> Result<Option<(i64, Vec<CachedDevice>)>, PeerCacheError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&self.path)(e)),
+        };
+        let tampered = || PeerCacheError::Tampered {
+            path: self.path.clone(),
+        };
+        let nl = bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or_else(tampered)?;
+        let (head, body) = (&bytes[..nl], &bytes[nl + 1..]);
+        let tag = std::str::from_utf8(head)
+            .ok()
+            .and_then(|h| h.strip_prefix(MAGIC))
+            .and_then(|t| hex::decode(t.trim()).ok())
+            .ok_or_else(tampered)?;
+        self.mac(body).verify_slice(&tag).map_err(|_| tampered())?;
+        let body: Body =
+            serde_json::from_slice(body).map_err(|source| PeerCacheError::Corrupt {
+                path: self.path.clone(),
+                source,
+            })?;
+        if body.gateway_public_key != crate::gateway::keys::encode(gateway_public) {
+            return Err(PeerCacheError::Foreign {
+                path: self.path.clone(),
+                found: body.gateway_public_key,
+            });
+        }
+        Ok(Some((body.written_at, body.devices)))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn device(n: u8) -> CachedDevice {
+        CachedDevice {
+            id: i64::from(n),
+            username: format!("user{n}"),
+            public_key: crate::gateway::keys::encode(&[n; 32]),
+            address: Ipv4Addr::new(100, 64, 0, n),
+            groups: vec!["cn=g,dc=test".into()],
+            endpoint: Some(SocketAddr::from(([198, 18, 0, n], 40000))),
+        }
+    }
+
+    #[test]
+    fn round_trip_then_every_modification_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PeerCache::open(dir.path()).unwrap();
+        let gw = [7u8; 32];
+        assert!(cache.load(&gw).unwrap().is_none());
+        cache.save(&gw, 1234, vec![device(2), device(3)]).unwrap();
+        let (at, devs) = cache.load(&gw).unwrap().unwrap();
+        assert_eq!((at, devs), (1234, vec![device(2), device(3)]));
+        for f in [KEY_FILE, CACHE_FILE] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+        // The same key reopened: still valid.
+        assert!(PeerCache::open(dir.path())
+            .unwrap()
+            .load(&gw)
+            .unwrap()
+            .is_some());
+
+        // Another gateway's public key: foreign.
+        assert!(matches!(
+            cache.load(&[8u8; 32]),
+            Err(PeerCacheError::Foreign { .. })
+        ));
+        // One address changed in the body: tampered.
+        let text = std::fs::read_to_string(cache.path()).unwrap();
+        std::fs::write(cache.path(), text.replace("100.64.0.3", "100.64.0.9")).unwrap();
+        let e = cache.load(&gw).unwrap_err();
+        assert!(matches!(e, PeerCacheError::Tampered { .. }), "{e}");
+        assert!(e.to_string().contains("refused"));
+        // A valid file written with another key (another gateway's state directory).
+        let other = tempfile::tempdir().unwrap();
+        let foreign = PeerCache::open(other.path()).unwrap();
+        foreign.save(&gw, 1, vec![device(4)]).unwrap();
+        std::fs::copy(foreign.path(), cache.path()).unwrap();
+        assert!(matches!(
+            cache.load(&gw),
+            Err(PeerCacheError::Tampered { .. })
+        ));
+        // Garbage.
+        std::fs::write(cache.path(), b"not a cache").unwrap();
+        assert!(matches!(
+            cache.load(&gw),
+            Err(PeerCacheError::Tampered { .. })
+        ));
+    }
+
+    #[test]
+    fn a_bad_key_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(KEY_FILE), "short\n").unwrap();
+        let e = PeerCache::open(dir.path()).err().unwrap();
+        assert!(e.to_string().contains(KEY_FILE), "{e}");
+    }
+}

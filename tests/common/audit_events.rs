@@ -1,0 +1,82 @@
+//! Data-plane audit events in the shapes agreed with the gateway (DESIGN §6, issue 7):
+//! `tunnel.session_*`, `flow.allowed`, `flow.denied`, for tests that query them.
+#![allow(dead_code)]
+
+use serde_json::json;
+use sesame::audit::{Action, AuditContext, NewAuditEvent, Outcome};
+use sesame::store::rfc3339_ms;
+
+pub fn device_ctx(user: &str) -> AuditContext {
+    AuditContext::new(user, Some("198.18.1.20".into()))
+}
+
+pub fn session_started(device: i64, user: &str, at: i64) -> NewAuditEvent {
+    NewAuditEvent::new(
+        Action::TunnelSessionStarted,
+        &device_ctx(user),
+        format!("device:{device}"),
+    )
+    .details(json!({
+        "device_id": device, "username": user, "peer": format!("device:{device}:{user}"),
+        "public_key": "AAAA", "endpoint": "198.18.1.20:40000", "started_at": rfc3339_ms(at),
+    }))
+}
+
+pub fn session_ended(device: i64, user: &str, start: i64, end: i64) -> NewAuditEvent {
+    NewAuditEvent::new(
+        Action::TunnelSessionEnded,
+        &device_ctx(user),
+        format!("device:{device}"),
+    )
+    .details(json!({
+        "device_id": device, "username": user, "peer": format!("device:{device}:{user}"),
+        "public_key": "AAAA", "endpoint": "198.18.1.20:40000", "started_at": rfc3339_ms(start),
+        "ended_at": rfc3339_ms(end), "duration_ms": end - start, "rx_bytes": 10, "tx_bytes": 20,
+        "rx_packets": 1, "tx_packets": 2, "reason": "expired",
+    }))
+}
+
+/// A `flow.allowed` window: `bytes` split 1/4 out, 3/4 in; packets = bytes / 100.
+pub fn flow(
+    device: Option<i64>,
+    user: Option<&str>,
+    resource: &str,
+    at: i64,
+    bytes: u64,
+) -> NewAuditEvent {
+    let (ctx, target, peer) = match (device, user) {
+        (Some(d), Some(u)) => (
+            device_ctx(u),
+            format!("device:{d}"),
+            format!("device:{d}:{u}"),
+        ),
+        _ => (
+            AuditContext::system(),
+            "peer:supervision".to_string(),
+            "static:supervision".to_string(),
+        ),
+    };
+    NewAuditEvent::new(Action::FlowAllowed, &ctx, target).details(json!({
+        "device_id": device, "username": user, "peer": peer, "resource": resource,
+        "window_start": rfc3339_ms(at), "first_seen": rfc3339_ms(at + 1_000),
+        "last_seen": rfc3339_ms(at + 50_000), "packets": bytes / 100, "bytes": bytes,
+        "packets_in": bytes / 400 * 3, "bytes_in": bytes / 4 * 3,
+        "packets_out": bytes / 400, "bytes_out": bytes / 4,
+        "protocols": ["tcp"], "ports": [443], "ports_truncated": false,
+    }))
+}
+
+/// A `flow.denied` window at `at` (no grant for 198.18.30.1 tcp:22, 3 packets).
+pub fn denied(device: i64, user: &str, at: i64) -> NewAuditEvent {
+    NewAuditEvent::new(
+        Action::FlowDenied,
+        &device_ctx(user),
+        format!("device:{device}"),
+    )
+    .outcome(Outcome::Denied)
+    .details(json!({
+        "device_id": device, "username": user, "peer": format!("device:{device}:{user}"),
+        "dst": "198.18.30.1", "protocol": "tcp", "port": 22, "count": 3, "reason": "no_grant",
+        "window_start": rfc3339_ms(at), "first_seen": rfc3339_ms(at), "last_seen": rfc3339_ms(at),
+    }))
+}
