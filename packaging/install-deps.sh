@@ -17,7 +17,7 @@ want_pkgs=(build-essential pkg-config iproute2 iputils-ping curl ca-certificates
 for role in "$@"; do
   case "$role" in
     # chromium + chromium-driver: the web portal's browser tests (tests/web_browser.rs).
-    test) want_pkgs+=(postgresql postgresql-client iperf3 systemd adduser chromium chromium-driver nodejs npm) ;;
+    test) want_pkgs+=(postgresql postgresql-client iperf3 systemd adduser chromium chromium-driver) ;;
     bench) want_pkgs+=(iperf3) ;;
     demo|fuzz) ;;
     *) echo "install-deps: unknown role $role (use test, demo, bench or fuzz)" >&2; exit 2 ;;
@@ -55,6 +55,12 @@ fi
 
 for role in "$@"; do
   # axe-core for the browser tests' accessibility checks, pinned by tests/browser/package-lock.json.
+  # axe-core for the browser tests comes from the npm registry; Node.js from Debian only where
+  # the machine has none (a machine with its own Node.js keeps it: Debian's npm would conflict).
+  if [ "$role" = test ] && ! command -v npm >/dev/null 2>&1; then
+    echo "install-deps: installing nodejs npm" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
   if [ "$role" = test ] && [ ! -f "$(dirname "$0")/../tests/browser/node_modules/axe-core/axe.min.js" ]; then
     npm ci --no-audit --no-fund --prefix "$(dirname "$0")/../tests/browser" >/dev/null
   fi
