@@ -54,9 +54,9 @@ EOF2
 fi
 
 for role in "$@"; do
-  # axe-core for the browser tests' accessibility checks, pinned by tests/browser/package-lock.json.
-  # axe-core for the browser tests comes from the npm registry; Node.js from Debian only where
-  # the machine has none (a machine with its own Node.js keeps it: Debian's npm would conflict).
+  # axe-core for the browser tests' accessibility checks, pinned by tests/browser/package-lock.json,
+  # from the npm registry. Node.js from Debian only where the machine has none (a machine with
+  # its own Node.js keeps it: Debian's npm would conflict).
   if [ "$role" = test ] && ! command -v npm >/dev/null 2>&1; then
     echo "install-deps: installing nodejs npm" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
