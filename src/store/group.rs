@@ -125,6 +125,7 @@ async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreErro
     let mut results = Vec::with_capacity(writes.len());
     let mut addresses = Allocator::default();
     let mut sessions: Vec<&WebSession> = Vec::new();
+    let mut login_users: Vec<&DirectoryUser> = Vec::new();
     for w in writes {
         match w {
             Write::Login {
@@ -133,7 +134,7 @@ async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreErro
                 audit: ev,
             } => {
                 let _pl = probe::Guard(probe::LOGIN_WRITES, std::time::Instant::now());
-                users::upsert(&mut tx, user, now).await?;
+                login_users.push(user);
                 sessions.push(session);
                 audit::append(&mut tx, now, ev).await?;
                 results.push(Ok(Done::Written));
@@ -157,8 +158,9 @@ async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreErro
             }
         }
     }
-    // The batch's sessions in one statement (SQLite allows 32,766 parameters, PostgreSQL
-    // 65,535: a batch of MAX_BATCH logins needs 6 each).
+    // The batch's logins: users, then sessions, one statement each (SQLite allows 32,766
+    // parameters, PostgreSQL 65,535: a batch of MAX_BATCH logins needs 6 per row).
+    users::upsert_many(&mut tx, &login_users, now).await?;
     insert_sessions(&mut tx, &sessions).await?;
     tx.commit().await?;
     Ok(results)

@@ -55,36 +55,78 @@ pub(crate) async fn upsert(
     user: &DirectoryUser,
     now: i64,
 ) -> Result<User, StoreError> {
-    let stored = User {
-        username: normalize_username(&user.username),
-        dn: user.dn.clone(),
-        display_name: user.display_name.clone(),
-        groups: user.groups.clone(),
-        disabled: user.disabled,
-        last_sync: now,
-        missing_syncs: 0,
-    };
-    if stored.username.is_empty() {
-        return Err(StoreError::InvalidInput("empty username".into()));
+    let mut stored = upsert_many(conn, &[user], now).await?;
+    stored
+        .pop()
+        .ok_or_else(|| StoreError::InvalidInput("empty username".into()))
+}
+
+/// Inserts or refreshes users from the directory with ONE statement (the group committer's
+/// logins share it). A user listed twice is written once, as listed last.
+pub(crate) async fn upsert_many(
+    conn: &mut AnyConnection,
+    users: &[&DirectoryUser],
+    now: i64,
+) -> Result<Vec<User>, StoreError> {
+    const PER_ROW: usize = 6;
+    let mut rows: Vec<(User, String)> = Vec::with_capacity(users.len());
+    for user in users {
+        let stored = User {
+            username: normalize_username(&user.username),
+            dn: user.dn.clone(),
+            display_name: user.display_name.clone(),
+            groups: user.groups.clone(),
+            disabled: user.disabled,
+            last_sync: now,
+            missing_syncs: 0,
+        };
+        if stored.username.is_empty() {
+            return Err(StoreError::InvalidInput("empty username".into()));
+        }
+        let groups = serde_json::to_string(&stored.groups)
+            .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
+        // PostgreSQL refuses to update one row twice in a statement: the last one wins.
+        rows.retain(|(u, _)| u.username != stored.username);
+        rows.push((stored, groups));
     }
-    let groups = serde_json::to_string(&stored.groups)
-        .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO users (username, dn, display_name, groups, disabled, last_sync) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (username) DO UPDATE SET dn = excluded.dn, display_name = excluded.display_name, \
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = String::from(
+        "INSERT INTO users (username, dn, display_name, groups, disabled, last_sync) VALUES ",
+    );
+    for i in 0..rows.len() {
+        let b = i * PER_ROW;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5,
+            b + 6
+        ));
+    }
+    sql.push_str(
+        " ON CONFLICT (username) DO UPDATE SET dn = excluded.dn, display_name = excluded.display_name, \
          groups = excluded.groups, disabled = excluded.disabled, last_sync = excluded.last_sync, \
          missing_syncs = 0",
-    )
-    .bind(&stored.username)
-    .bind(&stored.dn)
-    .bind(&stored.display_name)
-    .bind(groups)
-    .bind(i64::from(stored.disabled))
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(stored)
+    );
+    let mut query = sqlx::query(&sql);
+    for (stored, groups) in &rows {
+        query = query
+            .bind(stored.username.clone())
+            .bind(stored.dn.clone())
+            .bind(stored.display_name.clone())
+            .bind(groups.clone())
+            .bind(i64::from(stored.disabled))
+            .bind(now);
+    }
+    query.execute(&mut *conn).await?;
+    Ok(rows.into_iter().map(|(u, _)| u).collect())
 }
 
 impl Store {
