@@ -240,3 +240,75 @@ async fn stale_groups_are_re_read_from_the_directory_between_syncs() {
         .unwrap();
     assert_eq!(error_of(r).await, (403, "forbidden".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_sync_still_cuts_web_rights() {
+    let h = Harness::start_lenient().await;
+    h.slapd.add_to_group("rmoreau", "dsi");
+    let it = h.login("tleroux").await;
+    for (uid, name) in [("sbernard", "pc-sophie"), ("mdupont", "pc-marie")] {
+        let code = h.code_for(&it, uid, name).await;
+        assert_eq!(h.enrol(&code, uid, &laptop_key().0).await.status(), 201);
+    }
+    // Sophie leaves the VPN users for the auditors (an applied pass suspends her laptop), then
+    // signs in to the portal: a user with only a suspended device and a web session.
+    h.slapd
+        .remove_from_group("sbernard", "personnels-administratifs");
+    h.slapd.add_to_group("sbernard", "auditeurs");
+    assert_eq!(h.sync().sync_once().await.unwrap().devices_suspended, 1);
+    let sophie = h.login("sbernard").await;
+    let r = sophie.get(h.url("/audit/log")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A pass over max_changes_per_sync (here 0: Marie leaving would suspend her laptop) is
+    // held; meanwhile tleroux leaves the IT group and Sophie is disabled.
+    let mut strict = h.config.directory.clone().unwrap();
+    strict.max_changes_per_sync = sesame::config::MaxChanges::Count(0);
+    let held = sesame::control::DirectorySync::new(
+        h.store.clone(),
+        h.directory.clone(),
+        Some(std::sync::Arc::clone(&h.control)),
+        h.config.roles.vpn_users.clone(),
+        &strict,
+        std::sync::Arc::clone(&h.metrics),
+    );
+    h.slapd.remove_from_group("mdupont", "gestionnaires-paie");
+    h.slapd.remove_from_group("tleroux", "dsi");
+    h.slapd.disable_user("sbernard");
+    let r = held.sync_once().await.unwrap();
+    assert!(r.held && r.devices_suspended == 0, "{r:?}");
+    // Devices wait for --apply: Marie's laptop is still active.
+    let marie = &h.store.list_devices(Some("mdupont")).await.unwrap()[0];
+    assert_eq!(marie.status, sesame::store::DeviceStatus::Active);
+    // Web rights do not wait: tleroux's cookie no longer creates codes, Sophie's is gone.
+    let body = json!({"username": "fnoel", "device_name": "pc"});
+    let r = it
+        .post(h.url("/api/v1/enrolment-codes"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
+    let r = sophie
+        .get(h.url("/api/v1/audit/verify"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
+    let left: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM web_sessions WHERE username IN ('tleroux', 'sbernard')",
+    )
+    .fetch_one(h.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(left, 0);
+    // Signing in again reads the directory: no IT rights any more.
+    let again = h.login("tleroux").await;
+    let r = again
+        .post(h.url("/api/v1/enrolment-codes"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (403, "forbidden".into()));
+}
