@@ -8,6 +8,7 @@
 mod common {
     pub mod audit_events;
     pub mod browser;
+    pub mod portal;
     pub mod slapd;
 }
 #[path = "portal_common/harness.rs"]
