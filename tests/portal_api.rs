@@ -79,13 +79,7 @@ async fn enrol_config_rotate_revoke_journey() {
 
     // Rotate: the gateway's set holds the new key and no longer the old one, before the answer.
     let (new_key, new_bytes) = laptop_key();
-    let r = c
-        .post(h.url("/api/v1/device/rotate"))
-        .bearer_auth(&token)
-        .json(&json!({"public_key": new_key}))
-        .send()
-        .await
-        .unwrap();
+    let r = c.rotate(&token, &new_key).await;
     assert_eq!(r.status(), 200);
     assert!(h.sink.peer(&new_bytes).is_some());
     assert!(h.sink.peer(&key_bytes).is_none());
@@ -110,24 +104,12 @@ async fn enrol_config_rotate_revoke_journey() {
     // Rotating to the gateway's key or an already used key is refused.
     use base64::Engine as _;
     let gw = base64::engine::general_purpose::STANDARD.encode(GATEWAY_KEY);
-    let r = c
-        .post(h.url("/api/v1/device/rotate"))
-        .bearer_auth(&token)
-        .json(&json!({"public_key": gw}))
-        .send()
-        .await
-        .unwrap();
+    let r = c.rotate(&token, &gw).await;
     assert_eq!(error_of(r).await, (400, "invalid_public_key".into()));
     // A second rotation right away is refused (one per 10 minutes per device); both failed
     // attempts are audited.
     let (k3, _) = laptop_key();
-    let r = c
-        .post(h.url("/api/v1/device/rotate"))
-        .bearer_auth(&token)
-        .json(&json!({"public_key": k3}))
-        .send()
-        .await
-        .unwrap();
+    let r = c.rotate(&token, &k3).await;
     assert_eq!(error_of(r).await, (429, "too_many_attempts".into()));
     let failed: Vec<_> = h
         .store

@@ -104,6 +104,19 @@ impl PortalClient {
     }
 }
 
+impl PortalClient {
+    /// `POST /api/v1/device/rotate` as an agent: the device token as bearer, the new key.
+    pub async fn rotate(&self, device_token: &str, public_key: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/v1/device/rotate"))
+            .bearer_auth(device_token)
+            .json(&json!({ "public_key": public_key }))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
 /// `(status, error code)` of an answer, asserting the error body shape (bilingual message).
 pub async fn error_of(r: reqwest::Response) -> (u16, String) {
     let status = r.status().as_u16();

@@ -4,7 +4,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 
-use crate::audit::review::{FlowView, Review, ReviewEntry};
+use crate::audit::review::{review_csv_record, FlowView, Review, ReviewEntry, REVIEW_CSV_HEADER};
 use crate::portal::extract::ClientIp;
 use crate::service::audit as audit_service;
 
@@ -152,22 +152,17 @@ pub async fn flows(
     .into_response())
 }
 
+/// The entry's groups and grants as the CSV export writes them (one rule for both), for people.
 fn via_text(e: &ReviewEntry) -> (String, String) {
-    let groups: Vec<String> = e
-        .via
-        .iter()
-        .map(|v| match (&v.group, &v.peer) {
-            (Some(g), _) => g.clone(),
-            (None, Some(p)) => format!("[[peer]] {p}"),
-            (None, None) => String::new(),
-        })
-        .collect();
-    let grants: Vec<String> = e
-        .via
-        .iter()
-        .flat_map(|v| v.grants.iter().map(|n| format!("[[grant]] #{n}")))
-        .collect();
-    (groups.join(", "), grants.join(", "))
+    let cells = review_csv_record(e);
+    let cell = |name: &str| {
+        REVIEW_CSV_HEADER
+            .iter()
+            .position(|h| *h == name)
+            .map(|i| cells[i].replace(';', ", "))
+            .unwrap_or_default()
+    };
+    (cell("groups"), cell("grants"))
 }
 
 fn review_rows(lang: Lang, review: &Review) -> Markup {
@@ -185,7 +180,7 @@ fn review_rows(lang: Lang, review: &Review) -> Markup {
                     th scope="col" { (lang.t("Agent", "User")) }
                     th scope="col" { (lang.t("Appareil", "Device")) }
                     th scope="col" { (lang.t("Groupe", "Group")) }
-                    th scope="col" { (lang.t("Autorisation", "Grant")) }
+                    th scope="col" { (lang.t("Autorisation ([[grant]])", "Grant ([[grant]])")) }
                     th scope="col" { (lang.t("Dernière session", "Last session")) }
                     th scope="col" { (lang.t("Dernier flux", "Last flow")) }
                 } }
