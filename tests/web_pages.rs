@@ -431,3 +431,40 @@ async fn the_device_list_pages_in_the_page_and_the_api() {
         assert_eq!((status, code.as_str()), (400, "bad_request"), "{bad}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mon_acces_shows_each_laptops_last_connection() {
+    let h = Harness::start_lenient().await;
+    let it = h.login("tleroux").await;
+    let mut ids = Vec::new();
+    for name in ["pc-bureau", "pc-maison"] {
+        let code = h.code_for(&it, "mdupont", name).await;
+        let r = h.enrol(&code, "mdupont", &laptop_key().0).await;
+        ids.push(
+            r.json::<serde_json::Value>().await.unwrap()["device_id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    // The gateway saw pc-bureau twice (the later one counts), pc-maison never.
+    let mut last = 0;
+    for _ in 0..2 {
+        let ev = sesame::audit::NewAuditEvent::new(
+            sesame::audit::Action::TunnelSessionStarted,
+            &sesame::audit::AuditContext::new("mdupont", None),
+            format!("device:{}", ids[0]),
+        )
+        .details(serde_json::json!({"device_id": ids[0], "username": "mdupont"}));
+        last = h.store.append_audit(&ev).await.unwrap().ts;
+    }
+    let (b, _) = sign_in(&h, "mdupont", "/mon-acces").await;
+    let (_, mine) = page(&b, &h, "/mon-acces").await;
+    let shown = sesame::store::rfc3339(last).replacen('T', " ", 1);
+    let shown = shown.trim_end_matches('Z');
+    let row = |name: &str| {
+        let at = mine.find(name).unwrap();
+        mine[at..].split("</tr>").next().unwrap().to_string()
+    };
+    assert!(row("pc-bureau").contains(shown), "{}", row("pc-bureau"));
+    assert!(row("pc-maison").contains("jamais"));
+}

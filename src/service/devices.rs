@@ -152,38 +152,11 @@ pub async fn revoke(
     Ok((device, true))
 }
 
-/// When each of `ids` last opened a tunnel session (`tunnel.session_started`, target
-/// `device:ID`), from the audit log; absent: never seen.
+/// When each of `ids` last opened a tunnel session (`tunnel.session_started`), from the audit
+/// log; absent: never seen.
 pub async fn last_connections(
     store: &Store,
     ids: &[i64],
 ) -> Result<HashMap<i64, i64>, ServiceError> {
-    let mut out = HashMap::new();
-    if ids.is_empty() {
-        return Ok(out);
-    }
-    let events = store
-        .list_audit(&crate::store::AuditFilter {
-            action: Some(
-                crate::audit::Action::TunnelSessionStarted
-                    .as_str()
-                    .to_string(),
-            ),
-            ..Default::default()
-        })
-        .await?;
-    for ev in events {
-        let Some(id) = ev
-            .target
-            .strip_prefix("device:")
-            .and_then(|i| i.parse::<i64>().ok())
-        else {
-            continue;
-        };
-        if ids.contains(&id) {
-            let last = out.entry(id).or_insert(ev.ts);
-            *last = (*last).max(ev.ts);
-        }
-    }
-    Ok(out)
+    Ok(store.last_session_starts(ids).await?)
 }

@@ -147,6 +147,32 @@ impl Store {
     }
 }
 
+impl Store {
+    /// When each of `ids` last opened a tunnel session (`tunnel.session_started`), unix ms; a
+    /// device never seen is absent. One seek per device on the audit log's device index.
+    pub async fn last_session_starts(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, i64>, StoreError> {
+        use sqlx::Row as _;
+        let mut out = std::collections::HashMap::new();
+        for &id in ids {
+            let row = sqlx::query(
+                "SELECT ts FROM audit_events WHERE device_id = $1 AND action = $2 \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(id)
+            .bind(crate::audit::Action::TunnelSessionStarted.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = row {
+                out.insert(id, row.try_get::<i64, _>("ts")?);
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
