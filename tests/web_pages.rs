@@ -468,3 +468,26 @@ async fn mon_acces_shows_each_laptops_last_connection() {
     assert!(row("pc-bureau").contains(shown), "{}", row("pc-bureau"));
     assert!(row("pc-maison").contains("jamais"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_says_when_the_chain_cannot_be_checked() {
+    let h = Harness::start_lenient().await;
+    let (b, _) = sign_in(&h, "cgarnier", "/audit/log").await;
+    let (status, log) = page(&b, &h, "/audit/log").await;
+    assert_eq!(status, 200);
+    assert!(log.contains("Chaîne d'audit intacte"));
+    // A damaged checkpoint file: the page says the chain cannot be checked, and still shows
+    // the log and its exports.
+    std::fs::write(&h.config.audit.checkpoint_file, "pas du JSON\n").unwrap();
+    let (status, log) = page(&b, &h, "/audit/log").await;
+    assert_eq!(status, 200);
+    assert!(
+        log.contains("Vérification de la chaîne impossible"),
+        "{log}"
+    );
+    assert!(log.contains("auth.login") && log.contains("format=csv"));
+    // A bad date is said above the form, not ignored.
+    let (status, bad) = page(&b, &h, "/audit/log?since=lundi").await;
+    assert_eq!(status, 200);
+    assert!(bad.contains("role=\"alert\"") && bad.contains("value=\"lundi\""));
+}
