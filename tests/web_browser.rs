@@ -202,6 +202,11 @@ async fn auditor_flows_and_access_review_in_the_browser() {
             .starts_with(&format!("mdupont,{device},")),
         "{csv}"
     );
+    let json = auditor
+        .fetch_text("/api/v1/audit/flows?format=json&resource=paie")
+        .await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["flows"][0]["ports"], serde_json::json!([443]), "{json}");
     // A range before the records finds nothing; a bad date is shown, not a blank page.
     let empty = auditor
         .visit(
