@@ -491,3 +491,38 @@ async fn the_audit_log_says_when_the_chain_cannot_be_checked() {
     assert_eq!(status, 200);
     assert!(bad.contains("role=\"alert\"") && bad.contains("value=\"lundi\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_pages_with_its_filters() {
+    let h = Harness::start_lenient().await;
+    for _ in 0..205 {
+        let ev = sesame::audit::NewAuditEvent::new(
+            sesame::audit::Action::AuthLogin,
+            &sesame::audit::AuditContext::new("mdupont", None),
+            "mdupont",
+        );
+        h.store.append_audit(&ev).await.unwrap();
+    }
+    let (b, _) = sign_in(&h, "cgarnier", "/audit/log").await;
+    let logins = h
+        .store
+        .list_audit(&sesame::store::AuditFilter {
+            action: Some("auth.login".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (_, first) = page(&b, &h, "/audit/log?action=auth.login").await;
+    assert!(first.contains("200 événement(s), les plus anciens d'abord sur cette page"));
+    let at = first.find("rel=\"next\" href=\"").expect("next page") + 17;
+    let next = first[at..].split('"').next().unwrap().replace("&amp;", "&");
+    assert_eq!(
+        next,
+        format!("/audit/log?after={}&action=auth.login", logins[199].id)
+    );
+    let (_, second) = page(&b, &h, &next).await;
+    let rest = logins.len() - 200;
+    assert!(second.contains(&format!("{rest} événement(s)")), "{rest}");
+    assert!(second.contains("Première page") && !second.contains("rel=\"next\""));
+    assert!(!second.contains("audit.read"), "the filter is kept");
+}

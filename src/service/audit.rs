@@ -38,16 +38,23 @@ pub async fn record_read(
     Ok(ev.id)
 }
 
-/// Events matching `filter` (auditors only), oldest first, at most `filter.limit`.
-pub async fn events(
+/// One page of events matching `filter` (auditors only), oldest first: at most `limit` events
+/// with an id above `after`, and the id to pass as the next page's `after` (`None`: last page).
+pub async fn events_page(
     store: &Store,
     actor: &Actor,
     source_ip: Option<IpAddr>,
     params: &FilterParams,
     filter: &AuditFilter,
-) -> Result<Vec<AuditEvent>, ServiceError> {
-    record_read(store, actor, source_ip, "events", "html", params.to_json()).await?;
-    Ok(store.list_audit(filter).await?)
+    after: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<AuditEvent>, Option<i64>), ServiceError> {
+    let mut shown = params.to_json();
+    if let (Some(map), Some(after)) = (shown.as_object_mut(), after) {
+        map.insert("after".into(), after.into());
+    }
+    record_read(store, actor, source_ip, "events", "html", shown).await?;
+    Ok(store.audit_page(filter, after, limit).await?)
 }
 
 /// What the flows view is about: a resource (also one no longer configured: its history stays)

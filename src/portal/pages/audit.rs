@@ -8,7 +8,7 @@ use crate::audit::FilterParams;
 use crate::portal::extract::ClientIp;
 use crate::service::audit as audit_service;
 use crate::service::ServiceError;
-use crate::store::{AuditFilter, AuditVerification};
+use crate::store::AuditVerification;
 
 use crate::portal::auth::Role;
 use crate::portal::state::SharedState;
@@ -25,6 +25,9 @@ pub struct LogQuery {
     since: Option<String>,
     #[serde(default)]
     until: Option<String>,
+    /// The previous page's last event id.
+    #[serde(default)]
+    after: Option<String>,
 }
 
 /// A trimmed, non-empty form value.
@@ -93,20 +96,23 @@ pub async fn log(
         until: non_empty(&q.until),
         ..FilterParams::default()
     };
-    let (events, error) = match params.to_filter() {
-        Ok(filter) => {
-            let filter = AuditFilter {
-                limit: Some(audit_service::PAGE_SIZE),
-                ..filter
-            };
-            match audit_service::events(&state.store, &session.actor, Some(ip), &params, &filter)
-                .await
-            {
-                Ok(events) => (events, None),
-                Err(e) => (Vec::new(), Some(inline_error(lang, e)?)),
-            }
-        }
-        Err(e) => (Vec::new(), Some(e.to_string())),
+    let after = non_empty(&q.after).and_then(|a| a.parse::<i64>().ok());
+    let (events, next, error) = match params.to_filter() {
+        Ok(filter) => match audit_service::events_page(
+            &state.store,
+            &session.actor,
+            Some(ip),
+            &params,
+            &filter,
+            after,
+            audit_service::PAGE_SIZE,
+        )
+        .await
+        {
+            Ok((events, next)) => (events, next, None),
+            Err(e) => (Vec::new(), None, Some(inline_error(lang, e)?)),
+        },
+        Err(e) => (Vec::new(), None, Some(e.to_string())),
     };
     // A chain that cannot be checked (checkpoint file unreadable…) is said; the log still shows.
     let chain = audit_service::verify(&state.store, &state.config, &session.actor).await;
@@ -144,9 +150,7 @@ pub async fn log(
             table {
                 caption.muted {
                     (events.len()) " " (lang.t("événement(s), les plus anciens d'abord", "event(s), oldest first"))
-                    @if events.len() as i64 >= audit_service::PAGE_SIZE {
-                        " — " (lang.t("les suivants sont dans l'export", "the rest are in the export"))
-                    }
+                    @if after.is_some() || next.is_some() { " " (lang.t("sur cette page", "on this page")) }
                 }
                 thead { tr {
                     th scope="col" { "#" }
@@ -166,6 +170,18 @@ pub async fn log(
                     td { (e.outcome.as_str()) }
                     td { code { (e.details.to_string()) } }
                 } } }
+            }
+        }
+        @if after.is_some() || next.is_some() {
+            nav.no-print aria-label=(lang.t("Pages du journal", "Log pages")) {
+                ul.pager {
+                    @if after.is_some() {
+                        li { a href=(format!("/audit/log?{}", export.trim_start_matches('&'))) { (lang.t("Première page", "First page")) } }
+                    }
+                    @if let Some(next) = next {
+                        li { a rel="next" href=(format!("/audit/log?after={next}{export}")) { (lang.t("Page suivante", "Next page")) } }
+                    }
+                }
             }
         }
     };
