@@ -126,14 +126,64 @@ pub(crate) async fn upsert_many(
             .bind(now);
     }
     query.execute(&mut *conn).await?;
-    Ok(rows.into_iter().map(|(u, _)| u).collect())
+    let stored: Vec<User> = rows.into_iter().map(|(u, _)| u).collect();
+    write_groups(conn, &stored).await?;
+    Ok(stored)
+}
+
+/// Rewrites the users' rows of `user_groups` (normalized DNs), which the device list's scope
+/// filter reads: one DELETE for all of them, then INSERTs of at most `MAX_PAIRS` rows each (a
+/// batch of logins shares them, like the users' upsert).
+async fn write_groups(conn: &mut AnyConnection, users: &[User]) -> Result<(), StoreError> {
+    /// Rows per INSERT: 2 parameters each, well under SQLite's 32,766 and PostgreSQL's 65,535.
+    const MAX_PAIRS: usize = 5_000;
+    if users.is_empty() {
+        return Ok(());
+    }
+    let placeholders: Vec<String> = (1..=users.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "DELETE FROM user_groups WHERE username IN ({})",
+        placeholders.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for user in users {
+        q = q.bind(user.username.clone());
+    }
+    q.execute(&mut *conn).await?;
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for user in users {
+        let dns: std::collections::BTreeSet<String> = user
+            .groups
+            .iter()
+            .map(|g| crate::directory::normalize_dn(g))
+            .collect();
+        pairs.extend(dns.into_iter().map(|dn| (user.username.clone(), dn)));
+    }
+    for chunk in pairs.chunks(MAX_PAIRS) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+            .collect();
+        let sql = format!(
+            "INSERT INTO user_groups (username, group_dn) VALUES {}",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (username, dn) in chunk {
+            q = q.bind(username.clone()).bind(dn.clone());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 impl Store {
     /// Inserts or refreshes a user from the directory (login, sync).
     pub async fn upsert_user(&self, user: &DirectoryUser) -> Result<User, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        upsert(&mut conn, user, self.now_ms()).await
+        // One transaction: the user row and its user_groups rows change together.
+        let mut tx = self.write_tx().await?;
+        let stored = upsert(&mut tx, user, self.now_ms()).await?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     /// A user by login name (any case).
