@@ -249,10 +249,6 @@ impl ControlPlane {
 
     /// `reconcile` with `publish_lock` already held.
     async fn reconcile_locked(&self) -> Result<usize, ControlError> {
-        let _probe = crate::directory::probe::Guard(
-            crate::directory::probe::RECONCILE,
-            std::time::Instant::now(),
-        );
         // Read the fingerprint first: a change racing with the computation shows up next poll.
         let version = self.store.devices_version().await.ok();
         let config = self.config.load_full();
@@ -349,9 +345,7 @@ impl ControlPlane {
             // Not (or no longer) a VPN user: rare, let the full computation decide.
             return self.publish_now().await;
         };
-        let t0 = std::time::Instant::now();
         let guard = self.publish_lock.lock().await;
-        crate::directory::probe::add(crate::directory::probe::PUBLISH_LOCK_WAIT, t0);
         // The old key first: it holds the same address, which the new peer takes over.
         if let Some(old) = replaced_key.filter(|k| *k != device.public_key) {
             self.sink.remove_peer_because(&old, EndReason::Rotated);

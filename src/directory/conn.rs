@@ -141,12 +141,10 @@ impl Pool {
 
     /// An idle live connection, or a new one (connected, TLS done, service bind done).
     async fn get(&self, fresh: bool) -> Result<Conn, DirectoryError> {
-        let t0 = std::time::Instant::now();
         let permit = Arc::clone(&self.open)
             .acquire_owned()
             .await
             .map_err(|_| DirectoryError::Unavailable("connection pool closed".into()))?;
-        super::probe::add(super::probe::LDAP_POOL_WAIT, t0);
         if !fresh {
             loop {
                 let next = self.idle.lock().pop();
@@ -159,9 +157,7 @@ impl Pool {
                 }
             }
         }
-        let t0 = std::time::Instant::now();
         let ldap = self.connect().await?;
-        super::probe::add(super::probe::LDAP_CONNECT, t0);
         Ok(Conn {
             ldap,
             _permit: permit,
@@ -211,8 +207,6 @@ impl Pool {
         attrs: &[&str],
         size_limit: i32,
     ) -> Result<(Vec<SearchEntry>, u32), DirectoryError> {
-        let t0 = std::time::Instant::now();
-        let _probe = Probe(super::probe::LDAP_SEARCH, t0);
         let mut fresh = false;
         loop {
             let mut conn = self.get(fresh).await?;
@@ -247,7 +241,6 @@ impl Pool {
         dn: &str,
         password: &str,
     ) -> Result<bool, DirectoryError> {
-        let _probe = Probe(super::probe::LDAP_BIND, std::time::Instant::now());
         let mut fresh = false;
         loop {
             let mut conn = self.get(fresh).await?;
@@ -277,12 +270,5 @@ impl Pool {
                 Err(e) => return Err(self.unavailable(&e)),
             }
         }
-    }
-}
-
-pub(crate) struct Probe(pub usize, pub std::time::Instant);
-impl Drop for Probe {
-    fn drop(&mut self) {
-        super::probe::add(self.0, self.1);
     }
 }

@@ -294,10 +294,7 @@ impl LdapDirectory {
         username: &str,
         password: &str,
     ) -> Result<DirectoryUser, DirectoryError> {
-        let t0 = std::time::Instant::now();
-        let found = self.find_user(username).await?;
-        super::probe::add(super::probe::AUTH_FIND_USER, t0);
-        let Some(entry) = found else {
+        let Some(entry) = self.find_user(username).await? else {
             // Spend the bind round trip a real user would cost, so that response time does not
             // tell an unknown login from a wrong password. The DN cannot exist: it is not under
             // any RDN the seed or a directory uses, and its result is ignored.
@@ -314,7 +311,6 @@ impl LdapDirectory {
         if !self.binds.check_password(&entry.dn, password).await? {
             return Err(DirectoryError::InvalidCredentials);
         }
-        let _p = super::conn::Probe(super::probe::AUTH_GROUPS, std::time::Instant::now());
         self.user_from_entry(entry, username, true).await
     }
 

@@ -24,7 +24,6 @@ mod cache;
 mod conn;
 pub mod filter;
 mod ldap;
-pub mod probe;
 
 pub use crate::dn::{normalize_dn, Dn, DnError};
 pub use filter::escape_filter_value;

@@ -130,31 +130,25 @@ pub async fn enrol(
     deps: &EnrolDeps<'_>,
     input: EnrolInput<'_>,
 ) -> Result<DeviceConfig, ServiceError> {
-    use crate::directory::probe;
-    let _ptotal = probe::Guard(probe::ENROL_TOTAL, std::time::Instant::now());
     let gateway_key = deps.publisher.gateway_public_key();
     let key = parse_public_key(input.public_key, &gateway_key)?;
     check_hostname(input.hostname)?;
     if input.code.trim().is_empty() || input.code.len() > 128 {
         return Err(ServiceError::InvalidCode);
     }
-    let t0 = std::time::Instant::now();
     let user = authenticate(
         deps.directory,
         deps.deadline,
         input.username,
         input.password,
     )
-    .await;
-    probe::add(probe::ENROL_AUTH, t0);
-    let user = user?;
+    .await?;
     if user.disabled {
         return Err(ServiceError::AccountDisabled);
     }
     if !Actor::resolve(&deps.config.roles, &user.username, &user.groups).has(Role::VpnUser) {
         return Err(ServiceError::NotVpnUser);
     }
-    let t0 = std::time::Instant::now();
     let enrolled = deps
         .store
         .enrol(
@@ -171,14 +165,10 @@ pub async fn enrol(
                 Some(input.source_ip.to_string()),
             ),
         )
-        .await;
-    probe::add(probe::ENROL_STORE, t0);
-    let enrolled = enrolled?;
-    let t0 = std::time::Instant::now();
+        .await?;
     deps.publisher
         .publish_device(&enrolled.device, &user.groups, None)
         .await;
-    probe::add(probe::ENROL_PUBLISH, t0);
     let mut cfg = device_config(deps.config, &gateway_key, &enrolled.device, &user.groups);
     cfg.device_token = Some(enrolled.token);
     Ok(cfg)

@@ -117,9 +117,6 @@ async fn apply_one(store: &Store, write: &Write) -> Reply {
 /// All `writes` in one writer transaction; each enrolment's own outcome (a refused one wrote
 /// nothing). `Err`: the transaction itself failed, nothing was written.
 async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreError> {
-    use crate::directory::probe;
-    let _pbatch = probe::Guard(probe::COMMIT_APPLY, std::time::Instant::now());
-    probe::count(probe::COMMIT_ITEMS, writes.len() as u64);
     let now = store.now_ms();
     let mut tx = store.write_tx().await?;
     let mut results = Vec::with_capacity(writes.len());
@@ -133,7 +130,6 @@ async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreErro
                 session,
                 audit: ev,
             } => {
-                let _pl = probe::Guard(probe::LOGIN_WRITES, std::time::Instant::now());
                 login_users.push(user);
                 sessions.push(session);
                 audit::append(&mut tx, now, ev).await?;
@@ -144,7 +140,6 @@ async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreErro
                 results.push(Ok(Done::Written));
             }
             Write::Enrol(e) => {
-                let _pe = probe::Guard(probe::ENROL_IN, std::time::Instant::now());
                 match enrol_check(&mut tx, store.backend, now, e, &mut addresses).await? {
                     Checked::Refused(refusal) => results.push(Err(refusal)),
                     Checked::Ready {

@@ -29,11 +29,8 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let _ptotal =
-        crate::directory::probe::Guard(crate::directory::probe::LOGIN_TOTAL, Instant::now());
     let username = req.username.trim().to_string();
     let device = state.cookies.read_device(&headers);
-    let t0 = Instant::now();
     if let Err(refusal) =
         state
             .limiter
@@ -41,12 +38,7 @@ pub async fn login(
     {
         return Err(too_many_attempts(&state, "login", &username, ip, refusal).await);
     }
-    crate::directory::probe::add(crate::directory::probe::LOGIN_LIMITER, t0);
-    let t0 = Instant::now();
-    let inner = login_inner(&state, &username, &req.password).await;
-    crate::directory::probe::add(crate::directory::probe::LOGIN_AUTH, t0);
-    let t0 = Instant::now();
-    let result = match inner {
+    let result = match login_inner(&state, &username, &req.password).await {
         // The user row, the session and its `auth.login` event are written together, in one
         // transaction shared with concurrent logins (store::group): one fsync for the batch.
         Ok((user, body)) => state
@@ -65,9 +57,6 @@ pub async fn login(
             .map_err(ApiError::from),
         Err(e) => Err(e),
     };
-    crate::directory::probe::add(crate::directory::probe::LOGIN_RECORD, t0);
-    let _pafter =
-        crate::directory::probe::Guard(crate::directory::probe::LOGIN_AFTER, Instant::now());
     state.metrics.login(result.is_ok());
     match &result {
         Ok(_) => state.limiter.record_success(&username),
