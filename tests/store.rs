@@ -31,6 +31,7 @@ both_backends!(
     failure_late_in_enrolment_rolls_everything_back,
     concurrent_enrolments_with_refusals_and_a_failure_each_get_their_own_answer,
     concurrent_logins_of_the_same_people_all_get_their_sessions,
+    an_enrolment_moves_the_devices_version_by_its_row_only,
 );
 
 async fn code_lifecycle_pending_to_redeemed_then_reuse_refused(db: Db) {
@@ -650,4 +651,27 @@ async fn concurrent_logins_of_the_same_people_all_get_their_sessions(db: Db) {
         .await
         .expect("list");
     assert_eq!(events.len(), N, "one auth.login event per login");
+}
+
+/// The control plane skips the full recomputation for a device it has just published when the
+/// devices table moved by that row only: an enrolment must move the table's version by exactly
+/// `with_new_device`, and nothing else must look like one.
+async fn an_enrolment_moves_the_devices_version_by_its_row_only(db: Db) {
+    let before = db.store.devices_version().await.expect("version");
+    let code = code_for(&db, "alice", "pc").await;
+    let e = enrol(&db, &code, &person("alice"), key(1), "100.64.0.0/24")
+        .await
+        .expect("enrol");
+    let after = db.store.devices_version().await.expect("version");
+    assert_ne!(after, before);
+    assert_eq!(after, before.with_new_device(e.device.id));
+    assert_eq!(after.max_id(), e.device.id);
+    // A second enrolment is not the first one again.
+    let code = code_for(&db, "bob", "pc").await;
+    let e2 = enrol(&db, &code, &person("bob"), key(2), "100.64.0.0/24")
+        .await
+        .expect("enrol");
+    let later = db.store.devices_version().await.expect("version");
+    assert_ne!(later, after.with_new_device(e.device.id));
+    assert_eq!(later, after.with_new_device(e2.device.id));
 }
