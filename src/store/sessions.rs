@@ -70,24 +70,10 @@ pub(crate) async fn insert_sessions(
     if sessions.is_empty() {
         return Ok(());
     }
-    let mut sql = String::from(
-        "INSERT INTO web_sessions (id_hash, username, roles, created_at, last_seen, expires_at) VALUES ",
+    let sql = format!(
+        "INSERT INTO web_sessions (id_hash, username, roles, created_at, last_seen, expires_at) VALUES {}",
+        super::row_placeholders(sessions.len(), PER_ROW)
     );
-    for i in 0..sessions.len() {
-        let b = i * PER_ROW;
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${})",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5,
-            b + 6
-        ));
-    }
     let mut query = sqlx::query(&sql);
     for session in sessions {
         let roles = serde_json::to_string(&session.roles)

@@ -92,24 +92,10 @@ pub(crate) async fn upsert_many(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let mut sql = String::from(
-        "INSERT INTO users (username, dn, display_name, groups, disabled, last_sync) VALUES ",
+    let mut sql = format!(
+        "INSERT INTO users (username, dn, display_name, groups, disabled, last_sync) VALUES {}",
+        super::row_placeholders(rows.len(), PER_ROW)
     );
-    for i in 0..rows.len() {
-        let b = i * PER_ROW;
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${})",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5,
-            b + 6
-        ));
-    }
     sql.push_str(
         " ON CONFLICT (username) DO UPDATE SET dn = excluded.dn, display_name = excluded.display_name, \
          groups = excluded.groups, disabled = excluded.disabled, last_sync = excluded.last_sync, \
@@ -160,12 +146,9 @@ async fn write_groups(conn: &mut AnyConnection, users: &[User]) -> Result<(), St
         pairs.extend(dns.into_iter().map(|dn| (user.username.clone(), dn)));
     }
     for chunk in pairs.chunks(MAX_PAIRS) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-            .collect();
         let sql = format!(
             "INSERT INTO user_groups (username, group_dn) VALUES {}",
-            values.join(", ")
+            super::row_placeholders(chunk.len(), 2)
         );
         let mut q = sqlx::query(&sql);
         for (username, dn) in chunk {
