@@ -18,7 +18,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::netns::{wait_for, Netns};
-use common::serve::{api, login, sesame, setup, World, APP_PORT, GW_PORT, METRICS, PAIE, RH, SYNC};
+use common::serve::{
+    api, audit_verify, login, sesame, setup, World, APP_PORT, GW_PORT, METRICS, PAIE, RH, SYNC,
+};
 use common::slapd::password_of;
 use common::wg::{genkey, WgPeer};
 use serde_json::json;
@@ -247,16 +249,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     let cps = std::fs::read_to_string(w.dir.path().join("audit-checkpoints.jsonl")).unwrap();
     let shutdowns = cps.lines().filter(|l| l.contains(r#""reason":"shutdown""#));
     assert_eq!(shutdowns.count(), 2, "{cps}");
-    let out = sesame()
-        .args(["audit", "verify", "--config", w.config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    audit_verify(&w.config);
 }
 
 /// A 100 pings/s probe from the laptop, started before an action: tells when the last echo

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use common::netns::wait_for;
 use common::serve::{
-    api, audit_events, enrol, login, of_action, sesame, setup_with, APP_PORT, GW_PORT, METRICS,
-    PAIE, RH,
+    api, audit_events, audit_verify, enrol, login, of_action, setup_with, APP_PORT, GW_PORT,
+    METRICS, PAIE, RH,
 };
 use serde_json::{json, Value};
 
@@ -204,13 +204,5 @@ fn serve_audits_sessions_and_flows_of_a_real_tunnel() {
     assert!(of_action(&events, "flow.allowed")
         .iter()
         .any(|e| e["actor"] == "sbernard" && e["details"]["resource"] == "rh"));
-    let out = sesame()
-        .args(["audit", "verify", "--config", w.config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    audit_verify(&w.config);
 }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::netns::{unique, wait_for, Netns, Proc, ThreadNetns};
+/// Re-exported: tests name it from here too.
+pub use super::netns::ThreadNetns;
+use super::netns::{unique, wait_for, Netns, Proc};
 use super::postgres::PgCluster;
 use super::slapd::{password_of, Slapd};
 use super::wg::WgPeer;
@@ -384,6 +386,20 @@ pub fn audit_events(config: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// `sesame audit verify`: the chain is intact and matches its signed checkpoints.
+pub fn audit_verify(config: &Path) {
+    let out = sesame()
+        .args(["audit", "verify", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn of_action<'a>(events: &'a [Value], action: &str) -> Vec<&'a Value> {
