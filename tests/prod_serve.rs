@@ -8,6 +8,8 @@
 mod common {
     pub mod curl;
     pub mod netns;
+    pub mod postgres;
+    pub mod serve;
     pub mod slapd;
     pub mod traffic;
     pub mod wg;
@@ -21,6 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::netns::{unique, wait_for, Proc, ThreadNetns};
+use common::serve::audit_events;
 use common::slapd::{password_of, Slapd};
 use common::traffic::SteadyPing;
 use common::wg::WgPeer;
@@ -449,29 +452,11 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
 
     // Both reloads are audited, the applied one with what changed (read with the fixed file).
     std::fs::write(&config, config_text(&state, &tun, &directory, &grant_rh())).unwrap();
-    let out = Command::new(sesame)
-        .args([
-            "audit",
-            "export",
-            "--config",
-            config.to_str().unwrap(),
-            "--format",
-            "jsonl",
-        ])
-        .output()
-        .unwrap();
-    let export = String::from_utf8(out.stdout).unwrap();
-    let events: Vec<Value> = export
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|e: &Value| e["action"] == "config.reloaded")
+    let events: Vec<Value> = audit_events(&config)
+        .into_iter()
+        .filter(|e| e["action"] == "config.reloaded")
         .collect();
-    assert_eq!(
-        events.len(),
-        2,
-        "{export}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(events[0]["outcome"], "success");
     assert_eq!(events[0]["details"]["resources_added"], json!(["rh"]));
     assert_eq!(events[0]["details"]["grants_changed"], json!([PAIE_GROUP]));

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use common::netns::{wait_for, Netns};
 use common::serve::{
-    api, audit_verify, login, sesame, setup, World, APP_PORT, GW_PORT, METRICS, PAIE, RH, SYNC,
+    api, audit_verify, enrol, login, sesame, setup, World, APP_PORT, GW_PORT, METRICS, PAIE, RH,
+    SYNC,
 };
 use common::slapd::password_of;
 use common::wg::{genkey, WgPeer};
@@ -77,24 +78,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     assert!(!w.reaches(RH), "ungranted resource reachable");
 
     // A second laptop, Sophie's (HR): enrolled the same way, reaches RH.
-    let (st, v) = api(
-        "POST",
-        "/api/v1/enrolment-codes",
-        Some(&json!({"username": "sbernard", "device_name": "portable-sophie"})),
-        Some(&it_jar),
-        None,
-    );
-    assert_eq!(st, 201, "{v}");
-    let (st, cfg2) = api(
-        "POST",
-        "/api/v1/enrol",
-        Some(
-            &json!({"code": v["code"], "username": "sbernard", "password": password_of("sbernard"), "public_key": w.wg2().key.public, "hostname": "pc-sophie"}),
-        ),
-        None,
-        None,
-    );
-    assert_eq!(st, 201, "{cfg2}");
+    let cfg2 = enrol(&it_jar, "sbernard", "portable-sophie", &w.wg2().key.public);
     assert_eq!(cfg2["tunnel_address"], "100.64.0.3");
     assert_eq!(cfg2["allowed_ips"], json!([format!("{RH}/32")]));
     w.wg2().set_peer(
@@ -325,24 +309,7 @@ fn serve_refuses_a_config_without_directory() {
 fn enrol_stock_laptop(w: &World, uid: &str, peer: &WgPeer, ns: &Netns, endpoint: &str) -> String {
     let jar = w.dir.path().join("it-stock.cookies");
     login(&jar, "tleroux");
-    let (st, v) = api(
-        "POST",
-        "/api/v1/enrolment-codes",
-        Some(&json!({"username": uid, "device_name": format!("portable-{uid}")})),
-        Some(&jar),
-        None,
-    );
-    assert_eq!(st, 201, "{v}");
-    let (st, cfg) = api(
-        "POST",
-        "/api/v1/enrol",
-        Some(
-            &json!({"code": v["code"], "username": uid, "password": password_of(uid), "public_key": peer.key.public, "hostname": format!("pc-{uid}")}),
-        ),
-        None,
-        None,
-    );
-    assert_eq!(st, 201, "{cfg}");
+    let cfg = enrol(&jar, uid, &format!("portable-{uid}"), &peer.key.public);
     peer.set_peer(ns, &w.gateway_public, endpoint, &[&format!("{PAIE}/32")], 0);
     cfg["device_token"].as_str().unwrap().to_string()
 }
