@@ -9,6 +9,7 @@
 
 mod common {
     pub mod curl;
+    pub mod metrics;
     pub mod netns;
     pub mod postgres;
     pub mod serve;
@@ -18,10 +19,10 @@ mod common {
     pub mod world;
 }
 
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::metrics;
 use common::netns::wait_for;
 use common::serve::{
     api, audit_verify, enrol, login, Builder, World, APP_PORT, METRICS, PAIE, ROLES,
@@ -58,23 +59,7 @@ fn window() -> u64 {
 
 /// One metric's value from the metrics listener, summed over its labels (0 when absent).
 fn metric(name: &str) -> f64 {
-    let out = Command::new("curl")
-        .args(["-s", "-m", "5", METRICS])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => panic!("{name}: not a single value"),
-        })
-        .sum()
+    metrics::total(&metrics::scrape(METRICS), name)
 }
 
 fn now_secs() -> f64 {

@@ -7,6 +7,7 @@
 
 mod common {
     pub mod curl;
+    pub mod metrics;
     pub mod netns;
     pub mod postgres;
     pub mod serve;
@@ -22,6 +23,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::metrics;
 use common::netns::{unique, wait_for, Proc, ThreadNetns};
 use common::serve::audit_events;
 use common::slapd::{password_of, Slapd};
@@ -42,30 +44,13 @@ fn api(method: &str, path: &str, body: Option<&Value>, jar: Option<&Path>) -> (u
 }
 
 /// A metrics scrape, parsed by a Prometheus text-format parser.
-fn scrape() -> prometheus_parse::Scrape {
-    let out = Command::new("curl")
-        .args(["-s", "-m", "10", METRICS])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("sesame_"), "no metrics: {text:?}");
-    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
+fn scrape() -> metrics::Scrape {
+    metrics::scrape(METRICS)
 }
 
 /// The value of a sample (counter, gauge or untyped) with these labels; 0 when absent.
-fn sample(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    s.samples
-        .iter()
-        .filter(|x| x.metric == name)
-        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
-        .map(|x| match x.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => panic!("{name} is not a single value"),
-        })
-        .next()
-        .unwrap_or(0.0)
+fn sample(s: &metrics::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics::value(s, name, labels).unwrap_or(0.0)
 }
 
 fn chown(path: &Path, mode: u32) {
