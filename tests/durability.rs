@@ -130,9 +130,9 @@ impl Load<'_> {
             };
             match victim {
                 Some(id) => {
-                    let (st, v) = self
-                        .c
-                        .api("DELETE", &format!("/api/v1/devices/{id}"), None, Some(&jar));
+                    let (st, v) =
+                        self.c
+                            .api("DELETE", &format!("/api/v1/devices/{id}"), None, Some(&jar));
                     let mut l = self.ledger.lock().unwrap();
                     *l.statuses.entry(st).or_default() += 1;
                     match st {
@@ -345,10 +345,16 @@ fn crash_during_enrolments_and_revocations(backend: Backend) {
     let completed = targets("enrol.completed");
     let revoked = targets("device.revoked");
     for id in ledger.enrolled.keys() {
-        assert!(completed.contains(&format!("device:{id}")), "no enrol.completed for {id}");
+        assert!(
+            completed.contains(&format!("device:{id}")),
+            "no enrol.completed for {id}"
+        );
     }
     for id in &ledger.revoked {
-        assert!(revoked.contains(&format!("device:{id}")), "no device.revoked for {id}");
+        assert!(
+            revoked.contains(&format!("device:{id}")),
+            "no device.revoked for {id}"
+        );
     }
     eprintln!("{backend:?}: checked in {:?} in all", started.elapsed());
 }
