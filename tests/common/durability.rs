@@ -47,6 +47,11 @@ impl Crashable {
     /// The namespace, slapd, the database, the keys and the config; serve started and ready.
     /// The calling thread stays in the namespace (threads it spawns too) until the drop.
     pub fn start(backend: Backend) -> Crashable {
+        Self::start_with(backend, "")
+    }
+
+    /// As [`Self::start`], with `portal_keys` added to the `[portal]` section.
+    pub fn start_with(backend: Backend, portal_keys: &str) -> Crashable {
         let dir = tempfile::tempdir().expect("tempdir");
         let ns = Netns::new("sxd");
         let in_ns = ThreadNetns::enter(&ns);
@@ -72,6 +77,7 @@ impl Crashable {
 [portal]
 listen = "127.0.0.1:8080"
 public_url = "{PORTAL}"
+{portal_keys}
 
 [gateway]
 listen = "127.0.0.1:51820"
@@ -164,6 +170,16 @@ resources = ["paie"]
             start,
             self.log()
         );
+    }
+
+    /// The process id of the running serve.
+    pub fn serve_pid(&self) -> u32 {
+        let serve = self.serve.lock().unwrap_or_else(|e| e.into_inner());
+        serve
+            .as_ref()
+            .and_then(|p| p.child.as_ref())
+            .expect("serve runs")
+            .id()
     }
 
     /// SIGKILL, no warning: whatever was in flight is cut.
