@@ -334,7 +334,7 @@ fn crash_during_enrolments_and_revocations(backend: Backend) {
     // The audit chain verifies, and every acknowledged change is in it.
     let (ok, out) = c.audit_verify();
     assert!(ok, "audit verify failed after {kills} kills: {out}");
-    let events = c.audit_events();
+    let events = common::serve::audit_events(&c.config);
     let targets = |action: &str| -> HashSet<String> {
         events
             .iter()

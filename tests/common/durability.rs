@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -37,7 +37,7 @@ pub struct Crashable {
 }
 
 fn sesame(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sesame"))
+    super::serve::sesame()
         .args(args)
         .output()
         .expect("run sesame")
@@ -256,26 +256,5 @@ resources = ["paie"]
                 String::from_utf8_lossy(&out.stderr)
             ),
         )
-    }
-
-    /// The audit log as `sesame audit export --format jsonl` prints it.
-    pub fn audit_events(&self) -> Vec<Value> {
-        let out = sesame(&[
-            "audit",
-            "export",
-            "--config",
-            self.config_str(),
-            "--format",
-            "jsonl",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("one JSON event per line"))
-            .collect()
     }
 }
