@@ -17,7 +17,7 @@ mod common {
 }
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -85,7 +85,7 @@ struct Load<'a> {
 }
 
 impl Load<'_> {
-    fn login(&self, jar: &PathBuf) {
+    fn login(&self, jar: &Path) {
         let _ = std::fs::remove_file(jar);
         let (st, v) = self.c.api(
             "POST",
@@ -174,7 +174,7 @@ impl Load<'_> {
     }
 }
 
-fn devices(c: &Crashable, jar: &PathBuf) -> HashMap<i64, Value> {
+fn devices(c: &Crashable, jar: &Path) -> HashMap<i64, Value> {
     let (st, v) = c.api("GET", "/api/v1/devices", None, Some(jar));
     assert_eq!(st, 200, "{v}");
     v.as_array()
