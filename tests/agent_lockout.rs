@@ -12,6 +12,7 @@ mod common {
     pub mod serve;
     pub mod slapd;
     pub mod wg;
+    pub mod world;
 }
 mod agent_common;
 

@@ -17,6 +17,7 @@ mod common {
     pub mod serve;
     pub mod slapd;
     pub mod wg;
+    pub mod world;
 }
 
 use std::collections::BTreeMap;

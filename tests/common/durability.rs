@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::netns::ThreadNetns;
 use super::netns::{unique, wait_for, Netns, Proc};
 use super::postgres::{self, PgDatabase};
-use super::serve::ThreadNetns;
 use super::slapd::Slapd;
 
 pub const PORTAL: &str = "http://127.0.0.1:8080";
@@ -243,18 +243,5 @@ resources = ["paie"]
             .collect();
         assert_eq!(codes.len(), rows.len(), "{text}");
         codes
-    }
-
-    /// `sesame audit verify --config`: (exit 0, stdout + stderr).
-    pub fn audit_verify(&self) -> (bool, String) {
-        let out = sesame(&["audit", "verify", "--config", self.config_str()]);
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
     }
 }
