@@ -202,6 +202,9 @@ resources = ["paie"]
 EOF
 }
 
+# `sesame enrol-code create --csv` takes at most this many rows per file.
+CODES_PER_FILE=2000
+
 RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 
@@ -223,14 +226,27 @@ run_backend() { # LABEL DATABASE_URL
     cat "$log" >&2
     exit 1
   fi
-  # Enrolment codes in bulk (one CSV, one transaction), round-robin over the bench users.
-  {
-    echo "user,device"
-    for i in $(seq 1 "$CODES"); do printf 'bench%04d,laptop-%d\n' $(((i - 1) % USERS + 1)) "$i"; done
-  } >"$WORK/codes-in-$label.csv"
-  local t0=$SECONDS
-  nsx "$SESAME" enrol-code create --config "$cfg" --csv "$WORK/codes-in-$label.csv" --ttl 24h \
-    >"$WORK/codes-$label.csv" 2>"$WORK/codes-$label.err"
+  # Enrolment codes in bulk, round-robin over the bench users: CSV files of at most
+  # CODES_PER_FILE rows (the limit of `enrol-code create --csv`), one transaction each, their
+  # outputs joined under one header.
+  local t0=$SECONDS first
+  : >"$WORK/codes-$label.csv"
+  for ((first = 1; first <= CODES; first += CODES_PER_FILE)); do
+    {
+      echo "user,device"
+      for ((i = first; i < first + CODES_PER_FILE && i <= CODES; i++)); do
+        printf 'bench%04d,laptop-%d\n' $(((i - 1) % USERS + 1)) "$i"
+      done
+    } >"$WORK/codes-in-$label.csv"
+    if ! nsx "$SESAME" enrol-code create --config "$cfg" --csv "$WORK/codes-in-$label.csv" --ttl 24h \
+      >"$WORK/codes-part.csv" 2>"$WORK/codes-$label.err"; then
+      echo "portal.sh: [$label] enrol-code create failed:" >&2
+      cat "$WORK/codes-$label.err" >&2
+      exit 1
+    fi
+    if ((first == 1)); then cat "$WORK/codes-part.csv"; else tail -n +2 "$WORK/codes-part.csv"; fi \
+      >>"$WORK/codes-$label.csv"
+  done
   echo "portal.sh: [$label] $CODES enrolment codes created in $((SECONDS - t0)) s" >&2
 
   # slapd's raw bind rate in the same run and namespace: the mark for logins (≥ 25 % of it).

@@ -544,3 +544,52 @@ async fn lockout_after_failures_is_not_a_disabled_account() {
         Err(DirectoryError::InvalidCredentials)
     ));
 }
+
+#[tokio::test]
+async fn logins_reuse_nested_groups_briefly_and_see_direct_changes_at_once() {
+    let s = Slapd::start();
+    let d = directory(&s);
+    let nested = groups(&[
+        "gestionnaires-paie",
+        "gestionnaires-paie-dsden",
+        "personnels-administratifs",
+    ]);
+    // fnoel: gestionnaires-paie-dsden ⊂ gestionnaires-paie ⊂ personnels-administratifs.
+    assert_eq!(login(&d, "fnoel").await.groups, nested);
+    // A change two levels up (fnoel's memberOf is unchanged): the next login within the
+    // minute reuses the groups it resolved...
+    s.remove_from_group(&group_dn("gestionnaires-paie"), "personnels-administratifs");
+    assert_eq!(login(&d, "fnoel").await.groups, nested, "reused");
+    // ...a lookup (directory sync, role refresh) always reads them, and refreshes the cache.
+    let fresh = groups(&["gestionnaires-paie", "gestionnaires-paie-dsden"]);
+    let looked_up = d.lookup("fnoel").await.expect("lookup").expect("found");
+    assert_eq!(looked_up.groups, fresh);
+    assert_eq!(
+        login(&d, "fnoel").await.groups,
+        fresh,
+        "refreshed by the lookup"
+    );
+    // A direct membership change shows in memberOf, read by every login: seen at once.
+    s.add_to_group("fnoel", "dsi");
+    let mut with_dsi = groups(&["dsi", "gestionnaires-paie", "gestionnaires-paie-dsden"]);
+    with_dsi.sort_by_key(|g| g.to_lowercase());
+    assert_eq!(login(&d, "fnoel").await.groups, with_dsi);
+
+    // The reuse never outlives sync_interval (capped at 60 s).
+    let mut cfg = s.directory_config();
+    cfg.sync_interval = Duration::from_millis(300);
+    let short = LdapDirectory::new(&cfg).expect("directory");
+    assert_eq!(login(&short, "jmartin").await.groups, fresh);
+    s.add_to_group(&group_dn("gestionnaires-paie"), "personnels-administratifs");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        login(&short, "jmartin").await.groups,
+        nested,
+        "expired: read again"
+    );
+    // The password is still checked on every login, cached groups or not.
+    assert!(matches!(
+        short.authenticate("jmartin", "wrong-password").await,
+        Err(DirectoryError::InvalidCredentials)
+    ));
+}

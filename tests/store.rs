@@ -30,6 +30,8 @@ both_backends!(
     concurrent_enrolments_get_distinct_addresses_and_one_chain,
     failure_late_in_enrolment_rolls_everything_back,
     concurrent_enrolments_with_refusals_and_a_failure_each_get_their_own_answer,
+    concurrent_logins_of_the_same_people_all_get_their_sessions,
+    an_enrolment_moves_the_devices_version_by_its_row_only,
 );
 
 async fn code_lifecycle_pending_to_redeemed_then_reuse_refused(db: Db) {
@@ -598,4 +600,78 @@ async fn every_postgres_table_and_column_is_commented() {
         .await
         .expect("query catalog");
     assert_eq!(missing, ["users.probe"]);
+}
+
+/// Concurrent logins are written by the group committer, users and sessions one statement per
+/// batch: the same person logging in several times in one batch (PostgreSQL refuses to update
+/// a row twice in one statement) still gets every session, and one user row.
+async fn concurrent_logins_of_the_same_people_all_get_their_sessions(db: Db) {
+    const N: usize = 30;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let store = db.store.clone();
+        tasks.spawn(async move {
+            // Three people, ten logins each, interleaved.
+            let name = format!("agent{}", i % 3);
+            let mut user = person(&name);
+            user.display_name = format!("Agent {i}");
+            let session = sesame::store::NewSession {
+                username: name.clone(),
+                roles: vec!["vpn_user".into()],
+                ttl: HOUR,
+            };
+            let r = store.record_login(&user, &session, login_event(i)).await;
+            (name, r)
+        });
+    }
+    let mut tokens = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (name, r) = joined.expect("task");
+        let (token, _) = r.unwrap_or_else(|e| panic!("login of {name}: {e}"));
+        tokens.push((name, token));
+    }
+    assert_eq!(tokens.len(), N);
+    for (name, token) in &tokens {
+        let s = db
+            .store
+            .session(token)
+            .await
+            .expect("read")
+            .expect("session stored");
+        assert_eq!(&s.username, name);
+    }
+    for i in 0..3 {
+        let name = format!("agent{i}");
+        let u = db.store.user(&name).await.expect("read").expect("user row");
+        assert!(u.display_name.starts_with("Agent "), "{}", u.display_name);
+    }
+    let events = db
+        .store
+        .list_audit(&AuditFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(events.len(), N, "one auth.login event per login");
+}
+
+/// The control plane skips the full recomputation for a device it has just published when the
+/// devices table moved by that row only: an enrolment must move the table's version by exactly
+/// `with_new_device`, and nothing else must look like one.
+async fn an_enrolment_moves_the_devices_version_by_its_row_only(db: Db) {
+    let before = db.store.devices_version().await.expect("version");
+    let code = code_for(&db, "alice", "pc").await;
+    let e = enrol(&db, &code, &person("alice"), key(1), "100.64.0.0/24")
+        .await
+        .expect("enrol");
+    let after = db.store.devices_version().await.expect("version");
+    assert_ne!(after, before);
+    assert_eq!(after, before.with_new_device(e.device.id));
+    assert_eq!(after.max_id(), e.device.id);
+    // A second enrolment is not the first one again.
+    let code = code_for(&db, "bob", "pc").await;
+    let e2 = enrol(&db, &code, &person("bob"), key(2), "100.64.0.0/24")
+        .await
+        .expect("enrol");
+    let later = db.store.devices_version().await.expect("version");
+    assert_ne!(later, after.with_new_device(e.device.id));
+    assert_eq!(later, after.with_new_device(e2.device.id));
 }

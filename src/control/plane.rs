@@ -51,6 +51,8 @@ pub struct ControlPlane {
     last: parking_lot::Mutex<Option<Vec<DesiredPeer>>>,
     /// Fingerprint of the devices table at the last successful computation.
     version: parking_lot::Mutex<Option<DevicesVersion>>,
+    /// The highest device id the last full reconcile read (a device above it was not in it).
+    reconciled_max_id: std::sync::atomic::AtomicI64,
     /// `publish_now` calls so far, and how many of them a finished reconcile covered: a
     /// reconcile that started after a caller's request saw that caller's committed write.
     requested: AtomicU64,
@@ -77,6 +79,7 @@ impl ControlPlane {
             publications: AtomicU64::new(0),
             last: parking_lot::Mutex::new(None),
             version: parking_lot::Mutex::new(None),
+            reconciled_max_id: std::sync::atomic::AtomicI64::new(i64::MAX),
             requested: AtomicU64::new(0),
             covered: AtomicU64::new(0),
             cache: std::sync::OnceLock::new(),
@@ -269,6 +272,8 @@ impl ControlPlane {
                     self.publications.fetch_add(1, Ordering::Relaxed);
                 }
                 drop(last);
+                self.reconciled_max_id
+                    .store(version.map_or(i64::MAX, |v| v.max_id()), Ordering::SeqCst);
                 *self.version.lock() = version;
                 if self.stale.swap(false, Ordering::Relaxed) {
                     tracing::info!(peers = n, "peer set reconciled after an outage");
@@ -353,6 +358,16 @@ impl ControlPlane {
             if let Some(last) = self.last.lock().as_mut() {
                 last.retain(|p| p.public_key != peer.public_key);
                 last.push(peer);
+            }
+            // A new device the last reconcile did not read, now published: the devices table
+            // moved by this row only, so the next poll expects it rather than recomputing the
+            // whole set (O(devices), under the publication lock that every enrolment's publish
+            // waits for) once a second during a burst of enrolments. Any other change (a
+            // revocation, a device from another process) still differs and is reconciled.
+            if replaced_key.is_none() && device.id > self.reconciled_max_id.load(Ordering::SeqCst) {
+                if let Some(v) = self.version.lock().as_mut() {
+                    *v = v.with_new_device(device.id);
+                }
             }
         }
         drop(guard);

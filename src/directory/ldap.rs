@@ -3,13 +3,16 @@
 //! Authentication is search-then-bind: the service account finds exactly one entry with the
 //! escaped login, then the password is checked by binding as that entry's DN on a separate
 //! connection. Groups are read with the service account (OpenLDAP: memberOf plus a member /
-//! uniqueMember search iterated to a fixed point; AD: the in-chain matching rule).
+//! uniqueMember search iterated to a fixed point; AD: the in-chain matching rule); a login
+//! reuses the groups resolved for the same entry and `memberOf` within a minute (`cache`), a
+//! lookup always reads them.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ldap3::{Scope, SearchEntry};
 
+use super::cache::{self, GroupCache};
 use super::conn::{self, Pool, RC_NO_SUCH_OBJECT, RC_SIZE_LIMIT, RC_SUCCESS};
 use super::filter::{ad_nested_groups_filter, member_filter, user_filter, validate_username};
 use super::{DirFuture, Directory, DirectoryError, DirectoryUser};
@@ -36,6 +39,8 @@ pub struct LdapDirectory {
     timeout: Duration,
     service: Pool,
     binds: Pool,
+    /// Nested groups resolved recently, reused by logins (see `cache`).
+    groups: GroupCache,
 }
 
 impl std::fmt::Debug for LdapDirectory {
@@ -103,6 +108,7 @@ impl LdapDirectory {
                 cfg.timeout,
             ),
             binds: Pool::new(&cfg.url, settings, None, cfg.timeout),
+            groups: GroupCache::new(cfg.sync_interval.min(cache::MAX_TTL)),
         })
     }
 
@@ -150,9 +156,13 @@ impl LdapDirectory {
     fn user_attrs(&self) -> &'static [&'static str] {
         match self.kind {
             DirectoryKind::OpenLdap => &["uid", "cn", "displayName", "memberOf", LOCKED_ATTR],
-            DirectoryKind::ActiveDirectory => {
-                &["sAMAccountName", "cn", "displayName", "userAccountControl"]
-            }
+            DirectoryKind::ActiveDirectory => &[
+                "sAMAccountName",
+                "cn",
+                "displayName",
+                "userAccountControl",
+                "memberOf",
+            ],
         }
     }
 
@@ -177,12 +187,29 @@ impl LdapDirectory {
         Ok(entries.pop())
     }
 
+    /// The user of `entry` with their groups: resolved in the directory, or (`reuse`: a login)
+    /// taken from the cache when resolved recently for the same `memberOf` (see `cache`).
     async fn user_from_entry(
         &self,
         entry: SearchEntry,
         typed: &str,
+        reuse: bool,
     ) -> Result<DirectoryUser, DirectoryError> {
         let mut user = describe_entry(self.kind, &entry, typed);
+        let key = dn_key(&entry.dn);
+        let mut member_of: Vec<String> = attr_values(&entry, "memberOf")
+            .iter()
+            .map(|g| dn_key(g))
+            .collect();
+        member_of.sort();
+        member_of.dedup();
+        if reuse {
+            if let Some(groups) = self.groups.get(&key, &member_of) {
+                user.groups = groups;
+                return Ok(user);
+            }
+        }
+        let started = Instant::now();
         user.groups = match self.kind {
             DirectoryKind::OpenLdap => {
                 self.openldap_groups(&entry.dn, attr_values(&entry, "memberOf"))
@@ -190,6 +217,8 @@ impl LdapDirectory {
             }
             DirectoryKind::ActiveDirectory => self.ad_groups(&entry.dn).await?,
         };
+        self.groups
+            .put(key, member_of, user.groups.clone(), started);
         Ok(user)
     }
 
@@ -282,12 +311,12 @@ impl LdapDirectory {
         if !self.binds.check_password(&entry.dn, password).await? {
             return Err(DirectoryError::InvalidCredentials);
         }
-        self.user_from_entry(entry, username).await
+        self.user_from_entry(entry, username, true).await
     }
 
     async fn lookup_inner(&self, username: &str) -> Result<Option<DirectoryUser>, DirectoryError> {
         match self.find_user(username).await? {
-            Some(entry) => Ok(Some(self.user_from_entry(entry, username).await?)),
+            Some(entry) => Ok(Some(self.user_from_entry(entry, username, false).await?)),
             None => Ok(None),
         }
     }

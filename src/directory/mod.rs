@@ -10,7 +10,9 @@
 //!   login and wrong password give the same `InvalidCredentials` (and cost the same bind).
 //! - groups: OpenLDAP memberOf plus member/uniqueMember searches under `group_base`, nested
 //!   groups followed to a fixed point (10 levels at most, cycles harmless); AD: the
-//!   in-chain matching rule. Group DNs are returned as the server writes them, sorted.
+//!   in-chain matching rule. Group DNs are returned as the server writes them, sorted. A login
+//!   reuses the groups resolved for the same entry less than `min(sync_interval, 60 s)` ago
+//!   while its `memberOf` is unchanged (`cache`); `lookup` (sync, role refresh) always reads.
 //! - disabled: OpenLDAP `pwdAccountLockedTime: 000001010000Z` (ppolicy permanent lock; a
 //!   lockout after failed binds is not "disabled"); AD `userAccountControl` bit 0x2.
 //! - TLS: ldaps:// or StartTLS, always verified; with `ca_file` only that CA is trusted,
@@ -18,6 +20,7 @@
 //!   each `authenticate`/`lookup` as a whole.
 //! - connections: pooled and reused (service searches; password binds), reopened when stale.
 
+mod cache;
 mod conn;
 pub mod filter;
 mod ldap;

@@ -102,6 +102,23 @@ pub struct DevicesVersion {
     last_restored: i64,
 }
 
+impl DevicesVersion {
+    /// The version once one more device row, `id`, was added and nothing else changed (an
+    /// enrolment whose peer this process has already published).
+    pub fn with_new_device(self, id: i64) -> DevicesVersion {
+        DevicesVersion {
+            count: self.count.saturating_add(1),
+            max_id: self.max_id.max(id),
+            ..self
+        }
+    }
+
+    /// The highest device id in the table.
+    pub fn max_id(&self) -> i64 {
+        self.max_id
+    }
+}
+
 /// The rules of a key rotation (`[devices]` and the portal's rate limit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Rotation {

@@ -9,7 +9,7 @@ use sqlx::AnyConnection;
 
 use super::audit;
 use super::codes::{self, CodeState};
-use super::devices::{self, Device};
+use super::devices::{self, Device, DeviceStatus};
 use super::users::{self, normalize_username};
 use super::{duration_ms, encode_key, hash_secret, random_token, Backend, Store, StoreError};
 use crate::audit::{Action, AuditContext, NewAuditEvent};
@@ -39,10 +39,66 @@ impl AddressPool {
 
     /// The lowest host address neither reserved nor in `used`.
     pub fn first_free(&self, used: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
-        self.network
-            .hosts()
-            .filter(|a| *a != self.network.network() && *a != self.network.broadcast())
+        self.first_free_after(used, None)
+    }
+
+    /// The lowest host address above `after` (all of them: `None`) neither reserved nor in
+    /// `used`. Network and broadcast addresses are never handed out (none at all in a /31 or
+    /// /32).
+    fn first_free_after(
+        &self,
+        used: &HashSet<Ipv4Addr>,
+        after: Option<Ipv4Addr>,
+    ) -> Option<Ipv4Addr> {
+        let first = u32::from(self.network.network()).checked_add(1)?;
+        let last = u32::from(self.network.broadcast()).checked_sub(1)?;
+        let start = match after {
+            Some(a) => u32::from(a).checked_add(1)?.max(first),
+            None => first,
+        };
+        (start..=last)
+            .map(Ipv4Addr::from)
             .find(|a| !self.reserved.contains(a) && !used.contains(a))
+    }
+}
+
+/// Tunnel addresses for the enrolments of ONE writer transaction: the used addresses are read
+/// once per transaction (a group-committed batch), not once per enrolment (that read is
+/// O(devices) and ran inside the serialised writer), and each address handed out is added, so
+/// the next one is searched from there. An enrolment rolled back after its allocation leaves a
+/// gap that the next transaction, reading the table again, fills.
+#[derive(Debug, Default)]
+pub(crate) struct Allocator {
+    /// The pool the set was read for, the addresses used, the last one handed out.
+    state: Option<(AddressPool, HashSet<Ipv4Addr>, Option<Ipv4Addr>)>,
+}
+
+impl Allocator {
+    /// The lowest free address of `pool` in this transaction, marked used.
+    async fn next(
+        &mut self,
+        tx: &mut AnyConnection,
+        backend: Backend,
+        pool: &AddressPool,
+    ) -> Result<Ipv4Addr, StoreError> {
+        let stale = self.state.as_ref().is_none_or(|(p, ..)| p != pool);
+        if stale {
+            let used = used_addresses(tx, backend).await?;
+            self.state = Some((pool.clone(), used, None));
+        }
+        let Some((_, used, last)) = self.state.as_mut() else {
+            return Err(StoreError::InvalidInput(
+                "address allocator not loaded".into(),
+            ));
+        };
+        let address =
+            pool.first_free_after(used, *last)
+                .ok_or(StoreError::AddressPoolExhausted {
+                    network: pool.network,
+                })?;
+        used.insert(address);
+        *last = Some(address);
+        Ok(address)
     }
 }
 
@@ -109,9 +165,9 @@ impl Store {
     /// issued for another user / already used / expired: distinct errors), checks the key is
     /// unused, allocates the lowest free address of `pool`, stores the user and the device, marks
     /// the code redeemed and appends `enrol.completed`. Any error leaves nothing written.
-    /// Concurrent enrolments are group-committed (one writer transaction, one fsync, a savepoint
-    /// each: one refused enrolment does not fail its neighbours); this returns once the device
-    /// is durable. Refusals are NOT audited here: the caller appends `enrol.rejected`.
+    /// Concurrent enrolments are group-committed (one writer transaction, one fsync; checks
+    /// before writes, so one refused enrolment does not fail its neighbours); this returns once
+    /// the device is durable. Refusals are NOT audited here: the caller appends `enrol.rejected`.
     pub async fn enrol(
         &self,
         req: &EnrolRequest<'_>,
@@ -142,36 +198,63 @@ impl Store {
     }
 }
 
-/// The enrolment's reads and writes inside the caller's writer transaction (the group
-/// committer wraps each one in a savepoint). An error means the caller must roll it back.
-pub(crate) async fn enrol_in(
+/// An enrolment after its checks, inside the writer transaction.
+#[derive(Debug)]
+pub(crate) enum Checked {
+    /// Refused (code unknown, for another user, used or expired; key in use; no address left):
+    /// nothing was written, the transaction goes on with the other enrolments.
+    Refused(StoreError),
+    /// Accepted: `enrol_write` creates it.
+    Ready {
+        device_name: String,
+        address: Ipv4Addr,
+    },
+}
+
+/// The enrolment's checks inside the caller's writer transaction: reads only, so a refusal
+/// needs no rollback (no savepoint either). `Err`: the transaction itself failed.
+pub(crate) async fn enrol_check(
     tx: &mut AnyConnection,
     backend: Backend,
     now: i64,
     w: &EnrolWrite,
-) -> Result<Enrolled, StoreError> {
-    let code = codes::fetch(&mut *tx, &w.code_hash, now)
-        .await?
-        .ok_or(StoreError::CodeNotFound)?;
+    addresses: &mut Allocator,
+) -> Result<Checked, StoreError> {
+    let Some(code) = codes::fetch(&mut *tx, &w.code_hash, now).await? else {
+        return Ok(Checked::Refused(StoreError::CodeNotFound));
+    };
     if code.username != w.username {
-        return Err(StoreError::CodeWrongUser);
+        return Ok(Checked::Refused(StoreError::CodeWrongUser));
     }
     match code.state {
         CodeState::Pending => {}
-        CodeState::Redeemed { .. } => return Err(StoreError::CodeAlreadyUsed),
-        CodeState::Expired => return Err(StoreError::CodeExpired),
+        CodeState::Redeemed { .. } => return Ok(Checked::Refused(StoreError::CodeAlreadyUsed)),
+        CodeState::Expired => return Ok(Checked::Refused(StoreError::CodeExpired)),
     }
     if devices::key_in_use(&mut *tx, &w.public_key).await? {
-        return Err(StoreError::PublicKeyInUse);
+        return Ok(Checked::Refused(StoreError::PublicKeyInUse));
     }
-    let address = w
-        .pool
-        .first_free(&used_addresses(&mut *tx, backend).await?)
-        .ok_or(StoreError::AddressPoolExhausted {
-            network: w.pool.network,
-        })?;
-    users::upsert(&mut *tx, &w.user, now).await?;
+    match addresses.next(&mut *tx, backend, &w.pool).await {
+        Ok(address) => Ok(Checked::Ready {
+            device_name: code.device_name,
+            address,
+        }),
+        Err(e @ StoreError::AddressPoolExhausted { .. }) => Ok(Checked::Refused(e)),
+        Err(e) => Err(e),
+    }
+}
 
+/// The writes of a checked enrolment: user, device, code redemption, `enrol.completed`. Any
+/// error leaves the transaction unusable: the caller rolls all of it back (the group committer
+/// then retries each of its items alone, so this one gets its own answer).
+pub(crate) async fn enrol_write(
+    tx: &mut AnyConnection,
+    now: i64,
+    w: &EnrolWrite,
+    device_name: String,
+    address: Ipv4Addr,
+) -> Result<Enrolled, StoreError> {
+    users::upsert(&mut *tx, &w.user, now).await?;
     let token = random_token();
     let expires_at = w.key_lifetime.map(|l| now.saturating_add(duration_ms(l)));
     let id: i64 = sqlx::query_scalar(
@@ -180,7 +263,7 @@ pub(crate) async fn enrol_in(
          VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8) RETURNING id",
     )
     .bind(&w.username)
-    .bind(&code.device_name)
+    .bind(&device_name)
     .bind(&w.hostname)
     .bind(encode_key(&w.public_key))
     .bind(address.to_string())
@@ -201,9 +284,23 @@ pub(crate) async fn enrol_in(
     if redeemed.rows_affected() != 1 {
         return Err(StoreError::CodeAlreadyUsed);
     }
-    let device = devices::by_id(&mut *tx, id)
-        .await?
-        .ok_or(StoreError::DeviceNotFound(id))?;
+    // The row just inserted, as written (not read back: one round trip less in the writer).
+    let device = Device {
+        id,
+        username: w.username.clone(),
+        name: device_name,
+        hostname: w.hostname.clone(),
+        public_key: w.public_key,
+        tunnel_address: address,
+        status: DeviceStatus::Active,
+        created_at: now,
+        rotated_at: None,
+        revoked_at: None,
+        revoke_reason: None,
+        expires_at,
+        suspended_at: None,
+        suspend_reason: None,
+    };
     audit::append(
         &mut *tx,
         now,
@@ -229,6 +326,24 @@ mod tests {
         AddressPool {
             network: net.parse().expect("net"),
             reserved: reserved.iter().map(|a| a.parse().expect("addr")).collect(),
+        }
+    }
+
+    #[test]
+    fn first_free_after_continues_above_and_tiny_networks_have_none() {
+        let p = pool("100.64.0.0/29", &["100.64.0.1"]);
+        let used: HashSet<Ipv4Addr> = ["100.64.0.4".parse().expect("addr")].into();
+        let after = |a: &str| p.first_free_after(&used, Some(a.parse().expect("addr")));
+        assert_eq!(after("100.64.0.2"), Some(Ipv4Addr::new(100, 64, 0, 3)));
+        assert_eq!(after("100.64.0.3"), Some(Ipv4Addr::new(100, 64, 0, 5)));
+        assert_eq!(
+            after("100.64.0.6"),
+            None,
+            "the broadcast is never handed out"
+        );
+        assert_eq!(after("10.0.0.1"), Some(Ipv4Addr::new(100, 64, 0, 2)));
+        for net in ["100.64.0.8/31", "100.64.0.9/32"] {
+            assert_eq!(pool(net, &[]).first_free(&HashSet::new()), None, "{net}");
         }
     }
 

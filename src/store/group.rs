@@ -7,16 +7,18 @@
 //! answers each caller: durability is unchanged (a caller returns only after the commit that
 //! holds its rows), the chain stays linear, and the fsync is shared by the batch. If a batch
 //! fails, its items are retried one transaction each, so one bad item never fails the others.
-//! An enrolment may be refused (code used, key in use…): each runs inside its own SAVEPOINT,
-//! rolled back alone, so a refusal answers its caller and its neighbours still commit.
+//! An enrolment may be refused (code used, key in use…): its checks are reads made before any
+//! of its writes, so a refusal writes nothing, answers its caller, and its neighbours still
+//! commit, without a savepoint (two round trips less each). A write that fails after its checks
+//! (a database error) fails the transaction, and the batch is retried one item per transaction.
 
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit;
-use super::enrol::{enrol_in, EnrolWrite, Enrolled};
-use super::sessions::{insert_session, WebSession};
+use super::enrol::{enrol_check, enrol_write, Allocator, Checked, EnrolWrite, Enrolled};
+use super::sessions::{insert_sessions, WebSession};
 use super::{users, Store, StoreError};
 use crate::audit::NewAuditEvent;
 use crate::directory::DirectoryUser;
@@ -112,12 +114,15 @@ async fn apply_one(store: &Store, write: &Write) -> Reply {
         .unwrap_or(Err(StoreError::Unavailable(sqlx::Error::WorkerCrashed)))
 }
 
-/// All `writes` in one writer transaction; each enrolment's own outcome (a refusal rolls
-/// back its savepoint only). `Err`: the transaction itself failed, nothing was written.
+/// All `writes` in one writer transaction; each enrolment's own outcome (a refused one wrote
+/// nothing). `Err`: the transaction itself failed, nothing was written.
 async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreError> {
     let now = store.now_ms();
     let mut tx = store.write_tx().await?;
     let mut results = Vec::with_capacity(writes.len());
+    let mut addresses = Allocator::default();
+    let mut sessions: Vec<&WebSession> = Vec::new();
+    let mut login_users: Vec<&DirectoryUser> = Vec::new();
     for w in writes {
         match w {
             Write::Login {
@@ -125,8 +130,8 @@ async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreErro
                 session,
                 audit: ev,
             } => {
-                users::upsert(&mut tx, user, now).await?;
-                insert_session(&mut tx, session).await?;
+                login_users.push(user);
+                sessions.push(session);
                 audit::append(&mut tx, now, ev).await?;
                 results.push(Ok(Done::Written));
             }
@@ -135,29 +140,23 @@ async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreErro
                 results.push(Ok(Done::Written));
             }
             Write::Enrol(e) => {
-                sqlx::query("SAVEPOINT enrol").execute(&mut *tx).await?;
-                match enrol_in(&mut tx, store.backend, now, e).await {
-                    Ok(enrolled) => {
-                        sqlx::query("RELEASE SAVEPOINT enrol")
-                            .execute(&mut *tx)
-                            .await?;
+                match enrol_check(&mut tx, store.backend, now, e, &mut addresses).await? {
+                    Checked::Refused(refusal) => results.push(Err(refusal)),
+                    Checked::Ready {
+                        device_name,
+                        address,
+                    } => {
+                        let enrolled = enrol_write(&mut tx, now, e, device_name, address).await?;
                         results.push(Ok(Done::Enrolled(Box::new(enrolled))));
-                    }
-                    Err(refused) => {
-                        // If the connection itself is broken this fails too: the batch is
-                        // then retried one transaction per item.
-                        sqlx::query("ROLLBACK TO SAVEPOINT enrol")
-                            .execute(&mut *tx)
-                            .await?;
-                        sqlx::query("RELEASE SAVEPOINT enrol")
-                            .execute(&mut *tx)
-                            .await?;
-                        results.push(Err(refused));
                     }
                 }
             }
         }
     }
+    // The batch's logins: users, then sessions, one statement each (SQLite allows 32,766
+    // parameters, PostgreSQL 65,535: a batch of MAX_BATCH logins needs 6 per row).
+    users::upsert_many(&mut tx, &login_users, now).await?;
+    insert_sessions(&mut tx, &sessions).await?;
     tx.commit().await?;
     Ok(results)
 }

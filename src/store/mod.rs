@@ -223,6 +223,20 @@ impl Clock for ManualClock {
 }
 
 /// Milliseconds in a duration, saturating.
+/// The numbered placeholders of a multi-row `VALUES` list: `($1, $2), ($3, $4)` for 2 rows of 2
+/// (the group committer writes a batch's rows with one statement).
+pub(crate) fn row_placeholders(rows: usize, per_row: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=per_row)
+                .map(|c| format!("${}", r * per_row + c))
+                .collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -488,6 +502,13 @@ pub fn encode_key(key: &[u8; 32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_placeholders_number_every_column_of_every_row() {
+        assert_eq!(row_placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(row_placeholders(1, 1), "($1)");
+        assert_eq!(row_placeholders(0, 6), "");
+    }
 
     #[test]
     fn sqlite_urls() {

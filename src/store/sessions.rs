@@ -60,25 +60,33 @@ pub(crate) fn new_session(new: &NewSession, now: i64) -> (String, WebSession) {
     (token, session)
 }
 
-/// Inserts a session row.
-pub(crate) async fn insert_session(
+/// Inserts session rows with ONE statement (the group committer's logins share it: one round
+/// trip for the batch instead of one per login, inside the serialised writer transaction).
+pub(crate) async fn insert_sessions(
     conn: &mut AnyConnection,
-    session: &WebSession,
+    sessions: &[&WebSession],
 ) -> Result<(), StoreError> {
-    let roles = serde_json::to_string(&session.roles)
-        .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO web_sessions (id_hash, username, roles, created_at, last_seen, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&session.id_hash)
-    .bind(&session.username)
-    .bind(roles)
-    .bind(session.created_at)
-    .bind(session.last_seen)
-    .bind(session.expires_at)
-    .execute(&mut *conn)
-    .await?;
+    const PER_ROW: usize = 6;
+    if sessions.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO web_sessions (id_hash, username, roles, created_at, last_seen, expires_at) VALUES {}",
+        super::row_placeholders(sessions.len(), PER_ROW)
+    );
+    let mut query = sqlx::query(&sql);
+    for session in sessions {
+        let roles = serde_json::to_string(&session.roles)
+            .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
+        query = query
+            .bind(session.id_hash.clone())
+            .bind(session.username.clone())
+            .bind(roles)
+            .bind(session.created_at)
+            .bind(session.last_seen)
+            .bind(session.expires_at);
+    }
+    query.execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -89,7 +97,7 @@ impl Store {
         new: &NewSession,
     ) -> Result<(String, WebSession), StoreError> {
         let (token, session) = new_session(new, self.now_ms());
-        insert_session(&mut *self.pool.acquire().await?, &session).await?;
+        insert_sessions(&mut *self.pool.acquire().await?, &[&session]).await?;
         Ok((token, session))
     }
 

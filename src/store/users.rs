@@ -55,66 +55,107 @@ pub(crate) async fn upsert(
     user: &DirectoryUser,
     now: i64,
 ) -> Result<User, StoreError> {
-    let stored = User {
-        username: normalize_username(&user.username),
-        dn: user.dn.clone(),
-        display_name: user.display_name.clone(),
-        groups: user.groups.clone(),
-        disabled: user.disabled,
-        last_sync: now,
-        missing_syncs: 0,
-    };
-    if stored.username.is_empty() {
-        return Err(StoreError::InvalidInput("empty username".into()));
+    let mut stored = upsert_many(conn, &[user], now).await?;
+    stored
+        .pop()
+        .ok_or_else(|| StoreError::InvalidInput("empty username".into()))
+}
+
+/// Inserts or refreshes users from the directory with ONE statement (the group committer's
+/// logins share it). A user listed twice is written once, as listed last.
+pub(crate) async fn upsert_many(
+    conn: &mut AnyConnection,
+    users: &[&DirectoryUser],
+    now: i64,
+) -> Result<Vec<User>, StoreError> {
+    const PER_ROW: usize = 6;
+    let mut rows: Vec<(User, String)> = Vec::with_capacity(users.len());
+    for user in users {
+        let stored = User {
+            username: normalize_username(&user.username),
+            dn: user.dn.clone(),
+            display_name: user.display_name.clone(),
+            groups: user.groups.clone(),
+            disabled: user.disabled,
+            last_sync: now,
+            missing_syncs: 0,
+        };
+        if stored.username.is_empty() {
+            return Err(StoreError::InvalidInput("empty username".into()));
+        }
+        let groups = serde_json::to_string(&stored.groups)
+            .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
+        // PostgreSQL refuses to update one row twice in a statement: the last one wins.
+        rows.retain(|(u, _)| u.username != stored.username);
+        rows.push((stored, groups));
     }
-    let groups = serde_json::to_string(&stored.groups)
-        .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO users (username, dn, display_name, groups, disabled, last_sync) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (username) DO UPDATE SET dn = excluded.dn, display_name = excluded.display_name, \
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = format!(
+        "INSERT INTO users (username, dn, display_name, groups, disabled, last_sync) VALUES {}",
+        super::row_placeholders(rows.len(), PER_ROW)
+    );
+    sql.push_str(
+        " ON CONFLICT (username) DO UPDATE SET dn = excluded.dn, display_name = excluded.display_name, \
          groups = excluded.groups, disabled = excluded.disabled, last_sync = excluded.last_sync, \
          missing_syncs = 0",
-    )
-    .bind(&stored.username)
-    .bind(&stored.dn)
-    .bind(&stored.display_name)
-    .bind(groups)
-    .bind(i64::from(stored.disabled))
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+    );
+    let mut query = sqlx::query(&sql);
+    for (stored, groups) in &rows {
+        query = query
+            .bind(stored.username.clone())
+            .bind(stored.dn.clone())
+            .bind(stored.display_name.clone())
+            .bind(groups.clone())
+            .bind(i64::from(stored.disabled))
+            .bind(now);
+    }
+    query.execute(&mut *conn).await?;
+    let stored: Vec<User> = rows.into_iter().map(|(u, _)| u).collect();
     write_groups(conn, &stored).await?;
     Ok(stored)
 }
 
-/// Rewrites the user's rows of `user_groups` (normalized DNs), which the device list's scope
-/// filter reads.
-async fn write_groups(conn: &mut AnyConnection, user: &User) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM user_groups WHERE username = $1")
-        .bind(&user.username)
-        .execute(&mut *conn)
-        .await?;
-    let dns: std::collections::BTreeSet<String> = user
-        .groups
-        .iter()
-        .map(|g| crate::directory::normalize_dn(g))
-        .collect();
-    if dns.is_empty() {
+/// Rewrites the users' rows of `user_groups` (normalized DNs), which the device list's scope
+/// filter reads: one DELETE for all of them, then INSERTs of at most `MAX_PAIRS` rows each (a
+/// batch of logins shares them, like the users' upsert).
+async fn write_groups(conn: &mut AnyConnection, users: &[User]) -> Result<(), StoreError> {
+    /// Rows per INSERT: 2 parameters each, well under SQLite's 32,766 and PostgreSQL's 65,535.
+    const MAX_PAIRS: usize = 5_000;
+    if users.is_empty() {
         return Ok(());
     }
-    let values: Vec<String> = (0..dns.len())
-        .map(|i| format!("($1, ${})", i + 2))
-        .collect();
+    let placeholders: Vec<String> = (1..=users.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
-        "INSERT INTO user_groups (username, group_dn) VALUES {}",
-        values.join(", ")
+        "DELETE FROM user_groups WHERE username IN ({})",
+        placeholders.join(", ")
     );
-    let mut q = sqlx::query(&sql).bind(&user.username);
-    for dn in dns {
-        q = q.bind(dn);
+    let mut q = sqlx::query(&sql);
+    for user in users {
+        q = q.bind(user.username.clone());
     }
     q.execute(&mut *conn).await?;
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for user in users {
+        let dns: std::collections::BTreeSet<String> = user
+            .groups
+            .iter()
+            .map(|g| crate::directory::normalize_dn(g))
+            .collect();
+        pairs.extend(dns.into_iter().map(|dn| (user.username.clone(), dn)));
+    }
+    for chunk in pairs.chunks(MAX_PAIRS) {
+        let sql = format!(
+            "INSERT INTO user_groups (username, group_dn) VALUES {}",
+            super::row_placeholders(chunk.len(), 2)
+        );
+        let mut q = sqlx::query(&sql);
+        for (username, dn) in chunk {
+            q = q.bind(username.clone()).bind(dn.clone());
+        }
+        q.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
