@@ -231,9 +231,11 @@ async fn last_seen_follows_the_latest_session_and_flow(db: Db) {
         Backend::Sqlite => include_str!("../migrations/sqlite/0007_audit_last_seen.sql"),
         Backend::Postgres => include_str!("../migrations/postgres/0007_audit_last_seen.sql"),
     };
-    let backfill = &migration[migration
+    let start = migration
         .find("INSERT INTO audit_last_seen")
-        .expect("backfill statement")..];
+        .expect("backfill statement");
+    let len = migration[start..].find(";\n").expect("statement end") + 1;
+    let backfill = &migration[start..start + len];
     sqlx::raw_sql(backfill)
         .execute(db.store.pool())
         .await
