@@ -4,7 +4,7 @@
 -- only INSERT and SELECT on the audit tables, and purge the audit log only through
 -- audit_purge(), which deletes below an anchor the latest signed checkpoint recorded.
 GRANT USAGE ON SCHEMA public TO sesame_app;
-GRANT SELECT, INSERT, UPDATE, DELETE ON users, devices, enrolment_codes, web_sessions TO sesame_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON users, user_groups, devices, enrolment_codes, enrolment_batches, web_sessions TO sesame_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO sesame_app;
 GRANT SELECT, INSERT ON audit_events TO sesame_app;
 GRANT SELECT ON audit_retention TO sesame_app;

@@ -4,6 +4,7 @@
 
 mod common {
     pub mod audit_events;
+    pub mod portal;
     pub mod slapd;
 }
 #[path = "portal_common/harness.rs"]

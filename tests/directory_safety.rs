@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common {
+    pub mod portal;
     pub mod slapd;
 }
 #[path = "portal_common/harness.rs"]

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common {
+    pub mod portal;
     pub mod slapd;
 }
 #[path = "portal_common/harness.rs"]
@@ -62,7 +63,7 @@ async fn enrol_config_rotate_revoke_journey() {
     );
 
     // Device config with the bearer token; without it, 401.
-    let c = reqwest::Client::new();
+    let c = h.browser();
     let r = c
         .get(h.url("/api/v1/device/config"))
         .bearer_auth(&token)
@@ -73,18 +74,12 @@ async fn enrol_config_rotate_revoke_journey() {
     let cfg2: Value = r.json().await.unwrap();
     assert_eq!(cfg2["tunnel_address"], "100.64.0.2");
     assert!(cfg2.get("device_token").is_none());
-    let r = c.get(h.url("/api/v1/device/config")).send().await.unwrap();
+    let r = c.get_at("/api/v1/device/config").await;
     assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
 
     // Rotate: the gateway's set holds the new key and no longer the old one, before the answer.
     let (new_key, new_bytes) = laptop_key();
-    let r = c
-        .post(h.url("/api/v1/device/rotate"))
-        .bearer_auth(&token)
-        .json(&json!({"public_key": new_key}))
-        .send()
-        .await
-        .unwrap();
+    let r = c.rotate(&token, &new_key).await;
     assert_eq!(r.status(), 200);
     assert!(h.sink.peer(&new_bytes).is_some());
     assert!(h.sink.peer(&key_bytes).is_none());
@@ -109,24 +104,12 @@ async fn enrol_config_rotate_revoke_journey() {
     // Rotating to the gateway's key or an already used key is refused.
     use base64::Engine as _;
     let gw = base64::engine::general_purpose::STANDARD.encode(GATEWAY_KEY);
-    let r = c
-        .post(h.url("/api/v1/device/rotate"))
-        .bearer_auth(&token)
-        .json(&json!({"public_key": gw}))
-        .send()
-        .await
-        .unwrap();
+    let r = c.rotate(&token, &gw).await;
     assert_eq!(error_of(r).await, (400, "invalid_public_key".into()));
     // A second rotation right away is refused (one per 10 minutes per device); both failed
     // attempts are audited.
     let (k3, _) = laptop_key();
-    let r = c
-        .post(h.url("/api/v1/device/rotate"))
-        .bearer_auth(&token)
-        .json(&json!({"public_key": k3}))
-        .send()
-        .await
-        .unwrap();
+    let r = c.rotate(&token, &k3).await;
     assert_eq!(error_of(r).await, (429, "too_many_attempts".into()));
     let failed: Vec<_> = h
         .store
@@ -142,22 +125,11 @@ async fn enrol_config_rotate_revoke_journey() {
     assert_eq!(failed.len(), 2, "{failed:?}");
 
     // IT staff sees the device and revokes it: the peer disappears, the token stops working.
-    let list: Value = it
-        .get(h.url("/api/v1/devices"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = it.get_at("/api/v1/devices").await.json().await.unwrap();
     let id = list[0]["id"].as_i64().unwrap();
     assert_eq!(list[0]["username"], "mdupont");
     assert_eq!(list[0]["public_key"], new_key);
-    let r = it
-        .delete(h.url(&format!("/api/v1/devices/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let r = it.delete_at(&format!("/api/v1/devices/{id}")).await;
     assert_eq!(r.status(), 200);
     assert!(h.sink.peer(&new_bytes).is_none(), "revocation cuts at once");
     let r = c
@@ -172,10 +144,8 @@ async fn enrol_config_rotate_revoke_journey() {
     // Audit: the journey is in the log, the chain verifies, CSV export works.
     let auditor = h.login("cgarnier").await;
     let events: Value = auditor
-        .get(h.url("/api/v1/audit/events?user=mdupont"))
-        .send()
+        .get_at("/api/v1/audit/events?user=mdupont")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -195,30 +165,24 @@ async fn enrol_config_rotate_revoke_journey() {
         assert!(actions.contains(&a), "{a} in {actions:?}");
     }
     let revoked = auditor
-        .get(h.url("/api/v1/audit/events?action=device.revoked"))
-        .send()
+        .get_at("/api/v1/audit/events?action=device.revoked")
         .await
-        .unwrap()
         .json::<Value>()
         .await
         .unwrap();
     assert_eq!(revoked["events"].as_array().unwrap().len(), 1);
     assert_eq!(revoked["events"][0]["actor"], "tleroux");
     let csv = auditor
-        .get(h.url("/api/v1/audit/events?format=csv&since=2000-01-01"))
-        .send()
-        .await
-        .unwrap();
+        .get_at("/api/v1/audit/events?format=csv&since=2000-01-01")
+        .await;
     assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
     let text = csv.text().await.unwrap();
     assert!(
         text.starts_with("id,ts,actor,action,target,outcome,source_ip,details,prev_hash,hash\n")
     );
     let v: Value = auditor
-        .get(h.url("/api/v1/audit/verify"))
-        .send()
+        .get_at("/api/v1/audit/verify")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -413,11 +377,11 @@ async fn expired_code_is_refused() {
     let h = Harness::start_lenient().await;
     let it = h.login("tleroux").await;
     let r = it
-        .post(h.url("/api/v1/enrolment-codes"))
-        .json(&json!({"username": "sbernard", "device_name": "pc", "ttl": "1m"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/api/v1/enrolment-codes",
+            &json!({"username": "sbernard", "device_name": "pc", "ttl": "1m"}),
+        )
+        .await;
     assert_eq!(r.status(), 201);
     let code = r.json::<Value>().await.unwrap()["code"]
         .as_str()
@@ -439,17 +403,10 @@ async fn expired_code_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_down_is_503_within_5s_and_database_down_is_503() {
     let h = Harness::start_lenient().await;
-    let c = reqwest::Client::new();
+    // A fresh browser per attempt (no session cookie carried over).
     let login = |uid: &'static str| {
-        let c = c.clone();
-        let url = h.url("/api/v1/login");
-        async move {
-            c.post(url)
-                .json(&json!({"username": uid, "password": password_of(uid)}))
-                .send()
-                .await
-                .unwrap()
-        }
+        let c = h.browser();
+        async move { c.login(uid).await }
     };
     // Port closed.
     h.slapd.stop();
@@ -713,10 +670,8 @@ async fn audit_verify_api_checks_the_signed_checkpoints() {
         .unwrap();
     let verify = || async {
         auditor
-            .get(h.url("/api/v1/audit/verify"))
-            .send()
+            .get_at("/api/v1/audit/verify")
             .await
-            .unwrap()
             .json::<Value>()
             .await
             .unwrap()

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common {
+    pub mod portal;
     pub mod slapd;
 }
 #[path = "portal_common/harness.rs"]
@@ -17,12 +18,7 @@ use common::slapd::password_of;
 async fn roles_sessions_and_cookies() {
     let h = Harness::start_lenient().await;
     // Cookie attributes on plain HTTP: `sesame`, HttpOnly, SameSite=Strict, no Secure.
-    let r = reqwest::Client::new()
-        .post(h.url("/api/v1/login"))
-        .json(&json!({"username": "mdupont", "password": password_of("mdupont")}))
-        .send()
-        .await
-        .unwrap();
+    let r = h.browser().login("mdupont").await;
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.starts_with("sesame="), "{cookie}");
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
@@ -32,8 +28,8 @@ async fn roles_sessions_and_cookies() {
     assert_eq!(v["display_name"], "Marie Dupont");
 
     // No cookie, forged cookie: 401.
-    let anon = reqwest::Client::new();
-    let r = anon.get(h.url("/api/v1/devices")).send().await.unwrap();
+    let anon = h.browser();
+    let r = anon.get_at("/api/v1/devices").await;
     assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
     let r = anon
         .get(h.url("/api/v1/devices"))
@@ -46,11 +42,11 @@ async fn roles_sessions_and_cookies() {
     // An agent (VPN user) on IT and auditor routes: 403, nothing written.
     let marie = h.login("mdupont").await;
     let r = marie
-        .post(h.url("/api/v1/enrolment-codes"))
-        .json(&json!({"username": "mdupont", "device_name": "x"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/api/v1/enrolment-codes",
+            &json!({"username": "mdupont", "device_name": "x"}),
+        )
+        .await;
     assert_eq!(error_of(r).await, (403, "forbidden".into()));
     assert!(h.store.code("AAAA-AAAA-AAAA").await.unwrap().is_none());
     for path in ["/api/v1/audit/events", "/api/v1/audit/verify"] {
@@ -60,42 +56,37 @@ async fn roles_sessions_and_cookies() {
     // An auditor cannot create codes; a teacher (no role) cannot even log in.
     let auditor = h.login("cgarnier").await;
     let r = auditor
-        .post(h.url("/api/v1/enrolment-codes"))
-        .json(&json!({"username": "mdupont", "device_name": "x"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/api/v1/enrolment-codes",
+            &json!({"username": "mdupont", "device_name": "x"}),
+        )
+        .await;
     assert_eq!(error_of(r).await, (403, "forbidden".into()));
-    let r = anon
-        .post(h.url("/api/v1/login"))
-        .json(&json!({"username": "pdurand", "password": password_of("pdurand")}))
-        .send()
-        .await
-        .unwrap();
+    let r = anon.login("pdurand").await;
     assert_eq!(error_of(r).await, (403, "forbidden".into()));
 
     // IT staff: codes only for existing VPN users.
     let it = h.login("tleroux").await;
     let r = it
-        .post(h.url("/api/v1/enrolment-codes"))
-        .json(&json!({"username": "pdurand", "device_name": "x"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/api/v1/enrolment-codes",
+            &json!({"username": "pdurand", "device_name": "x"}),
+        )
+        .await;
     assert_eq!(error_of(r).await, (403, "not_vpn_user".into()));
     let r = it
-        .post(h.url("/api/v1/enrolment-codes"))
-        .json(&json!({"username": "nobody", "device_name": "x"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/api/v1/enrolment-codes",
+            &json!({"username": "nobody", "device_name": "x"}),
+        )
+        .await;
     assert_eq!(error_of(r).await, (404, "unknown_user".into()));
     let r = it
-        .post(h.url("/api/v1/enrolment-codes"))
-        .json(&json!({"username": "mdupont", "device_name": "x", "ttl": "soon"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/api/v1/enrolment-codes",
+            &json!({"username": "mdupont", "device_name": "x", "ttl": "soon"}),
+        )
+        .await;
     assert_eq!(error_of(r).await, (400, "bad_request".into()));
 
     // Marie's device: Sophie cannot see or revoke it (404), Marie can list her own.
@@ -104,30 +95,12 @@ async fn roles_sessions_and_cookies() {
     assert_eq!(h.enrol(&code, "mdupont", &key).await.status(), 201);
     let id = h.store.list_devices(None).await.unwrap()[0].id;
     let sophie = h.login("sbernard").await;
-    let r = sophie
-        .delete(h.url(&format!("/api/v1/devices/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let r = sophie.delete_at(&format!("/api/v1/devices/{id}")).await;
     assert_eq!(error_of(r).await, (404, "not_found".into()));
     assert!(h.sink.peer(&key_bytes).is_some());
-    let mine: Value = sophie
-        .get(h.url("/api/v1/devices"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mine: Value = sophie.get_at("/api/v1/devices").await.json().await.unwrap();
     assert_eq!(mine, json!([]));
-    let mine: Value = marie
-        .get(h.url("/api/v1/devices"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mine: Value = marie.get_at("/api/v1/devices").await.json().await.unwrap();
     assert_eq!(mine.as_array().unwrap().len(), 1);
     let r = it
         .delete(h.url("/api/v1/devices/999"))
@@ -139,7 +112,7 @@ async fn roles_sessions_and_cookies() {
     // Logout ends the session server-side.
     let r = marie.post(h.url("/api/v1/logout")).send().await.unwrap();
     assert_eq!(r.status(), 204);
-    let r = marie.get(h.url("/api/v1/devices")).send().await.unwrap();
+    let r = marie.get_at("/api/v1/devices").await;
     assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
 
     // Idle timeout: a session unused for 30 minutes is refused.
@@ -147,19 +120,17 @@ async fn roles_sessions_and_cookies() {
         .execute(h.store.pool())
         .await
         .unwrap();
-    let r = it.get(h.url("/api/v1/devices")).send().await.unwrap();
+    let r = it.get_at("/api/v1/devices").await;
     assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
 
     // Unknown routes, wrong methods, OpenAPI.
-    let r = anon.get(h.url("/api/v1/nope")).send().await.unwrap();
+    let r = anon.get_at("/api/v1/nope").await;
     assert_eq!(error_of(r).await, (404, "not_found".into()));
-    let r = anon.get(h.url("/api/v1/enrol")).send().await.unwrap();
+    let r = anon.get_at("/api/v1/enrol").await;
     assert_eq!(error_of(r).await, (405, "bad_request".into()));
     let doc: Value = anon
-        .get(h.url("/api/v1/openapi.json"))
-        .send()
+        .get_at("/api/v1/openapi.json")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -176,17 +147,10 @@ async fn roles_sessions_and_cookies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixth_failed_login_within_a_minute_is_429() {
     let h = Harness::start().await;
-    let c = reqwest::Client::new();
+    let c = h.browser();
     let attempt = |pw: &'static str| {
         let c = c.clone();
-        let url = h.url("/api/v1/login");
-        async move {
-            c.post(url)
-                .json(&json!({"username": "mdupont", "password": pw}))
-                .send()
-                .await
-                .unwrap()
-        }
+        async move { c.login_with("mdupont", pw).await }
     };
     for i in 0..5 {
         assert_eq!(error_of(attempt("wrong").await).await.0, 401, "attempt {i}");
@@ -241,12 +205,7 @@ async fn https_portal_with_host_prefixed_secure_cookie() {
     let h = Harness::start_https().await;
     assert!(h.base.starts_with("https://"));
     let c = h.browser();
-    let r = c
-        .post(h.url("/api/v1/login"))
-        .json(&json!({"username": "tleroux", "password": password_of("tleroux")}))
-        .send()
-        .await
-        .unwrap();
+    let r = c.login("tleroux").await;
     assert_eq!(r.status(), 200);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.starts_with("__Host-sesame="), "{cookie}");
@@ -254,7 +213,7 @@ async fn https_portal_with_host_prefixed_secure_cookie() {
         assert!(cookie.contains(attr), "{attr} in {cookie}");
     }
     // The browser sends it back over HTTPS: the session works.
-    let r = c.get(h.url("/api/v1/devices")).send().await.unwrap();
+    let r = c.get_at("/api/v1/devices").await;
     assert_eq!(r.status(), 200);
     // Plain HTTP to the HTTPS port gets no API answer.
     let plain = h.base.replacen("https://", "http://", 1);

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common {
+    pub mod portal;
     pub mod postgres;
     pub mod slapd;
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common {
+    pub mod portal;
     pub mod slapd;
 }
 #[path = "portal_common/harness.rs"]
@@ -26,17 +27,9 @@ const SECURITY_HEADERS: [&str; 4] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookie_state_changes_need_the_token_and_the_same_origin() {
     let h = Harness::start_lenient().await;
-    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
-    let bare = reqwest::Client::builder()
-        .cookie_provider(jar.clone())
-        .build()
-        .unwrap();
-    let r = bare
-        .post(h.url("/api/v1/login"))
-        .json(&json!({"username": "tleroux", "password": common::slapd::password_of("tleroux")}))
-        .send()
-        .await
-        .unwrap();
+    // A browser without the portal's script: it does not send the CSRF token by itself.
+    let bare = h.browser();
+    let r = bare.login("tleroux").await;
     let token = harness::csrf_cookie(&r).expect("csrf cookie");
     assert_eq!(r.status(), 200);
     for h_ in SECURITY_HEADERS {
@@ -45,12 +38,7 @@ async fn cookie_state_changes_need_the_token_and_the_same_origin() {
     let body = json!({"username": "mdupont", "device_name": "pc"});
 
     // The session cookie alone (what a forged cross-site form carries): refused, nothing issued.
-    let r = bare
-        .post(h.url("/api/v1/enrolment-codes"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = bare.post_json("/api/v1/enrolment-codes", &body).await;
     assert_eq!(error_of(r).await, (403, "csrf_rejected".into()));
     // The token from another site's page: refused.
     let r = bare
@@ -112,14 +100,7 @@ async fn a_dsden_technician_manages_only_their_scope() {
     }
 
     let tech = h.login("pdurand").await;
-    let list: Value = tech
-        .get(h.url("/api/v1/devices"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = tech.get_at("/api/v1/devices").await.json().await.unwrap();
     let users: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -130,17 +111,15 @@ async fn a_dsden_technician_manages_only_their_scope() {
 
     // Another department's agent: as if unknown.
     let r = tech
-        .post(h.url("/api/v1/enrolment-codes"))
-        .json(&json!({"username": "mdupont", "device_name": "pc2"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/api/v1/enrolment-codes",
+            &json!({"username": "mdupont", "device_name": "pc2"}),
+        )
+        .await;
     assert_eq!(error_of(r).await, (404, "unknown_user".into()));
     let r = tech
-        .delete(h.url(&format!("/api/v1/devices/{}", ids["mdupont"])))
-        .send()
-        .await
-        .unwrap();
+        .delete_at(&format!("/api/v1/devices/{}", ids["mdupont"]))
+        .await;
     assert_eq!(error_of(r).await, (404, "not_found".into()));
     assert_eq!(
         h.store
@@ -155,17 +134,15 @@ async fn a_dsden_technician_manages_only_their_scope() {
 
     // Their own scope: allowed.
     let r = tech
-        .post(h.url("/api/v1/enrolment-codes"))
-        .json(&json!({"username": "fnoel", "device_name": "pc2"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/api/v1/enrolment-codes",
+            &json!({"username": "fnoel", "device_name": "pc2"}),
+        )
+        .await;
     assert_eq!(r.status(), 201);
     let r = tech
-        .delete(h.url(&format!("/api/v1/devices/{}", ids["fnoel"])))
-        .send()
-        .await
-        .unwrap();
+        .delete_at(&format!("/api/v1/devices/{}", ids["fnoel"]))
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "revoked");
 }
@@ -177,26 +154,16 @@ async fn sessions_follow_the_directory() {
     h.slapd.add_to_group("rmoreau", "dsi");
     let it = h.login("tleroux").await;
     let body = json!({"username": "mdupont", "device_name": "pc"});
-    let r = it
-        .post(h.url("/api/v1/enrolment-codes"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = it.post_json("/api/v1/enrolment-codes", &body).await;
     assert_eq!(r.status(), 201);
 
     // Removed from the IT group: after one sync pass, the same cookie has no IT rights.
     h.slapd.remove_from_group("tleroux", "dsi");
     h.sync().sync_once().await.unwrap();
-    let r = it
-        .post(h.url("/api/v1/enrolment-codes"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = it.post_json("/api/v1/enrolment-codes", &body).await;
     assert_eq!(error_of(r).await, (403, "forbidden".into()));
     // Still a VPN user: the session itself lives on.
-    let r = it.get(h.url("/api/v1/devices")).send().await.unwrap();
+    let r = it.get_at("/api/v1/devices").await;
     assert_eq!(r.status(), 200);
 
     // Disabled: the sync deletes the session.
@@ -208,7 +175,7 @@ async fn sessions_follow_the_directory() {
             .await
             .unwrap();
     assert_eq!(left, 0);
-    let r = it.get(h.url("/api/v1/devices")).send().await.unwrap();
+    let r = it.get_at("/api/v1/devices").await;
     assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
 }
 
@@ -220,23 +187,71 @@ async fn stale_groups_are_re_read_from_the_directory_between_syncs() {
     let body = json!({"username": "mdupont", "device_name": "pc"});
     h.slapd.remove_from_group("tleroux", "dsi");
     // Groups read at login, younger than [portal] role_refresh (5 min): still IT staff.
-    let r = it
-        .post(h.url("/api/v1/enrolment-codes"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = it.post_json("/api/v1/enrolment-codes", &body).await;
     assert_eq!(r.status(), 201);
     // Five minutes later (no sync meanwhile): the next request re-reads the directory.
     sqlx::query("UPDATE users SET last_sync = last_sync - 300000 WHERE username = 'tleroux'")
         .execute(h.store.pool())
         .await
         .unwrap();
-    let r = it
-        .post(h.url("/api/v1/enrolment-codes"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = it.post_json("/api/v1/enrolment-codes", &body).await;
+    assert_eq!(error_of(r).await, (403, "forbidden".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_sync_still_cuts_web_rights() {
+    let h = Harness::start_lenient().await;
+    h.slapd.add_to_group("rmoreau", "dsi");
+    let it = h.login("tleroux").await;
+    for (uid, name) in [("sbernard", "pc-sophie"), ("mdupont", "pc-marie")] {
+        let code = h.code_for(&it, uid, name).await;
+        assert_eq!(h.enrol(&code, uid, &laptop_key().0).await.status(), 201);
+    }
+    // Sophie leaves the VPN users for the auditors (an applied pass suspends her laptop), then
+    // signs in to the portal: a user with only a suspended device and a web session.
+    h.slapd
+        .remove_from_group("sbernard", "personnels-administratifs");
+    h.slapd.add_to_group("sbernard", "auditeurs");
+    assert_eq!(h.sync().sync_once().await.unwrap().devices_suspended, 1);
+    let sophie = h.login("sbernard").await;
+    let r = sophie.get_at("/audit/log").await;
+    assert_eq!(r.status(), 200);
+
+    // A pass over max_changes_per_sync (here 0: Marie leaving would suspend her laptop) is
+    // held; meanwhile tleroux leaves the IT group and Sophie is disabled.
+    let mut strict = h.config.directory.clone().unwrap();
+    strict.max_changes_per_sync = sesame::config::MaxChanges::Count(0);
+    let held = sesame::control::DirectorySync::new(
+        h.store.clone(),
+        h.directory.clone(),
+        Some(std::sync::Arc::clone(&h.control)),
+        h.config.roles.vpn_users.clone(),
+        &strict,
+        std::sync::Arc::clone(&h.metrics),
+    );
+    h.slapd.remove_from_group("mdupont", "gestionnaires-paie");
+    h.slapd.remove_from_group("tleroux", "dsi");
+    h.slapd.disable_user("sbernard");
+    let r = held.sync_once().await.unwrap();
+    assert!(r.held && r.devices_suspended == 0, "{r:?}");
+    // Devices wait for --apply: Marie's laptop is still active.
+    let marie = &h.store.list_devices(Some("mdupont")).await.unwrap()[0];
+    assert_eq!(marie.status, sesame::store::DeviceStatus::Active);
+    // Web rights do not wait: tleroux's cookie no longer creates codes, Sophie's is gone.
+    let body = json!({"username": "fnoel", "device_name": "pc"});
+    let r = it.post_json("/api/v1/enrolment-codes", &body).await;
+    assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
+    let r = sophie.get_at("/api/v1/audit/verify").await;
+    assert_eq!(error_of(r).await, (401, "unauthenticated".into()));
+    let left: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM web_sessions WHERE username IN ('tleroux', 'sbernard')",
+    )
+    .fetch_one(h.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(left, 0);
+    // Signing in again reads the directory: no IT rights any more.
+    let again = h.login("tleroux").await;
+    let r = again.post_json("/api/v1/enrolment-codes", &body).await;
     assert_eq!(error_of(r).await, (403, "forbidden".into()));
 }

@@ -6,12 +6,15 @@
 #![allow(clippy::unwrap_used)]
 
 mod common {
+    pub mod audit_events;
     pub mod browser;
+    pub mod portal;
     pub mod slapd;
 }
 #[path = "portal_common/harness.rs"]
 mod harness;
 
+use common::audit_events;
 use common::browser::Browser;
 use common::slapd::password_of;
 use harness::{laptop_key, Harness};
@@ -148,4 +151,140 @@ async fn dsden_scope_and_directory_removal_in_the_browser() {
     let denied = it.visit(&h.url("/it/devices"), "after-removal").await;
     assert!(denied.contains("Accès refusé"));
     it.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditor_flows_and_access_review_in_the_browser() {
+    let h = Harness::start_lenient().await;
+    // mdupont's laptop enrols (paie through gestionnaires-paie), opens a session and reaches
+    // paie: the gateway's records, appended through the store as the flow writer does.
+    let api = h.login("tleroux").await;
+    let code = h.code_for(&api, "mdupont", "portable-marie").await;
+    let r = h.enrol(&code, "mdupont", &laptop_key().0).await;
+    assert_eq!(r.status(), 201);
+    let device = r.json::<serde_json::Value>().await.unwrap()["device_id"]
+        .as_i64()
+        .unwrap();
+    let now = h.store.now_ms();
+    for ev in [
+        audit_events::session_started(device, "mdupont", now - 120_000),
+        audit_events::flow(Some(device), Some("mdupont"), "paie", now - 100_000, 4_000),
+        audit_events::flow(Some(device), Some("mdupont"), "paie", now - 40_000, 8_000),
+    ] {
+        h.store.append_audit(&ev).await.unwrap();
+    }
+
+    let mut auditor = Browser::start("auditor_flows_review").await;
+    sign_in(&mut auditor, &h, "cgarnier", "/audit/log").await;
+    let log = auditor.check("audit-log-chain").await;
+    assert!(log.contains("Chaîne d'audit intacte"), "chain status shown");
+    assert!(log.contains("href=\"/audit/flows\"") && log.contains("href=\"/audit/access-review\""));
+
+    // Flows to paie: one device, bytes summed over both windows (in 3/4, out 1/4), port 443.
+    auditor.click("a[href='/audit/flows']").await;
+    auditor.check("audit-flows-form").await;
+    auditor.select("resource", "paie").await;
+    auditor.click("form.inline button[type=submit]").await;
+    let flows = auditor.check("audit-flows-paie").await;
+    assert_eq!(auditor.path().await, "/audit/flows");
+    let table = &flows[flows.find("id=\"flows\"").expect("flows table")..];
+    assert_eq!(table.matches("<tr>").count(), 2, "header + one device");
+    assert!(table.contains("mdupont") && table.contains(&format!("#{device}")));
+    assert!(table.contains("<td>9000</td>") && table.contains("<td>3000</td>"));
+    assert!(table.contains("<td>443</td>"));
+    let csv = auditor
+        .fetch_text("/api/v1/audit/flows?format=csv&resource=paie")
+        .await;
+    assert!(
+        csv.lines()
+            .nth(1)
+            .unwrap_or("")
+            .starts_with(&format!("mdupont,{device},")),
+        "{csv}"
+    );
+    let json = auditor
+        .fetch_text("/api/v1/audit/flows?format=json&resource=paie")
+        .await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["flows"][0]["ports"], serde_json::json!([443]), "{json}");
+    // A range before the records finds nothing; a bad date is shown, not a blank page.
+    let empty = auditor
+        .visit(
+            &h.url("/audit/flows?resource=paie&until=2020-01-01"),
+            "audit-flows-empty",
+        )
+        .await;
+    assert!(
+        empty.contains("0 appareil(s)"),
+        "nothing before the records"
+    );
+    let bad = auditor
+        .visit(
+            &h.url("/audit/flows?resource=paie&since=hier"),
+            "audit-flows-bad-date",
+        )
+        .await;
+    assert!(bad.contains("role=\"alert\"") && bad.contains("2026-01-31"));
+
+    // Access review by resource, then by user, with the group and grant that open it.
+    auditor.click("a[href='/audit/access-review']").await;
+    auditor.check("audit-review-form").await;
+    auditor.select("review-resource", "paie").await;
+    auditor.click("#by-resource").await;
+    let review = auditor.check("audit-review-paie").await;
+    let table = &review[review.find("id=\"review\"").expect("review table")..];
+    assert_eq!(
+        table.matches("<tr>").count(),
+        2,
+        "header + mdupont's laptop"
+    );
+    assert!(table.contains("portable-marie") && table.contains("cn=gestionnaires-paie,"));
+    assert!(table.contains("<td>#1</td>"), "grant #1");
+    assert!(table.contains("tunnel.session_started") && table.contains("8000 octets"));
+    auditor.fill("review-user", "mdupont").await;
+    auditor.click("#by-user").await;
+    let by_user = auditor.check("audit-review-mdupont").await;
+    assert!(
+        by_user.contains("portable-marie")
+            && by_user.contains("href=\"/api/v1/audit/access-review?format=csv&amp;user=mdupont\"")
+    );
+    let json = auditor
+        .fetch_text("/api/v1/audit/access-review?format=json&user=mdupont")
+        .await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["entries"][0]["device_id"].as_i64(), Some(device));
+    let en = auditor
+        .visit(
+            &h.url("/audit/access-review?lang=en&user=mdupont"),
+            "audit-review-en",
+        )
+        .await;
+    assert!(en.contains("Access review") && en.contains("Last flow"));
+    // Every look was audited.
+    let reads = h
+        .store
+        .list_audit(&sesame::store::AuditFilter {
+            action: Some("audit.read".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let queries: Vec<&str> = reads
+        .iter()
+        .filter_map(|e| e.details["query"].as_str())
+        .collect();
+    assert!(
+        queries.contains(&"flows") && queries.contains(&"access_review"),
+        "{queries:?}"
+    );
+    auditor.close().await;
+
+    // Read-only for the auditor's eyes only: an agent gets the 403 page.
+    let mut agent = Browser::start("agent_audit_403").await;
+    sign_in(&mut agent, &h, "mdupont", "/mon-acces").await;
+    let denied = agent
+        .visit(&h.url("/audit/access-review"), "agent-review-403")
+        .await;
+    assert!(denied.contains("Accès refusé"));
+    agent.close().await;
 }

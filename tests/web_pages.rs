@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common {
+    pub mod portal;
     pub mod slapd;
 }
 #[path = "portal_common/harness.rs"]
@@ -340,4 +341,188 @@ async fn bulk_codes_are_all_or_nothing_and_followed_on_the_board() {
     assert!(board.contains("<dd id=\"used\">1</dd>"));
     assert!(board.contains("<dd id=\"pending\">2</dd>"));
     assert!(board.contains("<dd id=\"expired\">0</dd>"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_list_pages_in_the_page_and_the_api() {
+    let h = Harness::start_lenient().await;
+    // 52 laptops for mdupont (pc-00 … pc-51), straight through the store.
+    let marie = sesame::directory::Directory::lookup(&*h.directory, "mdupont")
+        .await
+        .unwrap()
+        .unwrap();
+    let pool = sesame::store::AddressPool {
+        network: "100.64.0.0/24".parse().unwrap(),
+        reserved: vec!["100.64.0.1".parse().unwrap()],
+    };
+    let ctx = sesame::audit::AuditContext::new("tleroux", None);
+    for i in 0..52 {
+        let code = h
+            .store
+            .create_code(
+                &sesame::store::NewCode {
+                    username: "mdupont".into(),
+                    device_name: format!("pc-{i:02}"),
+                    ttl: std::time::Duration::from_secs(3600),
+                },
+                &ctx,
+            )
+            .await
+            .unwrap()
+            .code;
+        let req = sesame::store::EnrolRequest {
+            code: &code,
+            user: &marie,
+            public_key: laptop_key().1,
+            hostname: "portable",
+            key_lifetime: None,
+        };
+        h.store.enrol(&req, &pool, &ctx).await.unwrap();
+    }
+
+    // The page: 50 devices, then a link to the next page, which holds the other two.
+    let (b, _) = sign_in(&h, "tleroux", "/it/devices").await;
+    let (status, first) = page(&b, &h, "/it/devices").await;
+    assert_eq!(status, 200);
+    assert!(first.contains("50 appareil(s) sur cette page"), "{first}");
+    assert!(first.contains("pc-49") && !first.contains("pc-50"));
+    let at = first.find("rel=\"next\" href=\"").expect("next page link") + 17;
+    let next = first[at..].split('"').next().unwrap().replace("&amp;", "&");
+    let (_, second) = page(&b, &h, &next).await;
+    assert!(second.contains("2 appareil(s) sur cette page"));
+    assert!(second.contains("pc-50") && second.contains("pc-51") && !second.contains("pc-49"));
+    assert!(second.contains("Première page") && !second.contains("rel=\"next\""));
+    // A search narrow enough for one page has no pager.
+    let (_, found) = page(&b, &h, "/it/devices?q=PC-5&status=active").await;
+    assert!(found.contains("2 appareil(s)</p>") && !found.contains("rel=\"next\""));
+
+    // The API: the same list, paged on request, the next page in the Link header.
+    let api = h.login("tleroux").await;
+    let get = |path: &str| api.get(h.url(path)).send();
+    let r = get("/api/v1/devices?q=pc-0&limit=4").await.unwrap();
+    let link = r.headers()["link"].to_str().unwrap().to_string();
+    let names: Vec<String> = r
+        .json::<Vec<serde_json::Value>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["pc-00", "pc-01", "pc-02", "pc-03"]);
+    assert!(
+        link.ends_with(">; rel=\"next\"") && link.contains("q=pc-0"),
+        "{link}"
+    );
+    let next = link.trim_start_matches('<').split('>').next().unwrap();
+    let r = get(next).await.unwrap();
+    let page2: Vec<serde_json::Value> = r.json().await.unwrap();
+    assert_eq!(page2[0]["name"], "pc-04");
+    assert_eq!(page2.len(), 4);
+    // Without limit, everything (as before); bad parameters are JSON errors.
+    let r = get("/api/v1/devices").await.unwrap();
+    assert!(r.headers().get("link").is_none());
+    assert_eq!(r.json::<Vec<serde_json::Value>>().await.unwrap().len(), 52);
+    for bad in [
+        "/api/v1/devices?status=perdu",
+        "/api/v1/devices?limit=0",
+        "/api/v1/devices?after=x",
+    ] {
+        let (status, code) = harness::error_of(get(bad).await.unwrap()).await;
+        assert_eq!((status, code.as_str()), (400, "bad_request"), "{bad}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mon_acces_shows_each_laptops_last_connection() {
+    let h = Harness::start_lenient().await;
+    let it = h.login("tleroux").await;
+    let mut ids = Vec::new();
+    for name in ["pc-bureau", "pc-maison"] {
+        let code = h.code_for(&it, "mdupont", name).await;
+        let r = h.enrol(&code, "mdupont", &laptop_key().0).await;
+        ids.push(
+            r.json::<serde_json::Value>().await.unwrap()["device_id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    // The gateway saw pc-bureau twice (the later one counts), pc-maison never.
+    let mut last = 0;
+    for _ in 0..2 {
+        let ev = sesame::audit::NewAuditEvent::new(
+            sesame::audit::Action::TunnelSessionStarted,
+            &sesame::audit::AuditContext::new("mdupont", None),
+            format!("device:{}", ids[0]),
+        )
+        .details(serde_json::json!({"device_id": ids[0], "username": "mdupont"}));
+        last = h.store.append_audit(&ev).await.unwrap().ts;
+    }
+    let (b, _) = sign_in(&h, "mdupont", "/mon-acces").await;
+    let (_, mine) = page(&b, &h, "/mon-acces").await;
+    let shown = sesame::store::rfc3339(last).replacen('T', " ", 1);
+    let shown = shown.trim_end_matches('Z');
+    let row = |name: &str| {
+        let at = mine.find(name).unwrap();
+        mine[at..].split("</tr>").next().unwrap().to_string()
+    };
+    assert!(row("pc-bureau").contains(shown), "{}", row("pc-bureau"));
+    assert!(row("pc-maison").contains("jamais"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_says_when_the_chain_cannot_be_checked() {
+    let h = Harness::start_lenient().await;
+    let (b, _) = sign_in(&h, "cgarnier", "/audit/log").await;
+    let (status, log) = page(&b, &h, "/audit/log").await;
+    assert_eq!(status, 200);
+    assert!(log.contains("Chaîne d'audit intacte"));
+    // A damaged checkpoint file: the page says the chain cannot be checked, and still shows
+    // the log and its exports.
+    std::fs::write(&h.config.audit.checkpoint_file, "pas du JSON\n").unwrap();
+    let (status, log) = page(&b, &h, "/audit/log").await;
+    assert_eq!(status, 200);
+    assert!(
+        log.contains("Vérification de la chaîne impossible"),
+        "{log}"
+    );
+    assert!(log.contains("auth.login") && log.contains("format=csv"));
+    // A bad date is said above the form, not ignored.
+    let (status, bad) = page(&b, &h, "/audit/log?since=lundi").await;
+    assert_eq!(status, 200);
+    assert!(bad.contains("role=\"alert\"") && bad.contains("value=\"lundi\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_pages_with_its_filters() {
+    let h = Harness::start_lenient().await;
+    for _ in 0..205 {
+        let ev = sesame::audit::NewAuditEvent::new(
+            sesame::audit::Action::AuthLogin,
+            &sesame::audit::AuditContext::new("mdupont", None),
+            "mdupont",
+        );
+        h.store.append_audit(&ev).await.unwrap();
+    }
+    let (b, _) = sign_in(&h, "cgarnier", "/audit/log").await;
+    let logins = h
+        .store
+        .list_audit(&sesame::store::AuditFilter {
+            action: Some("auth.login".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (_, first) = page(&b, &h, "/audit/log?action=auth.login").await;
+    assert!(first.contains("200 événement(s), les plus anciens d'abord sur cette page"));
+    let at = first.find("rel=\"next\" href=\"").expect("next page") + 17;
+    let next = first[at..].split('"').next().unwrap().replace("&amp;", "&");
+    assert_eq!(
+        next,
+        format!("/audit/log?after={}&action=auth.login", logins[199].id)
+    );
+    let (_, second) = page(&b, &h, &next).await;
+    let rest = logins.len() - 200;
+    assert!(second.contains(&format!("{rest} événement(s)")), "{rest}");
+    assert!(second.contains("Première page") && !second.contains("rel=\"next\""));
+    assert!(!second.contains("audit.read"), "the filter is kept");
 }

@@ -339,6 +339,8 @@ pub struct FlowView {
     pub bytes_in: u64,
     /// Aggregation windows summed.
     pub windows: u64,
+    /// Destination ports seen (TCP/UDP), ascending.
+    pub ports: Vec<u16>,
 }
 
 /// Columns of the flows CSV (API and CLI).
@@ -368,6 +370,7 @@ impl From<FlowSummary> for FlowView {
             bytes_out: f.bytes_out,
             bytes_in: f.bytes_in,
             windows: f.windows,
+            ports: f.ports.into_iter().collect(),
         }
     }
 }

@@ -56,6 +56,9 @@ pub struct UserPlan {
     /// The entry as the directory returned it; `None`: not found this pass.
     pub found: Option<DirectoryUser>,
     pub groups_changed: bool,
+    /// The directory no longer lists one of the stored groups (roles or delegated scope may
+    /// have shrunk).
+    pub lost_group: bool,
     /// Devices to suspend now, and why.
     pub suspend: Vec<i64>,
     pub reason: Option<&'static str>,
@@ -246,6 +249,9 @@ impl DirectorySync {
                 new.sort();
                 old != new || stored.disabled != u.disabled
             });
+            let lost_group = looked
+                .as_ref()
+                .is_some_and(|u| stored.groups.iter().any(|g| !u.groups.contains(g)));
             let restore = if looked.is_some() && reason.is_none() {
                 mine.iter()
                     .filter(|d| d.1 == DeviceStatus::Suspended)
@@ -259,6 +265,7 @@ impl DirectorySync {
                 username: stored.username,
                 found: looked,
                 groups_changed,
+                lost_group,
                 suspend: if reason.is_some() { active } else { Vec::new() },
                 reason,
                 restore,
@@ -294,6 +301,7 @@ impl DirectorySync {
         if plan.over_limit() && mode == SyncMode::Automatic {
             report.held = true;
             self.hold(&plan).await;
+            self.follow_web_sessions(&plan).await?;
             if !expired.is_empty() {
                 self.publish().await;
             }
@@ -358,6 +366,24 @@ impl DirectorySync {
             }
         }
         Ok(report)
+    }
+
+    /// On a held pass device changes wait for `--apply`, but web rights still follow the
+    /// directory within one pass: the sessions of a user the directory disabled are deleted, and
+    /// so are those of a user who lost a group (roles or delegated scope may have shrunk; signing
+    /// in again reads the directory). Users not found are left alone: absence needs
+    /// confirmations, and a broken `user_base` must not sign everyone out.
+    async fn follow_web_sessions(&self, plan: &SyncPlan) -> Result<(), SyncError> {
+        for u in &plan.users {
+            let Some(found) = &u.found else { continue };
+            if found.disabled || u.lost_group {
+                let cut = self.store.delete_user_sessions(&u.username).await?;
+                if cut > 0 {
+                    tracing::info!(user = %u.username, sessions = cut, disabled = found.disabled, "held directory sync: web sessions of a disabled user, or one who lost a group, deleted");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether a pass that changed nothing should be audited: no `directory.sync` event within

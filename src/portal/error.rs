@@ -240,6 +240,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Directory(e) => e.into(),
             ServiceError::DirectoryTimeout => ApiError::DirectoryUnavailable("timed out".into()),
             ServiceError::Store(e) => e.into(),
+            ServiceError::Query(q) => ApiError::InvalidQuery(q),
         }
     }
 }

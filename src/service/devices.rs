@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 
 use crate::audit::AuditContext;
-use crate::store::{Device, DeviceStatus, Store, StoreError};
+use crate::store::{Device, DeviceSearch, DeviceStatus, Store, StoreError};
 
-use super::roles::{Actor, Role};
+use super::roles::{Actor, Role, Scope};
 use super::{Publisher, ServiceError};
 
 /// What to list.
@@ -16,28 +16,6 @@ pub struct DeviceFilter {
     pub status: Option<DeviceStatus>,
     /// Case-insensitive substring of the user, name, hostname or tunnel address.
     pub query: Option<String>,
-}
-
-impl DeviceFilter {
-    fn matches(&self, d: &Device) -> bool {
-        if self.status.is_some_and(|s| s != d.status) {
-            return false;
-        }
-        match self.query.as_deref().map(str::trim) {
-            None | Some("") => true,
-            Some(q) => {
-                let q = q.to_lowercase();
-                [
-                    d.username.as_str(),
-                    d.name.as_str(),
-                    d.hostname.as_str(),
-                    &d.tunnel_address.to_string(),
-                ]
-                .iter()
-                .any(|f| f.to_lowercase().contains(&q))
-            }
-        }
-    }
 }
 
 /// Whether `actor` may see and manage devices of `username`: IT staff within their scope, or
@@ -70,27 +48,59 @@ async fn may_manage(
     Ok(v)
 }
 
-/// The devices `actor` may see (IT staff: their scope; a VPN user: their own), filtered.
+/// Devices shown per page of the web list.
+pub const PAGE_SIZE: i64 = 50;
+
+/// One page of a device list and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevicePage {
+    pub devices: Vec<Device>,
+    /// Pass as `after` for the next page; `None` on the last page.
+    pub next_after: Option<i64>,
+}
+
+/// The devices `actor` may see (IT staff: their scope, plus their own; a VPN user: their own),
+/// filtered, by id: the owner, status, search and scope are applied by the store's query.
+/// `after`/`limit` page it (`limit` `None`: everything).
+pub async fn list_page(
+    store: &Store,
+    actor: &Actor,
+    filter: &DeviceFilter,
+    after: Option<i64>,
+    limit: Option<i64>,
+) -> Result<DevicePage, ServiceError> {
+    let mut search = DeviceSearch {
+        owner: filter.user.clone(),
+        status: filter.status,
+        text: filter.query.clone(),
+        after_id: after,
+        limit,
+        ..DeviceSearch::default()
+    };
+    if actor.has(Role::ItStaff) {
+        if let Scope::Groups(groups) = &actor.scope {
+            search.scope = Some(groups.iter().cloned().collect());
+            search.scope_also = actor.has(Role::VpnUser).then(|| actor.username.clone());
+        }
+    } else if actor.has(Role::VpnUser) {
+        search.owner = Some(actor.username.clone());
+    } else {
+        return Err(ServiceError::Forbidden);
+    }
+    let (devices, next_after) = store.search_devices(&search).await?;
+    Ok(DevicePage {
+        devices,
+        next_after,
+    })
+}
+
+/// Every device `actor` may see, filtered (see [`list_page`]).
 pub async fn list(
     store: &Store,
     actor: &Actor,
     filter: &DeviceFilter,
 ) -> Result<Vec<Device>, ServiceError> {
-    let owner = if actor.has(Role::ItStaff) {
-        filter.user.clone()
-    } else if actor.has(Role::VpnUser) {
-        Some(actor.username.clone())
-    } else {
-        return Err(ServiceError::Forbidden);
-    };
-    let mut cache = HashMap::new();
-    let mut out = Vec::new();
-    for d in store.list_devices(owner.as_deref()).await? {
-        if filter.matches(&d) && may_manage(store, actor, &d.username, &mut cache).await? {
-            out.push(d);
-        }
-    }
-    Ok(out)
+    Ok(list_page(store, actor, filter, None, None).await?.devices)
 }
 
 /// One device `actor` may see; `NotFound` otherwise (as if it did not exist).
@@ -142,38 +152,11 @@ pub async fn revoke(
     Ok((device, true))
 }
 
-/// When each of `ids` last opened a tunnel session (`tunnel.session_started`, target
-/// `device:ID`), from the audit log; absent: never seen.
+/// When each of `ids` last opened a tunnel session (`tunnel.session_started`), from the audit
+/// log; absent: never seen.
 pub async fn last_connections(
     store: &Store,
     ids: &[i64],
 ) -> Result<HashMap<i64, i64>, ServiceError> {
-    let mut out = HashMap::new();
-    if ids.is_empty() {
-        return Ok(out);
-    }
-    let events = store
-        .list_audit(&crate::store::AuditFilter {
-            action: Some(
-                crate::audit::Action::TunnelSessionStarted
-                    .as_str()
-                    .to_string(),
-            ),
-            ..Default::default()
-        })
-        .await?;
-    for ev in events {
-        let Some(id) = ev
-            .target
-            .strip_prefix("device:")
-            .and_then(|i| i.parse::<i64>().ok())
-        else {
-            continue;
-        };
-        if ids.contains(&id) {
-            let last = out.entry(id).or_insert(ev.ts);
-            *last = (*last).max(ev.ts);
-        }
-    }
-    Ok(out)
+    Ok(store.last_session_starts(ids).await?)
 }

@@ -85,4 +85,7 @@ pub enum ServiceError {
     DirectoryTimeout,
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// A bad audit query parameter (time, format, review subject, unknown resource).
+    #[error(transparent)]
+    Query(#[from] crate::audit::QueryError),
 }

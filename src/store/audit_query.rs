@@ -1,7 +1,7 @@
 //! The audit log's query SQL: filtered keyset pages, flows to a resource, a device's last session
 //! and last flow. Filters use the derived index columns; results come from the hashed fields.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures_util::TryStreamExt as _;
 use sqlx::Row as _;
@@ -97,6 +97,8 @@ pub struct FlowSummary {
     pub bytes_in: u64,
     /// How many `flow.allowed` windows were summed.
     pub windows: u64,
+    /// Destination ports seen (TCP/UDP), the union of the windows' `ports`.
+    pub ports: BTreeSet<u16>,
 }
 
 /// The last event of a kind about a device (access review's "last session", "last flow").
@@ -197,6 +199,7 @@ impl Store {
                     bytes_out: 0,
                     bytes_in: 0,
                     windows: 0,
+                    ports: BTreeSet::new(),
                 });
             s.first_seen = s.first_seen.min(first);
             s.last_seen = s.last_seen.max(last);
@@ -205,6 +208,14 @@ impl Store {
             s.bytes_out += num("bytes_out");
             s.bytes_in += num("bytes_in");
             s.windows += 1;
+            if let Some(ports) = d.get("ports").and_then(serde_json::Value::as_array) {
+                s.ports.extend(
+                    ports
+                        .iter()
+                        .filter_map(serde_json::Value::as_u64)
+                        .filter_map(|p| u16::try_from(p).ok()),
+                );
+            }
         }
         let mut out: Vec<FlowSummary> = by_peer.into_values().collect();
         out.sort_by(|a, b| (a.first_seen, &a.peer).cmp(&(b.first_seen, &b.peer)));

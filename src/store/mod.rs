@@ -12,6 +12,7 @@ mod audit;
 mod audit_query;
 mod batches;
 mod codes;
+mod device_search;
 mod devices;
 mod enrol;
 mod group;
@@ -27,6 +28,7 @@ pub use codes::{
     generate_code, normalize_code, validate as validate_code_request, CodeState, CreatedCode,
     EnrolmentCode, NewCode, CODE_ALPHABET, DEFAULT_CODE_TTL,
 };
+pub use device_search::DeviceSearch;
 pub use devices::{Device, DeviceStatus, DeviceWithUser, DevicesVersion, Rotation};
 pub use enrol::{AddressPool, EnrolRequest, Enrolled};
 pub use sessions::{NewSession, WebSession};

@@ -84,14 +84,48 @@ pub(crate) async fn upsert(
     .bind(now)
     .execute(&mut *conn)
     .await?;
+    write_groups(conn, &stored).await?;
     Ok(stored)
+}
+
+/// Rewrites the user's rows of `user_groups` (normalized DNs), which the device list's scope
+/// filter reads.
+async fn write_groups(conn: &mut AnyConnection, user: &User) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM user_groups WHERE username = $1")
+        .bind(&user.username)
+        .execute(&mut *conn)
+        .await?;
+    let dns: std::collections::BTreeSet<String> = user
+        .groups
+        .iter()
+        .map(|g| crate::directory::normalize_dn(g))
+        .collect();
+    if dns.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<String> = (0..dns.len())
+        .map(|i| format!("($1, ${})", i + 2))
+        .collect();
+    let sql = format!(
+        "INSERT INTO user_groups (username, group_dn) VALUES {}",
+        values.join(", ")
+    );
+    let mut q = sqlx::query(&sql).bind(&user.username);
+    for dn in dns {
+        q = q.bind(dn);
+    }
+    q.execute(&mut *conn).await?;
+    Ok(())
 }
 
 impl Store {
     /// Inserts or refreshes a user from the directory (login, sync).
     pub async fn upsert_user(&self, user: &DirectoryUser) -> Result<User, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        upsert(&mut conn, user, self.now_ms()).await
+        // One transaction: the user row and its user_groups rows change together.
+        let mut tx = self.write_tx().await?;
+        let stored = upsert(&mut tx, user, self.now_ms()).await?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     /// A user by login name (any case).

@@ -152,6 +152,12 @@ impl Browser {
         el.send_keys(text).await.unwrap();
     }
 
+    /// Chooses the option of value `value` in the `<select>` of id `id`.
+    pub async fn select(&self, id: &str, value: &str) {
+        let el = self.client.find(Locator::Id(id)).await.unwrap();
+        el.select_by_value(value).await.unwrap();
+    }
+
     /// Chooses `path` in the file input `id`.
     pub async fn attach(&self, id: &str, path: &std::path::Path) {
         let el = self.client.find(Locator::Id(id)).await.unwrap();

@@ -1,4 +1,4 @@
-//! Shared by tests/portal_api.rs, portal_auth.rs and portal_postgres.rs through `#[path]`: a real portal on
+//! Shared by the portal and web tests through `#[path]` (with tests/common/portal.rs): a real portal on
 //! a loopback port, a real slapd, a real SQLite file (or PostgreSQL). The gateway is the only
 //! stand-in (a recording PeerSink); tests/serve_e2e.rs runs the real gateway.
 #![allow(dead_code, clippy::unwrap_used)]
@@ -15,6 +15,9 @@ use sesame::portal::ratelimit::FailureLimiter;
 use sesame::portal::{router, AppState};
 use sesame::store::Store;
 
+#[allow(unused_imports)]
+pub use crate::common::portal::{csrf_cookie, error_of};
+use crate::common::portal::{ClientOptions, PortalClient};
 use crate::common::slapd::{password_of, Slapd};
 
 /// The stand-in gateway's public key.
@@ -259,52 +262,49 @@ impl Harness {
     }
 
     /// A client with its own cookie jar (one browser).
-    pub fn browser(&self) -> reqwest::Client {
-        self.browser_with(Arc::new(reqwest::cookie::Jar::default()), None)
+    pub fn browser(&self) -> PortalClient {
+        self.client_with(None, None)
     }
 
-    fn browser_with(&self, jar: Arc<reqwest::cookie::Jar>, csrf: Option<&str>) -> reqwest::Client {
-        let mut b = reqwest::Client::builder();
-        if self.base.starts_with("https") {
-            let pem = std::fs::read(self.slapd.ca_file()).unwrap();
-            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
-        }
-        if let Some(token) = csrf {
-            // What the portal's own scripts do: send back the CSRF cookie's token.
-            let mut h = reqwest::header::HeaderMap::new();
-            h.insert("x-csrf-token", token.parse().unwrap());
-            b = b.default_headers(h);
-        }
-        b.cookie_provider(jar)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap()
+    fn client_with(
+        &self,
+        jar: Option<Arc<reqwest::cookie::Jar>>,
+        csrf: Option<&str>,
+    ) -> PortalClient {
+        let pem = self
+            .base
+            .starts_with("https")
+            .then(|| std::fs::read(self.slapd.ca_file()).unwrap());
+        PortalClient::new(
+            &self.base,
+            ClientOptions {
+                ca_pem: pem.as_deref(),
+                csrf,
+                jar,
+            },
+        )
     }
 
     /// A signed-in browser: session cookie, and the CSRF token sent on state changes.
-    pub async fn login(&self, uid: &str) -> reqwest::Client {
+    pub async fn login(&self, uid: &str) -> PortalClient {
         let jar = Arc::new(reqwest::cookie::Jar::default());
-        let c = self.browser_with(Arc::clone(&jar), None);
-        let r = c
-            .post(self.url("/api/v1/login"))
-            .json(&json!({"username": uid, "password": password_of(uid)}))
-            .send()
-            .await
-            .unwrap();
+        let r = self
+            .client_with(Some(Arc::clone(&jar)), None)
+            .login(uid)
+            .await;
         let token = csrf_cookie(&r).unwrap_or_default();
         assert_eq!(r.status(), 200, "login {uid}: {}", r.text().await.unwrap());
         assert!(!token.is_empty(), "login sets the CSRF cookie");
-        self.browser_with(jar, Some(&token))
+        self.client_with(Some(jar), Some(&token))
     }
 
     /// IT staff (tleroux) creates a code for `uid`.
     pub async fn code_for(&self, it: &reqwest::Client, uid: &str, device: &str) -> String {
-        let r = it
-            .post(self.url("/api/v1/enrolment-codes"))
-            .json(&json!({"username": uid, "device_name": device}))
-            .send()
-            .await
-            .unwrap();
+        let it = PortalClient {
+            http: it.clone(),
+            base: self.base.clone(),
+        };
+        let r = it.create_code(uid, device).await;
         assert_eq!(r.status(), 201);
         let v: Value = r.json().await.unwrap();
         v["code"].as_str().unwrap().to_string()
@@ -347,27 +347,4 @@ pub fn laptop_key() -> (String, [u8; 32]) {
         base64::engine::general_purpose::STANDARD.encode(public),
         public,
     )
-}
-
-/// `(status, error code)` of an answer, asserting the error body shape.
-pub async fn error_of(r: reqwest::Response) -> (u16, String) {
-    let status = r.status().as_u16();
-    let v: Value = r.json().await.expect("JSON error body");
-    let code = v["error"]["code"].as_str().expect("error.code").to_string();
-    let message = v["error"]["message"].as_str().expect("error.message");
-    assert!(message.contains(" / "), "bilingual message: {message}");
-    (status, code)
-}
-
-/// The CSRF token a login answer hands over in its `sesame-csrf` cookie.
-pub fn csrf_cookie(r: &reqwest::Response) -> Option<String> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| {
-            let (name, rest) = c.split_once('=')?;
-            name.ends_with("sesame-csrf")
-                .then(|| rest.split(';').next().unwrap_or("").to_string())
-        })
 }

@@ -2,16 +2,18 @@
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use maud::html;
+use maud::{html, Markup};
 
+use crate::audit::FilterParams;
 use crate::portal::extract::ClientIp;
 use crate::service::audit as audit_service;
-use crate::store::{parse_rfc3339, AuditFilter, AuditVerification};
+use crate::service::ServiceError;
+use crate::store::AuditVerification;
 
 use crate::portal::auth::Role;
 use crate::portal::state::SharedState;
 
-use super::{encode_component, page, when, PageError, Viewer};
+use super::{encode_component, page, when, Lang, PageError, Viewer};
 
 #[derive(serde::Deserialize, Default)]
 pub struct LogQuery {
@@ -23,13 +25,59 @@ pub struct LogQuery {
     since: Option<String>,
     #[serde(default)]
     until: Option<String>,
+    /// The previous page's last event id.
+    #[serde(default)]
+    after: Option<String>,
 }
 
-fn non_empty(s: &Option<String>) -> Option<String> {
+/// A trimmed, non-empty form value.
+pub(super) fn non_empty(s: &Option<String>) -> Option<String> {
     s.as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_string)
+}
+
+/// `&k=v…` of the set values, for export links carrying the page's filters.
+pub(super) fn query_tail(pairs: &[(&str, Option<String>)]) -> String {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("&{k}={}", encode_component(v))))
+        .collect()
+}
+
+/// A bad filter (time, resource…) is shown above the form, which keeps what was typed; other
+/// failures are error pages.
+pub(super) fn inline_error(lang: Lang, e: ServiceError) -> Result<String, PageError> {
+    match e {
+        ServiceError::Query(q) => Ok(q.to_string()),
+        ServiceError::Invalid(m) => Ok(m),
+        other => Err(PageError::from((lang, other))),
+    }
+}
+
+/// The chain's state, as the verify API and `sesame audit verify` see it.
+fn chain_status(lang: Lang, chain: &AuditVerification) -> Markup {
+    html! {
+        @match chain {
+            AuditVerification::Intact { events } => {
+                p.notice role="status" #chain {
+                    strong { (lang.t("Chaîne d'audit intacte", "Audit chain intact")) }
+                    " : " (events) " " (lang.t("événements vérifiés, signatures des points de contrôle comprises.", "events checked, checkpoint signatures included."))
+                }
+            }
+            AuditVerification::Broken { id, reason } => {
+                div.error role="alert" #chain {
+                    p {
+                        strong { (lang.t("Chaîne d'audit rompue", "Audit chain broken")) }
+                        " : " (lang.t("premier événement en cause", "first event at fault")) " #" (id) " — " (reason)
+                    }
+                    p { (lang.t("Prévenez le responsable de la sécurité et conservez une copie exportée du journal.",
+                                "Tell the security officer and keep an exported copy of the log.")) }
+                }
+            }
+        }
+    }
 }
 
 /// `GET /audit/log?user=&action=&since=&until=`
@@ -41,56 +89,69 @@ pub async fn log(
 ) -> Result<Response, PageError> {
     let lang = viewer.lang;
     let session = viewer.require(Role::Auditor, "/audit/log")?;
-    let filter = AuditFilter {
+    let params = FilterParams {
         user: non_empty(&q.user),
         action: non_empty(&q.action),
-        since: non_empty(&q.since).and_then(|s| parse_rfc3339(&s)),
-        until: non_empty(&q.until).and_then(|s| parse_rfc3339(&s)),
-        limit: Some(audit_service::PAGE_SIZE),
-        ..Default::default()
+        since: non_empty(&q.since),
+        until: non_empty(&q.until),
+        ..FilterParams::default()
     };
-    let events = audit_service::events(&state.store, &session.actor, Some(ip), &filter)
+    let after = non_empty(&q.after).and_then(|a| a.parse::<i64>().ok());
+    let (events, next, error) = match params.to_filter() {
+        Ok(filter) => match audit_service::events_page(
+            &state.store,
+            &session.actor,
+            Some(ip),
+            &params,
+            &filter,
+            after,
+            audit_service::PAGE_SIZE,
+        )
         .await
-        .map_err(|e| PageError::from((lang, e)))?;
-    let chain = audit_service::verify(&state.store, &session.actor)
-        .await
-        .map_err(|e| PageError::from((lang, e)))?;
-    let mut export = String::new();
-    for (k, v) in [
-        ("user", &filter.user),
-        ("action", &filter.action),
-        ("since", &non_empty(&q.since)),
-        ("until", &non_empty(&q.until)),
-    ] {
-        if let Some(v) = v {
-            export.push_str(&format!("&{k}={}", encode_component(v)));
-        }
-    }
+        {
+            Ok((events, next)) => (events, next, None),
+            Err(e) => (Vec::new(), None, Some(inline_error(lang, e)?)),
+        },
+        Err(e) => (Vec::new(), None, Some(e.to_string())),
+    };
+    // A chain that cannot be checked (checkpoint file unreadable…) is said; the log still shows.
+    let chain = audit_service::verify(&state.store, &state.config, &session.actor).await;
+    let export = query_tail(&[
+        ("user", params.user.clone()),
+        ("action", params.action.clone()),
+        ("since", params.since.clone()),
+        ("until", params.until.clone()),
+    ]);
+    let value = |v: &Option<String>| v.clone().unwrap_or_default();
     let body = html! {
         @match &chain {
-            AuditVerification::Intact { events } => {
-                p.notice role="status" { (lang.t("Chaîne d'audit intacte", "Audit chain intact")) " (" (events) " " (lang.t("événements", "events")) ")" }
-            }
-            other => {
-                div.error role="alert" { p { (lang.t("Chaîne d'audit rompue : ", "Audit chain broken: ")) (format!("{other:?}")) } }
-            }
+            Ok(chain) => (chain_status(lang, chain)),
+            Err(e) => div.error role="alert" #chain {
+                p { strong { (lang.t("Vérification de la chaîne impossible", "Cannot verify the chain")) } " : " (e) }
+            },
         }
-        form.inline method="get" action="/audit/log" role="search" {
-            div { label for="user" { (lang.t("Agent (uid)", "User (uid)")) } input #user name="user" type="text" value=(filter.user.clone().unwrap_or_default()); }
-            div { label for="action" { (lang.t("Action", "Action")) } input #action name="action" type="text" placeholder="device.revoked" value=(filter.action.clone().unwrap_or_default()); }
-            div { label for="since" { (lang.t("Depuis (RFC 3339)", "Since (RFC 3339)")) } input #since name="since" type="text" placeholder="2026-01-01T00:00:00Z" value=(non_empty(&q.since).unwrap_or_default()); }
-            div { label for="until" { (lang.t("Jusqu'à (RFC 3339)", "Until (RFC 3339)")) } input #until name="until" type="text" value=(non_empty(&q.until).unwrap_or_default()); }
+        @if let Some(e) = &error { div.error role="alert" { p { (e) } } }
+        form.inline method="get" action="/audit/log" role="search" aria-label=(lang.t("Filtrer le journal", "Filter the log")) {
+            div { label for="user" { (lang.t("Agent (uid)", "User (uid)")) } input #user name="user" type="text" value=(value(&params.user)); }
+            div { label for="action" { (lang.t("Action", "Action")) } input #action name="action" type="text" placeholder="device.revoked" value=(value(&params.action)); }
+            div { label for="since" { (lang.t("Depuis (AAAA-MM-JJ ou RFC 3339)", "Since (YYYY-MM-DD or RFC 3339)")) } input #since name="since" type="text" placeholder="2026-01-01" value=(value(&params.since)); }
+            div { label for="until" { (lang.t("Jusqu'à (exclu)", "Until (excluded)")) } input #until name="until" type="text" value=(value(&params.until)); }
             div { button type="submit" { (lang.t("Filtrer", "Filter")) } }
         }
-        p {
+        p.no-print {
             (lang.t("Exporter ces événements : ", "Export these events: "))
             a href=(format!("/api/v1/audit/events?format=csv{export}")) { "CSV" }
             " · "
             a href=(format!("/api/v1/audit/events?format=jsonl{export}")) { "JSONL" }
+            " · "
+            a href="/api/v1/audit/verify" { (lang.t("vérification (JSON)", "verification (JSON)")) }
         }
-        div.table-wrap tabindex="0" role="region" aria-label=(lang.t("Tableau défilant", "Scrollable table")) {
+        div.table-wrap tabindex="0" role="region" aria-label=(lang.t("Événements d'audit (tableau défilant)", "Audit events (scrollable table)")) {
             table {
-                caption.muted { (events.len()) " " (lang.t("événement(s), les plus anciens d'abord", "event(s), oldest first")) }
+                caption.muted {
+                    (events.len()) " " (lang.t("événement(s), les plus anciens d'abord", "event(s), oldest first"))
+                    @if after.is_some() || next.is_some() { " " (lang.t("sur cette page", "on this page")) }
+                }
                 thead { tr {
                     th scope="col" { "#" }
                     th scope="col" { (lang.t("Date", "Time")) }
@@ -109,6 +170,18 @@ pub async fn log(
                     td { (e.outcome.as_str()) }
                     td { code { (e.details.to_string()) } }
                 } } }
+            }
+        }
+        @if after.is_some() || next.is_some() {
+            nav.no-print aria-label=(lang.t("Pages du journal", "Log pages")) {
+                ul.pager {
+                    @if after.is_some() {
+                        li { a href=(format!("/audit/log?{}", export.trim_start_matches('&'))) { (lang.t("Première page", "First page")) } }
+                    }
+                    @if let Some(next) = next {
+                        li { a rel="next" href=(format!("/audit/log?after={next}{export}")) { (lang.t("Page suivante", "Next page")) } }
+                    }
+                }
             }
         }
     };

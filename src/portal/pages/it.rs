@@ -132,9 +132,12 @@ pub struct DeviceQuery {
     q: Option<String>,
     #[serde(default)]
     status: Option<String>,
+    /// The previous page's last device id.
+    #[serde(default)]
+    after: Option<String>,
 }
 
-/// `GET /it/devices?q=&status=`
+/// `GET /it/devices?q=&status=&after=`: one page of [`devices::PAGE_SIZE`] devices.
 pub async fn devices(
     State(state): State<SharedState>,
     viewer: Viewer,
@@ -148,9 +151,29 @@ pub async fn devices(
         status,
         query: q.q.clone(),
     };
-    let list = devices::list(&state.store, &session.actor, &filter)
-        .await
-        .map_err(|e| PageError::from((lang, e)))?;
+    let after = q
+        .after
+        .as_deref()
+        .and_then(|a| a.trim().parse::<i64>().ok());
+    let found = devices::list_page(
+        &state.store,
+        &session.actor,
+        &filter,
+        after,
+        Some(devices::PAGE_SIZE),
+    )
+    .await
+    .map_err(|e| PageError::from((lang, e)))?;
+    let list = &found.devices;
+    let mut keep = String::new();
+    for (k, v) in [("q", &q.q), ("status", &q.status)] {
+        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+            keep.push_str(&format!("&{k}={}", encode_component(v)));
+        }
+    }
+    if lang == Lang::En {
+        keep.push_str("&lang=en");
+    }
     let selected = |s: &str| q.status.as_deref() == Some(s);
     let body = html! {
         @if session.actor.is_delegated() {
@@ -166,13 +189,19 @@ pub async fn devices(
                 select #status name="status" {
                     option value="" { (lang.t("tous", "all")) }
                     option value="active" selected[selected("active")] { (lang.t("actifs", "active")) }
+                    option value="suspended" selected[selected("suspended")] { (lang.t("suspendus", "suspended")) }
                     option value="revoked" selected[selected("revoked")] { (lang.t("révoqués", "revoked")) }
                 }
             }
             @if lang == Lang::En { input type="hidden" name="lang" value="en"; }
             div { button type="submit" { (lang.t("Filtrer", "Filter")) } }
         }
-        p role="status" { (list.len()) " " (lang.t("appareil(s)", "device(s)")) }
+        p role="status" {
+            (list.len()) " " (lang.t("appareil(s)", "device(s)"))
+            @if after.is_some() || found.next_after.is_some() {
+                " " (lang.t("sur cette page", "on this page"))
+            }
+        }
         div.table-wrap tabindex="0" role="region" aria-label=(lang.t("Tableau défilant", "Scrollable table")) {
             table {
                 thead { tr {
@@ -184,7 +213,7 @@ pub async fn devices(
                     th scope="col" { (lang.t("Action", "Action")) }
                 } }
                 tbody {
-                    @for d in &list {
+                    @for d in list {
                         tr {
                             td { a href=(format!("/it/users/{}", encode_component(&d.username))) { (d.username) } }
                             td { (d.name) br; span.muted { (d.hostname) } }
@@ -200,6 +229,18 @@ pub async fn devices(
                                 }
                             }
                         }
+                    }
+                }
+            }
+        }
+        @if after.is_some() || found.next_after.is_some() {
+            nav.no-print aria-label=(lang.t("Pages", "Pages")) {
+                ul.pager {
+                    @if after.is_some() {
+                        li { a href=(format!("/it/devices?{}", keep.trim_start_matches('&'))) { (lang.t("Première page", "First page")) } }
+                    }
+                    @if let Some(next) = found.next_after {
+                        li { a rel="next" href=(format!("/it/devices?after={next}{keep}")) { (lang.t("Page suivante", "Next page")) } }
                     }
                 }
             }

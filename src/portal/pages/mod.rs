@@ -1,6 +1,7 @@
 //! Web pages (server-rendered with maud): layout, language, page errors, static assets, routes.
 
 pub mod audit;
+pub mod audit_views;
 pub mod bulk;
 pub mod dashboard;
 pub mod it;
@@ -260,6 +261,8 @@ pub fn page(
                                     }
                                     @if s.has(Role::Auditor) {
                                         li { a href="/audit/log" { (lang.t("Journal d'audit", "Audit log")) } }
+                                        li { a href="/audit/flows" { (lang.t("Flux par ressource", "Flows per resource")) } }
+                                        li { a href="/audit/access-review" { (lang.t("Revue des accès", "Access review")) } }
                                     }
                                 }
                                 li { a href=(other.0) hreflang=(other.2) lang=(other.2) { (other.1) } }
@@ -363,6 +366,12 @@ pub fn routes() -> Vec<RouteEntry> {
         (Method::POST, "/it/devices/{id}/revoke", post(it::revoke)),
         (Method::GET, "/it/users/{username}", get(it::user)),
         (Method::GET, "/audit/log", get(audit::log)),
+        (Method::GET, "/audit/flows", get(audit_views::flows)),
+        (
+            Method::GET,
+            "/audit/access-review",
+            get(audit_views::access_review),
+        ),
     ]
 }
 

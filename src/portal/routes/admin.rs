@@ -1,14 +1,15 @@
 //! IT staff routes: enrolment codes, the device list, revocation (thin: the rules are in
 //! `service`).
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::api::{CreateCodeRequest, CreateCodeResponse, DeviceSummary};
 use crate::audit::AuditContext;
 use crate::service::{codes, devices};
-use crate::store::Device;
+use crate::store::{Device, DeviceStatus};
 
 use crate::portal::auth::Session;
 use crate::portal::error::ApiError;
@@ -60,15 +61,95 @@ pub async fn create_code(
     ))
 }
 
-/// `GET /api/v1/devices`: every device for IT staff; a VPN user sees their own.
-#[utoipa::path(get, path = "/api/v1/devices", security(("session" = [])),
-    responses((status = 200, body = Vec<DeviceSummary>), (status = 401), (status = 403)))]
+/// Query string of `GET /api/v1/devices` (every parameter optional).
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesQuery {
+    /// Case-insensitive substring of the owner, device name, host name or tunnel address.
+    pub q: Option<String>,
+    /// `active`, `suspended` or `revoked`.
+    pub status: Option<String>,
+    /// Only this user's devices (IT staff).
+    pub user: Option<String>,
+    /// Page size, 1 to 10000; without it, every matching device. The next page's URL is in the
+    /// `Link` header (`rel="next"`).
+    pub limit: Option<String>,
+    /// The previous page's last device id.
+    pub after: Option<String>,
+}
+
+fn bad(param: &str, value: &str, want: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "{param} {value:?} : attendu {want} / expected {want}"
+    ))
+}
+
+/// `GET /api/v1/devices`: every device for IT staff (a delegated technician: their scope); a
+/// VPN user sees their own. Filtered and paged by the query.
+#[utoipa::path(get, path = "/api/v1/devices", params(DevicesQuery), security(("session" = [])),
+    responses((status = 200, body = Vec<DeviceSummary>), (status = 400), (status = 401), (status = 403)))]
 pub async fn list_devices(
     State(state): State<SharedState>,
     session: Session,
-) -> Result<Json<Vec<DeviceSummary>>, ApiError> {
-    let devices = devices::list(&state.store, &session.actor, &Default::default()).await?;
-    Ok(Json(devices.iter().map(summary).collect()))
+    q: Result<Query<DevicesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let set = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let status = match set(&q.status) {
+        None => None,
+        Some(s) => Some(
+            DeviceStatus::parse(&s)
+                .ok_or_else(|| bad("status", &s, "active, suspended, revoked"))?,
+        ),
+    };
+    let limit = match set(&q.limit) {
+        None => None,
+        Some(l) => Some(
+            l.parse::<i64>()
+                .ok()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| bad("limit", &l, "1..10000"))?,
+        ),
+    };
+    let after = match set(&q.after) {
+        None => None,
+        Some(a) => Some(
+            a.parse::<i64>()
+                .map_err(|_| bad("after", &a, "a device id"))?,
+        ),
+    };
+    let filter = devices::DeviceFilter {
+        user: set(&q.user),
+        status,
+        query: set(&q.q),
+    };
+    let page = devices::list_page(&state.store, &session.actor, &filter, after, limit).await?;
+    let body: Vec<DeviceSummary> = page.devices.iter().map(summary).collect();
+    let mut resp = Json(body).into_response();
+    if let (Some(next), Some(limit)) = (page.next_after, limit) {
+        let mut url = format!("/api/v1/devices?limit={limit}&after={next}");
+        for (k, v) in [
+            ("q", &filter.query),
+            ("status", &q.status),
+            ("user", &filter.user),
+        ] {
+            if let Some(v) = set(v) {
+                url.push_str(&format!(
+                    "&{k}={}",
+                    crate::portal::pages::encode_component(&v)
+                ));
+            }
+        }
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("<{url}>; rel=\"next\"")) {
+            resp.headers_mut().insert(axum::http::header::LINK, v);
+        }
+    }
+    Ok(resp)
 }
 
 /// `DELETE /api/v1/devices/{id}`: revokes at once (the gateway cuts the session). IT staff, or

@@ -8,17 +8,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::audit::checkpoint;
 use crate::audit::export::{csv_document, render_page, ExportFormat};
 use crate::audit::query::page_size;
 use crate::audit::review::{
-    access_review, review_csv_record, FlowView, Review, ReviewPolicy, ReviewSubject,
-    FLOWS_CSV_HEADER, REVIEW_CSV_HEADER,
+    review_csv_record, FlowView, Review, FLOWS_CSV_HEADER, REVIEW_CSV_HEADER,
 };
-use crate::audit::{
-    read_event, AuditContext, AuditEvent, AuditFilter, Cursor, FilterParams, QueryError,
-};
-use crate::store::{AuditVerification, Store, StoreError};
+use crate::audit::{AuditEvent, AuditFilter, Cursor, FilterParams, QueryError};
+use crate::service::audit as audit_service;
+use crate::store::{AuditVerification, Store};
 
 use crate::portal::auth::{Role, Session};
 use crate::portal::error::ApiError;
@@ -117,24 +114,6 @@ fn view(e: AuditEvent) -> EventView {
     }
 }
 
-/// Records the auditor's query (`audit.read`) before answering it; returns the event's id.
-/// A query that cannot be audited is not answered.
-async fn record_read(
-    state: &SharedState,
-    session: &Session,
-    ip: std::net::IpAddr,
-    query: &str,
-    format: &str,
-    filter: serde_json::Value,
-) -> Result<i64, ApiError> {
-    let ctx = AuditContext::new(session.username.clone(), Some(ip.to_string()));
-    let ev = state
-        .store
-        .append_audit(&read_event(&ctx, query, format, filter))
-        .await?;
-    Ok(ev.id)
-}
-
 /// The whole filtered result, page by page, as a streamed body: constant memory.
 fn stream_events(
     store: Store,
@@ -208,7 +187,15 @@ pub async fn events(
         map.insert("cursor".into(), serde_json::Value::String(c.clone()));
     }
     if format == "json" {
-        record_read(&state, &session, ip, "events", format, logged).await?;
+        audit_service::record_read(
+            &state.store,
+            &session.actor,
+            Some(ip),
+            "events",
+            format,
+            logged,
+        )
+        .await?;
         let (events, next) = state.store.audit_page(&filter, after, limit).await?;
         return Ok(Json(EventsPage {
             events: events.into_iter().map(view).collect(),
@@ -218,7 +205,15 @@ pub async fn events(
     }
     let export = ExportFormat::parse(format)
         .map_err(|_| QueryError::BadFormat(format.to_string(), "json, csv, jsonl"))?;
-    let read_id = record_read(&state, &session, ip, "export", format, logged).await?;
+    let read_id = audit_service::record_read(
+        &state.store,
+        &session.actor,
+        Some(ip),
+        "export",
+        format,
+        logged,
+    )
+    .await?;
     let filter = AuditFilter {
         through_id: Some(read_id - 1),
         ..filter
@@ -270,36 +265,22 @@ pub async fn flows(
     ClientIp(ip): ClientIp,
     q: QueryResult<FlowsQuery>,
 ) -> Result<Response, ApiError> {
-    session.require(Role::Auditor)?;
     let q = query(q)?;
     let json = json_or_csv(q.format.as_deref())?;
-    let params = FilterParams {
-        resource: Some(q.resource.clone()),
-        since: q.since.clone(),
-        until: q.until.clone(),
-        ..FilterParams::default()
+    let asked = audit_service::FlowsQuery {
+        resource: q.resource,
+        since: q.since,
+        until: q.until,
     };
-    let filter = params.to_filter()?;
-    let resource = filter
-        .resource
-        .clone()
-        .ok_or_else(|| ApiError::BadRequest("resource".into()))?;
-    record_read(
-        &state,
-        &session,
-        ip,
-        "flows",
+    let flows = audit_service::flows(
+        &state.store,
+        &session.actor,
+        Some(ip),
         q.format.as_deref().unwrap_or("json"),
-        params.to_json(),
+        &asked,
     )
     .await?;
-    let flows: Vec<FlowView> = state
-        .store
-        .flows(&resource, filter.since, filter.until)
-        .await?
-        .into_iter()
-        .map(FlowView::from)
-        .collect();
+    let resource = asked.resource.trim().to_string();
     if json {
         Ok(Json(FlowsView { resource, flows }).into_response())
     } else {
@@ -331,28 +312,16 @@ pub async fn access_review_route(
     ClientIp(ip): ClientIp,
     q: QueryResult<ReviewQuery>,
 ) -> Result<Response, ApiError> {
-    session.require(Role::Auditor)?;
     let q = query(q)?;
     let json = json_or_csv(q.format.as_deref())?;
-    let subject = ReviewSubject::from_params(q.resource.as_deref(), q.user.as_deref())?;
-    record_read(
-        &state,
-        &session,
-        ip,
-        "access_review",
-        q.format.as_deref().unwrap_or("json"),
-        subject.to_json(),
-    )
-    .await?;
-    let cfg = &state.config;
-    let review = access_review(
+    let review = audit_service::access_review(
         &state.store,
-        &ReviewPolicy {
-            policy: &cfg.policy,
-            vpn_users: &cfg.roles.vpn_users,
-            static_peers: &cfg.peers,
-        },
-        &subject,
+        &state.config,
+        &session.actor,
+        Some(ip),
+        q.format.as_deref().unwrap_or("json"),
+        q.resource.as_deref(),
+        q.user.as_deref(),
     )
     .await?;
     if json {
@@ -389,24 +358,17 @@ pub async fn verify(
     ClientIp(ip): ClientIp,
 ) -> Result<Json<VerifyView>, ApiError> {
     session.require(Role::Auditor)?;
-    record_read(
-        &state,
-        &session,
-        ip,
+    audit_service::record_read(
+        &state.store,
+        &session.actor,
+        Some(ip),
         "verify",
         "json",
         serde_json::json!({}),
     )
     .await?;
     // The chain and every signed checkpoint, as `sesame audit verify` checks them.
-    let audit = &state.config.audit;
-    let key = checkpoint::load_public_key(&audit.signing_key_file).map_err(StoreError::from)?;
-    let cps = checkpoint::read_file(&audit.checkpoint_file).map_err(StoreError::from)?;
-    let view = match state
-        .store
-        .verify_audit_with(Some((key.as_ref(), &cps)))
-        .await?
-    {
+    let view = match audit_service::verify(&state.store, &state.config, &session.actor).await? {
         AuditVerification::Intact { events } => VerifyView {
             intact: true,
             events: i64::try_from(events).unwrap_or(i64::MAX),

@@ -1,0 +1,184 @@
+//! The device list's SQL: owner, status, text search and delegated scope in one query, paged
+//! by id (keyset), so a list of thousands of devices reads one page of rows.
+
+use super::devices::{from_row, COLUMNS};
+use super::{normalize_username, Device, DeviceStatus, Store, StoreError};
+
+/// Which devices to read, and which page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceSearch {
+    /// Only this user's devices.
+    pub owner: Option<String>,
+    pub status: Option<DeviceStatus>,
+    /// Case-insensitive substring of the owner, device name, host name or tunnel address.
+    pub text: Option<String>,
+    /// Only owners member of one of these groups (normalized DNs, as `[roles]` scopes are)…
+    pub scope: Option<Vec<String>>,
+    /// …or this user (a delegated technician's own devices).
+    pub scope_also: Option<String>,
+    /// Devices with an id above this one (the previous page's last id).
+    pub after_id: Option<i64>,
+    /// Page size; `None`: every matching device.
+    pub limit: Option<i64>,
+}
+
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// `%text%` for LIKE, with `\`, `%` and `_` escaped (the query says `ESCAPE '\'`).
+fn like_pattern(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+impl DeviceSearch {
+    /// `WHERE …` and its binds, numbered from `$1`.
+    fn where_clause(&self) -> (String, Vec<Bind>) {
+        let mut conds: Vec<String> = Vec::new();
+        let mut binds: Vec<Bind> = Vec::new();
+        let next = |binds: &mut Vec<Bind>, b: Bind| {
+            binds.push(b);
+            format!("${}", binds.len())
+        };
+        if let Some(owner) = &self.owner {
+            let p = next(&mut binds, Bind::Text(normalize_username(owner)));
+            conds.push(format!("d.username = {p}"));
+        }
+        match self.status {
+            None => {}
+            Some(DeviceStatus::Active) => {
+                conds.push("d.status = 'active' AND d.suspended_at IS NULL".into())
+            }
+            Some(DeviceStatus::Suspended) => {
+                conds.push("d.status = 'active' AND d.suspended_at IS NOT NULL".into())
+            }
+            Some(DeviceStatus::Revoked) => conds.push("d.status = 'revoked'".into()),
+        }
+        if let Some(text) = self
+            .text
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            let p = next(&mut binds, Bind::Text(like_pattern(&text.to_lowercase())));
+            conds.push(format!(
+                "(lower(d.username) LIKE {p} ESCAPE '\\' OR lower(d.name) LIKE {p} ESCAPE '\\' \
+                 OR lower(d.hostname) LIKE {p} ESCAPE '\\' OR d.tunnel_address LIKE {p} ESCAPE '\\')"
+            ));
+        }
+        if let Some(scope) = &self.scope {
+            let mut alts = Vec::new();
+            if !scope.is_empty() {
+                let ps: Vec<String> = scope
+                    .iter()
+                    .map(|g| next(&mut binds, Bind::Text(g.clone())))
+                    .collect();
+                alts.push(format!(
+                    "EXISTS (SELECT 1 FROM user_groups g WHERE g.username = d.username \
+                     AND g.group_dn IN ({}))",
+                    ps.join(", ")
+                ));
+            }
+            if let Some(me) = &self.scope_also {
+                let p = next(&mut binds, Bind::Text(normalize_username(me)));
+                alts.push(format!("d.username = {p}"));
+            }
+            if alts.is_empty() {
+                alts.push("1 = 0".into());
+            }
+            conds.push(format!("({})", alts.join(" OR ")));
+        }
+        if let Some(after) = self.after_id {
+            let p = next(&mut binds, Bind::Int(after));
+            conds.push(format!("d.id > {p}"));
+        }
+        let cond = if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conds.join(" AND "))
+        };
+        (cond, binds)
+    }
+}
+
+impl Store {
+    /// One page of devices matching `search`, by id, and the id to pass as the next page's
+    /// `after_id` (`None` on the last page).
+    pub async fn search_devices(
+        &self,
+        search: &DeviceSearch,
+    ) -> Result<(Vec<Device>, Option<i64>), StoreError> {
+        let (cond, binds) = search.where_clause();
+        let limit = search.limit.map(|n| n.max(1));
+        let sql = match limit {
+            Some(n) => format!(
+                "SELECT {COLUMNS} FROM devices d {cond} ORDER BY d.id LIMIT {}",
+                n + 1
+            ),
+            None => format!("SELECT {COLUMNS} FROM devices d {cond} ORDER BY d.id"),
+        };
+        let mut q = sqlx::query(&sql);
+        for b in binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s),
+                Bind::Int(i) => q.bind(i),
+            };
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        let mut devices = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+        let next = match limit {
+            Some(n) if devices.len() as i64 > n => {
+                devices.truncate(n as usize);
+                devices.last().map(|d| d.id)
+            }
+            _ => None,
+        };
+        Ok((devices, next))
+    }
+}
+
+impl Store {
+    /// When each of `ids` last opened a tunnel session (`tunnel.session_started`), unix ms; a
+    /// device never seen is absent. One seek per device on the audit log's device index.
+    pub async fn last_session_starts(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, i64>, StoreError> {
+        use sqlx::Row as _;
+        let mut out = std::collections::HashMap::new();
+        for &id in ids {
+            let row = sqlx::query(
+                "SELECT ts FROM audit_events WHERE device_id = $1 AND action = $2 \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(id)
+            .bind(crate::audit::Action::TunnelSessionStarted.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = row {
+                out.insert(id, row.try_get::<i64, _>("ts")?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_wildcards_are_escaped() {
+        assert_eq!(like_pattern("a_b%c\\d"), "%a\\_b\\%c\\\\d%");
+    }
+}
