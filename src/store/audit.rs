@@ -72,8 +72,13 @@ fn next_link(e: &AuditEvent) -> (i64, String) {
     (e.id + 1, e.hash.clone())
 }
 
-/// `($1,$2,…,$k),(…)…`: `rows` groups of `cols` numbered placeholders.
-fn placeholders(rows: usize, cols: usize) -> String {
+/// `rows` groups of `cols` placeholders: `($1,$2,…),(…)` on PostgreSQL, `(?,?,…),(…)` on SQLite.
+///
+/// SQLite gets anonymous ones because sqlx binds numbered parameters by asking SQLite each one's
+/// name, a linear search: quadratic in the statement's parameters (measured with perf on
+/// audit_insert: a third of the append's time for 1,300 binds).
+fn placeholders(conn: &AnyConnection, rows: usize, cols: usize) -> String {
+    let numbered = conn.backend_name() != "SQLite";
     let mut out = String::with_capacity(rows * cols * 5);
     for r in 0..rows {
         out.push_str(if r == 0 { "(" } else { ",(" });
@@ -81,8 +86,12 @@ fn placeholders(rows: usize, cols: usize) -> String {
             if c > 1 {
                 out.push(',');
             }
-            out.push('$');
-            out.push_str(&(r * cols + c).to_string());
+            if numbered {
+                out.push('$');
+                out.push_str(&(r * cols + c).to_string());
+            } else {
+                out.push('?');
+            }
         }
         out.push(')');
     }
@@ -97,7 +106,7 @@ async fn insert_rows(conn: &mut AnyConnection, events: &[AuditEvent]) -> Result<
         let sql = format!(
             "INSERT INTO audit_events (id, ts, actor, action, target, outcome, source_ip, details, \
              prev_hash, hash, username, device_id, resource) VALUES {}",
-            placeholders(chunk.len(), 13)
+            placeholders(conn, chunk.len(), 13)
         );
         let mut q = sqlx::query(&sql);
         let mut seen = SeenUpdates::default();
@@ -165,7 +174,7 @@ impl SeenUpdates {
             "INSERT INTO audit_last_seen (device_id, kind, resource, event_id, ts) VALUES {} \
              ON CONFLICT (device_id, kind, resource) DO UPDATE SET event_id = excluded.event_id, \
              ts = excluded.ts WHERE excluded.event_id > audit_last_seen.event_id",
-            placeholders(self.0.len(), 5)
+            placeholders(conn, self.0.len(), 5)
         );
         let mut q = sqlx::query(&sql);
         for ((device, kind, resource), (id, ts)) in self.0 {
