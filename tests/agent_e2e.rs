@@ -5,9 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod common {
+    pub mod curl;
     pub mod netns;
+    pub mod postgres;
+    pub mod serve;
     pub mod slapd;
     pub mod wg;
+    pub mod world;
 }
 mod agent_common;
 
@@ -15,31 +19,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use agent_common::{agent_bin, enter, ThreadNetns};
-use common::netns::{link, unique, wait_for, Netns, Proc};
-use common::slapd::{password_of, Slapd};
+use agent_common::agent_bin;
+use common::netns::{link, unique, wait_for, Netns};
+use common::serve::{Builder, APP_PORT, GRANTS, GW_PORT, PAIE, RH, ROLES};
+use common::slapd::password_of;
 use common::wg::WgPeer;
 
-const GW_PORT: u16 = 51820;
 const PORTAL_PORT: u16 = 8080;
 const GW_UNDERLAY: &str = "198.18.1.1";
-const PAIE: &str = "198.18.10.10";
-const RH: &str = "198.18.20.10";
-const APP_PORT: u16 = 8443;
 
+/// The serve world (one laptop, no wireguard-go: the agent is the client) and the agent's
+/// interface name.
 struct World {
-    // Processes first: dropped before their namespaces.
-    serve: Option<Proc>,
-    _listener: Proc,
-    slapd: Slapd,
-    _in_gw: ThreadNetns,
-    gw: Netns,
-    laptop: Netns,
-    _res: Netns,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    log: PathBuf,
+    w: common::serve::World,
     iface: String,
+}
+
+impl std::ops::Deref for World {
+    type Target = common::serve::World;
+    fn deref(&self) -> &common::serve::World {
+        &self.w
+    }
 }
 
 impl World {
@@ -54,7 +54,7 @@ impl World {
     /// `sesame-agent ARGS` in the laptop namespace, English messages, `stdin` piped in.
     fn agent(&self, args: &[&str], stdin: &str, lang: &str) -> Output {
         let mut child = self
-            .laptop
+            .laptop()
             .command(agent_bin().to_str().unwrap())
             .args(args)
             .env("LANG", lang)
@@ -112,10 +112,6 @@ impl World {
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
-    fn reaches(&self, ip: &str) -> bool {
-        self.laptop.tcp_connects(ip, APP_PORT, 2)
-    }
-
     fn status(&self) -> String {
         text(&self.agent(
             &["status", "--dir", self.agent_dir().to_str().unwrap()],
@@ -130,7 +126,7 @@ impl Drop for World {
         // Never leave a daemon behind, even when the test failed half-way.
         let dir = self.agent_dir();
         let _ = self
-            .laptop
+            .laptop()
             .command(agent_bin().to_str().unwrap())
             .args(["down", "--dir", dir.to_str().unwrap()])
             .output();
@@ -147,63 +143,15 @@ fn text(out: &Output) -> String {
 
 fn setup() -> World {
     agent_bin();
-    let dir = tempfile::tempdir().unwrap();
-    let gw = Netns::new("sag");
-    let laptop = Netns::new("sal");
-    let res = Netns::new("sar");
-    link(&gw, &format!("{GW_UNDERLAY}/30"), &laptop, "198.18.1.2/30");
-    let (_, res_if) = link(&gw, "198.18.3.1/30", &res, "198.18.3.2/30");
-    res.ip(&["addr", "add", &format!("{PAIE}/32"), "dev", &res_if]);
-    res.ip(&["addr", "add", &format!("{RH}/32"), "dev", &res_if]);
-    res.ip(&["route", "add", "100.64.0.0/10", "via", "198.18.3.1"]);
-    gw.sysctl("net.ipv4.ip_forward", "1");
-    gw.ip(&["route", "add", &format!("{PAIE}/32"), "via", "198.18.3.2"]);
-    gw.ip(&["route", "add", &format!("{RH}/32"), "via", "198.18.3.2"]);
-    let listener = agent_common::tcp_listener(
-        &res,
-        dir.path(),
-        &[&format!("{PAIE}:{APP_PORT}"), &format!("{RH}:{APP_PORT}")],
-    );
-
-    let in_gw = enter(&gw.name);
-    let slapd = Slapd::start();
-    let key_path = dir.path().join("gateway.key");
-    let out = Command::new(env!("CARGO_BIN_EXE_sesame"))
-        .args(["keygen", "--out", key_path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let directory = slapd
-        .directory_toml()
-        .replace("sync_interval = \"60s\"", "sync_interval = \"1s\"");
-    let config = dir.path().join("sesame.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[portal]
-listen = "0.0.0.0:{PORTAL_PORT}"
-public_url = "http://{GW_UNDERLAY}:{PORTAL_PORT}"
-insecure_plaintext = true
-
-[gateway]
-listen = "0.0.0.0:{GW_PORT}"
-endpoint = "{GW_UNDERLAY}:{GW_PORT}"
-interface = "{tun}"
-tunnel_network = "100.64.0.0/24"
-private_key_file = "{key}"
-threads = 1
-
-[database]
-url = "sqlite://{db}"
-
-{directory}
-
-[roles]
-vpn_users = ["cn=personnels-administratifs,ou=groups,dc=academie,dc=test"]
-it_staff = ["cn=dsi,ou=groups,dc=academie,dc=test"]
-auditors = ["cn=auditeurs,ou=groups,dc=academie,dc=test"]
-
+    let w = Builder::new("sa")
+        .laptops(1)
+        .no_wireguard()
+        .portal(&format!(
+            "listen = \"0.0.0.0:{PORTAL_PORT}\"\npublic_url = \"http://{GW_UNDERLAY}:{PORTAL_PORT}\"\ninsecure_plaintext = true\n"
+        ))
+        .sync_interval("1s")
+        .sections(&format!(
+            r#"{ROLES}
 [[resource]]
 name = "paie"
 description = "Paie / Payroll"
@@ -214,53 +162,11 @@ name = "rh"
 description = "Ressources humaines / HR"
 allow = ["{RH}/32 tcp:{APP_PORT}"]
 
-[[grant]]
-group = "cn=gestionnaires-paie,ou=groups,dc=academie,dc=test"
-resources = ["paie"]
-
-[[grant]]
-group = "cn=gestionnaires-rh,ou=groups,dc=academie,dc=test"
-resources = ["rh"]
-"#,
-            tun = unique("sat"),
-            key = key_path.display(),
-            db = dir.path().join("sesame.db").display(),
-        ),
-    )
-    .unwrap();
-    let log = dir.path().join("serve.log");
-    let serve = gw.spawn(
-        env!("CARGO_BIN_EXE_sesame"),
-        &["serve", "--config", config.to_str().unwrap()],
-        Some(&log),
-    );
-    let ready = wait_for(Duration::from_secs(30), || {
-        Command::new("curl")
-            .args([
-                "-sf",
-                "-m",
-                "2",
-                &format!("http://127.0.0.1:{PORTAL_PORT}/readyz"),
-            ])
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    assert!(
-        ready,
-        "sesame serve not ready:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+{GRANTS}"#
+        ))
+        .build();
     World {
-        serve: Some(serve),
-        _listener: listener,
-        slapd,
-        _in_gw: in_gw,
-        gw,
-        laptop,
-        _res: res,
-        dir,
-        config,
-        log,
+        w,
         iface: unique("sa"),
     }
 }
@@ -366,7 +272,7 @@ fn agent_journey_enrol_up_grants_rotate_revoke_down() {
     // The file enrol wrote works unchanged with a stock WireGuard (wireguard-go + `wg setconf`
     // after `wg-quick strip`), as the official clients would use it.
     {
-        let stock = WgPeer::start(&w.laptop, "100.64.0.2/32", w.dir.path());
+        let stock = WgPeer::start(w.laptop(), "100.64.0.2/32", w.dir.path());
         let stripped = w.dir.path().join("stripped.conf");
         let out = Command::new("wg-quick")
             .args(["strip", dir.join("sesame.conf").to_str().unwrap()])
@@ -374,11 +280,11 @@ fn agent_journey_enrol_up_grants_rotate_revoke_down() {
             .unwrap();
         assert!(out.status.success(), "{}", text(&out));
         std::fs::write(&stripped, &out.stdout).unwrap();
-        w.laptop.exec_ok(
+        w.laptop().exec_ok(
             "wg",
             &["setconf", &stock.interface, stripped.to_str().unwrap()],
         );
-        w.laptop.ip(&[
+        w.laptop().ip(&[
             "route",
             "replace",
             &format!("{PAIE}/32"),
@@ -389,7 +295,7 @@ fn agent_journey_enrol_up_grants_rotate_revoke_down() {
             wait_for(Duration::from_secs(15), || w.reaches(PAIE)),
             "stock WireGuard with sesame.conf: payroll unreachable"
         );
-        w.laptop.ip(&["link", "del", &stock.interface]);
+        w.laptop().ip(&["link", "del", &stock.interface]);
     }
 
     // Up: payroll answers, HR is not even routed.
@@ -417,7 +323,7 @@ fn agent_journey_enrol_up_grants_rotate_revoke_down() {
         "payroll unreachable"
     );
     assert!(!w.reaches(RH), "HR reachable without a grant");
-    let routes = String::from_utf8_lossy(&w.laptop.ip(&["route", "show"]).stdout).to_string();
+    let routes = String::from_utf8_lossy(&w.laptop().ip(&["route", "show"]).stdout).to_string();
     assert!(
         routes.contains(&format!("{PAIE} dev {}", w.iface)) && !routes.contains(RH),
         "{routes}"
@@ -448,7 +354,7 @@ fn agent_journey_enrol_up_grants_rotate_revoke_down() {
         "HR grant never withdrawn"
     );
     assert!(wait_for(Duration::from_secs(10), || {
-        !String::from_utf8_lossy(&w.laptop.ip(&["route", "show"]).stdout).contains(RH)
+        !String::from_utf8_lossy(&w.laptop().ip(&["route", "show"]).stdout).contains(RH)
     }));
 
     // A rotation cut before the portal answers keeps the old, working config; the next one
@@ -562,12 +468,12 @@ fn agent_journey_enrol_up_grants_rotate_revoke_down() {
         "{}",
         text(&out)
     );
-    let links = String::from_utf8_lossy(&w.laptop.ip(&["-o", "link", "show"]).stdout).to_string();
+    let links = String::from_utf8_lossy(&w.laptop().ip(&["-o", "link", "show"]).stdout).to_string();
     assert!(!links.contains(&w.iface), "{links}");
-    let routes = String::from_utf8_lossy(&w.laptop.ip(&["route", "show"]).stdout).to_string();
+    let routes = String::from_utf8_lossy(&w.laptop().ip(&["route", "show"]).stdout).to_string();
     assert!(
         !routes.contains("198.18.10.") && !routes.contains("198.18.20."),
         "{routes}"
     );
-    let _ = (&w.serve, &w.log, &w.gw);
+    let _ = (&w.serve, &w.log);
 }

@@ -6,31 +6,24 @@
 mod common {
     pub mod netns;
     pub mod wg;
+    pub mod world;
 }
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::netns::{link, wait_for, Netns, Proc};
+use common::netns::{wait_for, Netns, Proc};
 use common::wg::WgPeer;
+use common::world::{self, keygen, tcp_servers, APP_PORT, GW_PORT, PAIE, RH};
 
-const GW_PORT: u16 = 51820;
 const TUN: &str = "sg0";
 const LAPTOP1: &str = "100.64.0.2";
 const LAPTOP2: &str = "100.64.0.3";
 const SPOOFED: &str = "100.64.0.9";
-const PAIE: &str = "198.18.10.10";
-const RH: &str = "198.18.20.10";
-/// Granted port on both resource hosts.
-const APP_PORT: u16 = 8443;
 /// Port with a listener on paie that no grant allows.
 const OTHER_PORT: u16 = 9000;
 /// Listener on laptop1 that resource hosts must not reach.
 const LAPTOP_PORT: u16 = 7000;
-
-/// Servers on HOST:PORT arguments (`serve`) and the bulk client (`check`): see the file.
-const BULK: &str = include_str!("common/bulk.py");
 
 /// Sends N datagrams of junk to HOST:PORT (bounded count).
 const FLOOD: &str = r#"
@@ -58,10 +51,6 @@ struct Topology {
     gateway_public: String,
 }
 
-fn sesame() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sesame"))
-}
-
 fn start_gateway(gw: &Netns, config: &Path, log: &Path) -> Proc {
     let bin = env!("CARGO_BIN_EXE_sesame");
     let p = gw.spawn(
@@ -84,65 +73,33 @@ fn start_gateway(gw: &Netns, config: &Path, log: &Path) -> Proc {
 
 fn setup() -> Topology {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Netns::new("sgw");
-    let l1 = Netns::new("sl1");
-    let l2 = Netns::new("sl2");
-    let res = Netns::new("srs");
-    link(&gw, "198.18.1.1/30", &l1, "198.18.1.2/30");
-    link(&gw, "198.18.2.1/30", &l2, "198.18.2.2/30");
-    let (_, res_if) = link(&gw, "198.18.3.1/30", &res, "198.18.3.2/30");
-    res.ip(&["addr", "add", &format!("{PAIE}/32"), "dev", &res_if]);
-    res.ip(&["addr", "add", &format!("{RH}/32"), "dev", &res_if]);
-    res.ip(&["route", "add", "100.64.0.0/10", "via", "198.18.3.1"]);
-    gw.sysctl("net.ipv4.ip_forward", "1");
-    gw.ip(&["route", "add", &format!("{PAIE}/32"), "via", "198.18.3.2"]);
-    gw.ip(&["route", "add", &format!("{RH}/32"), "via", "198.18.3.2"]);
-
-    let script = dir.path().join("bulk.py");
-    std::fs::write(&script, BULK).unwrap();
-    let script = script.to_str().unwrap();
-    let res_log = dir.path().join("res-listener.log");
-    let lap_log = dir.path().join("laptop-listener.log");
+    let world::Topology { gw, laptops, res } = world::Topology::new("sg", 2);
+    let mut laptops = laptops.into_iter();
+    let (l1, l2) = (laptops.next().unwrap(), laptops.next().unwrap());
+    // Servers on the resource hosts (one port no grant allows) and on laptop1; `bulk.py`, also
+    // the bulk client, is left in `dir`.
     let listeners = vec![
-        res.spawn(
-            "python3",
+        tcp_servers(
+            &res,
+            dir.path(),
+            "res-listener",
             &[
-                script,
-                "serve",
                 &format!("{PAIE}:{APP_PORT}"),
                 &format!("{PAIE}:{OTHER_PORT}"),
                 &format!("{RH}:{APP_PORT}"),
             ],
-            Some(&res_log),
         ),
-        l1.spawn(
-            "python3",
-            &[script, "serve", &format!("0.0.0.0:{LAPTOP_PORT}")],
-            Some(&lap_log),
+        tcp_servers(
+            &l1,
+            dir.path(),
+            "laptop-listener",
+            &[&format!("0.0.0.0:{LAPTOP_PORT}")],
         ),
     ];
-    for log in [&res_log, &lap_log] {
-        assert!(
-            wait_for(Duration::from_secs(10), || std::fs::read_to_string(log)
-                .unwrap_or_default()
-                .contains("ready")),
-            "listener did not start: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-    }
 
     // The gateway key, written by `sesame keygen` (mode 0600).
     let key_path = dir.path().join("gateway.key");
-    let out = sesame()
-        .args(["keygen", "--out", key_path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let gateway_public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let gateway_public = keygen(&key_path);
 
     let wg1 = WgPeer::start(&l1, &format!("{LAPTOP1}/32"), dir.path());
     let wg2 = WgPeer::start(&l2, &format!("{LAPTOP2}/32"), dir.path());

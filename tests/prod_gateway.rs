@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common {
+    pub mod metrics;
     pub mod netns;
     pub mod wg;
 }
@@ -12,6 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::metrics;
 use common::netns::{link, unique, wait_for, Netns};
 use common::wg::{genkey, WgPeer};
 
@@ -57,17 +59,7 @@ fn wg_peers(tun: &str) -> Vec<(String, u64)> {
 fn metric(gw: &Netns, name: &str) -> f64 {
     let out = gw.exec("curl", &["-s", "-m", "5", "http://127.0.0.1:9108/metrics"]);
     let text = String::from_utf8(out.stdout).unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name)
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => panic!("{name}: not a single value"),
-        })
+    metrics::value(&metrics::parse(&text), name, &[])
         .unwrap_or_else(|| panic!("{name} missing: {text}"))
 }
 

@@ -7,11 +7,15 @@
 
 mod common {
     pub mod curl;
+    pub mod metrics;
     pub mod netns;
+    pub mod postgres;
+    pub mod serve;
     pub mod slapd;
+    pub mod traffic;
     pub mod wg;
+    pub mod world;
 }
-mod agent_common;
 
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
@@ -19,17 +23,17 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::netns::{link, unique, wait_for, Netns, Proc};
+use common::metrics;
+use common::netns::{unique, wait_for, Proc, ThreadNetns};
+use common::serve::audit_events;
 use common::slapd::{password_of, Slapd};
+use common::traffic::SteadyPing;
 use common::wg::WgPeer;
+use common::world::{app_servers, Topology, APP_PORT, GW_PORT, PAIE, RH};
 use serde_json::{json, Value};
 
-const GW_PORT: u16 = 51820;
 const PORTAL: &str = "http://127.0.0.1:8080";
 const METRICS: &str = "http://127.0.0.1:9108/metrics";
-const PAIE: &str = "198.18.10.10";
-const RH: &str = "198.18.20.10";
-const APP_PORT: u16 = 8443;
 /// The unprivileged account the server runs as (what the package's `sesame` user stands for).
 const UID: u32 = 65534;
 const PAIE_GROUP: &str = "cn=gestionnaires-paie,ou=groups,dc=academie,dc=test";
@@ -40,80 +44,18 @@ fn api(method: &str, path: &str, body: Option<&Value>, jar: Option<&Path>) -> (u
 }
 
 /// A metrics scrape, parsed by a Prometheus text-format parser.
-fn scrape() -> prometheus_parse::Scrape {
-    let out = Command::new("curl")
-        .args(["-s", "-m", "10", METRICS])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("sesame_"), "no metrics: {text:?}");
-    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
+fn scrape() -> metrics::Scrape {
+    metrics::scrape(METRICS)
 }
 
 /// The value of a sample (counter, gauge or untyped) with these labels; 0 when absent.
-fn sample(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    s.samples
-        .iter()
-        .filter(|x| x.metric == name)
-        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
-        .map(|x| match x.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => panic!("{name} is not a single value"),
-        })
-        .next()
-        .unwrap_or(0.0)
+fn sample(s: &metrics::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics::value(s, name, labels).unwrap_or(0.0)
 }
 
 fn chown(path: &Path, mode: u32) {
     std::os::unix::fs::chown(path, Some(UID), Some(UID)).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// `ping -c COUNT -i INTERVAL` from the laptop, in the background: (sent, received) at the end.
-struct SteadyPing(std::process::Child);
-
-impl SteadyPing {
-    fn start(ns: &Netns, ip: &str, count: u32) -> SteadyPing {
-        let child = ns
-            .command("ping")
-            .args([
-                "-n",
-                "-q",
-                "-i",
-                "0.05",
-                "-W",
-                "2",
-                "-c",
-                &count.to_string(),
-                ip,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        SteadyPing(child)
-    }
-
-    fn finish(self) -> (u32, u32) {
-        let out = self.0.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let line = text
-            .lines()
-            .find(|l| l.contains("packets transmitted"))
-            .unwrap_or_else(|| panic!("no ping summary: {text}"));
-        let num = |word: &str| -> u32 {
-            let before = line.split(word).next().unwrap();
-            before
-                .rsplit(|c: char| c == ',' || c.is_whitespace())
-                .find(|s| !s.is_empty())
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
-        (num(" packets transmitted"), num(" received"))
-    }
 }
 
 fn config_text(dir: &Path, tun: &str, directory: &str, extra: &str) -> String {
@@ -175,25 +117,12 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
     chown(&state, 0o750);
     chown(&rundir, 0o755);
 
-    let gw = Netns::new("spg");
-    let laptop = Netns::new("spl");
-    let res = Netns::new("spr");
-    link(&gw, "198.18.1.1/30", &laptop, "198.18.1.2/30");
-    let (_, res_if) = link(&gw, "198.18.3.1/30", &res, "198.18.3.2/30");
-    res.ip(&["addr", "add", &format!("{PAIE}/32"), "dev", &res_if]);
-    res.ip(&["addr", "add", &format!("{RH}/32"), "dev", &res_if]);
-    res.ip(&["route", "add", "100.64.0.0/10", "via", "198.18.3.1"]);
-    gw.sysctl("net.ipv4.ip_forward", "1");
-    gw.ip(&["route", "add", &format!("{PAIE}/32"), "via", "198.18.3.2"]);
-    gw.ip(&["route", "add", &format!("{RH}/32"), "via", "198.18.3.2"]);
-    let res_log = tmp.path().join("listener.log");
-    let _listener = agent_common::tcp_listener(
-        &res,
-        tmp.path(),
-        &[&format!("{PAIE}:{APP_PORT}"), &format!("{RH}:{APP_PORT}")],
-    );
+    let net = Topology::new("sp", 1);
+    let (gw, laptop) = (&net.gw, &net.laptops[0]);
+    let _listener = app_servers(&net, tmp.path());
+    let res_log = tmp.path().join("res-listener.log");
 
-    let _in_gw = agent_common::enter(&gw.name);
+    let _in_gw = ThreadNetns::enter(gw);
     let slapd = Slapd::start();
     // The service account's password, in a file only the server's user reads.
     let service_password = std::fs::read_to_string(slapd.password_file()).unwrap();
@@ -333,7 +262,7 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
     );
     assert_eq!(st, 201, "{v}");
     let code = v["code"].as_str().unwrap().to_string();
-    let wg = WgPeer::start(&laptop, "100.64.0.2/32", tmp.path());
+    let wg = WgPeer::start(laptop, "100.64.0.2/32", tmp.path());
     let (st, cfg) = api(
         "POST",
         "/api/v1/enrol",
@@ -346,7 +275,7 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
     assert_eq!(st, 201, "{cfg}");
     let token = cfg["device_token"].as_str().unwrap().to_string();
     wg.set_peer(
-        &laptop,
+        laptop,
         &gateway_public,
         &format!("198.18.1.1:{GW_PORT}"),
         &[&format!("{PAIE}/32"), &format!("{RH}/32")],
@@ -449,7 +378,7 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
         !log_text().contains("\"level\":\"DEBUG\""),
         "debug before the reload"
     );
-    let ping = SteadyPing::start(&laptop, PAIE, 100);
+    let ping = SteadyPing::start(laptop, PAIE, 100, "0.05");
     std::thread::sleep(Duration::from_secs(1));
     std::fs::write(&config, config_text(&state, &tun, &directory, &grant_rh())).unwrap();
     // SAFETY: kill(2) on our own child (the server, exec'd through sh and ip netns exec).
@@ -460,7 +389,8 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
         "HR still unreachable after the reload; log:\n{}",
         log_text()
     );
-    let (sent, received) = ping.finish();
+    let ping = ping.finish();
+    let (sent, received) = (ping.sent, ping.received);
     eprintln!("reload under a steady ping: {sent} sent, {received} received");
     assert_eq!(sent, received, "pings lost through the reload");
     assert!(log_text().contains("configuration reloaded"));
@@ -507,29 +437,11 @@ fn unprivileged_serve_wg_show_metrics_reload_and_no_secret_in_logs() {
 
     // Both reloads are audited, the applied one with what changed (read with the fixed file).
     std::fs::write(&config, config_text(&state, &tun, &directory, &grant_rh())).unwrap();
-    let out = Command::new(sesame)
-        .args([
-            "audit",
-            "export",
-            "--config",
-            config.to_str().unwrap(),
-            "--format",
-            "jsonl",
-        ])
-        .output()
-        .unwrap();
-    let export = String::from_utf8(out.stdout).unwrap();
-    let events: Vec<Value> = export
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|e: &Value| e["action"] == "config.reloaded")
+    let events: Vec<Value> = audit_events(&config)
+        .into_iter()
+        .filter(|e| e["action"] == "config.reloaded")
         .collect();
-    assert_eq!(
-        events.len(),
-        2,
-        "{export}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(events[0]["outcome"], "success");
     assert_eq!(events[0]["details"]["resources_added"], json!(["rh"]));
     assert_eq!(events[0]["details"]["grants_changed"], json!([PAIE_GROUP]));

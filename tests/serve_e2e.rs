@@ -7,16 +7,21 @@
 mod common {
     pub mod curl;
     pub mod netns;
+    pub mod postgres;
     pub mod serve;
     pub mod slapd;
     pub mod wg;
+    pub mod world;
 }
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::netns::{wait_for, Netns};
-use common::serve::{api, sesame, setup, World, APP_PORT, GW_PORT, METRICS, PAIE, RH, SYNC};
+use common::serve::{
+    api, audit_verify, enrol, login, sesame, setup, World, APP_PORT, GW_PORT, METRICS, PAIE, RH,
+    SYNC,
+};
 use common::slapd::password_of;
 use common::wg::{genkey, WgPeer};
 use serde_json::json;
@@ -25,14 +30,7 @@ use serde_json::json;
 fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     let mut w = setup();
     let it_jar = w.dir.path().join("it.cookies");
-    let (st, _) = api(
-        "POST",
-        "/api/v1/login",
-        Some(&json!({"username": "tleroux", "password": password_of("tleroux")})),
-        Some(&it_jar),
-        None,
-    );
-    assert_eq!(st, 200);
+    login(&it_jar, "tleroux");
     let (st, v) = api(
         "POST",
         "/api/v1/enrolment-codes",
@@ -63,7 +61,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
         "POST",
         "/api/v1/enrol",
         Some(
-            &json!({"code": code, "username": "mdupont", "password": password_of("mdupont"), "public_key": w.wg.key.public, "hostname": "pc-marie"}),
+            &json!({"code": code, "username": "mdupont", "password": password_of("mdupont"), "public_key": w.wg().key.public, "hostname": "pc-marie"}),
         ),
         None,
         None,
@@ -80,28 +78,11 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     assert!(!w.reaches(RH), "ungranted resource reachable");
 
     // A second laptop, Sophie's (HR): enrolled the same way, reaches RH.
-    let (st, v) = api(
-        "POST",
-        "/api/v1/enrolment-codes",
-        Some(&json!({"username": "sbernard", "device_name": "portable-sophie"})),
-        Some(&it_jar),
-        None,
-    );
-    assert_eq!(st, 201, "{v}");
-    let (st, cfg2) = api(
-        "POST",
-        "/api/v1/enrol",
-        Some(
-            &json!({"code": v["code"], "username": "sbernard", "password": password_of("sbernard"), "public_key": w.wg2.key.public, "hostname": "pc-sophie"}),
-        ),
-        None,
-        None,
-    );
-    assert_eq!(st, 201, "{cfg2}");
+    let cfg2 = enrol(&it_jar, "sbernard", "portable-sophie", &w.wg2().key.public);
     assert_eq!(cfg2["tunnel_address"], "100.64.0.3");
     assert_eq!(cfg2["allowed_ips"], json!([format!("{RH}/32")]));
-    w.wg2.set_peer(
-        &w.laptop2,
+    w.wg2().set_peer(
+        w.laptop2(),
         &w.gateway_public,
         &format!("198.18.2.1:{GW_PORT}"),
         &[&format!("{RH}/32")],
@@ -109,7 +90,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     );
     assert!(
         wait_for(Duration::from_secs(15), || w
-            .laptop2
+            .laptop2()
             .tcp_connects(RH, APP_PORT, 2)),
         "Sophie cannot reach RH"
     );
@@ -128,7 +109,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
 
     // Rotation: the old key stops working at once, the new one works.
     let new_key = genkey();
-    let probe = PingProbe::start(&w.laptop, PAIE, 3);
+    let probe = PingProbe::start(w.laptop(), PAIE, 3);
     let (st, v) = api(
         "POST",
         "/api/v1/device/rotate",
@@ -147,11 +128,11 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     assert!(dropped, "old key still passes traffic 1 s after rotation");
     let keyfile = w.dir.path().join("rotated.key");
     std::fs::write(&keyfile, &new_key.private).unwrap();
-    w.laptop.exec_ok(
+    w.laptop().exec_ok(
         "wg",
         &[
             "set",
-            &w.wg.interface,
+            &w.wg().interface,
             "private-key",
             keyfile.to_str().unwrap(),
         ],
@@ -171,7 +152,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     eprintln!("serve restart: traffic back {back:?} after ready");
     assert!(
         wait_for(Duration::from_secs(60), || w
-            .laptop2
+            .laptop2()
             .tcp_connects(RH, APP_PORT, 2)),
         "Sophie's laptop did not come back after the restart"
     );
@@ -196,7 +177,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     w.slapd.start_again();
 
     // Sophie leaves every vpn_users group: the next sync suspends her device and cuts her tunnel.
-    let probe = PingProbe::start(&w.laptop2, RH, 3 * SYNC.as_secs() as u32);
+    let probe = PingProbe::start(w.laptop2(), RH, 3 * SYNC.as_secs() as u32);
     w.slapd
         .remove_from_group("sbernard", "personnels-administratifs");
     let lag = probe.last_reply_after_start();
@@ -205,12 +186,12 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
         lag < 2 * SYNC,
         "tunnel still up {lag:?} after leaving vpn_users"
     );
-    assert!(!w.laptop2.tcp_connects(RH, APP_PORT, 2));
+    assert!(!w.laptop2().tcp_connects(RH, APP_PORT, 2));
 
     // Revocation by IT staff cuts the live session at once.
     let (_, list) = api("GET", "/api/v1/devices", None, Some(&it_jar), None);
     let id = list[0]["id"].as_i64().unwrap();
-    let probe = PingProbe::start(&w.laptop, PAIE, 3);
+    let probe = PingProbe::start(w.laptop(), PAIE, 3);
     let t = Instant::now();
     let (st, _) = api(
         "DELETE",
@@ -252,16 +233,7 @@ fn serve_enrol_reach_grants_sync_rotate_restart_ldap_outage_revoke() {
     let cps = std::fs::read_to_string(w.dir.path().join("audit-checkpoints.jsonl")).unwrap();
     let shutdowns = cps.lines().filter(|l| l.contains(r#""reason":"shutdown""#));
     assert_eq!(shutdowns.count(), 2, "{cps}");
-    let out = sesame()
-        .args(["audit", "verify", "--config", w.config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    audit_verify(&w.config);
 }
 
 /// A 100 pings/s probe from the laptop, started before an action: tells when the last echo
@@ -336,32 +308,8 @@ fn serve_refuses_a_config_without_directory() {
 /// no persistent keepalive, as a stock WireGuard client; returns the device token.
 fn enrol_stock_laptop(w: &World, uid: &str, peer: &WgPeer, ns: &Netns, endpoint: &str) -> String {
     let jar = w.dir.path().join("it-stock.cookies");
-    let (st, _) = api(
-        "POST",
-        "/api/v1/login",
-        Some(&json!({"username": "tleroux", "password": password_of("tleroux")})),
-        Some(&jar),
-        None,
-    );
-    assert_eq!(st, 200);
-    let (st, v) = api(
-        "POST",
-        "/api/v1/enrolment-codes",
-        Some(&json!({"username": uid, "device_name": format!("portable-{uid}")})),
-        Some(&jar),
-        None,
-    );
-    assert_eq!(st, 201, "{v}");
-    let (st, cfg) = api(
-        "POST",
-        "/api/v1/enrol",
-        Some(
-            &json!({"code": v["code"], "username": uid, "password": password_of(uid), "public_key": peer.key.public, "hostname": format!("pc-{uid}")}),
-        ),
-        None,
-        None,
-    );
-    assert_eq!(st, 201, "{cfg}");
+    login(&jar, "tleroux");
+    let cfg = enrol(&jar, uid, &format!("portable-{uid}"), &peer.key.public);
     peer.set_peer(ns, &w.gateway_public, endpoint, &[&format!("{PAIE}/32")], 0);
     cfg["device_token"].as_str().unwrap().to_string()
 }
@@ -372,8 +320,8 @@ fn restarts_bring_stock_laptops_back_with_or_without_the_database() {
     let _ = enrol_stock_laptop(
         &w,
         "mdupont",
-        &w.wg,
-        &w.laptop,
+        w.wg(),
+        w.laptop(),
         &format!("198.18.1.1:{GW_PORT}"),
     );
     assert!(
@@ -446,7 +394,7 @@ fn restarts_bring_stock_laptops_back_with_or_without_the_database() {
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "admin socket must be owner-only");
-    let probe = PingProbe::start(&w.laptop, PAIE, 3);
+    let probe = PingProbe::start(w.laptop(), PAIE, 3);
     let out =
         w.gw.command(env!("CARGO_BIN_EXE_sesame"))
             .args([
@@ -504,14 +452,7 @@ fn restarts_bring_stock_laptops_back_with_or_without_the_database() {
     // cut.
     w.start_serve();
     let jar = w.dir.path().join("auditor.cookies");
-    let (st, _) = api(
-        "POST",
-        "/api/v1/login",
-        Some(&json!({"username": "cgarnier", "password": password_of("cgarnier")})),
-        Some(&jar),
-        None,
-    );
-    assert_eq!(st, 200);
+    login(&jar, "cgarnier");
     let (st, v) = api(
         "GET",
         "/api/v1/audit/events?action=device.revoked&format=json",

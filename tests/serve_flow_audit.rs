@@ -5,9 +5,11 @@
 mod common {
     pub mod curl;
     pub mod netns;
+    pub mod postgres;
     pub mod serve;
     pub mod slapd;
     pub mod wg;
+    pub mod world;
 }
 
 use std::process::Command;
@@ -15,9 +17,9 @@ use std::time::Duration;
 
 use common::netns::wait_for;
 use common::serve::{
-    api, audit_events, enrol, of_action, sesame, setup_with, APP_PORT, GW_PORT, METRICS, PAIE, RH,
+    api, audit_events, audit_verify, enrol, login, of_action, setup_with, APP_PORT, GW_PORT,
+    METRICS, PAIE, RH,
 };
-use common::slapd::password_of;
 use serde_json::{json, Value};
 
 /// Sessions and flows through a real tunnel reach the audit log: session start with the laptop's
@@ -27,15 +29,8 @@ use serde_json::{json, Value};
 fn serve_audits_sessions_and_flows_of_a_real_tunnel() {
     let mut w = setup_with("[audit]\nflow_window = \"1s\"\n");
     let it_jar = w.dir.path().join("it.cookies");
-    let (st, _) = api(
-        "POST",
-        "/api/v1/login",
-        Some(&json!({"username": "tleroux", "password": password_of("tleroux")})),
-        Some(&it_jar),
-        None,
-    );
-    assert_eq!(st, 200);
-    let cfg = enrol(&it_jar, "mdupont", "portable-marie", &w.wg.key.public);
+    login(&it_jar, "tleroux");
+    let cfg = enrol(&it_jar, "mdupont", "portable-marie", &w.wg().key.public);
     let device_id = cfg["device_id"].as_i64().unwrap();
     w.laptop_tunnel_up();
     // Pings alone in windows of their own: exact counts. 3 × (20 + 8 + 100) bytes each way.
@@ -47,11 +42,11 @@ fn serve_audits_sessions_and_flows_of_a_real_tunnel() {
     };
     std::thread::sleep(Duration::from_millis(1_100 - (now_ms() % 1000) as u64));
     let pings_from = now_ms() - now_ms() % 1000;
-    w.laptop
+    w.laptop()
         .exec_ok("ping", &["-n", "-c", "3", "-i", "0.2", "-s", "100", PAIE]);
     // Denied: a host not granted, a port not granted.
-    assert!(!w.laptop.tcp_connects(RH, APP_PORT, 1));
-    assert!(!w.laptop.tcp_connects(PAIE, 22, 1));
+    assert!(!w.laptop().tcp_connects(RH, APP_PORT, 1));
+    assert!(!w.laptop().tcp_connects(PAIE, 22, 1));
     // Windows of 1 s close 1 s (grace) later and the writer drains every 200 ms.
     let events = {
         let mut events = Vec::new();
@@ -72,10 +67,10 @@ fn serve_audits_sessions_and_flows_of_a_real_tunnel() {
     assert_eq!(s["source_ip"], "198.18.1.2");
     assert_eq!(s["details"]["device_id"], device_id);
     assert_eq!(s["details"]["username"], "mdupont");
-    assert_eq!(s["details"]["public_key"], w.wg.key.public);
+    assert_eq!(s["details"]["public_key"], w.wg().key.public);
     assert_eq!(
         s["details"]["endpoint"],
-        format!("198.18.1.2:{}", w.wg.listen_port(&w.laptop))
+        format!("198.18.1.2:{}", w.wg().listen_port(w.laptop()))
     );
 
     let allowed = of_action(&events, "flow.allowed");
@@ -141,16 +136,16 @@ fn serve_audits_sessions_and_flows_of_a_real_tunnel() {
     );
 
     // A second laptop with a live session when the gateway stops.
-    let cfg2 = enrol(&it_jar, "sbernard", "portable-sophie", &w.wg2.key.public);
-    w.wg2.set_peer(
-        &w.laptop2,
+    let cfg2 = enrol(&it_jar, "sbernard", "portable-sophie", &w.wg2().key.public);
+    w.wg2().set_peer(
+        w.laptop2(),
         &w.gateway_public,
         &format!("198.18.2.1:{GW_PORT}"),
         &[&format!("{RH}/32")],
         1,
     );
     assert!(wait_for(Duration::from_secs(15), || w
-        .laptop2
+        .laptop2()
         .tcp_connects(RH, APP_PORT, 2)));
 
     // Revocation ends Marie's session with its counts.
@@ -209,13 +204,5 @@ fn serve_audits_sessions_and_flows_of_a_real_tunnel() {
     assert!(of_action(&events, "flow.allowed")
         .iter()
         .any(|e| e["actor"] == "sbernard" && e["details"]["resource"] == "rh"));
-    let out = sesame()
-        .args(["audit", "verify", "--config", w.config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    audit_verify(&w.config);
 }

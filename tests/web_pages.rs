@@ -476,10 +476,26 @@ async fn the_audit_log_says_when_the_chain_cannot_be_checked() {
     let (status, log) = page(&b, &h, "/audit/log").await;
     assert_eq!(status, 200);
     assert!(log.contains("Chaîne d'audit intacte"));
+    // Views share one verification for a while (a walk of the whole chain costs seconds on a
+    // large log); "verify now" walks again.
+    let checked = |log: &str| -> u64 {
+        let marker = "Chaîne d'audit intacte</strong> : ";
+        let at = log.find(marker).expect(log) + marker.len();
+        log[at..].split(' ').next().unwrap().parse().unwrap()
+    };
+    let first = checked(&log);
+    let (_, again) = page(&b, &h, "/audit/log").await;
+    assert_eq!(checked(&again), first, "the same verification is shown");
+    assert!(again.contains("href=\"/audit/log?verify=now\""));
+    let (_, fresh) = page(&b, &h, "/audit/log?verify=now").await;
+    assert!(
+        checked(&fresh) > first,
+        "each view is audited: a new walk sees more events"
+    );
     // A damaged checkpoint file: the page says the chain cannot be checked, and still shows
     // the log and its exports.
     std::fs::write(&h.config.audit.checkpoint_file, "pas du JSON\n").unwrap();
-    let (status, log) = page(&b, &h, "/audit/log").await;
+    let (status, log) = page(&b, &h, "/audit/log?verify=now").await;
     assert_eq!(status, 200);
     assert!(
         log.contains("Vérification de la chaîne impossible"),

@@ -143,7 +143,7 @@ pub struct AuditContext {
 impl AuditContext {
     pub fn new(actor: impl Into<String>, source_ip: Option<String>) -> Self {
         AuditContext {
-            actor: actor.into(),
+            actor: bounded_text(actor.into()),
             source_ip,
         }
     }
@@ -152,6 +152,25 @@ impl AuditContext {
     pub fn system() -> Self {
         AuditContext::new("system", None)
     }
+}
+
+/// Longest actor or target kept, in bytes. Both can be typed by anyone (a failed login records
+/// the username as typed): without a bound, each unauthenticated request could write tens of
+/// kilobytes to the log and its indexes (a 16 KiB username cost ~80 KB of SQLite per event).
+/// Uids, DNs, device and resource names are far shorter.
+pub const MAX_TEXT_BYTES: usize = 512;
+
+/// `text` cut to [`MAX_TEXT_BYTES`] on a character boundary, marked with `…` when cut.
+fn bounded_text(mut text: String) -> String {
+    if text.len() > MAX_TEXT_BYTES {
+        let mut end = MAX_TEXT_BYTES - '…'.len_utf8();
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// An event to append; the store assigns id, ts and hashes. Built with [`NewAuditEvent::new`].
@@ -171,7 +190,7 @@ impl NewAuditEvent {
         NewAuditEvent {
             actor: ctx.actor.clone(),
             action,
-            target: target.into(),
+            target: bounded_text(target.into()),
             outcome: Outcome::Success,
             source_ip: ctx.source_ip.clone(),
             details: serde_json::json!({}),
@@ -349,6 +368,23 @@ mod tests {
         let mut other = base;
         other.details = serde_json::json!({"k": 1});
         assert_ne!(other.compute_hash(), h);
+    }
+
+    #[test]
+    fn typed_text_is_bounded_on_a_char_boundary() {
+        let long = "é".repeat(8 * 1024); // 16 KiB
+        let ctx = AuditContext::new(long.clone(), None);
+        let ev = NewAuditEvent::new(Action::AuthLogin, &ctx, long);
+        for text in [&ev.actor, &ev.target] {
+            assert!(text.len() <= MAX_TEXT_BYTES, "{} bytes", text.len());
+            assert!(text.ends_with('…'));
+            assert!(text.starts_with("éé"));
+        }
+        let exact = "a".repeat(MAX_TEXT_BYTES);
+        assert_eq!(
+            NewAuditEvent::new(Action::AuthLogin, &ctx, exact.clone()).target,
+            exact
+        );
     }
 
     #[test]

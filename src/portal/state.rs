@@ -28,6 +28,8 @@ pub struct AppState {
     pub limiter: FailureLimiter,
     pub metrics: Arc<Metrics>,
     pub cookies: CookiePolicy,
+    /// The audit log page's last chain verification (`service::audit::verify_cached`).
+    pub chain_status: crate::service::audit::ChainStatusCache,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -73,6 +75,7 @@ impl AppState {
             limiter,
             metrics,
             cookies,
+            chain_status: Default::default(),
         })
     }
 

@@ -7,6 +7,7 @@
 //! answered.
 
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use crate::audit::checkpoint;
 use crate::audit::query::read_event;
@@ -143,4 +144,46 @@ pub async fn verify(
     let key = checkpoint::load_public_key(&audit.signing_key_file).map_err(StoreError::from)?;
     let cps = checkpoint::read_file(&audit.checkpoint_file).map_err(StoreError::from)?;
     Ok(store.verify_audit_with(Some((key.as_ref(), &cps))).await?)
+}
+
+/// How long the audit log page reuses one verification of the whole chain. Verifying reads
+/// every event (seconds on a log of millions): page views share one result per interval and
+/// never run two walks at once. The verify API and `sesame audit verify` always walk afresh.
+pub const CHAIN_STATUS_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// The last chain verification made for the web pages, with when it was made.
+#[derive(Debug, Default)]
+pub struct ChainStatusCache {
+    last: tokio::sync::Mutex<Option<(Instant, AuditVerification)>>,
+}
+
+/// The chain status for a page: the cached verification if younger than `max_age` (and not
+/// `refresh`), else a new one. Returns it with its age. Failures are not cached.
+pub async fn verify_cached(
+    cache: &ChainStatusCache,
+    store: &Store,
+    config: &Config,
+    actor: &Actor,
+    max_age: Duration,
+    refresh: bool,
+) -> Result<(AuditVerification, Duration), ServiceError> {
+    actor.require(Role::Auditor)?;
+    // Held across the walk: concurrent page views wait for the one verification under way.
+    let mut last = cache.last.lock().await;
+    if let Some((at, result)) = last.as_ref() {
+        if !refresh && at.elapsed() < max_age {
+            return Ok((result.clone(), at.elapsed()));
+        }
+    }
+    match verify(store, config, actor).await {
+        Ok(result) => {
+            *last = Some((Instant::now(), result.clone()));
+            Ok((result, Duration::ZERO))
+        }
+        Err(e) => {
+            // The next view tries again rather than showing a result older than this failure.
+            *last = None;
+            Err(e)
+        }
+    }
 }

@@ -1,15 +1,9 @@
-//! Helpers of the agent's journeys: the `sesame-agent` binary, a thread moved into a namespace,
-//! a TCP listener standing for internal servers, small parsers of the agent's files.
+//! Helpers of the agent's journeys: the `sesame-agent` binary, small parsers of the agent's files.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::fs::File;
-use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
-
-use crate::common::netns::{wait_for, Netns, Proc};
 
 /// The `sesame-agent` binary of this workspace, built once per test process with the same
 /// profile and target directory as the running test (Cargo only builds the root package's
@@ -47,47 +41,6 @@ pub fn agent_bin() -> PathBuf {
         bin
     })
     .clone()
-}
-
-/// The calling thread moved into a namespace (so slapd, curl and the `sesame` CLI run there);
-/// back on drop.
-pub struct ThreadNetns {
-    orig: File,
-}
-
-pub fn enter(ns_name: &str) -> ThreadNetns {
-    let orig = File::open("/proc/thread-self/ns/net").unwrap();
-    let target = File::open(format!("/var/run/netns/{ns_name}")).unwrap();
-    // SAFETY: setns(2) on valid namespace fds, affecting only this thread.
-    let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-    ThreadNetns { orig }
-}
-
-impl Drop for ThreadNetns {
-    fn drop(&mut self) {
-        // SAFETY: back to the namespace this thread started in.
-        unsafe { libc::setns(self.orig.as_raw_fd(), libc::CLONE_NEWNET) };
-    }
-}
-
-/// The TCP servers of the internal hosts (`bulk.py serve ADDR...`), shared with the other e2e tests.
-const LISTENER: &str = include_str!("../common/bulk.py");
-
-/// TCP listeners on `addrs` (`ip:port`) inside `ns`: the internal servers.
-pub fn tcp_listener(ns: &Netns, dir: &Path, addrs: &[&str]) -> Proc {
-    let script = dir.join("listener.py");
-    std::fs::write(&script, LISTENER).unwrap();
-    let log = dir.join("listener.log");
-    let mut args = vec![script.to_str().unwrap(), "serve"];
-    args.extend_from_slice(addrs);
-    let proc = ns.spawn("python3", &args, Some(&log));
-    assert!(wait_for(Duration::from_secs(10), || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("ready")
-    }));
-    proc
 }
 
 /// The value of `Key = value` in a wg-quick file.

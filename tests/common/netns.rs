@@ -1,6 +1,8 @@
 //! Network namespace fixtures: namespaces, veth links, processes inside them; all removed on Drop.
 #![allow(dead_code)]
 
+use std::fs::File;
+use std::os::fd::AsRawFd as _;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -161,6 +163,30 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+    }
+}
+
+/// Moves the calling thread into a namespace (so slapd, PostgreSQL, curl and every child it
+/// starts live there); back to the thread's original namespace on Drop.
+pub struct ThreadNetns {
+    orig: File,
+}
+
+impl ThreadNetns {
+    pub fn enter(ns: &Netns) -> ThreadNetns {
+        let orig = File::open("/proc/thread-self/ns/net").expect("own netns");
+        let target = File::open(format!("/var/run/netns/{}", ns.name)).expect("target netns");
+        // SAFETY: setns(2) on valid namespace fds, affecting only this test's thread.
+        let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        ThreadNetns { orig }
+    }
+}
+
+impl Drop for ThreadNetns {
+    fn drop(&mut self) {
+        // SAFETY: as above, back to the namespace this thread started in.
+        unsafe { libc::setns(self.orig.as_raw_fd(), libc::CLONE_NEWNET) };
     }
 }
 

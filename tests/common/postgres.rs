@@ -124,39 +124,65 @@ impl PgCluster {
         let mut last = String::new();
         for _ in 0..5 {
             cluster.port = free_port();
-            let opts = format!(
-                "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} \
-                 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-                 -c max_connections=100 -c shared_buffers=16MB",
-                cluster.port,
-                path_str(cluster.dir.path())
-            );
-            let log = cluster.dir.path().join("postgres.log");
-            let out = cluster.run(
-                "pg_ctl",
-                &[
-                    "start",
-                    "-w",
-                    "-t",
-                    "60",
-                    "-D",
-                    path_str(&data),
-                    "-l",
-                    path_str(&log),
-                    "-o",
-                    &opts,
-                ],
-            );
-            if out.status.success() {
-                return cluster;
+            match cluster.pg_ctl_start() {
+                Ok(()) => return cluster,
+                Err(e) => last = e,
             }
-            last = format!(
-                "{}\n{}",
-                show(&out),
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
         }
         panic!("pg_ctl start failed 5 times: {last}");
+    }
+
+    /// `pg_ctl start` on this cluster's port: Err(output and server log) if it fails.
+    fn pg_ctl_start(&self) -> Result<(), String> {
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} \
+             -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+             -c max_connections=100 -c shared_buffers=16MB",
+            self.port,
+            path_str(self.dir.path())
+        );
+        let log = self.dir.path().join("postgres.log");
+        let data = self.data_dir();
+        let out = self.run(
+            "pg_ctl",
+            &[
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                path_str(&data),
+                "-l",
+                path_str(&log),
+                "-o",
+                &opts,
+            ],
+        );
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(format!(
+            "{}\n{}",
+            show(&out),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        ))
+    }
+
+    /// Stops the server the hard way (`pg_ctl stop -m immediate`: every server process quits at
+    /// once, as in a crash); the port then refuses connections. `start_again()` undoes it.
+    pub fn stop(&self) {
+        let data = self.data_dir();
+        let out = self.run(
+            "pg_ctl",
+            &["stop", "-w", "-m", "immediate", "-D", path_str(&data)],
+        );
+        assert!(out.status.success(), "pg_ctl stop failed: {}", show(&out));
+    }
+
+    /// Starts the stopped server again on the same port, with the same data (crash recovery).
+    pub fn start_again(&self) {
+        self.pg_ctl_start()
+            .unwrap_or_else(|e| panic!("PostgreSQL did not restart: {e}"));
     }
 
     fn data_dir(&self) -> PathBuf {

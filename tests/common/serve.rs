@@ -1,64 +1,57 @@
-//! `sesame serve` in a network namespace beside slapd, two wireguard-go laptops and the resource
-//! hosts: the world of the serve end-to-end tests (root needed).
+//! `sesame serve` in a network namespace beside slapd (and PostgreSQL when asked), wireguard-go
+//! laptops and the resource hosts: the world of the serve end-to-end tests, built by
+//! [`Builder`] (root needed).
 #![allow(dead_code)]
 
-use std::fs::File;
-use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::netns::{link, unique, wait_for, Netns, Proc};
+/// Re-exported: tests name it from here too.
+pub use super::netns::ThreadNetns;
+use super::netns::{unique, wait_for, Netns, Proc};
+use super::postgres::PgCluster;
 use super::slapd::{password_of, Slapd};
 use super::wg::WgPeer;
+pub use super::world::{app_servers, keygen, Topology, APP_PORT, GW_PORT, PAIE, RH};
 
-pub const GW_PORT: u16 = 51820;
 pub const PORTAL: &str = "http://127.0.0.1:8080";
 /// The metrics listener's default address (its own port, never the portal's).
 pub const METRICS: &str = "http://127.0.0.1:9108/metrics";
-pub const PAIE: &str = "198.18.10.10";
-pub const RH: &str = "198.18.20.10";
-pub const APP_PORT: u16 = 8443;
 pub const SYNC: Duration = Duration::from_secs(2);
 
-pub const LISTENER: &str = r#"
-import socket, select, sys
-socks = []
-for a in sys.argv[1:]:
-    h, p = a.rsplit(':', 1)
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((h, int(p))); s.listen(64); socks.append(s)
-print('ready', flush=True)
-while True:
-    r, _, _ = select.select(socks, [], [])
-    for s in r:
-        c, _ = s.accept(); c.close()
+/// The roles of the seeded directory (config/ldap).
+pub const ROLES: &str = r#"[roles]
+vpn_users = ["cn=personnels-administratifs,ou=groups,dc=academie,dc=test"]
+it_staff = ["cn=dsi,ou=groups,dc=academie,dc=test"]
+auditors = ["cn=auditeurs,ou=groups,dc=academie,dc=test"]
 "#;
 
-/// Moves the calling thread into a namespace (so slapd, curl and every child it starts live
-/// there, beside `sesame serve`); back to the original namespace on Drop.
-pub struct ThreadNetns {
-    orig: File,
-}
+/// Payroll to its managers' group, HR to theirs.
+pub const GRANTS: &str = r#"[[grant]]
+group = "cn=gestionnaires-paie,ou=groups,dc=academie,dc=test"
+resources = ["paie"]
 
-impl ThreadNetns {
-    pub fn enter(ns: &Netns) -> ThreadNetns {
-        let orig = File::open("/proc/thread-self/ns/net").unwrap();
-        let target = File::open(format!("/var/run/netns/{}", ns.name)).unwrap();
-        // SAFETY: setns(2) on valid namespace fds, affecting only this test's thread.
-        let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        ThreadNetns { orig }
-    }
-}
+[[grant]]
+group = "cn=gestionnaires-rh,ou=groups,dc=academie,dc=test"
+resources = ["rh"]
+"#;
 
-impl Drop for ThreadNetns {
-    fn drop(&mut self) {
-        // SAFETY: as above, back to the namespace this thread started in.
-        unsafe { libc::setns(self.orig.as_raw_fd(), libc::CLONE_NEWNET) };
-    }
+/// Payroll and HR (TCP on the application port, ICMP), with their `GRANTS`.
+pub fn resources() -> String {
+    format!(
+        r#"[[resource]]
+name = "paie"
+allow = ["{PAIE}/32 tcp:{APP_PORT}", "{PAIE}/32 icmp"]
+
+[[resource]]
+name = "rh"
+allow = ["{RH}/32 tcp:{APP_PORT}", "{RH}/32 icmp"]
+
+{GRANTS}"#
+    )
 }
 
 pub fn sesame() -> Command {
@@ -76,18 +69,188 @@ pub fn api(
     super::curl::api(&format!("{PORTAL}{path}"), method, body, jar, bearer)
 }
 
+/// Logs `uid` in (seeded password) with cookies kept in `jar`.
+pub fn login(jar: &Path, uid: &str) {
+    let (st, v) = api(
+        "POST",
+        "/api/v1/login",
+        Some(&json!({"username": uid, "password": password_of(uid)})),
+        Some(jar),
+        None,
+    );
+    assert_eq!(st, 200, "login {uid}: {v}");
+}
+
+/// What a serve world is made of; `Builder::new(prefix)` is the world of `setup()`: two
+/// laptops with wireguard-go, SQLite, a sync every 2 s, payroll and HR.
+pub struct Builder {
+    prefix: String,
+    laptops: usize,
+    wireguard: bool,
+    portal: String,
+    postgres: bool,
+    sync_interval: String,
+    sections: String,
+}
+
+impl Builder {
+    pub fn new(prefix: &str) -> Builder {
+        Builder {
+            prefix: prefix.to_string(),
+            laptops: 2,
+            wireguard: true,
+            portal: format!("listen = \"127.0.0.1:8080\"\npublic_url = \"{PORTAL}\"\n"),
+            postgres: false,
+            sync_interval: "2s".into(),
+            sections: format!("{ROLES}\n{}", resources()),
+        }
+    }
+
+    /// How many laptop namespaces (1 or 2).
+    pub fn laptops(mut self, n: usize) -> Builder {
+        self.laptops = n;
+        self
+    }
+
+    /// Laptop namespaces without a wireguard-go peer (the test brings its own client).
+    pub fn no_wireguard(mut self) -> Builder {
+        self.wireguard = false;
+        self
+    }
+
+    /// The body of `[portal]`.
+    pub fn portal(mut self, body: &str) -> Builder {
+        self.portal = body.to_string();
+        self
+    }
+
+    /// A PostgreSQL cluster of the world's own in the gateway's namespace instead of SQLite.
+    pub fn postgres(mut self) -> Builder {
+        self.postgres = true;
+        self
+    }
+
+    /// `[directory] sync_interval`.
+    pub fn sync_interval(mut self, interval: &str) -> Builder {
+        self.sync_interval = interval.to_string();
+        self
+    }
+
+    /// What follows the store and directory in the config: roles, resources, grants, `[audit]`…
+    /// (`ROLES` and `resources()` by default).
+    pub fn sections(mut self, sections: &str) -> Builder {
+        self.sections = sections.to_string();
+        self
+    }
+
+    /// Appends to the sections (`[audit]` settings…).
+    pub fn extra(mut self, extra: &str) -> Builder {
+        self.sections.push('\n');
+        self.sections.push_str(extra);
+        self
+    }
+
+    /// Namespaces, application servers, slapd (and PostgreSQL), the gateway key, the config, the
+    /// laptops' wireguard-go; then `sesame serve`, ready. From here on the calling thread lives
+    /// in the gateway's namespace (until the world is dropped).
+    pub fn build(self) -> World {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let net = Topology::new(&self.prefix, self.laptops);
+        let listener = app_servers(&net, dir.path());
+
+        // From here on this thread, slapd, PostgreSQL and curl live in the gateway's namespace.
+        let in_gw = ThreadNetns::enter(&net.gw);
+        let slapd = Slapd::start();
+        let pg = self.postgres.then(PgCluster::start);
+        let database = match &pg {
+            Some(pg) => {
+                pg.create_database("sesame");
+                pg.url("sesame")
+            }
+            None => format!("sqlite://{}", dir.path().join("sesame.db").display()),
+        };
+
+        let key_path = dir.path().join("gateway.key");
+        let gateway_public = keygen(&key_path);
+        let sync = format!("sync_interval = \"{}\"", self.sync_interval);
+        let directory = slapd
+            .directory_toml()
+            .replace("sync_interval = \"60s\"", &sync);
+        assert!(directory.contains(&sync));
+        let config = dir.path().join("sesame.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[portal]
+{portal}
+[gateway]
+listen = "0.0.0.0:{GW_PORT}"
+endpoint = "{endpoint}"
+interface = "{tun}"
+tunnel_network = "100.64.0.0/24"
+private_key_file = "{key}"
+threads = 1
+
+[database]
+url = "{database}"
+
+{directory}
+
+{sections}
+"#,
+                portal = self.portal,
+                endpoint = Topology::endpoint(0),
+                tun = unique(&format!("{}t", self.prefix)),
+                key = key_path.display(),
+                sections = self.sections,
+            ),
+        )
+        .expect("write config");
+        // Device i gets the i-th free address after the gateway's.
+        let wgs = if self.wireguard {
+            net.laptops
+                .iter()
+                .enumerate()
+                .map(|(i, ns)| WgPeer::start(ns, &format!("100.64.0.{}/32", i + 2), dir.path()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let log = dir.path().join("serve.log");
+        let mut w = World {
+            serve: None,
+            _listener: listener,
+            wgs,
+            slapd,
+            pg,
+            _in_gw: in_gw,
+            gw: net.gw,
+            laptops: net.laptops,
+            res: net.res,
+            dir,
+            config,
+            log,
+            gateway_public,
+        };
+        w.start_serve();
+        w
+    }
+}
+
 pub struct World {
     // Processes first: dropped before their namespaces.
     pub serve: Option<Proc>,
     pub _listener: Proc,
-    pub wg: WgPeer,
-    pub wg2: WgPeer,
+    /// The laptops' wireguard-go, laptop i's at 100.64.0.{i+2} (none with `no_wireguard`).
+    pub wgs: Vec<WgPeer>,
     pub slapd: Slapd,
+    /// The world's own PostgreSQL (`Builder::postgres`), database `sesame`.
+    pub pg: Option<PgCluster>,
     pub _in_gw: ThreadNetns,
     pub gw: Netns,
-    pub laptop: Netns,
-    pub laptop2: Netns,
-    pub _res: Netns,
+    pub laptops: Vec<Netns>,
+    pub res: Netns,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub log: PathBuf,
@@ -95,6 +258,26 @@ pub struct World {
 }
 
 impl World {
+    /// The first laptop's namespace.
+    pub fn laptop(&self) -> &Netns {
+        &self.laptops[0]
+    }
+
+    /// The second laptop's namespace.
+    pub fn laptop2(&self) -> &Netns {
+        &self.laptops[1]
+    }
+
+    /// The first laptop's wireguard-go.
+    pub fn wg(&self) -> &WgPeer {
+        &self.wgs[0]
+    }
+
+    /// The second laptop's wireguard-go.
+    pub fn wg2(&self) -> &WgPeer {
+        &self.wgs[1]
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -105,7 +288,7 @@ impl World {
         let t = Instant::now();
         let p = self.gw.spawn(
             env!("CARGO_BIN_EXE_sesame"),
-            &["serve", "--config", config.to_str().unwrap()],
+            &["serve", "--config", config.to_str().expect("utf-8 path")],
             Some(&self.log),
         );
         self.serve = Some(p);
@@ -117,25 +300,23 @@ impl World {
         self.dir.path().join(name)
     }
 
+    /// Whether the portal answers `/readyz` with 200 (the database answers).
+    pub fn ready(&self) -> bool {
+        api("GET", "/readyz", None, None, None).0 == 200
+    }
+
     pub fn start_serve(&mut self) {
-        let p = self.gw.spawn(
-            env!("CARGO_BIN_EXE_sesame"),
-            &["serve", "--config", self.config.to_str().unwrap()],
-            Some(&self.log),
-        );
-        self.serve = Some(p);
+        let config = self.config.clone();
+        self.spawn_serve(&config);
         assert!(
-            wait_for(Duration::from_secs(30), || api(
-                "GET", "/readyz", None, None, None
-            )
-            .0 == 200),
+            wait_for(Duration::from_secs(30), || self.ready()),
             "sesame serve did not become ready; log:\n{}",
             self.log_text()
         );
     }
 
     pub fn stop_serve(&mut self) {
-        let mut p = self.serve.take().unwrap();
+        let mut p = self.serve.take().expect("serve running");
         let st = p.signal_and_wait(libc::SIGTERM, Duration::from_secs(20));
         assert!(
             st.is_some_and(|s| s.success()),
@@ -147,10 +328,10 @@ impl World {
     /// The first laptop routes both hosts into the tunnel (the gateway decides) and reaches the
     /// payroll host.
     pub fn laptop_tunnel_up(&self) {
-        self.wg.set_peer(
-            &self.laptop,
+        self.wg().set_peer(
+            self.laptop(),
             &self.gateway_public,
-            &format!("198.18.1.1:{GW_PORT}"),
+            &Topology::endpoint(0),
             &[&format!("{PAIE}/32"), &format!("{RH}/32")],
             1,
         );
@@ -163,7 +344,7 @@ impl World {
     }
 
     pub fn reaches(&self, ip: &str) -> bool {
-        self.laptop.tcp_connects(ip, APP_PORT, 2)
+        self.laptop().tcp_connects(ip, APP_PORT, 2)
     }
 
     /// Polls until `reaches(ip) == want`; returns how long it took.
@@ -173,138 +354,14 @@ impl World {
     }
 }
 
+/// The default world: two wireguard-go laptops, SQLite, `sesame serve` ready.
 pub fn setup() -> World {
-    setup_with("")
+    Builder::new("sx").build()
 }
 
-/// The world, with `extra` appended to the config (`[audit]` settings…).
+/// The default world, with `extra` appended to the config (`[audit]` settings…).
 pub fn setup_with(extra: &str) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let gw = Netns::new("sxg");
-    let laptop = Netns::new("sxl");
-    let laptop2 = Netns::new("sxm");
-    let res = Netns::new("sxr");
-    link(&gw, "198.18.1.1/30", &laptop, "198.18.1.2/30");
-    link(&gw, "198.18.2.1/30", &laptop2, "198.18.2.2/30");
-    let (_, res_if) = link(&gw, "198.18.3.1/30", &res, "198.18.3.2/30");
-    res.ip(&["addr", "add", &format!("{PAIE}/32"), "dev", &res_if]);
-    res.ip(&["addr", "add", &format!("{RH}/32"), "dev", &res_if]);
-    res.ip(&["route", "add", "100.64.0.0/10", "via", "198.18.3.1"]);
-    gw.sysctl("net.ipv4.ip_forward", "1");
-    gw.ip(&["route", "add", &format!("{PAIE}/32"), "via", "198.18.3.2"]);
-    gw.ip(&["route", "add", &format!("{RH}/32"), "via", "198.18.3.2"]);
-
-    let script = dir.path().join("listener.py");
-    std::fs::write(&script, LISTENER).unwrap();
-    let res_log = dir.path().join("res-listener.log");
-    let listener = res.spawn(
-        "python3",
-        &[
-            script.to_str().unwrap(),
-            &format!("{PAIE}:{APP_PORT}"),
-            &format!("{RH}:{APP_PORT}"),
-        ],
-        Some(&res_log),
-    );
-    assert!(wait_for(Duration::from_secs(10), || {
-        std::fs::read_to_string(&res_log)
-            .unwrap_or_default()
-            .contains("ready")
-    }));
-
-    // From here on this thread, slapd and curl live in the gateway's namespace.
-    let in_gw = ThreadNetns::enter(&gw);
-    let slapd = Slapd::start();
-
-    let key_path = dir.path().join("gateway.key");
-    let out = sesame()
-        .args(["keygen", "--out", key_path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let gateway_public = String::from_utf8(out.stdout).unwrap().trim().to_string();
-
-    let directory = slapd
-        .directory_toml()
-        .replace("sync_interval = \"60s\"", "sync_interval = \"2s\"");
-    assert!(directory.contains("sync_interval = \"2s\""));
-    let config = dir.path().join("sesame.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[portal]
-listen = "127.0.0.1:8080"
-public_url = "{PORTAL}"
-
-[gateway]
-listen = "0.0.0.0:{GW_PORT}"
-endpoint = "198.18.1.1:{GW_PORT}"
-interface = "{tun}"
-tunnel_network = "100.64.0.0/24"
-private_key_file = "{key}"
-threads = 1
-
-[database]
-url = "sqlite://{db}"
-
-{directory}
-
-[roles]
-vpn_users = ["cn=personnels-administratifs,ou=groups,dc=academie,dc=test"]
-it_staff = ["cn=dsi,ou=groups,dc=academie,dc=test"]
-auditors = ["cn=auditeurs,ou=groups,dc=academie,dc=test"]
-
-[[resource]]
-name = "paie"
-allow = ["{PAIE}/32 tcp:{APP_PORT}", "{PAIE}/32 icmp"]
-
-[[resource]]
-name = "rh"
-allow = ["{RH}/32 tcp:{APP_PORT}", "{RH}/32 icmp"]
-
-[[grant]]
-group = "cn=gestionnaires-paie,ou=groups,dc=academie,dc=test"
-resources = ["paie"]
-
-[[grant]]
-group = "cn=gestionnaires-rh,ou=groups,dc=academie,dc=test"
-resources = ["rh"]
-
-{extra}
-"#,
-            tun = unique("sx"),
-            key = key_path.display(),
-            db = dir.path().join("sesame.db").display(),
-        ),
-    )
-    .unwrap();
-    // The first device gets the first free address after the gateway's.
-    let wg = WgPeer::start(&laptop, "100.64.0.2/32", dir.path());
-    let wg2 = WgPeer::start(&laptop2, "100.64.0.3/32", dir.path());
-    let log = dir.path().join("serve.log");
-    let mut w = World {
-        serve: None,
-        _listener: listener,
-        wg,
-        wg2,
-        slapd,
-        _in_gw: in_gw,
-        gw,
-        laptop,
-        laptop2,
-        _res: res,
-        dir,
-        config,
-        log,
-        gateway_public,
-    };
-    w.start_serve();
-    w
+    Builder::new("sx").extra(extra).build()
 }
 
 /// The audit log as `sesame audit export --format jsonl` prints it.
@@ -329,6 +386,20 @@ pub fn audit_events(config: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// `sesame audit verify`: the chain is intact and matches its signed checkpoints.
+pub fn audit_verify(config: &Path) {
+    let out = sesame()
+        .args(["audit", "verify", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn of_action<'a>(events: &'a [Value], action: &str) -> Vec<&'a Value> {

@@ -1,5 +1,7 @@
 //! Auditor pages (read-only): the log with filters, links to the exports, the chain status.
 
+use std::time::Duration;
+
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
@@ -25,6 +27,9 @@ pub struct LogQuery {
     since: Option<String>,
     #[serde(default)]
     until: Option<String>,
+    /// `now`: verify the chain again instead of showing the last verification.
+    #[serde(default)]
+    verify: Option<String>,
     /// The previous page's last event id.
     #[serde(default)]
     after: Option<String>,
@@ -56,14 +61,23 @@ pub(super) fn inline_error(lang: Lang, e: ServiceError) -> Result<String, PageEr
     }
 }
 
-/// The chain's state, as the verify API and `sesame audit verify` see it.
-fn chain_status(lang: Lang, chain: &AuditVerification) -> Markup {
+/// The chain's state, as the verify API and `sesame audit verify` see it, verified `age` ago.
+fn chain_status(lang: Lang, chain: &AuditVerification, age: Duration) -> Markup {
+    let minutes = age.as_secs() / 60;
     html! {
         @match chain {
             AuditVerification::Intact { events } => {
                 p.notice role="status" #chain {
                     strong { (lang.t("Chaîne d'audit intacte", "Audit chain intact")) }
-                    " : " (events) " " (lang.t("événements vérifiés, signatures des points de contrôle comprises.", "events checked, checkpoint signatures included."))
+                    " : " (events) " " (lang.t("événements vérifiés, signatures des points de contrôle comprises", "events checked, checkpoint signatures included"))
+                    @if minutes > 0 {
+                        @match lang {
+                            Lang::Fr => { " (vérifiée il y a " (minutes) " min)" }
+                            Lang::En => { " (verified " (minutes) " min ago)" }
+                        }
+                    }
+                    ". "
+                    a.no-print href="/audit/log?verify=now" { (lang.t("Vérifier maintenant", "Verify now")) }
                 }
             }
             AuditVerification::Broken { id, reason } => {
@@ -115,7 +129,15 @@ pub async fn log(
         Err(e) => (Vec::new(), None, Some(e.to_string())),
     };
     // A chain that cannot be checked (checkpoint file unreadable…) is said; the log still shows.
-    let chain = audit_service::verify(&state.store, &state.config, &session.actor).await;
+    let chain = audit_service::verify_cached(
+        &state.chain_status,
+        &state.store,
+        &state.config,
+        &session.actor,
+        audit_service::CHAIN_STATUS_MAX_AGE,
+        q.verify.as_deref() == Some("now"),
+    )
+    .await;
     let export = query_tail(&[
         ("user", params.user.clone()),
         ("action", params.action.clone()),
@@ -125,7 +147,7 @@ pub async fn log(
     let value = |v: &Option<String>| v.clone().unwrap_or_default();
     let body = html! {
         @match &chain {
-            Ok(chain) => (chain_status(lang, chain)),
+            Ok((chain, age)) => (chain_status(lang, chain, *age)),
             Err(e) => div.error role="alert" #chain {
                 p { strong { (lang.t("Vérification de la chaîne impossible", "Cannot verify the chain")) } " : " (e) }
             },
