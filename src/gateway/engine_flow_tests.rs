@@ -17,6 +17,27 @@ impl Setup {
     }
 }
 
+/// Everything queued, turned into events by the consumer and appended to a new SQLite store.
+async fn drain_into_store(
+    log: &Arc<FlowLog>,
+    rx: Receiver<FlowRecord>,
+) -> (tempfile::TempDir, crate::store::Store) {
+    use crate::control::flow_audit::{fixed_policy, FlowAudit};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    let store = crate::store::Store::connect(&url).await.unwrap();
+    let mut consumer = FlowAudit::new(
+        Arc::clone(log),
+        rx,
+        fixed_policy(crate::policy::Policy::default()),
+    );
+    let (events, drained) = consumer.poll(wall_ms(), true);
+    assert!(drained);
+    store.append_audit_batch(&events).await.unwrap();
+    (dir, store)
+}
+
 #[test]
 fn a_session_and_its_allowed_and_denied_flows_are_recorded() {
     let (mut s, rx, _log) = audited(1024);
@@ -139,8 +160,7 @@ fn without_flow_auditing_nothing_is_recorded_and_traffic_flows() {
 /// traffic still goes through, and once drained the writer stores one `audit.overflow`.
 #[tokio::test]
 async fn a_flood_of_denied_flows_loses_records_not_packets() {
-    use crate::control::flow_audit::FlowAudit;
-    use crate::store::{AuditFilter, Store};
+    use crate::store::AuditFilter;
 
     let (mut s, rx, log) = audited(8);
     s.handshake();
@@ -167,17 +187,7 @@ async fn a_flood_of_denied_flows_loses_records_not_packets() {
     assert_eq!(lost.get(RecordKind::FlowDenied), 3 * 257 - 6);
     assert_eq!(lost.get(RecordKind::FlowAllowed), 2);
 
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("a.db").display());
-    let store = Store::connect(&url).await.unwrap();
-    let mut consumer = FlowAudit::new(
-        Arc::clone(&log),
-        rx,
-        crate::control::flow_audit::fixed_policy(crate::policy::Policy::default()),
-    );
-    let (events, drained) = consumer.poll(wall_ms(), true);
-    assert!(drained);
-    store.append_audit_batch(&events).await.unwrap();
+    let (_dir, store) = drain_into_store(&log, rx).await;
     let stored = store
         .list_audit(&AuditFilter {
             action: Some("audit.overflow".into()),
@@ -200,8 +210,7 @@ async fn a_flood_of_denied_flows_loses_records_not_packets() {
 /// `tunnel.session_ended` with that reason, the endpoint and the session's counts.
 #[tokio::test]
 async fn a_session_the_laptop_stops_answering_ends_expired() {
-    use crate::control::flow_audit::FlowAudit;
-    use crate::store::{AuditFilter, Store};
+    use crate::store::AuditFilter;
 
     let (mut s, rx, log) = audited(64);
     s.handshake();
@@ -242,17 +251,7 @@ async fn a_session_the_laptop_stops_answering_ends_expired() {
         "the gateway tried to reach the laptop first"
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("a.db").display());
-    let store = Store::connect(&url).await.unwrap();
-    let mut consumer = FlowAudit::new(
-        Arc::clone(&log),
-        rx,
-        crate::control::flow_audit::fixed_policy(crate::policy::Policy::default()),
-    );
-    let (events, drained) = consumer.poll(wall_ms(), true);
-    assert!(drained);
-    store.append_audit_batch(&events).await.unwrap();
+    let (_dir, store) = drain_into_store(&log, rx).await;
     let ended = store
         .list_audit(&AuditFilter {
             action: Some("tunnel.session_ended".into()),
