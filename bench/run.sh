@@ -180,6 +180,12 @@ pair() {
   done
 }
 
+gw_rx() { # inner bytes the sesame gateway decrypted so far, all peers (its `wg show` API)
+  ing wg show "sgw$ID" transfer 2>/dev/null | awk '{s += $2} END {print s + 0}'
+}
+udp_rcvbuf_errors() { # datagrams (GRO'd: whole receives) dropped by full UDP receive queues in G
+  ing awk '/^Udp: [0-9]/ {print $6; exit}' /proc/net/snmp
+}
 gw_drops() { # the sesame gateway's cumulative drop counters (it logs them on SIGUSR1)
   kill -USR1 "$PG" 2>/dev/null || true; sleep 0.5
   grep -o 'drops: .*' "$WORK/sesame.log" | tail -1 | sed 's/^drops: //; s/\x1b\[[0-9;]*m//g'
@@ -202,7 +208,7 @@ wait_iface() { # NS IFACE
 # ---- raw boringtun limits (one core, in process) -----------------------------------------------
 log "raw Tunn rates"
 "$BIN/raw" --seconds "$RAW_SECS" | tee "$WORK/raw.out" >&2
-for k in raw_encrypt_gbps raw_decrypt_gbps raw_decrypt_pps raw_handshake_per_s raw_handshake_anon_parse_per_s raw_initiation_per_s; do
+for k in raw_encrypt_gbps raw_decrypt_gbps raw_decrypt_pps raw_decrypt_cpu_pps raw_handshake_per_s raw_handshake_anon_parse_per_s raw_initiation_per_s; do
   R[$k]=$(result_of $k "$WORK/raw.out")
 done
 
@@ -308,11 +314,18 @@ if [ $SESAME_OK = 1 ]; then
       ( for _ in $(seq 600); do grep -q '^sending' "$WORK/fwd_$n.out" 2>/dev/null && break; sleep 0.1; done
         perf record -q -g -p "$PG" -o "$WORK/perf_$n.data" -- sleep "$SECS" >/dev/null 2>&1 ) & PERFPID=$!
     fi
+    RX0=$(gw_rx); QD0=$(udp_rcvbuf_errors); C0=$(cpu_ticks "$PG")
     inl "$BIN/loadgen" blast --gateway 198.18.0.1:51820 --gateway-public-key "$GWPUB" \
       --source-base 198.18.4.1 --sources "$HS_SOURCES" --seed 1 --peers "$n" --size 1420 --seconds "$SECS" \
+      $(awk -v r="${R[raw_decrypt_pps]:-}" 'BEGIN { if (r + 0 > 0) printf "--pps %d", r }') \
       --dst 198.18.3.1:9 --count-ns "$NS_R" --count-iface "$VR" --tag "fwd_$n" \
       $([ "$MODE" = smoke ] && echo "--pool 20000") > "$WORK/fwd_$n.out" || log "forwarding with $n peers failed"
     cat "$WORK/fwd_$n.out" >&2
+    R[fwd_${n}_decrypted]=$(awk -v a="$RX0" -v b="$(gw_rx)" 'BEGIN { printf "%d", (b - a) / 1420 }')
+    R[fwd_${n}_qdrops]=$(( $(udp_rcvbuf_errors) - QD0 ))
+    # Packets delivered per CPU second of the gateway (all threads, user + system).
+    R[fwd_${n}_cpu_pps]=$(awk -v d="$(result_of "fwd_${n}_delivered" "$WORK/fwd_$n.out")" -v t=$(( $(cpu_ticks "$PG") - C0 )) -v hz="$CLK_TCK" \
+      'BEGIN { if (t > 0 && d > 0) printf "%.0f", d / (t / hz); else print "n/a" }')
     R[fwd_${n}_pps]=$(result_of "fwd_${n}_pps" "$WORK/fwd_$n.out")
     R[fwd_${n}_gbps]=$(result_of "fwd_${n}_gbps" "$WORK/fwd_$n.out")
     if [ -n "${PERFPID:-}" ]; then
@@ -321,6 +334,8 @@ if [ $SESAME_OK = 1 ]; then
     fi
     R[fwd_${n}_drops]=$(gw_drops)
     R[fwd_${n}_loss]=$(awk '$2 ~ /_sent$/ {s=$3} $2 ~ /_delivered$/ {d=$3} END {if (s>0) printf "%.1f", 100*(s-d)/s}' "$WORK/fwd_$n.out")
+    R[fwd_${n}_sent]=$(result_of "fwd_${n}_sent" "$WORK/fwd_$n.out")
+    R[fwd_${n}_delivered]=$(result_of "fwd_${n}_delivered" "$WORK/fwd_$n.out")
   done
 
   log "sesame handshakes, $HS_PEERS peers from $HS_SOURCES source addresses"
@@ -397,10 +412,14 @@ best() { max "$(max "$(v wggo_p$1)" "$(v bt4_p$1)")" "$(v bt1_p$1)"; }
   for n in $PEER_COUNTS; do
     echo "| forwarding, $n peer(s), 1420-byte packets: Gbit/s delivered to the resource ns (not delivered: $(v fwd_${n}_loss) % of those sent) | $(v fwd_${n}_gbps) | $(v raw_decrypt_gbps) (decrypt) | $(ratio "$(v fwd_${n}_gbps)" "$(v raw_decrypt_gbps)") |"
     echo "| forwarding, $n peer(s): packets/s | $(v fwd_${n}_pps) | $(v raw_decrypt_pps) | $(ratio "$(v fwd_${n}_pps)" "$(v raw_decrypt_pps)") |"
+    echo "| forwarding, $n peer(s): packets per CPU second of the gateway (all threads) | $(v fwd_${n}_cpu_pps) | $(v raw_decrypt_cpu_pps) (decrypt per CPU second) | $(ratio "$(v fwd_${n}_cpu_pps)" "$(v raw_decrypt_cpu_pps)") |"
   done
   echo "| handshakes answered per second, $HS_PEERS peers from $HS_SOURCES source addresses (goal ≥ 0.75 of raw) | $(v hs_per_s) (+ $(v hs_cookie_per_s) cookie replies/s) | $(v raw_handshake_per_s) (Tunn responder; $(v raw_handshake_anon_parse_per_s) with anonymous parse) | $(ratio "$(v hs_per_s)" "$(v raw_handshake_per_s)") |"
   echo
-  for n in $PEER_COUNTS; do echo "Gateway drop counters (cumulative) after forwarding with $n peer(s): $(v fwd_${n}_drops)."; echo; done
+  for n in $PEER_COUNTS; do
+    echo "Forwarding with $n peer(s): $(v fwd_${n}_sent) packets sent, $(v fwd_${n}_decrypted) decrypted by the gateway, $(v fwd_${n}_delivered) delivered to the resource ns; $(v fwd_${n}_qdrops) receives dropped by full UDP receive queues in the gateway ns. Gateway drop counters (cumulative): $(v fwd_${n}_drops)."
+    echo
+  done
   echo "Gateway drop counters (cumulative) after the handshake test: $(v hs_drops). Raw boringtun initiator (what the load generator pays per initiation): $(v raw_initiation_per_s)/s."
   echo
   echo "## Flow auditing cost (engine in process, \`flowaudit\`; goal < 5 %)"
@@ -444,7 +463,7 @@ best() { max "$(max "$(v wggo_p$1)" "$(v bt4_p$1)")" "$(v bt1_p$1)"; }
   echo
   echo "- Topology: laptop ns ── veth ── gateway ns ── veth ── resource ns (198.18.0.0/15 underlay, 100.64.0.0/10 tunnel), one TUN each side, MTU 1420. Every implementation runs on the same namespaces, one after the other."
   echo "- Pair: iperf3 client in the laptop ns, server in the resource ns; received bit rate, median of the repetitions. Sesame's laptop side is \`sesame-agent up\` (its daemon: the shared fast path, TUN and UDP offloads), the gateway \`sesame gateway\` with one worker per core. No tunnel: the same namespaces and veths, routed. CPU s per GB: user + system time of both tunnel processes (/proc/PID/stat) over the bytes iperf3 received, all repetitions; kernel work done in softirq outside those processes is not counted."
-  echo "- Forwarding: \`loadgen blast\` handshakes N peers with the gateway (one source address each), pre-encrypts 1420-byte UDP packets, sends them with sendmmsg as fast as it can, bounded by the pool and time; packets counted at the resource ns veth (dropped there by a blackhole route). Rate = delivered / time until the counter stops moving. The load generator shares the 2 cores (and the veth receive work runs in its context)."
+  echo "- Forwarding: \`loadgen blast\` handshakes N peers with the gateway (one source address each), pre-encrypts 1420-byte UDP packets (IP ids in sequence, UDP checksums, as a Linux sender), sends them with UDP GSO (runs of 256 per peer, up to 45 datagrams per sendmmsg entry, as an offloading peer such as a recent wireguard-go), offered at the raw one-core decrypt rate of this run, bounded by the pool (at most 600,000 packets) and time; packets counted at the resource ns veth (dropped there by a blackhole route; the gateway's USO writes stay whole across the veth, so packets = (bytes − frames × 42) / 1392). Decrypted: the gateway's own per-peer counters (\`wg show transfer\`). Rate = delivered / time until the counter stops moving. Per CPU second: delivered over the gateway process's user + system time during the blast (its syscalls' kernel work included; the UDP receive work the kernel does in the sender's context is not), against what one thread decrypts per CPU second in \`raw\` (both independent of how busy the machine is). The load generator shares the 2 cores (and the veth receive work runs in its context)."
   echo "- Handshakes: \`loadgen handshake\` first has each of the $HS_PEERS peers (on $HS_SOURCES source addresses: the gateway limits each source to 20/s) collect a cookie, then builds its initiations (with MAC2) before the clock starts, then sends them with at most 256 in flight and counts responses per second; so the client's crypto is outside the timed part (but the client still shares the 2 cores). The raw limit is boringtun's \`Tunn\` answering pre-built initiations on one core."
   echo "- Flow auditing: \`flowaudit\` drives two engines in process (one with flow and session records on, one off) with the same pre-encrypted packets from 100 boringtun laptops, alternating rounds, and reports the median packets/s of each (rounds timed in thread CPU time: time descheduled on a busy machine is not counted); a window flush ends every round (records drained by a consumer thread). No socket or TUN I/O, which costs the same in both modes: the cost in end-to-end forwarding is smaller than this."
   echo "- Audit inserts: \`audit_insert\` appends $AUDIT_EVENTS flow.allowed-sized events with \`Store::append_audit_batch\` in batches of $AUDIT_BATCH (as the audit writer does: one writer transaction per batch, chained and hashed), on a fresh SQLite file (WAL, synchronous=FULL) and on a throwaway PostgreSQL cluster (fsync off, as the tests run it); then the same rows as plain INSERTs into a trigger-free table of the same shape (one row per statement, then 100 rows per statement), one transaction per batch: the database's own limits in the same run. The chain is verified after the run."

@@ -83,7 +83,10 @@ pub fn enrol(args: &EnrolArgs<'_>) -> Result<Enrolled, AgentError> {
         public_key: keys::public_b64(&secret),
         hostname: hostname(),
     };
-    let device = portal.enrol(&request)?;
+    let paths = Paths::new(args.dir);
+    // A laptop enrolled before shows the portal's device cookie: it passes the account lock.
+    let known = state::known_device_cookie(&paths);
+    let (device, device_cookie) = portal.enrol(&request, known.as_deref())?;
     let token = device
         .device_token
         .clone()
@@ -93,7 +96,6 @@ pub fn enrol(args: &EnrolArgs<'_>) -> Result<Enrolled, AgentError> {
         source,
     })?;
 
-    let paths = Paths::new(args.dir);
     files::ensure_private_dir(&paths.dir)?;
     files::write_private_atomic(&paths.conf(), conf.render().as_bytes())?;
     let _ = std::fs::remove_file(paths.conf_pending());
@@ -104,6 +106,7 @@ pub fn enrol(args: &EnrolArgs<'_>) -> Result<Enrolled, AgentError> {
         ca_file,
         interface: DEFAULT_INTERFACE.to_string(),
         refresh_interval_secs: DEFAULT_REFRESH_SECS,
+        device_cookie: device_cookie.or(known),
     }
     .save(&paths)?;
     state::save_device_cache(&paths, &device)?;

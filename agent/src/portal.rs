@@ -132,10 +132,26 @@ impl Portal {
             .map_err(|e| classify(&self.base, e))
     }
 
-    /// `POST /api/v1/enrol`.
-    pub fn enrol(&self, request: &EnrolRequest) -> Result<DeviceConfig, PortalError> {
-        let response = self.send(self.client.post(self.url("/enrol")).json(request))?;
-        json_answer(response)
+    /// `POST /api/v1/enrol`, showing `device_cookie` (`NAME=VALUE`, from an earlier
+    /// enrolment) if any; returns the config and the portal's new device cookie, if it sent
+    /// a well-formed one.
+    pub fn enrol(
+        &self,
+        request: &EnrolRequest,
+        device_cookie: Option<&str>,
+    ) -> Result<(DeviceConfig, Option<String>), PortalError> {
+        let mut post = self.client.post(self.url("/enrol")).json(request);
+        if let Some(cookie) = device_cookie.filter(|c| device_cookie_pair(c).is_some()) {
+            post = post.header(reqwest::header::COOKIE, cookie);
+        }
+        let response = self.send(post)?;
+        let cookie = response
+            .headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| device_cookie_pair(v.split(';').next().unwrap_or_default()));
+        Ok((json_answer(response)?, cookie))
     }
 
     /// `GET /api/v1/device/config`.
@@ -170,6 +186,21 @@ impl Portal {
         let text = response.text().unwrap_or_default();
         Ok(serde_json::from_str(&text).ok())
     }
+}
+
+/// Names the portal gives its device cookie (`__Host-` over HTTPS).
+const DEVICE_COOKIE_NAMES: [&str; 2] = ["__Host-sesame-device", "sesame-device"];
+
+/// `NAME=VALUE` if it is the portal's device cookie with a plausible value (base64url, at
+/// most 128 characters); anything else (control characters, other cookies) is dropped.
+fn device_cookie_pair(pair: &str) -> Option<String> {
+    let (name, value) = pair.trim().split_once('=')?;
+    let plausible = !value.is_empty()
+        && value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    (DEVICE_COOKIE_NAMES.contains(&name) && plausible).then(|| format!("{name}={value}"))
 }
 
 fn json_answer(response: Response) -> Result<DeviceConfig, PortalError> {
@@ -253,6 +284,32 @@ mod tests {
             normalize_url("https://"),
             Err(PortalError::BadUrl(_))
         ));
+    }
+
+    #[test]
+    fn only_the_portal_device_cookie_is_kept() {
+        assert_eq!(
+            device_cookie_pair("sesame-device=AbC-_9").as_deref(),
+            Some("sesame-device=AbC-_9")
+        );
+        assert_eq!(
+            device_cookie_pair(" __Host-sesame-device=x1 ").as_deref(),
+            Some("__Host-sesame-device=x1")
+        );
+        for bad in [
+            "sesame-session=abc",
+            "sesame-device=",
+            "sesame-device=a\nb",
+            "sesame-device=a b",
+            "sesame-device=a;b",
+            "nothing",
+        ] {
+            assert_eq!(device_cookie_pair(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            device_cookie_pair(&format!("sesame-device={}", "a".repeat(129))),
+            None
+        );
     }
 
     #[test]

@@ -86,6 +86,11 @@ pub struct AgentState {
     /// Seconds between two grant refreshes (default 60).
     #[serde(default = "default_refresh")]
     pub refresh_interval_secs: u64,
+    /// The portal's signed device cookie (`NAME=VALUE`) from the last successful enrolment:
+    /// shown at the next enrolment, it lets this laptop in while others keep its account
+    /// locked with wrong passwords. Outlives a revoked device (kept by re-enrolment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_cookie: Option<String>,
 }
 
 fn default_interface() -> String {
@@ -122,6 +127,12 @@ impl AgentState {
         files::write_private_atomic(&paths.agent(), text.as_bytes())?;
         Ok(())
     }
+}
+
+/// The device cookie kept by an earlier enrolment in this directory, if any (a missing or
+/// unreadable `agent.toml` simply means none: enrolment goes on without it).
+pub fn known_device_cookie(paths: &Paths) -> Option<String> {
+    AgentState::load(paths).ok()?.device_cookie
 }
 
 /// Saves the last config from the portal (never the token).
@@ -161,6 +172,7 @@ mod tests {
             ca_file: None,
             interface: DEFAULT_INTERFACE.into(),
             refresh_interval_secs: DEFAULT_REFRESH_SECS,
+            device_cookie: Some("sesame-device=AAAA".into()),
         };
         state.save(&paths).expect("save");
         assert_eq!(AgentState::load(&paths).expect("load"), state);
@@ -172,5 +184,6 @@ mod tests {
         let loaded = AgentState::load(&paths).expect("load");
         assert_eq!(loaded.interface, "sesame0");
         assert_eq!(loaded.refresh_interval_secs, 60);
+        assert_eq!(loaded.device_cookie, None);
     }
 }

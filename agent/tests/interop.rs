@@ -97,6 +97,7 @@ fn write_agent_dir(
         ca_file: None,
         interface: interface.into(),
         refresh_interval_secs: 60,
+        device_cookie: None,
     }
     .save(&paths)
     .unwrap();

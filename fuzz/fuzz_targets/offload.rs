@@ -1,6 +1,6 @@
 //! Fuzz the TUN offload code with what a kernel or a peer could hand it: a virtio_net_hdr and
 //! a super-segment to split, and decrypted packets to coalesce. Never panics; every split
-//! segment is a plain packet that re-coalesces and re-splits to itself.
+//! segment is a plain packet that re-coalesces (TCP and UDP) and re-splits to itself.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     // Whatever came out is written coalesced, then read back split: the same packets.
-    let mut gro = Coalescer::new();
+    let mut gro = Coalescer::new(true);
     for s in segs.iter() {
         gro.push(s);
     }

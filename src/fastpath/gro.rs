@@ -1,5 +1,5 @@
 //! Coalescing the decrypted packets of one batch, GRO-style, so one TUN write carries many TCP
-//! segments of a flow (IFF_VNET_HDR + TSO): the kernel's rules, and every other packet as is.
+//! segments (TSO) or UDP datagrams (USO) of a flow: the kernel's rules, every other packet as is.
 //!
 //! Two TCP segments are merged only when the kernel's GRO would merge them: same addresses,
 //! ports, IP TOS/TTL/flags (IPv4, no options, not fragmented, IP id + 1) or traffic
@@ -8,6 +8,12 @@
 //! every segment the size of the first except a shorter last one, valid checksums, at most
 //! [`MAX_SEGMENTS`] segments and 64 KiB. Anything else is written alone, in arrival order
 //! within its flow.
+//!
+//! UDP datagrams (when the TUN accepted USO) merge under the same rules where they apply:
+//! same addresses, ports and IP header fields, IP id + 1 (IPv4), every datagram the size of
+//! the first but a shorter last one, a valid non-zero checksum (the split recomputes it, so a
+//! datagram sent without one is written alone), bounded count and size. The kernel splits the
+//! write back into exactly the datagrams that went in.
 
 use std::io::IoSlice;
 
@@ -21,6 +27,8 @@ const MAX_LEN: usize = 65_535;
 const NONE: u32 = u32::MAX;
 
 const ACK: u8 = 0x10;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
 const PSH: u8 = 0x08;
 
 #[derive(Debug, Clone, Copy)]
@@ -36,8 +44,10 @@ struct Item {
     first: u32,
     last: u32,
     count: u32,
-    /// A TCP flow (ports and addresses comparable); false: written alone, never matched.
+    /// A TCP flow, or a UDP one with `udp` (ports and addresses comparable); false: written
+    /// alone, never matched.
     tcp: bool,
+    udp: bool,
     /// No more segments may be appended (PSH, short segment, or not mergeable at all).
     closed: bool,
     ip_len: u16,
@@ -49,10 +59,12 @@ struct Item {
     next_id: u16,
 }
 
-/// A TCP segment's header fields, parsed once.
+/// A TCP segment's (or UDP datagram's) header fields, parsed once.
 #[derive(Debug, Clone, Copy)]
 struct Tcp {
     v4: bool,
+    /// A UDP datagram (`seq` and `flags` are 0).
+    udp: bool,
     ip_len: usize,
     head_len: usize,
     payload: usize,
@@ -64,6 +76,8 @@ struct Tcp {
 /// The packets of one batch waiting to be written, in reused buffers.
 #[derive(Debug, Default)]
 pub struct Coalescer {
+    /// Whether UDP datagrams may merge (the TUN accepted USO).
+    udp: bool,
     arena: Vec<u8>,
     pkts: Vec<Pkt>,
     items: Vec<Item>,
@@ -78,11 +92,11 @@ fn be32(b: &[u8], at: usize) -> u32 {
 }
 
 /// The TCP view of `p` if it is a well-formed TCP segment (IPv4 without options or IPv6
-/// without extension headers), whatever its flags.
-fn parse_tcp(p: &[u8]) -> Option<Tcp> {
-    let (v4, ip_len) = match p.first()? >> 4 {
-        4 if p.len() >= 40 && p[0] & 0x0f == 5 && p[9] == 6 => (true, 20),
-        6 if p.len() >= 60 && p[6] == 6 => (false, 40),
+/// without extension headers), whatever its flags; with `udp`, a UDP datagram's view too.
+fn parse_tcp(p: &[u8], udp: bool) -> Option<Tcp> {
+    let (v4, ip_len, proto) = match p.first()? >> 4 {
+        4 if p.len() >= 28 && p[0] & 0x0f == 5 => (true, 20, p[9]),
+        6 if p.len() >= 48 => (false, 40, p[6]),
         _ => return None,
     };
     let total = if v4 {
@@ -90,6 +104,26 @@ fn parse_tcp(p: &[u8]) -> Option<Tcp> {
     } else {
         40 + usize::from(be16(p, 4))
     };
+    let id = if v4 { be16(p, 4) } else { 0 };
+    if proto == UDP && udp {
+        let head_len = ip_len + 8;
+        if total != p.len() || usize::from(be16(p, ip_len + 4)) != total - ip_len {
+            return None;
+        }
+        return Some(Tcp {
+            v4,
+            udp: true,
+            ip_len,
+            head_len,
+            payload: total - head_len,
+            seq: 0,
+            flags: 0,
+            id,
+        });
+    }
+    if proto != TCP || p.len() < ip_len + 20 {
+        return None;
+    }
     let doff = usize::from(p[ip_len + 12] >> 4) * 4;
     let head_len = ip_len + doff;
     if total != p.len() || doff < 20 || head_len > total {
@@ -97,22 +131,23 @@ fn parse_tcp(p: &[u8]) -> Option<Tcp> {
     }
     Some(Tcp {
         v4,
+        udp: false,
         ip_len,
         head_len,
         payload: total - head_len,
         seq: be32(p, ip_len + 4),
         flags: p[ip_len + 13],
-        id: if v4 { be16(p, 4) } else { 0 },
+        id,
     })
 }
 
 /// Whether `t` may start or join a merged packet on its own merits.
 fn mergeable(p: &[u8], t: &Tcp) -> bool {
-    if t.payload == 0 || t.flags & !PSH != ACK {
+    if t.payload == 0 || !t.udp && t.flags & !PSH != ACK {
         return false;
     }
     // A checksum field of 0xffff verifies but is never what a split recomputes (-0 vs +0):
-    // such a packet is written as it came.
+    // such a packet is written as it came. So is a UDP datagram without a checksum (0).
     if t.v4 {
         // Not a fragment (MF clear, offset 0); header checksum valid.
         if be16(p, 6) & 0x3fff != 0
@@ -123,8 +158,11 @@ fn mergeable(p: &[u8], t: &Tcp) -> bool {
         }
     }
     let l4 = p.len() - t.ip_len;
-    be16(p, t.ip_len + 16) != 0xffff
-        && csum::fold(csum::add(csum::pseudo(p, 6, l4), &p[t.ip_len..])) == 0xffff
+    let (proto, field) = if t.udp { (UDP, 6) } else { (TCP, 16) };
+    let check = be16(p, t.ip_len + field);
+    check != 0xffff
+        && (check != 0 || !t.udp)
+        && csum::fold(csum::add(csum::pseudo(p, proto, l4), &p[t.ip_len..])) == 0xffff
 }
 
 /// Same flow as the item's first packet `f`: addresses and ports.
@@ -146,6 +184,10 @@ fn same_headers(f: &[u8], p: &[u8], t: &Tcp, item: &Item) -> bool {
     } else {
         f[..4] == p[..4] && f[7] == p[7]
     };
+    if t.udp {
+        // Ports are the flow's; length and checksum are the datagram's own.
+        return ip_ok;
+    }
     // ACK number; data offset and reserved bits; window; urgent pointer; options. (Flags are
     // ACK, or ACK|PSH on the last, for both: see `mergeable`.)
     ip_ok
@@ -157,8 +199,10 @@ fn same_headers(f: &[u8], p: &[u8], t: &Tcp, item: &Item) -> bool {
 }
 
 impl Coalescer {
-    pub fn new() -> Coalescer {
+    /// A queue that merges TCP segments (TSO), and UDP datagrams too when `udp` (USO).
+    pub fn new(udp: bool) -> Coalescer {
         Coalescer {
+            udp,
             arena: Vec::with_capacity(256 * 1024),
             pkts: Vec::with_capacity(256),
             items: Vec::with_capacity(256),
@@ -187,7 +231,7 @@ impl Coalescer {
 
     /// Queues one packet for the TUN (copied: the caller's buffer is reused).
     pub fn push(&mut self, packet: &[u8]) {
-        let tcp = parse_tcp(packet);
+        let tcp = parse_tcp(packet, self.udp);
         let ok = tcp.is_some_and(|t| mergeable(packet, &t));
         if let (Some(t), true) = (tcp, ok) {
             if let Some(i) = self.latest_of_flow(packet, &t) {
@@ -203,6 +247,7 @@ impl Coalescer {
                 last: idx,
                 count: 1,
                 tcp: true,
+                udp: t.udp,
                 closed: !ok || t.flags & PSH != 0,
                 ip_len: t.ip_len as u16,
                 head_len: t.head_len as u16,
@@ -216,6 +261,7 @@ impl Coalescer {
                 last: idx,
                 count: 1,
                 tcp: false,
+                udp: false,
                 closed: true,
                 ip_len: 0,
                 head_len: 0,
@@ -232,7 +278,7 @@ impl Coalescer {
     fn latest_of_flow(&self, p: &[u8], t: &Tcp) -> Option<usize> {
         (0..self.items.len()).rev().find(|&i| {
             let it = &self.items[i];
-            it.tcp && same_flow(self.pkt(it.first), p, t.v4, t.ip_len)
+            it.tcp && it.udp == t.udp && same_flow(self.pkt(it.first), p, t.v4, t.ip_len)
         })
     }
 
@@ -241,7 +287,7 @@ impl Coalescer {
         let f = self.pkt(item.first);
         let fits = !item.closed
             && item.count < MAX_SEGMENTS as u32
-            && t.seq == item.next_seq
+            && (t.udp || t.seq == item.next_seq)
             && (!t.v4 || t.id == item.next_id)
             && t.payload <= usize::from(item.gso_size)
             && item.total as usize + t.payload <= MAX_LEN
@@ -285,18 +331,25 @@ impl Coalescer {
             } else {
                 head[4..6].copy_from_slice(&((total - ip) as u16).to_be_bytes());
             }
-            let last = self.pkt(item.last);
-            head[ip + 13] |= last[ip + 13] & PSH;
+            let (proto, field, gso_type) = if item.udp {
+                head[ip + 4..ip + 6].copy_from_slice(&((total - ip) as u16).to_be_bytes());
+                (UDP, 6, vnet::GSO_UDP_L4)
+            } else {
+                let last = self.pkt(item.last);
+                head[ip + 13] |= last[ip + 13] & PSH;
+                let gso = if v4 { vnet::GSO_TCPV4 } else { vnet::GSO_TCPV6 };
+                (TCP, 16, gso)
+            };
             // CHECKSUM_PARTIAL: the field holds the pseudo-header sum, the kernel does the rest.
-            let partial = csum::fold(csum::pseudo(head, 6, total - ip));
-            head[ip + 16..ip + 18].copy_from_slice(&partial.to_be_bytes());
+            let partial = csum::fold(csum::pseudo(head, proto, total - ip));
+            head[ip + field..ip + field + 2].copy_from_slice(&partial.to_be_bytes());
             let vh = VnetHdr {
                 flags: vnet::F_NEEDS_CSUM,
-                gso_type: if v4 { vnet::GSO_TCPV4 } else { vnet::GSO_TCPV6 },
+                gso_type,
                 hdr_len: item.head_len,
                 gso_size: item.gso_size,
                 csum_start: item.ip_len,
-                csum_offset: 16,
+                csum_offset: field as u16,
             }
             .encode();
             let mut iov = [IoSlice::new(&[]); MAX_SEGMENTS + 2];

@@ -224,7 +224,7 @@ fn icmp_echo4(len: usize) -> Vec<u8> {
 
 /// What the TUN would receive: each write flattened.
 fn coalesce(packets: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    let mut c = Coalescer::new();
+    let mut c = Coalescer::new(true);
     for p in packets {
         c.push(p);
     }
@@ -643,4 +643,150 @@ fn tso_with_a_tcp_header_shorter_than_20_bytes_is_refused() {
     p[32] = 0x20; // data offset 2 words
     let mut out = Segments::default();
     assert_eq!(split(&hdr, &p, &mut out), Err(SplitError::Truncated));
+}
+
+/// A UDP datagram with its checksums (IPv4: id `id`, DF; IPv6: no extension header).
+fn udp_dgram(v6: bool, sport: u16, id: u16, payload: &[u8]) -> Vec<u8> {
+    let l4 = 8 + payload.len();
+    let mut p = if v6 {
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&(l4 as u16).to_be_bytes());
+        p.extend_from_slice(&[17, 64]);
+        p.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        p.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10]);
+        p
+    } else {
+        let mut p = vec![0x45, 0];
+        p.extend_from_slice(&((20 + l4) as u16).to_be_bytes());
+        p.extend_from_slice(&id.to_be_bytes());
+        p.extend_from_slice(&[0x40, 0, 64, 17, 0, 0, 100, 64, 0, 2, 198, 18, 3, 1]);
+        let c = ref_sum(&p);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p
+    };
+    let ip = p.len();
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&[0, 9]);
+    p.extend_from_slice(&(l4 as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    let c = ref_l4(&p, ip, 17, 6);
+    p[ip + 6..ip + 8].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+/// `n` datagrams of one flow: `size` bytes of payload each, `last` bytes for the last one.
+fn udp_flow(v6: bool, sport: u16, id0: u16, n: usize, size: usize, last: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let len = if i + 1 == n { last } else { size };
+            let payload: Vec<u8> = (0..len).map(|k| (k * 7 + i) as u8).collect();
+            udp_dgram(v6, sport, id0.wrapping_add(i as u16), &payload)
+        })
+        .collect()
+}
+
+#[test]
+fn a_udp_flow_becomes_one_uso_write_that_splits_back() {
+    for v6 in [false, true] {
+        let flow = udp_flow(v6, 40000, 65530, 12, 1392, 17);
+        let writes = coalesce(&flow);
+        assert_eq!(writes.len(), 1, "v6 {v6}");
+        let hdr = VnetHdr::decode(&writes[0]).unwrap();
+        assert_eq!(hdr.gso_type, vnet::GSO_UDP_L4);
+        assert_eq!(hdr.gso_size, 1392);
+        assert_eq!(hdr.flags, vnet::F_NEEDS_CSUM);
+        assert_eq!(hdr.csum_offset, 6);
+        let back = split_write(&writes[0]).unwrap();
+        assert_eq!(back, flow);
+        back.iter().for_each(|p| assert_checksums(p));
+    }
+}
+
+#[test]
+fn udp_is_not_merged_without_uso_or_against_the_rules() {
+    let flow = udp_flow(false, 40000, 1, 2, 1000, 1000);
+    let mut c = Coalescer::new(false);
+    flow.iter().for_each(|p| c.push(p));
+    let mut n = 0;
+    c.flush(|_| n += 1);
+    assert_eq!(n, 2, "the TUN refused USO");
+    let first = flow[0].clone();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("other source port", udp_dgram(false, 40001, 2, &[9; 1000])),
+        ("IP id not + 1", udp_dgram(false, 40000, 3, &[9; 1000])),
+        (
+            "longer than the first",
+            udp_dgram(false, 40000, 2, &[9; 1001]),
+        ),
+        ("empty", udp_dgram(false, 40000, 2, &[])),
+        ("no checksum", {
+            let mut p = udp_dgram(false, 40000, 2, &[9; 1000]);
+            p[26..28].copy_from_slice(&[0, 0]);
+            p
+        }),
+        ("bad checksum", {
+            let mut p = udp_dgram(false, 40000, 2, &[9; 1000]);
+            p[30] ^= 1;
+            p
+        }),
+        ("other TTL", {
+            let mut p = udp_dgram(false, 40000, 2, &[9; 1000]);
+            p[8] = 63;
+            p[10..12].copy_from_slice(&[0, 0]);
+            let c = ref_sum(&p[..20]);
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+            p
+        }),
+    ];
+    for (why, second) in cases {
+        let writes = coalesce(&[first.clone(), second.clone()]);
+        assert_eq!(writes.len(), 2, "{why}");
+        assert_eq!(
+            &writes[1][vnet::LEN..],
+            &second[..],
+            "{why}: written as it came"
+        );
+    }
+    // Nothing joins after a shorter datagram; 64 datagrams at most per write.
+    let mut short = udp_flow(false, 40000, 1, 2, 1000, 500);
+    short.push(udp_dgram(false, 40000, 3, &[1; 500]));
+    assert_eq!(coalesce(&short).len(), 2);
+    let long = udp_flow(false, 40000, 1, 70, 100, 100);
+    let writes = coalesce(&long);
+    assert_eq!(writes.len(), 2);
+    let back: Vec<Vec<u8>> = writes
+        .iter()
+        .flat_map(|w| split_write(w).unwrap())
+        .collect();
+    assert_eq!(back, long);
+}
+
+proptest! {
+    /// A UDP flow interleaved with a TCP flow: one write each, split gives back the input.
+    #[test]
+    fn udp_and_tcp_flows_split_back_to_what_went_in(
+        (t, m, mss, last_t, _) in arb_flow(),
+        v6 in any::<bool>(), id0 in any::<u16>(), n in 1usize..70, size in 1usize..1400, last in 1usize..1400,
+    ) {
+        let fu = udp_flow(v6, 40000, id0, n, size, last.min(size));
+        let ft = t.flow(m, mss, last_t);
+        let mut input = Vec::new();
+        for i in 0..n.max(m) {
+            input.extend(fu.get(i).cloned());
+            input.extend(ft.get(i).cloned());
+        }
+        let writes = coalesce(&input);
+        // 64 datagrams or 64 KiB per write: a longer flow takes more writes.
+        let udp_writes = n.div_ceil(64).max((n * (size + 28)).div_ceil(65_535 - 48));
+        prop_assert!(writes.len() >= 2 && writes.len() <= 1 + udp_writes + 1);
+        let back: Vec<Vec<u8>> = writes.iter().flat_map(|w| split_write(w).unwrap()).collect();
+        let (mut u, mut tc) = (Vec::new(), Vec::new());
+        for p in back {
+            assert_checksums(&p);
+            if p[if p[0] >> 4 == 4 { 9 } else { 6 }] == 17 { u.push(p) } else { tc.push(p) }
+        }
+        prop_assert_eq!(u, fu);
+        prop_assert_eq!(tc, ft);
+    }
 }

@@ -192,7 +192,7 @@ impl TunWriter {
         TunWriter {
             fd,
             offloads,
-            gro: Coalescer::new(),
+            gro: Coalescer::new(offloads.uso),
         }
     }
 

@@ -168,6 +168,54 @@ impl Engine {
         self.decapsulate(now, peer, &mut st, from, datagram, scratch, out);
     }
 
+    /// A batch of datagrams (one receive: GRO messages split): as [`Engine::handle_datagram`]
+    /// each, but the peer table is read once and a peer's lock is taken once per run of its
+    /// data packets, not once per packet. Handshake and cookie messages take the per-datagram
+    /// path. A datagram without a source address is counted as malformed.
+    pub fn handle_datagrams<'d>(
+        &self,
+        now: Instant,
+        datagrams: impl IntoIterator<Item = (Option<SocketAddr>, &'d [u8])>,
+        scratch: &mut [u8],
+        out: &mut impl Output,
+    ) {
+        let table = self.peers.load();
+        // The peer whose data packets came last, locked: (its 24-bit index, peer, state).
+        let mut held: Option<(u32, &Peer, parking_lot::MutexGuard<'_, PeerState>)> = None;
+        for (from, datagram) in datagrams {
+            let Some(from) = from else {
+                self.drops.add(DropReason::Malformed);
+                continue;
+            };
+            let receiver = match Tunn::parse_incoming_packet(datagram) {
+                Ok(Packet::PacketData(p)) => p.receiver_idx,
+                _ => {
+                    // Rare: release the lock, take the general path.
+                    held = None;
+                    self.handle_datagram(now, from, datagram, scratch, out);
+                    continue;
+                }
+            };
+            let index = receiver >> 8;
+            if held.as_ref().is_none_or(|h| h.0 != index) {
+                held = None;
+                let Some(peer) = table.by_receiver_index(receiver) else {
+                    self.drops.add(DropReason::UnknownPeer);
+                    continue;
+                };
+                held = Some((index, peer, peer.state.lock()));
+            }
+            let Some((_, peer, st)) = held.as_mut() else {
+                continue;
+            };
+            if st.tunn.is_none() {
+                self.drops.add(DropReason::NoSession);
+                continue;
+            }
+            self.decapsulate(now, peer, st, from, datagram, scratch, out);
+        }
+    }
+
     fn handshake_init(
         &self,
         now: Instant,

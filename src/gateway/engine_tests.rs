@@ -683,3 +683,49 @@ fn replay_window_cases_through_the_engine() {
 }
 #[path = "engine_flow_tests.rs"]
 mod flow;
+
+#[test]
+fn a_batch_of_datagrams_is_judged_packet_by_packet_with_one_lock_per_run() {
+    let mut s = setup();
+    s.handshake();
+    let mut buf = vec![0u8; 2048];
+    let mut enc = |s: &mut Setup, p: &[u8]| match s.laptop.encapsulate(p, &mut buf) {
+        TunnResult::WriteToNetwork(d) => d.to_vec(),
+        other => panic!("laptop could not encrypt: {other:?}"),
+    };
+    let ok = |port: u16| build::tcp(LAPTOP, PAIE, port, 443, 0x02);
+    let a = enc(&mut s, &ok(40001));
+    let b = enc(&mut s, &ok(40002));
+    let denied = enc(&mut s, &build::tcp(LAPTOP, RH, 40003, 443, 0x02));
+    let mut unknown = enc(&mut s, &ok(40004));
+    unknown[4..8].copy_from_slice(&0x00ab_cd00u32.to_le_bytes()); // no such session index
+    let c = enc(&mut s, &ok(40005));
+    let garbage = vec![9u8; 40];
+    let ep = Some(s.endpoint);
+    let batch: Vec<(Option<SocketAddr>, &[u8])> = vec![
+        (ep, &a),
+        (ep, &b),
+        (None, &a),
+        (ep, &denied),
+        (ep, &unknown),
+        (ep, &garbage),
+        (ep, &c),
+        (ep, &b), // a replay: decrypts no more
+    ];
+    let mut out = Collect::default();
+    s.engine
+        .handle_datagrams(s.now, batch, &mut s.scratch, &mut out);
+    let ports: Vec<u16> = out
+        .tun
+        .iter()
+        .map(|p| u16::from_be_bytes([p[20], p[21]]))
+        .collect();
+    assert_eq!(ports, vec![40001, 40002, 40005], "allowed ones, in order");
+    assert_eq!(s.drops(DropReason::PolicyDenied), 1);
+    assert_eq!(s.drops(DropReason::UnknownPeer), 1);
+    assert_eq!(s.drops(DropReason::Malformed), 2, "no source; garbage");
+    assert_eq!(s.drops(DropReason::DecryptFailed), 1, "the replay");
+    // The lock was released: the per-datagram path and the TUN side still work.
+    let d = enc(&mut s, &ok(40006));
+    assert_eq!(s.send(&d).tun.len(), 1);
+}

@@ -7,8 +7,9 @@
 //! never blocks a worker, the record is counted as lost (per kind) instead. The consumer
 //! (`control::flow_audit`) merges the workers' records of one window and writes the events.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::hash::BuildHasher as _;
+use std::hash::{BuildHasher as _, Hash};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -378,6 +379,7 @@ impl FlowLog {
 #[derive(Debug)]
 struct AllowedAgg {
     peer: PeerRef,
+    resource: ResourceId,
     first: Instant,
     last: Instant,
     packets_out: u64,
@@ -390,13 +392,36 @@ struct AllowedAgg {
     ports_truncated: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct DeniedKey {
     peer: u32,
     dst: IpAddr,
     proto: u8,
     port: Option<u16>,
     reason: DenyReason,
+}
+
+/// The destination as one integer (IPv4 in the low bits): hashed in one step.
+fn addr_bits(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6) ^ (1 << 127),
+    }
+}
+
+/// Two integer writes instead of one per field (a denied packet to a new destination is
+/// hashed on this path): equal keys give equal writes, as `Eq` needs.
+impl Hash for DeniedKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(addr_bits(self.dst));
+        let port = self.port.map_or(0, |p| 1 << 16 | u64::from(p));
+        state.write_u64(
+            u64::from(self.peer) << 32
+                | u64::from(self.proto) << 24
+                | (self.reason as u64) << 20
+                | port,
+        );
+    }
 }
 
 #[derive(Debug)]
@@ -452,6 +477,19 @@ struct Overflowed {
 struct PeerDenied {
     distinct: usize,
     overflow: Option<Overflowed>,
+    /// The device as its first denied packet of the window named it: each new destination
+    /// clones it (one reference count) instead of reading the peer's label again.
+    peer: Option<PeerRef>,
+}
+
+impl PeerDenied {
+    fn peer_ref(&mut self, peer: &Peer) -> PeerRef {
+        match &self.peer {
+            // The index may have passed to another device within the window: check the key.
+            Some(r) if r.public_key == peer.public_key => r.clone(),
+            _ => self.peer.insert(PeerRef::of(peer)).clone(),
+        }
+    }
 }
 
 /// One worker's tables for the current window. Only its worker touches it: no lock.
@@ -463,7 +501,12 @@ pub struct WorkerFlows {
     base_ms: i64,
     window_start_ms: i64,
     deadline: Instant,
-    allowed: Map<(u32, ResourceId), AllowedAgg>,
+    /// Where each device × resource aggregate is in `aggs`.
+    allowed: Map<(u32, ResourceId), usize>,
+    aggs: Vec<AllowedAgg>,
+    /// The aggregate the last allowed packet went to: the next one of a batch usually goes
+    /// there too, without hashing.
+    last_allowed: Option<((u32, ResourceId), usize)>,
     denied: Map<DeniedKey, DeniedAgg>,
     per_peer: Map<u32, PeerDenied>,
     hasher: Hasher,
@@ -479,6 +522,8 @@ impl WorkerFlows {
             window_start_ms: now_ms,
             deadline: now,
             allowed: Map::with_capacity_and_hasher(64, Hasher::default()),
+            aggs: Vec::with_capacity(64),
+            last_allowed: None,
             denied: Map::with_capacity_and_hasher(64, Hasher::default()),
             per_peer: Map::with_capacity_and_hasher(16, Hasher::default()),
             hasher: Hasher::default(),
@@ -519,7 +564,7 @@ impl WorkerFlows {
 
     /// Entries held now (allowed + denied): bounded by peers × (resources + cap + 1).
     pub fn entries(&self) -> usize {
-        self.allowed.len() + self.denied.len() + self.per_peer.len()
+        self.aggs.len() + self.denied.len() + self.per_peer.len()
     }
 
     /// A packet the policy allowed (`outbound`: laptop → resource), or a reply to one.
@@ -533,22 +578,37 @@ impl WorkerFlows {
         bytes: usize,
         outbound: bool,
     ) {
-        let a = self
-            .allowed
-            .entry((peer.index, resource))
-            .or_insert_with(|| AllowedAgg {
-                peer: PeerRef::of(peer),
-                first: now,
-                last: now,
-                packets_out: 0,
-                bytes_out: 0,
-                packets_in: 0,
-                bytes_in: 0,
-                protocols: ProtoSet::default(),
-                ports: [0; MAX_PORTS],
-                nports: 0,
-                ports_truncated: false,
-            });
+        let key = (peer.index, resource);
+        let i = match self.last_allowed {
+            Some((k, i)) if k == key => i,
+            _ => {
+                let i = match self.allowed.entry(key) {
+                    Entry::Occupied(e) => *e.get(),
+                    Entry::Vacant(v) => {
+                        self.aggs.push(AllowedAgg {
+                            peer: PeerRef::of(peer),
+                            resource,
+                            first: now,
+                            last: now,
+                            packets_out: 0,
+                            bytes_out: 0,
+                            packets_in: 0,
+                            bytes_in: 0,
+                            protocols: ProtoSet::default(),
+                            ports: [0; MAX_PORTS],
+                            nports: 0,
+                            ports_truncated: false,
+                        });
+                        *v.insert(self.aggs.len() - 1)
+                    }
+                };
+                self.last_allowed = Some((key, i));
+                i
+            }
+        };
+        let Some(a) = self.aggs.get_mut(i) else {
+            return;
+        };
         a.last = now;
         let bytes = bytes as u64;
         if outbound {
@@ -591,23 +651,25 @@ impl WorkerFlows {
             port,
             reason,
         };
-        if let Some(d) = self.denied.get_mut(&key) {
-            d.count += 1;
-            d.last = now;
-            return;
-        }
+        // One hash of the key whether it is new or not.
+        let vacant = match self.denied.entry(key) {
+            Entry::Occupied(e) => {
+                let d = e.into_mut();
+                d.count += 1;
+                d.last = now;
+                return;
+            }
+            Entry::Vacant(v) => v,
+        };
         let p = self.per_peer.entry(peer.index).or_default();
         if p.distinct < MAX_DENIED_PER_PEER {
             p.distinct += 1;
-            self.denied.insert(
-                key,
-                DeniedAgg {
-                    peer: PeerRef::of(peer),
-                    count: 1,
-                    first: now,
-                    last: now,
-                },
-            );
+            vacant.insert(DeniedAgg {
+                peer: p.peer_ref(peer),
+                count: 1,
+                first: now,
+                last: now,
+            });
             return;
         }
         let o = p.overflow.get_or_insert_with(|| Overflowed {
@@ -620,15 +682,21 @@ impl WorkerFlows {
         });
         o.count += 1;
         o.last = now;
-        o.distinct.insert(self.hasher.hash_one((dst, proto, port)));
+        let port = port.map_or(0, |p| 1 << 16 | u32::from(p));
+        let rest = u32::from(proto) << 24 | port;
+        o.distinct
+            .insert(self.hasher.hash_one((addr_bits(dst), rest)));
     }
 
     /// Sends every record of the window to the queue (never blocks) and empties the tables,
     /// keeping their capacity.
     pub fn flush(&mut self) {
         let window_start_ms = self.window_start_ms;
-        let mut allowed = std::mem::take(&mut self.allowed);
-        for ((_, resource), a) in allowed.drain() {
+        self.allowed.clear();
+        self.last_allowed = None;
+        let mut aggs = std::mem::take(&mut self.aggs);
+        for a in aggs.drain(..) {
+            let resource = a.resource;
             let mut ports = a.ports[..a.nports].to_vec();
             ports.sort_unstable();
             self.log.send(FlowRecord::Allowed(AllowedFlow {
@@ -646,7 +714,7 @@ impl WorkerFlows {
                 ports_truncated: a.ports_truncated,
             }));
         }
-        self.allowed = allowed;
+        self.aggs = aggs;
         let mut denied = std::mem::take(&mut self.denied);
         for (k, d) in denied.drain() {
             self.log.send(FlowRecord::Denied(DeniedFlow {

@@ -238,3 +238,43 @@ fn a_full_queue_never_blocks_and_counts_losses_per_kind() {
     log.send(recs[0].clone());
     assert_eq!(log.lost().total(), 7);
 }
+
+#[test]
+fn a_device_index_taken_over_within_the_window_is_recorded_under_the_new_device() {
+    let (log, rx) = FlowLog::new(WINDOW, 1024);
+    let (pa, pb) = (peers(), Peers::default());
+    pb.set(vec![PeerSpec {
+        public_key: [4; 32],
+        address: LAPTOP,
+        rules: RuleSet::deny_all(),
+        label: "device:8:bob".into(),
+        persistent_keepalive: None,
+    }]);
+    let (ta, tb) = (pa.load(), pb.load());
+    let (a, b) = (
+        ta.by_address(LAPTOP).unwrap(),
+        tb.by_address(LAPTOP).unwrap(),
+    );
+    assert_eq!(a.index, b.index, "the case needs one index for two devices");
+    let now = Instant::now();
+    let mut w = WorkerFlows::new(log, now, T0);
+    let (d1, d2) = (Ipv4Addr::new(198, 18, 9, 1), Ipv4Addr::new(198, 18, 9, 2));
+    w.denied(now, a, d1.into(), IPPROTO_TCP, 22, DenyReason::NoGrant);
+    w.denied(now, b, d2.into(), IPPROTO_TCP, 22, DenyReason::NoGrant);
+    w.flush();
+    let mut named: Vec<(Option<IpAddr>, [u8; 32], String)> = drain(&rx)
+        .into_iter()
+        .map(|r| match r {
+            FlowRecord::Denied(d) => (d.dst, d.peer.public_key, (*d.peer.label).clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    named.sort();
+    assert_eq!(
+        named,
+        vec![
+            (Some(d1.into()), [3; 32], "device:7:alice".to_string()),
+            (Some(d2.into()), [4; 32], "device:8:bob".to_string()),
+        ]
+    );
+}

@@ -113,19 +113,9 @@ impl Worker {
                         for _ in 0..recv.truncated() {
                             engine.drops.add(DropReason::Malformed);
                         }
-                        // A GRO message is split back into its datagrams here.
-                        for (from, data) in recv.datagrams() {
-                            match from {
-                                Some(from) => engine.handle_datagram(
-                                    now,
-                                    from,
-                                    data,
-                                    &mut scratch,
-                                    &mut shell,
-                                ),
-                                None => engine.drops.add(DropReason::Malformed),
-                            }
-                        }
+                        // GRO messages are split back into their datagrams; one peer lock
+                        // per run of a peer's packets.
+                        engine.handle_datagrams(now, recv.datagrams(), &mut scratch, &mut shell);
                         shell.flush();
                         if n < BATCH {
                             break;

@@ -20,6 +20,7 @@ use sesame::gateway::flowlog::{wall_ms, WorkerFlows, DEFAULT_QUEUE};
 use sesame::gateway::{Engine, FlowLog, PeerSpec};
 use sesame::policy::{Rule, RuleSet};
 use sesame_bench::args::Args;
+use sesame_bench::sys::thread_cpu;
 use sesame_bench::tunn::result;
 use sesame_bench::{keys, packet};
 
@@ -173,21 +174,6 @@ fn round(s: &mut Side, pool: usize, size: usize, denied_pct: u32, round: u32) ->
     let allowed = pool as u64 * u64::from(100 - denied_pct) / 100;
     debug_assert!(s.sink.tun - before >= allowed.saturating_sub(pool as u64 / 50));
     pool as f64 / secs
-}
-
-/// CPU time of this thread: the machine is shared, and time spent descheduled is not the
-/// engine's cost.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(
-        u64::try_from(ts.tv_sec).unwrap_or(0),
-        u32::try_from(ts.tv_nsec).unwrap_or(0),
-    )
 }
 
 fn median(v: &mut [f64]) -> f64 {

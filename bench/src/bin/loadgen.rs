@@ -1,6 +1,7 @@
 //! Load generator: N boringtun peers against a gateway. Modes:
 //! `keys` / `toml` print the deterministic peer keys (for configs), `blast` handshakes every peer
-//! then sends pre-encrypted datagrams (sendmmsg) and counts what reaches the resource namespace,
+//! then sends pre-encrypted datagrams (sendmmsg, with UDP GSO unless `--gso false`) and counts
+//! what reaches the resource namespace,
 //! `handshake` measures handshakes answered per second. Every loop is bounded in count and time.
 
 use std::io::Write as _;
@@ -172,12 +173,23 @@ fn handshake_all(p: &mut Peers, src: &Sources) -> anyhow::Result<Duration> {
     )
 }
 
-/// Delivered (packets) at the counting point: `--count-ns NS --count-iface IF`.
-fn delivered(args: &Args) -> anyhow::Result<u64> {
+/// Received (frames, bytes) at the counting point: `--count-ns NS --count-iface IF`.
+fn delivered(args: &Args) -> anyhow::Result<(u64, u64)> {
     let ns: String = args.req("count-ns")?;
     let iface: String = args.req("count-iface")?;
-    Ok(sys::netns_iface_rx(&ns, &iface)?.0)
+    sys::netns_iface_rx(&ns, &iface)
 }
+
+/// Inner packets of `size` bytes in `frames` Ethernet frames of `bytes` in all. A frame may be
+/// a GSO super-packet (the gateway writes UDP runs to its TUN with USO and the kernel keeps
+/// them whole across the veth): one set of Ethernet/IPv4/UDP headers (42 bytes) for all its
+/// datagrams, so bytes = frames × 42 + packets × (size − 28).
+fn inner_packets(frames: u64, bytes: u64, size: usize) -> u64 {
+    bytes.saturating_sub(frames * 42) / (size.saturating_sub(28).max(1) as u64)
+}
+
+/// Packets per run from one peer (one connected socket): up to 4 GSO messages of 64.
+const RUN: usize = 256;
 
 fn blast(args: &Args) -> anyhow::Result<()> {
     let size: usize = args.get("size", 1420)?;
@@ -186,6 +198,7 @@ fn blast(args: &Args) -> anyhow::Result<()> {
     let pps: f64 = args.get("pps", 0.0)?;
     let dst: SocketAddrV4 = args.req("dst")?;
     let tag: String = args.get("tag", "blast".to_string())?;
+    let mut gso: bool = args.get("gso", true)?;
     let mut peers = make_peers(args)?;
     let sources = Sources::new(args)?;
     let hs = handshake_all(&mut peers, &sources)?;
@@ -206,8 +219,8 @@ fn blast(args: &Args) -> anyhow::Result<()> {
     let mut pool = vec![0u8; stride * pool_len];
     let mut lens = vec![0usize; pool_len];
     let mut inner = vec![0u8; size];
-    // Packets go out in runs of BATCH from one peer: packet k belongs to peer (k / BATCH) % n.
-    let owner = |k: usize| (k / BATCH) % n;
+    // Packets go out in runs of RUN from one peer: packet k belongs to peer (k / RUN) % n.
+    let owner = |k: usize| (k / RUN) % n;
     for (k, slot) in pool.chunks_mut(stride).enumerate() {
         let i = owner(k);
         let src: Ipv4Addr = keys::address(i as u32);
@@ -232,7 +245,7 @@ fn blast(args: &Args) -> anyhow::Result<()> {
         std::io::stdout().flush()?;
     }
     // Each peer sends from its own source address, as separate laptops would: one connected
-    // socket per source (no per-packet route lookup), one sendmmsg per run of BATCH.
+    // socket per source (no per-packet route lookup), one sendmmsg per run of RUN.
     let gw = std::net::SocketAddr::V4(sources.gateway);
     let conns = (0..n.min(sources.count as usize))
         .map(|s| {
@@ -248,8 +261,8 @@ fn blast(args: &Args) -> anyhow::Result<()> {
     let mut sent = 0usize;
     let mut pk: Vec<&[u8]> = Vec::with_capacity(BATCH);
     while sent < pool_len && t0.elapsed() < deadline {
-        let run_end = (sent / BATCH + 1) * BATCH;
-        let mut want = (pool_len.min(run_end) - sent).min(BATCH);
+        let run_end = (sent / RUN + 1) * RUN;
+        let mut want = pool_len.min(run_end) - sent;
         if pps > 0.0 {
             let target = (t0.elapsed().as_secs_f64() * pps) as usize;
             if target <= sent {
@@ -261,7 +274,17 @@ fn blast(args: &Args) -> anyhow::Result<()> {
         pk.clear();
         pk.extend((sent..sent + want).map(|k| &pool[k * stride..k * stride + lens[k]]));
         let conn = &conns[owner(sent) % conns.len()];
-        sent += sys::send_all(conn.as_raw_fd(), &pk);
+        if gso {
+            match sys::send_gso(conn.as_raw_fd(), &pk) {
+                Some(n) => sent += n,
+                None => {
+                    eprintln!("loadgen: the kernel refused UDP GSO, sending without");
+                    gso = false;
+                }
+            }
+        } else {
+            sent += sys::send_all(conn.as_raw_fd(), &pk);
+        }
     }
     let send_time = t0.elapsed();
     // Wait until the counter stops moving (the gateway drains its queue), at most 3 s.
@@ -278,7 +301,11 @@ fn blast(args: &Args) -> anyhow::Result<()> {
             break;
         }
     }
-    let got = last.saturating_sub(before);
+    let got = inner_packets(
+        last.0.saturating_sub(before.0),
+        last.1.saturating_sub(before.1),
+        size,
+    );
     let secs = (last_change - t0)
         .as_secs_f64()
         .max(send_time.as_secs_f64());

@@ -3,7 +3,8 @@
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::api::{DeviceConfig, EnrolRequest, RotateRequest};
@@ -29,17 +30,25 @@ pub fn device_config(state: &AppState, device: &Device, groups: &[String]) -> De
     )
 }
 
-/// `POST /api/v1/enrol`
+/// `POST /api/v1/enrol`. Like a login, a successful enrolment makes the client a known device
+/// of the account (the signed `sesame-device` cookie, which the agent keeps): its next
+/// enrolment passes while strangers hold the account's lock (see `ratelimit`).
 #[utoipa::path(post, path = "/api/v1/enrol", request_body = EnrolRequest,
     responses((status = 201, body = DeviceConfig), (status = 400), (status = 401), (status = 403),
         (status = 404), (status = 409), (status = 410), (status = 429), (status = 503)))]
 pub async fn enrol(
     State(state): State<SharedState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<EnrolRequest>,
-) -> Result<(StatusCode, Json<DeviceConfig>), ApiError> {
+) -> Result<Response, ApiError> {
     let username = req.username.trim().to_string();
-    if let Err(limited) = state.limiter.check(&username, ip, Instant::now()) {
+    let known = state.cookies.read_device(&headers);
+    if let Err(limited) =
+        state
+            .limiter
+            .check_device(&username, ip, known.as_deref(), Instant::now())
+    {
         return Err(crate::portal::routes::auth::too_many_attempts(
             &state, "enrol", &username, ip, limited,
         )
@@ -68,7 +77,16 @@ pub async fn enrol(
             .await;
         }
     }
-    result.map(|cfg| (StatusCode::CREATED, Json(cfg)))
+    let cfg = result?;
+    let device = state
+        .cookies
+        .set_device_cookie(&state.limiter.issue_device_token(&username));
+    Ok((
+        StatusCode::CREATED,
+        [(header::SET_COOKIE, device)],
+        Json(cfg),
+    )
+        .into_response())
 }
 
 /// Errors that a guesser produces: wrong password, wrong or stale code.

@@ -1,0 +1,1 @@
+//! Shared harness of the timer conformance tests lives in tests/; this crate has no code.
