@@ -8,5 +8,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON users, user_groups, devices, enrolment_c
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO sesame_app;
 GRANT SELECT, INSERT ON audit_events TO sesame_app;
 GRANT SELECT ON audit_retention TO sesame_app;
+-- Derived from the events by the append (migration 0007): kept up to date, never evidence.
+GRANT SELECT, INSERT, UPDATE ON audit_last_seen TO sesame_app;
 GRANT SELECT ON _sqlx_migrations TO sesame_app;
 GRANT EXECUTE ON FUNCTION audit_purge(BIGINT, BIGINT) TO sesame_app;

@@ -507,6 +507,21 @@ async fn postgres_service_role_cannot_change_the_audit_log() {
         )
         .await
         .expect("working tables are writable");
+    // Sessions and flows also keep audit_last_seen (migration 0007): the service role may
+    // write that derived table, still not the events.
+    let flow = NewAuditEvent::new(
+        Action::FlowAllowed,
+        &AuditContext::new("alice", None),
+        "device:7",
+    )
+    .details(serde_json::json!({"device_id": 7, "resource": "paie", "bytes": 10}));
+    let written = db
+        .store
+        .append_audit_batch(&[flow.clone(), flow])
+        .await
+        .expect("the service role appends flows");
+    let last = db.store.last_flow(7, "paie").await.expect("last flow");
+    assert_eq!(last.map(|e| e.id), Some(written[1].id));
 
     for attack in [
         "UPDATE audit_events SET actor = 'mallory' WHERE id = 3",
@@ -540,7 +555,7 @@ async fn postgres_service_role_cannot_change_the_audit_log() {
         .purge_audit(10 * DAY, &AuditContext::system(), &sealer)
         .await
         .expect("the service role purges through audit_purge()");
-    assert_eq!(removed, 13, "12 events and enrol.code_created");
+    assert_eq!(removed, 15, "12 events, enrol.code_created and two flows");
     assert_eq!(
         verify(&db, &sealer).await,
         AuditVerification::Intact { events: 2 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::store_db::*;
 use sesame::audit::checkpoint::{self, Checkpoint, CheckpointReason, Sealer};
 use sesame::audit::AuditContext;
-use sesame::store::Store;
+use sesame::store::{AuditFilter, Store};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -20,6 +20,8 @@ fn run(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_sesame"))
         .args(args)
         .env("RUST_LOG", "off")
+        // Who the CLI records as the reader (`cli:<login>`).
+        .env("SUDO_USER", "auditrice")
         .output()
         .expect("run sesame")
 }
@@ -71,7 +73,22 @@ async fn cli_keygen_verify_and_offline_export() {
     let out = run(&["audit", "verify", "--config", &cfg]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "intact: 7 events\n");
-    // --checkpoints: a file whose checkpoint another key signed.
+    // The verification is recorded after the walk: audit.read by the CLI's user (event 8).
+    let read = store
+        .list_audit(&AuditFilter {
+            action: Some("audit.read".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("reads");
+    let [read] = &read[..] else {
+        panic!("{read:?}")
+    };
+    assert_eq!((read.id, read.actor.as_str()), (8, "cli:auditrice"));
+    assert_eq!(read.target, "audit:verify");
+    assert_eq!(read.details["query"], "verify");
+    assert_eq!(read.details["filter"], serde_json::json!({}));
+    // --checkpoints: a file whose checkpoint another key signed (recorded too: event 9).
     let (_o, other) = test_sealer();
     let head = sesame::audit::checkpoint::ChainHead {
         first_id: 1,
@@ -91,6 +108,22 @@ async fn cli_keygen_verify_and_offline_export() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stdout), "4\n");
+    let after = store
+        .list_audit(&AuditFilter {
+            after_id: Some(8),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("after 8");
+    let [last] = &after[..] else {
+        panic!("{after:?}")
+    };
+    assert_eq!((last.id, last.action.as_str()), (9, "audit.read"));
+    assert_eq!(
+        last.details["filter"]["checkpoints"],
+        s(&p("other.jsonl")),
+        "the file given is recorded"
+    );
 
     let out = run(&["audit", "export", "--config", &cfg, "--format", "jsonl"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -111,7 +144,8 @@ async fn cli_keygen_verify_and_offline_export() {
     };
     let out = offline(&s(&p("export.jsonl")), &public);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "intact: 7 events\n");
+    // 7 events and the two verifications' audit.read.
+    assert_eq!(text(&out.stdout), "intact: 9 events\n");
     // Another public key: the checkpoint is not its signature.
     let out = offline(&s(&p("export.jsonl")), &other.key.public_base64());
     assert_eq!(out.status.code(), Some(1));
@@ -158,9 +192,9 @@ async fn cli_keygen_verify_and_offline_export() {
         &public,
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    // 8 events and the audit.read recorded by the first export (an export holds the reads
-    // before it, never its own).
-    assert_eq!(text(&out.stdout), "intact: 9 events\n");
+    // 10 events (two verifications and the first export recorded as audit.read) and the
+    // checkpoint: an export holds the reads before it, never its own.
+    assert_eq!(text(&out.stdout), "intact: 11 events\n");
 
     // The database's tail truncated below the signed head.
     exec(&store, "DROP TRIGGER audit_events_no_delete").await;

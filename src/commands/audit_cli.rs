@@ -132,7 +132,8 @@ pub struct VerifyArgs<'a> {
 
 /// `sesame audit verify`: exit 0 only if the chain is intact and consistent with every signed
 /// checkpoint; otherwise prints the id of the first bad event on stdout (what is wrong on
-/// stderr) and exits 1.
+/// stderr) and exits 1. A verification of the database is recorded as `audit.read` (actor
+/// `cli:<login>`, query `verify`), as the export is.
 pub fn verify(args: &VerifyArgs<'_>) -> anyhow::Result<ExitCode> {
     let result = match args.export {
         Some(export) => {
@@ -161,8 +162,20 @@ pub fn verify(args: &VerifyArgs<'_>) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(async {
                 let (_, store) = open(path).await?;
                 let r = store.verify_audit_with(Some((key.as_ref(), &cps))).await;
+                // The read is recorded after the walk: the verdict is about the log as the
+                // auditor found it.
+                let filter = match args.checkpoints {
+                    Some(p) => serde_json::json!({ "checkpoints": p.display().to_string() }),
+                    None => serde_json::json!({}),
+                };
+                let r = match r {
+                    Ok(v) => record_read(&store, "verify", "text", filter)
+                        .await
+                        .map(|_| v),
+                    Err(e) => Err(e.into()),
+                };
                 store.close().await;
-                anyhow::Ok(r?)
+                r
             })?
         }
     };

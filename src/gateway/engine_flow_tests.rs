@@ -17,6 +17,27 @@ impl Setup {
     }
 }
 
+/// Everything queued, turned into events by the consumer and appended to a new SQLite store.
+async fn drain_into_store(
+    log: &Arc<FlowLog>,
+    rx: Receiver<FlowRecord>,
+) -> (tempfile::TempDir, crate::store::Store) {
+    use crate::control::flow_audit::{fixed_policy, FlowAudit};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    let store = crate::store::Store::connect(&url).await.unwrap();
+    let mut consumer = FlowAudit::new(
+        Arc::clone(log),
+        rx,
+        fixed_policy(crate::policy::Policy::default()),
+    );
+    let (events, drained) = consumer.poll(wall_ms(), true);
+    assert!(drained);
+    store.append_audit_batch(&events).await.unwrap();
+    (dir, store)
+}
+
 #[test]
 fn a_session_and_its_allowed_and_denied_flows_are_recorded() {
     let (mut s, rx, _log) = audited(1024);
@@ -139,8 +160,7 @@ fn without_flow_auditing_nothing_is_recorded_and_traffic_flows() {
 /// traffic still goes through, and once drained the writer stores one `audit.overflow`.
 #[tokio::test]
 async fn a_flood_of_denied_flows_loses_records_not_packets() {
-    use crate::control::flow_audit::FlowAudit;
-    use crate::store::{AuditFilter, Store};
+    use crate::store::AuditFilter;
 
     let (mut s, rx, log) = audited(8);
     s.handshake();
@@ -167,17 +187,7 @@ async fn a_flood_of_denied_flows_loses_records_not_packets() {
     assert_eq!(lost.get(RecordKind::FlowDenied), 3 * 257 - 6);
     assert_eq!(lost.get(RecordKind::FlowAllowed), 2);
 
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("a.db").display());
-    let store = Store::connect(&url).await.unwrap();
-    let mut consumer = FlowAudit::new(
-        Arc::clone(&log),
-        rx,
-        crate::control::flow_audit::fixed_policy(crate::policy::Policy::default()),
-    );
-    let (events, drained) = consumer.poll(wall_ms(), true);
-    assert!(drained);
-    store.append_audit_batch(&events).await.unwrap();
+    let (_dir, store) = drain_into_store(&log, rx).await;
     let stored = store
         .list_audit(&AuditFilter {
             action: Some("audit.overflow".into()),
@@ -191,5 +201,73 @@ async fn a_flood_of_denied_flows_loses_records_not_packets() {
         serde_json::json!(3 * 257 - 6)
     );
     assert_eq!(stored[0].details["lost"]["flow.allowed"], 2);
+    assert!(store.verify_audit().await.is_ok());
+}
+
+/// A laptop that goes silent after the gateway sent it a reply: boringtun's own timers (real
+/// time, ~105 s: 15 s without an answer, then 90 s of unanswered handshake initiations) expire
+/// the session; the engine ends it with reason `expired`, and the consumer stores it as a
+/// `tunnel.session_ended` with that reason, the endpoint and the session's counts.
+#[tokio::test]
+async fn a_session_the_laptop_stops_answering_ends_expired() {
+    use crate::store::AuditFilter;
+
+    let (mut s, rx, log) = audited(64);
+    s.handshake();
+    let syn = build::tcp(LAPTOP, PAIE, 40000, 443, 0x02);
+    assert_eq!(s.send_ip(&syn).tun.len(), 1);
+    // boringtun stamps packets with the time of its last timer pass: one pass a second later,
+    // so the reply is sent after the laptop's last packet.
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    s.engine
+        .tick(Instant::now(), &mut s.scratch, &mut Collect::default());
+    let synack = build::tcp(PAIE, LAPTOP, 443, 40000, 0x12);
+    assert_eq!(
+        s.tun_in(&synack).net.len(),
+        1,
+        "the reply leaves, never answered"
+    );
+
+    let mut initiations = 0;
+    loop {
+        let mut out = Collect::default();
+        s.engine.tick(Instant::now(), &mut s.scratch, &mut out);
+        // The gateway's handshake initiations to the silent laptop: sent, never answered.
+        initiations += out.net.len();
+        let table = s.engine.peers.load();
+        let peer = table.by_key(&s.laptop_key).unwrap();
+        if peer.state.lock().tunn.is_none() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(150),
+            "boringtun did not expire the session"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        initiations >= 1,
+        "the gateway tried to reach the laptop first"
+    );
+
+    let (_dir, store) = drain_into_store(&log, rx).await;
+    let ended = store
+        .list_audit(&AuditFilter {
+            action: Some("tunnel.session_ended".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let [e] = &ended[..] else { panic!("{ended:?}") };
+    assert_eq!(e.details["reason"], "expired");
+    assert_eq!(e.details["endpoint"], s.endpoint.to_string());
+    assert_eq!(e.target, "peer:laptop1");
+    // The SYN in (the handshake's keepalive carries no packet); the SYN-ACK out.
+    assert_eq!(e.details["rx_packets"], 1);
+    assert_eq!(e.details["tx_packets"], 1);
+    assert_eq!(e.details["tx_bytes"], synack.len() as u64);
+    let duration = e.details["duration_ms"].as_i64().unwrap();
+    assert!(duration >= 100_000, "{duration} ms");
     assert!(store.verify_audit().await.is_ok());
 }

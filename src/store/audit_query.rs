@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures_util::TryStreamExt as _;
 use sqlx::Row as _;
 
-use super::audit::{from_row, COLUMNS};
+use super::audit::{from_row, COLUMNS, SEEN_FLOW, SEEN_SESSION};
 use super::{Store, StoreError};
 use crate::audit::{Action, AuditEvent, AuditFilter};
 
@@ -222,33 +222,80 @@ impl Store {
         Ok(out)
     }
 
-    /// The device's last `tunnel.session_started` or `tunnel.session_ended` (one index seek per
-    /// action on the device index, merged by id).
+    /// The device's last `tunnel.session_started` or `tunnel.session_ended`.
     pub async fn last_session(&self, device_id: i64) -> Result<LastSeen, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM audit_events WHERE device_id = $1 AND action IN ($2, $3) \
-             ORDER BY id DESC LIMIT 1"
-        ))
-        .bind(device_id)
-        .bind(Action::TunnelSessionStarted.as_str())
-        .bind(Action::TunnelSessionEnded.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(from_row).transpose()
+        Ok(self.last_sessions(&[device_id]).await?.remove(&device_id))
     }
 
     /// The device's last `flow.allowed` to `resource`.
     pub async fn last_flow(&self, device_id: i64, resource: &str) -> Result<LastSeen, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM audit_events WHERE resource = $1 AND device_id = $2 AND action = $3 \
-             ORDER BY ts DESC, id DESC LIMIT 1"
-        ))
-        .bind(resource)
-        .bind(device_id)
-        .bind(Action::FlowAllowed.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(from_row).transpose()
+        Ok(self
+            .last_flows(&[device_id], Some(resource))
+            .await?
+            .remove(&(device_id, resource.to_string())))
+    }
+
+    /// Each device's last `tunnel.session_started` or `tunnel.session_ended` (devices without
+    /// one are absent): seeks in the table the append keeps (migration 0007), the events
+    /// themselves read from the chain by id.
+    pub async fn last_sessions(
+        &self,
+        device_ids: &[i64],
+    ) -> Result<BTreeMap<i64, AuditEvent>, StoreError> {
+        let rows = self.last_seen(SEEN_SESSION, device_ids, None).await?;
+        Ok(rows.into_iter().map(|((d, _), e)| (d, e)).collect())
+    }
+
+    /// Each device's last `flow.allowed` to each resource (to `resource` alone if given), by
+    /// (device, resource), as [`Store::last_sessions`].
+    pub async fn last_flows(
+        &self,
+        device_ids: &[i64],
+        resource: Option<&str>,
+    ) -> Result<BTreeMap<(i64, String), AuditEvent>, StoreError> {
+        self.last_seen(SEEN_FLOW, device_ids, resource).await
+    }
+
+    async fn last_seen(
+        &self,
+        kind: &str,
+        device_ids: &[i64],
+        resource: Option<&str>,
+    ) -> Result<BTreeMap<(i64, String), AuditEvent>, StoreError> {
+        // Devices per statement: under SQLite's bind limit with room to spare.
+        const DEVICES: usize = 500;
+        let cols: Vec<String> = COLUMNS.split(", ").map(|c| format!("e.{c}")).collect();
+        let mut out = BTreeMap::new();
+        for chunk in device_ids.chunks(DEVICES) {
+            let first = if resource.is_some() { 3 } else { 2 };
+            let list: Vec<String> = (0..chunk.len())
+                .map(|i| format!("${}", first + i))
+                .collect();
+            let sql = format!(
+                "SELECT l.device_id AS seen_device, l.resource AS seen_resource, {} \
+                 FROM audit_last_seen l JOIN audit_events e ON e.id = l.event_id \
+                 WHERE l.kind = $1 {} AND l.device_id IN ({})",
+                cols.join(", "),
+                if resource.is_some() {
+                    "AND l.resource = $2"
+                } else {
+                    ""
+                },
+                list.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(kind);
+            if let Some(r) = resource {
+                q = q.bind(r);
+            }
+            for d in chunk {
+                q = q.bind(*d);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let key = (row.try_get("seen_device")?, row.try_get("seen_resource")?);
+                out.insert(key, from_row(&row)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Time (unix ms) of the last `action` event that concerns no device (`directory.sync`…),

@@ -21,7 +21,7 @@ mod suspend;
 mod users;
 
 pub use crate::audit::AuditFilter;
-pub use audit::AuditVerification;
+pub use audit::{AuditVerification, INSERT_ROWS};
 pub use audit_query::{FlowSummary, LastSeen};
 pub use batches::{Batch, BatchCode};
 pub use codes::{

@@ -1,6 +1,7 @@
 //! Audit query benchmark: a filtered query (one user, one month) and the access review of one
 //! resource on a large generated log, p50/p99; beside them, in the same run, the same user query
-//! written as before the derived index columns (actor or target, no index) as the peer.
+//! written as before the derived index columns (actor or target, no index) as the peer, and the
+//! review's last-use lookups as made before `audit_last_seen` (two log seeks per device).
 //!
 //! ```text
 //! audit_query --dir DIR [--url postgres://…] [--events 10000000] [--users 1000] [--samples 200] [--peer-samples 5]
@@ -299,6 +300,45 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await?;
+    // The peer: the same review's last-use lookups as they were made before migration 0007's
+    // table (the devices read again, then two index seeks in the log per device, one device at
+    // a time), on the same devices (found by one untimed review per resource).
+    let mut reviewed: Vec<Vec<i64>> = Vec::with_capacity(RESOURCES);
+    for r in 0..RESOURCES {
+        let review = access_review(&store, &cfg, &ReviewSubject::Resource(resource(r))).await?;
+        reviewed.push(review.entries.iter().filter_map(|e| e.device_id).collect());
+    }
+    let (rp50, rp99, rp_rows) = time(samples.clamp(1, 50), |i| {
+        let store = store.clone();
+        let ids = reviewed[i % RESOURCES].clone();
+        async move {
+            store.active_devices().await?;
+            let mut found = 0;
+            for d in &ids {
+                let s = sqlx::query(
+                    "SELECT id, ts, details FROM audit_events WHERE device_id = $1 \
+                     AND action IN ($2, $3) ORDER BY id DESC LIMIT 1",
+                )
+                .bind(d)
+                .bind(Action::TunnelSessionStarted.as_str())
+                .bind(Action::TunnelSessionEnded.as_str())
+                .fetch_optional(store.pool())
+                .await?;
+                let f = sqlx::query(
+                    "SELECT id, ts, details FROM audit_events WHERE resource = $1 \
+                     AND device_id = $2 AND action = $3 ORDER BY ts DESC, id DESC LIMIT 1",
+                )
+                .bind(resource(i % RESOURCES))
+                .bind(d)
+                .bind(Action::FlowAllowed.as_str())
+                .fetch_optional(store.pool())
+                .await?;
+                found += usize::from(s.is_some()) + usize::from(f.is_some());
+            }
+            Ok(found)
+        }
+    })
+    .await?;
     store.close().await;
     let results = serde_json::json!({
         "events": n, "users": users, "devices": devices.len(),
@@ -307,6 +347,7 @@ async fn main() -> anyhow::Result<()> {
         "query_p50_ms": q50, "query_p99_ms": q99, "query_rows": q_rows,
         "peer_p50_ms": p50, "peer_p99_ms": p99, "peer_rows": p_rows,
         "review_p50_ms": r50, "review_p99_ms": r99, "review_entries": r_rows,
+        "review_peer_p50_ms": rp50, "review_peer_p99_ms": rp99, "review_peer_found": rp_rows,
     });
     // `RESULT key value` lines for run.sh, then the whole as one JSON line.
     if let Some(map) = results.as_object() {
