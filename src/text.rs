@@ -1,4 +1,4 @@
-//! Text helpers shared by modules that keep user-typed strings to a byte budget.
+//! Text helpers shared across modules: byte budgets on character boundaries, search folding.
 
 /// The largest index `≤ max` that is a character boundary of `s` (`s.len()` if shorter).
 ///
@@ -19,6 +19,18 @@ pub fn floor_char_boundary(s: &str, max: usize) -> usize {
 pub fn truncate_to(s: &mut String, max: usize) {
     let end = floor_char_boundary(s, max);
     s.truncate(end);
+}
+
+/// `s` for case- and accent-insensitive search: decomposed (NFD), combining marks dropped,
+/// lower-cased, so `"Élodie"`, `"ÉLODIE"` and `"elodie"` fold alike. Done in Rust because
+/// SQLite's `lower()` and `LIKE` fold ASCII only (and PostgreSQL's depend on the collation).
+#[cfg(feature = "server")]
+pub fn fold(s: &str) -> String {
+    use unicode_normalization::{char::is_combining_mark, UnicodeNormalization as _};
+    s.nfd()
+        .filter(|c| !is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 #[cfg(test)]
@@ -44,5 +56,15 @@ mod tests {
         let mut empty = String::from("😀");
         truncate_to(&mut empty, 3);
         assert_eq!(empty, "");
+    }
+
+    #[cfg(feature = "server")]
+    #[test]
+    fn fold_ignores_case_and_accents() {
+        assert_eq!(fold("PC-Élodie"), "pc-elodie");
+        assert_eq!(fold("ÉLÈVE Çà"), "eleve ca");
+        assert_eq!(fold("poste_compta"), "poste_compta");
+        // Already decomposed input folds the same.
+        assert_eq!(fold("E\u{301}lodie"), "elodie");
     }
 }
