@@ -125,15 +125,20 @@ pub(crate) async fn upsert_many(
     Ok(rows.into_iter().map(|(u, _)| u).collect())
 }
 
+/// `username IN ($1, …, $n)`.
+fn username_in(n: usize) -> String {
+    let placeholders: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    format!("username IN ({})", placeholders.join(", "))
+}
+
 /// `users.groups` (the stored JSON) of those of `usernames` that exist.
 async fn stored_groups<'a>(
     conn: &mut AnyConnection,
     usernames: impl ExactSizeIterator<Item = &'a str>,
 ) -> Result<std::collections::HashMap<String, String>, StoreError> {
-    let placeholders: Vec<String> = (1..=usernames.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
-        "SELECT username, groups FROM users WHERE username IN ({})",
-        placeholders.join(", ")
+        "SELECT username, groups FROM users WHERE {}",
+        username_in(usernames.len())
     );
     let mut q = sqlx::query(&sql);
     for name in usernames {
@@ -155,11 +160,7 @@ async fn write_groups(conn: &mut AnyConnection, users: &[&User]) -> Result<(), S
     if users.is_empty() {
         return Ok(());
     }
-    let placeholders: Vec<String> = (1..=users.len()).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "DELETE FROM user_groups WHERE username IN ({})",
-        placeholders.join(", ")
-    );
+    let sql = format!("DELETE FROM user_groups WHERE {}", username_in(users.len()));
     let mut q = sqlx::query(&sql);
     for user in users {
         q = q.bind(user.username.clone());
