@@ -472,9 +472,10 @@ async fn one_batch_of_logins_audits_and_an_enrolment_keeps_one_chain(db: Db) {
                 .await
         })
     };
-    // Time for every task to queue (the first item's batch may already wait for the writer,
-    // with the time of before): what queues after it is committed at the later time.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Time for every task to queue, generous for a loaded CI (the first item's batch may
+    // already wait for the writer, with the time of before): what queues after it is committed
+    // at the later time.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     db.clock.advance(HOUR);
     holder.rollback().await.expect("release the writer");
     while let Some(joined) = tasks.join_next().await {
