@@ -10,6 +10,8 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::BuildHasher as _;
+
+use hashbrown::HashTable;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -556,8 +558,9 @@ pub struct WorkerFlows {
     /// The aggregate the last allowed packet went to: the next one of a batch usually goes
     /// there too, without hashing.
     last_allowed: Option<((u32, ResourceId), usize)>,
-    /// Where each denied destination is in `tables.denied`.
-    denied: Map<DeniedKey, u32>,
+    /// Where each denied destination is in `tables.denied`: positions only (4 bytes a slot, the
+    /// key is compared in the entry), so the index of a flood stays in the core's cache.
+    denied: HashTable<u32>,
     /// Each peer index's slot in `tables.peers` (and `per_peer`).
     slots: Map<u32, u32>,
     per_peer: Vec<PeerDenied>,
@@ -578,7 +581,7 @@ impl WorkerFlows {
             deadline: now,
             allowed: Map::with_capacity_and_hasher(64, Hasher::default()),
             last_allowed: None,
-            denied: Map::with_capacity_and_hasher(64, Hasher::default()),
+            denied: HashTable::with_capacity(64),
             slots: Map::with_capacity_and_hasher(16, Hasher::default()),
             per_peer: Vec::with_capacity(16),
             tables: Tables::default(),
@@ -724,23 +727,30 @@ impl WorkerFlows {
         let slot = self.slot(peer);
         let key = DeniedKey::new(slot, dst, proto, port, reason);
         // One hash of the key whether it is new or not.
-        let vacant = match self.denied.entry(key) {
-            Entry::Occupied(e) => {
-                if let Some(d) = self.tables.denied.get_mut(*e.get() as usize) {
-                    d.count += 1;
-                    d.last = now;
-                }
-                return;
+        let hash = self.hasher.hash_one(key);
+        let entries = &mut self.tables.denied;
+        let same = |&i: &u32| entries.get(i as usize).is_some_and(|e| e.key == key);
+        if let Some(&i) = self.denied.find(hash, same) {
+            if let Some(d) = entries.get_mut(i as usize) {
+                d.count += 1;
+                d.last = now;
             }
-            Entry::Vacant(v) => v,
-        };
+            return;
+        }
         let Some(p) = self.per_peer.get_mut(slot) else {
             return;
         };
         if p.distinct < MAX_DENIED_PER_PEER {
             p.distinct += 1;
-            vacant.insert(self.tables.denied.len() as u32);
-            self.tables.denied.push(DeniedEntry {
+            let hasher = &self.hasher;
+            let rehash = |&i: &u32| {
+                entries
+                    .get(i as usize)
+                    .map_or(0, |e| hasher.hash_one(e.key))
+            };
+            self.denied
+                .insert_unique(hash, entries.len() as u32, rehash);
+            entries.push(DeniedEntry {
                 key,
                 count: 1,
                 first: now,

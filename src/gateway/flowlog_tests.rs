@@ -26,6 +26,11 @@ fn peers() -> Peers {
     peers
 }
 
+/// The `i`-th of a run of distinct denied destinations (198.18.4.0 onwards).
+fn nth_dst(i: u32) -> IpAddr {
+    IpAddr::from(Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 4, 0)) + i))
+}
+
 fn drain(rx: &FlowReceiver) -> Vec<FlowRecord> {
     rx.try_iter().collect()
 }
@@ -288,11 +293,10 @@ fn a_window_reaches_the_consumer_in_one_queue_operation_complete_and_in_order() 
     w.allowed(now, peer, 4, &packet::parse(&syn).unwrap(), syn.len(), true);
     // 200 destinations, the i-th seen i % 3 + 1 times and last at now + i ms; then the same
     // address as IPv4 and as IPv4-mapped IPv6 (one key each), without a port (ICMP).
-    let dst = |i: u32| IpAddr::from(Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 4, 0)) + i));
     for i in 0..200u32 {
         for _ in 0..=i % 3 {
             let at = now + Duration::from_millis(u64::from(i));
-            w.denied(at, peer, dst(i), IPPROTO_UDP, 53, DenyReason::NoGrant);
+            w.denied(at, peer, nth_dst(i), IPPROTO_UDP, 53, DenyReason::NoGrant);
         }
     }
     let v4 = Ipv4Addr::new(198, 18, 5, 1);
@@ -315,7 +319,7 @@ fn a_window_reaches_the_consumer_in_one_queue_operation_complete_and_in_order() 
             panic!("{r:?}")
         };
         let i = i as u32;
-        assert_eq!(d.dst, Some(dst(i)), "first-seen order");
+        assert_eq!(d.dst, Some(nth_dst(i)), "first-seen order");
         assert_eq!(d.count, u64::from(i % 3 + 1));
         assert_eq!(
             (d.proto, d.port, d.reason),
@@ -358,11 +362,10 @@ fn a_window_that_does_not_fit_keeps_its_first_records_and_counts_the_rest_per_ki
     let mut w = WorkerFlows::new(Arc::clone(&log), now, T0);
     let syn = build::tcp(LAPTOP, PAIE, 40000, 443, 0x02);
     let info = packet::parse(&syn).unwrap();
-    let dst = |i: u32| IpAddr::from(Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 4, 0)) + i));
     let window = |w: &mut WorkerFlows, n: u32| {
         w.allowed(now, peer, 4, &info, syn.len(), true);
         for i in 0..n {
-            w.denied(now, peer, dst(i), IPPROTO_TCP, 22, DenyReason::NoGrant);
+            w.denied(now, peer, nth_dst(i), IPPROTO_TCP, 22, DenyReason::NoGrant);
         }
         w.flush();
     };
@@ -391,7 +394,7 @@ fn a_window_that_does_not_fit_keeps_its_first_records_and_counts_the_rest_per_ki
         .collect();
     assert_eq!(
         kept,
-        vec![Some(dst(0)), Some(dst(1)), Some(dst(2))],
+        vec![Some(nth_dst(0)), Some(nth_dst(1)), Some(nth_dst(2))],
         "the first ones"
     );
     // Drained: the next window fits whole.
