@@ -14,7 +14,7 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvError, SyncSender, TryRecvErro
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{wall_ms, Clock, FlowRecord, LostCounts, RecordKind, Tables};
+use super::{wall_ms, AllowedFlow, Clock, DeniedFlow, FlowRecord, LostCounts, RecordKind, Tables};
 
 /// Emptied tables kept for the workers' next windows (about one per worker).
 const MAX_SPARE: usize = 16;
@@ -284,5 +284,83 @@ impl FlowReceiver {
             self.shared.give_back(w.tables);
         }
         None
+    }
+}
+
+impl Tables {
+    /// Records these tables make: allowed, then denied in first-seen order, then summaries.
+    fn records(&self) -> usize {
+        self.aggs.len() + self.denied.len() + self.summaries.len()
+    }
+
+    fn clear(&mut self) {
+        self.peers.clear();
+        self.aggs.clear();
+        self.denied.clear();
+        self.summaries.clear();
+    }
+
+    /// How many records of each kind come at or after position `from`.
+    fn kinds_from(&self, from: usize) -> [(RecordKind, usize); 2] {
+        let denied = self.denied.len() + self.summaries.len();
+        let denied_before = from.saturating_sub(self.aggs.len()).min(denied);
+        [
+            (
+                RecordKind::FlowAllowed,
+                self.aggs.len().saturating_sub(from),
+            ),
+            (RecordKind::FlowDenied, denied - denied_before),
+        ]
+    }
+
+    /// The record at position `i` (see [`Tables::records`]).
+    fn record(&self, i: usize, clock: &Clock, window_start_ms: i64) -> Option<FlowRecord> {
+        if let Some(a) = self.aggs.get(i) {
+            let mut ports = a.ports[..a.nports].to_vec();
+            ports.sort_unstable();
+            return Some(FlowRecord::Allowed(AllowedFlow {
+                peer: a.peer.clone(),
+                resource: a.resource,
+                window_start_ms,
+                first_ms: clock.ms(a.first),
+                last_ms: clock.ms(a.last),
+                packets_out: a.packets_out,
+                bytes_out: a.bytes_out,
+                packets_in: a.packets_in,
+                bytes_in: a.bytes_in,
+                protocols: a.protocols,
+                ports,
+                ports_truncated: a.ports_truncated,
+            }));
+        }
+        let i = i - self.aggs.len();
+        if let Some(d) = self.denied.get(i) {
+            let k = d.key;
+            return Some(FlowRecord::Denied(DeniedFlow {
+                peer: self.peers.get(k.slot())?.clone(),
+                dst: Some(k.dst()),
+                proto: k.proto(),
+                port: k.port(),
+                reason: k.reason(),
+                count: d.count,
+                window_start_ms,
+                first_ms: clock.ms(d.first),
+                last_ms: clock.ms(d.last),
+                destinations: 1,
+            }));
+        }
+        let o = self.summaries.get(i - self.denied.len())?;
+        Some(FlowRecord::Denied(DeniedFlow {
+            peer: o.peer.clone(),
+            dst: None,
+            proto: 0,
+            port: None,
+            reason: o.reason,
+            count: o.count,
+            window_start_ms,
+            first_ms: clock.ms(o.first),
+            last_ms: clock.ms(o.last),
+            destinations: o.distinct.estimate(),
+        }))
     }
 }
