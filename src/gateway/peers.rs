@@ -59,18 +59,19 @@ pub struct PeerState {
     /// a replayed initiation is refused (boringtun's own check dies with the `Tunn`).
     pub last_initiation: Option<super::replay::Tai64N>,
     pub flows: FlowTable,
-    /// The current tunnel session, for `tunnel.session_*` records (None: no session).
-    pub session: Option<SessionMark>,
+    /// The current tunnel session, for `tunnel.session_*` records (None: no session). Boxed:
+    /// only peers with a session pay for it.
+    pub session: Option<Box<SessionMark>>,
 }
 
 impl Peer {
-    fn new(spec: PeerSpec, index: u32) -> Peer {
+    fn new(spec: PeerSpec, index: u32, rules: &mut Interner) -> Peer {
         Peer {
             public_key: spec.public_key,
             index,
             address: spec.address,
             persistent_keepalive: spec.persistent_keepalive,
-            rules: ArcSwap::from_pointee(spec.rules),
+            rules: ArcSwap::new(rules.share(spec.rules)),
             label: ArcSwap::from_pointee(spec.label),
             state: Mutex::new(PeerState::default()),
             counters: PeerCounters::default(),
@@ -123,6 +124,32 @@ struct Writer {
     next_index: u32,
     /// Number of the current `set` call, for [`Peer::mark`].
     generation: u64,
+    rules: Interner,
+}
+
+/// Distinct rule sets remembered by the [`Interner`].
+const INTERNED: usize = 32;
+
+/// Rule sets shared between peers: devices of the same groups get equal grants, so peers hold
+/// one `Arc<RuleSet>` per distinct grant rather than a copy each (a few hundred bytes per
+/// peer). The [`INTERNED`] most recently used distinct sets are remembered, most recent
+/// first: a linear scan, as grants are few and unequal ones differ early.
+#[derive(Debug, Default)]
+struct Interner {
+    recent: Vec<Arc<RuleSet>>,
+}
+
+impl Interner {
+    fn share(&mut self, rules: RuleSet) -> Arc<RuleSet> {
+        if let Some(i) = self.recent.iter().position(|r| **r == rules) {
+            self.recent[..=i].rotate_right(1);
+            return Arc::clone(&self.recent[0]);
+        }
+        let shared = Arc::new(rules);
+        self.recent.truncate(INTERNED - 1);
+        self.recent.insert(0, Arc::clone(&shared));
+        shared
+    }
 }
 
 /// The live table plus its single writer.
@@ -133,10 +160,10 @@ pub struct Peers {
 }
 
 /// Whether a kept peer's spec equals it; updates rules and label in place (no new session).
-fn update_in_place(p: &Peer, spec: PeerSpec, report: &mut SetReport) {
+fn update_in_place(p: &Peer, spec: PeerSpec, rules: &mut Interner, report: &mut SetReport) {
     let mut changed = false;
     if **p.rules.load() != spec.rules {
-        p.rules.store(Arc::new(spec.rules));
+        p.rules.store(rules.share(spec.rules));
         changed = true;
     }
     if **p.label.load() != spec.label {
@@ -220,7 +247,7 @@ impl Peers {
                         }
                         p.mark.store(kept, Ordering::Relaxed);
                         kept_count += 1;
-                        update_in_place(p, spec, &mut report);
+                        update_in_place(p, spec, &mut w.rules, &mut report);
                         continue;
                     }
                     p.mark.store(seen, Ordering::Relaxed);
@@ -254,7 +281,7 @@ impl Peers {
         }
         for spec in fresh {
             let index = w.fresh_index(&old, &table);
-            table.insert(Arc::new(Peer::new(spec, index)));
+            table.insert(Arc::new(Peer::new(spec, index, &mut w.rules)));
             report.added += 1;
         }
         self.current.store(Arc::new(table));
@@ -276,7 +303,7 @@ impl Peers {
         let existing = old.by_key(&spec.public_key);
         if let Some(p) = existing {
             if p.address == spec.address && p.persistent_keepalive == spec.persistent_keepalive {
-                update_in_place(p, spec, &mut report);
+                update_in_place(p, spec, &mut w.rules, &mut report);
                 return report;
             }
         }
@@ -292,7 +319,7 @@ impl Peers {
             table.remove(p);
         }
         let index = w.fresh_index(&old, &table);
-        table.insert(Arc::new(Peer::new(spec, index)));
+        table.insert(Arc::new(Peer::new(spec, index, &mut w.rules)));
         report.added += 1;
         self.current.store(Arc::new(table));
         if let Some(p) = existing {
