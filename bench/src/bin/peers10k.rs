@@ -36,6 +36,8 @@ fn main() -> anyhow::Result<()> {
     let resource_ns: String = args.req("resource-ns")?;
     let loadgen: String = args.req("loadgen")?;
     let pps: u64 = args.get("pps", 20_000)?;
+    // More add/remove rounds after the first add, for a median (and for a profiler).
+    let rounds: u32 = args.get("rounds", 9)?;
     let sources: u32 = args.get("sources", 1000)?;
 
     let text = format!(
@@ -56,6 +58,7 @@ fn main() -> anyhow::Result<()> {
     // Everything the harness itself holds is allocated before the first RSS reading.
     let specs: Vec<PeerSpec> = (0..n).map(spec).collect();
     let plus_one: Vec<PeerSpec> = (0..=n).map(spec).collect();
+    let plus_one_again = plus_one.clone();
     let expect = (pps * seconds) as usize + 1024;
     let (sink_count, sink_stop, sink_join) = sink(&resource_ns, expect)?;
 
@@ -173,6 +176,21 @@ fn main() -> anyhow::Result<()> {
     }
     result("upsert_peer_ms", upsert.as_secs_f64() * 1e3, "ms");
     result("remove_peer_ms", remove.as_secs_f64() * 1e3, "ms");
+    // set_peers taking the added peer out again, then adding it back, `rounds` times while the
+    // traffic goes on (each desired list is built before the clock starts).
+    let (mut adds, mut removes) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for (list, times) in [(&specs, &mut removes), (&plus_one_again, &mut adds)] {
+            let desired = list.clone();
+            let t = Instant::now();
+            handle.set_peers(desired);
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    if rounds > 0 {
+        result("add_peer_median_ms", median(&mut adds), "ms");
+        result("remove_peer_median_ms", median(&mut removes), "ms");
+    }
 
     let mut sent = None;
     for line in lines {
@@ -225,6 +243,11 @@ fn main() -> anyhow::Result<()> {
     );
     gw.shutdown();
     Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Bytes the allocator has handed out and not taken back (glibc's mallinfo2, all arenas): the
