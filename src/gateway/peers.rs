@@ -39,15 +39,15 @@ pub struct Peer {
     pub persistent_keepalive: Option<u16>,
     /// Upper 24 bits of every session index boringtun gives this peer's sessions.
     pub index: u32,
-    /// Whether `state.tunn` is `Some`: lets the timer pass skip idle peers without locking.
-    pub live: AtomicBool,
-    /// Set when the peer leaves the table; a worker still holding it stops using it.
-    pub removed: AtomicBool,
     /// Scratch for [`Peers::set`] (under its writer lock): call number × 2, +1 when kept.
     mark: AtomicU64,
     /// Policy can change without cutting the session.
     pub rules: ArcSwap<RuleSet>,
     pub label: ArcSwap<String>,
+    /// Whether `state.tunn` is `Some`: lets the timer pass skip idle peers without locking.
+    pub live: AtomicBool,
+    /// Set when the peer leaves the table; a worker still holding it stops using it.
+    pub removed: AtomicBool,
     pub counters: PeerCounters,
     pub state: Mutex<PeerState>,
 }
