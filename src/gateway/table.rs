@@ -81,7 +81,7 @@ impl<L> Clone for Sharded<L> {
     fn clone(&self) -> Self {
         Sharded {
             shards: self.shards.clone(),
-            hasher: self.hasher.clone(),
+            hasher: self.hasher,
             lookup: PhantomData,
         }
     }
