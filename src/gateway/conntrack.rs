@@ -30,10 +30,23 @@ pub enum Tracked {
     EvictedOldest,
 }
 
-/// The tracked flows of one peer, least recently seen first. Empty tables allocate nothing.
+/// The tracked flows of one peer, least recently seen first. An idle peer's table is one null
+/// pointer: the map (64 bytes inline, then its slots) exists from the first flow to the last.
 #[derive(Debug, Default)]
 pub struct FlowTable {
-    flows: hashlink::LinkedHashMap<FlowKey, Instant>,
+    flows: Option<Box<Flows>>,
+}
+
+type Flows = hashlink::LinkedHashMap<FlowKey, Instant>;
+
+/// Pops flows idle for longer than `idle` from the front (oldest first).
+fn expire_front(flows: &mut Flows, now: Instant, idle: Duration) {
+    while let Some((_, seen)) = flows.front() {
+        if now.saturating_duration_since(*seen) <= idle {
+            break;
+        }
+        flows.pop_front();
+    }
 }
 
 /// The key of a packet sent by the laptop, if it opens a trackable flow.
@@ -89,31 +102,38 @@ pub fn inbound_key(info: &PacketInfo) -> Option<FlowKey> {
 impl FlowTable {
     /// Records (or refreshes) the flow of an outbound packet already allowed by policy.
     pub fn outbound(&mut self, key: FlowKey, now: Instant, idle: Duration, max: usize) -> Tracked {
-        if let Some(seen) = self.flows.to_back(&key) {
+        let flows = self.flows.get_or_insert_with(Box::default);
+        if let Some(seen) = flows.to_back(&key) {
             *seen = now;
             return Tracked::Yes;
         }
         let mut outcome = Tracked::Yes;
-        if self.flows.len() >= max {
-            self.expire(now, idle);
-            if self.flows.len() >= max {
-                self.flows.pop_front();
+        if flows.len() >= max {
+            expire_front(flows, now, idle);
+            if flows.len() >= max {
+                flows.pop_front();
                 outcome = Tracked::EvictedOldest;
             }
         }
-        self.flows.insert(key, now);
+        flows.insert(key, now);
         outcome
     }
 
     /// Whether an inbound packet with this key answers a live flow; refreshes it if so.
     pub fn inbound(&mut self, key: &FlowKey, now: Instant, idle: Duration) -> bool {
-        match self.flows.to_back(key) {
+        let Some(flows) = self.flows.as_mut() else {
+            return false;
+        };
+        match flows.to_back(key) {
             Some(seen) if now.saturating_duration_since(*seen) <= idle => {
                 *seen = now;
                 true
             }
             Some(_) => {
-                self.flows.remove(key);
+                flows.remove(key);
+                if flows.is_empty() {
+                    self.flows = None;
+                }
                 false
             }
             None => false,
@@ -123,28 +143,30 @@ impl FlowTable {
     /// Forgets flows idle for longer than `idle`: pops them from the front (oldest first), so
     /// the cost is the number of expired flows.
     pub fn expire(&mut self, now: Instant, idle: Duration) {
-        while let Some((_, seen)) = self.flows.front() {
-            if now.saturating_duration_since(*seen) <= idle {
-                break;
+        if let Some(flows) = self.flows.as_mut() {
+            expire_front(flows, now, idle);
+            if flows.is_empty() {
+                // Give the memory back: an idle peer must stay small.
+                self.flows = None;
             }
-            self.flows.pop_front();
-        }
-        if self.flows.is_empty() {
-            // Give the memory back: an idle peer must stay small.
-            self.flows = hashlink::LinkedHashMap::new();
         }
     }
 
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.flows.as_ref().map_or(0, |f| f.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+        self.len() == 0
     }
 
     pub fn clear(&mut self) {
-        self.flows = hashlink::LinkedHashMap::new();
+        self.flows = None;
+    }
+
+    /// Whether the table holds any memory beyond its pointer (for tests).
+    pub fn is_allocated(&self) -> bool {
+        self.flows.is_some()
     }
 }
 

@@ -270,7 +270,7 @@ impl Engine {
         let answered = self.decapsulate(now, peer, &mut st, from, datagram, scratch, out);
         if answered && st.session.is_none() {
             let started_ms = wall_ms();
-            st.session = Some(SessionMark::new(peer, from, started_ms));
+            st.session = Some(Box::new(SessionMark::new(peer, from, started_ms)));
             self.record(FlowRecord::SessionStarted(SessionStart {
                 peer: super::flowlog::PeerRef::of(peer),
                 endpoint: from,

@@ -683,6 +683,8 @@ fn replay_window_cases_through_the_engine() {
 }
 #[path = "engine_flow_tests.rs"]
 mod flow;
+#[path = "engine_peerset_tests.rs"]
+mod peerset;
 
 #[test]
 fn a_batch_of_datagrams_is_judged_packet_by_packet_with_one_lock_per_run() {

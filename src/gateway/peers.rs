@@ -29,23 +29,27 @@ pub struct PeerSpec {
 pub const MAX_INDEX: u32 = (1 << 24) - 1;
 
 /// One enrolled peer. Without a session it holds no `Tunn`: a few hundred bytes.
+///
+/// `repr(C)`: what `Peers::set` reads for each of 10,000 specs (key, address, keepalive,
+/// mark, rules, label) comes first, together, ahead of the counters the workers write.
+#[repr(C)]
 pub struct Peer {
     pub public_key: [u8; 32],
-    /// Upper 24 bits of every session index boringtun gives this peer's sessions.
-    pub index: u32,
     pub address: Ipv4Addr,
     pub persistent_keepalive: Option<u16>,
+    /// Upper 24 bits of every session index boringtun gives this peer's sessions.
+    pub index: u32,
+    /// Scratch for [`Peers::set`] (under its writer lock): call number × 2, +1 when kept.
+    mark: AtomicU64,
     /// Policy can change without cutting the session.
     pub rules: ArcSwap<RuleSet>,
     pub label: ArcSwap<String>,
-    pub state: Mutex<PeerState>,
-    pub counters: PeerCounters,
     /// Whether `state.tunn` is `Some`: lets the timer pass skip idle peers without locking.
     pub live: AtomicBool,
     /// Set when the peer leaves the table; a worker still holding it stops using it.
     pub removed: AtomicBool,
-    /// Scratch for [`Peers::set`] (under its writer lock): call number × 2, +1 when kept.
-    mark: AtomicU64,
+    pub counters: PeerCounters,
+    pub state: Mutex<PeerState>,
 }
 
 /// The mutable part of a peer, behind its own lock.
@@ -59,18 +63,19 @@ pub struct PeerState {
     /// a replayed initiation is refused (boringtun's own check dies with the `Tunn`).
     pub last_initiation: Option<super::replay::Tai64N>,
     pub flows: FlowTable,
-    /// The current tunnel session, for `tunnel.session_*` records (None: no session).
-    pub session: Option<SessionMark>,
+    /// The current tunnel session, for `tunnel.session_*` records (None: no session). Boxed:
+    /// only peers with a session pay for it.
+    pub session: Option<Box<SessionMark>>,
 }
 
 impl Peer {
-    fn new(spec: PeerSpec, index: u32) -> Peer {
+    fn new(spec: PeerSpec, index: u32, rules: &mut Interner) -> Peer {
         Peer {
             public_key: spec.public_key,
             index,
             address: spec.address,
             persistent_keepalive: spec.persistent_keepalive,
-            rules: ArcSwap::from_pointee(spec.rules),
+            rules: ArcSwap::new(rules.share(spec.rules)),
             label: ArcSwap::from_pointee(spec.label),
             state: Mutex::new(PeerState::default()),
             counters: PeerCounters::default(),
@@ -123,6 +128,32 @@ struct Writer {
     next_index: u32,
     /// Number of the current `set` call, for [`Peer::mark`].
     generation: u64,
+    rules: Interner,
+}
+
+/// Distinct rule sets remembered by the [`Interner`].
+const INTERNED: usize = 32;
+
+/// Rule sets shared between peers: devices of the same groups get equal grants, so peers hold
+/// one `Arc<RuleSet>` per distinct grant rather than a copy each (a few hundred bytes per
+/// peer). The [`INTERNED`] most recently used distinct sets are remembered, most recent
+/// first: a linear scan, as grants are few and unequal ones differ early.
+#[derive(Debug, Default)]
+struct Interner {
+    recent: Vec<Arc<RuleSet>>,
+}
+
+impl Interner {
+    fn share(&mut self, rules: RuleSet) -> Arc<RuleSet> {
+        if let Some(i) = self.recent.iter().position(|r| **r == rules) {
+            self.recent[..=i].rotate_right(1);
+            return Arc::clone(&self.recent[0]);
+        }
+        let shared = Arc::new(rules);
+        self.recent.truncate(INTERNED - 1);
+        self.recent.insert(0, Arc::clone(&shared));
+        shared
+    }
 }
 
 /// The live table plus its single writer.
@@ -132,15 +163,16 @@ pub struct Peers {
     writer: Mutex<Writer>,
 }
 
-/// Whether a kept peer's spec equals it; updates rules and label in place (no new session).
-fn update_in_place(p: &Peer, spec: PeerSpec, report: &mut SetReport) {
+/// Whether a kept peer's spec equals it; updates rules and label in place (no new session),
+/// taking them out of the spec.
+fn update_in_place(p: &Peer, spec: &mut PeerSpec, rules: &mut Interner, report: &mut SetReport) {
     let mut changed = false;
     if **p.rules.load() != spec.rules {
-        p.rules.store(Arc::new(spec.rules));
+        p.rules.store(rules.share(std::mem::take(&mut spec.rules)));
         changed = true;
     }
     if **p.label.load() != spec.label {
-        p.label.store(Arc::new(spec.label));
+        p.label.store(Arc::new(std::mem::take(&mut spec.label)));
         changed = true;
     }
     if changed {
@@ -148,6 +180,24 @@ fn update_in_place(p: &Peer, spec: PeerSpec, report: &mut SetReport) {
     } else {
         report.unchanged += 1;
     }
+}
+
+/// Specs whose keys `Peers::set` looks up together.
+const LOOKUP_RUN: usize = 16;
+
+/// Desired lists at least this long are freed by [`free_later`] on a thread of their own.
+const FREE_AWAY: usize = 1024;
+
+/// Frees a long desired list off the caller's path (a short-lived thread: `set` is called on
+/// reconciles, not per packet); a short one, or one no thread could be started for, here.
+fn free_later(desired: Vec<PeerSpec>) {
+    if desired.len() < FREE_AWAY {
+        return;
+    }
+    // On failure the closure, and the list with it, is dropped right here.
+    let _ = std::thread::Builder::new()
+        .name("sesame-peers-free".into())
+        .spawn(move || drop(desired));
 }
 
 impl Writer {
@@ -183,7 +233,16 @@ impl Peers {
     ///
     /// Cost: one lookup per spec, no allocation per unchanged peer; the new snapshot shares
     /// every shard nothing changed in, so adding one peer to 10,000 copies a few small shards.
-    pub fn set(&self, desired: Vec<PeerSpec>) -> SetReport {
+    /// What the list still holds afterwards (labels and rules of unchanged peers, a few
+    /// allocations each: about half the call's time with 10,000 peers) is freed on a thread of
+    /// its own when the list is long.
+    pub fn set(&self, mut desired: Vec<PeerSpec>) -> SetReport {
+        let report = self.apply(&mut desired);
+        free_later(desired);
+        report
+    }
+
+    fn apply(&self, desired: &mut [PeerSpec]) -> SetReport {
         let mut w = self.writer.lock();
         w.generation += 1;
         // A peer's mark says, for this call: its key was seen (`seen`), and it is kept (`kept`).
@@ -202,42 +261,54 @@ impl Peers {
                     .by_address(*addr)
                     .is_none_or(|q| q.mark.load(Ordering::Relaxed) != kept)
         };
-        for spec in desired {
-            match old.by_key(&spec.public_key) {
-                Some(p) => {
-                    if p.mark.load(Ordering::Relaxed) >> 1 == seen >> 1 {
-                        report.duplicates += 1;
-                        continue;
-                    }
-                    if p.address == spec.address
-                        && p.persistent_keepalive == spec.persistent_keepalive
-                    {
-                        if fresh_addrs.contains(&spec.address) {
-                            // An earlier new spec took this address: the old peer goes.
-                            p.mark.store(seen, Ordering::Relaxed);
+        // Keys are looked up a run at a time: the lookups are independent, so their cache
+        // misses overlap instead of following one another (10,000 peers do not stay in cache).
+        for run in desired.chunks_mut(LOOKUP_RUN) {
+            let mut found = [None; LOOKUP_RUN];
+            for (f, spec) in found.iter_mut().zip(run.iter()) {
+                *f = old.by_key(&spec.public_key);
+            }
+            for (spec, found) in run.iter_mut().zip(found) {
+                match found {
+                    Some(p) => {
+                        if p.mark.load(Ordering::Relaxed) >> 1 == seen >> 1 {
                             report.duplicates += 1;
                             continue;
                         }
-                        p.mark.store(kept, Ordering::Relaxed);
-                        kept_count += 1;
-                        update_in_place(p, spec, &mut report);
-                        continue;
+                        if p.address == spec.address
+                            && p.persistent_keepalive == spec.persistent_keepalive
+                        {
+                            if fresh_addrs.contains(&spec.address) {
+                                // An earlier new spec took this address: the old peer goes.
+                                p.mark.store(seen, Ordering::Relaxed);
+                                report.duplicates += 1;
+                                continue;
+                            }
+                            p.mark.store(kept, Ordering::Relaxed);
+                            kept_count += 1;
+                            update_in_place(p, spec, &mut w.rules, &mut report);
+                            continue;
+                        }
+                        p.mark.store(seen, Ordering::Relaxed);
                     }
-                    p.mark.store(seen, Ordering::Relaxed);
-                }
-                None => {
-                    if !fresh_keys.insert(spec.public_key) {
-                        report.duplicates += 1;
-                        continue;
+                    None => {
+                        if !fresh_keys.insert(spec.public_key) {
+                            report.duplicates += 1;
+                            continue;
+                        }
                     }
                 }
+                if !address_free(&spec.address, &fresh_addrs) {
+                    report.duplicates += 1;
+                    continue;
+                }
+                fresh_addrs.insert(spec.address);
+                fresh.push(PeerSpec {
+                    rules: std::mem::take(&mut spec.rules),
+                    label: std::mem::take(&mut spec.label),
+                    ..*spec
+                });
             }
-            if !address_free(&spec.address, &fresh_addrs) {
-                report.duplicates += 1;
-                continue;
-            }
-            fresh_addrs.insert(spec.address);
-            fresh.push(spec);
         }
         if kept_count == old.len() && fresh.is_empty() {
             return report;
@@ -254,7 +325,7 @@ impl Peers {
         }
         for spec in fresh {
             let index = w.fresh_index(&old, &table);
-            table.insert(Arc::new(Peer::new(spec, index)));
+            table.insert(Arc::new(Peer::new(spec, index, &mut w.rules)));
             report.added += 1;
         }
         self.current.store(Arc::new(table));
@@ -269,14 +340,14 @@ impl Peers {
     /// Adds one peer or changes it in place (rules, label); a new address or keepalive
     /// replaces it (new session). Refused (reported as a duplicate) when another peer holds
     /// the address.
-    pub fn upsert(&self, spec: PeerSpec) -> SetReport {
+    pub fn upsert(&self, mut spec: PeerSpec) -> SetReport {
         let mut w = self.writer.lock();
         let old = self.current.load_full();
         let mut report = SetReport::default();
         let existing = old.by_key(&spec.public_key);
         if let Some(p) = existing {
             if p.address == spec.address && p.persistent_keepalive == spec.persistent_keepalive {
-                update_in_place(p, spec, &mut report);
+                update_in_place(p, &mut spec, &mut w.rules, &mut report);
                 return report;
             }
         }
@@ -292,7 +363,7 @@ impl Peers {
             table.remove(p);
         }
         let index = w.fresh_index(&old, &table);
-        table.insert(Arc::new(Peer::new(spec, index)));
+        table.insert(Arc::new(Peer::new(spec, index, &mut w.rules)));
         report.added += 1;
         self.current.store(Arc::new(table));
         if let Some(p) = existing {

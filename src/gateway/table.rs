@@ -3,78 +3,133 @@
 //! Each map is split into [`SHARDS`] shards behind their own `Arc`. A new snapshot starts as a
 //! copy of the old one's shard pointers; changing one peer copies only the shards it lands in
 //! (about 1/64 of each map), so the control plane's small changes stay cheap with 10,000 peers.
+//! A map's slots hold only the `Arc<Peer>` (8 bytes): the key is read from the peer itself
+//! (hashbrown's `HashTable`), not stored a second time next to it.
 
-use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+
+use hashbrown::HashTable;
 
 use super::peers::Peer;
 
 /// Shards per map: a power of two.
 pub const SHARDS: usize = 64;
 
-/// Which shard a key lives in. Keys are spread evenly: public keys are random curve points,
-/// addresses and indices are handed out in sequence.
-pub trait ShardKey: Eq + Hash + Clone {
-    fn shard(&self) -> usize;
+/// The maps' hasher: foldhash (hashbrown's default), seeded once per table and shared by its
+/// snapshots so that they agree on every slot.
+type Hasher = foldhash::fast::RandomState;
+
+/// One way to look a peer up: the key it is found by, and which shard that key lives in.
+pub trait Lookup {
+    type Key: Copy + Eq + Hash;
+    fn key(peer: &Peer) -> Self::Key;
+    fn shard(key: &Self::Key) -> usize;
 }
 
-impl ShardKey for [u8; 32] {
-    fn shard(&self) -> usize {
-        usize::from(self[0] ^ self[31]) & (SHARDS - 1)
+/// By public key. Keys are random curve points: their bytes spread evenly over the shards.
+#[derive(Debug)]
+pub struct ByKey;
+/// By tunnel address (handed out in sequence).
+#[derive(Debug)]
+pub struct ByAddress;
+/// By the 24-bit session index (handed out in sequence).
+#[derive(Debug)]
+pub struct ByIndex;
+
+impl Lookup for ByKey {
+    type Key = [u8; 32];
+    fn key(peer: &Peer) -> [u8; 32] {
+        peer.public_key
+    }
+    fn shard(key: &[u8; 32]) -> usize {
+        usize::from(key[0] ^ key[31]) & (SHARDS - 1)
     }
 }
 
-impl ShardKey for Ipv4Addr {
-    fn shard(&self) -> usize {
-        (u32::from(*self) as usize) & (SHARDS - 1)
+impl Lookup for ByAddress {
+    type Key = Ipv4Addr;
+    fn key(peer: &Peer) -> Ipv4Addr {
+        peer.address
+    }
+    fn shard(key: &Ipv4Addr) -> usize {
+        (u32::from(*key) as usize) & (SHARDS - 1)
     }
 }
 
-impl ShardKey for u32 {
-    fn shard(&self) -> usize {
-        (*self as usize) & (SHARDS - 1)
+impl Lookup for ByIndex {
+    type Key = u32;
+    fn key(peer: &Peer) -> u32 {
+        peer.index
+    }
+    fn shard(key: &u32) -> usize {
+        (*key as usize) & (SHARDS - 1)
     }
 }
 
-/// A hash map split into copy-on-write shards.
-#[derive(Debug, Clone)]
-pub struct Sharded<K, V> {
-    shards: Box<[Arc<HashMap<K, V>>]>,
+/// A map of peers split into copy-on-write shards.
+#[derive(Debug)]
+pub struct Sharded<L> {
+    shards: Box<[Arc<HashTable<Arc<Peer>>>]>,
+    hasher: Hasher,
+    lookup: PhantomData<L>,
 }
 
-impl<K, V> Default for Sharded<K, V> {
+impl<L> Clone for Sharded<L> {
+    fn clone(&self) -> Self {
+        Sharded {
+            shards: self.shards.clone(),
+            hasher: self.hasher,
+            lookup: PhantomData,
+        }
+    }
+}
+
+impl<L> Default for Sharded<L> {
     fn default() -> Self {
         Sharded {
-            shards: (0..SHARDS).map(|_| Arc::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Arc::new(HashTable::new())).collect(),
+            hasher: Hasher::default(),
+            lookup: PhantomData,
         }
     }
 }
 
-impl<K: ShardKey, V: Clone> Sharded<K, V> {
-    pub fn get(&self, k: &K) -> Option<&V> {
-        self.shards[k.shard()].get(k)
+impl<L: Lookup> Sharded<L> {
+    pub fn get(&self, k: &L::Key) -> Option<&Arc<Peer>> {
+        self.shards[L::shard(k)].find(self.hasher.hash_one(k), |p| L::key(p) == *k)
     }
 
-    pub fn contains_key(&self, k: &K) -> bool {
-        self.shards[k.shard()].contains_key(k)
+    pub fn contains_key(&self, k: &L::Key) -> bool {
+        self.get(k).is_some()
     }
 
-    /// Copies the key's shard first if another snapshot still shares it.
-    pub fn insert(&mut self, k: K, v: V) {
-        Arc::make_mut(&mut self.shards[k.shard()]).insert(k, v);
+    /// Adds a peer whose key is not in the map; copies its shard first if another snapshot
+    /// still shares it.
+    pub fn insert(&mut self, peer: Arc<Peer>) {
+        let k = L::key(&peer);
+        let hasher = &self.hasher;
+        Arc::make_mut(&mut self.shards[L::shard(&k)]).insert_unique(
+            hasher.hash_one(k),
+            peer,
+            |p| hasher.hash_one(L::key(p)),
+        );
     }
 
-    pub fn remove(&mut self, k: &K) {
-        let shard = &mut self.shards[k.shard()];
-        if shard.contains_key(k) {
-            Arc::make_mut(shard).remove(k);
+    pub fn remove(&mut self, k: &L::Key) {
+        let hash = self.hasher.hash_one(k);
+        let shard = &mut self.shards[L::shard(k)];
+        if shard.find(hash, |p| L::key(p) == *k).is_some() {
+            if let Ok(entry) = Arc::make_mut(shard).find_entry(hash, |p| L::key(p) == *k) {
+                entry.remove();
+            }
         }
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.shards.iter().flat_map(|s| s.values())
+    pub fn values(&self) -> impl Iterator<Item = &Arc<Peer>> {
+        self.shards.iter().flat_map(|s| s.iter())
     }
 
     /// How many shards this map shares with `other` (for tests).
@@ -90,9 +145,9 @@ impl<K: ShardKey, V: Clone> Sharded<K, V> {
 /// One immutable snapshot of all peers. Cloning it is cheap: it shares every shard.
 #[derive(Debug, Default, Clone)]
 pub struct PeerTable {
-    by_key: Sharded<[u8; 32], Arc<Peer>>,
-    by_addr: Sharded<Ipv4Addr, Arc<Peer>>,
-    by_index: Sharded<u32, Arc<Peer>>,
+    by_key: Sharded<ByKey>,
+    by_addr: Sharded<ByAddress>,
+    by_index: Sharded<ByIndex>,
     len: usize,
 }
 
@@ -129,9 +184,9 @@ impl PeerTable {
 
     /// Adds a peer; the caller has checked its key, address and index are free.
     pub(super) fn insert(&mut self, peer: Arc<Peer>) {
-        self.by_addr.insert(peer.address, Arc::clone(&peer));
-        self.by_index.insert(peer.index, Arc::clone(&peer));
-        self.by_key.insert(peer.public_key, peer);
+        self.by_addr.insert(Arc::clone(&peer));
+        self.by_index.insert(Arc::clone(&peer));
+        self.by_key.insert(peer);
         self.len += 1;
     }
 

@@ -79,11 +79,18 @@ impl Worker {
         let mut recv = Batch::with_offloads(self.slot, self.udp_offloads);
         let mut reader = TunReader::new(self.tun.as_raw_fd(), self.offloads);
         let mut scratch = vec![0u8; TUN_BUF + 64];
+        // Resident from the start (see `Batch::prefault`): fixed per worker, not per peer.
+        recv.prefault();
+        std::hint::black_box(&mut scratch[..]).fill(0);
         let tun_fd: RawFd = self.tun.as_raw_fd();
         let mut shell = Shell {
             udp: self.udp.as_raw_fd(),
             tun: TunWriter::new(tun_fd, self.offloads),
-            send: Batch::with_offloads(self.slot, self.udp_offloads),
+            send: {
+                let mut send = Batch::with_offloads(self.slot, self.udp_offloads);
+                send.prefault();
+                send
+            },
             engine,
             flows: engine
                 .flow_log()

@@ -1,6 +1,7 @@
 //! 10,000 enrolled peers in one in-process sesame gateway: RSS per idle and per active peer, and
 //! the time of `set_peers` adding one peer while the load generator's traffic flows (with loss),
-//! and of the single-peer calls `upsert_peer` / `remove_peer`.
+//! and of the single-peer calls `upsert_peer` / `remove_peer`. Beside RSS, the heap the allocator
+//! handed out (glibc's mallinfo2) splits what the peers hold from the allocator's overhead.
 //! Run inside the gateway namespace; the load generator runs in `--laptop-ns`, the UDP sink in a
 //! thread moved into `--resource-ns`.
 
@@ -35,6 +36,8 @@ fn main() -> anyhow::Result<()> {
     let resource_ns: String = args.req("resource-ns")?;
     let loadgen: String = args.req("loadgen")?;
     let pps: u64 = args.get("pps", 20_000)?;
+    // More add/remove rounds after the first add, for a median (and for a profiler).
+    let rounds: u32 = args.get("rounds", 9)?;
     let sources: u32 = args.get("sources", 1000)?;
 
     let text = format!(
@@ -55,6 +58,7 @@ fn main() -> anyhow::Result<()> {
     // Everything the harness itself holds is allocated before the first RSS reading.
     let specs: Vec<PeerSpec> = (0..n).map(spec).collect();
     let plus_one: Vec<PeerSpec> = (0..=n).map(spec).collect();
+    let plus_one_again = plus_one.clone();
     let expect = (pps * seconds) as usize + 1024;
     let (sink_count, sink_stop, sink_join) = sink(&resource_ns, expect)?;
 
@@ -64,12 +68,14 @@ fn main() -> anyhow::Result<()> {
     let handle = gw.handle();
     handle.set_peers(Vec::new());
     std::thread::sleep(Duration::from_millis(300));
-    let rss0 = sys::rss_kib();
+    let (rss0, heap0) = (sys::rss_kib(), heap_bytes());
     handle.set_peers(specs.clone());
     std::thread::sleep(Duration::from_millis(500));
-    let rss1 = sys::rss_kib();
+    let (rss1, heap1) = (sys::rss_kib(), heap_bytes());
     let idle = (rss1.saturating_sub(rss0)) as f64 / f64::from(n);
+    let idle_heap = heap1.saturating_sub(heap0) as f64 / 1024.0 / f64::from(n);
     result("idle_kib_per_peer", idle, "KiB");
+    result("idle_heap_kib_per_peer", idle_heap, "KiB");
 
     // Traffic from `active` of those peers, paced, for `seconds`; the sink only sees it.
     let before = sink_count.load(Ordering::Relaxed);
@@ -129,7 +135,7 @@ fn main() -> anyhow::Result<()> {
     }
     let sending = Instant::now();
     std::thread::sleep(Duration::from_millis(300));
-    let rss2 = sys::rss_kib();
+    let (rss2, heap2) = (sys::rss_kib(), heap_bytes());
     let sessions = handle
         .peer_stats()
         .iter()
@@ -138,13 +144,22 @@ fn main() -> anyhow::Result<()> {
     let per_active = idle + rss2.saturating_sub(rss1) as f64 / f64::from(active.max(1));
     result("active_sessions", sessions as f64, "peers");
     result("active_kib_per_peer", per_active, "KiB");
+    let active_heap =
+        idle_heap + heap2.saturating_sub(heap1) as f64 / 1024.0 / f64::from(active.max(1));
+    result("active_heap_kib_per_peer", active_heap, "KiB");
 
     std::thread::sleep(Duration::from_millis(700));
+    // What freeing a desired list of that size costs alone (set_peers frees the one it takes).
+    let copy = plus_one.clone();
+    let t = Instant::now();
+    drop(copy);
+    let free = t.elapsed();
     let t = Instant::now();
     handle.set_peers(plus_one);
     let add = t.elapsed();
     let add_at = t.duration_since(sending).as_secs_f64();
     result("add_peer_ms", add.as_secs_f64() * 1e3, "ms");
+    result("free_specs_ms", free.as_secs_f64() * 1e3, "ms");
     // The same change as the control plane's single-peer call: one more peer, then it goes.
     std::thread::sleep(Duration::from_millis(300));
     let extra = spec(n + 1);
@@ -161,6 +176,21 @@ fn main() -> anyhow::Result<()> {
     }
     result("upsert_peer_ms", upsert.as_secs_f64() * 1e3, "ms");
     result("remove_peer_ms", remove.as_secs_f64() * 1e3, "ms");
+    // set_peers taking the added peer out again, then adding it back, `rounds` times while the
+    // traffic goes on (each desired list is built before the clock starts).
+    let (mut adds, mut removes) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for (list, times) in [(&specs, &mut removes), (&plus_one_again, &mut adds)] {
+            let desired = list.clone();
+            let t = Instant::now();
+            handle.set_peers(desired);
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    if rounds > 0 {
+        result("add_peer_median_ms", median(&mut adds), "ms");
+        result("remove_peer_median_ms", median(&mut removes), "ms");
+    }
 
     let mut sent = None;
     for line in lines {
@@ -213,6 +243,19 @@ fn main() -> anyhow::Result<()> {
     );
     gw.shutdown();
     Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Bytes the allocator has handed out and not taken back (glibc's mallinfo2, all arenas): the
+/// heap part of the RSS figures, without the allocator's own overhead and free space.
+fn heap_bytes() -> u64 {
+    // SAFETY: mallinfo2 only reads the allocator's statistics.
+    let info = unsafe { libc::mallinfo2() };
+    info.uordblks as u64
 }
 
 /// A UDP sink on `SINK` in namespace `ns`: counts datagrams and marks each sequence number
