@@ -56,6 +56,8 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Key of the PostgreSQL advisory lock serialising writer transactions ("SESAME" in ASCII).
 const PG_WRITER_LOCK: i64 = 0x5345_5341_4d45;
 
+// Embedded at compile time: cargo does not watch migrations/, so a new migration file alone does
+// not rebuild the crate (the change that comes with it does).
 static MIGRATOR_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static MIGRATOR_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
