@@ -33,3 +33,4 @@ pub mod service;
 pub mod store;
 #[cfg(feature = "server")]
 pub mod telemetry;
+pub mod text;

@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use sesame::fastpath::udp::{set_segment_size, SegmentCmsg};
 
 /// Most datagrams one sendmmsg/recvmmsg call moves.
 pub const BATCH: usize = 64;
@@ -96,8 +97,6 @@ pub fn thread_cpu() -> Duration {
     )
 }
 
-/// `SOL_UDP` option UDP_SEGMENT (linux/udp.h; not in libc for every target).
-const UDP_SEGMENT: libc::c_int = 103;
 /// Messages per sendmmsg call in [`send_gso`].
 const GSO_MSGS: usize = 16;
 /// Most datagrams in one GSO message (the kernel's UDP_MAX_SEGMENTS on older kernels).
@@ -111,7 +110,7 @@ pub fn send_gso(fd: RawFd, packets: &[&[u8]]) -> Option<usize> {
     // SAFETY: plain C structs; all-zero is a valid value (pointers are set before use).
     let mut iov: [libc::iovec; GSO_MSGS * GSO_SEGS] = unsafe { std::mem::zeroed() };
     let mut hdr: [libc::mmsghdr; GSO_MSGS] = unsafe { std::mem::zeroed() };
-    let mut ctrl = [[0u64; 4]; GSO_MSGS];
+    let mut ctrl: [SegmentCmsg; GSO_MSGS] = [[0; 4]; GSO_MSGS];
     let mut segs = [0usize; GSO_MSGS];
     let mut sent = 0;
     while sent < packets.len() {
@@ -134,17 +133,7 @@ pub fn send_gso(fd: RawFd, packets: &[&[u8]]) -> Option<usize> {
             h.msg_iov = &mut iov[k];
             h.msg_iovlen = n as _;
             if n > 1 {
-                h.msg_control = ctrl[m].as_mut_ptr().cast();
-                // SAFETY: CMSG_SPACE is a pure computation.
-                h.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as _;
-                // SAFETY: the control buffer holds one cmsg with a u16 (32 bytes ≥ CMSG_SPACE(2)).
-                unsafe {
-                    let c = libc::CMSG_FIRSTHDR(&h);
-                    (*c).cmsg_level = libc::SOL_UDP;
-                    (*c).cmsg_type = UDP_SEGMENT;
-                    (*c).cmsg_len = libc::CMSG_LEN(2) as _;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size as u16);
-                }
+                set_segment_size(&mut h, &mut ctrl[m], size as u16);
             }
             hdr[m] = libc::mmsghdr {
                 msg_hdr: h,

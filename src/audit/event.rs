@@ -163,11 +163,7 @@ pub const MAX_TEXT_BYTES: usize = 512;
 /// `text` cut to [`MAX_TEXT_BYTES`] on a character boundary, marked with `…` when cut.
 fn bounded_text(mut text: String) -> String {
     if text.len() > MAX_TEXT_BYTES {
-        let mut end = MAX_TEXT_BYTES - '…'.len_utf8();
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
+        crate::text::truncate_to(&mut text, MAX_TEXT_BYTES - '…'.len_utf8());
         text.push('…');
     }
     text

@@ -97,6 +97,26 @@ pub fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
 /// `SOL_UDP` options (linux/udp.h; not in libc for every target).
 const UDP_SEGMENT: libc::c_int = 103;
 const UDP_GRO: libc::c_int = 104;
+
+/// A control buffer for one UDP_SEGMENT message (8-aligned, ≥ `CMSG_SPACE(2)`).
+pub type SegmentCmsg = [u64; 4];
+
+/// Makes `h` a UDP GSO send: its datagrams are `size` bytes each (the last may be shorter),
+/// announced in a UDP_SEGMENT control message written to `ctrl`, which must outlive the send.
+pub fn set_segment_size(h: &mut libc::msghdr, ctrl: &mut SegmentCmsg, size: u16) {
+    h.msg_control = ctrl.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    h.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as _;
+    // SAFETY: `ctrl` holds 32 bytes ≥ CMSG_SPACE(2), 8-aligned, so the first header and its
+    // two data bytes lie inside it.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(h);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size);
+    }
+}
 /// Most datagrams in one GSO send (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels).
 pub const GSO_MAX_SEGMENTS: usize = 64;
 /// Largest GRO receive.
@@ -320,17 +340,7 @@ impl Batch {
             h.msg_iov = &mut self.iovs[i];
             h.msg_iovlen = (j - i) as _;
             if j - i > 1 {
-                h.msg_control = self.ctrl[m].as_mut_ptr().cast();
-                // SAFETY: CMSG_SPACE is a pure size computation.
-                h.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as _;
-                // SAFETY: the control buffer holds CTRL ≥ CMSG_SPACE(2) bytes, 8-aligned.
-                unsafe {
-                    let c = libc::CMSG_FIRSTHDR(&h);
-                    (*c).cmsg_level = libc::SOL_UDP;
-                    (*c).cmsg_type = UDP_SEGMENT;
-                    (*c).cmsg_len = libc::CMSG_LEN(2) as _;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size as u16);
-                }
+                set_segment_size(&mut h, &mut self.ctrl[m], size as u16);
             }
             self.hdrs[m] = libc::mmsghdr {
                 msg_hdr: h,

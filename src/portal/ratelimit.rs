@@ -51,16 +51,9 @@ pub fn account_key(username: &str) -> String {
     if let Some((user, _)) = s.split_once('@') {
         s = user;
     }
-    let mut end = s.len().min(MAX_ACCOUNT_KEY * 4);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = crate::text::floor_char_boundary(s, MAX_ACCOUNT_KEY * 4);
     let mut key = s[..end].trim().to_lowercase();
-    let mut cut = key.len().min(MAX_ACCOUNT_KEY);
-    while !key.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    key.truncate(cut);
+    crate::text::truncate_to(&mut key, MAX_ACCOUNT_KEY);
     key
 }
 

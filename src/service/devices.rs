@@ -14,7 +14,7 @@ pub struct DeviceFilter {
     /// Only this user's devices.
     pub user: Option<String>,
     pub status: Option<DeviceStatus>,
-    /// Case-insensitive substring of the user, name, hostname or tunnel address.
+    /// Substring of the user, name, hostname or tunnel address (case and accents ignored).
     pub query: Option<String>,
 }
 

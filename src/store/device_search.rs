@@ -3,6 +3,8 @@
 
 use super::devices::{from_row, COLUMNS};
 use super::{normalize_username, Device, DeviceStatus, Store, StoreError};
+use crate::text::fold;
+use sqlx::{AnyConnection, Row as _};
 
 /// Which devices to read, and which page.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -10,7 +12,8 @@ pub struct DeviceSearch {
     /// Only this user's devices.
     pub owner: Option<String>,
     pub status: Option<DeviceStatus>,
-    /// Case-insensitive substring of the owner, device name, host name or tunnel address.
+    /// Substring of the owner, device name or host name (case and accents ignored), or of the
+    /// tunnel address.
     pub text: Option<String>,
     /// Only owners member of one of these groups (normalized DNs, as `[roles]` scopes are)…
     pub scope: Option<Vec<String>>,
@@ -39,6 +42,34 @@ fn like_pattern(text: &str) -> String {
     }
     p.push('%');
     p
+}
+
+/// What the text search matches for a device (the `search_text` column, migration 0010): its
+/// owner, name and host name, folded, one per line.
+pub(crate) fn search_text(username: &str, name: &str, hostname: &str) -> String {
+    format!("{}\n{}\n{}", fold(username), fold(name), fold(hostname))
+}
+
+/// Fills `search_text` of devices stored before migration 0010 (or by an older binary);
+/// returns how many. Cheap when there are none (one indexed-free scan of a small table).
+pub(crate) async fn fill_search_text(conn: &mut AnyConnection) -> Result<u64, StoreError> {
+    let rows =
+        sqlx::query("SELECT id, username, name, hostname FROM devices WHERE search_text IS NULL")
+            .fetch_all(&mut *conn)
+            .await?;
+    for row in &rows {
+        let text = search_text(
+            row.try_get("username")?,
+            row.try_get("name")?,
+            row.try_get("hostname")?,
+        );
+        sqlx::query("UPDATE devices SET search_text = $1 WHERE id = $2 AND search_text IS NULL")
+            .bind(text)
+            .bind(row.try_get::<i64, _>("id")?)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(rows.len() as u64)
 }
 
 impl DeviceSearch {
@@ -70,10 +101,9 @@ impl DeviceSearch {
             .map(str::trim)
             .filter(|t| !t.is_empty())
         {
-            let p = next(&mut binds, Bind::Text(like_pattern(&text.to_lowercase())));
+            let p = next(&mut binds, Bind::Text(like_pattern(&fold(text))));
             conds.push(format!(
-                "(lower(d.username) LIKE {p} ESCAPE '\\' OR lower(d.name) LIKE {p} ESCAPE '\\' \
-                 OR lower(d.hostname) LIKE {p} ESCAPE '\\' OR d.tunnel_address LIKE {p} ESCAPE '\\')"
+                "(d.search_text LIKE {p} ESCAPE '\\' OR d.tunnel_address LIKE {p} ESCAPE '\\')"
             ));
         }
         if let Some(scope) = &self.scope {
@@ -154,7 +184,6 @@ impl Store {
         &self,
         ids: &[i64],
     ) -> Result<std::collections::HashMap<i64, i64>, StoreError> {
-        use sqlx::Row as _;
         let mut out = std::collections::HashMap::new();
         for &id in ids {
             let row = sqlx::query(

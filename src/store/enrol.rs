@@ -259,8 +259,8 @@ pub(crate) async fn enrol_write(
     let expires_at = w.key_lifetime.map(|l| now.saturating_add(duration_ms(l)));
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO devices (username, name, hostname, public_key, tunnel_address, status, \
-         token_hash, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8) RETURNING id",
+         token_hash, created_at, expires_at, search_text) \
+         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9) RETURNING id",
     )
     .bind(&w.username)
     .bind(&device_name)
@@ -270,6 +270,11 @@ pub(crate) async fn enrol_write(
     .bind(hash_secret(&token))
     .bind(now)
     .bind(expires_at)
+    .bind(super::device_search::search_text(
+        &w.username,
+        &device_name,
+        &w.hostname,
+    ))
     .fetch_one(&mut *tx)
     .await?;
     let redeemed = sqlx::query(

@@ -328,6 +328,9 @@ impl Store {
         if !(backend == Backend::Postgres && all_applied(&pool, migrator).await) {
             migrator.run(&pool).await?;
         }
+        let mut conn = pool.acquire().await?;
+        device_search::fill_search_text(&mut conn).await?;
+        drop(conn);
         Ok(Store {
             pool,
             backend,

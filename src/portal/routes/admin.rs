@@ -65,7 +65,7 @@ pub async fn create_code(
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct DevicesQuery {
-    /// Case-insensitive substring of the owner, device name, host name or tunnel address.
+    /// Substring of the owner, device name, host name or tunnel address (case and accents ignored).
     pub q: Option<String>,
     /// `active`, `suspended` or `revoked`.
     pub status: Option<String>,
