@@ -515,7 +515,10 @@ async fn old_log(
             .bind(e.prev_hash.clone())
             .bind(e.hash.clone());
         if index_columns {
-            q = q.bind(keys.username).bind(keys.device_id).bind(keys.resource);
+            q = q
+                .bind(keys.username)
+                .bind(keys.device_id)
+                .bind(keys.resource);
         }
         q.execute(&pool).await.expect("old insert");
     }

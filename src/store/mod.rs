@@ -294,10 +294,8 @@ impl Store {
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                         conn.execute("PRAGMA synchronous = FULL").await?;
                         conn.execute("PRAGMA busy_timeout = 5000").await?;
-                        conn.execute(
-                            format!("PRAGMA cache_size = -{SQLITE_CACHE_KIB}").as_str(),
-                        )
-                        .await?;
+                        conn.execute(format!("PRAGMA cache_size = -{SQLITE_CACHE_KIB}").as_str())
+                            .await?;
                         conn.execute(
                             format!("PRAGMA wal_autocheckpoint = {SQLITE_WAL_AUTOCHECKPOINT}")
                                 .as_str(),

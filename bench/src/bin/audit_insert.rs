@@ -108,7 +108,12 @@ async fn raw_rate(store: &Store, events: u64, batch: u64, users: u64) -> anyhow:
 
 /// The same rows, `ROWS` per multi-row INSERT statement, one transaction per batch: what a
 /// multi-row append could reach on this database.
-async fn raw_multirow_rate(store: &Store, events: u64, batch: u64, users: u64) -> anyhow::Result<f64> {
+async fn raw_multirow_rate(
+    store: &Store,
+    events: u64,
+    batch: u64,
+    users: u64,
+) -> anyhow::Result<f64> {
     const ROWS: u64 = 100;
     let pool = store.pool();
     sqlx::query("CREATE TABLE bench_multi AS SELECT * FROM bench_raw WHERE 1 = 0")
