@@ -10,14 +10,15 @@
 # loopback. Underlay/tunnel addresses in the config are 198.18.0.0/15 and 100.64.0.0/10 only.
 # Environment overrides: CLIENTS (50), DURATION (10), USERS (200), CODES (6000), KEEP=1 (keep
 # the work directory for inspection), SKIP_BUILD=1 (use the binaries already in target/release),
-# PROFILE=1 (perf record of sesame serve during each enrolment run, kept with KEEP=1).
+# PROFILE=1 (perf record of sesame serve during each login and enrolment run, kept with KEEP=1).
+# Each login and bind step also prints the CPU time per request of slapd, serve and PostgreSQL.
 set -euo pipefail
 
 SMOKE=0
 for arg in "$@"; do
   case "$arg" in
     --smoke) SMOKE=1 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "portal.sh: unknown argument $arg (use --smoke or nothing)" >&2; exit 2 ;;
   esac
 done
@@ -88,6 +89,43 @@ ip netns add "$NS"
 ip -n "$NS" link set lo up
 nsx() { ip netns exec "$NS" "$@"; }
 
+# Where a step's CPU went: clock ticks (user + system, all threads) used so far by slapd, by
+# `sesame serve` (PID) and by PostgreSQL's postmaster and its live children, as "slapd serve pg".
+cpu_ticks() { # SERVE_PID
+  local pg=() pm
+  if [[ -n $PG_DATA && -r $PG_DATA/postmaster.pid ]]; then
+    pm=$(head -1 "$PG_DATA/postmaster.pid")
+    pg=("$pm" $(ps -o pid= --ppid "$pm" 2>/dev/null || true))
+  fi
+  local out=() group pid t
+  for group in "$SLAPD_PID" "$1" "${pg[*]}"; do
+    t=0
+    for pid in $group; do
+      [[ -r /proc/$pid/stat ]] || continue
+      # Fields after the command (which may hold spaces): utime and stime are the 12th and 13th.
+      t=$((t + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
+    done
+    out+=("$t")
+  done
+  echo "${out[*]}"
+}
+
+# Prints the CPU time per request of slapd, sesame serve and PostgreSQL between two cpu_ticks
+# readings, for the step whose portal_load result is the last line of $RESULTS (the warm-up's
+# requests are estimated at the measured rate).
+cpu_per_request() { # LABEL OP BEFORE AFTER
+  python3 - "$@" "$(tail -1 "$RESULTS")" "$(getconf CLK_TCK)" "$DURATION" "$WARMUP" <<'PY' >&2
+import json, sys
+label, op, before, after, last, hz, duration, warmup = sys.argv[1:]
+r = json.loads(last)
+n = r["ok_per_s"] * (float(duration) + float(warmup))
+if n > 0:
+    b, a = [list(map(int, x.split())) for x in (before, after)]
+    parts = [f"{name} {(y - x) / int(hz) / n * 1e6:.0f} µs" for name, x, y in zip(("slapd", "serve", "postgres"), b, a)]
+    print(f"portal.sh: [{label}] CPU per {op}: " + ", ".join(parts))
+PY
+}
+
 wait_http() { # URL SECONDS
   local deadline=$((SECONDS + $2))
   until nsx curl -fsS -o /dev/null "$1" 2>/dev/null; do
@@ -107,6 +145,7 @@ sed -e "s#@DIR@#$SLAPD_DIR#g" -e '/# @TLS@$/d' "$ROOT/config/ldap/slapd-config.l
 ip netns exec "$NS" /usr/sbin/slapd -h "ldap://127.0.0.1:$LDAP_PORT/" -F "$SLAPD_DIR/slapd.d" -d 0 \
   >"$WORK/slapd.log" 2>&1 &
 PIDS+=($!)
+SLAPD_PID=$!
 for _ in $(seq 100); do
   nsx ldapwhoami -x -H "ldap://127.0.0.1:$LDAP_PORT" >/dev/null 2>&1 && break
   sleep 0.1
@@ -251,13 +290,25 @@ run_backend() { # LABEL DATABASE_URL
 
   # slapd's raw bind rate in the same run and namespace: the mark for logins (≥ 25 % of it).
   echo "portal.sh: [$label] raw LDAP binds: $CLIENTS clients, ${DURATION}s (+${WARMUP}s warm-up)" >&2
+  local cpu0 cpu1 perf_pid=
+  cpu0=$(cpu_ticks "$serve_pid")
   nsx "$LOAD" --op bind --ldap "ldap://127.0.0.1:$LDAP_PORT" --bind-dn "uid={},$PEOPLE" --clients "$CLIENTS" \
     --duration "$DURATION" --warmup "$WARMUP" --users "$WORK/users.csv" --label "$label" | tee -a "$RESULTS" >&2
+  cpu1=$(cpu_ticks "$serve_pid")
+  cpu_per_request "$label" bind "$cpu0" "$cpu1"
   echo "portal.sh: [$label] login: $CLIENTS clients, ${DURATION}s (+${WARMUP}s warm-up)" >&2
+  if [[ ${PROFILE:-0} == 1 ]]; then # CPU profile of sesame serve during the login run
+    perf record -F 499 -g -p "$serve_pid" -o "$WORK/perf-login-$label.data" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
+  cpu0=$(cpu_ticks "$serve_pid")
   nsx "$LOAD" --url http://127.0.0.1:8080 --op login --clients "$CLIENTS" --duration "$DURATION" \
     --warmup "$WARMUP" --users "$WORK/users.csv" --label "$label" | tee -a "$RESULTS" >&2
+  cpu1=$(cpu_ticks "$serve_pid")
+  if [[ -n $perf_pid ]]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+  cpu_per_request "$label" login "$cpu0" "$cpu1"
   echo "portal.sh: [$label] enrol: $CLIENTS clients, ${DURATION}s or $CODES codes" >&2
-  local perf_pid=
+  perf_pid=
   if [[ ${PROFILE:-0} == 1 ]]; then # CPU profile of sesame serve during the enrolment run
     perf record -F 499 -g -p "$serve_pid" -o "$WORK/perf-enrol-$label.data" >/dev/null 2>&1 &
     perf_pid=$!

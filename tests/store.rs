@@ -31,6 +31,7 @@ both_backends!(
     failure_late_in_enrolment_rolls_everything_back,
     concurrent_enrolments_with_refusals_and_a_failure_each_get_their_own_answer,
     concurrent_logins_of_the_same_people_all_get_their_sessions,
+    user_groups_follow_the_directory_across_login_batches,
     an_enrolment_moves_the_devices_version_by_its_row_only,
 );
 
@@ -651,6 +652,77 @@ async fn concurrent_logins_of_the_same_people_all_get_their_sessions(db: Db) {
         .await
         .expect("list");
     assert_eq!(events.len(), N, "one auth.login event per login");
+}
+
+/// `user_groups` (the device list's scope filter) is rewritten at a login only for users whose
+/// groups changed: an unchanged user keeps their rows, a changed one gets exactly the new ones,
+/// in the same batch, and a new user gets theirs.
+async fn user_groups_follow_the_directory_across_login_batches(db: Db) {
+    let rows = |name: &'static str| {
+        let pool = db.store.pool().clone();
+        async move {
+            let mut dns: Vec<String> = sqlx::query_scalar(
+                "SELECT group_dn FROM user_groups WHERE username = $1 ORDER BY group_dn",
+            )
+            .bind(name)
+            .fetch_all(&pool)
+            .await
+            .expect("read user_groups");
+            dns.sort();
+            dns
+        }
+    };
+    let login = |user: sesame::directory::DirectoryUser, i: usize| {
+        let store = db.store.clone();
+        async move {
+            let session = sesame::store::NewSession {
+                username: user.username.clone(),
+                roles: vec!["vpn_user".into()],
+                ttl: HOUR,
+            };
+            store
+                .record_login(&user, &session, login_event(i))
+                .await
+                .expect("login");
+        }
+    };
+    let paie = "CN=Gestionnaires-Paie,OU=Groups,DC=example,DC=org";
+    let mut anne = person("anne");
+    anne.groups.push(paie.into());
+    login(anne.clone(), 0).await;
+    login(person("bruno"), 1).await;
+    let base = vec!["cn=personnels-administratifs,ou=groups,dc=example,dc=org".to_string()];
+    let mut with_paie = vec![
+        "cn=gestionnaires-paie,ou=groups,dc=example,dc=org".to_string(),
+        base[0].clone(),
+    ];
+    with_paie.sort();
+    assert_eq!(rows("anne").await, with_paie, "normalized DNs");
+    assert_eq!(rows("bruno").await, base);
+
+    // One batch: anne unchanged, bruno gains the group, carla is new.
+    let mut bruno = person("bruno");
+    bruno.groups.push(paie.into());
+    let holder = db.store.write_tx().await.expect("writer transaction");
+    let tasks = [
+        tokio::spawn(login(anne.clone(), 2)),
+        tokio::spawn(login(bruno, 3)),
+        tokio::spawn(login(person("carla"), 4)),
+    ];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    holder.rollback().await.expect("release the writer");
+    for t in tasks {
+        t.await.expect("task");
+    }
+    assert_eq!(rows("anne").await, with_paie);
+    assert_eq!(rows("bruno").await, with_paie);
+    assert_eq!(rows("carla").await, base);
+
+    // anne leaves the group.
+    anne.groups.retain(|g| g != paie);
+    login(anne, 5).await;
+    assert_eq!(rows("anne").await, base);
+    assert_eq!(rows("bruno").await, with_paie);
 }
 
 /// The control plane skips the full recomputation for a device it has just published when the

@@ -18,6 +18,7 @@ both_backends!(
     sessions_expire_touch_and_purge,
     retention_purge_moves_the_anchor_and_nothing_else_can_delete,
     grouped_logins_and_audit_events_are_all_durable_and_chained,
+    one_batch_of_logins_audits_and_an_enrolment_keeps_one_chain,
 );
 
 async fn audit_is_append_only_chained_and_filterable(db: Db) {
@@ -405,6 +406,111 @@ async fn grouped_logins_and_audit_events_are_all_durable_and_chained(db: Db) {
         db.store.verify_audit().await.expect("verify"),
         AuditVerification::Intact {
             events: (N - 1) as u64
+        }
+    );
+}
+
+/// Logins queued while the writer is busy are committed as ONE batch, with a lone audit event
+/// and an enrolment among them: the enrolment appends its event inside the batch and the
+/// logins' and lone events are appended after it from the head read then (`append_many`), so
+/// the chain verifies and every login has its `auth.login` event.
+async fn one_batch_of_logins_audits_and_an_enrolment_keeps_one_chain(db: Db) {
+    const N: usize = 30;
+    let code = code_for(&db, "paie01", "portable-paie").await;
+    // The writer is busy: everything submitted now queues in the committer.
+    let holder = db.store.write_tx().await.expect("writer transaction");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let store = db.store.clone();
+        tasks.spawn(async move {
+            let name = format!("agent{i:02}");
+            let session = NewSession {
+                username: name.clone(),
+                roles: vec!["vpn_user".into()],
+                ttl: HOUR,
+            };
+            let ev = NewAuditEvent::new(
+                Action::AuthLogin,
+                &AuditContext::new(name.clone(), Some("198.18.0.9".into())),
+                name.clone(),
+            );
+            store
+                .record_login(&person(&name), &session, ev)
+                .await
+                .map(|_| ())
+        });
+    }
+    for i in 0..2 {
+        let store = db.store.clone();
+        tasks.spawn(async move {
+            let ev = NewAuditEvent::new(
+                Action::AuthLogin,
+                &AuditContext::new(format!("intrus{i}"), Some("198.18.0.66".into())),
+                format!("intrus{i}"),
+            )
+            .outcome(Outcome::Failure);
+            store.append_audit_grouped(ev).await
+        });
+    }
+    let enrolment = {
+        let store = db.store.clone();
+        let code = code.clone();
+        tokio::spawn(async move {
+            let user = person("paie01");
+            store
+                .enrol(
+                    &sesame::store::EnrolRequest {
+                        code: &code,
+                        user: &user,
+                        public_key: key(9),
+                        hostname: "pc-paie-01",
+                        key_lifetime: None,
+                    },
+                    &pool("100.64.0.0/24"),
+                    &AuditContext::new("paie01", Some("198.18.0.20".into())),
+                )
+                .await
+        })
+    };
+    // Time for every task to queue, generous for a loaded CI (the first item's batch may
+    // already wait for the writer, with the time of before): what queues after it is committed
+    // at the later time.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    db.clock.advance(HOUR);
+    holder.rollback().await.expect("release the writer");
+    while let Some(joined) = tasks.join_next().await {
+        joined.expect("task").expect("committed");
+    }
+    enrolment.await.expect("task").expect("enrolled");
+
+    let all = db
+        .store
+        .list_audit(&AuditFilter::default())
+        .await
+        .expect("list");
+    // The code's creation, N logins, 2 refusals, the enrolment.
+    assert_eq!(all.len(), N + 4);
+    let logins = all
+        .iter()
+        .filter(|e| e.action == "auth.login" && e.outcome == Outcome::Success)
+        .count();
+    assert_eq!(logins, N, "one auth.login event per login");
+    let later = all.iter().filter(|e| e.ts == T0 + 3_600_000).count();
+    assert!(
+        later > N / 2,
+        "the queued writes shared a batch: {later} of {} events at the later time",
+        N + 3
+    );
+    assert!(
+        all.iter()
+            .any(|e| e.ts == T0 + 3_600_000 && e.action == "enrol.completed"),
+        "the enrolment was in the batch: {:?}",
+        all.iter().map(|e| (&e.action, e.ts)).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        db.store.verify_audit().await.expect("verify"),
+        AuditVerification::Intact {
+            events: (N + 4) as u64
         }
     );
 }

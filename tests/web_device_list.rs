@@ -199,7 +199,10 @@ async fn search_ignores_case_and_accents_beyond_ascii(db: Db) {
 
     // A device stored before migration 0010 (no search text) is filled in at the next start.
     exec(&db.store, "UPDATE devices SET search_text = NULL").await;
-    assert!(found(&db.store, "elodie").await.is_empty(), "nothing to match yet");
+    assert!(
+        found(&db.store, "elodie").await.is_empty(),
+        "nothing to match yet"
+    );
     let reopened = sesame::store::Store::connect(&db.url)
         .await
         .expect("reopen");

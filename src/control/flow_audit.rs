@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::TryRecvError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +18,8 @@ use tokio::sync::watch;
 
 use crate::audit::{Action, AuditContext, NewAuditEvent, Outcome};
 use crate::gateway::flowlog::{
-    wall_ms, AllowedFlow, DeniedFlow, DenyReason, FlowLog, FlowRecord, LostCounts, PeerRef,
-    SessionEnd, SessionStart, MAX_DENIED_PER_PEER, MAX_PORTS,
+    wall_ms, AllowedFlow, DeniedFlow, DenyReason, FlowLog, FlowReceiver, FlowRecord, LostCounts,
+    PeerRef, SessionEnd, SessionStart, MAX_DENIED_PER_PEER, MAX_PORTS,
 };
 use crate::policy::{Policy, ResourceId, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use crate::store::{rfc3339_ms, Store, StoreError};
@@ -193,7 +193,7 @@ pub fn fixed_policy(policy: Policy) -> PolicySource {
 /// Drains the gateway's queue and turns records into audit events.
 pub struct FlowAudit {
     log: Arc<FlowLog>,
-    rx: Receiver<FlowRecord>,
+    rx: FlowReceiver,
     /// The running configuration's policy (a reload may rename or add resources).
     policy: PolicySource,
     merge: Merge,
@@ -204,7 +204,7 @@ pub struct FlowAudit {
 }
 
 impl FlowAudit {
-    pub fn new(log: Arc<FlowLog>, rx: Receiver<FlowRecord>, policy: PolicySource) -> FlowAudit {
+    pub fn new(log: Arc<FlowLog>, rx: FlowReceiver, policy: PolicySource) -> FlowAudit {
         FlowAudit {
             log,
             rx,
@@ -223,11 +223,7 @@ impl FlowAudit {
         let mut events = Vec::new();
         let mut drained = false;
         for _ in 0..MAX_BATCH {
-            let next = self.rx.try_recv();
-            if next.is_ok() {
-                self.log.received();
-            }
-            match next {
+            match self.rx.try_recv() {
                 Ok(FlowRecord::SessionStarted(s)) => {
                     self.endpoints.insert(s.peer.public_key, s.endpoint.ip());
                     events.push(session_started(&s));

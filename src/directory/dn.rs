@@ -28,26 +28,23 @@ pub enum DnError {
     NotUtf8,
 }
 
-/// Splits `s` at unescaped `sep`s (a backslash escapes the next character).
-fn split_unescaped(s: &str, seps: &[char]) -> Vec<String> {
-    let mut parts = vec![String::new()];
+/// Splits `s` at unescaped `sep`s (a backslash escapes the next character); the parts keep
+/// their escapes. Borrowed slices: a login parses a few DNs, without a string per part.
+fn split_unescaped<'a>(s: &'a str, seps: &[char]) -> Vec<&'a str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
     let mut escaped = false;
-    for c in s.chars() {
-        let cur = parts
-            .last_mut()
-            .unwrap_or_else(|| unreachable!("never empty"));
+    for (i, c) in s.char_indices() {
         if escaped {
-            cur.push(c);
             escaped = false;
         } else if c == '\\' {
-            cur.push(c);
             escaped = true;
         } else if seps.contains(&c) {
-            parts.push(String::new());
-        } else {
-            cur.push(c);
+            parts.push(&s[start..i]);
+            start = i + c.len_utf8();
         }
     }
+    parts.push(&s[start..]);
     parts
 }
 
@@ -85,19 +82,26 @@ fn unescape(raw: &str) -> Result<String, DnError> {
 
 /// caseIgnoreMatch folding: lower case, runs of spaces as one, no edge spaces.
 fn fold(value: &str) -> String {
-    value
-        .split(' ')
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
+    let mut out = String::with_capacity(value.len());
+    for word in value.split(' ').filter(|w| !w.is_empty()) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    if out.is_ascii() {
+        out.make_ascii_lowercase();
+        out
+    } else {
+        out.to_lowercase()
+    }
 }
 
 /// Escapes a value for the canonical string form (RFC 4514 §2.4).
 fn escape(value: &str, out: &mut String) {
-    for (i, c) in value.chars().enumerate() {
+    for (i, c) in value.char_indices() {
         let edge =
-            (i == 0 && (c == '#' || c == ' ')) || (i + 1 == value.chars().count() && c == ' ');
+            (i == 0 && (c == '#' || c == ' ')) || (i + c.len_utf8() == value.len() && c == ' ');
         if edge || matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=') {
             out.push('\\');
         }
@@ -115,13 +119,13 @@ impl Dn {
         let mut rdns = Vec::new();
         for rdn in split_unescaped(s, &[',', ';']) {
             let mut avas = Vec::new();
-            for ava in split_unescaped(&rdn, &['+']) {
+            for ava in split_unescaped(rdn, &['+']) {
                 let (ty, value) = ava
                     .split_once('=')
-                    .ok_or_else(|| DnError::MissingEquals(ava.clone()))?;
+                    .ok_or_else(|| DnError::MissingEquals(ava.to_string()))?;
                 let ty = ty.trim().to_ascii_lowercase();
                 if ty.is_empty() {
-                    return Err(DnError::EmptyType(ava.clone()));
+                    return Err(DnError::EmptyType(ava.to_string()));
                 }
                 avas.push((ty, fold(&unescape(value)?)));
             }
@@ -208,6 +212,14 @@ mod tests {
         assert_eq!(d.rdns[0], vec![("cn".into(), "x,ou=evil".into())]);
         // Canonical output parses back to itself.
         let c = d.canonical();
+        assert_eq!(Dn::parse(&c).expect("canonical parses"), d);
+    }
+
+    #[test]
+    fn canonical_form_escapes_edges_and_specials_in_non_ascii_values() {
+        let d = Dn::parse("CN=\\#Élodie  Brûlé\\+1 ,OU=Équipe\\,Paie,DC=t").expect("valid");
+        let c = d.canonical();
+        assert_eq!(c, "cn=\\#élodie brûlé\\+1,ou=équipe\\,paie,dc=t");
         assert_eq!(Dn::parse(&c).expect("canonical parses"), d);
     }
 

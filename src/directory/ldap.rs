@@ -197,10 +197,8 @@ impl LdapDirectory {
     ) -> Result<DirectoryUser, DirectoryError> {
         let mut user = describe_entry(self.kind, &entry, typed);
         let key = dn_key(&entry.dn);
-        let mut member_of: Vec<String> = attr_values(&entry, "memberOf")
-            .iter()
-            .map(|g| dn_key(g))
-            .collect();
+        let direct = attr_values(&entry, "memberOf");
+        let mut member_of: Vec<String> = direct.iter().map(|g| dn_key(g)).collect();
         member_of.sort();
         member_of.dedup();
         if reuse {
@@ -211,10 +209,7 @@ impl LdapDirectory {
         }
         let started = Instant::now();
         user.groups = match self.kind {
-            DirectoryKind::OpenLdap => {
-                self.openldap_groups(&entry.dn, attr_values(&entry, "memberOf"))
-                    .await?
-            }
+            DirectoryKind::OpenLdap => self.openldap_groups(&entry.dn, direct).await?,
             DirectoryKind::ActiveDirectory => self.ad_groups(&entry.dn).await?,
         };
         self.groups

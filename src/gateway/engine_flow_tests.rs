@@ -1,12 +1,10 @@
 //! Session and flow records of the engine: what a real boringtun laptop's traffic produces.
 
-use std::sync::mpsc::Receiver;
-
 use super::*;
-use crate::gateway::flowlog::{DenyReason, FlowRecord, RecordKind};
+use crate::gateway::flowlog::{DenyReason, FlowReceiver, FlowRecord, RecordKind};
 use crate::policy::{IPPROTO_ICMP, IPPROTO_TCP};
 
-fn audited(capacity: usize) -> (Setup, Receiver<FlowRecord>, Arc<FlowLog>) {
+fn audited(capacity: usize) -> (Setup, FlowReceiver, Arc<FlowLog>) {
     let (log, rx) = FlowLog::new(Duration::from_secs(60), capacity);
     (setup_with(Some(Arc::clone(&log))), rx, log)
 }
@@ -20,7 +18,7 @@ impl Setup {
 /// Everything queued, turned into events by the consumer and appended to a new SQLite store.
 async fn drain_into_store(
     log: &Arc<FlowLog>,
-    rx: Receiver<FlowRecord>,
+    rx: FlowReceiver,
 ) -> (tempfile::TempDir, crate::store::Store) {
     use crate::control::flow_audit::{fixed_policy, FlowAudit};
 

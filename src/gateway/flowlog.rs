@@ -1,24 +1,28 @@
 //! Flow and session records of the data plane: per-worker aggregation tables, the bounded queue to the audit writer, loss counters.
 //!
-//! Each packet worker owns a [`WorkerFlows`]: plain hash tables keyed by peer index, touched
-//! without any lock, reused window after window (no allocation per packet once warm). At the
-//! end of each `[audit] flow_window` the worker turns its tables into [`FlowRecord`]s and
-//! offers them to the bounded queue of the shared [`FlowLog`] with `try_send`: a full queue
-//! never blocks a worker, the record is counted as lost (per kind) instead. The consumer
-//! (`control::flow_audit`) merges the workers' records of one window and writes the events.
+//! Each packet worker owns a [`WorkerFlows`]: plain tables keyed by integers (peer index,
+//! destination), touched without any lock, reused window after window (no allocation per packet
+//! once warm). At the end of each `[audit] flow_window` the worker hands its tables whole to the
+//! bounded queue of the shared [`FlowLog`] (one queue operation, never blocking; what does not fit
+//! is counted as lost, per kind); the records are built from them on the consumer's side
+//! (`control::flow_audit`), which merges the workers' records of one window and writes the events.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::hash::{BuildHasher as _, Hash};
+use std::hash::BuildHasher as _;
+
+use hashbrown::HashTable;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::packet::{PacketInfo, Transport};
 use super::peers::Peer;
 use crate::policy::{ResourceId, IPPROTO_TCP, IPPROTO_UDP};
+
+mod queue;
+pub use queue::{FlowLog, FlowReceiver};
 
 /// Most destination ports one `flow.allowed` record lists.
 pub const MAX_PORTS: usize = 32;
@@ -300,78 +304,20 @@ impl LostCounts {
     }
 }
 
-/// The shared side of flow auditing: the window, the queue's sending end, loss counters.
-#[derive(Debug)]
-pub struct FlowLog {
-    window: Duration,
-    tx: SyncSender<FlowRecord>,
-    lost: [AtomicU64; 4],
-    /// Records in the queue now (sent, not yet received by the consumer).
-    queued: AtomicU64,
-    /// Unix ms of the first loss not yet reported (0: none).
-    first_loss_ms: AtomicI64,
+/// A clock pair to turn `Instant`s into wall time (Unix ms).
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    base: Instant,
+    base_ms: i64,
 }
 
-impl FlowLog {
-    /// A log aggregating over `window`, with a queue of `capacity` records, and its receiver.
-    pub fn new(window: Duration, capacity: usize) -> (Arc<FlowLog>, Receiver<FlowRecord>) {
-        let (tx, rx) = sync_channel(capacity);
-        let log = FlowLog {
-            window: window.max(Duration::from_millis(100)),
-            tx,
-            lost: Default::default(),
-            queued: AtomicU64::new(0),
-            first_loss_ms: AtomicI64::new(0),
-        };
-        (Arc::new(log), rx)
-    }
-
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
-    /// Offers a record to the queue; never blocks. A full queue counts it as lost.
-    pub fn send(&self, record: FlowRecord) {
-        match self.tx.try_send(record) {
-            Ok(()) => {
-                self.queued.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(TrySendError::Full(r) | TrySendError::Disconnected(r)) => {
-                self.lost[r.kind() as usize].fetch_add(1, Ordering::Relaxed);
-                let _ = self.first_loss_ms.compare_exchange(
-                    0,
-                    wall_ms(),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-            }
-        }
-    }
-
-    /// The consumer took one record off the queue.
-    pub fn received(&self) {
-        let _ = self
-            .queued
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-    }
-
-    /// Records waiting in the queue now (for metrics).
-    pub fn depth(&self) -> u64 {
-        self.queued.load(Ordering::Relaxed)
-    }
-
-    /// Records lost so far, per kind (for metrics and `audit.overflow`).
-    pub fn lost(&self) -> LostCounts {
-        LostCounts(std::array::from_fn(|i| {
-            self.lost[i].load(Ordering::Relaxed)
-        }))
-    }
-
-    /// When the first loss since the last call happened (None: no loss since).
-    pub fn take_first_loss(&self) -> Option<i64> {
-        match self.first_loss_ms.swap(0, Ordering::Relaxed) {
-            0 => None,
-            t => Some(t),
+impl Clock {
+    fn ms(&self, t: Instant) -> i64 {
+        match t.checked_duration_since(self.base) {
+            Some(d) => self.base_ms.saturating_add(millis(d)),
+            None => self
+                .base_ms
+                .saturating_sub(millis(self.base.saturating_duration_since(t))),
         }
     }
 }
@@ -392,41 +338,70 @@ struct AllowedAgg {
     ports_truncated: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A denied destination of one device slot, as three plain integers: hashed in three writes,
+/// compared without branching on the address family, decoded only on the writer's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct DeniedKey {
-    peer: u32,
-    dst: IpAddr,
-    proto: u8,
-    port: Option<u16>,
-    reason: DenyReason,
+    addr_hi: u64,
+    addr_lo: u64,
+    /// Bit 63: IPv6; bits 32–62: the device's slot in the window; 24–31: protocol;
+    /// 20–23: reason; 16: a port is set; 0–15: the port.
+    meta: u64,
 }
 
-/// The destination as one integer (IPv4 in the low bits): hashed in one step.
-fn addr_bits(a: IpAddr) -> u128 {
-    match a {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => u128::from(v6) ^ (1 << 127),
+const V6: u64 = 1 << 63;
+const HAS_PORT: u64 = 1 << 16;
+
+impl DeniedKey {
+    fn new(slot: usize, dst: IpAddr, proto: u8, port: Option<u16>, reason: DenyReason) -> Self {
+        let (family, bits) = match dst {
+            IpAddr::V4(v4) => (0, u128::from(u32::from(v4))),
+            IpAddr::V6(v6) => (V6, u128::from(v6)),
+        };
+        DeniedKey {
+            addr_hi: (bits >> 64) as u64,
+            addr_lo: bits as u64,
+            meta: family
+                | (slot as u64 & 0x7fff_ffff) << 32
+                | u64::from(proto) << 24
+                | (reason as u64) << 20
+                | port.map_or(0, |p| HAS_PORT | u64::from(p)),
+        }
     }
-}
 
-/// Two integer writes instead of one per field (a denied packet to a new destination is
-/// hashed on this path): equal keys give equal writes, as `Eq` needs.
-impl Hash for DeniedKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u128(addr_bits(self.dst));
-        let port = self.port.map_or(0, |p| 1 << 16 | u64::from(p));
-        state.write_u64(
-            u64::from(self.peer) << 32
-                | u64::from(self.proto) << 24
-                | (self.reason as u64) << 20
-                | port,
-        );
+    fn slot(self) -> usize {
+        ((self.meta >> 32) & 0x7fff_ffff) as usize
+    }
+
+    fn dst(self) -> IpAddr {
+        let bits = u128::from(self.addr_hi) << 64 | u128::from(self.addr_lo);
+        if self.meta & V6 != 0 {
+            IpAddr::V6(bits.into())
+        } else {
+            IpAddr::V4((self.addr_lo as u32).into())
+        }
+    }
+
+    fn proto(self) -> u8 {
+        (self.meta >> 24) as u8
+    }
+
+    fn port(self) -> Option<u16> {
+        (self.meta & HAS_PORT != 0).then_some(self.meta as u16)
+    }
+
+    fn reason(self) -> DenyReason {
+        match (self.meta >> 20) & 0xf {
+            0 => DenyReason::NoGrant,
+            1 => DenyReason::SpoofedSource,
+            _ => DenyReason::UnsolicitedInbound,
+        }
     }
 }
 
 #[derive(Debug)]
-struct DeniedAgg {
-    peer: PeerRef,
+struct DeniedEntry {
+    key: DeniedKey,
     count: u64,
     first: Instant,
     last: Instant,
@@ -473,42 +448,45 @@ struct Overflowed {
     distinct: Distinct,
 }
 
-#[derive(Debug, Default)]
+/// One device's denied destinations in the window so far (by its slot).
+#[derive(Debug, Clone, Copy)]
 struct PeerDenied {
     distinct: usize,
-    overflow: Option<Overflowed>,
-    /// The device as its first denied packet of the window named it: each new destination
-    /// clones it (one reference count) instead of reading the peer's label again.
-    peer: Option<PeerRef>,
+    /// Where its summary is in [`Tables::summaries`].
+    overflow: Option<usize>,
 }
 
-impl PeerDenied {
-    fn peer_ref(&mut self, peer: &Peer) -> PeerRef {
-        match &self.peer {
-            // The index may have passed to another device within the window: check the key.
-            Some(r) if r.public_key == peer.public_key => r.clone(),
-            _ => self.peer.insert(PeerRef::of(peer)).clone(),
-        }
-    }
+/// What one worker aggregated in one window, handed to the queue whole at the window's end and
+/// turned into records on the consumer's side; emptied tables come back for a later window.
+#[derive(Debug, Default)]
+struct Tables {
+    /// The devices of the window by slot: each denied destination names its slot, not a copy.
+    peers: Vec<PeerRef>,
+    aggs: Vec<AllowedAgg>,
+    denied: Vec<DeniedEntry>,
+    summaries: Vec<Overflowed>,
 }
 
 /// One worker's tables for the current window. Only its worker touches it: no lock.
 #[derive(Debug)]
 pub struct WorkerFlows {
     log: Arc<FlowLog>,
-    /// A clock pair to turn `Instant`s into wall time, re-anchored at each window.
-    base: Instant,
-    base_ms: i64,
+    /// Turns `Instant`s into wall time, re-anchored at each window.
+    clock: Clock,
     window_start_ms: i64,
     deadline: Instant,
-    /// Where each device × resource aggregate is in `aggs`.
+    /// Where each device × resource aggregate is in `tables.aggs`.
     allowed: Map<(u32, ResourceId), usize>,
-    aggs: Vec<AllowedAgg>,
     /// The aggregate the last allowed packet went to: the next one of a batch usually goes
     /// there too, without hashing.
     last_allowed: Option<((u32, ResourceId), usize)>,
-    denied: Map<DeniedKey, DeniedAgg>,
-    per_peer: Map<u32, PeerDenied>,
+    /// Where each denied destination is in `tables.denied`: positions only (4 bytes a slot, the
+    /// key is compared in the entry), so the index of a flood stays in the core's cache.
+    denied: HashTable<u32>,
+    /// Each peer index's slot in `tables.peers` (and `per_peer`).
+    slots: Map<u32, u32>,
+    per_peer: Vec<PeerDenied>,
+    tables: Tables,
     hasher: Hasher,
 }
 
@@ -517,15 +495,18 @@ impl WorkerFlows {
     pub fn new(log: Arc<FlowLog>, now: Instant, now_ms: i64) -> WorkerFlows {
         let mut w = WorkerFlows {
             log,
-            base: now,
-            base_ms: now_ms,
+            clock: Clock {
+                base: now,
+                base_ms: now_ms,
+            },
             window_start_ms: now_ms,
             deadline: now,
             allowed: Map::with_capacity_and_hasher(64, Hasher::default()),
-            aggs: Vec::with_capacity(64),
             last_allowed: None,
-            denied: Map::with_capacity_and_hasher(64, Hasher::default()),
-            per_peer: Map::with_capacity_and_hasher(16, Hasher::default()),
+            denied: HashTable::with_capacity(64),
+            slots: Map::with_capacity_and_hasher(16, Hasher::default()),
+            per_peer: Vec::with_capacity(16),
+            tables: Tables::default(),
             hasher: Hasher::default(),
         };
         w.anchor(now, now_ms);
@@ -533,21 +514,14 @@ impl WorkerFlows {
     }
 
     fn anchor(&mut self, now: Instant, now_ms: i64) {
-        let window = millis(self.log.window).max(1);
-        self.base = now;
-        self.base_ms = now_ms;
+        let window = millis(self.log.window()).max(1);
+        self.clock = Clock {
+            base: now,
+            base_ms: now_ms,
+        };
         self.window_start_ms = now_ms - now_ms.rem_euclid(window);
         let left = u64::try_from(self.window_start_ms + window - now_ms).unwrap_or(0);
         self.deadline = now + Duration::from_millis(left);
-    }
-
-    fn ms(&self, t: Instant) -> i64 {
-        match t.checked_duration_since(self.base) {
-            Some(d) => self.base_ms.saturating_add(millis(d)),
-            None => self
-                .base_ms
-                .saturating_sub(millis(self.base.saturating_duration_since(t))),
-        }
     }
 
     /// Whether the window is over at `now` (then call [`WorkerFlows::roll`]).
@@ -562,9 +536,9 @@ impl WorkerFlows {
         self.anchor(now, now_ms);
     }
 
-    /// Entries held now (allowed + denied): bounded by peers × (resources + cap + 1).
+    /// Entries held now (allowed + denied + devices): bounded by peers × (resources + cap + 1).
     pub fn entries(&self) -> usize {
-        self.aggs.len() + self.denied.len() + self.per_peer.len()
+        self.tables.aggs.len() + self.tables.denied.len() + self.per_peer.len()
     }
 
     /// A packet the policy allowed (`outbound`: laptop → resource), or a reply to one.
@@ -582,10 +556,11 @@ impl WorkerFlows {
         let i = match self.last_allowed {
             Some((k, i)) if k == key => i,
             _ => {
+                let aggs = &mut self.tables.aggs;
                 let i = match self.allowed.entry(key) {
                     Entry::Occupied(e) => *e.get(),
                     Entry::Vacant(v) => {
-                        self.aggs.push(AllowedAgg {
+                        aggs.push(AllowedAgg {
                             peer: PeerRef::of(peer),
                             resource,
                             first: now,
@@ -599,14 +574,14 @@ impl WorkerFlows {
                             nports: 0,
                             ports_truncated: false,
                         });
-                        *v.insert(self.aggs.len() - 1)
+                        *v.insert(aggs.len() - 1)
                     }
                 };
                 self.last_allowed = Some((key, i));
                 i
             }
         };
-        let Some(a) = self.aggs.get_mut(i) else {
+        let Some(a) = self.tables.aggs.get_mut(i) else {
             return;
         };
         a.last = now;
@@ -631,6 +606,33 @@ impl WorkerFlows {
         }
     }
 
+    /// The device's slot in this window. The index may have passed to another device within
+    /// the window: then the new device gets a slot of its own.
+    #[inline]
+    fn slot(&mut self, peer: &Peer) -> usize {
+        let peers = &mut self.tables.peers;
+        let slot = match self.slots.entry(peer.index) {
+            Entry::Occupied(e) => {
+                let s = *e.get() as usize;
+                if peers
+                    .get(s)
+                    .is_some_and(|r| r.public_key == peer.public_key)
+                {
+                    return s;
+                }
+                e.into_mut()
+            }
+            Entry::Vacant(v) => v.insert(0),
+        };
+        peers.push(PeerRef::of(peer));
+        self.per_peer.push(PeerDenied {
+            distinct: 0,
+            overflow: None,
+        });
+        *slot = (peers.len() - 1) as u32;
+        peers.len() - 1
+    }
+
     /// A denied packet: `dst`/`port` are the far end (for inbound packets, the sender and the
     /// laptop's port it aimed at).
     #[inline]
@@ -644,111 +646,79 @@ impl WorkerFlows {
         reason: DenyReason,
     ) {
         let port = matches!(proto, IPPROTO_TCP | IPPROTO_UDP).then_some(port);
-        let key = DeniedKey {
-            peer: peer.index,
-            dst,
-            proto,
-            port,
-            reason,
-        };
+        let slot = self.slot(peer);
+        let key = DeniedKey::new(slot, dst, proto, port, reason);
         // One hash of the key whether it is new or not.
-        let vacant = match self.denied.entry(key) {
-            Entry::Occupied(e) => {
-                let d = e.into_mut();
+        let hash = self.hasher.hash_one(key);
+        let entries = &mut self.tables.denied;
+        let same = |&i: &u32| entries.get(i as usize).is_some_and(|e| e.key == key);
+        if let Some(&i) = self.denied.find(hash, same) {
+            if let Some(d) = entries.get_mut(i as usize) {
                 d.count += 1;
                 d.last = now;
-                return;
             }
-            Entry::Vacant(v) => v,
+            return;
+        }
+        let Some(p) = self.per_peer.get_mut(slot) else {
+            return;
         };
-        let p = self.per_peer.entry(peer.index).or_default();
         if p.distinct < MAX_DENIED_PER_PEER {
             p.distinct += 1;
-            vacant.insert(DeniedAgg {
-                peer: p.peer_ref(peer),
+            let hasher = &self.hasher;
+            let rehash = |&i: &u32| {
+                entries
+                    .get(i as usize)
+                    .map_or(0, |e| hasher.hash_one(e.key))
+            };
+            self.denied
+                .insert_unique(hash, entries.len() as u32, rehash);
+            entries.push(DeniedEntry {
+                key,
                 count: 1,
                 first: now,
                 last: now,
             });
             return;
         }
-        let o = p.overflow.get_or_insert_with(|| Overflowed {
-            peer: PeerRef::of(peer),
-            reason,
-            count: 0,
-            first: now,
-            last: now,
-            distinct: Distinct::new(),
-        });
+        let summaries = &mut self.tables.summaries;
+        let i = match p.overflow {
+            Some(i) => i,
+            None => {
+                let peer = self.tables.peers[slot].clone();
+                summaries.push(Overflowed {
+                    peer,
+                    reason,
+                    count: 0,
+                    first: now,
+                    last: now,
+                    distinct: Distinct::new(),
+                });
+                *p.overflow.insert(summaries.len() - 1)
+            }
+        };
+        let Some(o) = summaries.get_mut(i) else {
+            return;
+        };
         o.count += 1;
         o.last = now;
-        let port = port.map_or(0, |p| 1 << 16 | u32::from(p));
-        let rest = u32::from(proto) << 24 | port;
-        o.distinct
-            .insert(self.hasher.hash_one((addr_bits(dst), rest)));
+        o.distinct.insert(self.hasher.hash_one((
+            key.addr_hi,
+            key.addr_lo,
+            key.meta & !(0xf << 20),
+        )));
     }
 
-    /// Sends every record of the window to the queue (never blocks) and empties the tables,
-    /// keeping their capacity.
+    /// Hands the window's tables to the queue in one operation (never blocks) and starts
+    /// again on emptied tables.
     pub fn flush(&mut self) {
-        let window_start_ms = self.window_start_ms;
         self.allowed.clear();
         self.last_allowed = None;
-        let mut aggs = std::mem::take(&mut self.aggs);
-        for a in aggs.drain(..) {
-            let resource = a.resource;
-            let mut ports = a.ports[..a.nports].to_vec();
-            ports.sort_unstable();
-            self.log.send(FlowRecord::Allowed(AllowedFlow {
-                peer: a.peer,
-                resource,
-                window_start_ms,
-                first_ms: self.ms(a.first),
-                last_ms: self.ms(a.last),
-                packets_out: a.packets_out,
-                bytes_out: a.bytes_out,
-                packets_in: a.packets_in,
-                bytes_in: a.bytes_in,
-                protocols: a.protocols,
-                ports,
-                ports_truncated: a.ports_truncated,
-            }));
-        }
-        self.aggs = aggs;
-        let mut denied = std::mem::take(&mut self.denied);
-        for (k, d) in denied.drain() {
-            self.log.send(FlowRecord::Denied(DeniedFlow {
-                peer: d.peer,
-                dst: Some(k.dst),
-                proto: k.proto,
-                port: k.port,
-                reason: k.reason,
-                count: d.count,
-                window_start_ms,
-                first_ms: self.ms(d.first),
-                last_ms: self.ms(d.last),
-                destinations: 1,
-            }));
-        }
-        self.denied = denied;
-        let mut per_peer = std::mem::take(&mut self.per_peer);
-        for (_, p) in per_peer.drain() {
-            if let Some(o) = p.overflow {
-                self.log.send(FlowRecord::Denied(DeniedFlow {
-                    peer: o.peer,
-                    dst: None,
-                    proto: 0,
-                    port: None,
-                    reason: o.reason,
-                    count: o.count,
-                    window_start_ms,
-                    first_ms: self.ms(o.first),
-                    last_ms: self.ms(o.last),
-                    destinations: o.distinct.estimate(),
-                }));
-            }
-        }
-        self.per_peer = per_peer;
+        self.denied.clear();
+        self.slots.clear();
+        self.per_peer.clear();
+        let tables = std::mem::replace(&mut self.tables, self.log.fresh_tables());
+        self.log
+            .send_window(self.clock, self.window_start_ms, tables);
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::gateway::packet::{self, build};
 use crate::gateway::peers::{PeerSpec, Peers};
-use crate::policy::{RuleSet, IPPROTO_ICMP};
+use crate::policy::{RuleSet, IPPROTO_ICMP, IPPROTO_UDP};
 
 const LAPTOP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
 const PAIE: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 10);
@@ -26,7 +26,12 @@ fn peers() -> Peers {
     peers
 }
 
-fn drain(rx: &Receiver<FlowRecord>) -> Vec<FlowRecord> {
+/// The `i`-th of a run of distinct denied destinations (198.18.4.0 onwards).
+fn nth_dst(i: u32) -> IpAddr {
+    IpAddr::from(Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 4, 0)) + i))
+}
+
+fn drain(rx: &FlowReceiver) -> Vec<FlowRecord> {
     rx.try_iter().collect()
 }
 
@@ -225,10 +230,7 @@ fn a_full_queue_never_blocks_and_counts_losses_per_kind() {
     assert_eq!(log.take_first_loss(), None, "taken once");
     assert_eq!(log.depth(), 3, "the queue holds what was not lost");
     let recs = drain(&rx);
-    for _ in &recs {
-        log.received();
-    }
-    assert_eq!(log.depth(), 0);
+    assert_eq!(log.depth(), 0, "taking records frees their room");
     assert_eq!(recs.len(), 3);
     let FlowRecord::Denied(d) = &recs[0] else {
         panic!()
@@ -277,4 +279,135 @@ fn a_device_index_taken_over_within_the_window_is_recorded_under_the_new_device(
             (Some(d2.into()), [4; 32], "device:8:bob".to_string()),
         ]
     );
+}
+
+#[test]
+fn a_window_reaches_the_consumer_in_one_queue_operation_complete_and_in_order() {
+    let (log, rx) = FlowLog::new(WINDOW, 1024);
+    let peers = peers();
+    let t = peers.load();
+    let peer = t.by_address(LAPTOP).unwrap();
+    let now = Instant::now();
+    let mut w = WorkerFlows::new(Arc::clone(&log), now, T0);
+    let syn = build::tcp(LAPTOP, PAIE, 40000, 443, 0x02);
+    w.allowed(now, peer, 4, &packet::parse(&syn).unwrap(), syn.len(), true);
+    // 200 destinations, the i-th seen i % 3 + 1 times and last at now + i ms; then the same
+    // address as IPv4 and as IPv4-mapped IPv6 (one key each), without a port (ICMP).
+    for i in 0..200u32 {
+        for _ in 0..=i % 3 {
+            let at = now + Duration::from_millis(u64::from(i));
+            w.denied(at, peer, nth_dst(i), IPPROTO_UDP, 53, DenyReason::NoGrant);
+        }
+    }
+    let v4 = Ipv4Addr::new(198, 18, 5, 1);
+    for d in [IpAddr::from(v4), IpAddr::from(v4.to_ipv6_mapped())] {
+        w.denied(now, peer, d, IPPROTO_ICMP, 7, DenyReason::SpoofedSource);
+    }
+    let sends = log.sends();
+    w.flush();
+    assert_eq!(log.sends(), sends + 1, "one queue operation for the window");
+    assert_eq!(log.depth(), 203);
+    let recs = drain(&rx);
+    assert_eq!(recs.len(), 203);
+    assert_eq!(log.depth(), 0);
+    let FlowRecord::Allowed(a) = &recs[0] else {
+        panic!("{:?}", recs[0])
+    };
+    assert_eq!((a.packets_out, a.window_start_ms), (1, T0));
+    for (i, r) in recs[1..201].iter().enumerate() {
+        let FlowRecord::Denied(d) = r else {
+            panic!("{r:?}")
+        };
+        let i = i as u32;
+        assert_eq!(d.dst, Some(nth_dst(i)), "first-seen order");
+        assert_eq!(d.count, u64::from(i % 3 + 1));
+        assert_eq!(
+            (d.proto, d.port, d.reason),
+            (IPPROTO_UDP, Some(53), DenyReason::NoGrant)
+        );
+        assert_eq!(
+            (d.first_ms, d.last_ms),
+            (T0 + i64::from(i), T0 + i64::from(i))
+        );
+        assert_eq!((d.window_start_ms, d.destinations), (T0, 1));
+        assert_eq!(d.peer.label.as_str(), "device:7:alice");
+    }
+    let named: Vec<(Option<IpAddr>, Option<u16>, DenyReason)> = recs[201..]
+        .iter()
+        .map(|r| match r {
+            FlowRecord::Denied(d) => (d.dst, d.port, d.reason),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        named,
+        vec![
+            (Some(v4.into()), None, DenyReason::SpoofedSource),
+            (
+                Some(v4.to_ipv6_mapped().into()),
+                None,
+                DenyReason::SpoofedSource
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_window_that_does_not_fit_keeps_its_first_records_and_counts_the_rest_per_kind() {
+    let (log, rx) = FlowLog::new(WINDOW, 5);
+    let peers = peers();
+    let t = peers.load();
+    let peer = t.by_address(LAPTOP).unwrap();
+    let now = Instant::now();
+    let mut w = WorkerFlows::new(Arc::clone(&log), now, T0);
+    let syn = build::tcp(LAPTOP, PAIE, 40000, 443, 0x02);
+    let info = packet::parse(&syn).unwrap();
+    let window = |w: &mut WorkerFlows, n: u32| {
+        w.allowed(now, peer, 4, &info, syn.len(), true);
+        for i in 0..n {
+            w.denied(now, peer, nth_dst(i), IPPROTO_TCP, 22, DenyReason::NoGrant);
+        }
+        w.flush();
+    };
+    // A session record takes one place; the window (1 allowed, 256 kept, 1 summary) gets 4.
+    log.send(session_start(peer));
+    window(&mut w, 300);
+    let lost = log.lost();
+    assert_eq!(lost.get(RecordKind::FlowAllowed), 0);
+    assert_eq!(lost.get(RecordKind::FlowDenied), 257 - 3);
+    assert_eq!(log.depth(), 5);
+    // The queue is full: a second window is lost whole, counted per kind.
+    window(&mut w, 2);
+    let lost = log.lost();
+    assert_eq!(lost.get(RecordKind::FlowAllowed), 1);
+    assert_eq!(lost.get(RecordKind::FlowDenied), 257 - 3 + 2);
+    assert_eq!(lost.get(RecordKind::SessionStarted), 0);
+    let recs = drain(&rx);
+    assert!(matches!(recs[0], FlowRecord::SessionStarted(_)));
+    assert!(matches!(recs[1], FlowRecord::Allowed(_)));
+    let kept: Vec<Option<IpAddr>> = recs[2..]
+        .iter()
+        .map(|r| match r {
+            FlowRecord::Denied(d) => d.dst,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        vec![Some(nth_dst(0)), Some(nth_dst(1)), Some(nth_dst(2))],
+        "the first ones"
+    );
+    // Drained: the next window fits whole.
+    window(&mut w, 2);
+    assert_eq!(drain(&rx).len(), 3);
+    assert_eq!(log.lost().total(), 1 + 257 - 3 + 2);
+    assert_eq!(log.depth(), 0);
+}
+
+fn session_start(peer: &Peer) -> FlowRecord {
+    FlowRecord::SessionStarted(SessionStart {
+        peer: PeerRef::of(peer),
+        endpoint: "198.18.0.9:51820".parse().unwrap(),
+        started_ms: T0,
+    })
 }

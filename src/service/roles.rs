@@ -80,8 +80,17 @@ pub struct Actor {
 
 /// Whether `groups` contains any of `role_groups` (DNs compared case- and space-insensitively).
 pub fn has_role(groups: &[String], role_groups: &[String]) -> bool {
-    let wanted: BTreeSet<String> = role_groups.iter().map(|g| normalize_dn(g)).collect();
-    groups.iter().any(|g| wanted.contains(&normalize_dn(g)))
+    in_any(&normalized(groups), role_groups)
+}
+
+/// `groups` normalized, to test several roles against them (each DN parsed once).
+fn normalized(groups: &[String]) -> BTreeSet<String> {
+    groups.iter().map(|g| normalize_dn(g)).collect()
+}
+
+/// Whether one of `role_groups` is among the normalized groups `mine`.
+fn in_any(mine: &BTreeSet<String>, role_groups: &[String]) -> bool {
+    role_groups.iter().any(|g| mine.contains(&normalize_dn(g)))
 }
 
 impl Actor {
@@ -89,21 +98,22 @@ impl Actor {
     /// `[[roles.delegated]]` technician group is IT staff limited to that entry's scope group
     /// (unless a full `it_staff` group also lists them).
     pub fn resolve(cfg: &RolesConfig, username: &str, groups: &[String]) -> Actor {
+        let mine = normalized(groups);
         let mut roles = RoleSet::default();
-        if has_role(groups, &cfg.vpn_users) {
+        if in_any(&mine, &cfg.vpn_users) {
             roles = roles.with(Role::VpnUser);
         }
-        if has_role(groups, &cfg.auditors) {
+        if in_any(&mine, &cfg.auditors) {
             roles = roles.with(Role::Auditor);
         }
-        let scope = if has_role(groups, &cfg.it_staff) {
+        let scope = if in_any(&mine, &cfg.it_staff) {
             roles = roles.with(Role::ItStaff);
             Scope::All
         } else {
             let scopes: BTreeSet<String> = cfg
                 .delegated
                 .iter()
-                .filter(|d| has_role(groups, std::slice::from_ref(&d.it_staff)))
+                .filter(|d| in_any(&mine, std::slice::from_ref(&d.it_staff)))
                 .map(|d| normalize_dn(&d.scope))
                 .collect();
             if !scopes.is_empty() {

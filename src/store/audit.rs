@@ -44,6 +44,28 @@ pub(crate) async fn append(
     Ok(event)
 }
 
+/// Appends `events` at time `ts`, in order: the chain head read once, the events linked in
+/// memory, then inserted [`INSERT_ROWS`] rows per statement. Must run inside a writer
+/// transaction.
+pub(crate) async fn append_many(
+    conn: &mut AnyConnection,
+    ts: i64,
+    events: &[&NewAuditEvent],
+) -> Result<Vec<AuditEvent>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut next = last_link(conn).await?;
+    let mut out = Vec::with_capacity(events.len());
+    for ev in events {
+        let e = link(next, ts, ev);
+        next = next_link(&e);
+        out.push(e);
+    }
+    insert_rows(conn, &out).await?;
+    Ok(out)
+}
+
 /// The event `ev` at time `ts`, chained after `(id, prev_hash)`: its id and hashes, in memory.
 fn link((id, prev_hash): (i64, String), ts: i64, ev: &NewAuditEvent) -> AuditEvent {
     let details = if ev.details.is_null() {
@@ -284,16 +306,8 @@ impl Store {
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let now = self.now_ms();
         let mut tx = self.write_tx().await?;
-        // The chain is computed in memory from the head read once, then written
-        // INSERT_ROWS rows per statement.
-        let mut next = last_link(&mut tx).await?;
-        let mut out = Vec::with_capacity(events.len());
-        for ev in events {
-            let e = link(next, now, ev);
-            next = next_link(&e);
-            out.push(e);
-        }
-        insert_rows(&mut tx, &out).await?;
+        let refs: Vec<&NewAuditEvent> = events.iter().collect();
+        let out = append_many(&mut tx, now, &refs).await?;
         tx.commit().await?;
         Ok(out)
     }

@@ -123,6 +123,10 @@ async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreErro
     let mut addresses = Allocator::default();
     let mut sessions: Vec<&WebSession> = Vec::new();
     let mut login_users: Vec<&DirectoryUser> = Vec::new();
+    // The logins' and lone audit events, appended together after the loop (one chain-head
+    // read and multi-row inserts for the batch; enrolments append their own events inside the
+    // loop, in the same transaction, so the chain stays linear).
+    let mut events: Vec<&NewAuditEvent> = Vec::new();
     for w in writes {
         match w {
             Write::Login {
@@ -132,11 +136,11 @@ async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreErro
             } => {
                 login_users.push(user);
                 sessions.push(session);
-                audit::append(&mut tx, now, ev).await?;
+                events.push(ev);
                 results.push(Ok(Done::Written));
             }
             Write::Audit(ev) => {
-                audit::append(&mut tx, now, ev).await?;
+                events.push(ev);
                 results.push(Ok(Done::Written));
             }
             Write::Enrol(e) => {
@@ -157,6 +161,7 @@ async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreErro
     // parameters, PostgreSQL 65,535: a batch of MAX_BATCH logins needs 6 per row).
     users::upsert_many(&mut tx, &login_users, now).await?;
     insert_sessions(&mut tx, &sessions).await?;
+    audit::append_many(&mut tx, now, &events).await?;
     tx.commit().await?;
     Ok(results)
 }

@@ -92,6 +92,10 @@ pub(crate) async fn upsert_many(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
+    // The groups stored before, to rewrite `user_groups` only for the users whose groups
+    // changed (a login batch usually changes none: one read instead of a DELETE and an INSERT
+    // of every row of the batch's users).
+    let before = stored_groups(conn, rows.iter().map(|(u, _)| u.username.as_str())).await?;
     let mut sql = format!(
         "INSERT INTO users (username, dn, display_name, groups, disabled, last_sync) VALUES {}",
         super::row_placeholders(rows.len(), PER_ROW)
@@ -112,25 +116,51 @@ pub(crate) async fn upsert_many(
             .bind(now);
     }
     query.execute(&mut *conn).await?;
-    let stored: Vec<User> = rows.into_iter().map(|(u, _)| u).collect();
-    write_groups(conn, &stored).await?;
-    Ok(stored)
+    let changed: Vec<&User> = rows
+        .iter()
+        .filter(|(u, groups)| before.get(&u.username) != Some(groups))
+        .map(|(u, _)| u)
+        .collect();
+    write_groups(conn, &changed).await?;
+    Ok(rows.into_iter().map(|(u, _)| u).collect())
+}
+
+/// `username IN ($1, …, $n)`.
+fn username_in(n: usize) -> String {
+    let placeholders: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    format!("username IN ({})", placeholders.join(", "))
+}
+
+/// `users.groups` (the stored JSON) of those of `usernames` that exist.
+async fn stored_groups<'a>(
+    conn: &mut AnyConnection,
+    usernames: impl ExactSizeIterator<Item = &'a str>,
+) -> Result<std::collections::HashMap<String, String>, StoreError> {
+    let sql = format!(
+        "SELECT username, groups FROM users WHERE {}",
+        username_in(usernames.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for name in usernames {
+        q = q.bind(name.to_string());
+    }
+    let mut out = std::collections::HashMap::new();
+    for row in q.fetch_all(&mut *conn).await? {
+        out.insert(row.try_get("username")?, row.try_get("groups")?);
+    }
+    Ok(out)
 }
 
 /// Rewrites the users' rows of `user_groups` (normalized DNs), which the device list's scope
 /// filter reads: one DELETE for all of them, then INSERTs of at most `MAX_PAIRS` rows each (a
 /// batch of logins shares them, like the users' upsert).
-async fn write_groups(conn: &mut AnyConnection, users: &[User]) -> Result<(), StoreError> {
+async fn write_groups(conn: &mut AnyConnection, users: &[&User]) -> Result<(), StoreError> {
     /// Rows per INSERT: 2 parameters each, well under SQLite's 32,766 and PostgreSQL's 65,535.
     const MAX_PAIRS: usize = 5_000;
     if users.is_empty() {
         return Ok(());
     }
-    let placeholders: Vec<String> = (1..=users.len()).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "DELETE FROM user_groups WHERE username IN ({})",
-        placeholders.join(", ")
-    );
+    let sql = format!("DELETE FROM user_groups WHERE {}", username_in(users.len()));
     let mut q = sqlx::query(&sql);
     for user in users {
         q = q.bind(user.username.clone());
