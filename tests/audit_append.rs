@@ -264,3 +264,26 @@ async fn last_seen_follows_the_latest_session_and_flow(db: Db) {
         .expect("some");
     assert_eq!(s.id, more[1].id);
 }
+
+/// Every pooled SQLite connection runs with the page cache and WAL checkpoint interval the append
+/// rate was measured with (bench/REPORT.md, "Audit inserts, before/after (auditins)"); SQLite's
+/// defaults are a 2,000 KiB cache and a checkpoint every 1,000 pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_connections_keep_the_append_cache_and_checkpoint_settings() {
+    let db = sqlite_db().await;
+    let pool = db.store.pool();
+    let mut held = Vec::new();
+    for _ in 0..pool.options().get_max_connections() {
+        let mut conn = pool.acquire().await.expect("connection");
+        let cache: i64 = sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("cache_size");
+        let checkpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("wal_autocheckpoint");
+        assert_eq!((cache, checkpoint), (-8192, 10_000));
+        held.push(conn);
+    }
+}

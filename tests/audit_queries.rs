@@ -1,5 +1,6 @@
 //! Audit queries on SQLite AND PostgreSQL: indexed filters over the data-plane event shapes,
-//! keyset pages, flows to a resource, the access review, the migration 0003 backfill.
+//! keyset pages, flows to a resource, the access review, the migrations 0003 (backfill) and 0009
+//! (hash no longer unique) on a log that already holds a chain.
 
 mod common {
     pub mod audit_events;
@@ -433,23 +434,9 @@ async fn migration_0003_backfills_index_columns_by_the_same_rule_postgres() {
     backfill_matches_index_keys(&db.url, &db.url, "postgres", dir.path()).await;
 }
 
-async fn backfill_matches_index_keys(
-    old_url: &str,
-    url: &str,
-    flavour: &str,
-    dir: &std::path::Path,
-) {
-    // The schema as it was before 0003: the first two migrations, unchanged (same checksums).
-    let old = dir.join("migrations");
-    std::fs::create_dir(&old).expect("dir");
-    for f in ["0001_initial.sql", "0002_audit_retention.sql"] {
-        std::fs::copy(
-            format!("{}/migrations/{flavour}/{f}", env!("CARGO_MANIFEST_DIR")),
-            old.join(f),
-        )
-        .expect("copy");
-    }
-    let samples = [
+/// The seven events of the migration tests: one of each shape the index columns care about.
+fn migration_samples() -> Vec<NewAuditEvent> {
+    vec![
         session_started(7, "alice", T0),
         flow(Some(7), Some("alice"), "paie", T0, 100),
         flow(None, None, "paie", T0, 100),
@@ -458,53 +445,88 @@ async fn backfill_matches_index_keys(
             .details(json!({"username": "carol", "reason": "lost"})),
         NewAuditEvent::new(Action::AuthLogin, &AuditContext::new("dave", None), "dave"),
         NewAuditEvent::new(Action::DirectorySync, &AuditContext::system(), "directory"),
-    ];
-    {
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::AnyPool::connect(old_url).await.expect("old db");
-        sqlx::migrate::Migrator::new(old.as_path())
-            .await
-            .expect("migrator")
-            .run(&pool)
-            .await
-            .expect("old schema");
-        let mut prev = sesame::audit::GENESIS_HASH.to_string();
-        for (i, ev) in samples.iter().enumerate() {
-            let mut e = sesame::audit::AuditEvent {
-                id: i as i64 + 1,
-                ts: T0,
-                actor: ev.actor.clone(),
-                action: ev.action.as_str().into(),
-                target: ev.target.clone(),
-                outcome: ev.outcome,
-                source_ip: ev.source_ip.clone(),
-                details: ev.details.clone(),
-                prev_hash: prev.clone(),
-                hash: String::new(),
-            };
-            e.hash = e.compute_hash();
-            prev = e.hash.clone();
-            sqlx::query(
-                "INSERT INTO audit_events (id, ts, actor, action, target, outcome, source_ip, details, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
+    ]
+}
+
+/// A database at `old_url` with the schema as it was before migration `before` (the earlier
+/// migration files, unchanged: same checksums) holding `samples` as a valid chain (ids 1…),
+/// written by plain INSERTs; with `index_columns`, the index columns of 0003 too.
+async fn old_log(
+    old_url: &str,
+    flavour: &str,
+    dir: &std::path::Path,
+    before: &str,
+    samples: &[NewAuditEvent],
+    index_columns: bool,
+) {
+    let old = dir.join("migrations");
+    std::fs::create_dir(&old).expect("dir");
+    let src = format!("{}/migrations/{flavour}", env!("CARGO_MANIFEST_DIR"));
+    for f in std::fs::read_dir(&src).expect("migrations") {
+        let name = f.expect("entry").file_name();
+        if name.to_string_lossy().as_ref() < before {
+            std::fs::copy(format!("{src}/{}", name.to_string_lossy()), old.join(&name))
+                .expect("copy");
+        }
+    }
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(old_url).await.expect("old db");
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .expect("migrator")
+        .run(&pool)
+        .await
+        .expect("old schema");
+    let mut prev = sesame::audit::GENESIS_HASH.to_string();
+    for (i, ev) in samples.iter().enumerate() {
+        let mut e = sesame::audit::AuditEvent {
+            id: i as i64 + 1,
+            ts: T0,
+            actor: ev.actor.clone(),
+            action: ev.action.as_str().into(),
+            target: ev.target.clone(),
+            outcome: ev.outcome,
+            source_ip: ev.source_ip.clone(),
+            details: ev.details.clone(),
+            prev_hash: prev.clone(),
+            hash: String::new(),
+        };
+        e.hash = e.compute_hash();
+        prev = e.hash.clone();
+        let keys = index_keys(&e.target, &e.details);
+        let (columns, values) = if index_columns {
+            (", username, device_id, resource", ", $11, $12, $13")
+        } else {
+            ("", "")
+        };
+        let sql = format!(
+            "INSERT INTO audit_events (id, ts, actor, action, target, outcome, source_ip, details, \
+             prev_hash, hash{columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10{values})"
+        );
+        let mut q = sqlx::query(&sql)
             .bind(e.id)
             .bind(e.ts)
-            .bind(&e.actor)
-            .bind(&e.action)
-            .bind(&e.target)
+            .bind(e.actor.clone())
+            .bind(e.action.clone())
+            .bind(e.target.clone())
             .bind(e.outcome.as_str())
-            .bind(&e.source_ip)
+            .bind(e.source_ip.clone())
             .bind(sesame::audit::canonical_json(&e.details))
-            .bind(&e.prev_hash)
-            .bind(&e.hash)
-            .execute(&pool)
-            .await
-            .expect("old insert");
+            .bind(e.prev_hash.clone())
+            .bind(e.hash.clone());
+        if index_columns {
+            q = q
+                .bind(keys.username)
+                .bind(keys.device_id)
+                .bind(keys.resource);
         }
-        pool.close().await;
+        q.execute(&pool).await.expect("old insert");
     }
-    let store = Store::connect(url).await.expect("migrate to 0003");
+    pool.close().await;
+}
+
+/// Every row's index columns are what [`index_keys`] derives from it.
+async fn assert_index_columns(store: &Store, samples: &[NewAuditEvent]) {
     for (i, ev) in samples.iter().enumerate() {
         let want = index_keys(&ev.target, &ev.details);
         let row = sqlx::query_as::<_, (Option<String>, Option<i64>, Option<String>)>(
@@ -521,6 +543,18 @@ async fn backfill_matches_index_keys(
             i + 1
         );
     }
+}
+
+async fn backfill_matches_index_keys(
+    old_url: &str,
+    url: &str,
+    flavour: &str,
+    dir: &std::path::Path,
+) {
+    let samples = migration_samples();
+    old_log(old_url, flavour, dir, "0003", &samples, false).await;
+    let store = Store::connect(url).await.expect("migrate to 0003");
+    assert_index_columns(&store, &samples).await;
     assert_eq!(
         store.verify_audit().await.expect("verify"),
         AuditVerification::Intact {
@@ -545,4 +579,91 @@ async fn backfill_matches_index_keys(
             .await
             .is_err()
     );
+}
+
+/// Migration 0009 rebuilds SQLite's audit table without UNIQUE(hash): a log that already holds
+/// a chain keeps every event, its index columns, its triggers, and still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0009_keeps_the_chain_and_drops_unique_hash_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/old.db", dir.path().display());
+    hash_not_unique_keeps_the_chain(&format!("{url}?mode=rwc"), &url, "sqlite", dir.path()).await;
+}
+
+/// The same on PostgreSQL (a dropped constraint there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0009_keeps_the_chain_and_drops_unique_hash_postgres() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tokio::task::spawn_blocking(common::postgres::database)
+        .await
+        .expect("start PostgreSQL");
+    hash_not_unique_keeps_the_chain(&db.url, &db.url, "postgres", dir.path()).await;
+}
+
+async fn hash_not_unique_keeps_the_chain(
+    old_url: &str,
+    url: &str,
+    flavour: &str,
+    dir: &std::path::Path,
+) {
+    let samples = migration_samples();
+    old_log(old_url, flavour, dir, "0009", &samples, true).await;
+    let store = Store::connect(url).await.expect("migrate to 0009");
+    assert_index_columns(&store, &samples).await;
+    let n = samples.len() as i64;
+    assert_eq!(
+        store.verify_audit().await.expect("verify"),
+        AuditVerification::Intact { events: n as u64 }
+    );
+    // The hash is no longer a unique key: a row repeating event 1's hash is accepted by the
+    // database (refused before 0009), and left to `audit verify` (rolled back here).
+    let first_hash: String = sqlx::query_scalar("SELECT hash FROM audit_events WHERE id = 1")
+        .fetch_one(store.pool())
+        .await
+        .expect("hash");
+    let mut tx = store.pool().begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO audit_events (id, ts, actor, action, target, outcome, source_ip, details, \
+         prev_hash, hash) VALUES ($1, $2, 'mallory', 'auth.login', 'mallory', 'success', NULL, \
+         '{}', $3, $3)",
+    )
+    .bind(n + 1)
+    .bind(T0)
+    .bind(&first_hash)
+    .execute(&mut *tx)
+    .await
+    .expect("a repeated hash is no longer refused by the schema");
+    tx.rollback().await.expect("rollback");
+    // The append goes on from the migrated chain, which stays append-only.
+    let next = store
+        .append_audit(&flow(Some(7), Some("alice"), "paie", T0, 100))
+        .await
+        .expect("append after 0009");
+    assert_eq!(next.id, n + 1);
+    assert_eq!(
+        store.verify_audit().await.expect("verify"),
+        AuditVerification::Intact {
+            events: n as u64 + 1
+        }
+    );
+    assert_eq!(
+        list(
+            &store,
+            AuditFilter {
+                device: Some(7),
+                ..Default::default()
+            }
+        )
+        .await,
+        [1, 2, n + 1]
+    );
+    for statement in [
+        "UPDATE audit_events SET actor = 'x' WHERE id = 1",
+        "DELETE FROM audit_events WHERE id = 1",
+    ] {
+        assert!(
+            sqlx::query(statement).execute(store.pool()).await.is_err(),
+            "{statement} must still be refused"
+        );
+    }
 }
