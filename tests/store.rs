@@ -723,6 +723,22 @@ async fn user_groups_follow_the_directory_across_login_batches(db: Db) {
     login(anne, 5).await;
     assert_eq!(rows("anne").await, base);
     assert_eq!(rows("bruno").await, with_paie);
+
+    // Rows in another form than the canonical one (as migration 0008 filled them in, lower-cased
+    // only) are rewritten at the next login even though the user's groups did not change.
+    exec(
+        &db.store,
+        "DELETE FROM user_groups WHERE username = 'carla'",
+    )
+    .await;
+    exec(
+        &db.store,
+        "INSERT INTO user_groups (username, group_dn) \
+         VALUES ('carla', 'cn=personnels-administratifs, ou=groups, dc=example, dc=org')",
+    )
+    .await;
+    login(person("carla"), 6).await;
+    assert_eq!(rows("carla").await, base);
 }
 
 /// The control plane skips the full recomputation for a device it has just published when the

@@ -3,8 +3,10 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row as _};
 
+use std::collections::{BTreeSet, HashMap};
+
 use super::{Store, StoreError};
-use crate::directory::DirectoryUser;
+use crate::directory::{normalize_dn, DirectoryUser};
 
 /// A user as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,10 +94,6 @@ pub(crate) async fn upsert_many(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    // The groups stored before, to rewrite `user_groups` only for the users whose groups
-    // changed (a login batch usually changes none: one read instead of a DELETE and an INSERT
-    // of every row of the batch's users).
-    let before = stored_groups(conn, rows.iter().map(|(u, _)| u.username.as_str())).await?;
     let mut sql = format!(
         "INSERT INTO users (username, dn, display_name, groups, disabled, last_sync) VALUES {}",
         super::row_placeholders(rows.len(), PER_ROW)
@@ -116,12 +114,7 @@ pub(crate) async fn upsert_many(
             .bind(now);
     }
     query.execute(&mut *conn).await?;
-    let changed: Vec<&User> = rows
-        .iter()
-        .filter(|(u, groups)| before.get(&u.username) != Some(groups))
-        .map(|(u, _)| u)
-        .collect();
-    write_groups(conn, &changed).await?;
+    write_groups(conn, &rows).await?;
     Ok(rows.into_iter().map(|(u, _)| u).collect())
 }
 
@@ -131,50 +124,63 @@ fn username_in(n: usize) -> String {
     format!("username IN ({})", placeholders.join(", "))
 }
 
-/// `users.groups` (the stored JSON) of those of `usernames` that exist.
+/// The `user_groups` rows of those of `usernames` that have any, per user.
 async fn stored_groups<'a>(
     conn: &mut AnyConnection,
     usernames: impl ExactSizeIterator<Item = &'a str>,
-) -> Result<std::collections::HashMap<String, String>, StoreError> {
+) -> Result<HashMap<String, BTreeSet<String>>, StoreError> {
     let sql = format!(
-        "SELECT username, groups FROM users WHERE {}",
+        "SELECT username, group_dn FROM user_groups WHERE {}",
         username_in(usernames.len())
     );
     let mut q = sqlx::query(&sql);
     for name in usernames {
         q = q.bind(name.to_string());
     }
-    let mut out = std::collections::HashMap::new();
+    let mut out: HashMap<String, BTreeSet<String>> = HashMap::new();
     for row in q.fetch_all(&mut *conn).await? {
-        out.insert(row.try_get("username")?, row.try_get("groups")?);
+        out.entry(row.try_get("username")?)
+            .or_default()
+            .insert(row.try_get("group_dn")?);
     }
     Ok(out)
 }
 
-/// Rewrites the users' rows of `user_groups` (normalized DNs), which the device list's scope
-/// filter reads: one DELETE for all of them, then INSERTs of at most `MAX_PAIRS` rows each (a
-/// batch of logins shares them, like the users' upsert).
-async fn write_groups(conn: &mut AnyConnection, users: &[&User]) -> Result<(), StoreError> {
+/// Brings the users' rows of `user_groups` (normalized DNs, which the device list's scope
+/// filter reads) in line with their groups. The rows are read first and only the users whose
+/// rows differ are rewritten: a login batch usually changes none, and rows the migration
+/// stored lower-cased only are put in canonical form. One read, then for those users one DELETE
+/// and INSERTs of at most `MAX_PAIRS` rows each (a batch of logins shares them, like the
+/// users' upsert).
+async fn write_groups(conn: &mut AnyConnection, rows: &[(User, String)]) -> Result<(), StoreError> {
     /// Rows per INSERT: 2 parameters each, well under SQLite's 32,766 and PostgreSQL's 65,535.
     const MAX_PAIRS: usize = 5_000;
-    if users.is_empty() {
+    let before = stored_groups(conn, rows.iter().map(|(u, _)| u.username.as_str())).await?;
+    let no_rows = BTreeSet::new();
+    let changed: Vec<(&str, BTreeSet<String>)> = rows
+        .iter()
+        .map(|(u, _)| {
+            let dns: BTreeSet<String> = u.groups.iter().map(|g| normalize_dn(g)).collect();
+            (u.username.as_str(), dns)
+        })
+        .filter(|(name, dns)| before.get(*name).unwrap_or(&no_rows) != dns)
+        .collect();
+    if changed.is_empty() {
         return Ok(());
     }
-    let sql = format!("DELETE FROM user_groups WHERE {}", username_in(users.len()));
+    let sql = format!(
+        "DELETE FROM user_groups WHERE {}",
+        username_in(changed.len())
+    );
     let mut q = sqlx::query(&sql);
-    for user in users {
-        q = q.bind(user.username.clone());
+    for (name, _) in &changed {
+        q = q.bind(name.to_string());
     }
     q.execute(&mut *conn).await?;
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    for user in users {
-        let dns: std::collections::BTreeSet<String> = user
-            .groups
-            .iter()
-            .map(|g| crate::directory::normalize_dn(g))
-            .collect();
-        pairs.extend(dns.into_iter().map(|dn| (user.username.clone(), dn)));
-    }
+    let pairs: Vec<(&str, &String)> = changed
+        .iter()
+        .flat_map(|(name, dns)| dns.iter().map(move |dn| (*name, dn)))
+        .collect();
     for chunk in pairs.chunks(MAX_PAIRS) {
         let sql = format!(
             "INSERT INTO user_groups (username, group_dn) VALUES {}",
@@ -182,7 +188,7 @@ async fn write_groups(conn: &mut AnyConnection, users: &[&User]) -> Result<(), S
         );
         let mut q = sqlx::query(&sql);
         for (username, dn) in chunk {
-            q = q.bind(username.clone()).bind(dn.clone());
+            q = q.bind(username.to_string()).bind(dn.to_string());
         }
         q.execute(&mut *conn).await?;
     }
