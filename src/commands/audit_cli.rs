@@ -97,19 +97,14 @@ pub fn export(
             ..filter
         };
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let mut total = 0u64;
-        let mut after = None;
         let mut first = true;
-        loop {
-            let (page, next) = store.audit_page(&filter, after, PAGE).await?;
-            out.write_all(&render_page(format, &page, first)?)?;
-            first = false;
-            total += page.len() as u64;
-            match next {
-                Some(id) => after = Some(id),
-                None => break,
-            }
-        }
+        let total = store
+            .audit_scan(&filter, PAGE, |page| -> anyhow::Result<()> {
+                out.write_all(&render_page(format, page, first)?)?;
+                first = false;
+                Ok(())
+            })
+            .await?;
         out.flush()?;
         store.close().await;
         eprintln!("{total} événements exportés / events exported");

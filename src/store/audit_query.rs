@@ -80,6 +80,23 @@ fn bind_all<'q>(
     q
 }
 
+/// Events matching `filter` (its `after_id` and `limit` included), oldest first, on `executor`.
+async fn list_audit_on<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    filter: &AuditFilter,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let (cond, binds) = where_clause(filter);
+    let limit = match filter.limit {
+        Some(n) => format!(" LIMIT {}", n.max(0)),
+        None => String::new(),
+    };
+    let sql = format!("SELECT {COLUMNS} FROM audit_events {cond} ORDER BY id{limit}");
+    let rows = bind_all(sqlx::query(&sql), binds)
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
 /// Who reached a resource from one device (or static peer), over a time range: the sum of its
 /// `flow.allowed` records.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -107,16 +124,36 @@ pub type LastSeen = Option<AuditEvent>;
 impl Store {
     /// Events matching `filter` (its `after_id` and `limit` included), oldest first.
     pub async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
-        let (cond, binds) = where_clause(filter);
-        let limit = match filter.limit {
-            Some(n) => format!(" LIMIT {}", n.max(0)),
-            None => String::new(),
-        };
-        let sql = format!("SELECT {COLUMNS} FROM audit_events {cond} ORDER BY id{limit}");
-        let rows = bind_all(sqlx::query(&sql), binds)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(from_row).collect()
+        list_audit_on(&self.pool, filter).await
+    }
+
+    /// Every event of `filter`, oldest first, read in keyset pages of `page` events on one
+    /// connection and handed to `sink` page by page; returns how many were handed over.
+    ///
+    /// Memory stays constant however long the log: one page at a time, and one connection's
+    /// SQLite page cache (pages read through the pool would rotate through its idle connections
+    /// and fill each one's cache). Each page is its own statement, so no read transaction stays
+    /// open across the scan to hold back the WAL checkpoint.
+    pub async fn audit_scan<E: From<StoreError>>(
+        &self,
+        filter: &AuditFilter,
+        page: i64,
+        mut sink: impl FnMut(&[AuditEvent]) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let page = page.max(1);
+        let mut conn = self.pool.acquire().await.map_err(StoreError::from)?;
+        let mut f = filter.clone();
+        f.limit = Some(page);
+        let mut total = 0u64;
+        loop {
+            let events = list_audit_on(&mut *conn, &f).await?;
+            sink(&events)?;
+            total += events.len() as u64;
+            match events.last() {
+                Some(last) if events.len() as i64 == page => f.after_id = Some(last.id),
+                _ => return Ok(total),
+            }
+        }
     }
 
     /// One keyset page: at most `limit` events of `filter` after `after_id`, and the id to pass
