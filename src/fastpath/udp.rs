@@ -267,19 +267,43 @@ impl Batch {
 
     /// Queues a datagram to send (caller flushes when full). Returns false if it does not fit.
     pub fn push(&mut self, dst: SocketAddr, data: &[u8]) -> bool {
-        if self.len == BATCH || data.len() > self.slot.min(self.max) {
+        data.len() <= self.slot.min(self.max)
+            && self.push_with(dst, |slot| {
+                slot[..data.len()].copy_from_slice(data);
+                Some(data.len())
+            })
+    }
+
+    /// Queues a datagram for `dst` that `fill` writes in place into the next free buffer (of
+    /// at least [`Batch::max`] bytes) and whose length it returns; `None` queues nothing.
+    /// Returns false when the batch is full or `fill` declined. Encryption writes straight
+    /// into the batch this way, without a copy from a scratch buffer.
+    pub fn push_with(
+        &mut self,
+        dst: SocketAddr,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> bool {
+        if self.len == BATCH {
             return false;
         }
         let i = self.len;
         let start = i * self.slot;
-        self.bufs[start..start + data.len()].copy_from_slice(data);
-        self.lens[i] = data.len();
+        let room = self.slot.min(self.max);
+        let Some(n) = fill(&mut self.bufs[start..start + room]).filter(|&n| n <= room) else {
+            return false;
+        };
+        self.lens[i] = n;
         if self.dsts[i] != Some(dst) {
             self.addr_lens[i] = to_sockaddr(dst, &mut self.addrs[i]);
             self.dsts[i] = Some(dst);
         }
         self.len += 1;
         true
+    }
+
+    /// The largest datagram a send batch takes.
+    pub fn max(&self) -> usize {
+        self.max
     }
 
     fn prepare_recv(&mut self) {
@@ -635,5 +659,29 @@ mod tests {
         assert_eq!(&b.count[..5], &[2, 1, 1, 2, 1]);
         b.gso = false;
         assert_eq!(b.prepare_send(0), 7);
+    }
+
+    /// `push_with` queues what its closure wrote in place, nothing when it declines or
+    /// overflows the buffer, and refuses a full batch; `push` refuses a datagram over `max`.
+    #[test]
+    fn push_with_writes_in_place_and_declines_cleanly() {
+        let mut b = Batch::new(1500);
+        let a: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert!(b.push_with(a, |slot| {
+            assert_eq!(slot.len(), 1500, "room is the datagram bound");
+            slot[..3].copy_from_slice(b"abc");
+            Some(3)
+        }));
+        assert!(!b.push_with(a, |_| None));
+        assert!(!b.push_with(a, |slot| Some(slot.len() + 1)));
+        assert!(!b.push(a, &[0; 1501]));
+        assert_eq!(b.len, 1);
+        assert_eq!(&b.bufs[..3], b"abc");
+        assert_eq!(b.lens[0], 3);
+        while b.len < BATCH {
+            assert!(b.push(a, &[1; 10]));
+        }
+        assert!(b.is_full());
+        assert!(!b.push_with(a, |_| panic!("not called on a full batch")));
     }
 }

@@ -3,6 +3,7 @@
 //! No syscalls here: the caller passes `now`, the input bytes, a scratch buffer, and an
 //! [`Output`] that performs the writes. Every drop is counted by reason; nothing panics.
 
+pub use crate::fastpath::OVERHEAD;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,8 +35,6 @@ pub const HANDSHAKE_LOAD_LIMIT: u64 = 200;
 pub const PER_SOURCE_LOAD: u64 = HANDSHAKE_LOAD_LIMIT / 2;
 /// Most flows one peer may have open at once.
 pub const MAX_FLOWS_PER_PEER: usize = 4096;
-/// Extra room a scratch buffer needs beyond the packet: WireGuard's data overhead.
-pub const OVERHEAD: usize = 32;
 /// How often boringtun's timers run for each live peer.
 pub const TIMER_PERIOD: Duration = Duration::from_millis(250);
 /// A session is active while its keys are usable (boringtun's REJECT_AFTER_TIME).

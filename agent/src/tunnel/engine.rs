@@ -11,6 +11,7 @@ use boringtun::noise::{Tunn, TunnResult};
 use ipnet::IpNet;
 use sesame::fastpath::tun::{ReadError, TunReader, TunWriter, READ_BUF};
 use sesame::fastpath::udp::{self, Batch, BATCH};
+use sesame::fastpath::OVERHEAD;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use super::tun::Tun;
@@ -95,7 +96,7 @@ impl Engine {
                 }
             }
             self.wait_readable();
-            self.pump_tun(&mut io, &mut outbuf);
+            self.pump_tun(&mut io);
             self.pump_network(&mut io, &mut outbuf);
             if last_timer.elapsed() >= TIMER_TICK {
                 last_timer = Instant::now();
@@ -140,7 +141,7 @@ impl Engine {
     }
 
     /// TUN → UDP: each read (a super-segment is split first) encrypted, sent in batches.
-    fn pump_tun(&mut self, io: &mut Io, out: &mut [u8]) {
+    fn pump_tun(&mut self, io: &mut Io) {
         let udp = self.udp.as_raw_fd();
         for _ in 0..BATCH * 4 {
             let segments = match io.reader.read() {
@@ -153,16 +154,28 @@ impl Engine {
                 Err(ReadError::Io(_)) => break,
             };
             for packet in segments.iter() {
-                match self.tunn.encapsulate(packet, out) {
-                    TunnResult::WriteToNetwork(datagram) => {
-                        if io.send.is_full() {
-                            self.dropped += io.send.flush(udp) as u64;
-                        }
-                        io.send.push(self.endpoint, datagram);
-                    }
-                    TunnResult::Err(_) => self.dropped += 1,
-                    _ => {}
+                // Never more than the TUN's MTU; boringtun would panic on too small a buffer.
+                if packet.len() + OVERHEAD > io.send.max() {
+                    self.dropped += 1;
+                    continue;
                 }
+                if io.send.is_full() {
+                    self.dropped += io.send.flush(udp) as u64;
+                }
+                // Encrypted straight into the send batch, not copied there from a scratch
+                // buffer (its buffers take a handshake initiation too: 2 KiB at least).
+                let mut failed = false;
+                let tunn = &mut self.tunn;
+                io.send
+                    .push_with(self.endpoint, |slot| match tunn.encapsulate(packet, slot) {
+                        TunnResult::WriteToNetwork(datagram) => Some(datagram.len()),
+                        TunnResult::Err(_) => {
+                            failed = true;
+                            None
+                        }
+                        _ => None,
+                    });
+                self.dropped += u64::from(failed);
             }
         }
         self.dropped += io.send.flush(udp) as u64;
