@@ -78,7 +78,10 @@ struct Tcp {
 pub struct Coalescer {
     /// Whether UDP datagrams may merge (the TUN accepted USO).
     udp: bool,
+    /// The queued packets back to back in `..used`; beyond, room kept (zeroed once) for the
+    /// next ones, so a packet can be written in place (see [`Coalescer::push_with`]).
     arena: Vec<u8>,
+    used: usize,
     pkts: Vec<Pkt>,
     items: Vec<Item>,
 }
@@ -204,6 +207,7 @@ impl Coalescer {
         Coalescer {
             udp,
             arena: Vec::with_capacity(256 * 1024),
+            used: 0,
             pkts: Vec::with_capacity(256),
             items: Vec::with_capacity(256),
         }
@@ -218,29 +222,62 @@ impl Coalescer {
         &self.arena[p.start as usize..(p.start + p.len) as usize]
     }
 
-    fn store(&mut self, packet: &[u8]) -> u32 {
+    /// `n` writable bytes after the queued packets.
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        let end = self.used + n;
+        if self.arena.len() < end {
+            self.arena.resize(end, 0);
+        }
+        &mut self.arena[self.used..end]
+    }
+
+    /// Registers the `n` bytes written at the end of the queue as a packet.
+    fn register(&mut self, n: usize) -> u32 {
         let idx = self.pkts.len() as u32;
         self.pkts.push(Pkt {
-            start: self.arena.len() as u32,
-            len: packet.len() as u32,
+            start: self.used as u32,
+            len: n as u32,
             next: NONE,
         });
-        self.arena.extend_from_slice(packet);
+        self.used += n;
         idx
     }
 
     /// Queues one packet for the TUN (copied: the caller's buffer is reused).
     pub fn push(&mut self, packet: &[u8]) {
-        let tcp = parse_tcp(packet, self.udp);
-        let ok = tcp.is_some_and(|t| mergeable(packet, &t));
+        self.room(packet.len()).copy_from_slice(packet);
+        self.admit(packet.len());
+    }
+
+    /// Queues the packet that `fill` writes in place into `room` bytes and whose length it
+    /// returns; `None` queues nothing. Returns whether a packet was queued. Decryption writes
+    /// here directly, saving the copy [`Coalescer::push`] makes.
+    pub fn push_with(
+        &mut self,
+        room: usize,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> bool {
+        match fill(self.room(room)) {
+            Some(n) if n <= room => {
+                self.admit(n);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Queues the `n`-byte packet just written after the queued ones: appended to its flow's
+    /// latest item when the rules allow, else an item of its own.
+    fn admit(&mut self, n: usize) {
+        let p = &self.arena[self.used..self.used + n];
+        let tcp = parse_tcp(p, self.udp);
+        let ok = tcp.is_some_and(|t| mergeable(p, &t));
         if let (Some(t), true) = (tcp, ok) {
-            if let Some(i) = self.latest_of_flow(packet, &t) {
-                if self.try_append(i, packet, &t) {
-                    return;
-                }
+            if let Some(i) = self.latest_of_flow(p, &t).filter(|&i| self.fits(i, p, &t)) {
+                return self.append(i, n, &t);
             }
         }
-        let idx = self.store(packet);
+        let idx = self.register(n);
         let item = match tcp {
             Some(t) => Item {
                 first: idx,
@@ -252,7 +289,7 @@ impl Coalescer {
                 ip_len: t.ip_len as u16,
                 head_len: t.head_len as u16,
                 gso_size: t.payload.min(usize::from(u16::MAX)) as u16,
-                total: packet.len() as u32,
+                total: n as u32,
                 next_seq: t.seq.wrapping_add(t.payload as u32),
                 next_id: t.id.wrapping_add(1),
             },
@@ -266,7 +303,7 @@ impl Coalescer {
                 ip_len: 0,
                 head_len: 0,
                 gso_size: 0,
-                total: packet.len() as u32,
+                total: n as u32,
                 next_seq: 0,
                 next_id: 0,
             },
@@ -282,21 +319,23 @@ impl Coalescer {
         })
     }
 
-    fn try_append(&mut self, i: usize, p: &[u8], t: &Tcp) -> bool {
+    /// Whether `p` may extend item `i` (its flow's latest).
+    fn fits(&self, i: usize, p: &[u8], t: &Tcp) -> bool {
         let item = self.items[i];
-        let f = self.pkt(item.first);
-        let fits = !item.closed
+        !item.closed
             && item.count < MAX_SEGMENTS as u32
             && (t.udp || t.seq == item.next_seq)
             && (!t.v4 || t.id == item.next_id)
             && t.payload <= usize::from(item.gso_size)
             && item.total as usize + t.payload <= MAX_LEN
-            && same_headers(f, p, t, &item);
-        if !fits {
-            return false;
-        }
-        let idx = self.store(p);
-        self.pkts[item.last as usize].next = idx;
+            && same_headers(self.pkt(item.first), p, t, &item)
+    }
+
+    /// Appends the `n`-byte packet just written (see [`Coalescer::fits`]) to item `i`.
+    fn append(&mut self, i: usize, n: usize, t: &Tcp) {
+        let idx = self.register(n);
+        let last = self.items[i].last;
+        self.pkts[last as usize].next = idx;
         let it = &mut self.items[i];
         it.last = idx;
         it.count += 1;
@@ -304,7 +343,6 @@ impl Coalescer {
         it.next_seq = t.seq.wrapping_add(t.payload as u32);
         it.next_id = t.id.wrapping_add(1);
         it.closed = t.flags & PSH != 0 || t.payload < usize::from(it.gso_size);
-        true
     }
 
     /// Hands every queued write, in order, to `write` (virtio_net_hdr first, then the
@@ -366,6 +404,6 @@ impl Coalescer {
         }
         self.items.clear();
         self.pkts.clear();
-        self.arena.clear();
+        self.used = 0;
     }
 }

@@ -208,6 +208,33 @@ impl TunWriter {
         writev(self.fd, &[IoSlice::new(head), IoSlice::new(packet)]).is_ok()
     }
 
+    /// Queues the packet that `fill` writes in place into `room` bytes and whose length it
+    /// returns (`None`: nothing queued), as [`Coalescer::push_with`]: decryption writes there
+    /// directly. Without TSO it is written at once; returns false only if that write failed.
+    pub fn push_with(
+        &mut self,
+        room: usize,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> bool {
+        if self.offloads.tso {
+            self.gro.push_with(room, fill);
+            return true;
+        }
+        let (fd, vnet_hdr) = (self.fd, self.offloads.vnet_hdr);
+        let mut ok = true;
+        // The queue's room serves as the buffer; nothing stays queued.
+        self.gro.push_with(room, |buf| {
+            let n = fill(buf)?;
+            let plain = VnetHdr::default().encode();
+            let head: &[u8] = if vnet_hdr { &plain } else { &[] };
+            ok = buf.get(..n).is_some_and(|packet| {
+                writev(fd, &[IoSlice::new(head), IoSlice::new(packet)]).is_ok()
+            });
+            None
+        });
+        ok
+    }
+
     /// Writes what was queued; returns how many writes failed.
     pub fn flush(&mut self) -> usize {
         if self.gro.is_empty() {

@@ -43,6 +43,21 @@ const REJECT_AFTER: Duration = Duration::from_secs(180);
 /// Where the engine's decisions go. The I/O shell implements it over UDP and TUN.
 pub trait Output {
     fn to_network(&mut self, dst: SocketAddr, datagram: &[u8]);
+    /// Sends the datagram that `fill` writes into a buffer of `need` bytes at least and whose
+    /// length it returns (`None`: nothing to send). By default `fill` writes into `scratch`
+    /// (`need` bytes at least), handed on to [`Output::to_network`]; an output with send
+    /// buffers of its own lets it write there and saves that copy.
+    fn to_network_with(
+        &mut self,
+        dst: SocketAddr,
+        _need: usize,
+        scratch: &mut [u8],
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) {
+        if let Some(n) = fill(scratch) {
+            self.to_network(dst, &scratch[..n]);
+        }
+    }
     fn to_tun(&mut self, packet: &[u8]);
     /// The worker's flow-audit tables, when flow auditing is on.
     fn flows(&mut self) -> Option<&mut WorkerFlows> {
@@ -453,13 +468,30 @@ impl Engine {
         let Some(tunn) = st.tunn.as_mut() else {
             return self.drops.add(DropReason::NoSession);
         };
-        if scratch.len() < (inner.len() + OVERHEAD).max(148) {
+        let need = (inner.len() + OVERHEAD).max(148);
+        if scratch.len() < need {
             return self.drops.add(DropReason::TunMalformed);
         }
-        match tunn.encapsulate(inner, scratch) {
-            TunnResult::WriteToNetwork(d) => {
+        // Encrypted straight into the output's send buffer where it has one.
+        let mut sent = None;
+        out.to_network_with(endpoint, need, scratch, |buf| {
+            let start = buf.as_ptr();
+            match tunn.encapsulate(inner, buf) {
+                TunnResult::WriteToNetwork(d) => {
+                    debug_assert_eq!(d.as_ptr(), start, "written at 0");
+                    sent = Some(true);
+                    Some(d.len())
+                }
+                TunnResult::Done => None,
+                _ => {
+                    sent = Some(false);
+                    None
+                }
+            }
+        });
+        match sent {
+            Some(true) => {
                 peer.counters.tx(inner.len());
-                out.to_network(endpoint, d);
                 if let Some(f) = out.flows() {
                     // A reply: the resource is the one the laptop's request matched.
                     let rport = match info.transport {
@@ -472,8 +504,8 @@ impl Engine {
                     }
                 }
             }
-            TunnResult::Done => {}
-            _ => self.drops.add(DropReason::NoSession),
+            Some(false) => self.drops.add(DropReason::NoSession),
+            None => {}
         }
     }
 

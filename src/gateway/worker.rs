@@ -38,6 +38,26 @@ impl Output for Shell<'_> {
         }
     }
 
+    fn to_network_with(
+        &mut self,
+        dst: SocketAddr,
+        need: usize,
+        scratch: &mut [u8],
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) {
+        if self.send.max() < need {
+            // Larger than a send buffer: written in the engine's scratch, then refused there.
+            if let Some(n) = fill(scratch) {
+                self.to_network(dst, &scratch[..n]);
+            }
+            return;
+        }
+        if self.send.is_full() {
+            self.flush();
+        }
+        self.send.push_with(dst, fill);
+    }
+
     fn to_tun(&mut self, packet: &[u8]) {
         if !self.tun.push(packet) {
             self.engine.drops.add(DropReason::IoError);

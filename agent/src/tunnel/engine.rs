@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 use ipnet::IpNet;
-use sesame::fastpath::tun::{ReadError, TunReader, TunWriter, READ_BUF};
+use sesame::fastpath::tun::{ReadError, TunReader, TunWriter};
 use sesame::fastpath::udp::{self, Batch, BATCH};
 use sesame::fastpath::OVERHEAD;
 use x25519_dalek::{PublicKey, StaticSecret};
@@ -21,7 +21,9 @@ use crate::status::{now_unix, TunnelStatus};
 
 const TIMER_TICK: Duration = Duration::from_millis(100);
 const STATUS_TICK: Duration = Duration::from_millis(500);
-const BUF: usize = READ_BUF + 148;
+/// What timers and handshakes write (at most an initiation, 148 bytes); packets are encrypted
+/// and decrypted in the batches' own buffers.
+const BUF: usize = 256;
 
 pub struct Engine {
     pub tun: Tun,
@@ -97,7 +99,7 @@ impl Engine {
             }
             self.wait_readable();
             self.pump_tun(&mut io);
-            self.pump_network(&mut io, &mut outbuf);
+            self.pump_network(&mut io);
             if last_timer.elapsed() >= TIMER_TICK {
                 last_timer = Instant::now();
                 self.timers(&mut outbuf);
@@ -166,15 +168,20 @@ impl Engine {
                 // buffer (its buffers take a handshake initiation too: 2 KiB at least).
                 let mut failed = false;
                 let tunn = &mut self.tunn;
-                io.send
-                    .push_with(self.endpoint, |slot| match tunn.encapsulate(packet, slot) {
-                        TunnResult::WriteToNetwork(datagram) => Some(datagram.len()),
+                io.send.push_with(self.endpoint, |slot| {
+                    let start = slot.as_ptr();
+                    match tunn.encapsulate(packet, slot) {
+                        TunnResult::WriteToNetwork(datagram) => {
+                            debug_assert_eq!(datagram.as_ptr(), start, "written at 0");
+                            Some(datagram.len())
+                        }
                         TunnResult::Err(_) => {
                             failed = true;
                             None
                         }
                         _ => None,
-                    });
+                    }
+                });
                 self.dropped += u64::from(failed);
             }
         }
@@ -183,7 +190,7 @@ impl Engine {
 
     /// UDP → TUN: a batch of datagrams decrypted, filtered (the granted networks read once
     /// per batch), written to the TUN coalesced.
-    fn pump_network(&mut self, io: &mut Io, out: &mut [u8]) {
+    fn pump_network(&mut self, io: &mut Io) {
         let udp = self.udp.as_raw_fd();
         let shared = Arc::clone(&self.shared);
         loop {
@@ -200,26 +207,42 @@ impl Engine {
             self.dropped += io.recv.truncated() as u64;
             for (_, mut datagram) in io.recv.datagrams() {
                 loop {
-                    match self.tunn.decapsulate(None, datagram, out) {
-                        TunnResult::WriteToNetwork(packet) => {
-                            if io.send.is_full() {
-                                self.dropped += io.send.flush(udp) as u64;
+                    // Decrypted straight into the TUN writer's queue, kept there only when it
+                    // is a packet from a granted network; a handshake reply or a queued packet
+                    // for the gateway is copied to the send batch.
+                    let mut again = false;
+                    let (tunn, send, dropped) = (&mut self.tunn, &mut io.send, &mut self.dropped);
+                    let endpoint = self.endpoint;
+                    let room = datagram.len().max(148);
+                    let written = io.writer.push_with(room, |buf| {
+                        let start = buf.as_ptr();
+                        match tunn.decapsulate(None, datagram, buf) {
+                            TunnResult::WriteToNetwork(packet) => {
+                                if send.is_full() {
+                                    *dropped += send.flush(udp) as u64;
+                                }
+                                send.push(endpoint, packet);
+                                again = true;
+                                None
                             }
-                            io.send.push(self.endpoint, packet);
-                            datagram = &[];
-                        }
-                        TunnResult::WriteToTunnelV4(packet, src) => {
-                            if !(allowed(IpAddr::V4(src)) && io.writer.push(packet)) {
-                                self.dropped += 1;
+                            TunnResult::WriteToTunnelV4(packet, src)
+                                if allowed(IpAddr::V4(src)) =>
+                            {
+                                debug_assert_eq!(packet.as_ptr(), start, "written at 0");
+                                Some(packet.len())
                             }
-                            break;
+                            TunnResult::Done => None,
+                            _ => {
+                                *dropped += 1;
+                                None
+                            }
                         }
-                        TunnResult::WriteToTunnelV6(..) | TunnResult::Err(_) => {
-                            self.dropped += 1;
-                            break;
-                        }
-                        TunnResult::Done => break,
+                    });
+                    self.dropped += u64::from(!written);
+                    if !again {
+                        break;
                     }
+                    datagram = &[];
                 }
             }
             drop(granted);
