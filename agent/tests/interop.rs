@@ -350,3 +350,67 @@ fn bulk_tcp_through_the_agent_fast_path_arrives_intact() {
     );
     drop(guard);
 }
+
+/// A large packet sent before the first handshake waits in the tunnel and goes out when the
+/// gateway answers (the flush after a handshake reply needs room for a whole packet, not just
+/// a handshake message); the daemon survives it and the tunnel works.
+#[test]
+fn a_large_packet_queued_before_the_handshake_goes_out_after_it() {
+    let lab = lab();
+    let iface = unique("sag");
+    let dir = lab.tmp.path().join("agent");
+    write_agent_dir(&dir, &lab.secret, &device(&lab.gw_public), &iface);
+    let dir_s = dir.to_str().unwrap();
+    let laptop_public = keys::public_b64(&lab.secret);
+    // The gateway does not know the laptop yet: its initiations go unanswered.
+    let wg_iface = lab._wg.iface.clone();
+    lab.gw
+        .must("wg", &["set", &wg_iface, "peer", &laptop_public, "remove"]);
+    let out = agent(&lab.laptop, &["up", "--dir", dir_s]);
+    assert!(out.status.success(), "up failed: {}", text(&out));
+    let _guard = Down {
+        ns: &lab.laptop,
+        dir: dir_s,
+    };
+    // 1,300 bytes of ICMP: queued by the tunnel, the ping itself times out.
+    assert!(!lab
+        .laptop
+        .run("ping", &["-c", "1", "-s", "1300", "-W", "1", PAYROLL])
+        .status
+        .success());
+    let allowed = format!("{LAPTOP_TUNNEL}/32");
+    lab.gw.must(
+        "wg",
+        &[
+            "set",
+            &wg_iface,
+            "peer",
+            &laptop_public,
+            "allowed-ips",
+            &allowed,
+        ],
+    );
+    // The next initiation (within 5 s) is answered; the queued packet follows the handshake.
+    let arrived = |min: u64| {
+        let shown = lab.gw.must("wg", &["show", &wg_iface, "transfer"]);
+        shown
+            .split_whitespace()
+            .nth(1)
+            .and_then(|rx| rx.parse::<u64>().ok())
+            .is_some_and(|rx| rx >= min)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !arrived(1300) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(arrived(1300), "the queued packet never reached the gateway");
+    assert!(
+        lab.laptop.ping_until(PAYROLL, Duration::from_secs(10)),
+        "the tunnel does not work after the flush"
+    );
+    let pid = std::fs::read_to_string(dir.join("agent.pid")).unwrap();
+    assert!(
+        Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "the daemon died"
+    );
+}

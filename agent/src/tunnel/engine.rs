@@ -211,9 +211,10 @@ impl Engine {
                     // is a packet from a granted network; a handshake reply or a queued packet
                     // for the gateway is copied to the send batch.
                     let mut again = false;
+                    // Room for a queued packet flushed after a handshake reply, too.
+                    let room = datagram.len().max(io.send.max());
                     let (tunn, send, dropped) = (&mut self.tunn, &mut io.send, &mut self.dropped);
                     let endpoint = self.endpoint;
-                    let room = datagram.len().max(148);
                     let written = io.writer.push_with(room, |buf| {
                         let start = buf.as_ptr();
                         match tunn.decapsulate(None, datagram, buf) {
