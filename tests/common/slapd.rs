@@ -392,10 +392,38 @@ impl Slapd {
     }
 
     /// Freezes slapd (SIGSTOP): connections are still accepted by the kernel but nothing
-    /// answers, like a hung directory. `resume()` undoes it (Drop too).
+    /// answers, like a hung directory. Returns once every slapd thread is stopped (kill(2)
+    /// returns before they are), so the next request cannot be the last one answered.
+    /// `resume()` undoes it (Drop too).
     pub fn pause(&self) {
-        if let Some(child) = self.child.lock().expect("child lock").as_ref() {
-            signal(child, libc::SIGSTOP);
+        let Some(pid) = self
+            .child
+            .lock()
+            .expect("child lock")
+            .as_ref()
+            .map(Child::id)
+        else {
+            return;
+        };
+        // SAFETY: kill(2) on the pid of a child we own and have not reaped yet.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+        let stopped = || {
+            fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .all(|task| {
+                    // "PID (comm) STATE …": the state follows the last ')'.
+                    fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                        stat.rsplit_once(')')
+                            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+                    })
+                })
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !stopped() {
+            assert!(Instant::now() < deadline, "slapd ({pid}) did not stop");
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
