@@ -97,6 +97,31 @@ async fn list_audit_on<'e>(
     rows.iter().map(from_row).collect()
 }
 
+/// [`Store::audit_page`] on `executor`: one more event than the page is read, to know whether
+/// another page follows without reading an empty one.
+async fn audit_page_on<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    filter: &AuditFilter,
+    after_id: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<AuditEvent>, Option<i64>), StoreError> {
+    let limit = limit.max(1);
+    let f = AuditFilter {
+        after_id,
+        limit: Some(limit + 1),
+        ..filter.clone()
+    };
+    let mut events = list_audit_on(executor, &f).await?;
+    let more = events.len() as i64 > limit;
+    events.truncate(limit as usize);
+    let next = if more {
+        events.last().map(|e| e.id)
+    } else {
+        None
+    };
+    Ok((events, next))
+}
+
 /// Who reached a resource from one device (or static peer), over a time range: the sum of its
 /// `flow.allowed` records.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -140,18 +165,16 @@ impl Store {
         page: i64,
         mut sink: impl FnMut(&[AuditEvent]) -> Result<(), E>,
     ) -> Result<u64, E> {
-        let page = page.max(1);
         let mut conn = self.pool.acquire().await.map_err(StoreError::from)?;
-        let mut f = filter.clone();
-        f.limit = Some(page);
+        let mut after = filter.after_id;
         let mut total = 0u64;
         loop {
-            let events = list_audit_on(&mut *conn, &f).await?;
+            let (events, next) = audit_page_on(&mut *conn, filter, after, page).await?;
             sink(&events)?;
             total += events.len() as u64;
-            match events.last() {
-                Some(last) if events.len() as i64 == page => f.after_id = Some(last.id),
-                _ => return Ok(total),
+            match next {
+                Some(id) => after = Some(id),
+                None => return Ok(total),
             }
         }
     }
@@ -164,19 +187,7 @@ impl Store {
         after_id: Option<i64>,
         limit: i64,
     ) -> Result<(Vec<AuditEvent>, Option<i64>), StoreError> {
-        let limit = limit.max(1);
-        let mut f = filter.clone();
-        f.after_id = after_id;
-        f.limit = Some(limit + 1);
-        let mut events = self.list_audit(&f).await?;
-        let more = events.len() as i64 > limit;
-        events.truncate(limit as usize);
-        let next = if more {
-            events.last().map(|e| e.id)
-        } else {
-            None
-        };
-        Ok((events, next))
+        audit_page_on(&self.pool, filter, after_id, limit).await
     }
 
     /// `flow.allowed` records of `resource` with `since <= ts < until`, summed per device (or
