@@ -187,6 +187,13 @@ fn writev(fd: RawFd, iov: &[IoSlice<'_>]) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes one packet at once, behind a plain virtio_net_hdr when the queue has them.
+fn write_one(fd: RawFd, vnet_hdr: bool, packet: &[u8]) -> bool {
+    let plain = VnetHdr::default().encode();
+    let head: &[u8] = if vnet_hdr { &plain } else { &[] };
+    writev(fd, &[IoSlice::new(head), IoSlice::new(packet)]).is_ok()
+}
+
 impl TunWriter {
     pub fn new(fd: RawFd, offloads: Offloads) -> TunWriter {
         TunWriter {
@@ -203,9 +210,7 @@ impl TunWriter {
             self.gro.push(packet);
             return true;
         }
-        let plain = VnetHdr::default().encode();
-        let head: &[u8] = if self.offloads.vnet_hdr { &plain } else { &[] };
-        writev(self.fd, &[IoSlice::new(head), IoSlice::new(packet)]).is_ok()
+        write_one(self.fd, self.offloads.vnet_hdr, packet)
     }
 
     /// Queues the packet that `fill` writes in place into `room` bytes and whose length it
@@ -225,11 +230,9 @@ impl TunWriter {
         // The queue's room serves as the buffer; nothing stays queued.
         self.gro.push_with(room, |buf| {
             let n = fill(buf)?;
-            let plain = VnetHdr::default().encode();
-            let head: &[u8] = if vnet_hdr { &plain } else { &[] };
-            ok = buf.get(..n).is_some_and(|packet| {
-                writev(fd, &[IoSlice::new(head), IoSlice::new(packet)]).is_ok()
-            });
+            ok = buf
+                .get(..n)
+                .is_some_and(|packet| write_one(fd, vnet_hdr, packet));
             None
         });
         ok

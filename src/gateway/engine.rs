@@ -54,14 +54,25 @@ pub trait Output {
         scratch: &mut [u8],
         fill: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) {
-        if let Some(n) = fill(scratch) {
-            self.to_network(dst, &scratch[..n]);
-        }
+        to_network_via(self, dst, scratch, fill);
     }
     fn to_tun(&mut self, packet: &[u8]);
     /// The worker's flow-audit tables, when flow auditing is on.
     fn flows(&mut self) -> Option<&mut WorkerFlows> {
         None
+    }
+}
+
+/// What [`Output::to_network_with`] does by default: `fill` writes into `scratch`, the datagram
+/// goes to [`Output::to_network`] (an output's own fallback too).
+pub fn to_network_via<O: Output + ?Sized>(
+    out: &mut O,
+    dst: SocketAddr,
+    scratch: &mut [u8],
+    fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+) {
+    if let Some(n) = fill(scratch) {
+        out.to_network(dst, &scratch[..n]);
     }
 }
 

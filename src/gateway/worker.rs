@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::engine::{Engine, Output};
+use super::engine::{to_network_via, Engine, Output};
 use super::flowlog::{wall_ms, WorkerFlows};
 use super::stats::DropReason;
 use crate::fastpath::tun::{Offloads, ReadError, TunReader, TunWriter, READ_BUF};
@@ -47,10 +47,7 @@ impl Output for Shell<'_> {
     ) {
         if self.send.max() < need {
             // Larger than a send buffer: written in the engine's scratch, then refused there.
-            if let Some(n) = fill(scratch) {
-                self.to_network(dst, &scratch[..n]);
-            }
-            return;
+            return to_network_via(self, dst, scratch, fill);
         }
         if self.send.is_full() {
             self.flush();
