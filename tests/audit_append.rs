@@ -3,12 +3,14 @@
 //! session and last flow (`audit_last_seen`, migration 0007, its backfill included).
 
 mod common {
+    pub mod audit_events;
     pub mod postgres;
     pub mod store_db;
 }
 
+use common::audit_events::chained;
 use common::store_db::*;
-use sesame::audit::{Action, AuditContext, AuditEvent, NewAuditEvent, GENESIS_HASH};
+use sesame::audit::{Action, AuditContext, NewAuditEvent, GENESIS_HASH};
 use sesame::store::{AuditFilter, AuditVerification, Backend, INSERT_ROWS};
 
 both_backends!(
@@ -68,19 +70,7 @@ async fn multirow_batches_chain_like_single_appends(db: Db) {
     let mut prev = first.hash.clone();
     assert_eq!(first.prev_hash, GENESIS_HASH);
     for (i, (ev, got)) in events.iter().zip(&batch).enumerate() {
-        let mut want = AuditEvent {
-            id: 2 + i as i64,
-            ts: T0 + 3_600_000,
-            actor: ev.actor.clone(),
-            action: ev.action.as_str().to_string(),
-            target: ev.target.clone(),
-            outcome: ev.outcome,
-            source_ip: ev.source_ip.clone(),
-            details: ev.details.clone(),
-            prev_hash: prev.clone(),
-            hash: String::new(),
-        };
-        want.hash = want.compute_hash();
+        let want = chained(ev, 2 + i as i64, T0 + 3_600_000, &prev);
         assert_eq!(got, &want, "event {}", want.id);
         prev = want.hash;
     }

@@ -479,19 +479,7 @@ async fn old_log(
         .expect("old schema");
     let mut prev = sesame::audit::GENESIS_HASH.to_string();
     for (i, ev) in samples.iter().enumerate() {
-        let mut e = sesame::audit::AuditEvent {
-            id: i as i64 + 1,
-            ts: T0,
-            actor: ev.actor.clone(),
-            action: ev.action.as_str().into(),
-            target: ev.target.clone(),
-            outcome: ev.outcome,
-            source_ip: ev.source_ip.clone(),
-            details: ev.details.clone(),
-            prev_hash: prev.clone(),
-            hash: String::new(),
-        };
-        e.hash = e.compute_hash();
+        let e = chained(ev, i as i64 + 1, T0, &prev);
         prev = e.hash.clone();
         let keys = index_keys(&e.target, &e.details);
         let (columns, values) = if index_columns {

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use serde_json::json;
-use sesame::audit::{Action, AuditContext, NewAuditEvent, Outcome};
+use sesame::audit::{Action, AuditContext, AuditEvent, NewAuditEvent, Outcome};
 use sesame::store::rfc3339_ms;
 
 pub fn device_ctx(user: &str) -> AuditContext {
@@ -79,4 +79,23 @@ pub fn denied(device: i64, user: &str, at: i64) -> NewAuditEvent {
         "dst": "198.18.30.1", "protocol": "tcp", "port": 22, "count": 3, "reason": "no_grant",
         "window_start": rfc3339_ms(at), "first_seen": rfc3339_ms(at), "last_seen": rfc3339_ms(at),
     }))
+}
+
+/// The event the chain should hold for `ev` as number `id` at `ts` after `prev_hash`, its hash
+/// recomputed here from the fields (the chain rule of DESIGN §6, independently of the store).
+pub fn chained(ev: &NewAuditEvent, id: i64, ts: i64, prev_hash: &str) -> AuditEvent {
+    let mut e = AuditEvent {
+        id,
+        ts,
+        actor: ev.actor.clone(),
+        action: ev.action.as_str().to_string(),
+        target: ev.target.clone(),
+        outcome: ev.outcome,
+        source_ip: ev.source_ip.clone(),
+        details: ev.details.clone(),
+        prev_hash: prev_hash.to_string(),
+        hash: String::new(),
+    };
+    e.hash = e.compute_hash();
+    e
 }
