@@ -97,6 +97,29 @@ pub fn thread_cpu() -> Duration {
     )
 }
 
+/// CPU time (user + system, all threads, exited ones included) of process `pid`, from
+/// /proc/PID/stat in clock ticks: the same count `bench/run.sh` reads for the pair.
+pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces: state is
+    // field 3, utime and stime fields 14 and 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .with_context(|| format!("/proc/{pid}/stat has no command name"))?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        f.get(i - 3)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("/proc/{pid}/stat: field {i} missing"))
+    };
+    let total = ticks(14)? + ticks(15)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+    Ok(Duration::from_secs_f64(total as f64 / hz.max(1) as f64))
+}
+
 /// Messages per sendmmsg call in [`send_gso`].
 const GSO_MSGS: usize = 16;
 /// Most datagrams in one GSO message (the kernel's UDP_MAX_SEGMENTS on older kernels).

@@ -1,7 +1,8 @@
 //! Load generator: N boringtun peers against a gateway. Modes:
 //! `keys` / `toml` print the deterministic peer keys (for configs), `blast` handshakes every peer
 //! then sends pre-encrypted datagrams (sendmmsg, with UDP GSO unless `--gso false`) and counts
-//! what reaches the resource namespace,
+//! what reaches the resource namespace (with `--cpu-pid PID`, also the packets delivered per CPU
+//! second of that process while the data flows),
 //! `handshake` measures handshakes answered per second. Every loop is bounded in count and time.
 
 use std::io::Write as _;
@@ -199,6 +200,9 @@ fn blast(args: &Args) -> anyhow::Result<()> {
     let dst: SocketAddrV4 = args.req("dst")?;
     let tag: String = args.get("tag", "blast".to_string())?;
     let mut gso: bool = args.get("gso", true)?;
+    // The gateway's process: its CPU time is counted from the first data packet to the end,
+    // so its share of the handshakes above is not charged to forwarding.
+    let cpu_pid: u32 = args.get("cpu-pid", 0)?;
     let mut peers = make_peers(args)?;
     let sources = Sources::new(args)?;
     let hs = handshake_all(&mut peers, &sources)?;
@@ -244,6 +248,9 @@ fn blast(args: &Args) -> anyhow::Result<()> {
         println!("sending");
         std::io::stdout().flush()?;
     }
+    let cpu0 = (cpu_pid > 0)
+        .then(|| sys::process_cpu(cpu_pid))
+        .transpose()?;
     // Each peer sends from its own source address, as separate laptops would: one connected
     // socket per source (no per-packet route lookup), one sendmmsg per run of RUN.
     let gw = std::net::SocketAddr::V4(sources.gateway);
@@ -301,6 +308,10 @@ fn blast(args: &Args) -> anyhow::Result<()> {
             break;
         }
     }
+    let cpu = match cpu0 {
+        Some(c0) => Some(sys::process_cpu(cpu_pid)?.saturating_sub(c0)),
+        None => None,
+    };
     let got = inner_packets(
         last.0.saturating_sub(before.0),
         last.1.saturating_sub(before.1),
@@ -323,6 +334,14 @@ fn blast(args: &Args) -> anyhow::Result<()> {
         rate * (size * 8) as f64 / 1e9,
         "Gbit/s",
     );
+    if let Some(cpu) = cpu.filter(|c| !c.is_zero()) {
+        result(&format!("{tag}_cpu_s"), cpu.as_secs_f64(), "s");
+        result(
+            &format!("{tag}_cpu_pps"),
+            got as f64 / cpu.as_secs_f64(),
+            "packets per CPU second",
+        );
+    }
     Ok(())
 }
 
