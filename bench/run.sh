@@ -60,7 +60,10 @@ log "building sesame and the bench tools ($PROFILE)"
 if [ "$PROFILE" = release ]; then
   (cd "$ROOT" && cargo build --release -q -p sesame -p sesame-agent -p sesame-bench)
 else
-  (cd "$ROOT" && cargo build -q -p sesame -p sesame-agent -p sesame-bench)
+  # The test build's feature set (workspace, dev-dependencies): after `cargo test --workspace`
+  # (CI) every dependency is fresh and only the bench tools compile; `-p` builds would resolve
+  # features apart and compile the dependencies again.
+  (cd "$ROOT" && cargo build -q --workspace --bins --tests)
 fi
 if [ ! -x "$TOOLS/bin/boringtun-cli" ]; then
   log "installing boringtun-cli 0.7 into $TOOLS"

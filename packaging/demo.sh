@@ -6,7 +6,9 @@
 #   sudo packaging/demo.sh --check   # the same journey, non-interactive; exit 0 only if it held
 #
 # What it creates (and removes on exit): namespaces sdemo-laptop, sdemo-gw, sdemo-rect; a veth
-# to the host (198.18.254.1/30) for the portal relay on 127.0.0.1:8080; a work directory.
+# to the host (198.18.254.1/30) for the portal relay on 127.0.0.1:8080; a work directory; the
+# gateway's /var/run/wireguard/sdemogw.sock. On exit every process gets SIGTERM (5 s to stop),
+# and the run fails if a process, namespace, interface or socket is left behind.
 # Addresses: underlay and servers in 198.18.0.0/15, tunnel in 100.64.0.0/10, portal on loopback.
 #
 # Environment: SESAME_PROFILE=debug builds and uses the debug binaries (CI) instead of
@@ -30,6 +32,9 @@ PAIE=198.18.10.10 RH=198.18.20.10
 WORK=""
 PIDS=()
 FAILED=0
+LEFT=0
+# The gateway's WireGuard API socket (interface sdemogw in config/demo/sesame.toml).
+UAPI_SOCK=/var/run/wireguard/sdemogw.sock
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 ok() { printf '  \033[32m✔ %s\033[0m\n' "$*"; }
@@ -41,6 +46,61 @@ if [[ $EUID -ne 0 ]]; then
   die "Lancez ce script en root (sudo) / Run this script as root (sudo)."
 fi
 
+# The pids of the demo's processes: those in its namespaces and those it started on the host.
+demo_pids() {
+  local ns
+  for ns in "$NS_LAP" "$NS_GW" "$NS_RECT"; do
+    if ip netns list | grep -qw "$ns"; then ip netns pids "$ns" 2>/dev/null || true; fi
+  done
+  printf '%s\n' "${PIDS[@]}"
+}
+
+# Whether pid $1 still runs (a zombie waiting to be reaped does not).
+running() { [[ -r /proc/$1/stat ]] && [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]]; }
+
+# SIGTERM to every process of the demo, as systemd would: the servers remove their sockets
+# and exit within 5 s. Whatever still runs then is killed and reported.
+stop_processes() {
+  local pids pid left=0
+  mapfile -t pids < <(demo_pids | sort -u | grep -v '^$')
+  ((${#pids[@]})) || return 0
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    left=0
+    for pid in "${pids[@]}"; do running "$pid" && left=1; done
+    ((left)) || break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do
+    if running "$pid"; then
+      echo "  ✘ toujours actif 5 s après SIGTERM / still running 5 s after SIGTERM: $pid $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)"
+      kill -9 "$pid" 2>/dev/null || true
+      LEFT=1
+    fi
+  done
+}
+
+# What must be gone once the demo is cleaned up: fails the run otherwise.
+check_nothing_left() {
+  local ns pid exe
+  for ns in "$NS_LAP" "$NS_GW" "$NS_RECT"; do
+    if ip netns list | grep -qw "$ns"; then echo "  ✘ espace de noms restant / namespace left: $ns"; LEFT=1; fi
+  done
+  if ip link show "$HOST_IF" >/dev/null 2>&1; then echo "  ✘ interface restante / interface left: $HOST_IF"; LEFT=1; fi
+  if [[ -e "$UAPI_SOCK" ]]; then echo "  ✘ socket restant / socket left: $UAPI_SOCK"; LEFT=1; fi
+  if [[ -n "$WORK" ]]; then
+    if [[ -e "$WORK/admin.sock" ]]; then echo "  ✘ socket restant / socket left: $WORK/admin.sock"; LEFT=1; fi
+    for exe in /proc/[0-9]*/exe; do
+      pid=${exe#/proc/}; pid=${pid%/exe}
+      if [[ "$(readlink "$exe" 2>/dev/null)" == "$WORK"/* ]]; then
+        echo "  ✘ processus restant / process left: $pid $(readlink "$exe")"
+        LEFT=1
+      fi
+    done
+  fi
+  return 0
+}
+
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -48,23 +108,26 @@ cleanup() {
   if [[ -n "$WORK" && -x "$WORK/bin/sesame-agent" ]] && ip netns list | grep -qw "$NS_LAP"; then
     in_ns "$NS_LAP" "$WORK/bin/sesame-agent" down --dir "$WORK/laptop" >/dev/null 2>&1 || true
   fi
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  stop_processes
   for ns in "$NS_LAP" "$NS_GW" "$NS_RECT"; do
-    if ip netns list | grep -qw "$ns"; then
-      for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-      ip netns del "$ns" 2>/dev/null || true
-    fi
+    if ip netns list | grep -qw "$ns"; then ip netns del "$ns" 2>/dev/null || true; fi
   done
   ip link del "$HOST_IF" 2>/dev/null || true
+  check_nothing_left
   if [[ -n "$WORK" && -d "$WORK" ]]; then
-    if [[ $rc -ne 0 || $FAILED -ne 0 ]]; then
+    if [[ $rc -ne 0 || $FAILED -ne 0 || $LEFT -ne 0 ]]; then
       for log in "$WORK"/*.log "$WORK"/laptop/agent.log; do
         [[ -f "$log" ]] && { echo "--- $log (fin / tail)"; tail -n 30 "$log"; }
       done
     fi
     rm -rf "$WORK"
   fi
-  echo "  Tout ce que la démo avait créé est supprimé. / Everything the demo created is removed."
+  if [[ $LEFT -ne 0 ]]; then
+    echo "  Le nettoyage a laissé des traces (voir ci-dessus). / Cleanup left something behind (see above)."
+    [[ $rc -eq 0 ]] && rc=1
+  else
+    echo "  Tout ce que la démo avait créé est supprimé. / Everything the demo created is removed."
+  fi
   exit "$rc"
 }
 
@@ -91,7 +154,9 @@ if [[ -n "${SESAME_BIN_DIR:-}" ]]; then
   BIN="$SESAME_BIN_DIR"
 elif [[ "${SESAME_PROFILE:-release}" == debug ]]; then
   say "Compilation / Build (cargo build, debug)"
-  (cd "$ROOT" && cargo build -p sesame -p sesame-agent)
+  # The test build's feature set (workspace, dev-dependencies): after `cargo test --workspace`
+  # (CI) it is all fresh; `-p` builds would resolve features apart and compile it all again.
+  (cd "$ROOT" && cargo build --workspace --bins --tests)
   BIN="$ROOT/target/debug"
 else
   say "Compilation / Build (cargo build --release)"
@@ -196,8 +261,10 @@ CODE="$("$SESAME" enrol-code create --config "$WORK/sesame.toml" --user mdupont 
 ok "code : $CODE"
 
 say "Sur le portable : sesame-agent enrol / On the laptop: sesame-agent enrol"
-echo "  \$ sesame-agent enrol --portal http://198.18.1.1:8080 --code $CODE --user mdupont"
-if printf '%s\n' Marie-Paie-2026 | in_ns "$NS_LAP" "$AGENT" enrol --portal http://198.18.1.1:8080 \
+# Plain HTTP between namespaces: a lab, hence --insecure (the agent refuses http:// outside
+# loopback otherwise).
+echo "  \$ sesame-agent enrol --portal http://198.18.1.1:8080 --insecure --code $CODE --user mdupont"
+if printf '%s\n' Marie-Paie-2026 | in_ns "$NS_LAP" "$AGENT" enrol --portal http://198.18.1.1:8080 --insecure \
   --code "$CODE" --user mdupont --password-stdin --dir "$WORK/laptop" | sed 's/^/  /'; then
   ok "clé générée sur le portable, seule la clé publique envoyée / key generated on the laptop, only the public key sent"
 else

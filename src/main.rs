@@ -4,6 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sesame::audit::export::ExportFormat;
+use sesame::audit::FilterParams;
+use sesame::commands::audit_review_cli::ReportFormat;
+use sesame::commands::site_gateway;
+use sesame::commands::store_admin::ListFormat;
 
 #[derive(Parser)]
 #[command(
@@ -23,10 +28,20 @@ enum Command {
         #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
         config: PathBuf,
     },
-    /// Run the data plane alone, with the static [[peer]]s of the configuration.
+    /// Run the portal, directory sync, the audit jobs and the site gateways' feed, with no
+    /// gateway: no TUN, no gateway key, no capability (the gateways run `sesame gateway`).
+    Portal {
+        #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
+        config: PathBuf,
+    },
+    /// Run the data plane alone: with the static [[peer]]s of the configuration, or, with
+    /// --site (or [gateway] site), one site's gateway fed by the portals of [gateway] portals.
     Gateway {
         #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
         config: PathBuf,
+        /// The site this gateway serves (overrides [gateway] site).
+        #[arg(long)]
+        site: Option<String>,
     },
     /// Write a new gateway private key (mode 0600) and print its public key; with --audit, the
     /// Ed25519 audit signing key instead.
@@ -57,6 +72,47 @@ enum Command {
     /// The directory sync.
     #[command(subcommand)]
     Directory(DirectoryCommand),
+    /// The second factor: registration codes and resets (phone lost).
+    #[command(subcommand)]
+    Mfa(MfaCommand),
+    /// Site gateways (`sesame portal` with `[[site]]`s).
+    #[command(subcommand)]
+    Site(SiteCommand),
+}
+
+#[derive(Subcommand)]
+enum MfaCommand {
+    /// Print a one-time registration code for USER alone on stdout (valid 7 days): with their
+    /// password, it registers a factor. The current factor, if any, stays until then.
+    Code {
+        #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
+        config: PathBuf,
+        /// Login (uid) of the person.
+        #[arg(long)]
+        user: String,
+    },
+    /// Phone lost: remove USER's factor, close their open access windows, and print a new
+    /// one-time registration code alone on stdout.
+    Reset {
+        #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
+        config: PathBuf,
+        /// Login (uid) of the person.
+        #[arg(long)]
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SiteCommand {
+    /// Print a new token for a site's gateway (shown once, stored hashed); the site's previous
+    /// token stops working.
+    Token {
+        #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
+        config: PathBuf,
+        /// The `[[site]]` name.
+        #[arg(long)]
+        site: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -76,45 +132,17 @@ enum DirectoryCommand {
     },
 }
 
-/// The filters of `sesame audit export` (same meaning as the API's query parameters).
-#[derive(clap::Args)]
-struct AuditFilterArgs {
-    /// From (included): 2026-01-31, 2026-01-31T08:00:00Z, or 7d for "7 days ago".
-    #[arg(long)]
-    since: Option<String>,
-    /// Until (excluded), same forms as --since.
-    #[arg(long)]
-    until: Option<String>,
-    /// Only events whose actor is this uid or which concern it.
-    #[arg(long)]
-    user: Option<String>,
-    /// Only events about this device id.
-    #[arg(long)]
-    device: Option<String>,
-    /// Only this action (auth.login, flow.allowed…).
-    #[arg(long)]
-    action: Option<String>,
-    /// Only events about this resource (flows).
-    #[arg(long)]
-    resource: Option<String>,
-    /// success, failure or denied.
-    #[arg(long)]
-    outcome: Option<String>,
-    /// Only events from this client address.
-    #[arg(long)]
-    source_ip: Option<String>,
-}
-
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Write events (oldest first) to stdout as CSV or JSON lines, streamed page by page.
     Export {
         #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
         config: PathBuf,
+        // The filter: the same type, names and meaning as the API's query parameters.
         #[command(flatten)]
-        filter: AuditFilterArgs,
-        #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl"])]
-        format: String,
+        filter: FilterParams,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+        format: ExportFormat,
     },
     /// Check the hash chain and the signed checkpoints: exit 0 only if intact, else print the
     /// first bad event id. With --export, check an exported JSONL copy, no database needed.
@@ -144,8 +172,8 @@ enum AuditCommand {
         /// Until (excluded).
         #[arg(long)]
         until: Option<String>,
-        #[arg(long, default_value = "csv", value_parser = ["csv", "json", "table"])]
-        format: String,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Csv)]
+        format: ReportFormat,
     },
     /// Who can reach a resource now (or what a user can reach), through which group and grant,
     /// with each device's last session and last flow.
@@ -158,8 +186,8 @@ enum AuditCommand {
         /// Or a user's uid: every resource their devices can reach, and why.
         #[arg(long)]
         user: Option<String>,
-        #[arg(long, default_value = "csv", value_parser = ["csv", "json", "table"])]
-        format: String,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Csv)]
+        format: ReportFormat,
     },
 }
 
@@ -195,9 +223,8 @@ enum DevicesCommand {
         /// Only this user's devices.
         #[arg(long)]
         user: Option<String>,
-        /// `table` (default) or `json`.
-        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
-        format: String,
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
     },
     /// Revoke a device: its tunnel stops and its token is refused.
     Revoke {
@@ -215,15 +242,6 @@ enum DevicesCommand {
     },
 }
 
-fn report_format(s: &str) -> sesame::commands::audit_review_cli::ReportFormat {
-    use sesame::commands::audit_review_cli::ReportFormat;
-    match s {
-        "json" => ReportFormat::Json,
-        "table" => ReportFormat::Table,
-        _ => ReportFormat::Csv,
-    }
-}
-
 fn main() -> ExitCode {
     match try_main() {
         Ok(code) => code,
@@ -237,22 +255,24 @@ fn main() -> ExitCode {
 fn try_main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     // Servers install logging as their [log] section says; the other commands log as text.
-    if !matches!(cli.command, Command::Serve { .. } | Command::Gateway { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Portal { .. } | Command::Gateway { .. }
+    ) {
         sesame::telemetry::init();
     }
     match cli.command {
         Command::Serve { config } => sesame::commands::serve(&config),
-        Command::Gateway { config } => sesame::commands::gateway(&config),
+        Command::Portal { config } => sesame::commands::portal(&config),
+        Command::Site(SiteCommand::Token { config, site }) => {
+            sesame::commands::site_cli::token(&config, &site)
+        }
+        Command::Gateway { config, site } => site_gateway::gateway(&config, site.as_deref()),
         Command::Keygen {
             out,
-            audit: false,
+            audit,
             if_missing,
-        } => sesame::commands::keygen(&out, if_missing),
-        Command::Keygen {
-            out,
-            audit: true,
-            if_missing,
-        } => sesame::commands::audit_cli::keygen(&out, if_missing),
+        } => keygen(&out, audit, if_missing),
         Command::CheckConfig { config } => sesame::commands::check_config(&config),
         Command::EnrolCode(EnrolCodeCommand::Create {
             config,
@@ -271,71 +291,9 @@ fn try_main() -> anyhow::Result<ExitCode> {
             config,
             user,
             format,
-        }) => {
-            let format = if format == "json" {
-                sesame::commands::store_admin::ListFormat::Json
-            } else {
-                sesame::commands::store_admin::ListFormat::Table
-            };
-            sesame::commands::store_admin::devices_list(&config, user.as_deref(), format)
-        }
-        Command::Audit(AuditCommand::Export {
-            config,
-            filter,
-            format,
-        }) => {
-            let format = if format == "jsonl" {
-                sesame::commands::audit_cli::ExportFormat::Jsonl
-            } else {
-                sesame::commands::audit_cli::ExportFormat::Csv
-            };
-            let params = sesame::audit::FilterParams {
-                user: filter.user,
-                device: filter.device,
-                action: filter.action,
-                resource: filter.resource,
-                outcome: filter.outcome,
-                source_ip: filter.source_ip,
-                since: filter.since,
-                until: filter.until,
-            };
-            sesame::commands::audit_cli::export(&config, &params, format)
-        }
-        Command::Audit(AuditCommand::Flows {
-            config,
-            resource,
-            since,
-            until,
-            format,
-        }) => sesame::commands::audit_review_cli::flows(
-            &config,
-            &resource,
-            since.as_deref(),
-            until.as_deref(),
-            report_format(&format),
-        ),
-        Command::Audit(AuditCommand::AccessReview {
-            config,
-            resource,
-            user,
-            format,
-        }) => sesame::commands::audit_review_cli::access_review_cmd(
-            &config,
-            resource.as_deref(),
-            user.as_deref(),
-            report_format(&format),
-        ),
-        Command::Audit(AuditCommand::Verify {
-            config,
-            checkpoints,
-            public_key,
-            export,
-        }) => sesame::commands::audit_cli::verify(&sesame::commands::audit_cli::VerifyArgs {
-            config: export.is_none().then_some(config.as_path()),
-            checkpoints: checkpoints.as_deref(),
-            public_key: public_key.as_deref(),
-            export: export.as_deref(),
-        }),
+        }) => sesame::commands::store_admin::devices_list(&config, user.as_deref(), format),
+        Command::Audit(cmd) => audit(cmd),
+        Command::Mfa(command) => mfa(command),
         Command::Directory(DirectoryCommand::Sync {
             config,
             dry_run: _,
@@ -355,5 +313,69 @@ fn try_main() -> anyhow::Result<ExitCode> {
             reason,
             emergency: false,
         }) => sesame::commands::store_admin::devices_revoke(&config, id, reason.as_deref()),
+    }
+}
+
+/// `sesame mfa code|reset`
+fn mfa(command: MfaCommand) -> anyhow::Result<ExitCode> {
+    use sesame::commands::mfa_cli::{run, MfaAction};
+    match command {
+        MfaCommand::Code { config, user } => run(&config, &user, MfaAction::Code),
+        MfaCommand::Reset { config, user } => run(&config, &user, MfaAction::Reset),
+    }
+}
+
+/// `sesame keygen`: a gateway key, or with `--audit` the audit signing key.
+fn keygen(out: &std::path::Path, audit: bool, if_missing: bool) -> anyhow::Result<ExitCode> {
+    if audit {
+        sesame::commands::audit_cli::keygen(out, if_missing)
+    } else {
+        sesame::commands::keygen(out, if_missing)
+    }
+}
+
+/// `sesame audit …`
+fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCommand::Export {
+            config,
+            filter,
+            format,
+        } => sesame::commands::audit_cli::export(&config, &filter, format),
+        AuditCommand::Flows {
+            config,
+            resource,
+            since,
+            until,
+            format,
+        } => sesame::commands::audit_review_cli::flows(
+            &config,
+            &resource,
+            since.as_deref(),
+            until.as_deref(),
+            format,
+        ),
+        AuditCommand::AccessReview {
+            config,
+            resource,
+            user,
+            format,
+        } => sesame::commands::audit_review_cli::access_review_cmd(
+            &config,
+            resource.as_deref(),
+            user.as_deref(),
+            format,
+        ),
+        AuditCommand::Verify {
+            config,
+            checkpoints,
+            public_key,
+            export,
+        } => sesame::commands::audit_cli::verify(&sesame::commands::audit_cli::VerifyArgs {
+            config: export.is_none().then_some(config.as_path()),
+            checkpoints: checkpoints.as_deref(),
+            public_key: public_key.as_deref(),
+            export: export.as_deref(),
+        }),
     }
 }

@@ -21,6 +21,22 @@ pub fn truncate_to(s: &mut String, max: usize) {
     s.truncate(end);
 }
 
+/// RFC 3986's unreserved characters, and `/`: what [`percent_encode`] leaves as is.
+#[cfg(feature = "server")]
+const URL_KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// `s` percent-encoded for a URL's path or query value: every byte but RFC 3986's unreserved
+/// characters and `/` becomes `%XX` (so `?`, `&`, `=`, `#`, `%` and spaces never split it).
+#[cfg(feature = "server")]
+pub fn percent_encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, URL_KEPT).to_string()
+}
+
 /// `s` for case- and accent-insensitive search: decomposed (NFD), combining marks dropped,
 /// lower-cased, so `"Élodie"`, `"ÉLODIE"` and `"elodie"` fold alike. Done in Rust because
 /// SQLite's `lower()` and `LIKE` fold ASCII only (and PostgreSQL's depend on the collation).
@@ -36,6 +52,18 @@ pub fn fold(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "server")]
+    #[test]
+    fn percent_encoding_keeps_unreserved_characters_and_slashes() {
+        assert_eq!(
+            percent_encode("/it/devices?q=a b&x"),
+            "/it/devices%3Fq%3Da%20b%26x",
+            "a `next` link stays one value"
+        );
+        assert_eq!(percent_encode("Az09-._~/"), "Az09-._~/");
+        assert_eq!(percent_encode("é%#+="), "%C3%A9%25%23%2B%3D");
+    }
 
     #[test]
     fn cuts_on_character_boundaries() {

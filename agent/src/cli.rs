@@ -10,6 +10,7 @@ use sesame::api::{codes, DeviceConfig};
 use crate::enrol::{self, EnrolArgs, PasswordSource};
 use crate::error::AgentError;
 use crate::i18n::{Lang, Localized, Msg};
+use crate::mfa::CodeSource;
 use crate::portal::Portal;
 use crate::state::{self, AgentState, Paths, DEFAULT_DIR};
 use crate::status::TunnelStatus;
@@ -47,6 +48,10 @@ pub enum Command {
         /// PEM file of the portal's private certificate authority.
         #[arg(long)]
         ca_file: Option<PathBuf>,
+        /// Accept a plain http:// portal outside this machine (labs only: the password and the
+        /// device token cross the network unencrypted). Kept in agent.toml for later calls.
+        #[arg(long)]
+        insecure: bool,
         #[arg(long, default_value = DEFAULT_DIR)]
         dir: PathBuf,
     },
@@ -60,6 +65,19 @@ pub enum Command {
         /// Seconds between two grant refreshes from the portal (default from agent.toml: 60).
         #[arg(long)]
         refresh: Option<u64>,
+        /// Read the second factor's code (asked when protected resources are closed) from the
+        /// first line of standard input instead of a prompt.
+        #[arg(long)]
+        code_stdin: bool,
+    },
+    /// Open access to protected resources (payroll, HR…) with the code of your authenticator
+    /// app, without touching the tunnel.
+    Unlock {
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Read the code from the first line of standard input instead of a prompt.
+        #[arg(long)]
+        code_stdin: bool,
     },
     /// Stop the tunnel: routes and interface removed.
     Down {
@@ -119,6 +137,76 @@ fn say(msg: &Msg, lang: Lang) {
     println!("{}", Localized(msg, lang));
 }
 
+fn read_code(stdin: bool, lang: Lang) -> Result<String, AgentError> {
+    let source = if stdin {
+        CodeSource::Stdin
+    } else {
+        CodeSource::Prompt
+    };
+    crate::mfa::read_code(source, lang)
+}
+
+/// Times a first code may be typed wrong before `enrol` gives up on confirming the factor.
+const CONFIRM_TRIES: usize = 3;
+
+/// Shows the factor the enrolment handed out (QR code in the terminal, the key as text), asks
+/// its first code, and prints the recovery codes once.
+fn register(
+    paths: &Paths,
+    registration: &sesame::api::mfa::MfaRegistration,
+    source: CodeSource,
+    lang: Lang,
+) -> Result<(), AgentError> {
+    println!("{}", crate::mfa::qr_terminal(&registration.otpauth_uri));
+    say(
+        &Msg::MfaRegister {
+            secret: registration.secret.clone(),
+        },
+        lang,
+    );
+    let mut tries = 0;
+    let codes = loop {
+        tries += 1;
+        let code = crate::mfa::read_code(source, lang)?;
+        match crate::mfa::confirm(paths, &code, lang) {
+            Ok(codes) => break codes,
+            Err(AgentError::Portal(e))
+                if e.code() == Some(codes::INVALID_OTP)
+                    && source == CodeSource::Prompt
+                    && tries < CONFIRM_TRIES =>
+            {
+                eprintln!("{}", Localized(&Msg::WrongOtp, lang));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    say(&Msg::RecoveryCodes, lang);
+    for code in codes {
+        println!("  {code}");
+    }
+    Ok(())
+}
+
+/// Before `up`: when the laptop has protected resources and no open window, asks the code and
+/// unlocks. A refusal is shown and the tunnel still comes up (the other resources answer).
+fn unlock_if_closed(paths: &Paths, code_stdin: bool, lang: Lang) {
+    let Ok(agent) = AgentState::load(paths) else {
+        return;
+    };
+    let Live::Fresh(device) = ask_portal(&agent, lang) else {
+        return;
+    };
+    if device.mfa_until.is_some() || !device.resources.iter().any(|r| r.mfa) {
+        return;
+    }
+    let unlocked =
+        read_code(code_stdin, lang).and_then(|code| crate::mfa::unlock(paths, &code, lang));
+    match unlocked {
+        Ok(until) => say(&Msg::Unlocked { until }, lang),
+        Err(e) => eprintln!("{}", Localized(&e.to_msg(None), lang)),
+    }
+}
+
 fn run(command: Command, lang: Lang) -> Result<(), AgentError> {
     match command {
         Command::Enrol {
@@ -127,6 +215,7 @@ fn run(command: Command, lang: Lang) -> Result<(), AgentError> {
             user,
             password_stdin,
             ca_file,
+            insecure,
             dir,
         } => {
             let password = if password_stdin {
@@ -140,6 +229,7 @@ fn run(command: Command, lang: Lang) -> Result<(), AgentError> {
                 user: &user,
                 password,
                 ca_file: ca_file.as_deref(),
+                insecure,
                 dir: &dir,
                 lang,
             };
@@ -147,7 +237,7 @@ fn run(command: Command, lang: Lang) -> Result<(), AgentError> {
             if let Some(pid) = crate::tunnel::running_pid(&Paths::new(&dir)) {
                 return Err(AgentError::AlreadyRunning(pid));
             }
-            let done = enrol::enrol(&args)?;
+            let mut done = enrol::enrol(&args)?;
             if done.plain_http {
                 eprintln!(
                     "{}",
@@ -162,19 +252,38 @@ fn run(command: Command, lang: Lang) -> Result<(), AgentError> {
             say(
                 &Msg::Enrolled {
                     device_id: done.device_id,
-                    address: done.address,
+                    address: done.address.clone(),
                     conf: done.conf.display().to_string(),
                 },
                 lang,
             );
+            match done.registration.take() {
+                Some(registration) => {
+                    register(&Paths::new(&dir), &registration, args.code_source(), lang)
+                }
+                None => Ok(()),
+            }
+        }
+        Command::Unlock { dir, code_stdin } => {
+            let until = crate::mfa::unlock(&Paths::new(dir), &read_code(code_stdin, lang)?, lang)?;
+            say(&Msg::Unlocked { until }, lang);
             Ok(())
         }
         Command::Up {
             dir,
             interface,
             refresh,
-        } => up(&Paths::new(dir), interface, refresh, lang),
-        Command::Down { dir, interface } => down(&Paths::new(dir), interface.as_deref(), lang),
+            code_stdin,
+        } => {
+            let paths = Paths::new(dir);
+            unlock_if_closed(&paths, code_stdin, lang);
+            up(&paths, interface, refresh, lang)
+        }
+        Command::Down { dir, interface } => {
+            let paths = Paths::new(dir);
+            crate::mfa::lock(&paths, lang);
+            down(&paths, interface.as_deref(), lang)
+        }
         Command::Status { dir } => status(&Paths::new(dir), lang),
         Command::Rotate { dir } => {
             let paths = Paths::new(dir);
@@ -284,9 +393,9 @@ fn daemon_status(paths: &Paths) -> Option<TunnelStatus> {
     }
 }
 
-/// What the portal said when `status` asked it.
+/// What the portal said when `status` asked it (the config boxed: it dwarfs the other answers).
 enum Live {
-    Fresh(DeviceConfig),
+    Fresh(Box<DeviceConfig>),
     Revoked,
     Unreachable,
 }
@@ -295,6 +404,7 @@ fn ask_portal(agent: &AgentState, lang: Lang) -> Live {
     let portal = match Portal::new(
         &agent.portal,
         agent.ca_file.as_deref(),
+        agent.insecure,
         Duration::from_secs(5),
         lang,
     ) {
@@ -302,7 +412,7 @@ fn ask_portal(agent: &AgentState, lang: Lang) -> Live {
         Err(_) => return Live::Unreachable,
     };
     match portal.device_config(&agent.device_token) {
-        Ok(device) => Live::Fresh(device),
+        Ok(device) => Live::Fresh(Box::new(device)),
         Err(err) if err.code() == Some(codes::DEVICE_REVOKED) => Live::Revoked,
         Err(_) => Live::Unreachable,
     }
@@ -315,7 +425,7 @@ fn status(paths: &Paths, lang: Lang) -> Result<(), AgentError> {
     let device = match &live {
         Live::Fresh(device) => {
             let _ = state::save_device_cache(paths, device);
-            Some(device.clone())
+            Some(DeviceConfig::clone(device))
         }
         _ => state::load_device_cache(paths),
     };
@@ -344,6 +454,17 @@ fn status(paths: &Paths, lang: Lang) -> Result<(), AgentError> {
     }
     if let Some(device) = &device {
         print_resources(device, lang);
+        if device.resources.iter().any(|r| r.mfa) {
+            match &device.mfa_until {
+                Some(until) => say(
+                    &Msg::StatusMfaOpen {
+                        until: until.clone(),
+                    },
+                    lang,
+                ),
+                None => say(&Msg::StatusMfaClosed, lang),
+            }
+        }
         say(
             &Msg::StatusExpiry {
                 expires_at: device.expires_at.clone(),

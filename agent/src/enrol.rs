@@ -9,10 +9,12 @@ use sesame::api::{codes, EnrolRequest};
 use crate::error::AgentError;
 use crate::files;
 use crate::i18n::Lang;
-use crate::keys;
+use crate::mfa::{read_code, CodeSource};
 use crate::portal::{Portal, PortalError};
 use crate::state::{self, AgentState, Paths, DEFAULT_INTERFACE, DEFAULT_REFRESH_SECS};
 use crate::wgconf::WgConf;
+use sesame::api::mfa::MfaRegistration;
+use sesame::key::PrivateKey;
 
 /// Time allowed for one API call.
 pub const API_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,8 +34,20 @@ pub struct EnrolArgs<'a> {
     pub user: &'a str,
     pub password: PasswordSource,
     pub ca_file: Option<&'a Path>,
+    /// `--insecure`: a plain http:// portal outside loopback is accepted (labs).
+    pub insecure: bool,
     pub dir: &'a Path,
     pub lang: Lang,
+}
+
+impl EnrolArgs<'_> {
+    /// Where a second-factor code comes from: the next stdin line after `--password-stdin`.
+    pub fn code_source(&self) -> CodeSource {
+        match self.password {
+            PasswordSource::Stdin => CodeSource::Stdin,
+            PasswordSource::Prompt => CodeSource::Prompt,
+        }
+    }
 }
 
 /// What `enrol` did, for the success message.
@@ -42,6 +56,8 @@ pub struct Enrolled {
     pub address: String,
     pub conf: PathBuf,
     pub plain_http: bool,
+    /// A second factor to register (shown once; confirmed with `mfa::confirm`).
+    pub registration: Option<MfaRegistration>,
 }
 
 pub fn read_password(source: PasswordSource, lang: Lang) -> Result<String, AgentError> {
@@ -73,20 +89,35 @@ pub fn enrol(args: &EnrolArgs<'_>) -> Result<Enrolled, AgentError> {
     let ca_file = args
         .ca_file
         .map(|path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
-    let portal = Portal::new(args.portal, ca_file.as_deref(), API_TIMEOUT, args.lang)?;
+    let portal = Portal::new(
+        args.portal,
+        ca_file.as_deref(),
+        args.insecure,
+        API_TIMEOUT,
+        args.lang,
+    )?;
     let password = read_password(args.password, args.lang)?;
-    let secret = keys::generate();
-    let request = EnrolRequest {
+    let secret = PrivateKey::generate();
+    let mut request = EnrolRequest {
         code: args.code.trim().to_string(),
         username: args.user.trim().to_string(),
         password,
-        public_key: keys::public_b64(&secret),
+        public_key: secret.public_key().to_base64(),
         hostname: hostname(),
+        otp: None,
     };
     let paths = Paths::new(args.dir);
     // A laptop enrolled before shows the portal's device cookie: it passes the account lock.
     let known = state::known_device_cookie(&paths);
-    let (device, device_cookie) = portal.enrol(&request, known.as_deref())?;
+    // Once the user has a second factor, the portal asks for a code: read it, send again.
+    let (mut device, device_cookie) = match portal.enrol(&request, known.as_deref()) {
+        Err(e) if e.code() == Some(codes::MFA_REQUIRED) => {
+            request.otp = Some(read_code(args.code_source(), args.lang)?);
+            portal.enrol(&request, known.as_deref())?
+        }
+        answer => answer?,
+    };
+    let registration = device.mfa_registration.take();
     let token = device
         .device_token
         .clone()
@@ -104,6 +135,7 @@ pub fn enrol(args: &EnrolArgs<'_>) -> Result<Enrolled, AgentError> {
         device_id: device.device_id,
         device_token: token,
         ca_file,
+        insecure: args.insecure,
         interface: DEFAULT_INTERFACE.to_string(),
         refresh_interval_secs: DEFAULT_REFRESH_SECS,
         device_cookie: device_cookie.or(known),
@@ -115,6 +147,7 @@ pub fn enrol(args: &EnrolArgs<'_>) -> Result<Enrolled, AgentError> {
         address: device.tunnel_address,
         conf: paths.conf(),
         plain_http: portal.is_plain_http(),
+        registration,
     })
 }
 
@@ -146,12 +179,21 @@ pub fn rotate(paths: &Paths, lang: Lang) -> Result<Rotated, AgentError> {
         load_conf(&paths.conf_pending())?
     } else {
         let mut next = current.clone();
-        next.private_key = keys::generate();
+        next.private_key = PrivateKey::generate();
         files::write_private_atomic(&paths.conf_pending(), next.render().as_bytes())?;
         next
     };
-    let portal = Portal::new(&agent.portal, agent.ca_file.as_deref(), API_TIMEOUT, lang)?;
-    let answer = match portal.rotate(&agent.device_token, &keys::public_b64(&pending.private_key)) {
+    let portal = Portal::new(
+        &agent.portal,
+        agent.ca_file.as_deref(),
+        agent.insecure,
+        API_TIMEOUT,
+        lang,
+    )?;
+    let answer = match portal.rotate(
+        &agent.device_token,
+        &pending.private_key.public_key().to_base64(),
+    ) {
         Ok(answer) => answer,
         // The portal already holds this key: an earlier run got through before being cut.
         Err(err) if err.code() == Some(codes::PUBLIC_KEY_IN_USE) => None,

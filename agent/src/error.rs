@@ -20,6 +20,9 @@ pub enum AgentError {
     Conf { path: String, source: ConfError },
     #[error("no password given")]
     NoPassword,
+    /// The second factor's code was asked and none was typed.
+    #[error("no second-factor code given")]
+    NoCode,
     #[error("reading the password: {0}")]
     PasswordIo(std::io::Error),
     #[error("already running as pid {0}")]
@@ -28,6 +31,8 @@ pub enum AgentError {
     Tunnel { detail: String, log: String },
     #[error("tunnel not supported on this system")]
     Unsupported { conf: String },
+    #[error("resources on {sites} sites: `up` handles one gateway")]
+    SeveralSites { sites: usize, conf: String },
     #[error("key rotation interrupted")]
     RotationInterrupted,
     #[error("system error: {0}")]
@@ -78,6 +83,7 @@ impl AgentError {
                 },
             },
             AgentError::NoPassword => Msg::NoPassword,
+            AgentError::NoCode => Msg::MfaCodeNeeded,
             AgentError::PasswordIo(_) => Msg::NoPassword,
             AgentError::AlreadyRunning(pid) => Msg::AlreadyRunning { pid: *pid },
             AgentError::Tunnel { detail, log } => Msg::TunnelFailed {
@@ -85,6 +91,10 @@ impl AgentError {
                 log: log.clone(),
             },
             AgentError::Unsupported { conf } => Msg::UnsupportedPlatform { conf: conf.clone() },
+            AgentError::SeveralSites { sites, conf } => Msg::SeveralSites {
+                sites: *sites,
+                conf: conf.clone(),
+            },
             AgentError::RotationInterrupted => Msg::RotationInterrupted,
             AgentError::Io(err) => Msg::TunnelFailed {
                 detail: err.to_string(),
@@ -111,6 +121,7 @@ fn file_msg(err: &FileError) -> Msg {
 pub fn portal_msg(err: &PortalError, user: Option<&str>) -> Msg {
     match err {
         PortalError::BadUrl(url) => Msg::BadPortalUrl { url: url.clone() },
+        PortalError::PlainHttp(url) => Msg::PlainHttpRefused { url: url.clone() },
         PortalError::CaFile { path, detail } => Msg::CaFileUnreadable {
             path: path.clone(),
             detail: detail.clone(),
@@ -137,6 +148,10 @@ pub fn portal_msg(err: &PortalError, user: Option<&str>) -> Msg {
                 Msg::KeyRejected { code: code.clone() }
             }
             codes::ADDRESS_POOL_EXHAUSTED => Msg::PoolExhausted,
+            codes::MFA_REQUIRED => Msg::MfaCodeNeeded,
+            codes::INVALID_OTP => Msg::WrongOtp,
+            codes::MFA_NOT_REGISTERED | codes::INVALID_REGISTRATION_CODE => Msg::MfaNotRegistered,
+            codes::REAUTH_REQUIRED => Msg::ReauthRequired,
             codes::DIRECTORY_UNAVAILABLE | codes::DATABASE_UNAVAILABLE | codes::INTERNAL => {
                 Msg::PortalTrouble { code: code.clone() }
             }

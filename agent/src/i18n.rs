@@ -108,6 +108,10 @@ pub enum Msg {
     UnsupportedPlatform {
         conf: String,
     },
+    SeveralSites {
+        sites: usize,
+        conf: String,
+    },
     RotationInterrupted,
     // Success and status.
     Enrolled {
@@ -116,6 +120,9 @@ pub enum Msg {
         conf: String,
     },
     PlainHttpWarning {
+        url: String,
+    },
+    PlainHttpRefused {
         url: String,
     },
     TunnelUp {
@@ -154,6 +161,22 @@ pub enum Msg {
     StatusDnsNotApplied {
         dns: String,
     },
+    // Second factor.
+    MfaCodeNeeded,
+    WrongOtp,
+    MfaNotRegistered,
+    ReauthRequired,
+    MfaRegister {
+        secret: String,
+    },
+    RecoveryCodes,
+    Unlocked {
+        until: String,
+    },
+    StatusMfaOpen {
+        until: String,
+    },
+    StatusMfaClosed,
 }
 
 impl Msg {
@@ -186,6 +209,11 @@ impl Msg {
                 | Msg::StatusExpiry { .. }
                 | Msg::StatusPortalStale { .. }
                 | Msg::StatusDnsNotApplied { .. }
+                | Msg::MfaRegister { .. }
+                | Msg::RecoveryCodes
+                | Msg::Unlocked { .. }
+                | Msg::StatusMfaOpen { .. }
+                | Msg::StatusMfaClosed
         )
     }
 
@@ -195,7 +223,7 @@ impl Msg {
             Msg::CodeExpired => "Ce code d'enrôlement a expiré. Demandez un nouveau code au service informatique (DSI), puis recommencez.".into(),
             Msg::CodeAlreadyUsed => "Ce code d'enrôlement a déjà servi. Demandez un nouveau code au service informatique (DSI), puis recommencez.".into(),
             Msg::CodeWrongUser { user } => format!("Ce code d'enrôlement a été créé pour un autre compte que « {user} ». Vérifiez votre identifiant (--user) ; si c'est bien le vôtre, demandez à la DSI un code à votre nom."),
-            Msg::WrongPassword => "Identifiant ou mot de passe incorrect. Saisissez le mot de passe de votre compte académique (celui de la messagerie), puis recommencez.".into(),
+            Msg::WrongPassword => "Identifiant ou mot de passe incorrect. Saisissez le mot de passe de votre compte académique (celui de la messagerie), puis recommencez. Si vous êtes sûr de votre mot de passe, votre compte n'a peut-être pas accès au VPN ou est désactivé : contactez le service informatique (DSI).".into(),
             Msg::EmptyPassword => "Le mot de passe est vide. Relancez la commande et tapez le mot de passe de votre compte académique.".into(),
             Msg::NotVpnUser => "Votre compte n'est pas autorisé à utiliser le VPN. Demandez à votre responsable de solliciter cet accès auprès du service informatique (DSI).".into(),
             Msg::AccountDisabled => "Votre compte est désactivé dans l'annuaire. Contactez le service informatique (DSI).".into(),
@@ -210,6 +238,7 @@ impl Msg {
             Msg::PortalUnreachable { url } => format!("Impossible de joindre le portail {url}. Vérifiez votre connexion Internet et l'adresse du portail, puis recommencez."),
             Msg::TlsInvalid { url } => format!("Le certificat du portail {url} n'est pas valide : la connexion a été coupée par sécurité. Vérifiez l'adresse du portail ; si la DSI vous a remis un certificat d'autorité, indiquez-le avec --ca-file. Ne saisissez pas votre mot de passe ailleurs."),
             Msg::BadPortalUrl { url } => format!("Adresse de portail invalide : « {url} ». Indiquez l'adresse donnée par la DSI, qui commence par https://."),
+            Msg::PlainHttpRefused { url } => format!("Refusé : le portail {url} est en HTTP non chiffré, hors de cette machine ; votre mot de passe et le jeton de l'ordinateur passeraient en clair sur le réseau. Indiquez l'adresse du portail en https:// donnée par la DSI. Pour un laboratoire seulement, ajoutez --insecure."),
             Msg::CaFileUnreadable { path, detail } => format!("Impossible d'utiliser le certificat d'autorité {path} ({detail}). Vérifiez le fichier passé à --ca-file."),
             Msg::NoPassword => "Aucun mot de passe n'a été saisi. Relancez la commande et tapez votre mot de passe quand il est demandé.".into(),
             Msg::NotEnrolled { dir } => format!("Cet ordinateur n'est pas encore enrôlé (rien dans {dir}). Lancez d'abord « sesame-agent enrol » avec le code remis par la DSI."),
@@ -219,6 +248,7 @@ impl Msg {
             Msg::AlreadyRunning { pid } => format!("Le tunnel est déjà actif (processus {pid}). Consultez « sesame-agent status », ou arrêtez-le avec « sesame-agent down »."),
             Msg::TunnelFailed { detail, log } => format!("Le tunnel n'a pas pu démarrer : {detail}. Lancez la commande en administrateur (sudo) ; les détails sont dans {log}."),
             Msg::UnsupportedPlatform { conf } => format!("Cette commande ne fonctionne que sous Linux. Sous Windows ou macOS, importez le fichier {conf} dans le client WireGuard officiel."),
+            Msg::SeveralSites { sites, conf } => format!("Vos ressources sont sur {sites} sites (une passerelle chacun) : « sesame-agent up » ne gère pas encore plusieurs passerelles ; importez le fichier {conf} (un [Peer] par site) dans le client WireGuard officiel, ou lancez « wg-quick up {conf} »."),
             Msg::RotationInterrupted => "Le changement de clé a été interrompu avant la réponse du portail. Relancez « sesame-agent rotate » : la même nouvelle clé sera proposée.".into(),
             Msg::Enrolled { device_id, address, conf } => format!("Cet ordinateur est enrôlé (appareil n° {device_id}, adresse VPN {address}). Configuration écrite dans {conf}. Lancez « sesame-agent up » pour vous connecter."),
             Msg::PlainHttpWarning { url } => format!("Attention : le portail {url} est en HTTP non chiffré (réservé aux laboratoires)."),
@@ -237,6 +267,15 @@ impl Msg {
             Msg::StatusExpiry { expires_at } => format!("Clé valable jusqu'au : {expires_at} (renouvelez-la avec « sesame-agent rotate »)"),
             Msg::StatusPortalStale { url } => format!("Portail {url} injoignable : informations de la dernière mise à jour."),
             Msg::StatusDnsNotApplied { dns } => format!("DNS du VPN ({dns}) non appliqué automatiquement sous Linux."),
+            Msg::MfaCodeNeeded => "Le code de votre application d'authentification (6 chiffres) est demandé. Relancez la commande et saisissez-le ; téléphone perdu : appelez la DSI, qui réinitialisera votre second facteur.".into(),
+            Msg::WrongOtp => "Code refusé : incorrect, déjà utilisé ou trop ancien. Patientez jusqu'au code suivant de votre application (toutes les 30 secondes), puis relancez la commande ou saisissez un code de secours ; téléphone perdu : appelez la DSI pour une réinitialisation.".into(),
+            Msg::MfaNotRegistered => "Aucun second facteur n'est enregistré pour votre compte. Demandez à la DSI un code d'enregistrement (ou une réinitialisation si vous avez perdu votre téléphone).".into(),
+            Msg::ReauthRequired => "Cet ordinateur doit être déverrouillé avec votre code avant de renouveler sa clé. Lancez « sesame-agent unlock », puis relancez « sesame-agent rotate ».".into(),
+            Msg::MfaRegister { secret } => format!("Second facteur : scannez ce QR code avec votre application d'authentification (ou saisissez la clé {secret}), puis tapez le premier code qu'elle affiche."),
+            Msg::RecoveryCodes => "Codes de secours, à usage unique, affichés une seule fois : notez-les et gardez-les hors de cet ordinateur (ils remplacent le code si vous n'avez plus votre téléphone).".into(),
+            Msg::Unlocked { until } => format!("Accès aux ressources protégées (second facteur) ouvert jusqu'au : {until}."),
+            Msg::StatusMfaOpen { until } => format!("Ressources protégées : ouvertes jusqu'au {until}."),
+            Msg::StatusMfaClosed => "Ressources protégées : fermées. Pour les ouvrir : « sesame-agent unlock », puis le code de votre application.".into(),
         }
     }
 
@@ -246,7 +285,7 @@ impl Msg {
             Msg::CodeExpired => "This enrolment code has expired. Ask IT for a new code, then try again.".into(),
             Msg::CodeAlreadyUsed => "This enrolment code has already been used. Ask IT for a new code, then try again.".into(),
             Msg::CodeWrongUser { user } => format!("This enrolment code was issued for another account than \"{user}\". Check your username (--user); if it is yours, ask IT for a code in your name."),
-            Msg::WrongPassword => "Wrong username or password. Type the password of your académie account (the one of your mailbox) and try again.".into(),
+            Msg::WrongPassword => "Wrong username or password. Type the password of your académie account (the one of your mailbox) and try again. If you are sure of your password, your account may have no VPN access or be disabled: contact IT.".into(),
             Msg::EmptyPassword => "The password is empty. Run the command again and type the password of your académie account.".into(),
             Msg::NotVpnUser => "Your account is not allowed to use the VPN. Ask your manager to request this access from IT.".into(),
             Msg::AccountDisabled => "Your account is disabled in the directory. Contact IT.".into(),
@@ -261,6 +300,7 @@ impl Msg {
             Msg::PortalUnreachable { url } => format!("Cannot reach the portal {url}. Check your Internet connection and the portal address, then try again."),
             Msg::TlsInvalid { url } => format!("The certificate of the portal {url} is not valid: the connection was cut for safety. Check the portal address; if IT gave you a CA certificate, pass it with --ca-file. Do not type your password anywhere else."),
             Msg::BadPortalUrl { url } => format!("Invalid portal address: \"{url}\". Use the address IT gave you, starting with https://."),
+            Msg::PlainHttpRefused { url } => format!("Refused: the portal {url} is unencrypted HTTP outside this machine; your password and the device token would cross the network in clear. Use the portal's https:// address IT gave you. For a lab only, add --insecure."),
             Msg::CaFileUnreadable { path, detail } => format!("Cannot use the CA certificate {path} ({detail}). Check the file given to --ca-file."),
             Msg::NoPassword => "No password was typed. Run the command again and type your password when asked.".into(),
             Msg::NotEnrolled { dir } => format!("This laptop is not enrolled yet (nothing in {dir}). First run \"sesame-agent enrol\" with the code IT gave you."),
@@ -270,6 +310,7 @@ impl Msg {
             Msg::AlreadyRunning { pid } => format!("The tunnel is already running (process {pid}). See \"sesame-agent status\", or stop it with \"sesame-agent down\"."),
             Msg::TunnelFailed { detail, log } => format!("The tunnel could not start: {detail}. Run the command as administrator (sudo); details are in {log}."),
             Msg::UnsupportedPlatform { conf } => format!("This command only works on Linux. On Windows or macOS, import the file {conf} into the official WireGuard client."),
+            Msg::SeveralSites { sites, conf } => format!("Your resources are on {sites} sites (one gateway each): \"sesame-agent up\" does not handle several gateways yet. Import the file {conf} (one [Peer] per site) into the official WireGuard client, or run \"wg-quick up {conf}\"."),
             Msg::RotationInterrupted => "The key change was interrupted before the portal answered. Run \"sesame-agent rotate\" again: the same new key will be offered.".into(),
             Msg::Enrolled { device_id, address, conf } => format!("This laptop is enrolled (device #{device_id}, VPN address {address}). Configuration written to {conf}. Run \"sesame-agent up\" to connect."),
             Msg::PlainHttpWarning { url } => format!("Warning: the portal {url} uses unencrypted HTTP (for labs only)."),
@@ -288,6 +329,15 @@ impl Msg {
             Msg::StatusExpiry { expires_at } => format!("Key valid until: {expires_at} (renew it with \"sesame-agent rotate\")"),
             Msg::StatusPortalStale { url } => format!("Portal {url} unreachable: showing the last known information."),
             Msg::StatusDnsNotApplied { dns } => format!("VPN DNS ({dns}) is not applied automatically on Linux."),
+            Msg::MfaCodeNeeded => "The code of your authenticator app (6 digits) is required. Run the command again and type it; phone lost: call IT, who will reset your second factor.".into(),
+            Msg::WrongOtp => "Code refused: wrong, already used or too old. Wait for the next code of your app (every 30 seconds) and run the command again, or type a recovery code; phone lost: call IT for a reset.".into(),
+            Msg::MfaNotRegistered => "No second factor is registered for your account. Ask IT for a registration code (or a reset if you lost your phone).".into(),
+            Msg::ReauthRequired => "This laptop must be unlocked with your code before it renews its key. Run \"sesame-agent unlock\", then run \"sesame-agent rotate\" again.".into(),
+            Msg::MfaRegister { secret } => format!("Second factor: scan this QR code with your authenticator app (or type the key {secret}), then type the first code it shows."),
+            Msg::RecoveryCodes => "Recovery codes, single use, shown only once: write them down and keep them away from this laptop (they replace the code if you no longer have your phone).".into(),
+            Msg::Unlocked { until } => format!("Access to protected resources (second factor) open until: {until}."),
+            Msg::StatusMfaOpen { until } => format!("Protected resources: open until {until}."),
+            Msg::StatusMfaClosed => "Protected resources: closed. To open them: \"sesame-agent unlock\", then the code of your app.".into(),
         }
     }
 }
@@ -328,6 +378,7 @@ pub(crate) fn every_message() -> Vec<Msg> {
         Msg::PortalUnreachable { url: s() },
         Msg::TlsInvalid { url: s() },
         Msg::BadPortalUrl { url: s() },
+        Msg::PlainHttpRefused { url: s() },
         Msg::CaFileUnreadable {
             path: s(),
             detail: s(),
@@ -353,6 +404,10 @@ pub(crate) fn every_message() -> Vec<Msg> {
             log: s(),
         },
         Msg::UnsupportedPlatform { conf: s() },
+        Msg::SeveralSites {
+            sites: 2,
+            conf: s(),
+        },
         Msg::RotationInterrupted,
         Msg::Enrolled {
             device_id: 1,
@@ -375,6 +430,15 @@ pub(crate) fn every_message() -> Vec<Msg> {
         Msg::StatusExpiry { expires_at: s() },
         Msg::StatusPortalStale { url: s() },
         Msg::StatusDnsNotApplied { dns: s() },
+        Msg::MfaCodeNeeded,
+        Msg::WrongOtp,
+        Msg::MfaNotRegistered,
+        Msg::ReauthRequired,
+        Msg::MfaRegister { secret: s() },
+        Msg::RecoveryCodes,
+        Msg::Unlocked { until: s() },
+        Msg::StatusMfaOpen { until: s() },
+        Msg::StatusMfaClosed,
     ]
 }
 

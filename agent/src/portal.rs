@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::StatusCode;
+use sesame::api::mfa::{CodeRequest, RecoveryCodes, UnlockResponse};
 use sesame::api::{DeviceConfig, EnrolRequest, ErrorBody, RotateRequest, API_PREFIX};
 
 use crate::i18n::Lang;
@@ -13,6 +14,8 @@ use crate::i18n::Lang;
 pub enum PortalError {
     #[error("invalid portal address {0:?}")]
     BadUrl(String),
+    #[error("refused: {0} is plain HTTP outside this machine: the password and the device token would cross the network unencrypted; use the portal's https:// address, or add --insecure (labs only)")]
+    PlainHttp(String),
     #[error("CA file {path}: {detail}")]
     CaFile { path: String, detail: String },
     #[error("portal {url} unreachable: {source}")]
@@ -64,6 +67,25 @@ pub fn normalize_url(url: &str) -> Result<String, PortalError> {
     Ok(full.trim_end_matches('/').to_string())
 }
 
+/// Refuses a plain `http://` portal outside loopback unless `insecure` (`--insecure`, labs):
+/// the password and the device token would cross the network in clear. Loopback stays
+/// allowed (a portal on this machine, tests).
+pub fn check_transport(base: &str, insecure: bool) -> Result<(), PortalError> {
+    use reqwest::Url;
+    let parsed = Url::parse(base).map_err(|_| PortalError::BadUrl(base.to_string()))?;
+    // host_str writes an IPv6 address in brackets.
+    let host = parsed.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if parsed.scheme() == "http" && !loopback && !insecure {
+        return Err(PortalError::PlainHttp(base.to_string()));
+    }
+    Ok(())
+}
+
 /// A client bound to one portal.
 #[derive(Debug, Clone)]
 pub struct Portal {
@@ -73,14 +95,17 @@ pub struct Portal {
 }
 
 impl Portal {
-    /// `ca_file`: PEM of a private CA; when given, only that CA is trusted.
+    /// `ca_file`: PEM of a private CA; when given, only that CA is trusted. `insecure` allows
+    /// a plain `http://` portal outside loopback ([`check_transport`]).
     pub fn new(
         url: &str,
         ca_file: Option<&Path>,
+        insecure: bool,
         timeout: Duration,
         lang: Lang,
     ) -> Result<Portal, PortalError> {
         let base = normalize_url(url)?;
+        check_transport(&base, insecure)?;
         let https = base.starts_with("https://");
         let mut builder = Client::builder()
             .use_rustls_tls()
@@ -185,6 +210,58 @@ impl Portal {
         }
         let text = response.text().unwrap_or_default();
         Ok(serde_json::from_str(&text).ok())
+    }
+}
+
+impl Portal {
+    /// `POST route` with the device token and `{"code": …}`: the second factor's device routes
+    /// (`/device/unlock`, `/device/mfa/confirm`).
+    fn post_code<T: serde::de::DeserializeOwned>(
+        &self,
+        route: &str,
+        token: &str,
+        code: &str,
+    ) -> Result<T, PortalError> {
+        let body = CodeRequest {
+            code: code.trim().to_string(),
+        };
+        let response = self.send(
+            self.client
+                .post(self.url(route))
+                .bearer_auth(token)
+                .json(&body),
+        )?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(api_error(status, response));
+        }
+        response.json().map_err(|_| PortalError::Unexpected {
+            status: status.as_u16(),
+        })
+    }
+
+    /// `POST /api/v1/device/unlock`: opens the access window to protected resources.
+    pub fn unlock(&self, token: &str, code: &str) -> Result<UnlockResponse, PortalError> {
+        self.post_code("/device/unlock", token, code)
+    }
+
+    /// `POST /api/v1/device/mfa/confirm`: the first code of the factor the enrolment handed out.
+    pub fn confirm_mfa(&self, token: &str, code: &str) -> Result<RecoveryCodes, PortalError> {
+        self.post_code("/device/mfa/confirm", token, code)
+    }
+
+    /// `POST /api/v1/device/lock`: closes the access window (`sesame-agent down`).
+    pub fn lock(&self, token: &str) -> Result<(), PortalError> {
+        let response = self.send(
+            self.client
+                .post(self.url("/device/lock"))
+                .bearer_auth(token),
+        )?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(api_error(status, response));
+        }
+        Ok(())
     }
 }
 
@@ -313,10 +390,46 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_is_refused_outside_loopback_unless_insecure() {
+        for url in [
+            "http://198.18.1.1:8080",
+            "http://vpn.example.org",
+            "http://[2001:db8::1]",
+        ] {
+            assert!(
+                matches!(check_transport(url, false), Err(PortalError::PlainHttp(u)) if u == url),
+                "{url}"
+            );
+            assert!(check_transport(url, true).is_ok(), "{url} with --insecure");
+        }
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://127.8.9.10",
+            "http://localhost:8080",
+            "http://[::1]:8080",
+            "https://vpn.example.org",
+            "https://198.18.1.1",
+        ] {
+            assert!(check_transport(url, false).is_ok(), "{url}");
+        }
+        // The client is never built for a refused address.
+        let err = Portal::new(
+            "http://198.18.1.1:8080",
+            None,
+            false,
+            Duration::from_secs(1),
+            Lang::Fr,
+        )
+        .expect_err("must fail");
+        assert!(matches!(err, PortalError::PlainHttp(_)));
+    }
+
+    #[test]
     fn missing_ca_file_is_reported() {
         let err = Portal::new(
             "https://x",
             Some(Path::new("/nonexistent/ca.pem")),
+            false,
             Duration::from_secs(1),
             Lang::Fr,
         )

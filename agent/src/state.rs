@@ -80,6 +80,10 @@ pub struct AgentState {
     /// PEM file of the portal's private CA, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// Enrolled with `--insecure`: a plain http:// portal outside loopback is accepted for
+    /// refreshes and rotations too (labs only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
     /// Tunnel interface name (default `sesame0`).
     #[serde(default = "default_interface")]
     pub interface: String,
@@ -170,12 +174,15 @@ mod tests {
             device_id: 3,
             device_token: "tok".into(),
             ca_file: None,
+            insecure: true,
             interface: DEFAULT_INTERFACE.into(),
             refresh_interval_secs: DEFAULT_REFRESH_SECS,
             device_cookie: Some("sesame-device=AAAA".into()),
         };
         state.save(&paths).expect("save");
         assert_eq!(AgentState::load(&paths).expect("load"), state);
+        let text = std::fs::read_to_string(paths.agent()).expect("read");
+        assert!(text.contains("insecure = true"), "{text}");
         std::fs::write(
             paths.agent(),
             "portal = \"http://x\"\ndevice_id = 1\ndevice_token = \"t\"\n",
@@ -183,6 +190,7 @@ mod tests {
         .expect("w");
         let loaded = AgentState::load(&paths).expect("load");
         assert_eq!(loaded.interface, "sesame0");
+        assert!(!loaded.insecure, "absent means a secure portal is required");
         assert_eq!(loaded.refresh_interval_secs, 60);
         assert_eq!(loaded.device_cookie, None);
     }

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult};
-use boringtun::x25519::{PublicKey, StaticSecret};
+use boringtun::x25519::PublicKey;
+use sesame::key::PrivateKey;
 
 /// A responder-side rate limiter that never asks for cookies (for raw measurements).
 pub fn unlimited(public: &PublicKey) -> Arc<RateLimiter> {
@@ -12,7 +13,8 @@ pub fn unlimited(public: &PublicKey) -> Arc<RateLimiter> {
 }
 
 /// Two Tunns with an established session (initiator `a`, responder `b`), done in memory.
-pub fn pair(a_key: StaticSecret, b_key: StaticSecret) -> anyhow::Result<(Tunn, Tunn)> {
+pub fn pair(a_key: PrivateKey, b_key: PrivateKey) -> anyhow::Result<(Tunn, Tunn)> {
+    let (a_key, b_key) = (a_key.to_dalek(), b_key.to_dalek());
     let a_pub = PublicKey::from(&a_key);
     let b_pub = PublicKey::from(&b_key);
     let mut a = Tunn::new(a_key, b_pub, None, None, 1, Some(unlimited(&a_pub)));

@@ -7,10 +7,10 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use boringtun::noise::{Tunn, TunnResult};
-use boringtun::x25519::{PublicKey, StaticSecret};
 use libfuzzer_sys::fuzz_target;
 use sesame::gateway::engine::{Engine, Output};
 use sesame::gateway::PeerSpec;
+use sesame::key::{PrivateKey, PublicKey};
 use sesame::policy::{Rule, RuleSet};
 
 const LAPTOP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
@@ -28,7 +28,7 @@ impl Output for Discard {
 struct World {
     engine: Engine,
     laptop: Mutex<Tunn>,
-    key: [u8; 32],
+    key: PublicKey,
     from: SocketAddr,
     start: Instant,
 }
@@ -36,11 +36,11 @@ struct World {
 fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
-        let gw = StaticSecret::random_from_rng(rand_core::OsRng);
-        let gw_public = PublicKey::from(&gw);
+        let gw = PrivateKey::generate();
+        let gw_public = gw.public_key().to_dalek();
         let engine = Engine::new(gw, Duration::from_secs(120));
-        let laptop_secret = StaticSecret::random_from_rng(rand_core::OsRng);
-        let key = PublicKey::from(&laptop_secret).to_bytes();
+        let laptop_secret = PrivateKey::generate();
+        let key = laptop_secret.public_key();
         let rule = |s: &str| s.parse::<Rule>().expect("rule");
         engine.peers.set(vec![PeerSpec {
             public_key: key,
@@ -48,8 +48,10 @@ fn world() -> &'static World {
             rules: RuleSet::new([rule("198.18.10.0/24 tcp:443"), rule("198.18.10.10/32 icmp")]),
             label: "fuzz".into(),
             persistent_keepalive: None,
+            protected: RuleSet::deny_all(),
+            mfa_until_ms: None,
         }]);
-        let mut laptop = Tunn::new(laptop_secret, gw_public, None, None, 1, None);
+        let mut laptop = Tunn::new(laptop_secret.to_dalek(), gw_public, None, None, 1, None);
         let from: SocketAddr = "198.18.0.2:51000".parse().expect("addr");
         let now = Instant::now();
         let mut buf = vec![0u8; 2048];

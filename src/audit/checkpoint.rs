@@ -100,7 +100,7 @@ impl AuditKey {
 
     /// The public half in base64, as `sesame keygen --audit` prints it.
     pub fn public_base64(&self) -> String {
-        keys::encode(self.0.verifying_key().as_bytes())
+        crate::key::encode_base64(self.0.verifying_key().as_bytes())
     }
 }
 
@@ -119,7 +119,7 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, CheckpointError> {
     let bad = || CheckpointError::PublicKey {
         text: text.to_string(),
     };
-    let bytes = crate::config::parse_key(text).map_err(|_| bad())?;
+    let bytes = crate::key::decode_base64(text).map_err(|_| bad())?;
     VerifyingKey::from_bytes(&bytes).map_err(|_| bad())
 }
 
@@ -178,7 +178,7 @@ impl Checkpoint {
     /// Signs `head` at `now_ms`.
     pub fn sign(key: &AuditKey, head: &ChainHead, now_ms: i64, reason: CheckpointReason) -> Self {
         let mut cp = Checkpoint {
-            ts: crate::store::rfc3339_ms(now_ms),
+            ts: crate::time::format(now_ms),
             reason,
             events: head.events(),
             first_id: head.first_id,
@@ -205,7 +205,7 @@ impl Checkpoint {
 
     /// Whether `key` signed exactly these fields.
     pub fn signed_by(&self, key: &VerifyingKey) -> bool {
-        if self.public_key != keys::encode(key.as_bytes()) {
+        if self.public_key != crate::key::encode_base64(key.as_bytes()) {
             return false;
         }
         let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&self.signature) else {
@@ -295,31 +295,6 @@ impl Sealer {
         let cp = Checkpoint::sign(&self.key, head, now_ms, reason);
         append_to_file(&self.file, &cp)?;
         Ok(cp)
-    }
-}
-
-/// Signs the chain's head every `every` (`[audit] checkpoint_interval`) until `shutdown` turns
-/// true. A failure is logged and the next period tries again.
-pub async fn run_periodic(
-    store: crate::store::Store,
-    sealer: std::sync::Arc<Sealer>,
-    every: std::time::Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
-            return;
-        }
-        if let Err(e) = store
-            .checkpoint_audit(&sealer, CheckpointReason::Interval)
-            .await
-        {
-            tracing::error!(error = %e, "cannot write the audit checkpoint");
-        }
     }
 }
 

@@ -16,6 +16,7 @@ pub enum Action {
     AuthLogin,
     AuthLogout,
     AuthRateLimited,
+    AuthSprayDetected,
     EnrolCodeCreated,
     EnrolCompleted,
     EnrolRejected,
@@ -35,14 +36,23 @@ pub enum Action {
     AuditPurged,
     AuditOverflow,
     AuditCheckpoint,
+    MfaRegistered,
+    MfaVerified,
+    MfaFailed,
+    MfaReset,
+    MfaWindowOpened,
+    MfaWindowClosed,
+    SiteTokenCreated,
+    SiteTokenRefused,
 }
 
 impl Action {
     /// Every action, in a stable order (documentation, filters, tests).
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 31] = [
         Action::AuthLogin,
         Action::AuthLogout,
         Action::AuthRateLimited,
+        Action::AuthSprayDetected,
         Action::EnrolCodeCreated,
         Action::EnrolCompleted,
         Action::EnrolRejected,
@@ -62,6 +72,14 @@ impl Action {
         Action::AuditPurged,
         Action::AuditOverflow,
         Action::AuditCheckpoint,
+        Action::MfaRegistered,
+        Action::MfaVerified,
+        Action::MfaFailed,
+        Action::MfaReset,
+        Action::MfaWindowOpened,
+        Action::MfaWindowClosed,
+        Action::SiteTokenCreated,
+        Action::SiteTokenRefused,
     ];
 
     /// The dotted name stored in the log (`enrol.completed`, `flow.denied`…).
@@ -70,6 +88,7 @@ impl Action {
             Action::AuthLogin => "auth.login",
             Action::AuthLogout => "auth.logout",
             Action::AuthRateLimited => "auth.rate_limited",
+            Action::AuthSprayDetected => "auth.spray_detected",
             Action::EnrolCodeCreated => "enrol.code_created",
             Action::EnrolCompleted => "enrol.completed",
             Action::EnrolRejected => "enrol.rejected",
@@ -89,6 +108,14 @@ impl Action {
             Action::AuditPurged => "audit.purged",
             Action::AuditOverflow => "audit.overflow",
             Action::AuditCheckpoint => "audit.checkpoint",
+            Action::MfaRegistered => "mfa.registered",
+            Action::MfaVerified => "mfa.verified",
+            Action::MfaFailed => "mfa.failed",
+            Action::MfaReset => "mfa.reset",
+            Action::MfaWindowOpened => "mfa.window_opened",
+            Action::MfaWindowClosed => "mfa.window_closed",
+            Action::SiteTokenCreated => "site.token_created",
+            Action::SiteTokenRefused => "site.token_refused",
         }
     }
 
@@ -246,7 +273,7 @@ impl AuditEvent {
     pub fn csv_record(&self) -> [String; 10] {
         [
             self.id.to_string(),
-            crate::store::rfc3339_ms(self.ts),
+            crate::time::format(self.ts),
             self.actor.clone(),
             self.action.clone(),
             self.target.clone(),

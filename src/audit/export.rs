@@ -7,7 +7,7 @@
 use super::{canonical_json, AuditEvent, QueryError, AUDIT_CSV_HEADER};
 
 /// Streamed export formats of the event log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportFormat {
     /// [`AUDIT_CSV_HEADER`] columns, cells neutralised.
     Csv,
@@ -155,7 +155,7 @@ pub fn write_csv_record<W: std::io::Write, S: AsRef<str>>(
 pub fn jsonl_line(e: &AuditEvent) -> String {
     canonical_json(&serde_json::json!({
         "id": e.id,
-        "ts": crate::store::rfc3339_ms(e.ts),
+        "ts": crate::time::format(e.ts),
         "actor": e.actor,
         "action": e.action,
         "target": e.target,

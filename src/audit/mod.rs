@@ -9,7 +9,6 @@ pub mod checkpoint;
 mod event;
 pub mod export;
 pub mod query;
-pub mod retention;
 pub mod review;
 pub mod verify;
 
@@ -18,3 +17,4 @@ pub use event::{
     GENESIS_HASH,
 };
 pub use query::{index_keys, read_event, AuditFilter, Cursor, FilterParams, IndexKeys, QueryError};
+pub use verify::AuditVerification;

@@ -89,8 +89,9 @@ pub fn read_event(
 /// A bad query parameter: which one and what to write instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
-    #[error("{param} {value:?}: écrivez 2026-01-31 ou 2026-01-31T08:00:00Z / write 2026-01-31 or 2026-01-31T08:00:00Z")]
-    BadTime { param: String, value: String },
+    /// `since`/`until` in none of the forms [`crate::time::parse`] takes (kept as the source).
+    #[error("{0}")]
+    BadTime(#[from] crate::time::TimeError),
     #[error("device {0:?} : un numéro d'appareil est attendu (sesame devices list) / a device number is expected (sesame devices list)")]
     BadDevice(String),
     #[error("action {0:?} inconnue : voir la liste dans docs/audit.md / unknown action: see the list in docs/audit.md")]
@@ -115,7 +116,7 @@ impl QueryError {
     /// Stable snake_case code for API answers.
     pub fn code(&self) -> &'static str {
         match self {
-            QueryError::BadTime { .. } => "invalid_time",
+            QueryError::BadTime(_) => "invalid_time",
             QueryError::BadDevice(_) => "invalid_device",
             QueryError::UnknownAction(_) => "unknown_action",
             QueryError::BadOutcome(_) => "invalid_outcome",
@@ -128,27 +129,46 @@ impl QueryError {
     }
 }
 
-/// `since`/`until`: RFC 3339 (offsets accepted) or a date `YYYY-MM-DD` (midnight UTC).
-pub fn parse_time(param: &str, s: &str) -> Result<i64, QueryError> {
-    crate::store::parse_rfc3339(s)
-        .or_else(|| crate::store::parse_rfc3339(&format!("{}T00:00:00Z", s.trim())))
-        .ok_or_else(|| QueryError::BadTime {
-            param: param.to_string(),
-            value: s.to_string(),
-        })
-}
-
-/// The filter as auditors write it (query string of the API, flags of the CLI): text, checked by
-/// [`FilterParams::to_filter`]. Empty values mean "no filter".
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+/// The filter as auditors write it, the one type for the API's query string, the web log's
+/// form and `sesame audit export`'s flags (serde, utoipa and clap read the same fields): text,
+/// checked by [`FilterParams::to_filter`]. Empty values mean "no filter".
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    clap::Args,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 pub struct FilterParams {
+    /// Only events whose actor is this uid or which concern it (target, details.username).
+    #[arg(long)]
     pub user: Option<String>,
+    /// Only events about this device id (`12` or `device:12`).
+    #[arg(long)]
     pub device: Option<String>,
+    /// Only this action (`auth.login`, `flow.allowed`…).
+    #[arg(long)]
     pub action: Option<String>,
+    /// Only events about this resource (flows).
+    #[arg(long)]
     pub resource: Option<String>,
+    /// `success`, `failure` or `denied`.
+    #[arg(long)]
     pub outcome: Option<String>,
+    /// Only events from this client address, as recorded (no port).
+    #[arg(long)]
     pub source_ip: Option<String>,
+    /// From (included): 2026-01-31 (midnight UTC), 2026-01-31T08:00:00Z, or 7d for "7 days
+    /// ago" (also 12h, 30m).
+    #[arg(long)]
     pub since: Option<String>,
+    /// Until (excluded), same forms as since.
+    #[arg(long)]
     pub until: Option<String>,
 }
 
@@ -157,7 +177,9 @@ fn set(v: &Option<String>) -> Option<&str> {
 }
 
 impl FilterParams {
-    pub fn to_filter(&self) -> Result<AuditFilter, QueryError> {
+    /// The checked filter; `since`/`until` are read by [`crate::time::parse`] (an age such as
+    /// `7d` counts back from `now_ms`).
+    pub fn to_filter(&self, now_ms: i64) -> Result<AuditFilter, QueryError> {
         Ok(AuditFilter {
             // As typed: failed logins keep the username verbatim, uids are stored lower-case.
             user: set(&self.user).map(str::to_string),
@@ -182,10 +204,10 @@ impl FilterParams {
                 .transpose()?,
             source_ip: set(&self.source_ip).map(str::to_string),
             since: set(&self.since)
-                .map(|s| parse_time("since", s))
+                .map(|s| crate::time::parse("since", s, now_ms))
                 .transpose()?,
             until: set(&self.until)
-                .map(|s| parse_time("until", s))
+                .map(|s| crate::time::parse("until", s, now_ms))
                 .transpose()?,
             after_id: None,
             through_id: None,
@@ -299,13 +321,22 @@ mod tests {
             source_ip: Some("".into()),
             ..FilterParams::default()
         };
-        let f = p.to_filter().expect("valid");
+        let f = p.to_filter(0).expect("valid");
         assert_eq!(f.user.as_deref(), Some("Alice"), "trimmed, case kept");
         assert_eq!(f.device, Some(3));
         assert_eq!(f.outcome, Some(Outcome::Denied));
         assert_eq!(f.since, Some(1_772_323_200_000));
         assert_eq!(f.until, Some(1_775_001_600_000));
         assert_eq!(f.source_ip, None);
+        let ago = FilterParams {
+            since: Some("7d".into()),
+            ..FilterParams::default()
+        };
+        assert_eq!(
+            ago.to_filter(1_000_000_000_000).expect("an age").since,
+            Some(1_000_000_000_000 - 7 * 86_400_000),
+            "counts back from the now it is given"
+        );
         assert_eq!(
             p.to_json(),
             json!({"user": "Alice", "device": "device:3", "action": "flow.allowed",
@@ -341,7 +372,15 @@ mod tests {
                 "invalid_time",
             ),
         ] {
-            assert_eq!(bad.to_filter().expect_err("refused").code(), code);
+            let e = bad.to_filter(0).expect_err("refused");
+            assert_eq!(e.code(), code);
+            if let QueryError::BadTime(_) = e {
+                let source = std::error::Error::source(&e).expect("the TimeError");
+                assert!(
+                    source.to_string().starts_with("since \"yesterday\""),
+                    "{source}"
+                );
+            }
         }
     }
 

@@ -1,17 +1,15 @@
-//! Who reached a resource (flows) and who can reach it now (access review), shared by the API and the CLI.
+//! The answers of the flows view and the access review (who reached a resource, who can reach it now) and their CSV columns.
 //!
-//! The access review lists every device that can reach a resource right now (or everything a
-//! user's devices can reach), through which directory group and `[[grant]]`, with each device's
-//! last session and last flow: the one implementation behind `GET /api/v1/audit/access-review`
-//! and `sesame audit access-review`. The flows view formats the store's per-device sums of
-//! `flow.allowed` for `GET /api/v1/audit/flows` and `sesame audit flows`.
+//! The access review (`service::review`) lists every device that can reach a resource right
+//! now (or everything a user's devices can reach), through which directory group and
+//! `[[grant]]`, with each device's last session and last flow: these are its types, shared by
+//! `GET /api/v1/audit/access-review`, `sesame audit access-review` and the page. The flows
+//! view formats the store's per-device sums of `flow.allowed` ([`FlowSummary`]) for
+//! `GET /api/v1/audit/flows` and `sesame audit flows`.
 
-use crate::config::StaticPeer;
-use crate::control::{has_role, resources_for};
-use crate::policy::Policy;
-use crate::store::{rfc3339_ms, FlowSummary, Store, StoreError};
+use std::collections::BTreeSet;
 
-use super::{AuditEvent, QueryError};
+use super::AuditEvent;
 
 /// What the review is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,18 +19,6 @@ pub enum ReviewSubject {
 }
 
 impl ReviewSubject {
-    /// From the `resource` / `user` parameters: exactly one must be given.
-    pub fn from_params(resource: Option<&str>, user: Option<&str>) -> Result<Self, QueryError> {
-        fn set(v: Option<&str>) -> Option<&str> {
-            v.map(str::trim).filter(|s| !s.is_empty())
-        }
-        match (set(resource), set(user)) {
-            (Some(r), None) => Ok(ReviewSubject::Resource(r.to_string())),
-            (None, Some(u)) => Ok(ReviewSubject::User(crate::store::normalize_username(u))),
-            _ => Err(QueryError::ReviewSubject),
-        }
-    }
-
     /// The subject as recorded in `audit.read` details.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
@@ -105,22 +91,6 @@ pub struct Review {
     pub entries: Vec<ReviewEntry>,
 }
 
-/// What the review needs from the configuration.
-pub struct ReviewPolicy<'a> {
-    pub policy: &'a Policy,
-    pub vpn_users: &'a [String],
-    pub static_peers: &'a [StaticPeer],
-}
-
-/// Why a review failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ReviewError {
-    #[error(transparent)]
-    Query(#[from] QueryError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 /// CSV header of [`review_csv_record`].
 pub const REVIEW_CSV_HEADER: [&str; 15] = [
     "resource",
@@ -185,141 +155,56 @@ fn detail_str(e: &AuditEvent, k: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn session_seen(e: AuditEvent) -> SessionSeen {
-    let at_key = if e.action == super::Action::TunnelSessionEnded.as_str() {
-        "ended_at"
-    } else {
-        "started_at"
-    };
-    SessionSeen {
-        event_id: e.id,
-        at: detail_str(&e, at_key).unwrap_or_else(|| rfc3339_ms(e.ts)),
-        endpoint: detail_str(&e, "endpoint"),
-        reason: detail_str(&e, "reason"),
-        action: e.action,
+impl SessionSeen {
+    /// From a device's last `tunnel.session_*` event: `ended_at` or `started_at` of its details.
+    pub fn from_event(e: AuditEvent) -> SessionSeen {
+        let at_key = if e.action == super::Action::TunnelSessionEnded.as_str() {
+            "ended_at"
+        } else {
+            "started_at"
+        };
+        SessionSeen {
+            event_id: e.id,
+            at: detail_str(&e, at_key).unwrap_or_else(|| crate::time::format(e.ts)),
+            endpoint: detail_str(&e, "endpoint"),
+            reason: detail_str(&e, "reason"),
+            action: e.action,
+        }
     }
 }
 
-fn flow_seen(e: AuditEvent) -> FlowSeen {
-    let num = |k: &str| e.details.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-    FlowSeen {
-        event_id: e.id,
-        last_seen: detail_str(&e, "last_seen").unwrap_or_else(|| rfc3339_ms(e.ts)),
-        bytes: num("bytes"),
-        packets: num("packets"),
+impl FlowSeen {
+    /// From a device's last `flow.allowed` event to the resource.
+    pub fn from_event(e: AuditEvent) -> FlowSeen {
+        let num = |k: &str| e.details.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        FlowSeen {
+            event_id: e.id,
+            last_seen: detail_str(&e, "last_seen").unwrap_or_else(|| crate::time::format(e.ts)),
+            bytes: num("bytes"),
+            packets: num("packets"),
+        }
     }
 }
 
-/// Runs the review: the same rule as the gateway's desired peer set (an active device of a
-/// `vpn_users` member reaches the union of its user's groups' grants; a static peer its listed
-/// resources), read from the store's devices and the groups seen at the last sync or login.
-pub async fn access_review(
-    store: &Store,
-    cfg: &ReviewPolicy<'_>,
-    subject: &ReviewSubject,
-) -> Result<Review, ReviewError> {
-    if let ReviewSubject::Resource(r) = subject {
-        if cfg.policy.resource(r).is_none() {
-            return Err(QueryError::UnknownResource(r.clone()).into());
-        }
-    }
-    let wanted = |resource: &str| match subject {
-        ReviewSubject::Resource(r) => r == resource,
-        ReviewSubject::User(_) => true,
-    };
-    // Who can reach what: pure, from the policy and the stored devices and groups.
-    let mut wanted_entries = Vec::new();
-    for d in store.active_devices().await? {
-        if let ReviewSubject::User(u) = subject {
-            if &d.user.username != u {
-                continue;
-            }
-        }
-        if !has_role(&d.user.groups, cfg.vpn_users) {
-            continue;
-        }
-        let reachable: Vec<String> = resources_for(cfg.policy, &d.user.groups)
-            .into_iter()
-            .filter(|r| wanted(r))
-            .collect();
-        if !reachable.is_empty() {
-            wanted_entries.push((d, reachable));
-        }
-    }
-    // Last use: two statements for all the devices (the table the append keeps, migration
-    // 0007), the events read from the chain.
-    let ids: Vec<i64> = wanted_entries.iter().map(|(d, _)| d.device.id).collect();
-    let mut sessions = store.last_sessions(&ids).await?;
-    let only = match subject {
-        ReviewSubject::Resource(r) => Some(r.as_str()),
-        ReviewSubject::User(_) => None,
-    };
-    let mut flows = store.last_flows(&ids, only).await?;
-    let mut entries = Vec::new();
-    for (d, reachable) in wanted_entries {
-        let last_session = sessions.remove(&d.device.id).map(session_seen);
-        for resource in reachable {
-            let last_flow = flows
-                .remove(&(d.device.id, resource.clone()))
-                .map(flow_seen);
-            let via = d
-                .user
-                .groups
-                .iter()
-                .filter_map(|g| {
-                    let grants = cfg.policy.grant_sections(g, &resource);
-                    (!grants.is_empty()).then(|| Via {
-                        group: Some(g.clone()),
-                        grants,
-                        peer: None,
-                    })
-                })
-                .collect();
-            entries.push(ReviewEntry {
-                resource,
-                username: Some(d.user.username.clone()),
-                display_name: Some(d.user.display_name.clone()),
-                device_id: Some(d.device.id),
-                device_name: d.device.name.clone(),
-                hostname: Some(d.device.hostname.clone()),
-                tunnel_address: d.device.tunnel_address.to_string(),
-                via,
-                last_session: last_session.clone(),
-                last_flow,
-            });
-        }
-    }
-    // Static peers belong to no user: listed in a resource review only.
-    if let ReviewSubject::Resource(r) = subject {
-        for p in cfg.static_peers.iter().filter(|p| p.resources.contains(r)) {
-            entries.push(ReviewEntry {
-                resource: r.clone(),
-                username: None,
-                display_name: None,
-                device_id: None,
-                device_name: p.name.clone(),
-                hostname: None,
-                tunnel_address: p.address.to_string(),
-                via: vec![Via {
-                    group: None,
-                    grants: Vec::new(),
-                    peer: Some(p.name.clone()),
-                }],
-                last_session: None,
-                last_flow: None,
-            });
-        }
-    }
-    entries.sort_by(|a, b| (&a.resource, a.device_id).cmp(&(&b.resource, b.device_id)));
-    let (resource, user) = match subject {
-        ReviewSubject::Resource(r) => (Some(r.clone()), None),
-        ReviewSubject::User(u) => (None, Some(u.clone())),
-    };
-    Ok(Review {
-        resource,
-        user,
-        entries,
-    })
+/// Who reached a resource from one device (or static peer), over a time range: the sum of its
+/// `flow.allowed` records, as the store adds them up.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FlowSummary {
+    pub username: Option<String>,
+    pub device_id: Option<i64>,
+    /// The gateway's label of the peer (`device:ID:user`, `static:NAME`).
+    pub peer: String,
+    /// Unix ms.
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub bytes: u64,
+    pub packets: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    /// How many `flow.allowed` windows were summed.
+    pub windows: u64,
+    /// Destination ports seen (TCP/UDP), the union of the windows' `ports`.
+    pub ports: BTreeSet<u16>,
 }
 
 /// Who reached a resource from which device: sums of its `flow.allowed` records.
@@ -363,8 +248,8 @@ impl From<FlowSummary> for FlowView {
             username: f.username,
             device_id: f.device_id,
             peer: f.peer,
-            first_seen: rfc3339_ms(f.first_seen),
-            last_seen: rfc3339_ms(f.last_seen),
+            first_seen: crate::time::format(f.first_seen),
+            last_seen: crate::time::format(f.last_seen),
             bytes: f.bytes,
             packets: f.packets,
             bytes_out: f.bytes_out,

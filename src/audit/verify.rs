@@ -1,7 +1,7 @@
 //! Verification of the audit chain: hash links from the retention anchor, and consistency with every signed checkpoint.
 //!
-//! [`ChainCheck`] is fed the retained events in id order, from the database
-//! ([`crate::store::Store::verify_audit_with`]) or from an exported JSONL copy
+//! [`ChainCheck`] is fed the retained events in id order, from the database (the store's
+//! `verify_audit_with`) or from an exported JSONL copy
 //! ([`verify_export`]), and stops at the first event that is wrong. Given the audit public key
 //! and the checkpoint file, it also checks that every signed head is still in the log (or was
 //! legitimately purged below a signed anchor), that the anchor itself was signed, that nothing
@@ -16,7 +16,19 @@ use ed25519_dalek::VerifyingKey;
 
 use super::checkpoint::Checkpoint;
 use super::{Action, AuditEvent, Outcome, GENESIS_HASH};
-use crate::store::AuditVerification;
+
+/// Result of walking the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditVerification {
+    Intact {
+        events: u64,
+    },
+    /// The first event whose `prev_hash` or `hash` does not match.
+    Broken {
+        id: i64,
+        reason: String,
+    },
+}
 
 /// The first thing found wrong: the event id it concerns and what is wrong, for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,7 +286,7 @@ fn parse_export_line(line: &str) -> Result<AuditEvent, String> {
     let l: Line = serde_json::from_str(line).map_err(|e| e.to_string())?;
     Ok(AuditEvent {
         id: l.id,
-        ts: crate::store::parse_rfc3339(&l.ts).ok_or_else(|| format!("ts {:?}", l.ts))?,
+        ts: crate::time::parse("ts", &l.ts, crate::time::now_ms()).map_err(|e| e.to_string())?,
         actor: l.actor,
         action: l.action,
         target: l.target,

@@ -1,4 +1,5 @@
-//! `sesame audit export` and `sesame audit verify`: the audit log read straight from the database (or, for verify, from an exported copy).
+//! `sesame audit export` and `sesame audit verify`: the audit service on the configured database
+//! (or, for verify, an exported copy checked offline).
 //!
 //! Export columns (CSV) and fields (JSON lines) are those of `GET /api/v1/audit/events`: id, ts
 //! (RFC 3339 UTC, millisecond precision), actor, action, target, outcome, source_ip, details
@@ -11,67 +12,22 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _};
 
 use crate::audit::checkpoint::{self, AuditKey};
-use crate::audit::export::render_page;
 pub use crate::audit::export::ExportFormat;
-use crate::audit::{read_event, AuditFilter, FilterParams};
-use crate::config::{parse_duration, Config};
-use crate::store::{rfc3339_ms, AuditVerification, Store};
+use crate::audit::{AuditVerification, FilterParams};
+use crate::service::audit::{self, Trust};
+use crate::time;
 
-/// Events read per query while exporting.
-const PAGE: i64 = 1000;
+use super::{cli_admin, open_services, runtime};
 
-/// `--since`/`--until`: RFC 3339, a date `YYYY-MM-DD` (midnight UTC), or a duration meaning
-/// "that long ago" (`24h`, `7d`).
-pub fn parse_time(flag: &str, s: &str, now_ms: i64) -> anyhow::Result<i64> {
-    if let Ok(ms) = crate::audit::query::parse_time(flag, s) {
-        return Ok(ms);
-    }
-    if let Ok(d) = parse_duration(s) {
-        return Ok(now_ms.saturating_sub(crate::store::duration_ms(d)));
-    }
-    bail!(
-        "{flag} {s:?} : écrivez 2026-01-31, 2026-01-31T08:00:00Z ou 7d / write 2026-01-31, 2026-01-31T08:00:00Z or 7d (7 days ago)"
-    )
-}
-
-/// `--since`/`--until` as the RFC 3339 text the shared filter parser takes (durations resolved).
+/// `--since`/`--until` ([`time::parse`]: RFC 3339, a date, or an age such as `7d`) resolved to
+/// the instant it means, as `audit.read` records it.
 pub(crate) fn time_flag(
     flag: &str,
     s: Option<&str>,
     now_ms: i64,
-) -> anyhow::Result<Option<String>> {
-    s.map(|s| parse_time(flag, s, now_ms).map(rfc3339_ms))
+) -> Result<Option<String>, time::TimeError> {
+    s.map(|s| time::parse(flag, s, now_ms).map(time::format))
         .transpose()
-}
-
-pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
-pub(crate) async fn open(config: &Path) -> anyhow::Result<(Config, Store)> {
-    let config = Config::load(config)?;
-    let store = Store::connect(&config.database.url).await.context(
-        "impossible d'ouvrir la base de données : vérifiez [database] url / cannot open the database: check [database] url",
-    )?;
-    Ok((config, store))
-}
-
-/// Records a CLI read of the log (`audit.read`, actor `cli:<login>`); returns the event's id.
-pub(crate) async fn record_read(
-    store: &Store,
-    query: &str,
-    format: &str,
-    filter: serde_json::Value,
-) -> anyhow::Result<i64> {
-    let ctx = super::store_admin::cli_actor();
-    let ev = store
-        .append_audit(&read_event(&ctx, query, format, filter))
-        .await
-        .context("cannot write the audit.read event")?;
-    Ok(ev.id)
 }
 
 /// `sesame audit export [filters] [--format csv|jsonl]`: the whole filtered log, oldest first,
@@ -82,31 +38,20 @@ pub fn export(
     format: ExportFormat,
 ) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let (_, store) = open(config).await?;
-        let now = store.now_ms();
+        let svc = open_services(config).await?;
+        let now = svc.now_ms();
         let params = FilterParams {
             since: time_flag("--since", params.since.as_deref(), now)?,
             until: time_flag("--until", params.until.as_deref(), now)?,
             ..params.clone()
         };
-        let filter = params.to_filter()?;
-        let read_id = record_read(&store, "export", format.as_str(), params.to_json()).await?;
-        // The log as it stood when the export started, without its own audit.read.
-        let filter = AuditFilter {
-            through_id: Some(read_id - 1),
-            ..filter
-        };
+        let export = audit::export(&svc, &cli_admin(), None, &params, format).await?;
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let mut first = true;
-        let total = store
-            .audit_scan(&filter, PAGE, |page| -> anyhow::Result<()> {
-                out.write_all(&render_page(format, page, first)?)?;
-                first = false;
-                Ok(())
-            })
+        let total = export
+            .write_all(|chunk| -> anyhow::Result<()> { Ok(out.write_all(chunk)?) })
             .await?;
         out.flush()?;
-        store.close().await;
+        svc.close().await;
         eprintln!("{total} événements exportés / events exported");
         Ok(ExitCode::SUCCESS)
     })
@@ -145,32 +90,15 @@ pub fn verify(args: &VerifyArgs<'_>) -> anyhow::Result<ExitCode> {
             let path = args
                 .config
                 .context("--config FILE is required without --export")?;
-            let config = Config::load(path)?;
-            let key = match args.public_key {
-                Some(k) => Some(checkpoint::parse_public_key(k)?),
-                None => checkpoint::load_public_key(&config.audit.signing_key_file)?,
+            let trust = Trust {
+                public_key: args.public_key,
+                checkpoints: args.checkpoints,
             };
-            let file = args
-                .checkpoints
-                .map_or_else(|| config.audit.checkpoint_file.clone(), Path::to_path_buf);
-            let cps = checkpoint::read_file(&file)?;
             runtime()?.block_on(async {
-                let (_, store) = open(path).await?;
-                let r = store.verify_audit_with(Some((key.as_ref(), &cps))).await;
-                // The read is recorded after the walk: the verdict is about the log as the
-                // auditor found it.
-                let filter = match args.checkpoints {
-                    Some(p) => serde_json::json!({ "checkpoints": p.display().to_string() }),
-                    None => serde_json::json!({}),
-                };
-                let r = match r {
-                    Ok(v) => record_read(&store, "verify", "text", filter)
-                        .await
-                        .map(|_| v),
-                    Err(e) => Err(e.into()),
-                };
-                store.close().await;
-                r
+                let svc = open_services(path).await?;
+                let r = audit::verify_with(&svc, &cli_admin(), trust).await;
+                svc.close().await;
+                anyhow::Ok(r?)
             })?
         }
     };
@@ -210,19 +138,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_parse_in_three_forms() {
+    fn time_flags_resolve_to_the_instant_they_mean() {
         let now = 1_767_603_600_000; // 2026-01-05T09:00:00Z
+        let flag = |s| time_flag("--since", Some(s), now);
         assert_eq!(
-            parse_time("--since", "2026-01-05T09:00:00Z", now).ok(),
-            Some(now)
+            flag("2026-01-05").expect("date").as_deref(),
+            Some("2026-01-05T00:00:00.000Z")
         );
         assert_eq!(
-            parse_time("--since", "2026-01-05", now).ok(),
-            Some(now - 9 * 3_600_000)
+            flag("2h").expect("age").as_deref(),
+            Some("2026-01-05T07:00:00.000Z")
         );
-        assert_eq!(parse_time("--since", "2h", now).ok(), Some(now - 7_200_000));
-        let e = parse_time("--since", "yesterday", now).expect_err("refused");
-        assert!(e.to_string().contains("--since"));
-        assert_eq!(rfc3339_ms(now + 250), "2026-01-05T09:00:00.250Z");
+        assert_eq!(time_flag("--since", None, now).expect("none"), None);
+        let e = flag("yesterday").expect_err("refused");
+        assert_eq!(e.field, "--since");
     }
 }

@@ -1,21 +1,19 @@
 //! `sesame audit flows` and `sesame audit access-review`: who reached a resource, who can reach
-//! it now (the same answers as the API, from the shared `audit::review` code).
+//! it now (the same audit service, and answers, as the API).
 
 use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
 use crate::audit::export::{csv_document, text_table};
-use crate::audit::review::{
-    access_review, review_csv_record, FlowView, ReviewPolicy, ReviewSubject, FLOWS_CSV_HEADER,
-    REVIEW_CSV_HEADER,
-};
-use crate::audit::FilterParams;
+use crate::audit::review::{review_csv_record, FlowView, FLOWS_CSV_HEADER, REVIEW_CSV_HEADER};
+use crate::service::audit::{self, FlowsQuery};
 
-use super::audit_cli::{open, record_read, runtime, time_flag};
+use super::audit_cli::time_flag;
+use super::{cli_admin, open_services, runtime};
 
 /// Output of `flows` and `access-review`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReportFormat {
     /// CSV, cells neutralised against spreadsheet formulas.
     Csv,
@@ -63,23 +61,16 @@ pub fn flows(
     format: ReportFormat,
 ) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let (_, store) = open(config).await?;
-        let now = store.now_ms();
-        let params = FilterParams {
-            resource: Some(resource.to_string()),
+        let svc = open_services(config).await?;
+        let now = svc.now_ms();
+        let asked = FlowsQuery {
+            resource: resource.to_string(),
             since: time_flag("--since", since, now)?,
             until: time_flag("--until", until, now)?,
-            ..FilterParams::default()
         };
-        let filter = params.to_filter()?;
-        record_read(&store, "flows", format.as_str(), params.to_json()).await?;
-        let flows: Vec<FlowView> = store
-            .flows(resource, filter.since, filter.until)
-            .await?
-            .into_iter()
-            .map(FlowView::from)
-            .collect();
-        store.close().await;
+        let flows = audit::flows(&svc, &cli_admin(), None, format.as_str(), &asked).await;
+        svc.close().await;
+        let flows = flows?;
         let rows = flows.iter().map(FlowView::csv_record).collect();
         write_report(
             format,
@@ -100,20 +91,10 @@ pub fn access_review_cmd(
     format: ReportFormat,
 ) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let (config, store) = open(config).await?;
-        let subject = ReviewSubject::from_params(resource, user)?;
-        record_read(&store, "access_review", format.as_str(), subject.to_json()).await?;
-        let review = access_review(
-            &store,
-            &ReviewPolicy {
-                policy: &config.policy,
-                vpn_users: &config.roles.vpn_users,
-                static_peers: &config.peers,
-            },
-            &subject,
-        )
-        .await;
-        store.close().await;
+        let svc = open_services(config).await?;
+        let review =
+            audit::access_review(&svc, &cli_admin(), None, format.as_str(), resource, user).await;
+        svc.close().await;
         let review = review?;
         let rows = review.entries.iter().map(review_csv_record).collect();
         write_report(format, &review, REVIEW_CSV_HEADER, rows)?;

@@ -64,8 +64,8 @@ pub fn sync(config_path: &Path, apply: bool) -> anyhow::Result<ExitCode> {
                 plan.limit,
                 plan.active_devices,
                 plan.restorations(),
-                if plan.over_limit() {
-                    "; over directory.max_changes_per_sync: the periodic sync holds, run with --apply to confirm"
+                if plan.holds() {
+                    "; over directory.max_changes_per_sync: the periodic sync applies disabled accounts and groups left, and holds the suspensions of users not found; run with --apply to confirm"
                 } else {
                     ""
                 }

@@ -1,6 +1,6 @@
 //! Store-backed admin commands: `sesame enrol-code create` and `sesame devices list|revoke`.
 //!
-//! These talk to the database named in the configuration directly; they do not check the
+//! These run the services on the database named in the configuration; they do not check the
 //! directory (the user named on an enrolment code is checked when the code is redeemed).
 //! Scripts rely on the output shapes: `enrol-code create` prints the code alone on stdout and
 //! its details on stderr; `--csv` prints CSV `user,device,code,expires_at`.
@@ -12,44 +12,21 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use crate::audit::AuditContext;
 use crate::config::Config;
 use crate::service::devices::{self, DeviceFilter};
-use crate::service::{codes, Actor, ServiceError};
-use crate::store::{rfc3339, CreatedCode, Store, StoreError};
+use crate::service::{codes, ErrorKind};
+use crate::store::CreatedCode;
+use crate::time;
+
+use super::{cli_admin, cli_login, open_services, runtime};
 
 /// `sesame devices list` output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ListFormat {
+    /// Aligned text, one device per line.
     Table,
+    /// The API's device summaries.
     Json,
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
-async fn open(config: &Path) -> anyhow::Result<Store> {
-    let config = Config::load(config)?;
-    Store::connect(&config.database.url).await.with_context(|| {
-        "impossible d'ouvrir la base de données : vérifiez [database] url / cannot open the database: check [database] url"
-    })
-}
-
-/// The administrator at the command line, for the services: every role, every user.
-fn cli_admin() -> Actor {
-    Actor::cli(cli_actor().actor)
-}
-
-/// Who runs the command, for the audit log: `cli:<login>` (the sudo caller when under sudo).
-pub(crate) fn cli_actor() -> AuditContext {
-    let who = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| format!("uid={}", unsafe { libc::getuid() }));
-    AuditContext::new(format!("cli:{who}"), None)
 }
 
 /// The same TTL bounds as the API's (`service::codes`), named after the flag.
@@ -94,9 +71,9 @@ pub fn enrol_code_create(
         bail!("le fichier ne contient aucune ligne / the file has no rows: nothing to do");
     }
     let issued = runtime()?.block_on(async {
-        let store = open(config).await?;
-        let issued = codes::issue_unchecked(&store, &requests, &cli_actor()).await;
-        store.close().await;
+        let svc = open_services(config).await?;
+        let issued = codes::issue_unchecked(&svc, &cli_admin(), &requests).await;
+        svc.close().await;
         issued.map_err(anyhow::Error::new)
     })?;
     if csv.is_some() {
@@ -117,7 +94,7 @@ fn print_one(c: &CreatedCode) -> anyhow::Result<()> {
         "code pour / code for {} (appareil / device {:?}), valable jusqu'au / valid until {}, usage unique / single use",
         c.username,
         c.device_name,
-        rfc3339(c.expires_at)
+        time::format(c.expires_at)
     )?;
     Ok(())
 }
@@ -130,7 +107,7 @@ fn write_csv(codes: &[CreatedCode]) -> anyhow::Result<()> {
             c.username.as_str(),
             c.device_name.as_str(),
             c.code.as_str(),
-            rfc3339(c.expires_at).as_str(),
+            time::format(c.expires_at).as_str(),
         ])?;
     }
     w.flush()?;
@@ -149,9 +126,9 @@ pub fn devices_list(
         ..Default::default()
     };
     let devices = runtime()?.block_on(async {
-        let store = open(config).await?;
-        let d = devices::list(&store, &cli_admin(), &filter).await;
-        store.close().await;
+        let svc = open_services(config).await?;
+        let d = devices::list(&svc, &cli_admin(), &filter).await;
+        svc.close().await;
         anyhow::Ok(d?)
     })?;
     if devices.is_empty() && format == ListFormat::Table {
@@ -175,7 +152,7 @@ pub fn devices_list(
                         d.hostname.clone(),
                         d.tunnel_address.to_string(),
                         d.status.as_str().to_string(),
-                        rfc3339(d.created_at),
+                        time::format(d.created_at),
                         d.public_key_base64(),
                     ]
                 })
@@ -203,10 +180,10 @@ pub fn devices_list(
 pub fn devices_revoke(config: &Path, id: i64, reason: Option<&str>) -> anyhow::Result<ExitCode> {
     let reason = reason.unwrap_or("revoked with sesame devices revoke");
     let result = runtime()?.block_on(async {
-        let store = open(config).await?;
+        let svc = open_services(config).await?;
         // The running server's control plane sees the change within its devices-table poll.
-        let r = devices::revoke(&store, None, &cli_admin(), id, reason, &cli_actor()).await;
-        store.close().await;
+        let r = devices::revoke(&svc, &cli_admin(), id, reason, None).await;
+        svc.close().await;
         anyhow::Ok(r)
     })?;
     match result {
@@ -226,7 +203,7 @@ pub fn devices_revoke(config: &Path, id: i64, reason: Option<&str>) -> anyhow::R
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        Err(ServiceError::NotFound | ServiceError::Store(StoreError::DeviceNotFound(_))) => bail!(
+        Err(e) if e.kind() == ErrorKind::NotFound => bail!(
             "aucun appareil numéro {id} : voyez `sesame devices list` / no device with id {id}: see `sesame devices list`"
         ),
         Err(e) => Err(e.into()),
@@ -246,11 +223,10 @@ pub fn devices_revoke_emergency(
         .private_key_file
         .parent()
         .unwrap_or(Path::new("."));
-    let actor = cli_actor();
     let key = crate::control::emergency::request(
         dir,
         id,
-        &actor.actor,
+        &cli_login(),
         reason.unwrap_or("emergency revocation"),
     )
     .context(

@@ -8,19 +8,32 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine as _;
 use ipnet::Ipv4Net;
 
 use crate::policy::Policy;
 
+#[cfg(test)]
+#[path = "documented_tests.rs"]
+mod documented;
+mod live;
 mod locate;
+#[cfg(test)]
+#[path = "mfa_tests.rs"]
+mod mfa_tests;
 mod raw;
+mod site;
+mod sites;
+#[cfg(test)]
+#[path = "sites_tests.rs"]
+mod sites_tests;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use live::LiveConfig;
 use locate::Locator;
 use raw::RawConfig;
+pub use site::SiteGatewayConfig;
 
 /// A configuration error: where it is and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +76,11 @@ pub struct Config {
     pub devices: DevicesConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    /// `[mfa]`: the second factor is on when the section is present.
+    pub mfa: Option<MfaConfig>,
     pub peers: Vec<StaticPeer>,
+    /// `[[site]]`: the site gateways a portal feeds (empty for a one-site install).
+    pub sites: Vec<Site>,
     /// Resources and grants, compiled.
     pub policy: Policy,
 }
@@ -83,7 +100,14 @@ pub struct PortalConfig {
     pub role_refresh: Duration,
     /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Failed logins and enrolments per minute across every account past which only known
+    /// devices may try (a password spray); 0 turns the ceiling off.
+    pub spray_ceiling: u32,
 }
+
+/// `[portal] spray_ceiling` by default: at 1.2 million logins a day, a busy morning minute sees
+/// some 7,000 attempts and a few hundred failures; 1,000 failures a minute is a spray.
+pub const DEFAULT_SPRAY_CEILING: u32 = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayConfig {
@@ -100,6 +124,16 @@ pub struct GatewayConfig {
     pub threads: usize,
     /// Idle time after which a tracked flow is forgotten.
     pub flow_idle_timeout: Duration,
+    /// The site this gateway serves (`sesame gateway --site` overrides it).
+    pub site: Option<String>,
+    /// The portals a site gateway is fed by, tried in turn (`https://…`).
+    pub portals: Vec<String>,
+    /// The site token (printed by `sesame site token` on the portal host).
+    pub portal_token_file: Option<PathBuf>,
+    /// PEM file of the portals' private CA (else the system's trusted CAs).
+    pub portal_ca_file: Option<PathBuf>,
+    /// A plain-http portal outside loopback was allowed explicitly (labs).
+    pub insecure_plaintext: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,6 +234,47 @@ pub struct DelegatedRole {
 pub struct DevicesConfig {
     pub key_lifetime: Duration,
     pub max_lifetime: Duration,
+    /// With `[mfa]`: a device whose owner has not used the second factor for this long cannot
+    /// rotate with its bearer token alone.
+    pub reauth_interval: Duration,
+}
+
+/// `[mfa] provider`: who checks one-time codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MfaProvider {
+    /// RFC 6238 codes of an authenticator application; secrets registered with Sesame.
+    Totp,
+    /// The académie's OTP server (RADIUS Access-Request).
+    Radius,
+}
+
+/// The web roles `[mfa] web_roles` may name (the role names of `[roles]`).
+pub const MFA_WEB_ROLES: [&str; 3] = ["vpn_users", "it_staff", "auditors"];
+
+/// `[mfa]`: the second factor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MfaConfig {
+    pub provider: MfaProvider,
+    /// How long an access window to `mfa = true` resources stays open.
+    pub session: Duration,
+    /// A window closes early after this long without a packet to a protected resource.
+    pub idle: Duration,
+    /// `[roles]` names whose web login needs the second factor (`it_staff`, `auditors`…).
+    pub web_roles: Vec<String>,
+    /// The key sealing TOTP secrets (0600, created on first start).
+    pub secret_key_file: PathBuf,
+    /// `[mfa.radius]`: set when `provider = "radius"`.
+    pub radius: Option<RadiusConfig>,
+}
+
+/// `[mfa.radius]`: the académie's OTP servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RadiusConfig {
+    /// Tried in order; a server silent for `timeout` passes to the next.
+    pub servers: Vec<SocketAddr>,
+    /// The shared secret, one line, 0600 (read at start).
+    pub secret_file: PathBuf,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,47 +341,35 @@ pub struct MetricsConfig {
     pub listen: SocketAddr,
 }
 
+/// A site gateway from `[[site]]`: what laptops dial for the site's resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    /// Unique; `[[resource]] site` names it.
+    pub name: String,
+    /// `host:port` the laptops dial for this site.
+    pub endpoint: String,
+    /// That gateway's key (printed by `sesame keygen` on its host).
+    pub public_key: crate::key::PublicKey,
+}
+
+/// The site name of `sesame serve`'s own gateway in `DeviceConfig.peers` and the audit log.
+pub const LOCAL_SITE: &str = "local";
+
+impl Config {
+    /// The `[[site]]` named `name`.
+    pub fn site(&self, name: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.name == name)
+    }
+}
+
 /// A fixed peer from `[[peer]]`: no enrolment, always present.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticPeer {
     pub name: String,
-    pub public_key: [u8; 32],
+    pub public_key: crate::key::PublicKey,
     pub address: Ipv4Addr,
     pub resources: Vec<String>,
     pub persistent_keepalive: Option<u16>,
-}
-
-/// Parses a duration such as `500ms`, `60s`, `30m`, `72h` or `400d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        format!("invalid duration {s:?}: write a number and a unit, e.g. 60s, 30m, 72h, 7d")
-    })?;
-    let secs = match unit.trim() {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "s" | "" => n,
-        "m" => n.saturating_mul(60),
-        "h" => n.saturating_mul(3600),
-        "d" => n.saturating_mul(86_400),
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?}: use ms, s, m, h or d (e.g. 72h)"
-            ))
-        }
-    };
-    Ok(Duration::from_secs(secs))
-}
-
-/// Decodes a base64 WireGuard key (32 bytes).
-pub fn parse_key(s: &str) -> Result<[u8; 32], String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .map_err(|_| "not valid base64: a WireGuard key is 44 characters ending in '=' (as printed by `wg pubkey`)".to_string())?;
-    bytes
-        .try_into()
-        .map_err(|_| "a WireGuard key is 32 bytes (44 base64 characters)".to_string())
 }
 
 fn is_loopback_url(url: &str) -> bool {
@@ -333,6 +396,9 @@ impl Config {
             "audit.signing_key_file",
             self.audit.signing_key_file.as_path(),
         ));
+        if let Some(mfa) = &self.mfa {
+            files.push(("mfa.secret_key_file", mfa.secret_key_file.as_path()));
+        }
         if let Some(key) = &self.portal.tls_key_file {
             files.push(("portal.tls_key_file", key.as_path()));
         }

@@ -24,12 +24,15 @@ pub(super) struct RawConfig {
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) metrics: RawMetrics,
+    pub(super) mfa: Option<RawMfa>,
     #[serde(default)]
     pub(super) resource: Vec<RawResource>,
     #[serde(default)]
     pub(super) grant: Vec<RawGrant>,
     #[serde(default)]
     pub(super) peer: Vec<RawPeer>,
+    #[serde(default)]
+    pub(super) site: Vec<RawSite>,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +46,7 @@ pub(super) struct RawPortal {
     pub(super) helpdesk: String,
     pub(super) role_refresh: String,
     pub(super) trusted_proxies: Vec<String>,
+    pub(super) spray_ceiling: u32,
 }
 
 impl Default for RawPortal {
@@ -56,6 +60,7 @@ impl Default for RawPortal {
             helpdesk: String::new(),
             role_refresh: "5m".into(),
             trusted_proxies: Vec::new(),
+            spray_ceiling: super::DEFAULT_SPRAY_CEILING,
         }
     }
 }
@@ -72,6 +77,11 @@ pub(super) struct RawGateway {
     pub(super) mtu: u16,
     pub(super) threads: usize,
     pub(super) flow_idle_timeout: String,
+    pub(super) site: Option<String>,
+    pub(super) portals: Vec<String>,
+    pub(super) portal_token_file: Option<PathBuf>,
+    pub(super) portal_ca_file: Option<PathBuf>,
+    pub(super) insecure_plaintext: bool,
 }
 
 impl Default for RawGateway {
@@ -86,6 +96,11 @@ impl Default for RawGateway {
             mtu: 1420,
             threads: 0,
             flow_idle_timeout: "120s".into(),
+            site: None,
+            portals: Vec::new(),
+            portal_token_file: None,
+            portal_ca_file: None,
+            insecure_plaintext: false,
         }
     }
 }
@@ -167,6 +182,7 @@ pub(super) struct RawDelegated {
 pub(super) struct RawDevices {
     pub(super) key_lifetime: String,
     pub(super) max_lifetime: String,
+    pub(super) reauth_interval: String,
 }
 
 impl Default for RawDevices {
@@ -174,6 +190,7 @@ impl Default for RawDevices {
         RawDevices {
             key_lifetime: "180d".into(),
             max_lifetime: "730d".into(),
+            reauth_interval: "90d".into(),
         }
     }
 }
@@ -241,6 +258,48 @@ pub(super) struct RawResource {
     #[serde(default)]
     pub(super) description: String,
     pub(super) allow: Vec<String>,
+    /// Reached only inside an access window opened with the second factor (needs `[mfa]`).
+    #[serde(default)]
+    pub(super) mfa: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawMfa {
+    pub(super) provider: String,
+    pub(super) session: String,
+    pub(super) idle: String,
+    pub(super) web_roles: Vec<String>,
+    /// Default: `mfa.key` beside `[gateway] private_key_file` (the service's state folder).
+    pub(super) secret_key_file: Option<PathBuf>,
+    /// `[mfa.radius]`, with `provider = "radius"`.
+    pub(super) radius: Option<RawRadius>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRadius {
+    pub(super) servers: Vec<String>,
+    pub(super) secret_file: PathBuf,
+    #[serde(default = "default_radius_timeout")]
+    pub(super) timeout: String,
+}
+
+fn default_radius_timeout() -> String {
+    "3s".into()
+}
+
+impl Default for RawMfa {
+    fn default() -> Self {
+        RawMfa {
+            provider: "totp".into(),
+            session: "10h".into(),
+            idle: "30m".into(),
+            web_roles: vec!["it_staff".into(), "auditors".into()],
+            secret_key_file: None,
+            radius: None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -259,4 +318,12 @@ pub(super) struct RawPeer {
     #[serde(default)]
     pub(super) resources: Vec<String>,
     pub(super) persistent_keepalive: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSite {
+    pub(super) name: String,
+    pub(super) endpoint: String,
+    pub(super) public_key: String,
 }

@@ -4,63 +4,24 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use crate::config::StaticPeer;
-use crate::policy::{Policy, RuleSet};
-
-/// One peer the gateway must have: key, tunnel address, compiled rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DesiredPeer {
-    pub public_key: [u8; 32],
-    pub address: Ipv4Addr,
-    pub rules: RuleSet,
-    /// For logs and metrics: `device:ID:user` or `static:NAME`.
-    pub label: String,
-    pub persistent_keepalive: Option<u16>,
-}
-
-/// Who a gateway peer is, read back from its label (`device:ID:USER`, `static:NAME`, or a
-/// static peer's bare name as `sesame gateway` labels them).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerIdentity {
-    Device { id: i64, username: String },
-    Static { name: String },
-}
-
-impl PeerIdentity {
-    /// The label the control plane gives this peer.
-    pub fn label(&self) -> String {
-        match self {
-            PeerIdentity::Device { id, username } => format!("device:{id}:{username}"),
-            PeerIdentity::Static { name } => format!("static:{name}"),
-        }
-    }
-
-    pub fn parse(label: &str) -> PeerIdentity {
-        if let Some((id, username)) = label
-            .strip_prefix("device:")
-            .and_then(|rest| rest.split_once(':'))
-        {
-            if let Ok(id) = id.parse() {
-                return PeerIdentity::Device {
-                    id,
-                    username: username.to_string(),
-                };
-            }
-        }
-        let name = label.strip_prefix("static:").unwrap_or(label);
-        PeerIdentity::Static {
-            name: name.to_string(),
-        }
-    }
-}
+use crate::gateway::{static_peers, PeerIdentity, PeerSpec};
+use crate::key::PublicKey;
+use crate::policy::Policy;
 
 /// An active enrolled device and the groups its user had at the last login, enrolment or sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActiveDevice {
     pub id: i64,
     pub username: String,
-    pub public_key: [u8; 32],
+    pub public_key: PublicKey,
     pub address: Ipv4Addr,
     pub groups: Vec<String>,
+    /// End of the device's open access window to `mfa = true` resources (unix ms), if any.
+    pub mfa_until_ms: Option<i64>,
+    /// The laptop's name as IT gave it (`PC-PAIE-01`); empty when read from the peer cache.
+    pub name: String,
+    /// When the device's key expires (unix ms); `None`: no expiry (or unknown: peer cache).
+    pub key_expires_at: Option<i64>,
 }
 
 pub use crate::service::roles::has_role;
@@ -76,31 +37,24 @@ pub fn resources_for(policy: &Policy, groups: &[String]) -> BTreeSet<String> {
 pub fn desired_peers(
     policy: &Policy,
     vpn_users: &[String],
-    static_peers: &[StaticPeer],
+    statics: &[StaticPeer],
     devices: &[ActiveDevice],
-) -> Vec<DesiredPeer> {
-    let mut out = Vec::with_capacity(static_peers.len() + devices.len());
-    for p in static_peers {
-        out.push(DesiredPeer {
-            public_key: p.public_key,
-            address: p.address,
-            rules: policy.rules_for_resources(p.resources.iter().map(String::as_str)),
-            label: PeerIdentity::Static {
-                name: p.name.clone(),
-            }
-            .label(),
-            persistent_keepalive: p.persistent_keepalive,
-        });
-    }
+) -> Vec<PeerSpec> {
+    let mut out = Vec::with_capacity(statics.len() + devices.len());
+    out.extend(static_peers(policy, statics));
     for d in devices {
         if !has_role(&d.groups, vpn_users) {
             continue;
         }
         let names = resources_for(policy, &d.groups);
-        out.push(DesiredPeer {
+        let (rules, protected) = policy.split_rules_for_resources(names.iter().map(String::as_str));
+        out.push(PeerSpec {
             public_key: d.public_key,
             address: d.address,
-            rules: policy.rules_for_resources(names.iter().map(String::as_str)),
+            rules,
+            // A window only matters to a device with protected resources.
+            mfa_until_ms: d.mfa_until_ms.filter(|_| !protected.is_empty()),
+            protected,
             label: PeerIdentity::Device {
                 id: d.id,
                 username: d.username.clone(),
@@ -145,9 +99,12 @@ mod tests {
         ActiveDevice {
             id,
             username: format!("u{id}"),
-            public_key: [id as u8; 32],
+            public_key: PublicKey::from_bytes([id as u8; 32]).expect("key"),
             address: Ipv4Addr::new(100, 64, 0, 1 + id as u8),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            mfa_until_ms: None,
+            name: format!("PC-{id}"),
+            key_expires_at: None,
         }
     }
 
@@ -215,7 +172,7 @@ mod tests {
         let p = policy();
         let s = StaticPeer {
             name: "supervision".into(),
-            public_key: [9; 32],
+            public_key: PublicKey::from_bytes([9; 32]).expect("key"),
             address: Ipv4Addr::new(100, 64, 255, 1),
             resources: vec!["rh".into()],
             persistent_keepalive: Some(25),
@@ -225,5 +182,25 @@ mod tests {
         assert_eq!(peers[0].label, "static:supervision");
         assert_eq!(peers[0].persistent_keepalive, Some(25));
         assert_eq!(peers[0].rules.networks()[0].to_string(), "198.18.20.0/24");
+    }
+
+    #[test]
+    fn protected_resources_go_apart_with_the_window_end_and_a_window_alone_is_dropped() {
+        let mut p = policy();
+        p.require_mfa("paie").expect("paie");
+        let mut d1 = device(1, &[VPN, PAIE, RH]);
+        d1.mfa_until_ms = Some(1_800_000_000_000);
+        let mut d2 = device(2, &[VPN, RH]);
+        d2.mfa_until_ms = Some(1_800_000_000_000);
+        let peers = desired_peers(&p, &[VPN.into()], &[], &[d1, d2]);
+        let nets = |r: &crate::policy::RuleSet| -> Vec<String> {
+            r.networks().iter().map(|n| n.to_string()).collect()
+        };
+        assert_eq!(nets(&peers[0].rules), vec!["198.18.20.0/24"]);
+        assert_eq!(nets(&peers[0].protected), vec!["198.18.10.10/32"]);
+        assert_eq!(peers[0].mfa_until_ms, Some(1_800_000_000_000));
+        // No protected resource: no window to carry (the peer set does not change with it).
+        assert!(peers[1].protected.is_empty());
+        assert_eq!(peers[1].mfa_until_ms, None);
     }
 }

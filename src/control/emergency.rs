@@ -4,26 +4,42 @@
 //!
 //! Protocol: one JSON line each way over a Unix socket (`admin.sock`, mode 0600, beside the
 //! gateway key): `{"revoke": ID, "reason": "...", "actor": "cli:root"}` →
-//! `{"ok": true, "public_key": "..."}` or `{"ok": false, "error": "..."}`.
+//! `{"ok": true, "public_key": "..."}` or `{"ok": false, "error": "..."}`. Clients are served
+//! concurrently, each with [`READ_TIMEOUT`] to send its line: an idle or stuck client never
+//! delays a revocation. `ok: true` is sent only once the revocation is on disk (file and
+//! directory synced) and the device is out of the gateway's peer set.
 
 use std::collections::HashSet;
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::{BufRead as _, BufReader, ErrorKind, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::audit::AuditContext;
 use crate::store::{Store, StoreError};
 
-use super::peer_cache::PeerCache;
+use super::peer_cache::{PeerCache, PeerCacheError};
 use super::PeerSink;
+use crate::control::site_gateway::state::SiteState;
+use crate::key::PublicKey;
 
 /// The admin socket, in the gateway's state directory.
 pub const SOCKET_FILE: &str = "admin.sock";
 /// Revocations made at the gateway, not yet written to the store.
 pub const PENDING_FILE: &str = "pending-revocations.json";
+/// How long a client may take to send its request line before it is answered with an error
+/// and disconnected.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest request line read.
+const MAX_REQUEST: u64 = 4096;
+/// Clients served at once; past this, new ones wait for a slot (at most [`READ_TIMEOUT`]
+/// plus one revocation each).
+const MAX_CLIENTS: usize = 16;
+/// How long the CLI waits for the gateway's answer.
+const CLI_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why an emergency revocation failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +60,8 @@ pub enum EmergencyError {
     UnknownDevice(i64),
     #[error("the gateway refused: {0}")]
     Refused(String),
+    #[error("{path}: no answer from the gateway within {secs} s")]
+    NoAnswer { path: PathBuf, secs: u64 },
 }
 
 /// One revocation made at the gateway.
@@ -107,15 +125,18 @@ impl Emergency {
         self.pending.lock().iter().map(|p| p.device_id).collect()
     }
 
+    /// Writes the pending list and syncs it (file and directory) before returning: what the
+    /// socket acknowledges survives a crash or a power cut.
     fn persist(&self, pending: &[PendingRevocation]) -> Result<(), EmergencyError> {
         let path = self.dir.join(PENDING_FILE);
-        let tmp = path.with_extension("json.tmp");
         let body = serde_json::to_vec(pending).map_err(|source| EmergencyError::Json {
             path: path.clone(),
             source,
         })?;
-        std::fs::write(&tmp, body).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))
+        crate::durable::replace(&path, 0o600, &[&body]).map_err(|e| EmergencyError::Io {
+            path: e.path,
+            source: e.source,
+        })
     }
 
     /// Cuts device `id` at the gateway (its key found in the peer cache) and records it.
@@ -126,19 +147,8 @@ impl Emergency {
         actor: &str,
         reason: &str,
     ) -> Result<String, EmergencyError> {
-        let cache =
-            PeerCache::open(&self.dir).map_err(|e| EmergencyError::Refused(e.to_string()))?;
-        let devices = cache
-            .load(&sink.public_key())
-            .map_err(|e| EmergencyError::Refused(e.to_string()))?
-            .map(|(_, d)| d)
-            .unwrap_or_default();
-        let device = devices
-            .iter()
-            .find(|d| d.id == id)
-            .and_then(|d| d.active())
-            .ok_or(EmergencyError::UnknownDevice(id))?;
-        let public_key = crate::gateway::keys::encode(&device.public_key);
+        let device_key = self.lookup(sink, id)?;
+        let public_key = device_key.to_base64();
         let mut pending = self.pending.lock();
         if !pending.iter().any(|p| p.device_id == id) {
             pending.push(PendingRevocation {
@@ -150,7 +160,7 @@ impl Emergency {
             self.persist(&pending)?;
         }
         drop(pending);
-        sink.remove_peer(&device.public_key);
+        sink.remove_peer(&device_key);
         tracing::warn!(
             device = id,
             actor,
@@ -158,6 +168,27 @@ impl Emergency {
             "emergency revocation at the gateway"
         );
         Ok(public_key)
+    }
+
+    /// The key of device `id`: from the peer cache of `sesame serve`, else from the feed cache
+    /// of a site gateway.
+    fn lookup(&self, sink: &dyn PeerSink, id: i64) -> Result<PublicKey, EmergencyError> {
+        let refused = |e: PeerCacheError| EmergencyError::Refused(e.to_string());
+        let cache = PeerCache::open(&self.dir).map_err(refused)?;
+        let public = sink.public_key();
+        if let Some((_, devices)) = cache.load(&public).map_err(refused)? {
+            if let Some(d) = devices.iter().find(|d| d.id == id) {
+                return Ok(d.public_key);
+            }
+        }
+        let site = cache.sibling(crate::control::site_gateway::cache::SITE_CACHE_FILE);
+        if let Some((_, state)) = site.load_value::<SiteState>(&public).map_err(refused)? {
+            if let Some(p) = state.peers.values().find(|p| p.device_id == id) {
+                return PublicKey::parse(&p.public_key)
+                    .map_err(|e| EmergencyError::Refused(e.to_string()));
+            }
+        }
+        Err(EmergencyError::UnknownDevice(id))
     }
 
     /// Writes pending revocations to the store (`device.revoked`, audited with the actor who
@@ -188,7 +219,28 @@ impl Emergency {
     }
 }
 
-/// Serves the admin socket until `shutdown` turns true.
+impl Response {
+    fn refused(error: String) -> Response {
+        Response {
+            ok: false,
+            public_key: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// The socket file, removed when the server stops, whichever way its task ends (shutdown,
+/// an error, the runtime dropped at exit).
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Serves the admin socket until `shutdown` turns true, each client on its own task; removes
+/// the socket file when it stops.
 pub async fn serve_socket(
     emergency: Arc<Emergency>,
     sink: Arc<dyn PeerSink>,
@@ -202,8 +254,17 @@ pub async fn serve_socket(
         Err(e) => return Err(io(&path)(e)),
     }
     let listener = tokio::net::UnixListener::bind(&path).map_err(io(&path))?;
+    let _file = SocketFile(path.clone());
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io(&path))?;
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
+        let slot = tokio::select! {
+            s = Arc::clone(&slots).acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
         let stream = tokio::select! {
             r = listener.accept() => match r {
                 Ok((s, _)) => s,
@@ -211,41 +272,51 @@ pub async fn serve_socket(
             },
             _ = shutdown.wait_for(|stop| *stop) => break,
         };
-        let (read, mut write) = stream.into_split();
-        let mut line = String::new();
-        let mut reader = tokio::io::BufReader::new(read.take(4096));
-        let answer = match reader.read_line(&mut line).await {
-            Ok(_) => match serde_json::from_str::<Request>(&line) {
-                Ok(req) => match emergency.revoke(&*sink, req.revoke, &req.actor, &req.reason) {
-                    Ok(k) => Response {
+        let emergency = Arc::clone(&emergency);
+        let sink = Arc::clone(&sink);
+        tokio::spawn(async move {
+            serve_client(stream, emergency, sink).await;
+            drop(slot);
+        });
+    }
+    Ok(())
+}
+
+/// One client: its request line within [`READ_TIMEOUT`], the revocation (blocking file I/O, off
+/// the runtime's threads), the answer.
+async fn serve_client(
+    stream: tokio::net::UnixStream,
+    emergency: Arc<Emergency>,
+    sink: Arc<dyn PeerSink>,
+) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST));
+    let answer = match tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line)).await {
+        Err(_) => Response::refused(format!("no request within {} s", READ_TIMEOUT.as_secs())),
+        Ok(Err(e)) => Response::refused(e.to_string()),
+        Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+            Err(e) => Response::refused(format!("bad request: {e}")),
+            Ok(req) => {
+                let revoked = tokio::task::spawn_blocking(move || {
+                    emergency.revoke(&*sink, req.revoke, &req.actor, &req.reason)
+                })
+                .await;
+                match revoked {
+                    Ok(Ok(k)) => Response {
                         ok: true,
                         public_key: Some(k),
                         error: None,
                     },
-                    Err(e) => Response {
-                        ok: false,
-                        public_key: None,
-                        error: Some(e.to_string()),
-                    },
-                },
-                Err(e) => Response {
-                    ok: false,
-                    public_key: None,
-                    error: Some(format!("bad request: {e}")),
-                },
-            },
-            Err(e) => Response {
-                ok: false,
-                public_key: None,
-                error: Some(e.to_string()),
-            },
-        };
-        let mut out = serde_json::to_vec(&answer).unwrap_or_default();
-        out.push(b'\n');
-        let _ = write.write_all(&out).await;
-    }
-    let _ = std::fs::remove_file(&path);
-    Ok(())
+                    Ok(Err(e)) => Response::refused(e.to_string()),
+                    Err(e) => Response::refused(format!("revocation task failed: {e}")),
+                }
+            }
+        },
+    };
+    let mut out = serde_json::to_vec(&answer).unwrap_or_default();
+    out.push(b'\n');
+    let _ = tokio::time::timeout(READ_TIMEOUT, write.write_all(&out)).await;
 }
 
 /// The CLI side: asks the gateway whose state directory is `state_dir` to cut device `id`.
@@ -258,7 +329,8 @@ pub fn request(
     let path = state_dir.join(SOCKET_FILE);
     let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(io(&path))?;
     stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .set_read_timeout(Some(CLI_TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(CLI_TIMEOUT)))
         .map_err(io(&path))?;
     let mut req = serde_json::to_vec(&Request {
         revoke: id,
@@ -272,9 +344,16 @@ pub fn request(
     req.push(b'\n');
     stream.write_all(&req).map_err(io(&path))?;
     let mut line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut line)
-        .map_err(io(&path))?;
+    match BufReader::new(stream).read_line(&mut line) {
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            return Err(EmergencyError::NoAnswer {
+                path,
+                secs: CLI_TIMEOUT.as_secs(),
+            })
+        }
+        Err(e) => return Err(io(&path)(e)),
+    }
     let r: Response = serde_json::from_str(&line).map_err(|source| EmergencyError::Json {
         path: path.clone(),
         source,
@@ -284,3 +363,7 @@ pub fn request(
         _ => Err(EmergencyError::Refused(r.error.unwrap_or_default())),
     }
 }
+
+#[cfg(test)]
+#[path = "emergency_tests.rs"]
+mod tests;

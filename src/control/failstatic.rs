@@ -2,6 +2,7 @@
 //! cache (authenticated, see `peer_cache`) within seconds and the store is retried until it
 //! answers; after any restart the gateway re-initiates handshakes towards the cached endpoints.
 
+use crate::key::PublicKey;
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
@@ -34,7 +35,7 @@ pub fn open_cache(private_key_file: &Path) -> Option<PeerCache> {
 }
 
 /// The cached devices, or none with a clear log line when the file is refused.
-pub fn load_cached(cache: &PeerCache, gateway_public: &[u8; 32]) -> Vec<CachedDevice> {
+pub fn load_cached(cache: &PeerCache, gateway_public: &PublicKey) -> Vec<CachedDevice> {
     match cache.load(gateway_public) {
         Ok(Some((_, devices))) => devices,
         Ok(None) => Vec::new(),
@@ -77,9 +78,9 @@ pub async fn connect_or_serve_cached(
         .filter(|c| !revoked.contains(&c.id))
         .cloned()
         .collect();
-    let endpoints: Vec<([u8; 32], std::net::SocketAddr)> = cached
+    let endpoints: Vec<(PublicKey, std::net::SocketAddr)> = cached
         .iter()
-        .filter_map(|c| Some((c.active()?.public_key, c.endpoint?)))
+        .filter_map(|c| Some((c.public_key, c.endpoint?)))
         .collect();
     if let Some((store, mut devices)) = try_store(config).await {
         devices.retain(|d| !revoked.contains(&d.id));
@@ -87,7 +88,7 @@ pub async fn connect_or_serve_cached(
         sink.initiate_handshakes(endpoints);
         return Some(store);
     }
-    let devices: Vec<ActiveDevice> = cached.iter().filter_map(CachedDevice::active).collect();
+    let devices: Vec<ActiveDevice> = cached.iter().map(CachedDevice::active).collect();
     tracing::warn!(
         devices = devices.len(),
         "database unreachable at start: serving the cached peer set (fail-static), retrying every {}s",

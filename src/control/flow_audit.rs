@@ -18,11 +18,14 @@ use tokio::sync::watch;
 
 use crate::audit::{Action, AuditContext, NewAuditEvent, Outcome};
 use crate::gateway::flowlog::{
-    wall_ms, AllowedFlow, DeniedFlow, DenyReason, FlowLog, FlowReceiver, FlowRecord, LostCounts,
-    PeerRef, SessionEnd, SessionStart, MAX_DENIED_PER_PEER, MAX_PORTS,
+    AllowedFlow, DeniedFlow, DenyReason, FlowLog, FlowReceiver, FlowRecord, LostCounts, PeerRef,
+    SessionEnd, SessionStart, WindowClosed, WindowEnd, MAX_DENIED_PER_PEER, MAX_PORTS,
 };
-use crate::policy::{Policy, ResourceId, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
-use crate::store::{rfc3339_ms, Store, StoreError};
+use crate::ip_proto;
+use crate::key::PublicKey;
+use crate::policy::{Policy, ResourceId};
+use crate::store::{Store, StoreError};
+use crate::time;
 
 use super::PeerIdentity;
 
@@ -42,12 +45,14 @@ pub enum Destination {
     Store(Store),
     /// Structured log lines, target `sesame::audit` (`sesame gateway`, no database).
     Log,
+    /// The portals, through the spool on disk (`sesame gateway --site`).
+    Portal(Arc<crate::control::site_gateway::spool::Spool>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct AllowedKey {
     window: i64,
-    peer: [u8; 32],
+    peer: PublicKey,
     resource: ResourceId,
 }
 
@@ -56,7 +61,7 @@ struct AllowedKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct DeniedKey {
     window: i64,
-    peer: [u8; 32],
+    peer: PublicKey,
     dst: Option<IpAddr>,
     proto: u8,
     port: Option<u16>,
@@ -68,7 +73,7 @@ struct DeniedKey {
 struct Merge {
     allowed: HashMap<AllowedKey, AllowedFlow>,
     denied: HashMap<DeniedKey, DeniedFlow>,
-    distinct: HashMap<(i64, [u8; 32]), usize>,
+    distinct: HashMap<(i64, PublicKey), usize>,
 }
 
 impl Merge {
@@ -145,7 +150,7 @@ impl Merge {
     /// order: window, then device, then allowed before denied.
     fn take(&mut self, before_ms: Option<i64>) -> Vec<FlowRecord> {
         let open = |w: i64| before_ms.is_some_and(|b| w > b);
-        let mut out: Vec<(i64, [u8; 32], FlowRecord)> = Vec::new();
+        let mut out: Vec<(i64, PublicKey, FlowRecord)> = Vec::new();
         let allowed: Vec<AllowedKey> = self
             .allowed
             .keys()
@@ -200,7 +205,10 @@ pub struct FlowAudit {
     /// Losses already reported in an `audit.overflow` event.
     reported: LostCounts,
     /// Each peer's laptop address, as its last session record said: the `source_ip` of its flows.
-    endpoints: HashMap<[u8; 32], IpAddr>,
+    endpoints: HashMap<PublicKey, IpAddr>,
+    /// Access windows the gateway closed (device id, why), for the store (`sesame serve`): the
+    /// portal then shows them closed, and a restart does not reopen them.
+    closes: Vec<(i64, WindowEnd)>,
 }
 
 impl FlowAudit {
@@ -212,6 +220,7 @@ impl FlowAudit {
             merge: Merge::default(),
             reported: LostCounts::default(),
             endpoints: HashMap::new(),
+            closes: Vec::new(),
         }
     }
 
@@ -235,6 +244,12 @@ impl FlowAudit {
                 }
                 Ok(FlowRecord::Allowed(a)) => self.merge.allowed(a),
                 Ok(FlowRecord::Denied(d)) => self.merge.denied(d),
+                Ok(FlowRecord::WindowClosed(w)) => {
+                    if let PeerIdentity::Device { id, .. } = PeerIdentity::parse(&w.peer.label) {
+                        self.closes.push((id, w.reason));
+                    }
+                    events.push(window_closed(&w));
+                }
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
                     drained = true;
                     break;
@@ -287,8 +302,8 @@ impl FlowAudit {
             .outcome(Outcome::Failure)
             .details(json!({
                 "lost": by_kind,
-                "since": rfc3339_ms(since),
-                "until": rfc3339_ms(now_ms),
+                "since": time::format(since),
+                "until": time::format(now_ms),
             })),
         )
     }
@@ -308,7 +323,7 @@ impl FlowAudit {
             }
             let finishing = *finish.borrow();
             loop {
-                let (events, drained) = self.poll(wall_ms(), finishing);
+                let (events, drained) = self.poll(time::now_ms(), finishing);
                 pending.extend(events);
                 if pending.len() > MAX_PENDING {
                     let excess = pending.len() - MAX_PENDING;
@@ -318,7 +333,11 @@ impl FlowAudit {
                         "audit events dropped: the database refused them for too long"
                     );
                 }
-                match write(&dest, &mut pending).await {
+                let written = match write(&dest, &mut pending).await {
+                    Ok(()) => close_windows(&dest, &mut self.closes).await,
+                    Err(e) => Err(e),
+                };
+                match written {
                     Ok(()) => {
                         if std::mem::take(&mut failing) {
                             tracing::info!("flow audit events are written again");
@@ -358,6 +377,7 @@ async fn write(dest: &Destination, events: &mut Vec<NewAuditEvent>) -> Result<()
                 events.drain(..n);
             }
         }
+        Destination::Portal(spool) => spool.append(events.drain(..)),
         Destination::Log => {
             for ev in events.drain(..) {
                 tracing::info!(
@@ -372,6 +392,23 @@ async fn write(dest: &Destination, events: &mut Vec<NewAuditEvent>) -> Result<()
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// Marks the windows the gateway closed as closed in the store (`sesame serve`); on error the
+/// rest stays to retry. Nothing to do without a store (the portal of a site gateway does it).
+async fn close_windows(
+    dest: &Destination,
+    closes: &mut Vec<(i64, WindowEnd)>,
+) -> Result<(), StoreError> {
+    let Destination::Store(store) = dest else {
+        closes.clear();
+        return Ok(());
+    };
+    while let Some(&(device_id, reason)) = closes.first() {
+        store.mfa_close_window(device_id, reason.as_str()).await?;
+        closes.remove(0);
     }
     Ok(())
 }
@@ -405,9 +442,9 @@ fn session_started(s: &SessionStart) -> NewAuditEvent {
     NewAuditEvent::new(Action::TunnelSessionStarted, &ctx, target).details(with(
         ids,
         json!({
-            "public_key": crate::store::encode_key(&s.peer.public_key),
+            "public_key": s.peer.public_key.to_base64(),
             "endpoint": s.endpoint.to_string(),
-            "started_at": rfc3339_ms(s.started_ms),
+            "started_at": time::format(s.started_ms),
         }),
     ))
 }
@@ -417,10 +454,10 @@ fn session_ended(e: &SessionEnd) -> NewAuditEvent {
     NewAuditEvent::new(Action::TunnelSessionEnded, &ctx, target).details(with(
         ids,
         json!({
-            "public_key": crate::store::encode_key(&e.peer.public_key),
+            "public_key": e.peer.public_key.to_base64(),
             "endpoint": e.endpoint.to_string(),
-            "started_at": rfc3339_ms(e.started_ms),
-            "ended_at": rfc3339_ms(e.ended_ms),
+            "started_at": time::format(e.started_ms),
+            "ended_at": time::format(e.ended_ms),
             "duration_ms": e.ended_ms.saturating_sub(e.started_ms).max(0),
             "rx_bytes": e.rx_bytes,
             "tx_bytes": e.tx_bytes,
@@ -431,12 +468,28 @@ fn session_ended(e: &SessionEnd) -> NewAuditEvent {
     ))
 }
 
+/// An access window the gateway closed (expiry, idleness): the system acted, the device's
+/// live flows to protected resources were cut.
+fn window_closed(w: &WindowClosed) -> NewAuditEvent {
+    let (_, target, ids) = who(&w.peer, None);
+    NewAuditEvent::new(Action::MfaWindowClosed, &AuditContext::system(), target).details(with(
+        ids,
+        json!({
+            "public_key": w.peer.public_key.to_base64(),
+            "until": time::format(w.until_ms),
+            "closed_at": time::format(w.closed_ms),
+            "reason": w.reason.as_str(),
+            "flows_cut": w.flows_cut,
+        }),
+    ))
+}
+
 /// `"tcp"`, `"udp"`, `"icmp"`, or the protocol number.
 fn protocol(p: u8) -> Value {
     match p {
-        IPPROTO_TCP => json!("tcp"),
-        IPPROTO_UDP => json!("udp"),
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => json!("icmp"),
+        ip_proto::TCP => json!("tcp"),
+        ip_proto::UDP => json!("udp"),
+        ip_proto::ICMP | ip_proto::ICMPV6 => json!("icmp"),
         other => json!(other),
     }
 }
@@ -448,9 +501,9 @@ fn flow_allowed(a: &AllowedFlow, source_ip: Option<IpAddr>, policy: &Policy) -> 
         ids,
         json!({
             "resource": policy.resource_name(a.resource),
-            "window_start": rfc3339_ms(a.window_start_ms),
-            "first_seen": rfc3339_ms(a.first_ms),
-            "last_seen": rfc3339_ms(a.last_ms),
+            "window_start": time::format(a.window_start_ms),
+            "first_seen": time::format(a.first_ms),
+            "last_seen": time::format(a.last_ms),
             "packets": a.packets_out + a.packets_in,
             "bytes": a.bytes_out + a.bytes_in,
             "packets_in": a.packets_in,
@@ -474,9 +527,9 @@ fn flow_denied(d: &DeniedFlow, source_ip: Option<IpAddr>) -> NewAuditEvent {
             "port": d.port,
             "count": d.count,
             "reason": d.reason.as_str(),
-            "window_start": rfc3339_ms(d.window_start_ms),
-            "first_seen": rfc3339_ms(d.first_ms),
-            "last_seen": rfc3339_ms(d.last_ms),
+            "window_start": time::format(d.window_start_ms),
+            "first_seen": time::format(d.first_ms),
+            "last_seen": time::format(d.last_ms),
         }),
     );
     if d.dst.is_none() {

@@ -21,14 +21,14 @@ fn policy() -> Policy {
 
 fn device() -> PeerRef {
     PeerRef {
-        public_key: [5; 32],
+        public_key: PublicKey::from_bytes([5; 32]).expect("key"),
         label: Arc::new("device:12:alice".into()),
     }
 }
 
 fn allowed(first: i64, ports: Vec<u16>, packets: u64) -> AllowedFlow {
     let mut protocols = ProtoSet::default();
-    protocols.insert(IPPROTO_TCP);
+    protocols.insert(ip_proto::TCP);
     AllowedFlow {
         peer: device(),
         resource: policy().resource_id("paie").unwrap(),
@@ -49,7 +49,7 @@ fn denied(dst: &str, count: u64) -> DeniedFlow {
     DeniedFlow {
         peer: device(),
         dst: Some(dst.parse().unwrap()),
-        proto: IPPROTO_TCP,
+        proto: ip_proto::TCP,
         port: Some(22),
         reason: DenyReason::NoGrant,
         count,
@@ -169,7 +169,7 @@ fn sessions_are_written_at_once_with_endpoint_and_reason() {
         started_ms: T0,
     }));
     let static_peer = PeerRef {
-        public_key: [6; 32],
+        public_key: PublicKey::from_bytes([6; 32]).expect("key"),
         label: Arc::new("static:supervision".into()),
     };
     log.send(FlowRecord::SessionEnded(SessionEnd {
@@ -191,7 +191,7 @@ fn sessions_are_written_at_once_with_endpoint_and_reason() {
         events[0].details,
         json!({
             "device_id": 12, "username": "alice", "peer": "device:12:alice",
-            "public_key": crate::store::encode_key(&[5; 32]),
+            "public_key": crate::key::encode_base64(&[5; 32]),
             "endpoint": "198.18.0.2:40000", "started_at": "2026-01-05T09:00:00.000Z",
         })
     );
@@ -233,7 +233,7 @@ fn losses_are_reported_once_the_queue_drains() {
     assert_eq!(o.outcome, Outcome::Failure);
     assert_eq!(
         o.details["lost"],
-        json!({"flow.allowed": 1, "flow.denied": 3, "tunnel.session_started": 0, "tunnel.session_ended": 0})
+        json!({"flow.allowed": 1, "flow.denied": 3, "tunnel.session_started": 0, "tunnel.session_ended": 0, "mfa.window_closed": 0})
     );
     assert_eq!(o.details["until"], "2026-01-05T09:00:10.000Z");
     // Reported once; new losses make a new event with only the new counts.
@@ -305,4 +305,43 @@ async fn events_the_database_refuses_are_kept_and_written_later() {
     finish_tx.send(true).unwrap();
     task.await.unwrap();
     assert_eq!(count().await, 1, "written once");
+}
+
+#[test]
+fn a_window_the_gateway_closed_is_written_at_once_and_mfa_denials_say_so() {
+    use crate::gateway::flowlog::{WindowClosed, WindowEnd};
+    let (log, rx) = FlowLog::new(WINDOW, 8);
+    let mut c = FlowAudit::new(log.clone(), rx, fixed_policy(policy()));
+    log.send(FlowRecord::WindowClosed(WindowClosed {
+        peer: device(),
+        until_ms: T0 + 36_000_000,
+        closed_ms: T0 + 1_800_000,
+        reason: WindowEnd::Idle,
+        flows_cut: 2,
+    }));
+    let mut d = denied("198.18.10.10", 4);
+    d.reason = DenyReason::MfaRequired;
+    d.port = Some(443);
+    log.send(FlowRecord::Denied(d));
+    let (events, _) = c.poll(T0 + 60_000, false);
+    assert_eq!(events.len(), 2, "{events:?}");
+    let w = &events[0];
+    assert_eq!(w.action, Action::MfaWindowClosed);
+    assert_eq!(
+        (w.actor.as_str(), w.target.as_str()),
+        ("system", "device:12")
+    );
+    assert_eq!(w.outcome, Outcome::Success);
+    assert_eq!(
+        w.details,
+        json!({
+            "device_id": 12, "username": "alice", "peer": "device:12:alice",
+            "public_key": crate::key::encode_base64(&[5; 32]),
+            "until": "2026-01-05T19:00:00.000Z", "closed_at": "2026-01-05T09:30:00.000Z",
+            "reason": "idle", "flows_cut": 2,
+        })
+    );
+    assert_eq!(events[1].action, Action::FlowDenied);
+    assert_eq!(events[1].details["reason"], "mfa_required");
+    assert_eq!(events[1].details["port"], 443);
 }

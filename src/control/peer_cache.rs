@@ -6,6 +6,7 @@
 //! JSON body. The body names the gateway's public key, so a copy from another gateway is
 //! refused even if someone copied its key file too.
 
+use crate::key::PublicKey;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -38,7 +39,7 @@ pub enum PeerCacheError {
     #[error("{path}: authentication failed (modified, or written with another key): refused")]
     Tampered { path: PathBuf },
     #[error("{path}: written by another gateway (public key {found}): refused")]
-    Foreign { path: PathBuf, found: String },
+    Foreign { path: PathBuf, found: PublicKey },
     #[error("{path}: unreadable content: {source}")]
     Corrupt {
         path: PathBuf,
@@ -53,10 +54,14 @@ pub struct CachedDevice {
     pub id: i64,
     pub username: String,
     /// Standard base64, as `wg` prints it.
-    pub public_key: String,
+    pub public_key: PublicKey,
     pub address: Ipv4Addr,
     pub groups: Vec<String>,
     pub endpoint: Option<SocketAddr>,
+    /// The device's access window end as last published: with the portal down, the window
+    /// still ends on time (the gateway's clock), and none opens (only the portal opens one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_until_ms: Option<i64>,
 }
 
 impl CachedDevice {
@@ -64,28 +69,32 @@ impl CachedDevice {
         CachedDevice {
             id: d.id,
             username: d.username.clone(),
-            public_key: crate::gateway::keys::encode(&d.public_key),
+            public_key: d.public_key,
             address: d.address,
             groups: d.groups.clone(),
             endpoint,
+            mfa_until_ms: d.mfa_until_ms,
         }
     }
 
-    /// Back to the control plane's type; `None` if the key does not parse (never written so).
-    pub fn active(&self) -> Option<ActiveDevice> {
-        Some(ActiveDevice {
+    /// Back to the control plane's type.
+    pub fn active(&self) -> ActiveDevice {
+        ActiveDevice {
             id: self.id,
             username: self.username.clone(),
-            public_key: crate::config::parse_key(&self.public_key).ok()?,
+            public_key: self.public_key,
             address: self.address,
             groups: self.groups.clone(),
-        })
+            mfa_until_ms: self.mfa_until_ms,
+            name: String::new(),
+            key_expires_at: None,
+        }
     }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Body {
-    gateway_public_key: String,
+    gateway_public_key: PublicKey,
     /// Unix ms, for the log line when the cache is used.
     written_at: i64,
     devices: Vec<CachedDevice>,
@@ -138,56 +147,85 @@ impl PeerCache {
         })
     }
 
+    /// Another cache file in the same state directory, sealed with the same key (the site
+    /// gateway's feed state, the static peers' endpoints).
+    pub fn sibling(&self, file_name: &str) -> PeerCache {
+        PeerCache {
+            path: self.path.with_file_name(file_name),
+            key: self.key,
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    fn mac(&self, body: &[u8]) -> HmacSha256 {
-        // HMAC accepts keys of any length: this cannot fail.
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-        mac.update(body);
-        mac
-    }
-
-    /// Replaces the cache atomically (temporary file, fsync, rename), mode 0600.
-    pub fn save(
+    /// Replaces the file with `body` in the same sealed format as [`PeerCache::save`]: the
+    /// gateway's public key and the write time beside `body`'s own fields.
+    pub fn save_value<T: serde::Serialize>(
         &self,
-        gateway_public: &[u8; 32],
+        gateway_public: &PublicKey,
         written_at: i64,
-        devices: Vec<CachedDevice>,
+        body: &T,
     ) -> Result<(), PeerCacheError> {
-        let body = serde_json::to_vec(&Body {
-            gateway_public_key: crate::gateway::keys::encode(gateway_public),
-            written_at,
-            devices,
-        })
-        .map_err(|source| PeerCacheError::Corrupt {
+        let corrupt = |source| PeerCacheError::Corrupt {
             path: self.path.clone(),
             source,
-        })?;
-        let tag = hex::encode(self.mac(&body).finalize().into_bytes());
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        f.write_all(format!("{MAGIC} {tag}\n").as_bytes())
-            .and_then(|()| f.write_all(&body))
-            .and_then(|()| f.sync_all())
-            .map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &self.path).map_err(io(&self.path))
+        };
+        let mut value = serde_json::to_value(body).map_err(corrupt)?;
+        if let serde_json::Value::Object(map) = &mut value {
+            map.insert(
+                "gateway_public_key".into(),
+                serde_json::to_value(gateway_public).map_err(corrupt)?,
+            );
+            map.insert("written_at".into(), written_at.into());
+        }
+        self.seal(&serde_json::to_vec(&value).map_err(corrupt)?)
     }
 
-    /// The cached devices, `None` if there is no cache yet. A modified file, one written with
-    /// another key or by another gateway is refused.
-    pub fn load(
+    /// What [`PeerCache::save_value`] wrote: `(written_at, body)`, `None` if there is no file;
+    /// refused as [`PeerCache::load`] refuses.
+    pub fn load_value<T: serde::de::DeserializeOwned>(
         &self,
-        gateway_public: &[u8; 32],
-    ) -> Result<Option<(i64, Vec<CachedDevice>)>, PeerCacheError> {
+        gateway_public: &PublicKey,
+    ) -> Result<Option<(i64, T)>, PeerCacheError> {
+        #[derive(serde::Deserialize)]
+        struct Envelope<T> {
+            gateway_public_key: PublicKey,
+            written_at: i64,
+            #[serde(flatten)]
+            body: T,
+        }
+        let Some(body) = self.unseal()? else {
+            return Ok(None);
+        };
+        let e: Envelope<T> =
+            serde_json::from_slice(&body).map_err(|source| PeerCacheError::Corrupt {
+                path: self.path.clone(),
+                source,
+            })?;
+        if e.gateway_public_key != *gateway_public {
+            return Err(PeerCacheError::Foreign {
+                path: self.path.clone(),
+                found: e.gateway_public_key,
+            });
+        }
+        Ok(Some((e.written_at, e.body)))
+    }
+
+    fn seal(&self, body: &[u8]) -> Result<(), PeerCacheError> {
+        let tag = hex::encode(self.mac(body).finalize().into_bytes());
+        let head = format!("{MAGIC} {tag}\n");
+        crate::durable::replace(&self.path, 0o600, &[head.as_bytes(), body]).map_err(|e| {
+            PeerCacheError::Io {
+                path: e.path,
+                source: e.source,
+            }
+        })
+    }
+
+    /// The authenticated body, `None` if there is no file.
+    fn unseal(&self) -> Result<Option<Vec<u8>>, PeerCacheError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -207,12 +245,58 @@ impl PeerCache {
             .and_then(|t| hex::decode(t.trim()).ok())
             .ok_or_else(tampered)?;
         self.mac(body).verify_slice(&tag).map_err(|_| tampered())?;
+        Ok(Some(body.to_vec()))
+    }
+
+    fn mac(&self, body: &[u8]) -> HmacSha256 {
+        // HMAC accepts keys of any length: this cannot fail.
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(body);
+        mac
+    }
+
+    /// Replaces the cache atomically and durably ([`crate::durable::replace`]), mode 0600.
+    pub fn save(
+        &self,
+        gateway_public: &PublicKey,
+        written_at: i64,
+        devices: Vec<CachedDevice>,
+    ) -> Result<(), PeerCacheError> {
+        let body = serde_json::to_vec(&Body {
+            gateway_public_key: *gateway_public,
+            written_at,
+            devices,
+        })
+        .map_err(|source| PeerCacheError::Corrupt {
+            path: self.path.clone(),
+            source,
+        })?;
+        let tag = hex::encode(self.mac(&body).finalize().into_bytes());
+        let head = format!("{MAGIC} {tag}\n");
+        crate::durable::replace(&self.path, 0o600, &[head.as_bytes(), &body]).map_err(|e| {
+            PeerCacheError::Io {
+                path: e.path,
+                source: e.source,
+            }
+        })
+    }
+
+    /// The cached devices, `None` if there is no cache yet. A modified file, one written with
+    /// another key or by another gateway is refused.
+    pub fn load(
+        &self,
+        gateway_public: &PublicKey,
+    ) -> Result<Option<(i64, Vec<CachedDevice>)>, PeerCacheError> {
+        let Some(body) = self.unseal()? else {
+            return Ok(None);
+        };
         let body: Body =
-            serde_json::from_slice(body).map_err(|source| PeerCacheError::Corrupt {
+            serde_json::from_slice(&body).map_err(|source| PeerCacheError::Corrupt {
                 path: self.path.clone(),
                 source,
             })?;
-        if body.gateway_public_key != crate::gateway::keys::encode(gateway_public) {
+        if body.gateway_public_key != *gateway_public {
             return Err(PeerCacheError::Foreign {
                 path: self.path.clone(),
                 found: body.gateway_public_key,
@@ -231,10 +315,11 @@ mod tests {
         CachedDevice {
             id: i64::from(n),
             username: format!("user{n}"),
-            public_key: crate::gateway::keys::encode(&[n; 32]),
+            public_key: PublicKey::from_bytes([n; 32]).unwrap(),
             address: Ipv4Addr::new(100, 64, 0, n),
             groups: vec!["cn=g,dc=test".into()],
             endpoint: Some(SocketAddr::from(([198, 18, 0, n], 40000))),
+            mfa_until_ms: None,
         }
     }
 
@@ -243,7 +328,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let cache = PeerCache::open(dir.path()).unwrap();
-        let gw = [7u8; 32];
+        let gw = PublicKey::from_bytes([7; 32]).unwrap();
         assert!(cache.load(&gw).unwrap().is_none());
         cache.save(&gw, 1234, vec![device(2), device(3)]).unwrap();
         let (at, devs) = cache.load(&gw).unwrap().unwrap();
@@ -264,7 +349,7 @@ mod tests {
 
         // Another gateway's public key: foreign.
         assert!(matches!(
-            cache.load(&[8u8; 32]),
+            cache.load(&PublicKey::from_bytes([8; 32]).unwrap()),
             Err(PeerCacheError::Foreign { .. })
         ));
         // One address changed in the body: tampered.

@@ -8,14 +8,17 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Mutex, Notify};
 
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::gateway::EndReason;
+use crate::service::feed::FeedHub;
 use crate::store::{Device, DeviceStatus, DevicesVersion, Store, StoreError};
 
-use super::desired::{desired_peers, ActiveDevice, DesiredPeer, PeerIdentity};
+use super::desired::{desired_peers, ActiveDevice};
 use super::emergency::Emergency;
 use super::peer_cache::{CachedDevice, PeerCache};
 use super::{GatewayStats, PeerSink};
+use crate::gateway::{PeerIdentity, PeerSpec};
+use crate::key::PublicKey;
 
 /// How often the publisher checks the devices table's fingerprint: a change made by another
 /// process (`sesame devices revoke`, another portal) reaches the gateway within this delay.
@@ -38,8 +41,9 @@ pub enum ControlError {
 /// Owns the path store → policy → gateway.
 pub struct ControlPlane {
     store: Store,
-    /// Swapped whole by a reload ([`ControlPlane::replace_config`]).
-    config: arc_swap::ArcSwap<Config>,
+    /// Shared with the services and the portal; swapped whole by a reload
+    /// ([`ControlPlane::replace_config`]).
+    config: LiveConfig,
     sink: Arc<dyn PeerSink>,
     /// Serialises publications so a slow one never overwrites a newer one.
     publish_lock: Mutex<()>,
@@ -48,7 +52,7 @@ pub struct ControlPlane {
     stale: AtomicBool,
     publications: AtomicU64,
     /// What the gateway was last given: an identical set is not sent again.
-    last: parking_lot::Mutex<Option<Vec<DesiredPeer>>>,
+    last: parking_lot::Mutex<Option<Vec<PeerSpec>>>,
     /// Fingerprint of the devices table at the last successful computation.
     version: parking_lot::Mutex<Option<DevicesVersion>>,
     /// The highest device id the last full reconcile read (a device above it was not in it).
@@ -65,13 +69,17 @@ pub struct ControlPlane {
     emergency: std::sync::OnceLock<Arc<Emergency>>,
     /// Where database read latencies go (set once by `sesame serve`).
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// The site gateways' feeds, given every site's set in each pass (when `[[site]]`s exist).
+    feeds: std::sync::OnceLock<Arc<FeedHub>>,
 }
 
 impl ControlPlane {
-    pub fn new(store: Store, config: Arc<Config>, sink: Arc<dyn PeerSink>) -> Arc<Self> {
+    /// `config` is the live configuration the rest of the process reads too (an
+    /// `Arc<Config>` makes a new one of its own).
+    pub fn new(store: Store, config: impl Into<LiveConfig>, sink: Arc<dyn PeerSink>) -> Arc<Self> {
         Arc::new(ControlPlane {
             store,
-            config: arc_swap::ArcSwap::new(config),
+            config: config.into(),
             sink,
             publish_lock: Mutex::new(()),
             wake: Notify::new(),
@@ -86,7 +94,13 @@ impl ControlPlane {
             cached: parking_lot::Mutex::new(None),
             emergency: std::sync::OnceLock::new(),
             metrics: std::sync::OnceLock::new(),
+            feeds: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Each pass also gives every `[[site]]`'s set to `feeds` (the site gateways' feed).
+    pub fn set_feeds(&self, feeds: Arc<FeedHub>) {
+        let _ = self.feeds.set(feeds);
     }
 
     /// Devices revoked at the gateway stay out of every publication until the store has them.
@@ -121,7 +135,7 @@ impl ControlPlane {
         if self.cache.get().is_none() {
             return;
         }
-        let endpoints: std::collections::HashMap<[u8; 32], std::net::SocketAddr> =
+        let endpoints: std::collections::HashMap<PublicKey, std::net::SocketAddr> =
             self.sink.endpoints().into_iter().collect();
         let entries: Vec<CachedDevice> = devices
             .iter()
@@ -139,12 +153,8 @@ impl ControlPlane {
         let Some(mut entries) = self.cached.lock().clone() else {
             return;
         };
-        let endpoints: std::collections::HashMap<String, std::net::SocketAddr> = self
-            .sink
-            .endpoints()
-            .into_iter()
-            .map(|(k, e)| (crate::gateway::keys::encode(&k), e))
-            .collect();
+        let endpoints: std::collections::HashMap<PublicKey, std::net::SocketAddr> =
+            self.sink.endpoints().into_iter().collect();
         for e in &mut entries {
             if let Some(ep) = endpoints.get(&e.public_key) {
                 e.endpoint = Some(*ep);
@@ -160,12 +170,12 @@ impl ControlPlane {
         // A peer with no traffic since the restart keeps the endpoint the cache had.
         let mut cached = self.cached.lock();
         if let Some(old) = cached.as_ref() {
-            let known: std::collections::HashMap<&str, std::net::SocketAddr> = old
+            let known: std::collections::HashMap<PublicKey, std::net::SocketAddr> = old
                 .iter()
-                .filter_map(|o| Some((o.public_key.as_str(), o.endpoint?)))
+                .filter_map(|o| Some((o.public_key, o.endpoint?)))
                 .collect();
             for e in entries.iter_mut().filter(|e| e.endpoint.is_none()) {
-                e.endpoint = known.get(e.public_key.as_str()).copied();
+                e.endpoint = known.get(&e.public_key).copied();
             }
         }
         if cached.as_ref() == Some(&entries) {
@@ -189,7 +199,7 @@ impl ControlPlane {
         }
     }
 
-    pub fn gateway_public_key(&self) -> [u8; 32] {
+    pub fn gateway_public_key(&self) -> PublicKey {
         self.sink.public_key()
     }
 
@@ -210,14 +220,20 @@ impl ControlPlane {
 
     /// The configuration in force (the last one a reload accepted).
     pub fn config(&self) -> Arc<Config> {
-        self.config.load_full()
+        self.config.get()
     }
 
-    /// Puts a reloaded configuration in force and republishes the peer set through the usual
-    /// diff: unchanged peers keep their sessions.
+    /// The live configuration itself, to share with the services and the portal.
+    pub fn live_config(&self) -> LiveConfig {
+        self.config.clone()
+    }
+
+    /// Puts a reloaded configuration in force, for every reader of the live configuration (the
+    /// portal and the services included), and republishes the peer set through the usual diff:
+    /// unchanged peers keep their sessions.
     pub async fn replace_config(&self, config: Arc<Config>) -> Result<usize, ControlError> {
         let _guard = self.publish_lock.lock().await;
-        self.config.store(config);
+        self.config.replace(config);
         self.reconcile_locked().await
     }
 
@@ -232,8 +248,8 @@ impl ControlPlane {
     }
 
     /// The desired set as of now (store + policy + static peers).
-    pub async fn compute(&self) -> Result<Vec<DesiredPeer>, ControlError> {
-        let config = self.config.load_full();
+    pub async fn compute(&self) -> Result<Vec<PeerSpec>, ControlError> {
+        let config = self.config.get();
         let started = std::time::Instant::now();
         let desired = compute_desired(&self.store, &config).await;
         self.observe_db(started);
@@ -251,7 +267,7 @@ impl ControlPlane {
     async fn reconcile_locked(&self) -> Result<usize, ControlError> {
         // Read the fingerprint first: a change racing with the computation shows up next poll.
         let version = self.store.devices_version().await.ok();
-        let config = self.config.load_full();
+        let config = self.config.get();
         let started = std::time::Instant::now();
         let read = active_devices(&self.store).await;
         self.observe_db(started);
@@ -262,6 +278,9 @@ impl ControlPlane {
                     devices.retain(|d| !pending.contains(&d.id));
                 }
                 let peers = desired_from(&config, &devices);
+                if let Some(feeds) = self.feeds.get() {
+                    feeds.publish(super::sites::site_sets(&config, &devices));
+                }
                 self.save_cache(&devices);
                 let n = peers.len();
                 let mut last = self.last.lock();
@@ -322,19 +341,30 @@ impl ControlPlane {
         &self,
         device: &Device,
         groups: &[String],
-        replaced_key: Option<[u8; 32]>,
+        replaced_key: Option<PublicKey>,
     ) {
-        if device.status != DeviceStatus::Active {
+        // The site feeds are computed whole (the set of a site depends on the grants).
+        let sites = self.feeds.get().is_some() && !self.config.get().sites.is_empty();
+        if device.status != DeviceStatus::Active || sites {
             return self.publish_now().await;
         }
+        // A rotated device keeps its access window (windows belong to the device, not its key).
+        let mfa_until_ms = replaced_key.and_then(|old| {
+            let last = self.last.lock();
+            let spec = last.as_ref()?.iter().find(|p| p.public_key == old)?;
+            spec.mfa_until_ms
+        });
         let active = ActiveDevice {
             id: device.id,
             username: device.username.clone(),
             public_key: device.public_key,
             address: device.tunnel_address,
             groups: groups.to_vec(),
+            mfa_until_ms,
+            name: device.name.clone(),
+            key_expires_at: device.expires_at,
         };
-        let config = self.config.load_full();
+        let config = self.config.get();
         let Some(peer) = desired_peers(
             &config.policy,
             &config.roles.vpn_users,
@@ -447,8 +477,8 @@ impl ControlPlane {
 /// Why each peer of `old` missing from `new` goes: a device whose id is still in `new` under
 /// another key was rotated; any other device was revoked (by IT staff, key expiry, or a sync
 /// that found its user gone); a static peer was removed from the config.
-pub fn removal_reasons(old: &[DesiredPeer], new: &[DesiredPeer]) -> HashMap<[u8; 32], EndReason> {
-    let kept: HashSet<[u8; 32]> = new.iter().map(|p| p.public_key).collect();
+pub fn removal_reasons(old: &[PeerSpec], new: &[PeerSpec]) -> HashMap<PublicKey, EndReason> {
+    let kept: HashSet<PublicKey> = new.iter().map(|p| p.public_key).collect();
     let devices: HashSet<i64> = new
         .iter()
         .filter_map(|p| match PeerIdentity::parse(&p.label) {
@@ -473,29 +503,40 @@ pub fn removal_reasons(old: &[DesiredPeer], new: &[DesiredPeer]) -> HashMap<[u8;
 pub async fn compute_desired(
     store: &Store,
     config: &Config,
-) -> Result<Vec<DesiredPeer>, ControlError> {
+) -> Result<Vec<PeerSpec>, ControlError> {
     Ok(desired_from(config, &active_devices(store).await?))
 }
 
-/// The store's active devices of enabled users.
+/// The store's active devices of enabled users, each with the end of its open access window.
 pub async fn active_devices(store: &Store) -> Result<Vec<ActiveDevice>, ControlError> {
     let rows = store.active_devices().await?;
+    // Read after the devices: a window opened meanwhile is in, one of a device not read yet
+    // waits for the next publication (the unlock publishes again).
+    let windows: HashMap<i64, i64> = store
+        .open_windows()
+        .await?
+        .into_iter()
+        .map(|w| (w.device_id, w.until_ms))
+        .collect();
     Ok(rows
         .into_iter()
         .filter(|r| !r.user.disabled)
         .map(|r| ActiveDevice {
+            mfa_until_ms: windows.get(&r.device.id).copied(),
             id: r.device.id,
             username: r.device.username,
             public_key: r.device.public_key,
             address: r.device.tunnel_address,
             groups: r.user.groups,
+            name: r.device.name,
+            key_expires_at: r.device.expires_at,
         })
         .collect())
 }
 
 /// The desired set from devices (from the store or the peer cache), the policy and the
 /// static peers.
-pub fn desired_from(config: &Config, devices: &[ActiveDevice]) -> Vec<DesiredPeer> {
+pub fn desired_from(config: &Config, devices: &[ActiveDevice]) -> Vec<PeerSpec> {
     desired_peers(
         &config.policy,
         &config.roles.vpn_users,
@@ -509,11 +550,17 @@ mod tests {
     use super::*;
     use crate::policy::RuleSet;
 
-    fn peer(key: u8, who: PeerIdentity) -> DesiredPeer {
-        DesiredPeer {
-            public_key: [key; 32],
-            address: std::net::Ipv4Addr::new(100, 64, 0, key),
+    fn key(n: u8) -> PublicKey {
+        PublicKey::from_bytes([n; 32]).expect("key")
+    }
+
+    fn peer(n: u8, who: PeerIdentity) -> PeerSpec {
+        PeerSpec {
+            public_key: key(n),
+            address: std::net::Ipv4Addr::new(100, 64, 0, n),
             rules: RuleSet::deny_all(),
+            protected: Default::default(),
+            mfa_until_ms: None,
             label: who.label(),
             persistent_keepalive: None,
         }
@@ -535,8 +582,8 @@ mod tests {
         let new = [peer(11, dev(1)), peer(4, dev(4))];
         let r = removal_reasons(&old, &new);
         assert_eq!(r.len(), 3);
-        assert_eq!(r[&[1; 32]], EndReason::Rotated);
-        assert_eq!(r[&[2; 32]], EndReason::Revoked);
-        assert_eq!(r[&[3; 32]], EndReason::Removed);
+        assert_eq!(r[&key(1)], EndReason::Rotated);
+        assert_eq!(r[&key(2)], EndReason::Revoked);
+        assert_eq!(r[&key(3)], EndReason::Removed);
     }
 }

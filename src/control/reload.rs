@@ -1,8 +1,12 @@
 //! Configuration reload (SIGHUP, `systemctl reload`): what changed, what applies live, what waits for a restart.
 //!
-//! Live: resources, grants, static peers, roles, `[directory]` and the log level. The listeners,
-//! the gateway's interface, network and key, the database and the log format are read at start:
-//! a reload keeps the running values and says a restart is needed.
+//! Live: resources, grants, static peers, `[roles]`, `[devices]`, `[directory]` and the log
+//! level, for the control plane, the services and the portal alike (one [`LiveConfig`]). The
+//! listeners, `[portal]`, the gateway's interface, network and key, the database, `[audit]` and
+//! the log format are read at start: a reload keeps the running values and says a restart is
+//! needed.
+//!
+//! [`LiveConfig`]: crate::config::LiveConfig
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +37,8 @@ pub struct ConfigChanges {
     pub peers_removed: Vec<String>,
     pub peers_changed: Vec<String>,
     pub vpn_users_changed: bool,
+    /// `it_staff`, `auditors` or a delegated role changed (applied at each next request).
+    pub roles_changed: bool,
     pub directory_changed: bool,
     pub log_level_changed: bool,
     /// Sections whose new values wait for a restart (the running ones are kept).
@@ -97,14 +103,12 @@ pub fn changes(old: &Config, new: &Config) -> ConfigChanges {
         .map(str::to_string)
         .collect();
     c.vpn_users_changed = old.roles.vpn_users != new.roles.vpn_users;
+    c.roles_changed = old.roles.it_staff != new.roles.it_staff
+        || old.roles.auditors != new.roles.auditors
+        || old.roles.delegated != new.roles.delegated;
     c.directory_changed = old.directory != new.directory;
     c.log_level_changed = old.log.level != new.log.level;
     let restart = [
-        // The portal checks these roles with the configuration it started with.
-        (
-            "roles.it_staff/auditors",
-            old.roles.it_staff != new.roles.it_staff || old.roles.auditors != new.roles.auditors,
-        ),
         ("audit", old.audit != new.audit),
         ("portal", old.portal != new.portal),
         ("gateway", old.gateway != new.gateway),
@@ -124,15 +128,13 @@ pub fn changes(old: &Config, new: &Config) -> ConfigChanges {
 pub fn live_config(old: &Config, new: Config) -> Config {
     Config {
         path: old.path.clone(),
-        roles: crate::config::RolesConfig {
-            vpn_users: new.roles.vpn_users.clone(),
-            ..old.roles.clone()
-        },
         audit: old.audit.clone(),
         portal: old.portal.clone(),
         gateway: old.gateway.clone(),
         database: old.database.clone(),
         metrics: old.metrics.clone(),
+        // The provider and its key are built at start; `mfa = true` resources follow the policy.
+        mfa: old.mfa.clone(),
         log: crate::config::LogConfig {
             format: old.log.format,
             level: new.log.level,
@@ -289,6 +291,7 @@ pub fn log_changes(changes: &ConfigChanges) {
         peers_removed = ?changes.peers_removed,
         peers_changed = ?changes.peers_changed,
         vpn_users_changed = changes.vpn_users_changed,
+        roles_changed = changes.roles_changed,
         directory_changed = changes.directory_changed,
         log_level_changed = changes.log_level_changed,
         "configuration reloaded"
@@ -428,6 +431,21 @@ level = "debug"
         assert_eq!(c.peers_removed, ["supervision"]);
         assert!(c.resources_added.is_empty() && c.peers_added.is_empty());
         assert!(c.grants_changed.is_empty());
+    }
+
+    #[test]
+    fn roles_apply_live() {
+        let it = "[roles]\nit_staff = [\"cn=dsi,dc=x\"]\n";
+        let old = parse(&format!("{it}{BASE}"));
+        let new = parse(&format!(
+            "{}{BASE}",
+            it.replace("cn=dsi,dc=x", "cn=dsi-56,dc=x")
+        ));
+        let c = changes(&old, &new);
+        assert!(c.roles_changed && !c.vpn_users_changed);
+        assert!(c.restart_needed.is_empty(), "{:?}", c.restart_needed);
+        let live = live_config(&old, new);
+        assert_eq!(live.roles.it_staff, ["cn=dsi-56,dc=x"]);
     }
 
     #[test]

@@ -4,51 +4,42 @@ use std::collections::HashMap;
 
 use crate::gateway::{EndReason, GatewayHandle, PeerSpec};
 
-use super::{DesiredPeer, GatewayStats, PeerSink};
-
-fn spec(p: DesiredPeer) -> PeerSpec {
-    PeerSpec {
-        public_key: p.public_key,
-        address: p.address,
-        rules: p.rules,
-        label: p.label,
-        persistent_keepalive: p.persistent_keepalive,
-    }
-}
+use super::{GatewayStats, PeerSink};
+use crate::key::PublicKey;
 
 impl PeerSink for GatewayHandle {
-    fn set_peers(&self, peers: Vec<DesiredPeer>) {
-        GatewayHandle::set_peers(self, peers.into_iter().map(spec).collect());
+    fn set_peers(&self, peers: Vec<PeerSpec>) {
+        GatewayHandle::set_peers(self, peers);
     }
 
-    fn upsert_peer(&self, peer: DesiredPeer) -> bool {
-        GatewayHandle::upsert_peer(self, spec(peer))
+    fn upsert_peer(&self, peer: PeerSpec) -> bool {
+        GatewayHandle::upsert_peer(self, peer)
     }
 
-    fn remove_peer(&self, public_key: &[u8; 32]) -> bool {
+    fn remove_peer(&self, public_key: &PublicKey) -> bool {
         GatewayHandle::remove_peer(self, public_key)
     }
 
-    fn set_peers_because(&self, peers: Vec<DesiredPeer>, reasons: HashMap<[u8; 32], EndReason>) {
-        GatewayHandle::set_peers_because(self, peers.into_iter().map(spec).collect(), &reasons);
+    fn set_peers_because(&self, peers: Vec<PeerSpec>, reasons: HashMap<PublicKey, EndReason>) {
+        GatewayHandle::set_peers_because(self, peers, &reasons);
     }
 
-    fn remove_peer_because(&self, public_key: &[u8; 32], reason: EndReason) -> bool {
+    fn remove_peer_because(&self, public_key: &PublicKey, reason: EndReason) -> bool {
         GatewayHandle::remove_peer_because(self, public_key, reason)
     }
 
-    fn public_key(&self) -> [u8; 32] {
+    fn public_key(&self) -> PublicKey {
         GatewayHandle::public_key(self)
     }
 
-    fn endpoints(&self) -> Vec<([u8; 32], std::net::SocketAddr)> {
+    fn endpoints(&self) -> Vec<(PublicKey, std::net::SocketAddr)> {
         self.peer_stats()
             .into_iter()
             .filter_map(|p| p.endpoint.map(|e| (p.public_key, e)))
             .collect()
     }
 
-    fn initiate_handshakes(&self, targets: Vec<([u8; 32], std::net::SocketAddr)>) {
+    fn initiate_handshakes(&self, targets: Vec<(PublicKey, std::net::SocketAddr)>) {
         GatewayHandle::initiate_handshakes(self, targets);
     }
 
@@ -70,5 +61,35 @@ impl PeerSink for GatewayHandle {
                 .map(|(kind, n)| (kind.name().to_string(), n))
                 .collect(),
         }
+    }
+}
+
+/// The sink of `sesame portal`: no local gateway. The control plane still computes the set
+/// (the site feeds read it); nothing is applied here. Laptops dial the first `[[site]]`.
+pub struct NoLocalGateway {
+    config: crate::config::LiveConfig,
+}
+
+impl NoLocalGateway {
+    pub fn new(config: crate::config::LiveConfig) -> Self {
+        NoLocalGateway { config }
+    }
+}
+
+impl PeerSink for NoLocalGateway {
+    fn set_peers(&self, _peers: Vec<PeerSpec>) {}
+
+    /// The first `[[site]]`'s key (`sesame portal` refuses to start without one).
+    fn public_key(&self) -> PublicKey {
+        let config = self.config.get();
+        config
+            .sites
+            .first()
+            .map(|s| s.public_key)
+            .unwrap_or_else(|| PublicKey::from_bytes([9; 32]).expect("a fixed valid key"))
+    }
+
+    fn stats(&self) -> GatewayStats {
+        GatewayStats::default()
     }
 }

@@ -1,7 +1,9 @@
 //! Directory sync: re-reads every user who owns an active or suspended device or a web session;
 //! group changes reach the gateway and the portal's roles, leavers' devices are suspended
 //! (restored if they come back in time), disabled or deleted users lose their web sessions, and
-//! a pass that would cut too many devices at once waits for an operator.
+//! a pass that would cut too many devices at once holds only the suspensions of users the
+//! directory no longer returns (what a directory mistake looks like) until an operator confirms;
+//! what the directory states for named users (disabled, groups left) is applied at once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,7 +45,7 @@ impl SyncSafety {
 /// Whether the pass may exceed `max_changes_per_sync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
-    /// The periodic pass: over the limit, nothing is applied.
+    /// The periodic pass: over the limit, the suspensions of users not found wait.
     Automatic,
     /// `sesame directory sync --apply`: an operator confirmed the changes.
     Confirmed,
@@ -66,6 +68,15 @@ pub struct UserPlan {
     pub restore: Vec<i64>,
 }
 
+impl UserPlan {
+    /// Suspensions of a user the directory no longer returns: the only changes a pass over
+    /// `max_changes_per_sync` holds (an emptied `user_base` looks like this; a disabled account
+    /// or a group left is the directory speaking about a named user).
+    pub fn waits_when_held(&self) -> bool {
+        self.found.is_none() && !self.suspend.is_empty()
+    }
+}
+
 /// What a pass would change, computed before anything is written.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SyncPlan {
@@ -85,9 +96,37 @@ impl SyncPlan {
         self.users.iter().map(|u| u.restore.len()).sum()
     }
 
-    /// Over `max_changes_per_sync`: an automatic pass applies nothing.
+    /// Over `max_changes_per_sync` (every suspension counts, explicit ones too).
     pub fn over_limit(&self) -> bool {
         self.suspensions() > self.limit
+    }
+
+    /// Whether an automatic pass holds: over the limit with suspensions of users not found
+    /// (only those wait; a pass over the limit with nothing of that kind applies everything).
+    pub fn holds(&self) -> bool {
+        self.over_limit() && self.users.iter().any(UserPlan::waits_when_held)
+    }
+
+    /// Users whose suspensions wait for `--apply` on a held pass.
+    pub fn waiting_users(&self) -> Vec<&str> {
+        self.users
+            .iter()
+            .filter(|u| u.waits_when_held())
+            .map(|u| u.username.as_str())
+            .collect()
+    }
+
+    /// Users a held pass still changes at once: found, with groups or the disabled flag changed,
+    /// or devices suspended (disabled, every `vpn_users` group left) or restored.
+    pub fn applied_when_held(&self) -> Vec<&str> {
+        self.users
+            .iter()
+            .filter(|u| {
+                u.found.is_some()
+                    && (u.groups_changed || !u.suspend.is_empty() || !u.restore.is_empty())
+            })
+            .map(|u| u.username.as_str())
+            .collect()
     }
 
     /// One line per change, for `--dry-run` and the logs.
@@ -133,7 +172,8 @@ pub struct SyncReport {
     pub devices_restored: usize,
     /// Suspensions older than `suspend_grace`, revoked for good.
     pub devices_revoked: usize,
-    /// The pass was over `max_changes_per_sync` and applied nothing.
+    /// The pass was over `max_changes_per_sync`: suspensions of users not found wait for
+    /// `--apply` (everything else was applied).
     pub held: bool,
     /// Devices the pass would have suspended.
     pub planned_suspensions: usize,
@@ -209,7 +249,7 @@ impl DirectorySync {
         let grace_start = self
             .store
             .now_ms()
-            .saturating_sub(crate::store::duration_ms(self.safety.suspend_grace));
+            .saturating_sub(crate::time::duration_ms(self.safety.suspend_grace));
         let active_devices = self.store.count_active_devices().await?;
         let mut plan = SyncPlan {
             users: Vec::with_capacity(users.len()),
@@ -279,9 +319,9 @@ impl DirectorySync {
         self.sync(SyncMode::Automatic).await
     }
 
-    /// One pass: revoke expired suspensions, plan, then apply unless held.
+    /// One pass: revoke expired suspensions, plan, then apply; over the limit, an automatic pass
+    /// leaves the suspensions of users not found waiting and applies the rest at once.
     pub async fn sync(&self, mode: SyncMode) -> Result<SyncReport, SyncError> {
-        let system = AuditContext::system();
         let expired = self
             .store
             .revoke_expired_suspensions(self.safety.suspend_grace)
@@ -291,76 +331,44 @@ impl DirectorySync {
             tracing::info!(device = d.id, user = %d.username, "suspension older than suspend_grace: device revoked");
         }
         let plan = self.plan().await?;
+        let held = mode == SyncMode::Automatic && plan.holds();
         let mut report = SyncReport {
             checked: plan.users.len(),
             devices_revoked: expired.len(),
             planned_suspensions: plan.suspensions(),
             limit: plan.limit,
+            held,
             ..SyncReport::default()
         };
-        if plan.over_limit() && mode == SyncMode::Automatic {
-            report.held = true;
-            self.hold(&plan).await;
-            self.follow_web_sessions(&plan).await?;
-            if !expired.is_empty() {
-                self.publish().await;
-            }
-            return Ok(report);
-        }
-        *self.last_hold.lock() = None;
         for u in &plan.users {
-            match &u.found {
-                Some(found) => {
-                    self.store.upsert_user(found).await?;
-                }
-                None => {
-                    self.store.record_missing(&u.username).await?;
-                }
+            if held && u.found.is_none() {
+                // Absence is neither counted nor acted on while the pass is held.
+                continue;
             }
-            if u.groups_changed {
-                report.groups_changed += 1;
-            }
-            if u.found.as_ref().is_none_or(|f| f.disabled) {
-                // Web sessions die with the account (roles follow the stored groups anyway).
-                self.store.delete_user_sessions(&u.username).await?;
-            }
-            if let (false, Some(reason)) = (u.suspend.is_empty(), u.reason) {
-                let done = self
-                    .store
-                    .suspend_user_devices(&u.username, reason, &system)
-                    .await?;
-                report.devices_suspended += done.len();
-                for _ in &done {
-                    self.metrics.suspension();
-                }
-                tracing::info!(user = %u.username, devices = done.len(), reason, "devices suspended by directory sync");
-            }
-            if !u.restore.is_empty() {
-                let done = self
-                    .store
-                    .restore_user_devices(&u.username, self.safety.suspend_grace, &system)
-                    .await?;
-                report.devices_restored += done.len();
-                tracing::info!(user = %u.username, devices = done.len(), "devices restored: the user is back in the directory");
-            }
+            self.apply_user(u, &mut report).await?;
         }
         // Publish before auditing the pass: access is cut first.
         self.publish().await;
+        if held {
+            self.hold(&plan).await;
+            return Ok(report);
+        }
+        *self.last_hold.lock() = None;
         let changed = report.groups_changed + report.devices_suspended + report.devices_restored
             > 0
             || report.devices_revoked > 0;
         if changed || self.quiet_pass_due().await {
-            let ev = NewAuditEvent::new(Action::DirectorySync, &system, "directory").details(
-                serde_json::json!({
-                    "checked": report.checked,
-                    "groups_changed": report.groups_changed,
-                    "devices_suspended": report.devices_suspended,
-                    "devices_restored": report.devices_restored,
-                    "devices_revoked": report.devices_revoked,
-                    "confirmed": mode == SyncMode::Confirmed,
-                    "changed": changed,
-                }),
-            );
+            let ev =
+                NewAuditEvent::new(Action::DirectorySync, &AuditContext::system(), "directory")
+                    .details(serde_json::json!({
+                        "checked": report.checked,
+                        "groups_changed": report.groups_changed,
+                        "devices_suspended": report.devices_suspended,
+                        "devices_restored": report.devices_restored,
+                        "devices_revoked": report.devices_revoked,
+                        "confirmed": mode == SyncMode::Confirmed,
+                        "changed": changed,
+                    }));
             if let Err(e) = self.store.append_audit(&ev).await {
                 tracing::warn!(error = %e, "cannot write the directory.sync audit event");
             }
@@ -368,20 +376,47 @@ impl DirectorySync {
         Ok(report)
     }
 
-    /// On a held pass device changes wait for `--apply`, but web rights still follow the
-    /// directory within one pass: the sessions of a user the directory disabled are deleted, and
-    /// so are those of a user who lost a group (roles or delegated scope may have shrunk; signing
-    /// in again reads the directory). Users not found are left alone: absence needs
-    /// confirmations, and a broken `user_base` must not sign everyone out.
-    async fn follow_web_sessions(&self, plan: &SyncPlan) -> Result<(), SyncError> {
-        for u in &plan.users {
-            let Some(found) = &u.found else { continue };
-            if found.disabled || u.lost_group {
-                let cut = self.store.delete_user_sessions(&u.username).await?;
-                if cut > 0 {
-                    tracing::info!(user = %u.username, sessions = cut, disabled = found.disabled, "held directory sync: web sessions of a disabled user, or one who lost a group, deleted");
-                }
+    /// Applies one user's plan: stored groups and flags (the rules follow them at the next
+    /// publication), web sessions, suspensions and restorations.
+    async fn apply_user(&self, u: &UserPlan, report: &mut SyncReport) -> Result<(), SyncError> {
+        let system = AuditContext::system();
+        match &u.found {
+            Some(found) => {
+                self.store.upsert_user(found).await?;
             }
+            None => {
+                self.store.record_missing(&u.username).await?;
+            }
+        }
+        if u.groups_changed {
+            report.groups_changed += 1;
+        }
+        if u.found.as_ref().is_none_or(|f| f.disabled) {
+            // Web sessions die with the account; a lost group shrinks the roles of the same
+            // session at its next request (they follow the stored groups, updated above).
+            let cut = self.store.delete_user_sessions(&u.username).await?;
+            if cut > 0 {
+                tracing::info!(user = %u.username, sessions = cut, "web sessions deleted by directory sync");
+            }
+        }
+        if let (false, Some(reason)) = (u.suspend.is_empty(), u.reason) {
+            let done = self
+                .store
+                .suspend_user_devices(&u.username, reason, &system)
+                .await?;
+            report.devices_suspended += done.len();
+            for _ in &done {
+                self.metrics.suspension();
+            }
+            tracing::info!(user = %u.username, devices = done.len(), reason, "devices suspended by directory sync");
+        }
+        if !u.restore.is_empty() {
+            let done = self
+                .store
+                .restore_user_devices(&u.username, self.safety.suspend_grace, &system)
+                .await?;
+            report.devices_restored += done.len();
+            tracing::info!(user = %u.username, devices = done.len(), "devices restored: the user is back in the directory");
         }
         Ok(())
     }
@@ -396,7 +431,7 @@ impl DirectorySync {
         {
             Ok(Some(ts)) => {
                 self.store.now_ms().saturating_sub(ts)
-                    >= crate::store::duration_ms(QUIET_SYNC_AUDIT_INTERVAL)
+                    >= crate::time::duration_ms(QUIET_SYNC_AUDIT_INTERVAL)
             }
             Ok(None) => true,
             Err(e) => {
@@ -422,25 +457,25 @@ impl DirectorySync {
         }
     }
 
-    /// A pass over the limit: log, count and audit (once per distinct hold), apply nothing.
+    /// A held pass: log, count and audit (once per distinct hold) what was applied and what
+    /// waits.
     async fn hold(&self, plan: &SyncPlan) {
         let changes = plan.describe();
+        let applied = plan.applied_when_held();
+        let waiting = plan.waiting_users();
         self.metrics.sync_held();
         tracing::warn!(
             would_suspend = plan.suspensions(),
             limit = plan.limit,
             active_devices = plan.active_devices,
-            "directory sync held: it would suspend more devices than directory.max_changes_per_sync allows; nothing applied. Check the directory (user_base, groups), then run `sesame directory sync --dry-run` and `--apply` to confirm"
+            applied = ?applied,
+            waiting = ?waiting,
+            "directory sync held: it would suspend more devices than directory.max_changes_per_sync allows; disabled accounts and groups left were applied, the suspensions of users the directory no longer returns wait. Check the directory (user_base, groups), then run `sesame directory sync --dry-run` and `--apply` to confirm"
         );
         let mut last = self.last_hold.lock().take();
         if last.as_ref() != Some(&changes) {
-            let users: Vec<&str> = plan
-                .users
-                .iter()
-                .filter(|u| !u.suspend.is_empty())
-                .map(|u| u.username.as_str())
-                .take(50)
-                .collect();
+            let users: Vec<&str> = waiting.iter().copied().take(50).collect();
+            let applied: Vec<&str> = applied.iter().copied().take(50).collect();
             let ev = NewAuditEvent::new(
                 Action::DirectorySyncHeld,
                 &AuditContext::system(),
@@ -452,6 +487,8 @@ impl DirectorySync {
                 "limit": plan.limit,
                 "active_devices": plan.active_devices,
                 "users": users,
+                "waiting": users,
+                "applied": applied,
             }));
             match self.store.append_audit(&ev).await {
                 Ok(_) => last = Some(changes),
@@ -505,3 +542,7 @@ impl DirectorySync {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "sync_tests.rs"]
+mod tests;

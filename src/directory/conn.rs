@@ -14,7 +14,7 @@ use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
-use super::DirectoryError;
+use super::{DirectoryError, Unavailable};
 use crate::config::DirectoryConfig;
 
 /// Connections open at once per pool; more callers wait (within their timeout).
@@ -44,57 +44,52 @@ pub(crate) fn conn_settings(cfg: &DirectoryConfig) -> Result<LdapConnSettings, D
     Ok(settings)
 }
 
-fn tls_config(ca_file: &Path) -> Result<Arc<rustls021::ClientConfig>, DirectoryError> {
-    let pem = std::fs::read(ca_file).map_err(|e| {
-        DirectoryError::Unavailable(format!(
-            "cannot read the directory CA file ca_file = {}: {e}",
-            ca_file.display()
-        ))
+fn tls_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, DirectoryError> {
+    let pem = std::fs::read(ca_file).map_err(|source| Unavailable::CaFile {
+        path: ca_file.to_path_buf(),
+        source,
     })?;
-    let mut roots = rustls021::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| {
-            DirectoryError::Unavailable(format!("{}: unreadable PEM: {e}", ca_file.display()))
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject as _;
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|source| Unavailable::CaPem {
+            path: ca_file.to_path_buf(),
+            source,
         })?;
         roots
-            .add(&rustls021::Certificate(cert.to_vec()))
-            .map_err(|e| {
-                DirectoryError::Unavailable(format!(
-                    "{}: not a usable CA certificate: {e}",
-                    ca_file.display()
-                ))
+            .add(cert)
+            .map_err(|source| Unavailable::CaCertificate {
+                path: ca_file.to_path_buf(),
+                source,
             })?;
     }
     if roots.is_empty() {
-        return Err(DirectoryError::Unavailable(format!(
-            "{}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)",
-            ca_file.display()
-        )));
+        return Err(Unavailable::NoCaCertificate {
+            path: ca_file.to_path_buf(),
+        }
+        .into());
     }
-    Ok(Arc::new(
-        rustls021::ClientConfig::builder()
-            .with_safe_defaults()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
+    // The provider named here, not the process default: the CLI's directory commands build
+    // this config without `sesame serve`'s start-up having installed one.
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
     ))
+    .with_safe_default_protocol_versions()
+    .map_err(|source| Unavailable::TlsSettings { source })?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
-/// Turns an ldap3 error into `Unavailable` with a sentence an operator can act on.
-pub(crate) fn unavailable(url: &str, timeout: Duration, e: &LdapError) -> DirectoryError {
-    let what = match e {
-        LdapError::Timeout { .. } => format!("no answer within {}s", timeout.as_secs_f32()),
-        other => other.to_string(),
-    };
-    let hint = if what.contains("certificate") {
-        " (the directory's TLS certificate is not trusted for this name: set ca_file to the CA that signed it, and use the name or address its certificate carries in url)"
-    } else if what.contains("refused") {
-        " (is the directory running, and is the port in url right?)"
-    } else if what.contains("no answer") {
-        " (the directory is down or overloaded; timeout in [directory] sets the wait)"
-    } else {
-        ""
-    };
-    DirectoryError::Unavailable(format!("{url}: {what}{hint}"))
+/// An ldap3 error as `Unavailable`: a timeout says how long it waited, anything else keeps the
+/// ldap3 error as its source.
+pub(crate) fn unavailable(url: &str, timeout: Duration, e: LdapError) -> DirectoryError {
+    let url = url.to_string();
+    match e {
+        LdapError::Timeout { .. } => Unavailable::Timeout { url, timeout },
+        source => Unavailable::Ldap { url, source },
+    }
+    .into()
 }
 
 /// Whether an error means the connection itself is unusable (retry on a fresh one).
@@ -135,16 +130,19 @@ impl Pool {
         }
     }
 
-    fn unavailable(&self, e: &LdapError) -> DirectoryError {
+    fn unavailable(&self, e: LdapError) -> DirectoryError {
         unavailable(&self.url, self.timeout, e)
     }
 
     /// An idle live connection, or a new one (connected, TLS done, service bind done).
     async fn get(&self, fresh: bool) -> Result<Conn, DirectoryError> {
-        let permit = Arc::clone(&self.open)
-            .acquire_owned()
-            .await
-            .map_err(|_| DirectoryError::Unavailable("connection pool closed".into()))?;
+        let permit =
+            Arc::clone(&self.open)
+                .acquire_owned()
+                .await
+                .map_err(|_| Unavailable::PoolClosed {
+                    url: self.url.clone(),
+                })?;
         if !fresh {
             loop {
                 let next = self.idle.lock().pop();
@@ -170,20 +168,23 @@ impl Pool {
             LdapConnAsync::with_settings(self.settings.clone(), &self.url),
         )
         .await
-        .map_err(|e| self.unavailable(&LdapError::from(e)))?
-        .map_err(|e| self.unavailable(&e))?;
+        .map_err(|e| self.unavailable(LdapError::from(e)))?
+        .map_err(|e| self.unavailable(e))?;
         ldap3::drive!(conn);
         if let Some((dn, password)) = &self.bind {
             let res = ldap
                 .with_timeout(self.timeout)
                 .simple_bind(dn, password)
                 .await
-                .map_err(|e| self.unavailable(&e))?;
+                .map_err(|e| self.unavailable(e))?;
             if res.rc != RC_SUCCESS {
-                return Err(DirectoryError::Unavailable(format!(
-                    "{}: the service bind as {dn} was refused ({} {}): check bind_dn and bind_password_file",
-                    self.url, res.rc, res.text
-                )));
+                return Err(Unavailable::ServiceBind {
+                    url: self.url.clone(),
+                    dn: dn.clone(),
+                    rc: res.rc,
+                    text: res.text,
+                }
+                .into());
             }
         }
         Ok(ldap)
@@ -230,7 +231,7 @@ impl Pool {
                     tracing::debug!(url = %self.url, error = %e, "stale LDAP connection, reconnecting");
                     fresh = true;
                 }
-                Err(e) => return Err(self.unavailable(&e)),
+                Err(e) => return Err(self.unavailable(e)),
             }
         }
     }
@@ -256,10 +257,12 @@ impl Pool {
                         RC_SUCCESS => Ok(true),
                         RC_INVALID_CREDENTIALS => Ok(false),
                         // busy, unavailable, other: the directory could not judge the password.
-                        51 | 52 | 80 => Err(DirectoryError::Unavailable(format!(
-                            "{}: bind refused with LDAP result {} {}",
-                            self.url, res.rc, res.text
-                        ))),
+                        51 | 52 | 80 => Err(Unavailable::Bind {
+                            url: self.url.clone(),
+                            rc: res.rc,
+                            text: res.text,
+                        }
+                        .into()),
                         rc => {
                             tracing::warn!(rc, text = %res.text, "unexpected LDAP bind result, treated as a refusal");
                             Ok(false)
@@ -267,7 +270,7 @@ impl Pool {
                     };
                 }
                 Err(e) if !fresh && is_connection_error(&e) => fresh = true,
-                Err(e) => return Err(self.unavailable(&e)),
+                Err(e) => return Err(self.unavailable(e)),
             }
         }
     }

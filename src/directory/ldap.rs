@@ -15,7 +15,7 @@ use ldap3::{Scope, SearchEntry};
 use super::cache::{self, GroupCache};
 use super::conn::{self, Pool, RC_NO_SUCH_OBJECT, RC_SIZE_LIMIT, RC_SUCCESS};
 use super::filter::{ad_nested_groups_filter, member_filter, user_filter, validate_username};
-use super::{DirFuture, Directory, DirectoryError, DirectoryUser};
+use super::{DirFuture, Directory, DirectoryError, DirectoryUser, Unavailable};
 use crate::config::{DirectoryConfig, DirectoryKind};
 
 /// Nesting levels followed on OpenLDAP before giving up (a warning is logged).
@@ -55,18 +55,16 @@ impl std::fmt::Debug for LdapDirectory {
 
 /// Reads the service password: the file's content without its trailing newline.
 pub fn read_bind_password(path: &std::path::Path) -> Result<String, DirectoryError> {
-    let raw = std::fs::read_to_string(path).map_err(|e| {
-        DirectoryError::Unavailable(format!(
-            "cannot read the directory service password from bind_password_file = {}: {e}",
-            path.display()
-        ))
+    let raw = std::fs::read_to_string(path).map_err(|source| Unavailable::PasswordFile {
+        path: path.to_path_buf(),
+        source,
     })?;
     let password = raw.trim_end_matches(['\n', '\r']).to_string();
     if password.trim().is_empty() {
-        return Err(DirectoryError::Unavailable(format!(
-            "bind_password_file = {} is empty: put the service account's password in it",
-            path.display()
-        )));
+        return Err(Unavailable::EmptyPasswordFile {
+            path: path.to_path_buf(),
+        }
+        .into());
     }
     Ok(password)
 }
@@ -78,10 +76,11 @@ impl LdapDirectory {
         let password = read_bind_password(&cfg.bind_password_file)?;
         let sample = user_filter(&cfg.user_filter, "sample");
         if ldap3::parse_filter(&sample).is_err() {
-            return Err(DirectoryError::Unavailable(format!(
-                "user_filter = {:?} is not a valid LDAP filter (it gives {sample:?}): write it like (uid={{username}})",
-                cfg.user_filter
-            )));
+            return Err(Unavailable::UserFilter {
+                filter: cfg.user_filter.clone(),
+                sample,
+            }
+            .into());
         }
         let settings = conn::conn_settings(cfg)?;
         if cfg.url.starts_with("ldap://") && !cfg.starttls {
@@ -131,25 +130,20 @@ impl LdapDirectory {
         tokio::time::timeout(self.timeout, fut)
             .await
             .unwrap_or_else(|_| {
-                Err(DirectoryError::Unavailable(format!(
-                    "{}: no answer within {}s",
-                    self.url,
-                    self.timeout.as_secs_f32()
-                )))
+                Err(Unavailable::Timeout {
+                    url: self.url.clone(),
+                    timeout: self.timeout,
+                }
+                .into())
             })
     }
 
-    fn check_base_rc(&self, rc: u32, key: &str, base: &str) -> Result<(), DirectoryError> {
+    fn check_base_rc(&self, rc: u32, key: &'static str, base: &str) -> Result<(), DirectoryError> {
+        let (url, base) = (self.url.clone(), base.to_string());
         match rc {
             RC_SUCCESS | RC_SIZE_LIMIT => Ok(()),
-            RC_NO_SUCH_OBJECT => Err(DirectoryError::Unavailable(format!(
-                "{}: {key} = {base:?} does not exist or the service account may not read it",
-                self.url
-            ))),
-            rc => Err(DirectoryError::Unavailable(format!(
-                "{}: search under {base:?} failed with LDAP result {rc}",
-                self.url
-            ))),
+            RC_NO_SUCH_OBJECT => Err(Unavailable::MissingBase { url, key, base }.into()),
+            rc => Err(Unavailable::Search { url, base, rc }.into()),
         }
     }
 
@@ -298,12 +292,14 @@ impl LdapDirectory {
             return Err(DirectoryError::InvalidCredentials);
         };
         let user = describe_entry(self.kind, &entry, username);
+        // The bind comes first, whatever the account's state: a disabled account costs the same
+        // round trip as a wrong password, so response time does not tell them apart (the
+        // service answers both alike; `Disabled` is for its audit reason).
+        let password_ok = self.binds.check_password(&entry.dn, password).await?;
         if user.disabled {
-            // The directory refuses the bind of a locked account anyway (ppolicy, AD 533):
-            // saying so tells the person to call IT rather than retype their password.
             return Err(DirectoryError::Disabled);
         }
-        if !self.binds.check_password(&entry.dn, password).await? {
+        if !password_ok {
             return Err(DirectoryError::InvalidCredentials);
         }
         self.user_from_entry(entry, username, true).await
@@ -483,12 +479,19 @@ mod tests {
         std::fs::write(&p, "s3cret with space \n").expect("write");
         assert_eq!(read_bind_password(&p).expect("read"), "s3cret with space ");
         std::fs::write(&p, "\n").expect("write");
-        assert!(
-            matches!(read_bind_password(&p), Err(DirectoryError::Unavailable(m)) if m.contains("empty"))
-        );
+        assert!(matches!(
+            read_bind_password(&p),
+            Err(DirectoryError::Unavailable(why)) if matches!(*why, Unavailable::EmptyPasswordFile { .. })
+        ));
         let missing = dir.path().join("missing.password");
         match read_bind_password(&missing) {
-            Err(DirectoryError::Unavailable(m)) => assert!(m.contains("missing.password"), "{m}"),
+            Err(DirectoryError::Unavailable(m)) => {
+                assert!(m.to_string().contains("missing.password"), "{m}");
+                // The I/O error is kept as the source, not flattened into the text.
+                let source = std::error::Error::source(&m).expect("source");
+                let io = source.downcast_ref::<std::io::Error>().expect("io::Error");
+                assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+            }
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -22,10 +22,12 @@
 
 mod cache;
 mod conn;
+mod error;
 pub mod filter;
 mod ldap;
 
 pub use crate::dn::{normalize_dn, Dn, DnError};
+pub use error::{DirectoryError, Unavailable};
 pub use filter::escape_filter_value;
 pub use ldap::{read_bind_password, LdapDirectory};
 
@@ -45,25 +47,6 @@ pub struct DirectoryUser {
     pub groups: Vec<String>,
     /// Account disabled in the directory (AD userAccountControl, OpenLDAP pwdAccountLockedTime…).
     pub disabled: bool,
-}
-
-/// Why the directory said no, or could not answer.
-#[derive(Debug, thiserror::Error)]
-pub enum DirectoryError {
-    /// Unknown user, or wrong password: deliberately indistinguishable to the caller's user.
-    #[error("invalid username or password")]
-    InvalidCredentials,
-    /// Empty or whitespace-only password, refused before any bind (an LDAP empty-password bind
-    /// is an unauthenticated bind that would succeed).
-    #[error("empty password")]
-    EmptyPassword,
-    #[error("account disabled")]
-    Disabled,
-    /// The directory did not answer in time, refused the service bind, or TLS failed; from
-    /// `LdapDirectory::new`: the configuration cannot be used (unreadable password or CA file),
-    /// the message naming the key and file.
-    #[error("directory unavailable: {0}")]
-    Unavailable(String),
 }
 
 pub type DirFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DirectoryError>> + Send + 'a>>;

@@ -27,8 +27,7 @@ const MAX_LEN: usize = 65_535;
 const NONE: u32 = u32::MAX;
 
 const ACK: u8 = 0x10;
-const TCP: u8 = 6;
-const UDP: u8 = 17;
+use crate::ip_proto::{TCP, UDP};
 const PSH: u8 = 0x08;
 
 #[derive(Debug, Clone, Copy)]

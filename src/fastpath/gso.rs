@@ -8,8 +8,7 @@ use super::vnet::{self, VnetHdr};
 /// Most packets one super-segment may split into (64 KiB at a 64-byte MSS); beyond, it is dropped.
 pub const MAX_SEGMENTS: usize = 1024;
 
-const TCP: u8 = 6;
-const UDP: u8 = 17;
+use crate::ip_proto::{TCP, UDP};
 
 /// Why a read from the TUN could not be split. Cheap: counted as a malformed TUN packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -164,6 +164,20 @@ impl FlowTable {
         self.flows = None;
     }
 
+    /// Forgets the flows `drop` says so of; returns how many.
+    pub fn remove_where(&mut self, mut drop: impl FnMut(&FlowKey) -> bool) -> usize {
+        let Some(flows) = self.flows.as_mut() else {
+            return 0;
+        };
+        let before = flows.len();
+        flows.retain(|k, _| !drop(k));
+        let removed = before - flows.len();
+        if flows.is_empty() {
+            self.flows = None;
+        }
+        removed
+    }
+
     /// Whether the table holds any memory beyond its pointer (for tests).
     pub fn is_allocated(&self) -> bool {
         self.flows.is_some()

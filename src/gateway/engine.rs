@@ -5,27 +5,29 @@
 
 pub use crate::fastpath::OVERHEAD;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
-use boringtun::x25519::{PublicKey, StaticSecret};
+use boringtun::x25519::{PublicKey as DalekPublic, StaticSecret};
 use parking_lot::Mutex;
 
 use super::conntrack::{inbound_key, outbound_key, Tracked};
 use super::flowlog::{
-    wall_ms, DenyReason, EndReason, FlowLog, FlowRecord, SessionMark, SessionStart, WorkerFlows,
+    DenyReason, EndReason, FlowLog, FlowRecord, SessionMark, SessionStart, WorkerFlows,
 };
 use super::packet::{self, PacketInfo, Transport};
 use super::peers::{Peer, PeerState, Peers};
 use super::ratelimit::HandshakeLimiter;
 use super::replay;
-use super::stats::{DropReason, Drops, PeerStats};
+use super::stats::{DropReason, Drops};
+use crate::key::{PrivateKey, PublicKey};
 use crate::policy::ResourceId;
+use crate::time::{Clock, SystemClock};
 
 /// Handshake messages per second (all peers together) before the gateway answers with
 /// cookies. Each handshake is counted twice (by the engine, then by the peer's Tunn).
@@ -37,8 +39,6 @@ pub const PER_SOURCE_LOAD: u64 = HANDSHAKE_LOAD_LIMIT / 2;
 pub const MAX_FLOWS_PER_PEER: usize = 4096;
 /// How often boringtun's timers run for each live peer.
 pub const TIMER_PERIOD: Duration = Duration::from_millis(250);
-/// A session is active while its keys are usable (boringtun's REJECT_AFTER_TIME).
-const REJECT_AFTER: Duration = Duration::from_secs(180);
 
 /// Where the engine's decisions go. The I/O shell implements it over UDP and TUN.
 pub trait Output {
@@ -79,7 +79,9 @@ pub fn to_network_via<O: Output + ?Sized>(
 /// The multi-peer WireGuard engine, shared by all workers (`&self` everywhere).
 pub struct Engine {
     secret: StaticSecret,
-    public: PublicKey,
+    public: DalekPublic,
+    /// `public`, as the rest of Sesame carries keys.
+    key: PublicKey,
     pub peers: Peers,
     limiter: Arc<RateLimiter>,
     handshakes: Mutex<HandshakeLimiter>,
@@ -90,9 +92,13 @@ pub struct Engine {
     ticks: Mutex<TickState>,
     /// Handshakes the gateway must initiate at the next tick (after a restart), see
     /// `engine_initiate.rs`.
-    initiations: Mutex<Vec<([u8; 32], SocketAddr)>>,
+    initiations: Mutex<Vec<(PublicKey, SocketAddr)>>,
     /// Where session and flow records go (None: flow auditing off).
     flow_log: Option<Arc<FlowLog>>,
+    /// The wall clock access windows are judged by (tests move a `ManualClock`).
+    clock: Arc<dyn Clock>,
+    /// `[mfa] idle`, in ms (see `engine_window.rs`).
+    mfa_idle_ms: AtomicI64,
 }
 
 struct TickState {
@@ -100,20 +106,13 @@ struct TickState {
     last_sweep: Option<Instant>,
 }
 
-fn due(last: &mut Option<Instant>, now: Instant, period: Duration) -> bool {
-    match *last {
-        Some(t) if now.saturating_duration_since(t) < period => false,
-        _ => {
-            *last = Some(now);
-            true
-        }
-    }
-}
-
 impl Engine {
-    pub fn new(secret: StaticSecret, flow_idle: Duration) -> Engine {
-        let public = PublicKey::from(&secret);
+    pub fn new(secret: PrivateKey, flow_idle: Duration) -> Engine {
+        let key = secret.public_key();
+        let secret = secret.to_dalek();
+        let public = DalekPublic::from(&secret);
         Engine {
+            key,
             limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_LOAD_LIMIT)),
             secret,
             public,
@@ -128,7 +127,15 @@ impl Engine {
             }),
             initiations: Mutex::new(Vec::new()),
             flow_log: None,
+            clock: Arc::new(SystemClock),
+            mfa_idle_ms: AtomicI64::new(crate::time::duration_ms(window::DEFAULT_MFA_IDLE)),
         }
+    }
+
+    /// Access windows judged by `clock` instead of the system's (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Engine {
+        self.clock = clock;
+        self
     }
 
     /// Turns flow and session auditing on: records go to `log`.
@@ -150,7 +157,7 @@ impl Engine {
 
     /// Ends every open session with `reason` (the gateway stops): one record each.
     pub fn end_sessions(&self, reason: EndReason) {
-        let now_ms = wall_ms();
+        let now_ms = crate::time::now_ms();
         for peer in self.peers.load().iter() {
             let mut st = peer.state.lock();
             if let Some(mark) = st.session.take() {
@@ -160,8 +167,8 @@ impl Engine {
         }
     }
 
-    pub fn public_key(&self) -> [u8; 32] {
-        self.public.to_bytes()
+    pub fn public_key(&self) -> PublicKey {
+        self.key
     }
 
     /// One UDP datagram from `from`. `scratch` must be at least `datagram.len()` and 148 bytes.
@@ -273,14 +280,21 @@ impl Engine {
             return self.drops.add(DropReason::UnknownPeer);
         };
         let table = self.peers.load();
-        let Some(peer) = table.by_key(&half.peer_static_public) else {
+        // A low-order key is in no table: refused as unknown, like any stranger.
+        let key = PublicKey::from_bytes(half.peer_static_public).ok();
+        let Some(peer) = key.and_then(|k| table.by_key(&k)) else {
             return self.drops.add(DropReason::UnknownPeer);
         };
         let mut st = peer.state.lock();
         if peer.removed.load(Ordering::Acquire) {
             return self.drops.add(DropReason::UnknownPeer);
         }
-        match replay::initiation_timestamp(&self.secret, &self.public, &peer.public_key, datagram) {
+        match replay::initiation_timestamp(
+            &self.secret,
+            &self.public,
+            peer.public_key.as_bytes(),
+            datagram,
+        ) {
             Some(ts) if st.last_initiation.is_none_or(|last| ts > last) => {
                 st.last_initiation = Some(ts);
             }
@@ -294,7 +308,7 @@ impl Engine {
         self.handshakes_received.fetch_add(1, Ordering::Relaxed);
         let answered = self.decapsulate(now, peer, &mut st, from, datagram, scratch, out);
         if answered && st.session.is_none() {
-            let started_ms = wall_ms();
+            let started_ms = crate::time::now_ms();
             st.session = Some(Box::new(SessionMark::new(peer, from, started_ms)));
             self.record(FlowRecord::SessionStarted(SessionStart {
                 peer: super::flowlog::PeerRef::of(peer),
@@ -393,6 +407,7 @@ impl Engine {
                 let why = match reason {
                     DropReason::PolicyDenied => Some(DenyReason::NoGrant),
                     DropReason::SpoofedSource => Some(DenyReason::SpoofedSource),
+                    DropReason::MfaRequired => Some(DenyReason::MfaRequired),
                     _ => None,
                 };
                 if let (Some(why), Some(f)) = (why, out.flows()) {
@@ -426,11 +441,15 @@ impl Engine {
         if info.src != IpAddr::V4(peer.address) {
             return Err(DropReason::SpoofedSource);
         }
-        let resource = peer
+        let resource = match peer
             .rules
             .load()
             .matching(info.dst, info.proto, info.dport())
-            .ok_or(DropReason::PolicyDenied)?;
+        {
+            Some(resource) => resource,
+            // Cold: a peer without protected resources is denied there at once.
+            None => self.check_protected(peer, st, info)?,
+        };
         if let Some(key) = outbound_key(info) {
             let tracked = st
                 .flows
@@ -509,8 +528,15 @@ impl Engine {
                         Transport::Ports { sport, .. } => sport,
                         _ => 0,
                     };
-                    if let Some(resource) = peer.rules.load().matching(info.src, info.proto, rport)
-                    {
+                    let resource = peer
+                        .rules
+                        .load()
+                        .matching(info.src, info.proto, rport)
+                        .or_else(|| {
+                            let w = st.window.as_deref()?;
+                            w.rules.matching(info.src, info.proto, rport)
+                        });
+                    if let Some(resource) = resource {
                         f.allowed(now, peer, resource, &info, inner.len(), false);
                     }
                 }
@@ -519,90 +545,15 @@ impl Engine {
             None => {}
         }
     }
-
-    /// Timers: boringtun's rekey/keepalive/expiry for every live peer, the shared rate limiter
-    /// reset, flow and handshake-limiter sweeps. Any worker may call it often; it runs at most
-    /// every [`TIMER_PERIOD`] and never makes a worker wait for another.
-    pub fn tick(&self, now: Instant, scratch: &mut [u8], out: &mut impl Output) {
-        let (timers, sweep) = {
-            let Some(mut t) = self.ticks.try_lock() else {
-                return;
-            };
-            let timers = due(&mut t.last_timers, now, TIMER_PERIOD);
-            let sweep = timers && due(&mut t.last_sweep, now, Duration::from_secs(1));
-            (timers, sweep)
-        };
-        if !timers {
-            return;
-        }
-        self.initiate_pending(scratch, out);
-        self.limiter.reset_count();
-        if sweep {
-            self.handshakes.lock().collect(now);
-        }
-        let table = self.peers.load();
-        for peer in table.iter() {
-            if !peer.live.load(Ordering::Acquire) {
-                continue;
-            }
-            let mut st = peer.state.lock();
-            let st = &mut *st;
-            if sweep {
-                st.flows.expire(now, self.flow_idle);
-            }
-            let Some(tunn) = st.tunn.as_mut() else {
-                continue;
-            };
-            match tunn.update_timers(scratch) {
-                TunnResult::WriteToNetwork(d) => match st.endpoint {
-                    Some(ep) => out.to_network(ep, d),
-                    None => self.drops.add(DropReason::NoEndpoint),
-                },
-                TunnResult::Err(WireGuardError::ConnectionExpired) => {
-                    // Session over: give the ~11 KiB back; the next handshake recreates it.
-                    st.tunn = None;
-                    st.flows.clear();
-                    peer.live.store(false, Ordering::Release);
-                    if let Some(mark) = st.session.take() {
-                        let end = mark.end(peer, st.endpoint, EndReason::Expired, wall_ms());
-                        self.record(FlowRecord::SessionEnded(end));
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-
-    pub fn peer_stats(&self) -> Vec<PeerStats> {
-        let table = self.peers.load();
-        let wall = SystemTime::now();
-        let mut v: Vec<PeerStats> = table
-            .iter()
-            .map(|p| {
-                let st = p.state.lock();
-                let since = st.tunn.as_ref().and_then(|t| t.time_since_last_handshake());
-                PeerStats {
-                    public_key: p.public_key,
-                    label: (**p.label.load()).clone(),
-                    address: p.address,
-                    endpoint: st.endpoint,
-                    rx_bytes: p.counters.rx_bytes.load(Ordering::Relaxed),
-                    rx_packets: p.counters.rx_packets.load(Ordering::Relaxed),
-                    tx_bytes: p.counters.tx_bytes.load(Ordering::Relaxed),
-                    tx_packets: p.counters.tx_packets.load(Ordering::Relaxed),
-                    last_handshake: since.and_then(|d| wall.checked_sub(d)),
-                    session_active: since.is_some_and(|d| d < REJECT_AFTER),
-                    flows: st.flows.len(),
-                }
-            })
-            .collect();
-        v.sort_by_key(|s| s.address);
-        v
-    }
 }
 
 #[path = "engine_initiate.rs"]
 mod initiate;
+#[path = "engine_timers.rs"]
+mod timers;
+#[path = "engine_window.rs"]
+pub mod window;
+pub use window::{cut_protected, DEFAULT_MFA_IDLE};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::gateway::flowlog::{DenyReason, FlowReceiver, FlowRecord, RecordKind};
-use crate::policy::{IPPROTO_ICMP, IPPROTO_TCP};
+use crate::ip_proto;
 
 fn audited(capacity: usize) -> (Setup, FlowReceiver, Arc<FlowLog>) {
     let (log, rx) = FlowLog::new(Duration::from_secs(60), capacity);
@@ -30,7 +30,7 @@ async fn drain_into_store(
         rx,
         fixed_policy(crate::policy::Policy::default()),
     );
-    let (events, drained) = consumer.poll(wall_ms(), true);
+    let (events, drained) = consumer.poll(crate::time::now_ms(), true);
     assert!(drained);
     store.append_audit_batch(&events).await.unwrap();
     (dir, store)
@@ -98,7 +98,7 @@ fn a_session_and_its_allowed_and_denied_flows_are_recorded() {
     assert_eq!(a.ports, vec![443]);
     assert_eq!(
         a.protocols.iter().collect::<Vec<_>>(),
-        vec![IPPROTO_ICMP, IPPROTO_TCP]
+        vec![ip_proto::ICMP, ip_proto::TCP]
     );
     denied.sort_by_key(|d| (d.reason.as_str(), d.dst, d.port));
     let got: Vec<_> = denied
@@ -199,73 +199,5 @@ async fn a_flood_of_denied_flows_loses_records_not_packets() {
         serde_json::json!(3 * 257 - 6)
     );
     assert_eq!(stored[0].details["lost"]["flow.allowed"], 2);
-    assert!(store.verify_audit().await.is_ok());
-}
-
-/// A laptop that goes silent after the gateway sent it a reply: boringtun's own timers (real
-/// time, ~105 s: 15 s without an answer, then 90 s of unanswered handshake initiations) expire
-/// the session; the engine ends it with reason `expired`, and the consumer stores it as a
-/// `tunnel.session_ended` with that reason, the endpoint and the session's counts.
-#[tokio::test]
-async fn a_session_the_laptop_stops_answering_ends_expired() {
-    use crate::store::AuditFilter;
-
-    let (mut s, rx, log) = audited(64);
-    s.handshake();
-    let syn = build::tcp(LAPTOP, PAIE, 40000, 443, 0x02);
-    assert_eq!(s.send_ip(&syn).tun.len(), 1);
-    // boringtun stamps packets with the time of its last timer pass: one pass a second later,
-    // so the reply is sent after the laptop's last packet.
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    s.engine
-        .tick(Instant::now(), &mut s.scratch, &mut Collect::default());
-    let synack = build::tcp(PAIE, LAPTOP, 443, 40000, 0x12);
-    assert_eq!(
-        s.tun_in(&synack).net.len(),
-        1,
-        "the reply leaves, never answered"
-    );
-
-    let mut initiations = 0;
-    loop {
-        let mut out = Collect::default();
-        s.engine.tick(Instant::now(), &mut s.scratch, &mut out);
-        // The gateway's handshake initiations to the silent laptop: sent, never answered.
-        initiations += out.net.len();
-        let table = s.engine.peers.load();
-        let peer = table.by_key(&s.laptop_key).unwrap();
-        if peer.state.lock().tunn.is_none() {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(150),
-            "boringtun did not expire the session"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert!(
-        initiations >= 1,
-        "the gateway tried to reach the laptop first"
-    );
-
-    let (_dir, store) = drain_into_store(&log, rx).await;
-    let ended = store
-        .list_audit(&AuditFilter {
-            action: Some("tunnel.session_ended".into()),
-            ..AuditFilter::default()
-        })
-        .await
-        .unwrap();
-    let [e] = &ended[..] else { panic!("{ended:?}") };
-    assert_eq!(e.details["reason"], "expired");
-    assert_eq!(e.details["endpoint"], s.endpoint.to_string());
-    assert_eq!(e.target, "peer:laptop1");
-    // The SYN in (the handshake's keepalive carries no packet); the SYN-ACK out.
-    assert_eq!(e.details["rx_packets"], 1);
-    assert_eq!(e.details["tx_packets"], 1);
-    assert_eq!(e.details["tx_bytes"], synack.len() as u64);
-    let duration = e.details["duration_ms"].as_i64().unwrap();
-    assert!(duration >= 100_000, "{duration} ms");
     assert!(store.verify_audit().await.is_ok());
 }

@@ -7,17 +7,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use boringtun::noise::{Tunn, TunnResult};
-use boringtun::x25519::PublicKey;
 
 use super::{Engine, Output, Peer};
 use crate::gateway::stats::DropReason;
+use crate::key::PublicKey;
 
 impl Engine {
     /// A fresh session state machine for `peer` (created on its first handshake).
     pub(super) fn new_tunn(&self, peer: &Peer) -> Box<Tunn> {
         Box::new(Tunn::new(
             self.secret.clone(),
-            PublicKey::from(peer.public_key),
+            peer.public_key.to_dalek(),
             None,
             peer.persistent_keepalive,
             peer.index,
@@ -27,7 +27,7 @@ impl Engine {
 
     /// Queues a handshake initiation towards each `(public key, endpoint)`; the next timer
     /// tick sends them. Peers not in the table, or already in session, are skipped then.
-    pub fn initiate_handshakes(&self, targets: Vec<([u8; 32], SocketAddr)>) {
+    pub fn initiate_handshakes(&self, targets: Vec<(PublicKey, SocketAddr)>) {
         self.initiations.lock().extend(targets);
     }
 

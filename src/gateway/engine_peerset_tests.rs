@@ -8,9 +8,11 @@ fn other(n: u32) -> PeerSpec {
     key[..4].copy_from_slice(&n.to_le_bytes());
     key[31] = 0xee;
     PeerSpec {
-        public_key: key,
+        public_key: crate::key::PublicKey::from_bytes(key).unwrap(),
         address: Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 65, 0, 1)) + n),
         rules: rules(),
+        protected: Default::default(),
+        mfa_until_ms: None,
         label: format!("device:{n}"),
         persistent_keepalive: None,
     }
@@ -21,6 +23,8 @@ fn laptop_spec(s: &Setup) -> PeerSpec {
         public_key: s.laptop_key,
         address: LAPTOP,
         rules: rules(),
+        protected: Default::default(),
+        mfa_until_ms: None,
         label: "laptop1".into(),
         persistent_keepalive: None,
     }

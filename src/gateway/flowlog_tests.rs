@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::gateway::packet::{self, build};
 use crate::gateway::peers::{PeerSpec, Peers};
-use crate::policy::{RuleSet, IPPROTO_ICMP, IPPROTO_UDP};
+use crate::ip_proto;
+use crate::key::PublicKey;
+use crate::policy::RuleSet;
 
 const LAPTOP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
 const PAIE: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 10);
@@ -17,9 +19,11 @@ const T0: i64 = 1_767_603_600_000;
 fn peers() -> Peers {
     let peers = Peers::default();
     peers.set(vec![PeerSpec {
-        public_key: [3; 32],
+        public_key: PublicKey::from_bytes([3; 32]).unwrap(),
         address: LAPTOP,
         rules: RuleSet::deny_all(),
+        protected: Default::default(),
+        mfa_until_ms: None,
         label: "device:7:alice".into(),
         persistent_keepalive: None,
     }]);
@@ -107,7 +111,7 @@ fn allowed_packets_aggregate_per_resource_and_window_both_ways() {
         panic!("{recs:?}")
     };
     assert_eq!(a.resource, 4);
-    assert_eq!(a.peer.public_key, [3; 32]);
+    assert_eq!(a.peer.public_key.to_bytes(), [3; 32]);
     assert_eq!(a.peer.label.as_str(), "device:7:alice");
     assert_eq!(a.window_start_ms, T0);
     assert_eq!(a.first_ms, T0 + 10_000);
@@ -119,7 +123,7 @@ fn allowed_packets_aggregate_per_resource_and_window_both_ways() {
     assert!(!a.ports_truncated);
     assert_eq!(
         a.protocols.iter().collect::<Vec<_>>(),
-        vec![IPPROTO_ICMP, IPPROTO_TCP]
+        vec![ip_proto::ICMP, ip_proto::TCP]
     );
     // The next window starts empty, at the boundary.
     w.allowed(
@@ -171,7 +175,14 @@ fn denied_destinations_per_device_are_capped_and_the_rest_summarised() {
         // 100,000 distinct destinations in 198.18.0.0/15, twice each.
         let dst = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i);
         for _ in 0..2 {
-            w.denied(now, peer, dst.into(), IPPROTO_TCP, 22, DenyReason::NoGrant);
+            w.denied(
+                now,
+                peer,
+                dst.into(),
+                ip_proto::TCP,
+                22,
+                DenyReason::NoGrant,
+            );
         }
         assert!(w.entries() <= MAX_DENIED_PER_PEER + 1, "bounded at {i}");
     }
@@ -215,7 +226,7 @@ fn a_full_queue_never_blocks_and_counts_losses_per_kind() {
             now,
             peer,
             dst.into(),
-            IPPROTO_ICMP,
+            ip_proto::ICMP,
             0,
             DenyReason::SpoofedSource,
         );
@@ -235,7 +246,7 @@ fn a_full_queue_never_blocks_and_counts_losses_per_kind() {
     let FlowRecord::Denied(d) = &recs[0] else {
         panic!()
     };
-    assert_eq!((d.port, d.proto), (None, IPPROTO_ICMP));
+    assert_eq!((d.port, d.proto), (None, ip_proto::ICMP));
     // Drained: room again.
     log.send(recs[0].clone());
     assert_eq!(log.lost().total(), 7);
@@ -246,9 +257,11 @@ fn a_device_index_taken_over_within_the_window_is_recorded_under_the_new_device(
     let (log, rx) = FlowLog::new(WINDOW, 1024);
     let (pa, pb) = (peers(), Peers::default());
     pb.set(vec![PeerSpec {
-        public_key: [4; 32],
+        public_key: PublicKey::from_bytes([4; 32]).unwrap(),
         address: LAPTOP,
         rules: RuleSet::deny_all(),
+        protected: Default::default(),
+        mfa_until_ms: None,
         label: "device:8:bob".into(),
         persistent_keepalive: None,
     }]);
@@ -261,13 +274,13 @@ fn a_device_index_taken_over_within_the_window_is_recorded_under_the_new_device(
     let now = Instant::now();
     let mut w = WorkerFlows::new(log, now, T0);
     let (d1, d2) = (Ipv4Addr::new(198, 18, 9, 1), Ipv4Addr::new(198, 18, 9, 2));
-    w.denied(now, a, d1.into(), IPPROTO_TCP, 22, DenyReason::NoGrant);
-    w.denied(now, b, d2.into(), IPPROTO_TCP, 22, DenyReason::NoGrant);
+    w.denied(now, a, d1.into(), ip_proto::TCP, 22, DenyReason::NoGrant);
+    w.denied(now, b, d2.into(), ip_proto::TCP, 22, DenyReason::NoGrant);
     w.flush();
     let mut named: Vec<(Option<IpAddr>, [u8; 32], String)> = drain(&rx)
         .into_iter()
         .map(|r| match r {
-            FlowRecord::Denied(d) => (d.dst, d.peer.public_key, (*d.peer.label).clone()),
+            FlowRecord::Denied(d) => (d.dst, d.peer.public_key.to_bytes(), (*d.peer.label).clone()),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -296,12 +309,12 @@ fn a_window_reaches_the_consumer_in_one_queue_operation_complete_and_in_order() 
     for i in 0..200u32 {
         for _ in 0..=i % 3 {
             let at = now + Duration::from_millis(u64::from(i));
-            w.denied(at, peer, nth_dst(i), IPPROTO_UDP, 53, DenyReason::NoGrant);
+            w.denied(at, peer, nth_dst(i), ip_proto::UDP, 53, DenyReason::NoGrant);
         }
     }
     let v4 = Ipv4Addr::new(198, 18, 5, 1);
     for d in [IpAddr::from(v4), IpAddr::from(v4.to_ipv6_mapped())] {
-        w.denied(now, peer, d, IPPROTO_ICMP, 7, DenyReason::SpoofedSource);
+        w.denied(now, peer, d, ip_proto::ICMP, 7, DenyReason::SpoofedSource);
     }
     let sends = log.sends();
     w.flush();
@@ -323,7 +336,7 @@ fn a_window_reaches_the_consumer_in_one_queue_operation_complete_and_in_order() 
         assert_eq!(d.count, u64::from(i % 3 + 1));
         assert_eq!(
             (d.proto, d.port, d.reason),
-            (IPPROTO_UDP, Some(53), DenyReason::NoGrant)
+            (ip_proto::UDP, Some(53), DenyReason::NoGrant)
         );
         assert_eq!(
             (d.first_ms, d.last_ms),
@@ -365,7 +378,14 @@ fn a_window_that_does_not_fit_keeps_its_first_records_and_counts_the_rest_per_ki
     let window = |w: &mut WorkerFlows, n: u32| {
         w.allowed(now, peer, 4, &info, syn.len(), true);
         for i in 0..n {
-            w.denied(now, peer, nth_dst(i), IPPROTO_TCP, 22, DenyReason::NoGrant);
+            w.denied(
+                now,
+                peer,
+                nth_dst(i),
+                ip_proto::TCP,
+                22,
+                DenyReason::NoGrant,
+            );
         }
         w.flush();
     };

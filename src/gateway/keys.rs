@@ -4,8 +4,7 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
-use boringtun::x25519::{PublicKey, StaticSecret};
+use crate::key::{KeyError as KeyRefused, PrivateKey, PublicKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -25,7 +24,11 @@ pub enum KeyError {
         "private key file {path} is not a WireGuard key ({reason}); \
          write a new one with `sesame keygen --out FILE` or `wg genkey`"
     )]
-    Invalid { path: PathBuf, reason: String },
+    Invalid {
+        path: PathBuf,
+        #[source]
+        reason: KeyRefused,
+    },
     #[error(
         "{path} exists already: refusing to overwrite a key (move it away first if you really mean it)"
     )]
@@ -38,15 +41,15 @@ pub enum KeyError {
 }
 
 /// Reads the private key; refuses a missing file or one that group or others may read.
-pub fn load_private_key(path: &Path) -> Result<StaticSecret, KeyError> {
-    read_secret_file(path, "gateway.private_key_file").map(StaticSecret::from)
+pub fn load_private_key(path: &Path) -> Result<PrivateKey, KeyError> {
+    read_secret_file(path, "gateway.private_key_file").map(PrivateKey::from_bytes)
 }
 
 /// Writes a new random key with mode 0600 (never overwriting); returns the public key.
-pub fn write_new_key(path: &Path) -> Result<[u8; 32], KeyError> {
-    let secret = StaticSecret::random_from_rng(rand_core::OsRng);
-    write_secret_file(path, &secret.to_bytes())?;
-    Ok(PublicKey::from(&secret).to_bytes())
+pub fn write_new_key(path: &Path) -> Result<PublicKey, KeyError> {
+    let secret = PrivateKey::generate();
+    write_file(path, &secret.to_base64())?;
+    Ok(secret.public_key())
 }
 
 /// Reads a 32-byte secret written in base64 (a gateway key, the audit signing key); refuses a
@@ -65,7 +68,7 @@ pub fn read_secret_file(path: &Path, what: &'static str) -> Result<[u8; 32], Key
         path: path.to_path_buf(),
         source,
     })?;
-    crate::config::parse_key(&text).map_err(|reason| KeyError::Invalid {
+    crate::key::decode_base64(&text).map_err(|reason| KeyError::Invalid {
         path: path.to_path_buf(),
         reason,
     })
@@ -73,6 +76,11 @@ pub fn read_secret_file(path: &Path, what: &'static str) -> Result<[u8; 32], Key
 
 /// Writes a 32-byte secret in base64 to a new file with mode 0600, synced; never overwrites.
 pub fn write_secret_file(path: &Path, secret: &[u8; 32]) -> Result<(), KeyError> {
+    write_file(path, &crate::key::encode_base64(secret))
+}
+
+/// Writes one line of base64 to a new file with mode 0600, synced; never overwrites.
+fn write_file(path: &Path, base64: &str) -> Result<(), KeyError> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -90,18 +98,13 @@ pub fn write_secret_file(path: &Path, secret: &[u8; 32]) -> Result<(), KeyError>
                 }
             }
         })?;
-    let text = format!("{}\n", encode(secret));
+    let text = format!("{base64}\n");
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|source| KeyError::Write {
             path: path.to_path_buf(),
             source,
         })
-}
-
-/// Base64, as `wg` prints keys.
-pub fn encode(key: &[u8; 32]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(key)
 }
 
 #[cfg(test)]
@@ -118,7 +121,7 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let secret = load_private_key(&path).unwrap();
-        assert_eq!(PublicKey::from(&secret).to_bytes(), public);
+        assert_eq!(secret.public_key(), public);
         assert!(matches!(write_new_key(&path), Err(KeyError::Exists { .. })));
     }
 

@@ -15,6 +15,7 @@ pub mod stats;
 pub mod table;
 mod tun;
 pub mod uapi;
+pub mod window;
 mod worker;
 
 use std::collections::HashMap;
@@ -24,13 +25,13 @@ use std::thread::JoinHandle;
 
 use crate::fastpath::udp;
 
-use boringtun::x25519::StaticSecret;
-
-use crate::config::{Config, GatewayConfig};
+use crate::config::{GatewayConfig, StaticPeer};
+use crate::key::{PrivateKey, PublicKey};
+use crate::policy::Policy;
 pub use engine::Engine;
 use flowlog::SessionEnd;
 pub use flowlog::{EndReason, FlowLog, FlowRecord, LostCounts, RecordKind};
-pub use peers::{PeerSpec, SetReport};
+pub use peers::{PeerIdentity, PeerSpec, SetReport};
 pub use stats::{DropCounters, DropReason, PeerStats};
 
 #[derive(Debug, thiserror::Error)]
@@ -65,21 +66,21 @@ pub struct GatewayHandle {
 impl std::fmt::Debug for GatewayHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GatewayHandle")
-            .field("public_key", &keys::encode(&self.public_key()))
+            .field("public_key", &self.public_key().to_base64())
             .finish_non_exhaustive()
     }
 }
 
 impl Gateway {
     /// Creates the TUN device with the gateway's tunnel address, binds UDP, starts workers.
-    pub fn start(cfg: &GatewayConfig, private_key: StaticSecret) -> Result<Gateway, GatewayError> {
+    pub fn start(cfg: &GatewayConfig, private_key: PrivateKey) -> Result<Gateway, GatewayError> {
         Gateway::start_audited(cfg, private_key, None)
     }
 
     /// [`Gateway::start`], with session and flow records sent to `flow_log` when given.
     pub fn start_audited(
         cfg: &GatewayConfig,
-        private_key: StaticSecret,
+        private_key: PrivateKey,
         flow_log: Option<Arc<FlowLog>>,
     ) -> Result<Gateway, GatewayError> {
         let threads = if cfg.threads == 0 {
@@ -138,7 +139,7 @@ impl Gateway {
             listen = %cfg.listen,
             threads,
             tun_offload = ?offloads,
-            public_key = %keys::encode(&engine.public_key()),
+            public_key = %engine.public_key(),
             "gateway data plane started"
         );
         Ok(gateway)
@@ -185,7 +186,7 @@ impl GatewayHandle {
     pub fn set_peers_because(
         &self,
         desired: Vec<PeerSpec>,
-        reasons: &HashMap<[u8; 32], EndReason>,
+        reasons: &HashMap<PublicKey, EndReason>,
     ) {
         let mut r = self.engine.peers.set(desired);
         self.sessions_ended(std::mem::take(&mut r.ended), reasons);
@@ -223,12 +224,12 @@ impl GatewayHandle {
     }
 
     /// Removes one peer and cuts its session at once; false if there was no such peer.
-    pub fn remove_peer(&self, public_key: &[u8; 32]) -> bool {
+    pub fn remove_peer(&self, public_key: &PublicKey) -> bool {
         self.remove_peer_because(public_key, EndReason::Removed)
     }
 
     /// [`GatewayHandle::remove_peer`]; its session ends with `reason`.
-    pub fn remove_peer_because(&self, public_key: &[u8; 32], reason: EndReason) -> bool {
+    pub fn remove_peer_because(&self, public_key: &PublicKey, reason: EndReason) -> bool {
         match self.engine.peers.remove_ending(public_key) {
             None => false,
             Some(ended) => {
@@ -241,7 +242,7 @@ impl GatewayHandle {
         }
     }
 
-    fn sessions_ended(&self, ended: Vec<SessionEnd>, reasons: &HashMap<[u8; 32], EndReason>) {
+    fn sessions_ended(&self, ended: Vec<SessionEnd>, reasons: &HashMap<PublicKey, EndReason>) {
         for mut end in ended {
             end.reason = reasons
                 .get(&end.peer.public_key)
@@ -261,7 +262,13 @@ impl GatewayHandle {
         self.engine.flow_log().map(|l| l.lost()).unwrap_or_default()
     }
 
-    pub fn public_key(&self) -> [u8; 32] {
+    /// How long an access window stays open without a packet to a protected resource
+    /// (`[mfa] idle`; 30 min until set).
+    pub fn set_mfa_idle(&self, idle: std::time::Duration) {
+        self.engine.set_mfa_idle(idle);
+    }
+
+    pub fn public_key(&self) -> PublicKey {
         self.engine.public_key()
     }
 
@@ -271,7 +278,7 @@ impl GatewayHandle {
 
     /// Starts a handshake towards each `(public key, endpoint)` at the next timer tick (after
     /// a restart, from the peer cache): laptops are back without waiting for their own timer.
-    pub fn initiate_handshakes(&self, targets: Vec<([u8; 32], std::net::SocketAddr)>) {
+    pub fn initiate_handshakes(&self, targets: Vec<(PublicKey, std::net::SocketAddr)>) {
         self.engine.initiate_handshakes(targets);
     }
 
@@ -287,19 +294,27 @@ impl GatewayHandle {
     }
 }
 
-/// The config's static `[[peer]]`s as desired peers, with their resources compiled to rules.
-pub fn static_peers(config: &Config) -> Vec<PeerSpec> {
-    config
-        .peers
+/// The config's static `[[peer]]`s as peers, their resources compiled to rules and labelled
+/// `static:NAME`: what `sesame gateway` runs and what the control plane publishes first.
+pub fn static_peers(policy: &Policy, peers: &[StaticPeer]) -> Vec<PeerSpec> {
+    peers
         .iter()
-        .map(|p| PeerSpec {
-            public_key: p.public_key,
-            address: p.address,
-            rules: config
-                .policy
-                .rules_for_resources(p.resources.iter().map(String::as_str)),
-            label: p.name.clone(),
-            persistent_keepalive: p.persistent_keepalive,
+        .map(|p| {
+            // A static peer has no second factor: its protected resources stay closed.
+            let (rules, protected) =
+                policy.split_rules_for_resources(p.resources.iter().map(String::as_str));
+            PeerSpec {
+                public_key: p.public_key,
+                address: p.address,
+                rules,
+                protected,
+                mfa_until_ms: None,
+                label: PeerIdentity::Static {
+                    name: p.name.clone(),
+                }
+                .label(),
+                persistent_keepalive: p.persistent_keepalive,
+            }
         })
         .collect()
 }

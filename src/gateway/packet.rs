@@ -2,10 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
-pub const PROTO_ICMPV6: u8 = 58;
+use crate::ip_proto;
 
 /// Why a packet could not be parsed. Cheap (no allocation): it is counted, never logged per packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -124,7 +121,7 @@ fn parse_v4(p: &[u8], quoted: bool) -> Result<PacketInfo, PacketError> {
     let transport = if frag_offset != 0 {
         Transport::Other
     } else {
-        transport(proto, payload, quoted, PROTO_ICMP)?
+        transport(proto, payload, quoted, ip_proto::ICMP)?
     };
     Ok(PacketInfo {
         src,
@@ -149,7 +146,7 @@ fn parse_v6(p: &[u8], quoted: bool) -> Result<PacketInfo, PacketError> {
     // next header is `Other` (and denied unless a rule allows any protocol).
     let proto = p[6];
     let payload = p.get(40..end).ok_or(PacketError::Truncated)?;
-    let transport = transport(proto, payload, quoted, PROTO_ICMPV6)?;
+    let transport = transport(proto, payload, quoted, ip_proto::ICMPV6)?;
     Ok(PacketInfo {
         src,
         dst,
@@ -160,11 +157,11 @@ fn parse_v6(p: &[u8], quoted: bool) -> Result<PacketInfo, PacketError> {
 
 fn transport(proto: u8, l4: &[u8], quoted: bool, icmp: u8) -> Result<Transport, PacketError> {
     match proto {
-        PROTO_TCP | PROTO_UDP => {
+        ip_proto::TCP | ip_proto::UDP => {
             // A quoted header carries at least 8 bytes of the transport header (RFC 792).
             let need = match (quoted, proto) {
                 (true, _) => 4,
-                (false, PROTO_TCP) => 20,
+                (false, ip_proto::TCP) => 20,
                 _ => 8,
             };
             if l4.len() < need {
@@ -176,7 +173,7 @@ fn transport(proto: u8, l4: &[u8], quoted: bool, icmp: u8) -> Result<Transport, 
         }
         p if p == icmp => {
             let ty = *l4.first().ok_or(PacketError::Truncated)?;
-            let (echo_req, echo_rep) = if icmp == PROTO_ICMP {
+            let (echo_req, echo_rep) = if icmp == ip_proto::ICMP {
                 (8, 0)
             } else {
                 (128, 129)
@@ -188,14 +185,14 @@ fn transport(proto: u8, l4: &[u8], quoted: bool, icmp: u8) -> Result<Transport, 
                     reply: ty == echo_rep,
                 });
             }
-            let is_error = if icmp == PROTO_ICMP {
+            let is_error = if icmp == ip_proto::ICMP {
                 matches!(ty, 3 | 11 | 12)
             } else {
                 matches!(ty, 1..=4)
             };
             if is_error && !quoted {
                 let inner = l4.get(8..).ok_or(PacketError::Truncated)?;
-                let q = if icmp == PROTO_ICMP {
+                let q = if icmp == ip_proto::ICMP {
                     parse_v4(inner, true)?
                 } else {
                     parse_v6(inner, true)?
@@ -223,6 +220,8 @@ fn transport(proto: u8, l4: &[u8], quoted: bool, icmp: u8) -> Result<Transport, 
 pub mod build {
     use std::net::Ipv4Addr;
 
+    use crate::ip_proto;
+
     /// An IPv4 packet with `proto` and the given transport bytes (checksums are zero: the
     /// filter does not verify them, the receiving stack does).
     pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
@@ -247,7 +246,7 @@ pub mod build {
         l4[2..4].copy_from_slice(&dport.to_be_bytes());
         l4[12] = 5 << 4;
         l4[13] = flags;
-        ipv4(src, dst, super::PROTO_TCP, &l4)
+        ipv4(src, dst, ip_proto::TCP, &l4)
     }
 
     pub fn udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
@@ -256,7 +255,7 @@ pub mod build {
         l4[2..4].copy_from_slice(&dport.to_be_bytes());
         l4[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
         l4[8..].copy_from_slice(payload);
-        ipv4(src, dst, super::PROTO_UDP, &l4)
+        ipv4(src, dst, ip_proto::UDP, &l4)
     }
 
     /// ICMP echo request (`reply == false`) or reply.
@@ -264,7 +263,7 @@ pub mod build {
         let mut l4 = [0u8; 8];
         l4[0] = if reply { 0 } else { 8 };
         l4[4..6].copy_from_slice(&id.to_be_bytes());
-        ipv4(src, dst, super::PROTO_ICMP, &l4)
+        ipv4(src, dst, ip_proto::ICMP, &l4)
     }
 
     /// ICMP error of `ty` (3 unreachable, 11 time exceeded) quoting `original`.
@@ -273,7 +272,7 @@ pub mod build {
         let mut l4 = vec![0u8; 8 + quoted.len()];
         l4[0] = ty;
         l4[8..].copy_from_slice(quoted);
-        ipv4(src, dst, super::PROTO_ICMP, &l4)
+        ipv4(src, dst, ip_proto::ICMP, &l4)
     }
 
     fn checksum(b: &[u8]) -> u16 {
@@ -304,7 +303,7 @@ mod tests {
         let info = parse(&p).unwrap();
         assert_eq!(info.src, IpAddr::V4(LAPTOP));
         assert_eq!(info.dst, IpAddr::V4(PAIE));
-        assert_eq!(info.proto, PROTO_TCP);
+        assert_eq!(info.proto, ip_proto::TCP);
         assert_eq!(
             info.transport,
             Transport::Ports {
@@ -333,7 +332,7 @@ mod tests {
             Transport::IcmpError(Quoted {
                 src: IpAddr::V4(LAPTOP),
                 dst: IpAddr::V4(PAIE),
-                proto: PROTO_UDP,
+                proto: ip_proto::UDP,
                 sport: 5000,
                 dport: 53
             })
@@ -355,7 +354,7 @@ mod tests {
 
     #[test]
     fn truncated_tcp_is_rejected() {
-        let p = build::ipv4(LAPTOP, PAIE, PROTO_TCP, &[0, 1]);
+        let p = build::ipv4(LAPTOP, PAIE, ip_proto::TCP, &[0, 1]);
         assert_eq!(parse(&p), Err(PacketError::Truncated));
     }
 

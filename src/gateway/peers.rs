@@ -10,19 +10,63 @@ use boringtun::noise::Tunn;
 use parking_lot::Mutex;
 
 use super::conntrack::FlowTable;
-use super::flowlog::{wall_ms, EndReason, SessionEnd, SessionMark};
+use super::flowlog::{EndReason, SessionEnd, SessionMark};
 use super::stats::PeerCounters;
 pub use super::table::PeerTable;
+use super::window::Window;
+use crate::key::PublicKey;
 use crate::policy::RuleSet;
 
 /// Desired state of one peer, as the control plane (or the config's `[[peer]]`) describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerSpec {
-    pub public_key: [u8; 32],
+    pub public_key: PublicKey,
     pub address: Ipv4Addr,
     pub rules: RuleSet,
+    /// Rules of the peer's protected (`mfa = true`) resources: reachable only inside its access
+    /// window (empty: none, and the peer pays nothing for windows).
+    pub protected: RuleSet,
+    /// End of the device's access window (unix ms, wall clock); None: no window open.
+    pub mfa_until_ms: Option<i64>,
+    /// For logs, metrics and audit: [`PeerIdentity::label`].
     pub label: String,
     pub persistent_keepalive: Option<u16>,
+}
+
+/// Who a gateway peer is, read back from its label (`device:ID:USER`, `static:NAME`; a bare
+/// name, as `sesame gateway` labelled static peers before, reads as a static peer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerIdentity {
+    Device { id: i64, username: String },
+    Static { name: String },
+}
+
+impl PeerIdentity {
+    /// The label the control plane gives this peer.
+    pub fn label(&self) -> String {
+        match self {
+            PeerIdentity::Device { id, username } => format!("device:{id}:{username}"),
+            PeerIdentity::Static { name } => format!("static:{name}"),
+        }
+    }
+
+    pub fn parse(label: &str) -> PeerIdentity {
+        if let Some((id, username)) = label
+            .strip_prefix("device:")
+            .and_then(|rest| rest.split_once(':'))
+        {
+            if let Ok(id) = id.parse() {
+                return PeerIdentity::Device {
+                    id,
+                    username: username.to_string(),
+                };
+            }
+        }
+        let name = label.strip_prefix("static:").unwrap_or(label);
+        PeerIdentity::Static {
+            name: name.to_string(),
+        }
+    }
 }
 
 /// Session indices are 24 bits: boringtun shifts the peer index left by 8 for its sessions.
@@ -34,7 +78,7 @@ pub const MAX_INDEX: u32 = (1 << 24) - 1;
 /// mark, rules, label) comes first, together, ahead of the counters the workers write.
 #[repr(C)]
 pub struct Peer {
-    pub public_key: [u8; 32],
+    pub public_key: PublicKey,
     pub address: Ipv4Addr,
     pub persistent_keepalive: Option<u16>,
     /// Upper 24 bits of every session index boringtun gives this peer's sessions.
@@ -48,6 +92,11 @@ pub struct Peer {
     pub live: AtomicBool,
     /// Set when the peer leaves the table; a worker still holding it stops using it.
     pub removed: AtomicBool,
+    /// Whether `state.window` is `Some` (the peer has protected resources): lets `Peers::set`
+    /// skip the lock of every other peer.
+    pub gated: AtomicBool,
+    /// Whether `state.window` is open: the timer pass looks at it even without a session.
+    pub windowed: AtomicBool,
     pub counters: PeerCounters,
     pub state: Mutex<PeerState>,
 }
@@ -66,10 +115,18 @@ pub struct PeerState {
     /// The current tunnel session, for `tunnel.session_*` records (None: no session). Boxed:
     /// only peers with a session pay for it.
     pub session: Option<Box<SessionMark>>,
+    /// The access window to protected resources; None (a null pointer) for peers without any.
+    pub window: Option<Box<Window>>,
 }
 
 impl Peer {
     fn new(spec: PeerSpec, index: u32, rules: &mut Interner) -> Peer {
+        let window = (!spec.protected.is_empty())
+            .then(|| Box::new(Window::new(rules.share(spec.protected), spec.mfa_until_ms)));
+        let (gated, windowed) = (
+            window.is_some(),
+            window.as_ref().is_some_and(|w| w.is_open()),
+        );
         Peer {
             public_key: spec.public_key,
             index,
@@ -77,10 +134,15 @@ impl Peer {
             persistent_keepalive: spec.persistent_keepalive,
             rules: ArcSwap::new(rules.share(spec.rules)),
             label: ArcSwap::from_pointee(spec.label),
-            state: Mutex::new(PeerState::default()),
+            state: Mutex::new(PeerState {
+                window,
+                ..PeerState::default()
+            }),
             counters: PeerCounters::default(),
             live: AtomicBool::new(false),
             removed: AtomicBool::new(false),
+            gated: AtomicBool::new(gated),
+            windowed: AtomicBool::new(windowed),
             mark: AtomicU64::new(0),
         }
     }
@@ -94,7 +156,7 @@ impl Peer {
         let endpoint = st.endpoint.take();
         self.live.store(false, Ordering::Release);
         let mark = st.session.take()?;
-        Some(mark.end(self, endpoint, EndReason::Removed, wall_ms()))
+        Some(mark.end(self, endpoint, EndReason::Removed, crate::time::now_ms()))
     }
 }
 
@@ -175,11 +237,54 @@ fn update_in_place(p: &Peer, spec: &mut PeerSpec, rules: &mut Interner, report: 
         p.label.store(Arc::new(std::mem::take(&mut spec.label)));
         changed = true;
     }
+    // Peers without protected resources on either side skip the lock.
+    if !spec.protected.is_empty() || p.gated.load(Ordering::Relaxed) {
+        changed |= update_window(p, spec, rules);
+    }
     if changed {
         report.updated += 1;
     } else {
         report.unchanged += 1;
     }
+}
+
+/// Takes a kept peer's protected rules and window end from its spec; whether they changed. A
+/// window the control plane withdraws (down, logout, reset, revocation: the portal audits
+/// why) loses its live protected flows at once.
+fn update_window(p: &Peer, spec: &mut PeerSpec, rules: &mut Interner) -> bool {
+    let mut st = p.state.lock();
+    let st = &mut *st;
+    let changed = match (st.window.as_deref_mut(), spec.protected.is_empty()) {
+        (None, true) => false,
+        (Some(w), false) => {
+            if !w.differs(&spec.protected, spec.mfa_until_ms) {
+                return false;
+            }
+            let shared = rules.share(std::mem::take(&mut spec.protected));
+            if w.update(shared, spec.mfa_until_ms) {
+                let cut = super::engine::cut_protected(&mut st.flows, w, &p.rules.load());
+                tracing::debug!(peer = %p.label.load(), cut, "access window withdrawn");
+            }
+            true
+        }
+        (None, false) => {
+            let shared = rules.share(std::mem::take(&mut spec.protected));
+            st.window = Some(Box::new(Window::new(shared, spec.mfa_until_ms)));
+            true
+        }
+        (Some(w), true) => {
+            if w.is_open() {
+                super::engine::cut_protected(&mut st.flows, w, &p.rules.load());
+            }
+            st.window = None;
+            true
+        }
+    };
+    let window = st.window.as_deref();
+    p.gated.store(window.is_some(), Ordering::Relaxed);
+    p.windowed
+        .store(window.is_some_and(Window::is_open), Ordering::Release);
+    changed
 }
 
 /// Specs whose keys `Peers::set` looks up together.
@@ -252,7 +357,7 @@ impl Peers {
         let mut report = SetReport::default();
         let mut fresh: Vec<PeerSpec> = Vec::new();
         // Keys and addresses claimed by specs that need a new peer (usually few).
-        let mut fresh_keys: HashSet<[u8; 32]> = HashSet::new();
+        let mut fresh_keys: HashSet<PublicKey> = HashSet::new();
         let mut fresh_addrs: HashSet<Ipv4Addr> = HashSet::new();
         let mut kept_count = 0usize;
         let address_free = |addr: &Ipv4Addr, fresh_addrs: &HashSet<Ipv4Addr>| {
@@ -305,6 +410,7 @@ impl Peers {
                 fresh_addrs.insert(spec.address);
                 fresh.push(PeerSpec {
                     rules: std::mem::take(&mut spec.rules),
+                    protected: std::mem::take(&mut spec.protected),
                     label: std::mem::take(&mut spec.label),
                     ..*spec
                 });
@@ -375,12 +481,12 @@ impl Peers {
     }
 
     /// Removes one peer and cuts its session at once. False if no peer has this key.
-    pub fn remove(&self, public_key: &[u8; 32]) -> bool {
+    pub fn remove(&self, public_key: &PublicKey) -> bool {
         self.remove_ending(public_key).is_some()
     }
 
     /// [`Peers::remove`], returning the session it ended (inner None: no session was up).
-    pub fn remove_ending(&self, public_key: &[u8; 32]) -> Option<Option<SessionEnd>> {
+    pub fn remove_ending(&self, public_key: &PublicKey) -> Option<Option<SessionEnd>> {
         let _w = self.writer.lock();
         let old = self.current.load_full();
         let p = old.by_key(public_key)?;
@@ -394,265 +500,5 @@ impl Peers {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::policy::Rule;
-
-    fn spec(n: u32) -> PeerSpec {
-        let mut key = [0u8; 32];
-        key[..4].copy_from_slice(&n.to_le_bytes());
-        PeerSpec {
-            public_key: key,
-            address: Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 2)) + n),
-            rules: RuleSet::new(["198.18.10.10/32 tcp:443".parse::<Rule>().unwrap()]),
-            label: format!("peer{n}"),
-            persistent_keepalive: None,
-        }
-    }
-
-    #[test]
-    fn lookup_by_key_address_and_index() {
-        let peers = Peers::default();
-        let r = peers.set((0..100).map(spec).collect());
-        assert_eq!(r.added, 100);
-        let t = peers.load();
-        assert_eq!(t.len(), 100);
-        let s = spec(42);
-        let p = t.by_key(&s.public_key).unwrap();
-        assert_eq!(p.address, s.address);
-        assert!(Arc::ptr_eq(p, t.by_address(s.address).unwrap()));
-        // Any session index of this peer (low 8 bits vary) finds it.
-        for low in [0u32, 1, 255] {
-            assert!(Arc::ptr_eq(
-                p,
-                t.by_receiver_index(p.index << 8 | low).unwrap()
-            ));
-        }
-        assert!(t.by_receiver_index(0).is_none());
-        assert!(t.by_address(Ipv4Addr::new(100, 64, 9, 9)).is_none());
-    }
-
-    #[test]
-    fn swap_keeps_unchanged_peers_and_cuts_removed_ones() {
-        let peers = Peers::default();
-        peers.set((0..10_000).map(spec).collect());
-        let before = peers.snapshot();
-        let kept = Arc::clone(before.by_key(&spec(5).public_key).unwrap());
-        let gone = Arc::clone(before.by_key(&spec(7).public_key).unwrap());
-        gone.state.lock().endpoint = Some("198.18.0.2:1".parse().unwrap());
-
-        let mut desired: Vec<PeerSpec> = (0..10_000).filter(|n| *n != 7).map(spec).collect();
-        desired.push(spec(10_000));
-        for d in desired
-            .iter_mut()
-            .filter(|d| d.public_key == spec(9).public_key)
-        {
-            d.rules = RuleSet::deny_all();
-        }
-        let r = peers.set(desired);
-        assert_eq!(
-            (r.added, r.removed, r.updated, r.unchanged),
-            (1, 1, 1, 9_998)
-        );
-
-        let after = peers.snapshot();
-        assert!(Arc::ptr_eq(
-            &kept,
-            after.by_key(&spec(5).public_key).unwrap()
-        ));
-        assert!(after.by_key(&spec(7).public_key).is_none());
-        assert!(gone.removed.load(Ordering::Acquire));
-        assert!(gone.state.lock().endpoint.is_none());
-        // The rule change applied in place.
-        let nine = after.by_key(&spec(9).public_key).unwrap();
-        assert!(nine.rules.load().is_empty());
-        // The old snapshot is still whole for a worker that holds it.
-        assert_eq!(before.len(), 10_000);
-        let new = after.by_key(&spec(10_000).public_key).unwrap();
-        assert_ne!(new.index, gone.index);
-        let indices: HashSet<u32> = after.iter().map(|p| p.index).collect();
-        assert_eq!(indices.len(), 10_000);
-        assert_eq!(after.len(), 10_000);
-
-        // Adding one peer copies only the shard it lands in; the rest is shared.
-        let r = peers.set((0..=10_001).filter(|n| *n != 7).map(spec).collect());
-        assert_eq!((r.added, r.removed, r.duplicates), (1, 0, 0));
-        let plus = peers.snapshot();
-        assert_eq!(plus.len(), 10_001);
-        assert_eq!(
-            plus.shards_shared_with(&after),
-            super::super::table::SHARDS - 1
-        );
-        assert!(Arc::ptr_eq(
-            &kept,
-            plus.by_key(&spec(5).public_key).unwrap()
-        ));
-        // The same set again changes nothing: the very same snapshot stays.
-        let r = peers.set((0..=10_001).filter(|n| *n != 7).map(spec).collect());
-        assert_eq!(r.unchanged, 10_001);
-        assert!(Arc::ptr_eq(&plus, &peers.snapshot()));
-    }
-
-    #[test]
-    fn upsert_and_remove_change_one_peer() {
-        let peers = Peers::default();
-        peers.set((0..1000).map(spec).collect());
-        let before = peers.snapshot();
-        let kept = Arc::clone(before.by_key(&spec(5).public_key).unwrap());
-
-        let r = peers.upsert(spec(1000));
-        assert_eq!((r.added, r.removed), (1, 0));
-        let t = peers.snapshot();
-        assert_eq!(t.len(), 1001);
-        assert!(Arc::ptr_eq(&kept, t.by_key(&spec(5).public_key).unwrap()));
-        let new = t.by_key(&spec(1000).public_key).unwrap();
-        assert!(Arc::ptr_eq(new, t.by_address(spec(1000).address).unwrap()));
-        assert!(Arc::ptr_eq(
-            new,
-            t.by_receiver_index(new.index << 8).unwrap()
-        ));
-
-        // Rules change in place: same Arc.
-        let mut changed = spec(5);
-        changed.rules = RuleSet::deny_all();
-        assert_eq!(peers.upsert(changed).updated, 1);
-        let t = peers.snapshot();
-        assert!(Arc::ptr_eq(&kept, t.by_key(&spec(5).public_key).unwrap()));
-        assert!(kept.rules.load().is_empty());
-
-        // Another peer's address is refused.
-        let mut clash = spec(2000);
-        clash.address = spec(6).address;
-        assert_eq!(peers.upsert(clash.clone()).duplicates, 1);
-        assert!(peers.load().by_key(&clash.public_key).is_none());
-
-        // A new address replaces the peer: new Arc, old one cut.
-        let mut moved = spec(5);
-        moved.address = Ipv4Addr::new(100, 64, 200, 1);
-        let r = peers.upsert(moved.clone());
-        assert_eq!((r.added, r.removed), (1, 1));
-        assert!(kept.removed.load(Ordering::Acquire));
-        let t = peers.snapshot();
-        assert!(t.by_address(spec(5).address).is_none());
-        assert_eq!(
-            t.by_address(moved.address).unwrap().public_key,
-            moved.public_key
-        );
-        assert!(t.by_receiver_index(kept.index << 8).is_none());
-
-        let six = Arc::clone(t.by_key(&spec(6).public_key).unwrap());
-        six.state.lock().endpoint = Some("198.18.0.2:1".parse().unwrap());
-        assert!(peers.remove(&spec(6).public_key));
-        assert!(!peers.remove(&spec(6).public_key));
-        assert!(six.removed.load(Ordering::Acquire));
-        assert!(six.state.lock().endpoint.is_none());
-        let t = peers.snapshot();
-        assert_eq!(t.len(), 1000);
-        assert!(t.by_address(spec(6).address).is_none());
-        assert_eq!(t.iter().count(), 1000);
-        // The snapshot from before is untouched.
-        assert_eq!(before.len(), 1000);
-        assert!(before.by_key(&spec(6).public_key).is_some());
-    }
-
-    #[test]
-    fn first_spec_wins_a_contested_key_or_address() {
-        let peers = Peers::default();
-        peers.set(vec![spec(1), spec(2)]);
-        let two = Arc::clone(peers.load().by_key(&spec(2).public_key).unwrap());
-        // A new peer listed before peer 2 takes its address: peer 2 goes.
-        let mut taker = spec(3);
-        taker.address = spec(2).address;
-        let r = peers.set(vec![spec(1), taker.clone(), spec(2), spec(1)]);
-        assert_eq!(
-            (r.added, r.removed, r.duplicates, r.unchanged),
-            (1, 1, 2, 1)
-        );
-        assert!(two.removed.load(Ordering::Acquire));
-        let t = peers.snapshot();
-        assert_eq!(t.len(), 2);
-        assert_eq!(
-            t.by_address(spec(2).address).unwrap().public_key,
-            taker.public_key
-        );
-        // Listed after peer 2, the new peer is the one skipped; peer 2 keeps its session.
-        peers.set(vec![spec(1), spec(2)]);
-        let two = Arc::clone(peers.load().by_key(&spec(2).public_key).unwrap());
-        let r = peers.set(vec![spec(1), spec(2), taker.clone()]);
-        assert_eq!((r.added, r.removed, r.duplicates), (0, 0, 1));
-        assert!(Arc::ptr_eq(
-            &two,
-            peers.load().by_key(&spec(2).public_key).unwrap()
-        ));
-        // Two new specs with one key: the first one is added.
-        let mut other = spec(4);
-        other.public_key = spec(5).public_key;
-        let r = peers.set(vec![spec(1), spec(2), spec(5), other]);
-        assert_eq!((r.added, r.duplicates), (1, 1));
-        assert_eq!(
-            peers.load().by_key(&spec(5).public_key).unwrap().address,
-            spec(5).address
-        );
-    }
-
-    #[test]
-    fn address_change_replaces_the_peer_and_duplicates_are_skipped() {
-        let peers = Peers::default();
-        peers.set(vec![spec(1)]);
-        let old = Arc::clone(peers.load().by_key(&spec(1).public_key).unwrap());
-        let mut moved = spec(1);
-        moved.address = Ipv4Addr::new(100, 64, 1, 1);
-        let mut dup = spec(2);
-        dup.address = moved.address;
-        let r = peers.set(vec![moved.clone(), dup]);
-        assert_eq!((r.added, r.removed, r.duplicates), (1, 1, 1));
-        let t = peers.load();
-        assert!(!Arc::ptr_eq(&old, t.by_key(&moved.public_key).unwrap()));
-        assert!(t.by_address(spec(1).address).is_none());
-    }
-
-    /// Timing printout, not an assertion: `cargo test --release --lib set_peers_timing -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "timing printout; run by hand in release"]
-    #[allow(clippy::print_stdout)]
-    fn set_peers_timing() {
-        let peers = Peers::default();
-        peers.set((0..10_000).map(spec).collect());
-        for round in 0..5u32 {
-            let desired: Vec<PeerSpec> = (0..=10_000 + round).map(spec).collect();
-            let copy = desired.clone();
-            let t = std::time::Instant::now();
-            let r = peers.set(desired);
-            let e = t.elapsed();
-            assert_eq!(r.added, 1);
-            let t = std::time::Instant::now();
-            drop(copy);
-            let d = t.elapsed();
-            println!(
-                "set_peers adding 1 to {}: {e:?} (freeing the same specs alone: {d:?})",
-                10_000 + round
-            );
-        }
-        for round in 0..3u32 {
-            let t = std::time::Instant::now();
-            let r = peers.upsert(spec(20_000 + round));
-            let e = t.elapsed();
-            assert_eq!(r.added, 1);
-            println!("upsert of 1 into {}: {:?}", peers.load().len() - 1, e);
-            let t = std::time::Instant::now();
-            assert!(peers.remove(&spec(20_000 + round).public_key));
-            println!("remove of 1: {:?}", t.elapsed());
-        }
-    }
-
-    #[test]
-    fn idle_peer_is_small() {
-        // Inline size; heap parts (label, rules, table entries) are measured in
-        // tests/gateway_memory.rs with a counting allocator.
-        assert!(
-            std::mem::size_of::<Peer>() < 512,
-            "{}",
-            std::mem::size_of::<Peer>()
-        );
-    }
-}
+#[path = "peers_tests.rs"]
+mod tests;

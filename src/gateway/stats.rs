@@ -43,10 +43,12 @@ pub enum DropReason {
     /// A handshake initiation whose TAI64N timestamp is not newer than the peer's last one
     /// (a replay), even after the peer's session was freed.
     ReplayedHandshake,
+    /// A packet to a protected (`mfa = true`) resource outside the device's access window.
+    MfaRequired,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Malformed,
         DropReason::InvalidMac,
         DropReason::UnknownPeer,
@@ -64,6 +66,7 @@ impl DropReason {
         DropReason::NoEndpoint,
         DropReason::IoError,
         DropReason::ReplayedHandshake,
+        DropReason::MfaRequired,
     ];
 
     /// Stable snake_case name (metrics label).
@@ -86,6 +89,7 @@ impl DropReason {
             DropReason::NoEndpoint => "no_endpoint",
             DropReason::IoError => "io_error",
             DropReason::ReplayedHandshake => "replayed_handshake",
+            DropReason::MfaRequired => "mfa_required",
         }
     }
 }
@@ -156,7 +160,7 @@ impl PeerCounters {
 /// What `GatewayHandle::peer_stats()` reports for one peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerStats {
-    pub public_key: [u8; 32],
+    pub public_key: crate::key::PublicKey,
     pub label: String,
     pub address: Ipv4Addr,
     pub endpoint: Option<SocketAddr>,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 
 use super::peers::Peer;
+use crate::key::PublicKey;
 
 /// Shards per map: a power of two.
 pub const SHARDS: usize = 64;
@@ -40,12 +41,13 @@ pub struct ByAddress;
 pub struct ByIndex;
 
 impl Lookup for ByKey {
-    type Key = [u8; 32];
-    fn key(peer: &Peer) -> [u8; 32] {
+    type Key = PublicKey;
+    fn key(peer: &Peer) -> PublicKey {
         peer.public_key
     }
-    fn shard(key: &[u8; 32]) -> usize {
-        usize::from(key[0] ^ key[31]) & (SHARDS - 1)
+    fn shard(key: &PublicKey) -> usize {
+        let b = key.as_bytes();
+        usize::from(b[0] ^ b[31]) & (SHARDS - 1)
     }
 }
 
@@ -152,7 +154,7 @@ pub struct PeerTable {
 }
 
 impl PeerTable {
-    pub fn by_key(&self, key: &[u8; 32]) -> Option<&Arc<Peer>> {
+    pub fn by_key(&self, key: &PublicKey) -> Option<&Arc<Peer>> {
         self.by_key.get(key)
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::engine::{to_network_via, Engine, Output};
-use super::flowlog::{wall_ms, WorkerFlows};
+use super::flowlog::WorkerFlows;
 use super::stats::DropReason;
 use crate::fastpath::tun::{Offloads, ReadError, TunReader, TunWriter, READ_BUF};
 use crate::fastpath::udp::{Batch, UdpOffloads, BATCH};
@@ -111,7 +111,7 @@ impl Worker {
             engine,
             flows: engine
                 .flow_log()
-                .map(|log| WorkerFlows::new(log.clone(), Instant::now(), wall_ms())),
+                .map(|log| WorkerFlows::new(log.clone(), Instant::now(), crate::time::now_ms())),
         };
         let mut fds = [
             libc::pollfd {
@@ -169,7 +169,7 @@ impl Worker {
             engine.tick(now, &mut scratch, &mut shell);
             shell.flush();
             if let Some(f) = shell.flows.as_mut().filter(|f| f.due(now)) {
-                f.roll(now, wall_ms());
+                f.roll(now, crate::time::now_ms());
             }
         }
         // The last, partial window is not lost at shutdown.

@@ -8,7 +8,7 @@ pub mod gateway;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
@@ -18,6 +18,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry};
+
+use crate::listen::ListenLimits;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
@@ -44,6 +46,8 @@ pub struct Metrics {
     rotations: Counter,
     revocations: Counter,
     rate_limited: Counter,
+    spray_episodes: Counter,
+    spray_refused: Counter,
     suspensions: Counter,
     sync_held: Counter,
     ldap_seconds: Histogram,
@@ -70,6 +74,8 @@ impl Metrics {
             rotations: Counter::default(),
             revocations: Counter::default(),
             rate_limited: Counter::default(),
+            spray_episodes: Counter::default(),
+            spray_refused: Counter::default(),
             suspensions: Counter::default(),
             sync_held: Counter::default(),
             ldap_seconds: latency_histogram(),
@@ -104,6 +110,16 @@ impl Metrics {
             "sesame_rate_limited",
             "Login or enrolment attempts refused by the brute-force limiter.",
             m.rate_limited.clone(),
+        );
+        m.register(
+            "sesame_auth_spray_detected",
+            "Password sprays detected: failures across accounts over [portal] spray_ceiling per minute (one per episode).",
+            m.spray_episodes.clone(),
+        );
+        m.register(
+            "sesame_auth_spray_refused",
+            "Attempts of clients never signed in before refused during a password spray.",
+            m.spray_refused.clone(),
         );
         m.register(
             "sesame_ldap_request_seconds",
@@ -181,6 +197,12 @@ impl Metrics {
     pub fn sync_held(&self) {
         self.sync_held.inc();
     }
+    pub fn spray_detected(&self) {
+        self.spray_episodes.inc();
+    }
+    pub fn spray_refused(&self) {
+        self.spray_refused.inc();
+    }
     pub fn rate_limited(&self) {
         self.rate_limited.inc();
     }
@@ -196,10 +218,8 @@ impl Metrics {
         match changes {
             Some(n) => {
                 self.sync_changes.inc_by(n as u64);
-                let now = SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64());
-                self.sync_last_success.set(now);
+                let now_ms = crate::time::now_ms();
+                self.sync_last_success.set(now_ms as f64 / 1000.0);
             }
             None => {
                 self.sync_errors.inc();
@@ -222,24 +242,34 @@ impl Metrics {
 /// The content type of [`Metrics::render`].
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// Bounds on the metrics listener: a scraper sends its request head at once and reads a page
+/// of text; anything slower is not Prometheus (a slow-loris is cut, few may connect).
+pub const LIMITS: ListenLimits = ListenLimits {
+    header_read_timeout: Duration::from_secs(5),
+    max_connections: 32,
+    grace: Duration::from_secs(1),
+};
+
 /// Binds the metrics listener now (a busy port stops start-up).
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        let hint = crate::portal::listen::privileged_port_hint(addr, &e);
-        anyhow::Error::new(e).context(format!(
-            "cannot listen on {addr} for metrics ([metrics] listen): is the port in use?{hint}"
-        ))
-    })
+pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let hint_for = |e: &std::io::Error| crate::listen::privileged_port_hint(addr, e);
+    let context = |hint: &str| {
+        format!("cannot listen on {addr} for metrics ([metrics] listen): is the port in use?{hint}")
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        let msg = context(hint_for(&e));
+        anyhow::Error::new(e).context(msg)
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| anyhow::Error::new(e).context(context("")))?;
+    Ok(listener)
 }
 
-/// Serves `GET /metrics` until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+/// The metrics router: `GET /metrics`, nothing else.
+pub fn router(metrics: Arc<Metrics>) -> axum::Router {
     use axum::routing::get;
-    let app = axum::Router::new().route(
+    axum::Router::new().route(
         "/metrics",
         get(move || {
             let metrics = Arc::clone(&metrics);
@@ -250,15 +280,67 @@ pub async fn serve(
                 )
             }
         }),
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    )
+}
+
+/// Serves `GET /metrics` until `shutdown` completes, within [`LIMITS`] (through the same
+/// listener code as the portal).
+pub async fn serve(
+    listener: std::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    crate::listen::serve_named("metrics", listener, None, router(metrics), shutdown, LIMITS).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
+
+    /// Reads until the server closes (at most 15 s): what it sent, and when it closed.
+    async fn read_to_close(s: &mut TcpStream) -> (String, Option<std::time::Instant>) {
+        let mut buf = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut buf)).await;
+        let closed = r.ok().map(|_| std::time::Instant::now());
+        (String::from_utf8_lossy(&buf).into_owned(), closed)
+    }
+
+    #[tokio::test]
+    async fn a_slow_loris_on_the_metrics_listener_is_cut_and_scrapes_go_on() {
+        let listener = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let metrics = Arc::new(Metrics::new());
+        tokio::spawn(serve(listener, metrics, std::future::pending()));
+        let mut slow = TcpStream::connect(addr).await.expect("connect");
+        let started = std::time::Instant::now();
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n")
+            .await
+            .expect("write");
+        // Meanwhile a scraper is answered.
+        let mut scrape = TcpStream::connect(addr).await.expect("connect");
+        scrape
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let (page, _) = read_to_close(&mut scrape).await;
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        assert!(page.contains("sesame_logins"), "{page}");
+        let (answer, closed) = read_to_close(&mut slow).await;
+        let closed = closed.expect("the listener cuts a request head that never ends");
+        let held = closed - started;
+        assert!(held >= LIMITS.header_read_timeout, "cut after {held:?}");
+        assert!(
+            held < LIMITS.header_read_timeout * 2,
+            "held {held:?}, timeout {:?}",
+            LIMITS.header_read_timeout
+        );
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{answer:?}"
+        );
+    }
 
     #[test]
     fn counters_move_in_the_rendered_text() {

@@ -2,16 +2,17 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use crate::service::ServiceError;
 
-/// `Json<T>` whose rejections are API errors: malformed JSON → 400 `invalid_json`, wrong shape or
-/// unknown field → 400 `bad_request`, body over the cap → 413 `payload_too_large`.
+/// `Json<T>` whose rejections are API errors (kept whole, see [`ApiError::Json`]): malformed
+/// JSON → 400 `invalid_json`, wrong shape or unknown field → 400 `bad_request`, body over the cap
+/// → 413 `payload_too_large`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -25,22 +26,8 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(map_json_rejection(rejection)),
+            Err(rejection) => Err(ApiError::Json(rejection)),
         }
-    }
-}
-
-fn map_json_rejection(rejection: JsonRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::PayloadTooLarge;
-    }
-    match rejection {
-        JsonRejection::JsonDataError(e) => ApiError::BadRequest(e.body_text()),
-        JsonRejection::JsonSyntaxError(e) => ApiError::InvalidJson(e.body_text()),
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::InvalidJson("expected Content-Type: application/json".into())
-        }
-        other => ApiError::InvalidJson(other.body_text()),
     }
 }
 
@@ -56,11 +43,11 @@ impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::Unauthenticated)?;
-        let (scheme, token) = value.split_once(' ').ok_or(ApiError::Unauthenticated)?;
+            .ok_or(ServiceError::Unauthenticated)?;
+        let (scheme, token) = value.split_once(' ').ok_or(ServiceError::Unauthenticated)?;
         let token = token.trim();
         if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.len() > 256 {
-            return Err(ApiError::Unauthenticated);
+            return Err(ServiceError::Unauthenticated.into());
         }
         Ok(BearerToken(token.to_string()))
     }
@@ -134,7 +121,8 @@ impl FromRequestParts<super::state::SharedState> for ClientIp {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(a)| a.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let trusted = &state.config.portal.trusted_proxies;
+        let config = state.services.config();
+        let trusted = &config.portal.trusted_proxies;
         if trusted.iter().any(|n| n.contains(&peer)) {
             if let Some(ip) = client_behind(&parts.headers, trusted) {
                 return Ok(ClientIp(ip));

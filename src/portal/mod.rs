@@ -1,19 +1,16 @@
-//! The enrolment portal: HTTP API (axum), sessions, roles, CSRF and security headers, rate
-//! limits, metrics.
+//! The enrolment portal: HTTP API (axum) and web pages over `service`, session cookies, CSRF
+//! and security headers.
 
 pub mod auth;
 pub mod error;
 pub mod extract;
-pub mod listen;
 /// The portal counts into the process-wide metrics (served on their own listener).
 pub use crate::metrics;
 pub mod pages;
-pub mod ratelimit;
 pub mod routes;
 pub mod security;
 pub mod session;
 pub mod state;
-pub mod time;
 
 pub use error::ApiError;
 pub use routes::router;

@@ -140,7 +140,7 @@ pub async fn csrf(State(state): State<SharedState>, req: Request, next: Next) ->
     if bearer {
         return next.run(req).await;
     }
-    if !same_origin(req.headers(), &state.config.portal.public_url) {
+    if !same_origin(req.headers(), &state.services.config().portal.public_url) {
         return ApiError::CsrfRejected("foreign origin").into_response();
     }
     let expected = csrf_token(&session_id);

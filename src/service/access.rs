@@ -1,23 +1,85 @@
-//! What a user may reach and why: directory lookups bounded in time, effective access by group.
+//! What a user may reach and why: effective access by group, a person's own access page and
+//! a technician's view of one user.
 
-use std::time::Duration;
+use std::collections::HashMap;
 
 use crate::config::Config;
-use crate::directory::{Directory, DirectoryError, DirectoryUser};
+use crate::directory::DirectoryUser;
 use crate::policy::normalize_dn;
+use crate::store::Device;
 
-use super::ServiceError;
+use super::devices::{self, DeviceFilter};
+use super::roles::{Actor, Role, RoleSet};
+use super::{ServiceError, Services};
 
-/// `Directory::lookup` bounded by `deadline` (a hung directory is an error, not a wait).
-pub async fn lookup(
-    directory: &dyn Directory,
-    deadline: Duration,
+/// A person's own access: their devices (with when each last connected) and what their groups
+/// grant.
+#[derive(Debug, Clone)]
+pub struct MyAccess {
+    pub devices: Vec<Device>,
+    /// Device id → last `tunnel.session_started` (unix ms); absent: never.
+    pub last_connected: HashMap<i64, i64>,
+    pub grants: Vec<Grant>,
+}
+
+/// "Mon accès" (VPN users): the actor's devices and effective access, from the groups last read
+/// from the directory.
+pub async fn mine(svc: &Services, actor: &Actor) -> Result<MyAccess, ServiceError> {
+    actor.require(Role::VpnUser)?;
+    let filter = DeviceFilter {
+        user: Some(actor.username.clone()),
+        ..Default::default()
+    };
+    let devices = devices::list(svc, actor, &filter).await?;
+    let ids: Vec<i64> = devices.iter().map(|d| d.id).collect();
+    let last_connected = devices::last_connections(svc, &ids).await?;
+    let groups = svc
+        .store()
+        .user(&actor.username)
+        .await?
+        .map(|u| u.groups)
+        .unwrap_or_default();
+    Ok(MyAccess {
+        devices,
+        last_connected,
+        grants: effective_access(&svc.config(), &groups),
+    })
+}
+
+/// One user as a technician sees them: as the directory has them now, their roles, what their
+/// groups grant and their devices.
+#[derive(Debug, Clone)]
+pub struct UserView {
+    pub user: DirectoryUser,
+    pub roles: RoleSet,
+    pub grants: Vec<Grant>,
+    pub devices: Vec<Device>,
+}
+
+/// A user the actor manages (IT staff, within a delegated scope), read from the directory now;
+/// `NotFound` for anyone else, as if unknown.
+pub async fn user_view(
+    svc: &Services,
+    actor: &Actor,
     username: &str,
-) -> Result<Option<DirectoryUser>, ServiceError> {
-    match tokio::time::timeout(deadline, directory.lookup(username)).await {
-        Ok(r) => r.map_err(|e: DirectoryError| ServiceError::Directory(e)),
-        Err(_) => Err(ServiceError::DirectoryTimeout),
-    }
+) -> Result<UserView, ServiceError> {
+    actor.require(Role::ItStaff)?;
+    let user = svc
+        .lookup(username)
+        .await?
+        .filter(|u| actor.manages(&u.groups))
+        .ok_or(ServiceError::NotFound)?;
+    let config = svc.config();
+    let filter = DeviceFilter {
+        user: Some(user.username.clone()),
+        ..Default::default()
+    };
+    Ok(UserView {
+        roles: Actor::resolve(&config.roles, &user.username, &user.groups).roles,
+        grants: effective_access(&config, &user.groups),
+        devices: devices::list(svc, actor, &filter).await?,
+        user,
+    })
 }
 
 /// One resource a user may reach, with the groups that grant it.

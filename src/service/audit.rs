@@ -1,30 +1,33 @@
-//! Audit queries for auditors (pages and API): the log, flows to a resource, the access review
-//! and the chain status.
+//! Audit reads for auditors (API, pages and CLI alike): the log page by page, its export, flows
+//! to a resource, the access review and the chain's verification.
 //!
-//! Thin on purpose: the query engine (filters, paging, export) belongs to `store::audit` and
-//! `audit/`; this is the one place the web layer calls it, behind the auditor role. Every query
-//! is itself audited (`audit.read`) before it is answered: a query that cannot be audited is not
-//! answered.
+//! The query engine (filters, paging) belongs to `store` and `audit/`; this is the one place the
+//! adapters call it, behind the auditor role. Every read is itself audited (`audit.read`), here:
+//! a query that cannot be audited is not answered.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::audit::checkpoint;
-use crate::audit::query::read_event;
-use crate::audit::review::{self, FlowView, Review, ReviewError, ReviewPolicy, ReviewSubject};
-use crate::audit::{AuditContext, AuditEvent, FilterParams};
-use crate::config::Config;
-use crate::store::{AuditFilter, AuditVerification, Store, StoreError};
+use crate::audit::export::{render_page, ExportFormat};
+use crate::audit::query::{page_size, read_event};
+use crate::audit::review::{FlowView, Review};
+use crate::audit::{AuditContext, AuditEvent, AuditVerification, Cursor, FilterParams, QueryError};
+use crate::store::{AuditFilter, Store, StoreError};
 
+use super::review::{self, ReviewError, ReviewPolicy};
 use super::roles::{Actor, Role};
-use super::ServiceError;
+use super::{ServiceError, Services};
 
 /// Most events one page of the web log shows.
 pub const PAGE_SIZE: i64 = 200;
+/// Events read per query while exporting.
+pub const EXPORT_PAGE: i64 = 1_000;
 
 /// Records the auditor's query (`audit.read`) before it is answered; returns the event's id.
 pub async fn record_read(
-    store: &Store,
+    svc: &Services,
     actor: &Actor,
     source_ip: Option<IpAddr>,
     query: &str,
@@ -33,29 +36,201 @@ pub async fn record_read(
 ) -> Result<i64, ServiceError> {
     actor.require(Role::Auditor)?;
     let ctx = AuditContext::new(actor.username.clone(), source_ip.map(|ip| ip.to_string()));
-    let ev = store
+    let ev = svc
+        .store()
         .append_audit(&read_event(&ctx, query, format, shown))
         .await?;
     Ok(ev.id)
 }
 
-/// One page of events matching `filter` (auditors only), oldest first: at most `limit` events
-/// with an id above `after`, and the id to pass as the next page's `after` (`None`: last page).
-pub async fn events_page(
-    store: &Store,
+/// A query of the log as the API and the CLI take it: the filter, where to start, how many,
+/// and in which form.
+#[derive(Debug, Clone, Copy)]
+pub struct EventsRequest<'a> {
+    pub filter: &'a FilterParams,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<&'a str>,
+    /// Page size (`json`), 1 to 10000; default 1000.
+    pub limit: Option<&'a str>,
+    /// `json` (default: one page), `csv` or `jsonl` (the whole filtered result).
+    pub format: Option<&'a str>,
+}
+
+/// The answer to an [`EventsRequest`].
+pub enum Events {
+    /// One page (`json`) and the cursor of the next one (`None`: last page).
+    Page {
+        events: Vec<AuditEvent>,
+        next_cursor: Option<String>,
+    },
+    /// The whole filtered log, to read chunk by chunk.
+    Export(Export),
+}
+
+/// Events matching the request (auditors only): one page, or an export of everything (recorded
+/// as `export`, and the log as it stood then, without that record).
+pub async fn events(
+    svc: &Services,
+    actor: &Actor,
+    source_ip: Option<IpAddr>,
+    req: EventsRequest<'_>,
+) -> Result<Events, ServiceError> {
+    actor.require(Role::Auditor)?;
+    let filter = req.filter.to_filter(svc.now_ms())?;
+    let cursor = req.cursor.filter(|c| !c.is_empty());
+    let after = cursor.map(Cursor::decode).transpose()?.map(|c| c.after_id);
+    let limit = page_size(req.limit)?;
+    let format = req.format.unwrap_or("json");
+    let mut shown = req.filter.to_json();
+    if let (Some(map), Some(c)) = (shown.as_object_mut(), cursor) {
+        map.insert("cursor".into(), serde_json::Value::String(c.to_string()));
+    }
+    if format == "json" {
+        record_read(svc, actor, source_ip, "events", format, shown).await?;
+        let (events, next) = svc.store().audit_page(&filter, after, limit).await?;
+        return Ok(Events::Page {
+            events,
+            next_cursor: next.map(|after_id| Cursor { after_id }.encode()),
+        });
+    }
+    let format = ExportFormat::parse(format)
+        .map_err(|_| QueryError::BadFormat(format.to_string(), "json, csv, jsonl"))?;
+    let filter = AuditFilter {
+        after_id: after,
+        ..filter
+    };
+    Ok(Events::Export(
+        start_export(svc, actor, source_ip, filter, shown, format).await?,
+    ))
+}
+
+/// The whole log matching `params` (auditors only; `sesame audit export`), recorded as
+/// `export`: the log as it stood then, without that record.
+pub async fn export(
+    svc: &Services,
     actor: &Actor,
     source_ip: Option<IpAddr>,
     params: &FilterParams,
-    filter: &AuditFilter,
+    format: ExportFormat,
+) -> Result<Export, ServiceError> {
+    actor.require(Role::Auditor)?;
+    let filter = params.to_filter(svc.now_ms())?;
+    start_export(svc, actor, source_ip, filter, params.to_json(), format).await
+}
+
+async fn start_export(
+    svc: &Services,
+    actor: &Actor,
+    source_ip: Option<IpAddr>,
+    filter: AuditFilter,
+    shown: serde_json::Value,
+    format: ExportFormat,
+) -> Result<Export, ServiceError> {
+    let read_id = record_read(svc, actor, source_ip, "export", format.as_str(), shown).await?;
+    Ok(Export {
+        store: svc.store().clone(),
+        filter: AuditFilter {
+            through_id: Some(read_id - 1),
+            ..filter
+        },
+        format,
+        first: true,
+        done: false,
+    })
+}
+
+/// One page of the web log (auditors only), oldest first: at most [`PAGE_SIZE`] events with an
+/// id above `after`, and the id to pass as the next page's `after` (`None`: last page).
+pub async fn events_page(
+    svc: &Services,
+    actor: &Actor,
+    source_ip: Option<IpAddr>,
+    params: &FilterParams,
     after: Option<i64>,
-    limit: i64,
 ) -> Result<(Vec<AuditEvent>, Option<i64>), ServiceError> {
+    actor.require(Role::Auditor)?;
+    let filter = params.to_filter(svc.now_ms())?;
     let mut shown = params.to_json();
     if let (Some(map), Some(after)) = (shown.as_object_mut(), after) {
         map.insert("after".into(), after.into());
     }
-    record_read(store, actor, source_ip, "events", "html", shown).await?;
-    Ok(store.audit_page(filter, after, limit).await?)
+    record_read(svc, actor, source_ip, "events", "html", shown).await?;
+    Ok(svc.store().audit_page(&filter, after, PAGE_SIZE).await?)
+}
+
+/// An export under way: the filtered log as it stood when it was asked for, rendered page by
+/// page (constant memory whatever the log's size).
+pub struct Export {
+    store: Store,
+    /// `after_id` is where the next chunk starts.
+    filter: AuditFilter,
+    format: ExportFormat,
+    first: bool,
+    done: bool,
+}
+
+impl Export {
+    pub fn format(&self) -> ExportFormat {
+        self.format
+    }
+
+    /// The next [`EXPORT_PAGE`] events, rendered (the CSV header first); `None` once all were
+    /// read.
+    pub async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, ServiceError>> {
+        if self.done {
+            return None;
+        }
+        let page = self
+            .store
+            .audit_page(&self.filter, self.filter.after_id, EXPORT_PAGE)
+            .await;
+        let (events, next) = match page {
+            Ok(p) => p,
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e.into()));
+            }
+        };
+        let bytes = render_page(self.format, &events, self.first).map_err(ServiceError::from);
+        self.first = false;
+        self.filter.after_id = next;
+        self.done = next.is_none();
+        Some(bytes)
+    }
+
+    /// Every chunk into `sink`, read on one connection (its page cache stays that of one
+    /// connection: flat memory on a long log); returns how many events were written.
+    pub async fn write_all<E: From<ServiceError>>(
+        self,
+        mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let format = self.format;
+        let mut first = true;
+        self.store
+            .audit_scan(&self.filter, EXPORT_PAGE, |page| -> Result<(), Stop<E>> {
+                let bytes = render_page(format, page, first)
+                    .map_err(|e| Stop::Service(ServiceError::from(e)))?;
+                first = false;
+                sink(&bytes).map_err(Stop::Sink)
+            })
+            .await
+            .map_err(|stop| match stop {
+                Stop::Service(e) => E::from(e),
+                Stop::Sink(e) => e,
+            })
+    }
+}
+
+/// Why [`Export::write_all`] stopped: the log could not be read or rendered, or the sink failed.
+enum Stop<E> {
+    Service(ServiceError),
+    Sink(E),
+}
+
+impl<E> From<StoreError> for Stop<E> {
+    fn from(e: StoreError) -> Self {
+        Stop::Service(e.into())
+    }
 }
 
 /// What the flows view is about: a resource (also one no longer configured: its history stays)
@@ -71,7 +246,7 @@ pub struct FlowsQuery {
 /// first/last seen, bytes in/out, ports. `format` is what the answer is rendered as (recorded in
 /// `audit.read`).
 pub async fn flows(
-    store: &Store,
+    svc: &Services,
     actor: &Actor,
     source_ip: Option<IpAddr>,
     format: &str,
@@ -84,12 +259,13 @@ pub async fn flows(
         until: q.until.clone(),
         ..FilterParams::default()
     };
-    let filter = params.to_filter()?;
+    let filter = params.to_filter(svc.now_ms())?;
     let resource = filter.resource.clone().ok_or_else(|| {
         ServiceError::Invalid("resource : précisez une ressource / give a resource".into())
     })?;
-    record_read(store, actor, source_ip, "flows", format, params.to_json()).await?;
-    Ok(store
+    record_read(svc, actor, source_ip, "flows", format, params.to_json()).await?;
+    Ok(svc
+        .store()
         .flows(&resource, filter.since, filter.until)
         .await?
         .into_iter()
@@ -100,8 +276,7 @@ pub async fn flows(
 /// Who can reach a resource now, or what a user's devices can reach (auditors only): exactly one
 /// of `resource` and `user`.
 pub async fn access_review(
-    store: &Store,
-    config: &Config,
+    svc: &Services,
     actor: &Actor,
     source_ip: Option<IpAddr>,
     format: &str,
@@ -109,22 +284,16 @@ pub async fn access_review(
     user: Option<&str>,
 ) -> Result<Review, ServiceError> {
     actor.require(Role::Auditor)?;
-    let subject = ReviewSubject::from_params(resource, user)?;
-    record_read(
-        store,
-        actor,
-        source_ip,
-        "access_review",
-        format,
-        subject.to_json(),
-    )
-    .await?;
+    let subject = review::subject(resource, user)?;
+    let shown = subject.to_json();
+    record_read(svc, actor, source_ip, "access_review", format, shown).await?;
+    let config = svc.config();
     let policy = ReviewPolicy {
         policy: &config.policy,
         vpn_users: &config.roles.vpn_users,
         static_peers: &config.peers,
     };
-    review::access_review(store, &policy, &subject)
+    review::access_review(svc.store(), &policy, &subject)
         .await
         .map_err(|e| match e {
             ReviewError::Query(q) => ServiceError::Query(q),
@@ -132,18 +301,58 @@ pub async fn access_review(
         })
 }
 
-/// Whether the hash chain is intact and agrees with every signed checkpoint of
-/// `[audit] checkpoint_file` (auditors only), as `sesame audit verify` checks it.
+/// What a verification trusts: the audit public key (default: the public half of `[audit]
+/// signing_key_file`) and the checkpoint file (default: `[audit] checkpoint_file`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Trust<'a> {
+    /// Base64 Ed25519 public key.
+    pub public_key: Option<&'a str>,
+    pub checkpoints: Option<&'a Path>,
+}
+
+/// The hash chain checked against every signed checkpoint (no role check, no record).
+async fn walk(svc: &Services, trust: Trust<'_>) -> Result<AuditVerification, ServiceError> {
+    let config = svc.config();
+    let audit = &config.audit;
+    let key = match trust.public_key {
+        Some(k) => Some(checkpoint::parse_public_key(k)?),
+        None => checkpoint::load_public_key(&audit.signing_key_file)?,
+    };
+    let cps = checkpoint::read_file(trust.checkpoints.unwrap_or(&audit.checkpoint_file))?;
+    Ok(svc
+        .store()
+        .verify_audit_with(Some((key.as_ref(), &cps)))
+        .await?)
+}
+
+/// Whether the hash chain is intact and agrees with every signed checkpoint of `[audit]
+/// checkpoint_file` (auditors only; the verify API). The query is recorded first: a walk that
+/// fails is on record too.
 pub async fn verify(
-    store: &Store,
-    config: &Config,
+    svc: &Services,
     actor: &Actor,
+    source_ip: Option<IpAddr>,
+) -> Result<AuditVerification, ServiceError> {
+    let shown = serde_json::json!({});
+    record_read(svc, actor, source_ip, "verify", "json", shown).await?;
+    walk(svc, Trust::default()).await
+}
+
+/// `sesame audit verify`: the same walk, trusting `trust`; recorded after the walk (`text`,
+/// with the checkpoint file when given), so the verdict is about the log as found.
+pub async fn verify_with(
+    svc: &Services,
+    actor: &Actor,
+    trust: Trust<'_>,
 ) -> Result<AuditVerification, ServiceError> {
     actor.require(Role::Auditor)?;
-    let audit = &config.audit;
-    let key = checkpoint::load_public_key(&audit.signing_key_file).map_err(StoreError::from)?;
-    let cps = checkpoint::read_file(&audit.checkpoint_file).map_err(StoreError::from)?;
-    Ok(store.verify_audit_with(Some((key.as_ref(), &cps))).await?)
+    let verdict = walk(svc, trust).await?;
+    let shown = match trust.checkpoints {
+        Some(p) => serde_json::json!({ "checkpoints": p.display().to_string() }),
+        None => serde_json::json!({}),
+    };
+    record_read(svc, actor, None, "verify", "text", shown).await?;
+    Ok(verdict)
 }
 
 /// How long the audit log page reuses one verification of the whole chain. Verifying reads
@@ -157,25 +366,23 @@ pub struct ChainStatusCache {
     last: tokio::sync::Mutex<Option<(Instant, AuditVerification)>>,
 }
 
-/// The chain status for a page: the cached verification if younger than `max_age` (and not
-/// `refresh`), else a new one. Returns it with its age. Failures are not cached.
+/// The chain status for a page (auditors only): the cached verification if younger than
+/// [`CHAIN_STATUS_MAX_AGE`] (and not `refresh`), else a new one. Returns it with its age.
+/// Failures are not cached.
 pub async fn verify_cached(
-    cache: &ChainStatusCache,
-    store: &Store,
-    config: &Config,
+    svc: &Services,
     actor: &Actor,
-    max_age: Duration,
     refresh: bool,
 ) -> Result<(AuditVerification, Duration), ServiceError> {
     actor.require(Role::Auditor)?;
     // Held across the walk: concurrent page views wait for the one verification under way.
-    let mut last = cache.last.lock().await;
+    let mut last = svc.chain_status.last.lock().await;
     if let Some((at, result)) = last.as_ref() {
-        if !refresh && at.elapsed() < max_age {
+        if !refresh && at.elapsed() < CHAIN_STATUS_MAX_AGE {
             return Ok((result.clone(), at.elapsed()));
         }
     }
-    match verify(store, config, actor).await {
+    match walk(svc, Trust::default()).await {
         Ok(result) => {
             *last = Some((Instant::now(), result.clone()));
             Ok((result, Duration::ZERO))

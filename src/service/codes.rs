@@ -1,15 +1,16 @@
 //! Enrolment codes: the TTL bounds, the request rules, the bulk CSV, issuing (one or many).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::audit::AuditContext;
-use crate::config::{parse_duration, Config};
-use crate::directory::{Directory, DirectoryUser};
-use crate::store::{CreatedCode, NewCode, Store, StoreError};
+use crate::directory::DirectoryUser;
+use crate::store::{Batch, CreatedCode, NewCode, StoreError};
+use crate::time::parse_duration;
 
 use super::roles::{Actor, Role};
-use super::{access, ServiceError};
+use super::{ServiceError, Services};
 
 /// Shortest lifetime of an enrolment code.
 pub const MIN_CODE_TTL: Duration = Duration::from_secs(60);
@@ -163,37 +164,35 @@ pub fn csv_line(text: &str, index: usize) -> u64 {
         .unwrap_or(0)
 }
 
+/// The audit context of `actor` acting from `source_ip`.
+fn context(actor: &Actor, source_ip: Option<IpAddr>) -> AuditContext {
+    AuditContext::new(actor.username.clone(), source_ip.map(|ip| ip.to_string()))
+}
+
 /// Issues codes without asking the directory (the CLI: the user is checked at redemption).
 /// All rows in one transaction: all or nothing.
 pub async fn issue_unchecked(
-    store: &Store,
+    svc: &Services,
+    actor: &Actor,
     requests: &[NewCode],
-    ctx: &AuditContext,
 ) -> Result<Vec<CreatedCode>, ServiceError> {
-    Ok(store.create_codes(requests, ctx).await?)
-}
-
-/// What issuing codes for signed-in technicians needs: the policy, the store and the directory.
-#[derive(Clone, Copy)]
-pub struct Deps<'a> {
-    pub config: &'a Config,
-    pub store: &'a Store,
-    pub directory: &'a dyn Directory,
-    /// How long one directory lookup may take.
-    pub deadline: Duration,
+    actor.require(Role::ItStaff)?;
+    Ok(svc
+        .store()
+        .create_codes(requests, &context(actor, None))
+        .await?)
 }
 
 /// The user a code may be issued for, by this actor: known to the directory, enabled, a VPN
-/// user, and within the actor's delegated scope (else `NotFound`, as if unknown).
+/// user, and within the actor's delegated scope (else `UnknownUser`, as if unknown).
 pub async fn issuable_user(
-    config: &Config,
-    directory: &dyn Directory,
-    deadline: Duration,
+    svc: &Services,
     actor: &Actor,
     username: &str,
 ) -> Result<DirectoryUser, ServiceError> {
     actor.require(Role::ItStaff)?;
-    let user = access::lookup(directory, deadline, username)
+    let user = svc
+        .lookup(username)
         .await?
         .ok_or_else(|| ServiceError::UnknownUser(username.to_string()))?;
     if !actor.manages(&user.groups) {
@@ -202,7 +201,7 @@ pub async fn issuable_user(
     if user.disabled {
         return Err(ServiceError::AccountDisabled);
     }
-    if !Actor::resolve(&config.roles, &user.username, &user.groups).has(Role::VpnUser) {
+    if !Actor::resolve(&svc.config().roles, &user.username, &user.groups).has(Role::VpnUser) {
         return Err(ServiceError::NotVpnUser);
     }
     Ok(user)
@@ -211,26 +210,23 @@ pub async fn issuable_user(
 /// Checks every request's user for this actor ([`issuable_user`]) and refreshes them in the
 /// store; the first bad one fails with its index.
 async fn check_users(
-    deps: &Deps<'_>,
+    svc: &Services,
     actor: &Actor,
     requests: &[NewCode],
 ) -> Result<(), (usize, ServiceError)> {
     let mut users = Vec::with_capacity(requests.len());
     for (i, r) in requests.iter().enumerate() {
         users.push(
-            issuable_user(
-                deps.config,
-                deps.directory,
-                deps.deadline,
-                actor,
-                &r.username,
-            )
-            .await
-            .map_err(|e| (i, e))?,
+            issuable_user(svc, actor, &r.username)
+                .await
+                .map_err(|e| (i, e))?,
         );
     }
     for (i, u) in users.iter().enumerate() {
-        deps.store.upsert_user(u).await.map_err(|e| (i, e.into()))?;
+        svc.store()
+            .upsert_user(u)
+            .await
+            .map_err(|e| (i, e.into()))?;
     }
     Ok(())
 }
@@ -238,18 +234,22 @@ async fn check_users(
 /// One code for one agent on behalf of a signed-in technician (API and page alike): the TTL
 /// text (absent: the default), the name rules, the user checks ([`issuable_user`]).
 pub async fn issue_one(
-    deps: &Deps<'_>,
+    svc: &Services,
     actor: &Actor,
     username: &str,
     device_name: &str,
     ttl: Option<&str>,
-    ctx: &AuditContext,
+    source_ip: Option<IpAddr>,
 ) -> Result<CreatedCode, ServiceError> {
+    actor.require(Role::ItStaff)?;
     let request = code_request(username, device_name, parse_ttl(ttl)?)?;
-    check_users(deps, actor, std::slice::from_ref(&request))
+    check_users(svc, actor, std::slice::from_ref(&request))
         .await
         .map_err(|(_, e)| e)?;
-    let mut created = issue_unchecked(deps.store, std::slice::from_ref(&request), ctx).await?;
+    let mut created = svc
+        .store()
+        .create_codes(std::slice::from_ref(&request), &context(actor, source_ip))
+        .await?;
     created.pop().ok_or(ServiceError::NotFound)
 }
 
@@ -257,22 +257,29 @@ pub async fn issue_one(
 /// every user is checked first, then all codes are written in one transaction. A bad row fails
 /// the whole batch with its index.
 pub async fn issue_batch(
-    deps: &Deps<'_>,
+    svc: &Services,
     actor: &Actor,
     label: &str,
     requests: &[NewCode],
-    ctx: &AuditContext,
+    source_ip: Option<IpAddr>,
 ) -> Result<(i64, Vec<CreatedCode>), (usize, ServiceError)> {
-    check_users(deps, actor, requests).await?;
+    actor.require(Role::ItStaff).map_err(|e| (0, e))?;
+    check_users(svc, actor, requests).await?;
     let label: String = label
         .chars()
         .filter(|c| !c.is_control())
         .take(200)
         .collect();
-    deps.store
-        .create_batch(&label, requests, ctx)
+    svc.store()
+        .create_batch(&label, requests, &context(actor, source_ip))
         .await
         .map_err(|e| (0, e.into()))
+}
+
+/// The batches issued so far (IT staff), newest first.
+pub async fn batches(svc: &Services, actor: &Actor) -> Result<Vec<Batch>, ServiceError> {
+    actor.require(Role::ItStaff)?;
+    Ok(svc.store().batches().await?)
 }
 
 /// Where one code of a batch stands.
@@ -289,7 +296,7 @@ pub enum Progress {
 /// A batch's progress board, limited to the users the actor manages.
 #[derive(Debug, Clone)]
 pub struct Board {
-    pub batch: crate::store::Batch,
+    pub batch: Batch,
     pub rows: Vec<(crate::store::BatchCode, Progress)>,
 }
 
@@ -300,8 +307,9 @@ impl Board {
 }
 
 /// The progress board of batch `id` (IT staff; a delegated technician sees their users only).
-pub async fn board(store: &Store, actor: &Actor, id: i64) -> Result<Board, ServiceError> {
+pub async fn board(svc: &Services, actor: &Actor, id: i64) -> Result<Board, ServiceError> {
     actor.require(Role::ItStaff)?;
+    let store = svc.store();
     let (batch, codes) = store.batch(id).await?.ok_or(ServiceError::NotFound)?;
     let now = store.now_ms();
     let mut rows = Vec::with_capacity(codes.len());

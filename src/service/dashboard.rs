@@ -2,10 +2,10 @@
 //! the last 24 h by hour (sessions started, traffic, denied flows) and enrolments by day.
 
 use crate::audit::Action;
-use crate::store::{AuditFilter, Store};
+use crate::store::AuditFilter;
 
 use super::roles::{Actor, Role};
-use super::{Publisher, ServiceError};
+use super::{ServiceError, Services};
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -48,15 +48,15 @@ fn bytes_of(details: &serde_json::Value) -> u64 {
         .sum()
 }
 
-/// The figures at `now` (IT staff only).
-pub async fn dashboard(
-    store: &Store,
-    publisher: &dyn Publisher,
-    actor: &Actor,
-    now: i64,
-) -> Result<Dashboard, ServiceError> {
+/// The figures now (IT staff only).
+pub async fn dashboard(svc: &Services, actor: &Actor) -> Result<Dashboard, ServiceError> {
     actor.require(Role::ItStaff)?;
-    let stats = publisher.gateway_stats();
+    let stats = svc
+        .publisher()
+        .ok_or(ServiceError::NotWired("the gateway"))?
+        .gateway_stats();
+    let store = svc.store();
+    let now = svc.now_ms();
     let hours_from = (now / HOUR_MS - 23) * HOUR_MS;
     let days_from = (now / DAY_MS - (ENROLMENT_DAYS as i64 - 1)) * DAY_MS;
     let mut d = Dashboard {

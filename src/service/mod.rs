@@ -1,24 +1,39 @@
-//! The flows the JSON API, the web pages and the CLI all call: codes, devices, access, roles.
+//! The flows the JSON API, the web pages and the CLI all call: sessions, enrolment, codes,
+//! devices and rotation, access, audit queries; each takes the one context, [`Services`].
 //!
-//! Each rule (a code's TTL bounds, device-name rules, who may act on whom) lives here once.
-//! The layer sits below `portal` and beside `control`: it names the gateway only through
-//! [`Publisher`], so neither of those two modules imports the other; `commands::serve` wires
-//! them together.
+//! Each rule (a code's TTL bounds, device-name rules, who may act on whom) lives here once, and
+//! so does the audit of each flow: a refusal is recorded here from its [`ServiceError`], once,
+//! whichever adapter called; a success is written by the store in the same transaction as the
+//! change it records. The layer sits below `portal` and beside `control`: it names the gateway
+//! only through [`Publisher`], so neither of those two modules imports the other;
+//! `commands::serve` wires them together.
 
 pub mod access;
+mod attempts;
 pub mod audit;
 pub mod codes;
+mod context;
 pub mod dashboard;
 pub mod devices;
 pub mod enrol;
+mod error;
+pub mod feed;
+pub mod mfa;
+pub mod ratelimit;
+pub mod review;
 pub mod roles;
+pub mod sessions;
+pub mod sites;
+pub mod spray;
 
+use crate::key::PublicKey;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::directory::DirectoryError;
-use crate::store::{Device, StoreError};
+use crate::store::Device;
 
+pub use context::{Services, DIRECTORY_DEADLINE};
+pub use error::{ErrorKind, ServiceError};
 pub use roles::{Actor, Role, RoleSet, Scope};
 
 /// A boxed future (object-safe async methods of [`Publisher`]).
@@ -41,7 +56,7 @@ pub struct GatewayStats {
 /// that devices changed. `control::ControlPlane` is the real one.
 pub trait Publisher: Send + Sync + 'static {
     /// The gateway's public key (devices dial it; no device may reuse it).
-    fn gateway_public_key(&self) -> [u8; 32];
+    fn gateway_public_key(&self) -> PublicKey;
     /// The gateway's current counters.
     fn gateway_stats(&self) -> GatewayStats;
     /// Publishes the whole desired peer set now (after a revocation committed).
@@ -52,40 +67,6 @@ pub trait Publisher: Send + Sync + 'static {
         &'a self,
         device: &'a Device,
         groups: &'a [String],
-        replaced_key: Option<[u8; 32]>,
+        replaced_key: Option<PublicKey>,
     ) -> BoxFuture<'a, ()>;
-}
-
-/// Why a flow refused or failed; the portal maps each to its API error, the CLI prints it.
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    /// A field is wrong; the message names it (French / English).
-    #[error("{0}")]
-    Invalid(String),
-    #[error("unknown user {0:?}")]
-    UnknownUser(String),
-    #[error("account disabled")]
-    AccountDisabled,
-    #[error("not a VPN user")]
-    NotVpnUser,
-    /// The actor's roles or delegated scope do not allow this.
-    #[error("forbidden")]
-    Forbidden,
-    /// No such object, or not one the actor may see (same answer, nothing leaks).
-    #[error("not found")]
-    NotFound,
-    #[error("invalid public key: {0}")]
-    InvalidPublicKey(&'static str),
-    /// Not a code at all (empty, too long); unknown codes come from the store.
-    #[error("invalid enrolment code")]
-    InvalidCode,
-    #[error("directory: {0}")]
-    Directory(#[from] DirectoryError),
-    #[error("directory timed out")]
-    DirectoryTimeout,
-    #[error("store: {0}")]
-    Store(#[from] StoreError),
-    /// A bad audit query parameter (time, format, review subject, unknown resource).
-    #[error(transparent)]
-    Query(#[from] crate::audit::QueryError),
 }

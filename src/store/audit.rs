@@ -9,7 +9,7 @@ use sqlx::{AnyConnection, Row as _};
 
 use super::{Backend, Store, StoreError};
 use crate::audit::checkpoint::{ChainHead, Checkpoint, CheckpointReason, Sealer};
-use crate::audit::verify::ChainCheck;
+use crate::audit::verify::{AuditVerification, ChainCheck};
 use crate::audit::{
     canonical_json, index_keys, Action, AuditContext, AuditEvent, NewAuditEvent, Outcome,
     GENESIS_HASH,
@@ -19,19 +19,6 @@ use crate::audit::{
 /// PostgreSQL's 65,535 bind limits). Measured (bench audit_insert): multi-row statements are what
 /// lifts the append rate; 100 rows already amortise the statement's round trip.
 pub const INSERT_ROWS: usize = 100;
-
-/// Result of walking the chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditVerification {
-    Intact {
-        events: u64,
-    },
-    /// The first event whose `prev_hash` or `hash` does not match.
-    Broken {
-        id: i64,
-        reason: String,
-    },
-}
 
 /// Appends one event at time `ts`. Must run inside a writer transaction.
 pub(crate) async fn append(
@@ -360,7 +347,7 @@ impl Store {
         sealer: &Sealer,
     ) -> Result<u64, StoreError> {
         let now = self.now_ms();
-        let cutoff = now.saturating_sub(super::duration_ms(older_than));
+        let cutoff = now.saturating_sub(crate::time::duration_ms(older_than));
         let mut tx = self.write_tx().await?;
         let last =
             sqlx::query("SELECT id, hash FROM audit_events WHERE ts < $1 ORDER BY id DESC LIMIT 1")
@@ -413,7 +400,7 @@ impl Store {
             now,
             &NewAuditEvent::new(Action::AuditPurged, ctx, "audit_events").details(
                 serde_json::json!({
-                    "older_than": super::rfc3339(cutoff),
+                    "older_than": crate::time::format(cutoff),
                     "through_id": through,
                     "removed": removed,
                     "anchor_hash": anchor_hash,

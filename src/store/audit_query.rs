@@ -8,6 +8,7 @@ use sqlx::Row as _;
 
 use super::audit::{from_row, COLUMNS, SEEN_FLOW, SEEN_SESSION};
 use super::{Store, StoreError};
+use crate::audit::review::FlowSummary;
 use crate::audit::{Action, AuditEvent, AuditFilter};
 
 /// A bound value of a dynamically built query.
@@ -122,27 +123,6 @@ async fn audit_page_on<'e>(
     Ok((events, next))
 }
 
-/// Who reached a resource from one device (or static peer), over a time range: the sum of its
-/// `flow.allowed` records.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct FlowSummary {
-    pub username: Option<String>,
-    pub device_id: Option<i64>,
-    /// The gateway's label of the peer (`device:ID:user`, `static:NAME`).
-    pub peer: String,
-    /// Unix ms.
-    pub first_seen: i64,
-    pub last_seen: i64,
-    pub bytes: u64,
-    pub packets: u64,
-    pub bytes_out: u64,
-    pub bytes_in: u64,
-    /// How many `flow.allowed` windows were summed.
-    pub windows: u64,
-    /// Destination ports seen (TCP/UDP), the union of the windows' `ports`.
-    pub ports: BTreeSet<u16>,
-}
-
 /// The last event of a kind about a device (access review's "last session", "last flow").
 pub type LastSeen = Option<AuditEvent>;
 
@@ -221,7 +201,7 @@ impl Store {
             let time = |k: &str| {
                 d.get(k)
                     .and_then(|v| v.as_str())
-                    .and_then(super::parse_rfc3339)
+                    .and_then(|v| crate::time::parse(k, v, ev.ts).ok())
                     .unwrap_or(ev.ts)
             };
             let device_id = d.get("device_id").and_then(serde_json::Value::as_i64);

@@ -10,8 +10,9 @@ use sqlx::{AnyConnection, Row as _};
 
 use super::audit;
 use super::users::normalize_username;
-use super::{duration_ms, hash_secret, Store, StoreError};
+use super::{hash_secret, Store, StoreError};
 use crate::audit::{Action, AuditContext, NewAuditEvent};
+use crate::time::duration_ms;
 
 /// Characters a code is made of: no 0, 1, I, L, O.
 pub const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";

@@ -8,8 +8,10 @@ use sqlx::{AnyConnection, Row as _};
 
 use super::audit;
 use super::users::{self, normalize_username, User};
-use super::{duration_ms, encode_key, hash_secret, random_token, rfc3339, Store, StoreError};
+use super::{hash_secret, random_token, Store, StoreError};
 use crate::audit::{Action, AuditContext, NewAuditEvent};
+use crate::key::PublicKey;
+use crate::time::{self, duration_ms};
 
 /// Whether a device may connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -50,7 +52,7 @@ pub struct Device {
     pub name: String,
     /// Host name reported by the agent.
     pub hostname: String,
-    pub public_key: [u8; 32],
+    pub public_key: PublicKey,
     pub tunnel_address: Ipv4Addr,
     pub status: DeviceStatus,
     pub created_at: i64,
@@ -68,7 +70,7 @@ pub struct Device {
 impl Device {
     /// The public key in standard base64, as `wg` prints it.
     pub fn public_key_base64(&self) -> String {
-        encode_key(&self.public_key)
+        self.public_key.to_base64()
     }
 
     /// The API's view of the device (`GET /api/v1/devices`, `sesame devices list --format json`).
@@ -81,8 +83,8 @@ impl Device {
             public_key: self.public_key_base64(),
             tunnel_address: self.tunnel_address.to_string(),
             status: self.status.as_str().to_string(),
-            created_at: rfc3339(self.created_at),
-            revoked_at: self.revoked_at.map(rfc3339),
+            created_at: time::format(self.created_at),
+            revoked_at: self.revoked_at.map(time::format),
         }
     }
 }
@@ -167,8 +169,7 @@ pub(crate) fn from_row(row: &AnyRow) -> Result<Device, StoreError> {
         username: row.try_get("d_username")?,
         name: row.try_get("d_name")?,
         hostname: row.try_get("d_hostname")?,
-        public_key: crate::config::parse_key(&key)
-            .map_err(|e| corrupt(format!("public_key: {e}")))?,
+        public_key: PublicKey::parse(&key).map_err(|e| corrupt(format!("public_key: {e}")))?,
         tunnel_address: addr
             .parse()
             .map_err(|_| corrupt(format!("tunnel_address {addr:?}")))?,
@@ -193,10 +194,10 @@ pub(crate) async fn by_id(conn: &mut AnyConnection, id: i64) -> Result<Option<De
 
 pub(crate) async fn key_in_use(
     conn: &mut AnyConnection,
-    key: &[u8; 32],
+    key: &PublicKey,
 ) -> Result<bool, StoreError> {
     let row = sqlx::query("SELECT id FROM devices WHERE public_key = $1")
-        .bind(encode_key(key))
+        .bind(key.to_base64())
         .fetch_optional(&mut *conn)
         .await?;
     Ok(row.is_some())
@@ -300,7 +301,7 @@ impl Store {
     pub async fn rotate_key(
         &self,
         id: i64,
-        new_key: &[u8; 32],
+        new_key: &PublicKey,
         rules: &Rotation,
         ctx: &AuditContext,
     ) -> Result<(Device, String), StoreError> {
@@ -341,7 +342,7 @@ impl Store {
             "UPDATE devices SET public_key = $1, rotated_at = $2, expires_at = $3, token_hash = $4 \
              WHERE id = $5",
         )
-        .bind(encode_key(new_key))
+        .bind(new_key.to_base64())
         .bind(now)
         .bind(expires_at)
         .bind(hash_secret(&token))

@@ -11,12 +11,12 @@ use super::audit;
 use super::codes::{self, CodeState};
 use super::devices::{self, Device, DeviceStatus};
 use super::users::{self, normalize_username};
-use super::{duration_ms, encode_key, hash_secret, random_token, Backend, Store, StoreError};
+use super::{hash_secret, random_token, Backend, Store, StoreError};
 use crate::audit::{Action, AuditContext, NewAuditEvent};
 use crate::directory::DirectoryUser;
-
-/// Longest host name accepted from an agent (DNS limit).
-const MAX_HOSTNAME_LEN: usize = 253;
+use crate::hostname::Hostname;
+use crate::key::PublicKey;
+use crate::time::duration_ms;
 
 /// Where device addresses come from: the hosts of `network`, minus `reserved`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,8 +109,8 @@ pub struct EnrolRequest<'a> {
     pub code: &'a str,
     /// The authenticated user, as the directory describes them (stored/refreshed).
     pub user: &'a DirectoryUser,
-    pub public_key: [u8; 32],
-    pub hostname: &'a str,
+    pub public_key: PublicKey,
+    pub hostname: &'a Hostname,
     /// Key lifetime; `None`: the key does not expire.
     pub key_lifetime: Option<Duration>,
 }
@@ -153,7 +153,7 @@ pub(crate) struct EnrolWrite {
     code_hash: String,
     username: String,
     user: DirectoryUser,
-    public_key: [u8; 32],
+    public_key: PublicKey,
     hostname: String,
     key_lifetime: Option<Duration>,
     pool: AddressPool,
@@ -174,22 +174,13 @@ impl Store {
         pool: &AddressPool,
         ctx: &AuditContext,
     ) -> Result<Enrolled, StoreError> {
-        let hostname = req.hostname.trim();
-        if hostname.is_empty()
-            || hostname.len() > MAX_HOSTNAME_LEN
-            || hostname.chars().any(char::is_control)
-        {
-            return Err(StoreError::InvalidInput(
-                "hostname must be 1 to 253 printable characters".into(),
-            ));
-        }
         let code_hash = codes::code_hash(req.code).ok_or(StoreError::CodeNotFound)?;
         let write = EnrolWrite {
             code_hash,
             username: normalize_username(&req.user.username),
             user: req.user.clone(),
             public_key: req.public_key,
-            hostname: hostname.to_string(),
+            hostname: req.hostname.to_string(),
             key_lifetime: req.key_lifetime,
             pool: pool.clone(),
             ctx: ctx.clone(),
@@ -265,7 +256,7 @@ pub(crate) async fn enrol_write(
     .bind(&w.username)
     .bind(&device_name)
     .bind(&w.hostname)
-    .bind(encode_key(&w.public_key))
+    .bind(w.public_key.to_base64())
     .bind(address.to_string())
     .bind(hash_secret(&token))
     .bind(now)

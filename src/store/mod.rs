@@ -16,13 +16,15 @@ mod device_search;
 mod devices;
 mod enrol;
 mod group;
+mod mfa;
 mod sessions;
+mod sites;
 mod suspend;
 mod users;
 
 pub use crate::audit::AuditFilter;
-pub use audit::{AuditVerification, INSERT_ROWS};
-pub use audit_query::{FlowSummary, LastSeen};
+pub use audit::INSERT_ROWS;
+pub use audit_query::LastSeen;
 pub use batches::{Batch, BatchCode};
 pub use codes::{
     generate_code, normalize_code, validate as validate_code_request, CodeState, CreatedCode,
@@ -31,15 +33,15 @@ pub use codes::{
 pub use device_search::DeviceSearch;
 pub use devices::{Device, DeviceStatus, DeviceWithUser, DevicesVersion, Rotation};
 pub use enrol::{AddressPool, EnrolRequest, Enrolled};
+pub use mfa::{Factor, OpenWindow, Window};
 pub use sessions::{NewSession, WebSession};
 pub use suspend::GRACE_EXPIRED_REASON;
 pub use users::{normalize_username, User};
 
 use std::path::PathBuf;
 use std::str::FromStr as _;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine as _;
 use rand::RngCore as _;
@@ -47,6 +49,8 @@ use sha2::{Digest as _, Sha256};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Any, AnyPool, ConnectOptions as _, Connection as _, Executor as _, Transaction};
+
+use crate::time::{Clock, SystemClock};
 
 /// How long a connection attempt or a pool checkout may wait before the store reports
 /// [`StoreError::Unavailable`].
@@ -114,6 +118,12 @@ pub enum StoreError {
     DeviceNotFound(i64),
     #[error("device {0} is revoked")]
     DeviceRevoked(i64),
+    /// A second-factor registration code that is unknown, expired, used or another user's.
+    #[error("second-factor registration code unknown, expired or already used")]
+    MfaRegistrationCode,
+    /// Confirming a second factor with no registration in progress.
+    #[error("no second-factor registration in progress")]
+    MfaNotPending,
     #[error("the audit log is append-only")]
     AuditAppendOnly,
     #[error("audit checkpoint: {0}")]
@@ -150,34 +160,6 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-impl StoreError {
-    /// The stable API error code (`crate::api::codes`) this error maps to.
-    pub fn api_code(&self) -> &'static str {
-        use crate::api::codes;
-        match self {
-            StoreError::Unavailable(_) => codes::DATABASE_UNAVAILABLE,
-            StoreError::InvalidInput(_) => codes::BAD_REQUEST,
-            StoreError::CodeNotFound => codes::INVALID_CODE,
-            StoreError::CodeExpired => codes::CODE_EXPIRED,
-            StoreError::CodeAlreadyUsed => codes::CODE_ALREADY_USED,
-            StoreError::CodeWrongUser => codes::CODE_WRONG_USER,
-            StoreError::PublicKeyInUse => codes::PUBLIC_KEY_IN_USE,
-            StoreError::AddressPoolExhausted { .. } => codes::ADDRESS_POOL_EXHAUSTED,
-            StoreError::DeviceNotFound(_) => codes::NOT_FOUND,
-            StoreError::DeviceRevoked(_) => codes::DEVICE_REVOKED,
-            StoreError::DeviceTooOld(_) => codes::DEVICE_EXPIRED,
-            StoreError::RotationTooSoon { .. } => codes::TOO_MANY_ATTEMPTS,
-            StoreError::Database(_)
-            | StoreError::Migration(_)
-            | StoreError::InvalidUrl(_)
-            | StoreError::CreateDir { .. }
-            | StoreError::AuditAppendOnly
-            | StoreError::Checkpoint(_)
-            | StoreError::Corrupt { .. } => codes::INTERNAL,
-        }
-    }
-}
-
 /// Database error codes that mean "the database cannot serve now" rather than "bad request":
 /// SQLite BUSY/LOCKED, PostgreSQL connection exceptions (08*), shutdown (57P*), too many
 /// connections (53300).
@@ -196,46 +178,6 @@ pub enum Backend {
     Postgres,
 }
 
-/// Source of "now" for the store, in unix milliseconds.
-pub trait Clock: Send + Sync + 'static {
-    fn now_ms(&self) -> i64;
-}
-
-/// The wall clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    }
-}
-
-/// A clock tests move by hand.
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    pub fn new(now_ms: i64) -> Self {
-        ManualClock(AtomicI64::new(now_ms))
-    }
-    pub fn set(&self, now_ms: i64) {
-        self.0.store(now_ms, Ordering::SeqCst);
-    }
-    pub fn advance(&self, by: Duration) {
-        self.0.fetch_add(duration_ms(by), Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// Milliseconds in a duration, saturating.
 /// The numbered placeholders of a multi-row `VALUES` list: `($1, $2), ($3, $4)` for 2 rows of 2
 /// (the group committer writes a batch's rows with one statement).
 pub(crate) fn row_placeholders(rows: usize, per_row: usize) -> String {
@@ -248,10 +190,6 @@ pub(crate) fn row_placeholders(rows: usize, per_row: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-pub fn duration_ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Handle on the database; cheap to clone (the pool is shared).
@@ -396,8 +334,9 @@ async fn all_applied(pool: &AnyPool, migrator: &sqlx::migrate::Migrator) -> bool
     applied.is_ok_and(|v| migrator.iter().all(|m| v.contains(&m.version)))
 }
 
-/// `sqlite:///abs/path`, `sqlite://rel/path` or `sqlite:path` → the file path (percent-decoded,
-/// as sqlx reads it: `%20` is a space). Query parameters are ignored.
+/// `sqlite:///abs/path`, `sqlite://rel/path` or `sqlite:path` → the file path (percent-decoded
+/// with the codec sqlx reads it with: `%20` is a space, a stray `%` stays). Query parameters are
+/// ignored.
 fn sqlite_path(url: &str) -> Option<PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
@@ -406,40 +345,17 @@ fn sqlite_path(url: &str) -> Option<PathBuf> {
     if rest.is_empty() || rest == ":memory:" {
         return None;
     }
-    Some(PathBuf::from(percent_decode(rest)?))
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    let path = percent_encoding::percent_decode_str(rest)
+        .decode_utf8()
+        .ok()?;
+    Some(PathBuf::from(path.as_ref()))
 }
 
 /// The URL sqlx's `Any` driver opens for `path`: every byte but unreserved ones and `/` is
 /// percent-encoded (sqlx's own URL builder leaves `%` as is, which would open another file).
 fn sqlite_any_url(path: &std::path::Path) -> Option<String> {
-    let path = path.to_str()?;
-    let mut url = String::from("sqlite://");
-    for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
-            url.push(char::from(b));
-        } else {
-            url.push_str(&format!("%{b:02X}"));
-        }
-    }
-    url.push_str("?mode=rwc");
-    Some(url)
+    let path = crate::text::percent_encode(path.to_str()?);
+    Some(format!("sqlite://{path}?mode=rwc"))
 }
 
 /// Creates the parent directory and the file and switches it to WAL (a persistent property of
@@ -489,40 +405,6 @@ pub fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Unix milliseconds as RFC 3339 UTC with second precision (`2026-01-05T09:00:00Z`), as the API
-/// and the CLI show times. Out-of-range values print as the raw number.
-/// Unix milliseconds → RFC 3339 UTC with milliseconds (`2026-01-05T09:00:00.250Z`).
-pub fn rfc3339_ms(ms: i64) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&format).ok())
-        .unwrap_or_else(|| ms.to_string())
-}
-
-pub fn rfc3339(ms: i64) -> String {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .ok()
-        .and_then(|t| t.format(&format).ok())
-        .unwrap_or_else(|| ms.to_string())
-}
-
-/// Parses RFC 3339 (`2026-01-05T09:00:00Z`, offsets accepted) to unix milliseconds.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
-        .ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
-}
-
-/// Standard base64 of a WireGuard key, as stored in `devices.public_key`.
-pub fn encode_key(key: &[u8; 32]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(key)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,7 +427,12 @@ mod tests {
             sqlite_path("sqlite:///tmp/a%20b/%C3%A9.db?mode=rwc"),
             Some(PathBuf::from("/tmp/a b/é.db"))
         );
-        assert_eq!(sqlite_path("sqlite:///tmp/bad%zz.db"), None);
+        // Not an escape: kept as sqlx keeps it (both read the same file).
+        assert_eq!(
+            sqlite_path("sqlite:///tmp/bad%zz.db"),
+            Some(PathBuf::from("/tmp/bad%zz.db"))
+        );
+        assert_eq!(sqlite_path("sqlite:///tmp/%FF.db"), None, "not UTF-8");
         let path = std::path::Path::new("/tmp/dir with space/é%x?.db");
         let url = sqlite_any_url(path).expect("utf-8 path");
         assert_eq!(
@@ -554,20 +441,6 @@ mod tests {
         );
         assert_eq!(sqlite_path(&url).as_deref(), Some(path));
         assert_eq!(sqlite_path("postgres://x"), None);
-    }
-
-    #[test]
-    fn rfc3339_round_trip() {
-        assert_eq!(rfc3339(1_767_603_600_000), "2026-01-05T09:00:00Z");
-        assert_eq!(
-            parse_rfc3339("2026-01-05T09:00:00Z"),
-            Some(1_767_603_600_000)
-        );
-        assert_eq!(
-            parse_rfc3339("2026-01-05T10:00:00+01:00"),
-            Some(1_767_603_600_000)
-        );
-        assert_eq!(parse_rfc3339("yesterday"), None);
     }
 
     #[test]

@@ -6,7 +6,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row as _};
 
 use super::users::normalize_username;
-use super::{duration_ms, hash_secret, random_token, Store, StoreError};
+use super::{hash_secret, random_token, Store, StoreError};
+use crate::time::duration_ms;
 
 /// What to open a session for.
 #[derive(Debug, Clone, PartialEq, Eq)]

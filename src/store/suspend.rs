@@ -8,8 +8,9 @@ use sqlx::AnyConnection;
 use super::audit;
 use super::devices::{by_id, Device};
 use super::users::normalize_username;
-use super::{duration_ms, Store, StoreError};
+use super::{Store, StoreError};
 use crate::audit::{Action, AuditContext, NewAuditEvent};
+use crate::time::duration_ms;
 
 /// Why suspensions older than the grace period are revoked (the `device.revoked` reason).
 pub const GRACE_EXPIRED_REASON: &str = "suspended longer than directory.suspend_grace";

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 use sesame::audit::{Action, AuditContext, AuditEvent, NewAuditEvent, Outcome};
-use sesame::store::rfc3339_ms;
+use sesame::time;
 
 pub fn device_ctx(user: &str) -> AuditContext {
     AuditContext::new(user, Some("198.18.1.20".into()))
@@ -18,7 +18,7 @@ pub fn session_started(device: i64, user: &str, at: i64) -> NewAuditEvent {
     )
     .details(json!({
         "device_id": device, "username": user, "peer": format!("device:{device}:{user}"),
-        "public_key": "AAAA", "endpoint": "198.18.1.20:40000", "started_at": rfc3339_ms(at),
+        "public_key": "AAAA", "endpoint": "198.18.1.20:40000", "started_at": time::format(at),
     }))
 }
 
@@ -30,8 +30,8 @@ pub fn session_ended(device: i64, user: &str, start: i64, end: i64) -> NewAuditE
     )
     .details(json!({
         "device_id": device, "username": user, "peer": format!("device:{device}:{user}"),
-        "public_key": "AAAA", "endpoint": "198.18.1.20:40000", "started_at": rfc3339_ms(start),
-        "ended_at": rfc3339_ms(end), "duration_ms": end - start, "rx_bytes": 10, "tx_bytes": 20,
+        "public_key": "AAAA", "endpoint": "198.18.1.20:40000", "started_at": time::format(start),
+        "ended_at": time::format(end), "duration_ms": end - start, "rx_bytes": 10, "tx_bytes": 20,
         "rx_packets": 1, "tx_packets": 2, "reason": "expired",
     }))
 }
@@ -58,8 +58,8 @@ pub fn flow(
     };
     NewAuditEvent::new(Action::FlowAllowed, &ctx, target).details(json!({
         "device_id": device, "username": user, "peer": peer, "resource": resource,
-        "window_start": rfc3339_ms(at), "first_seen": rfc3339_ms(at + 1_000),
-        "last_seen": rfc3339_ms(at + 50_000), "packets": bytes / 100, "bytes": bytes,
+        "window_start": time::format(at), "first_seen": time::format(at + 1_000),
+        "last_seen": time::format(at + 50_000), "packets": bytes / 100, "bytes": bytes,
         "packets_in": bytes / 400 * 3, "bytes_in": bytes / 4 * 3,
         "packets_out": bytes / 400, "bytes_out": bytes / 4,
         "protocols": ["tcp"], "ports": [443], "ports_truncated": false,
@@ -77,7 +77,7 @@ pub fn denied(device: i64, user: &str, at: i64) -> NewAuditEvent {
     .details(json!({
         "device_id": device, "username": user, "peer": format!("device:{device}:{user}"),
         "dst": "198.18.30.1", "protocol": "tcp", "port": 22, "count": 3, "reason": "no_grant",
-        "window_start": rfc3339_ms(at), "first_seen": rfc3339_ms(at), "last_seen": rfc3339_ms(at),
+        "window_start": time::format(at), "first_seen": time::format(at), "last_seen": time::format(at),
     }))
 }
 

@@ -3,16 +3,17 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use super::cli;
+use super::config::TestConfig;
 use super::netns::ThreadNetns;
 use super::netns::{unique, wait_for, Netns, Proc};
-use super::postgres::{self, PgDatabase};
+use super::postgres::PgCluster;
 use super::slapd::Slapd;
 
 pub const PORTAL: &str = "http://127.0.0.1:8080";
@@ -26,7 +27,8 @@ pub enum Backend {
 pub struct Crashable {
     // Processes first: dropped before the databases and the namespace.
     serve: Mutex<Option<Proc>>,
-    pub pg: Option<PgDatabase>,
+    /// A cluster of its own, in the namespace (database `sesame`).
+    pub pg: Option<PgCluster>,
     pub slapd: Slapd,
     _in_ns: ThreadNetns,
     pub ns: Netns,
@@ -34,13 +36,6 @@ pub struct Crashable {
     pub config: PathBuf,
     /// How many times serve was started (each start logs to its own file).
     starts: AtomicUsize,
-}
-
-fn sesame(args: &[&str]) -> Output {
-    super::serve::sesame()
-        .args(args)
-        .output()
-        .expect("run sesame")
 }
 
 impl Crashable {
@@ -56,9 +51,12 @@ impl Crashable {
         let ns = Netns::new("sxd");
         let in_ns = ThreadNetns::enter(&ns);
         let slapd = Slapd::start();
-        let pg = (backend == Backend::Postgres).then(postgres::database);
+        let pg = (backend == Backend::Postgres).then(PgCluster::start);
         let url = match &pg {
-            Some(db) => db.url.clone(),
+            Some(pg) => {
+                pg.create_database("sesame");
+                pg.url("sesame")
+            }
             None => format!("sqlite://{}", dir.path().join("sesame.db").display()),
         };
         let path = |name: &str| dir.path().join(name).display().to_string();
@@ -66,57 +64,39 @@ impl Crashable {
             vec!["keygen", "--out", &path("gateway.key")],
             vec!["keygen", "--audit", "--out", &path("audit.key")],
         ] {
-            let out = sesame(&args);
-            assert!(out.status.success(), "{out:?}");
+            cli::sesame(&args).ok();
         }
-        let config = dir.path().join("sesame.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[portal]
-listen = "127.0.0.1:8080"
-public_url = "{PORTAL}"
-{portal_keys}
-
-[gateway]
-listen = "127.0.0.1:51820"
-endpoint = "127.0.0.1:51820"
-interface = "{tun}"
-tunnel_network = "100.64.0.0/20"
-private_key_file = "{key}"
-threads = 1
-
-[database]
-url = "{url}"
-
-{directory}
-
-[roles]
-vpn_users = ["cn=personnels-administratifs,ou=groups,dc=academie,dc=test"]
-it_staff = ["cn=dsi,ou=groups,dc=academie,dc=test"]
-auditors = ["cn=auditeurs,ou=groups,dc=academie,dc=test"]
-
-[audit]
-signing_key_file = "{audit_key}"
-checkpoint_file = "{checkpoints}"
-
-[[resource]]
+        let config = TestConfig::new()
+            .portal(&format!(
+                "listen = \"127.0.0.1:8080\"\npublic_url = \"{PORTAL}\"\n{portal_keys}"
+            ))
+            .gateway(&format!(
+                "listen = \"127.0.0.1:51820\"\nendpoint = \"127.0.0.1:51820\"\ninterface = \"{tun}\"\n\
+                 tunnel_network = \"100.64.0.0/20\"\nprivate_key_file = \"{key}\"\nthreads = 1",
+                tun = unique("sd"),
+                key = path("gateway.key"),
+            ))
+            .database(&url)
+            .sections(&slapd.directory_toml())
+            .roles()
+            .table(
+                "audit",
+                &format!(
+                    "signing_key_file = \"{}\"\ncheckpoint_file = \"{}\"",
+                    path("audit.key"),
+                    path("audit-checkpoints.jsonl")
+                ),
+            )
+            .sections(
+                r#"[[resource]]
 name = "paie"
 allow = ["198.18.10.10/32 tcp:443"]
 
 [[grant]]
 group = "cn=gestionnaires-paie,ou=groups,dc=academie,dc=test"
-resources = ["paie"]
-"#,
-                tun = unique("sd"),
-                key = path("gateway.key"),
-                directory = slapd.directory_toml(),
-                audit_key = path("audit.key"),
-                checkpoints = path("audit-checkpoints.jsonl"),
-            ),
-        )
-        .expect("write config");
+resources = ["paie"]"#,
+            )
+            .write(&dir.path().join("sesame.toml"));
         let c = Crashable {
             serve: Mutex::new(None),
             pg,
@@ -156,7 +136,7 @@ resources = ["paie"]
         let start = self.starts.fetch_add(1, Ordering::AcqRel) + 1;
         let log = self.log_path(start);
         *serve = Some(self.ns.spawn(
-            env!("CARGO_BIN_EXE_sesame"),
+            cli::BIN,
             &["serve", "--config", self.config_str()],
             Some(&log),
         ));
@@ -222,20 +202,14 @@ resources = ["paie"]
             text.push_str(&format!("{u},{d}\n"));
         }
         std::fs::write(&csv, text).expect("write csv");
-        let out = sesame(&[
+        let text = cli::sesame(&[
             "enrol-code",
             "create",
-            "--config",
-            self.config_str(),
             "--csv",
             csv.to_str().expect("utf-8"),
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).expect("utf-8");
+        ])
+        .config(&self.config)
+        .ok();
         let codes: Vec<String> = text
             .lines()
             .skip(1)

@@ -221,6 +221,13 @@ impl Proc {
         }
     }
 
+    /// Sends a signal (SIGHUP: reload) and returns at once.
+    pub fn signal(&self, sig: i32) {
+        let c = self.child.as_ref().expect("process running");
+        // SAFETY: kill(2) on our own child (`ip netns exec` execs the program: same pid).
+        unsafe { libc::kill(c.id() as i32, sig) };
+    }
+
     /// Sends a signal and waits up to `timeout` for the exit; returns the exit status.
     pub fn signal_and_wait(
         &mut self,

@@ -1,6 +1,6 @@
 //! A portal client for tests: one browser's cookie jar bound to the portal's URL, calling the
 //! JSON API by path. Login, the CSRF header a signed-in client sends back, JSON bodies and the
-//! error shape are written once here (tests/portal_common/harness.rs hands these out).
+//! error shape are written once here (tests/common/harness.rs hands these out).
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::sync::Arc;

@@ -2,16 +2,18 @@
 //!
 //! PostgreSQL refuses to run as root, so when the tests run as root (CI) every server command
 //! runs as the `postgres` system user through `runuser`. The cluster listens on 127.0.0.1 only,
-//! with its unix socket inside the temp dir. One cluster is shared by the tests of a process
-//! that run at the same time (each gets its own database); the last [`PgDatabase`] dropped
-//! stops it and removes the directory, also when a test panics.
+//! with its unix socket inside the temp dir. One cluster serves the whole test binary: the first
+//! [`database()`] starts it, each test gets a database of its own (dropped with its
+//! [`PgDatabase`]), and the process stops the cluster and removes its directory when it exits.
+//! A test that needs a cluster of its own (to stop it, or inside a network namespace) starts one
+//! with [`PgCluster::start`].
 #![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::OnceLock;
 
 /// A running cluster; stopped and deleted on drop.
 pub struct PgCluster {
@@ -21,35 +23,47 @@ pub struct PgCluster {
     run_as_postgres: bool,
 }
 
-/// One fresh database in a (shared) cluster.
+/// One fresh database in the binary's shared cluster, dropped (connections cut) with this value.
 pub struct PgDatabase {
     pub url: String,
     pub name: String,
-    cluster: Arc<PgCluster>,
+    cluster: &'static PgCluster,
 }
 
 impl PgDatabase {
     pub fn cluster(&self) -> &PgCluster {
-        &self.cluster
+        self.cluster
     }
 }
 
-static SHARED: Mutex<Weak<PgCluster>> = Mutex::new(Weak::new());
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // Only the disk matters here: a cluster serving a whole binary would otherwise hold
+        // every test's database until the end.
+        let _ = self.cluster.psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+static SHARED: OnceLock<PgCluster> = OnceLock::new();
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
-/// A fresh, empty database; starts a cluster if none is running in this process.
+/// A fresh, empty database in the binary's cluster (started by the first call). Call it from
+/// the test process's own network namespace: a cluster started inside a test's namespace would
+/// be out of reach of the other tests (use [`PgCluster::start`] there).
 pub fn database() -> PgDatabase {
-    let cluster = {
-        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-        match shared.upgrade() {
-            Some(c) => c,
-            None => {
-                let c = Arc::new(PgCluster::start());
-                *shared = Arc::downgrade(&c);
-                c
-            }
-        }
-    };
+    assert!(
+        in_process_netns(),
+        "postgres::database() from inside a network namespace: start a PgCluster of the test's own"
+    );
+    let cluster = SHARED.get_or_init(|| {
+        let c = PgCluster::start();
+        // SAFETY: registers a plain `extern "C" fn()` once; it runs at the process's exit.
+        unsafe { libc::atexit(stop_shared_cluster) };
+        c
+    });
     let name = format!(
         "sesame_test_{}_{}",
         std::process::id(),
@@ -60,6 +74,22 @@ pub fn database() -> PgDatabase {
         url: cluster.url(&name),
         name,
         cluster,
+    }
+}
+
+/// At exit: the shared cluster stops and its directory goes (a static is never dropped).
+extern "C" fn stop_shared_cluster() {
+    if let Some(c) = SHARED.get() {
+        c.stop_and_remove();
+    }
+}
+
+/// Whether the calling thread is in the process's network namespace (not one a test entered).
+fn in_process_netns() -> bool {
+    let ns = |path: &str| std::fs::metadata(path).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    match (ns("/proc/thread-self/ns/net"), ns("/proc/self/ns/net")) {
+        (Ok(thread), Ok(process)) => thread == process,
+        _ => true,
     }
 }
 
@@ -248,13 +278,26 @@ impl PgCluster {
     }
 }
 
-impl Drop for PgCluster {
-    fn drop(&mut self) {
+impl PgCluster {
+    /// `pg_ctl stop -m immediate` and the directory removed, for the shared cluster (never
+    /// dropped); a cluster of a test's own does the same on Drop.
+    fn stop_and_remove(&self) {
+        self.stop_quietly();
+        let _ = std::fs::remove_dir_all(self.dir.path());
+    }
+
+    fn stop_quietly(&self) {
         let data = self.data_dir();
         let _ = self.run(
             "pg_ctl",
             &["stop", "-w", "-m", "immediate", "-D", path_str(&data)],
         );
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        self.stop_quietly();
         // The TempDir field then removes the directory (root may delete postgres' files).
     }
 }

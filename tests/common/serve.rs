@@ -4,12 +4,13 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// Re-exported: tests name it from here too.
+use super::cli;
+/// Re-exported: the serve tests name them from here too.
+pub use super::config::{resources, TestConfig, GRANTS, ROLES};
 pub use super::netns::ThreadNetns;
 use super::netns::{unique, wait_for, Netns, Proc};
 use super::postgres::PgCluster;
@@ -21,42 +22,6 @@ pub const PORTAL: &str = "http://127.0.0.1:8080";
 /// The metrics listener's default address (its own port, never the portal's).
 pub const METRICS: &str = "http://127.0.0.1:9108/metrics";
 pub const SYNC: Duration = Duration::from_secs(2);
-
-/// The roles of the seeded directory (config/ldap).
-pub const ROLES: &str = r#"[roles]
-vpn_users = ["cn=personnels-administratifs,ou=groups,dc=academie,dc=test"]
-it_staff = ["cn=dsi,ou=groups,dc=academie,dc=test"]
-auditors = ["cn=auditeurs,ou=groups,dc=academie,dc=test"]
-"#;
-
-/// Payroll to its managers' group, HR to theirs.
-pub const GRANTS: &str = r#"[[grant]]
-group = "cn=gestionnaires-paie,ou=groups,dc=academie,dc=test"
-resources = ["paie"]
-
-[[grant]]
-group = "cn=gestionnaires-rh,ou=groups,dc=academie,dc=test"
-resources = ["rh"]
-"#;
-
-/// Payroll and HR (TCP on the application port, ICMP), with their `GRANTS`.
-pub fn resources() -> String {
-    format!(
-        r#"[[resource]]
-name = "paie"
-allow = ["{PAIE}/32 tcp:{APP_PORT}", "{PAIE}/32 icmp"]
-
-[[resource]]
-name = "rh"
-allow = ["{RH}/32 tcp:{APP_PORT}", "{RH}/32 icmp"]
-
-{GRANTS}"#
-    )
-}
-
-pub fn sesame() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sesame"))
-}
 
 /// One HTTP call with curl (from this thread's namespace): `(status, JSON body or Null)`.
 pub fn api(
@@ -90,6 +55,8 @@ pub struct Builder {
     portal: String,
     postgres: bool,
     sync_interval: String,
+    /// Lines appended to `[directory]` (`max_changes_per_sync = …`).
+    directory_extra: String,
     sections: String,
 }
 
@@ -102,6 +69,7 @@ impl Builder {
             portal: format!("listen = \"127.0.0.1:8080\"\npublic_url = \"{PORTAL}\"\n"),
             postgres: false,
             sync_interval: "2s".into(),
+            directory_extra: String::new(),
             sections: format!("{ROLES}\n{}", resources()),
         }
     }
@@ -133,6 +101,13 @@ impl Builder {
     /// `[directory] sync_interval`.
     pub fn sync_interval(mut self, interval: &str) -> Builder {
         self.sync_interval = interval.to_string();
+        self
+    }
+
+    /// Lines appended to `[directory]` (after `sync_interval`).
+    pub fn directory(mut self, lines: &str) -> Builder {
+        self.directory_extra.push('\n');
+        self.directory_extra.push_str(lines);
         self
     }
 
@@ -172,41 +147,27 @@ impl Builder {
 
         let key_path = dir.path().join("gateway.key");
         let gateway_public = keygen(&key_path);
-        let sync = format!("sync_interval = \"{}\"", self.sync_interval);
+        let sync = format!(
+            "sync_interval = \"{}\"{}",
+            self.sync_interval, self.directory_extra
+        );
         let directory = slapd
             .directory_toml()
             .replace("sync_interval = \"60s\"", &sync);
         assert!(directory.contains(&sync));
-        let config = dir.path().join("sesame.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[portal]
-{portal}
-[gateway]
-listen = "0.0.0.0:{GW_PORT}"
-endpoint = "{endpoint}"
-interface = "{tun}"
-tunnel_network = "100.64.0.0/24"
-private_key_file = "{key}"
-threads = 1
-
-[database]
-url = "{database}"
-
-{directory}
-
-{sections}
-"#,
-                portal = self.portal,
+        let config = TestConfig::new()
+            .portal(&self.portal)
+            .gateway(&format!(
+                "listen = \"0.0.0.0:{GW_PORT}\"\nendpoint = \"{endpoint}\"\ninterface = \"{tun}\"\n\
+                 tunnel_network = \"100.64.0.0/24\"\nprivate_key_file = \"{key}\"\nthreads = 1",
                 endpoint = Topology::endpoint(0),
                 tun = unique(&format!("{}t", self.prefix)),
                 key = key_path.display(),
-                sections = self.sections,
-            ),
-        )
-        .expect("write config");
+            ))
+            .database(&database)
+            .sections(&directory)
+            .sections(&self.sections)
+            .write(&dir.path().join("sesame.toml"));
         // Device i gets the i-th free address after the gateway's.
         let wgs = if self.wireguard {
             net.laptops
@@ -287,7 +248,7 @@ impl World {
     pub fn spawn_serve(&mut self, config: &Path) -> Instant {
         let t = Instant::now();
         let p = self.gw.spawn(
-            env!("CARGO_BIN_EXE_sesame"),
+            cli::BIN,
             &["serve", "--config", config.to_str().expect("utf-8 path")],
             Some(&self.log),
         );
@@ -311,6 +272,23 @@ impl World {
         assert!(
             wait_for(Duration::from_secs(30), || self.ready()),
             "sesame serve did not become ready; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Writes `text` as the configuration and reloads `sesame serve` (SIGHUP); returns once the
+    /// reload is logged as applied.
+    pub fn reload(&self, text: &str) {
+        let applied = || self.log_text().matches("configuration reloaded").count();
+        let before = applied();
+        std::fs::write(&self.config, text).expect("write config");
+        self.serve
+            .as_ref()
+            .expect("serve running")
+            .signal(libc::SIGHUP);
+        assert!(
+            wait_for(Duration::from_secs(15), || applied() > before),
+            "reload not applied; log:\n{}",
             self.log_text()
         );
     }
@@ -366,40 +344,17 @@ pub fn setup_with(extra: &str) -> World {
 
 /// The audit log as `sesame audit export --format jsonl` prints it.
 pub fn audit_events(config: &Path) -> Vec<Value> {
-    let out = sesame()
-        .args([
-            "audit",
-            "export",
-            "--config",
-            config.to_str().unwrap(),
-            "--format",
-            "jsonl",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    cli::sesame(&["audit", "export", "--format", "jsonl"])
+        .config(config)
+        .ok()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect()
 }
 
 /// `sesame audit verify`: the chain is intact and matches its signed checkpoints.
 pub fn audit_verify(config: &Path) {
-    let out = sesame()
-        .args(["audit", "verify", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli::sesame(&["audit", "verify"]).config(config).ok();
 }
 
 pub fn of_action<'a>(events: &'a [Value], action: &str) -> Vec<&'a Value> {

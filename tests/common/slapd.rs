@@ -8,7 +8,6 @@
 //! removes the temp dir. Every helper takes `&self`, so the fixture can sit in an `Arc`.
 //!
 //! ```ignore
-//! mod common { pub mod slapd; }
 //! use common::slapd::{password_of, Slapd};
 //! let ldap = Slapd::start();
 //! let dir = sesame::directory::LdapDirectory::new(&ldap.directory_config())?;

@@ -1,6 +1,5 @@
 //! Store test harness: a fresh store on SQLite or PostgreSQL with a hand-moved clock, the
-//! `both_backends!` macro, and shared helpers. Needs `tests/common/postgres.rs` beside it:
-//! declare both (`mod common { pub mod postgres; pub mod store_db; }`).
+//! `both_backends!` macro (`use crate::both_backends;`), and shared helpers.
 #![allow(dead_code)]
 
 use std::net::Ipv4Addr;
@@ -10,9 +9,8 @@ use std::time::Duration;
 use sesame::audit::checkpoint::{AuditKey, Sealer};
 use sesame::audit::{Action, AuditContext, NewAuditEvent};
 use sesame::directory::DirectoryUser;
-use sesame::store::{
-    AddressPool, AuditFilter, EnrolRequest, Enrolled, ManualClock, NewCode, Store, StoreError,
-};
+use sesame::store::{AddressPool, AuditFilter, EnrolRequest, Enrolled, NewCode, Store, StoreError};
+use sesame::time::ManualClock;
 
 /// 2026-01-05 09:00:00 UTC, in unix ms: every test starts there.
 pub const T0: i64 = 1_767_603_600_000;
@@ -86,10 +84,10 @@ pub fn person(name: &str) -> DirectoryUser {
     }
 }
 
-pub fn key(n: u8) -> [u8; 32] {
+pub fn key(n: u8) -> sesame::key::PublicKey {
     let mut k = [n; 32];
     k[0] = 0xA0;
-    k
+    sesame::key::PublicKey::from_bytes(k).expect("key")
 }
 
 pub fn pool(net: &str) -> AddressPool {
@@ -122,7 +120,7 @@ pub async fn enrol(
     db: &Db,
     code: &str,
     user: &DirectoryUser,
-    k: [u8; 32],
+    k: sesame::key::PublicKey,
     net: &str,
 ) -> Result<Enrolled, StoreError> {
     db.store
@@ -131,7 +129,7 @@ pub async fn enrol(
                 code,
                 user,
                 public_key: k,
-                hostname: "pc-compta-01",
+                hostname: &"pc-compta-01".parse().expect("hostname"),
                 key_lifetime: Some(180 * 24 * HOUR),
             },
             &pool(net),

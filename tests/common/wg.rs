@@ -61,7 +61,7 @@ impl WgPeer {
         let proc = ns.spawn("wireguard-go", &["-f", &interface], Some(&log));
         let sock = format!("/var/run/wireguard/{interface}.sock");
         assert!(
-            wait_for(Duration::from_secs(10), || Path::new(&sock).exists()),
+            wait_for(Duration::from_secs(30), || Path::new(&sock).exists()),
             "wireguard-go did not create {sock}"
         );
         let keyfile = dir.join(format!("{interface}.key"));

@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use super::netns::{link, wait_for, Netns, Proc};
@@ -79,7 +78,7 @@ pub fn tcp_servers(ns: &Netns, dir: &Path, name: &str, addrs: &[&str]) -> Proc {
     args.extend_from_slice(addrs);
     let proc = ns.spawn("python3", &args, Some(&log));
     assert!(
-        wait_for(Duration::from_secs(10), || std::fs::read_to_string(&log)
+        wait_for(Duration::from_secs(30), || std::fs::read_to_string(&log)
             .unwrap_or_default()
             .contains("ready")),
         "TCP servers did not start: {}",
@@ -100,14 +99,6 @@ pub fn app_servers(t: &Topology, dir: &Path) -> Proc {
 
 /// A new gateway key written by `sesame keygen --out PATH` (mode 0600); its public key.
 pub fn keygen(path: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_sesame"))
-        .args(["keygen", "--out", path.to_str().expect("utf-8 path")])
-        .output()
-        .expect("run sesame keygen");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let out = super::cli::sesame(&["keygen", "--out", path.to_str().expect("utf-8 path")]).ok();
+    out.trim().to_string()
 }

@@ -82,7 +82,15 @@ pub fn running_pid(paths: &Paths) -> Option<i32> {
 /// Starts the daemon and returns once the interface is up (or the start failed).
 pub fn up(paths: &Paths, options: &UpOptions) -> Result<UpOutcome, AgentError> {
     let agent = AgentState::load(paths)?;
-    load_conf(&paths.conf())?;
+    let conf = load_conf(&paths.conf())?;
+    // Several sites: one boringtun session per gateway is not written yet; a clear refusal
+    // rather than routing every site to the first gateway (which would drop the others).
+    if !conf.sites.is_empty() {
+        return Err(AgentError::SeveralSites {
+            sites: conf.sites.len() + 1,
+            conf: paths.conf().display().to_string(),
+        });
+    }
     if let Some(pid) = running_pid(paths) {
         return Err(AgentError::AlreadyRunning(pid));
     }
@@ -233,11 +241,11 @@ fn start_and_run(
         routes,
         ..Default::default()
     }));
-    let peer = x25519_dalek::PublicKey::from(conf.peer_public_key);
+    let peer = conf.peer_public_key.to_dalek();
     let mut engine = engine::Engine::new(
         tun,
         endpoint,
-        conf.private_key.clone(),
+        conf.private_key.to_dalek(),
         peer,
         conf.keepalive,
         shared.clone(),
@@ -257,7 +265,7 @@ fn start_and_run(
     engine.run(|| match load_conf(&conf_path) {
         Ok(conf) => {
             log("key reloaded");
-            Some(conf.private_key)
+            Some(conf.private_key.to_dalek())
         }
         Err(err) => {
             log(&format!("key reload failed: {err}"));

@@ -31,6 +31,7 @@ pub fn spawn(
         let portal = match Portal::new(
             &agent.portal,
             agent.ca_file.as_deref(),
+            agent.insecure,
             API_TIMEOUT.min(every * 2),
             lang,
         ) {

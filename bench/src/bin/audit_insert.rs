@@ -235,7 +235,7 @@ async fn measure(
     }
     let check = store.verify_audit().await?;
     anyhow::ensure!(
-        matches!(check, sesame::store::AuditVerification::Intact { events: n } if n == events),
+        matches!(check, sesame::audit::AuditVerification::Intact { events: n } if n == events),
         "{name}: chain not intact after the run: {check:?}"
     );
     store.close().await;

@@ -17,11 +17,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use sesame::audit::review::{access_review, ReviewPolicy, ReviewSubject};
+use sesame::audit::review::ReviewSubject;
 use sesame::audit::{Action, AuditContext, AuditFilter, NewAuditEvent, Outcome};
 use sesame::directory::DirectoryUser;
 use sesame::policy::{Policy, Resource};
-use sesame::store::{rfc3339_ms, AddressPool, EnrolRequest, NewCode, Store};
+use sesame::service::review::{access_review, ReviewPolicy};
+use sesame::store::{AddressPool, EnrolRequest, NewCode, Store};
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 const DAY: i64 = 86_400_000;
@@ -69,7 +70,7 @@ fn event(rng: &mut Rng, users: usize, devices: &[i64], ts: i64) -> NewAuditEvent
     );
     let target = format!("device:{device}");
     let peer = format!("device:{device}:{user}");
-    let at = rfc3339_ms(ts);
+    let at = sesame::time::format(ts);
     match rng.below(20) {
         0 => NewAuditEvent::new(Action::AuthLogin, &ctx, user.clone()),
         1 => NewAuditEvent::new(Action::TunnelSessionStarted, &ctx, target).details(
@@ -126,6 +127,169 @@ where
     ))
 }
 
+/// Users with 1.5 devices each, enrolled for real (codes, addresses, audit): the device ids.
+async fn enrol_devices(store: &Store, users: usize) -> anyhow::Result<Vec<i64>> {
+    let mut devices = Vec::new();
+    let pool = AddressPool {
+        network: "100.64.0.0/16".parse()?,
+        reserved: vec!["100.64.0.1".parse()?],
+    };
+    let it = AuditContext::new("bench", None);
+    for d in 0..users * 3 / 2 {
+        let u = d % users;
+        let user = DirectoryUser {
+            username: format!("u{u:04}"),
+            dn: format!("uid=u{u:04},ou=people,dc=example,dc=org"),
+            display_name: format!("Utilisateur {u}"),
+            groups: std::iter::once(VPN.to_string())
+                .chain(groups_of(u).into_iter().map(group))
+                .collect(),
+            disabled: false,
+        };
+        let code = store
+            .create_code(
+                &NewCode {
+                    username: user.username.clone(),
+                    device_name: format!("pc-{d}"),
+                    ttl: Duration::from_secs(3600),
+                },
+                &it,
+            )
+            .await?
+            .code;
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&(d as u64 + 1).to_le_bytes());
+        key[31] = 0x5e;
+        let e = store
+            .enrol(
+                &EnrolRequest {
+                    code: &code,
+                    user: &user,
+                    public_key: sesame::key::PublicKey::from_bytes(key)?,
+                    hostname: &"pc".parse().expect("hostname"),
+                    key_lifetime: None,
+                },
+                &pool,
+                &it,
+            )
+            .await?;
+        devices.push(e.device.id);
+    }
+    Ok(devices)
+}
+
+/// The log: `n` events evenly over a year, bulk path; the seconds it took.
+async fn generate_log(
+    store: &Store,
+    n: usize,
+    users: usize,
+    devices: &[i64],
+) -> anyhow::Result<f64> {
+    let gen_start = Instant::now();
+    let mut rng = Rng(0x5e5a_3e00_d00d_f00d);
+    let step = SPAN / n.max(1) as i64;
+    let mut i = 0usize;
+    while i < n {
+        let end = (i + 50_000).min(n);
+        let batch: Vec<(i64, NewAuditEvent)> = (i..end)
+            .map(|k| {
+                let ts = T0 + k as i64 * step;
+                (ts, event(&mut rng, users, devices, ts))
+            })
+            .collect();
+        store.append_audit_bulk(&batch).await?;
+        i = end;
+    }
+    Ok(gen_start.elapsed().as_secs_f64())
+}
+
+/// Access review of one resource, and its peer: the same review's last-use lookups as they
+/// were made before migration 0007's table. (p50, p99, rows) of each.
+async fn time_reviews(
+    store: &Store,
+    samples: usize,
+) -> anyhow::Result<((f64, f64, usize), (f64, f64, usize))> {
+    let mut policy = Policy::new((0..RESOURCES).map(|r| Resource {
+        name: resource(r),
+        site: "rectorat".into(),
+        description: resource(r),
+        rules: Vec::new(),
+    }));
+    for r in 0..RESOURCES {
+        policy.grant(&group(r), &[resource(r)])?;
+    }
+    let vpn = [VPN.to_string()];
+    let cfg = ReviewPolicy {
+        policy: &policy,
+        vpn_users: &vpn,
+        static_peers: &[],
+    };
+    let (r50, r99, r_rows) = time(samples.clamp(1, 50), |i| {
+        let store = store.clone();
+        let cfg = &cfg;
+        async move {
+            let review = access_review(
+                &store,
+                cfg,
+                &ReviewSubject::Resource(resource(i % RESOURCES)),
+            )
+            .await?;
+            Ok(review.entries.len())
+        }
+    })
+    .await?;
+    // The peer: the same review's last-use lookups as they were made before migration 0007's
+    // table (the devices read again, then two index seeks in the log per device, one device at
+    // a time), on the same devices (found by one untimed review per resource).
+    let mut reviewed: Vec<Vec<i64>> = Vec::with_capacity(RESOURCES);
+    for r in 0..RESOURCES {
+        let review = access_review(store, &cfg, &ReviewSubject::Resource(resource(r))).await?;
+        reviewed.push(review.entries.iter().filter_map(|e| e.device_id).collect());
+    }
+    let (rp50, rp99, rp_rows) = time(samples.clamp(1, 50), |i| {
+        let store = store.clone();
+        let ids = reviewed[i % RESOURCES].clone();
+        async move {
+            store.active_devices().await?;
+            let mut found = 0;
+            for d in &ids {
+                let s = sqlx::query(
+                    "SELECT id, ts, details FROM audit_events WHERE device_id = $1 \
+                     AND action IN ($2, $3) ORDER BY id DESC LIMIT 1",
+                )
+                .bind(d)
+                .bind(Action::TunnelSessionStarted.as_str())
+                .bind(Action::TunnelSessionEnded.as_str())
+                .fetch_optional(store.pool())
+                .await?;
+                let f = sqlx::query(
+                    "SELECT id, ts, details FROM audit_events WHERE resource = $1 \
+                     AND device_id = $2 AND action = $3 ORDER BY ts DESC, id DESC LIMIT 1",
+                )
+                .bind(resource(i % RESOURCES))
+                .bind(d)
+                .bind(Action::FlowAllowed.as_str())
+                .fetch_optional(store.pool())
+                .await?;
+                found += usize::from(s.is_some()) + usize::from(f.is_some());
+            }
+            Ok(found)
+        }
+    })
+    .await?;
+    Ok(((r50, r99, r_rows), (rp50, rp99, rp_rows)))
+}
+
+/// `RESULT key value` lines for run.sh, then the whole as one JSON line.
+fn print_results(results: &serde_json::Value) {
+    if let Some(map) = results.as_object() {
+        for (k, v) in map {
+            println!("RESULT audit_{k} {v}");
+        }
+    }
+    println!("{results}");
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = sesame_bench::args::Args::from_env()?;
@@ -142,10 +306,8 @@ async fn main() -> anyhow::Result<()> {
 
     // A log generated by an earlier run (same flags) is reused: only the queries are timed again.
     let reuse = store.count_audit().await? >= n as i64;
-    let mut devices: Vec<i64> = Vec::new();
-    let (mut gen_secs, mut db_bytes) = (0.0, 0);
-    if reuse {
-        devices = store
+    let (devices, gen_secs, db_bytes) = if reuse {
+        let devices: Vec<i64> = store
             .active_devices()
             .await?
             .iter()
@@ -155,75 +317,15 @@ async fn main() -> anyhow::Result<()> {
             "audit_query: reusing the {n}-event log of {}",
             dir.display()
         );
+        (devices, 0.0, 0)
     } else {
-        // Users with 1.5 devices each, enrolled for real (codes, addresses, audit).
-        let pool = AddressPool {
-            network: "100.64.0.0/16".parse()?,
-            reserved: vec!["100.64.0.1".parse()?],
-        };
-        let it = AuditContext::new("bench", None);
-        for d in 0..users * 3 / 2 {
-            let u = d % users;
-            let user = DirectoryUser {
-                username: format!("u{u:04}"),
-                dn: format!("uid=u{u:04},ou=people,dc=example,dc=org"),
-                display_name: format!("Utilisateur {u}"),
-                groups: std::iter::once(VPN.to_string())
-                    .chain(groups_of(u).into_iter().map(group))
-                    .collect(),
-                disabled: false,
-            };
-            let code = store
-                .create_code(
-                    &NewCode {
-                        username: user.username.clone(),
-                        device_name: format!("pc-{d}"),
-                        ttl: Duration::from_secs(3600),
-                    },
-                    &it,
-                )
-                .await?
-                .code;
-            let mut key = [0u8; 32];
-            key[..8].copy_from_slice(&(d as u64 + 1).to_le_bytes());
-            key[31] = 0x5e;
-            let e = store
-                .enrol(
-                    &EnrolRequest {
-                        code: &code,
-                        user: &user,
-                        public_key: key,
-                        hostname: "pc",
-                        key_lifetime: None,
-                    },
-                    &pool,
-                    &it,
-                )
-                .await?;
-            devices.push(e.device.id);
-        }
-
-        // The log: n events evenly over a year, bulk path.
-        let gen_start = Instant::now();
-        let mut rng = Rng(0x5e5a_3e00_d00d_f00d);
-        let step = SPAN / n.max(1) as i64;
-        let mut i = 0usize;
-        while i < n {
-            let end = (i + 50_000).min(n);
-            let batch: Vec<(i64, NewAuditEvent)> = (i..end)
-                .map(|k| {
-                    let ts = T0 + k as i64 * step;
-                    (ts, event(&mut rng, users, &devices, ts))
-                })
-                .collect();
-            store.append_audit_bulk(&batch).await?;
-            i = end;
-        }
-        gen_secs = gen_start.elapsed().as_secs_f64();
-        db_bytes = std::fs::metadata(dir.join("audit-bench.db"))
+        let devices = enrol_devices(&store, users).await?;
+        let gen_secs = generate_log(&store, n, users, &devices).await?;
+        let db_bytes = std::fs::metadata(dir.join("audit-bench.db"))
             .map(|m| m.len())
             .unwrap_or(0);
-    }
+        (devices, gen_secs, db_bytes)
+    };
 
     // One user, one month (first page, as the API answers).
     let mut rng = Rng(42);
@@ -270,75 +372,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
 
-    // Access review of one resource.
-    let mut policy = Policy::new((0..RESOURCES).map(|r| Resource {
-        name: resource(r),
-        site: "rectorat".into(),
-        description: resource(r),
-        rules: Vec::new(),
-    }));
-    for r in 0..RESOURCES {
-        policy.grant(&group(r), &[resource(r)])?;
-    }
-    let vpn = [VPN.to_string()];
-    let cfg = ReviewPolicy {
-        policy: &policy,
-        vpn_users: &vpn,
-        static_peers: &[],
-    };
-    let (r50, r99, r_rows) = time(samples.clamp(1, 50), |i| {
-        let store = store.clone();
-        let cfg = &cfg;
-        async move {
-            let review = access_review(
-                &store,
-                cfg,
-                &ReviewSubject::Resource(resource(i % RESOURCES)),
-            )
-            .await?;
-            Ok(review.entries.len())
-        }
-    })
-    .await?;
-    // The peer: the same review's last-use lookups as they were made before migration 0007's
-    // table (the devices read again, then two index seeks in the log per device, one device at
-    // a time), on the same devices (found by one untimed review per resource).
-    let mut reviewed: Vec<Vec<i64>> = Vec::with_capacity(RESOURCES);
-    for r in 0..RESOURCES {
-        let review = access_review(&store, &cfg, &ReviewSubject::Resource(resource(r))).await?;
-        reviewed.push(review.entries.iter().filter_map(|e| e.device_id).collect());
-    }
-    let (rp50, rp99, rp_rows) = time(samples.clamp(1, 50), |i| {
-        let store = store.clone();
-        let ids = reviewed[i % RESOURCES].clone();
-        async move {
-            store.active_devices().await?;
-            let mut found = 0;
-            for d in &ids {
-                let s = sqlx::query(
-                    "SELECT id, ts, details FROM audit_events WHERE device_id = $1 \
-                     AND action IN ($2, $3) ORDER BY id DESC LIMIT 1",
-                )
-                .bind(d)
-                .bind(Action::TunnelSessionStarted.as_str())
-                .bind(Action::TunnelSessionEnded.as_str())
-                .fetch_optional(store.pool())
-                .await?;
-                let f = sqlx::query(
-                    "SELECT id, ts, details FROM audit_events WHERE resource = $1 \
-                     AND device_id = $2 AND action = $3 ORDER BY ts DESC, id DESC LIMIT 1",
-                )
-                .bind(resource(i % RESOURCES))
-                .bind(d)
-                .bind(Action::FlowAllowed.as_str())
-                .fetch_optional(store.pool())
-                .await?;
-                found += usize::from(s.is_some()) + usize::from(f.is_some());
-            }
-            Ok(found)
-        }
-    })
-    .await?;
+    let ((r50, r99, r_rows), (rp50, rp99, rp_rows)) = time_reviews(&store, samples).await?;
     store.close().await;
     let results = serde_json::json!({
         "events": n, "users": users, "devices": devices.len(),
@@ -349,12 +383,6 @@ async fn main() -> anyhow::Result<()> {
         "review_p50_ms": r50, "review_p99_ms": r99, "review_entries": r_rows,
         "review_peer_p50_ms": rp50, "review_peer_p99_ms": rp99, "review_peer_found": rp_rows,
     });
-    // `RESULT key value` lines for run.sh, then the whole as one JSON line.
-    if let Some(map) = results.as_object() {
-        for (k, v) in map {
-            println!("RESULT audit_{k} {v}");
-        }
-    }
-    println!("{results}");
+    print_results(&results);
     Ok(())
 }

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boringtun::noise::{Tunn, TunnResult};
-use boringtun::x25519::PublicKey;
 use sesame::gateway::engine::{Output, TIMER_PERIOD};
-use sesame::gateway::flowlog::{wall_ms, WorkerFlows, DEFAULT_QUEUE};
+use sesame::gateway::flowlog::{WorkerFlows, DEFAULT_QUEUE};
 use sesame::gateway::{Engine, FlowLog, PeerSpec};
 use sesame::policy::{Rule, RuleSet};
+use sesame::time::now_ms;
 use sesame_bench::args::Args;
 use sesame_bench::sys::thread_cpu;
 use sesame_bench::tunn::result;
@@ -49,18 +49,14 @@ struct Side {
 
 fn side(audit: bool, peers: u32) -> anyhow::Result<Side> {
     let gw = keys::random();
-    let gw_public = PublicKey::from(&gw);
+    let gw_public = gw.public_key().to_dalek();
     let mut engine = Engine::new(gw, Duration::from_secs(120));
     let mut flows = None;
     if audit {
         let (log, rx) = FlowLog::new(Duration::from_secs(60), DEFAULT_QUEUE);
         // The writer's side: drains the queue (as the consumer task does).
         std::thread::spawn(move || while rx.recv().is_ok() {});
-        flows = Some(WorkerFlows::new(
-            Arc::clone(&log),
-            Instant::now(),
-            wall_ms(),
-        ));
+        flows = Some(WorkerFlows::new(Arc::clone(&log), Instant::now(), now_ms()));
         engine = engine.with_flow_log(log);
     }
     let rules = RuleSet::with_origins([("198.18.2.0/24".parse::<Rule>()?, 0)]);
@@ -70,15 +66,17 @@ fn side(audit: bool, peers: u32) -> anyhow::Result<Side> {
         let secret = keys::secret(7, i);
         let address = keys::address(i);
         specs.push(PeerSpec {
-            public_key: keys::public(&secret).to_bytes(),
+            public_key: keys::public(&secret),
             address,
             rules: rules.clone(),
+            protected: Default::default(),
+            mfa_until_ms: None,
             label: format!("device:{i}:bench{i}"),
             persistent_keepalive: None,
         });
         let from = SocketAddr::from((Ipv4Addr::from(0xC612_0400 + i), 51821));
         laptops.push((
-            Tunn::new(secret, gw_public, None, None, i, None),
+            Tunn::new(secret.to_dalek(), gw_public, None, None, i, None),
             from,
             address,
         ));
@@ -168,7 +166,7 @@ fn round(s: &mut Side, pool: usize, size: usize, denied_pct: u32, round: u32) ->
     }
     if let Some(f) = s.sink.flows.as_mut() {
         // A window ends at each round: the flush is part of the cost.
-        f.roll(Instant::now(), wall_ms());
+        f.roll(Instant::now(), now_ms());
     }
     let secs = (thread_cpu() - t).as_secs_f64();
     let allowed = pool as u64 * u64::from(100 - denied_pct) / 100;

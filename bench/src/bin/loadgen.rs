@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use boringtun::noise::{Tunn, TunnResult};
-use boringtun::x25519::PublicKey;
+use sesame::key::PublicKey;
 use sesame_bench::args::Args;
 use sesame_bench::sys::{self, RecvBatch, BATCH};
 use sesame_bench::tunn::{msg_type, receiver_idx, result};
@@ -39,8 +39,8 @@ fn print_keys(args: &Args) -> anyhow::Result<()> {
         let s = keys::secret(seed, i);
         println!(
             "{i} {} {} {}",
-            keys::b64(&s.to_bytes()),
-            keys::b64(keys::public(&s).as_bytes()),
+            s.to_base64(),
+            keys::public(&s),
             keys::address(i)
         );
     }
@@ -59,7 +59,7 @@ fn print_toml(args: &Args) -> anyhow::Result<()> {
         writeln!(
             out,
             "[[peer]]\nname = \"lg{i}\"\npublic_key = \"{}\"\naddress = \"{}\"\nresources = [\"{resource}\"]\n",
-            keys::b64(keys::public(&s).as_bytes()),
+            keys::public(&s),
             keys::address(i)
         )?;
     }
@@ -74,9 +74,9 @@ struct Peers {
 fn make_peers(args: &Args) -> anyhow::Result<Peers> {
     let seed: u64 = args.req("seed")?;
     let n: u32 = args.get("peers", 1)?;
-    let gw = PublicKey::from(keys::decode(&args.req::<String>("gateway-public-key")?)?);
+    let gw = PublicKey::parse(&args.req::<String>("gateway-public-key")?)?.to_dalek();
     let tunns = (0..n)
-        .map(|i| Tunn::new(keys::secret(seed, i), gw, None, None, i, None))
+        .map(|i| Tunn::new(keys::secret(seed, i).to_dalek(), gw, None, None, i, None))
         .collect::<Vec<_>>();
     Ok(Peers {
         up: vec![false; tunns.len()],
@@ -192,6 +192,93 @@ fn inner_packets(frames: u64, bytes: u64, size: usize) -> u64 {
 /// Packets per run from one peer (one connected socket): up to 4 GSO messages of 64.
 const RUN: usize = 256;
 
+/// `pool_len` datagrams of `size` inner bytes, pre-encrypted round-robin over the peers (runs of
+/// [`RUN`] from one peer), each in a slot of `stride` bytes; with each datagram's length.
+fn encrypt_pool(
+    peers: &mut Peers,
+    size: usize,
+    stride: usize,
+    pool_len: usize,
+    dst: SocketAddrV4,
+) -> anyhow::Result<(Vec<u8>, Vec<usize>)> {
+    let n = peers.tunns.len();
+    let mut pool = vec![0u8; stride * pool_len];
+    let mut lens = vec![0usize; pool_len];
+    let mut inner = vec![0u8; size];
+    let owner = |k: usize| (k / RUN) % n;
+    for (k, slot) in pool.chunks_mut(stride).enumerate() {
+        let i = owner(k);
+        let src: Ipv4Addr = keys::address(i as u32);
+        packet::udp4(
+            &mut inner,
+            size,
+            src,
+            *dst.ip(),
+            40000 + (i % 20000) as u16,
+            dst.port(),
+            k as u64,
+        );
+        match peers.tunns[i].encapsulate(&inner, slot) {
+            TunnResult::WriteToNetwork(p) if msg_type(p) == 4 => lens[k] = p.len(),
+            r => bail!("encapsulate for peer {i}: {r:?}"),
+        }
+    }
+    Ok((pool, lens))
+}
+
+/// Waits until the delivered counter stops moving (the gateway drains its queue), at most 3 s:
+/// the last count, and when it last changed.
+fn settle(args: &Args) -> anyhow::Result<((u64, u64), Instant)> {
+    let mut last = delivered(args)?;
+    let mut last_change = Instant::now();
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+        let d = delivered(args)?;
+        if d != last {
+            last = d;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > Duration::from_millis(200) {
+            break;
+        }
+    }
+    Ok((last, last_change))
+}
+
+/// The `RESULT` lines of a blast: sent, delivered, rates, and the gateway's CPU when counted.
+fn report(
+    tag: &str,
+    size: usize,
+    sent: usize,
+    got: u64,
+    send_time: Duration,
+    secs: f64,
+    cpu: Option<Duration>,
+) {
+    let rate = got as f64 / secs;
+    result(&format!("{tag}_sent"), sent as f64, "packets");
+    result(&format!("{tag}_delivered"), got as f64, "packets");
+    result(
+        &format!("{tag}_send_pps"),
+        sent as f64 / send_time.as_secs_f64(),
+        "packets/s",
+    );
+    result(&format!("{tag}_pps"), rate, "packets/s");
+    result(
+        &format!("{tag}_gbps"),
+        rate * (size * 8) as f64 / 1e9,
+        "Gbit/s",
+    );
+    if let Some(cpu) = cpu.filter(|c| !c.is_zero()) {
+        result(&format!("{tag}_cpu_s"), cpu.as_secs_f64(), "s");
+        result(
+            &format!("{tag}_cpu_pps"),
+            got as f64 / cpu.as_secs_f64(),
+            "packets per CPU second",
+        );
+    }
+}
+
 fn blast(args: &Args) -> anyhow::Result<()> {
     let size: usize = args.get("size", 1420)?;
     let seconds: f64 = args.get("seconds", 3.0)?;
@@ -220,28 +307,9 @@ fn blast(args: &Args) -> anyhow::Result<()> {
         pool_max
     };
     let stride = size + 32;
-    let mut pool = vec![0u8; stride * pool_len];
-    let mut lens = vec![0usize; pool_len];
-    let mut inner = vec![0u8; size];
     // Packets go out in runs of RUN from one peer: packet k belongs to peer (k / RUN) % n.
     let owner = |k: usize| (k / RUN) % n;
-    for (k, slot) in pool.chunks_mut(stride).enumerate() {
-        let i = owner(k);
-        let src: Ipv4Addr = keys::address(i as u32);
-        packet::udp4(
-            &mut inner,
-            size,
-            src,
-            *dst.ip(),
-            40000 + (i % 20000) as u16,
-            dst.port(),
-            k as u64,
-        );
-        match peers.tunns[i].encapsulate(&inner, slot) {
-            TunnResult::WriteToNetwork(p) if msg_type(p) == 4 => lens[k] = p.len(),
-            r => bail!("encapsulate for peer {i}: {r:?}"),
-        }
-    }
+    let (pool, lens) = encrypt_pool(&mut peers, size, stride, pool_len, dst)?;
     let before = delivered(args)?;
     #[allow(clippy::print_stdout)]
     {
@@ -294,20 +362,7 @@ fn blast(args: &Args) -> anyhow::Result<()> {
         }
     }
     let send_time = t0.elapsed();
-    // Wait until the counter stops moving (the gateway drains its queue), at most 3 s.
-    let mut last = delivered(args)?;
-    let mut last_change = Instant::now();
-    let settle = Instant::now();
-    while settle.elapsed() < Duration::from_secs(3) {
-        std::thread::sleep(Duration::from_millis(50));
-        let d = delivered(args)?;
-        if d != last {
-            last = d;
-            last_change = Instant::now();
-        } else if last_change.elapsed() > Duration::from_millis(200) {
-            break;
-        }
-    }
+    let (last, last_change) = settle(args)?;
     let cpu = match cpu0 {
         Some(c0) => Some(sys::process_cpu(cpu_pid)?.saturating_sub(c0)),
         None => None,
@@ -320,28 +375,7 @@ fn blast(args: &Args) -> anyhow::Result<()> {
     let secs = (last_change - t0)
         .as_secs_f64()
         .max(send_time.as_secs_f64());
-    let rate = got as f64 / secs;
-    result(&format!("{tag}_sent"), sent as f64, "packets");
-    result(&format!("{tag}_delivered"), got as f64, "packets");
-    result(
-        &format!("{tag}_send_pps"),
-        sent as f64 / send_time.as_secs_f64(),
-        "packets/s",
-    );
-    result(&format!("{tag}_pps"), rate, "packets/s");
-    result(
-        &format!("{tag}_gbps"),
-        rate * (size * 8) as f64 / 1e9,
-        "Gbit/s",
-    );
-    if let Some(cpu) = cpu.filter(|c| !c.is_zero()) {
-        result(&format!("{tag}_cpu_s"), cpu.as_secs_f64(), "s");
-        result(
-            &format!("{tag}_cpu_pps"),
-            got as f64 / cpu.as_secs_f64(),
-            "packets per CPU second",
-        );
-    }
+    report(&tag, size, sent, got, send_time, secs, cpu);
     Ok(())
 }
 

@@ -5,17 +5,16 @@
 //! Run inside the gateway namespace; the load generator runs in `--laptop-ns`, the UDP sink in a
 //! thread moved into `--resource-ns`.
 
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Lines};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use boringtun::x25519::PublicKey;
 use sesame::config::Config;
-use sesame::gateway::{Gateway, PeerSpec};
+use sesame::gateway::{Gateway, GatewayHandle, PeerSpec};
 use sesame::policy::{Rule, RuleSet};
 use sesame_bench::args::Args;
 use sesame_bench::keys;
@@ -40,18 +39,13 @@ fn main() -> anyhow::Result<()> {
     let rounds: u32 = args.get("rounds", 9)?;
     let sources: u32 = args.get("sources", 1000)?;
 
-    let text = format!(
-        "[gateway]\nlisten = \"{listen}\"\nendpoint = \"{listen}\"\ninterface = \"{iface}\"\n\
-         tunnel_network = \"100.64.0.0/16\"\nprivate_key_file = \"/nonexistent/peers10k.key\"\n"
-    );
-    let config = Config::parse(std::path::Path::new("peers10k.toml"), &text)?;
-    let rules = RuleSet::new(["198.18.2.0/24 any"
-        .parse::<Rule>()
-        .map_err(|e| anyhow::anyhow!("{e}"))?]);
+    let (config, rules) = gateway_config(listen, &iface)?;
     let spec = |i: u32| PeerSpec {
-        public_key: *keys::public(&keys::secret(SEED, i)).as_bytes(),
+        public_key: keys::public(&keys::secret(SEED, i)),
         address: keys::address(i),
         rules: rules.clone(),
+        protected: Default::default(),
+        mfa_until_ms: None,
         label: format!("peer{i}"),
         persistent_keepalive: None,
     };
@@ -63,7 +57,7 @@ fn main() -> anyhow::Result<()> {
     let (sink_count, sink_stop, sink_join) = sink(&resource_ns, expect)?;
 
     let secret = keys::random();
-    let gw_pub = PublicKey::from(&secret);
+    let gw_pub = secret.public_key();
     let gw = Gateway::start(&config.gateway, secret).context("starting the gateway")?;
     let handle = gw.handle();
     handle.set_peers(Vec::new());
@@ -79,13 +73,92 @@ fn main() -> anyhow::Result<()> {
 
     // Traffic from `active` of those peers, paced, for `seconds`; the sink only sees it.
     let before = sink_count.load(Ordering::Relaxed);
+    let (mut child, lines) = start_load(
+        &laptop_ns,
+        &loadgen,
+        &resource_ns,
+        listen,
+        &gw_pub,
+        sources,
+        active,
+        pps,
+        seconds,
+    )?;
+    let sending = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    let (rss2, heap2) = (sys::rss_kib(), heap_bytes());
+    let sessions = handle
+        .peer_stats()
+        .iter()
+        .filter(|s| s.session_active)
+        .count();
+    let per_active = idle + rss2.saturating_sub(rss1) as f64 / f64::from(active.max(1));
+    result("active_sessions", sessions as f64, "peers");
+    result("active_kib_per_peer", per_active, "KiB");
+    let active_heap =
+        idle_heap + heap2.saturating_sub(heap1) as f64 / 1024.0 / f64::from(active.max(1));
+    result("active_heap_kib_per_peer", active_heap, "KiB");
+
+    std::thread::sleep(Duration::from_millis(700));
+    let changes = Changes {
+        n,
+        spec: &spec,
+        specs: &specs,
+        plus_one,
+        plus_one_again: &plus_one_again,
+        rounds,
+    };
+    let add_at = time_peer_changes(&handle, changes, sending)?;
+
+    let sent = sent_of(lines)?;
+    let _ = child.wait();
+    let (last, seen) = drain(&sink_count, &sink_stop, sink_join)?;
+    let Some(sent) = sent else {
+        bail!("the load generator did not report what it sent");
+    };
+    let got = last.saturating_sub(before) as f64;
+    report_losses(&seen, sent, got, pps, add_at);
+    eprintln!(
+        "peers10k: gateway drops: {}",
+        sesame::gateway::format_drops(&handle.drop_counters())
+    );
+    gw.shutdown();
+    Ok(())
+}
+
+/// The gateway's configuration (no key file: the key is made here) and every peer's rules.
+fn gateway_config(listen: SocketAddr, iface: &str) -> anyhow::Result<(Config, RuleSet)> {
+    let text = format!(
+        "[gateway]\nlisten = \"{listen}\"\nendpoint = \"{listen}\"\ninterface = \"{iface}\"\n\
+         tunnel_network = \"100.64.0.0/16\"\nprivate_key_file = \"/nonexistent/peers10k.key\"\n"
+    );
+    let config = Config::parse(std::path::Path::new("peers10k.toml"), &text)?;
+    let rules = RuleSet::new(["198.18.2.0/24 any"
+        .parse::<Rule>()
+        .map_err(|e| anyhow::anyhow!("{e}"))?]);
+    Ok((config, rules))
+}
+
+/// Starts the load generator in the laptop namespace and waits until it says "sending".
+#[allow(clippy::too_many_arguments)]
+fn start_load(
+    laptop_ns: &str,
+    loadgen: &str,
+    resource_ns: &str,
+    listen: SocketAddr,
+    gw_pub: &sesame::key::PublicKey,
+    sources: u32,
+    active: u32,
+    pps: u64,
+    seconds: u64,
+) -> anyhow::Result<(Child, Lines<BufReader<ChildStdout>>)> {
     let mut child = Command::new("ip")
-        .args(["netns", "exec", &laptop_ns, &loadgen, "blast"])
+        .args(["netns", "exec", laptop_ns, loadgen, "blast"])
         .args([
             "--gateway",
             &listen.to_string(),
             "--gateway-public-key",
-            &keys::b64(gw_pub.as_bytes()),
+            &gw_pub.to_base64(),
         ])
         .args([
             "--bind",
@@ -111,7 +184,7 @@ fn main() -> anyhow::Result<()> {
             "--dst",
             SINK,
             "--count-ns",
-            &resource_ns,
+            resource_ns,
             "--count-iface",
             "lo",
             "--tag",
@@ -133,22 +206,35 @@ fn main() -> anyhow::Result<()> {
         let _ = child.wait();
         bail!("the load generator stopped before sending");
     }
-    let sending = Instant::now();
-    std::thread::sleep(Duration::from_millis(300));
-    let (rss2, heap2) = (sys::rss_kib(), heap_bytes());
-    let sessions = handle
-        .peer_stats()
-        .iter()
-        .filter(|s| s.session_active)
-        .count();
-    let per_active = idle + rss2.saturating_sub(rss1) as f64 / f64::from(active.max(1));
-    result("active_sessions", sessions as f64, "peers");
-    result("active_kib_per_peer", per_active, "KiB");
-    let active_heap =
-        idle_heap + heap2.saturating_sub(heap1) as f64 / 1024.0 / f64::from(active.max(1));
-    result("active_heap_kib_per_peer", active_heap, "KiB");
+    Ok((child, lines))
+}
 
-    std::thread::sleep(Duration::from_millis(700));
+/// What [`time_peer_changes`] changes: the peer set, one more peer, and the rounds.
+struct Changes<'a, F: Fn(u32) -> PeerSpec> {
+    n: u32,
+    spec: &'a F,
+    specs: &'a Vec<PeerSpec>,
+    plus_one: Vec<PeerSpec>,
+    plus_one_again: &'a Vec<PeerSpec>,
+    rounds: u32,
+}
+
+/// Times adding one peer with `set_peers` (and freeing such a list), the single-peer calls,
+/// then `rounds` removals and additions; returns when the first addition happened, in seconds
+/// after `sending`.
+fn time_peer_changes<F: Fn(u32) -> PeerSpec>(
+    handle: &GatewayHandle,
+    c: Changes<'_, F>,
+    sending: Instant,
+) -> anyhow::Result<f64> {
+    let Changes {
+        n,
+        spec,
+        specs,
+        plus_one,
+        plus_one_again,
+        rounds,
+    } = c;
     // What freeing a desired list of that size costs alone (set_peers frees the one it takes).
     let copy = plus_one.clone();
     let t = Instant::now();
@@ -180,7 +266,7 @@ fn main() -> anyhow::Result<()> {
     // traffic goes on (each desired list is built before the clock starts).
     let (mut adds, mut removes) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        for (list, times) in [(&specs, &mut removes), (&plus_one_again, &mut adds)] {
+        for (list, times) in [(specs, &mut removes), (plus_one_again, &mut adds)] {
             let desired = list.clone();
             let t = Instant::now();
             handle.set_peers(desired);
@@ -192,6 +278,11 @@ fn main() -> anyhow::Result<()> {
         result("remove_peer_median_ms", median(&mut removes), "ms");
     }
 
+    Ok(add_at)
+}
+
+/// What the load generator reports it sent (its `RESULT big_sent` line), once it is done.
+fn sent_of(lines: Lines<BufReader<ChildStdout>>) -> anyhow::Result<Option<f64>> {
     let mut sent = None;
     for line in lines {
         let line = line?;
@@ -202,8 +293,15 @@ fn main() -> anyhow::Result<()> {
                 .and_then(|x| x.parse::<f64>().ok());
         }
     }
-    let _ = child.wait();
-    // Let the sink drain.
+    Ok(sent)
+}
+
+/// Lets the sink drain, stops it: its last count and which sequence numbers it saw.
+fn drain(
+    sink_count: &AtomicU64,
+    sink_stop: &AtomicBool,
+    sink_join: SinkJoin,
+) -> anyhow::Result<(u64, Vec<bool>)> {
     let mut last = sink_count.load(Ordering::Relaxed);
     for _ in 0..20 {
         std::thread::sleep(Duration::from_millis(100));
@@ -217,12 +315,12 @@ fn main() -> anyhow::Result<()> {
     let seen = sink_join
         .join()
         .map_err(|_| anyhow::anyhow!("sink thread panicked"))?;
-    let Some(sent) = sent else {
-        bail!("the load generator did not report what it sent");
-    };
-    let got = last.saturating_sub(before) as f64;
-    // Packet k left the load generator about k / pps seconds after it said "sending": a loss
-    // within 100 ms of the set_peers call is blamed on it, others on the run in general.
+    Ok((last, seen))
+}
+
+/// Packet k left the load generator about k / pps seconds after it said "sending": a loss
+/// within 100 ms of the set_peers call is blamed on it, others on the run in general.
+fn report_losses(seen: &[bool], sent: f64, got: f64, pps: u64, add_at: f64) {
     let mut near = 0u64;
     let mut lost_seq = 0u64;
     for (k, ok) in seen.iter().enumerate().take(sent as usize) {
@@ -237,12 +335,6 @@ fn main() -> anyhow::Result<()> {
     result("total_lost", (sent - got).max(0.0), "packets");
     result("total_lost_by_seq", lost_seq as f64, "packets");
     result("add_peer_lost", near as f64, "packets");
-    eprintln!(
-        "peers10k: gateway drops: {}",
-        sesame::gateway::format_drops(&handle.drop_counters())
-    );
-    gw.shutdown();
-    Ok(())
 }
 
 fn median(v: &mut [f64]) -> f64 {

@@ -26,7 +26,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use rand_core::{OsRng, RngCore as _};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,15 +194,14 @@ fn build_jobs(a: &Args) -> Result<Vec<Job>, String> {
                         .ok_or_else(|| format!("{path}: user {user:?} is not in {}", a.users))?;
                     let mut seed = [0u8; 32];
                     OsRng.fill_bytes(&mut seed);
-                    let secret = boringtun::x25519::StaticSecret::from(seed);
-                    let public = boringtun::x25519::PublicKey::from(&secret);
+                    let public = sesame::key::PrivateKey::from_bytes(seed).public_key();
                     Ok(Job {
                         path: "/api/v1/enrol",
                         body: serde_json::json!({
                             "code": c["code"],
                             "username": user,
                             "password": password,
-                            "public_key": base64::engine::general_purpose::STANDARD.encode(public.as_bytes()),
+                            "public_key": public.to_base64(),
                             "hostname": format!("bench-pc-{i}"),
                         })
                         .to_string(),

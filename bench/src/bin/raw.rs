@@ -89,7 +89,7 @@ fn data_rates(d: Duration, size: usize) -> anyhow::Result<()> {
 
 fn handshake_rates(d: Duration) -> anyhow::Result<()> {
     // Initiations are generated before the clock starts; the responder's limiter never cookies.
-    let gw = keys::random();
+    let gw = keys::random().to_dalek();
     let gw_pub = PublicKey::from(&gw);
     let n_init = 64usize;
     let per = 200usize;
@@ -98,7 +98,7 @@ fn handshake_rates(d: Duration) -> anyhow::Result<()> {
     let mut responders = Vec::new();
     let mut publics = Vec::new();
     for i in 0..n_init {
-        let k = keys::random();
+        let k = keys::random().to_dalek();
         let p = PublicKey::from(&k);
         publics.push(p);
         initiators.push(Tunn::new(

@@ -14,7 +14,7 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvError, SyncSender, TryRecvErro
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{wall_ms, AllowedFlow, Clock, DeniedFlow, FlowRecord, LostCounts, RecordKind, Tables};
+use super::{AllowedFlow, Clock, DeniedFlow, FlowRecord, LostCounts, RecordKind, Tables};
 
 /// Emptied tables kept for the workers' next windows (about one per worker).
 const MAX_SPARE: usize = 16;
@@ -52,7 +52,7 @@ pub struct FlowLog {
     capacity: u64,
     tx: SyncSender<Message>,
     shared: Arc<Shared>,
-    lost: [AtomicU64; 4],
+    lost: [AtomicU64; RecordKind::ALL.len()],
     /// Queue operations so far (a window is one).
     sends: AtomicU64,
     /// Unix ms of the first loss not yet reported (0: none).
@@ -110,9 +110,12 @@ impl FlowLog {
             return;
         }
         self.lost[kind as usize].fetch_add(n as u64, Ordering::Relaxed);
-        let _ =
-            self.first_loss_ms
-                .compare_exchange(0, wall_ms(), Ordering::Relaxed, Ordering::Relaxed);
+        let _ = self.first_loss_ms.compare_exchange(
+            0,
+            crate::time::now_ms(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     /// Offers a record to the queue; never blocks. A full queue counts it as lost.

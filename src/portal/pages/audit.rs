@@ -6,27 +6,25 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 
+use crate::audit::AuditEvent;
 use crate::audit::FilterParams;
 use crate::portal::extract::ClientIp;
 use crate::service::audit as audit_service;
 use crate::service::ServiceError;
-use crate::store::AuditVerification;
 
 use crate::portal::auth::Role;
 use crate::portal::state::SharedState;
 
-use super::{encode_component, page, when, Lang, PageError, Viewer};
+use super::{page, Lang, PageError, Viewer};
+use crate::audit::AuditVerification;
+use crate::text::percent_encode;
+use crate::time;
 
 #[derive(serde::Deserialize, Default)]
 pub struct LogQuery {
-    #[serde(default)]
-    user: Option<String>,
-    #[serde(default)]
-    action: Option<String>,
-    #[serde(default)]
-    since: Option<String>,
-    #[serde(default)]
-    until: Option<String>,
+    /// The form shows user, action, since and until; links may carry any of the filter.
+    #[serde(flatten)]
+    filter: FilterParams,
     /// `now`: verify the chain again instead of showing the last verification.
     #[serde(default)]
     verify: Option<String>,
@@ -47,7 +45,7 @@ pub(super) fn non_empty(s: &Option<String>) -> Option<String> {
 pub(super) fn query_tail(pairs: &[(&str, Option<String>)]) -> String {
     pairs
         .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("&{k}={}", encode_component(v))))
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("&{k}={}", percent_encode(v))))
         .collect()
 }
 
@@ -94,6 +92,57 @@ fn chain_status(lang: Lang, chain: &AuditVerification, age: Duration) -> Markup 
     }
 }
 
+/// One page of events, oldest first, and the links to the first and next pages (`export`:
+/// the filter as a query tail).
+fn events_table(
+    lang: Lang,
+    events: &[AuditEvent],
+    after: Option<i64>,
+    next: Option<i64>,
+    export: &str,
+) -> Markup {
+    html! {
+    div.table-wrap tabindex="0" role="region" aria-label=(lang.t("Événements d'audit (tableau défilant)", "Audit events (scrollable table)")) {
+        table {
+            caption.muted {
+                (events.len()) " " (lang.t("événement(s), les plus anciens d'abord", "event(s), oldest first"))
+                @if after.is_some() || next.is_some() { " " (lang.t("sur cette page", "on this page")) }
+            }
+            thead { tr {
+                th scope="col" { "#" }
+                th scope="col" { (lang.t("Date", "Time")) }
+                th scope="col" { (lang.t("Auteur", "Actor")) }
+                th scope="col" { (lang.t("Action", "Action")) }
+                th scope="col" { (lang.t("Cible", "Target")) }
+                th scope="col" { (lang.t("Résultat", "Outcome")) }
+                th scope="col" { (lang.t("Détails", "Details")) }
+            } }
+            tbody { @for e in events { tr {
+                td { (e.id) }
+                td { (time::format(e.ts)) }
+                td { (e.actor) }
+                td { (e.action) }
+                td { (e.target) }
+                td { (e.outcome.as_str()) }
+                td { code { (e.details.to_string()) } }
+            } } }
+        }
+    }
+    @if after.is_some() || next.is_some() {
+        nav.no-print aria-label=(lang.t("Pages du journal", "Log pages")) {
+            ul.pager {
+                @if after.is_some() {
+                    li { a href=(format!("/audit/log?{}", export.trim_start_matches('&'))) { (lang.t("Première page", "First page")) } }
+                }
+                @if let Some(next) = next {
+                    li { a rel="next" href=(format!("/audit/log?after={next}{export}")) { (lang.t("Page suivante", "Next page")) } }
+                }
+            }
+        }
+    }
+    }
+}
+
 /// `GET /audit/log?user=&action=&since=&until=`
 pub async fn log(
     State(state): State<SharedState>,
@@ -104,43 +153,32 @@ pub async fn log(
     let lang = viewer.lang;
     let session = viewer.require(Role::Auditor, "/audit/log")?;
     let params = FilterParams {
-        user: non_empty(&q.user),
-        action: non_empty(&q.action),
-        since: non_empty(&q.since),
-        until: non_empty(&q.until),
-        ..FilterParams::default()
+        user: non_empty(&q.filter.user),
+        device: non_empty(&q.filter.device),
+        action: non_empty(&q.filter.action),
+        resource: non_empty(&q.filter.resource),
+        outcome: non_empty(&q.filter.outcome),
+        source_ip: non_empty(&q.filter.source_ip),
+        since: non_empty(&q.filter.since),
+        until: non_empty(&q.filter.until),
     };
     let after = non_empty(&q.after).and_then(|a| a.parse::<i64>().ok());
-    let (events, next, error) = match params.to_filter() {
-        Ok(filter) => match audit_service::events_page(
-            &state.store,
-            &session.actor,
-            Some(ip),
-            &params,
-            &filter,
-            after,
-            audit_service::PAGE_SIZE,
-        )
-        .await
-        {
+    let actor = &session.actor;
+    let (events, next, error) =
+        match audit_service::events_page(&state.services, actor, Some(ip), &params, after).await {
             Ok((events, next)) => (events, next, None),
             Err(e) => (Vec::new(), None, Some(inline_error(lang, e)?)),
-        },
-        Err(e) => (Vec::new(), None, Some(e.to_string())),
-    };
+        };
     // A chain that cannot be checked (checkpoint file unreadable…) is said; the log still shows.
-    let chain = audit_service::verify_cached(
-        &state.chain_status,
-        &state.store,
-        &state.config,
-        &session.actor,
-        audit_service::CHAIN_STATUS_MAX_AGE,
-        q.verify.as_deref() == Some("now"),
-    )
-    .await;
+    let refresh = q.verify.as_deref() == Some("now");
+    let chain = audit_service::verify_cached(&state.services, actor, refresh).await;
     let export = query_tail(&[
         ("user", params.user.clone()),
+        ("device", params.device.clone()),
         ("action", params.action.clone()),
+        ("resource", params.resource.clone()),
+        ("outcome", params.outcome.clone()),
+        ("source_ip", params.source_ip.clone()),
         ("since", params.since.clone()),
         ("until", params.until.clone()),
     ]);
@@ -168,44 +206,7 @@ pub async fn log(
             " · "
             a href="/api/v1/audit/verify" { (lang.t("vérification (JSON)", "verification (JSON)")) }
         }
-        div.table-wrap tabindex="0" role="region" aria-label=(lang.t("Événements d'audit (tableau défilant)", "Audit events (scrollable table)")) {
-            table {
-                caption.muted {
-                    (events.len()) " " (lang.t("événement(s), les plus anciens d'abord", "event(s), oldest first"))
-                    @if after.is_some() || next.is_some() { " " (lang.t("sur cette page", "on this page")) }
-                }
-                thead { tr {
-                    th scope="col" { "#" }
-                    th scope="col" { (lang.t("Date", "Time")) }
-                    th scope="col" { (lang.t("Auteur", "Actor")) }
-                    th scope="col" { (lang.t("Action", "Action")) }
-                    th scope="col" { (lang.t("Cible", "Target")) }
-                    th scope="col" { (lang.t("Résultat", "Outcome")) }
-                    th scope="col" { (lang.t("Détails", "Details")) }
-                } }
-                tbody { @for e in &events { tr {
-                    td { (e.id) }
-                    td { (when(e.ts)) }
-                    td { (e.actor) }
-                    td { (e.action) }
-                    td { (e.target) }
-                    td { (e.outcome.as_str()) }
-                    td { code { (e.details.to_string()) } }
-                } } }
-            }
-        }
-        @if after.is_some() || next.is_some() {
-            nav.no-print aria-label=(lang.t("Pages du journal", "Log pages")) {
-                ul.pager {
-                    @if after.is_some() {
-                        li { a href=(format!("/audit/log?{}", export.trim_start_matches('&'))) { (lang.t("Première page", "First page")) } }
-                    }
-                    @if let Some(next) = next {
-                        li { a rel="next" href=(format!("/audit/log?after={next}{export}")) { (lang.t("Page suivante", "Next page")) } }
-                    }
-                }
-            }
-        }
+        (events_table(lang, &events, after, next, &export))
     };
     Ok(page(
         lang,

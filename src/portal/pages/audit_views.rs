@@ -12,7 +12,8 @@ use crate::portal::auth::Role;
 use crate::portal::state::SharedState;
 
 use super::audit::{inline_error, non_empty, query_tail};
-use super::{encode_component, page, Lang, PageError, Viewer};
+use super::{page, Lang, PageError, Viewer};
+use crate::text::percent_encode;
 
 #[derive(serde::Deserialize, Default)]
 pub struct FlowsForm {
@@ -34,8 +35,8 @@ pub struct ReviewForm {
 
 /// A `<select>` of the configured resources, `chosen` selected, an empty first choice.
 fn resource_select(state: &SharedState, lang: Lang, id: &str, chosen: Option<&str>) -> Markup {
-    let mut names: Vec<(&str, &str)> = state
-        .config
+    let config = state.services.config();
+    let mut names: Vec<(&str, &str)> = config
         .policy
         .resources()
         .map(|r| (r.name.as_str(), r.description.as_str()))
@@ -112,7 +113,8 @@ pub async fn flows(
             since: since.clone(),
             until: until.clone(),
         };
-        match audit_service::flows(&state.store, &session.actor, Some(ip), "html", &asked).await {
+        match audit_service::flows(&state.services, &session.actor, Some(ip), "html", &asked).await
+        {
             Ok(f) => found = Some(f),
             Err(e) => error = Some(inline_error(lang, e)?),
         }
@@ -216,8 +218,7 @@ pub async fn access_review(
     let mut found = None;
     if resource.is_some() || user.is_some() {
         match audit_service::access_review(
-            &state.store,
-            &state.config,
+            &state.services,
             &session.actor,
             Some(ip),
             "html",
@@ -231,8 +232,8 @@ pub async fn access_review(
         }
     }
     let export = match (&resource, &user) {
-        (Some(r), None) => format!("resource={}", encode_component(r)),
-        (None, Some(u)) => format!("user={}", encode_component(u)),
+        (Some(r), None) => format!("resource={}", percent_encode(r)),
+        (None, Some(u)) => format!("user={}", percent_encode(u)),
         _ => String::new(),
     };
     let body = html! {

@@ -1,12 +1,13 @@
 //! Bulk codes from a CSV upload (all or nothing, errors by line), the whole batch as one
 //! printable document (one A4 sheet per agent), and the batches' progress boards.
 
+use axum::extract::multipart::MultipartError;
 use axum::extract::{Multipart, Path, State};
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 
-use crate::audit::AuditContext;
 use crate::service::codes::{self, LineError, Progress};
+use crate::service::ErrorKind;
 
 use crate::portal::auth::Role;
 use crate::portal::error::ApiError;
@@ -15,7 +16,8 @@ use crate::portal::security::CSRF_FIELD;
 use crate::portal::state::SharedState;
 
 use super::it::sheet;
-use super::{page, when, Lang, PageError, Viewer};
+use super::{page, Lang, PageError, Viewer};
+use crate::time;
 
 /// Largest CSV accepted (hundreds of agents fit easily).
 pub const UPLOAD_LIMIT: usize = 1024 * 1024;
@@ -48,7 +50,7 @@ fn upload_form(viewer: &Viewer, errors: &[LineError], batches: &[crate::store::B
         h2 { (lang.t("Lots précédents", "Previous batches")) }
         @if batches.is_empty() { p { (lang.t("Aucun lot.", "No batch yet.")) } }
         ul { @for b in batches {
-            li { a href=(format!("/it/batches/{}", b.id)) { (b.label) } " — " (when(b.created_at)) " (" (b.created_by) ")" }
+            li { a href=(format!("/it/batches/{}", b.id)) { (b.label) } " — " (time::format(b.created_at)) " (" (b.created_by) ")" }
         } }
     }
 }
@@ -56,12 +58,10 @@ fn upload_form(viewer: &Viewer, errors: &[LineError], batches: &[crate::store::B
 /// `GET /it/bulk`
 pub async fn form(State(state): State<SharedState>, viewer: Viewer) -> Result<Response, PageError> {
     let lang = viewer.lang;
-    viewer.require(Role::ItStaff, "/it/bulk")?;
-    let batches = state
-        .store
-        .batches()
+    let session = viewer.require(Role::ItStaff, "/it/bulk")?;
+    let batches = codes::batches(&state.services, &session.actor)
         .await
-        .map_err(|e| PageError::Api(lang, e.into()))?;
+        .map_err(|e| PageError::from((lang, e)))?;
     let body = upload_form(&viewer, &[], &batches);
     Ok(page(
         lang,
@@ -84,23 +84,20 @@ pub async fn upload(
     let session = viewer.require(Role::ItStaff, "/it/bulk")?;
     let title = lang.t("Codes en nombre", "Bulk codes");
     let bad = |m: String| PageError::Api(lang, ApiError::BadRequest(m));
+    let unreadable = |e: MultipartError| PageError::Api(lang, ApiError::Form(e));
     let (mut text, mut label, mut ttl) = (None, String::from("import.csv"), None);
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|e| bad(format!("formulaire / form: {e}")))?
-    {
+    while let Some(field) = form.next_field().await.map_err(unreadable)? {
         match field.name() {
             Some("file") => {
                 if let Some(name) = field.file_name() {
                     label = name.to_string();
                 }
-                let bytes = field.bytes().await.map_err(|e| bad(format!("file: {e}")))?;
+                let bytes = field.bytes().await.map_err(unreadable)?;
                 text = Some(String::from_utf8(bytes.to_vec()).map_err(|_| {
                     bad("le fichier doit être en UTF-8 / the file must be UTF-8".into())
                 })?);
             }
-            Some("ttl") => ttl = Some(field.text().await.map_err(|e| bad(format!("ttl: {e}")))?),
+            Some("ttl") => ttl = Some(field.text().await.map_err(unreadable)?),
             _ => {}
         }
     }
@@ -114,11 +111,9 @@ pub async fn upload(
         )
             .into_response()
     };
-    let batches = state
-        .store
-        .batches()
+    let batches = codes::batches(&state.services, &session.actor)
         .await
-        .map_err(|e| PageError::Api(lang, e.into()))?;
+        .map_err(|e| PageError::from((lang, e)))?;
     let requests = match codes::parse_csv(&text, ttl) {
         Ok(r) if r.is_empty() => {
             return Ok(refuse(
@@ -137,22 +132,21 @@ pub async fn upload(
         Ok(r) => r,
         Err(errors) => return Ok(refuse(errors, batches)),
     };
-    let ctx = AuditContext::new(session.username.clone(), Some(ip.to_string()));
-    let issued =
-        codes::issue_batch(&state.code_deps(), &session.actor, &label, &requests, &ctx).await;
+    let actor = &session.actor;
+    let issued = codes::issue_batch(&state.services, actor, &label, &requests, Some(ip)).await;
     let (id, created) = match issued {
         Ok(v) => v,
         // A user the directory refuses: reported on its CSV line (header is line 1).
         Err((i, e)) => {
-            let e = ApiError::from(e);
             if matches!(
-                e,
-                ApiError::DirectoryUnavailable(_)
-                    | ApiError::DatabaseUnavailable(_)
-                    | ApiError::Internal(_)
+                e.kind(),
+                ErrorKind::DirectoryUnavailable
+                    | ErrorKind::DatabaseUnavailable
+                    | ErrorKind::Internal
             ) {
-                return Err(PageError::Api(lang, e));
+                return Err(PageError::Api(lang, e.into()));
             }
+            let e = ApiError::from(e);
             let line = crate::service::codes::csv_line(&text, i);
             return Ok(refuse(
                 vec![LineError {
@@ -163,13 +157,14 @@ pub async fn upload(
             ));
         }
     };
+    let portal = &state.services.config().portal;
     let body = html! {
         div.no-print {
             p.notice role="status" { (created.len()) " " (lang.t("codes créés. Imprimez les fiches (une page par agent) et suivez l'avancement sur le ", "codes issued. Print the sheets (one page per agent) and follow progress on the "))
                 a href=(format!("/it/batches/{id}")) { (lang.t("tableau du lot", "batch board")) } "." }
             p { button type="button" data-print hidden { (lang.t("Imprimer toutes les fiches", "Print every sheet")) } }
         }
-        @for c in &created { (sheet(lang, &state.config.portal.public_url, &state.config.portal.helpdesk, c)) }
+        @for c in &created { (sheet(lang, &portal.public_url, &portal.helpdesk, c)) }
     };
     Ok(page(lang, Some(&viewer), title, body).into_response())
 }
@@ -191,11 +186,11 @@ pub async fn board(
     let lang = viewer.lang;
     let session = viewer.require(Role::ItStaff, "/it/bulk")?;
     let id: i64 = id.parse().map_err(|_| PageError::NotFound(lang))?;
-    let b = codes::board(&state.store, &session.actor, id)
+    let b = codes::board(&state.services, &session.actor, id)
         .await
         .map_err(|e| PageError::from((lang, e)))?;
     let body = html! {
-        p { (b.batch.label) " — " (when(b.batch.created_at)) " (" (b.batch.created_by) ")" }
+        p { (b.batch.label) " — " (time::format(b.batch.created_at)) " (" (b.batch.created_by) ")" }
         dl.summary {
             dt { (lang.t("Codes émis", "Codes issued")) } dd #issued { (b.rows.len()) }
             dt { (lang.t("Utilisés", "Used")) } dd #used { (b.count(Progress::Used)) }
@@ -213,7 +208,7 @@ pub async fn board(
                 tbody { @for (c, p) in &b.rows { tr {
                     td { (c.username) }
                     td { (c.device_name) }
-                    td { (when(c.expires_at)) }
+                    td { (time::format(c.expires_at)) }
                     td { (progress_text(lang, *p)) }
                 } } }
             }

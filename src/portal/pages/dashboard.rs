@@ -10,7 +10,8 @@ use crate::service::dashboard::dashboard as figures;
 use crate::portal::auth::Role;
 use crate::portal::state::SharedState;
 
-use super::{page, when, Lang, PageError, Viewer};
+use super::{page, Lang, PageError, Viewer};
+use crate::time;
 
 const WIDTH: u32 = 720;
 const HEIGHT: u32 = 160;
@@ -63,19 +64,14 @@ pub async fn dashboard(
 ) -> Result<Response, PageError> {
     let lang = viewer.lang;
     let session = viewer.require(Role::ItStaff, "/it/dashboard")?;
-    let d = figures(
-        &state.store,
-        &*state.control,
-        &session.actor,
-        state.store.now_ms(),
-    )
-    .await
-    .map_err(|e| PageError::from((lang, e)))?;
+    let d = figures(&state.services, &session.actor)
+        .await
+        .map_err(|e| PageError::from((lang, e)))?;
     let hours: Vec<String> = (0..d.sessions_per_hour.len() as i64)
-        .map(|i| when(d.hours_from + i * 3_600_000)[11..16].to_string())
+        .map(|i| time::format(d.hours_from + i * 3_600_000)[11..16].to_string())
         .collect();
     let days: Vec<String> = (0..d.enrolments_per_day.len() as i64)
-        .map(|i| when(d.days_from + i * 86_400_000)[5..10].to_string())
+        .map(|i| time::format(d.days_from + i * 86_400_000)[5..10].to_string())
         .collect();
     let body = html! {
         dl.summary {

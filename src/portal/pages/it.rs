@@ -7,18 +7,20 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use maud::{html, Markup};
 
-use crate::audit::AuditContext;
-use crate::service::access::{effective_access, lookup};
+use crate::service::access::{self, UserView};
+use crate::service::codes;
 use crate::service::devices::{self, DeviceFilter};
-use crate::service::{codes, Actor};
-use crate::store::{CreatedCode, DeviceStatus};
+use crate::service::mfa;
+use crate::store::{CreatedCode, Device, DeviceStatus};
 
 use crate::portal::auth::Role;
 use crate::portal::extract::ClientIp;
 use crate::portal::state::SharedState;
 
 use super::me::status_text;
-use super::{encode_component, page, when, Lang, PageError, Viewer};
+use super::{page, Lang, PageError, Viewer};
+use crate::text::percent_encode;
+use crate::time;
 
 #[derive(serde::Deserialize)]
 pub struct CodeForm {
@@ -73,7 +75,7 @@ pub fn sheet(lang: Lang, public_url: &str, helpdesk: &str, c: &CreatedCode) -> M
             p { (lang.t("Appareil", "Device")) " : " strong { (c.device_name) } }
             p { (lang.t("Code d'enrôlement (usage unique)", "Enrolment code (single use)")) " :" }
             p.code { (c.code) }
-            p { (lang.t("Valable jusqu'au", "Valid until")) " " strong { (when(c.expires_at)) } }
+            p { (lang.t("Valable jusqu'au", "Valid until")) " " strong { (time::format(c.expires_at)) } }
             ol {
                 li { (lang.t("Enrôler l'ordinateur :", "Enrol the laptop:"))
                      pre.cmd { "sesame-agent enrol --portal " (public_url) " --code " (c.code) " --user " (c.username) } }
@@ -100,21 +102,22 @@ pub async fn create_code(
     let session = viewer.require(Role::ItStaff, "/it/codes")?;
     let title = lang.t("Code d'enrôlement", "Enrolment code");
     let issued = codes::issue_one(
-        &state.code_deps(),
+        &state.services,
         &session.actor,
         &f.username,
         &f.device_name,
         f.ttl.as_deref(),
-        &AuditContext::new(session.username.clone(), Some(ip.to_string())),
+        Some(ip),
     )
     .await
     .map(|c| vec![c]);
     match issued {
         Ok(created) => {
+            let portal = &state.services.config().portal;
             let body = html! {
                 p.notice.no-print role="status" { (lang.t("Code créé. Imprimez la fiche et remettez-la à l'agent.", "Code created. Print the sheet and hand it to the agent.")) }
                 p.no-print { button type="button" data-print hidden { (lang.t("Imprimer", "Print")) } }
-                @for c in &created { (sheet(lang, &state.config.portal.public_url, &state.config.portal.helpdesk, c)) }
+                @for c in &created { (sheet(lang, &portal.public_url, &portal.helpdesk, c)) }
             };
             Ok(page(lang, Some(&viewer), title, body).into_response())
         }
@@ -137,6 +140,43 @@ pub struct DeviceQuery {
     after: Option<String>,
 }
 
+/// The devices of one page, each with a link to its user and to its revocation.
+fn devices_table(lang: Lang, list: &[Device]) -> Markup {
+    html! {
+    div.table-wrap tabindex="0" role="region" aria-label=(lang.t("Tableau défilant", "Scrollable table")) {
+        table {
+            thead { tr {
+                th scope="col" { (lang.t("Agent", "Agent")) }
+                th scope="col" { (lang.t("Appareil", "Device")) }
+                th scope="col" { (lang.t("Adresse VPN", "VPN address")) }
+                th scope="col" { (lang.t("Enrôlé le", "Enrolled on")) }
+                th scope="col" { (lang.t("État", "Status")) }
+                th scope="col" { (lang.t("Action", "Action")) }
+            } }
+            tbody {
+                @for d in list {
+                    tr {
+                        td { a href=(format!("/it/users/{}", percent_encode(&d.username))) { (d.username) } }
+                        td { (d.name) br; span.muted { (d.hostname) } }
+                        td { (d.tunnel_address.to_string()) }
+                        td { (time::format(d.created_at)) }
+                        td class=(format!("status-{}", d.status.as_str())) {
+                            (status_text(lang, d.status))
+                            @if let Some(r) = &d.revoke_reason { br; span.muted { (r) } }
+                        }
+                        td {
+                            @if d.status != DeviceStatus::Revoked {
+                                a href=(format!("/it/devices/{}/revoke", d.id)) { (lang.t("Révoquer", "Revoke")) span.skip { " " (d.name) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    }
+}
+
 /// `GET /it/devices?q=&status=&after=`: one page of [`devices::PAGE_SIZE`] devices.
 pub async fn devices(
     State(state): State<SharedState>,
@@ -156,7 +196,7 @@ pub async fn devices(
         .as_deref()
         .and_then(|a| a.trim().parse::<i64>().ok());
     let found = devices::list_page(
-        &state.store,
+        &state.services,
         &session.actor,
         &filter,
         after,
@@ -168,7 +208,7 @@ pub async fn devices(
     let mut keep = String::new();
     for (k, v) in [("q", &q.q), ("status", &q.status)] {
         if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-            keep.push_str(&format!("&{k}={}", encode_component(v)));
+            keep.push_str(&format!("&{k}={}", percent_encode(v)));
         }
     }
     if lang == Lang::En {
@@ -202,37 +242,7 @@ pub async fn devices(
                 " " (lang.t("sur cette page", "on this page"))
             }
         }
-        div.table-wrap tabindex="0" role="region" aria-label=(lang.t("Tableau défilant", "Scrollable table")) {
-            table {
-                thead { tr {
-                    th scope="col" { (lang.t("Agent", "Agent")) }
-                    th scope="col" { (lang.t("Appareil", "Device")) }
-                    th scope="col" { (lang.t("Adresse VPN", "VPN address")) }
-                    th scope="col" { (lang.t("Enrôlé le", "Enrolled on")) }
-                    th scope="col" { (lang.t("État", "Status")) }
-                    th scope="col" { (lang.t("Action", "Action")) }
-                } }
-                tbody {
-                    @for d in list {
-                        tr {
-                            td { a href=(format!("/it/users/{}", encode_component(&d.username))) { (d.username) } }
-                            td { (d.name) br; span.muted { (d.hostname) } }
-                            td { (d.tunnel_address.to_string()) }
-                            td { (when(d.created_at)) }
-                            td class=(format!("status-{}", d.status.as_str())) {
-                                (status_text(lang, d.status))
-                                @if let Some(r) = &d.revoke_reason { br; span.muted { (r) } }
-                            }
-                            td {
-                                @if d.status != DeviceStatus::Revoked {
-                                    a href=(format!("/it/devices/{}/revoke", d.id)) { (lang.t("Révoquer", "Revoke")) span.skip { " " (d.name) } }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        (devices_table(lang, list))
         @if after.is_some() || found.next_after.is_some() {
             nav.no-print aria-label=(lang.t("Pages", "Pages")) {
                 ul.pager {
@@ -259,7 +269,7 @@ pub async fn revoke_form(
     let path = format!("/it/devices/{id}/revoke");
     let session = viewer.require(Role::ItStaff, &path)?;
     let id: i64 = id.parse().map_err(|_| PageError::NotFound(lang))?;
-    let d = devices::get(&state.store, &session.actor, id)
+    let d = devices::get(&state.services, &session.actor, id)
         .await
         .map_err(|e| PageError::from((lang, e)))?;
     let body = html! {
@@ -316,20 +326,9 @@ pub async fn revoke(
             ),
         ));
     }
-    let ctx = AuditContext::new(session.username.clone(), Some(ip.to_string()));
-    let (_, revoked_now) = devices::revoke(
-        &state.store,
-        Some(&*state.control),
-        &session.actor,
-        id,
-        &f.reason,
-        &ctx,
-    )
-    .await
-    .map_err(|e| PageError::from((lang, e)))?;
-    if revoked_now {
-        state.metrics.revocation();
-    }
+    devices::revoke(&state.services, &session.actor, id, &f.reason, Some(ip))
+        .await
+        .map_err(|e| PageError::from((lang, e)))?;
     Ok(Redirect::to("/it/devices").into_response())
 }
 
@@ -341,20 +340,19 @@ pub async fn user(
 ) -> Result<Response, PageError> {
     let lang = viewer.lang;
     let session = viewer.require(Role::ItStaff, "/it/devices")?;
-    let user = lookup(&*state.directory, state.deadline(), &username)
-        .await
-        .map_err(|e| PageError::from((lang, e)))?
-        .filter(|u| session.actor.manages(&u.groups))
-        .ok_or(PageError::NotFound(lang))?;
-    let grants = effective_access(&state.config, &user.groups);
-    let roles = Actor::resolve(&state.config.roles, &user.username, &user.groups).roles;
-    let filter = DeviceFilter {
-        user: Some(user.username.clone()),
-        ..Default::default()
-    };
-    let owned = devices::list(&state.store, &session.actor, &filter)
+    let UserView {
+        user,
+        roles,
+        grants,
+        devices: owned,
+    } = access::user_view(&state.services, &session.actor, &username)
         .await
         .map_err(|e| PageError::from((lang, e)))?;
+    let mfa_on = state.services.config().mfa.is_some();
+    let factor = mfa::factor_of(&state.services, &session.actor, &user.username)
+        .await
+        .map_err(|e| PageError::from((lang, e)))?;
+    let reset_path = format!("/it/users/{}/mfa-reset", user.username);
     let body = html! {
         p { strong { (user.display_name) } " (" (user.username) ")"
             @if user.disabled { " — " span.status-revoked { (lang.t("compte désactivé", "account disabled")) } } }
@@ -380,8 +378,50 @@ pub async fn user(
         h2 { (lang.t("Appareils", "Devices")) }
         ul { @for d in &owned { li { (d.name) " — " (status_text(lang, d.status)) } } }
         @if owned.is_empty() { p { (lang.t("Aucun appareil.", "No device.")) } }
+        @if mfa_on {
+            h2 { (lang.t("Second facteur", "Second factor")) }
+            @match &factor {
+                Some(f) => p { (f.kind) " — " (lang.t("enregistré le", "registered on")) " "
+                    (f.registered_at.map(crate::time::format).unwrap_or_default()) ", "
+                    (lang.t("dernier usage", "last used")) " "
+                    (f.last_used_at.map(crate::time::format).unwrap_or_default()) },
+                None => p { (lang.t("Aucun facteur enregistré.", "No factor registered.")) },
+            }
+            form method="post" action=(reset_path) {
+                input type="hidden" name="_csrf" value=(viewer.csrf());
+                button.danger type="submit" { (lang.t("Réinitialiser le second facteur", "Reset the second factor")) }
+            }
+        }
     };
     let mut resp = page(lang, Some(&viewer), lang.t("Agent", "Agent"), body).into_response();
     *resp.status_mut() = StatusCode::OK;
     Ok(resp)
+}
+
+/// `POST /it/users/{username}/mfa-reset` (phone lost): the factor goes, open windows close, and
+/// the one-time registration code is shown once, to hand over in person.
+pub async fn mfa_reset(
+    State(state): State<SharedState>,
+    viewer: Viewer,
+    ClientIp(ip): ClientIp,
+    Path(username): Path<String>,
+) -> Result<Response, PageError> {
+    let lang = viewer.lang;
+    let session = viewer.require(Role::ItStaff, "/it/devices")?;
+    let code = mfa::reset(&state.services, &session.actor, &username, Some(ip))
+        .await
+        .map_err(|e| PageError::from((lang, e)))?;
+    let body = html! {
+        p { (lang.t("Le second facteur est supprimé et les accès ouverts sont fermés. Remettez ce code d'enregistrement en main propre ; il sert une fois, pendant 7 jours, avec le mot de passe de la personne :",
+                    "The second factor is removed and open access windows are closed. Hand this registration code over in person; it works once, for 7 days, with the person's password:")) }
+        p.code { strong { (code) } }
+        p { a href=(format!("/it/users/{username}")) { (lang.t("Retour à la fiche", "Back to the user page")) } }
+    };
+    Ok(page(
+        lang,
+        Some(&viewer),
+        lang.t("Second facteur réinitialisé", "Second factor reset"),
+        body,
+    )
+    .into_response())
 }

@@ -1,4 +1,4 @@
-//! Sign-in and sign-out pages: the same flow and limits as `POST /api/v1/login` (they call it).
+//! Sign-in and sign-out pages: the same service, limits and audit as `POST /api/v1/login`.
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
@@ -6,11 +6,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use maud::html;
 
-use crate::api::LoginRequest;
-use crate::portal::extract::{ApiJson, ClientIp};
-use crate::portal::routes::auth as api_auth;
+use crate::portal::error::ApiError;
+use crate::portal::extract::ClientIp;
 use crate::portal::session::csrf_token;
 use crate::portal::state::SharedState;
+use crate::service::sessions::{self, LoginInput};
 
 use super::{page, Lang};
 
@@ -25,6 +25,9 @@ pub struct LoginForm {
     password: String,
     #[serde(default)]
     next: Option<String>,
+    /// The second factor's code (`[mfa] web_roles` need it); empty when not typed.
+    #[serde(default)]
+    otp: Option<String>,
 }
 
 /// Where to go after signing in: a path of this portal only (no open redirect).
@@ -51,6 +54,7 @@ fn login_page(
 ) -> axum::response::Html<String> {
     // A stale cookie still makes the POST cookie-carrying: the form then needs its token.
     let csrf = state.cookies.read(headers).map(|id| csrf_token(&id));
+    let mfa_on = state.services.config().mfa.is_some();
     page(
         lang,
         None,
@@ -72,6 +76,15 @@ fn login_page(
                     label for="password" { (lang.t("Mot de passe", "Password")) }
                     input #password name="password" type="password" autocomplete="current-password" required;
                 }
+                @if mfa_on {
+                    div {
+                        label for="otp" { (lang.t("Code de votre application d'authentification (personnels DSI et auditeurs)",
+                                                  "Code of your authenticator app (IT staff and auditors)")) }
+                        input #otp name="otp" type="text" inputmode="numeric" autocomplete="one-time-code" aria-describedby="otp-help";
+                        p #otp-help { (lang.t("Téléphone perdu : appelez le service informatique pour une réinitialisation.",
+                                              "Phone lost: call IT support for a reset.")) }
+                    }
+                }
                 div { button type="submit" { (lang.t("Se connecter", "Sign in")) } }
             }
         },
@@ -88,32 +101,36 @@ pub async fn form(
     login_page(lang, &headers, &state, safe_next(q.next.as_deref()), None).into_response()
 }
 
-/// `POST /login`: signs in through the API handler (same limits, audit and cookies), then
-/// goes to `next` (a local path only).
+/// `POST /login`: signs in through the same service as `POST /api/v1/login` (same limits,
+/// audit and cookies), then goes to `next` (a local path only).
 pub async fn submit(
     State(state): State<SharedState>,
     lang: Lang,
-    ip: ClientIp,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(f.next.as_deref()).to_string();
-    let req = LoginRequest {
-        username: f.username,
-        password: f.password,
+    let device = state.cookies.read_device(&headers);
+    let input = LoginInput {
+        username: &f.username,
+        password: &f.password,
+        source_ip: ip,
+        known_device: device.as_deref(),
+        otp: f.otp.as_deref().filter(|c| !c.trim().is_empty()),
     };
-    match api_auth::login(State(state.clone()), ip, headers.clone(), ApiJson(req)).await {
-        Ok(api) => {
+    match sessions::login(&state.services, input).await {
+        Ok(logged_in) => {
             let mut resp = Redirect::to(&next).into_response();
-            for c in api.headers().get_all(header::SET_COOKIE) {
-                resp.headers_mut().append(header::SET_COOKIE, c.clone());
-            }
+            state
+                .cookies
+                .open_session(&mut resp, &logged_in.session_id, &logged_in.device_token);
             resp
         }
         Err(e) => {
-            let status = e.status();
+            let e = ApiError::from(e);
             let mut resp = (
-                status,
+                e.status(),
                 login_page(lang, &headers, &state, &next, Some(e.message())),
             )
                 .into_response();
@@ -128,18 +145,17 @@ pub async fn submit(
 /// `POST /logout` (form with the CSRF token): ends the session, back to the login page.
 pub async fn logout(
     State(state): State<SharedState>,
-    ip: ClientIp,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Response {
-    match api_auth::logout(State(state), ip, headers).await {
-        Ok(api) => {
+    let id = state.cookies.read(&headers);
+    match sessions::logout(&state.services, id.as_deref(), ip).await {
+        Ok(()) => {
             let mut resp = Redirect::to("/login").into_response();
-            for c in api.headers().get_all(header::SET_COOKIE) {
-                resp.headers_mut().append(header::SET_COOKIE, c.clone());
-            }
+            state.cookies.close_session(&mut resp);
             resp
         }
-        Err(e) => e.into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 

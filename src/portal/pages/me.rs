@@ -4,14 +4,14 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 
-use crate::service::access::effective_access;
-use crate::service::devices::{self, DeviceFilter};
+use crate::service::access::{self, MyAccess};
 use crate::store::DeviceStatus;
 
 use crate::portal::auth::Role;
 use crate::portal::state::SharedState;
 
-use super::{page, when, Lang, PageError, Viewer};
+use super::{page, Lang, PageError, Viewer};
+use crate::time;
 
 /// A device's status, in words.
 pub fn status_text(lang: Lang, s: DeviceStatus) -> &'static str {
@@ -29,25 +29,13 @@ pub async fn my_access(
 ) -> Result<Response, PageError> {
     let lang = viewer.lang;
     let session = viewer.require(Role::VpnUser, "/mon-acces")?;
-    let filter = DeviceFilter {
-        user: Some(session.username.clone()),
-        ..Default::default()
-    };
-    let mine = devices::list(&state.store, &session.actor, &filter)
+    let MyAccess {
+        devices: mine,
+        last_connected: last,
+        grants,
+    } = access::mine(&state.services, &session.actor)
         .await
         .map_err(|e| PageError::from((lang, e)))?;
-    let ids: Vec<i64> = mine.iter().map(|d| d.id).collect();
-    let last = devices::last_connections(&state.store, &ids)
-        .await
-        .map_err(|e| PageError::from((lang, e)))?;
-    let groups = state
-        .store
-        .user(&session.username)
-        .await
-        .map_err(|e| PageError::Api(lang, e.into()))?
-        .map(|u| u.groups)
-        .unwrap_or_default();
-    let grants = effective_access(&state.config, &groups);
     let never = lang.t("jamais", "never");
     let body = html! {
         h2 { (lang.t("Mes appareils", "My devices")) }
@@ -69,9 +57,9 @@ pub async fn my_access(
                         @for d in &mine {
                             tr {
                                 td { (d.name) br; span.muted { (d.hostname) } }
-                                td { (when(d.created_at)) }
-                                td { (last.get(&d.id).map(|t| when(*t)).unwrap_or_else(|| never.to_string())) }
-                                td { (d.expires_at.map(when).unwrap_or_else(|| "—".into())) }
+                                td { (time::format(d.created_at)) }
+                                td { (last.get(&d.id).map(|t| time::format(*t)).unwrap_or_else(|| never.to_string())) }
+                                td { (d.expires_at.map(time::format).unwrap_or_else(|| "—".into())) }
                                 td class=(format!("status-{}", d.status.as_str())) { (status_text(lang, d.status)) }
                                 td {
                                     @if d.status == DeviceStatus::Revoked {
@@ -108,7 +96,7 @@ pub async fn my_access(
             li { (lang.t("Demandez un code d'enrôlement au service informatique (il est à usage unique et expire).",
                          "Ask IT support for an enrolment code (single use, it expires).")) }
             li { (lang.t("Sur l'ordinateur, installez l'agent Sesame puis lancez :", "On the laptop, install the Sesame agent, then run:"))
-                 pre.cmd { "sesame-agent enrol --portal " (state.config.portal.public_url) " --code CODE --user " (session.username) } }
+                 pre.cmd { "sesame-agent enrol --portal " (state.services.config().portal.public_url) " --code CODE --user " (session.username) } }
             li { (lang.t("Saisissez votre mot de passe, puis connectez-vous :", "Type your password, then connect:"))
                  pre.cmd { "sesame-agent up" } }
         }

@@ -15,6 +15,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{html, Markup, DOCTYPE};
 
+use crate::service::{ErrorKind, ServiceError};
+
 use super::auth::{Role, Session};
 use super::error::ApiError;
 use super::routes::RouteEntry;
@@ -129,7 +131,7 @@ impl FromRequestParts<SharedState> for Viewer {
         let Ok(lang) = Lang::from_request_parts(parts, state).await;
         let session = match Session::from_request_parts(parts, state).await {
             Ok(s) => Some(s),
-            Err(ApiError::Unauthenticated) => None,
+            Err(ApiError::Service(ServiceError::Unauthenticated)) => None,
             Err(e) => return Err(PageError::Api(lang, e)),
         };
         Ok(Viewer { session, lang })
@@ -146,12 +148,12 @@ pub enum PageError {
     Api(Lang, ApiError),
 }
 
-impl From<(Lang, crate::service::ServiceError)> for PageError {
-    fn from((lang, e): (Lang, crate::service::ServiceError)) -> Self {
-        match ApiError::from(e) {
-            ApiError::Forbidden => PageError::Forbidden(lang),
-            ApiError::NotFound => PageError::NotFound(lang),
-            other => PageError::Api(lang, other),
+impl From<(Lang, ServiceError)> for PageError {
+    fn from((lang, e): (Lang, ServiceError)) -> Self {
+        match e.kind() {
+            ErrorKind::Forbidden => PageError::Forbidden(lang),
+            ErrorKind::NotFound => PageError::NotFound(lang),
+            _ => PageError::Api(lang, e.into()),
         }
     }
 }
@@ -160,7 +162,7 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         match self {
             PageError::SignIn(next) => {
-                Redirect::to(&format!("/login?next={}", encode_component(&next))).into_response()
+                Redirect::to(&format!("/login?next={}", crate::text::percent_encode(&next))).into_response()
             }
             PageError::Forbidden(lang) => (
                 StatusCode::FORBIDDEN,
@@ -204,19 +206,6 @@ impl IntoResponse for PageError {
             }
         }
     }
-}
-
-/// Percent-encodes a query value (RFC 3986 unreserved characters kept).
-pub fn encode_component(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The whole HTML document around `body`: skip link, navigation by role, language switch,
@@ -289,12 +278,6 @@ pub fn page(
     axum::response::Html(doc.into_string())
 }
 
-/// Date and time of a unix-ms instant, UTC, for people.
-pub fn when(ms: i64) -> String {
-    let s = crate::store::rfc3339(ms);
-    s.replacen('T', " ", 1).trim_end_matches('Z').to_string() + " UTC"
-}
-
 async fn stylesheet() -> Response {
     static_asset(
         "text/css; charset=utf-8",
@@ -365,6 +348,11 @@ pub fn routes() -> Vec<RouteEntry> {
         (Method::GET, "/it/devices/{id}/revoke", get(it::revoke_form)),
         (Method::POST, "/it/devices/{id}/revoke", post(it::revoke)),
         (Method::GET, "/it/users/{username}", get(it::user)),
+        (
+            Method::POST,
+            "/it/users/{username}/mfa-reset",
+            post(it::mfa_reset),
+        ),
         (Method::GET, "/audit/log", get(audit::log)),
         (Method::GET, "/audit/flows", get(audit_views::flows)),
         (
@@ -390,13 +378,5 @@ mod tests {
         assert_eq!(Lang::negotiate(Some("en"), Some("fr")), Lang::En);
         assert_eq!(Lang::negotiate(Some("fr"), Some("en")), Lang::Fr);
         assert_eq!(Lang::negotiate(Some("xx"), Some("de")), Lang::Fr);
-    }
-
-    #[test]
-    fn next_is_encoded() {
-        assert_eq!(
-            encode_component("/it/devices?q=a b&x"),
-            "/it/devices%3Fq%3Da%20b%26x"
-        );
     }
 }

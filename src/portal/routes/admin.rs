@@ -7,29 +7,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::api::{CreateCodeRequest, CreateCodeResponse, DeviceSummary};
-use crate::audit::AuditContext;
 use crate::service::{codes, devices};
-use crate::store::{Device, DeviceStatus};
+use crate::store::DeviceStatus;
 
 use crate::portal::auth::Session;
 use crate::portal::error::ApiError;
 use crate::portal::extract::{ApiJson, ClientIp};
 use crate::portal::state::SharedState;
-use crate::portal::time::rfc3339;
-
-pub(crate) fn summary(d: &Device) -> DeviceSummary {
-    DeviceSummary {
-        id: d.id,
-        username: d.username.clone(),
-        name: d.name.clone(),
-        hostname: d.hostname.clone(),
-        public_key: d.public_key_base64(),
-        tunnel_address: d.tunnel_address.to_string(),
-        status: d.status.as_str().to_string(),
-        created_at: rfc3339(d.created_at),
-        revoked_at: d.revoked_at.map(rfc3339),
-    }
-}
+use crate::time;
 
 /// `POST /api/v1/enrolment-codes` (IT staff)
 #[utoipa::path(post, path = "/api/v1/enrolment-codes", request_body = CreateCodeRequest, security(("session" = [])),
@@ -40,14 +25,13 @@ pub async fn create_code(
     ClientIp(ip): ClientIp,
     ApiJson(req): ApiJson<CreateCodeRequest>,
 ) -> Result<(StatusCode, Json<CreateCodeResponse>), ApiError> {
-    session.require(crate::service::Role::ItStaff)?;
     let created = codes::issue_one(
-        &state.code_deps(),
+        &state.services,
         &session.actor,
         &req.username,
         &req.device_name,
         req.ttl.as_deref(),
-        &AuditContext::new(session.username.clone(), Some(ip.to_string())),
+        Some(ip),
     )
     .await?;
     Ok((
@@ -56,7 +40,7 @@ pub async fn create_code(
             code: created.code,
             username: created.username,
             device_name: created.device_name,
-            expires_at: rfc3339(created.expires_at),
+            expires_at: time::format(created.expires_at),
         }),
     ))
 }
@@ -93,7 +77,7 @@ pub async fn list_devices(
     session: Session,
     q: Result<Query<DevicesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Query(q) = q.map_err(ApiError::Query)?;
     let set = |v: &Option<String>| {
         v.as_deref()
             .map(str::trim)
@@ -128,8 +112,8 @@ pub async fn list_devices(
         status,
         query: set(&q.q),
     };
-    let page = devices::list_page(&state.store, &session.actor, &filter, after, limit).await?;
-    let body: Vec<DeviceSummary> = page.devices.iter().map(summary).collect();
+    let page = devices::list_page(&state.services, &session.actor, &filter, after, limit).await?;
+    let body: Vec<DeviceSummary> = page.devices.iter().map(|d| d.summary()).collect();
     let mut resp = Json(body).into_response();
     if let (Some(next), Some(limit)) = (page.next_after, limit) {
         let mut url = format!("/api/v1/devices?limit={limit}&after={next}");
@@ -139,10 +123,7 @@ pub async fn list_devices(
             ("user", &filter.user),
         ] {
             if let Some(v) = set(v) {
-                url.push_str(&format!(
-                    "&{k}={}",
-                    crate::portal::pages::encode_component(&v)
-                ));
+                url.push_str(&format!("&{k}={}", crate::text::percent_encode(&v)));
             }
         }
         if let Ok(v) = axum::http::HeaderValue::from_str(&format!("<{url}>; rel=\"next\"")) {
@@ -162,19 +143,9 @@ pub async fn revoke_device(
     ClientIp(ip): ClientIp,
     Path(id): Path<String>,
 ) -> Result<Json<DeviceSummary>, ApiError> {
-    let id: i64 = id.parse().map_err(|_| ApiError::NotFound)?;
-    let ctx = AuditContext::new(session.username.clone(), Some(ip.to_string()));
-    let (device, revoked_now) = devices::revoke(
-        &state.store,
-        Some(&*state.control),
-        &session.actor,
-        id,
-        "",
-        &ctx,
-    )
-    .await?;
-    if revoked_now {
-        state.metrics.revocation();
-    }
-    Ok(Json(summary(&device)))
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::from(crate::service::ServiceError::NotFound))?;
+    let (device, _) = devices::revoke(&state.services, &session.actor, id, "", Some(ip)).await?;
+    Ok(Json(device.summary()))
 }

@@ -8,72 +8,45 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::audit::export::{csv_document, render_page, ExportFormat};
-use crate::audit::query::page_size;
+use std::collections::BTreeMap;
+
+use crate::audit::export::csv_document;
 use crate::audit::review::{
     review_csv_record, FlowView, Review, FLOWS_CSV_HEADER, REVIEW_CSV_HEADER,
 };
-use crate::audit::{AuditEvent, AuditFilter, Cursor, FilterParams, QueryError};
-use crate::service::audit as audit_service;
-use crate::store::{AuditVerification, Store};
+use crate::audit::AuditVerification;
+use crate::audit::{AuditEvent, FilterParams, QueryError};
+use crate::service::audit::{self as audit_service, Events, EventsRequest, Export};
 
 use crate::portal::auth::{Role, Session};
 use crate::portal::error::ApiError;
 use crate::portal::extract::ClientIp;
 use crate::portal::state::SharedState;
-use crate::portal::time::rfc3339;
-
-/// Events read per query while streaming an export.
-const STREAM_PAGE: i64 = 1_000;
+use crate::time;
 
 type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 
 fn query<T>(q: QueryResult<T>) -> Result<T, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
+    q.map(|Query(q)| q).map_err(ApiError::Query)
 }
 
-/// Query string of `GET /api/v1/audit/events`.
+/// Query string of `GET /api/v1/audit/events`: the filter ([`FilterParams`]) and these.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Events whose actor is this uid or which concern it (target, details.username).
-    pub user: Option<String>,
-    /// Device id (`12` or `device:12`).
-    pub device: Option<String>,
-    /// Action name (`auth.login`, `flow.allowed`…).
-    pub action: Option<String>,
-    /// Resource name (flows).
-    pub resource: Option<String>,
-    /// `success`, `failure` or `denied`.
-    pub outcome: Option<String>,
-    /// Client address as recorded (no port).
-    pub source_ip: Option<String>,
-    /// From (included): RFC 3339 or YYYY-MM-DD (UTC).
-    pub since: Option<String>,
-    /// Until (excluded): RFC 3339 or YYYY-MM-DD (UTC).
-    pub until: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    pub filter: FilterParams,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size (JSON), 1 to 10000, default 1000.
     pub limit: Option<String>,
     /// `json` (default: one page), `csv` or `jsonl` (the whole filtered result, streamed).
     pub format: Option<String>,
-}
-
-impl EventsQuery {
-    fn filter_params(&self) -> FilterParams {
-        FilterParams {
-            user: self.user.clone(),
-            device: self.device.clone(),
-            action: self.action.clone(),
-            resource: self.resource.clone(),
-            outcome: self.outcome.clone(),
-            source_ip: self.source_ip.clone(),
-            since: self.since.clone(),
-            until: self.until.clone(),
-        }
-    }
+    /// Any other parameter: refused (a flattened struct cannot deny unknown fields itself).
+    #[serde(flatten)]
+    #[param(ignore)]
+    pub unknown: BTreeMap<String, String>,
 }
 
 /// One audit event as the API shows it.
@@ -102,7 +75,7 @@ pub struct EventsPage {
 fn view(e: AuditEvent) -> EventView {
     EventView {
         id: e.id,
-        ts: rfc3339(e.ts),
+        ts: time::format(e.ts),
         actor: e.actor,
         action: e.action,
         target: e.target,
@@ -114,51 +87,21 @@ fn view(e: AuditEvent) -> EventView {
     }
 }
 
-/// The whole filtered result, page by page, as a streamed body: constant memory.
-fn stream_events(
-    store: Store,
-    filter: AuditFilter,
-    after: Option<i64>,
-    format: ExportFormat,
-) -> Body {
-    struct St {
-        store: Store,
-        filter: AuditFilter,
-        after: Option<i64>,
-        first: bool,
-        done: bool,
-    }
-    let st = St {
-        store,
-        filter,
-        after,
-        first: true,
-        done: false,
-    };
-    let stream = futures_util::stream::unfold(st, move |mut st| async move {
-        if st.done {
-            return None;
-        }
-        let page = st.store.audit_page(&st.filter, st.after, STREAM_PAGE).await;
-        let (events, next) = match page {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "audit export stopped: database error");
-                st.done = true;
-                return Some((Err(std::io::Error::other(e)), st));
-            }
-        };
-        let bytes = render_page(format, &events, st.first).map_err(std::io::Error::other);
-        st.first = false;
-        st.after = next;
-        st.done = next.is_none();
-        Some((bytes.map(Bytes::from), st))
+/// The export, chunk by chunk, as a streamed body: constant memory.
+fn stream_export(export: Export) -> Body {
+    let stream = futures_util::stream::unfold(export, |mut export| async move {
+        let chunk = export.next_chunk().await?;
+        let chunk = chunk.map(Bytes::from).map_err(|e| {
+            tracing::warn!(error = %e, "audit export stopped");
+            std::io::Error::other(e)
+        });
+        Some((chunk, export))
     });
     Body::from_stream(stream)
 }
 
 /// `GET /api/v1/audit/events` (auditors)
-#[utoipa::path(get, path = "/api/v1/audit/events", params(EventsQuery), security(("session" = [])),
+#[utoipa::path(get, path = "/api/v1/audit/events", params(FilterParams, EventsQuery), security(("session" = [])),
     responses((status = 200, body = EventsPage), (status = 400), (status = 401), (status = 403)))]
 pub async fn events(
     State(state): State<SharedState>,
@@ -166,60 +109,35 @@ pub async fn events(
     ClientIp(ip): ClientIp,
     q: QueryResult<EventsQuery>,
 ) -> Result<Response, ApiError> {
-    session.require(Role::Auditor)?;
+    // The role first: a non-auditor learns nothing about the parameters.
+    session.actor.require(Role::Auditor)?;
     let q = query(q)?;
-    let params = q.filter_params();
-    let filter = params.to_filter()?;
-    let after = q
-        .cursor
-        .as_deref()
-        .filter(|c| !c.is_empty())
-        .map(Cursor::decode)
-        .transpose()?
-        .map(|c| c.after_id);
-    let limit = page_size(q.limit.as_deref())?;
-    let format = q.format.as_deref().unwrap_or("json");
-    let mut logged = params.to_json();
-    if let (Some(map), Some(c)) = (
-        logged.as_object_mut(),
-        q.cursor.as_ref().filter(|c| !c.is_empty()),
-    ) {
-        map.insert("cursor".into(), serde_json::Value::String(c.clone()));
+    if let Some(name) = q.unknown.keys().next() {
+        return Err(ApiError::BadRequest(format!(
+            "paramètre inconnu `{name}` / unknown parameter `{name}`"
+        )));
     }
-    if format == "json" {
-        audit_service::record_read(
-            &state.store,
-            &session.actor,
-            Some(ip),
-            "events",
-            format,
-            logged,
-        )
-        .await?;
-        let (events, next) = state.store.audit_page(&filter, after, limit).await?;
-        return Ok(Json(EventsPage {
-            events: events.into_iter().map(view).collect(),
-            next_cursor: next.map(|after_id| Cursor { after_id }.encode()),
-        })
-        .into_response());
-    }
-    let export = ExportFormat::parse(format)
-        .map_err(|_| QueryError::BadFormat(format.to_string(), "json, csv, jsonl"))?;
-    let read_id = audit_service::record_read(
-        &state.store,
-        &session.actor,
-        Some(ip),
-        "export",
-        format,
-        logged,
-    )
-    .await?;
-    let filter = AuditFilter {
-        through_id: Some(read_id - 1),
-        ..filter
+    let req = EventsRequest {
+        filter: &q.filter,
+        cursor: q.cursor.as_deref(),
+        limit: q.limit.as_deref(),
+        format: q.format.as_deref(),
     };
-    let body = stream_events(state.store.clone(), filter, after, export);
-    Ok(([(header::CONTENT_TYPE, export.content_type())], body).into_response())
+    match audit_service::events(&state.services, &session.actor, Some(ip), req).await? {
+        Events::Page {
+            events,
+            next_cursor,
+        } => Ok(Json(EventsPage {
+            events: events.into_iter().map(view).collect(),
+            next_cursor,
+        })
+        .into_response()),
+        Events::Export(export) => Ok((
+            [(header::CONTENT_TYPE, export.format().content_type())],
+            stream_export(export),
+        )
+            .into_response()),
+    }
 }
 
 /// Query string of `GET /api/v1/audit/flows`.
@@ -244,7 +162,7 @@ pub struct FlowsView {
 }
 
 fn csv_response(body: Result<Vec<u8>, csv::Error>) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body = body.map_err(crate::service::ServiceError::from)?;
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response())
 }
 
@@ -273,7 +191,7 @@ pub async fn flows(
         until: q.until,
     };
     let flows = audit_service::flows(
-        &state.store,
+        &state.services,
         &session.actor,
         Some(ip),
         q.format.as_deref().unwrap_or("json"),
@@ -315,8 +233,7 @@ pub async fn access_review_route(
     let q = query(q)?;
     let json = json_or_csv(q.format.as_deref())?;
     let review = audit_service::access_review(
-        &state.store,
-        &state.config,
+        &state.services,
         &session.actor,
         Some(ip),
         q.format.as_deref().unwrap_or("json"),
@@ -357,18 +274,8 @@ pub async fn verify(
     session: Session,
     ClientIp(ip): ClientIp,
 ) -> Result<Json<VerifyView>, ApiError> {
-    session.require(Role::Auditor)?;
-    audit_service::record_read(
-        &state.store,
-        &session.actor,
-        Some(ip),
-        "verify",
-        "json",
-        serde_json::json!({}),
-    )
-    .await?;
     // The chain and every signed checkpoint, as `sesame audit verify` checks them.
-    let view = match audit_service::verify(&state.store, &state.config, &session.actor).await? {
+    let view = match audit_service::verify(&state.services, &session.actor, Some(ip)).await? {
         AuditVerification::Intact { events } => VerifyView {
             intact: true,
             events: i64::try_from(events).unwrap_or(i64::MAX),

@@ -1,9 +1,11 @@
-//! The router: every route of DESIGN §5, body cap, timeouts, request logging, OpenAPI.
+//! The router: every route of DESIGN §5, body cap, timeouts, request logging, and the OpenAPI document derived from it.
 
 pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod device;
+pub mod gateway;
+pub mod mfa;
 
 use std::time::Duration;
 
@@ -11,9 +13,11 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, MethodRouter};
+use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
 use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorCause};
 use super::state::SharedState;
@@ -22,28 +26,16 @@ use super::state::SharedState;
 pub const BODY_LIMIT: usize = 16 * 1024;
 /// Longest time a request may take before the portal answers 503 `request_timeout`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Where the OpenAPI document of the JSON API is served.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
+/// The document's frame: title, shared schemas, security schemes. Its paths come from the
+/// router ([`api`]): each handler's `#[utoipa::path]` gives both its route and its operation.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Sesame API",
         description = "Enrolment portal of the Sesame VPN access broker."
-    ),
-    paths(
-        device::enrol,
-        device::config,
-        device::rotate,
-        auth::login,
-        auth::logout,
-        admin::create_code,
-        admin::list_devices,
-        admin::revoke_device,
-        audit::events,
-        audit::flows,
-        audit::access_review_route,
-        audit::verify,
-        healthz,
-        readyz
     ),
     components(schemas(crate::api::ErrorBody, crate::api::ErrorDetail)),
     modifiers(&SecuritySchemes)
@@ -65,61 +57,146 @@ impl utoipa::Modify for SecuritySchemes {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
         components.add_security_scheme(
+            "site_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
             "session",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("__Host-sesame"))),
         );
     }
 }
 
-/// One route: method, path (full, `{param}` for a path parameter) and handler.
+/// One page route: method, path (full, `{param}` for a path parameter) and handler.
 pub type RouteEntry = (Method, &'static str, MethodRouter<SharedState>);
 
-/// Every route of the portal. The router is built from this list and the router-wide tests
-/// walk it (CSRF on each state change, security headers on each answer), so a new route cannot
-/// escape them.
-pub fn routes() -> Vec<RouteEntry> {
-    vec![
-        (Method::POST, "/api/v1/enrol", post(device::enrol)),
-        (Method::GET, "/api/v1/device/config", get(device::config)),
-        (Method::POST, "/api/v1/device/rotate", post(device::rotate)),
-        (Method::POST, "/api/v1/login", post(auth::login)),
-        (Method::POST, "/api/v1/logout", post(auth::logout)),
+/// The JSON API: every route registered with its OpenAPI operation, so the document lists
+/// exactly what the router serves. Operations are tagged by handler module.
+fn api() -> OpenApiRouter<SharedState> {
+    let groups = [
         (
-            Method::POST,
-            "/api/v1/enrolment-codes",
-            post(admin::create_code),
+            "device",
+            vec![
+                routes!(device::enrol),
+                routes!(device::config),
+                routes!(device::rotate),
+                routes!(mfa::device_confirm),
+                routes!(mfa::unlock),
+                routes!(mfa::lock),
+            ],
         ),
-        (Method::GET, "/api/v1/devices", get(admin::list_devices)),
+        ("mfa", vec![routes!(mfa::register), routes!(mfa::confirm)]),
+        ("auth", vec![routes!(auth::login), routes!(auth::logout)]),
         (
-            Method::DELETE,
-            "/api/v1/devices/{id}",
-            delete(admin::revoke_device),
+            "gateway",
+            vec![
+                routes!(gateway::feed),
+                body_limit(routes!(gateway::events), gateway::EVENTS_BODY_LIMIT),
+            ],
         ),
-        (Method::GET, "/api/v1/audit/events", get(audit::events)),
-        (Method::GET, "/api/v1/audit/flows", get(audit::flows)),
         (
-            Method::GET,
-            "/api/v1/audit/access-review",
-            get(audit::access_review_route),
+            "admin",
+            vec![
+                routes!(admin::create_code),
+                routes!(admin::list_devices),
+                routes!(admin::revoke_device),
+            ],
         ),
-        (Method::GET, "/api/v1/audit/verify", get(audit::verify)),
-        (Method::GET, "/api/v1/openapi.json", get(openapi)),
-        (Method::GET, "/healthz", get(healthz)),
-        (Method::GET, "/readyz", get(readyz)),
-    ]
-    .into_iter()
-    .chain(crate::portal::pages::routes())
-    .collect()
+        (
+            "audit",
+            vec![
+                routes!(audit::events),
+                routes!(audit::flows),
+                routes!(audit::access_review_route),
+                routes!(audit::verify),
+            ],
+        ),
+    ];
+    groups
+        .into_iter()
+        .flat_map(|(tag, group)| group.into_iter().map(move |r| tagged(tag, r)))
+        .fold(
+            OpenApiRouter::with_openapi(ApiDoc::openapi()),
+            OpenApiRouter::routes,
+        )
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
+
+/// `route` taking bodies up to `limit` bytes (instead of [`BODY_LIMIT`]).
+fn body_limit(
+    route: UtoipaMethodRouter<SharedState>,
+    limit: usize,
+) -> UtoipaMethodRouter<SharedState> {
+    let (schemas, paths, router) = route;
+    (schemas, paths, router.layer(DefaultBodyLimit::max(limit)))
+}
+
+/// `route` with each of its operations tagged `tag`.
+fn tagged(tag: &str, route: UtoipaMethodRouter<SharedState>) -> UtoipaMethodRouter<SharedState> {
+    let (schemas, mut paths, router) = route;
+    for item in paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation
+                .tags
+                .get_or_insert_with(Vec::new)
+                .push(tag.to_string());
+        }
+    }
+    (schemas, paths, router)
+}
+
+/// The OpenAPI document of the JSON API, as `GET /api/v1/openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
+
+/// Every route of the portal, as (method, path): the API's (read from its OpenAPI document),
+/// the document's own and the pages'. The router-wide tests walk it (CSRF on each state change,
+/// security headers on each answer), so a new route cannot escape them.
+pub fn routes() -> Vec<(Method, String)> {
+    let mut out = Vec::new();
+    for (path, item) in openapi().paths.paths {
+        for (method, operation) in [
+            (Method::GET, &item.get),
+            (Method::PUT, &item.put),
+            (Method::POST, &item.post),
+            (Method::DELETE, &item.delete),
+            (Method::OPTIONS, &item.options),
+            (Method::HEAD, &item.head),
+            (Method::PATCH, &item.patch),
+            (Method::TRACE, &item.trace),
+        ] {
+            if operation.is_some() {
+                out.push((method, path.clone()));
+            }
+        }
+    }
+    out.push((Method::GET, OPENAPI_PATH.to_string()));
+    let pages = crate::portal::pages::routes().into_iter();
+    out.extend(pages.map(|(method, path, _)| (method, path.to_string())));
+    out
 }
 
 /// The whole HTTP application.
 pub fn router(state: SharedState) -> Router {
-    routes()
+    let (api, doc) = api().split_for_parts();
+    let doc = Json(doc);
+    crate::portal::pages::routes()
         .into_iter()
-        .fold(Router::new(), |r, (_, path, handler)| {
-            r.route(path, handler)
-        })
-        .fallback(|| async { ApiError::NotFound })
+        .fold(api, |r, (_, path, handler)| r.route(path, handler))
+        .route(OPENAPI_PATH, get(move || std::future::ready(doc.clone())))
+        .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
@@ -138,7 +215,13 @@ pub fn router(state: SharedState) -> Router {
 async fn log_and_time_limit(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let resp = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+    // The site feed's long-poll holds its request up to its wait, then answers.
+    let limit = if path == gateway::FEED_PATH {
+        REQUEST_TIMEOUT + Duration::from_secs(crate::api::feed::MAX_WAIT_SECS)
+    } else {
+        REQUEST_TIMEOUT
+    };
+    let resp = match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError::TimedOut.into_response(),
     };
@@ -159,10 +242,6 @@ async fn log_and_time_limit(req: Request, next: Next) -> Response {
     resp
 }
 
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
-}
-
 /// `GET /healthz`: the process answers.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = String)))]
 pub async fn healthz() -> &'static str {
@@ -172,11 +251,8 @@ pub async fn healthz() -> &'static str {
 /// `GET /readyz`: the database answers (503 `database_unavailable` otherwise).
 #[utoipa::path(get, path = "/readyz", responses((status = 200, body = String), (status = 503)))]
 pub async fn readyz(State(state): State<SharedState>) -> Result<&'static str, ApiError> {
-    match tokio::time::timeout(Duration::from_secs(3), state.store.ping()).await {
-        Ok(Ok(())) => Ok("ready\n"),
-        Ok(Err(e)) => Err(ApiError::DatabaseUnavailable(e.to_string())),
-        Err(_) => Err(ApiError::DatabaseUnavailable("timed out".into())),
-    }
+    state.services.ready().await?;
+    Ok("ready\n")
 }
 
 #[cfg(test)]

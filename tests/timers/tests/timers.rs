@@ -1,6 +1,7 @@
 //! WireGuard's timers (whitepaper §6.1–6.4) through Sesame's gateway engine, on boringtun's mock
 //! clock: rekey after 120 s, reject after 180 s, retry every 5 s, give up after 90 s, zero keys
-//! after 540 s. Each assertion is checked on both sides of its deadline.
+//! after 540 s, and the session record of a laptop that stopped answering. Each assertion is
+//! checked on both sides of its deadline.
 //!
 //! The engine's own clock (`now`, which paces `Engine::tick`) and boringtun's mock clock
 //! (thread-local: each test has its own) advance together in steps of `TIMER_PERIOD`.
@@ -9,11 +10,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use boringtun::noise::{Tunn, TunnResult};
-use boringtun::x25519::{PublicKey, StaticSecret};
+use boringtun::x25519::StaticSecret;
 use mock_instant::MockClock;
 use sesame::gateway::engine::{Output, TIMER_PERIOD};
 use sesame::gateway::packet::build;
-use sesame::gateway::{DropReason, Engine, PeerSpec};
+use sesame::gateway::{DropReason, EndReason, Engine, FlowLog, FlowRecord, PeerSpec};
+use sesame::key::{PrivateKey, PublicKey};
 use sesame::policy::{Rule, RuleSet};
 
 const LAPTOP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
@@ -53,7 +55,7 @@ struct Sent {
 struct World {
     engine: Engine,
     laptop: Tunn,
-    laptop_key: [u8; 32],
+    laptop_key: PublicKey,
     endpoint: SocketAddr,
     scratch: Vec<u8>,
     start: Instant,
@@ -64,11 +66,21 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let gw = StaticSecret::random_from_rng(rand_core::OsRng);
-        let gw_public = PublicKey::from(&gw);
-        let engine = Engine::new(gw, FLOW_IDLE);
+        World::with_flow_log(None)
+    }
+
+    /// The same, the engine sending its session records to `flow_log`.
+    fn with_flow_log(flow_log: Option<std::sync::Arc<FlowLog>>) -> World {
+        let gw = PrivateKey::generate();
+        let gw_public = gw.public_key().to_dalek();
+        let engine = match flow_log {
+            Some(log) => Engine::new(gw, FLOW_IDLE).with_flow_log(log),
+            None => Engine::new(gw, FLOW_IDLE),
+        };
         let laptop_secret = StaticSecret::random_from_rng(rand_core::OsRng);
-        let laptop_key = PublicKey::from(&laptop_secret).to_bytes();
+        let laptop_key =
+            PublicKey::from_bytes(boringtun::x25519::PublicKey::from(&laptop_secret).to_bytes())
+                .expect("a random key");
         let rules = RuleSet::with_origins([(
             "198.18.10.0/28 icmp".parse::<Rule>().expect("a valid rule"),
             1,
@@ -77,6 +89,8 @@ impl World {
             public_key: laptop_key,
             address: LAPTOP,
             rules,
+            protected: Default::default(),
+            mfa_until_ms: None,
             label: "laptop1".into(),
             persistent_keepalive: None,
         }]);
@@ -348,4 +362,65 @@ fn unanswered_handshake_is_retried_every_5_s_and_given_up_after_90_s() {
         "first try at 0 s, then every 5 s until 90 s"
     );
     assert_eq!(w.sent.len(), expected.len(), "nothing but initiations");
+}
+
+/// §6.2–6.4 as the audit sees them: a laptop goes silent after the gateway sent it a reply; 15 s
+/// later the gateway starts handshakes, gives up after 90 s and frees the session, which ends
+/// with reason `expired`, the laptop's last endpoint and the session's counts. (This replaces a
+/// test that waited ~105 s of real time in src/gateway/engine_flow_tests.rs; the record's
+/// conversion into a `tunnel.session_ended` event is tested there with the other reasons.)
+#[test]
+fn a_session_the_laptop_stops_answering_ends_expired() {
+    let (log, records) = FlowLog::new(Duration::from_secs(60), 64);
+    let mut w = World::with_flow_log(Some(log));
+    w.tick();
+    w.laptop_handshake();
+    let established = w.elapsed;
+    let ping = w.seal_ping(1);
+    assert_eq!(
+        w.deliver(&ping).tun.len(),
+        1,
+        "the ping reaches the TUN device"
+    );
+    // boringtun stamps packets with the time of its last timer pass: one pass a second later,
+    // so the reply leaves after the laptop's last packet.
+    w.advance_to(established + secs(1.0));
+    let reply = build::echo(PAIE, LAPTOP, 1, true);
+    let mut out = Collect::default();
+    let now = w.now();
+    w.engine
+        .handle_tun_packet(now, &reply, &mut w.scratch, &mut out);
+    assert_eq!(w.keep(out).net.len(), 1, "the reply leaves, never answered");
+
+    w.advance_to(established + secs(100.0));
+    assert!(w.holds_keys(), "still trying at 100 s");
+    w.advance_to(established + secs(130.0));
+    assert!(
+        !w.holds_keys(),
+        "the session is freed by 130 s (15 s + 90 s after the reply)"
+    );
+    let inits = w.initiations();
+    assert!(
+        inits
+            .first()
+            .is_some_and(|t| *t >= established + secs(15.0)),
+        "the gateway tried to reach the laptop first, 15 s after its reply: {inits:?}"
+    );
+    let ended: Vec<_> = records
+        .try_iter()
+        .filter_map(|r| match r {
+            FlowRecord::SessionEnded(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    let [e] = &ended[..] else {
+        panic!("one session end expected: {ended:?}")
+    };
+    assert_eq!(e.reason, EndReason::Expired);
+    assert_eq!(e.reason.as_str(), "expired");
+    assert_eq!(e.endpoint, w.endpoint);
+    assert_eq!(e.peer.label.as_str(), "laptop1");
+    // The ping in (the handshake's keepalive carries no packet); the reply out.
+    assert_eq!((e.rx_packets, e.tx_packets), (1, 1));
+    assert_eq!(e.tx_bytes, reply.len() as u64);
 }

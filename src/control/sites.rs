@@ -1,0 +1,57 @@
+//! Each site's desired set for its gateway's feed: a device belongs to site S's set iff its
+//! user is a current VPN user granted at least one resource on S, with those resources only.
+
+use std::collections::BTreeMap;
+
+use crate::api::feed::{FeedPeer, FeedResource};
+use crate::config::Config;
+use crate::service::feed::SiteSet;
+
+use super::desired::{has_role, resources_for, ActiveDevice};
+
+/// Every `[[site]]`'s set (sites with nothing granted get an empty one).
+pub fn site_sets(config: &Config, devices: &[ActiveDevice]) -> BTreeMap<String, SiteSet> {
+    let mut sets: BTreeMap<String, SiteSet> = config
+        .sites
+        .iter()
+        .map(|s| (s.name.clone(), SiteSet::default()))
+        .collect();
+    for r in config.policy.resources() {
+        if let Some(set) = sets.get_mut(&r.site) {
+            set.resources.push(FeedResource {
+                name: r.name.clone(),
+                description: r.description.clone(),
+                allow: r.rules.iter().map(ToString::to_string).collect(),
+                mfa: config.policy.needs_mfa(&r.name),
+            });
+        }
+    }
+    for d in devices {
+        if !has_role(&d.groups, &config.roles.vpn_users) {
+            continue;
+        }
+        let mut by_site: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for name in resources_for(&config.policy, &d.groups) {
+            if let Some(r) = config.policy.resource(&name) {
+                by_site.entry(r.site.as_str()).or_default().push(name);
+            }
+        }
+        for (site, resources) in by_site {
+            let Some(set) = sets.get_mut(site) else {
+                continue;
+            };
+            set.peers.push(FeedPeer {
+                public_key: d.public_key.to_base64(),
+                address: d.address,
+                device_id: d.id,
+                device_name: d.name.clone(),
+                username: d.username.clone(),
+                resources,
+                key_expires_at_ms: d.key_expires_at.unwrap_or(i64::MAX),
+                mfa_until_ms: None,
+                persistent_keepalive: None,
+            });
+        }
+    }
+    sets
+}

@@ -1,0 +1,145 @@
+//! Attempts with a password (logins, enrolments): the failure limiter asked before, the outcome
+//! counted after, and an attempt refused for its rate audited (`auth.rate_limited`).
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::audit::{Action, Outcome};
+
+use super::context::Record;
+use super::{ErrorKind, ServiceError, Services};
+
+/// Who is trying, from where, with which device token (the `sesame-device` cookie of a browser
+/// or agent that succeeded before).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Attempt<'a> {
+    /// `login` or `enrol` (recorded with a refusal).
+    pub route: &'static str,
+    /// As typed, trimmed.
+    pub username: &'a str,
+    pub source_ip: IpAddr,
+    pub known_device: Option<&'a str>,
+    /// When the attempt arrived: a refused password is answered [`FAILURE_FLOOR`] after it.
+    pub started: Instant,
+}
+
+/// A refused password attempt is answered no sooner than this after it arrived: the paths of a
+/// wrong password, an unknown user, a disabled account and a right password without access cost
+/// different directory round trips (a successful bind then a group search); answering all of
+/// them at one floor, above what those round trips take, leaves no timing to tell them apart.
+pub const FAILURE_FLOOR: std::time::Duration = std::time::Duration::from_millis(250);
+
+impl Attempt<'_> {
+    /// Lets the attempt through, or refuses it for its rate: counted, audited, and answered
+    /// [`ServiceError::TooManyAttempts`].
+    pub async fn admit(&self, svc: &Services) -> Result<(), ServiceError> {
+        let ceiling = svc.config().portal.spray_ceiling;
+        if svc.spray().active(Instant::now(), ceiling)
+            && !svc
+                .limiter()
+                .is_known_device(self.username, self.known_device)
+        {
+            // A password spray: only browsers and agents that signed in before may try.
+            // Counted, not audited one by one (the episode is, once).
+            svc.metrics().spray_refused();
+            return Err(ServiceError::TooManyAttempts {
+                retry_after_secs: crate::service::spray::SPRAY_WINDOW.as_secs(),
+            });
+        }
+        let Err(limited) = svc.limiter().check_device(
+            self.username,
+            self.source_ip,
+            self.known_device,
+            Instant::now(),
+        ) else {
+            return Ok(());
+        };
+        svc.metrics().rate_limited();
+        let retry_after_secs = limited.retry_after.as_secs().max(1);
+        svc.audit(Record {
+            actor: self.username,
+            action: Action::AuthRateLimited,
+            target: self.username,
+            outcome: Outcome::Denied,
+            source_ip: Some(self.source_ip),
+            details: serde_json::json!({
+                "route": self.route,
+                "key": limited.keys.first(),
+                "keys": limited.keys,
+                "retry_after_secs": retry_after_secs,
+                "account_locked": limited.account_locked,
+            }),
+        })
+        .await;
+        Err(ServiceError::TooManyAttempts { retry_after_secs })
+    }
+
+    /// A success: clears the account's failures and hands out a device token (returned: the
+    /// caller's next attempts pass while others have the account locked).
+    pub fn succeeded(&self, svc: &Services) -> String {
+        svc.limiter().record_success(self.username);
+        svc.limiter().issue_device_token(self.username)
+    }
+
+    /// A refusal, made oracle-free: an unknown user, a disabled account, and a right password
+    /// without the role the route needs are answered as a wrong password (same status, body,
+    /// and a bind was made in each case), then counted as a guess with [`Attempt::failed`].
+    pub fn blind(e: ServiceError) -> ServiceError {
+        use ErrorKind::*;
+        match e.kind() {
+            UnknownUser | AccountDisabled | NotVpnUser | Forbidden => {
+                ServiceError::CredentialsRefused(Box::new(e))
+            }
+            _ => e,
+        }
+    }
+
+    /// A refusal: a guess (a wrong password, or any refusal [`Attempt::blind`] answers as one;
+    /// with `codes_count`, a wrong or stale code too) counts as a failure of this account, this
+    /// source and the spray ceiling; a refused password is answered at [`FAILURE_FLOOR`].
+    pub async fn failed(&self, svc: &Services, e: &ServiceError, codes_count: bool) {
+        if is_guess(e.kind(), codes_count) {
+            let now = Instant::now();
+            svc.limiter()
+                .record_failure(self.username, self.source_ip, now);
+            let ceiling = svc.config().portal.spray_ceiling;
+            if svc.spray().record_failure(now, ceiling) {
+                self.spray_detected(svc, ceiling).await;
+            }
+            // Counted first (concurrent attempts see it), answered at the floor.
+            if e.kind() == ErrorKind::InvalidCredentials {
+                tokio::time::sleep_until((self.started + FAILURE_FLOOR).into()).await;
+            }
+        }
+    }
+
+    /// The failure that took the rate past the ceiling: logged, counted, audited once.
+    async fn spray_detected(&self, svc: &Services, ceiling: u32) {
+        svc.metrics().spray_detected();
+        tracing::warn!(ceiling, "password spray: more failed logins per minute across accounts than [portal] spray_ceiling; only known devices may try until it stops");
+        svc.audit(Record {
+            actor: "system",
+            action: Action::AuthSprayDetected,
+            target: "portal",
+            outcome: Outcome::Denied,
+            source_ip: Some(self.source_ip),
+            details: serde_json::json!({
+                "route": self.route,
+                "ceiling_per_minute": ceiling,
+            }),
+        })
+        .await;
+    }
+}
+
+/// Errors a guesser produces: a wrong password; with `codes`, a wrong or stale code too.
+fn is_guess(kind: ErrorKind, codes: bool) -> bool {
+    use ErrorKind::*;
+    match kind {
+        InvalidCredentials | EmptyPassword => true,
+        InvalidCode | CodeExpired | CodeAlreadyUsed | CodeWrongUser | InvalidRegistrationCode => {
+            codes
+        }
+        _ => false,
+    }
+}

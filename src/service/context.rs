@@ -1,0 +1,228 @@
+//! The one context every flow takes: live configuration, store, directory, gateway, metrics,
+//! failure limiter. Built once by `sesame serve` (every part) and by each CLI command (the
+//! configuration and the store).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audit::{Action, AuditContext, NewAuditEvent, Outcome};
+use crate::config::{Config, LiveConfig};
+use crate::directory::{Directory, DirectoryUser};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+use super::audit::ChainStatusCache;
+use super::ratelimit::FailureLimiter;
+use super::spray::SprayCeiling;
+use super::{Publisher, ServiceError};
+
+/// Longest time a request waits for the directory before answering 503 (under 5 s, so the
+/// answer itself arrives within 5 s).
+pub const DIRECTORY_DEADLINE: Duration = Duration::from_millis(4500);
+/// Longest time the readiness probe waits for the database.
+pub const READY_DEADLINE: Duration = Duration::from_secs(3);
+
+/// What the flows run against. Cheap to share behind an `Arc`; the configuration is read per
+/// request from the live one, so a reload reaches every flow at once.
+pub struct Services {
+    config: LiveConfig,
+    store: Store,
+    directory: Option<Arc<dyn Directory>>,
+    publisher: Option<Arc<dyn Publisher>>,
+    feeds: Option<Arc<super::feed::FeedHub>>,
+    metrics: Arc<Metrics>,
+    limiter: FailureLimiter,
+    /// Failures across accounts (`[portal] spray_ceiling`).
+    spray: SprayCeiling,
+    /// The second factor (`[mfa]`), when the configuration turns it on.
+    mfa: Option<Arc<crate::mfa::Kit>>,
+    /// The audit log page's last chain verification (`audit::verify_cached`).
+    pub(super) chain_status: ChainStatusCache,
+}
+
+impl Services {
+    /// The configuration and the store alone (the CLI): flows needing the directory or the
+    /// gateway answer [`ServiceError::NotWired`]. Metrics are counted but served by no one.
+    pub fn new(config: LiveConfig, store: Store) -> Self {
+        Services {
+            config,
+            store,
+            directory: None,
+            publisher: None,
+            feeds: None,
+            metrics: Arc::new(Metrics::new()),
+            limiter: FailureLimiter::new(),
+            spray: SprayCeiling::default(),
+            mfa: None,
+            chain_status: ChainStatusCache::default(),
+        }
+    }
+
+    /// Users are authenticated and looked up in `directory`.
+    pub fn with_directory(mut self, directory: Arc<dyn Directory>) -> Self {
+        self.directory = Some(directory);
+        self
+    }
+
+    /// Device changes are published to this gateway (the control plane).
+    pub fn with_publisher(mut self, publisher: Arc<dyn Publisher>) -> Self {
+        self.publisher = Some(publisher);
+        self
+    }
+
+    /// The site gateways' feeds are served from this hub (the control plane fills it).
+    pub fn with_feeds(mut self, feeds: Arc<super::feed::FeedHub>) -> Self {
+        self.feeds = Some(feeds);
+        self
+    }
+
+    pub(super) fn feeds(&self) -> Result<&super::feed::FeedHub, ServiceError> {
+        self.feeds
+            .as_deref()
+            .ok_or(ServiceError::NotWired("the site feeds"))
+    }
+
+    /// Counters go to these metrics (those the metrics listener serves).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The second factor's provider and key (built from `[mfa]` by `mfa::Kit::from_config`).
+    pub fn with_mfa(mut self, kit: crate::mfa::Kit) -> Self {
+        self.mfa = Some(Arc::new(kit));
+        self
+    }
+
+    /// The second factor when `[mfa]` turns it on (`None`: off); on without a kit wired in is
+    /// an error, never "no second factor".
+    pub(super) fn mfa(&self) -> Result<Option<&crate::mfa::Kit>, ServiceError> {
+        match (&self.config().mfa, &self.mfa) {
+            (None, _) => Ok(None),
+            (Some(_), Some(kit)) => Ok(Some(kit)),
+            (Some(_), None) => Err(ServiceError::NotWired("the second factor")),
+        }
+    }
+
+    /// Other brute-force limits than production's.
+    pub fn with_limiter(mut self, limiter: FailureLimiter) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// The configuration in force: read it once per request.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.get()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Now, in unix milliseconds (the store's clock: a test clock in tests).
+    pub fn now_ms(&self) -> i64 {
+        self.store.now_ms()
+    }
+
+    /// Whether the database answers (the readiness probe).
+    pub async fn ready(&self) -> Result<(), ServiceError> {
+        match tokio::time::timeout(READY_DEADLINE, self.store.ping()).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ServiceError::DatabaseTimeout),
+        }
+    }
+
+    /// Closes the store (the CLI, at the end of a command).
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+
+    pub(super) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(super) fn limiter(&self) -> &FailureLimiter {
+        &self.limiter
+    }
+
+    pub(super) fn spray(&self) -> &SprayCeiling {
+        &self.spray
+    }
+
+    pub(super) fn directory(&self) -> Result<&dyn Directory, ServiceError> {
+        self.directory
+            .as_deref()
+            .ok_or(ServiceError::NotWired("the directory"))
+    }
+
+    pub(super) fn publisher(&self) -> Option<&dyn Publisher> {
+        self.publisher.as_deref()
+    }
+
+    /// The gateway's public key (devices dial it; no device may reuse it).
+    pub(super) fn gateway_public_key(&self) -> Result<crate::key::PublicKey, ServiceError> {
+        self.publisher()
+            .map(Publisher::gateway_public_key)
+            .ok_or(ServiceError::NotWired("the gateway"))
+    }
+
+    /// How long a request waits for the directory.
+    pub fn deadline(&self) -> Duration {
+        self.config()
+            .directory
+            .as_ref()
+            .map_or(DIRECTORY_DEADLINE, |d| d.timeout.min(DIRECTORY_DEADLINE))
+    }
+
+    /// `Directory::authenticate` bounded by the deadline (a hung directory is an error, not a
+    /// wait).
+    pub(super) async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<DirectoryUser, ServiceError> {
+        let directory = self.directory()?;
+        match tokio::time::timeout(self.deadline(), directory.authenticate(username, password))
+            .await
+        {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ServiceError::DirectoryTimeout),
+        }
+    }
+
+    /// `Directory::lookup` bounded by the deadline.
+    pub(super) async fn lookup(
+        &self,
+        username: &str,
+    ) -> Result<Option<DirectoryUser>, ServiceError> {
+        let directory = self.directory()?;
+        match tokio::time::timeout(self.deadline(), directory.lookup(username)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ServiceError::DirectoryTimeout),
+        }
+    }
+
+    /// Records a refusal (or an event no store write carries): group-committed with concurrent
+    /// requests. A failed write is logged and does not change the answer, already decided.
+    pub(super) async fn audit(&self, event: Record<'_>) {
+        let ctx = AuditContext::new(event.actor, event.source_ip.map(|ip| ip.to_string()));
+        let action = event.action;
+        let ev = NewAuditEvent::new(action, &ctx, event.target)
+            .outcome(event.outcome)
+            .details(event.details);
+        if let Err(e) = self.store.append_audit_grouped(ev).await {
+            tracing::warn!(action = action.as_str(), error = %e, "cannot write audit event");
+        }
+    }
+}
+
+/// An audit event a flow writes on its own (a refusal, a logout), not inside a store change.
+pub(super) struct Record<'a> {
+    pub actor: &'a str,
+    pub action: Action,
+    pub target: &'a str,
+    pub outcome: Outcome,
+    pub source_ip: Option<IpAddr>,
+    pub details: serde_json::Value,
+}

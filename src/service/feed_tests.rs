@@ -1,0 +1,112 @@
+//! The hub: full sets, changes since a version, a ring that forgets (full set again), and
+//! long-polls woken by a change.
+
+use std::time::Duration;
+
+use super::*;
+
+fn peer(n: u8, resources: &[&str]) -> FeedPeer {
+    FeedPeer {
+        public_key: crate::key::PublicKey::from_bytes([n; 32])
+            .expect("key")
+            .to_base64(),
+        address: std::net::Ipv4Addr::new(100, 64, 0, n),
+        device_id: i64::from(n),
+        device_name: format!("PC-{n}"),
+        username: format!("u{n}"),
+        resources: resources.iter().map(|r| r.to_string()).collect(),
+        key_expires_at_ms: i64::MAX,
+        mfa_until_ms: None,
+        persistent_keepalive: None,
+    }
+}
+
+fn sets(site: &str, peers: Vec<FeedPeer>) -> BTreeMap<String, SiteSet> {
+    let resources = vec![FeedResource {
+        name: "paie".into(),
+        description: String::new(),
+        allow: vec!["198.18.10.10/32 tcp:443".into()],
+        mfa: false,
+    }];
+    BTreeMap::from([(site.to_string(), SiteSet { resources, peers })])
+}
+
+#[test]
+fn a_new_gateway_gets_the_full_set_then_only_changes() {
+    let hub = FeedHub::new();
+    hub.publish(sets(
+        "rectorat",
+        vec![peer(1, &["paie"]), peer(2, &["paie"])],
+    ));
+    let full = hub.update("rectorat", None, 7).expect("site");
+    assert!(full.full);
+    assert_eq!(full.peers.len(), 2);
+    assert_eq!(full.resources[0].name, "paie");
+    assert_eq!(full.server_time_ms, 7);
+    assert!(
+        hub.update("dsden56", None, 7).is_none(),
+        "only configured sites"
+    );
+    // Peer 2 revoked, peer 3 enrolled.
+    hub.publish(sets(
+        "rectorat",
+        vec![peer(1, &["paie"]), peer(3, &["paie"])],
+    ));
+    let changes = hub.update("rectorat", Some(full.version), 8).expect("site");
+    assert!(!changes.full);
+    assert!(changes.version > full.version);
+    assert_eq!(changes.removed, vec![peer(2, &[]).public_key]);
+    assert_eq!(changes.peers, vec![peer(3, &["paie"])]);
+    // Nothing since: nothing.
+    let none = hub
+        .update("rectorat", Some(changes.version), 9)
+        .expect("site");
+    assert!(!none.full && none.peers.is_empty() && none.removed.is_empty());
+    assert_eq!(none.version, changes.version);
+}
+
+#[test]
+fn a_gateway_behind_the_ring_or_from_another_generation_gets_the_full_set() {
+    let hub = FeedHub::with_ring(2);
+    hub.publish(sets("rectorat", vec![peer(1, &["paie"])]));
+    let first = hub.update("rectorat", None, 0).expect("site");
+    hub.publish(sets("rectorat", vec![peer(2, &["paie"])]));
+    hub.publish(sets("rectorat", vec![peer(3, &["paie"])]));
+    let late = hub
+        .update("rectorat", Some(first.version), 0)
+        .expect("site");
+    assert!(late.full, "the changes since left the ring");
+    assert_eq!(late.peers, vec![peer(3, &["paie"])]);
+    let other = FeedHub::new();
+    other.publish(sets("rectorat", vec![peer(3, &["paie"])]));
+    assert_ne!(other.generation(), hub.generation());
+    let foreign = other
+        .update("rectorat", Some(late.version), 0)
+        .expect("site");
+    assert!(foreign.full, "another portal's version is not ours");
+}
+
+#[tokio::test]
+async fn a_long_poll_wakes_at_the_change_not_at_its_timeout() {
+    let hub = std::sync::Arc::new(FeedHub::new());
+    hub.publish(sets("rectorat", vec![peer(1, &["paie"])]));
+    let v = hub.update("rectorat", None, 0).expect("site").version;
+    let h = std::sync::Arc::clone(&hub);
+    let poll = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let u = h
+            .wait_update("rectorat", Some(v), Duration::from_secs(30), || 0)
+            .await
+            .expect("site");
+        (u, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!poll.is_finished(), "nothing changed yet: the poll waits");
+    hub.publish(sets("rectorat", vec![]));
+    let (u, waited) = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("woken")
+        .expect("join");
+    assert!(waited < Duration::from_secs(30));
+    assert_eq!(u.removed, vec![peer(1, &[]).public_key]);
+}

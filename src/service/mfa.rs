@@ -1,0 +1,504 @@
+//! The second factor's flows: the code check every route shares (limits, audit), the steps of login and enrolment, access windows, IT resets and codes, re-authentication.
+//!
+//! Registration (the bootstrap rule: something IT handed out, never a password alone) lives
+//! in [`register`](self::register); adapters call these functions and render.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+use crate::api::mfa::{MfaRegistration, UnlockResponse};
+use crate::audit::{Action, Outcome};
+use crate::mfa::{recovery, Kit, Verdict};
+use crate::store::Device;
+
+use super::context::Record;
+use super::roles::{Actor, Role, RoleSet};
+use super::{ServiceError, Services};
+
+pub mod register;
+
+/// How long a registration code from IT stays usable.
+pub const REGISTRATION_CODE_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+/// Where a window was opened from (`mfa_windows.source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowSource {
+    /// `POST /api/v1/device/unlock` (`sesame-agent up`/`unlock`).
+    Agent,
+    /// The `/mon-acces` page (stock WireGuard clients).
+    Web,
+}
+
+impl WindowSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WindowSource::Agent => "agent",
+            WindowSource::Web => "web",
+        }
+    }
+}
+
+/// The limiter's account for codes: apart from the password's, so five wrong codes lock the
+/// codes (and the source), not the password.
+fn limiter_key(username: &str) -> String {
+    format!("mfa:{}", username.trim().to_lowercase())
+}
+
+/// The kit, or `NotWired` when `[mfa]` is off (callers that reach here need it).
+fn kit(svc: &Services) -> Result<&Kit, ServiceError> {
+    svc.mfa()?
+        .ok_or(ServiceError::NotWired("the second factor"))
+}
+
+/// Whether `username` can answer a code: a confirmed factor (TOTP), or always (RADIUS: the
+/// académie's server knows every user).
+pub(super) async fn has_factor(
+    svc: &Services,
+    kit: &Kit,
+    username: &str,
+) -> Result<bool, ServiceError> {
+    if !kit.provider.needs_registration() {
+        return Ok(true);
+    }
+    Ok(svc
+        .store()
+        .mfa_factor(username)
+        .await?
+        .is_some_and(|f| f.is_registered()))
+}
+
+/// Checks one code (or a recovery code) of `username` for `route`: the failure limiter first
+/// (5 wrong codes within a minute: 429, audited `auth.rate_limited`), then the provider; a
+/// success is audited `mfa.verified`, a wrong code `mfa.failed` and counted.
+pub(super) async fn verify(
+    svc: &Services,
+    username: &str,
+    code: &str,
+    route: &'static str,
+    source_ip: Option<IpAddr>,
+) -> Result<(), ServiceError> {
+    let kit = kit(svc)?;
+    let key = limiter_key(username);
+    let ip = source_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    if let Err(limited) = svc.limiter().check(&key, ip, Instant::now()) {
+        svc.metrics().rate_limited();
+        let retry_after_secs = limited.retry_after.as_secs().max(1);
+        svc.audit(Record {
+            actor: username,
+            action: Action::AuthRateLimited,
+            target: username,
+            outcome: Outcome::Denied,
+            source_ip,
+            details: serde_json::json!({
+                "route": route, "keys": limited.keys, "retry_after_secs": retry_after_secs,
+            }),
+        })
+        .await;
+        return Err(ServiceError::TooManyAttempts { retry_after_secs });
+    }
+    let (accepted, method) = match recovery::hash(code) {
+        Some(hash) => (
+            svc.store().mfa_use_recovery_code(username, &hash).await?,
+            "recovery_code",
+        ),
+        None => {
+            let verdict = kit.provider.verify(username, code).await?;
+            if verdict == Verdict::Accepted && !kit.provider.needs_registration() {
+                svc.store()
+                    .mfa_record_use(username, kit.provider.kind())
+                    .await?;
+            }
+            (verdict == Verdict::Accepted, kit.provider.kind())
+        }
+    };
+    let (action, outcome) = if accepted {
+        svc.limiter().record_success(&key);
+        (Action::MfaVerified, Outcome::Success)
+    } else {
+        svc.limiter().record_failure(&key, ip, Instant::now());
+        (Action::MfaFailed, Outcome::Denied)
+    };
+    svc.audit(Record {
+        actor: username,
+        action,
+        target: username,
+        outcome,
+        source_ip,
+        details: serde_json::json!({ "route": route, "method": method }),
+    })
+    .await;
+    if accepted {
+        Ok(())
+    } else {
+        Err(ServiceError::InvalidOtp)
+    }
+}
+
+/// The `[roles]` name of a role, as `[mfa] web_roles` lists them.
+fn config_role_name(role: Role) -> &'static str {
+    match role {
+        Role::VpnUser => "vpn_users",
+        Role::ItStaff => "it_staff",
+        Role::Auditor => "auditors",
+    }
+}
+
+/// The second step of a web login, after the password: for a holder of a role of `[mfa]
+/// web_roles`, a code is needed (`mfa_required` without one; `mfa_not_registered` without a
+/// factor: the page then asks for IT's registration code). Returns whether a code was checked.
+pub(super) async fn login_step(
+    svc: &Services,
+    username: &str,
+    roles: &RoleSet,
+    otp: Option<&str>,
+    source_ip: IpAddr,
+) -> Result<bool, ServiceError> {
+    let Some(kit) = svc.mfa()? else {
+        return Ok(false);
+    };
+    let config = svc.config();
+    let web_roles = config
+        .mfa
+        .as_ref()
+        .map(|m| m.web_roles.as_slice())
+        .unwrap_or(&[]);
+    if !roles
+        .iter()
+        .any(|r| web_roles.iter().any(|w| w == config_role_name(r)))
+    {
+        return Ok(false);
+    }
+    if !has_factor(svc, kit, username).await? {
+        return Err(ServiceError::MfaNotRegistered);
+    }
+    let code = otp
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .ok_or(ServiceError::MfaRequired)?;
+    verify(svc, username, code, "login", Some(source_ip)).await?;
+    Ok(true)
+}
+
+/// What enrolment does about the second factor, decided after the password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EnrolStep {
+    /// `[mfa]` off, or the code was checked.
+    Done,
+    /// The user has no factor: the enrolment answer carries one to register.
+    Register,
+}
+
+/// The second step of an enrolment, after the password: once the user has a factor, a code
+/// (`otp`) is needed; without one, the enrolment registers one (code + password: what IT
+/// handed out).
+pub(super) async fn enrol_step(
+    svc: &Services,
+    username: &str,
+    otp: Option<&str>,
+    source_ip: IpAddr,
+) -> Result<EnrolStep, ServiceError> {
+    let Some(kit) = svc.mfa()? else {
+        return Ok(EnrolStep::Done);
+    };
+    if has_factor(svc, kit, username).await? {
+        let code = otp
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .ok_or(ServiceError::MfaRequired)?;
+        verify(svc, username, code, "enrol", Some(source_ip)).await?;
+        return Ok(EnrolStep::Done);
+    }
+    Ok(EnrolStep::Register)
+}
+
+/// The factor an enrolment hands out to register (after the device was created).
+pub(super) async fn enrol_registration(
+    svc: &Services,
+    username: &str,
+) -> Result<MfaRegistration, ServiceError> {
+    register::begin(svc, kit(svc)?, username).await
+}
+
+/// The end of `device`'s open window, if one is open (`DeviceConfig.mfa_until`).
+pub async fn window_until(svc: &Services, device_id: i64) -> Result<Option<i64>, ServiceError> {
+    if svc.config().mfa.is_none() {
+        return Ok(None);
+    }
+    let now = svc.now_ms();
+    Ok(svc
+        .store()
+        .mfa_window(device_id)
+        .await?
+        .filter(|w| w.is_open(now))
+        .map(|w| w.expires_at))
+}
+
+/// Opens the window of `device` for `[mfa] session`: audited `mfa.window_opened`, the gateway
+/// told at once. Returns its end.
+pub(super) async fn open_window(
+    svc: &Services,
+    device: &Device,
+    source: WindowSource,
+    source_ip: Option<IpAddr>,
+) -> Result<i64, ServiceError> {
+    let config = svc.config();
+    let session = config
+        .mfa
+        .as_ref()
+        .map(|m| m.session)
+        .ok_or(ServiceError::NotWired("the second factor"))?;
+    let until = svc
+        .now_ms()
+        .saturating_add(crate::time::duration_ms(session));
+    svc.store()
+        .mfa_open_window(device.id, &device.username, source.as_str(), until)
+        .await?;
+    svc.audit(Record {
+        actor: &device.username,
+        action: Action::MfaWindowOpened,
+        target: &format!("device:{}", device.id),
+        outcome: Outcome::Success,
+        source_ip,
+        details: serde_json::json!({
+            "device_id": device.id,
+            "until": crate::time::format(until),
+            "source": source.as_str(),
+        }),
+    })
+    .await;
+    if let Some(p) = svc.publisher() {
+        p.publish_now().await;
+    }
+    Ok(until)
+}
+
+/// `POST /api/v1/device/unlock`: the device's owner types a code; the device's window opens.
+pub async fn unlock(
+    svc: &Services,
+    token: &str,
+    code: &str,
+    source_ip: IpAddr,
+) -> Result<UnlockResponse, ServiceError> {
+    let device = super::devices::by_token(svc, token).await?;
+    let kit = kit(svc)?;
+    if !has_factor(svc, kit, &device.username).await? {
+        return Err(ServiceError::MfaNotRegistered);
+    }
+    verify(svc, &device.username, code, "unlock", Some(source_ip)).await?;
+    let until = open_window(svc, &device, WindowSource::Agent, Some(source_ip)).await?;
+    Ok(UnlockResponse {
+        expires_at: crate::time::format(until),
+    })
+}
+
+/// `POST /api/v1/device/lock` (`sesame-agent down`): closes the device's window (reason
+/// `down`); nothing open is not an error.
+pub async fn lock(svc: &Services, token: &str, source_ip: IpAddr) -> Result<(), ServiceError> {
+    let device = super::devices::by_token(svc, token).await?;
+    if svc.config().mfa.is_none() {
+        return Ok(());
+    }
+    if svc.store().mfa_close_window(device.id, "down").await? {
+        closed(svc, &device.username, &[device.id], "down", Some(source_ip)).await;
+    }
+    Ok(())
+}
+
+/// Audits windows that closed (`mfa.window_closed`) and tells the gateway.
+async fn closed(
+    svc: &Services,
+    actor: &str,
+    devices: &[i64],
+    reason: &str,
+    source_ip: Option<IpAddr>,
+) {
+    for id in devices {
+        svc.audit(Record {
+            actor,
+            action: Action::MfaWindowClosed,
+            target: &format!("device:{id}"),
+            outcome: Outcome::Success,
+            source_ip,
+            details: serde_json::json!({ "device_id": id, "reason": reason }),
+        })
+        .await;
+    }
+    if !devices.is_empty() {
+        if let Some(p) = svc.publisher() {
+            p.publish_now().await;
+        }
+    }
+}
+
+/// A revoked device's open window closes (reason `revoked`); a failure is logged (the
+/// revocation committed, and the device's peer leaves the gateway anyway).
+pub(super) async fn device_revoked(
+    svc: &Services,
+    actor: &str,
+    device_id: i64,
+    source_ip: Option<IpAddr>,
+) {
+    if svc.config().mfa.is_none() {
+        return;
+    }
+    match svc.store().mfa_close_window(device_id, "revoked").await {
+        Ok(true) => closed(svc, actor, &[device_id], "revoked", source_ip).await,
+        Ok(false) => {}
+        Err(e) => tracing::warn!(device_id, error = %e, "cannot close the revoked device's window"),
+    }
+}
+
+/// Closes the open windows of `username` (those opened from `source` only, when given) for
+/// `reason` (`logout`, `reset`, `revoked`), audited and published.
+pub(super) async fn close_user_windows(
+    svc: &Services,
+    actor: &str,
+    username: &str,
+    source: Option<WindowSource>,
+    reason: &str,
+    source_ip: Option<IpAddr>,
+) -> Result<(), ServiceError> {
+    if svc.config().mfa.is_none() {
+        return Ok(());
+    }
+    let ids = svc
+        .store()
+        .mfa_close_user_windows(username, source.map(WindowSource::as_str), reason)
+        .await?;
+    closed(svc, actor, &ids, reason, source_ip).await;
+    Ok(())
+}
+
+/// Whether the owner of `device` used the second factor within `[devices] reauth_interval`
+/// (a code accepted, or the device's own enrolment): else its rotation is refused with
+/// `reauth_required` until `sesame-agent unlock`.
+pub async fn reauth_check(svc: &Services, device: &Device) -> Result<(), ServiceError> {
+    let config = svc.config();
+    if config.mfa.is_none() {
+        return Ok(());
+    }
+    let last_used = svc
+        .store()
+        .mfa_factor(&device.username)
+        .await?
+        .and_then(|f| f.last_used_at)
+        .unwrap_or(i64::MIN);
+    let since = last_used.max(device.created_at);
+    let interval = crate::time::duration_ms(config.devices.reauth_interval);
+    if svc.now_ms().saturating_sub(since) > interval {
+        return Err(ServiceError::ReauthRequired);
+    }
+    Ok(())
+}
+
+/// IT resets the factor of `username` (phone lost): the factor and its recovery codes go, open
+/// windows close (reason `reset`), and a one-time registration code is returned (shown once).
+/// A delegated technician may reset only users of their scope. Audited `mfa.reset`.
+pub async fn reset(
+    svc: &Services,
+    actor: &Actor,
+    username: &str,
+    source_ip: Option<IpAddr>,
+) -> Result<String, ServiceError> {
+    let username = may_act_on(svc, actor, username).await?;
+    let had = svc.store().mfa_remove_factor(&username).await?;
+    close_user_windows(svc, &actor.username, &username, None, "reset", source_ip).await?;
+    registration_code(
+        svc,
+        actor,
+        &username,
+        source_ip,
+        serde_json::json!({ "had_factor": had }),
+    )
+    .await
+}
+
+/// IT issues a one-time registration code for `username` (`sesame mfa code`): with their
+/// password, it registers a factor (web page or `POST /api/v1/mfa/register`). The current
+/// factor, if any, stays until a new one is confirmed. Audited `mfa.reset` with
+/// `"code_only": true`.
+pub async fn issue_code(
+    svc: &Services,
+    actor: &Actor,
+    username: &str,
+    source_ip: Option<IpAddr>,
+) -> Result<String, ServiceError> {
+    let username = may_act_on(svc, actor, username).await?;
+    registration_code(
+        svc,
+        actor,
+        &username,
+        source_ip,
+        serde_json::json!({ "code_only": true }),
+    )
+    .await
+}
+
+/// Issues a one-time registration code for `username` and audits it as `mfa.reset` with
+/// `details`: the end of both an IT reset and `sesame mfa code`.
+async fn registration_code(
+    svc: &Services,
+    actor: &Actor,
+    username: &str,
+    source_ip: Option<IpAddr>,
+    details: serde_json::Value,
+) -> Result<String, ServiceError> {
+    let code = svc
+        .store()
+        .mfa_issue_registration_code(username, REGISTRATION_CODE_TTL)
+        .await?;
+    svc.audit(Record {
+        actor: &actor.username,
+        action: Action::MfaReset,
+        target: username,
+        outcome: Outcome::Success,
+        source_ip,
+        details,
+    })
+    .await;
+    Ok(code)
+}
+
+/// The factor of `username` as IT sees it on the user page (kind, registered at, last used);
+/// `None` when `[mfa]` is off or the user has none. IT staff within their scope only.
+pub async fn factor_of(
+    svc: &Services,
+    actor: &Actor,
+    username: &str,
+) -> Result<Option<crate::store::Factor>, ServiceError> {
+    if svc.mfa()?.is_none() {
+        return Ok(None);
+    }
+    let username = may_act_on(svc, actor, username).await?;
+    Ok(svc
+        .store()
+        .mfa_factor(&username)
+        .await?
+        .filter(crate::store::Factor::is_registered))
+}
+
+/// IT staff within their delegated scope (the CLI: everyone); returns the stored spelling.
+async fn may_act_on(svc: &Services, actor: &Actor, username: &str) -> Result<String, ServiceError> {
+    kit(svc)?;
+    actor.require(Role::ItStaff)?;
+    let username = crate::store::normalize_username(username);
+    if username.is_empty() {
+        return Err(ServiceError::Invalid("a user name is needed".into()));
+    }
+    if actor.is_delegated() {
+        let groups = svc
+            .store()
+            .user(&username)
+            .await?
+            .map(|u| u.groups)
+            .unwrap_or_default();
+        if !actor.manages(&groups) {
+            return Err(ServiceError::Forbidden);
+        }
+    }
+    Ok(username)
+}
+
+#[cfg(test)]
+#[path = "mfa_tests.rs"]
+mod tests;

@@ -1,0 +1,226 @@
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::time::ManualClock;
+
+const T0: i64 = 1_800_000_000_000;
+
+async fn store() -> (tempfile::TempDir, Store, Arc<ManualClock>) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = Store::connect(&url)
+        .await
+        .unwrap()
+        .with_clock(clock.clone());
+    (dir, store, clock)
+}
+
+/// A device row of `user` (windows reference devices).
+async fn device(store: &Store, user: &str, id: i64) {
+    sqlx::query(
+        "INSERT INTO users (username, dn, display_name, last_sync) VALUES ($1, $2, $1, 0) \
+         ON CONFLICT (username) DO NOTHING",
+    )
+    .bind(user)
+    .bind(format!("uid={user},dc=test"))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO devices (id, username, name, hostname, public_key, tunnel_address, \
+         token_hash, created_at) VALUES ($1, $2, 'pc', 'pc', $3, $4, $5, 0)",
+    )
+    .bind(id)
+    .bind(user)
+    .bind(format!("key{id}"))
+    .bind(format!("100.64.0.{id}"))
+    .bind(format!("token{id}"))
+    .execute(store.pool())
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn registration_codes_work_once_for_their_user_until_they_expire() {
+    let (_dir, store, clock) = store().await;
+    let code = store
+        .mfa_issue_registration_code("Alice", Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert!(store
+        .mfa_registration_code_usable("alice", &code)
+        .await
+        .unwrap());
+    assert!(!store
+        .mfa_registration_code_usable("bob", &code)
+        .await
+        .unwrap());
+    store
+        .mfa_begin_registration("alice", "totp", "sealed")
+        .await
+        .unwrap();
+    let err = store
+        .mfa_confirm("bob", Some(&code), 1, &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::MfaRegistrationCode), "{err}");
+    store
+        .mfa_confirm(
+            "alice",
+            Some(&code.to_lowercase()),
+            1,
+            &["h1".into(), "h2".into()],
+        )
+        .await
+        .unwrap();
+    let f = store.mfa_factor("ALICE").await.unwrap().unwrap();
+    assert!(f.is_registered());
+    assert_eq!(f.secret_enc.as_deref(), Some("sealed"));
+    assert_eq!(f.pending_secret_enc, None);
+    assert_eq!(f.last_step, Some(1));
+    assert!(!store
+        .mfa_registration_code_usable("alice", &code)
+        .await
+        .unwrap());
+    store
+        .mfa_begin_registration("alice", "totp", "other")
+        .await
+        .unwrap();
+    let err = store
+        .mfa_confirm("alice", Some(&code), 2, &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::MfaRegistrationCode),
+        "used once: {err}"
+    );
+    // A new code replaces the unused one; it expires.
+    let first = store
+        .mfa_issue_registration_code("alice", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let second = store
+        .mfa_issue_registration_code("alice", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(!store
+        .mfa_registration_code_usable("alice", &first)
+        .await
+        .unwrap());
+    clock.advance(Duration::from_secs(61));
+    assert!(!store
+        .mfa_registration_code_usable("alice", &second)
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn confirming_needs_a_pending_registration_and_steps_are_spent_once() {
+    let (_dir, store, _clock) = store().await;
+    let err = store.mfa_confirm("alice", None, 1, &[]).await.unwrap_err();
+    assert!(matches!(err, StoreError::MfaNotPending), "{err}");
+    store
+        .mfa_begin_registration("alice", "totp", "s")
+        .await
+        .unwrap();
+    assert!(
+        !store.mfa_accept_step("alice", 5).await.unwrap(),
+        "pending is no factor"
+    );
+    store
+        .mfa_confirm("alice", None, 5, &["r1".into()])
+        .await
+        .unwrap();
+    assert!(
+        !store.mfa_accept_step("alice", 5).await.unwrap(),
+        "the confirming step"
+    );
+    assert!(!store.mfa_accept_step("alice", 4).await.unwrap());
+    assert!(store.mfa_accept_step("alice", 6).await.unwrap());
+    assert!(!store.mfa_accept_step("alice", 6).await.unwrap());
+    assert!(store.mfa_use_recovery_code("alice", "r1").await.unwrap());
+    assert!(!store.mfa_use_recovery_code("alice", "r1").await.unwrap());
+    assert!(store.mfa_remove_factor("alice").await.unwrap());
+    assert_eq!(store.mfa_factor("alice").await.unwrap(), None);
+    assert!(!store.mfa_remove_factor("alice").await.unwrap());
+}
+
+#[tokio::test]
+async fn open_windows_lists_devices_until_they_expire_or_close() {
+    let (_dir, store, clock) = store().await;
+    for (id, user) in [(1, "alice"), (2, "alice"), (3, "bob")] {
+        device(&store, user, id).await;
+    }
+    assert_eq!(store.open_windows().await.unwrap(), vec![]);
+    store
+        .mfa_open_window(1, "alice", "agent", T0 + 10_000)
+        .await
+        .unwrap();
+    store
+        .mfa_open_window(2, "alice", "web", T0 + 20_000)
+        .await
+        .unwrap();
+    store
+        .mfa_open_window(3, "bob", "web", T0 + 5_000)
+        .await
+        .unwrap();
+    let open = store.open_windows().await.unwrap();
+    assert_eq!(
+        open,
+        vec![
+            OpenWindow {
+                device_id: 1,
+                until_ms: T0 + 10_000,
+                last_activity_ms: T0
+            },
+            OpenWindow {
+                device_id: 2,
+                until_ms: T0 + 20_000,
+                last_activity_ms: T0
+            },
+            OpenWindow {
+                device_id: 3,
+                until_ms: T0 + 5_000,
+                last_activity_ms: T0
+            },
+        ]
+    );
+    // Web logout closes the web windows of that user only.
+    assert_eq!(
+        store
+            .mfa_close_user_windows("alice", Some("web"), "logout")
+            .await
+            .unwrap(),
+        vec![2]
+    );
+    let w = store.mfa_window(2).await.unwrap().unwrap();
+    assert_eq!(w.close_reason.as_deref(), Some("logout"));
+    assert!(!w.is_open(T0));
+    clock.advance(Duration::from_secs(6));
+    let ids: Vec<i64> = store
+        .open_windows()
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.device_id)
+        .collect();
+    assert_eq!(ids, vec![1], "bob's expired");
+    assert!(store.mfa_close_window(1, "down").await.unwrap());
+    assert!(!store.mfa_close_window(1, "down").await.unwrap());
+    assert_eq!(store.open_windows().await.unwrap(), vec![]);
+    // Reopening replaces the row.
+    store
+        .mfa_open_window(1, "alice", "agent", T0 + 60_000)
+        .await
+        .unwrap();
+    assert!(store
+        .mfa_window(1)
+        .await
+        .unwrap()
+        .unwrap()
+        .is_open(store.now_ms()));
+}

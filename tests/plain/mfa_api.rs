@@ -1,0 +1,339 @@
+//! The second factor over the HTTP API against a real slapd and a real SQLite file: enrolment
+//! registers a factor, a device unlocks its window, enrolment and web logins ask for the code
+//! once it exists, and only something IT handed out (enrolment, `sesame mfa code|reset`)
+//! registers a factor: never a password alone.
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
+
+use crate::common::cli;
+use crate::common::harness::{error_of, laptop_key, Harness};
+use crate::common::slapd::password_of;
+use crate::common::steps::step_async;
+
+use serde_json::{json, Value};
+use sesame::mfa::totp;
+
+/// The code of `secret` (base32) one step from now (`offset` steps: ±1 is accepted).
+fn code(secret: &str, offset: i64) -> String {
+    let bytes = totp::from_base32(secret).unwrap();
+    let now = sesame::time::now_ms() / 1000 + offset * 30;
+    totp::code_at(&bytes, u64::try_from(now).unwrap())
+}
+
+async fn post_bearer(h: &Harness, path: &str, token: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(h.url(path))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get_bearer(h: &Harness, path: &str, token: &str) -> Value {
+    let r = reqwest::Client::new()
+        .get(h.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+async fn enrol_otp(h: &Harness, code: &str, uid: &str, otp: Option<&str>) -> reqwest::Response {
+    let (key, _) = laptop_key();
+    let mut body = json!({
+        "code": code, "username": uid, "password": password_of(uid),
+        "public_key": key, "hostname": format!("pc-{uid}"),
+    });
+    if let Some(otp) = otp {
+        body["otp"] = json!(otp);
+    }
+    h.browser().post_json("/api/v1/enrol", &body).await
+}
+
+async fn actions(h: &Harness, action: &str) -> usize {
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM audit_events WHERE action = $1")
+        .bind(action)
+        .fetch_one(h.store.pool())
+        .await
+        .unwrap() as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolment_registers_the_factor_then_unlock_opens_the_window() {
+    // IT web logins without the code here (web_roles = auditors): this test is the laptop's.
+    let h = Harness::start_mfa("web_roles = [\"auditors\"]").await;
+    let it = h.login("tleroux").await;
+
+    let (secret, token) = step_async(
+        "enrol without a factor: 201 with a factor to register (secret, otpauth URI, SVG QR code)",
+        async {
+            let code = h.code_for(&it, "mdupont", "portable-marie").await;
+            let r = enrol_otp(&h, &code, "mdupont", None).await;
+            assert_eq!(r.status(), 201);
+            let cfg: Value = r.json().await.unwrap();
+            let reg = &cfg["mfa_registration"];
+            let secret = reg["secret"].as_str().unwrap().to_string();
+            assert!(reg["otpauth_uri"]
+                .as_str()
+                .unwrap()
+                .starts_with("otpauth://totp/Sesame:mdupont?"));
+            assert!(reg["qr_svg"].as_str().unwrap().contains("<svg"));
+            assert_eq!(cfg["resources"][0]["name"], "paie");
+            assert_eq!(cfg["resources"][0]["mfa"], true);
+            (secret, cfg["device_token"].as_str().unwrap().to_string())
+        },
+    )
+    .await;
+
+    let recovery = step_async(
+        "confirm: a wrong first code is 401 invalid_otp; the right one answers 10 recovery codes",
+        async {
+            let wrong = if code(&secret, 0) == "000000" {
+                "111111"
+            } else {
+                "000000"
+            };
+            let r = post_bearer(
+                &h,
+                "/api/v1/device/mfa/confirm",
+                &token,
+                &json!({"code": wrong}),
+            )
+            .await;
+            assert_eq!(error_of(r).await, (401, "invalid_otp".into()));
+            let r = post_bearer(
+                &h,
+                "/api/v1/device/mfa/confirm",
+                &token,
+                &json!({"code": code(&secret, 0)}),
+            )
+            .await;
+            assert_eq!(r.status(), 200);
+            let v: Value = r.json().await.unwrap();
+            let codes: Vec<String> = serde_json::from_value(v["recovery_codes"].clone()).unwrap();
+            assert_eq!(codes.len(), 10);
+            assert_eq!(actions(&h, "mfa.registered").await, 1);
+            codes
+        },
+    )
+    .await;
+
+    step_async(
+        "unlock: no window before; the next step's code opens one; config shows it",
+        async {
+            let cfg = get_bearer(&h, "/api/v1/device/config", &token).await;
+            assert!(cfg.get("mfa_until").is_none(), "{cfg}");
+            // The confirming step is spent: its code again is a replay.
+            let r = post_bearer(
+                &h,
+                "/api/v1/device/unlock",
+                &token,
+                &json!({"code": code(&secret, 0)}),
+            )
+            .await;
+            assert_eq!(error_of(r).await, (401, "invalid_otp".into()));
+            let r = post_bearer(
+                &h,
+                "/api/v1/device/unlock",
+                &token,
+                &json!({"code": code(&secret, 1)}),
+            )
+            .await;
+            assert_eq!(r.status(), 200);
+            let v: Value = r.json().await.unwrap();
+            let until = v["expires_at"].as_str().unwrap().to_string();
+            let cfg = get_bearer(&h, "/api/v1/device/config", &token).await;
+            assert_eq!(cfg["mfa_until"].as_str(), Some(until.as_str()));
+            assert_eq!(h.store.open_windows().await.unwrap().len(), 1);
+            assert_eq!(actions(&h, "mfa.window_opened").await, 1);
+        },
+    )
+    .await;
+
+    step_async(
+        "lock (sesame-agent down) closes the window: 204, no mfa_until",
+        async {
+            let r = post_bearer(&h, "/api/v1/device/lock", &token, &json!({})).await;
+            assert_eq!(r.status(), 204);
+            let cfg = get_bearer(&h, "/api/v1/device/config", &token).await;
+            assert!(cfg.get("mfa_until").is_none(), "{cfg}");
+            assert_eq!(actions(&h, "mfa.window_closed").await, 1);
+        },
+    )
+    .await;
+
+    step_async(
+        "a second enrolment needs the code now: 401 mfa_required, then a recovery code works once",
+        async {
+            let code1 = h.code_for(&it, "mdupont", "fixe-marie").await;
+            let r = enrol_otp(&h, &code1, "mdupont", None).await;
+            assert_eq!(error_of(r).await, (401, "mfa_required".into()));
+            let r = enrol_otp(&h, &code1, "mdupont", Some(&recovery[0])).await;
+            assert_eq!(r.status(), 201);
+            let cfg: Value = r.json().await.unwrap();
+            assert!(
+                cfg.get("mfa_registration").is_none(),
+                "no second registration"
+            );
+            let code2 = h.code_for(&it, "mdupont", "autre-marie").await;
+            let r = enrol_otp(&h, &code2, "mdupont", Some(&recovery[0])).await;
+            assert_eq!(error_of(r).await, (401, "invalid_otp".into()));
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_alone_never_registers_and_an_it_code_works_once() {
+    let h = Harness::start_mfa("").await;
+    let config = h.dir.path().join("sesame.toml");
+    let c = h.browser();
+    let register = |code: &str| json!({"username": "tleroux", "password": password_of("tleroux"), "registration_code": code});
+
+    step_async("IT staff without a factor cannot sign in (403 mfa_not_registered), nor register with a password alone", async {
+        let r = c.login("tleroux").await;
+        assert_eq!(error_of(r).await, (403, "mfa_not_registered".into()));
+        let r = c.post_json("/api/v1/mfa/register", &register("ABCD-EFGH-JKMN")).await;
+        assert_eq!(error_of(r).await, (401, "invalid_registration_code".into()));
+        let r = c.post_json("/api/v1/mfa/register", &json!({"username": "tleroux", "password": password_of("tleroux")})).await;
+        assert_eq!(r.status(), 400, "the registration code is required");
+    })
+    .await;
+
+    let code = cli::sesame(&["mfa", "code", "--user", "tleroux"])
+        .config(&config)
+        .ok();
+    let code = code.trim().to_string();
+    assert_eq!(code.len(), 14, "{code:?}");
+
+    let (secret, recovery) = step_async(
+        "sesame mfa code: with the password, registers; a wrong password does not",
+        async {
+            let mut bad = register(&code);
+            bad["password"] = json!("wrong");
+            let r = c.post_json("/api/v1/mfa/register", &bad).await;
+            assert_eq!(error_of(r).await, (401, "invalid_credentials".into()));
+            let r = c.post_json("/api/v1/mfa/register", &register(&code)).await;
+            assert_eq!(r.status(), 200);
+            let v: Value = r.json().await.unwrap();
+            let secret = v["secret"].as_str().unwrap().to_string();
+            let mut confirm = register(&code);
+            confirm["code"] = json!(code_of(&secret, 0));
+            let r = c.post_json("/api/v1/mfa/confirm", &confirm).await;
+            assert_eq!(r.status(), 200);
+            let v: Value = r.json().await.unwrap();
+            let recovery: Vec<String> =
+                serde_json::from_value(v["recovery_codes"].clone()).unwrap();
+            // Used once.
+            let r = c.post_json("/api/v1/mfa/register", &register(&code)).await;
+            assert_eq!(error_of(r).await, (401, "invalid_registration_code".into()));
+            (secret, recovery)
+        },
+    )
+    .await;
+
+    step_async("the IT web login asks for the code: 401 mfa_required, wrong 401 invalid_otp, right 200", async {
+        let r = c.login("tleroux").await;
+        assert_eq!(error_of(r).await, (401, "mfa_required".into()));
+        let body = |otp: &str| json!({"username": "tleroux", "password": password_of("tleroux"), "otp": otp});
+        let r = c.post_json("/api/v1/login", &body("12345")).await;
+        assert_eq!(error_of(r).await, (401, "invalid_otp".into()));
+        let r = c.post_json("/api/v1/login", &body(&code_of(&secret, 1))).await;
+        assert_eq!(r.status(), 200);
+        // A VPN user's login needs no code (web_roles = it_staff, auditors).
+        assert_eq!(h.browser().login("mdupont").await.status(), 200);
+    })
+    .await;
+
+    step_async(
+        "the /login page asks for the code and signs IT in with it (here a recovery code)",
+        async {
+            let page = h.browser().get_at("/login").await.text().await.unwrap();
+            assert!(page.contains("name=\"otp\""), "{page}");
+            assert!(page.contains("appelez le service informatique"), "{page}");
+            let form = |otp: &str| {
+                [
+                    ("username", "tleroux"),
+                    ("password", password_of("tleroux")),
+                    ("otp", otp),
+                ]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+            };
+            let b = h.browser();
+            let r = b
+                .post(b.url("/login"))
+                .form(&form(""))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+            let b = h.browser();
+            let r = b
+                .post(b.url("/login"))
+                .form(&form(&recovery[0]))
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                r.status().is_redirection() || r.status() == 200,
+                "{}",
+                r.status()
+            );
+            let me = b.get_at("/api/v1/devices").await;
+            assert_eq!(me.status(), 200, "signed in");
+            // The IT user page shows the factor and the reset button.
+            let page = b.get_at("/it/users/tleroux").await.text().await.unwrap();
+            assert!(page.contains("totp — enregistré le"), "{page}");
+            assert!(page.contains("Réinitialiser le second facteur"), "{page}");
+            assert!(
+                page.contains("action=\"/it/users/tleroux/mfa-reset\""),
+                "{page}"
+            );
+        },
+    )
+    .await;
+
+    step_async(
+        "sesame mfa reset: the factor goes, a new code is printed and registers again",
+        async {
+            let code = cli::sesame(&["mfa", "reset", "--user", "tleroux"])
+                .config(&config)
+                .ok();
+            // A fresh browser (the one above holds a session: its posts need the CSRF token).
+            let c = h.browser();
+            let r = c.login("tleroux").await;
+            assert_eq!(error_of(r).await, (403, "mfa_not_registered".into()));
+            let r = c
+                .post_json("/api/v1/mfa/register", &register(code.trim()))
+                .await;
+            assert_eq!(r.status(), 200);
+            assert_eq!(actions(&h, "mfa.reset").await, 2, "code and reset audited");
+        },
+    )
+    .await;
+}
+
+fn code_of(secret: &str, offset: i64) -> String {
+    code(secret, offset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_is_refused_after_reauth_interval_without_the_code() {
+    let h = Harness::start_mfa("web_roles = []").await;
+    let it = h.login("tleroux").await;
+    let code = h.code_for(&it, "mdupont", "portable-marie").await;
+    let r = enrol_otp(&h, &code, "mdupont", None).await;
+    let cfg: Value = r.json().await.unwrap();
+    let token = cfg["device_token"].as_str().unwrap().to_string();
+    // The device is 91 days old and its owner never used a code since.
+    sqlx::query("UPDATE devices SET created_at = created_at - $1")
+        .bind(91_i64 * 86_400_000)
+        .execute(h.store.pool())
+        .await
+        .unwrap();
+    let (key, _) = laptop_key();
+    let r = h.browser().rotate(&token, &key).await;
+    assert_eq!(error_of(r).await, (403, "reauth_required".into()));
+}

@@ -1,0 +1,18 @@
+//! Tests that need a real PostgreSQL (a throwaway cluster the fixture starts, as any user): the
+//! store and what sits on it, each written once and run on SQLite and on PostgreSQL.
+//! `cargo test --test postgres`.
+
+mod common;
+
+mod postgres {
+    mod audit_append;
+    mod audit_queries;
+    mod audit_tamper;
+    mod cli_enrol_code;
+    mod portal_postgres;
+    mod store;
+    mod store_audit;
+    mod store_devices;
+    mod store_mfa;
+    mod web_device_list;
+}

@@ -1,0 +1,156 @@
+//! The second factor's tables (migration 0011) on SQLite AND PostgreSQL: factors and their
+//! steps, recovery and registration codes, access windows and `Store::open_windows`.
+#![allow(clippy::too_many_lines, clippy::unwrap_used)]
+
+use crate::both_backends;
+use crate::common;
+
+use std::time::Duration;
+
+use common::store_db::*;
+use sesame::store::{OpenWindow, StoreError};
+
+both_backends!(factor_codes_and_windows);
+
+async fn factor_codes_and_windows(db: Db) {
+    let s = &db.store;
+    // Registration: a code from IT, spent by the confirmation with the first step.
+    let code = s
+        .mfa_issue_registration_code("Alice", Duration::from_secs(3600))
+        .await
+        .expect("issue");
+    assert!(s
+        .mfa_registration_code_usable("alice", &code)
+        .await
+        .expect("q"));
+    assert!(!s
+        .mfa_registration_code_usable("bob", &code)
+        .await
+        .expect("q"));
+    s.mfa_begin_registration("alice", "totp", "sealed")
+        .await
+        .expect("begin");
+    assert!(!s.mfa_accept_step("alice", 10).await.expect("q"), "pending");
+    let e = s
+        .mfa_confirm("bob", Some(&code), 10, &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::MfaRegistrationCode), "{e}");
+    s.mfa_confirm(
+        "alice",
+        Some(&code),
+        10,
+        &["h1".to_string(), "h2".to_string()],
+    )
+    .await
+    .expect("confirm");
+    let e = s
+        .mfa_confirm("alice", Some(&code), 11, &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::MfaRegistrationCode),
+        "used once: {e}"
+    );
+    let f = s.mfa_factor("alice").await.expect("q").expect("factor");
+    assert!(f.is_registered());
+    assert_eq!(
+        (f.kind.as_str(), f.last_step, f.registered_at),
+        ("totp", Some(10), Some(T0))
+    );
+    assert_eq!(s.mfa_factors().await.expect("q").len(), 1);
+    // Steps once, later only; recovery codes once.
+    assert!(!s.mfa_accept_step("alice", 10).await.expect("q"));
+    assert!(s.mfa_accept_step("alice", 11).await.expect("q"));
+    assert!(!s.mfa_accept_step("alice", 11).await.expect("q"));
+    assert!(s.mfa_use_recovery_code("alice", "h2").await.expect("q"));
+    assert!(!s.mfa_use_recovery_code("alice", "h2").await.expect("q"));
+    s.mfa_record_use("carol", "radius")
+        .await
+        .expect("radius use");
+    assert_eq!(
+        s.mfa_factor("carol")
+            .await
+            .expect("q")
+            .expect("row")
+            .last_used_at,
+        Some(T0)
+    );
+
+    // Windows of enrolled devices.
+    let a = enrol(
+        &db,
+        &code_for(&db, "alice", "pc-1").await,
+        &person("alice"),
+        key(1),
+        "100.64.0.0/24",
+    )
+    .await
+    .expect("a");
+    let b = enrol(
+        &db,
+        &code_for(&db, "alice", "pc-2").await,
+        &person("alice"),
+        key(2),
+        "100.64.0.0/24",
+    )
+    .await
+    .expect("b");
+    let (ia, ib) = (a.device.id, b.device.id);
+    s.mfa_open_window(ia, "alice", "agent", T0 + 60_000)
+        .await
+        .expect("open");
+    s.mfa_open_window(ib, "alice", "web", T0 + 120_000)
+        .await
+        .expect("open");
+    assert_eq!(
+        s.open_windows().await.expect("q"),
+        vec![
+            OpenWindow {
+                device_id: ia,
+                until_ms: T0 + 60_000,
+                last_activity_ms: T0
+            },
+            OpenWindow {
+                device_id: ib,
+                until_ms: T0 + 120_000,
+                last_activity_ms: T0
+            },
+        ]
+    );
+    assert_eq!(
+        s.mfa_close_user_windows("alice", Some("web"), "logout")
+            .await
+            .expect("q"),
+        vec![ib]
+    );
+    assert!(
+        s.mfa_close_user_windows("alice", None, "reset")
+            .await
+            .expect("q")
+            == vec![ia]
+    );
+    assert_eq!(s.open_windows().await.expect("q"), vec![]);
+    s.mfa_open_window(ia, "alice", "agent", T0 + 60_000)
+        .await
+        .expect("reopen");
+    db.clock.advance(Duration::from_secs(61));
+    assert_eq!(s.open_windows().await.expect("q"), vec![], "expired");
+    assert!(
+        s.mfa_close_window(ia, "expired").await.expect("q"),
+        "the gateway's report"
+    );
+    assert_eq!(
+        s.mfa_window(ia)
+            .await
+            .expect("q")
+            .expect("row")
+            .close_reason
+            .as_deref(),
+        Some("expired")
+    );
+    // The reset removes the factor and its recovery codes.
+    assert!(s.mfa_remove_factor("alice").await.expect("q"));
+    assert!(!s.mfa_use_recovery_code("alice", "h1").await.expect("q"));
+    assert_eq!(s.mfa_factor("alice").await.expect("q"), None);
+}
