@@ -248,7 +248,11 @@ fn udp_dgram(v6: bool, sport: u16, id: u16, payload: &[u8]) -> Vec<u8> {
     p.extend_from_slice(&(l4 as u16).to_be_bytes());
     p.extend_from_slice(&[0, 0]);
     p.extend_from_slice(payload);
-    let c = ref_l4(&p, ip, 17, 6);
+    // RFC 768: a sum that comes out as zero is sent as all ones (zero means "no checksum").
+    let c = match ref_l4(&p, ip, 17, 6) {
+        0 => 0xffff,
+        c => c,
+    };
     p[ip + 6..ip + 8].copy_from_slice(&c.to_be_bytes());
     p
 }
@@ -357,7 +361,10 @@ proptest! {
         let writes = coalesce(&input);
         // 64 datagrams or 64 KiB per write: a longer flow takes more writes.
         let udp_writes = n.div_ceil(64).max((n * (size + 28)).div_ceil(65_535 - 48));
-        prop_assert!(writes.len() >= 2 && writes.len() <= 1 + udp_writes + 1);
+        // A datagram whose checksum field is 0xffff (about one in 65,536) is written as it
+        // came (see `gro::mergeable`): it and what follows it are two more writes.
+        let udp_writes = udp_writes + 2 * fu.iter().filter(|p| p[if v6 { 46 } else { 26 }..][..2] == [0xff, 0xff]).count();
+        prop_assert!(writes.len() >= 2 && writes.len() <= 1 + udp_writes + 1, "{} writes: {:?}", writes.len(), writes.iter().map(Vec::len).collect::<Vec<_>>());
         let back: Vec<Vec<u8>> = writes.iter().flat_map(|w| split_write(w).unwrap()).collect();
         let (mut u, mut tc) = (Vec::new(), Vec::new());
         for p in back {
