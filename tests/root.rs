@@ -19,5 +19,6 @@ mod root {
     mod serve_e2e;
     mod serve_flow_audit;
     mod site_gateway;
+    mod sites_e2e;
     mod sync_hold;
 }

@@ -46,16 +46,35 @@ pub async fn create_token(
 }
 
 /// The site a gateway's bearer token stands for: its current token, of a site still in the
-/// configuration. Anything else is refused (audited `site.token_refused`, with the caller's
-/// address) as [`ServiceError::InvalidSiteToken`].
+/// configuration, and the site the gateway says it serves (`claimed`, when it says one).
+/// Anything else is refused (audited `site.token_refused`, with the caller's address and the
+/// reason) as [`ServiceError::InvalidSiteToken`].
 pub async fn authenticate(
     svc: &Services,
     token: &str,
+    claimed: Option<&str>,
     source_ip: Option<IpAddr>,
 ) -> Result<String, ServiceError> {
     let site = svc.store().site_of_token(&token_hash(token)).await?;
     match site {
-        Some(site) if svc.config().site(&site).is_some() => Ok(site),
+        Some(site) if svc.config().site(&site).is_some() && claimed.is_none_or(|c| c == site) => {
+            Ok(site)
+        }
+        Some(site) if svc.config().site(&site).is_some() => {
+            svc.audit(Record {
+                actor: "anonymous",
+                action: Action::SiteTokenRefused,
+                target: &format!("site:{site}"),
+                outcome: Outcome::Denied,
+                source_ip,
+                details: serde_json::json!({
+                    "reason": "other_site",
+                    "claimed_site": claimed,
+                }),
+            })
+            .await;
+            Err(ServiceError::InvalidSiteToken)
+        }
         other => {
             svc.audit(Record {
                 actor: "anonymous",
@@ -77,6 +96,8 @@ pub async fn authenticate(
 /// and how long it may wait for a change.
 #[derive(Debug, Clone, Default)]
 pub struct FeedQuery {
+    /// The site the gateway serves (older gateways do not say).
+    pub site: Option<String>,
     pub since: Option<u64>,
     pub generation: Option<String>,
     pub wait: Duration,
@@ -91,7 +112,7 @@ pub async fn feed(
     source_ip: Option<IpAddr>,
     query: FeedQuery,
 ) -> Result<FeedUpdate, ServiceError> {
-    let site = authenticate(svc, token, source_ip).await?;
+    let site = authenticate(svc, token, query.site.as_deref(), source_ip).await?;
     let hub = svc.feeds()?;
     let same_generation = query
         .generation
@@ -124,10 +145,11 @@ const SITE_ACTIONS: [&str; 6] = [
 pub async fn ingest_events(
     svc: &Services,
     token: &str,
+    claimed_site: Option<&str>,
     source_ip: Option<IpAddr>,
     batch: GatewayEvents,
 ) -> Result<EventsAccepted, ServiceError> {
-    let site = authenticate(svc, token, source_ip).await?;
+    let site = authenticate(svc, token, claimed_site, source_ip).await?;
     check_batch(&batch)?;
     let mut events = Vec::with_capacity(batch.records.len());
     let mut names: std::collections::HashMap<i64, Option<crate::store::Device>> =

@@ -155,13 +155,16 @@ fn site_token_prints_a_new_token_each_time_replacing_the_previous_one_audited() 
         let svc = Services::new(LiveConfig::new(load(&config)), store.clone());
         // Only the last token opens the feed; the first is refused (and that is audited).
         assert_eq!(
-            sites::authenticate(&svc, &second, None)
+            sites::authenticate(&svc, &second, Some("rectorat"), None)
                 .await
                 .expect("current"),
             "rectorat"
         );
-        let refused = sites::authenticate(&svc, &first, None).await;
+        let refused = sites::authenticate(&svc, &first, None, None).await;
         assert_eq!(refused.expect_err("replaced").code(), "invalid_site_token");
+        // The rectorat's current token, presented by a gateway serving another site.
+        let other = sites::authenticate(&svc, &second, Some("dsden56"), None).await;
+        assert_eq!(other.expect_err("other site").code(), "invalid_site_token");
         let audited = store
             .list_audit(&AuditFilter {
                 action: Some("site.token_refused".into()),
@@ -169,8 +172,10 @@ fn site_token_prints_a_new_token_each_time_replacing_the_previous_one_audited() 
             })
             .await
             .expect("audit");
-        assert_eq!(audited.len(), 1);
+        assert_eq!(audited.len(), 2);
         assert_eq!(audited[0].outcome.as_str(), "denied");
+        assert_eq!(audited[1].details["reason"], "other_site");
+        assert_eq!(audited[1].details["claimed_site"], "dsden56");
     });
 }
 

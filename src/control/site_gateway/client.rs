@@ -112,7 +112,11 @@ impl PortalClient {
         since: Option<u64>,
     ) -> Result<Option<FeedUpdate>, ClientError> {
         let base = &self.portals[portal % self.portals.len()];
-        let mut url = format!("{base}/api/v1/gateway/feed?wait={DEFAULT_WAIT_SECS}");
+        // `site`: the portal refuses a token of another site (site names need no escaping).
+        let mut url = format!(
+            "{base}/api/v1/gateway/feed?site={}&wait={DEFAULT_WAIT_SECS}",
+            self.site
+        );
         if let Some(v) = since {
             url.push_str(&format!("&since={v}"));
         }
@@ -140,7 +144,7 @@ impl PortalClient {
         let base = &self.portals[portal % self.portals.len()];
         let answer = self
             .http
-            .post(format!("{base}/api/v1/gateway/events"))
+            .post(format!("{base}/api/v1/gateway/events?site={}", self.site))
             .bearer_auth(&self.token)
             .timeout(ANSWER_MARGIN + CONNECT_TIMEOUT)
             .json(batch)

@@ -86,13 +86,18 @@ impl FeedLoop {
             };
             match answer {
                 Ok(update) => {
-                    delay = Duration::ZERO;
-                    backoff = FIRST_BACKOFF;
                     self.status
                         .last_answer_ms
                         .store(time::now_ms(), Ordering::Relaxed);
-                    if let Some(u) = update {
-                        self.apply(u);
+                    if update.is_some_and(|u| !self.apply(u)) {
+                        // A refused answer would come back at once: ask again later, as
+                        // after an error, not in a loop.
+                        self.status.errors.fetch_add(1, Ordering::Relaxed);
+                        delay = backoff;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    } else {
+                        delay = Duration::ZERO;
+                        backoff = FIRST_BACKOFF;
                     }
                 }
                 Err(e) => {
@@ -111,7 +116,8 @@ impl FeedLoop {
         }
     }
 
-    fn apply(&mut self, u: crate::api::feed::FeedUpdate) {
+    /// Applies one answer; false when it is refused (kept out of the peer set).
+    fn apply(&mut self, u: crate::api::feed::FeedUpdate) -> bool {
         let skew = u.server_time_ms - time::now_ms();
         if skew.abs() > 30_000 {
             tracing::warn!(skew_ms = skew, "the portal's clock and this gateway's differ: key expiries are applied on this gateway's clock");
@@ -119,13 +125,13 @@ impl FeedLoop {
         match self.state.apply(u) {
             Err(e) => {
                 tracing::error!(error = %e, "feed answer refused");
-                return;
+                return false;
             }
-            Ok(Applied::Nothing) => return,
+            Ok(Applied::Nothing) => return true,
             Ok(Applied::Resync) => {
                 tracing::info!("the portal's feed restarted: asking for the whole set");
                 self.state.generation.clear();
-                return;
+                return true;
             }
             Ok(Applied::Full) => self.restate(),
             Ok(Applied::Changes { upserts, removed }) => {
@@ -161,6 +167,7 @@ impl FeedLoop {
             .peers
             .store(self.state.peers.len() as u64, Ordering::Relaxed);
         self.save();
+        true
     }
 
     /// Restates every peer: after a full set, a change of rules, a key expiring or an access

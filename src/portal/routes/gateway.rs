@@ -24,6 +24,8 @@ pub const EVENTS_BODY_LIMIT: usize = 4 * 1024 * 1024;
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct FeedParams {
+    /// The site the gateway serves: a token of another site is refused (401).
+    pub site: Option<String>,
     /// `version` of the last answer applied; absent: the full set.
     pub since: Option<u64>,
     /// `generation` of that answer: another portal's (or a restarted one's) gets the full set.
@@ -43,6 +45,7 @@ pub async fn feed(
 ) -> Result<Json<FeedUpdate>, ApiError> {
     let Query(p) = params.map_err(ApiError::Query)?;
     let query = FeedQuery {
+        site: p.site,
         since: p.since,
         generation: p.generation,
         wait: Duration::from_secs(p.wait.unwrap_or(DEFAULT_WAIT_SECS)),
@@ -52,16 +55,26 @@ pub async fn feed(
     ))
 }
 
+/// Query string of `POST /api/v1/gateway/events`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsParams {
+    /// The site the gateway serves: a token of another site is refused (401).
+    pub site: Option<String>,
+}
+
 /// `POST /api/v1/gateway/events`
-#[utoipa::path(post, path = "/api/v1/gateway/events", request_body = GatewayEvents, security(("site_token" = [])),
+#[utoipa::path(post, path = "/api/v1/gateway/events", params(EventsParams), request_body = GatewayEvents, security(("site_token" = [])),
     responses((status = 200, body = EventsAccepted), (status = 400), (status = 401), (status = 413)))]
 pub async fn events(
     State(state): State<SharedState>,
     BearerToken(token): BearerToken,
     ClientIp(ip): ClientIp,
+    params: Result<Query<EventsParams>, axum::extract::rejection::QueryRejection>,
     ApiJson(batch): ApiJson<GatewayEvents>,
 ) -> Result<Json<EventsAccepted>, ApiError> {
+    let Query(p) = params.map_err(ApiError::Query)?;
     Ok(Json(
-        sites::ingest_events(&state.services, &token, Some(ip), batch).await?,
+        sites::ingest_events(&state.services, &token, p.site.as_deref(), Some(ip), batch).await?,
     ))
 }
