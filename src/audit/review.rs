@@ -192,6 +192,8 @@ impl FlowSeen {
 pub struct FlowSummary {
     pub username: Option<String>,
     pub device_id: Option<i64>,
+    /// The device as IT named it, when the records carry it (a site gateway's do).
+    pub device_name: Option<String>,
     /// The gateway's label of the peer (`device:ID:user`, `static:NAME`).
     pub peer: String,
     /// Unix ms.
@@ -212,6 +214,10 @@ pub struct FlowSummary {
 pub struct FlowView {
     pub username: Option<String>,
     pub device_id: Option<i64>,
+    /// The device as IT named it (`PC-PAIE-01`); none for a static peer.
+    pub device_name: Option<String>,
+    /// The site whose gateway carried the flows: the resource's (`local` for `sesame serve`'s own).
+    pub site: String,
     pub peer: String,
     /// RFC 3339 UTC, ms.
     pub first_seen: String,
@@ -229,9 +235,11 @@ pub struct FlowView {
 }
 
 /// Columns of the flows CSV (API and CLI).
-pub const FLOWS_CSV_HEADER: [&str; 10] = [
+pub const FLOWS_CSV_HEADER: [&str; 12] = [
     "username",
     "device_id",
+    "device_name",
+    "site",
     "peer",
     "first_seen",
     "last_seen",
@@ -242,11 +250,14 @@ pub const FLOWS_CSV_HEADER: [&str; 10] = [
     "windows",
 ];
 
-impl From<FlowSummary> for FlowView {
-    fn from(f: FlowSummary) -> Self {
+impl FlowView {
+    /// One device's flows to a resource of `site`.
+    pub fn new(f: FlowSummary, site: &str) -> Self {
         FlowView {
             username: f.username,
             device_id: f.device_id,
+            device_name: f.device_name,
+            site: site.to_string(),
             peer: f.peer,
             first_seen: crate::time::format(f.first_seen),
             last_seen: crate::time::format(f.last_seen),
@@ -258,14 +269,14 @@ impl From<FlowSummary> for FlowView {
             ports: f.ports.into_iter().collect(),
         }
     }
-}
 
-impl FlowView {
     /// As CSV cells, [`FLOWS_CSV_HEADER`] order.
-    pub fn csv_record(&self) -> [String; 10] {
+    pub fn csv_record(&self) -> [String; 12] {
         [
             self.username.clone().unwrap_or_default(),
             self.device_id.map(|d| d.to_string()).unwrap_or_default(),
+            self.device_name.clone().unwrap_or_default(),
+            self.site.clone(),
             self.peer.clone(),
             self.first_seen.clone(),
             self.last_seen.clone(),

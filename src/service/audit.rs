@@ -264,13 +264,29 @@ pub async fn flows(
         ServiceError::Invalid("resource : précisez une ressource / give a resource".into())
     })?;
     record_read(svc, actor, source_ip, "flows", format, params.to_json()).await?;
-    Ok(svc
+    let config = svc.config();
+    // A resource without a site is `sesame serve`'s own gateway's.
+    let site = config
+        .policy
+        .resource(&resource)
+        .map(|r| r.site.as_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or(crate::config::LOCAL_SITE);
+    let mut views = Vec::new();
+    for mut f in svc
         .store()
         .flows(&resource, filter.since, filter.until)
         .await?
-        .into_iter()
-        .map(FlowView::from)
-        .collect())
+    {
+        // `sesame serve`'s own records name the device by id only: its name as IT gave it.
+        if f.device_name.is_none() {
+            if let Some(id) = f.device_id {
+                f.device_name = svc.store().device(id).await?.map(|d| d.name);
+            }
+        }
+        views.push(FlowView::new(f, site));
+    }
+    Ok(views)
 }
 
 /// Who can reach a resource now, or what a user's devices can reach (auditors only): exactly one

@@ -219,6 +219,10 @@ impl Store {
                         .and_then(|v| v.as_str())
                         .map(str::to_string),
                     device_id,
+                    device_name: d
+                        .get("device_name")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string),
                     peer,
                     first_seen: first,
                     last_seen: last,

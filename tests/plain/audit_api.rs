@@ -271,6 +271,9 @@ async fn api_queries_exports_and_the_events_they_need() {
         assert_eq!(v["flows"].as_array().unwrap().len(), 1);
         assert_eq!(v["flows"][0]["username"], "mdupont");
         assert_eq!(v["flows"][0]["device_id"], device_id);
+        // Named as IT named the device, on the site of the resource (`sesame serve`'s own).
+        assert_eq!(v["flows"][0]["device_name"], "portable-marie");
+        assert_eq!(v["flows"][0]["site"], "local");
         assert_eq!(
             (
                 v["flows"][0]["bytes"].as_u64(),
@@ -284,9 +287,11 @@ async fn api_queries_exports_and_the_events_they_need() {
             .await
             .unwrap();
         assert!(csv_text.starts_with(
-            "username,device_id,peer,first_seen,last_seen,bytes,packets,bytes_out,bytes_in,windows\n"
+            "username,device_id,device_name,site,peer,first_seen,last_seen,bytes,packets,bytes_out,bytes_in,windows\n"
         ));
-        assert!(csv_text.contains(&format!("mdupont,{device_id},device:{device_id}:mdupont,")));
+        assert!(csv_text.contains(&format!(
+            "mdupont,{device_id},portable-marie,local,device:{device_id}:mdupont,"
+        )));
         let v: Value = get("/api/v1/audit/access-review?resource=paie".into())
             .await
             .json()

@@ -65,7 +65,10 @@ fn flow_rows(lang: Lang, resource: &str, flows: &[FlowView]) -> Markup {
     html! {
         div.table-wrap tabindex="0" role="region" aria-label=(lang.t("Flux (tableau défilant)", "Flows (scrollable table)")) {
             table #flows {
-                caption { (flows.len()) " " (lang.t("appareil(s) ont joint", "device(s) reached")) " " strong { (resource) } }
+                caption {
+                    (flows.len()) " " (lang.t("appareil(s) ont joint", "device(s) reached")) " " strong { (resource) }
+                    @if let Some(f) = flows.first() { " (" (lang.t("site", "site")) " " (f.site) ")" }
+                }
                 thead { tr {
                     th scope="col" { (lang.t("Agent", "User")) }
                     th scope="col" { (lang.t("Appareil", "Device")) }
@@ -77,7 +80,11 @@ fn flow_rows(lang: Lang, resource: &str, flows: &[FlowView]) -> Markup {
                 } }
                 tbody { @for f in flows { tr {
                     td { (f.username.as_deref().unwrap_or("—")) }
-                    td { @if let Some(id) = f.device_id { "#" (id) " " } span.muted { (f.peer) } }
+                    td {
+                        @if let Some(id) = f.device_id { "#" (id) " " }
+                        @if let Some(name) = &f.device_name { (name) " " }
+                        span.muted { (f.peer) }
+                    }
                     td { (instant(&f.first_seen)) }
                     td { (instant(&f.last_seen)) }
                     td { (f.bytes_in) }
