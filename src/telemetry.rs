@@ -15,8 +15,14 @@ type FilterHandle = reload::Handle<EnvFilter, Registry>;
 
 static FILTER: OnceLock<FilterHandle> = OnceLock::new();
 
+/// `level`, with the audit checkpoints' line (the off-host copy of the audit anchor) kept at
+/// `info` whatever the level.
 fn filter_for(level: LogLevel) -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.name()))
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.name()));
+    match format!("{}=info", crate::audit::checkpoint::LOG_TARGET).parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    }
 }
 
 /// Text logs at `info` (or `RUST_LOG`): for the commands that read no `[log]` section.
