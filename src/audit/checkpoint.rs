@@ -27,7 +27,7 @@ const SIGNED_PREFIX: &[u8] = b"sesame-audit-checkpoint-v1\n";
 /// (`Dec 07 12:00:00 host sesame[123]: …`) and inside the JSON of `[log] format = "json"` alike.
 pub const LOG_MARKER: &str = "SESAME_AUDIT_CHECKPOINT";
 /// The tracing target of that line; `telemetry` keeps it at `info` whatever `[log] level` says.
-pub const LOG_TARGET: &str = "sesame::audit::anchor";
+pub const LOG_TARGET: &str = crate::telemetry::ANCHOR_TARGET;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
