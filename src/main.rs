@@ -149,7 +149,8 @@ enum AuditCommand {
     Verify {
         #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
         config: PathBuf,
-        /// Checkpoint file (default: [audit] checkpoint_file).
+        /// Checkpoint file (default: [audit] checkpoint_file), or captured log lines holding
+        /// SESAME_AUDIT_CHECKPOINT (`journalctl -u sesame -o cat | grep SESAME_AUDIT_CHECKPOINT`).
         #[arg(long)]
         checkpoints: Option<PathBuf>,
         /// Audit public key, base64 (default: from [audit] signing_key_file).

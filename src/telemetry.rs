@@ -15,8 +15,17 @@ type FilterHandle = reload::Handle<EnvFilter, Registry>;
 
 static FILTER: OnceLock<FilterHandle> = OnceLock::new();
 
+/// The target of log lines kept at `info` whatever `[log] level` says: the audit checkpoints'
+/// lines, the off-host copy of the audit anchor (`audit::checkpoint::log_line`).
+pub const ANCHOR_TARGET: &str = "sesame::audit::anchor";
+
+/// `level`, with [`ANCHOR_TARGET`] kept at `info`.
 fn filter_for(level: LogLevel) -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.name()))
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.name()));
+    match format!("{ANCHOR_TARGET}=info").parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    }
 }
 
 /// Text logs at `info` (or `RUST_LOG`): for the commands that read no `[log]` section.
@@ -56,6 +65,42 @@ pub fn set_level(level: LogLevel) {
     if let Some(handle) = FILTER.get() {
         if let Err(e) = handle.reload(filter_for(level)) {
             tracing::warn!(error = %e, "cannot change the log level");
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn the_audit_anchor_line_passes_any_level() {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let w = buf.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(filter_for(LogLevel::Error))
+            .with(tracing_subscriber::fmt::layer().with_writer(move || w.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("filtered out at error");
+            tracing::info!(target: ANCHOR_TARGET, "SESAME_AUDIT_CHECKPOINT {{}}");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("SESAME_AUDIT_CHECKPOINT"), "{text}");
+        if std::env::var_os("RUST_LOG").is_none() {
+            assert!(!text.contains("filtered out"), "{text}");
         }
     }
 }

@@ -21,6 +21,14 @@ use crate::gateway::keys::{self, KeyError};
 /// Domain separation: a checkpoint signature cannot be replayed as any other signed message.
 const SIGNED_PREFIX: &[u8] = b"sesame-audit-checkpoint-v1\n";
 
+/// The fixed marker of a checkpoint's log line (the off-host copy): the line is
+/// `SESAME_AUDIT_CHECKPOINT {canonical JSON of the checkpoint}`, found with
+/// `journalctl -u sesame -o cat | grep SESAME_AUDIT_CHECKPOINT`, in a full journal line
+/// (`Dec 07 12:00:00 host sesame[123]: …`) and inside the JSON of `[log] format = "json"` alike.
+pub const LOG_MARKER: &str = "SESAME_AUDIT_CHECKPOINT";
+/// The tracing target of that line; `telemetry` keeps it at `info` whatever `[log] level` says.
+pub const LOG_TARGET: &str = crate::telemetry::ANCHOR_TARGET;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("clé d'audit / audit signing key: {0}")]
@@ -51,6 +59,12 @@ pub enum CheckpointError {
         line: usize,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("{path}:{line}: ligne {LOG_MARKER} illisible / unreadable {LOG_MARKER} line: {why}")]
+    LogLine {
+        path: PathBuf,
+        line: usize,
+        why: String,
     },
 }
 
@@ -251,20 +265,68 @@ pub fn append_to_file(path: &Path, cp: &Checkpoint) -> Result<(), CheckpointErro
     Ok(())
 }
 
-/// Every checkpoint in the file, in order. A missing file holds none.
-pub fn read_file(path: &Path) -> Result<Vec<Checkpoint>, CheckpointError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(CheckpointError::Read {
-                path: path.to_path_buf(),
-                source,
-            })
+/// Writes `cp` as one log line (the off-host copy: journald, the académie's log collection),
+/// marked with [`LOG_MARKER`].
+pub fn log_line(cp: &Checkpoint) {
+    tracing::info!(target: LOG_TARGET, "{LOG_MARKER} {}", canonical_json(&cp.to_json()));
+}
+
+/// The checkpoint of one line holding [`LOG_MARKER`]: the JSON right after the marker, as is
+/// (text logs) or inside JSON strings (`[log] format = "json"`, journald's own JSON), each
+/// level of escaping undone.
+pub fn parse_log_line(line: &str) -> Result<Checkpoint, String> {
+    let at = line
+        .find(LOG_MARKER)
+        .ok_or_else(|| format!("no {LOG_MARKER}"))?;
+    let mut rest = line[at + LOG_MARKER.len()..].trim_start().to_string();
+    // Each level of JSON string around the message doubles the escaping: at most a few.
+    for _ in 0..4 {
+        if rest.starts_with("{\"") {
+            let first = serde_json::Deserializer::from_str(&rest)
+                .into_iter::<Checkpoint>()
+                .next();
+            return match first {
+                Some(Ok(cp)) => Ok(cp),
+                Some(Err(e)) => Err(format!("not a checkpoint: {e}")),
+                None => Err("nothing after the marker".into()),
+            };
         }
-    };
-    text.lines()
-        .enumerate()
+        if !rest.starts_with("{\\") {
+            break;
+        }
+        // Inside a JSON string: read the string's remaining content, unescaped.
+        let quoted = format!("\"{rest}");
+        rest = match serde_json::Deserializer::from_str(&quoted)
+            .into_iter::<String>()
+            .next()
+        {
+            Some(Ok(s)) => s,
+            _ => return Err("escaped JSON that does not end".into()),
+        };
+    }
+    Err(format!(
+        "the marker must be followed by the checkpoint's JSON object ({LOG_MARKER} {{...}})"
+    ))
+}
+
+/// Every checkpoint of `text`, the content of `path`: the checkpoint file (one JSON object per
+/// line), or captured log lines when any line holds [`LOG_MARKER`] (then only those count, the
+/// others are skipped).
+pub fn parse_text(path: &Path, text: &str) -> Result<Vec<Checkpoint>, CheckpointError> {
+    let lines = text.lines().enumerate();
+    if text.contains(LOG_MARKER) {
+        return lines
+            .filter(|(_, l)| l.contains(LOG_MARKER))
+            .map(|(i, l)| {
+                parse_log_line(l).map_err(|why| CheckpointError::LogLine {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    why,
+                })
+            })
+            .collect();
+    }
+    lines
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
             serde_json::from_str(l).map_err(|source| CheckpointError::Parse {
@@ -276,6 +338,22 @@ pub fn read_file(path: &Path) -> Result<Vec<Checkpoint>, CheckpointError> {
         .collect()
 }
 
+/// Every checkpoint in the file, in order: the checkpoint file itself or log lines carrying
+/// [`LOG_MARKER`] ([`parse_text`]). A missing file holds none.
+pub fn read_file(path: &Path) -> Result<Vec<Checkpoint>, CheckpointError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(CheckpointError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    parse_text(path, &text)
+}
+
 /// What seals chain heads: the key and the file. The store calls it inside the writer
 /// transaction that reads the head, so no event slips in between.
 #[derive(Debug)]
@@ -285,7 +363,8 @@ pub struct Sealer {
 }
 
 impl Sealer {
-    /// Signs `head`, appends it to the checkpoint file (synced) and returns it.
+    /// Signs `head`, appends it to the checkpoint file (synced), writes it as a log line (the
+    /// off-host copy, [`log_line`]) and returns it.
     pub fn seal(
         &self,
         head: &ChainHead,
@@ -294,6 +373,7 @@ impl Sealer {
     ) -> Result<Checkpoint, CheckpointError> {
         let cp = Checkpoint::sign(&self.key, head, now_ms, reason);
         append_to_file(&self.file, &cp)?;
+        log_line(&cp);
         Ok(cp)
     }
 }
@@ -378,6 +458,78 @@ mod tests {
         let b = sealer.seal(&head(), 2, CheckpointReason::Shutdown).unwrap();
         assert_eq!(read_file(&path).unwrap(), vec![a, b]);
         std::fs::write(&path, "{}\nnot json\n").unwrap();
+        let e = read_file(&path).unwrap_err().to_string();
+        assert!(e.contains(":1:"), "{e}");
+    }
+
+    /// What tracing writes for `cp`, as `sesame serve` formats it (text, then JSON lines).
+    fn logged(cp: &Checkpoint) -> (String, String) {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::layer::SubscriberExt as _;
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (text, json) = (Buf::default(), Buf::default());
+        let (t, j) = (text.clone(), json.clone());
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(move || t.clone()))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_writer(move || j.clone()),
+            );
+        tracing::subscriber::with_default(subscriber, || log_line(cp));
+        let s = |b: Buf| String::from_utf8(b.0.lock().unwrap().clone()).unwrap();
+        (s(text), s(json))
+    }
+
+    #[test]
+    fn log_lines_are_read_back_in_every_form_the_journal_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = AuditKey::generate(&dir.path().join("k")).unwrap();
+        let a = Checkpoint::sign(&k, &head(), 1, CheckpointReason::Interval);
+        let b = Checkpoint::sign(&k, &head(), 2, CheckpointReason::Shutdown);
+        let (text_a, json_a) = logged(&a);
+        let (text_b, json_b) = logged(&b);
+        assert!(text_a.contains(LOG_MARKER) && json_a.contains(LOG_MARKER));
+        let prefix = "Dec 07 12:00:00 host sesame[123]: ";
+        // `journalctl -o cat`, a full journal line, and each with `[log] format = "json"`.
+        for (first, second) in [
+            (text_a.clone(), text_b.clone()),
+            (format!("{prefix}{text_a}"), format!("{prefix}{text_b}")),
+            (json_a.clone(), json_b.clone()),
+            (format!("{prefix}{json_a}"), format!("{prefix}{json_b}")),
+        ] {
+            let captured =
+                format!("{prefix}INFO other line\n{first}not ours {{\"a\":1}}\n\n{second}");
+            let path = dir.path().join("journal.log");
+            std::fs::write(&path, &captured).unwrap();
+            assert_eq!(
+                read_file(&path).unwrap(),
+                vec![a.clone(), b.clone()],
+                "{captured}"
+            );
+        }
+        // journald's own JSON (`-o json`) around the JSON log line: two levels of escaping.
+        let outer = serde_json::json!({ "MESSAGE": json_a.trim_end() }).to_string();
+        assert_eq!(parse_log_line(&outer).unwrap(), a);
+        // A marked line that is not a checkpoint is an error naming its line.
+        let path = dir.path().join("bad.log");
+        let cut = &text_a[..text_a.len() - 20];
+        std::fs::write(&path, format!("x\n{text_b}{cut}\n")).unwrap();
+        let e = read_file(&path).unwrap_err().to_string();
+        assert!(e.contains("bad.log:3:") && e.contains(LOG_MARKER), "{e}");
+        std::fs::write(&path, format!("{LOG_MARKER} hello\n")).unwrap();
         let e = read_file(&path).unwrap_err().to_string();
         assert!(e.contains(":1:"), "{e}");
     }

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use crate::config::{Config, LiveConfig};
 use crate::control::emergency::Emergency;
 use crate::control::flow_audit::Destination;
-use crate::control::peer_cache::{CachedDevice, PeerCache};
+use crate::control::peer_cache::PeerCache;
 use crate::control::reload::{ServeReloader, SwappableDirectory};
 use crate::control::sink::NoLocalGateway;
 use crate::control::{failstatic, ControlPlane};
@@ -47,8 +47,9 @@ pub async fn serve(
     let Some(store) = failstatic::connect_or_serve_cached(
         &config,
         &handle,
-        &cached,
+        &cached.devices,
         &emergency.pending_ids(),
+        &crate::time::SystemClock,
         &mut shutdown_rx,
     )
     .await
@@ -200,11 +201,11 @@ impl Front {
 async fn take_over(
     control: &ControlPlane,
     store: &Store,
-    cache: Option<(PeerCache, Vec<CachedDevice>)>,
+    cache: Option<(PeerCache, failstatic::Cached)>,
     emergency: Arc<Emergency>,
 ) {
     if let Some((cache, cached)) = cache {
-        control.seed_cache(cached);
+        control.seed_cache(cached.written_at, cached.devices);
         control.set_peer_cache(cache);
     }
     control.set_emergency(Arc::clone(&emergency));

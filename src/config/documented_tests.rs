@@ -130,6 +130,7 @@ fn the_key_list_comes_from_the_types_and_a_missing_key_is_caught() {
         ("roles.delegated", "scope"),
         ("peer", "persistent_keepalive"),
         ("audit", "checkpoint_interval"),
+        ("gateway", "max_cache_age"),
     ] {
         assert!(keys.contains(&(key.0.into(), key.1.into())), "{key:?}");
     }

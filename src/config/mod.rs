@@ -124,6 +124,9 @@ pub struct GatewayConfig {
     pub threads: usize,
     /// Idle time after which a tracked flow is forgotten.
     pub flow_idle_timeout: Duration,
+    /// A fail-static peer cache older than this is refused at start (the gateway then waits
+    /// for its database or portal).
+    pub max_cache_age: Duration,
     /// The site this gateway serves (`sesame gateway --site` overrides it).
     pub site: Option<String>,
     /// The portals a site gateway is fed by, tried in turn (`https://…`).

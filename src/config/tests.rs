@@ -317,3 +317,16 @@ fn log_and_metrics_defaults_and_errors() {
     let e = err("[portal]\nlisten = \"127.0.0.1:9000\"\n[metrics]\nlisten = \"127.0.0.1:9000\"\n");
     assert_eq!((e.line, e.key.as_str()), (Some(4), "metrics.listen"));
 }
+
+#[test]
+fn max_cache_age_defaults_to_7_days_and_is_bounded() {
+    let c = parse("").expect("valid");
+    assert_eq!(c.gateway.max_cache_age, Duration::from_secs(7 * 86_400));
+    let c = parse("[gateway]\nmax_cache_age = \"36h\"\n").expect("valid");
+    assert_eq!(c.gateway.max_cache_age, Duration::from_secs(36 * 3600));
+    for bad in ["\"10m\"", "\"0\"", "\"soon\""] {
+        let e = err(&format!("[gateway]\nmtu = 1420\nmax_cache_age = {bad}\n"));
+        assert_eq!(e.key, "gateway.max_cache_age", "{e}");
+        assert_eq!(e.line, Some(3), "{e}");
+    }
+}

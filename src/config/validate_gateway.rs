@@ -88,7 +88,22 @@ impl Ctx<'_, '_> {
                 &[key("gateway"), key("flow_idle_timeout")],
                 &g.flow_idle_timeout,
             )?,
+            max_cache_age: self.max_cache_age(&g.max_cache_age)?,
         })
+    }
+
+    /// `[gateway] max_cache_age`: at least an hour (the cache is refreshed every 10 minutes
+    /// while the database or a portal answers).
+    fn max_cache_age(&self, s: &str) -> Result<Duration, ConfigError> {
+        let at = [key("gateway"), key("max_cache_age")];
+        let d = self.duration(&at, s)?;
+        if d < Duration::from_secs(3600) {
+            return Err(self.loc.error(
+                &at,
+                format!("max_cache_age {s:?} is too short: at least 1h (the cache is refreshed every 10 minutes), e.g. \"7d\""),
+            ));
+        }
+        Ok(d)
     }
 
     /// `[gateway] site`: a name as `[[site]] name` writes it.

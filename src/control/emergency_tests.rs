@@ -56,6 +56,7 @@ async fn start() -> (tempfile::TempDir, Arc<Removed>, watch::Sender<bool>) {
                 groups: Vec::new(),
                 endpoint: None,
                 mfa_until_ms: None,
+                key_expires_at: None,
             }],
         )
         .unwrap();

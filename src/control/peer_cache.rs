@@ -4,13 +4,18 @@
 //!
 //! File format: a first line `sesame-peer-cache 1 <hex HMAC-SHA256 of the rest>`, then the
 //! JSON body. The body names the gateway's public key, so a copy from another gateway is
-//! refused even if someone copied its key file too.
+//! refused even if someone copied its key file too, and `written_at`: when the database (or,
+//! for a site gateway, a portal) last confirmed the set. A cache older than `[gateway]
+//! max_cache_age` is refused at start ([`check_age`]). Each device carries its key's expiry, so
+//! a key expiring while the database is down still leaves on time; a cache written before
+//! expiries were kept has none (those peers are bounded by the cache's age only).
 
 use crate::key::PublicKey;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -22,6 +27,9 @@ pub const CACHE_FILE: &str = "peer-cache.json";
 /// The HMAC key (32 random bytes, hex, mode 0600), beside the cache.
 pub const KEY_FILE: &str = "peer-cache.key";
 const MAGIC: &str = "sesame-peer-cache 1";
+/// While the database (or a portal) answers, the cache is rewritten at least this often even
+/// when the set does not change, so that its age says when the set was last confirmed.
+pub const REFRESH: Duration = Duration::from_secs(600);
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -46,6 +54,34 @@ pub enum PeerCacheError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "{path} : cache confirmé il y a {age}, plus que [gateway] max_cache_age ({max}) : refusé, la passerelle démarre sans pair en cache et attend sa base de données ou son portail ; rétablissez-les (ou, pour une panne longue voulue, augmentez max_cache_age et redémarrez) / {path}: cache last confirmed {age} ago, more than [gateway] max_cache_age ({max}): refused, the gateway starts with no cached peer and waits for its database or portal; bring them back (or, for an intended long outage, raise max_cache_age and restart)"
+    )]
+    TooOld {
+        path: PathBuf,
+        age: String,
+        max: String,
+    },
+}
+
+/// Refuses a cache written (last confirmed) at `written_at` if it is older than `max_age` at
+/// `now_ms`. A time in the future (a clock set back) counts as fresh.
+pub fn check_age(
+    path: &Path,
+    written_at: i64,
+    now_ms: i64,
+    max_age: Duration,
+) -> Result<(), PeerCacheError> {
+    let age = now_ms.saturating_sub(written_at);
+    if age <= crate::time::duration_ms(max_age) {
+        return Ok(());
+    }
+    let secs = |ms: i64| Duration::from_secs(u64::try_from(ms / 1000).unwrap_or(0));
+    Err(PeerCacheError::TooOld {
+        path: path.to_path_buf(),
+        age: humantime::format_duration(secs(age)).to_string(),
+        max: humantime::format_duration(max_age).to_string(),
+    })
 }
 
 /// One enrolled device as last published, with the endpoint its traffic last came from.
@@ -62,6 +98,11 @@ pub struct CachedDevice {
     /// still ends on time (the gateway's clock), and none opens (only the portal opens one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mfa_until_ms: Option<i64>,
+    /// When the device's key expires (unix ms): with the database down, the peer is removed at
+    /// that instant (the gateway's clock). `None`: no expiry, or a cache written before
+    /// expiries were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_expires_at: Option<i64>,
 }
 
 impl CachedDevice {
@@ -74,6 +115,7 @@ impl CachedDevice {
             groups: d.groups.clone(),
             endpoint,
             mfa_until_ms: d.mfa_until_ms,
+            key_expires_at: d.key_expires_at,
         }
     }
 
@@ -87,7 +129,7 @@ impl CachedDevice {
             groups: self.groups.clone(),
             mfa_until_ms: self.mfa_until_ms,
             name: String::new(),
-            key_expires_at: None,
+            key_expires_at: self.key_expires_at,
         }
     }
 }
@@ -95,7 +137,7 @@ impl CachedDevice {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Body {
     gateway_public_key: PublicKey,
-    /// Unix ms, for the log line when the cache is used.
+    /// Unix ms: when the store last confirmed the set (refused past `max_cache_age`).
     written_at: i64,
     devices: Vec<CachedDevice>,
 }
@@ -320,6 +362,7 @@ mod tests {
             groups: vec!["cn=g,dc=test".into()],
             endpoint: Some(SocketAddr::from(([198, 18, 0, n], 40000))),
             mfa_until_ms: None,
+            key_expires_at: Some(1_800_000_000_000 + i64::from(n)),
         }
     }
 
@@ -381,5 +424,58 @@ mod tests {
         std::fs::write(dir.path().join(KEY_FILE), "short\n").unwrap();
         let e = PeerCache::open(dir.path()).err().unwrap();
         assert!(e.to_string().contains(KEY_FILE), "{e}");
+    }
+
+    #[test]
+    fn a_cache_older_than_the_limit_is_refused_saying_what_to_do() {
+        let path = Path::new("/var/lib/sesame/peer-cache.json");
+        let day = 86_400_000;
+        let week = Duration::from_secs(7 * 86_400);
+        let now = 1_800_000_000_000;
+        assert!(check_age(path, now - 7 * day, now, week).is_ok());
+        assert!(
+            check_age(path, now + day, now, week).is_ok(),
+            "clock set back"
+        );
+        let e = check_age(path, now - 8 * day, now, week).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, PeerCacheError::TooOld { .. }), "{e}");
+        for part in [
+            "8days",
+            "7days",
+            "max_cache_age",
+            "refusé",
+            "refused",
+            "peer-cache.json",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        assert!(
+            text.find("refusé") < text.find("refused"),
+            "French first: {text}"
+        );
+    }
+
+    #[test]
+    fn a_cache_written_before_expiries_were_kept_is_read_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PeerCache::open(dir.path()).unwrap();
+        let gw = PublicKey::from_bytes([7; 32]).unwrap();
+        let mut old = device(2);
+        old.key_expires_at = None;
+        cache.save(&gw, 1234, vec![old.clone()]).unwrap();
+        let text = std::fs::read_to_string(cache.path()).unwrap();
+        assert!(!text.contains("key_expires_at"), "the old format: {text}");
+        let (_, devs) = cache.load(&gw).unwrap().unwrap();
+        assert_eq!(devs, vec![old]);
+        assert_eq!(devs[0].active().key_expires_at, None);
+        // The new format keeps the expiry through the control plane's type.
+        cache.save(&gw, 1234, vec![device(3)]).unwrap();
+        let (_, devs) = cache.load(&gw).unwrap().unwrap();
+        assert_eq!(devs[0].active().key_expires_at, Some(1_800_000_000_003));
+        assert_eq!(
+            CachedDevice::new(&devs[0].active(), None).key_expires_at,
+            Some(1_800_000_000_003)
+        );
     }
 }

@@ -30,6 +30,9 @@ pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(30);
 pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the peer cache's endpoints are refreshed from the gateway (written on change).
 pub const ENDPOINT_SAVE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often published keys are checked against their expiry on the gateway's clock, the
+/// store answering or not.
+pub const KEY_EXPIRY_CHECK: Duration = super::failstatic::EXPIRY_CHECK;
 
 /// Why a publication failed; the gateway keeps its last good peer set.
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +66,16 @@ pub struct ControlPlane {
     covered: AtomicU64,
     /// The local copy of the last good set (`sesame serve` only).
     cache: std::sync::OnceLock<PeerCache>,
-    /// What the cache holds now: rewritten only when it changes.
+    /// What the cache holds now: rewritten when it changes, or when its confirmation is
+    /// [`super::peer_cache::REFRESH`] older than the store's last answer.
     cached: parking_lot::Mutex<Option<Vec<CachedDevice>>>,
+    /// When the store last confirmed the published set (unix ms; the seeded cache's time
+    /// until then), and the time the cache file carries.
+    confirmed_ms: std::sync::atomic::AtomicI64,
+    cache_written_ms: std::sync::atomic::AtomicI64,
+    /// The expiry of each published device key (unix ms): removed at that instant even when
+    /// the store cannot be read.
+    expiries: parking_lot::Mutex<HashMap<PublicKey, i64>>,
     /// Revocations made at the gateway while the store was down (`sesame serve` only).
     emergency: std::sync::OnceLock<Arc<Emergency>>,
     /// Where database read latencies go (set once by `sesame serve`).
@@ -92,6 +103,9 @@ impl ControlPlane {
             covered: AtomicU64::new(0),
             cache: std::sync::OnceLock::new(),
             cached: parking_lot::Mutex::new(None),
+            confirmed_ms: std::sync::atomic::AtomicI64::new(0),
+            cache_written_ms: std::sync::atomic::AtomicI64::new(0),
+            expiries: parking_lot::Mutex::new(HashMap::new()),
             emergency: std::sync::OnceLock::new(),
             metrics: std::sync::OnceLock::new(),
             feeds: std::sync::OnceLock::new(),
@@ -130,8 +144,11 @@ impl ControlPlane {
         let _ = self.cache.set(cache);
     }
 
-    /// Writes the cache if the devices or their endpoints changed since the last write.
+    /// Writes the cache (the store just confirmed `devices`) if the devices or their endpoints
+    /// changed since the last write, or the file's confirmation is [`super::peer_cache::REFRESH`] old.
     fn save_cache(&self, devices: &[ActiveDevice]) {
+        let now = self.store.now_ms();
+        self.confirmed_ms.store(now, Ordering::SeqCst);
         if self.cache.get().is_none() {
             return;
         }
@@ -141,7 +158,7 @@ impl ControlPlane {
             .iter()
             .map(|d| CachedDevice::new(d, endpoints.get(&d.public_key).copied()))
             .collect();
-        self.write_cache(entries);
+        self.write_cache(entries, now);
     }
 
     /// Refreshes the cached endpoints from the gateway (the devices as last cached): periodic,
@@ -160,10 +177,12 @@ impl ControlPlane {
                 e.endpoint = Some(*ep);
             }
         }
-        self.write_cache(entries);
+        // Not a confirmation: the file keeps the time the store last answered.
+        self.write_cache(entries, self.confirmed_ms.load(Ordering::SeqCst));
     }
 
-    fn write_cache(&self, mut entries: Vec<CachedDevice>) {
+    /// Writes `entries`, confirmed by the store at `confirmed_ms`.
+    fn write_cache(&self, mut entries: Vec<CachedDevice>, confirmed_ms: i64) {
         let Some(cache) = self.cache.get() else {
             return;
         };
@@ -178,25 +197,61 @@ impl ControlPlane {
                 e.endpoint = known.get(&e.public_key).copied();
             }
         }
-        if cached.as_ref() == Some(&entries) {
+        let written = self.cache_written_ms.load(Ordering::SeqCst);
+        let refresh = crate::time::duration_ms(super::peer_cache::REFRESH);
+        if cached.as_ref() == Some(&entries) && confirmed_ms.saturating_sub(written) < refresh {
             return;
         }
-        match cache.save(
-            &self.sink.public_key(),
-            self.store.now_ms(),
-            entries.clone(),
-        ) {
-            Ok(()) => *cached = Some(entries),
+        match cache.save(&self.sink.public_key(), confirmed_ms, entries.clone()) {
+            Ok(()) => {
+                *cached = Some(entries);
+                self.cache_written_ms.store(confirmed_ms, Ordering::SeqCst);
+            }
             Err(e) => tracing::warn!(error = %e, "cannot write the peer cache"),
         }
     }
 
-    /// What the cache held at start (its endpoints are kept for peers without traffic yet).
-    /// Nothing (no file, or a refused one) means the next publication writes it.
-    pub fn seed_cache(&self, entries: Vec<CachedDevice>) {
+    /// What the cache held at start, confirmed by the store at `written_at` (its endpoints are
+    /// kept for peers without traffic yet, its key expiries are watched). Nothing (no file, or
+    /// a refused one) means the next publication writes it.
+    pub fn seed_cache(&self, written_at: i64, entries: Vec<CachedDevice>) {
         if !entries.is_empty() {
+            self.expiries.lock().extend(
+                entries
+                    .iter()
+                    .filter_map(|e| Some((e.public_key, e.key_expires_at?))),
+            );
+            self.confirmed_ms.store(written_at, Ordering::SeqCst);
+            self.cache_written_ms.store(written_at, Ordering::SeqCst);
             *self.cached.lock() = Some(entries);
         }
+    }
+
+    /// Removes the published peers whose key expired on the store's clock, without reading
+    /// the store (the store revokes them at its next [`EXPIRY_INTERVAL`] pass, or when it
+    /// answers again); returns how many.
+    pub fn expire_keys(&self) -> usize {
+        let now = self.store.now_ms();
+        let gone: Vec<PublicKey> = {
+            let mut expiries = self.expiries.lock();
+            let gone: Vec<PublicKey> = expiries
+                .iter()
+                .filter(|(_, t)| **t <= now)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in &gone {
+                expiries.remove(k);
+            }
+            gone
+        };
+        for k in &gone {
+            self.sink.remove_peer_because(k, EndReason::Revoked);
+            if let Some(last) = self.last.lock().as_mut() {
+                last.retain(|p| p.public_key != *k);
+            }
+            tracing::info!(key = %k.to_base64(), stale = self.is_stale(), "device key expired: peer removed from the gateway");
+        }
+        gone.len()
     }
 
     pub fn gateway_public_key(&self) -> PublicKey {
@@ -277,6 +332,13 @@ impl ControlPlane {
                     let pending = e.pending_ids();
                     devices.retain(|d| !pending.contains(&d.id));
                 }
+                // An expired key leaves now, before the store's expiry pass revokes it.
+                let now = self.store.now_ms();
+                devices.retain(|d| !super::failstatic::expired(d, now));
+                *self.expiries.lock() = devices
+                    .iter()
+                    .filter_map(|d| Some((d.public_key, d.key_expires_at?)))
+                    .collect();
                 let peers = desired_from(&config, &devices);
                 if let Some(feeds) = self.feeds.get() {
                     feeds.publish(super::sites::site_sets(&config, &devices));
@@ -385,6 +447,14 @@ impl ControlPlane {
         }
         let applied = self.sink.upsert_peer(peer.clone());
         if applied {
+            let mut expiries = self.expiries.lock();
+            if let Some(old) = replaced_key {
+                expiries.remove(&old);
+            }
+            if let Some(t) = device.expires_at {
+                expiries.insert(device.public_key, t);
+            }
+            drop(expiries);
             if let Some(last) = self.last.lock().as_mut() {
                 last.retain(|p| p.public_key != peer.public_key);
                 last.push(peer);
@@ -437,7 +507,25 @@ impl ControlPlane {
     /// The publisher loop: publishes on each wake-up, when the devices table changes (polled
     /// every [`POLL_INTERVAL`]) and every [`REPUBLISH_INTERVAL`]; revokes expired keys every
     /// [`EXPIRY_INTERVAL`]; until `shutdown` turns true.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let watch = Arc::clone(&self).watch_expiries(shutdown.clone());
+        tokio::join!(self.publish_loop(shutdown), watch);
+    }
+
+    /// Removes each published key at its expiry ([`Self::expire_keys`] every
+    /// [`KEY_EXPIRY_CHECK`]), whether the store answers or not, until `shutdown` turns true.
+    async fn watch_expiries(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(KEY_EXPIRY_CHECK) => {
+                    self.expire_keys();
+                }
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    async fn publish_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut last_expiry = tokio::time::Instant::now();
         let mut last_full = tokio::time::Instant::now();
         let mut last_endpoints = tokio::time::Instant::now();

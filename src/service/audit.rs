@@ -318,7 +318,8 @@ pub async fn access_review(
 }
 
 /// What a verification trusts: the audit public key (default: the public half of `[audit]
-/// signing_key_file`) and the checkpoint file (default: `[audit] checkpoint_file`).
+/// signing_key_file`) and the checkpoint file (default: `[audit] checkpoint_file`), which may
+/// also be the checkpoints' log lines captured off the server (`checkpoint::parse_text`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Trust<'a> {
     /// Base64 Ed25519 public key.

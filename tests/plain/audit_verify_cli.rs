@@ -292,3 +292,190 @@ async fn offline_export_after_a_purge() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stdout), "6\n", "from the signed anchor on");
 }
+
+/// Where tracing writes in the test (a `MakeWriter` over a shared buffer).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// What was written, each line as journald shows it in full (`journalctl -u sesame`).
+    fn journal(&self) -> String {
+        let text = String::from_utf8(self.0.lock().expect("lock").clone()).expect("utf-8");
+        text.lines()
+            .map(|l| format!("Dec 07 12:00:00 rectorat-vpn sesame[123]: {l}\n"))
+            .collect()
+    }
+}
+
+/// Someone holding the whole server rewrites an event, recomputes the chain, re-signs every
+/// checkpoint with the audit key and replaces the checkpoint file: `verify` passes with the
+/// server's own file, and fails with the checkpoints' log lines captured during the run (text
+/// and `[log] format = "json"`, as journald holds them).
+// Current-thread runtime: the capture is the test thread's default subscriber.
+#[tokio::test]
+async fn a_rewritten_and_resigned_log_is_caught_by_the_journal_copy() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |name: &str| dir.path().join(name);
+    let s = |path: &std::path::Path| path.to_str().expect("utf-8").to_string();
+    let url = format!("sqlite://{}", s(&p("sesame.db")));
+    let config = p("sesame.toml");
+    TestConfig::new()
+        .database(&url)
+        .gateway("private_key_file = \"gw.key\"")
+        .write(&config);
+    let sealer = Sealer {
+        key: checkpoint::AuditKey::generate(&p("audit.key")).expect("key"),
+        file: p("audit-checkpoints.jsonl"),
+    };
+
+    // The run, its logs captured as `sesame serve` writes them (text, and JSON lines).
+    let (text_log, json_log) = (Captured::default(), Captured::default());
+    let (t, j) = (text_log.clone(), json_log.clone());
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || t.clone()),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_writer(move || j.clone()),
+        );
+    let capture = tracing::subscriber::set_default(subscriber);
+    let store = Store::connect(&url).await.expect("open");
+    store
+        .append_audit_batch(&(1..=5).map(login_event).collect::<Vec<_>>())
+        .await
+        .expect("1-5");
+    tracing::info!("an unrelated line between two checkpoints");
+    store
+        .checkpoint_audit(&sealer, CheckpointReason::Interval)
+        .await
+        .expect("checkpoint 1");
+    store
+        .append_audit_batch(&(7..=10).map(login_event).collect::<Vec<_>>())
+        .await
+        .expect("7-10");
+    store
+        .checkpoint_audit(&sealer, CheckpointReason::Interval)
+        .await
+        .expect("checkpoint 2");
+    store.append_audit(&login_event(12)).await.expect("12");
+    drop(capture);
+    let journal_text = p("checkpoints.log");
+    let journal_json = p("checkpoints-json.log");
+    std::fs::write(&journal_text, text_log.journal()).expect("journal");
+    std::fs::write(&journal_json, json_log.journal()).expect("journal");
+    assert_eq!(
+        checkpoint::read_file(&journal_text).expect("text lines"),
+        checkpoint::read_file(&sealer.file).expect("file"),
+        "{}",
+        text_log.journal()
+    );
+
+    let cfg = s(&config);
+    let verify = |checkpoints: Option<&std::path::Path>| {
+        let mut args = vec!["audit".to_string(), "verify".into(), "--config".into()];
+        args.push(cfg.clone());
+        if let Some(c) = checkpoints {
+            args.extend(["--checkpoints".into(), s(c)]);
+        }
+        run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    for c in [None, Some(&*journal_text), Some(&*journal_json)] {
+        let out = verify(c);
+        assert_eq!(out.status.code(), Some(0), "{c:?}: {}", text(&out.stderr));
+    }
+
+    // The rewrite: triggers dropped, event 3 changed, every hash after it recomputed, each
+    // audit.checkpoint event and the checkpoint file re-signed with the server's audit key.
+    for t in [
+        "audit_events_no_update",
+        "audit_events_no_delete",
+        "audit_retention_no_delete",
+        "audit_retention_forward_only",
+    ] {
+        exec(&store, &format!("DROP TRIGGER {t}")).await;
+    }
+    let mut all = store
+        .list_audit(&AuditFilter::default())
+        .await
+        .expect("list");
+    all[2].actor = "mallory".into();
+    let mut resigned = Vec::new();
+    for i in 2..all.len() {
+        if all[i].action == "audit.checkpoint" {
+            let head = checkpoint::ChainHead {
+                first_id: 1,
+                anchor_hash: sesame::audit::GENESIS_HASH.into(),
+                last_id: all[i - 1].id,
+                last_hash: all[i - 1].hash.clone(),
+            };
+            let ts = sesame::time::parse("ts", all[i].details["ts"].as_str().expect("ts"), 0)
+                .expect("ts");
+            let cp = Checkpoint::sign(&sealer.key, &head, ts, CheckpointReason::Interval);
+            all[i].details = cp.to_json();
+            resigned.push(cp);
+        }
+        all[i].prev_hash = all[i - 1].hash.clone();
+        all[i].hash = all[i].compute_hash();
+        sqlx::query(
+            "UPDATE audit_events SET actor = $1, details = $2, prev_hash = $3, hash = $4 WHERE id = $5",
+        )
+        .bind(&all[i].actor)
+        .bind(sesame::audit::canonical_json(&all[i].details))
+        .bind(&all[i].prev_hash)
+        .bind(&all[i].hash)
+        .bind(all[i].id)
+        .execute(store.pool())
+        .await
+        .expect("rewrite");
+    }
+    assert_eq!(resigned.len(), 2);
+    std::fs::remove_file(&sealer.file).expect("old file");
+    for cp in &resigned {
+        checkpoint::append_to_file(&sealer.file, cp).expect("new file");
+    }
+
+    // The server's own (rewritten) file vouches for the rewritten log.
+    let out = verify(None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The copy that left the server does not: the first head it signed differs.
+    for c in [&journal_text, &journal_json] {
+        let out = verify(Some(c));
+        assert_eq!(out.status.code(), Some(1), "{c:?}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "5\n");
+        assert!(
+            text(&out.stderr).contains("rewritten"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    // A marked line that is not a checkpoint is an error naming its line.
+    let mut lines = std::fs::read_to_string(&journal_text).expect("read");
+    lines.push_str("Dec 07 13:00:00 rectorat-vpn sesame[123]: SESAME_AUDIT_CHECKPOINT {\"ts\":\n");
+    let n = lines.lines().count();
+    std::fs::write(&journal_text, lines).expect("write");
+    let out = verify(Some(&journal_text));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains(&format!("checkpoints.log:{n}:")),
+        "{}",
+        text(&out.stderr)
+    );
+    store.close().await;
+}

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use crate::config::Config;
 use crate::control::emergency::{self, Emergency};
 use crate::control::failstatic;
-use crate::control::peer_cache::{CachedDevice, PeerCache};
+use crate::control::peer_cache::PeerCache;
 use crate::gateway::flowlog::{FlowReceiver, DEFAULT_QUEUE};
 use crate::gateway::uapi::UapiServer;
 use crate::gateway::{keys, FlowLog, Gateway, GatewayHandle};
@@ -92,15 +92,23 @@ pub async fn admin_socket(
     Ok(emergency)
 }
 
-/// The local copy of the peer set the last run published (fail-static), and what it holds.
+/// The local copy of the peer set the last run published (fail-static), and what it holds
+/// (nothing when it is older than `[gateway] max_cache_age`).
 pub fn cached_peers(
     config: &Config,
     handle: &GatewayHandle,
-) -> (Option<PeerCache>, Vec<CachedDevice>) {
+) -> (Option<PeerCache>, failstatic::Cached) {
     let cache = failstatic::open_cache(&config.gateway.private_key_file);
     let cached = cache
         .as_ref()
-        .map(|c| failstatic::load_cached(c, &handle.public_key()))
+        .map(|c| {
+            failstatic::load_cached(
+                c,
+                &handle.public_key(),
+                crate::time::now_ms(),
+                config.gateway.max_cache_age,
+            )
+        })
         .unwrap_or_default();
     (cache, cached)
 }

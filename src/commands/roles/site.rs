@@ -63,7 +63,12 @@ pub async fn start(
     let policy = Arc::new(ArcSwap::from_pointee(Policy::default()));
     let feed = FeedLoop {
         client: client.clone(),
-        state: cached_state(site_cache.as_ref(), &public, &site.site),
+        state: cached_state(
+            site_cache.as_ref(),
+            &public,
+            &site.site,
+            config.gateway.max_cache_age,
+        ),
         gateway: handle.clone(),
         cache: site_cache,
         policy: Arc::clone(&policy),
@@ -108,9 +113,14 @@ pub async fn start(
     })
 }
 
-/// The feed state of the last run, if it is this site's.
-fn cached_state(cache: Option<&PeerCache>, public: &PublicKey, site: &str) -> SiteState {
-    match cache.and_then(|c| cache::load::<SiteState>(c, public)) {
+/// The feed state of the last run, if it is this site's and not older than `max_age`.
+fn cached_state(
+    cache: Option<&PeerCache>,
+    public: &PublicKey,
+    site: &str,
+    max_age: std::time::Duration,
+) -> SiteState {
+    match cache.and_then(|c| cache::load_fresh(c, public, time::now_ms(), max_age)) {
         Some((written, state)) if state.site == site => {
             tracing::info!(
                 peers = state.peers.len(),

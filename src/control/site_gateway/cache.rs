@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use crate::control::peer_cache::{PeerCache, PeerCacheError};
+use crate::control::peer_cache::{check_age, PeerCache, PeerCacheError};
 use crate::key::PublicKey;
 
 pub use super::state::SiteState;
@@ -52,6 +53,30 @@ pub fn load<T: serde::de::DeserializeOwned>(
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, file = %cache.path().display(), "gateway cache refused: it is not used");
+            None
+        }
+    }
+}
+
+/// Loads the feed state beside `cache`, refused (logged, `None`: the gateway starts empty and
+/// waits for its portal) when a portal last confirmed it longer than `max_age` before `now_ms`.
+/// Its peers carry their key expiries: the feed loop removes each at its instant.
+pub fn load_fresh(
+    cache: &PeerCache,
+    gateway_public: &PublicKey,
+    now_ms: i64,
+    max_age: Duration,
+) -> Option<(i64, SiteCache)> {
+    let loaded = cache.load_value::<SiteCache>(gateway_public).and_then(|c| {
+        if let Some((written_at, _)) = &c {
+            check_age(cache.path(), *written_at, now_ms, max_age)?;
+        }
+        Ok(c)
+    });
+    match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, file = %cache.path().display(), "cache de la passerelle refusé : non utilisé, elle attend son portail / gateway cache refused: it is not used (the gateway waits for its portal)");
             None
         }
     }

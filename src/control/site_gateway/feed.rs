@@ -99,6 +99,12 @@ impl FeedLoop {
                         delay = Duration::ZERO;
                         backoff = FIRST_BACKOFF;
                     }
+                    // The portal confirmed the set: the cache's age says so, changed or not.
+                    let written = self.status.cache_written_ms.load(Ordering::Relaxed);
+                    let refresh = time::duration_ms(crate::control::peer_cache::REFRESH);
+                    if time::now_ms().saturating_sub(written) >= refresh {
+                        self.save();
+                    }
                 }
                 Err(e) => {
                     self.status.errors.fetch_add(1, Ordering::Relaxed);
