@@ -55,7 +55,7 @@ impl Store {
         .await?;
         let mut out = Vec::with_capacity(news.len());
         for new in news {
-            out.push(insert(&mut tx, new, ctx, now, Some(id)).await?);
+            out.push(insert(&mut tx, self.code_key(), new, ctx, now, Some(id)).await?);
         }
         tx.commit().await?;
         Ok((id, out))
