@@ -69,7 +69,10 @@ impl Users {
 
 /// Peers and laptops connected now among `users`' active devices: a device is connected when
 /// its last session event is a start.
-async fn connected_in(svc: &Services, users: &BTreeSet<String>) -> Result<(u64, u64), ServiceError> {
+async fn connected_in(
+    svc: &Services,
+    users: &BTreeSet<String>,
+) -> Result<(u64, u64), ServiceError> {
     let store = svc.store();
     let ids: Vec<i64> = store
         .active_devices()

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::service::codes::{batches, board};
-use crate::service::dashboard::dashboard;
-use crate::service::{Actor, BoxFuture, GatewayStats, Publisher, ServiceError, Services};
 use crate::audit::{Action, AuditContext, NewAuditEvent};
 use crate::config::{Config, LiveConfig};
 use crate::directory::DirectoryUser;
 use crate::key::PublicKey;
+use crate::service::codes::{batches, board};
+use crate::service::dashboard::dashboard;
+use crate::service::{Actor, BoxFuture, GatewayStats, Publisher, ServiceError, Services};
 use crate::store::{hash_secret, Device, NewCode, Store, DEFAULT_CODE_TTL};
 
 const DSI: &str = "cn=dsi,ou=groups,dc=ac,dc=fr";
@@ -209,7 +209,13 @@ async fn each_dsden_technician_sees_only_their_batches_and_boards() {
         labels(&batches(&w.svc, &tech56).await.unwrap()),
         ["rentree-alice.csv"]
     );
-    assert_eq!(batches(&w.svc, &w.actor("tleroux", DSI)).await.unwrap().len(), 3);
+    assert_eq!(
+        batches(&w.svc, &w.actor("tleroux", DSI))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 #[tokio::test]
@@ -227,14 +233,22 @@ async fn dashboard_figures_cover_the_technicians_scope_only() {
     assert_eq!(sum(&wide.enrolments_per_day), 2);
 
     let d56 = dashboard(&w.svc, &w.actor("tech56", DSI56)).await.unwrap();
-    assert_eq!((d56.connected_now, d56.peers), (1, 1), "alice's laptop, connected");
+    assert_eq!(
+        (d56.connected_now, d56.peers),
+        (1, 1),
+        "alice's laptop, connected"
+    );
     assert_eq!(sum(&d56.sessions_per_hour), 1);
     assert_eq!(sum(&d56.denied_per_hour), 3);
     assert_eq!(sum(&d56.bytes_per_hour), 0);
     assert_eq!(sum(&d56.enrolments_per_day), 1);
 
     let d29 = dashboard(&w.svc, &w.actor("tech29", DSI29)).await.unwrap();
-    assert_eq!((d29.connected_now, d29.peers), (0, 1), "bob's session ended");
+    assert_eq!(
+        (d29.connected_now, d29.peers),
+        (0, 1),
+        "bob's session ended"
+    );
     assert_eq!(sum(&d29.sessions_per_hour), 1);
     assert_eq!(sum(&d29.denied_per_hour), 6);
     assert_eq!(sum(&d29.bytes_per_hour), 1000);

@@ -138,12 +138,11 @@ async fn a_cross_origin_login_is_refused_without_a_session_cookie() {
         );
     }
     // Nothing was checked against the directory: no login event.
-    let logins: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM audit_events WHERE action LIKE 'auth.login%'",
-    )
-    .fetch_one(h.store.pool())
-    .await
-    .unwrap();
+    let logins: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE action LIKE 'auth.login%'")
+            .fetch_one(h.store.pool())
+            .await
+            .unwrap();
     assert_eq!(logins, 0);
 
     // The portal's own page (same origin), and clients that send no Origin at all.
