@@ -39,6 +39,38 @@ pub(crate) async fn open_services(path: &Path) -> anyhow::Result<Services> {
     with_mfa(services, mfa.as_ref(), &store)
 }
 
+/// The services of a one-shot command that issues codes (`sesame codes create`, `sesame mfa
+/// code|reset`): [`open_services`] with the portal key, created 0600 if it does not exist yet
+/// (as `sesame serve` does on its first start).
+pub(crate) async fn open_services_issuing(path: &Path) -> anyhow::Result<Services> {
+    let config = Config::load(path)?;
+    let store = crate::store::Store::connect(&config.database.url).await.context(
+        "impossible d'ouvrir la base de données : vérifiez [database] url / cannot open the database: check [database] url",
+    )?;
+    let store = with_code_key(store, &config)?;
+    let mfa = config.mfa.clone();
+    let services = Services::new(LiveConfig::new(config), store.clone());
+    with_mfa(services, mfa.as_ref(), &store)
+}
+
+/// `store` hashing codes with the portal key (`[portal] secret_key_file`), created 0600 on the
+/// first start like the audit and second-factor keys.
+pub(crate) fn with_code_key(
+    store: crate::store::Store,
+    config: &Config,
+) -> anyhow::Result<crate::store::Store> {
+    let path = &config.portal.secret_key_file;
+    let (key, created) = crate::store::CodeKey::load_or_create(path)
+        .with_context(|| format!("[portal] secret_key_file in {}", config.path.display()))?;
+    if created {
+        tracing::info!(
+            path = %path.display(),
+            "created the portal key ([portal] secret_key_file): back it up with the database"
+        );
+    }
+    Ok(store.with_code_key(std::sync::Arc::new(key)))
+}
+
 /// `services` with the second factor when `[mfa]` turns it on: its key (created 0600 on first
 /// start, like the audit key) and provider.
 pub(crate) fn with_mfa(

@@ -1,8 +1,9 @@
 //! The HTTP listeners (the portal and the metrics): plain HTTP (behind a reverse proxy) or HTTPS with rustls, graceful stop,
-//! a header-read timeout and a cap on open connections.
+//! a header-read timeout, a cap on open connections and, for the portal, one per client address.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -44,6 +45,76 @@ impl Default for ListenLimits {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 4096,
             grace: GRACE,
+        }
+    }
+}
+
+/// A cap on the connections one client address may hold open at once: one address cannot
+/// take every slot of [`ListenLimits::max_connections`] (a few idle sockets from one host would
+/// otherwise lock everyone out of the portal).
+#[derive(Clone)]
+pub struct PerSource {
+    /// Connections past this many from one address are closed as soon as accepted.
+    pub max: usize,
+    /// Addresses never capped: trusted reverse proxies, which carry many clients.
+    pub exempt: Vec<ipnet::IpNet>,
+    /// Called for each connection the cap closes (a metric counts them).
+    pub on_refused: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for PerSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerSource")
+            .field("max", &self.max)
+            .field("exempt", &self.exempt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The open connections of each capped address.
+struct Sources {
+    cap: PerSource,
+    open: parking_lot::Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Sources {
+    /// A slot for a connection from `ip`, or `None` when `ip` holds the cap already. Exempt
+    /// addresses get an uncounted slot.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+        let ip = ip.to_canonical();
+        if self.cap.exempt.iter().any(|n| n.contains(&ip)) {
+            return Some(SourceSlot { sources: None, ip });
+        }
+        let mut open = self.open.lock();
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.cap.max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            sources: Some(Arc::clone(self)),
+            ip,
+        })
+    }
+}
+
+/// One connection counted against its address until dropped.
+struct SourceSlot {
+    sources: Option<Arc<Sources>>,
+    ip: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let Some(sources) = &self.sources else {
+            return;
+        };
+        let mut open = sources.open.lock();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
         }
     }
 }
@@ -90,6 +161,27 @@ pub async fn serve_with(
     serve_named("portal", listener, tls, app, shutdown, limits).await
 }
 
+/// The portal: [`serve_with`] and at most `per_source.max` connections per client address.
+pub async fn serve_portal(
+    listener: std::net::TcpListener,
+    tls: Option<TlsFiles>,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ListenLimits,
+    per_source: PerSource,
+) -> anyhow::Result<()> {
+    serve_capped(
+        "portal",
+        listener,
+        tls,
+        app,
+        shutdown,
+        limits,
+        Some(per_source),
+    )
+    .await
+}
+
 /// [`serve_with`] for any listener of the process (`name` in its log lines: "portal",
 /// "metrics"): the one place where Sesame serves HTTP, with the same timeouts and caps.
 pub async fn serve_named(
@@ -99,6 +191,18 @@ pub async fn serve_named(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: ListenLimits,
+) -> anyhow::Result<()> {
+    serve_capped(name, listener, tls, app, shutdown, limits, None).await
+}
+
+async fn serve_capped(
+    name: &'static str,
+    listener: std::net::TcpListener,
+    tls: Option<TlsFiles>,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ListenLimits,
+    per_source: Option<PerSource>,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr().context("listener address")?;
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
@@ -110,6 +214,12 @@ pub async fn serve_named(
     });
     let capped = CappedAcceptor {
         slots: Arc::new(Semaphore::new(limits.max_connections)),
+        sources: per_source.map(|cap| {
+            Arc::new(Sources {
+                cap,
+                open: parking_lot::Mutex::new(HashMap::new()),
+            })
+        }),
         name,
     };
     let mut server = axum_server::from_tcp(listener)
@@ -155,11 +265,45 @@ pub async fn serve_named(
     }
 }
 
-/// Admits a connection while fewer than the cap are open; the permit lives in the stream.
+/// Admits a connection while its address holds fewer than the per-source cap (when there is
+/// one) and fewer than the cap are open in all; the slots live in the stream.
 #[derive(Clone)]
 struct CappedAcceptor {
     slots: Arc<Semaphore>,
+    sources: Option<Arc<Sources>>,
     name: &'static str,
+}
+
+impl CappedAcceptor {
+    fn admit(&self, stream: TcpStream) -> std::io::Result<CappedStream> {
+        let source = match &self.sources {
+            None => None,
+            Some(sources) => {
+                let ip = stream.peer_addr()?.ip();
+                match sources.admit(ip) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        (sources.cap.on_refused)();
+                        // Debug only: a flood from one address must not flood the journal
+                        // too (the metric counts them).
+                        tracing::debug!(%ip, "{} per-source connection cap reached: connection closed", self.name);
+                        return Err(std::io::Error::other("per-source connection cap reached"));
+                    }
+                }
+            }
+        };
+        match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(permit) => Ok(CappedStream {
+                stream,
+                _permit: permit,
+                _source: source,
+            }),
+            Err(_) => {
+                tracing::warn!("{} connection cap reached: connection closed", self.name);
+                Err(std::io::Error::other("connection cap reached"))
+            }
+        }
+    }
 }
 
 impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for CappedAcceptor {
@@ -168,26 +312,15 @@ impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for CappedAcce
     type Future = std::future::Ready<std::io::Result<(CappedStream, S)>>;
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
-        std::future::ready(match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(permit) => Ok((
-                CappedStream {
-                    stream,
-                    _permit: permit,
-                },
-                service,
-            )),
-            Err(_) => {
-                tracing::warn!("{} connection cap reached: connection closed", self.name);
-                Err(std::io::Error::other("connection cap reached"))
-            }
-        })
+        std::future::ready(self.admit(stream).map(|s| (s, service)))
     }
 }
 
-/// A connection counted against the cap until dropped.
+/// A connection counted against the caps until dropped.
 struct CappedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    _source: Option<SourceSlot>,
 }
 
 impl AsyncRead for CappedStream {
@@ -213,6 +346,45 @@ impl AsyncWrite for CappedStream {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod per_source_tests {
+    use super::*;
+
+    #[test]
+    fn an_address_gets_max_slots_freed_on_drop_and_exempt_ones_are_not_counted() {
+        let sources = Arc::new(Sources {
+            cap: PerSource {
+                max: 2,
+                exempt: vec!["10.0.0.0/24".parse().expect("net")],
+                on_refused: Arc::new(|| {}),
+            },
+            open: parking_lot::Mutex::new(HashMap::new()),
+        });
+        let a: IpAddr = "198.18.0.7".parse().expect("ip");
+        let b: IpAddr = "198.18.0.8".parse().expect("ip");
+        let first = sources.admit(a).expect("1st");
+        let _second = sources.admit(a).expect("2nd");
+        assert!(sources.admit(a).is_none(), "3rd from the same address");
+        // IPv4-mapped IPv6 is the same address.
+        assert!(sources
+            .admit("::ffff:198.18.0.7".parse().expect("ip"))
+            .is_none());
+        let _other = sources.admit(b).expect("another address");
+        drop(first);
+        let _again = sources.admit(a).expect("a freed slot");
+        let proxy: IpAddr = "10.0.0.5".parse().expect("ip");
+        let held: Vec<_> = (0..10)
+            .map(|_| sources.admit(proxy).expect("exempt"))
+            .collect();
+        assert_eq!(held.len(), 10);
+        assert!(!sources.open.lock().contains_key(&proxy));
+        drop(held);
+        drop(_second);
+        drop(_again);
+        assert_eq!(sources.open.lock().len(), 1, "only b's slot left");
     }
 }
 

@@ -12,6 +12,7 @@ mod postgres {
     mod portal_postgres;
     mod store;
     mod store_audit;
+    mod store_code_keys;
     mod store_devices;
     mod store_mfa;
     mod web_device_list;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 
-use super::{cli_admin, open_services, runtime};
+use super::{cli_admin, open_services_issuing, runtime};
 use crate::service::{mfa, ServiceError};
 
 /// What to do for the user.
@@ -21,7 +21,7 @@ pub enum MfaAction {
 /// Runs `action` for `user`; the code goes alone to stdout, what to do with it to stderr.
 pub fn run(config: &Path, user: &str, action: MfaAction) -> anyhow::Result<ExitCode> {
     let result = runtime()?.block_on(async {
-        let svc = open_services(config).await?;
+        let svc = open_services_issuing(config).await?;
         let admin = cli_admin();
         let r = match action {
             MfaAction::Code => mfa::issue_code(&svc, &admin, user, None).await,

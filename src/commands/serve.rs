@@ -184,6 +184,7 @@ impl Front {
         jobs::session_purge(roles, &store);
         jobs::audit_jobs(roles, &store, &self.sealer, &self.config);
         front::metrics(roles, self.metrics_listener, &self.metrics);
+        let store = super::with_code_key(store, &self.config)?;
         let services = Services::new(live, store.clone())
             .with_directory(self.directory as Arc<dyn Directory>)
             .with_publisher(control)

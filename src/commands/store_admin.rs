@@ -18,7 +18,7 @@ use crate::service::{codes, ErrorKind};
 use crate::store::CreatedCode;
 use crate::time;
 
-use super::{cli_admin, cli_login, open_services, runtime};
+use super::{cli_admin, cli_login, open_services, open_services_issuing, runtime};
 
 /// `sesame devices list` output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,7 +71,7 @@ pub fn enrol_code_create(
         bail!("le fichier ne contient aucune ligne / the file has no rows: nothing to do");
     }
     let issued = runtime()?.block_on(async {
-        let svc = open_services(config).await?;
+        let svc = open_services_issuing(config).await?;
         let issued = codes::issue_unchecked(&svc, &cli_admin(), &requests).await;
         svc.close().await;
         issued.map_err(anyhow::Error::new)

@@ -126,6 +126,8 @@ fn the_key_list_comes_from_the_types_and_a_missing_key_is_caught() {
     }
     for key in [
         ("portal", "trusted_proxies"),
+        ("portal", "secret_key_file"),
+        ("portal", "max_connections_per_source"),
         ("directory", "max_changes_per_sync"),
         ("roles.delegated", "scope"),
         ("peer", "persistent_keepalive"),

@@ -103,7 +103,16 @@ pub struct PortalConfig {
     /// Failed logins and enrolments per minute across every account past which only known
     /// devices may try (a password spray); 0 turns the ceiling off.
     pub spray_ceiling: u32,
+    /// The portal key codes are hashed with (0600, created on first start, outside the
+    /// database; one per académie).
+    pub secret_key_file: PathBuf,
+    /// Connections one client address may hold open at once (trusted proxies exempt).
+    pub max_connections_per_source: usize,
 }
+
+/// `[portal] max_connections_per_source` by default: a browser opens 6 per host, a school
+/// behind one NAT a few dozen at once.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 64;
 
 /// `[portal] spray_ceiling` by default: at 1.2 million logins a day, a busy morning minute sees
 /// some 7,000 attempts and a few hundred failures; 1,000 failures a minute is a spray.
@@ -398,6 +407,10 @@ impl Config {
         files.push((
             "audit.signing_key_file",
             self.audit.signing_key_file.as_path(),
+        ));
+        files.push((
+            "portal.secret_key_file",
+            self.portal.secret_key_file.as_path(),
         ));
         if let Some(mfa) = &self.mfa {
             files.push(("mfa.secret_key_file", mfa.secret_key_file.as_path()));

@@ -47,6 +47,8 @@ pub(super) struct RawPortal {
     pub(super) role_refresh: String,
     pub(super) trusted_proxies: Vec<String>,
     pub(super) spray_ceiling: u32,
+    pub(super) secret_key_file: Option<PathBuf>,
+    pub(super) max_connections_per_source: usize,
 }
 
 impl Default for RawPortal {
@@ -61,6 +63,8 @@ impl Default for RawPortal {
             role_refresh: "5m".into(),
             trusted_proxies: Vec::new(),
             spray_ceiling: super::DEFAULT_SPRAY_CEILING,
+            secret_key_file: None,
+            max_connections_per_source: super::DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
         }
     }
 }

@@ -50,8 +50,8 @@ pub(super) fn validate(
     base: &Path,
 ) -> Result<Config, ConfigError> {
     let cx = Ctx { loc, base };
-    let portal = cx.portal(raw.portal)?;
     let gateway = cx.gateway(raw.gateway)?;
+    let portal = cx.portal(raw.portal, &gateway)?;
     let database = cx.database(raw.database)?;
     let directory = raw.directory.map(|d| cx.directory(d)).transpose()?;
     let roles = cx.roles(raw.roles)?;
@@ -97,8 +97,18 @@ impl Ctx<'_, '_> {
     }
 
     /// `[portal]`
-    fn portal(&self, p: RawPortal) -> Result<PortalConfig, ConfigError> {
+    fn portal(&self, p: RawPortal, gateway: &GatewayConfig) -> Result<PortalConfig, ConfigError> {
         let loc = self.loc;
+        let state_dir = gateway
+            .private_key_file
+            .parent()
+            .map_or_else(|| self.base.to_path_buf(), Path::to_path_buf);
+        if p.max_connections_per_source == 0 {
+            return Err(loc.error(
+                &[key("portal"), key("max_connections_per_source")],
+                "must be at least 1 (default 64)",
+            ));
+        }
         let portal = PortalConfig {
             listen: self.socket(&[key("portal"), key("listen")], &p.listen)?,
             public_url: {
@@ -117,6 +127,10 @@ impl Ctx<'_, '_> {
             helpdesk: p.helpdesk.trim().to_string(),
             role_refresh: self.duration(&[key("portal"), key("role_refresh")], &p.role_refresh)?,
             spray_ceiling: p.spray_ceiling,
+            secret_key_file: p
+                .secret_key_file
+                .map_or_else(|| state_dir.join("portal.key"), |f| resolve(self.base, f)),
+            max_connections_per_source: p.max_connections_per_source,
             trusted_proxies: p
                 .trusted_proxies
                 .iter()

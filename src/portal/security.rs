@@ -1,5 +1,6 @@
 //! Router-wide protections: security headers on every response, CSRF checks on every
-//! cookie-authenticated state change (token and same-origin), whatever the route.
+//! state change (same-origin for any browser request, the token too with the session cookie),
+//! whatever the route.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -122,16 +123,16 @@ fn query_field<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Middleware: a state-changing request that carries the session cookie (and no bearer token,
-/// which a browser never adds by itself) needs a same-origin `Origin` and the session's CSRF
-/// token (header, form field or, for multipart forms, query field). Else 403 `csrf_rejected`.
+/// Middleware: a state-changing request without a bearer token (which a browser never adds by
+/// itself) that a browser sent from another origin (`Origin`, else `Sec-Fetch-Site`) is refused,
+/// with or without the session cookie: a forged cross-site login would sign the victim into the
+/// attacker's account (login CSRF). One without either header (the agent, curl) passes. A
+/// request carrying the session cookie also needs the session's CSRF token (header, form field
+/// or, for multipart forms, query field). Else 403 `csrf_rejected`.
 pub async fn csrf(State(state): State<SharedState>, req: Request, next: Next) -> Response {
     if !is_state_changing(req.method()) {
         return next.run(req).await;
     }
-    let Some(session_id) = state.cookies.read(req.headers()) else {
-        return next.run(req).await;
-    };
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -143,6 +144,9 @@ pub async fn csrf(State(state): State<SharedState>, req: Request, next: Next) ->
     if !same_origin(req.headers(), &state.services.config().portal.public_url) {
         return ApiError::CsrfRejected("foreign origin").into_response();
     }
+    let Some(session_id) = state.cookies.read(req.headers()) else {
+        return next.run(req).await;
+    };
     let expected = csrf_token(&session_id);
     let header_token = req
         .headers()

@@ -63,8 +63,8 @@ pub enum Events {
         events: Vec<AuditEvent>,
         next_cursor: Option<String>,
     },
-    /// The whole filtered log, to read chunk by chunk.
-    Export(Export),
+    /// The whole filtered log, to read chunk by chunk (boxed: it holds a store handle).
+    Export(Box<Export>),
 }
 
 /// Events matching the request (auditors only): one page, or an export of everything (recorded
@@ -99,9 +99,9 @@ pub async fn events(
         after_id: after,
         ..filter
     };
-    Ok(Events::Export(
+    Ok(Events::Export(Box::new(
         start_export(svc, actor, source_ip, filter, shown, format).await?,
-    ))
+    )))
 }
 
 /// The whole log matching `params` (auditors only; `sesame audit export`), recorded as

@@ -9,7 +9,7 @@ use crate::directory::DirectoryUser;
 use crate::store::{Batch, CreatedCode, NewCode, StoreError};
 use crate::time::parse_duration;
 
-use super::roles::{Actor, Role};
+use super::roles::{Actor, Role, Scope};
 use super::{ServiceError, Services};
 
 /// Shortest lifetime of an enrolment code.
@@ -276,10 +276,18 @@ pub async fn issue_batch(
         .map_err(|e| (0, e.into()))
 }
 
-/// The batches issued so far (IT staff), newest first.
+/// The batches issued so far (IT staff), newest first. A delegated technician sees only the
+/// batches whose every code is for one of their users: another DSDEN's file name, author and
+/// date stay hidden.
 pub async fn batches(svc: &Services, actor: &Actor) -> Result<Vec<Batch>, ServiceError> {
     actor.require(Role::ItStaff)?;
-    Ok(svc.store().batches().await?)
+    Ok(match &actor.scope {
+        Scope::All => svc.store().batches().await?,
+        Scope::Groups(groups) => {
+            let groups: Vec<String> = groups.iter().cloned().collect();
+            svc.store().batches_in_scope(&groups).await?
+        }
+    })
 }
 
 /// Where one code of a batch stands.
@@ -306,10 +314,15 @@ impl Board {
     }
 }
 
-/// The progress board of batch `id` (IT staff; a delegated technician sees their users only).
+/// The progress board of batch `id` (IT staff; a delegated technician sees their users only,
+/// and another scope's batch not at all: `NotFound`, as if unknown).
 pub async fn board(svc: &Services, actor: &Actor, id: i64) -> Result<Board, ServiceError> {
     actor.require(Role::ItStaff)?;
     let store = svc.store();
+    // Another scope's batch is answered as an unknown one.
+    if actor.is_delegated() && !batches(svc, actor).await?.iter().any(|b| b.id == id) {
+        return Err(ServiceError::NotFound);
+    }
     let (batch, codes) = store.batch(id).await?.ok_or(ServiceError::NotFound)?;
     let now = store.now_ms();
     let mut rows = Vec::with_capacity(codes.len());
@@ -333,6 +346,10 @@ pub async fn board(svc: &Services, actor: &Actor, id: i64) -> Result<Board, Serv
     }
     Ok(Board { batch, rows })
 }
+
+#[cfg(test)]
+#[path = "scope_tests.rs"]
+mod scope_tests;
 
 #[cfg(test)]
 mod tests {

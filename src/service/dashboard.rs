@@ -1,10 +1,12 @@
 //! The IT dashboard's figures: laptops connected now (gateway), and from the audit log over
 //! the last 24 h by hour (sessions started, traffic, denied flows) and enrolments by day.
 
-use crate::audit::Action;
+use std::collections::BTreeSet;
+
+use crate::audit::{index_keys, Action, AuditEvent};
 use crate::store::AuditFilter;
 
-use super::roles::{Actor, Role};
+use super::roles::{Actor, Role, Scope};
 use super::{ServiceError, Services};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -48,7 +50,48 @@ fn bytes_of(details: &serde_json::Value) -> u64 {
         .sum()
 }
 
-/// The figures now (IT staff only).
+/// Whose figures a technician sees: everyone's, or the users of their delegated scope.
+enum Users {
+    All,
+    Only(BTreeSet<String>),
+}
+
+impl Users {
+    fn of(&self, e: &AuditEvent) -> bool {
+        match self {
+            Users::All => true,
+            Users::Only(names) => index_keys(&e.target, &e.details)
+                .username
+                .is_some_and(|u| names.contains(&u)),
+        }
+    }
+}
+
+/// Peers and laptops connected now among `users`' active devices: a device is connected when
+/// its last session event is a start.
+async fn connected_in(
+    svc: &Services,
+    users: &BTreeSet<String>,
+) -> Result<(u64, u64), ServiceError> {
+    let store = svc.store();
+    let ids: Vec<i64> = store
+        .active_devices()
+        .await?
+        .into_iter()
+        .filter(|d| users.contains(&d.user.username))
+        .map(|d| d.device.id)
+        .collect();
+    let last = store.last_sessions(&ids).await?;
+    let connected = last
+        .values()
+        .filter(|e| e.action == Action::TunnelSessionStarted.as_str())
+        .count();
+    Ok((connected as u64, ids.len() as u64))
+}
+
+/// The figures now (IT staff only). A delegated technician's figures count their scope's users
+/// only (their devices, sessions, traffic, refusals and enrolments); académie-wide IT staff see
+/// the gateway's own counters.
 pub async fn dashboard(svc: &Services, actor: &Actor) -> Result<Dashboard, ServiceError> {
     actor.require(Role::ItStaff)?;
     let stats = svc
@@ -56,12 +99,21 @@ pub async fn dashboard(svc: &Services, actor: &Actor) -> Result<Dashboard, Servi
         .ok_or(ServiceError::NotWired("the gateway"))?
         .gateway_stats();
     let store = svc.store();
+    let (users, connected_now, peers) = match &actor.scope {
+        Scope::All => (Users::All, stats.active_sessions, stats.peers),
+        Scope::Groups(groups) => {
+            let groups: Vec<String> = groups.iter().cloned().collect();
+            let names = store.usernames_in_groups(&groups).await?;
+            let (connected, peers) = connected_in(svc, &names).await?;
+            (Users::Only(names), connected, peers)
+        }
+    };
     let now = svc.now_ms();
     let hours_from = (now / HOUR_MS - 23) * HOUR_MS;
     let days_from = (now / DAY_MS - (ENROLMENT_DAYS as i64 - 1)) * DAY_MS;
     let mut d = Dashboard {
-        connected_now: stats.active_sessions,
-        peers: stats.peers,
+        connected_now,
+        peers,
         hours_from,
         sessions_per_hour: vec![0; 24],
         bytes_per_hour: vec![0; 24],
@@ -77,12 +129,16 @@ pub async fn dashboard(svc: &Services, actor: &Actor) -> Result<Dashboard, Servi
     for e in store
         .list_audit(&since(hours_from, Action::TunnelSessionStarted))
         .await?
+        .iter()
+        .filter(|e| users.of(e))
     {
         bucket(&mut d.sessions_per_hour, hours_from, HOUR_MS, e.ts, 1);
     }
     for e in store
         .list_audit(&since(hours_from, Action::TunnelSessionEnded))
         .await?
+        .iter()
+        .filter(|e| users.of(e))
     {
         bucket(
             &mut d.bytes_per_hour,
@@ -95,6 +151,8 @@ pub async fn dashboard(svc: &Services, actor: &Actor) -> Result<Dashboard, Servi
     for e in store
         .list_audit(&since(hours_from, Action::FlowDenied))
         .await?
+        .iter()
+        .filter(|e| users.of(e))
     {
         let n = e
             .details
@@ -106,6 +164,8 @@ pub async fn dashboard(svc: &Services, actor: &Actor) -> Result<Dashboard, Servi
     for e in store
         .list_audit(&since(days_from, Action::EnrolCompleted))
         .await?
+        .iter()
+        .filter(|e| users.of(e))
     {
         if e.outcome == crate::audit::Outcome::Success {
             bucket(&mut d.enrolments_per_day, days_from, DAY_MS, e.ts, 1);

@@ -25,6 +25,15 @@ pub struct BatchCode {
     pub device_id: Option<i64>,
 }
 
+fn batch_of(r: &sqlx::any::AnyRow) -> Result<Batch, StoreError> {
+    Ok(Batch {
+        id: r.try_get("id")?,
+        label: r.try_get("label")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
 impl Store {
     /// Creates a batch and all its codes in one transaction: all or nothing.
     pub async fn create_batch(
@@ -46,7 +55,7 @@ impl Store {
         .await?;
         let mut out = Vec::with_capacity(news.len());
         for new in news {
-            out.push(insert(&mut tx, new, ctx, now, Some(id)).await?);
+            out.push(insert(&mut tx, self.code_key(), new, ctx, now, Some(id)).await?);
         }
         tx.commit().await?;
         Ok((id, out))
@@ -59,16 +68,33 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Batch {
-                    id: r.try_get("id")?,
-                    label: r.try_get("label")?,
-                    created_by: r.try_get("created_by")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(batch_of).collect()
+    }
+
+    /// The batches whose every code is for a member of one of `scope`'s groups (normalized
+    /// DNs, as `[[roles.delegated]]` scopes are), newest first: what a delegated technician may
+    /// see. A batch with any code for someone outside the scope is left out whole (its label,
+    /// author and date included).
+    pub async fn batches_in_scope(&self, scope: &[String]) -> Result<Vec<Batch>, StoreError> {
+        if scope.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = (1..=scope.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id, label, created_by, created_at FROM enrolment_batches b \
+             WHERE EXISTS (SELECT 1 FROM enrolment_codes c WHERE c.batch_id = b.id) \
+             AND NOT EXISTS (SELECT 1 FROM enrolment_codes c WHERE c.batch_id = b.id \
+               AND NOT EXISTS (SELECT 1 FROM user_groups g WHERE g.username = c.username \
+                 AND g.group_dn IN ({}))) \
+             ORDER BY id DESC",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for g in scope {
+            q = q.bind(g);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(batch_of).collect()
     }
 
     /// One batch and its codes (by user), or `None`.

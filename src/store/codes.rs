@@ -1,18 +1,121 @@
-//! One-time enrolment codes: generation, normalisation, hashed storage, state.
+//! One-time enrolment codes: generation, normalisation, keyed hashed storage, state.
 //!
 //! A code is 12 characters of a 31-letter alphabet without look-alikes (no 0/O, 1/I/L), shown as
-//! `XXXX-XXXX-XXXX`: 59 bits, short enough to dictate over the phone. Only its SHA-256 is stored.
+//! `XXXX-XXXX-XXXX`: 59 bits, short enough to dictate over the phone. Only its HMAC-SHA256 under
+//! the portal key (`[portal] secret_key_file`, outside the database) is stored: a copy of the
+//! database alone does not let anyone try the 2^59 codes offline. Rows written before the key
+//! (migration 0013) keep their plain SHA-256 and still redeem until they expire.
 
+use std::path::Path;
 use std::time::Duration;
 
+use hmac::{Hmac, Mac as _};
 use rand::Rng as _;
+use rand::RngCore as _;
+use sha2::Sha256;
 use sqlx::{AnyConnection, Row as _};
 
 use super::audit;
 use super::users::normalize_username;
 use super::{hash_secret, Store, StoreError};
 use crate::audit::{Action, AuditContext, NewAuditEvent};
+use crate::gateway::keys::{self, KeyError};
 use crate::time::duration_ms;
+
+/// `hash_kind` of a code hashed with the portal key.
+pub(crate) const KEYED: &str = "hmac-sha256";
+/// `hash_kind` of a code stored before the portal key existed (or by a store without one).
+pub(crate) const UNKEYED: &str = "sha256";
+/// Binds the MAC to its use: the same key will sign other things (issue 21: cookies).
+const CODE_CONTEXT: &[u8] = b"sesame code v1\0";
+
+/// The portal key (`[portal] secret_key_file`, 32 random bytes in base64, mode 0600) that codes
+/// are hashed with. One file per académie: every portal of it must hold the same one.
+pub struct CodeKey([u8; 32]);
+
+impl std::fmt::Debug for CodeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CodeKey(…)")
+    }
+}
+
+impl CodeKey {
+    /// The key from raw bytes (tests).
+    pub fn from_bytes(bytes: [u8; 32]) -> CodeKey {
+        CodeKey(bytes)
+    }
+
+    /// The key at `path`, created (0600, never overwriting) if the file does not exist, as the
+    /// audit and second-factor keys are on the first start. Returns whether it was created.
+    pub fn load_or_create(path: &Path) -> Result<(CodeKey, bool), KeyError> {
+        match keys::read_secret_file(path, "portal.secret_key_file") {
+            Ok(bytes) => Ok((CodeKey(bytes), false)),
+            Err(KeyError::Missing { .. }) => {
+                let mut bytes = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut bytes);
+                keys::write_secret_file(path, &bytes)?;
+                Ok((CodeKey(bytes), true))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// HMAC-SHA256 (hex) of a normalized code.
+    fn hash(&self, normalized: &str) -> String {
+        let Ok(mut mac) = <Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.0) else {
+            unreachable!("HMAC takes keys of any length")
+        };
+        mac.update(CODE_CONTEXT);
+        mac.update(normalized.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+/// The hash a new code is stored under, and its `hash_kind`: keyed when the store has the
+/// portal key.
+pub(crate) fn stored_hash(key: Option<&CodeKey>, code: &str) -> Option<(String, &'static str)> {
+    let normalized = normalize_code(code)?;
+    Some(match key {
+        Some(k) => (k.hash(&normalized), KEYED),
+        None => (hash_secret(&normalized), UNKEYED),
+    })
+}
+
+/// The hashes a typed code may be stored under: keyed with the portal key, or plain SHA-256
+/// (a row written before the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CodeLookup {
+    keyed: Option<String>,
+    unkeyed: String,
+}
+
+impl CodeLookup {
+    /// `None` if `input` cannot be a code.
+    pub(crate) fn new(key: Option<&CodeKey>, input: &str) -> Option<CodeLookup> {
+        let normalized = normalize_code(input)?;
+        Some(CodeLookup {
+            keyed: key.map(|k| k.hash(&normalized)),
+            unkeyed: hash_secret(&normalized),
+        })
+    }
+
+    /// The SQL condition matching the code's row, with placeholders `$first` and `$first + 1`
+    /// (bind with [`CodeLookup::bind`]): each hash only against rows of its own kind.
+    pub(crate) fn condition(first: usize) -> String {
+        format!(
+            "((code_hash = ${first} AND hash_kind = '{KEYED}') OR (code_hash = ${} AND hash_kind = '{UNKEYED}'))",
+            first + 1
+        )
+    }
+
+    /// Binds the two hashes of [`CodeLookup::condition`], in order.
+    pub(crate) fn bind<'q>(
+        &self,
+        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        q.bind(self.keyed.clone()).bind(self.unkeyed.clone())
+    }
+}
 
 /// Characters a code is made of: no 0, 1, I, L, O.
 pub const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
@@ -90,11 +193,6 @@ pub fn normalize_code(input: &str) -> Option<String> {
     ok.then_some(s)
 }
 
-/// Hash under which a typed code is stored, or `None` if it cannot be a code.
-pub(crate) fn code_hash(input: &str) -> Option<String> {
-    normalize_code(input).map(|c| hash_secret(&c))
-}
-
 fn check_name(what: &str, value: &str) -> Result<(), StoreError> {
     if value.trim().is_empty() {
         return Err(StoreError::InvalidInput(format!("{what} is empty")));
@@ -137,16 +235,18 @@ pub(crate) fn state_of(
 
 pub(crate) async fn fetch(
     conn: &mut AnyConnection,
-    hash: &str,
+    lookup: &CodeLookup,
     now: i64,
 ) -> Result<Option<EnrolmentCode>, StoreError> {
-    let row = sqlx::query(
+    let sql = format!(
         "SELECT code_hash, username, device_name, created_by, created_at, expires_at, redeemed_at, device_id \
-         FROM enrolment_codes WHERE code_hash = $1",
-    )
-    .bind(hash)
-    .fetch_optional(&mut *conn)
-    .await?;
+         FROM enrolment_codes WHERE {}",
+        CodeLookup::condition(1)
+    );
+    let row = lookup
+        .bind(sqlx::query(&sql))
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some(row) = row else { return Ok(None) };
     let expires_at: i64 = row.try_get("expires_at")?;
     Ok(Some(EnrolmentCode {
@@ -167,6 +267,7 @@ pub(crate) async fn fetch(
 
 pub(crate) async fn insert(
     conn: &mut AnyConnection,
+    key: Option<&CodeKey>,
     new: &NewCode,
     ctx: &AuditContext,
     now: i64,
@@ -176,10 +277,11 @@ pub(crate) async fn insert(
     let username = normalize_username(&new.username);
     let device_name = new.device_name.trim().to_string();
     let expires_at = now.saturating_add(duration_ms(new.ttl));
-    let hash = code_hash(&code).ok_or_else(|| StoreError::InvalidInput("generated code".into()))?;
+    let (hash, kind) =
+        stored_hash(key, &code).ok_or_else(|| StoreError::InvalidInput("generated code".into()))?;
     sqlx::query(
-        "INSERT INTO enrolment_codes (code_hash, username, device_name, created_by, created_at, expires_at, batch_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO enrolment_codes (code_hash, username, device_name, created_by, created_at, expires_at, batch_id, hash_kind) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&hash)
     .bind(&username)
@@ -188,6 +290,7 @@ pub(crate) async fn insert(
     .bind(now)
     .bind(expires_at)
     .bind(batch_id)
+    .bind(kind)
     .execute(&mut *conn)
     .await?;
     audit::append(
@@ -242,7 +345,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let mut out = Vec::with_capacity(news.len());
         for new in news {
-            out.push(insert(&mut tx, new, ctx, now, None).await?);
+            out.push(insert(&mut tx, self.code_key(), new, ctx, now, None).await?);
         }
         tx.commit().await?;
         Ok(out)
@@ -250,11 +353,11 @@ impl Store {
 
     /// Looks a typed code up (any case, spaces or dashes). `Ok(None)`: no such code.
     pub async fn code(&self, code: &str) -> Result<Option<EnrolmentCode>, StoreError> {
-        let Some(hash) = code_hash(code) else {
+        let Some(lookup) = CodeLookup::new(self.code_key(), code) else {
             return Ok(None);
         };
         let mut conn = self.pool.acquire().await?;
-        fetch(&mut conn, &hash, self.now_ms()).await
+        fetch(&mut conn, &lookup, self.now_ms()).await
     }
 }
 
@@ -301,6 +404,51 @@ mod tests {
         }
         let bits = (CODE_ALPHABET.len() as f64).log2() * CODE_LEN as f64;
         assert!(bits >= 55.0, "{bits} bits");
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn the_portal_key_is_created_0600_once_then_loaded_and_refused_when_open() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("portal.key");
+        let (first, created) = CodeKey::load_or_create(&path).unwrap();
+        assert!(created);
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        let (again, created) = CodeKey::load_or_create(&path).unwrap();
+        assert!(!created);
+        assert_eq!(first.hash("ABCDEFGHJKMN"), again.hash("ABCDEFGHJKMN"));
+        assert_ne!(
+            first.hash("ABCDEFGHJKMN"),
+            CodeKey::from_bytes([0; 32]).hash("ABCDEFGHJKMN")
+        );
+        assert_ne!(first.hash("ABCDEFGHJKMN"), hash_secret("ABCDEFGHJKMN"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = CodeKey::load_or_create(&path).unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+    }
+
+    #[test]
+    fn a_code_is_stored_keyed_with_the_key_and_looked_up_both_ways() {
+        let key = CodeKey::from_bytes([1; 32]);
+        let (hash, kind) = stored_hash(Some(&key), "abcd-efgh-jkmn").expect("code");
+        assert_eq!(
+            (hash.as_str(), kind),
+            (key.hash("ABCDEFGHJKMN").as_str(), KEYED)
+        );
+        let (plain, kind) = stored_hash(None, "ABCD EFGH JKMN").expect("code");
+        assert_eq!(
+            (plain.as_str(), kind),
+            (hash_secret("ABCDEFGHJKMN").as_str(), UNKEYED)
+        );
+        let lookup = CodeLookup::new(Some(&key), "abcdefghjkmn").expect("code");
+        assert_eq!(lookup.keyed.as_deref(), Some(hash.as_str()));
+        assert_eq!(lookup.unkeyed, plain);
+        assert_eq!(
+            CodeLookup::condition(3),
+            "((code_hash = $3 AND hash_kind = 'hmac-sha256') OR (code_hash = $4 AND hash_kind = 'sha256'))"
+        );
+        assert!(stored_hash(Some(&key), "not a code").is_none());
     }
 
     #[test]

@@ -150,7 +150,7 @@ async fn used_addresses(
 /// One enrolment as the group committer runs it: validated, owned, ready for the transaction.
 #[derive(Debug, Clone)]
 pub(crate) struct EnrolWrite {
-    code_hash: String,
+    code: codes::CodeLookup,
     username: String,
     user: DirectoryUser,
     public_key: PublicKey,
@@ -174,9 +174,10 @@ impl Store {
         pool: &AddressPool,
         ctx: &AuditContext,
     ) -> Result<Enrolled, StoreError> {
-        let code_hash = codes::code_hash(req.code).ok_or(StoreError::CodeNotFound)?;
+        let code =
+            codes::CodeLookup::new(self.code_key(), req.code).ok_or(StoreError::CodeNotFound)?;
         let write = EnrolWrite {
-            code_hash,
+            code,
             username: normalize_username(&req.user.username),
             user: req.user.clone(),
             public_key: req.public_key,
@@ -211,7 +212,7 @@ pub(crate) async fn enrol_check(
     w: &EnrolWrite,
     addresses: &mut Allocator,
 ) -> Result<Checked, StoreError> {
-    let Some(code) = codes::fetch(&mut *tx, &w.code_hash, now).await? else {
+    let Some(code) = codes::fetch(&mut *tx, &w.code, now).await? else {
         return Ok(Checked::Refused(StoreError::CodeNotFound));
     };
     if code.username != w.username {
@@ -268,15 +269,16 @@ pub(crate) async fn enrol_write(
     ))
     .fetch_one(&mut *tx)
     .await?;
-    let redeemed = sqlx::query(
+    let sql = format!(
         "UPDATE enrolment_codes SET redeemed_at = $1, device_id = $2 \
-         WHERE code_hash = $3 AND redeemed_at IS NULL",
-    )
-    .bind(now)
-    .bind(id)
-    .bind(&w.code_hash)
-    .execute(&mut *tx)
-    .await?;
+         WHERE {} AND redeemed_at IS NULL",
+        codes::CodeLookup::condition(3)
+    );
+    let redeemed = w
+        .code
+        .bind(sqlx::query(&sql).bind(now).bind(id))
+        .execute(&mut *tx)
+        .await?;
     if redeemed.rows_affected() != 1 {
         return Err(StoreError::CodeAlreadyUsed);
     }

@@ -73,6 +73,7 @@ impl GroupCommit {
                 pool: store.pool.clone(),
                 backend: store.backend,
                 clock: Arc::clone(&store.clock),
+                code_key: store.code_key.clone(),
                 group: Arc::new(GroupCommit::default()),
             };
             tokio::spawn(run(inner, rx));

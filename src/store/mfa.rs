@@ -5,9 +5,9 @@ use std::time::Duration;
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
-use super::codes::{generate_code, normalize_code};
+use super::codes::{generate_code, stored_hash, CodeLookup};
 use super::users::normalize_username;
-use super::{hash_secret, Store, StoreError};
+use super::{Store, StoreError};
 use crate::time::duration_ms;
 
 /// A user's factor (confirmed, or only a registration in progress).
@@ -156,18 +156,17 @@ impl Store {
         let now = self.now_ms();
         let mut tx = self.write_tx().await?;
         if let Some(code) = registration_code {
-            let hash = normalize_code(code)
-                .map(|c| hash_secret(&c))
-                .ok_or(StoreError::MfaRegistrationCode)?;
-            let spent = sqlx::query(
-                "UPDATE mfa_registration_codes SET used_at = $1 WHERE code_hash = $2 \
-                 AND username = $3 AND used_at IS NULL AND expires_at > $1",
-            )
-            .bind(now)
-            .bind(hash)
-            .bind(&user)
-            .execute(&mut *tx)
-            .await?;
+            let lookup =
+                CodeLookup::new(self.code_key(), code).ok_or(StoreError::MfaRegistrationCode)?;
+            let sql = format!(
+                "UPDATE mfa_registration_codes SET used_at = $1 WHERE username = $2 \
+                 AND used_at IS NULL AND expires_at > $1 AND {}",
+                CodeLookup::condition(3)
+            );
+            let spent = lookup
+                .bind(sqlx::query(&sql).bind(now).bind(&user))
+                .execute(&mut *tx)
+                .await?;
             if spent.rows_affected() != 1 {
                 return Err(StoreError::MfaRegistrationCode);
             }
@@ -270,8 +269,7 @@ impl Store {
     ) -> Result<String, StoreError> {
         let user = normalize_username(username);
         let code = generate_code();
-        let hash = normalize_code(&code)
-            .map(|c| hash_secret(&c))
+        let (hash, kind) = stored_hash(self.code_key(), &code)
             .ok_or_else(|| StoreError::InvalidInput("generated code does not normalize".into()))?;
         let now = self.now_ms();
         let mut tx = self.write_tx().await?;
@@ -280,13 +278,14 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO mfa_registration_codes (code_hash, username, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4)",
+            "INSERT INTO mfa_registration_codes (code_hash, username, created_at, expires_at, hash_kind) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(hash)
         .bind(&user)
         .bind(now)
         .bind(now.saturating_add(duration_ms(ttl)))
+        .bind(kind)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -300,18 +299,22 @@ impl Store {
         username: &str,
         code: &str,
     ) -> Result<bool, StoreError> {
-        let Some(hash) = normalize_code(code).map(|c| hash_secret(&c)) else {
+        let Some(lookup) = CodeLookup::new(self.code_key(), code) else {
             return Ok(false);
         };
-        let row = sqlx::query(
-            "SELECT 1 AS ok FROM mfa_registration_codes WHERE code_hash = $1 AND username = $2 \
-             AND used_at IS NULL AND expires_at > $3",
-        )
-        .bind(hash)
-        .bind(normalize_username(username))
-        .bind(self.now_ms())
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT 1 AS ok FROM mfa_registration_codes WHERE username = $1 \
+             AND used_at IS NULL AND expires_at > $2 AND {}",
+            CodeLookup::condition(3)
+        );
+        let row = lookup
+            .bind(
+                sqlx::query(&sql)
+                    .bind(normalize_username(username))
+                    .bind(self.now_ms()),
+            )
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.is_some())
     }
 

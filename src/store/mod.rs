@@ -27,8 +27,8 @@ pub use audit::INSERT_ROWS;
 pub use audit_query::LastSeen;
 pub use batches::{Batch, BatchCode};
 pub use codes::{
-    generate_code, normalize_code, validate as validate_code_request, CodeState, CreatedCode,
-    EnrolmentCode, NewCode, CODE_ALPHABET, DEFAULT_CODE_TTL,
+    generate_code, normalize_code, validate as validate_code_request, CodeKey, CodeState,
+    CreatedCode, EnrolmentCode, NewCode, CODE_ALPHABET, DEFAULT_CODE_TTL,
 };
 pub use device_search::DeviceSearch;
 pub use devices::{Device, DeviceStatus, DeviceWithUser, DevicesVersion, Rotation};
@@ -200,6 +200,9 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     /// Committer shared by the clones of this store (see `group`).
     group: Arc<group::GroupCommit>,
+    /// The portal key codes are hashed with (`[portal] secret_key_file`); without it (tests,
+    /// tools that issue no code) codes are stored under plain SHA-256.
+    code_key: Option<Arc<CodeKey>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -272,7 +275,20 @@ impl Store {
             backend,
             clock: Arc::new(SystemClock),
             group: Arc::new(group::GroupCommit::default()),
+            code_key: None,
         })
+    }
+
+    /// The same store hashing enrolment and registration codes with `key` (the portal key):
+    /// set it before the store is cloned into the services.
+    pub fn with_code_key(mut self, key: Arc<CodeKey>) -> Store {
+        self.code_key = Some(key);
+        self
+    }
+
+    /// The portal key codes are hashed with, when set.
+    pub(crate) fn code_key(&self) -> Option<&CodeKey> {
+        self.code_key.as_deref()
     }
 
     /// The same store reading time from `clock` (tests).

@@ -214,6 +214,29 @@ impl Store {
         row.as_ref().map(|r| from_row(r, "")).transpose()
     }
 
+    /// The users member of one of `groups` (normalized DNs, as `[[roles.delegated]]` scopes
+    /// are): a delegated technician's users.
+    pub async fn usernames_in_groups(
+        &self,
+        groups: &[String],
+    ) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let mut out = std::collections::BTreeSet::new();
+        // Groups per statement: under SQLite's bind limit.
+        for chunk in groups.chunks(500) {
+            let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT DISTINCT username FROM user_groups WHERE group_dn IN ({})",
+                list.join(", ")
+            );
+            let mut q = sqlx::query_scalar::<_, String>(&sql);
+            for g in chunk {
+                q = q.bind(g);
+            }
+            out.extend(q.fetch_all(&self.pool).await?);
+        }
+        Ok(out)
+    }
+
     /// Every user owning at least one active (or suspended) device: whom the directory sync
     /// must re-check.
     pub async fn users_with_active_devices(&self) -> Result<Vec<User>, StoreError> {

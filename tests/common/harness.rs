@@ -228,7 +228,13 @@ impl Harness {
         }
         std::fs::write(&path, &text).unwrap();
         let config = Arc::new(Config::parse(&path, &text).expect("test config"));
-        let store = Store::connect(&config.database.url).await.unwrap();
+        // Codes hashed with the portal key in the test's folder, as `sesame serve` does.
+        let (code_key, _) =
+            sesame::store::CodeKey::load_or_create(&config.portal.secret_key_file).unwrap();
+        let store = Store::connect(&config.database.url)
+            .await
+            .unwrap()
+            .with_code_key(Arc::new(code_key));
         let directory = Arc::new(
             sesame::directory::LdapDirectory::new(config.directory.as_ref().unwrap()).unwrap(),
         );

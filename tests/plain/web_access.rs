@@ -6,6 +6,7 @@
 
 use crate::common::harness;
 
+use crate::common::slapd::password_of;
 use harness::{error_of, laptop_key, Harness};
 use serde_json::{json, Value};
 
@@ -70,6 +71,92 @@ async fn cookie_state_changes_need_the_token_and_the_same_origin() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
+}
+
+/// Login CSRF: a page of another site that posts the attacker's credentials to the portal would
+/// sign the victim's browser into the attacker's account. A browser's cross-origin login (web
+/// form or JSON) is refused before any password is checked; the same origin and clients that
+/// send no `Origin` (the agent, curl) log in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_origin_login_is_refused_without_a_session_cookie() {
+    let h = Harness::start_lenient().await;
+    let no_redirect = || {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    };
+    let form = [
+        ("username", "tleroux"),
+        ("password", password_of("tleroux")),
+        ("next", "/mon-acces"),
+    ];
+    let web_login = |origin: Option<&str>, fetch_site: Option<&str>| {
+        let mut req = no_redirect().post(h.url("/login")).form(&form);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        if let Some(s) = fetch_site {
+            req = req.header("sec-fetch-site", s);
+        }
+        req.send()
+    };
+    let body = json!({"username": "tleroux", "password": password_of("tleroux")});
+    let api_login = |origin: Option<&str>, fetch_site: Option<&str>| {
+        let mut req = no_redirect().post(h.url("/api/v1/login")).json(&body);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        if let Some(s) = fetch_site {
+            req = req.header("sec-fetch-site", s);
+        }
+        req.send()
+    };
+
+    for (origin, site) in [
+        (Some("https://evil.example"), Some("cross-site")),
+        (Some("https://evil.example"), None),
+        (None, Some("cross-site")),
+        (Some("null"), None),
+    ] {
+        let r = web_login(origin, site).await.unwrap();
+        assert!(
+            r.headers().get("set-cookie").is_none(),
+            "no session for a refused login"
+        );
+        assert_eq!(
+            error_of(r).await,
+            (403, "csrf_rejected".into()),
+            "web {origin:?} {site:?}"
+        );
+        let r = api_login(origin, site).await.unwrap();
+        assert!(r.headers().get("set-cookie").is_none());
+        assert_eq!(
+            error_of(r).await,
+            (403, "csrf_rejected".into()),
+            "api {origin:?} {site:?}"
+        );
+    }
+    // Nothing was checked against the directory: no login event.
+    let logins: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE action LIKE 'auth.login%'")
+            .fetch_one(h.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(logins, 0);
+
+    // The portal's own page (same origin), and clients that send no Origin at all.
+    let same = h.base.as_str();
+    for (origin, site) in [(Some(same), Some("same-origin")), (None, None)] {
+        let r = web_login(origin, site).await.unwrap();
+        assert_eq!(r.status(), 303, "web {origin:?}");
+        assert!(
+            r.headers().get("set-cookie").is_some(),
+            "web {origin:?}: signed in"
+        );
+        let r = api_login(origin, site).await.unwrap();
+        assert_eq!(r.status(), 200, "api {origin:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use std::process::Output;
 use crate::common::cli::{self, text};
 use crate::common::config::TestConfig;
 
-use sesame::store::{normalize_code, AuditFilter, CodeState, Store};
+use sesame::store::{normalize_code, AuditFilter, CodeKey, CodeState, Store};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -27,8 +27,28 @@ fn sqlite_env() -> Env {
 
 fn env_with(dir: tempfile::TempDir, url: String) -> Env {
     let config = dir.path().join("sesame.toml");
-    TestConfig::new().database(&url).write(&config);
+    // The state files (the portal key the CLI creates) in the test's folder.
+    TestConfig::new()
+        .database(&url)
+        .gateway("private_key_file = \"gateway.key\"")
+        .write(&config);
     Env { dir, config, url }
+}
+
+impl Env {
+    /// The database, hashing codes with the portal key the CLI created (0600, in the test's
+    /// folder): a code the CLI printed is found with it, and only with it.
+    async fn store(&self) -> Store {
+        let path = self.dir.path().join("portal.key");
+        let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&path).expect("key"));
+        assert_eq!(mode & 0o777, 0o600, "the portal key is 0600");
+        let (key, created) = CodeKey::load_or_create(&path).expect("portal key");
+        assert!(!created, "the CLI created the portal key");
+        Store::connect(&self.url)
+            .await
+            .expect("open")
+            .with_code_key(std::sync::Arc::new(key))
+    }
 }
 
 /// `sesame ARGS --config CONFIG`, run by IT staff (`cli::OPERATOR`).
@@ -78,7 +98,7 @@ async fn create_prints_the_code_alone_on_stdout() {
     );
     assert!(stderr.contains("valid until"), "{stderr}");
 
-    let store = Store::connect(&env.url).await.expect("open");
+    let store = env.store().await;
     let stored = store.code(code).await.expect("q").expect("stored");
     assert_eq!(stored.state, CodeState::Pending);
     assert_eq!(stored.username, "alice");
@@ -140,7 +160,7 @@ async fn csv_good_file(env: Env) {
     );
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
     assert_eq!(rows.len(), 3);
-    let store = Store::connect(&env.url).await.expect("open");
+    let store = env.store().await;
     let expected = [
         ("alice", "portable-compta"),
         ("bob", "pc paie, 2e étage"),

@@ -24,11 +24,19 @@ pub fn portal(
         }),
         _ => None,
     };
+    let per_source = crate::portal::per_source_cap(&config.portal, services.metrics());
     let state = AppState::new(Arc::new(services));
     roles.spawn("portal", Stage::Front, move |mut stop| {
-        listen::serve(listener, tls, router(state), async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        })
+        listen::serve_portal(
+            listener,
+            tls,
+            router(state),
+            async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            },
+            listen::ListenLimits::default(),
+            per_source,
+        )
     });
 }
 

@@ -134,7 +134,7 @@ pub async fn events(
         .into_response()),
         Events::Export(export) => Ok((
             [(header::CONTENT_TYPE, export.format().content_type())],
-            stream_export(export),
+            stream_export(*export),
         )
             .into_response()),
     }
