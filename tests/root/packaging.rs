@@ -273,7 +273,7 @@ fn caps(settings: &[(String, String)], key: &str) -> Vec<String> {
 }
 
 /// The command line running `program args` as `unit` would: its `User=` and `Group=` (with the
-/// user's own groups, as systemd sets them), its `UMask=`, its `AmbientCapabilities=` and
+/// user's own groups, as systemd sets them, and its `SupplementaryGroups=`), its `UMask=`, its `AmbientCapabilities=` and
 /// nothing else inherited, its `CapabilityBoundingSet=`, no new privileges. Read from the
 /// installed unit, so a unit that grants more shows here.
 fn unit_argv(unit: &str, program: &str, args: &[&str]) -> Vec<String> {
@@ -292,16 +292,19 @@ fn unit_argv(unit: &str, program: &str, args: &[&str]) -> Vec<String> {
     };
     let ambient = set(caps(&s, "AmbientCapabilities"));
     let umask = values(&s, "UMask").last().copied().unwrap_or("0022");
-    let mut argv: Vec<String> = [
-        "setpriv",
-        "--reuid",
-        user,
-        "--regid",
-        group,
-        "--init-groups",
-    ]
-    .map(String::from)
-    .to_vec();
+    // The user's own groups, and the unit's SupplementaryGroups=.
+    let own = run(Command::new("id").args(["-nG", user]));
+    let mut groups: Vec<String> = String::from_utf8_lossy(&own.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    for v in values(&s, "SupplementaryGroups") {
+        groups.extend(v.split_whitespace().map(String::from));
+    }
+    let mut argv: Vec<String> = ["setpriv", "--reuid", user, "--regid", group, "--groups"]
+        .map(String::from)
+        .to_vec();
+    argv.push(groups.join(","));
     argv.push(format!("--inh-caps={ambient}"));
     argv.push(format!("--ambient-caps={ambient}"));
     argv.push(format!(
