@@ -273,9 +273,9 @@ fn caps(settings: &[(String, String)], key: &str) -> Vec<String> {
 }
 
 /// The command line running `program args` as `unit` would: its `User=` and `Group=` (with the
-/// user's own groups, as systemd sets them, and its `SupplementaryGroups=`), its `UMask=`, its `AmbientCapabilities=` and
-/// nothing else inherited, its `CapabilityBoundingSet=`, no new privileges. Read from the
-/// installed unit, so a unit that grants more shows here.
+/// user's own groups, as systemd sets them, and its `SupplementaryGroups=`), its `UMask=`, its
+/// `AmbientCapabilities=` and nothing else inherited, its `CapabilityBoundingSet=`, no new
+/// privileges. Read from the installed unit, so a unit that grants more shows here.
 fn unit_argv(unit: &str, program: &str, args: &[&str]) -> Vec<String> {
     let s = unit_settings(unit);
     let user = *values(&s, "User").last().expect("the unit names its User=");
