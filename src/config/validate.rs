@@ -129,7 +129,7 @@ impl Ctx<'_, '_> {
             spray_ceiling: p.spray_ceiling,
             secret_key_file: p
                 .secret_key_file
-                .map_or_else(|| state_dir.join("portal.key"), |f| resolve(self.base, f)),
+                .map_or_else(|| state_dir.join("portal-secret.key"), |f| resolve(self.base, f)),
             max_connections_per_source: p.max_connections_per_source,
             trusted_proxies: p
                 .trusted_proxies

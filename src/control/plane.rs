@@ -20,6 +20,10 @@ use super::{GatewayStats, PeerSink};
 use crate::gateway::{PeerIdentity, PeerSpec};
 use crate::key::PublicKey;
 
+mod cache;
+#[cfg(test)]
+mod tests;
+
 /// How often the publisher checks the devices table's fingerprint: a change made by another
 /// process (`sesame devices revoke`, another portal) reaches the gateway within this delay.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -137,121 +141,6 @@ impl ControlPlane {
                 tracing::debug!(error = %err, "pending emergency revocations wait for the store")
             }
         }
-    }
-
-    /// Keeps the last good peer set (with endpoints) in `cache` from now on.
-    pub fn set_peer_cache(&self, cache: PeerCache) {
-        let _ = self.cache.set(cache);
-    }
-
-    /// Writes the cache (the store just confirmed `devices`) if the devices or their endpoints
-    /// changed since the last write, or the file's confirmation is [`super::peer_cache::REFRESH`] old.
-    fn save_cache(&self, devices: &[ActiveDevice]) {
-        let now = self.store.now_ms();
-        self.confirmed_ms.store(now, Ordering::SeqCst);
-        if self.cache.get().is_none() {
-            return;
-        }
-        let endpoints: std::collections::HashMap<PublicKey, std::net::SocketAddr> =
-            self.sink.endpoints().into_iter().collect();
-        let entries: Vec<CachedDevice> = devices
-            .iter()
-            .map(|d| CachedDevice::new(d, endpoints.get(&d.public_key).copied()))
-            .collect();
-        self.write_cache(entries, now);
-    }
-
-    /// Refreshes the cached endpoints from the gateway (the devices as last cached): periodic,
-    /// and at shutdown, so a restart knows where each laptop was.
-    pub fn save_endpoints(&self) {
-        if self.cache.get().is_none() {
-            return;
-        }
-        let Some(mut entries) = self.cached.lock().clone() else {
-            return;
-        };
-        let endpoints: std::collections::HashMap<PublicKey, std::net::SocketAddr> =
-            self.sink.endpoints().into_iter().collect();
-        for e in &mut entries {
-            if let Some(ep) = endpoints.get(&e.public_key) {
-                e.endpoint = Some(*ep);
-            }
-        }
-        // Not a confirmation: the file keeps the time the store last answered.
-        self.write_cache(entries, self.confirmed_ms.load(Ordering::SeqCst));
-    }
-
-    /// Writes `entries`, confirmed by the store at `confirmed_ms`.
-    fn write_cache(&self, mut entries: Vec<CachedDevice>, confirmed_ms: i64) {
-        let Some(cache) = self.cache.get() else {
-            return;
-        };
-        // A peer with no traffic since the restart keeps the endpoint the cache had.
-        let mut cached = self.cached.lock();
-        if let Some(old) = cached.as_ref() {
-            let known: std::collections::HashMap<PublicKey, std::net::SocketAddr> = old
-                .iter()
-                .filter_map(|o| Some((o.public_key, o.endpoint?)))
-                .collect();
-            for e in entries.iter_mut().filter(|e| e.endpoint.is_none()) {
-                e.endpoint = known.get(&e.public_key).copied();
-            }
-        }
-        let written = self.cache_written_ms.load(Ordering::SeqCst);
-        let refresh = crate::time::duration_ms(super::peer_cache::REFRESH);
-        if cached.as_ref() == Some(&entries) && confirmed_ms.saturating_sub(written) < refresh {
-            return;
-        }
-        match cache.save(&self.sink.public_key(), confirmed_ms, entries.clone()) {
-            Ok(()) => {
-                *cached = Some(entries);
-                self.cache_written_ms.store(confirmed_ms, Ordering::SeqCst);
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot write the peer cache"),
-        }
-    }
-
-    /// What the cache held at start, confirmed by the store at `written_at` (its endpoints are
-    /// kept for peers without traffic yet, its key expiries are watched). Nothing (no file, or
-    /// a refused one) means the next publication writes it.
-    pub fn seed_cache(&self, written_at: i64, entries: Vec<CachedDevice>) {
-        if !entries.is_empty() {
-            self.expiries.lock().extend(
-                entries
-                    .iter()
-                    .filter_map(|e| Some((e.public_key, e.key_expires_at?))),
-            );
-            self.confirmed_ms.store(written_at, Ordering::SeqCst);
-            self.cache_written_ms.store(written_at, Ordering::SeqCst);
-            *self.cached.lock() = Some(entries);
-        }
-    }
-
-    /// Removes the published peers whose key expired on the store's clock, without reading
-    /// the store (the store revokes them at its next [`EXPIRY_INTERVAL`] pass, or when it
-    /// answers again); returns how many.
-    pub fn expire_keys(&self) -> usize {
-        let now = self.store.now_ms();
-        let gone: Vec<PublicKey> = {
-            let mut expiries = self.expiries.lock();
-            let gone: Vec<PublicKey> = expiries
-                .iter()
-                .filter(|(_, t)| **t <= now)
-                .map(|(k, _)| *k)
-                .collect();
-            for k in &gone {
-                expiries.remove(k);
-            }
-            gone
-        };
-        for k in &gone {
-            self.sink.remove_peer_because(k, EndReason::Revoked);
-            if let Some(last) = self.last.lock().as_mut() {
-                last.retain(|p| p.public_key != *k);
-            }
-            tracing::info!(key = %k.to_base64(), stale = self.is_stale(), "device key expired: peer removed from the gateway");
-        }
-        gone.len()
     }
 
     pub fn gateway_public_key(&self) -> PublicKey {
@@ -631,47 +520,4 @@ pub fn desired_from(config: &Config, devices: &[ActiveDevice]) -> Vec<PeerSpec> 
         &config.peers,
         devices,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::policy::RuleSet;
-
-    fn key(n: u8) -> PublicKey {
-        PublicKey::from_bytes([n; 32]).expect("key")
-    }
-
-    fn peer(n: u8, who: PeerIdentity) -> PeerSpec {
-        PeerSpec {
-            public_key: key(n),
-            address: std::net::Ipv4Addr::new(100, 64, 0, n),
-            rules: RuleSet::deny_all(),
-            protected: Default::default(),
-            mfa_until_ms: None,
-            label: who.label(),
-            persistent_keepalive: None,
-        }
-    }
-
-    #[test]
-    fn removed_peers_say_why_they_go() {
-        let dev = |id| PeerIdentity::Device {
-            id,
-            username: "alice".into(),
-        };
-        let old = [
-            peer(1, dev(1)),
-            peer(2, dev(2)),
-            peer(3, PeerIdentity::Static { name: "s".into() }),
-            peer(4, dev(4)),
-        ];
-        // Device 1 has a new key, device 2 is gone, the static peer is gone, 4 stays.
-        let new = [peer(11, dev(1)), peer(4, dev(4))];
-        let r = removal_reasons(&old, &new);
-        assert_eq!(r.len(), 3);
-        assert_eq!(r[&key(1)], EndReason::Rotated);
-        assert_eq!(r[&key(2)], EndReason::Revoked);
-        assert_eq!(r[&key(3)], EndReason::Removed);
-    }
 }

@@ -39,7 +39,7 @@ impl Env {
     /// The database, hashing codes with the portal key the CLI created (0600, in the test's
     /// folder): a code the CLI printed is found with it, and only with it.
     async fn store(&self) -> Store {
-        let path = self.dir.path().join("portal.key");
+        let path = self.dir.path().join("portal-secret.key");
         let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&path).expect("key"));
         assert_eq!(mode & 0o777, 0o600, "the portal key is 0600");
         let (key, created) = CodeKey::load_or_create(&path).expect("portal key");
