@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use common::metrics;
 use common::netns::{link, unique, wait_for, Netns, Proc, ThreadNetns};
 use common::postgres::PgCluster;
 use common::serve::{api, audit_events, enrol, login};
@@ -129,7 +130,7 @@ impl SiteGateway {
                 token = token.display(),
             ))
             .table("audit", "flow_window = \"1s\"")
-            .table("metrics", "listen = \"127.0.0.1:0\"")
+            .table("metrics", "listen = \"127.0.0.1:9109\"")
             .write(&self.config);
         self
     }
@@ -162,6 +163,15 @@ impl SiteGateway {
     fn peers(&self) -> String {
         String::from_utf8_lossy(&self.ns.exec("wg", &["show", &self.tun, "peers"]).stdout)
             .into_owned()
+    }
+
+    /// One of its metrics (its own namespace's loopback, as Prometheus on that host would).
+    fn metric(&self, name: &str) -> Option<f64> {
+        let out = self
+            .ns
+            .exec("curl", &["-s", "-m", "5", "http://127.0.0.1:9109/metrics"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        metrics::value(&metrics::parse(&text), name, &[("site", self.site)])
     }
 
     fn stop(&mut self) {
@@ -440,6 +450,13 @@ fn one_portal_feeds_two_site_gateways_each_serving_its_own_site() {
             // `gateway_at` is the gateway's clock, in the log's one fixed-width format.
             let outage = sesame::time::format(sesame::time::now_ms());
             portal.stop();
+            assert!(
+                wait_for(Duration::from_secs(8), || {
+                    let _ = reaches(&l_ns, APP56);
+                    dsden.metric("sesame_site_spooled_records").unwrap_or(0.0) > 0.0
+                }),
+                "no spooled record reported while the portal is down"
+            );
             for _ in 0..3 {
                 assert!(reaches(&l_ns, PAIE), "payroll lost with the portal down");
                 assert!(
@@ -468,6 +485,13 @@ fn one_portal_feeds_two_site_gateways_each_serving_its_own_site() {
                 rectorat.text(),
                 dsden.text()
             );
+            assert!(
+                wait_for(Duration::from_secs(10), || dsden
+                    .metric("sesame_site_spooled_records")
+                    == Some(0.0)),
+                "the spool was not emptied once the portal answered"
+            );
+            assert!(dsden.metric("sesame_site_feed_lag_seconds").is_some());
             let events = audit_events(&portal_config);
             let payroll_flow = events
                 .iter()
