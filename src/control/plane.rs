@@ -296,7 +296,15 @@ impl ControlPlane {
     ) {
         // The site feeds are computed whole (the set of a site depends on the grants).
         let sites = self.feeds.get().is_some() && !self.config.get().sites.is_empty();
-        if device.status != DeviceStatus::Active || sites {
+        if device.status != DeviceStatus::Active {
+            // A device leaving (revoked, suspended) leaves the site gateways at once; the whole
+            // computation below is the safety net, and also removes it from the local gateway.
+            if let Some(hub) = self.feeds.get() {
+                hub.remove_peer(&device.public_key.to_base64());
+            }
+            return self.publish_now().await;
+        }
+        if sites {
             return self.publish_now().await;
         }
         // A rotated device keeps its access window (windows belong to the device, not its key).

@@ -159,7 +159,9 @@ pub async fn revoke(
     svc.metrics().revocation();
     super::mfa::device_revoked(svc, &actor.username, id, source_ip).await;
     if let Some(p) = svc.publisher() {
-        p.publish_now().await;
+        // The revoked device: it leaves the site gateways' feeds at once, then the whole set
+        // is published.
+        p.publish_device(&device, &[], None).await;
     }
     Ok((device, true))
 }

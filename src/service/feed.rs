@@ -171,6 +171,23 @@ impl FeedHub {
         }
     }
 
+    /// Takes the peer with this key (base64) out of every site's set at once and wakes those
+    /// sites' long-polls: a revoked or suspended device leaves the site gateways without
+    /// waiting for the next whole computation (O(devices)), which then finds it gone already.
+    /// Returns how many sites had it.
+    pub fn remove_peer(&self, key: &str) -> usize {
+        let mut sites = self.sites.lock();
+        let mut n = 0;
+        for feed in sites.values_mut() {
+            if feed.peers.remove(key).is_some() {
+                feed.bump(Some(key.to_string()), self.ring);
+                feed.wake.send_replace(feed.version);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// The answer for `site` at `since` now; `None` for a site the hub does not feed.
     pub fn update(&self, site: &str, since: Option<u64>, now_ms: i64) -> Option<FeedUpdate> {
         let sites = self.sites.lock();

@@ -110,3 +110,37 @@ async fn a_long_poll_wakes_at_the_change_not_at_its_timeout() {
     assert!(waited < Duration::from_secs(30));
     assert_eq!(u.removed, vec![peer(1, &[]).public_key]);
 }
+
+#[tokio::test]
+async fn a_removed_peer_leaves_every_site_at_once_and_the_next_publication_adds_nothing() {
+    let hub = std::sync::Arc::new(FeedHub::new());
+    let mut both = sets("rectorat", vec![peer(1, &["paie"]), peer(2, &["paie"])]);
+    both.extend(sets("dsden56", vec![peer(1, &["paie"])]));
+    hub.publish(both);
+    let v = hub.update("dsden56", None, 0).expect("site").version;
+    let h = std::sync::Arc::clone(&hub);
+    let poll = tokio::spawn(async move {
+        h.wait_update("dsden56", Some(v), Duration::from_secs(30), || 0)
+            .await
+            .expect("site")
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(hub.remove_peer(&peer(1, &[]).public_key), 2);
+    let u = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("woken by the removal")
+        .expect("join");
+    assert_eq!(u.removed, vec![peer(1, &[]).public_key]);
+    let r = hub.update("rectorat", None, 0).expect("site");
+    assert_eq!(r.peers, vec![peer(2, &["paie"])], "the other device stays");
+    // The whole computation that follows no longer has the device: nothing new for it.
+    let before = hub.update("dsden56", None, 0).expect("site").version;
+    let mut after = sets("rectorat", vec![peer(2, &["paie"])]);
+    after.extend(sets("dsden56", vec![]));
+    hub.publish(after);
+    assert_eq!(
+        hub.update("dsden56", None, 0).expect("site").version,
+        before
+    );
+    assert_eq!(hub.remove_peer(&peer(1, &[]).public_key), 0, "already gone");
+}

@@ -61,8 +61,8 @@ pub trait Publisher: Send + Sync + 'static {
     fn gateway_stats(&self) -> GatewayStats;
     /// Publishes the whole desired peer set now (after a revocation committed).
     fn publish_now(&self) -> BoxFuture<'_, ()>;
-    /// Publishes one device's peer (after an enrolment or rotation committed); `replaced_key` is
-    /// a rotated-out key to remove.
+    /// Publishes one device's peer (after an enrolment, a rotation or a revocation committed);
+    /// `replaced_key` is a rotated-out key to remove. A device no longer active leaves at once.
     fn publish_device<'a>(
         &'a self,
         device: &'a Device,
