@@ -277,3 +277,155 @@ fn agent_up_reaches_a_resource_on_each_of_two_sites_and_status_lists_both() {
         "{shown}"
     );
 }
+
+/// A stand-in for the portal's `GET /api/v1/device/config`: a static file served by Python's
+/// HTTP server in the laptop's namespace, replaced (atomically) to change the grants.
+struct Portal {
+    file: std::path::PathBuf,
+    server: std::process::Child,
+}
+
+impl Portal {
+    const URL: &'static str = "http://127.0.0.1:8765";
+
+    fn start(ns: &Netns, root: &std::path::Path, device: &DeviceConfig) -> Portal {
+        let dir = root.join("www/api/v1/device");
+        std::fs::create_dir_all(&dir).unwrap();
+        let portal = Portal {
+            file: dir.join("config"),
+            server: ns
+                .cmd("python3")
+                .args([
+                    "-m",
+                    "http.server",
+                    "--bind",
+                    "127.0.0.1",
+                    "8765",
+                    "--directory",
+                ])
+                .arg(root.join("www"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        };
+        portal.answer(device);
+        portal
+    }
+
+    fn answer(&self, device: &DeviceConfig) {
+        let tmp = self.file.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(device).unwrap()).unwrap();
+        std::fs::rename(&tmp, &self.file).unwrap();
+    }
+}
+
+impl Drop for Portal {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// Polls `check` every 200 ms for up to `within`.
+fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+#[test]
+fn a_refresh_adds_then_removes_a_site_peer_without_dropping_the_other() {
+    require_root!("network namespaces, TUN, wireguard-go");
+    let lab = lab();
+    let iface = unique("sar");
+    let dir = lab.tmp.path().join("agent");
+    let one = device(&[lab.rectorat_site()]);
+    let portal = Portal::start(&lab.laptop, lab.tmp.path(), &one);
+    let paths = write_agent_dir_with_portal(&dir, &lab.secret, &one, &iface, Portal::URL);
+    let dir_s = dir.to_str().unwrap();
+    let out = agent(&lab.laptop, &["up", "--dir", dir_s, "--refresh", "1"]);
+    assert!(out.status.success(), "up failed: {}", text(&out));
+    let _guard = Down {
+        ns: &lab.laptop,
+        dir: dir_s,
+    };
+    let log = || std::fs::read_to_string(paths.log()).unwrap_or_default();
+    assert!(
+        lab.laptop.ping_until(PAYROLL, Duration::from_secs(10)),
+        "payroll unreachable: {}",
+        log()
+    );
+    assert!(!lab.laptop.routes().contains(SCHOOLS));
+    assert!(
+        eventually(Duration::from_secs(10), || TunnelStatus::load(&paths)
+            .is_some_and(|s| s.last_refresh_at.is_some())),
+        "the stand-in portal never answered: {}",
+        log()
+    );
+    let (rectorat_before, dsden_before) = lab.handshakes();
+    assert!(rectorat_before > 0 && dsden_before == 0);
+
+    // A grant on the DSDEN's site: its gateway is added, the rectorat's session goes on.
+    portal.answer(&device(&[lab.rectorat_site(), lab.dsden_site()]));
+    assert!(
+        eventually(Duration::from_secs(15), || lab.laptop.ping(SCHOOLS)),
+        "schools unreachable after the grant: {}",
+        log()
+    );
+    assert!(
+        lab.laptop.ping(PAYROLL),
+        "payroll lost when a site was added"
+    );
+    let (rectorat_after, dsden_after) = lab.handshakes();
+    assert_eq!(
+        rectorat_after,
+        rectorat_before,
+        "the rectorat's session was restarted: {}",
+        log()
+    );
+    assert!(dsden_after > 0);
+    let conf = std::fs::read_to_string(paths.conf()).unwrap();
+    assert!(conf.contains("# site dsden56"), "{conf}");
+
+    // The rectorat's grant removed: its peer and route go, the DSDEN's session goes on.
+    portal.answer(&device(&[lab.dsden_site()]));
+    assert!(
+        eventually(Duration::from_secs(15), || !lab
+            .laptop
+            .routes()
+            .contains(PAYROLL)),
+        "payroll still routed: {}",
+        log()
+    );
+    assert!(!lab.laptop.ping(PAYROLL));
+    assert!(lab.laptop.ping(SCHOOLS), "schools lost when a site went");
+    assert_eq!(
+        lab.handshakes().1,
+        dsden_after,
+        "the DSDEN's session was restarted"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            TunnelStatus::load(&paths)
+                .is_some_and(|s| s.sites.len() == 1 && s.sites[0].site == "dsden56")
+        }),
+        "{:?}",
+        TunnelStatus::load(&paths)
+    );
+    let conf = std::fs::read_to_string(paths.conf()).unwrap();
+    assert!(
+        conf.contains(&lab.dsden_key) && !conf.contains(&lab.rectorat_key),
+        "{conf}"
+    );
+    assert!(
+        log().contains("site rectorat (198.18.0.1:51820) removed"),
+        "{}",
+        log()
+    );
+}
