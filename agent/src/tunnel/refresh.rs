@@ -103,6 +103,14 @@ fn apply(
     }
     let endpoints: Vec<IpAddr> = specs.iter().map(|p| p.addr.ip()).collect();
     let wanted = route::routable(&peers::union(&specs), &endpoints);
+    // The peers are published before the routes change (the engine takes them at its next
+    // turn, within 100 ms): a new site's first packets rarely go to the main gateway instead.
+    if let Ok(mut s) = shared.lock() {
+        if s.peers != specs {
+            s.peers = specs;
+            s.generation += 1;
+        }
+    }
     let diff = RouteDiff::between(&current, &wanted);
     let mut installed = diff.keep;
     for net in &diff.add {
@@ -120,10 +128,6 @@ fn apply(
         log(&format!("grants changed: routes now {installed:?}"));
     }
     if let Ok(mut s) = shared.lock() {
-        if s.peers != specs {
-            s.peers = specs;
-            s.generation += 1;
-        }
         s.routes = installed;
         s.revoked = false;
         s.last_refresh_at = Some(now_unix());
