@@ -451,6 +451,7 @@ fn status(paths: &Paths, lang: Lang) -> Result<(), AgentError> {
             },
             lang,
         );
+        print_sites(t, lang);
     }
     if let Some(device) = &device {
         print_resources(device, lang);
@@ -492,6 +493,30 @@ fn status(paths: &Paths, lang: Lang) -> Result<(), AgentError> {
         say(&Msg::DeviceRevoked, lang);
     }
     Ok(())
+}
+
+/// Each site's gateway, when there are several (one site: the lines above say it all).
+fn print_sites(tunnel: &TunnelStatus, lang: Lang) {
+    if tunnel.sites.len() < 2 {
+        return;
+    }
+    say(&Msg::StatusSites, lang);
+    for site in &tunnel.sites {
+        let name = if site.site.is_empty() {
+            "?".to_string()
+        } else {
+            site.site.clone()
+        };
+        say(
+            &Msg::StatusSite {
+                site: name,
+                endpoint: site.endpoint.clone(),
+                handshake_secs: site.last_handshake_age_secs,
+                routes: site.routes.join(", "),
+            },
+            lang,
+        );
+    }
 }
 
 fn print_resources(device: &DeviceConfig, lang: Lang) {

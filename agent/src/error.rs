@@ -31,8 +31,6 @@ pub enum AgentError {
     Tunnel { detail: String, log: String },
     #[error("tunnel not supported on this system")]
     Unsupported { conf: String },
-    #[error("resources on {sites} sites: `up` handles one gateway")]
-    SeveralSites { sites: usize, conf: String },
     #[error("key rotation interrupted")]
     RotationInterrupted,
     #[error("system error: {0}")]
@@ -91,10 +89,6 @@ impl AgentError {
                 log: log.clone(),
             },
             AgentError::Unsupported { conf } => Msg::UnsupportedPlatform { conf: conf.clone() },
-            AgentError::SeveralSites { sites, conf } => Msg::SeveralSites {
-                sites: *sites,
-                conf: conf.clone(),
-            },
             AgentError::RotationInterrupted => Msg::RotationInterrupted,
             AgentError::Io(err) => Msg::TunnelFailed {
                 detail: err.to_string(),

@@ -108,10 +108,6 @@ pub enum Msg {
     UnsupportedPlatform {
         conf: String,
     },
-    SeveralSites {
-        sites: usize,
-        conf: String,
-    },
     RotationInterrupted,
     // Success and status.
     Enrolled {
@@ -177,6 +173,15 @@ pub enum Msg {
         until: String,
     },
     StatusMfaClosed,
+    /// Before the sites' lines in `status`.
+    StatusSites,
+    /// One site's gateway in `status` (several sites).
+    StatusSite {
+        site: String,
+        endpoint: String,
+        handshake_secs: Option<u64>,
+        routes: String,
+    },
 }
 
 impl Msg {
@@ -214,6 +219,8 @@ impl Msg {
                 | Msg::Unlocked { .. }
                 | Msg::StatusMfaOpen { .. }
                 | Msg::StatusMfaClosed
+                | Msg::StatusSites
+                | Msg::StatusSite { .. }
         )
     }
 
@@ -248,7 +255,6 @@ impl Msg {
             Msg::AlreadyRunning { pid } => format!("Le tunnel est déjà actif (processus {pid}). Consultez « sesame-agent status », ou arrêtez-le avec « sesame-agent down »."),
             Msg::TunnelFailed { detail, log } => format!("Le tunnel n'a pas pu démarrer : {detail}. Lancez la commande en administrateur (sudo) ; les détails sont dans {log}."),
             Msg::UnsupportedPlatform { conf } => format!("Cette commande ne fonctionne que sous Linux. Sous Windows ou macOS, importez le fichier {conf} dans le client WireGuard officiel."),
-            Msg::SeveralSites { sites, conf } => format!("Vos ressources sont sur {sites} sites (une passerelle chacun) : « sesame-agent up » ne gère pas encore plusieurs passerelles ; importez le fichier {conf} (un [Peer] par site) dans le client WireGuard officiel, ou lancez « wg-quick up {conf} »."),
             Msg::RotationInterrupted => "Le changement de clé a été interrompu avant la réponse du portail. Relancez « sesame-agent rotate » : la même nouvelle clé sera proposée.".into(),
             Msg::Enrolled { device_id, address, conf } => format!("Cet ordinateur est enrôlé (appareil n° {device_id}, adresse VPN {address}). Configuration écrite dans {conf}. Lancez « sesame-agent up » pour vous connecter."),
             Msg::PlainHttpWarning { url } => format!("Attention : le portail {url} est en HTTP non chiffré (réservé aux laboratoires)."),
@@ -275,6 +281,11 @@ impl Msg {
             Msg::RecoveryCodes => "Codes de secours, à usage unique, affichés une seule fois : notez-les et gardez-les hors de cet ordinateur (ils remplacent le code si vous n'avez plus votre téléphone).".into(),
             Msg::Unlocked { until } => format!("Accès aux ressources protégées (second facteur) ouvert jusqu'au : {until}."),
             Msg::StatusMfaOpen { until } => format!("Ressources protégées : ouvertes jusqu'au {until}."),
+            Msg::StatusSites => "Sites (une passerelle chacun) :".into(),
+            Msg::StatusSite { site, endpoint, handshake_secs, routes } => format!(
+                "  - site {site} ({endpoint}) : {} ; achemine {routes}",
+                handshake_secs.map_or("aucun échange de clés".to_string(), |secs| format!("dernier échange de clés il y a {secs} s"))
+            ),
             Msg::StatusMfaClosed => "Ressources protégées : fermées. Pour les ouvrir : « sesame-agent unlock », puis le code de votre application.".into(),
         }
     }
@@ -310,7 +321,6 @@ impl Msg {
             Msg::AlreadyRunning { pid } => format!("The tunnel is already running (process {pid}). See \"sesame-agent status\", or stop it with \"sesame-agent down\"."),
             Msg::TunnelFailed { detail, log } => format!("The tunnel could not start: {detail}. Run the command as administrator (sudo); details are in {log}."),
             Msg::UnsupportedPlatform { conf } => format!("This command only works on Linux. On Windows or macOS, import the file {conf} into the official WireGuard client."),
-            Msg::SeveralSites { sites, conf } => format!("Your resources are on {sites} sites (one gateway each): \"sesame-agent up\" does not handle several gateways yet. Import the file {conf} (one [Peer] per site) into the official WireGuard client, or run \"wg-quick up {conf}\"."),
             Msg::RotationInterrupted => "The key change was interrupted before the portal answered. Run \"sesame-agent rotate\" again: the same new key will be offered.".into(),
             Msg::Enrolled { device_id, address, conf } => format!("This laptop is enrolled (device #{device_id}, VPN address {address}). Configuration written to {conf}. Run \"sesame-agent up\" to connect."),
             Msg::PlainHttpWarning { url } => format!("Warning: the portal {url} uses unencrypted HTTP (for labs only)."),
@@ -337,6 +347,11 @@ impl Msg {
             Msg::RecoveryCodes => "Recovery codes, single use, shown only once: write them down and keep them away from this laptop (they replace the code if you no longer have your phone).".into(),
             Msg::Unlocked { until } => format!("Access to protected resources (second factor) open until: {until}."),
             Msg::StatusMfaOpen { until } => format!("Protected resources: open until {until}."),
+            Msg::StatusSites => "Sites (one gateway each):".into(),
+            Msg::StatusSite { site, endpoint, handshake_secs, routes } => format!(
+                "  - site {site} ({endpoint}): {}; routes {routes}",
+                handshake_secs.map_or("no handshake yet".to_string(), |secs| format!("last handshake {secs} s ago"))
+            ),
             Msg::StatusMfaClosed => "Protected resources: closed. To open them: \"sesame-agent unlock\", then the code of your app.".into(),
         }
     }
@@ -404,10 +419,6 @@ pub(crate) fn every_message() -> Vec<Msg> {
             log: s(),
         },
         Msg::UnsupportedPlatform { conf: s() },
-        Msg::SeveralSites {
-            sites: 2,
-            conf: s(),
-        },
         Msg::RotationInterrupted,
         Msg::Enrolled {
             device_id: 1,
@@ -439,6 +450,13 @@ pub(crate) fn every_message() -> Vec<Msg> {
         Msg::Unlocked { until: s() },
         Msg::StatusMfaOpen { until: s() },
         Msg::StatusMfaClosed,
+        Msg::StatusSites,
+        Msg::StatusSite {
+            site: s(),
+            endpoint: s(),
+            handshake_secs: Some(3),
+            routes: s(),
+        },
     ]
 }
 

@@ -37,6 +37,25 @@ pub struct TunnelStatus {
     /// Packets dropped (bad source, not decryptable, IPv6).
     #[serde(default)]
     pub dropped_packets: u64,
+    /// Each site's gateway (one for a one-site install), the main one first.
+    #[serde(default)]
+    pub sites: Vec<SiteStatus>,
+}
+
+/// One site's gateway as the tunnel sees it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SiteStatus {
+    /// The site's name (empty when the portal named none).
+    pub site: String,
+    /// `host:port` dialled.
+    pub endpoint: String,
+    #[serde(default)]
+    pub last_handshake_age_secs: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// The networks routed to this gateway.
+    #[serde(default)]
+    pub routes: Vec<String>,
 }
 
 impl TunnelStatus {

@@ -5,4 +5,5 @@ mod common;
 
 mod root {
     mod interop;
+    mod sites;
 }

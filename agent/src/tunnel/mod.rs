@@ -1,18 +1,19 @@
 //! `up` / `down` and the background daemon (Linux): TUN, routes to the granted networks only, refresh.
 
 mod engine;
+pub mod peers;
 mod refresh;
 pub mod route;
 mod tun;
 
-use std::net::ToSocketAddrs;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use ipnet::IpNet;
 
 use crate::enrol::load_conf;
 use crate::error::AgentError;
@@ -35,9 +36,12 @@ const HANDSHAKE_WAIT: Duration = Duration::from_secs(6);
 /// State shared by the packet loop and the refresh thread.
 #[derive(Debug, Clone, Default)]
 pub struct Shared {
-    /// Granted networks: inbound sources allowed.
-    pub allowed: Vec<IpNet>,
-    /// Routes installed.
+    /// The site gateways wanted (the main one first), each with its networks: what the
+    /// engine runs, published by the refresh when the grants change.
+    pub peers: Vec<peers::PeerSpec>,
+    /// Bumped with each change of `peers`: the engine compares it once per loop.
+    pub generation: u64,
+    /// Routes installed (the union of the peers' networks).
     pub routes: Vec<IpNet>,
     pub revoked: bool,
     pub last_refresh_at: Option<u64>,
@@ -82,15 +86,7 @@ pub fn running_pid(paths: &Paths) -> Option<i32> {
 /// Starts the daemon and returns once the interface is up (or the start failed).
 pub fn up(paths: &Paths, options: &UpOptions) -> Result<UpOutcome, AgentError> {
     let agent = AgentState::load(paths)?;
-    let conf = load_conf(&paths.conf())?;
-    // Several sites: one boringtun session per gateway is not written yet; a clear refusal
-    // rather than routing every site to the first gateway (which would drop the others).
-    if !conf.sites.is_empty() {
-        return Err(AgentError::SeveralSites {
-            sites: conf.sites.len() + 1,
-            conf: paths.conf().display().to_string(),
-        });
-    }
+    load_conf(&paths.conf())?;
     if let Some(pid) = running_pid(paths) {
         return Err(AgentError::AlreadyRunning(pid));
     }
@@ -212,23 +208,32 @@ fn start_and_run(
     };
     let agent = AgentState::load(paths)?;
     let conf = load_conf(&paths.conf())?;
-    let endpoint = conf
-        .endpoint
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| tunnel_err(format!("cannot resolve the gateway {}", conf.endpoint)))?;
+    let (specs, unresolved) =
+        peers::from_conf(&conf, crate::state::load_device_cache(paths).as_ref(), &[])
+            .map_err(tunnel_err)?;
+    for endpoint in unresolved {
+        log(&format!(
+            "cannot resolve the site gateway {endpoint}: left out until the next refresh"
+        ));
+    }
     let mtu = conf.mtu.unwrap_or(DEFAULT_MTU);
     let tun =
         tun::Tun::open(interface, mtu).map_err(|e| tunnel_err(format!("TUN {interface}: {e}")))?;
     route::configure(interface, conf.address, mtu).map_err(|e| tunnel_err(e.to_string()))?;
-    let routes = route::routable(&conf.allowed_ips, endpoint.ip());
+    let endpoints: Vec<IpAddr> = specs.iter().map(|p| p.addr.ip()).collect();
+    let routes = route::routable(&peers::union(&specs), &endpoints);
     for net in &routes {
         route::add(interface, net).map_err(|e| tunnel_err(e.to_string()))?;
     }
+    let gateways: Vec<String> = specs
+        .iter()
+        .map(|p| format!("{} {}", p.site, p.addr).trim().to_string())
+        .collect();
     log(&format!(
-        "{interface} up, {}, routes {routes:?}, gateway {endpoint}, TUN offloads {:?}",
-        conf.address, tun.offloads
+        "{interface} up, {}, routes {routes:?}, gateways {}, TUN offloads {:?}",
+        conf.address,
+        gateways.join(", "),
+        tun.offloads
     ));
     if !conf.dns.is_empty() {
         log(&format!(
@@ -237,16 +242,14 @@ fn start_and_run(
         ));
     }
     let shared = Arc::new(Mutex::new(Shared {
-        allowed: conf.allowed_ips.clone(),
+        peers: specs.clone(),
         routes,
         ..Default::default()
     }));
-    let peer = conf.peer_public_key.to_dalek();
     let mut engine = engine::Engine::new(
         tun,
-        endpoint,
+        specs,
         conf.private_key.to_dalek(),
-        peer,
         conf.keepalive,
         shared.clone(),
         paths.clone(),
@@ -256,7 +259,6 @@ fn start_and_run(
         paths.clone(),
         agent,
         interface.to_string(),
-        endpoint.ip(),
         refresh_secs,
         shared,
         lang,

@@ -9,19 +9,18 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use sesame::api::{codes, DeviceConfig};
 
-use super::{log, route, Shared, STOP};
+use super::{log, peers, route, Shared, STOP};
 use crate::enrol::{load_conf, API_TIMEOUT};
 use crate::i18n::Lang;
 use crate::portal::Portal;
 use crate::state::{self, AgentState, Paths};
 use crate::status::now_unix;
-use crate::wgconf::parse_networks;
+use crate::wgconf::{parse_networks, WgConf};
 
 pub fn spawn(
     paths: Paths,
     agent: AgentState,
     interface: String,
-    endpoint: IpAddr,
     refresh_secs: Option<u64>,
     shared: Arc<Mutex<Shared>>,
     lang: Lang,
@@ -51,7 +50,7 @@ pub fn spawn(
                 let token = AgentState::load(&paths)
                     .map(|a| a.device_token)
                     .unwrap_or(agent.device_token.clone());
-                refresh_once(&paths, &portal, &token, &interface, endpoint, &shared);
+                refresh_once(&paths, &portal, &token, &interface, &shared);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -63,12 +62,11 @@ fn refresh_once(
     portal: &Portal,
     token: &str,
     interface: &str,
-    endpoint: IpAddr,
     shared: &Mutex<Shared>,
 ) {
     match portal.device_config(token) {
         Ok(device) => {
-            if let Err(err) = apply(paths, &device, interface, endpoint, shared) {
+            if let Err(err) = apply(paths, &device, interface, shared) {
                 log(&format!("refresh: {err}"));
             }
         }
@@ -89,13 +87,30 @@ fn apply(
     paths: &Paths,
     device: &DeviceConfig,
     interface: &str,
-    endpoint: IpAddr,
     shared: &Mutex<Shared>,
 ) -> Result<(), String> {
     let grants = parse_networks(&device.allowed_ips)
         .map_err(|bad| format!("bad network {bad:?} from the portal"))?;
-    let wanted = route::routable(&grants, endpoint);
-    let current = shared.lock().map(|s| s.routes.clone()).unwrap_or_default();
+    let (current, known) = shared
+        .lock()
+        .map(|s| (s.routes.clone(), s.peers.clone()))
+        .unwrap_or_default();
+    let (specs, unresolved) = peers::after_refresh(device, &known, &grants)?;
+    for endpoint in unresolved {
+        log(&format!(
+            "refresh: cannot resolve the site gateway {endpoint}"
+        ));
+    }
+    let endpoints: Vec<IpAddr> = specs.iter().map(|p| p.addr.ip()).collect();
+    let wanted = route::routable(&peers::union(&specs), &endpoints);
+    // The peers are published before the routes change (the engine takes them at its next
+    // turn, within 100 ms): a new site's first packets rarely go to the main gateway instead.
+    if let Ok(mut s) = shared.lock() {
+        if s.peers != specs {
+            s.peers = specs;
+            s.generation += 1;
+        }
+    }
     let diff = RouteDiff::between(&current, &wanted);
     let mut installed = diff.keep;
     for net in &diff.add {
@@ -113,19 +128,29 @@ fn apply(
         log(&format!("grants changed: routes now {installed:?}"));
     }
     if let Ok(mut s) = shared.lock() {
-        s.allowed = grants.clone();
         s.routes = installed;
         s.revoked = false;
         s.last_refresh_at = Some(now_unix());
         s.refresh_error = None;
     }
-    // Keep sesame.conf and the cache in line with the grants (the key is left as it is).
+    // Keep sesame.conf and the cache in line with the grants and the sites (the key, the
+    // address, the MTU and the keepalive are left as they are).
     let _lock = crate::files::lock_dir(&paths.dir).map_err(|e| e.to_string())?;
-    if let Ok(mut conf) = load_conf(&paths.conf()) {
-        if conf.allowed_ips != grants || conf.dns != device.dns {
-            conf.allowed_ips = grants;
-            conf.dns = device.dns.clone();
-            crate::files::write_private_atomic(&paths.conf(), conf.render().as_bytes())
+    if let Ok(conf) = load_conf(&paths.conf()) {
+        let mut fresh = if device.peers.len() >= 2 || !conf.sites.is_empty() {
+            WgConf::from_device(conf.private_key.clone(), device).map_err(|e| e.to_string())?
+        } else {
+            // One site: the gateway as it was written (as before sites existed).
+            let mut same = conf.clone();
+            same.allowed_ips = grants;
+            same.dns = device.dns.clone();
+            same
+        };
+        fresh.address = conf.address;
+        fresh.mtu = conf.mtu;
+        fresh.keepalive = conf.keepalive;
+        if fresh.render() != conf.render() {
+            crate::files::write_private_atomic(&paths.conf(), fresh.render().as_bytes())
                 .map_err(|e| e.to_string())?;
         }
     }

@@ -54,12 +54,12 @@ pub fn delete_link(iface: &str) -> Result<(), RouteError> {
     ip(&["link", "delete", "dev", iface])
 }
 
-/// Networks to route: the grants, minus any that would swallow the gateway's own address
+/// Networks to route: the grants, minus any that would swallow a gateway's own address
 /// (that would loop the tunnel into itself).
-pub fn routable(grants: &[IpNet], endpoint: std::net::IpAddr) -> Vec<IpNet> {
+pub fn routable(grants: &[IpNet], endpoints: &[std::net::IpAddr]) -> Vec<IpNet> {
     grants
         .iter()
-        .filter(|net| !net.contains(&endpoint))
+        .filter(|net| !endpoints.iter().any(|e| net.contains(e)))
         .copied()
         .collect()
 }
@@ -74,7 +74,7 @@ mod tests {
             "198.18.10.0/24".parse().expect("net"),
             "198.18.0.0/16".parse().expect("net"),
         ];
-        let routed = routable(&grants, "198.18.0.1".parse().expect("ip"));
+        let routed = routable(&grants, &["198.18.0.1".parse().expect("ip")]);
         assert_eq!(
             routed,
             vec!["198.18.10.0/24".parse::<IpNet>().expect("net")]

@@ -6,6 +6,12 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use sesame::api::DeviceConfig;
+use sesame::key::PrivateKey;
+use sesame_agent::files;
+use sesame_agent::state::{self, AgentState, Paths};
+use sesame_agent::wgconf::WgConf;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A short name unique to this process and call: `{prefix}{pid%10000}{n}` (≤ 15 chars for prefixes ≤ 5).
@@ -254,6 +260,79 @@ pub fn wg_gateway(
         gw.must("ip", &["addr", "add", &format!("{r}/32"), "dev", "lo"]);
     }
     (wg, public)
+}
+
+// The agent's directory and commands, as the root tests use them.
+
+/// Writes the agent directory exactly as `enrol` does (same functions), without a portal.
+pub fn write_agent_dir(
+    dir: &Path,
+    secret: &PrivateKey,
+    device: &DeviceConfig,
+    interface: &str,
+) -> Paths {
+    // A closed port: the grant refresh fails and the tunnel must not care.
+    write_agent_dir_with_portal(dir, secret, device, interface, "http://127.0.0.1:9")
+}
+
+/// As [`write_agent_dir`], with the portal at `portal` (a plain HTTP server of the test).
+pub fn write_agent_dir_with_portal(
+    dir: &Path,
+    secret: &PrivateKey,
+    device: &DeviceConfig,
+    interface: &str,
+    portal: &str,
+) -> Paths {
+    let paths = Paths::new(dir);
+    files::ensure_private_dir(dir).unwrap();
+    let conf = WgConf::from_device(secret.clone(), device).unwrap();
+    files::write_private_atomic(&paths.conf(), conf.render().as_bytes()).unwrap();
+    AgentState {
+        portal: portal.into(),
+        device_id: device.device_id,
+        device_token: "unused".into(),
+        ca_file: None,
+        insecure: false,
+        interface: interface.into(),
+        refresh_interval_secs: 60,
+        device_cookie: None,
+    }
+    .save(&paths)
+    .unwrap();
+    state::save_device_cache(&paths, device).unwrap();
+    paths
+}
+
+pub fn agent(ns: &Netns, args: &[&str]) -> std::process::Output {
+    ns.cmd(env!("CARGO_BIN_EXE_sesame-agent"))
+        .args(args)
+        .env("LANG", "en_GB.UTF-8")
+        .output()
+        .unwrap()
+}
+
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `sesame-agent down` on drop, so a failing test leaves no daemon behind.
+pub struct Down<'a> {
+    pub ns: &'a Netns,
+    pub dir: &'a str,
+}
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let out = agent(self.ns, &["down", "--dir", self.dir]);
+        if !std::thread::panicking() {
+            assert!(out.status.success(), "down failed: {}", text(&out));
+            assert!(text(&out).contains("stopped"), "{}", text(&out));
+        }
+    }
 }
 
 /// Set to 1 by `.ci/run`: every test must really run, a skip is a failure.

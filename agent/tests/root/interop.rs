@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use sesame::api::{DeviceConfig, GatewayInfo, ResourceInfo};
 use sesame::key::PrivateKey;
-use sesame_agent::files;
-use sesame_agent::state::{self, AgentState, Paths};
-use sesame_agent::wgconf::{self, WgConf};
+use sesame_agent::wgconf;
 use support::*;
 
 const GW_UNDERLAY: &str = "198.18.0.1";
@@ -83,50 +81,6 @@ fn lab() -> Lab {
         secret,
         gw_public,
     }
-}
-
-/// Writes the agent directory exactly as `enrol` does (same functions), without a portal.
-fn write_agent_dir(
-    dir: &Path,
-    secret: &PrivateKey,
-    device: &DeviceConfig,
-    interface: &str,
-) -> Paths {
-    let paths = Paths::new(dir);
-    files::ensure_private_dir(dir).unwrap();
-    let conf = WgConf::from_device(secret.clone(), device).unwrap();
-    files::write_private_atomic(&paths.conf(), conf.render().as_bytes()).unwrap();
-    AgentState {
-        // A closed port: the grant refresh fails and the tunnel must not care.
-        portal: "http://127.0.0.1:9".into(),
-        device_id: device.device_id,
-        device_token: "unused".into(),
-        ca_file: None,
-        insecure: false,
-        interface: interface.into(),
-        refresh_interval_secs: 60,
-        device_cookie: None,
-    }
-    .save(&paths)
-    .unwrap();
-    state::save_device_cache(&paths, device).unwrap();
-    paths
-}
-
-fn agent(ns: &Netns, args: &[&str]) -> std::process::Output {
-    ns.cmd(env!("CARGO_BIN_EXE_sesame-agent"))
-        .args(args)
-        .env("LANG", "en_GB.UTF-8")
-        .output()
-        .unwrap()
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]
@@ -288,22 +242,6 @@ fn agent_up_status_down_against_wireguard_go() {
     assert!(!paths.pid().exists());
     let out = agent(&lab.laptop, &["down", "--dir", dir_s]);
     assert!(text(&out).contains("not running"), "{}", text(&out));
-}
-
-/// Runs `sesame-agent down` on drop, so a failing test leaves no daemon behind.
-struct Down<'a> {
-    ns: &'a Netns,
-    dir: &'a str,
-}
-
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        let out = agent(self.ns, &["down", "--dir", self.dir]);
-        if !std::thread::panicking() {
-            assert!(out.status.success(), "down failed: {}", text(&out));
-            assert!(text(&out).contains("stopped"), "{}", text(&out));
-        }
-    }
 }
 
 /// Servers (`serve`) and the bulk client (`check`), shared with the gateway's e2e tests.
