@@ -311,11 +311,13 @@ fn portal_key_defaults_beside_the_gateway_key_and_the_per_source_cap_is_checked(
     assert_eq!(c.portal.secret_key_file, PathBuf::from("/etc/sesame/p.key"));
     assert_eq!(c.portal.max_connections_per_source, 8);
     let c = parse("[gateway]\nprivate_key_file = \"/srv/s/gw.key\"\n").expect("valid");
-    assert_eq!(c.portal.secret_key_file, PathBuf::from("/srv/s/portal-secret.key"));
-    assert!(c
-        .secret_files()
-        .iter()
-        .any(|(k, p)| *k == "portal.secret_key_file" && *p == Path::new("/srv/s/portal-secret.key")));
+    assert_eq!(
+        c.portal.secret_key_file,
+        PathBuf::from("/srv/s/portal-secret.key")
+    );
+    assert!(c.secret_files().iter().any(
+        |(k, p)| *k == "portal.secret_key_file" && *p == Path::new("/srv/s/portal-secret.key")
+    ));
     let e = err("[portal]\nmax_connections_per_source = 0\n");
     assert_eq!(e.key, "portal.max_connections_per_source");
 }

@@ -334,6 +334,7 @@ pub fn routes() -> Vec<RouteEntry> {
         (Method::POST, "/login", post(login::submit)),
         (Method::POST, "/logout", post(login::logout)),
         (Method::GET, "/mon-acces", get(me::my_access)),
+        (Method::POST, "/mon-acces/unlock", post(me::unlock)),
         (Method::GET, "/it/codes", get(it::code_form)),
         (Method::POST, "/it/codes", post(it::create_code)),
         (Method::GET, "/it/dashboard", get(dashboard::dashboard)),
