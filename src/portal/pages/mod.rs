@@ -332,6 +332,8 @@ pub fn routes() -> Vec<RouteEntry> {
         (Method::GET, "/static/sesame.js", get(script)),
         (Method::GET, "/login", get(login::form)),
         (Method::POST, "/login", post(login::submit)),
+        (Method::GET, "/login/mfa", get(login::register_form)),
+        (Method::POST, "/login/mfa", post(login::register_submit)),
         (Method::POST, "/logout", post(login::logout)),
         (Method::GET, "/mon-acces", get(me::my_access)),
         (Method::POST, "/mon-acces/unlock", post(me::unlock)),
