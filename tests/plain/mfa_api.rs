@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use crate::common::cli;
-use crate::common::harness::{error_of, laptop_key, Harness};
+use crate::common::harness::{error_of, laptop_key, totp_code, Harness};
 use crate::common::portal::PortalClient;
 use crate::common::slapd::password_of;
 use crate::common::steps::step_async;
@@ -13,11 +13,9 @@ use crate::common::steps::step_async;
 use serde_json::{json, Value};
 use sesame::mfa::totp;
 
-/// The code of `secret` (base32) one step from now (`offset` steps: ±1 is accepted).
+/// The code of `secret` (base32) `offset` steps from now (±1 is accepted).
 fn code(secret: &str, offset: i64) -> String {
-    let bytes = totp::from_base32(secret).unwrap();
-    let now = sesame::time::now_ms() / 1000 + offset * 30;
-    totp::code_at(&bytes, u64::try_from(now).unwrap())
+    totp_code(secret, offset)
 }
 
 async fn post_bearer(h: &Harness, path: &str, token: &str, body: &Value) -> reqwest::Response {
@@ -351,35 +349,10 @@ async fn post_form(c: &PortalClient, path: &str, fields: &[(&str, &str)]) -> (u1
     (status, cache, r.text().await.unwrap())
 }
 
-/// A laptop of `uid` enrolled with its factor confirmed: (device id, TOTP secret).
-async fn enrolled_with_factor(h: &Harness, uid: &str) -> (i64, String) {
-    let it = h.login("tleroux").await;
-    let enrol_code = h.code_for(&it, uid, "portable-wireguard").await;
-    let cfg: Value = enrol_otp(h, &enrol_code, uid, None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let secret = cfg["mfa_registration"]["secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let token = cfg["device_token"].as_str().unwrap();
-    let r = post_bearer(
-        h,
-        "/api/v1/device/mfa/confirm",
-        token,
-        &json!({"code": code(&secret, 0)}),
-    )
-    .await;
-    assert_eq!(r.status(), 200);
-    (cfg["device_id"].as_i64().unwrap(), secret)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mon_acces_opens_the_window_of_a_stock_wireguard_laptop_with_the_code() {
     let h = Harness::start_mfa("web_roles = [\"auditors\"]").await;
-    let (device, secret) = enrolled_with_factor(&h, "mdupont").await;
+    let (device, secret) = h.enrol_with_factor("mdupont", "portable-wireguard").await;
     let device = device.to_string();
     let me = h.login("mdupont").await;
 
