@@ -594,3 +594,50 @@ async fn the_login_page_registers_a_factor_with_the_it_registration_code_only() 
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_review_shows_protected_resources_and_each_users_factor() {
+    let h = Harness::start_mfa("web_roles = []").await;
+    h.enrol_with_factor("mdupont", "portable-marie").await;
+    let auditor = h.login("cgarnier").await;
+
+    step_async("JSON: the resource needs the second factor; the owner's factor (kind, registered, last used)", async {
+        let r = auditor.get_at("/api/v1/audit/access-review?resource=paie").await;
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        let e = &v["entries"][0];
+        assert_eq!(e["username"], "mdupont", "{v}");
+        assert_eq!(e["mfa"], true, "{v}");
+        assert_eq!(e["factor"]["kind"], "totp", "{v}");
+        assert!(e["factor"]["registered_at"].is_string(), "{v}");
+        assert!(e["factor"]["last_used_at"].is_string(), "{v}");
+    })
+    .await;
+
+    step_async(
+        "CSV: four more columns; the page: required, and the factor in words",
+        async {
+            let csv = auditor
+                .get_at("/api/v1/audit/access-review?resource=paie&format=csv")
+                .await
+                .text()
+                .await
+                .unwrap();
+            let mut lines = csv.lines();
+            assert!(lines.next().unwrap().ends_with(
+                ",last_flow_packets,mfa,factor_kind,factor_registered_at,factor_last_used_at"
+            ));
+            assert!(lines.next().unwrap().contains(",true,totp,"), "{csv}");
+            let page = auditor
+                .get_at("/audit/access-review?resource=paie")
+                .await
+                .text()
+                .await
+                .unwrap();
+            assert!(page.contains("Second facteur"), "{page}");
+            assert!(page.contains("<strong>exigé</strong>"), "{page}");
+            assert!(page.contains("totp — enregistré le"), "{page}");
+        },
+    )
+    .await;
+}
