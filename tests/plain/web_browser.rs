@@ -292,7 +292,7 @@ async fn second_factor_in_the_browser() {
     // The agent's laptop first (IT's API login needs no code until IT has a factor).
     let (device, secret) = h.enrol_with_factor("mdupont", "portable-wireguard").await;
     let reg = crate::common::cli::sesame(&["mfa", "code", "--user", "tleroux"])
-        .config(&h.dir.path().join("sesame.toml"))
+        .config(h.dir.path().join("sesame.toml"))
         .ok();
 
     let mut it = Browser::start("second_factor_it").await;
