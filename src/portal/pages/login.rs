@@ -323,9 +323,7 @@ pub async fn register_submit(
                 None,
             ),
             Err(e) => step_error(lang, &headers, &state, &carried, e, |l, h, s, c, m| {
-                let mut r = register_step(l, h, s, c, Some(m));
-                *r.status_mut() = axum::http::StatusCode::OK;
-                r
+                register_step(l, h, s, c, Some(m))
             }),
         };
     };

@@ -30,7 +30,7 @@ pub fn status_text(lang: Lang, s: DeviceStatus) -> &'static str {
 
 /// What the last `POST /mon-acces/unlock` did, shown above the access section.
 enum Outcome {
-    Opened { device: String, until: i64 },
+    Opened { device_id: i64, until: i64 },
     Refused(String),
 }
 
@@ -63,23 +63,7 @@ pub async fn unlock(
         return Err(PageError::NotFound(lang));
     };
     match mfa::unlock_web(&state.services, &session.actor, device_id, &f.code, ip).await {
-        Ok(until) => {
-            let name = access::mine(&state.services, &session.actor)
-                .await
-                .ok()
-                .and_then(|m| m.devices.into_iter().find(|d| d.id == device_id))
-                .map(|d| d.name)
-                .unwrap_or_default();
-            render(
-                &state,
-                &viewer,
-                Some(Outcome::Opened {
-                    device: name,
-                    until,
-                }),
-            )
-            .await
-        }
+        Ok(until) => render(&state, &viewer, Some(Outcome::Opened { device_id, until })).await,
         Err(e) if e.kind() == ErrorKind::NotFound => Err(PageError::NotFound(lang)),
         Err(e) => {
             let e = ApiError::from(e);
@@ -206,9 +190,11 @@ fn access_section(
         section #acces-protege aria-labelledby="acces-protege-titre" {
             h2 #acces-protege-titre { (lang.t("Accès aux applications protégées", "Access to protected applications")) }
             @match outcome {
-                Some(Outcome::Opened { device, until }) => {
+                Some(Outcome::Opened { device_id, until }) => {
                     div.notice role="status" {
-                        p { (lang.t("Accès ouvert", "Access open")) " (" (device) ") "
+                        p { (lang.t("Accès ouvert", "Access open"))
+                            @if let Some(d) = devices.iter().find(|d| d.id == *device_id) { " (" (d.name) ")" }
+                            " "
                             (lang.t("jusqu'au", "until")) " " strong { (time::format(*until)) } "." }
                     }
                 }
