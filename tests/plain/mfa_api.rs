@@ -434,6 +434,26 @@ async fn mon_acces_opens_the_window_of_a_stock_wireguard_laptop_with_the_code() 
         },
     )
     .await;
+
+    step_async(
+        "signing out of the web closes the window opened from the web (reason logout)",
+        async {
+            assert_eq!(h.store.open_windows().await.unwrap().len(), 1);
+            let r = me.post(me.url("/logout")).send().await.unwrap();
+            assert!(
+                r.status().is_success() || r.status().is_redirection(),
+                "{}",
+                r.status()
+            );
+            assert!(h.store.open_windows().await.unwrap().is_empty());
+            let reason: String = sqlx::query_scalar("SELECT close_reason FROM mfa_windows")
+                .fetch_one(h.store.pool())
+                .await
+                .unwrap();
+            assert_eq!(reason, "logout");
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
