@@ -464,6 +464,21 @@ async fn the_login_page_registers_a_factor_with_the_it_registration_code_only() 
     let b = h.browser();
 
     step_async(
+        "a VPN user granted paie without a factor: /mon-acces points to the registration page",
+        async {
+            let me = h.login("mdupont").await;
+            let page = me.get_at("/mon-acces").await.text().await.unwrap();
+            assert!(
+                page.contains("Aucun second facteur n'est enregistré"),
+                "{page}"
+            );
+            assert!(page.contains("href=\"/login/mfa\""), "{page}");
+            assert!(!page.contains("action=\"/mon-acces/unlock\""), "{page}");
+        },
+    )
+    .await;
+
+    step_async(
         "IT without a factor: after the password, /login asks for the registration code (no-store)",
         async {
             let (st, cache, page) = post_form(
@@ -484,6 +499,14 @@ async fn the_login_page_registers_a_factor_with_the_it_registration_code_only() 
     step_async(
         "a password alone (no or a made-up registration code) registers nothing",
         async {
+            // The step also stands alone (linked from /mon-acces): name, password and code.
+            let page = b.get_at("/login/mfa").await.text().await.unwrap();
+            for field in ["username", "password", "registration_code"] {
+                assert!(
+                    page.contains(&format!("name=\"{field}\"")),
+                    "{field}: {page}"
+                );
+            }
             for reg in ["", "ABCD-EFGH-JKMN"] {
                 let (st, _, page) = post_form(
                     &b,
