@@ -64,6 +64,18 @@ pub struct FlowSeen {
     pub packets: u64,
 }
 
+/// The second factor of an entry's owner (the access review shows who could open a window to
+/// a protected resource, and how recently they did).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct FactorSeen {
+    /// `totp` or `radius`.
+    pub kind: String,
+    /// RFC 3339 UTC, ms; `null` for a RADIUS user (nothing to register).
+    pub registered_at: Option<String>,
+    /// RFC 3339 UTC, ms: the last accepted code.
+    pub last_used_at: Option<String>,
+}
+
 /// One (device or static peer) × resource that is reachable now.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ReviewEntry {
@@ -79,6 +91,11 @@ pub struct ReviewEntry {
     pub via: Vec<Via>,
     pub last_session: Option<SessionSeen>,
     pub last_flow: Option<FlowSeen>,
+    /// The resource needs the second factor (`[[resource]] mfa = true`): reachable only inside
+    /// an access window.
+    pub mfa: bool,
+    /// The owner's second factor; `null` without one (or for a static peer).
+    pub factor: Option<FactorSeen>,
 }
 
 /// The answer: the subject and its entries (by resource, then device id).
@@ -92,7 +109,7 @@ pub struct Review {
 }
 
 /// CSV header of [`review_csv_record`].
-pub const REVIEW_CSV_HEADER: [&str; 15] = [
+pub const REVIEW_CSV_HEADER: [&str; 19] = [
     "resource",
     "username",
     "display_name",
@@ -108,10 +125,14 @@ pub const REVIEW_CSV_HEADER: [&str; 15] = [
     "last_flow_at",
     "last_flow_bytes",
     "last_flow_packets",
+    "mfa",
+    "factor_kind",
+    "factor_registered_at",
+    "factor_last_used_at",
 ];
 
 /// One entry as CSV cells (groups `;`-separated, grants as `#N`), [`REVIEW_CSV_HEADER`] order.
-pub fn review_csv_record(e: &ReviewEntry) -> [String; 15] {
+pub fn review_csv_record(e: &ReviewEntry) -> [String; 19] {
     let groups: Vec<String> = e
         .via
         .iter()
@@ -129,6 +150,7 @@ pub fn review_csv_record(e: &ReviewEntry) -> [String; 15] {
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     let s = e.last_session.as_ref();
     let f = e.last_flow.as_ref();
+    let k = e.factor.as_ref();
     [
         e.resource.clone(),
         opt(&e.username),
@@ -145,6 +167,10 @@ pub fn review_csv_record(e: &ReviewEntry) -> [String; 15] {
         f.map(|f| f.last_seen.clone()).unwrap_or_default(),
         f.map(|f| f.bytes.to_string()).unwrap_or_default(),
         f.map(|f| f.packets.to_string()).unwrap_or_default(),
+        e.mfa.to_string(),
+        k.map(|k| k.kind.clone()).unwrap_or_default(),
+        k.and_then(|k| k.registered_at.clone()).unwrap_or_default(),
+        k.and_then(|k| k.last_used_at.clone()).unwrap_or_default(),
     ]
 }
 

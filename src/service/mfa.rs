@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::api::mfa::{MfaRegistration, UnlockResponse};
 use crate::audit::{Action, Outcome};
 use crate::mfa::{recovery, Kit, Verdict};
-use crate::store::Device;
+use crate::store::{Device, DeviceStatus};
 
 use super::context::Record;
 use super::roles::{Actor, Role, RoleSet};
@@ -289,6 +289,92 @@ pub async fn unlock(
     Ok(UnlockResponse {
         expires_at: crate::time::format(until),
     })
+}
+
+/// What `/mon-acces` shows about the second factor: whether the user's resources need one,
+/// whether they have a factor, and each of their devices' open window.
+#[derive(Debug, Clone, Default)]
+pub struct WebAccess {
+    /// `[mfa]` is on and some resource the user is granted needs it (`mfa = true`).
+    pub needed: bool,
+    /// Those resources, by name.
+    pub protected: Vec<String>,
+    /// The user can answer a code (a confirmed factor, or RADIUS).
+    pub has_factor: bool,
+    /// Device id → end of its open window (unix ms); absent: closed.
+    pub windows: std::collections::HashMap<i64, i64>,
+}
+
+/// The second factor as `/mon-acces` shows it to `actor` for their `devices`, given the
+/// resources their groups grant (`granted`).
+pub async fn web_access(
+    svc: &Services,
+    actor: &Actor,
+    granted: &[String],
+    devices: &[Device],
+) -> Result<WebAccess, ServiceError> {
+    actor.require(Role::VpnUser)?;
+    let Some(kit) = svc.mfa()? else {
+        return Ok(WebAccess::default());
+    };
+    let config = svc.config();
+    let protected: Vec<String> = granted
+        .iter()
+        .filter(|r| config.policy.needs_mfa(r))
+        .cloned()
+        .collect();
+    if protected.is_empty() {
+        return Ok(WebAccess::default());
+    }
+    let mut windows = std::collections::HashMap::new();
+    for d in devices.iter().filter(|d| d.username == actor.username) {
+        if let Some(until) = window_until(svc, d.id).await? {
+            windows.insert(d.id, until);
+        }
+    }
+    Ok(WebAccess {
+        needed: true,
+        protected,
+        has_factor: has_factor(svc, kit, &actor.username).await?,
+        windows,
+    })
+}
+
+/// `/mon-acces` (a laptop with a stock WireGuard client): the signed-in owner of `device_id`
+/// types a code; that active device's window opens (source `web`: it closes at web logout too).
+/// Same limits and audit as `POST /api/v1/device/unlock`. Returns its end (unix ms).
+pub async fn unlock_web(
+    svc: &Services,
+    actor: &Actor,
+    device_id: i64,
+    code: &str,
+    source_ip: IpAddr,
+) -> Result<i64, ServiceError> {
+    actor.require(Role::VpnUser)?;
+    let kit = kit(svc)?;
+    let device = svc
+        .store()
+        .device(device_id)
+        .await?
+        .filter(|d| d.username == actor.username)
+        .ok_or(ServiceError::NotFound)?;
+    match device.status {
+        DeviceStatus::Active if device.expires_at.is_some_and(|e| e <= svc.now_ms()) => {
+            return Err(ServiceError::DeviceExpired)
+        }
+        DeviceStatus::Active => {}
+        DeviceStatus::Suspended => return Err(ServiceError::DeviceSuspended),
+        DeviceStatus::Revoked => return Err(ServiceError::DeviceRevoked),
+    }
+    if !has_factor(svc, kit, &device.username).await? {
+        return Err(ServiceError::MfaNotRegistered);
+    }
+    let code = code.trim();
+    if code.is_empty() {
+        return Err(ServiceError::MfaRequired);
+    }
+    verify(svc, &device.username, code, "mon_acces", Some(source_ip)).await?;
+    open_window(svc, &device, WindowSource::Web, Some(source_ip)).await
 }
 
 /// `POST /api/v1/device/lock` (`sesame-agent down`): closes the device's window (reason

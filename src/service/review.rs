@@ -3,7 +3,9 @@
 //! The one implementation behind `GET /api/v1/audit/access-review`, `sesame audit
 //! access-review` and the page; its answer types are the audit's (`crate::audit::review`).
 
-use crate::audit::review::{FlowSeen, Review, ReviewEntry, ReviewSubject, SessionSeen, Via};
+use crate::audit::review::{
+    FactorSeen, FlowSeen, Review, ReviewEntry, ReviewSubject, SessionSeen, Via,
+};
 use crate::audit::QueryError;
 use crate::config::StaticPeer;
 use crate::policy::Policy;
@@ -57,7 +59,11 @@ pub async fn access_review(
     let mut entries = device_entries(store, cfg, subject, reachable).await?;
     // Static peers belong to no user: listed in a resource review only.
     if let ReviewSubject::Resource(r) = subject {
-        entries.extend(static_peer_entries(cfg.static_peers, r));
+        entries.extend(static_peer_entries(
+            cfg.static_peers,
+            r,
+            cfg.policy.needs_mfa(r),
+        ));
     }
     entries.sort_by(|a, b| (&a.resource, a.device_id).cmp(&(&b.resource, b.device_id)));
     let (resource, user) = match subject {
@@ -121,6 +127,19 @@ async fn device_entries(
         ReviewSubject::User(_) => None,
     };
     let mut flows = store.last_flows(&ids, only).await?;
+    let factors: std::collections::HashMap<String, FactorSeen> = store
+        .mfa_factors()
+        .await?
+        .into_iter()
+        .map(|f| {
+            let seen = FactorSeen {
+                kind: f.kind,
+                registered_at: f.registered_at.map(crate::time::format),
+                last_used_at: f.last_used_at.map(crate::time::format),
+            };
+            (f.username, seen)
+        })
+        .collect();
     let mut entries = Vec::new();
     for (d, resources) in reachable {
         let last_session = sessions.remove(&d.device.id).map(SessionSeen::from_event);
@@ -142,6 +161,8 @@ async fn device_entries(
                 })
                 .collect();
             entries.push(ReviewEntry {
+                mfa: cfg.policy.needs_mfa(&resource),
+                factor: factors.get(&normalize_username(&d.user.username)).cloned(),
                 resource,
                 username: Some(d.user.username.clone()),
                 display_name: Some(d.user.display_name.clone()),
@@ -162,6 +183,7 @@ async fn device_entries(
 fn static_peer_entries<'a>(
     peers: &'a [StaticPeer],
     resource: &'a str,
+    mfa: bool,
 ) -> impl Iterator<Item = ReviewEntry> + 'a {
     peers
         .iter()
@@ -181,5 +203,7 @@ fn static_peer_entries<'a>(
             }],
             last_session: None,
             last_flow: None,
+            mfa,
+            factor: None,
         })
 }

@@ -341,6 +341,38 @@ impl Harness {
             .unwrap()
     }
 
+    /// A laptop of `uid` enrolled through the API (the code from `sesame enrol-code create`)
+    /// with the factor its enrolment handed out confirmed: (device id, TOTP secret in base32).
+    pub async fn enrol_with_factor(&self, uid: &str, device: &str) -> (i64, String) {
+        let code = crate::common::cli::sesame(&[
+            "enrol-code",
+            "create",
+            "--user",
+            uid,
+            "--device",
+            device,
+        ])
+        .config(self.dir.path().join("sesame.toml"))
+        .ok();
+        let code = code.trim();
+        let r = self.enrol(code, uid, &laptop_key().0).await;
+        assert_eq!(r.status(), 201);
+        let cfg: Value = r.json().await.unwrap();
+        let secret = cfg["mfa_registration"]["secret"]
+            .as_str()
+            .expect("a factor to register")
+            .to_string();
+        let r = reqwest::Client::new()
+            .post(self.url("/api/v1/device/mfa/confirm"))
+            .bearer_auth(cfg["device_token"].as_str().unwrap())
+            .json(&json!({"code": totp_code(&secret, 0)}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        (cfg["device_id"].as_i64().unwrap(), secret)
+    }
+
     pub fn sync(&self) -> DirectorySync {
         DirectorySync::new(
             self.store.clone(),
@@ -361,4 +393,11 @@ impl Harness {
 pub fn laptop_key() -> (String, PublicKey) {
     let public = sesame::key::PrivateKey::generate().public_key();
     (public.to_base64(), public)
+}
+
+/// The TOTP code of `secret` (base32) `offset` steps from now (±1 is accepted; each step once).
+pub fn totp_code(secret: &str, offset: i64) -> String {
+    let bytes = sesame::mfa::totp::from_base32(secret).unwrap();
+    let now = sesame::time::now_ms() / 1000 + offset * 30;
+    sesame::mfa::totp::code_at(&bytes, u64::try_from(now).unwrap())
 }

@@ -5,18 +5,17 @@
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use crate::common::cli;
-use crate::common::harness::{error_of, laptop_key, Harness};
+use crate::common::harness::{error_of, laptop_key, totp_code, Harness};
+use crate::common::portal::PortalClient;
 use crate::common::slapd::password_of;
 use crate::common::steps::step_async;
 
 use serde_json::{json, Value};
 use sesame::mfa::totp;
 
-/// The code of `secret` (base32) one step from now (`offset` steps: ±1 is accepted).
+/// The code of `secret` (base32) `offset` steps from now (±1 is accepted).
 fn code(secret: &str, offset: i64) -> String {
-    let bytes = totp::from_base32(secret).unwrap();
-    let now = sesame::time::now_ms() / 1000 + offset * 30;
-    totp::code_at(&bytes, u64::try_from(now).unwrap())
+    totp_code(secret, offset)
 }
 
 async fn post_bearer(h: &Harness, path: &str, token: &str, body: &Value) -> reqwest::Response {
@@ -336,4 +335,352 @@ async fn rotation_is_refused_after_reauth_interval_without_the_code() {
     let (key, _) = laptop_key();
     let r = h.browser().rotate(&token, &key).await;
     assert_eq!(error_of(r).await, (403, "reauth_required".into()));
+}
+
+/// `POST path` with form fields (as a browser without JavaScript): status, cache header, page.
+async fn post_form(c: &PortalClient, path: &str, fields: &[(&str, &str)]) -> (u16, String, String) {
+    let r = c.post(c.url(path)).form(fields).send().await.unwrap();
+    let status = r.status().as_u16();
+    let cache = r
+        .headers()
+        .get("cache-control")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, cache, r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mon_acces_opens_the_window_of_a_stock_wireguard_laptop_with_the_code() {
+    let h = Harness::start_mfa("web_roles = [\"auditors\"]").await;
+    let (device, secret) = h.enrol_with_factor("mdupont", "portable-wireguard").await;
+    let device = device.to_string();
+    let me = h.login("mdupont").await;
+
+    step_async("/mon-acces: the protected resources, each device's window (closed), a form asking for the code", async {
+        let page = me.get_at("/mon-acces").await.text().await.unwrap();
+        assert!(page.contains("Accès aux applications protégées"), "{page}");
+        assert!(page.contains("<strong>paie</strong>"), "{page}");
+        assert!(page.contains("accès fermé"), "{page}");
+        assert!(page.contains("action=\"/mon-acces/unlock\""), "{page}");
+        assert!(page.contains(&format!("<option value=\"{device}\">")), "{page}");
+        assert!(page.contains("name=\"_csrf\""), "{page}");
+        assert!(page.contains("appelez le service informatique pour une réinitialisation"), "{page}");
+    })
+    .await;
+
+    step_async(
+        "a wrong code: 401, what to do, audited mfa.failed, no window",
+        async {
+            let (st, _, page) = post_form(
+                &me,
+                "/mon-acces/unlock",
+                &[("device", &device), ("code", "12345")],
+            )
+            .await;
+            assert_eq!(st, 401);
+            assert!(page.contains("Code incorrect"), "{page}");
+            assert!(page.contains("role=\"alert\""), "{page}");
+            assert!(h.store.open_windows().await.unwrap().is_empty());
+            assert_eq!(actions(&h, "mfa.failed").await, 1);
+        },
+    )
+    .await;
+
+    step_async("someone else's device is not found; the right code opens the window (source web) and the page says until when", async {
+        let (st, _, _) = post_form(&me, "/mon-acces/unlock", &[("device", "9999"), ("code", &code(&secret, 1))]).await;
+        assert_eq!(st, 404);
+        let (st, _, page) = post_form(&me, "/mon-acces/unlock", &[("device", &device), ("code", &code(&secret, 1))]).await;
+        assert_eq!(st, 200, "{page}");
+        assert!(page.contains("Accès ouvert (portable-wireguard) jusqu'au"), "{page}");
+        let open = h.store.open_windows().await.unwrap();
+        assert_eq!(open.len(), 1);
+        let source: String = sqlx::query_scalar("SELECT source FROM mfa_windows")
+            .fetch_one(h.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(source, "web");
+        assert_eq!(actions(&h, "mfa.window_opened").await, 1);
+        let page = me.get_at("/mon-acces").await.text().await.unwrap();
+        assert!(page.contains("accès ouvert jusqu'au"), "{page}");
+        // The same code again is a replay.
+        let (st, _, _) = post_form(&me, "/mon-acces/unlock", &[("device", &device), ("code", &code(&secret, 1))]).await;
+        assert_eq!(st, 401);
+    })
+    .await;
+
+    step_async(
+        "5 wrong codes within a minute: the next answer is 429 with the wait, in French first",
+        async {
+            // The failures above count too (the source address's count as well as the account's).
+            let mut wrong = 0;
+            let r = loop {
+                let r = me
+                    .post(me.url("/mon-acces/unlock"))
+                    .form(&[("device", device.as_str()), ("code", "000001")])
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == 429 {
+                    break r;
+                }
+                assert_eq!(r.status(), 401);
+                wrong += 1;
+                assert!(wrong <= 5, "no 429 after 5 wrong codes");
+            };
+            assert!(wrong >= 3, "{wrong}");
+            assert!(r.headers().contains_key("retry-after"));
+            let page = r.text().await.unwrap();
+            assert!(page.contains("Trop de tentatives"), "{page}");
+        },
+    )
+    .await;
+
+    step_async(
+        "signing out of the web closes the window opened from the web (reason logout)",
+        async {
+            assert_eq!(h.store.open_windows().await.unwrap().len(), 1);
+            let r = me.post(me.url("/logout")).send().await.unwrap();
+            assert!(
+                r.status().is_success() || r.status().is_redirection(),
+                "{}",
+                r.status()
+            );
+            assert!(h.store.open_windows().await.unwrap().is_empty());
+            let reason: String = sqlx::query_scalar("SELECT close_reason FROM mfa_windows")
+                .fetch_one(h.store.pool())
+                .await
+                .unwrap();
+            assert_eq!(reason, "logout");
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_page_registers_a_factor_with_the_it_registration_code_only() {
+    let h = Harness::start_mfa("").await;
+    let config = h.dir.path().join("sesame.toml");
+    let password = password_of("tleroux");
+    let b = h.browser();
+
+    step_async(
+        "a VPN user granted paie without a factor: /mon-acces points to the registration page",
+        async {
+            let me = h.login("mdupont").await;
+            let page = me.get_at("/mon-acces").await.text().await.unwrap();
+            assert!(
+                page.contains("Aucun second facteur n'est enregistré"),
+                "{page}"
+            );
+            assert!(page.contains("href=\"/login/mfa\""), "{page}");
+            assert!(!page.contains("action=\"/mon-acces/unlock\""), "{page}");
+        },
+    )
+    .await;
+
+    step_async(
+        "IT without a factor: after the password, /login asks for the registration code (no-store)",
+        async {
+            let (st, cache, page) = post_form(
+                &b,
+                "/login",
+                &[("username", "tleroux"), ("password", password)],
+            )
+            .await;
+            assert_eq!(st, 200, "{page}");
+            assert_eq!(cache, "no-store");
+            assert!(page.contains("name=\"registration_code\""), "{page}");
+            assert!(page.contains("action=\"/login/mfa\""), "{page}");
+            assert!(page.contains("Code d'enregistrement"), "{page}");
+        },
+    )
+    .await;
+
+    step_async(
+        "a password alone (no or a made-up registration code) registers nothing",
+        async {
+            // The step also stands alone (linked from /mon-acces): name, password and code.
+            let page = b.get_at("/login/mfa").await.text().await.unwrap();
+            for field in ["username", "password", "registration_code"] {
+                assert!(
+                    page.contains(&format!("name=\"{field}\"")),
+                    "{field}: {page}"
+                );
+            }
+            for reg in ["", "ABCD-EFGH-JKMN"] {
+                let (st, _, page) = post_form(
+                    &b,
+                    "/login/mfa",
+                    &[
+                        ("username", "tleroux"),
+                        ("password", password),
+                        ("registration_code", reg),
+                    ],
+                )
+                .await;
+                assert_eq!(st, 401, "{reg:?}: {page}");
+                assert!(page.contains("Code d'enregistrement inconnu"), "{page}");
+            }
+            assert!(h.store.mfa_factor("tleroux").await.unwrap().is_none());
+        },
+    )
+    .await;
+
+    let reg = cli::sesame(&["mfa", "code", "--user", "tleroux"])
+        .config(&config)
+        .ok();
+    let reg = reg.trim().to_string();
+
+    let secret = step_async(
+        "with IT's registration code: the QR code (inline SVG) and the secret as text",
+        async {
+            let (st, cache, page) = post_form(
+                &b,
+                "/login/mfa",
+                &[
+                    ("username", "tleroux"),
+                    ("password", password),
+                    ("registration_code", &reg),
+                ],
+            )
+            .await;
+            assert_eq!(st, 200, "{page}");
+            assert_eq!(cache, "no-store");
+            assert!(page.contains("<svg"), "{page}");
+            assert!(page.contains("role=\"img\""), "{page}");
+            let at = page.find("id=\"mfa-secret\">").unwrap() + 16;
+            let secret = page[at..].split('<').next().unwrap().to_string();
+            assert!(totp::from_base32(&secret).is_some(), "{secret}");
+            assert!(page.contains("name=\"code\""), "{page}");
+            secret
+        },
+    )
+    .await;
+
+    step_async(
+        "a wrong first code: 401, the code's step again; the right one: 10 recovery codes, once",
+        async {
+            let (st, _, page) = post_form(
+                &b,
+                "/login/mfa",
+                &[
+                    ("username", "tleroux"),
+                    ("password", password),
+                    ("registration_code", &reg),
+                    ("code", "12345"),
+                ],
+            )
+            .await;
+            assert_eq!(st, 401, "{page}");
+            assert!(page.contains("Code incorrect"), "{page}");
+            assert!(page.contains("name=\"code\""), "{page}");
+            let (st, _, page) = post_form(
+                &b,
+                "/login/mfa",
+                &[
+                    ("username", "tleroux"),
+                    ("password", password),
+                    ("registration_code", &reg),
+                    ("code", &code(&secret, 0)),
+                ],
+            )
+            .await;
+            assert_eq!(st, 200, "{page}");
+            assert!(page.contains("10 codes de secours"), "{page}");
+            let list = &page[page.find("id=\"recovery-codes\"").unwrap()..];
+            let list = &list[..list.find("</ol>").unwrap()];
+            assert_eq!(list.matches("<li>").count(), 10, "{list}");
+            assert!(h
+                .store
+                .mfa_factor("tleroux")
+                .await
+                .unwrap()
+                .unwrap()
+                .is_registered());
+            assert_eq!(actions(&h, "mfa.registered").await, 1);
+            // The registration code is spent.
+            let (st, _, _) = post_form(
+                &b,
+                "/login/mfa",
+                &[
+                    ("username", "tleroux"),
+                    ("password", password),
+                    ("registration_code", &reg),
+                ],
+            )
+            .await;
+            assert_eq!(st, 401);
+        },
+    )
+    .await;
+
+    step_async(
+        "then /login asks for the code and signs IT in with the next one",
+        async {
+            let (st, _, page) = post_form(
+                &b,
+                "/login",
+                &[
+                    ("username", "tleroux"),
+                    ("password", password),
+                    ("next", "/api/v1/devices"),
+                    ("otp", &code(&secret, 1)),
+                ],
+            )
+            .await;
+            assert_eq!(st, 200, "{page}");
+            assert!(
+                page.starts_with('['),
+                "the device list after the redirect: {page}"
+            );
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_review_shows_protected_resources_and_each_users_factor() {
+    let h = Harness::start_mfa("web_roles = []").await;
+    h.enrol_with_factor("mdupont", "portable-marie").await;
+    let auditor = h.login("cgarnier").await;
+
+    step_async("JSON: the resource needs the second factor; the owner's factor (kind, registered, last used)", async {
+        let r = auditor.get_at("/api/v1/audit/access-review?resource=paie").await;
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        let e = &v["entries"][0];
+        assert_eq!(e["username"], "mdupont", "{v}");
+        assert_eq!(e["mfa"], true, "{v}");
+        assert_eq!(e["factor"]["kind"], "totp", "{v}");
+        assert!(e["factor"]["registered_at"].is_string(), "{v}");
+        assert!(e["factor"]["last_used_at"].is_string(), "{v}");
+    })
+    .await;
+
+    step_async(
+        "CSV: four more columns; the page: required, and the factor in words",
+        async {
+            let csv = auditor
+                .get_at("/api/v1/audit/access-review?resource=paie&format=csv")
+                .await
+                .text()
+                .await
+                .unwrap();
+            let mut lines = csv.lines();
+            assert!(lines.next().unwrap().ends_with(
+                ",last_flow_packets,mfa,factor_kind,factor_registered_at,factor_last_used_at"
+            ));
+            assert!(lines.next().unwrap().contains(",true,totp,"), "{csv}");
+            let page = auditor
+                .get_at("/audit/access-review?resource=paie")
+                .await
+                .text()
+                .await
+                .unwrap();
+            assert!(page.contains("Second facteur"), "{page}");
+            assert!(page.contains("<strong>exigé</strong>"), "{page}");
+            assert!(page.contains("totp — enregistré le"), "{page}");
+        },
+    )
+    .await;
 }

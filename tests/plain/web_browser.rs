@@ -282,3 +282,57 @@ async fn auditor_flows_and_access_review_in_the_browser() {
     assert!(denied.contains("Accès refusé"));
     agent.close().await;
 }
+
+/// An IT login asks for the second factor; IT registers one on the web with the registration
+/// code (QR code, first code, recovery codes); an agent opens the access window of a stock
+/// WireGuard laptop on /mon-acces with a valid code. Every page axe-clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_factor_in_the_browser() {
+    let h = Harness::start_mfa("").await;
+    // The agent's laptop first (IT's API login needs no code until IT has a factor).
+    let (device, secret) = h.enrol_with_factor("mdupont", "portable-wireguard").await;
+    let reg = crate::common::cli::sesame(&["mfa", "code", "--user", "tleroux"])
+        .config(h.dir.path().join("sesame.toml"))
+        .ok();
+
+    let mut it = Browser::start("second_factor_it").await;
+    sign_in(&mut it, &h, "tleroux", "/it/devices").await;
+    let step = it.check("mfa-register-code").await;
+    assert!(step.contains("Code d'enregistrement"), "{step}");
+    it.fill("registration_code", reg.trim()).await;
+    it.click("form.stack button[type=submit]").await;
+    let qr = it.check("mfa-register-qr").await;
+    assert!(qr.contains("<svg"), "the QR code inline");
+    let at = qr.find("id=\"mfa-secret\">").unwrap() + 16;
+    let it_secret = qr[at..].split('<').next().unwrap().to_string();
+    it.fill("code", &harness::totp_code(&it_secret, 0)).await;
+    it.click("form.stack button[type=submit]").await;
+    let codes = it.check("mfa-recovery-codes").await;
+    assert!(codes.contains("10 codes de secours"), "{codes}");
+    it.click("main a[href^='/login']").await;
+    // The IT login now asks for the code.
+    it.check("login-with-code").await;
+    it.fill("username", "tleroux").await;
+    it.fill("password", password_of("tleroux")).await;
+    it.fill("otp", &harness::totp_code(&it_secret, 1)).await;
+    it.click("form button[type=submit]").await;
+    assert_eq!(it.path().await, "/it/devices");
+    it.close().await;
+
+    let mut agent = Browser::start("second_factor_agent").await;
+    sign_in(&mut agent, &h, "mdupont", "/mon-acces").await;
+    let mine = agent.check("mon-acces-mfa-closed").await;
+    assert!(mine.contains("accès fermé"), "{mine}");
+    agent.select("unlock-device", &device.to_string()).await;
+    agent
+        .fill("unlock-code", &harness::totp_code(&secret, 1))
+        .await;
+    agent.click("#acces-protege form button[type=submit]").await;
+    let open = agent.check("mon-acces-mfa-open").await;
+    assert!(
+        open.contains("Accès ouvert (portable-wireguard) jusqu'au"),
+        "{open}"
+    );
+    assert_eq!(h.store.open_windows().await.unwrap().len(), 1);
+    agent.close().await;
+}

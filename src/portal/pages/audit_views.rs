@@ -192,6 +192,7 @@ fn review_rows(lang: Lang, review: &Review) -> Markup {
                     th scope="col" { (lang.t("Autorisation ([[grant]])", "Grant ([[grant]])")) }
                     th scope="col" { (lang.t("Dernière session", "Last session")) }
                     th scope="col" { (lang.t("Dernier flux", "Last flow")) }
+                    th scope="col" { (lang.t("Second facteur", "Second factor")) }
                 } }
                 tbody { @for e in &review.entries {
                     @let (groups, grants) = via_text(e);
@@ -203,6 +204,20 @@ fn review_rows(lang: Lang, review: &Review) -> Markup {
                         td { (grants) }
                         td { @if let Some(s) = &e.last_session { (instant(&s.at)) br; span.muted { (s.action) @if let Some(r) = &s.reason { " (" (r) ")" } } } @else { (lang.t("jamais", "never")) } }
                         td { @if let Some(f) = &e.last_flow { (instant(&f.last_seen)) br; span.muted { (f.bytes) " " (lang.t("octets", "bytes")) } } @else { (lang.t("jamais", "never")) } }
+                        td.factor {
+                            @if e.mfa { strong { (lang.t("exigé", "required")) } } @else { (lang.t("non exigé", "not required")) }
+                            br;
+                            span.muted {
+                                @if let Some(k) = &e.factor {
+                                    (k.kind)
+                                    @if let Some(at) = &k.registered_at { " — " (lang.t("enregistré le", "registered on")) " " (instant(at)) }
+                                    " — " (lang.t("dernier usage", "last used")) " "
+                                    @if let Some(at) = &k.last_used_at { (instant(at)) } @else { (lang.t("jamais", "never")) }
+                                } @else if e.username.is_some() {
+                                    (lang.t("aucun facteur", "no factor"))
+                                }
+                            }
+                        }
                     }
                 } }
             }
