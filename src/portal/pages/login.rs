@@ -15,7 +15,7 @@ use crate::service::mfa::register;
 use crate::service::sessions::{self, LoginInput};
 use crate::service::ErrorKind;
 
-use super::{page, Lang};
+use super::{page, Lang, Refusal};
 
 #[derive(serde::Deserialize, Default)]
 pub struct NextQuery {
@@ -143,16 +143,11 @@ pub async fn submit(
             Some(ApiError::from(e).message()),
         ),
         Err(e) => {
-            let e = ApiError::from(e);
-            let mut resp = (
-                e.status(),
-                login_page(lang, &headers, &state, &next, Some(e.message())),
+            let refusal = Refusal::of(e);
+            refusal.answer(
+                login_page(lang, &headers, &state, &next, Some(refusal.message.clone()))
+                    .into_response(),
             )
-                .into_response();
-            if let Some(v) = e.into_response().headers().get(header::RETRY_AFTER) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v.clone());
-            }
-            resp
         }
     }
 }
@@ -256,15 +251,7 @@ fn register_step(
         }
         (lost_phone(lang))
     };
-    no_store(
-        axum::http::StatusCode::OK,
-        page(
-            lang,
-            None,
-            lang.t("Enregistrer un second facteur", "Register a second factor"),
-            body,
-        ),
-    )
+    registration_page(lang, body)
 }
 
 /// `GET /login/mfa`: registering a factor with IT's registration code (user name, password,
@@ -372,15 +359,9 @@ fn step_error(
         e.kind(),
         ErrorKind::InvalidCredentials | ErrorKind::InvalidRegistrationCode
     );
-    let e = ApiError::from(e);
-    let status = e.status();
-    let message = e.message();
-    let retry = e
-        .into_response()
-        .headers()
-        .get(header::RETRY_AFTER)
-        .cloned();
-    let mut resp = if back_to_start {
+    let refusal = Refusal::of(e);
+    let message = refusal.message.clone();
+    let resp = if back_to_start {
         register_step(
             lang,
             headers,
@@ -395,11 +376,7 @@ fn step_error(
     } else {
         again(lang, headers, state, carried, message)
     };
-    *resp.status_mut() = status;
-    if let Some(v) = retry {
-        resp.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    resp
+    refusal.answer(resp)
 }
 
 /// Step 2: the secret as a QR code (inline SVG) and as text, and the first code that confirms
@@ -436,15 +413,7 @@ fn confirm_step(
         }
         (lost_phone(lang))
     };
-    no_store(
-        axum::http::StatusCode::OK,
-        page(
-            lang,
-            None,
-            lang.t("Enregistrer un second facteur", "Register a second factor"),
-            body,
-        ),
-    )
+    registration_page(lang, body)
 }
 
 /// `POST /logout` (form with the CSRF token): ends the session, back to the login page.
@@ -462,6 +431,19 @@ pub async fn logout(
         }
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// A step of the factor registration: never cached (it carries the password and the secret).
+fn registration_page(lang: Lang, body: Markup) -> Response {
+    no_store(
+        axum::http::StatusCode::OK,
+        page(
+            lang,
+            None,
+            lang.t("Enregistrer un second facteur", "Register a second factor"),
+            body,
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! "Mon accès": an agent's devices, what each may reach (and why), how to enrol a new laptop.
 
 use axum::extract::State;
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Form;
 use maud::{html, Markup};
@@ -12,11 +11,10 @@ use crate::service::ErrorKind;
 use crate::store::DeviceStatus;
 
 use crate::portal::auth::Role;
-use crate::portal::error::ApiError;
 use crate::portal::extract::ClientIp;
 use crate::portal::state::SharedState;
 
-use super::{page, Lang, PageError, Viewer};
+use super::{page, Lang, PageError, Refusal, Viewer};
 use crate::time;
 
 /// A device's status, in words.
@@ -66,20 +64,14 @@ pub async fn unlock(
         Ok(until) => render(&state, &viewer, Some(Outcome::Opened { device_id, until })).await,
         Err(e) if e.kind() == ErrorKind::NotFound => Err(PageError::NotFound(lang)),
         Err(e) => {
-            let e = ApiError::from(e);
-            let status = e.status();
-            let message = e.message();
-            let retry = e
-                .into_response()
-                .headers()
-                .get(header::RETRY_AFTER)
-                .cloned();
-            let mut resp = render(&state, &viewer, Some(Outcome::Refused(message))).await?;
-            *resp.status_mut() = status;
-            if let Some(v) = retry {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            Ok(resp)
+            let refusal = Refusal::of(e);
+            let resp = render(
+                &state,
+                &viewer,
+                Some(Outcome::Refused(refusal.message.clone())),
+            )
+            .await?;
+            Ok(refusal.answer(resp))
         }
     }
 }

@@ -314,6 +314,42 @@ async fn home(viewer: Viewer) -> Response {
     Redirect::to(target).into_response()
 }
 
+/// A refused request as a page shows it: the API error's status and message (French first),
+/// and its `Retry-After` when there is one (429). One rule for every page that re-renders a
+/// form with the refusal.
+pub struct Refusal {
+    pub status: StatusCode,
+    pub message: String,
+    retry_after: Option<axum::http::HeaderValue>,
+}
+
+impl Refusal {
+    pub fn of(e: ServiceError) -> Refusal {
+        let e = ApiError::from(e);
+        let status = e.status();
+        let message = e.message();
+        let retry_after = e
+            .into_response()
+            .headers()
+            .get(header::RETRY_AFTER)
+            .cloned();
+        Refusal {
+            status,
+            message,
+            retry_after,
+        }
+    }
+
+    /// `resp` (the page showing [`Refusal::message`]) answered with this status and Retry-After.
+    pub fn answer(&self, mut resp: Response) -> Response {
+        *resp.status_mut() = self.status;
+        if let Some(v) = &self.retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, v.clone());
+        }
+        resp
+    }
+}
+
 /// The `Accept-Language`-free language of a request (tests, redirects).
 pub fn lang_of(headers: &HeaderMap) -> Lang {
     Lang::negotiate(
