@@ -69,26 +69,43 @@ pub fn set_level(level: LogLevel) {
     }
 }
 
+/// A tracing writer that keeps what it is given in memory: what a subscriber wrote, read back
+/// (tests capture the lines an operator's journal would hold). Clones share the buffer.
+#[derive(Clone, Default)]
+pub struct MemoryLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl MemoryLog {
+    /// Everything written so far (lossy UTF-8).
+    pub fn text(&self) -> String {
+        let bytes = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl std::io::Write for MemoryLog {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
 
     #[test]
     fn the_audit_anchor_line_passes_any_level() {
-        #[derive(Clone, Default)]
-        struct Buf(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buf = Buf::default();
+        let buf = MemoryLog::default();
         let w = buf.clone();
         let subscriber = tracing_subscriber::registry()
             .with(filter_for(LogLevel::Error))
@@ -97,7 +114,7 @@ mod tests {
             tracing::info!("filtered out at error");
             tracing::info!(target: ANCHOR_TARGET, "SESAME_AUDIT_CHECKPOINT {{}}");
         });
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let text = buf.text();
         assert!(text.contains("SESAME_AUDIT_CHECKPOINT"), "{text}");
         if std::env::var_os("RUST_LOG").is_none() {
             assert!(!text.contains("filtered out"), "{text}");

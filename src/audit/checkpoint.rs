@@ -464,20 +464,9 @@ mod tests {
 
     /// What tracing writes for `cp`, as `sesame serve` formats it (text, then JSON lines).
     fn logged(cp: &Checkpoint) -> (String, String) {
-        use std::sync::{Arc, Mutex};
+        use crate::telemetry::MemoryLog;
         use tracing_subscriber::layer::SubscriberExt as _;
-        #[derive(Clone, Default)]
-        struct Buf(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let (text, json) = (Buf::default(), Buf::default());
+        let (text, json) = (MemoryLog::default(), MemoryLog::default());
         let (t, j) = (text.clone(), json.clone());
         let subscriber = tracing_subscriber::registry()
             .with(tracing_subscriber::fmt::layer().with_writer(move || t.clone()))
@@ -489,8 +478,7 @@ mod tests {
                     .with_writer(move || j.clone()),
             );
         tracing::subscriber::with_default(subscriber, || log_line(cp));
-        let s = |b: Buf| String::from_utf8(b.0.lock().unwrap().clone()).unwrap();
-        (s(text), s(json))
+        (text.text(), json.text())
     }
 
     #[test]

@@ -293,25 +293,16 @@ async fn offline_export_after_a_purge() {
     assert_eq!(text(&out.stdout), "6\n", "from the signed anchor on");
 }
 
-/// Where tracing writes in the test (a `MakeWriter` over a shared buffer).
+/// Where tracing writes in the test.
 #[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+struct Captured(sesame::telemetry::MemoryLog);
 
 impl Captured {
     /// What was written, each line as journald shows it in full (`journalctl -u sesame`).
     fn journal(&self) -> String {
-        let text = String::from_utf8(self.0.lock().expect("lock").clone()).expect("utf-8");
-        text.lines()
+        self.0
+            .text()
+            .lines()
             .map(|l| format!("Dec 07 12:00:00 rectorat-vpn sesame[123]: {l}\n"))
             .collect()
     }
@@ -346,14 +337,14 @@ async fn a_rewritten_and_resigned_log_is_caught_by_the_journal_copy() {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_ansi(false)
-                .with_writer(move || t.clone()),
+                .with_writer(move || t.0.clone()),
         )
         .with(
             tracing_subscriber::fmt::layer()
                 .json()
                 .flatten_event(true)
                 .with_current_span(false)
-                .with_writer(move || j.clone()),
+                .with_writer(move || j.0.clone()),
         );
     let capture = tracing::subscriber::set_default(subscriber);
     let store = Store::connect(&url).await.expect("open");

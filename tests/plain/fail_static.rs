@@ -198,26 +198,14 @@ async fn a_restart_on_the_cache_removes_a_key_at_its_expiry_with_the_database_do
 
 /// What the thread's tracing wrote while `f` ran (text lines).
 fn logs_of<T>(f: impl FnOnce() -> T) -> (T, String) {
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
+    let buf = sesame::telemetry::MemoryLog::default();
     let w = buf.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_ansi(false)
         .with_writer(move || w.clone())
         .finish();
     let out = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8(buf.0.lock().clone()).expect("utf-8");
-    (out, text)
+    (out, buf.text())
 }
 
 #[test]
