@@ -182,11 +182,15 @@ enum AuditCommand {
         #[arg(long, short, default_value = "/etc/sesame/sesame.toml")]
         config: PathBuf,
         /// Resource name.
-        #[arg(long, required_unless_present = "user", conflicts_with = "user")]
+        #[arg(long, required_unless_present_any = ["user", "site"], conflicts_with_all = ["user", "site"])]
         resource: Option<String>,
         /// Or a user's uid: every resource their devices can reach, and why.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "site")]
         user: Option<String>,
+        /// Or a site ([[site]] name, or `local` for the resources without a site): who can
+        /// reach each of its resources.
+        #[arg(long)]
+        site: Option<String>,
         #[arg(long, value_enum, default_value_t = ReportFormat::Csv)]
         format: ReportFormat,
     },
@@ -360,11 +364,15 @@ fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             config,
             resource,
             user,
+            site,
             format,
         } => sesame::commands::audit_review_cli::access_review_cmd(
             &config,
-            resource.as_deref(),
-            user.as_deref(),
+            sesame::service::audit::ReviewQuery {
+                resource: resource.as_deref(),
+                user: user.as_deref(),
+                site: site.as_deref(),
+            },
             format,
         ),
         AuditCommand::Verify {

@@ -1,5 +1,6 @@
 //! Audit queries: the auditor's filter, its parsing from API/CLI parameters, the opaque page
-//! cursor, and the index keys (user, device, resource) derived from each event at insert time.
+//! cursor, and the index keys (user, device, resource, site) derived from each event at insert
+//! time.
 
 use base64::Engine as _;
 
@@ -20,6 +21,9 @@ pub struct AuditFilter {
     pub action: Option<String>,
     /// Events about this resource (`resource` in details: flows).
     pub resource: Option<String>,
+    /// Events of this site's gateway (`site` in details); [`SiteFilter::Local`]: events without
+    /// a site (`sesame serve`'s own gateway and the portal's own events).
+    pub site: Option<SiteFilter>,
     pub outcome: Option<Outcome>,
     /// Client address, exactly as stored (no port).
     pub source_ip: Option<String>,
@@ -47,10 +51,32 @@ pub struct IndexKeys {
     pub device_id: Option<i64>,
     /// `details.resource` (flow.allowed).
     pub resource: Option<String>,
+    /// `details.site`: the site gateway that reported the event (`POST /api/v1/gateway/events`).
+    pub site: Option<String>,
+}
+
+/// Which site's events: a `[[site]]` gateway's (`details.site`), or `local`
+/// ([`crate::config::LOCAL_SITE`]): the events without a site, those recorded by the portal
+/// host itself (`sesame serve`'s own gateway, logins, enrolments, administration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteFilter {
+    Local,
+    Named(String),
+}
+
+impl SiteFilter {
+    /// `local` (any case) is [`SiteFilter::Local`]; any other name is a site's.
+    pub fn parse(s: &str) -> SiteFilter {
+        if s.eq_ignore_ascii_case(crate::config::LOCAL_SITE) {
+            SiteFilter::Local
+        } else {
+            SiteFilter::Named(s.to_string())
+        }
+    }
 }
 
 /// The one rule deriving [`IndexKeys`] from an event's target and details (the store calls it on
-/// every append; migration 0003's backfill applies the same rule in SQL to older rows).
+/// every append; migrations 0003 and 0014's backfills apply the same rule in SQL to older rows).
 pub fn index_keys(target: &str, details: &serde_json::Value) -> IndexKeys {
     let detail_str = |k: &str| {
         details
@@ -71,6 +97,7 @@ pub fn index_keys(target: &str, details: &serde_json::Value) -> IndexKeys {
         username,
         device_id,
         resource: detail_str("resource"),
+        site: detail_str("site"),
     }
 }
 
@@ -106,10 +133,14 @@ pub enum QueryError {
     BadLimit(String),
     #[error("format {0:?} : utilisez {1} / use {1}")]
     BadFormat(String, &'static str),
-    #[error("précisez resource ou user (un seul) / give resource or user (one of them)")]
+    #[error(
+        "précisez resource, user ou site (un seul) / give resource, user or site (one of them)"
+    )]
     ReviewSubject,
     #[error("resource {0:?} inconnue : voir sesame check-config / unknown resource: see sesame check-config")]
     UnknownResource(String),
+    #[error("site {0:?} inconnu : un [[site]] de la configuration, ou local / unknown site: a [[site]] of the configuration, or local")]
+    UnknownSite(String),
 }
 
 impl QueryError {
@@ -125,6 +156,7 @@ impl QueryError {
             QueryError::BadFormat(..) => "invalid_format",
             QueryError::ReviewSubject => "resource_or_user_required",
             QueryError::UnknownResource(_) => "unknown_resource",
+            QueryError::UnknownSite(_) => "unknown_site",
         }
     }
 }
@@ -157,6 +189,10 @@ pub struct FilterParams {
     /// Only events about this resource (flows).
     #[arg(long)]
     pub resource: Option<String>,
+    /// Only events of this site's gateway (`details.site`: sessions, flows); `local`: the events
+    /// without a site (`sesame serve`'s own gateway, and the portal's own events).
+    #[arg(long)]
+    pub site: Option<String>,
     /// `success`, `failure` or `denied`.
     #[arg(long)]
     pub outcome: Option<String>,
@@ -199,6 +235,7 @@ impl FilterParams {
                 })
                 .transpose()?,
             resource: set(&self.resource).map(str::to_string),
+            site: set(&self.site).map(SiteFilter::parse),
             outcome: set(&self.outcome)
                 .map(|o| Outcome::parse(o).ok_or_else(|| QueryError::BadOutcome(o.to_string())))
                 .transpose()?,
@@ -223,6 +260,7 @@ impl FilterParams {
             ("device", &self.device),
             ("action", &self.action),
             ("resource", &self.resource),
+            ("site", &self.site),
             ("outcome", &self.outcome),
             ("source_ip", &self.source_ip),
             ("since", &self.since),
@@ -299,8 +337,14 @@ mod tests {
                 username: Some("carol".into()),
                 device_id: Some(7),
                 resource: Some("paie".into()),
+                site: None,
             }
         );
+        let k = index_keys(
+            "device:7",
+            &json!({"device_id": 7, "resource": "appli", "site": "dsden56"}),
+        );
+        assert_eq!(k.site.as_deref(), Some("dsden56"));
         // A static peer: no user, no device.
         let k = index_keys(
             "peer:supervision",
@@ -319,9 +363,20 @@ mod tests {
             since: Some("2026-03-01".into()),
             until: Some("2026-04-01T00:00:00Z".into()),
             source_ip: Some("".into()),
+            site: Some(" dsden56 ".into()),
             ..FilterParams::default()
         };
         let f = p.to_filter(0).expect("valid");
+        assert_eq!(f.site, Some(SiteFilter::Named("dsden56".into())));
+        let local = FilterParams {
+            site: Some("Local".into()),
+            ..FilterParams::default()
+        };
+        assert_eq!(
+            local.to_filter(0).expect("local").site,
+            Some(SiteFilter::Local),
+            "the events without a site"
+        );
         assert_eq!(f.user.as_deref(), Some("Alice"), "trimmed, case kept");
         assert_eq!(f.device, Some(3));
         assert_eq!(f.outcome, Some(Outcome::Denied));
@@ -340,7 +395,7 @@ mod tests {
         assert_eq!(
             p.to_json(),
             json!({"user": "Alice", "device": "device:3", "action": "flow.allowed",
-                   "outcome": "denied", "since": "2026-03-01", "until": "2026-04-01T00:00:00Z"})
+                   "site": "dsden56", "outcome": "denied", "since": "2026-03-01", "until": "2026-04-01T00:00:00Z"})
         );
         for (bad, code) in [
             (

@@ -16,6 +16,9 @@ use super::AuditEvent;
 pub enum ReviewSubject {
     Resource(String),
     User(String),
+    /// Every resource of a site (`local`: the resources without a site, `sesame serve`'s own
+    /// gateway's), as one resource review each.
+    Site(String),
 }
 
 impl ReviewSubject {
@@ -24,6 +27,7 @@ impl ReviewSubject {
         match self {
             ReviewSubject::Resource(r) => serde_json::json!({ "resource": r }),
             ReviewSubject::User(u) => serde_json::json!({ "user": u }),
+            ReviewSubject::Site(s) => serde_json::json!({ "site": s }),
         }
     }
 }
@@ -80,6 +84,9 @@ pub struct FactorSeen {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ReviewEntry {
     pub resource: String,
+    /// The site whose gateway serves the resource (`[[resource]] site`; `local` for `sesame
+    /// serve`'s own gateway).
+    pub site: String,
     /// Owner uid; `null` for a static peer.
     pub username: Option<String>,
     pub display_name: Option<String>,
@@ -105,12 +112,15 @@ pub struct Review {
     pub resource: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
     pub entries: Vec<ReviewEntry>,
 }
 
 /// CSV header of [`review_csv_record`].
-pub const REVIEW_CSV_HEADER: [&str; 19] = [
+pub const REVIEW_CSV_HEADER: [&str; 20] = [
     "resource",
+    "site",
     "username",
     "display_name",
     "device_id",
@@ -132,7 +142,7 @@ pub const REVIEW_CSV_HEADER: [&str; 19] = [
 ];
 
 /// One entry as CSV cells (groups `;`-separated, grants as `#N`), [`REVIEW_CSV_HEADER`] order.
-pub fn review_csv_record(e: &ReviewEntry) -> [String; 19] {
+pub fn review_csv_record(e: &ReviewEntry) -> [String; 20] {
     let groups: Vec<String> = e
         .via
         .iter()
@@ -153,6 +163,7 @@ pub fn review_csv_record(e: &ReviewEntry) -> [String; 19] {
     let k = e.factor.as_ref();
     [
         e.resource.clone(),
+        e.site.clone(),
         opt(&e.username),
         opt(&e.display_name),
         e.device_id.map(|d| d.to_string()).unwrap_or_default(),

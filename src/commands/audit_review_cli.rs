@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use crate::audit::export::{csv_document, text_table};
 use crate::audit::review::{review_csv_record, FlowView, FLOWS_CSV_HEADER, REVIEW_CSV_HEADER};
-use crate::service::audit::{self, FlowsQuery};
+use crate::service::audit::{self, FlowsQuery, ReviewQuery};
 
 use super::audit_cli::time_flag;
 use super::{cli_admin, open_services, runtime};
@@ -83,17 +83,16 @@ pub fn flows(
     })
 }
 
-/// `sesame audit access-review (--resource NAME | --user UID) [--format csv|json|table]`.
+/// `sesame audit access-review (--resource NAME | --user UID | --site NAME) [--format
+/// csv|json|table]`.
 pub fn access_review_cmd(
     config: &Path,
-    resource: Option<&str>,
-    user: Option<&str>,
+    asked: ReviewQuery<'_>,
     format: ReportFormat,
 ) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let svc = open_services(config).await?;
-        let review =
-            audit::access_review(&svc, &cli_admin(), None, format.as_str(), resource, user).await;
+        let review = audit::access_review(&svc, &cli_admin(), None, format.as_str(), asked).await;
         svc.close().await;
         let review = review?;
         let rows = review.entries.iter().map(review_csv_record).collect();

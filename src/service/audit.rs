@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::audit::checkpoint;
 use crate::audit::export::{render_page, ExportFormat};
 use crate::audit::query::{page_size, read_event};
-use crate::audit::review::{FlowView, Review};
+use crate::audit::review::{FlowView, Review, ReviewSubject};
 use crate::audit::{AuditContext, AuditEvent, AuditVerification, Cursor, FilterParams, QueryError};
 use crate::store::{AuditFilter, Store, StoreError};
 
@@ -264,14 +264,8 @@ pub async fn flows(
         ServiceError::Invalid("resource : précisez une ressource / give a resource".into())
     })?;
     record_read(svc, actor, source_ip, "flows", format, params.to_json()).await?;
-    let config = svc.config();
     // A resource without a site is `sesame serve`'s own gateway's.
-    let site = config
-        .policy
-        .resource(&resource)
-        .map(|r| r.site.as_str())
-        .filter(|s| !s.is_empty())
-        .unwrap_or(crate::config::LOCAL_SITE);
+    let site = review::resource_site(&svc.config().policy, &resource);
     let mut views = Vec::new();
     for mut f in svc
         .store()
@@ -284,26 +278,31 @@ pub async fn flows(
                 f.device_name = svc.store().device(id).await?.map(|d| d.name);
             }
         }
-        views.push(FlowView::new(f, site));
+        views.push(FlowView::new(f, &site));
     }
     Ok(views)
 }
 
-/// Who can reach a resource now, or what a user's devices can reach (auditors only): exactly one
-/// of `resource` and `user`.
+/// Who can reach a resource now, what a user's devices can reach, or who can reach each
+/// resource of a site (auditors only): exactly one of `resource`, `user` and `site` (a
+/// `[[site]]` of the configuration, or `local`).
 pub async fn access_review(
     svc: &Services,
     actor: &Actor,
     source_ip: Option<IpAddr>,
     format: &str,
-    resource: Option<&str>,
-    user: Option<&str>,
+    asked: ReviewQuery<'_>,
 ) -> Result<Review, ServiceError> {
     actor.require(Role::Auditor)?;
-    let subject = review::subject(resource, user)?;
+    let subject = review::subject(asked.resource, asked.user, asked.site)?;
+    let config = svc.config();
+    if let ReviewSubject::Site(s) = &subject {
+        if s != crate::config::LOCAL_SITE && config.site(s).is_none() {
+            return Err(QueryError::UnknownSite(s.clone()).into());
+        }
+    }
     let shown = subject.to_json();
     record_read(svc, actor, source_ip, "access_review", format, shown).await?;
-    let config = svc.config();
     let policy = ReviewPolicy {
         policy: &config.policy,
         vpn_users: &config.roles.vpn_users,
@@ -315,6 +314,18 @@ pub async fn access_review(
             ReviewError::Query(q) => ServiceError::Query(q),
             ReviewError::Store(s) => ServiceError::Store(s),
         })
+}
+
+/// What the access review is about, as the API, the CLI and the page take it: exactly one of
+/// the three.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReviewQuery<'a> {
+    /// Who can reach this resource now.
+    pub resource: Option<&'a str>,
+    /// What this user's devices can reach now.
+    pub user: Option<&'a str>,
+    /// Who can reach each resource of this site now (`local`: the resources without a site).
+    pub site: Option<&'a str>,
 }
 
 /// What a verification trusts: the audit public key (default: the public half of `[audit]

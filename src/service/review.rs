@@ -7,23 +7,42 @@ use crate::audit::review::{
     FactorSeen, FlowSeen, Review, ReviewEntry, ReviewSubject, SessionSeen, Via,
 };
 use crate::audit::QueryError;
-use crate::config::StaticPeer;
+use crate::config::{StaticPeer, LOCAL_SITE};
 use crate::policy::Policy;
 use crate::store::{normalize_username, DeviceWithUser, Store, StoreError};
 
 use super::roles::has_role;
 
-/// The subject from the `resource` / `user` parameters: exactly one must be given (a user as
-/// the store keeps uids).
-pub fn subject(resource: Option<&str>, user: Option<&str>) -> Result<ReviewSubject, QueryError> {
+/// The subject from the `resource` / `user` / `site` parameters: exactly one must be given (a
+/// user as the store keeps uids; `local` in any case as [`LOCAL_SITE`]).
+pub fn subject(
+    resource: Option<&str>,
+    user: Option<&str>,
+    site: Option<&str>,
+) -> Result<ReviewSubject, QueryError> {
     fn set(v: Option<&str>) -> Option<&str> {
         v.map(str::trim).filter(|s| !s.is_empty())
     }
-    match (set(resource), set(user)) {
-        (Some(r), None) => Ok(ReviewSubject::Resource(r.to_string())),
-        (None, Some(u)) => Ok(ReviewSubject::User(normalize_username(u))),
+    match (set(resource), set(user), set(site)) {
+        (Some(r), None, None) => Ok(ReviewSubject::Resource(r.to_string())),
+        (None, Some(u), None) => Ok(ReviewSubject::User(normalize_username(u))),
+        (None, None, Some(s)) if s.eq_ignore_ascii_case(LOCAL_SITE) => {
+            Ok(ReviewSubject::Site(LOCAL_SITE.to_string()))
+        }
+        (None, None, Some(s)) => Ok(ReviewSubject::Site(s.to_string())),
         _ => Err(QueryError::ReviewSubject),
     }
+}
+
+/// The site whose gateway serves `resource`: its `[[resource]] site`, [`LOCAL_SITE`] when it
+/// has none (`sesame serve`'s own gateway) or is no longer configured.
+pub fn resource_site(policy: &Policy, resource: &str) -> String {
+    policy
+        .resource(resource)
+        .map(|r| r.site.as_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or(LOCAL_SITE)
+        .to_string()
 }
 
 /// What the review needs from the configuration.
@@ -57,22 +76,35 @@ pub async fn access_review(
     }
     let reachable = reachable(store.active_devices().await?, cfg, subject);
     let mut entries = device_entries(store, cfg, subject, reachable).await?;
-    // Static peers belong to no user: listed in a resource review only.
-    if let ReviewSubject::Resource(r) = subject {
+    // Static peers belong to no user: listed in a resource (or site) review only.
+    let peer_resources: Vec<&str> = match subject {
+        ReviewSubject::Resource(r) => vec![r.as_str()],
+        ReviewSubject::Site(s) => cfg
+            .policy
+            .resources()
+            .filter(|r| resource_site(cfg.policy, &r.name) == *s)
+            .map(|r| r.name.as_str())
+            .collect(),
+        ReviewSubject::User(_) => Vec::new(),
+    };
+    for r in peer_resources {
         entries.extend(static_peer_entries(
             cfg.static_peers,
             r,
+            &resource_site(cfg.policy, r),
             cfg.policy.needs_mfa(r),
         ));
     }
     entries.sort_by(|a, b| (&a.resource, a.device_id).cmp(&(&b.resource, b.device_id)));
-    let (resource, user) = match subject {
-        ReviewSubject::Resource(r) => (Some(r.clone()), None),
-        ReviewSubject::User(u) => (None, Some(u.clone())),
+    let (resource, user, site) = match subject {
+        ReviewSubject::Resource(r) => (Some(r.clone()), None, None),
+        ReviewSubject::User(u) => (None, Some(u.clone()), None),
+        ReviewSubject::Site(s) => (None, None, Some(s.clone())),
     };
     Ok(Review {
         resource,
         user,
+        site,
         entries,
     })
 }
@@ -87,6 +119,7 @@ fn reachable(
     let wanted = |resource: &str| match subject {
         ReviewSubject::Resource(r) => r == resource,
         ReviewSubject::User(_) => true,
+        ReviewSubject::Site(s) => resource_site(cfg.policy, resource) == *s,
     };
     let mut out = Vec::new();
     for d in devices {
@@ -124,7 +157,7 @@ async fn device_entries(
     let mut sessions = store.last_sessions(&ids).await?;
     let only = match subject {
         ReviewSubject::Resource(r) => Some(r.as_str()),
-        ReviewSubject::User(_) => None,
+        ReviewSubject::User(_) | ReviewSubject::Site(_) => None,
     };
     let mut flows = store.last_flows(&ids, only).await?;
     let factors: std::collections::HashMap<String, FactorSeen> = store
@@ -161,6 +194,7 @@ async fn device_entries(
                 })
                 .collect();
             entries.push(ReviewEntry {
+                site: resource_site(cfg.policy, &resource),
                 mfa: cfg.policy.needs_mfa(&resource),
                 factor: factors.get(&normalize_username(&d.user.username)).cloned(),
                 resource,
@@ -179,10 +213,11 @@ async fn device_entries(
     Ok(entries)
 }
 
-/// The static `[[peer]]`s given `resource`.
+/// The static `[[peer]]`s given `resource` (of `site`).
 fn static_peer_entries<'a>(
     peers: &'a [StaticPeer],
     resource: &'a str,
+    site: &'a str,
     mfa: bool,
 ) -> impl Iterator<Item = ReviewEntry> + 'a {
     peers
@@ -190,6 +225,7 @@ fn static_peer_entries<'a>(
         .filter(move |p| p.resources.iter().any(|r| r == resource))
         .map(move |p| ReviewEntry {
             resource: resource.to_string(),
+            site: site.to_string(),
             username: None,
             display_name: None,
             device_id: None,
@@ -207,3 +243,7 @@ fn static_peer_entries<'a>(
             factor: None,
         })
 }
+
+#[cfg(test)]
+#[path = "review_tests.rs"]
+mod tests;

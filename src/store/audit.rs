@@ -15,7 +15,7 @@ use crate::audit::{
     GENESIS_HASH,
 };
 
-/// Rows per INSERT statement of an append (13 binds each: far under SQLite's 32,766 and
+/// Rows per INSERT statement of an append (14 binds each: far under SQLite's 32,766 and
 /// PostgreSQL's 65,535 bind limits). Measured (bench audit_insert): multi-row statements are what
 /// lifts the append rate; 100 rows already amortise the statement's round trip.
 pub const INSERT_ROWS: usize = 100;
@@ -114,8 +114,8 @@ async fn insert_rows(conn: &mut AnyConnection, events: &[AuditEvent]) -> Result<
     for chunk in events.chunks(INSERT_ROWS) {
         let sql = format!(
             "INSERT INTO audit_events (id, ts, actor, action, target, outcome, source_ip, details, \
-             prev_hash, hash, username, device_id, resource) VALUES {}",
-            placeholders(conn, chunk.len(), 13)
+             prev_hash, hash, username, device_id, resource, site) VALUES {}",
+            placeholders(conn, chunk.len(), 14)
         );
         let mut q = sqlx::query(&sql);
         let mut seen = SeenUpdates::default();
@@ -136,7 +136,8 @@ async fn insert_rows(conn: &mut AnyConnection, events: &[AuditEvent]) -> Result<
                 .bind(e.hash.clone())
                 .bind(keys.username)
                 .bind(keys.device_id)
-                .bind(keys.resource);
+                .bind(keys.resource)
+                .bind(keys.site);
         }
         q.execute(&mut *conn).await?;
         seen.upsert(conn).await?;

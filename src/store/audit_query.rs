@@ -8,6 +8,7 @@ use sqlx::Row as _;
 
 use super::audit::{from_row, COLUMNS, SEEN_FLOW, SEEN_SESSION};
 use super::{Store, StoreError};
+use crate::audit::query::SiteFilter;
 use crate::audit::review::FlowSummary;
 use crate::audit::{Action, AuditEvent, AuditFilter};
 
@@ -41,6 +42,12 @@ fn where_clause(filter: &AuditFilter) -> (String, Vec<Bind>) {
     }
     if let Some(r) = &filter.resource {
         push("resource = ?", Bind::Text(r.clone()), &mut conds);
+    }
+    match &filter.site {
+        Some(SiteFilter::Named(s)) => push("site = ?", Bind::Text(s.clone()), &mut conds),
+        // `sesame serve`'s own gateway and the portal record no site.
+        Some(SiteFilter::Local) => conds.push("site IS NULL".into()),
+        None => {}
     }
     if let Some(o) = filter.outcome {
         push("outcome = ?", Bind::Text(o.as_str().into()), &mut conds);
@@ -373,5 +380,20 @@ mod tests {
             "WHERE (actor = $1 OR username = $1) AND device_id = $2 AND ts >= $3"
         );
         assert_eq!(binds.len(), 3);
+        let (sql, binds) = where_clause(&AuditFilter {
+            site: Some(SiteFilter::Named("dsden56".into())),
+            since: Some(10),
+            ..AuditFilter::default()
+        });
+        assert_eq!(sql, "WHERE site = $1 AND ts >= $2");
+        assert_eq!(binds.len(), 2);
+        let (sql, binds) = where_clause(&AuditFilter {
+            action: Some("flow.allowed".into()),
+            site: Some(SiteFilter::Local),
+            since: Some(10),
+            ..AuditFilter::default()
+        });
+        assert_eq!(sql, "WHERE action = $1 AND site IS NULL AND ts >= $2");
+        assert_eq!(binds.len(), 2);
     }
 }

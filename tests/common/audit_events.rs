@@ -81,6 +81,14 @@ pub fn denied(device: i64, user: &str, at: i64) -> NewAuditEvent {
     }))
 }
 
+/// `ev` as a site gateway delivers it (`POST /api/v1/gateway/events`): `details.site` set.
+pub fn at_site(mut ev: NewAuditEvent, site: &str) -> NewAuditEvent {
+    if let Some(map) = ev.details.as_object_mut() {
+        map.insert("site".into(), site.into());
+    }
+    ev
+}
+
 /// The event the chain should hold for `ev` as number `id` at `ts` after `prev_hash`, its hash
 /// recomputed here from the fields (the chain rule of DESIGN §6, independently of the store).
 pub fn chained(ev: &NewAuditEvent, id: i64, ts: i64, prev_hash: &str) -> AuditEvent {

@@ -6,7 +6,7 @@ use crate::common;
 use crate::common::harness;
 use crate::common::steps::step_async;
 
-use common::audit_events::flow;
+use common::audit_events::{at_site, flow, session_started};
 use serde_json::json;
 use sesame::audit::{AuditEvent, AuditFilter, Outcome};
 use sesame::store::Store;
@@ -310,6 +310,21 @@ async fn api_queries_exports_and_the_events_they_need() {
         );
         assert_eq!(entries[0]["via"][0]["grants"], json!([1]));
         assert_eq!(entries[0]["last_flow"]["bytes"], 1_000);
+        // A resource without a site is `sesame serve`'s own gateway's.
+        assert_eq!(entries[0]["site"], "local");
+        let v: Value = get("/api/v1/audit/access-review?site=local".into())
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["site"], "local");
+        let sites: Vec<(&str, &str)> = v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["resource"].as_str().unwrap(), e["site"].as_str().unwrap()))
+            .collect();
+        assert_eq!(sites, [("paie", "local")], "{v}");
         let v: Value = get("/api/v1/audit/access-review?user=mdupont".into())
             .await
             .json()
@@ -322,7 +337,8 @@ async fn api_queries_exports_and_the_events_they_need() {
             .text()
             .await
             .unwrap();
-        assert!(csv_text.starts_with("resource,username,display_name,device_id,"));
+        assert!(csv_text.starts_with("resource,site,username,display_name,device_id,"));
+        assert!(csv_text.contains("\npaie,local,mdupont,"), "{csv_text}");
         let reads = h
             .store
             .list_audit(&AuditFilter {
@@ -342,6 +358,119 @@ async fn api_queries_exports_and_the_events_they_need() {
         );
         assert!(reads.iter().any(|e| e.details == json!({"query": "flows", "format": "json", "filter": {"resource": "paie", "since": "2000-01-01"}})));
     }).await;
+
+    step_async(
+        "the site filter: JSON pages, CSV export and the log page",
+        async {
+            let t = h.store.now_ms();
+            h.store
+                .append_audit_bulk(&[
+                    (
+                        t,
+                        at_site(session_started(device_id, "mdupont", t - 1_000), "dsden56"),
+                    ),
+                    (
+                        t,
+                        at_site(
+                            flow(Some(device_id), Some("mdupont"), "app56", t - 1_000, 700),
+                            "dsden56",
+                        ),
+                    ),
+                    (
+                        t,
+                        at_site(
+                            flow(Some(device_id), Some("mdupont"), "paie", t - 1_000, 900),
+                            "rectorat",
+                        ),
+                    ),
+                ])
+                .await
+                .unwrap();
+            let all = h.store.list_audit(&AuditFilter::default()).await.unwrap();
+            let of = |site: &str| -> Vec<i64> {
+                all.iter()
+                    .filter(|e| e.details["site"] == site)
+                    .map(|e| e.id)
+                    .collect()
+            };
+            let page_ids = |v: &Value| -> Vec<i64> {
+                v["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["id"].as_i64().unwrap())
+                    .collect()
+            };
+            let v: Value = get("/api/v1/audit/events?site=dsden56".into())
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(page_ids(&v), of("dsden56"));
+            assert_eq!(of("dsden56").len(), 2);
+            let v: Value = get("/api/v1/audit/events?site=rectorat&action=flow.allowed".into())
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(page_ids(&v), of("rectorat"));
+            // `local`: the events without a site, here the local gateway's flows of the step above.
+            let v: Value = get("/api/v1/audit/events?site=local&action=flow.allowed".into())
+                .await
+                .json()
+                .await
+                .unwrap();
+            let local_flows: Vec<i64> = all
+                .iter()
+                .filter(|e| e.action == "flow.allowed" && e.details.get("site").is_none())
+                .map(|e| e.id)
+                .collect();
+            assert_eq!(local_flows.len(), 3);
+            assert_eq!(page_ids(&v), local_flows);
+            let csv_text = get("/api/v1/audit/events?site=dsden56&format=csv".into())
+                .await
+                .text()
+                .await
+                .unwrap();
+            assert_eq!(csv_text.lines().count(), 1 + 2, "{csv_text}");
+            let html = get("/audit/log?site=dsden56".into())
+                .await
+                .text()
+                .await
+                .unwrap();
+            assert!(
+                html.contains(
+                    r#"name="site" type="text" list="sites" placeholder="local" value="dsden56""#
+                ),
+                "the form keeps the site: {html}"
+            );
+            assert!(
+                html.contains("/api/v1/audit/events?format=csv&amp;site=dsden56"),
+                "the export links carry it: {html}"
+            );
+            for id in of("dsden56") {
+                assert!(
+                    html.contains(&format!("<td>{id}</td>")),
+                    "event {id}: {html}"
+                );
+            }
+            let other = of("rectorat")[0];
+            assert!(!html.contains(&format!("<td>{other}</td>")), "{html}");
+            let reads = h
+                .store
+                .list_audit(&AuditFilter {
+                    action: Some("audit.read".into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                reads[reads.len() - 1].details,
+                json!({"query": "events", "format": "html", "filter": {"site": "dsden56"}})
+            );
+        },
+    )
+    .await;
 
     step_async("bad parameters: clear errors, stable codes", async {
         for (path, status, code) in [
@@ -370,6 +499,16 @@ async fn api_queries_exports_and_the_events_they_need() {
                 "/api/v1/audit/access-review?resource=compta",
                 404,
                 "unknown_resource",
+            ),
+            (
+                "/api/v1/audit/access-review?site=local&user=x",
+                400,
+                "resource_or_user_required",
+            ),
+            (
+                "/api/v1/audit/access-review?site=nowhere",
+                400,
+                "unknown_site",
             ),
         ] {
             assert_eq!(

@@ -9,7 +9,7 @@ use crate::common::config::TestConfig;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::audit_events::{denied, flow, session_started};
+use common::audit_events::{at_site, denied, flow, session_started};
 use serde_json::json;
 use sesame::audit::{Action, AuditContext, NewAuditEvent, Outcome};
 use sesame::store::{AuditFilter, Store};
@@ -431,7 +431,8 @@ async fn flows_and_access_review_from_the_cli() {
         .records()
         .map(|r| r.expect("row"))
         .collect();
-    assert_eq!(&rows[0][4], "'=cmd|' /C calc'!A0");
+    assert_eq!(&rows[0][1], "local", "the site, beside the resource");
+    assert_eq!(&rows[0][5], "'=cmd|' /C calc'!A0");
     // Table: one line per entry, control characters escaped.
     let out = sesame(
         &[
@@ -473,6 +474,210 @@ async fn flows_and_access_review_from_the_cli() {
 /// maxrss: a child spawned straight from this test would start on this process's memory (std
 /// spawns with vfork semantics, and Linux counts the pre-exec image in the child's maxrss), so
 /// its figure would be this test process's peak, which grows with every test sharing the binary.
+/// Payroll behind `sesame serve`'s own gateway, an application at the DSDEN's.
+fn sites_review_config(dir: &Path, url: &str) -> PathBuf {
+    let config = dir.join("sites.toml");
+    TestConfig::new()
+        .database(url)
+        .sections(
+            r#"[roles]
+vpn_users = ["cn=personnels-administratifs,ou=groups,dc=example,dc=org"]
+
+[[site]]
+name = "dsden56"
+endpoint = "vpn-dsden56.example.org:51820"
+public_key = "Ly6ppXE4y6xWZMHAAP9t2QgYV9jB8Ew3IU6m2lFnrGo="
+
+[[resource]]
+name = "paie"
+allow = ["198.18.10.10/32 tcp:443"]
+
+[[resource]]
+name = "app56"
+site = "dsden56"
+allow = ["198.18.56.10/32 tcp:443"]
+
+[[grant]]
+group = "cn=gestionnaires-paie,ou=groups,dc=example,dc=org"
+resources = ["paie", "app56"]"#,
+        )
+        .write(&config);
+    config
+}
+
+/// Alice's laptop, enrolled: its device id.
+async fn enrol_alice(store: &Store, device_name: &str) -> i64 {
+    let user = sesame::directory::DirectoryUser {
+        username: "alice".into(),
+        dn: "uid=alice,ou=people,dc=example,dc=org".into(),
+        display_name: "Alice".into(),
+        groups: vec![
+            "cn=personnels-administratifs,ou=groups,dc=example,dc=org".into(),
+            "cn=gestionnaires-paie,ou=groups,dc=example,dc=org".into(),
+        ],
+        disabled: false,
+    };
+    let ctx = AuditContext::new("cli:test", None);
+    let code = store
+        .create_code(
+            &sesame::store::NewCode {
+                username: "alice".into(),
+                device_name: device_name.into(),
+                ttl: std::time::Duration::from_secs(3600),
+            },
+            &ctx,
+        )
+        .await
+        .expect("code")
+        .code;
+    store
+        .enrol(
+            &sesame::store::EnrolRequest {
+                code: &code,
+                user: &user,
+                public_key: sesame::key::PublicKey::from_bytes([6; 32]).expect("key"),
+                hostname: &"pc-alice".parse().expect("hostname"),
+                key_lifetime: None,
+            },
+            &sesame::store::AddressPool {
+                network: "100.64.0.0/24".parse().expect("net"),
+                reserved: vec!["100.64.0.1".parse().expect("ip")],
+            },
+            &ctx,
+        )
+        .await
+        .expect("enrol")
+        .device
+        .id
+}
+
+#[tokio::test]
+async fn site_filter_and_review_by_site_from_the_cli() {
+    let (dir, _, store) = setup(0).await;
+    let url = format!("sqlite://{}/sesame.db", dir.path().display());
+    let config = sites_review_config(dir.path(), &url);
+    let d = enrol_alice(&store, "PC-APP56-01").await;
+    store
+        .append_audit_bulk(&[
+            (T0, session_started(d, "alice", T0)),
+            (
+                T0 + MIN,
+                at_site(session_started(d, "alice", T0 + MIN), "dsden56"),
+            ),
+            (
+                T0 + 2 * MIN,
+                at_site(flow(Some(d), Some("alice"), "app56", T0, 500), "dsden56"),
+            ),
+            (T0 + 3 * MIN, flow(Some(d), Some("alice"), "paie", T0, 100)),
+        ])
+        .await
+        .expect("events");
+    // The ids of the events of `site` (none: without a site) as the log holds them now.
+    let of = |site: Option<&'static str>| {
+        let store = store.clone();
+        async move {
+            let all = store
+                .list_audit(&AuditFilter::default())
+                .await
+                .expect("list");
+            all.iter()
+                .filter(|e| e.details.get("site").and_then(|v| v.as_str()) == site)
+                .map(|e| e.id)
+                .collect::<Vec<i64>>()
+        }
+    };
+    let export = |args: &[&str]| {
+        let mut all = vec!["audit", "export", "--format", "jsonl"];
+        all.extend_from_slice(args);
+        jsonl_ids(&sesame(&all, &config))
+    };
+    // `local`: the events without a site (the enrolment, the local gateway's session and flow).
+    let local = of(None).await;
+    assert!(local.len() >= 4, "{local:?}");
+    assert_eq!(export(&["--site", "local"]), local);
+    let dsden = of(Some("dsden56")).await;
+    assert_eq!(dsden.len(), 2);
+    assert_eq!(export(&["--site", "dsden56"]), dsden);
+    assert_eq!(
+        export(&["--site", "dsden56", "--action", "flow.allowed"]),
+        [dsden[1]]
+    );
+    assert_eq!(
+        export(&["--site", "local", "--action", "flow.allowed"]),
+        [*local.last().expect("a local flow")]
+    );
+    assert_eq!(export(&["--site", "rectorat"]), Vec::<i64>::new());
+
+    // The access review: each resource's site, and the resources of one site.
+    let review = |args: &[&str]| {
+        let mut all = vec!["audit", "access-review"];
+        all.extend_from_slice(args);
+        sesame(&all, &config)
+    };
+    let out = review(&["--user", "alice", "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let got: Vec<(&str, &str)> = v["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            (
+                e["resource"].as_str().expect("resource"),
+                e["site"].as_str().expect("site"),
+            )
+        })
+        .collect();
+    assert_eq!(got, [("app56", "dsden56"), ("paie", "local")]);
+    let out = review(&["--site", "dsden56", "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["site"], "dsden56");
+    let entries = v["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1, "{v}");
+    assert_eq!(
+        (
+            entries[0]["resource"].as_str(),
+            entries[0]["device_name"].as_str(),
+            entries[0]["last_flow"]["bytes"].as_u64()
+        ),
+        (Some("app56"), Some("PC-APP56-01"), Some(500))
+    );
+    let out = review(&["--site", "local"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut reader = csv::Reader::from_reader(out.stdout.as_slice());
+    let header = reader.headers().expect("header").clone();
+    assert_eq!((&header[0], &header[1]), ("resource", "site"));
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((&rows[0][0], &rows[0][1]), ("paie", "local"));
+    // An unknown site is named; a site with a user or a resource is refused by the parser.
+    let out = review(&["--site", "nowhere"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("nowhere"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = review(&["--site", "dsden56", "--user", "alice"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // Each read recorded its site.
+    let reads = store
+        .list_audit(&AuditFilter {
+            action: Some("audit.read".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("reads");
+    assert_eq!(
+        reads[0].details,
+        json!({"query": "export", "format": "jsonl", "filter": {"site": "local"}})
+    );
+    assert!(reads.iter().any(|e| e.details
+        == json!({"query": "access_review", "format": "json", "filter": {"site": "dsden56"}})));
+}
+
 fn export_peak_rss(config: &Path) -> (u64, i64) {
     use std::io::Read as _;
     let report = tempfile::NamedTempFile::new().expect("report file");

@@ -1,6 +1,6 @@
 //! Audit queries on SQLite AND PostgreSQL: indexed filters over the data-plane event shapes,
-//! keyset pages, flows to a resource, the access review, the migrations 0003 (backfill) and 0009
-//! (hash no longer unique) on a log that already holds a chain.
+//! keyset pages, flows to a resource, the access review, the site filter, the migrations 0003
+//! and 0014 (backfills) and 0009 (hash no longer unique) on a log that already holds a chain.
 // Tests may be long journeys: the 100-line rule is for production code.
 #![allow(clippy::too_many_lines)]
 
@@ -12,9 +12,12 @@ use std::net::Ipv4Addr;
 use common::audit_events::*;
 use common::store_db::*;
 use serde_json::json;
+use sesame::audit::query::SiteFilter;
 use sesame::audit::review::ReviewSubject;
 use sesame::audit::AuditVerification;
-use sesame::audit::{index_keys, Action, AuditContext, AuditFilter, NewAuditEvent, Outcome};
+use sesame::audit::{
+    index_keys, Action, AuditContext, AuditFilter, FilterParams, NewAuditEvent, Outcome,
+};
 use sesame::config::StaticPeer;
 use sesame::policy::{Policy, Resource};
 use sesame::service::review::{access_review, ReviewPolicy};
@@ -26,6 +29,7 @@ both_backends!(
     keyset_pages_cover_everything_once,
     flows_sum_a_resource_per_device_in_a_range,
     access_review_says_who_through_which_group_and_grant,
+    site_filter_returns_exactly_the_events_of_that_site,
 );
 
 const MIN: i64 = 60_000;
@@ -280,10 +284,97 @@ async fn flows_sum_a_resource_per_device_in_a_range(db: Db) {
         .is_empty());
 }
 
+/// Events delivered by two site gateways beside `sesame serve`'s own (no site): each site's
+/// filter returns exactly its events, `local` exactly those without a site.
+async fn site_filter_returns_exactly_the_events_of_that_site(db: Db) {
+    let s = &db.store;
+    let login = NewAuditEvent::new(
+        Action::AuthLogin,
+        &AuditContext::new("alice", Some("198.18.0.5".into())),
+        "alice",
+    );
+    let events = [
+        (T0, login),                                                   // 1 portal
+        (T0 + MIN, session_started(7, "alice", T0 + MIN)),             // 2 local gateway
+        (T0 + MIN, at_site(session_started(9, "bob", T0), "dsden56")), // 3
+        (
+            T0 + 2 * MIN,
+            at_site(flow(Some(9), Some("bob"), "app56", T0, 500), "dsden56"),
+        ), // 4
+        (
+            T0 + 2 * MIN,
+            at_site(flow(Some(10), Some("carol"), "paie", T0, 700), "rectorat"),
+        ), // 5
+        (T0 + 3 * MIN, flow(Some(7), Some("alice"), "rh", T0, 100)),   // 6 local gateway
+        (
+            T0 + 4 * MIN,
+            at_site(session_ended(9, "bob", T0, T0 + 4 * MIN), "dsden56"),
+        ), // 7
+        // A site name differing only in case is another site.
+        (
+            T0 + 4 * MIN,
+            at_site(flow(Some(11), Some("dave"), "app", T0, 1), "DSDEN56"),
+        ), // 8
+    ];
+    s.append_audit_bulk(&events).await.expect("bulk");
+    let site = |name: &str| AuditFilter {
+        site: Some(SiteFilter::Named(name.into())),
+        ..Default::default()
+    };
+    assert_eq!(list(s, site("dsden56")).await, [3, 4, 7]);
+    assert_eq!(list(s, site("rectorat")).await, [5]);
+    assert_eq!(list(s, site("DSDEN56")).await, [8]);
+    assert_eq!(list(s, site("nowhere")).await, Vec::<i64>::new());
+    let local = AuditFilter {
+        site: Some(SiteFilter::Local),
+        ..Default::default()
+    };
+    assert_eq!(list(s, local.clone()).await, [1, 2, 6]);
+    // With the other filters: one site's flows, the local gateway's flows, a time range.
+    let flows = |f: AuditFilter| AuditFilter {
+        action: Some(Action::FlowAllowed.as_str().into()),
+        ..f
+    };
+    assert_eq!(list(s, flows(site("dsden56"))).await, [4]);
+    assert_eq!(list(s, flows(local)).await, [6]);
+    assert_eq!(
+        list(
+            s,
+            AuditFilter {
+                since: Some(T0 + 2 * MIN),
+                device: Some(9),
+                ..site("dsden56")
+            }
+        )
+        .await,
+        [4, 7]
+    );
+    // As the API, the CLI and the pages write it (`local` in any case).
+    let params = |v: &str| {
+        FilterParams {
+            site: Some(v.into()),
+            ..FilterParams::default()
+        }
+        .to_filter(0)
+        .expect("filter")
+    };
+    assert_eq!(list(s, params("dsden56")).await, [3, 4, 7]);
+    assert_eq!(list(s, params("LOCAL")).await, [1, 2, 6]);
+    // A keyset page of one site's events.
+    let (page, next) = s.audit_page(&site("dsden56"), None, 2).await.expect("page");
+    assert_eq!((ids(&page), next), (vec![3, 4], Some(4)));
+    let (page, next) = s.audit_page(&site("dsden56"), next, 2).await.expect("page");
+    assert_eq!((ids(&page), next), (vec![7], None));
+}
+
 fn resource(name: &str) -> Resource {
+    resource_at(name, "rectorat")
+}
+
+fn resource_at(name: &str, site: &str) -> Resource {
     Resource {
         name: name.into(),
-        site: "rectorat".into(),
+        site: site.into(),
         description: name.into(),
         rules: Vec::new(),
     }
@@ -313,7 +404,8 @@ async fn access_review_says_who_through_which_group_and_grant(db: Db) {
     s.revoke_device(dev[1].id, "lost", &it_staff())
         .await
         .expect("revoke");
-    let mut policy = Policy::new([resource("paie"), resource("rh")]);
+    // Payroll at the rectorat's gateway, HR behind `sesame serve`'s own (no site).
+    let mut policy = Policy::new([resource("paie"), resource_at("rh", "")]);
     policy
         .grant(RH_GROUP, &["rh".to_string()])
         .expect("grant 1");
@@ -363,6 +455,11 @@ async fn access_review_says_who_through_which_group_and_grant(db: Db) {
         (peer.device_id, peer.device_name.as_str()),
         (None, "supervision")
     );
+    assert!(
+        review.entries.iter().all(|e| e.site == "rectorat"),
+        "each entry names its resource's site: {:#?}",
+        review.entries
+    );
     assert_eq!(peer.via[0].peer.as_deref(), Some("supervision"));
     let a = &review.entries[1];
     assert_eq!(
@@ -402,6 +499,12 @@ async fn access_review_says_who_through_which_group_and_grant(db: Db) {
         })
         .collect();
     assert_eq!(got, [("paie", vec![2, 3]), ("rh", vec![1])]);
+    let sites: Vec<&str> = review.entries.iter().map(|e| e.site.as_str()).collect();
+    assert_eq!(
+        sites,
+        ["rectorat", "local"],
+        "a resource without a site: local"
+    );
     assert_eq!(
         review.entries[1].last_flow.as_ref().map(|f| f.bytes),
         Some(3_000)
@@ -416,6 +519,45 @@ async fn access_review_says_who_through_which_group_and_grant(db: Db) {
         .await
         .expect_err("unknown");
     assert!(e.to_string().contains("compta"), "{e}");
+
+    // By site: every resource of the site, as its resource reviews would list them.
+    let rectorat = access_review(s, &cfg, &ReviewSubject::Site("rectorat".into()))
+        .await
+        .expect("site review");
+    assert_eq!(rectorat.site.as_deref(), Some("rectorat"));
+    let got: Vec<(&str, &str, Option<i64>)> = rectorat
+        .entries
+        .iter()
+        .map(|e| (e.resource.as_str(), e.site.as_str(), e.device_id))
+        .collect();
+    assert_eq!(
+        got,
+        [("paie", "rectorat", None), ("paie", "rectorat", Some(d0))],
+        "the static peer and alice's laptop"
+    );
+    let local = access_review(s, &cfg, &ReviewSubject::Site("local".into()))
+        .await
+        .expect("local review");
+    let got: Vec<(&str, &str, Option<&str>)> = local
+        .entries
+        .iter()
+        .map(|e| (e.resource.as_str(), e.site.as_str(), e.username.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [("rh", "local", Some("alice")), ("rh", "local", Some("bob"))]
+    );
+    assert_eq!(
+        local.entries[0].last_flow.as_ref().map(|f| f.bytes),
+        Some(3_000)
+    );
+    let none = access_review(s, &cfg, &ReviewSubject::Site("dsden56".into()))
+        .await
+        .expect("a site without resources");
+    assert!(none.entries.is_empty());
+    // The CSV names the site beside the resource.
+    let row = sesame::audit::review::review_csv_record(&rectorat.entries[1]);
+    assert_eq!((row[0].as_str(), row[1].as_str()), ("paie", "rectorat"));
 }
 
 /// Rows written before migration 0003 get the same index columns as new ones (SQLite).
@@ -436,7 +578,7 @@ async fn migration_0003_backfills_index_columns_by_the_same_rule_postgres() {
     backfill_matches_index_keys(&db.url, &db.url, "postgres", dir.path()).await;
 }
 
-/// The seven events of the migration tests: one of each shape the index columns care about.
+/// The events of the migration tests: one of each shape the index columns care about.
 fn migration_samples() -> Vec<NewAuditEvent> {
     vec![
         session_started(7, "alice", T0),
@@ -447,6 +589,9 @@ fn migration_samples() -> Vec<NewAuditEvent> {
             .details(json!({"username": "carol", "reason": "lost"})),
         NewAuditEvent::new(Action::AuthLogin, &AuditContext::new("dave", None), "dave"),
         NewAuditEvent::new(Action::DirectorySync, &AuditContext::system(), "directory"),
+        at_site(session_started(9, "erin", T0), "dsden56"),
+        at_site(flow(Some(9), Some("erin"), "app56", T0, 100), "dsden56"),
+        at_site(flow(Some(10), Some("fred"), "paie", T0, 100), "rectorat"),
     ]
 }
 
@@ -519,8 +664,9 @@ async fn old_log(
 async fn assert_index_columns(store: &Store, samples: &[NewAuditEvent]) {
     for (i, ev) in samples.iter().enumerate() {
         let want = index_keys(&ev.target, &ev.details);
-        let row = sqlx::query_as::<_, (Option<String>, Option<i64>, Option<String>)>(
-            "SELECT username, device_id, resource FROM audit_events WHERE id = $1",
+        type Row = (Option<String>, Option<i64>, Option<String>, Option<String>);
+        let row = sqlx::query_as::<_, Row>(
+            "SELECT username, device_id, resource, site FROM audit_events WHERE id = $1",
         )
         .bind(i as i64 + 1)
         .fetch_one(store.pool())
@@ -528,7 +674,7 @@ async fn assert_index_columns(store: &Store, samples: &[NewAuditEvent]) {
         .expect("row");
         assert_eq!(
             row,
-            (want.username, want.device_id, want.resource),
+            (want.username, want.device_id, want.resource, want.site),
             "event {}",
             i + 1
         );
@@ -649,6 +795,66 @@ async fn hash_not_unique_keeps_the_chain(
     );
     for statement in [
         "UPDATE audit_events SET actor = 'x' WHERE id = 1",
+        "DELETE FROM audit_events WHERE id = 1",
+    ] {
+        assert!(
+            sqlx::query(statement).execute(store.pool()).await.is_err(),
+            "{statement} must still be refused"
+        );
+    }
+}
+
+/// Rows written before migration 0014 (with the index columns of 0003) get the site column by
+/// the same rule as new ones, and the site filter finds them (SQLite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0014_backfills_the_site_column_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/old.db", dir.path().display());
+    site_backfill(&format!("{url}?mode=rwc"), &url, "sqlite", dir.path()).await;
+}
+
+/// The same on PostgreSQL (its backfill is its own SQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0014_backfills_the_site_column_postgres() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tokio::task::spawn_blocking(common::postgres::database)
+        .await
+        .expect("start PostgreSQL");
+    site_backfill(&db.url, &db.url, "postgres", dir.path()).await;
+}
+
+async fn site_backfill(old_url: &str, url: &str, flavour: &str, dir: &std::path::Path) {
+    let samples = migration_samples();
+    old_log(old_url, flavour, dir, "0014", &samples, true).await;
+    let store = Store::connect(url).await.expect("migrate to 0014");
+    assert_index_columns(&store, &samples).await;
+    let n = samples.len() as i64;
+    assert_eq!(
+        store.verify_audit().await.expect("verify"),
+        AuditVerification::Intact { events: n as u64 }
+    );
+    let site = |name: &str| AuditFilter {
+        site: Some(SiteFilter::Named(name.into())),
+        ..Default::default()
+    };
+    assert_eq!(list(&store, site("dsden56")).await, [n - 2, n - 1]);
+    assert_eq!(list(&store, site("rectorat")).await, [n]);
+    let local = AuditFilter {
+        site: Some(SiteFilter::Local),
+        ..Default::default()
+    };
+    assert_eq!(list(&store, local).await, (1..n - 2).collect::<Vec<_>>());
+    // New events get the column from the append; the log stays append-only.
+    let next = store
+        .append_audit(&at_site(
+            flow(Some(9), Some("erin"), "app56", T0, 100),
+            "dsden56",
+        ))
+        .await
+        .expect("append after 0014");
+    assert_eq!(list(&store, site("dsden56")).await, [n - 2, n - 1, next.id]);
+    for statement in [
+        "UPDATE audit_events SET site = 'x' WHERE id = 1",
         "DELETE FROM audit_events WHERE id = 1",
     ] {
         assert!(

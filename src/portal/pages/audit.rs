@@ -22,7 +22,7 @@ use crate::time;
 
 #[derive(serde::Deserialize, Default)]
 pub struct LogQuery {
-    /// The form shows user, action, since and until; links may carry any of the filter.
+    /// The form shows user, action, site, since and until; links may carry any of the filter.
     #[serde(flatten)]
     filter: FilterParams,
     /// `now`: verify the chain again instead of showing the last verification.
@@ -57,6 +57,14 @@ pub(super) fn inline_error(lang: Lang, e: ServiceError) -> Result<String, PageEr
         ServiceError::Invalid(m) => Ok(m),
         other => Err(PageError::from((lang, other))),
     }
+}
+
+/// `local` (the portal host's own events and gateway) then the configured `[[site]]` names.
+pub(super) fn site_names(state: &SharedState) -> Vec<String> {
+    let config = state.services.config();
+    std::iter::once(crate::config::LOCAL_SITE.to_string())
+        .chain(config.sites.iter().map(|s| s.name.clone()))
+        .collect()
 }
 
 /// The chain's state, as the verify API and `sesame audit verify` see it, verified `age` ago.
@@ -143,7 +151,7 @@ fn events_table(
     }
 }
 
-/// `GET /audit/log?user=&action=&since=&until=`
+/// `GET /audit/log?user=&action=&site=&since=&until=`
 pub async fn log(
     State(state): State<SharedState>,
     viewer: Viewer,
@@ -157,6 +165,7 @@ pub async fn log(
         device: non_empty(&q.filter.device),
         action: non_empty(&q.filter.action),
         resource: non_empty(&q.filter.resource),
+        site: non_empty(&q.filter.site),
         outcome: non_empty(&q.filter.outcome),
         source_ip: non_empty(&q.filter.source_ip),
         since: non_empty(&q.filter.since),
@@ -177,12 +186,14 @@ pub async fn log(
         ("device", params.device.clone()),
         ("action", params.action.clone()),
         ("resource", params.resource.clone()),
+        ("site", params.site.clone()),
         ("outcome", params.outcome.clone()),
         ("source_ip", params.source_ip.clone()),
         ("since", params.since.clone()),
         ("until", params.until.clone()),
     ]);
     let value = |v: &Option<String>| v.clone().unwrap_or_default();
+    let sites = site_names(&state);
     let body = html! {
         @match &chain {
             Ok((chain, age)) => (chain_status(lang, chain, *age)),
@@ -194,6 +205,11 @@ pub async fn log(
         form.inline method="get" action="/audit/log" role="search" aria-label=(lang.t("Filtrer le journal", "Filter the log")) {
             div { label for="user" { (lang.t("Agent (uid)", "User (uid)")) } input #user name="user" type="text" value=(value(&params.user)); }
             div { label for="action" { (lang.t("Action", "Action")) } input #action name="action" type="text" placeholder="device.revoked" value=(value(&params.action)); }
+            div {
+                label for="site" { (lang.t("Site (local : sans site)", "Site (local: no site)")) }
+                input #site name="site" type="text" list="sites" placeholder="local" value=(value(&params.site));
+                datalist #sites { @for name in &sites { option value=(name) {} } }
+            }
             div { label for="since" { (lang.t("Depuis (AAAA-MM-JJ ou RFC 3339)", "Since (YYYY-MM-DD or RFC 3339)")) } input #since name="since" type="text" placeholder="2026-01-01" value=(value(&params.since)); }
             div { label for="until" { (lang.t("Jusqu'à (exclu)", "Until (excluded)")) } input #until name="until" type="text" value=(value(&params.until)); }
             div { button type="submit" { (lang.t("Filtrer", "Filter")) } }

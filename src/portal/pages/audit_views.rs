@@ -11,7 +11,7 @@ use crate::service::audit as audit_service;
 use crate::portal::auth::Role;
 use crate::portal::state::SharedState;
 
-use super::audit::{inline_error, non_empty, query_tail};
+use super::audit::{inline_error, non_empty, query_tail, site_names};
 use super::{page, Lang, PageError, Viewer};
 use crate::text::percent_encode;
 
@@ -31,6 +31,8 @@ pub struct ReviewForm {
     resource: Option<String>,
     #[serde(default)]
     user: Option<String>,
+    #[serde(default)]
+    site: Option<String>,
 }
 
 /// A `<select>` of the configured resources, `chosen` selected, an empty first choice.
@@ -179,6 +181,8 @@ fn review_rows(lang: Lang, review: &Review) -> Markup {
         .resource
         .as_deref()
         .or(review.user.as_deref())
+        .map(str::to_string)
+        .or_else(|| review.site.as_ref().map(|s| format!("site {s}")))
         .unwrap_or_default();
     html! {
         div.table-wrap tabindex="0" role="region" aria-label=(lang.t("Revue des accès (tableau défilant)", "Access review (scrollable table)")) {
@@ -186,6 +190,7 @@ fn review_rows(lang: Lang, review: &Review) -> Markup {
                 caption { (review.entries.len()) " " (lang.t("accès ouvert(s) maintenant :", "access(es) open now:")) " " strong { (subject) } }
                 thead { tr {
                     th scope="col" { (lang.t("Ressource", "Resource")) }
+                    th scope="col" { (lang.t("Site", "Site")) }
                     th scope="col" { (lang.t("Agent", "User")) }
                     th scope="col" { (lang.t("Appareil", "Device")) }
                     th scope="col" { (lang.t("Groupe", "Group")) }
@@ -198,6 +203,7 @@ fn review_rows(lang: Lang, review: &Review) -> Markup {
                     @let (groups, grants) = via_text(e);
                     tr {
                         td { (e.resource) }
+                        td.site { (e.site) }
                         td { @if let Some(u) = &e.username { (u) @if let Some(n) = e.display_name.as_deref().filter(|n| !n.is_empty()) { br; span.muted { (n) } } } @else { "—" } }
                         td { @if let Some(id) = e.device_id { "#" (id) " " } (e.device_name) br; span.muted { (e.tunnel_address) } }
                         td { (groups) }
@@ -225,8 +231,9 @@ fn review_rows(lang: Lang, review: &Review) -> Markup {
     }
 }
 
-/// `GET /audit/access-review?resource=|user=`: who can reach a resource now (or what a user's
-/// devices can reach), through which group and grant, last session and last flow.
+/// `GET /audit/access-review?resource=|user=|site=`: who can reach a resource now (or what a
+/// user's devices can reach, or each resource of a site), through which group and grant, last
+/// session and last flow.
 pub async fn access_review(
     State(state): State<SharedState>,
     viewer: Viewer,
@@ -235,32 +242,36 @@ pub async fn access_review(
 ) -> Result<Response, PageError> {
     let lang = viewer.lang;
     let session = viewer.require(Role::Auditor, "/audit/access-review")?;
-    let (resource, user) = (non_empty(&q.resource), non_empty(&q.user));
+    let (resource, user, site) = (
+        non_empty(&q.resource),
+        non_empty(&q.user),
+        non_empty(&q.site),
+    );
     let mut error = None;
     let mut found = None;
-    if resource.is_some() || user.is_some() {
-        match audit_service::access_review(
-            &state.services,
-            &session.actor,
-            Some(ip),
-            "html",
-            resource.as_deref(),
-            user.as_deref(),
-        )
-        .await
+    if resource.is_some() || user.is_some() || site.is_some() {
+        let asked = audit_service::ReviewQuery {
+            resource: resource.as_deref(),
+            user: user.as_deref(),
+            site: site.as_deref(),
+        };
+        match audit_service::access_review(&state.services, &session.actor, Some(ip), "html", asked)
+            .await
         {
             Ok(r) => found = Some(r),
             Err(e) => error = Some(inline_error(lang, e)?),
         }
     }
-    let export = match (&resource, &user) {
-        (Some(r), None) => format!("resource={}", percent_encode(r)),
-        (None, Some(u)) => format!("user={}", percent_encode(u)),
+    let export = match (&resource, &user, &site) {
+        (Some(r), None, None) => format!("resource={}", percent_encode(r)),
+        (None, Some(u), None) => format!("user={}", percent_encode(u)),
+        (None, None, Some(s)) => format!("site={}", percent_encode(s)),
         _ => String::new(),
     };
+    let sites = site_names(&state);
     let body = html! {
-        p { (lang.t("Qui peut joindre une ressource maintenant (ou ce que peuvent joindre les appareils d'un agent), par quel groupe de l'annuaire et quelle section [[grant]], avec la dernière session et le dernier flux.",
-                    "Who can reach a resource now (or what a user's devices can reach), through which directory group and [[grant]] section, with the last session and the last flow.")) }
+        p { (lang.t("Qui peut joindre une ressource maintenant (ou ce que peuvent joindre les appareils d'un agent, ou les ressources d'un site), par quel groupe de l'annuaire et quelle section [[grant]], avec la dernière session et le dernier flux.",
+                    "Who can reach a resource now (or what a user's devices can reach, or the resources of a site), through which directory group and [[grant]] section, with the last session and the last flow.")) }
         @if let Some(e) = &error { div.error role="alert" { p { (e) } } }
         div.cols {
             form.inline method="get" action="/audit/access-review" role="search" aria-label=(lang.t("Revue par ressource", "Review by resource")) {
@@ -270,6 +281,18 @@ pub async fn access_review(
             form.inline method="get" action="/audit/access-review" role="search" aria-label=(lang.t("Revue par agent", "Review by user")) {
                 div { label for="review-user" { (lang.t("Agent (uid)", "User (uid)")) } input #review-user name="user" type="text" value=(user.clone().unwrap_or_default()); }
                 div { button type="submit" #by-user { (lang.t("Revue par agent", "Review by user")) } }
+            }
+            form.inline method="get" action="/audit/access-review" role="search" aria-label=(lang.t("Revue par site", "Review by site")) {
+                div {
+                    label for="review-site" { (lang.t("Site", "Site")) }
+                    select #review-site name="site" {
+                        option value="" { (lang.t("— choisir —", "— choose —")) }
+                        @for name in &sites {
+                            option value=(name) selected[site.as_deref() == Some(name.as_str())] { (name) }
+                        }
+                    }
+                }
+                div { button type="submit" #by-site { (lang.t("Revue par site", "Review by site")) } }
             }
         }
         @if let Some(review) = &found {

@@ -217,6 +217,9 @@ pub struct ReviewQuery {
     pub resource: Option<String>,
     /// Or: what this user's devices can reach now.
     pub user: Option<String>,
+    /// Or: who can reach each resource of this site now (`local`: the resources without a site,
+    /// those of `sesame serve`'s own gateway).
+    pub site: Option<String>,
     /// `json` (default) or `csv`.
     pub format: Option<String>,
 }
@@ -237,8 +240,11 @@ pub async fn access_review_route(
         &session.actor,
         Some(ip),
         q.format.as_deref().unwrap_or("json"),
-        q.resource.as_deref(),
-        q.user.as_deref(),
+        audit_service::ReviewQuery {
+            resource: q.resource.as_deref(),
+            user: q.user.as_deref(),
+            site: q.site.as_deref(),
+        },
     )
     .await?;
     if json {
