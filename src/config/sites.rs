@@ -21,6 +21,15 @@ pub(super) fn validate(loc: &Locator<'_>, raw: Vec<RawSite>) -> Result<Vec<Site>
                 format!("invalid site name {:?}: letters, digits, '-', '_' or '.' (such as \"dsden56\")", s.name),
             ));
         }
+        // `local` names `sesame serve`'s own gateway (peers, audit filters): no site may take it.
+        if name.eq_ignore_ascii_case(super::LOCAL_SITE) {
+            return Err(loc.error(
+                &at("name"),
+                format!(
+                    "site name {name:?} is reserved for the local gateway of `sesame serve`: choose another (such as \"rectorat\")"
+                ),
+            ));
+        }
         if sites.iter().any(|o| o.name == name) {
             return Err(loc.error(&at("name"), format!("duplicate site name {name:?}")));
         }

@@ -53,6 +53,9 @@ fn a_bad_key_or_endpoint_or_name_is_refused() {
     assert_eq!(e.key, "site[0].endpoint");
     let e = parse(&site("bad name", KEY_A)).expect_err("name");
     assert_eq!(e.key, "site[0].name");
+    let e = parse(&site("Local", KEY_A)).expect_err("reserved");
+    assert_eq!(e.key, "site[0].name");
+    assert!(e.message.contains("reserved"), "{e}");
     let e = parse(&format!("{}{}", site("a", KEY_A), site("b", KEY_A))).expect_err("same key");
     assert_eq!(e.key, "site[1].public_key");
     assert!(e.to_string().starts_with("/etc/sesame/sesame.toml:"), "{e}");
