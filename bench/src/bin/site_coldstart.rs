@@ -272,7 +272,7 @@ impl Gateway {
             .arg(&self.config)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log)?)
-            .stderr(std::fs::File::create(&log.with_extension("err"))?)
+            .stderr(std::fs::File::create(log.with_extension("err"))?)
             .kill_on_drop(true);
         let t0 = Instant::now();
         let mut child = cmd
