@@ -383,6 +383,26 @@ for k in events generate_s events_per_s db_mb query_p50_ms query_p99_ms query_ro
   R[auditq_$k]=$(result_of "audit_$k" "$WORK/auditq.out")
 done
 
+# ---- site gateway cold start (issue 18): its own network namespace, an in-process portal -------
+# `sesame gateway --site` started with no cache against a portal (SQLite, loopback HTTP) holding
+# CS_DEVICES enrolled devices on its site; then `sesame serve` loading the same store.
+case $MODE in full|quick) CS_DEVICES=10000 ;; smoke) CS_DEVICES=100 ;; esac
+log "site gateway cold start, $CS_DEVICES devices (and sesame serve, same store)"
+if "$BIN/site_coldstart" --devices "$CS_DEVICES" --serve --sesame "$BIN/sesame" > "$WORK/coldstart.out"; then
+  cat "$WORK/coldstart.out" >&2
+else
+  cat "$WORK/coldstart.out" >&2; log "site_coldstart failed"
+  # The smoke run checks the site gateway starts and is fed: a failure fails it.
+  [ "$MODE" = smoke ] && exit 1
+fi
+for w in site serve; do
+  for k in up served cpu empty_served rss empty_rss kib_per_device wg_peers; do
+    R[cs_${w}_$k]=$(result_of "coldstart_${w}_$k" "$WORK/coldstart.out")
+  done
+done
+R[cs_enrol]=$(result_of coldstart_enrol "$WORK/coldstart.out")
+R[cs_first_pass]=$(result_of coldstart_portal_first_pass "$WORK/coldstart.out")
+
 # ---- report ------------------------------------------------------------------------------------
 v() { local x=${R[$1]:-}; echo "${x:-n/a}"; }
 ratio() { # A B: A/B with 2 decimals, n/a when either is missing
@@ -463,6 +483,20 @@ best() { max "$(max "$(v wggo_p$1)" "$(v bt4_p$1)")" "$(v bt1_p$1)"; }
   echo
   echo "The log ($(v auditq_devices) enrolled devices, 12 months, 85 % flow.allowed) was generated through the store's bulk path at $(v auditq_events_per_s) events/s ($(v auditq_db_mb) MB)."
   echo
+  echo "## Site gateway cold start, $CS_DEVICES devices (\`site_coldstart\`)"
+  echo
+  echo "| measurement | \`sesame gateway --site\` fed by the portal | \`sesame serve\` from its store (same devices) | goal |"
+  echo "|---|---|---|---|"
+  echo "| time from process start to all $CS_DEVICES peers in the gateway's table (ms) | $(v cs_site_served) | $(v cs_serve_served) | < 3000 (site gateway) |"
+  echo "| time from process start to its metrics answering (ms) | $(v cs_site_up) | $(v cs_serve_up) | |"
+  echo "| CPU time of the process by then (ms, all threads) | $(v cs_site_cpu) | $(v cs_serve_cpu) | |"
+  echo "| same, fed no device (ms) | $(v cs_site_empty_served) | $(v cs_serve_empty_served) | |"
+  echo "| RSS serving $CS_DEVICES devices / none (MiB) | $(v cs_site_rss) / $(v cs_site_empty_rss) | $(v cs_serve_rss) / $(v cs_serve_empty_rss) | |"
+  echo "| RSS per device (KiB) | $(v cs_site_kib_per_device) | $(v cs_serve_kib_per_device) | |"
+  echo "| peers listed by \`wg show\` once served | $(v cs_site_wg_peers) | $(v cs_serve_wg_peers) | $CS_DEVICES |"
+  echo
+  echo "The devices were enrolled through the store in $(v cs_enrol) s (codes and enrolments, group-committed); the portal's first pass over them took $(v cs_first_pass) ms before the gateways started."
+  echo
   echo "## How it is measured"
   echo
   echo "- Topology: laptop ns ── veth ── gateway ns ── veth ── resource ns (198.18.0.0/15 underlay, 100.64.0.0/10 tunnel), one TUN each side, MTU 1420. Every implementation runs on the same namespaces, one after the other."
@@ -472,6 +506,7 @@ best() { max "$(max "$(v wggo_p$1)" "$(v bt4_p$1)")" "$(v bt1_p$1)"; }
   echo "- Flow auditing: \`flowaudit\` drives two engines in process (one with flow and session records on, one off) with the same pre-encrypted packets from 100 boringtun laptops, alternating rounds, and reports the median packets/s of each (rounds timed in thread CPU time: time descheduled on a busy machine is not counted); a window flush ends every round (records drained by a consumer thread). No socket or TUN I/O, which costs the same in both modes: the cost in end-to-end forwarding is smaller than this."
   echo "- Audit inserts: \`audit_insert\` appends $AUDIT_EVENTS flow.allowed-sized events with \`Store::append_audit_batch\` in batches of $AUDIT_BATCH (as the audit writer does: one writer transaction per batch, chained and hashed), on a fresh SQLite file (WAL, synchronous=FULL) and on a throwaway PostgreSQL cluster (fsync off, as the tests run it); then the same rows as plain INSERTs into a trigger-free table of the same shape (one row per statement, then 100 rows per statement), one transaction per batch: the database's own limits in the same run. The chain is verified after the run."
   echo "- $BIG peers: \`peers10k\` runs the gateway library in process: RSS with 0 then $BIG peers (idle), then after $(( BIG / 10 )) of them handshake and send (active); then times \`set_peers\` with $BIG + 1 peers while $(( BIG / 10 )) peers send 20,000 packets/s to a UDP sink that marks sequence numbers; losses within 100 ms of the call are reported."
+  echo "- Site gateway cold start: \`site_coldstart\` creates its own network namespace, enrols $CS_DEVICES devices (one site) in a SQLite store on tmpfs, runs the portal in process (its feed route over loopback HTTP, first pass done), writes a site token, then starts the real \`sesame gateway --site\` binary with no cache and reads its metrics every 20 ms: served = \`sesame_gateway_peers\` (the peer table) equals $CS_DEVICES after a feed answer. RSS (/proc/PID/status) 1.5 s after serving, minus the same gateway's RSS fed an empty site, over $CS_DEVICES. Then \`sesame serve\` (its directory a closed port) on the same store, and on an empty one for the baseline. The in-process portal shares the 2 cores with the gateway being measured."
 } > "$REPORT"
 cat "$REPORT"
 [ "$MODE" = smoke ] && rm -f "$REPORT"
