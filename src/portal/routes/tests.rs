@@ -255,6 +255,7 @@ async fn openapi_documents_routes_and_security_schemes() {
             "device",
             "action",
             "resource",
+            "site",
             "outcome",
             "source_ip",
             "since",
