@@ -4,6 +4,7 @@
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
 pub mod args;
+pub mod devices;
 pub mod keys;
 pub mod packet;
 pub mod sys;

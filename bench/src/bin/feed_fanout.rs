@@ -11,15 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use sesame::audit::AuditContext;
 use sesame::config::{Config, LiveConfig};
 use sesame::control::sink::NoLocalGateway;
 use sesame::control::ControlPlane;
-use sesame::directory::DirectoryUser;
 use sesame::key::PublicKey;
 use sesame::service::feed::FeedHub;
 use sesame::service::{devices, sites, Actor, Services};
-use sesame::store::{AddressPool, EnrolRequest, NewCode, Store};
+use sesame::store::{AddressPool, Store};
+use sesame_bench::devices::{self as bench_devices, device_key};
 use sesame_bench::tunn::result;
 use tokio::sync::mpsc;
 
@@ -40,13 +39,6 @@ fn config_text(url: &str) -> String {
 }
 
 /// Device `i`'s key, and its sites: `i % 3`, and the next one for every other device.
-fn device_key(i: u32) -> PublicKey {
-    let mut b = [0u8; 32];
-    b[..4].copy_from_slice(&i.to_le_bytes());
-    b[31] = 0x40;
-    PublicKey::from_bytes(b).expect("key")
-}
-
 fn device_sites(i: u32) -> Vec<usize> {
     let first = (i % 3) as usize;
     if i.is_multiple_of(2) {
@@ -63,46 +55,13 @@ async fn enrol_all(store: &Store, n: u32) -> anyhow::Result<Vec<i64>> {
     };
     let mut ids = Vec::with_capacity(n as usize);
     for i in 0..n {
-        let user = format!("u{i}");
-        let code = store
-            .create_code(
-                &NewCode {
-                    username: user.clone(),
-                    device_name: format!("PC-{i:05}"),
-                    ttl: Duration::from_secs(3600),
-                },
-                &AuditContext::system(),
-            )
-            .await?
-            .code;
         let mut groups = vec![VPN.to_string()];
         groups.extend(
             device_sites(i)
                 .into_iter()
                 .map(|s| format!("cn={},ou=groups,dc=academie,dc=test", SITES[s])),
         );
-        let person = DirectoryUser {
-            username: user.clone(),
-            dn: format!("uid={user},ou=people,dc=academie,dc=test"),
-            display_name: user,
-            groups,
-            disabled: false,
-        };
-        let hostname = "pc-bench".parse().context("hostname")?;
-        let d = store
-            .enrol(
-                &EnrolRequest {
-                    code: &code,
-                    user: &person,
-                    public_key: device_key(i),
-                    hostname: &hostname,
-                    key_lifetime: None,
-                },
-                &pool,
-                &AuditContext::system(),
-            )
-            .await?;
-        ids.push(d.device.id);
+        ids.push(bench_devices::enrol(store, &pool, i, groups).await?);
     }
     Ok(ids)
 }

@@ -20,16 +20,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use sesame::audit::AuditContext;
 use sesame::config::{Config, LiveConfig};
 use sesame::control::sink::NoLocalGateway;
 use sesame::control::ControlPlane;
-use sesame::directory::DirectoryUser;
 use sesame::key::PublicKey;
 use sesame::service::feed::FeedHub;
 use sesame::service::{sites, Actor, Services};
-use sesame::store::{AddressPool, EnrolRequest, NewCode, Store};
+use sesame::store::{AddressPool, Store};
 use sesame_bench::args::Args;
+use sesame_bench::devices;
 use sesame_bench::sys;
 use sesame_bench::tunn::result;
 
@@ -520,13 +519,6 @@ fn serve_config(dir: &Path, url: &str, id: u32, n: u16) -> anyhow::Result<PathBu
 }
 
 /// Device `i`'s key (the feed_fanout scheme).
-fn device_key(i: u32) -> PublicKey {
-    let mut b = [0u8; 32];
-    b[..4].copy_from_slice(&i.to_le_bytes());
-    b[31] = 0x40;
-    PublicKey::from_bytes(b).expect("key")
-}
-
 /// N devices on the site, one user each, enrolled through the store (code, then enrolment:
 /// concurrent enrolments are group-committed), `tasks` at a time.
 async fn enrol_all(store: &Store, n: u32, tasks: u32) -> anyhow::Result<()> {
@@ -556,38 +548,6 @@ async fn enrol_all(store: &Store, n: u32, tasks: u32) -> anyhow::Result<()> {
 }
 
 async fn enrol_one(store: &Store, pool: &AddressPool, i: u32) -> anyhow::Result<()> {
-    let user = format!("u{i}");
-    let code = store
-        .create_code(
-            &NewCode {
-                username: user.clone(),
-                device_name: format!("PC-{i:05}"),
-                ttl: Duration::from_secs(3600),
-            },
-            &AuditContext::system(),
-        )
-        .await?
-        .code;
-    let person = DirectoryUser {
-        username: user.clone(),
-        dn: format!("uid={user},ou=people,dc=academie,dc=test"),
-        display_name: user,
-        groups: vec![VPN.to_string(), group(SITE)],
-        disabled: false,
-    };
-    let hostname = "pc-bench".parse().context("hostname")?;
-    store
-        .enrol(
-            &EnrolRequest {
-                code: &code,
-                user: &person,
-                public_key: device_key(i),
-                hostname: &hostname,
-                key_lifetime: None,
-            },
-            pool,
-            &AuditContext::system(),
-        )
-        .await?;
+    devices::enrol(store, pool, i, vec![VPN.to_string(), group(SITE)]).await?;
     Ok(())
 }
