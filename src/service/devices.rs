@@ -183,6 +183,12 @@ pub async fn by_token(svc: &Services, token: &str) -> Result<Device, ServiceErro
         .device_by_token(token)
         .await?
         .ok_or(ServiceError::Unauthenticated)?;
+    usable(svc, device)
+}
+
+/// `device` if it may act now (active, key not expired), else why not: `device_revoked`,
+/// `device_suspended` or `device_expired`. One rule for the bearer token and `/mon-acces`.
+pub(super) fn usable(svc: &Services, device: Device) -> Result<Device, ServiceError> {
     match device.status {
         // The token dies with the key (the expiry sweep revokes it within a minute).
         DeviceStatus::Active if device.expires_at.is_some_and(|e| e <= svc.now_ms()) => {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::api::mfa::{MfaRegistration, UnlockResponse};
 use crate::audit::{Action, Outcome};
 use crate::mfa::{recovery, Kit, Verdict};
-use crate::store::{Device, DeviceStatus};
+use crate::store::Device;
 
 use super::context::Record;
 use super::roles::{Actor, Role, RoleSet};
@@ -358,14 +358,7 @@ pub async fn unlock_web(
         .await?
         .filter(|d| d.username == actor.username)
         .ok_or(ServiceError::NotFound)?;
-    match device.status {
-        DeviceStatus::Active if device.expires_at.is_some_and(|e| e <= svc.now_ms()) => {
-            return Err(ServiceError::DeviceExpired)
-        }
-        DeviceStatus::Active => {}
-        DeviceStatus::Suspended => return Err(ServiceError::DeviceSuspended),
-        DeviceStatus::Revoked => return Err(ServiceError::DeviceRevoked),
-    }
+    let device = super::devices::usable(svc, device)?;
     if !has_factor(svc, kit, &device.username).await? {
         return Err(ServiceError::MfaNotRegistered);
     }
