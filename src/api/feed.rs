@@ -71,6 +71,11 @@ pub struct FeedUpdate {
     pub removed: Vec<String>,
     /// The portal's clock when it answered (the gateway logs a skew).
     pub server_time_ms: i64,
+    /// `[mfa] idle` of the portal, in milliseconds: an open access window with no packet to a
+    /// protected resource for that long is closed by the gateway. None: no `[mfa]` (the
+    /// gateway keeps its default, 30 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_idle_ms: Option<u64>,
 }
 
 /// A batch of audit records from a site gateway. The portal writes them into the audit log with

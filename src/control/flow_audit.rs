@@ -208,7 +208,8 @@ pub struct FlowAudit {
     endpoints: HashMap<PublicKey, IpAddr>,
     /// Access windows the gateway closed (device id, why), for the store (`sesame serve`): the
     /// portal then shows them closed, and a restart does not reopen them.
-    closes: Vec<(i64, WindowEnd)>,
+    /// Windows the gateway closed: device, the window's end, why.
+    closes: Vec<(i64, i64, WindowEnd)>,
 }
 
 impl FlowAudit {
@@ -246,7 +247,7 @@ impl FlowAudit {
                 Ok(FlowRecord::Denied(d)) => self.merge.denied(d),
                 Ok(FlowRecord::WindowClosed(w)) => {
                     if let PeerIdentity::Device { id, .. } = PeerIdentity::parse(&w.peer.label) {
-                        self.closes.push((id, w.reason));
+                        self.closes.push((id, w.until_ms, w.reason));
                     }
                     events.push(window_closed(&w));
                 }
@@ -397,17 +398,20 @@ async fn write(dest: &Destination, events: &mut Vec<NewAuditEvent>) -> Result<()
 }
 
 /// Marks the windows the gateway closed as closed in the store (`sesame serve`); on error the
-/// rest stays to retry. Nothing to do without a store (the portal of a site gateway does it).
+/// rest stays to retry. Nothing to do without a store: a site gateway's records reach its
+/// portal, which does the same (`service::sites::ingest_events`).
 async fn close_windows(
     dest: &Destination,
-    closes: &mut Vec<(i64, WindowEnd)>,
+    closes: &mut Vec<(i64, i64, WindowEnd)>,
 ) -> Result<(), StoreError> {
     let Destination::Store(store) = dest else {
         closes.clear();
         return Ok(());
     };
-    while let Some(&(device_id, reason)) = closes.first() {
-        store.mfa_close_window(device_id, reason.as_str()).await?;
+    while let Some(&(device_id, until_ms, reason)) = closes.first() {
+        store
+            .mfa_gateway_closed_window(device_id, until_ms, reason.as_str())
+            .await?;
         closes.remove(0);
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! Each site's desired set for its gateway's feed: a device belongs to site S's set iff its
-//! user is a current VPN user granted at least one resource on S, with those resources only.
+//! user is a current VPN user granted at least one resource on S, with those resources only,
+//! and its access window's end when one of them needs the second factor.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +41,10 @@ pub fn site_sets(config: &Config, devices: &[ActiveDevice]) -> BTreeMap<String, 
             let Some(set) = sets.get_mut(site) else {
                 continue;
             };
+            // The window travels only to a site where it opens something.
+            let mfa_until_ms = d
+                .mfa_until_ms
+                .filter(|_| resources.iter().any(|n| config.policy.needs_mfa(n)));
             set.peers.push(FeedPeer {
                 public_key: d.public_key.to_base64(),
                 address: d.address,
@@ -48,7 +53,7 @@ pub fn site_sets(config: &Config, devices: &[ActiveDevice]) -> BTreeMap<String, 
                 username: d.username.clone(),
                 resources,
                 key_expires_at_ms: d.key_expires_at.unwrap_or(i64::MAX),
-                mfa_until_ms: None,
+                mfa_until_ms,
                 persistent_keepalive: None,
             });
         }

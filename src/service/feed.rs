@@ -96,6 +96,7 @@ impl SiteFeed {
             peers: Vec::new(),
             removed: Vec::new(),
             server_time_ms: now_ms,
+            mfa_idle_ms: None,
         };
         match since.filter(|s| *s >= self.floor && *s <= self.version) {
             None => update.peers = self.peers.values().cloned().collect(),

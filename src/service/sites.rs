@@ -8,6 +8,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::api::feed::{EventsAccepted, FeedUpdate, GatewayEvent, GatewayEvents, MAX_WAIT_SECS};
 use crate::audit::{Action, AuditContext, Outcome};
+use crate::gateway::flowlog::WindowEnd;
 
 use super::context::Record;
 use super::roles::{Actor, Role};
@@ -120,9 +121,16 @@ pub async fn feed(
         .is_none_or(|g| g == hub.generation());
     let since = query.since.filter(|_| same_generation);
     let wait = query.wait.min(Duration::from_secs(MAX_WAIT_SECS));
-    hub.wait_update(&site, since, wait, || svc.now_ms())
+    let mut update = hub
+        .wait_update(&site, since, wait, || svc.now_ms())
         .await
-        .ok_or(ServiceError::NotFound)
+        .ok_or(ServiceError::NotFound)?;
+    update.mfa_idle_ms = svc
+        .config()
+        .mfa
+        .as_ref()
+        .map(|m| u64::try_from(m.idle.as_millis()).unwrap_or(u64::MAX));
+    Ok(update)
 }
 
 /// Most records one events batch may carry.
@@ -169,9 +177,54 @@ pub async fn ingest_events(
         events.push((r.seq, site_event(&site, source_ip, r, device.as_ref())));
     }
     svc.store().append_site_events(&site, &events).await?;
+    gateway_closed_windows(svc, &batch.records).await?;
     Ok(EventsAccepted {
         accepted: batch.records.len() as u64,
     })
+}
+
+/// The access windows the site's gateway closed on its own (`expired`, `idle`) are closed in
+/// the store too, so that the feed stops sending them and the user's pages say so: only the
+/// window that ended (a late report never closes a newer one), the feed told at once.
+async fn gateway_closed_windows(
+    svc: &Services,
+    records: &[GatewayEvent],
+) -> Result<(), ServiceError> {
+    let mut closed = false;
+    for r in records.iter().filter(|r| r.action == "mfa.window_closed") {
+        let Some(device_id) = r.device_id else {
+            continue;
+        };
+        let reason = r.details.get("reason").and_then(|v| v.as_str());
+        let until = r.details.get("until").and_then(|v| v.as_str());
+        let (Some(reason), Some(until)) = (reason.and_then(WindowEnd::parse), until) else {
+            tracing::warn!(
+                device_id,
+                seq = r.seq,
+                "mfa.window_closed without a gateway reason or end: the window is left to expire"
+            );
+            continue;
+        };
+        let Ok(until_ms) = crate::time::parse("until", until, svc.now_ms()) else {
+            tracing::warn!(
+                device_id,
+                seq = r.seq,
+                until,
+                "mfa.window_closed with an unreadable end: the window is left to expire"
+            );
+            continue;
+        };
+        closed |= svc
+            .store()
+            .mfa_gateway_closed_window(device_id, until_ms, reason.as_str())
+            .await?;
+    }
+    if closed {
+        if let Some(p) = svc.publisher() {
+            p.publish_now().await;
+        }
+    }
+    Ok(())
 }
 
 /// A batch is at most [`MAX_EVENTS`] records of known actions and outcomes, `seq` increasing.

@@ -371,16 +371,38 @@ impl Store {
         row.as_ref().map(window_from_row).transpose()
     }
 
-    /// Closes the window of `device_id` for `reason` if it is open now (`expired`, reported by
-    /// a gateway at the window's end: if it was not closed yet); true when it was.
+    /// Closes the window of `device_id` for `reason` (`down`, `revoked`) if it is open now;
+    /// true when it was.
     pub async fn mfa_close_window(&self, device_id: i64, reason: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE mfa_windows SET closed_at = $1, close_reason = $2 WHERE device_id = $3 \
-             AND closed_at IS NULL AND (expires_at > $1 OR $2 = 'expired')",
+             AND closed_at IS NULL AND expires_at > $1",
         )
         .bind(self.now_ms())
         .bind(reason)
         .bind(device_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A gateway closed the window of `device_id` that ends at `until_ms` (`expired`, `idle`):
+    /// marks that window closed, if the store has not closed it yet. A newer window (another
+    /// end) stays open: a report delivered late (a site gateway's spool) never closes it.
+    pub async fn mfa_gateway_closed_window(
+        &self,
+        device_id: i64,
+        until_ms: i64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE mfa_windows SET closed_at = $1, close_reason = $2 WHERE device_id = $3 \
+             AND closed_at IS NULL AND expires_at = $4",
+        )
+        .bind(self.now_ms())
+        .bind(reason)
+        .bind(device_id)
+        .bind(until_ms)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)

@@ -29,7 +29,8 @@ const RECTORAT_KEY: &str = "mB1Xmcm9Bqi8Dxy9Yz6rIHzC9jJbYp7vDXXHa+VfRVI=";
 const DSDEN_KEY: &str = "Ly6ppXE4y6xWZMHAAP9t2QgYV9jB8Ew3IU6m2lFnrGo=";
 
 /// Two sites, payroll at the rectorat, an application at the DSDEN, granted to their groups.
-fn sites_config(url: &str) -> TestConfig {
+fn sites_config(url: &str, dir: &Path) -> TestConfig {
+    let mfa_key = dir.join("mfa.key");
     TestConfig::new().database(url).sections(&format!(
         r#"[roles]
 vpn_users = ["{VPN}"]
@@ -49,6 +50,7 @@ public_key = "{DSDEN_KEY}"
 name = "paie"
 site = "rectorat"
 allow = ["198.18.10.10/32 tcp:443"]
+mfa = true
 
 [[resource]]
 name = "app56"
@@ -62,7 +64,12 @@ resources = ["paie"]
 [[grant]]
 group = "{APP56}"
 resources = ["app56"]
-"#
+
+[mfa]
+idle = "45m"
+secret_key_file = "{mfa_key}"
+"#,
+        mfa_key = mfa_key.display()
     ))
 }
 
@@ -119,7 +126,7 @@ fn key_b64(n: u8) -> String {
 fn site_token_prints_a_new_token_each_time_replacing_the_previous_one_audited() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}/sesame.db", dir.path().display());
-    let config = sites_config(&url).write(&dir.path().join("sesame.toml"));
+    let config = sites_config(&url, dir.path()).write(&dir.path().join("sesame.toml"));
     let token = |site: &str| {
         cli::sesame(&["site", "token", "--site", site])
             .config(&config)
@@ -194,7 +201,7 @@ struct Portal {
 async fn start_portal() -> (Portal, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}/sesame.db", dir.path().display());
-    let path = sites_config(&url).write(&dir.path().join("sesame.toml"));
+    let path = sites_config(&url, dir.path()).write(&dir.path().join("sesame.toml"));
     let live = LiveConfig::new(load(&path));
     let store = Store::connect(&url).await.expect("open");
     let control = ControlPlane::new(
@@ -427,4 +434,55 @@ async fn site_events_land_in_the_audit_log_with_the_tokens_site_once_each() {
         store.verify_audit().await.expect("verify"),
         sesame::audit::AuditVerification::Intact { .. }
     ));
+}
+
+/// The feed peer of `device` in a feed answer.
+fn feed_peer(v: &Value, device: i64) -> Value {
+    v["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .find(|p| p["device_id"] == device)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_the_site_gateway_closed_closes_at_the_portal_but_never_a_newer_one() {
+    let (portal, store) = start_portal().await;
+    let alice = enrol(&store, "alice", "PC-PAIE-01", 1, &[VPN, PAIE]).await;
+    let token = sites::create_token(&portal.svc, &admin(), "rectorat")
+        .await
+        .expect("token");
+    let until = portal.svc.now_ms() + 3_600_000;
+    store
+        .mfa_open_window(alice, "alice", "agent", until)
+        .await
+        .expect("window");
+    portal.control.reconcile().await.expect("pass");
+    let (status, v) = feed(&portal, &token, "?site=rectorat").await;
+    assert_eq!(status, 200, "{v}");
+    // The window and `[mfa] idle` travel to the site's gateway, which enforces both.
+    assert_eq!(feed_peer(&v, alice)["mfa_until_ms"], until);
+    assert_eq!(v["mfa_idle_ms"], 45 * 60 * 1000);
+    let closed = |seq: u64, until_ms: i64| {
+        let mut r = record(seq, "mfa.window_closed", alice);
+        r["details"] = serde_json::json!({
+            "until": sesame::time::format(until_ms), "reason": "idle", "flows_cut": 1,
+        });
+        serde_json::json!({"records": [r]})
+    };
+    // A late report of an earlier window (another end) leaves this one open.
+    let (status, _) = post_events(&portal, &token, &closed(1, until - 60_000)).await;
+    assert_eq!(status, 200);
+    let w = store.mfa_window(alice).await.expect("q").expect("row");
+    assert_eq!(w.close_reason, None);
+    // The gateway's report of this window closes it: the feed stops sending it.
+    let (status, _) = post_events(&portal, &token, &closed(2, until)).await;
+    assert_eq!(status, 200);
+    let w = store.mfa_window(alice).await.expect("q").expect("row");
+    assert_eq!(w.close_reason.as_deref(), Some("idle"));
+    let (_, v) = feed(&portal, &token, "?site=rectorat").await;
+    assert_eq!(feed_peer(&v, alice)["mfa_until_ms"], Value::Null);
+    assert_eq!(events_of(&store, "mfa.window_closed").await.len(), 2);
 }

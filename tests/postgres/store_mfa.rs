@@ -137,8 +137,26 @@ async fn factor_codes_and_windows(db: Db) {
     db.clock.advance(Duration::from_secs(61));
     assert_eq!(s.open_windows().await.expect("q"), vec![], "expired");
     assert!(
-        s.mfa_close_window(ia, "expired").await.expect("q"),
+        !s.mfa_close_window(ia, "down").await.expect("q"),
+        "an ended window is not closed by `down`"
+    );
+    assert!(
+        !s.mfa_gateway_closed_window(ia, T0 + 59_000, "expired")
+            .await
+            .expect("q"),
+        "a report of another window"
+    );
+    assert!(
+        s.mfa_gateway_closed_window(ia, T0 + 60_000, "expired")
+            .await
+            .expect("q"),
         "the gateway's report"
+    );
+    assert!(
+        !s.mfa_gateway_closed_window(ia, T0 + 60_000, "expired")
+            .await
+            .expect("q"),
+        "reported twice: closed once"
     );
     assert_eq!(
         s.mfa_window(ia)

@@ -1,6 +1,7 @@
 //! A site gateway (`sesame gateway --site`) with every portal gone: it serves the peer set its
 //! feed last cached, brings a stock wireguard-go laptop back within 5 s of a restart by calling
-//! it back at its last endpoint, and removes a peer when its key expires, on its own clock.
+//! it back at its last endpoint, closes an access window at its end and removes a peer when its
+//! key expires, both on its own clock.
 //! (The cache is written here as the feed writes it, through the library: the portal side of
 //! the feed is tested with the portal.)
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
@@ -51,18 +52,20 @@ fn start(gw: &Netns, config: &Path, log: &Path) -> Proc {
 }
 
 /// The feed state as the feed loop caches it: payroll for the laptop, whose key expires at
-/// `expires_ms`.
+/// `expires_ms`, and HR (`mfa = true`) inside its access window, open until `window_ms`.
 fn write_cache(
     dir: &Path,
     gateway_public: &str,
     laptop_key: &str,
     stolen_key: &str,
     expires_ms: i64,
+    window_ms: i64,
 ) {
     let state = SiteState {
         site: "dsden56".into(),
         generation: "g-test".into(),
         version: 7,
+        mfa_idle_ms: Some(10 * 60 * 1000),
         resources: vec![
             FeedResource {
                 name: "paie".into(),
@@ -74,7 +77,7 @@ fn write_cache(
                 name: "rh".into(),
                 description: "RH".into(),
                 allow: vec![format!("{RH}/32 tcp:{APP_PORT}")],
-                mfa: false,
+                mfa: true,
             },
         ],
         peers: BTreeMap::from([
@@ -86,9 +89,9 @@ fn write_cache(
                     device_id: 1,
                     device_name: "PC-PAIE-01".into(),
                     username: "mleroux".into(),
-                    resources: vec!["paie".into()],
+                    resources: vec!["paie".into(), "rh".into()],
                     key_expires_at_ms: expires_ms,
-                    mfa_until_ms: None,
+                    mfa_until_ms: Some(window_ms),
                     persistent_keepalive: None,
                 },
             ),
@@ -125,8 +128,9 @@ fn with_every_portal_gone_the_cache_is_served_restarts_call_back_and_keys_expire
     let key_path = dir.path().join("gateway.key");
     let gateway_public = keygen(&key_path);
     let wg = WgPeer::start(laptop, &format!("{LAPTOP}/32"), dir.path());
-    // Time for two starts and a restart before the key expires.
-    let expires_ms = sesame::time::now_ms() + 40_000;
+    // Time for two starts and a restart before the window ends, then before the key expires.
+    let window_ms = sesame::time::now_ms() + 25_000;
+    let expires_ms = sesame::time::now_ms() + 45_000;
     let stolen = sesame::key::PrivateKey::generate().public_key().to_base64();
     write_cache(
         dir.path(),
@@ -134,6 +138,7 @@ fn with_every_portal_gone_the_cache_is_served_restarts_call_back_and_keys_expire
         &wg.key.public,
         &stolen,
         expires_ms,
+        window_ms,
     );
     let token = dir.path().join("site.token");
     std::fs::write(&token, "not-checked-while-no-portal-answers\n").unwrap();
@@ -167,7 +172,7 @@ fn with_every_portal_gone_the_cache_is_served_restarts_call_back_and_keys_expire
             "payroll unreachable from the cache; log:\n{}",
             text()
         );
-        assert!(!reaches(RH), "HR is not granted on this site");
+        assert!(reaches(RH), "HR inside the cached access window");
         let peers = t.gw.exec("wg", &["show", TUN, "peers"]);
         assert!(
             String::from_utf8_lossy(&peers.stdout).contains(&wg.key.public),
@@ -227,6 +232,28 @@ fn with_every_portal_gone_the_cache_is_served_restarts_call_back_and_keys_expire
             assert!(!peers().contains(&stolen), "{}", peers());
             assert!(peers().contains(&wg.key.public), "the other laptop stays");
             assert!(reaches(PAIE));
+        },
+    );
+
+    step(
+        "the access window ends with every portal gone: HR closes on time, payroll stays",
+        || {
+            let until = Duration::from_millis(
+                u64::try_from(window_ms - sesame::time::now_ms()).unwrap_or(0),
+            );
+            assert!(reaches(RH), "HR reachable before the window's end");
+            std::thread::sleep(until);
+            assert!(
+                wait_for(Duration::from_secs(2), || !reaches(RH)),
+                "HR still reachable 2 s after the window's end"
+            );
+            assert!(reaches(PAIE), "payroll needs no window");
+            let text2 = std::fs::read_to_string(dir.path().join("gateway2.log")).unwrap();
+            assert!(text2.contains("access window closed"), "{text2}");
+            assert!(
+                text2.contains("reason=\"expired\"") || text2.contains("reason=expired"),
+                "{text2}"
+            );
         },
     );
 

@@ -61,7 +61,7 @@ pub async fn start(
     let emergency = dataplane::admin_socket(roles, config, &handle).await?;
     let status = Arc::new(FeedStatus::default());
     let policy = Arc::new(ArcSwap::from_pointee(Policy::default()));
-    let feed = FeedLoop {
+    let mut feed = FeedLoop {
         client: client.clone(),
         state: cached_state(
             site_cache.as_ref(),

@@ -10,7 +10,9 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::control::emergency::Emergency;
+use crate::control::feed_peers::compile_resources;
 use crate::control::peer_cache::PeerCache;
+use crate::gateway::engine::DEFAULT_MFA_IDLE;
 use crate::gateway::{EndReason, GatewayHandle};
 use crate::key::PublicKey;
 use crate::policy::Policy;
@@ -50,14 +52,30 @@ pub struct FeedLoop {
 }
 
 impl FeedLoop {
-    /// Serves `state` (from the cache) at once, without waiting for any portal.
-    pub fn serve_cached(&self) {
-        let now = time::now_ms();
-        self.policy.store(Arc::new(self.state.policy()));
-        self.gateway.set_peers(self.specs(now));
+    /// Serves `state` (from the cache) at once, without waiting for any portal. A cached state
+    /// whose rules no longer compile is dropped (the gateway waits for its portal).
+    pub fn serve_cached(&mut self) {
+        match self.state.policy() {
+            Ok(policy) => self.policy.store(Arc::new(policy)),
+            Err(e) => {
+                tracing::error!(error = %e, "cached peer set refused: waiting for a portal");
+                self.state = SiteState::new(&self.state.site);
+            }
+        }
+        self.set_mfa_idle();
+        self.gateway.set_peers(self.specs(time::now_ms()));
         self.status
             .peers
             .store(self.state.peers.len() as u64, Ordering::Relaxed);
+    }
+
+    /// `[mfa] idle` as the portal last said (the gateway's default before any).
+    fn set_mfa_idle(&self) {
+        let idle = self
+            .state
+            .mfa_idle_ms
+            .map_or(DEFAULT_MFA_IDLE, Duration::from_millis);
+        self.gateway.set_mfa_idle(idle);
     }
 
     /// Runs until `stop` turns true.
@@ -128,7 +146,20 @@ impl FeedLoop {
         if skew.abs() > 30_000 {
             tracing::warn!(skew_ms = skew, "the portal's clock and this gateway's differ: key expiries are applied on this gateway's clock");
         }
-        match self.state.apply(u) {
+        // Rules this gateway cannot compile: the whole answer is refused, the last set served.
+        let policy = match compile_resources(&u.resources) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "feed answer refused");
+                return false;
+            }
+        };
+        let idle = self.state.mfa_idle_ms;
+        let applied = self.state.apply(u);
+        if applied.is_ok() && self.state.mfa_idle_ms != idle {
+            self.set_mfa_idle();
+        }
+        match applied {
             Err(e) => {
                 tracing::error!(error = %e, "feed answer refused");
                 return false;
@@ -139,10 +170,13 @@ impl FeedLoop {
                 self.state.generation.clear();
                 return true;
             }
-            Ok(Applied::Full) => self.restate(),
+            Ok(Applied::Full) => {
+                self.policy.store(Arc::new(policy));
+                self.restate();
+            }
             Ok(Applied::Changes { upserts, removed }) => {
                 let now = time::now_ms();
-                let policy = self.state.policy();
+                let policy = self.policy.load();
                 let revoked = self.revoked();
                 for k in &upserts {
                     let spec = self
@@ -176,11 +210,10 @@ impl FeedLoop {
         true
     }
 
-    /// Restates every peer: after a full set, a change of rules, a key expiring or an access
-    /// window closing (peers whose key expired end as revoked).
+    /// Restates every peer: after a full set, a change of rules or a key expiring (peers whose
+    /// key expired end as revoked).
     fn restate(&mut self) {
         let now = time::now_ms();
-        let policy = self.state.policy();
         let expired: HashMap<PublicKey, EndReason> = self
             .state
             .peers
@@ -190,7 +223,6 @@ impl FeedLoop {
             .map(|k| (k, EndReason::Revoked))
             .collect();
         let specs = self.specs(now);
-        self.policy.store(Arc::new(policy));
         self.gateway.set_peers_because(specs, &expired);
     }
 
@@ -204,7 +236,7 @@ impl FeedLoop {
     /// The peers to run at `now_ms`: the feed's, less the emergency revocations.
     fn specs(&self, now_ms: i64) -> Vec<crate::gateway::PeerSpec> {
         let revoked = self.revoked();
-        let policy = self.state.policy();
+        let policy = self.policy.load();
         self.state
             .peers
             .values()

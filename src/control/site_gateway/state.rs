@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use crate::api::feed::{FeedPeer, FeedResource, FeedUpdate};
-use crate::gateway::{PeerIdentity, PeerSpec};
-use crate::key::PublicKey;
-use crate::policy::{Policy, Resource, Rule};
+use crate::control::feed_peers::{compile_resources, peer_spec, FeedPeerError};
+use crate::gateway::PeerSpec;
+use crate::policy::Policy;
 
 /// The feed state a site gateway runs and caches.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -18,6 +18,9 @@ pub struct SiteState {
     pub resources: Vec<FeedResource>,
     /// By base64 public key.
     pub peers: BTreeMap<String, FeedPeer>,
+    /// The portal's `[mfa] idle` (ms), as last fed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_idle_ms: Option<u64>,
 }
 
 /// What one feed answer asks of the gateway.
@@ -65,6 +68,7 @@ impl SiteState {
                 got: u.site,
             });
         }
+        self.mfa_idle_ms = u.mfa_idle_ms;
         if u.full {
             self.generation = u.generation;
             self.version = u.version;
@@ -103,72 +107,42 @@ impl SiteState {
         })
     }
 
-    /// The site's resources compiled; a rule the gateway cannot read is skipped (logged).
-    pub fn policy(&self) -> Policy {
-        Policy::new(self.resources.iter().map(|r| Resource {
-            name: r.name.clone(),
-            site: self.site.clone(),
-            description: r.description.clone(),
-            rules: r
-                .allow
-                .iter()
-                .filter_map(|a| match a.parse::<Rule>() {
-                    Ok(rule) => Some(rule),
-                    Err(e) => {
-                        tracing::warn!(resource = %r.name, rule = %a, error = %e, "rule from the portal skipped");
-                        None
-                    }
-                })
-                .collect(),
-        }))
+    /// The site's resources compiled (the feed loop refuses an answer whose rules do not
+    /// compile, so a fed or cached state compiles).
+    pub fn policy(&self) -> Result<Policy, FeedPeerError> {
+        compile_resources(&self.resources)
     }
 
-    /// The peer as the gateway runs it at `now_ms`: `None` once its key expired or if the key
-    /// is unreadable. A resource with `mfa = true` is reachable only while the window is open.
+    /// The peer as the gateway runs it at `now_ms` (`control::feed_peers`, the one conversion):
+    /// `None` once its key expired or if the key is unreadable (logged). Its access window
+    /// travels with it: the gateway opens and closes it on its own clock.
     pub fn spec(&self, policy: &Policy, p: &FeedPeer, now_ms: i64) -> Option<PeerSpec> {
         if p.key_expires_at_ms <= now_ms {
             return None;
         }
-        let public_key = PublicKey::parse(&p.public_key).ok()?;
-        let window_open = p.mfa_until_ms.is_some_and(|until| now_ms < until);
-        let names =
-            p.resources.iter().map(String::as_str).filter(|name| {
-                window_open || !self.resources.iter().any(|r| r.name == *name && r.mfa)
-            });
-        Some(PeerSpec {
-            public_key,
-            address: p.address,
-            rules: policy.rules_for_resources(names),
-            // The window is folded into `rules` here (recomputed at `next_change`); the
-            // gateway's own window (idle, cut flows, `mfa.window_closed`) is
-            // `control::feed_peers::peer_spec`'s, not used by the site gateway yet.
-            protected: Default::default(),
-            mfa_until_ms: None,
-            label: PeerIdentity::Device {
-                id: p.device_id,
-                username: p.username.clone(),
+        match peer_spec(p, policy) {
+            Ok(spec) => Some(spec),
+            Err(e) => {
+                tracing::warn!(error = %e, "feed peer skipped");
+                None
             }
-            .label(),
-            persistent_keepalive: p.persistent_keepalive,
-        })
+        }
     }
 
     /// Every peer the gateway runs at `now_ms`.
-    pub fn specs(&self, now_ms: i64) -> Vec<PeerSpec> {
-        let policy = self.policy();
+    pub fn specs(&self, policy: &Policy, now_ms: i64) -> Vec<PeerSpec> {
         self.peers
             .values()
-            .filter_map(|p| self.spec(&policy, p, now_ms))
+            .filter_map(|p| self.spec(policy, p, now_ms))
             .collect()
     }
 
-    /// The next instant after `now_ms` when a peer's rules or presence change on their own:
-    /// a key expiring, an access window closing.
+    /// The next instant after `now_ms` when a peer leaves on its own: a key expiring. (A
+    /// window's end is the gateway's to see: it travels with the peer.)
     pub fn next_change(&self, now_ms: i64) -> Option<i64> {
         self.peers
             .values()
-            .flat_map(|p| [Some(p.key_expires_at_ms), p.mfa_until_ms])
-            .flatten()
+            .map(|p| p.key_expires_at_ms)
             .filter(|t| *t > now_ms)
             .min()
     }

@@ -49,6 +49,7 @@ fn update(full: bool, version: u64, peers: Vec<FeedPeer>, removed: Vec<String>) 
         peers,
         removed,
         server_time_ms: 0,
+        mfa_idle_ms: Some(600_000),
     }
 }
 
@@ -68,7 +69,7 @@ fn full_then_changes_then_resync() {
     ));
     assert_eq!(r, Ok(Applied::Full));
     assert_eq!(s.since(), Some(3));
-    assert_eq!(s.specs(0).len(), 2);
+    assert_eq!(s.specs(&s.policy().unwrap(), 0).len(), 2);
     // A change: peer 2 loses payroll, peer 1 leaves, peer 3 arrives.
     let r = s
         .apply(update(
@@ -86,7 +87,7 @@ fn full_then_changes_then_resync() {
         }
     );
     assert_eq!(s.since(), Some(5));
-    let specs = s.specs(0);
+    let specs = s.specs(&s.policy().unwrap(), 0);
     let two = specs
         .iter()
         .find(|p| p.address == Ipv4Addr::new(100, 64, 0, 2))
@@ -119,33 +120,41 @@ fn an_expired_key_leaves_and_its_instant_is_the_next_change() {
         vec![],
     ))
     .unwrap();
-    assert_eq!(s.specs(9_999).len(), 2);
+    assert_eq!(s.specs(&s.policy().unwrap(), 9_999).len(), 2);
     assert_eq!(s.next_change(9_999), Some(10_000));
-    assert_eq!(s.specs(10_000).len(), 1);
+    assert_eq!(s.specs(&s.policy().unwrap(), 10_000).len(), 1);
     assert_eq!(s.next_change(10_000), Some(50_000));
-    assert!(s.specs(50_000).is_empty());
+    assert!(s.specs(&s.policy().unwrap(), 50_000).is_empty());
     assert_eq!(s.next_change(50_000), None);
 }
 
 #[test]
-fn an_mfa_resource_is_allowed_only_inside_the_window() {
+fn an_mfa_resource_travels_apart_with_its_window_and_the_idle_time() {
     let mut s = SiteState::new("dsden56");
-    let mut p = peer(1, &["paie", "rh"], i64::MAX);
+    let mut p = peer(1, &["paie", "rh"], 90_000);
     p.mfa_until_ms = Some(20_000);
     s.apply(update(true, 1, vec![p], vec![])).unwrap();
-    let inside = &s.specs(19_999)[0];
-    assert!(inside.rules.allows(RH, 6, 443) && inside.rules.allows(PAIE, 6, 443));
-    assert_eq!(s.next_change(19_999), Some(20_000));
-    let after = &s.specs(20_000)[0];
-    assert!(!after.rules.allows(RH, 6, 443));
-    assert!(after.rules.allows(PAIE, 6, 443));
+    assert_eq!(s.mfa_idle_ms, Some(600_000));
+    let policy = s.policy().unwrap();
+    // The gateway judges the window on its own clock (it closes it at 20 s, or when idle, and
+    // cuts the flows): the spec is the same before and after the end.
+    for now in [19_999, 20_000] {
+        let spec = &s.specs(&policy, now)[0];
+        assert!(spec.rules.allows(PAIE, 6, 443));
+        assert!(!spec.rules.allows(RH, 6, 443));
+        assert!(spec.protected.allows(RH, 6, 443));
+        assert_eq!(spec.mfa_until_ms, Some(20_000));
+    }
+    // A window's end is not a change of the peer set: only key expiries are.
+    assert_eq!(s.next_change(0), Some(90_000));
 }
 
 #[test]
-fn an_unreadable_rule_is_skipped_the_others_stay() {
+fn rules_the_gateway_cannot_compile_are_named() {
     let mut s = SiteState::new("dsden56");
     let mut u = update(true, 1, vec![peer(1, &["paie"], i64::MAX)], vec![]);
     u.resources[0].allow.push("not a rule".into());
     s.apply(u).unwrap();
-    assert!(s.specs(0)[0].rules.allows(PAIE, 6, 443));
+    let e = s.policy().unwrap_err().to_string();
+    assert!(e.contains("\"paie\"") && e.contains("not a rule"), "{e}");
 }

@@ -218,6 +218,13 @@ impl WindowEnd {
             WindowEnd::Idle => "idle",
         }
     }
+
+    /// The reason as [`WindowEnd::as_str`] writes it; anything else is none.
+    pub fn parse(s: &str) -> Option<WindowEnd> {
+        [WindowEnd::Expired, WindowEnd::Idle]
+            .into_iter()
+            .find(|e| e.as_str() == s)
+    }
 }
 
 /// An access window the gateway closed: its live flows to protected resources were cut.
