@@ -11,7 +11,7 @@ use tokio::sync::{watch, Mutex, Notify};
 use crate::config::{Config, LiveConfig};
 use crate::gateway::EndReason;
 use crate::service::feed::FeedHub;
-use crate::store::{Device, DeviceStatus, DevicesVersion, Store, StoreError};
+use crate::store::{Device, DeviceStatus, Store, StoreError};
 
 use super::desired::{desired_peers, ActiveDevice};
 use super::emergency::Emergency;
@@ -24,9 +24,16 @@ mod cache;
 #[cfg(test)]
 mod tests;
 
-/// How often the publisher checks the devices table's fingerprint: a change made by another
-/// process (`sesame devices revoke`, another portal) reaches the gateway within this delay.
+/// How often the publisher reads the change log's last sequence (one index seek): a change made
+/// by another process (`sesame devices revoke`, another portal) reaches the gateway within this
+/// delay. On PostgreSQL the commit's notification wakes it at once.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Changes read from the log in one check; more means "recompute".
+const CHANGE_BATCH: i64 = 1_000;
+/// Rows of the change log kept behind the last one (pruned every [`EXPIRY_INTERVAL`]).
+pub const KEEP_CHANGES: i64 = 100_000;
+/// Delay before listening again after the notification connection failed (PostgreSQL).
+const RELISTEN_DELAY: Duration = Duration::from_secs(5);
 /// How often the publisher recomputes the whole set anyway (also the retry delay after a
 /// failure).
 pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(30);
@@ -55,15 +62,18 @@ pub struct ControlPlane {
     /// Serialises publications so a slow one never overwrites a newer one.
     publish_lock: Mutex<()>,
     wake: Notify,
+    /// A change was committed (PostgreSQL notification): read the change log now.
+    changed: Notify,
     /// The last publication failed: the gateway runs on an older (last good) set.
     stale: AtomicBool,
     publications: AtomicU64,
     /// What the gateway was last given: an identical set is not sent again.
     last: parking_lot::Mutex<Option<Vec<PeerSpec>>>,
-    /// Fingerprint of the devices table at the last successful computation.
-    version: parking_lot::Mutex<Option<DevicesVersion>>,
-    /// The highest device id the last full reconcile read (a device above it was not in it).
-    reconciled_max_id: std::sync::atomic::AtomicI64,
+    /// The change log's sequence read before the last successful computation.
+    seen_seq: parking_lot::Mutex<Option<i64>>,
+    /// Devices this process published on their own ([`Self::publish_device`]) since that
+    /// computation: their `enrolled` rows in the log need no recomputation.
+    published_new: parking_lot::Mutex<HashSet<i64>>,
     /// `publish_now` calls so far, and how many of them a finished reconcile covered: a
     /// reconcile that started after a caller's request saw that caller's committed write.
     requested: AtomicU64,
@@ -98,11 +108,12 @@ impl ControlPlane {
             sink,
             publish_lock: Mutex::new(()),
             wake: Notify::new(),
+            changed: Notify::new(),
             stale: AtomicBool::new(false),
             publications: AtomicU64::new(0),
             last: parking_lot::Mutex::new(None),
-            version: parking_lot::Mutex::new(None),
-            reconciled_max_id: std::sync::atomic::AtomicI64::new(i64::MAX),
+            seen_seq: parking_lot::Mutex::new(None),
+            published_new: parking_lot::Mutex::new(HashSet::new()),
             requested: AtomicU64::new(0),
             covered: AtomicU64::new(0),
             cache: std::sync::OnceLock::new(),
@@ -209,8 +220,8 @@ impl ControlPlane {
 
     /// `reconcile` with `publish_lock` already held.
     async fn reconcile_locked(&self) -> Result<usize, ControlError> {
-        // Read the fingerprint first: a change racing with the computation shows up next poll.
-        let version = self.store.devices_version().await.ok();
+        // Read the sequence first: a change racing with the computation shows up next check.
+        let seq = self.store.peer_change_seq().await.ok();
         let config = self.config.get();
         let started = std::time::Instant::now();
         let read = active_devices(&self.store).await;
@@ -242,9 +253,8 @@ impl ControlPlane {
                     self.publications.fetch_add(1, Ordering::Relaxed);
                 }
                 drop(last);
-                self.reconciled_max_id
-                    .store(version.map_or(i64::MAX, |v| v.max_id()), Ordering::SeqCst);
-                *self.version.lock() = version;
+                *self.seen_seq.lock() = seq;
+                self.published_new.lock().clear();
                 if self.stale.swap(false, Ordering::Relaxed) {
                     tracing::info!(peers = n, "peer set reconciled after an outage");
                 }
@@ -283,9 +293,8 @@ impl ControlPlane {
     /// recomputing the whole set: the device's peer (rules from the policy for `groups`, the
     /// groups just stored for its user) is added, and `replaced_key` (a rotated-out key) is
     /// removed. O(1) instead of O(devices). Taken under the publication lock, so a full
-    /// reconcile that read the store before this commit cannot overwrite it afterwards; the
-    /// publisher loop's devices-table poll still recomputes the whole set within
-    /// [`POLL_INTERVAL`] (safety net). Falls back to [`Self::publish_now`] when the sink
+    /// reconcile that read the store before this commit cannot overwrite it afterwards; any
+    /// other change the log shows still recomputes the whole set within [`POLL_INTERVAL`]. Falls back to [`Self::publish_now`] when the sink
     /// refuses the peer (a sink without incremental updates refuses every one), when the device
     /// is not active or when its user is not a VPN user.
     pub async fn publish_device(
@@ -356,15 +365,12 @@ impl ControlPlane {
                 last.retain(|p| p.public_key != peer.public_key);
                 last.push(peer);
             }
-            // A new device the last reconcile did not read, now published: the devices table
-            // moved by this row only, so the next poll expects it rather than recomputing the
-            // whole set (O(devices), under the publication lock that every enrolment's publish
-            // waits for) once a second during a burst of enrolments. Any other change (a
-            // revocation, a device from another process) still differs and is reconciled.
-            if replaced_key.is_none() && device.id > self.reconciled_max_id.load(Ordering::SeqCst) {
-                if let Some(v) = self.version.lock().as_mut() {
-                    *v = v.with_new_device(device.id);
-                }
+            // A new device now published: its `enrolled` row in the change log needs no
+            // recomputation of the whole set (O(devices), under the publication lock that every
+            // enrolment's publish waits for) once a second during a burst of enrolments. Any
+            // other change (a revocation, a device from another process) is still reconciled.
+            if replaced_key.is_none() {
+                self.published_new.lock().insert(device.id);
             }
         }
         drop(guard);
@@ -389,24 +395,78 @@ impl ControlPlane {
         Ok(expired.len())
     }
 
-    /// Whether the devices table changed since the last successful computation (an error
-    /// counts as a change, so the publisher retries).
+    /// Whether the peer set may have changed since the last successful computation: the change
+    /// log has rows after the sequence it read, other than enrolments this process already
+    /// published (an error counts as a change, so the publisher retries). O(changes).
     async fn devices_changed(&self) -> bool {
+        let Some(seen) = *self.seen_seq.lock() else {
+            return true;
+        };
         let started = std::time::Instant::now();
-        let version = self.store.devices_version().await;
+        let changes = self.store.peer_changes_since(seen, CHANGE_BATCH).await;
         self.observe_db(started);
-        match version {
-            Ok(v) => *self.version.lock() != Some(v),
-            Err(_) => true,
+        let Ok(changes) = changes else {
+            return true;
+        };
+        let Some(last) = changes.last().map(|c| c.seq) else {
+            return false;
+        };
+        if i64::try_from(changes.len()).unwrap_or(i64::MAX) >= CHANGE_BATCH {
+            return true;
+        }
+        let mut published = self.published_new.lock();
+        let covered = changes
+            .iter()
+            .all(|c| c.kind == "enrolled" && c.device_id.is_some_and(|id| published.contains(&id)));
+        if !covered {
+            return true;
+        }
+        for id in changes.iter().filter_map(|c| c.device_id) {
+            published.remove(&id);
+        }
+        drop(published);
+        *self.seen_seq.lock() = Some(last);
+        false
+    }
+
+    /// Wakes the publisher's check of the change log on each committed change (PostgreSQL
+    /// `LISTEN`; nothing to do on SQLite, polled), until `shutdown` turns true.
+    async fn listen_changes(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            match self.store.listen_peer_changes().await {
+                Ok(None) => return,
+                Ok(Some(mut listener)) => loop {
+                    tokio::select! {
+                        r = listener.next() => match r {
+                            Ok(()) => self.changed.notify_one(),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "change notifications lost: listening again");
+                                self.changed.notify_one();
+                                break;
+                            }
+                        },
+                        _ = shutdown.wait_for(|stop| *stop) => return,
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot listen to change notifications: polling meanwhile");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RELISTEN_DELAY) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
         }
     }
 
-    /// The publisher loop: publishes on each wake-up, when the devices table changes (polled
-    /// every [`POLL_INTERVAL`]) and every [`REPUBLISH_INTERVAL`]; revokes expired keys every
+    /// The publisher loop: publishes on each wake-up, when the change log moves (read every
+    /// [`POLL_INTERVAL`], and on each PostgreSQL notification) and every
+    /// [`REPUBLISH_INTERVAL`]; revokes expired keys and prunes the log every
     /// [`EXPIRY_INTERVAL`]; until `shutdown` turns true.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let watch = Arc::clone(&self).watch_expiries(shutdown.clone());
-        tokio::join!(self.publish_loop(shutdown), watch);
+        let listen = Arc::clone(&self).listen_changes(shutdown.clone());
+        tokio::join!(self.publish_loop(shutdown), watch, listen);
     }
 
     /// Removes each published key at its expiry ([`Self::expire_keys`] every
@@ -429,6 +489,7 @@ impl ControlPlane {
         loop {
             let woken = tokio::select! {
                 _ = self.wake.notified() => true,
+                _ = self.changed.notified() => false,
                 _ = tokio::time::sleep(POLL_INTERVAL) => false,
                 _ = shutdown.changed() => false,
             };
@@ -448,6 +509,9 @@ impl ControlPlane {
                 last_expiry = tokio::time::Instant::now();
                 if let Err(e) = self.expire_devices().await {
                     tracing::warn!(error = %e, "cannot check expired device keys");
+                }
+                if let Err(e) = self.store.prune_peer_changes(KEEP_CHANGES).await {
+                    tracing::debug!(error = %e, "cannot prune the change log");
                 }
             }
             let due = last_full.elapsed() >= REPUBLISH_INTERVAL || self.is_stale();

@@ -45,6 +45,7 @@ impl Services {
     /// The configuration and the store alone (the CLI): flows needing the directory or the
     /// gateway answer [`ServiceError::NotWired`]. Metrics are counted but served by no one.
     pub fn new(config: LiveConfig, store: Store) -> Self {
+        let limiter = with_device_key(FailureLimiter::new(), &store);
         Services {
             config,
             store,
@@ -52,7 +53,7 @@ impl Services {
             publisher: None,
             feeds: None,
             metrics: Arc::new(Metrics::new()),
-            limiter: FailureLimiter::new(),
+            limiter,
             spray: SprayCeiling::default(),
             mfa: None,
             chain_status: ChainStatusCache::default(),
@@ -107,7 +108,7 @@ impl Services {
 
     /// Other brute-force limits than production's.
     pub fn with_limiter(mut self, limiter: FailureLimiter) -> Self {
-        self.limiter = limiter;
+        self.limiter = with_device_key(limiter, &self.store);
         self
     }
 
@@ -225,4 +226,53 @@ pub(super) struct Record<'a> {
     pub outcome: Outcome,
     pub source_ip: Option<IpAddr>,
     pub details: serde_json::Value,
+}
+
+/// What the device tokens of the login limiter are signed with, derived from the portal key.
+const DEVICE_TOKEN_CONTEXT: &[u8] = b"sesame device token v1";
+
+/// `limiter` signing its device tokens with a key derived from the store's portal key, when it
+/// has one: shared by every portal with the same key file, kept across restarts.
+fn with_device_key(limiter: FailureLimiter, store: &Store) -> FailureLimiter {
+    match store.code_key() {
+        Some(key) => limiter.with_device_key(key.subkey(DEVICE_TOKEN_CONTEXT)),
+        None => limiter,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::CodeKey;
+
+    async fn services(dir: &std::path::Path, key: Option<[u8; 32]>) -> Services {
+        let url = format!("sqlite://{}", dir.join("s.db").display());
+        let mut store = Store::connect(&url).await.unwrap();
+        if let Some(k) = key {
+            store = store.with_code_key(Arc::new(CodeKey::from_bytes(k)));
+        }
+        let config = Config::parse(&dir.join("sesame.toml"), "").unwrap();
+        Services::new(LiveConfig::from(Arc::new(config)), store)
+    }
+
+    #[tokio::test]
+    async fn portals_sharing_the_portal_key_honour_each_others_device_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = services(dir.path(), Some([7; 32])).await;
+        let two =
+            services(dir.path(), Some([7; 32]))
+                .await
+                .with_limiter(FailureLimiter::with_limits(
+                    3,
+                    std::time::Duration::from_secs(60),
+                ));
+        let other = services(dir.path(), Some([8; 32])).await;
+        let keyless = services(dir.path(), None).await;
+        let token = one.limiter.issue_device_token("alice");
+        assert!(two.limiter.is_known_device("alice", Some(&token)));
+        assert!(!two.limiter.is_known_device("bob", Some(&token)));
+        assert!(!other.limiter.is_known_device("alice", Some(&token)));
+        assert!(!keyless.limiter.is_known_device("alice", Some(&token)));
+    }
 }

@@ -182,8 +182,9 @@ pub struct FailureLimiter {
     tables: Mutex<Tables>,
     max_failures: u32,
     window: Duration,
-    /// Signs device tokens; random per process (a restart asks known devices to log in once
-    /// more before they bypass a lock again).
+    /// Signs device tokens: derived from the portal key ([`Self::with_device_key`]), so every
+    /// portal sharing `[portal] secret_key_file` honours the others' tokens and a restart
+    /// keeps them; random per process without it (tests, tools).
     device_key: [u8; 32],
 }
 
@@ -224,6 +225,12 @@ impl FailureLimiter {
             window,
             device_key,
         }
+    }
+
+    /// The same limiter signing device tokens with `key`.
+    pub fn with_device_key(mut self, key: [u8; 32]) -> Self {
+        self.device_key = key;
+        self
     }
 
     /// `Err` when this attempt must be refused (429).

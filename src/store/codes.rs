@@ -60,6 +60,17 @@ impl CodeKey {
         }
     }
 
+    /// A key for another use of the portal key (`context` names it): HMAC-SHA256 of the
+    /// context, so each use has its own key and every portal sharing the key file derives the
+    /// same one.
+    pub fn subkey(&self, context: &[u8]) -> [u8; 32] {
+        let Ok(mut mac) = <Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.0) else {
+            unreachable!("HMAC takes keys of any length")
+        };
+        mac.update(context);
+        mac.finalize().into_bytes().into()
+    }
+
     /// HMAC-SHA256 (hex) of a normalized code.
     fn hash(&self, normalized: &str) -> String {
         let Ok(mut mac) = <Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.0) else {

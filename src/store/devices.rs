@@ -89,38 +89,6 @@ impl Device {
     }
 }
 
-/// A cheap fingerprint of the devices table: it changes whenever a device is enrolled, rotated
-/// or revoked, by this process or another one (the CLI, another portal). The control plane polls
-/// it to know when to recompute the gateway's desired peer set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DevicesVersion {
-    count: i64,
-    max_id: i64,
-    last_rotated: i64,
-    last_revoked: i64,
-    revoked: i64,
-    suspended: i64,
-    last_suspended: i64,
-    last_restored: i64,
-}
-
-impl DevicesVersion {
-    /// The version once one more device row, `id`, was added and nothing else changed (an
-    /// enrolment whose peer this process has already published).
-    pub fn with_new_device(self, id: i64) -> DevicesVersion {
-        DevicesVersion {
-            count: self.count.saturating_add(1),
-            max_id: self.max_id.max(id),
-            ..self
-        }
-    }
-
-    /// The highest device id in the table.
-    pub fn max_id(&self) -> i64 {
-        self.max_id
-    }
-}
-
 /// The rules of a key rotation (`[devices]` and the portal's rate limit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Rotation {
@@ -442,29 +410,5 @@ impl Store {
         }
         tx.commit().await?;
         Ok(out)
-    }
-
-    /// See [`DevicesVersion`].
-    pub async fn devices_version(&self) -> Result<DevicesVersion, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS max_id, \
-             COALESCE(MAX(rotated_at), 0) AS last_rotated, COALESCE(MAX(revoked_at), 0) AS last_revoked, \
-             COALESCE(SUM(CASE WHEN status = 'revoked' THEN 1 ELSE 0 END), 0) AS revoked, \
-             COALESCE(SUM(CASE WHEN suspended_at IS NULL THEN 0 ELSE 1 END), 0) AS suspended, \
-             COALESCE(MAX(suspended_at), 0) AS last_suspended, \
-             COALESCE(MAX(restored_at), 0) AS last_restored FROM devices",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(DevicesVersion {
-            count: row.try_get("n")?,
-            max_id: row.try_get("max_id")?,
-            last_rotated: row.try_get("last_rotated")?,
-            last_revoked: row.try_get("last_revoked")?,
-            revoked: row.try_get("revoked")?,
-            suspended: row.try_get("suspended")?,
-            last_suspended: row.try_get("last_suspended")?,
-            last_restored: row.try_get("last_restored")?,
-        })
     }
 }

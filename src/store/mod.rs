@@ -17,6 +17,7 @@ mod devices;
 mod enrol;
 mod group;
 mod mfa;
+mod peer_changes;
 mod sessions;
 mod sites;
 mod suspend;
@@ -31,9 +32,10 @@ pub use codes::{
     CreatedCode, EnrolmentCode, NewCode, CODE_ALPHABET, DEFAULT_CODE_TTL,
 };
 pub use device_search::DeviceSearch;
-pub use devices::{Device, DeviceStatus, DeviceWithUser, DevicesVersion, Rotation};
+pub use devices::{Device, DeviceStatus, DeviceWithUser, Rotation};
 pub use enrol::{AddressPool, EnrolRequest, Enrolled};
 pub use mfa::{Factor, OpenWindow, Window};
+pub use peer_changes::{PeerChange, PeerChangeListener};
 pub use sessions::{NewSession, WebSession};
 pub use suspend::GRACE_EXPIRED_REASON;
 pub use users::{normalize_username, User};
@@ -203,6 +205,8 @@ pub struct Store {
     /// The portal key codes are hashed with (`[portal] secret_key_file`); without it (tests,
     /// tools that issue no code) codes are stored under plain SHA-256.
     code_key: Option<Arc<CodeKey>>,
+    /// PostgreSQL: the URL a change listener connects with ([`Store::listen_peer_changes`]).
+    listen_url: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -276,6 +280,7 @@ impl Store {
             clock: Arc::new(SystemClock),
             group: Arc::new(group::GroupCommit::default()),
             code_key: None,
+            listen_url: (backend == Backend::Postgres).then(|| Arc::from(url)),
         })
     }
 

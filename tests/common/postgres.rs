@@ -167,7 +167,8 @@ impl PgCluster {
         let opts = format!(
             "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} \
              -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=100 -c shared_buffers=16MB",
+             -c max_connections=100 -c shared_buffers=16MB \
+             -c shared_preload_libraries=pg_stat_statements",
             self.port,
             path_str(self.dir.path())
         );

@@ -31,7 +31,7 @@ both_backends!(
     concurrent_enrolments_with_refusals_and_a_failure_each_get_their_own_answer,
     concurrent_logins_of_the_same_people_all_get_their_sessions,
     user_groups_follow_the_directory_across_login_batches,
-    an_enrolment_moves_the_devices_version_by_its_row_only,
+    every_change_of_the_peer_set_is_logged_and_nothing_else,
 );
 
 async fn code_lifecycle_pending_to_redeemed_then_reuse_refused(db: Db) {
@@ -740,25 +740,65 @@ async fn user_groups_follow_the_directory_across_login_batches(db: Db) {
     assert_eq!(rows("carla").await, base);
 }
 
-/// The control plane skips the full recomputation for a device it has just published when the
-/// devices table moved by that row only: an enrolment must move the table's version by exactly
-/// `with_new_device`, and nothing else must look like one.
-async fn an_enrolment_moves_the_devices_version_by_its_row_only(db: Db) {
-    let before = db.store.devices_version().await.expect("version");
+/// The change log (migration 0015) the publishers read instead of scanning `devices`: one row
+/// per change of the peer set, in the change's transaction, and none for what changes nothing
+/// (a login rewriting the same user row). The control plane skips the full recomputation for a
+/// device it has just published when the log shows that device's `enrolled` row only.
+async fn every_change_of_the_peer_set_is_logged_and_nothing_else(db: Db) {
+    let s = &db.store;
+    let kinds = |since: i64| async move {
+        s.peer_changes_since(since, 100)
+            .await
+            .expect("changes")
+            .into_iter()
+            .map(|c| (c.kind, c.device_id))
+            .collect::<Vec<_>>()
+    };
+    let before = s.peer_change_seq().await.expect("seq");
     let code = code_for(&db, "alice", "pc").await;
     let e = enrol(&db, &code, &person("alice"), key(1), "100.64.0.0/24")
         .await
         .expect("enrol");
-    let after = db.store.devices_version().await.expect("version");
-    assert_ne!(after, before);
-    assert_eq!(after, before.with_new_device(e.device.id));
-    assert_eq!(after.max_id(), e.device.id);
-    // A second enrolment is not the first one again.
-    let code = code_for(&db, "bob", "pc").await;
-    let e2 = enrol(&db, &code, &person("bob"), key(2), "100.64.0.0/24")
+    assert_eq!(
+        kinds(before).await,
+        [("enrolled".into(), Some(e.device.id))]
+    );
+    let after = s.peer_change_seq().await.expect("seq");
+    // A login: the same user row again, nothing logged; its groups changed: logged.
+    s.upsert_user(&person("alice")).await.expect("login");
+    assert_eq!(kinds(after).await, []);
+    let mut moved = person("alice");
+    moved
+        .groups
+        .push("cn=paie,ou=groups,dc=example,dc=org".into());
+    s.upsert_user(&moved).await.expect("sync");
+    assert_eq!(kinds(after).await, [("user".into(), None)]);
+    // A window opened and closed; a revocation.
+    let mark = s.peer_change_seq().await.expect("seq");
+    s.mfa_open_window(e.device.id, "alice", "agent", T0 + 60_000)
         .await
-        .expect("enrol");
-    let later = db.store.devices_version().await.expect("version");
-    assert_ne!(later, after.with_new_device(e.device.id));
-    assert_eq!(later, after.with_new_device(e2.device.id));
+        .expect("open");
+    assert!(s
+        .mfa_close_window(e.device.id, "down")
+        .await
+        .expect("close"));
+    s.revoke_device(e.device.id, "stolen", &it_staff())
+        .await
+        .expect("revoke");
+    assert_eq!(
+        kinds(mark).await,
+        [
+            ("window".into(), Some(e.device.id)),
+            ("window".into(), Some(e.device.id)),
+            ("device".into(), Some(e.device.id)),
+        ]
+    );
+    // Pruning keeps the rows behind the last one that were asked for.
+    let last = s.peer_change_seq().await.expect("seq");
+    assert!(s.prune_peer_changes(2).await.expect("prune") >= 3);
+    let kept = s.peer_changes_since(0, 100).await.expect("changes");
+    assert_eq!(
+        kept.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        [last - 1, last]
+    );
 }

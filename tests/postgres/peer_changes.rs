@@ -1,0 +1,104 @@
+//! The publisher and the change log on a real PostgreSQL (issue 21): idle, it reads the log's
+//! last sequence and never scans `devices`; a change committed by another process (another
+//! portal, the CLI) is notified at commit and reaches the gateway.
+
+use crate::common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::config::TestConfig;
+use common::harness::RecordingSink;
+use common::store_db::*;
+use sesame::config::Config;
+use sesame::control::ControlPlane;
+use sesame::store::Store;
+use sqlx::Row as _;
+
+const STAFF: &str = "cn=personnels-administratifs,ou=groups,dc=example,dc=org";
+
+/// Calls, since the last reset, of the statements whose text contains `needle`.
+async fn calls(store: &Store, needle: &str) -> i64 {
+    let rows = sqlx::query(
+        "SELECT query, calls FROM pg_stat_statements \
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("pg_stat_statements");
+    rows.iter()
+        .filter(|r| r.get::<String, _>("query").contains(needle))
+        .map(|r| r.get::<i64, _>("calls"))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_publishers_read_the_log_not_the_devices_and_other_portals_changes_are_notified() {
+    let db = postgres_db().await;
+    exec(
+        &db.store,
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
+    )
+    .await;
+    let mut devices = Vec::new();
+    for (i, user) in ["alice", "bob", "carla"].iter().enumerate() {
+        let code = code_for(&db, user, "pc").await;
+        let n = u8::try_from(i + 1).expect("n");
+        let e = enrol(&db, &code, &person(user), key(n), "100.64.0.0/24")
+            .await
+            .expect("enrol");
+        devices.push(e.device);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = TestConfig::new()
+        .database(&db.url)
+        .sections(&format!("[roles]\nvpn_users = [\"{STAFF}\"]\n"))
+        .write(&dir.path().join("sesame.toml"));
+    let config = Arc::new(Config::load(&path).expect("config"));
+    let sink = Arc::new(RecordingSink::default());
+    let control = ControlPlane::new(db.store.clone(), config, sink.clone());
+    control.reconcile().await.expect("first pass");
+    let peers = || sink.last.lock().as_ref().map_or(0, Vec::len);
+    assert_eq!(peers(), 3);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let publisher = tokio::spawn(Arc::clone(&control).run(stopped));
+
+    // Another portal's connection, and its notifications as the publisher hears them.
+    let other = Store::connect(&db.url).await.expect("second portal");
+    let mut listener = other
+        .listen_peer_changes()
+        .await
+        .expect("listen")
+        .expect("PostgreSQL notifies");
+
+    // Idle: three polls or more, none of them a read of `devices`.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    exec(&db.store, "SELECT pg_stat_statements_reset()").await;
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let log_reads = calls(&db.store, "peer_changes").await;
+    let device_reads = calls(&db.store, "FROM devices").await;
+    assert!(log_reads >= 3, "the publisher reads the log: {log_reads}");
+    assert_eq!(device_reads, 0, "an idle publisher scans nothing");
+
+    // A revocation by the other portal: notified at commit, and published.
+    let revoked_at = Instant::now();
+    other
+        .revoke_device(devices[1].id, "stolen", &it_staff())
+        .await
+        .expect("revoke");
+    tokio::time::timeout(Duration::from_secs(5), listener.next())
+        .await
+        .expect("notified within 5 s")
+        .expect("notification");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while peers() != 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(peers(), 2, "the revoked device left the gateway");
+    eprintln!(
+        "revocation by another portal published after {:?}",
+        revoked_at.elapsed()
+    );
+    stop.send(true).expect("stop");
+    publisher.await.expect("publisher");
+}
