@@ -5,6 +5,12 @@
 -- audit_purge(), which deletes below an anchor the latest signed checkpoint recorded.
 GRANT USAGE ON SCHEMA public TO sesame_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON users, user_groups, devices, enrolment_codes, enrolment_batches, web_sessions TO sesame_app;
+-- The second factor (migration 0011) and the site gateways' tokens and delivered events (0012).
+GRANT SELECT, INSERT, UPDATE, DELETE ON mfa_factors, mfa_recovery_codes, mfa_registration_codes, mfa_windows TO sesame_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON site_tokens, site_event_seqs TO sesame_app;
+-- The peer set's change log (0015): written by triggers as the role that made the change, read
+-- and pruned by the publishers.
+GRANT SELECT, INSERT, DELETE ON peer_changes TO sesame_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO sesame_app;
 GRANT SELECT, INSERT ON audit_events TO sesame_app;
 GRANT SELECT ON audit_retention TO sesame_app;

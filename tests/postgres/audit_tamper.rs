@@ -561,4 +561,38 @@ async fn postgres_service_role_cannot_change_the_audit_log() {
         verify(&db, &sealer).await,
         AuditVerification::Intact { events: 2 }
     );
+    // An enrolment and a revocation: the change log's triggers write as the service role.
+    let code = code_for(&db, "carla", "pc-9").await;
+    let enrolled = enrol(&db, &code, &person("carla"), key(9), "100.64.0.0/24")
+        .await
+        .expect("the service role enrols (change log included)");
+    db.store
+        .revoke_device(enrolled.device.id, "test", &it_staff())
+        .await
+        .expect("and revokes");
+    assert!(db.store.peer_change_seq().await.expect("seq") >= 2);
+    db.store.prune_peer_changes(1).await.expect("and prunes");
+    // The second factor's and the site gateways' tables.
+    db.store
+        .mfa_open_window(
+            enrolled.device.id,
+            "carla",
+            "agent",
+            T0 + 400 * DAY.as_millis() as i64,
+        )
+        .await
+        .expect("an access window");
+    db.store
+        .replace_site_token("dsden56", &"ab".repeat(32), &it_staff())
+        .await
+        .expect("a site token");
+    let site_event = NewAuditEvent::new(
+        Action::FlowAllowed,
+        &AuditContext::new("carla", None),
+        "device:9",
+    );
+    db.store
+        .append_site_events("dsden56", &[(1, site_event)])
+        .await
+        .expect("a site's events");
 }
