@@ -9,6 +9,7 @@ mod postgres {
     mod audit_queries;
     mod audit_tamper;
     mod cli_enrol_code;
+    mod leases;
     mod peer_changes;
     mod portal_postgres;
     mod store;
@@ -16,5 +17,6 @@ mod postgres {
     mod store_code_keys;
     mod store_devices;
     mod store_mfa;
+    mod two_portals;
     mod web_device_list;
 }

@@ -44,11 +44,12 @@ pub enum Action {
     MfaWindowClosed,
     SiteTokenCreated,
     SiteTokenRefused,
+    JobsLeaderChanged,
 }
 
 impl Action {
     /// Every action, in a stable order (documentation, filters, tests).
-    pub const ALL: [Action; 31] = [
+    pub const ALL: [Action; 32] = [
         Action::AuthLogin,
         Action::AuthLogout,
         Action::AuthRateLimited,
@@ -80,6 +81,7 @@ impl Action {
         Action::MfaWindowClosed,
         Action::SiteTokenCreated,
         Action::SiteTokenRefused,
+        Action::JobsLeaderChanged,
     ];
 
     /// The dotted name stored in the log (`enrol.completed`, `flow.denied`…).
@@ -116,6 +118,7 @@ impl Action {
             Action::MfaWindowClosed => "mfa.window_closed",
             Action::SiteTokenCreated => "site.token_created",
             Action::SiteTokenRefused => "site.token_refused",
+            Action::JobsLeaderChanged => "jobs.leader_changed",
         }
     }
 

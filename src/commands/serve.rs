@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use crate::config::{Config, LiveConfig};
 use crate::control::emergency::Emergency;
 use crate::control::flow_audit::Destination;
+use crate::control::leader::Leadership;
 use crate::control::peer_cache::PeerCache;
 use crate::control::reload::{ServeReloader, SwappableDirectory};
 use crate::control::sink::NoLocalGateway;
@@ -182,7 +183,11 @@ impl Front {
         };
         jobs::directory_sync(roles, reloader, reloads);
         jobs::session_purge(roles, &store);
-        jobs::audit_jobs(roles, &store, &self.sealer, &self.config);
+        // The singleton jobs run on one portal at a time (control::leader).
+        let leader = Leadership::new(&self.config.path.display().to_string());
+        control.set_leadership(Arc::clone(&leader));
+        jobs::audit_jobs(roles, &store, &self.sealer, &self.config, &leader);
+        jobs::jobs_lease(roles, &store, &leader, &self.config, &self.metrics);
         front::metrics(roles, self.metrics_listener, &self.metrics);
         let store = super::with_code_key(store, &self.config)?;
         let services = Services::new(live, store.clone())

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::audit::checkpoint::{CheckpointReason, Sealer};
 use crate::audit::AuditContext;
+use crate::control::leader::Leadership;
 use crate::store::{Store, StoreError};
 
 /// How often `sesame serve` applies the retention.
@@ -22,6 +23,8 @@ pub struct Retention {
     pub sealer: Arc<Sealer>,
     /// Events older than this go; zero keeps everything.
     pub keep: Duration,
+    /// Purges only while this process runs the singleton jobs.
+    pub leader: Arc<Leadership>,
 }
 
 impl Retention {
@@ -43,7 +46,12 @@ impl Retention {
             return;
         }
         loop {
-            match self.purge_now().await {
+            let result = if self.leader.is_leader() {
+                self.purge_now().await
+            } else {
+                Ok(0)
+            };
+            match result {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "audit events past retention purged"),
                 Err(e) => {
@@ -61,12 +69,13 @@ impl Retention {
     }
 }
 
-/// Signs the chain's head every `every` (`[audit] checkpoint_interval`) until `shutdown` turns
-/// true. A failure is logged and the next period tries again.
+/// Signs the chain's head every `every` (`[audit] checkpoint_interval`) while `leader` leads,
+/// until `shutdown` turns true. A failure is logged and the next period tries again.
 pub async fn run_checkpoints(
     store: Store,
     sealer: Arc<Sealer>,
     every: Duration,
+    leader: Arc<Leadership>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -76,6 +85,9 @@ pub async fn run_checkpoints(
         }
         if *shutdown.borrow() {
             return;
+        }
+        if !leader.is_leader() {
+            continue;
         }
         if let Err(e) = store
             .checkpoint_audit(&sealer, CheckpointReason::Interval)

@@ -11,6 +11,7 @@ pub mod emergency;
 pub mod failstatic;
 pub mod feed_peers;
 pub mod flow_audit;
+pub mod leader;
 pub mod peer_cache;
 pub mod plane;
 pub mod reload;

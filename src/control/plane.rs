@@ -21,6 +21,7 @@ use crate::gateway::{PeerIdentity, PeerSpec};
 use crate::key::PublicKey;
 
 mod cache;
+mod changes;
 #[cfg(test)]
 mod tests;
 
@@ -28,12 +29,8 @@ mod tests;
 /// by another process (`sesame devices revoke`, another portal) reaches the gateway within this
 /// delay. On PostgreSQL the commit's notification wakes it at once.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// Changes read from the log in one check; more means "recompute".
-const CHANGE_BATCH: i64 = 1_000;
 /// Rows of the change log kept behind the last one (pruned every [`EXPIRY_INTERVAL`]).
 pub const KEEP_CHANGES: i64 = 100_000;
-/// Delay before listening again after the notification connection failed (PostgreSQL).
-const RELISTEN_DELAY: Duration = Duration::from_secs(5);
 /// How often the publisher recomputes the whole set anyway (also the retry delay after a
 /// failure).
 pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(30);
@@ -96,6 +93,9 @@ pub struct ControlPlane {
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
     /// The site gateways' feeds, given every site's set in each pass (when `[[site]]`s exist).
     feeds: std::sync::OnceLock<Arc<FeedHub>>,
+    /// Whether this process runs the singleton jobs (key expiry here, the directory sync);
+    /// unset: it does (one process alone).
+    leadership: std::sync::OnceLock<Arc<super::leader::Leadership>>,
 }
 
 impl ControlPlane {
@@ -124,12 +124,23 @@ impl ControlPlane {
             emergency: std::sync::OnceLock::new(),
             metrics: std::sync::OnceLock::new(),
             feeds: std::sync::OnceLock::new(),
+            leadership: std::sync::OnceLock::new(),
         })
     }
 
     /// Each pass also gives every `[[site]]`'s set to `feeds` (the site gateways' feed).
     pub fn set_feeds(&self, feeds: Arc<FeedHub>) {
         let _ = self.feeds.set(feeds);
+    }
+
+    /// The singleton jobs (key expiry, the directory sync) run only while `leadership` leads.
+    pub fn set_leadership(&self, leadership: Arc<super::leader::Leadership>) {
+        let _ = self.leadership.set(leadership);
+    }
+
+    /// True when this process runs the singleton jobs (always, without a leadership).
+    pub fn leads(&self) -> bool {
+        self.leadership.get().is_none_or(|l| l.is_leader())
     }
 
     /// Devices revoked at the gateway stay out of every publication until the store has them.
@@ -395,70 +406,6 @@ impl ControlPlane {
         Ok(expired.len())
     }
 
-    /// Whether the peer set may have changed since the last successful computation: the change
-    /// log has rows after the sequence it read, other than enrolments this process already
-    /// published (an error counts as a change, so the publisher retries). O(changes).
-    async fn devices_changed(&self) -> bool {
-        let Some(seen) = *self.seen_seq.lock() else {
-            return true;
-        };
-        let started = std::time::Instant::now();
-        let changes = self.store.peer_changes_since(seen, CHANGE_BATCH).await;
-        self.observe_db(started);
-        let Ok(changes) = changes else {
-            return true;
-        };
-        let Some(last) = changes.last().map(|c| c.seq) else {
-            return false;
-        };
-        if i64::try_from(changes.len()).unwrap_or(i64::MAX) >= CHANGE_BATCH {
-            return true;
-        }
-        let mut published = self.published_new.lock();
-        let covered = changes
-            .iter()
-            .all(|c| c.kind == "enrolled" && c.device_id.is_some_and(|id| published.contains(&id)));
-        if !covered {
-            return true;
-        }
-        for id in changes.iter().filter_map(|c| c.device_id) {
-            published.remove(&id);
-        }
-        drop(published);
-        *self.seen_seq.lock() = Some(last);
-        false
-    }
-
-    /// Wakes the publisher's check of the change log on each committed change (PostgreSQL
-    /// `LISTEN`; nothing to do on SQLite, polled), until `shutdown` turns true.
-    async fn listen_changes(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            match self.store.listen_peer_changes().await {
-                Ok(None) => return,
-                Ok(Some(mut listener)) => loop {
-                    tokio::select! {
-                        r = listener.next() => match r {
-                            Ok(()) => self.changed.notify_one(),
-                            Err(e) => {
-                                tracing::debug!(error = %e, "change notifications lost: listening again");
-                                self.changed.notify_one();
-                                break;
-                            }
-                        },
-                        _ = shutdown.wait_for(|stop| *stop) => return,
-                    }
-                },
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot listen to change notifications: polling meanwhile");
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(RELISTEN_DELAY) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return,
-            }
-        }
-    }
-
     /// The publisher loop: publishes on each wake-up, when the change log moves (read every
     /// [`POLL_INTERVAL`], and on each PostgreSQL notification) and every
     /// [`REPUBLISH_INTERVAL`]; revokes expired keys and prunes the log every
@@ -505,7 +452,7 @@ impl ControlPlane {
                 last_endpoints = tokio::time::Instant::now();
                 self.save_endpoints();
             }
-            if last_expiry.elapsed() >= EXPIRY_INTERVAL {
+            if last_expiry.elapsed() >= EXPIRY_INTERVAL && self.leads() {
                 last_expiry = tokio::time::Instant::now();
                 if let Err(e) = self.expire_devices().await {
                     tracing::warn!(error = %e, "cannot check expired device keys");

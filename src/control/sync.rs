@@ -512,6 +512,10 @@ impl DirectorySync {
             if *shutdown.borrow() {
                 return;
             }
+            // With several portals, one syncs: the holder of the jobs lease.
+            if self.control.as_ref().is_some_and(|c| !c.leads()) {
+                continue;
+            }
             let started = std::time::Instant::now();
             let result = self.sync_once().await;
             self.metrics.directory_sync(

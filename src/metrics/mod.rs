@@ -57,6 +57,8 @@ pub struct Metrics {
     sync_errors: Counter,
     sync_changes: Counter,
     reloads: Family<Outcome, Counter>,
+    jobs_leader: Gauge,
+    leader_changes: Counter,
 }
 
 impl Default for Metrics {
@@ -81,6 +83,8 @@ impl Metrics {
             ldap_seconds: latency_histogram(),
             database_seconds: latency_histogram(),
             sync_last_success: Gauge::default(),
+            jobs_leader: Gauge::default(),
+            leader_changes: Counter::default(),
             sync_seconds: latency_histogram(),
             sync_errors: Counter::default(),
             sync_changes: Counter::default(),
@@ -128,8 +132,18 @@ impl Metrics {
         );
         m.register(
             "sesame_database_query_seconds",
-            "Time the database took to answer the gateway publisher (device table fingerprint and active devices).",
+            "Time the database took to answer the gateway publisher (change log and active devices).",
             m.database_seconds.clone(),
+        );
+        m.register(
+            "sesame_jobs_leader",
+            "1 while this portal holds the jobs lease and runs the singleton jobs (directory sync, key expiry, audit retention and checkpoints), else 0.",
+            m.jobs_leader.clone(),
+        );
+        m.register(
+            "sesame_jobs_leader_changes",
+            "Times this portal took or lost the jobs lease.",
+            m.leader_changes.clone(),
         );
         m.register(
             "sesame_directory_sync_last_success_timestamp_seconds",
@@ -225,6 +239,11 @@ impl Metrics {
                 self.sync_errors.inc();
             }
         }
+    }
+    /// This portal took (`true`) or lost the jobs lease.
+    pub fn jobs_leader(&self, leading: bool) {
+        self.jobs_leader.set(i64::from(leading));
+        self.leader_changes.inc();
     }
     pub fn reload(&self, ok: bool) {
         self.reloads.get_or_create(&outcome(ok)).inc();

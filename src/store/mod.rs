@@ -16,6 +16,7 @@ mod device_search;
 mod devices;
 mod enrol;
 mod group;
+mod leases;
 mod mfa;
 mod peer_changes;
 mod sessions;

@@ -7,6 +7,7 @@
 
 use crate::both_backends;
 use crate::common;
+use sesame::control::leader::Leadership;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -374,6 +375,7 @@ async fn retention_task_purges_old_events_behind_a_signed_checkpoint(db: Db) {
         store: db.store.clone(),
         sealer: Arc::clone(&sealer),
         keep: Duration::ZERO,
+        leader: Leadership::alone(),
     };
     assert_eq!(keep_all.purge_now().await.expect("purge"), 0);
     assert_eq!(events(&db).await.len(), 12);
@@ -386,6 +388,7 @@ async fn retention_task_purges_old_events_behind_a_signed_checkpoint(db: Db) {
         store: db.store.clone(),
         sealer: Arc::clone(&sealer),
         keep: 400 * DAY,
+        leader: Leadership::alone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(retention.run(Duration::from_secs(3600), stop_rx));
@@ -428,6 +431,7 @@ async fn periodic_checkpoints_follow_the_head(db: Db) {
         db.store.clone(),
         Arc::clone(&sealer),
         Duration::from_millis(100),
+        Leadership::alone(),
         stop_rx,
     ));
     let mut cps = Vec::new();

@@ -11,6 +11,7 @@ use crate::audit::checkpoint::{AuditKey, CheckpointReason, Sealer};
 use crate::config::{Config, LiveConfig};
 use crate::control::audit_jobs::{run_checkpoints, Retention, PURGE_PERIOD};
 use crate::control::flow_audit::{Destination, FlowAudit};
+use crate::control::leader::{renew_interval, Leadership};
 use crate::control::reload::ServeReloader;
 use crate::control::ControlPlane;
 use crate::gateway::flowlog::{FlowLog, FlowReceiver};
@@ -50,34 +51,68 @@ pub fn session_purge(roles: &mut Roles, store: &Store) {
 
 /// The audit jobs: periodic signed checkpoints, retention, and the last checkpoint of the run
 /// (after the flow audit writer drained its queue).
-pub fn audit_jobs(roles: &mut Roles, store: &Store, sealer: &Arc<Sealer>, config: &Config) {
-    let (s, k, interval) = (
+pub fn audit_jobs(
+    roles: &mut Roles,
+    store: &Store,
+    sealer: &Arc<Sealer>,
+    config: &Config,
+    leader: &Arc<Leadership>,
+) {
+    let (s, k, interval, l) = (
         store.clone(),
         Arc::clone(sealer),
         config.audit.checkpoint_interval,
+        Arc::clone(leader),
     );
     roles.spawn("audit checkpoints", Stage::Loops, move |stop| async move {
-        run_checkpoints(s, k, interval, stop).await;
+        run_checkpoints(s, k, interval, l, stop).await;
         Ok(())
     });
     let retention = Retention {
         store: store.clone(),
         sealer: Arc::clone(sealer),
         keep: config.audit.retention,
+        leader: Arc::clone(leader),
     };
     roles.spawn("audit retention", Stage::Loops, move |stop| async move {
         retention.run(PURGE_PERIOD, stop).await;
         Ok(())
     });
-    let (store, sealer) = (store.clone(), Arc::clone(sealer));
+    let (store, sealer, leader) = (store.clone(), Arc::clone(sealer), Arc::clone(leader));
     roles.at_stop("audit seal", Stage::Seal, move || async move {
-        // The last word of this run: the head as it is now, signed.
+        // The last word of this run: the head as it is now, signed (by the leader only, like
+        // every checkpoint).
+        if !leader.is_leader() {
+            return Ok(());
+        }
         if let Err(e) = store
             .checkpoint_audit(&sealer, CheckpointReason::Shutdown)
             .await
         {
             tracing::error!(error = %e, "cannot write the shutdown audit checkpoint");
         }
+        Ok(())
+    });
+}
+
+/// The jobs lease (`control::leader`): taken and renewed while the loops run, released once
+/// the last checkpoint is signed (register it after [`audit_jobs`]).
+pub fn jobs_lease(
+    roles: &mut Roles,
+    store: &Store,
+    leader: &Arc<Leadership>,
+    config: &Config,
+    metrics: &Arc<crate::metrics::Metrics>,
+) {
+    let renew = renew_interval(config.directory.as_ref().map(|d| d.sync_interval));
+    let (l, s, m) = (Arc::clone(leader), store.clone(), Arc::clone(metrics));
+    roles.spawn("jobs lease", Stage::Loops, move |stop| async move {
+        l.run(s, renew, Some(m), stop).await;
+        Ok(())
+    });
+    let (leader, store) = (Arc::clone(leader), store.clone());
+    roles.at_stop("jobs lease release", Stage::Seal, move || async move {
+        leader.release(&store).await;
         Ok(())
     });
 }

@@ -1,0 +1,231 @@
+//! Two `sesame portal` processes on one real PostgreSQL and one slapd (issue 21): a web login on
+//! one is a session on the other; the singleton jobs run on one of them; killed, the other takes
+//! them over within two sync intervals and a user removed from the directory meanwhile is
+//! suspended once.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::cli;
+use common::harness::config_toml;
+use common::portal::{ClientOptions, PortalClient};
+use common::slapd::{password_of, Slapd};
+use sesame::audit::AuditFilter;
+use sesame::control::leader::JOBS_LEASE;
+use sesame::store::Store;
+
+/// Directory sync every 2 s: the lease is renewed every second and lasts two.
+const SYNC: Duration = Duration::from_secs(2);
+
+struct PortalProcess {
+    config: PathBuf,
+    base: String,
+    log: PathBuf,
+    child: Child,
+}
+
+impl PortalProcess {
+    fn start(config: &Path, base: &str) -> PortalProcess {
+        let log = config.with_extension("log");
+        let out = std::fs::File::create(&log).expect("log");
+        let child = Command::new(cli::BIN)
+            .args(["portal", "--config", config.to_str().expect("utf-8")])
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("sesame portal");
+        PortalProcess {
+            config: config.to_path_buf(),
+            base: base.to_string(),
+            log,
+            child,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("portal exited ({status}); log:\n{}", self.log());
+            }
+            if let Ok(r) = reqwest::get(format!("{}/readyz", self.base)).await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("portal not ready; log:\n{}", self.log());
+    }
+}
+
+impl Drop for PortalProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Portal `n`'s configuration, beside the other's in `dir` (so both share the portal and audit
+/// key files, as several portals must).
+fn write_config(dir: &Path, n: usize, slapd: &Slapd, db_url: &str) -> (PathBuf, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let portal = format!("listen = \"{addr}\"\npublic_url = \"http://{addr}\"\n");
+    let text = config_toml(slapd, db_url, &portal).replace(
+        "sync_interval = \"60s\"",
+        &format!("sync_interval = \"{}s\"", SYNC.as_secs()),
+    );
+    // `sesame portal` feeds site gateways: one site holds both resources.
+    let site_key = sesame::key::PrivateKey::from_bytes([9; 32])
+        .public_key()
+        .to_base64();
+    let text = text
+        .replace("description = \"Paie\"\n", "description = \"Paie\"\nsite = \"rectorat\"\n")
+        .replace("description = \"RH\"\n", "description = \"RH\"\nsite = \"rectorat\"\n")
+        + &format!(
+            "\n[[site]]\nname = \"rectorat\"\nendpoint = \"198.18.0.1:51820\"\npublic_key = \"{site_key}\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n"
+        );
+    let path = dir.join(format!("portal-{n}.toml"));
+    std::fs::write(&path, text).expect("config");
+    (path, format!("http://{addr}"))
+}
+
+async fn events(store: &Store, action: &str) -> Vec<sesame::audit::AuditEvent> {
+    store
+        .list_audit(&AuditFilter {
+            action: Some(action.into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_portals_share_sessions_and_the_jobs_survive_the_leaders_death() {
+    let slapd = Slapd::start();
+    let pg = tokio::task::spawn_blocking(common::postgres::database)
+        .await
+        .expect("PostgreSQL");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (c1, b1) = write_config(dir.path(), 1, &slapd, &pg.url);
+    let (c2, b2) = write_config(dir.path(), 2, &slapd, &pg.url);
+    // The schema first, by one process (as the owner would): then both portals start.
+    let store = Store::connect(&pg.url).await.expect("migrate");
+    // One after the other: the first creates the shared key files (portal, audit).
+    let mut portals = Vec::new();
+    for (c, b) in [(&c1, &b1), (&c2, &b2)] {
+        let mut p = PortalProcess::start(c, b);
+        p.wait_ready().await;
+        portals.push(p);
+    }
+
+    // A web login on portal 1 is a session on portal 2 (same cookie, no sticky session).
+    let it = PortalClient::new(&b1, ClientOptions::default());
+    let r = it.login("tleroux").await;
+    assert_eq!(r.status(), 200, "login on portal 1");
+    let on_two = PortalClient {
+        http: it.http.clone(),
+        base: b2.clone(),
+    };
+    let r = on_two.get_at("/api/v1/devices").await;
+    assert_eq!(r.status(), 200, "the session on portal 2");
+
+    // A laptop of sbernard, enrolled through portal 2.
+    let code = cli::sesame(&[
+        "enrol-code",
+        "create",
+        "--user",
+        "sbernard",
+        "--device",
+        "PC-RH-02",
+    ])
+    .config(&c2)
+    .ok();
+    let key = sesame::key::PrivateKey::generate().public_key().to_base64();
+    let r = reqwest::Client::new()
+        .post(format!("{b2}/api/v1/enrol"))
+        .json(&serde_json::json!({
+            "code": code.trim(), "username": "sbernard", "password": password_of("sbernard"),
+            "public_key": key, "hostname": "pc-sbernard",
+        }))
+        .send()
+        .await
+        .expect("enrol");
+    assert_eq!(r.status(), 201);
+
+    // One of them leads; kill it (SIGKILL: no release, its lease must expire).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let leader = loop {
+        if let Some((holder, _)) = store.lease_holder(JOBS_LEASE).await.expect("lease") {
+            break holder;
+        }
+        assert!(Instant::now() < deadline, "no portal took the jobs lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let dead = portals
+        .iter()
+        .position(|p| leader.ends_with(&p.config.display().to_string()))
+        .expect("the leader is one of the two portals");
+    let mut killed = portals.remove(dead);
+    killed.child.kill().expect("kill");
+    killed.child.wait().expect("wait");
+    let survivor = &portals[0];
+    let killed_at = Instant::now();
+
+    // The user leaves the directory: three absences in a row suspend the laptop.
+    slapd.delete_user("sbernard");
+    let deadline = Instant::now() + 2 * SYNC + 3 * SYNC + Duration::from_secs(20);
+    let took_over = loop {
+        let handovers = events(&store, "jobs.leader_changed").await;
+        if handovers.iter().any(|e| e.details["leading"] == true) {
+            break killed_at.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no takeover; survivor log:\n{}",
+            survivor.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        took_over <= 2 * SYNC + Duration::from_secs(1),
+        "taken over after {took_over:?}, more than two sync intervals"
+    );
+    loop {
+        if !events(&store, "device.suspended").await.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never suspended; survivor log:\n{}",
+            survivor.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A few more passes: still exactly one suspension, by the one leader.
+    tokio::time::sleep(2 * SYNC).await;
+    let suspended = events(&store, "device.suspended").await;
+    assert_eq!(suspended.len(), 1, "{suspended:?}");
+    let handovers = events(&store, "jobs.leader_changed").await;
+    assert_eq!(handovers.len(), 1, "{handovers:?}");
+    assert_eq!(handovers[0].details["previous"], leader.as_str());
+    assert!(survivor
+        .log()
+        .contains("this portal now runs the singleton jobs"));
+    eprintln!("jobs taken over {took_over:?} after the leader was killed (sync every {SYNC:?})");
+}
