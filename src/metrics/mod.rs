@@ -135,52 +135,57 @@ impl Metrics {
             "Time the database took to answer the gateway publisher (change log and active devices).",
             m.database_seconds.clone(),
         );
-        m.register(
-            "sesame_jobs_leader",
-            "1 while this portal holds the jobs lease and runs the singleton jobs (directory sync, key expiry, audit retention and checkpoints), else 0.",
-            m.jobs_leader.clone(),
-        );
-        m.register(
-            "sesame_jobs_leader_changes",
-            "Times this portal took or lost the jobs lease.",
-            m.leader_changes.clone(),
-        );
-        m.register(
-            "sesame_directory_sync_last_success_timestamp_seconds",
-            "Unix time of the last directory sync pass that succeeded (0: none yet).",
-            m.sync_last_success.clone(),
-        );
-        m.register(
-            "sesame_directory_sync_duration_seconds",
-            "Duration of directory sync passes.",
-            m.sync_seconds.clone(),
-        );
-        m.register(
-            "sesame_directory_sync_errors",
-            "Directory sync passes that failed (grants kept as they were).",
-            m.sync_errors.clone(),
-        );
-        m.register(
-            "sesame_directory_sync_changes",
-            "Users whose groups changed plus devices revoked, over all sync passes.",
-            m.sync_changes.clone(),
-        );
-        m.register(
-            "sesame_device_suspensions",
-            "Devices suspended by the directory sync (user left vpn_users, disabled, absent).",
-            m.suspensions.clone(),
-        );
-        m.register(
-            "sesame_directory_sync_held",
-            "Directory sync passes that applied nothing: over directory.max_changes_per_sync.",
-            m.sync_held.clone(),
-        );
+        m.register_directory_and_jobs();
         m.register(
             "sesame_config_reloads",
             "Configuration reloads (SIGHUP) by outcome.",
             m.reloads.clone(),
         );
         m
+    }
+
+    /// The directory sync's and the singleton jobs' series.
+    fn register_directory_and_jobs(&self) {
+        self.register(
+            "sesame_jobs_leader",
+            "1 while this portal holds the jobs lease and runs the singleton jobs (directory sync, key expiry, audit retention and checkpoints), else 0.",
+            self.jobs_leader.clone(),
+        );
+        self.register(
+            "sesame_jobs_leader_changes",
+            "Times this portal took or lost the jobs lease.",
+            self.leader_changes.clone(),
+        );
+        self.register(
+            "sesame_directory_sync_last_success_timestamp_seconds",
+            "Unix time of the last directory sync pass that succeeded (0: none yet).",
+            self.sync_last_success.clone(),
+        );
+        self.register(
+            "sesame_directory_sync_duration_seconds",
+            "Duration of directory sync passes.",
+            self.sync_seconds.clone(),
+        );
+        self.register(
+            "sesame_directory_sync_errors",
+            "Directory sync passes that failed (grants kept as they were).",
+            self.sync_errors.clone(),
+        );
+        self.register(
+            "sesame_directory_sync_changes",
+            "Users whose groups changed plus devices revoked, over all sync passes.",
+            self.sync_changes.clone(),
+        );
+        self.register(
+            "sesame_device_suspensions",
+            "Devices suspended by the directory sync (user left vpn_users, disabled, absent).",
+            self.suspensions.clone(),
+        );
+        self.register(
+            "sesame_directory_sync_held",
+            "Directory sync passes that applied nothing: over directory.max_changes_per_sync.",
+            self.sync_held.clone(),
+        );
     }
 
     /// Adds a series (a `Counter` gets the `_total` suffix in the output).
