@@ -24,6 +24,7 @@ mod cache;
 mod changes;
 #[cfg(test)]
 mod tests;
+mod window;
 
 /// How often the publisher reads the change log's last sequence (one index seek): a change made
 /// by another process (`sesame devices revoke`, another portal) reaches the gateway within this
@@ -68,9 +69,10 @@ pub struct ControlPlane {
     last: parking_lot::Mutex<Option<Vec<PeerSpec>>>,
     /// The change log's sequence read before the last successful computation.
     seen_seq: parking_lot::Mutex<Option<i64>>,
-    /// Devices this process published on their own ([`Self::publish_device`]) since that
-    /// computation: their `enrolled` rows in the log need no recomputation.
-    published_new: parking_lot::Mutex<HashSet<i64>>,
+    /// Changes this process published on their own since that computation, as the change log
+    /// names them: `("enrolled", device)` ([`Self::publish_device`]), `("window", device)`
+    /// ([`Self::publish_window`]). Their rows in the log need no recomputation.
+    published: parking_lot::Mutex<HashSet<(&'static str, i64)>>,
     /// `publish_now` calls so far, and how many of them a finished reconcile covered: a
     /// reconcile that started after a caller's request saw that caller's committed write.
     requested: AtomicU64,
@@ -113,7 +115,7 @@ impl ControlPlane {
             publications: AtomicU64::new(0),
             last: parking_lot::Mutex::new(None),
             seen_seq: parking_lot::Mutex::new(None),
-            published_new: parking_lot::Mutex::new(HashSet::new()),
+            published: parking_lot::Mutex::new(HashSet::new()),
             requested: AtomicU64::new(0),
             covered: AtomicU64::new(0),
             cache: std::sync::OnceLock::new(),
@@ -265,7 +267,7 @@ impl ControlPlane {
                 }
                 drop(last);
                 *self.seen_seq.lock() = seq;
-                self.published_new.lock().clear();
+                self.published.lock().clear();
                 if self.stale.swap(false, Ordering::Relaxed) {
                     tracing::info!(peers = n, "peer set reconciled after an outage");
                 }
@@ -381,7 +383,7 @@ impl ControlPlane {
             // enrolment's publish waits for) once a second during a burst of enrolments. Any
             // other change (a revocation, a device from another process) is still reconciled.
             if replaced_key.is_none() {
-                self.published_new.lock().insert(device.id);
+                self.published.lock().insert(("enrolled", device.id));
             }
         }
         drop(guard);

@@ -79,6 +79,11 @@ impl NoLocalGateway {
 impl PeerSink for NoLocalGateway {
     fn set_peers(&self, _peers: Vec<PeerSpec>) {}
 
+    /// Nothing runs here: one peer's update is applied as trivially as a whole set.
+    fn upsert_peer(&self, _peer: PeerSpec) -> bool {
+        true
+    }
+
     /// The first `[[site]]`'s key (`sesame portal` refuses to start without one).
     fn public_key(&self) -> PublicKey {
         let config = self.config.get();

@@ -172,6 +172,30 @@ impl FeedHub {
         }
     }
 
+    /// Adds or replaces the peers of `sets` in their sites' sets (the others stay) and wakes
+    /// those sites' long-polls: one device's change (its access window opened) without the
+    /// whole computation. Sites the hub does not feed yet are left to it.
+    pub fn upsert_peers(&self, sets: BTreeMap<String, SiteSet>) {
+        let mut sites = self.sites.lock();
+        for (name, set) in sets {
+            let Some(feed) = sites.get_mut(&name) else {
+                continue;
+            };
+            let mut changed = false;
+            for peer in set.peers {
+                if feed.peers.get(&peer.public_key) != Some(&peer) {
+                    let key = peer.public_key.clone();
+                    feed.peers.insert(key.clone(), peer);
+                    feed.bump(Some(key), self.ring);
+                    changed = true;
+                }
+            }
+            if changed {
+                feed.wake.send_replace(feed.version);
+            }
+        }
+    }
+
     /// Takes the peer with this key (base64) out of every site's set at once and wakes those
     /// sites' long-polls: a revoked or suspended device leaves the site gateways without
     /// waiting for the next whole computation (O(devices)), which then finds it gone already.

@@ -144,3 +144,31 @@ async fn a_removed_peer_leaves_every_site_at_once_and_the_next_publication_adds_
     );
     assert_eq!(hub.remove_peer(&peer(1, &[]).public_key), 0, "already gone");
 }
+
+#[test]
+fn one_peer_upserted_is_one_change_and_the_others_stay() {
+    let hub = FeedHub::new();
+    hub.publish(sets(
+        "rectorat",
+        vec![peer(1, &["paie"]), peer(2, &["paie"])],
+    ));
+    let full = hub.update("rectorat", None, 1).expect("site");
+    // Peer 1's window opened: upserted alone; peer 2 is not in the sets given, and stays.
+    let mut opened = peer(1, &["paie"]);
+    opened.mfa_until_ms = Some(5_000);
+    hub.upsert_peers(sets("rectorat", vec![opened.clone()]));
+    // A site the hub does not feed is ignored.
+    hub.upsert_peers(sets("dsden56", vec![peer(9, &["paie"])]));
+    let changes = hub.update("rectorat", Some(full.version), 2).expect("site");
+    assert_eq!(changes.version, full.version + 1);
+    assert_eq!(changes.peers, vec![opened.clone()]);
+    assert!(changes.removed.is_empty());
+    assert_eq!(hub.update("rectorat", None, 3).expect("site").peers.len(), 2);
+    assert!(hub.update("dsden56", None, 3).is_none());
+    // The same again: no change.
+    hub.upsert_peers(sets("rectorat", vec![opened]));
+    assert_eq!(
+        hub.update("rectorat", None, 4).expect("site").version,
+        changes.version
+    );
+}

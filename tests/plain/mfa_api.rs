@@ -133,6 +133,8 @@ async fn enrolment_registers_the_factor_then_unlock_opens_the_window() {
             )
             .await;
             assert_eq!(error_of(r).await, (401, "invalid_otp".into()));
+            let whole_sets = *h.sink.publications.lock();
+            let upserts = *h.sink.upserts.lock();
             let r = post_bearer(
                 &h,
                 "/api/v1/device/unlock",
@@ -143,6 +145,15 @@ async fn enrolment_registers_the_factor_then_unlock_opens_the_window() {
             assert_eq!(r.status(), 200);
             let v: Value = r.json().await.unwrap();
             let until = v["expires_at"].as_str().unwrap().to_string();
+            // The gateway got this device's peer alone, its window with it: no whole set.
+            assert_eq!(*h.sink.publications.lock(), whole_sets);
+            assert_eq!(*h.sink.upserts.lock(), upserts + 1);
+            let until_ms = sesame::time::parse("until", &until, 0).unwrap();
+            let peers = h.sink.last.lock().clone().unwrap_or_default();
+            assert!(
+                peers.iter().any(|p| p.mfa_until_ms == Some(until_ms)),
+                "the window's end travels with the peer"
+            );
             let cfg = get_bearer(&h, "/api/v1/device/config", &token).await;
             assert_eq!(cfg["mfa_until"].as_str(), Some(until.as_str()));
             assert_eq!(h.store.open_windows().await.unwrap().len(), 1);

@@ -16,8 +16,9 @@ const RELISTEN_DELAY: Duration = Duration::from_secs(5);
 
 impl ControlPlane {
     /// Whether the peer set may have changed since the last successful computation: the change
-    /// log has rows after the sequence it read, other than enrolments this process already
-    /// published (an error counts as a change, so the publisher retries). O(changes).
+    /// log has rows after the sequence it read, other than the enrolments and opened windows
+    /// this process already published (an error counts as a change, so the publisher retries).
+    /// O(changes).
     pub(super) async fn devices_changed(&self) -> bool {
         let Some(seen) = *self.seen_seq.lock() else {
             return true;
@@ -40,15 +41,19 @@ impl ControlPlane {
         if i64::try_from(changes.len()).unwrap_or(i64::MAX) >= CHANGE_BATCH {
             return true;
         }
-        let mut published = self.published_new.lock();
+        let mut published = self.published.lock();
+        let key = |c: &crate::store::PeerChange| {
+            let kind = ["enrolled", "window"].into_iter().find(|k| *k == c.kind)?;
+            Some((kind, c.device_id?))
+        };
         let covered = changes
             .iter()
-            .all(|c| c.kind == "enrolled" && c.device_id.is_some_and(|id| published.contains(&id)));
+            .all(|c| key(c).is_some_and(|k| published.contains(&k)));
         if !covered {
             return true;
         }
-        for id in changes.iter().filter_map(|c| c.device_id) {
-            published.remove(&id);
+        for k in changes.iter().filter_map(key) {
+            published.remove(&k);
         }
         drop(published);
         *self.seen_seq.lock() = Some(last);
