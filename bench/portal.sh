@@ -12,7 +12,7 @@
 # loopback. Underlay/tunnel addresses in the config are 198.18.0.0/15 and 100.64.0.0/10 only.
 # Environment overrides: CLIENTS (50), DURATION (10), USERS (200), CODES (6000), MFA_USERS and
 # UNLOCK_USERS (the pools of users with a factor for the login-mfa and unlock steps: a TOTP step
-# is accepted once per user, so each user serves ~2–4 requests per step; too small a pool shows
+# is accepted once per user, so each user serves 2–3 requests in a step, then one per step; too small a pool shows
 # as `pool_exhausted` errors), KEEP=1 (keep the work directory for inspection), SKIP_BUILD=1
 # (use the binaries already in target/release), PROFILE=1 (perf record of sesame serve during
 # each login and enrolment run, kept with KEEP=1). Each bind, login and unlock step also prints
@@ -35,7 +35,7 @@ if [[ $SMOKE == 1 ]]; then
   MFA_USERS=${MFA_USERS:-1500}; UNLOCK_USERS=${UNLOCK_USERS:-300}
 else
   DURATION=${DURATION:-10}; USERS=${USERS:-200}; CODES=${CODES:-6000}; WARMUP=1
-  MFA_USERS=${MFA_USERS:-7000}; UNLOCK_USERS=${UNLOCK_USERS:-1000}
+  MFA_USERS=${MFA_USERS:-8000}; UNLOCK_USERS=${UNLOCK_USERS:-1000}
 fi
 # The smoke run only prints its table (set REPORT=FILE to keep it); the full run writes the report.
 if [[ $SMOKE == 1 ]]; then REPORT=${REPORT:-/dev/null}; else REPORT=${REPORT:-$ROOT/bench/PORTAL_REPORT.md}; fi
