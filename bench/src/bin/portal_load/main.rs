@@ -130,9 +130,11 @@ fn parse_args() -> Result<Args, String> {
                     "mfa-setup" => Op::MfaSetup,
                     "login-mfa" => Op::LoginMfa,
                     "unlock" => Op::Unlock,
-                    other => return Err(format!(
+                    other => {
+                        return Err(format!(
                         "--op: login, enrol, bind, mfa-setup, login-mfa or unlock, not {other:?}"
-                    )),
+                    ))
+                    }
                 }
             }
             "--clients" => a.clients = count(value()?)?.max(1),
