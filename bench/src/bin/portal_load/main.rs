@@ -1,5 +1,6 @@
-//! Portal load client: C concurrent HTTP clients posting logins or enrolments for D seconds or
-//! N requests, with per-request latency; prints one JSON line per run (bench/portal.sh).
+//! Portal load client: C concurrent HTTP clients posting logins, enrolments, logins with a
+//! second factor or device unlocks for D seconds or N requests, with per-request latency;
+//! prints one JSON line per run (bench/portal.sh).
 //!
 //! ```text
 //! portal_load --url http://127.0.0.1:8080 --op login --clients 50 --duration 10 \
@@ -8,6 +9,9 @@
 //!             --codes codes.csv [--label postgres]
 //! portal_load --op bind --ldap ldap://127.0.0.1:389 --bind-dn 'uid={},ou=people,dc=x' \
 //!             --clients 50 --duration 10 --users users.csv
+//! portal_load --url ... --op mfa-setup --clients 50 --users mfa-users.csv --codes codes.csv \
+//!             --out factors.csv
+//! portal_load --url ... --op login-mfa|unlock --clients 50 --duration 10 --users factors.csv
 //! ```
 //! `--op bind` measures the directory alone: each client holds one LDAP connection and does
 //! simple binds as the users in turn (the raw bind rate logins are compared with).
@@ -18,6 +22,18 @@
 //! a laptop's agent would). A request counts as OK only with the expected status (login 200
 //! with a session cookie, enrol 201 with a device token); anything else is an error, counted
 //! by status and API error code.
+//!
+//! The second factor (TOTP, issue 19): `--op mfa-setup` (not timed) enrols each user of the
+//! codes file once, which hands out a factor to register, and confirms it with a first code;
+//! it writes `factors.csv` (header `user,password,secret,token,step`: the base32 secret, the
+//! device token and the step the confirmation spent), then checks that a login without a code
+//! is refused (401 `mfa_required`). `--op login-mfa` is the web login of a `[mfa] web_roles`
+//! holder: `POST /api/v1/login` with the password and the current code, OK only with 200, the
+//! session cookie and the `it_staff` role. `--op unlock` is `POST /api/v1/device/unlock` with
+//! the device token and a code, OK only with 200 and `expires_at`. A step is accepted once per
+//! user, so each client owns its share of the users and gives each of them increasing steps
+//! (`sesame_bench::totp`); a client whose users have all spent their steps waits for the next
+//! step and counts a `pool_exhausted` error (the pool was too small for the rate).
 // A command-line tool: its result is its stdout.
 #![allow(clippy::print_stdout)]
 
@@ -28,11 +44,30 @@ use std::time::{Duration, Instant};
 
 use rand_core::{OsRng, RngCore as _};
 
+mod mfa;
+use mfa::{mfa_client_loop, mfa_setup, read_mfa_users, MfaUser};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     Login,
     Enrol,
     Bind,
+    MfaSetup,
+    LoginMfa,
+    Unlock,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Login => "login",
+            Op::Enrol => "enrol",
+            Op::Bind => "bind",
+            Op::MfaSetup => "mfa-setup",
+            Op::LoginMfa => "login-mfa",
+            Op::Unlock => "unlock",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -48,10 +83,11 @@ struct Args {
     label: String,
     ldap: String,
     bind_dn: String,
+    out: Option<String>,
 }
 
-const USAGE: &str = "usage: portal_load --op login|enrol|bind --users FILE [--codes FILE] \
-[--ldap URL --bind-dn TEMPLATE] [--url http://127.0.0.1:8080] [--clients 50] [--duration SECS] [--requests N] [--warmup SECS] [--label TEXT]";
+const USAGE: &str = "usage: portal_load --op login|enrol|bind|mfa-setup|login-mfa|unlock --users FILE \
+[--codes FILE] [--out FILE] [--ldap URL --bind-dn TEMPLATE] [--url http://127.0.0.1:8080] [--clients 50] [--duration SECS] [--requests N] [--warmup SECS] [--label TEXT]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -66,6 +102,7 @@ fn parse_args() -> Result<Args, String> {
         ldap: "ldap://127.0.0.1:389".into(),
         bind_dn: String::new(),
         label: String::new(),
+        out: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -90,7 +127,14 @@ fn parse_args() -> Result<Args, String> {
                     "login" => Op::Login,
                     "enrol" => Op::Enrol,
                     "bind" => Op::Bind,
-                    other => return Err(format!("--op: login, enrol or bind, not {other:?}")),
+                    "mfa-setup" => Op::MfaSetup,
+                    "login-mfa" => Op::LoginMfa,
+                    "unlock" => Op::Unlock,
+                    other => {
+                        return Err(format!(
+                        "--op: login, enrol, bind, mfa-setup, login-mfa or unlock, not {other:?}"
+                    ))
+                    }
                 }
             }
             "--clients" => a.clients = count(value()?)?.max(1),
@@ -102,6 +146,7 @@ fn parse_args() -> Result<Args, String> {
             "--label" => a.label = value()?,
             "--ldap" => a.ldap = value()?,
             "--bind-dn" => a.bind_dn = value()?,
+            "--out" => a.out = Some(value()?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -114,8 +159,11 @@ fn parse_args() -> Result<Args, String> {
             "--op bind needs --bind-dn with {{}} for the user\n{USAGE}"
         ));
     }
-    if a.op == Op::Enrol && a.codes.is_none() {
-        return Err(format!("--op enrol needs --codes FILE\n{USAGE}"));
+    if matches!(a.op, Op::Enrol | Op::MfaSetup) && a.codes.is_none() {
+        return Err(format!("--op {} needs --codes FILE\n{USAGE}", a.op.name()));
+    }
+    if a.op == Op::MfaSetup && a.out.is_none() {
+        return Err(format!("--op mfa-setup needs --out FILE\n{USAGE}"));
     }
     Ok(a)
 }
@@ -209,6 +257,9 @@ fn build_jobs(a: &Args) -> Result<Vec<Job>, String> {
                 })
                 .collect()
         }
+        Op::MfaSetup | Op::LoginMfa | Op::Unlock => {
+            Err(format!("--op {}: not a list of jobs", a.op.name()))
+        }
     }
 }
 
@@ -228,10 +279,47 @@ async fn send(
     job: &Job,
     op: Op,
 ) -> Result<(), (String, String)> {
-    let resp = client
+    let req = client
         .post(format!("{url}{}", job.path))
         .header("content-type", "application/json")
-        .body(job.body.clone())
+        .body(job.body.clone());
+    let a = answer(req).await?;
+    let good = match op {
+        Op::Login => a.status == 200 && a.has_cookie && a.json["username"].is_string(),
+        Op::Enrol => a.status == 201 && a.json["device_token"].is_string(),
+        Op::Bind | Op::MfaSetup | Op::LoginMfa | Op::Unlock => false,
+    };
+    if good {
+        Ok(())
+    } else {
+        Err(a.error())
+    }
+}
+
+/// What the portal answered to one request.
+struct Answer {
+    status: u16,
+    has_cookie: bool,
+    json: serde_json::Value,
+    body: String,
+}
+
+impl Answer {
+    /// The error kind ("STATUS api_code") and the start of the body.
+    fn error(&self) -> (String, String) {
+        let code = self.json["error"]["code"]
+            .as_str()
+            .unwrap_or("unexpected_body");
+        (
+            format!("{} {code}", self.status),
+            self.body.chars().take(300).collect(),
+        )
+    }
+}
+
+/// Sends `req` and reads the whole answer (a transport failure is the error kind `transport`).
+async fn answer(req: reqwest::RequestBuilder) -> Result<Answer, (String, String)> {
+    let resp = req
         .send()
         .await
         .map_err(|e| ("transport".to_string(), e.to_string()))?;
@@ -241,17 +329,13 @@ async fn send(
         .text()
         .await
         .map_err(|e| ("transport".to_string(), e.to_string()))?;
-    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    let good = match op {
-        Op::Login => status == 200 && has_cookie && json["username"].is_string(),
-        Op::Enrol => status == 201 && json["device_token"].is_string(),
-        Op::Bind => false,
-    };
-    if good {
-        return Ok(());
-    }
-    let code = json["error"]["code"].as_str().unwrap_or("unexpected_body");
-    Err((format!("{status} {code}"), body.chars().take(300).collect()))
+    let json = serde_json::from_str(&body).unwrap_or_default();
+    Ok(Answer {
+        status,
+        has_cookie,
+        json,
+        body,
+    })
 }
 
 /// One simple bind on the client's own LDAP connection.
@@ -316,7 +400,7 @@ async fn client_loop(client: reqwest::Client, run: Arc<Run>) -> Tally {
                 Some(j) => j,
                 None => break,
             },
-            Op::Login | Op::Bind => &jobs[i % jobs.len()],
+            _ => &jobs[i % jobs.len()],
         };
         let start = Instant::now();
         if start >= measure_from && limit > 0 && t.latencies_us.len() >= limit {
@@ -350,32 +434,40 @@ fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
 }
 
+fn fail(message: &str) -> ! {
+    eprintln!("portal_load: {message}");
+    std::process::exit(2);
+}
+
 #[tokio::main]
 async fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("portal_load: {e}");
-            std::process::exit(2);
-        }
-    };
-    let jobs = match build_jobs(&args) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("portal_load: {e}");
-            std::process::exit(2);
-        }
-    };
-    let client = match reqwest::Client::builder()
+    let args = parse_args().unwrap_or_else(|e| fail(&e));
+    let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients)
         .timeout(Duration::from_secs(30))
         .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("portal_load: cannot build the HTTP client: {e}");
-            std::process::exit(2);
+        .unwrap_or_else(|e| fail(&format!("cannot build the HTTP client: {e}")));
+    if args.op == Op::MfaSetup {
+        match mfa_setup(&args, client).await {
+            Ok(summary) => println!("{summary}"),
+            Err(e) => fail(&format!("mfa-setup: {e}")),
         }
+        return;
+    }
+    let mfa = matches!(args.op, Op::LoginMfa | Op::Unlock);
+    let (jobs, mfa_users) = if mfa {
+        let users = read_mfa_users(&args.users).unwrap_or_else(|e| fail(&e));
+        if users.len() < args.clients {
+            fail(&format!(
+                "{}: {} users for {} clients (each client needs its own)",
+                args.users,
+                users.len(),
+                args.clients
+            ));
+        }
+        (Vec::new(), users)
+    } else {
+        (build_jobs(&args).unwrap_or_else(|e| fail(&e)), Vec::new())
     };
     // Per-client request budget so that --requests N is N in total (±clients).
     let per_client = if args.requests > 0 {
@@ -396,8 +488,19 @@ async fn main() {
         deadline: measure_from + args.duration,
     });
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..args.clients {
-        tasks.spawn(client_loop(client.clone(), Arc::clone(&run)));
+    if mfa {
+        // Client k owns users k, k + C, k + 2C…: one user's codes are never in flight twice.
+        let mut shares: Vec<Vec<MfaUser>> = (0..args.clients).map(|_| Vec::new()).collect();
+        for (i, u) in mfa_users.into_iter().enumerate() {
+            shares[i % args.clients].push(u);
+        }
+        for mine in shares {
+            tasks.spawn(mfa_client_loop(client.clone(), Arc::clone(&run), mine));
+        }
+    } else {
+        for _ in 0..args.clients {
+            tasks.spawn(client_loop(client.clone(), Arc::clone(&run)));
+        }
     }
     let mut all = Tally::default();
     while let Some(r) = tasks.join_next().await {
@@ -412,10 +515,7 @@ async fn main() {
                     all.first_error = t.first_error;
                 }
             }
-            Err(e) => {
-                eprintln!("portal_load: a client task failed: {e}");
-                std::process::exit(1);
-            }
+            Err(e) => fail(&format!("a client task failed: {e}")),
         }
     }
     let elapsed = Instant::now()
@@ -427,7 +527,7 @@ async fn main() {
     let errors: u64 = all.errors.values().sum();
     let out = serde_json::json!({
         "label": args.label,
-        "op": match args.op { Op::Login => "login", Op::Enrol => "enrol", Op::Bind => "bind" },
+        "op": args.op.name(),
         "clients": args.clients,
         "requests": requests,
         "ok": all.ok,
