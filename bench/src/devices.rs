@@ -1,5 +1,6 @@
-//! Enrolled devices for the portal-side benchmarks (`feed_fanout`, `site_coldstart`): device
-//! `i`'s key and its enrolment through the store's own path (a code, then the enrolment).
+//! Enrolled devices for the portal-side benchmarks (`feed_fanout`, `site_coldstart`,
+//! `pair_store`): device `i`'s key and its enrolment through the store's own path (a code, then
+//! the enrolment).
 
 use std::time::Duration;
 
@@ -17,13 +18,26 @@ pub fn device_key(i: u32) -> PublicKey {
     PublicKey::from_bytes(b).expect("key")
 }
 
-/// Enrols device `i` (`PC-0000i`) for user `u{i}`, a member of `groups`; its id.
+/// Enrols device `i` (`PC-0000i`, key [`device_key`]) for user `u{i}`, a member of `groups`;
+/// its id.
 pub async fn enrol(
     store: &Store,
     pool: &AddressPool,
     i: u32,
     groups: Vec<String>,
 ) -> anyhow::Result<i64> {
+    Ok(enrol_key(store, pool, i, device_key(i), groups).await?.0)
+}
+
+/// Enrols device `i` (`PC-0000i`) with `key` for user `u{i}`, a member of `groups`; its id and
+/// tunnel address.
+pub async fn enrol_key(
+    store: &Store,
+    pool: &AddressPool,
+    i: u32,
+    key: PublicKey,
+    groups: Vec<String>,
+) -> anyhow::Result<(i64, std::net::Ipv4Addr)> {
     let user = format!("u{i}");
     let code = store
         .create_code(
@@ -49,7 +63,7 @@ pub async fn enrol(
             &EnrolRequest {
                 code: &code,
                 user: &person,
-                public_key: device_key(i),
+                public_key: key,
                 hostname: &hostname,
                 key_lifetime: None,
             },
@@ -57,5 +71,5 @@ pub async fn enrol(
             &AuditContext::system(),
         )
         .await?;
-    Ok(d.device.id)
+    Ok((d.device.id, d.device.tunnel_address))
 }

@@ -174,6 +174,65 @@ impl SiteGateway {
         metrics::value(&metrics::parse(&text), name, &[("site", self.site)])
     }
 
+    /// Its event spool (`events.spool`, in the gateway key's folder).
+    fn spool_file(&self) -> PathBuf {
+        self.config.with_file_name("events.spool")
+    }
+
+    fn spool_bytes(&self) -> u64 {
+        std::fs::metadata(self.spool_file()).map_or(0, |m| m.len())
+    }
+
+    /// Empty when every record this gateway ever spooled (sequence numbers 1 to its spool's
+    /// `next_seq`, or to the last record it still holds) is either in `events` (the log)
+    /// exactly once, with this site, or still in its spool; else what is wrong.
+    fn every_record_delivered(&self, events: &[Value]) -> String {
+        let text = std::fs::read_to_string(self.spool_file()).unwrap_or_default();
+        let mut lines = text.lines();
+        let header: Value = lines
+            .next()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or(Value::Null);
+        let Some(next) = header["next_seq"].as_u64() else {
+            return format!(
+                "no spool header in {}: {text:.200}",
+                self.spool_file().display()
+            );
+        };
+        let pending: Vec<u64> = lines
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|r| r["seq"].as_u64())
+            .collect();
+        let mut logged: Vec<u64> = events
+            .iter()
+            .filter(|e| e["details"]["site"] == self.site)
+            .filter_map(|e| e["details"]["spool_seq"].as_u64())
+            .collect();
+        logged.sort_unstable();
+        let last = pending.iter().copied().max().unwrap_or(0).max(next - 1);
+        let mut all = logged.clone();
+        all.extend(&pending);
+        all.sort_unstable();
+        let expected: Vec<u64> = (1..=last).collect();
+        if all == expected {
+            return String::new();
+        }
+        let missing: Vec<u64> = expected
+            .iter()
+            .copied()
+            .filter(|s| all.binary_search(s).is_err())
+            .take(20)
+            .collect();
+        format!(
+            "{} sequence numbers given, {} in the log, {} pending; missing (first 20): \
+             {missing:?}; {} duplicated",
+            last,
+            logged.len(),
+            pending.len(),
+            all.windows(2).filter(|w| w[0] == w[1]).count(),
+        )
+    }
+
     fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
             let st = p.signal_and_wait(libc::SIGTERM, Duration::from_secs(10));
@@ -225,6 +284,24 @@ impl Portal {
     fn text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// How long the portal stays down in the outage step, in seconds: `SESAME_SITES_OUTAGE_SECS`
+/// (the issue's "10-minute portal outage" is 600), 3 by default so that CI time does not change.
+fn outage_secs() -> u64 {
+    std::env::var("SESAME_SITES_OUTAGE_SECS").map_or(3, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("SESAME_SITES_OUTAGE_SECS={v}: a number of seconds"))
+    })
+}
+
+/// What one gateway showed during the outage.
+#[derive(Debug, Default)]
+struct Outage {
+    /// Most records its spool held (`sesame_site_spooled_records`).
+    peak_records: f64,
+    /// Largest size of its spool file.
+    peak_bytes: u64,
 }
 
 /// A laptop's wireguard-go with one peer per site of its enrolment answer, each dialled at
@@ -444,28 +521,68 @@ fn one_portal_feeds_two_site_gateways_each_serving_its_own_site() {
         },
     );
 
+    let outage_len = outage_secs();
     step(
-        "portal stopped: both tunnels keep working; restarted, the sites' records reach the log",
+        &format!(
+            "portal stopped {outage_len} s, traffic flowing: both tunnels keep working; restarted, \
+             every record the gateways spooled reaches the log with its site, none lost"
+        ),
         || {
             // `gateway_at` is the gateway's clock, in the log's one fixed-width format.
             let outage = sesame::time::format(sesame::time::now_ms());
             portal.stop();
-            assert!(
-                wait_for(Duration::from_secs(8), || {
-                    let _ = reaches(&l_ns, APP56);
-                    dsden.metric("sesame_site_spooled_records").unwrap_or(0.0) > 0.0
-                }),
-                "no spooled record reported while the portal is down"
-            );
-            for _ in 0..3 {
-                assert!(reaches(&l_ns, PAIE), "payroll lost with the portal down");
+            let stopped = Instant::now();
+            let gateways = [&rectorat, &dsden];
+            let mut seen = [Outage::default(), Outage::default()];
+            let look = |seen: &mut [Outage; 2]| {
+                for (gw, o) in gateways.iter().zip(seen.iter_mut()) {
+                    o.peak_records = o
+                        .peak_records
+                        .max(gw.metric("sesame_site_spooled_records").unwrap_or(0.0));
+                    o.peak_bytes = o.peak_bytes.max(gw.spool_bytes());
+                }
+            };
+            // Traffic through both gateways for the whole outage: every connection is a flow
+            // (recorded per window, 1 s here), each one asserted (the cached sets keep serving).
+            let mut rounds = 0u64;
+            while rounds == 0 || stopped.elapsed() < Duration::from_secs(outage_len) {
+                assert!(
+                    reaches(&l_ns, PAIE),
+                    "payroll lost with the portal down ({:?} into the outage)",
+                    stopped.elapsed()
+                );
                 assert!(
                     reaches(&l_ns, APP56),
-                    "the DSDEN's application lost with the portal down"
+                    "the DSDEN's application lost with the portal down ({:?} into the outage)",
+                    stopped.elapsed()
                 );
+                look(&mut seen);
+                rounds += 1;
                 std::thread::sleep(Duration::from_millis(500));
             }
+            assert!(
+                wait_for(Duration::from_secs(8), || {
+                    let _ = reaches(&l_ns, PAIE);
+                    let _ = reaches(&l_ns, APP56);
+                    look(&mut seen);
+                    seen.iter().all(|o| o.peak_records > 0.0)
+                }),
+                "no spooled record reported by both gateways while the portal is down: {seen:?}"
+            );
+            let down = stopped.elapsed();
+            let back_at = sesame::time::format(sesame::time::now_ms());
             portal.start();
+            let restarted = Instant::now();
+            // The shipper retries with a backoff of up to 30 s, then sends batches of 500.
+            assert!(
+                wait_for(Duration::from_secs(90), || gateways
+                    .iter()
+                    .all(|gw| gw.metric("sesame_site_spooled_records") == Some(0.0))),
+                "the spools were not emptied once the portal answered; rectorat:\n{}\ndsden56:\n{}",
+                rectorat.text(),
+                dsden.text()
+            );
+            let emptied = restarted.elapsed();
             let flows_since = |events: &[Value], site: &str| {
                 events
                     .iter()
@@ -476,23 +593,66 @@ fn one_portal_feeds_two_site_gateways_each_serving_its_own_site() {
                     })
                     .count()
             };
+            let events = audit_events(&portal_config);
             assert!(
-                wait_for(Duration::from_secs(20), || {
-                    let events = audit_events(&portal_config);
-                    flows_since(&events, "rectorat") > 0 && flows_since(&events, "dsden56") > 0
-                }),
-                "the flows of the outage never reached the log; rectorat:\n{}\ndsden56:\n{}",
+                flows_since(&events, "rectorat") > 0 && flows_since(&events, "dsden56") > 0,
+                "the flows of the outage are not in the log; rectorat:\n{}\ndsden56:\n{}",
                 rectorat.text(),
                 dsden.text()
             );
-            assert!(
-                wait_for(Duration::from_secs(10), || dsden
-                    .metric("sesame_site_spooled_records")
-                    == Some(0.0)),
-                "the spool was not emptied once the portal answered"
-            );
-            assert!(dsden.metric("sesame_site_feed_lag_seconds").is_some());
-            let events = audit_events(&portal_config);
+            // None lost: every sequence number a gateway gave (its spool file's header and what
+            // it still holds) is in the log exactly once, or still in its spool.
+            for (gw, o) in gateways.iter().zip(&seen) {
+                let mut check = String::new();
+                assert!(
+                    wait_for(Duration::from_secs(10), || {
+                        check = gw.every_record_delivered(&audit_events(&portal_config));
+                        check.is_empty()
+                    }),
+                    "{}: {check}",
+                    gw.site
+                );
+                let events = audit_events(&portal_config);
+                // The site's records (the portal's own events about the site carry no spool_seq).
+                let rows: Vec<&Value> = events
+                    .iter()
+                    .filter(|e| {
+                        e["details"]["site"] == gw.site && e["details"]["spool_seq"].is_u64()
+                    })
+                    .collect();
+                let during = rows
+                    .iter()
+                    .filter(|e| {
+                        let at = e["details"]["gateway_at"].as_str().unwrap_or("");
+                        at >= outage.as_str() && at < back_at.as_str()
+                    })
+                    .count();
+                let delivered = gw.metric("sesame_site_events_delivered_total");
+                assert_eq!(
+                    gw.metric("sesame_site_events_dropped_total"),
+                    Some(0.0),
+                    "{}: records dropped from a full spool",
+                    gw.site
+                );
+                // The process was never restarted: it delivered every record it spooled.
+                assert_eq!(
+                    delivered,
+                    Some(rows.len() as f64),
+                    "{}: delivered counter against the log's rows of the site",
+                    gw.site
+                );
+                eprintln!(
+                    "outage {down:.1?} ({rounds} rounds of traffic), site {}: {} records recorded \
+                     during it (gateway clock), spool peak {} records / {} bytes on disk; \
+                     spool emptied {emptied:.1?} after the portal was ready; log rows of the site {}, \
+                     delivered counter {delivered:?}, dropped 0",
+                    gw.site,
+                    during,
+                    o.peak_records,
+                    o.peak_bytes,
+                    rows.len(),
+                );
+            }
             let payroll_flow = events
                 .iter()
                 .find(|e| e["action"] == "flow.allowed" && e["details"]["resource"] == "paie")
@@ -509,6 +669,7 @@ fn one_portal_feeds_two_site_gateways_each_serving_its_own_site() {
                 payroll_flow["details"]["site"], "rectorat",
                 "{payroll_flow}"
             );
+            assert!(dsden.metric("sesame_site_feed_lag_seconds").is_some());
             cli::sesame(&["audit", "verify"])
                 .config(&portal_config)
                 .ok();
