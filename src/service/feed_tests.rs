@@ -163,7 +163,10 @@ fn one_peer_upserted_is_one_change_and_the_others_stay() {
     assert_eq!(changes.version, full.version + 1);
     assert_eq!(changes.peers, vec![opened.clone()]);
     assert!(changes.removed.is_empty());
-    assert_eq!(hub.update("rectorat", None, 3).expect("site").peers.len(), 2);
+    assert_eq!(
+        hub.update("rectorat", None, 3).expect("site").peers.len(),
+        2
+    );
     assert!(hub.update("dsden56", None, 3).is_none());
     // The same again: no change.
     hub.upsert_peers(sets("rectorat", vec![opened]));

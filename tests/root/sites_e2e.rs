@@ -641,6 +641,13 @@ fn one_portal_feeds_two_site_gateways_each_serving_its_own_site() {
                     "{}: delivered counter against the log's rows of the site",
                     gw.site
                 );
+                // Everything spooled was delivered: the two counters agree.
+                assert_eq!(
+                    gw.metric("sesame_site_events_spooled_total"),
+                    delivered,
+                    "{}: spooled counter against the delivered one",
+                    gw.site
+                );
                 eprintln!(
                     "outage {down:.1?} ({rounds} rounds of traffic), site {}: {} records recorded \
                      during it (gateway clock), spool peak {} records / {} bytes on disk; \

@@ -86,7 +86,12 @@ impl Collector for SiteCollector {
             )?;
         }
         let sp = &self.spool;
-        let counters: [(&str, &str, u64); 4] = [
+        let counters: [(&str, &str, u64); 5] = [
+            (
+                "sesame_site_events_spooled",
+                "Audit records written to the spool since start (records a previous run left included).",
+                sp.spooled.load(Ordering::Relaxed),
+            ),
             (
                 "sesame_site_events_delivered",
                 "Audit records a portal took.",

@@ -14,7 +14,9 @@ use super::spool::Spool;
 /// Most records per request.
 pub const BATCH: usize = 500;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest wait between tries while no portal answers: after an outage, the spool leaves
+/// within this of a portal's return.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Delivers until `stop` turns true, then tries once more to empty the spool (what is left
 /// stays on disk for the next start).
