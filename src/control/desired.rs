@@ -24,6 +24,33 @@ pub struct ActiveDevice {
     pub key_expires_at: Option<i64>,
 }
 
+impl ActiveDevice {
+    /// `device` (read from the store) with its user's `groups` and its window's end.
+    pub fn of(device: &crate::store::Device, groups: &[String], mfa_until_ms: Option<i64>) -> Self {
+        ActiveDevice {
+            id: device.id,
+            username: device.username.clone(),
+            public_key: device.public_key,
+            address: device.tunnel_address,
+            groups: groups.to_vec(),
+            mfa_until_ms,
+            name: device.name.clone(),
+            key_expires_at: device.expires_at,
+        }
+    }
+}
+
+/// The one peer of `device` under `config`: none when its user is not a VPN user.
+pub fn device_peer(config: &crate::config::Config, device: &ActiveDevice) -> Option<PeerSpec> {
+    desired_peers(
+        &config.policy,
+        &config.roles.vpn_users,
+        &[],
+        std::slice::from_ref(device),
+    )
+    .pop()
+}
+
 pub use crate::service::roles::has_role;
 
 /// Names of the resources a member of `groups` may reach.

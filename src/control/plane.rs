@@ -13,7 +13,7 @@ use crate::gateway::EndReason;
 use crate::service::feed::FeedHub;
 use crate::store::{Device, DeviceStatus, Store, StoreError};
 
-use super::desired::{desired_peers, ActiveDevice};
+use super::desired::{desired_peers, device_peer, ActiveDevice};
 use super::emergency::Emergency;
 use super::peer_cache::{CachedDevice, PeerCache};
 use super::{GatewayStats, PeerSink};
@@ -335,24 +335,8 @@ impl ControlPlane {
             let spec = last.as_ref()?.iter().find(|p| p.public_key == old)?;
             spec.mfa_until_ms
         });
-        let active = ActiveDevice {
-            id: device.id,
-            username: device.username.clone(),
-            public_key: device.public_key,
-            address: device.tunnel_address,
-            groups: groups.to_vec(),
-            mfa_until_ms,
-            name: device.name.clone(),
-            key_expires_at: device.expires_at,
-        };
-        let config = self.config.get();
-        let Some(peer) = desired_peers(
-            &config.policy,
-            &config.roles.vpn_users,
-            &[],
-            std::slice::from_ref(&active),
-        )
-        .pop() else {
+        let active = ActiveDevice::of(device, groups, mfa_until_ms);
+        let Some(peer) = device_peer(&self.config.get(), &active) else {
             // Not (or no longer) a VPN user: rare, let the full computation decide.
             return self.publish_now().await;
         };

@@ -180,3 +180,14 @@ pub async fn exec(store: &Store, statement: &str) {
         .await
         .unwrap_or_else(|e| panic!("{statement}: {e}"));
 }
+
+/// The audit events of `action` in the log, oldest first.
+pub async fn audit_of(store: &Store, action: &str) -> Vec<sesame::audit::AuditEvent> {
+    store
+        .list_audit(&AuditFilter {
+            action: Some(action.into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit")
+}

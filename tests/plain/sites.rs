@@ -21,6 +21,7 @@ use sesame::store::{AddressPool, AuditFilter, EnrolRequest, NewCode, Store};
 
 use crate::common::cli::{self, text};
 use crate::common::config::TestConfig;
+use crate::common::store_db::audit_of;
 
 const VPN: &str = "cn=personnels,ou=groups,dc=academie,dc=test";
 const PAIE: &str = "cn=gestionnaires-paie,ou=groups,dc=academie,dc=test";
@@ -372,16 +373,6 @@ fn record(seq: u64, action: &str, device: i64) -> Value {
     })
 }
 
-async fn events_of(store: &Store, action: &str) -> Vec<sesame::audit::AuditEvent> {
-    store
-        .list_audit(&AuditFilter {
-            action: Some(action.into()),
-            ..AuditFilter::default()
-        })
-        .await
-        .expect("audit")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn site_events_land_in_the_audit_log_with_the_tokens_site_once_each() {
     let (portal, store) = start_portal().await;
@@ -397,7 +388,7 @@ async fn site_events_land_in_the_audit_log_with_the_tokens_site_once_each() {
     let (status, v) = post_events(&portal, &token, &batch).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["accepted"], 3);
-    let started = events_of(&store, "tunnel.session_started").await;
+    let started = audit_of(&store, "tunnel.session_started").await;
     assert_eq!(started.len(), 1);
     assert_eq!(started[0].details["site"], "rectorat");
     assert_eq!(started[0].details["device_name"], "PC-PAIE-01");
@@ -414,9 +405,9 @@ async fn site_events_land_in_the_audit_log_with_the_tokens_site_once_each() {
     ]});
     let (status, _) = post_events(&portal, &token, &next).await;
     assert_eq!(status, 200);
-    assert_eq!(events_of(&store, "tunnel.session_started").await.len(), 2);
-    assert_eq!(events_of(&store, "tunnel.session_ended").await.len(), 1);
-    assert_eq!(events_of(&store, "flow.allowed").await.len(), 1);
+    assert_eq!(audit_of(&store, "tunnel.session_started").await.len(), 2);
+    assert_eq!(audit_of(&store, "tunnel.session_ended").await.len(), 1);
+    assert_eq!(audit_of(&store, "flow.allowed").await.len(), 1);
 
     // A bad batch is refused whole; a wrong token is refused.
     let bad = serde_json::json!({"records": [record(9, "device.revoked", alice)]});
@@ -484,5 +475,5 @@ async fn a_window_the_site_gateway_closed_closes_at_the_portal_but_never_a_newer
     assert_eq!(w.close_reason.as_deref(), Some("idle"));
     let (_, v) = feed(&portal, &token, "?site=rectorat").await;
     assert_eq!(feed_peer(&v, alice)["mfa_until_ms"], Value::Null);
-    assert_eq!(events_of(&store, "mfa.window_closed").await.len(), 2);
+    assert_eq!(audit_of(&store, "mfa.window_closed").await.len(), 2);
 }

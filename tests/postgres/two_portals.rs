@@ -13,7 +13,7 @@ use common::cli;
 use common::harness::config_toml;
 use common::portal::{ClientOptions, PortalClient};
 use common::slapd::{password_of, Slapd};
-use sesame::audit::AuditFilter;
+use common::store_db::audit_of;
 use sesame::control::leader::JOBS_LEASE;
 use sesame::store::Store;
 
@@ -105,16 +105,6 @@ fn write_config(dir: &Path, n: usize, slapd: &Slapd, db_url: &str) -> (PathBuf, 
     (path, format!("http://{addr}"))
 }
 
-async fn events(store: &Store, action: &str) -> Vec<sesame::audit::AuditEvent> {
-    store
-        .list_audit(&AuditFilter {
-            action: Some(action.into()),
-            ..AuditFilter::default()
-        })
-        .await
-        .expect("audit")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_portals_share_sessions_and_the_jobs_survive_the_leaders_death() {
     let slapd = Slapd::start();
@@ -191,7 +181,7 @@ async fn two_portals_share_sessions_and_the_jobs_survive_the_leaders_death() {
     slapd.delete_user("sbernard");
     let deadline = Instant::now() + 2 * SYNC + 3 * SYNC + Duration::from_secs(20);
     let took_over = loop {
-        let handovers = events(&store, "jobs.leader_changed").await;
+        let handovers = audit_of(&store, "jobs.leader_changed").await;
         if handovers.iter().any(|e| e.details["leading"] == true) {
             break killed_at.elapsed();
         }
@@ -207,7 +197,7 @@ async fn two_portals_share_sessions_and_the_jobs_survive_the_leaders_death() {
         "taken over after {took_over:?}, more than two sync intervals"
     );
     loop {
-        if !events(&store, "device.suspended").await.is_empty() {
+        if !audit_of(&store, "device.suspended").await.is_empty() {
             break;
         }
         assert!(
@@ -219,9 +209,9 @@ async fn two_portals_share_sessions_and_the_jobs_survive_the_leaders_death() {
     }
     // A few more passes: still exactly one suspension, by the one leader.
     tokio::time::sleep(2 * SYNC).await;
-    let suspended = events(&store, "device.suspended").await;
+    let suspended = audit_of(&store, "device.suspended").await;
     assert_eq!(suspended.len(), 1, "{suspended:?}");
-    let handovers = events(&store, "jobs.leader_changed").await;
+    let handovers = audit_of(&store, "jobs.leader_changed").await;
     assert_eq!(handovers.len(), 1, "{handovers:?}");
     assert_eq!(handovers[0].details["previous"], leader.as_str());
     assert!(survivor

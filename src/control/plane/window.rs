@@ -2,7 +2,7 @@
 //! window's end) to the local gateway and to the site feeds, without computing the whole set.
 
 use super::ControlPlane;
-use crate::control::desired::{desired_peers, ActiveDevice};
+use crate::control::desired::{device_peer, ActiveDevice};
 use crate::control::sites::site_sets;
 use crate::store::{Device, DeviceStatus};
 
@@ -15,24 +15,9 @@ impl ControlPlane {
         if device.status != DeviceStatus::Active || device.suspended_at.is_some() {
             return self.publish_now().await;
         }
-        let active = ActiveDevice {
-            id: device.id,
-            username: device.username.clone(),
-            public_key: device.public_key,
-            address: device.tunnel_address,
-            groups: groups.to_vec(),
-            mfa_until_ms: Some(until_ms),
-            name: device.name.clone(),
-            key_expires_at: device.expires_at,
-        };
+        let active = ActiveDevice::of(device, groups, Some(until_ms));
         let config = self.config.get();
-        let Some(peer) = desired_peers(
-            &config.policy,
-            &config.roles.vpn_users,
-            &[],
-            std::slice::from_ref(&active),
-        )
-        .pop() else {
+        let Some(peer) = device_peer(&config, &active) else {
             return self.publish_now().await;
         };
         let guard = self.publish_lock.lock().await;

@@ -273,6 +273,20 @@ struct Tally {
     first_error: Option<String>,
 }
 
+impl Tally {
+    /// One measured request: its latency since `start`, and its outcome.
+    fn record(&mut self, start: Instant, res: Result<(), (String, String)>) {
+        self.latencies_us.push(start.elapsed().as_micros() as u64);
+        match res {
+            Ok(()) => self.ok += 1,
+            Err((kind, detail)) => {
+                *self.errors.entry(kind.clone()).or_default() += 1;
+                self.first_error.get_or_insert(format!("{kind}: {detail}"));
+            }
+        }
+    }
+}
+
 async fn send(
     client: &reqwest::Client,
     url: &str,
@@ -413,14 +427,7 @@ async fn client_loop(client: reqwest::Client, run: Arc<Run>) -> Tally {
         if start < measure_from {
             continue;
         }
-        t.latencies_us.push(start.elapsed().as_micros() as u64);
-        match res {
-            Ok(()) => t.ok += 1,
-            Err((kind, detail)) => {
-                *t.errors.entry(kind.clone()).or_default() += 1;
-                t.first_error.get_or_insert(format!("{kind}: {detail}"));
-            }
-        }
+        t.record(start, res);
     }
     t
 }

@@ -128,14 +128,7 @@ pub(crate) async fn mfa_client_loop(
         if start < run.measure_from {
             continue;
         }
-        t.latencies_us.push(start.elapsed().as_micros() as u64);
-        match res {
-            Ok(()) => t.ok += 1,
-            Err((kind, detail)) => {
-                *t.errors.entry(kind.clone()).or_default() += 1;
-                t.first_error.get_or_insert(format!("{kind}: {detail}"));
-            }
-        }
+        t.record(start, res);
     }
     t
 }
