@@ -15,6 +15,8 @@ use crate::store::{Store, StoreError};
 
 /// How often `sesame serve` applies the retention.
 pub const PURGE_PERIOD: Duration = Duration::from_secs(86_400);
+/// How often a portal that does not run the singleton jobs checks whether it now does.
+pub const FOLLOWER_RETRY: Duration = Duration::from_secs(30);
 
 /// The retention task: what to keep, and who signs the checkpoint written before each purge.
 #[derive(Debug, Clone)]
@@ -38,28 +40,32 @@ impl Retention {
             .await
     }
 
-    /// Purges at start and then every `period` until `shutdown` turns true. A failed purge is
-    /// logged and retried at the next period.
+    /// Purges at start (once this process leads) and then every `period` until `shutdown`
+    /// turns true. A failed purge is logged and retried at the next period; a portal that does
+    /// not lead looks again every [`FOLLOWER_RETRY`] (it may take over).
     pub async fn run(self, period: Duration, mut shutdown: watch::Receiver<bool>) {
         if self.keep.is_zero() {
             tracing::info!("audit retention 0: every event is kept");
             return;
         }
         loop {
-            let result = if self.leader.is_leader() {
-                self.purge_now().await
-            } else {
-                Ok(0)
-            };
-            match result {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "audit events past retention purged"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "audit retention purge failed; retrying later")
+            let leads = self.leader.is_leader();
+            if leads {
+                match self.purge_now().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "audit events past retention purged"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "audit retention purge failed; retrying later")
+                    }
                 }
             }
+            let wait = if leads {
+                period
+            } else {
+                period.min(FOLLOWER_RETRY)
+            };
             tokio::select! {
-                _ = tokio::time::sleep(period) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
             }
             if *shutdown.borrow() {

@@ -384,6 +384,19 @@ async fn retention_task_purges_old_events_behind_a_signed_checkpoint(db: Db) {
         .append_audit(&login_event(13))
         .await
         .expect("recent");
+    // A portal that does not hold the jobs lease purges nothing (another one does).
+    let follower = Retention {
+        store: db.store.clone(),
+        sealer: Arc::clone(&sealer),
+        keep: 400 * DAY,
+        leader: Leadership::new("another-portal"),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(follower.run(Duration::from_millis(50), stop_rx));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop_tx.send(true).expect("stop");
+    task.await.expect("task");
+    assert_eq!(events(&db).await.len(), 13, "a follower never purges");
     let retention = Retention {
         store: db.store.clone(),
         sealer: Arc::clone(&sealer),
