@@ -1,4 +1,4 @@
-//! Group commit for the portal's per-request writes (successful logins, enrolments, audit events).
+//! Group commit for the portal's per-request writes (successful logins, enrolments, audit events, second-factor steps).
 //!
 //! Every commit of a writer transaction costs one fsync (SQLite `synchronous=FULL`, PostgreSQL
 //! `synchronous_commit=on`) and writers are serialised (the audit chain), so one transaction
@@ -41,6 +41,9 @@ pub(crate) enum Write {
     Audit(NewAuditEvent),
     /// An enrolment (in a savepoint: it may be refused without failing the batch).
     Enrol(Box<EnrolWrite>),
+    /// A TOTP step used by `username` (lower-cased): accepted once, refused when that step or a
+    /// later one was already used (a replay), without failing the batch.
+    AcceptStep { username: String, step: i64 },
 }
 
 /// What a write gives back once committed.
@@ -48,6 +51,8 @@ pub(crate) enum Write {
 pub(crate) enum Done {
     Written,
     Enrolled(Box<Enrolled>),
+    /// Whether the step was accepted.
+    Accepted(bool),
 }
 
 type Reply = Result<Done, StoreError>;
@@ -145,6 +150,10 @@ async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreErro
                 events.push(ev);
                 results.push(Ok(Done::Written));
             }
+            Write::AcceptStep { username, step } => {
+                let accepted = super::mfa::accept_step(&mut tx, username, *step, now).await?;
+                results.push(Ok(Done::Accepted(accepted)));
+            }
             Write::Enrol(e) => {
                 match enrol_check(&mut tx, store.backend, now, e, &mut addresses).await? {
                     Checked::Refused(refusal) => results.push(Err(refusal)),
@@ -180,8 +189,22 @@ impl Store {
     pub(crate) async fn commit_enrolment(&self, write: EnrolWrite) -> Result<Enrolled, StoreError> {
         match self.submit(Write::Enrol(Box::new(write))).await? {
             Done::Enrolled(enrolled) => Ok(*enrolled),
-            Done::Written => Err(StoreError::Unavailable(sqlx::Error::Protocol(
+            _ => Err(StoreError::Unavailable(sqlx::Error::Protocol(
                 "the group committer answered an enrolment without its device".into(),
+            ))),
+        }
+    }
+
+    /// A TOTP step, group-committed with concurrent logins (see [`Store::mfa_accept_step`]).
+    pub(crate) async fn commit_step(
+        &self,
+        username: String,
+        step: i64,
+    ) -> Result<bool, StoreError> {
+        match self.submit(Write::AcceptStep { username, step }).await? {
+            Done::Accepted(accepted) => Ok(accepted),
+            _ => Err(StoreError::Unavailable(sqlx::Error::Protocol(
+                "the group committer answered a step without its verdict".into(),
             ))),
         }
     }

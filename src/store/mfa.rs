@@ -202,16 +202,9 @@ impl Store {
     /// Spends TOTP `step` for `username`: true when it is later than every step accepted before
     /// (one conditional UPDATE, so two requests racing with the same code cannot both win).
     pub async fn mfa_accept_step(&self, username: &str, step: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE mfa_factors SET last_step = $1, last_used_at = $2 WHERE username = $3 \
-             AND registered_at IS NOT NULL AND (last_step IS NULL OR last_step < $1)",
-        )
-        .bind(step)
-        .bind(self.now_ms())
-        .bind(normalize_username(username))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        // Group-committed: logins with a code at the same moment share one transaction (one
+        // fsync) instead of one each.
+        self.commit_step(normalize_username(username), step).await
     }
 
     /// Spends the recovery code hashed `hash`: true when it was unused.
@@ -462,6 +455,26 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Accepts `step` for `username` (lower-cased) in `conn`'s transaction: true once; false when
+/// that step or a later one was already used, or the factor is not registered.
+pub(crate) async fn accept_step(
+    conn: &mut sqlx::AnyConnection,
+    username: &str,
+    step: i64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE mfa_factors SET last_step = $1, last_used_at = $2 WHERE username = $3 \
+         AND registered_at IS NOT NULL AND (last_step IS NULL OR last_step < $1)",
+    )
+    .bind(step)
+    .bind(now)
+    .bind(username)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 #[cfg(test)]
