@@ -207,12 +207,8 @@ impl Services {
     /// Records a refusal (or an event no store write carries): group-committed with concurrent
     /// requests. A failed write is logged and does not change the answer, already decided.
     pub(super) async fn audit(&self, event: Record<'_>) {
-        let ctx = AuditContext::new(event.actor, event.source_ip.map(|ip| ip.to_string()));
         let action = event.action;
-        let ev = NewAuditEvent::new(action, &ctx, event.target)
-            .outcome(event.outcome)
-            .details(event.details);
-        if let Err(e) = self.store.append_audit_grouped(ev).await {
+        if let Err(e) = self.store.append_audit_grouped(event.event()).await {
             tracing::warn!(action = action.as_str(), error = %e, "cannot write audit event");
         }
     }
@@ -226,6 +222,16 @@ pub(super) struct Record<'a> {
     pub outcome: Outcome,
     pub source_ip: Option<IpAddr>,
     pub details: serde_json::Value,
+}
+
+impl Record<'_> {
+    /// The event as the store appends it.
+    pub(super) fn event(self) -> NewAuditEvent {
+        let ctx = AuditContext::new(self.actor, self.source_ip.map(|ip| ip.to_string()));
+        NewAuditEvent::new(self.action, &ctx, self.target)
+            .outcome(self.outcome)
+            .details(self.details)
+    }
 }
 
 /// What the device tokens of the login limiter are signed with, derived from the portal key.

@@ -3,19 +3,22 @@
 //! Registration (the bootstrap rule: something IT handed out, never a password alone) lives
 //! in [`register`](self::register); adapters call these functions and render.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::time::Instant;
+use std::net::IpAddr;
 
 use crate::api::mfa::{MfaRegistration, UnlockResponse};
-use crate::audit::{Action, Outcome};
-use crate::mfa::{recovery, Kit, Verdict};
+use crate::audit::{Action, NewAuditEvent, Outcome};
+use crate::mfa::Kit;
 use crate::store::Device;
 
 use super::context::Record;
 use super::roles::{Actor, Role, RoleSet};
 use super::{ServiceError, Services};
 
+mod code;
 pub mod register;
+
+use code::check_code;
+pub(super) use code::{limiter_key, verify};
 
 /// How long a registration code from IT stays usable.
 pub const REGISTRATION_CODE_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
@@ -36,12 +39,6 @@ impl WindowSource {
             WindowSource::Web => "web",
         }
     }
-}
-
-/// The limiter's account for codes: apart from the password's, so five wrong codes lock the
-/// codes (and the source), not the password.
-fn limiter_key(username: &str) -> String {
-    format!("mfa:{}", username.trim().to_lowercase())
 }
 
 /// The kit, or `NotWired` when `[mfa]` is off (callers that reach here need it).
@@ -67,73 +64,6 @@ pub(super) async fn has_factor(
         .is_some_and(|f| f.is_registered()))
 }
 
-/// Checks one code (or a recovery code) of `username` for `route`: the failure limiter first
-/// (5 wrong codes within a minute: 429, audited `auth.rate_limited`), then the provider; a
-/// success is audited `mfa.verified`, a wrong code `mfa.failed` and counted.
-pub(super) async fn verify(
-    svc: &Services,
-    username: &str,
-    code: &str,
-    route: &'static str,
-    source_ip: Option<IpAddr>,
-) -> Result<(), ServiceError> {
-    let kit = kit(svc)?;
-    let key = limiter_key(username);
-    let ip = source_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    if let Err(limited) = svc.limiter().check(&key, ip, Instant::now()) {
-        svc.metrics().rate_limited();
-        let retry_after_secs = limited.retry_after.as_secs().max(1);
-        svc.audit(Record {
-            actor: username,
-            action: Action::AuthRateLimited,
-            target: username,
-            outcome: Outcome::Denied,
-            source_ip,
-            details: serde_json::json!({
-                "route": route, "keys": limited.keys, "retry_after_secs": retry_after_secs,
-            }),
-        })
-        .await;
-        return Err(ServiceError::TooManyAttempts { retry_after_secs });
-    }
-    let (accepted, method) = match recovery::hash(code) {
-        Some(hash) => (
-            svc.store().mfa_use_recovery_code(username, &hash).await?,
-            "recovery_code",
-        ),
-        None => {
-            let verdict = kit.provider.verify(username, code).await?;
-            if verdict == Verdict::Accepted && !kit.provider.needs_registration() {
-                svc.store()
-                    .mfa_record_use(username, kit.provider.kind())
-                    .await?;
-            }
-            (verdict == Verdict::Accepted, kit.provider.kind())
-        }
-    };
-    let (action, outcome) = if accepted {
-        svc.limiter().record_success(&key);
-        (Action::MfaVerified, Outcome::Success)
-    } else {
-        svc.limiter().record_failure(&key, ip, Instant::now());
-        (Action::MfaFailed, Outcome::Denied)
-    };
-    svc.audit(Record {
-        actor: username,
-        action,
-        target: username,
-        outcome,
-        source_ip,
-        details: serde_json::json!({ "route": route, "method": method }),
-    })
-    .await;
-    if accepted {
-        Ok(())
-    } else {
-        Err(ServiceError::InvalidOtp)
-    }
-}
-
 /// The `[roles]` name of a role, as `[mfa] web_roles` lists them.
 fn config_role_name(role: Role) -> &'static str {
     match role {
@@ -145,16 +75,17 @@ fn config_role_name(role: Role) -> &'static str {
 
 /// The second step of a web login, after the password: for a holder of a role of `[mfa]
 /// web_roles`, a code is needed (`mfa_required` without one; `mfa_not_registered` without a
-/// factor: the page then asks for IT's registration code). Returns whether a code was checked.
+/// factor: the page then asks for IT's registration code). Returns the checked code's
+/// `mfa.verified` event, for the login to write with its session.
 pub(super) async fn login_step(
     svc: &Services,
     username: &str,
     roles: &RoleSet,
     otp: Option<&str>,
     source_ip: IpAddr,
-) -> Result<bool, ServiceError> {
+) -> Result<Option<NewAuditEvent>, ServiceError> {
     let Some(kit) = svc.mfa()? else {
-        return Ok(false);
+        return Ok(None);
     };
     let config = svc.config();
     let web_roles = config
@@ -166,7 +97,7 @@ pub(super) async fn login_step(
         .iter()
         .any(|r| web_roles.iter().any(|w| w == config_role_name(r)))
     {
-        return Ok(false);
+        return Ok(None);
     }
     if !has_factor(svc, kit, username).await? {
         return Err(ServiceError::MfaNotRegistered);
@@ -175,8 +106,9 @@ pub(super) async fn login_step(
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .ok_or(ServiceError::MfaRequired)?;
-    verify(svc, username, code, "login", Some(source_ip)).await?;
-    Ok(true)
+    check_code(svc, username, code, "login", Some(source_ip))
+        .await
+        .map(Some)
 }
 
 /// What enrolment does about the second factor, decided after the password.

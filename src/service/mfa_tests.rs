@@ -10,6 +10,7 @@ use crate::config::{Config, LiveConfig};
 use crate::mfa::{totp, SecretKey, TotpProvider};
 use crate::store::{hash_secret, Store};
 use crate::time::ManualClock;
+use std::net::Ipv4Addr;
 
 /// 2027-01-15T08:00:15Z: 15 s into a TOTP step.
 const T0: i64 = 1_800_000_015_000;
@@ -247,7 +248,10 @@ async fn rotation_needs_a_code_within_the_reauth_interval() {
 async fn without_an_mfa_section_nothing_changes() {
     let w = world(false).await;
     let roles = RoleSet::default().with(Role::ItStaff);
-    assert!(!login_step(&w.svc, "alice", &roles, None, IP).await.unwrap());
+    assert!(login_step(&w.svc, "alice", &roles, None, IP)
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(
         enrol_step(&w.svc, "alice", None, IP).await.unwrap(),
         EnrolStep::Done
@@ -263,14 +267,20 @@ async fn web_roles_need_the_code_and_enrolment_too_once_registered() {
     let w = world(true).await;
     let it = RoleSet::default().with(Role::ItStaff);
     let vpn = RoleSet::default().with(Role::VpnUser);
-    assert!(!login_step(&w.svc, "alice", &vpn, None, IP).await.unwrap());
+    assert!(login_step(&w.svc, "alice", &vpn, None, IP)
+        .await
+        .unwrap()
+        .is_none());
     let e = login_step(&w.svc, "alice", &it, None, IP)
         .await
         .unwrap_err();
     assert!(matches!(e, ServiceError::MfaRequired), "{e}");
-    assert!(login_step(&w.svc, "alice", &it, Some(&w.code()), IP)
+    // The accepted code's mfa.verified is handed back, to be written with the session.
+    let verified = login_step(&w.svc, "alice", &it, Some(&w.code()), IP)
         .await
-        .unwrap());
+        .unwrap()
+        .expect("a code was checked");
+    assert_eq!(verified.action, crate::audit::Action::MfaVerified);
     let e = enrol_step(&w.svc, "alice", None, IP).await.unwrap_err();
     assert!(matches!(e, ServiceError::MfaRequired), "{e}");
     // bob has no factor: an IT login is refused, an enrolment registers one.

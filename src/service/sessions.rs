@@ -55,7 +55,7 @@ pub async fn login(svc: &Services, input: LoginInput<'_>) -> Result<LoggedIn, Se
     };
     attempt.admit(svc).await?;
     let result = match check_login(svc, username, &input).await {
-        Ok((user, answer)) => {
+        Ok((user, answer, verified)) => {
             let session = NewSession {
                 username: user.username.clone(),
                 roles: answer.roles.clone(),
@@ -65,10 +65,12 @@ pub async fn login(svc: &Services, input: LoginInput<'_>) -> Result<LoggedIn, Se
             let event = NewAuditEvent::new(Action::AuthLogin, &ctx, username)
                 .outcome(Outcome::Success)
                 .details(serde_json::json!({}));
-            // The user row, the session and its `auth.login` event are written together, in one
-            // transaction shared with concurrent logins: one fsync for the batch.
+            // The user row, the session, the code's `mfa.verified` and the `auth.login` event
+            // are written together, in one transaction shared with concurrent logins: one fsync
+            // for the batch.
+            let events = verified.into_iter().chain([event]).collect();
             svc.store()
-                .record_login(&user, &session, event)
+                .record_login_with(&user, &session, events)
                 .await
                 .map(|(id, _)| (id, answer))
                 .map_err(ServiceError::from)
@@ -101,12 +103,13 @@ pub async fn login(svc: &Services, input: LoginInput<'_>) -> Result<LoggedIn, Se
 }
 
 /// Checks the password, the roles and the second factor ([`super::mfa::login_step`]); writes
-/// nothing but the code's own audit.
+/// nothing but a refused code's audit (an accepted code's `mfa.verified` is returned, to be
+/// written with the session).
 async fn check_login(
     svc: &Services,
     username: &str,
     input: &LoginInput<'_>,
-) -> Result<(DirectoryUser, LoginResponse), ServiceError> {
+) -> Result<(DirectoryUser, LoginResponse, Option<NewAuditEvent>), ServiceError> {
     let user = svc.authenticate(username, input.password).await?;
     if user.disabled {
         return Err(ServiceError::AccountDisabled);
@@ -115,13 +118,14 @@ async fn check_login(
     if roles.is_empty() {
         return Err(ServiceError::Forbidden);
     }
-    super::mfa::login_step(svc, &user.username, &roles, input.otp, input.source_ip).await?;
+    let verified =
+        super::mfa::login_step(svc, &user.username, &roles, input.otp, input.source_ip).await?;
     let answer = LoginResponse {
         username: user.username.clone(),
         display_name: user.display_name.clone(),
         roles: roles.names(),
     };
-    Ok((user, answer))
+    Ok((user, answer, verified))
 }
 
 /// Closes the session `session_id` if it is live, auditing `auth.logout`; nothing to close is

@@ -31,11 +31,12 @@ const QUEUE: usize = 4096;
 /// One request's writes.
 #[derive(Debug, Clone)]
 pub(crate) enum Write {
-    /// A successful login: refresh the user, open the session, audit it.
+    /// A successful login: refresh the user, open the session, audit it (`auth.login`, and
+    /// the code's `mfa.verified` before it when a second factor was checked).
     Login {
         user: DirectoryUser,
         session: WebSession,
-        audit: NewAuditEvent,
+        audit: Vec<NewAuditEvent>,
     },
     /// A lone audit event (refusals).
     Audit(NewAuditEvent),
@@ -143,7 +144,7 @@ async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreErro
             } => {
                 login_users.push(user);
                 sessions.push(session);
-                events.push(ev);
+                events.extend(ev);
                 results.push(Ok(Done::Written));
             }
             Write::Audit(ev) => {
@@ -237,6 +238,16 @@ impl Store {
         user: &DirectoryUser,
         session: &super::NewSession,
         audit: NewAuditEvent,
+    ) -> Result<(String, WebSession), StoreError> {
+        self.record_login_with(user, session, vec![audit]).await
+    }
+
+    /// [`Store::record_login`] with several events, appended in order.
+    pub async fn record_login_with(
+        &self,
+        user: &DirectoryUser,
+        session: &super::NewSession,
+        audit: Vec<NewAuditEvent>,
     ) -> Result<(String, WebSession), StoreError> {
         let (token, row) = super::sessions::new_session(session, self.now_ms());
         self.commit_grouped(Write::Login {
