@@ -8,7 +8,8 @@ use crate::store::{Device, DeviceStatus};
 
 impl ControlPlane {
     /// Publishes `device`'s window, open until `until_ms` (after an unlock committed): O(1)
-    /// instead of O(devices), so 50 unlocks at once do not each wait for a whole computation.
+    /// instead of O(devices), so 50 unlocks at once do not each wait for a whole computation
+    /// (nor for one already running: the publisher then carries the window right after it).
     /// Falls back to [`Self::publish_now`] when the device is not active, not a VPN user, or the
     /// gateway refuses the peer. The change log's `window` row then needs no recomputation.
     pub async fn publish_window(&self, device: &Device, groups: &[String], until_ms: i64) {
@@ -20,7 +21,13 @@ impl ControlPlane {
         let Some(peer) = device_peer(&config, &active) else {
             return self.publish_now().await;
         };
-        let guard = self.publish_lock.lock().await;
+        // A whole computation under way is not waited for (at 100,000 devices it takes long):
+        // if it read the store before this window, the change log's row for it, not marked
+        // published, makes the publisher compute again right after; if after, it has it.
+        let Ok(guard) = self.publish_lock.try_lock() else {
+            self.wake.notify_one();
+            return;
+        };
         if let Some(hub) = self.feeds.get() {
             hub.upsert_peers(site_sets(&config, std::slice::from_ref(&active)));
         }
