@@ -26,6 +26,8 @@ mod changes;
 mod tests;
 mod window;
 
+use changes::Pending;
+
 /// How often the publisher reads the change log's last sequence (one index seek): a change made
 /// by another process (`sesame devices revoke`, another portal) reaches the gateway within this
 /// delay. On PostgreSQL the commit's notification wakes it at once.
@@ -448,9 +450,18 @@ impl ControlPlane {
                 }
             }
             let due = last_full.elapsed() >= REPUBLISH_INTERVAL || self.is_stale();
-            if woken || due || self.devices_changed().await {
-                last_full = tokio::time::Instant::now();
-                let _ = self.reconcile().await;
+            let pending = if woken || due {
+                Pending::Other
+            } else {
+                self.pending_changes().await
+            };
+            match pending {
+                Pending::Nothing => {}
+                Pending::Windows(devices) => self.publish_windows_of(&devices).await,
+                Pending::Other => {
+                    last_full = tokio::time::Instant::now();
+                    let _ = self.reconcile().await;
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The publisher and the change log on a real PostgreSQL (issue 21): idle, it reads the log's
 //! last sequence and never scans `devices`; a change committed by another process (another
-//! portal, the CLI) is notified at commit and reaches the gateway.
+//! portal, the CLI) is notified at commit and reaches the gateway, a window opened there as
+//! that one peer.
 
 use crate::common;
 
@@ -79,6 +80,30 @@ async fn idle_publishers_read_the_log_not_the_devices_and_other_portals_changes_
     let device_reads = calls(&db.store, "FROM devices").await;
     assert!(log_reads >= 3, "the publisher reads the log: {log_reads}");
     assert_eq!(device_reads, 0, "an idle publisher scans nothing");
+
+    // A window opened through the other portal: this publisher sends that one peer, without
+    // computing the whole set.
+    let whole_sets = *sink.publications.lock();
+    let upserts = *sink.upserts.lock();
+    other
+        .mfa_open_window(
+            devices[0].id,
+            "alice",
+            "agent",
+            sesame::time::now_ms() + 3_600_000,
+        )
+        .await
+        .expect("window");
+    tokio::time::timeout(Duration::from_secs(5), listener.next())
+        .await
+        .expect("notified within 5 s")
+        .expect("notification");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while *sink.upserts.lock() == upserts && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*sink.upserts.lock(), upserts + 1, "one peer sent");
+    assert_eq!(*sink.publications.lock(), whole_sets, "no whole set");
 
     // A revocation by the other portal: notified at commit, and published.
     let revoked_at = Instant::now();
