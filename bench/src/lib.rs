@@ -7,6 +7,7 @@ pub mod args;
 pub mod devices;
 pub mod keys;
 pub mod packet;
+pub mod portal;
 pub mod sys;
 pub mod totp;
 pub mod tunn;

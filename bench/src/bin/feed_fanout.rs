@@ -7,16 +7,12 @@
 //! `feed_fanout [DEVICES] [REVOCATIONS]` (default 10000 50).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use sesame::config::{Config, LiveConfig};
-use sesame::control::sink::NoLocalGateway;
-use sesame::control::ControlPlane;
 use sesame::key::PublicKey;
-use sesame::service::feed::FeedHub;
-use sesame::service::{devices, sites, Actor, Services};
+use sesame::service::{devices, sites, Actor};
 use sesame::store::{AddressPool, Store};
 use sesame_bench::devices::{self as bench_devices, device_key};
 use sesame_bench::tunn::result;
@@ -119,30 +115,12 @@ async fn main() -> anyhow::Result<()> {
         "enrolled {n} devices in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let control = ControlPlane::new(
-        store.clone(),
-        live.clone(),
-        Arc::new(NoLocalGateway::new(live.clone())),
-    );
-    let hub = Arc::new(FeedHub::new());
-    control.set_feeds(Arc::clone(&hub));
-    let t = Instant::now();
-    control.reconcile().await?;
+    let started = sesame_bench::portal::start(&store, &live).await?;
     eprintln!(
         "first pass (3 site sets from {n} devices): {:.0} ms",
-        t.elapsed().as_secs_f64() * 1e3
+        started.first_pass.as_secs_f64() * 1e3
     );
-    let svc = Arc::new(
-        Services::new(live, store.clone())
-            .with_publisher(control.clone())
-            .with_feeds(hub),
-    );
-    let listener = sesame::listen::bind("127.0.0.1:0".parse()?)?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let app = sesame::portal::router(sesame::portal::AppState::new(Arc::clone(&svc)));
-    tokio::spawn(async move {
-        let _ = sesame::listen::serve(listener, None, app, std::future::pending()).await;
-    });
+    let (svc, base) = (started.services, started.base);
     let admin = Actor::cli("cli:bench".into());
     let (tx, mut rx) = mpsc::unbounded_channel();
     for (i, s) in SITES.iter().enumerate() {

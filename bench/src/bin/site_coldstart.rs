@@ -21,11 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use sesame::config::{Config, LiveConfig};
-use sesame::control::sink::NoLocalGateway;
-use sesame::control::ControlPlane;
 use sesame::key::PublicKey;
-use sesame::service::feed::FeedHub;
-use sesame::service::{sites, Actor, Services};
+use sesame::service::{sites, Actor};
 use sesame::store::{AddressPool, Store};
 use sesame_bench::args::Args;
 use sesame_bench::devices;
@@ -122,31 +119,13 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     result("coldstart_enrol", enrol_s, "s");
 
     // The portal: its first pass computes the sites' sets before any gateway asks.
-    let control = ControlPlane::new(
-        store.clone(),
-        live.clone(),
-        Arc::new(NoLocalGateway::new(live.clone())),
-    );
-    let hub = Arc::new(FeedHub::new());
-    control.set_feeds(Arc::clone(&hub));
-    let t = Instant::now();
-    control.reconcile().await?;
+    let started = sesame_bench::portal::start(&store, &live).await?;
     result(
         "coldstart_portal_first_pass",
-        t.elapsed().as_secs_f64() * 1e3,
+        started.first_pass.as_secs_f64() * 1e3,
         "ms",
     );
-    let svc = Arc::new(
-        Services::new(live, store.clone())
-            .with_publisher(control.clone())
-            .with_feeds(hub),
-    );
-    let listener = sesame::listen::bind("127.0.0.1:0".parse()?)?;
-    let portal = format!("http://{}", listener.local_addr()?);
-    let app = sesame::portal::router(sesame::portal::AppState::new(Arc::clone(&svc)));
-    tokio::spawn(async move {
-        let _ = sesame::listen::serve(listener, None, app, std::future::pending()).await;
-    });
+    let (svc, portal) = (started.services, started.base);
     let admin = Actor::cli("cli:bench".into());
     for (site, state) in [(SITE, &site_dir), (EMPTY, &empty_dir)] {
         let token = sites::create_token(&svc, &admin, site).await?;
