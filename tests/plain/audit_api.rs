@@ -5,6 +5,7 @@
 use crate::common;
 use crate::common::harness;
 use crate::common::steps::step_async;
+use crate::common::store_db::audit_of;
 
 use common::audit_events::{at_site, flow, session_started};
 use serde_json::json;
@@ -152,14 +153,7 @@ async fn api_queries_exports_and_the_events_they_need() {
                     None => break,
                 }
             }
-            let stored = ids(&h
-                .store
-                .list_audit(&AuditFilter {
-                    action: Some("auth.login".into()),
-                    ..Default::default()
-                })
-                .await
-                .unwrap());
+            let stored = ids(&audit_of(&h.store, "auth.login").await);
             assert_eq!((seen.len(), pages), (7, 4));
             assert_eq!(seen, stored);
             cursors
@@ -339,14 +333,7 @@ async fn api_queries_exports_and_the_events_they_need() {
             .unwrap();
         assert!(csv_text.starts_with("resource,site,username,display_name,device_id,"));
         assert!(csv_text.contains("\npaie,local,mdupont,"), "{csv_text}");
-        let reads = h
-            .store
-            .list_audit(&AuditFilter {
-                action: Some("audit.read".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let reads = audit_of(&h.store, "audit.read").await;
         let last = reads.last().unwrap();
         assert_eq!(
             (last.actor.as_str(), last.target.as_str()),
@@ -456,14 +443,7 @@ async fn api_queries_exports_and_the_events_they_need() {
             }
             let other = of("rectorat")[0];
             assert!(!html.contains(&format!("<td>{other}</td>")), "{html}");
-            let reads = h
-                .store
-                .list_audit(&AuditFilter {
-                    action: Some("audit.read".into()),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
+            let reads = audit_of(&h.store, "audit.read").await;
             assert_eq!(
                 reads[reads.len() - 1].details,
                 json!({"query": "events", "format": "html", "filter": {"site": "dsden56"}})

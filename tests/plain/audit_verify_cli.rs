@@ -65,13 +65,7 @@ async fn cli_keygen_verify_and_offline_export() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "intact: 7 events\n");
     // The verification is recorded after the walk: audit.read by the CLI's user (event 8).
-    let read = store
-        .list_audit(&AuditFilter {
-            action: Some("audit.read".into()),
-            ..AuditFilter::default()
-        })
-        .await
-        .expect("reads");
+    let read = audit_of(&store, "audit.read").await;
     let [read] = &read[..] else {
         panic!("{read:?}")
     };

@@ -5,6 +5,7 @@
 use crate::common;
 use crate::common::cli::{self, text};
 use crate::common::config::TestConfig;
+use crate::common::store_db::audit_of;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -240,13 +241,7 @@ async fn export_filters_neutralise_csv_and_record_the_read() {
 
     // Each export was audited, by cli:<login>, with its filter; an export never contains its
     // own audit.read.
-    let reads = store
-        .list_audit(&AuditFilter {
-            action: Some("audit.read".into()),
-            ..AuditFilter::default()
-        })
-        .await
-        .expect("reads");
+    let reads = audit_of(&store, "audit.read").await;
     assert_eq!(
         reads.len(),
         6 + 2,
@@ -306,48 +301,8 @@ async fn flows_and_access_review_from_the_cli() {
     let (dir, _, store) = setup(0).await;
     let url = format!("sqlite://{}/sesame.db", dir.path().display());
     let config = review_config(dir.path(), &url);
-    let user = sesame::directory::DirectoryUser {
-        username: "alice".into(),
-        dn: "uid=alice,ou=people,dc=example,dc=org".into(),
-        display_name: "Alice\r\nFAUX 2 root".into(),
-        groups: vec![
-            "cn=personnels-administratifs,ou=groups,dc=example,dc=org".into(),
-            "cn=gestionnaires-paie,ou=groups,dc=example,dc=org".into(),
-        ],
-        disabled: false,
-    };
-    let ctx = AuditContext::new("cli:test", None);
-    let code = store
-        .create_code(
-            &sesame::store::NewCode {
-                username: "alice".into(),
-                device_name: "=cmd|' /C calc'!A0".into(),
-                ttl: std::time::Duration::from_secs(3600),
-            },
-            &ctx,
-        )
-        .await
-        .expect("code")
-        .code;
-    let device = store
-        .enrol(
-            &sesame::store::EnrolRequest {
-                code: &code,
-                user: &user,
-                public_key: sesame::key::PublicKey::from_bytes([5; 32]).expect("key"),
-                hostname: &"pc-alice".parse().expect("hostname"),
-                key_lifetime: None,
-            },
-            &sesame::store::AddressPool {
-                network: "100.64.0.0/24".parse().expect("net"),
-                reserved: vec!["100.64.0.1".parse().expect("ip")],
-            },
-            &ctx,
-        )
-        .await
-        .expect("enrol")
-        .device;
-    let d = device.id;
+    // Text an attacker controls (display name, device name) reaches the exports.
+    let d = enrol_alice(&store, "Alice\r\nFAUX 2 root", "=cmd|' /C calc'!A0", 5).await;
     store
         .append_audit_bulk(&[
             (T0, session_started(d, "alice", T0)),
@@ -454,13 +409,7 @@ async fn flows_and_access_review_from_the_cli() {
     assert!(text(&out.stderr).contains("compta"));
     let out = sesame(&["audit", "access-review"], &config);
     assert_eq!(out.status.code(), Some(2));
-    let reads = store
-        .list_audit(&AuditFilter {
-            action: Some("audit.read".into()),
-            ..AuditFilter::default()
-        })
-        .await
-        .expect("reads");
+    let reads = audit_of(&store, "audit.read").await;
     assert!(reads.iter().any(|e| e.details
         == json!({"query": "access_review", "format": "table", "filter": {"user": "alice"}})));
     assert!(reads
@@ -505,12 +454,13 @@ resources = ["paie", "app56"]"#,
     config
 }
 
-/// Alice's laptop, enrolled: its device id.
-async fn enrol_alice(store: &Store, device_name: &str) -> i64 {
+/// Alice (shown as `display_name`) enrols a laptop named `device_name` with key `[key; 32]`:
+/// its device id.
+async fn enrol_alice(store: &Store, display_name: &str, device_name: &str, key: u8) -> i64 {
     let user = sesame::directory::DirectoryUser {
         username: "alice".into(),
         dn: "uid=alice,ou=people,dc=example,dc=org".into(),
-        display_name: "Alice".into(),
+        display_name: display_name.into(),
         groups: vec![
             "cn=personnels-administratifs,ou=groups,dc=example,dc=org".into(),
             "cn=gestionnaires-paie,ou=groups,dc=example,dc=org".into(),
@@ -535,7 +485,7 @@ async fn enrol_alice(store: &Store, device_name: &str) -> i64 {
             &sesame::store::EnrolRequest {
                 code: &code,
                 user: &user,
-                public_key: sesame::key::PublicKey::from_bytes([6; 32]).expect("key"),
+                public_key: sesame::key::PublicKey::from_bytes([key; 32]).expect("key"),
                 hostname: &"pc-alice".parse().expect("hostname"),
                 key_lifetime: None,
             },
@@ -556,7 +506,7 @@ async fn site_filter_and_review_by_site_from_the_cli() {
     let (dir, _, store) = setup(0).await;
     let url = format!("sqlite://{}/sesame.db", dir.path().display());
     let config = sites_review_config(dir.path(), &url);
-    let d = enrol_alice(&store, "PC-APP56-01").await;
+    let d = enrol_alice(&store, "Alice", "PC-APP56-01", 6).await;
     store
         .append_audit_bulk(&[
             (T0, session_started(d, "alice", T0)),
@@ -663,13 +613,7 @@ async fn site_filter_and_review_by_site_from_the_cli() {
     assert_eq!(out.status.code(), Some(2));
 
     // Each read recorded its site.
-    let reads = store
-        .list_audit(&AuditFilter {
-            action: Some("audit.read".into()),
-            ..AuditFilter::default()
-        })
-        .await
-        .expect("reads");
+    let reads = audit_of(&store, "audit.read").await;
     assert_eq!(
         reads[0].details,
         json!({"query": "export", "format": "jsonl", "filter": {"site": "local"}})

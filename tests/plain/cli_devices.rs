@@ -7,10 +7,11 @@ use std::process::Output;
 
 use crate::common::cli::{self, text};
 use crate::common::config::TestConfig;
+use crate::common::store_db::audit_of;
 
 use sesame::audit::AuditContext;
 use sesame::directory::DirectoryUser;
-use sesame::store::{AddressPool, AuditFilter, DeviceStatus, EnrolRequest, NewCode, Store};
+use sesame::store::{AddressPool, DeviceStatus, EnrolRequest, NewCode, Store};
 
 /// `sesame ARGS --config CONFIG`, run by IT staff (`cli::OPERATOR`).
 fn sesame(args: &[&str], config: &Path) -> Output {
@@ -113,13 +114,7 @@ async fn list_and_revoke() {
     let d = store.device(a).await.expect("q").expect("exists");
     assert_eq!(d.status, DeviceStatus::Revoked);
     assert_eq!(d.revoke_reason.as_deref(), Some("portable volé"));
-    let audit = store
-        .list_audit(&AuditFilter {
-            action: Some("device.revoked".into()),
-            ..AuditFilter::default()
-        })
-        .await
-        .expect("audit");
+    let audit = audit_of(&store, "device.revoked").await;
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].actor, "cli:admin-dsi");
     assert_eq!(audit[0].target, format!("device:{a}"));
@@ -143,15 +138,5 @@ async fn list_and_revoke() {
     assert_eq!(json[0].status, "revoked");
     assert!(json[0].revoked_at.is_some());
     assert_eq!(json[1].status, "active");
-    assert_eq!(
-        store
-            .list_audit(&AuditFilter {
-                action: Some("device.revoked".into()),
-                ..AuditFilter::default()
-            })
-            .await
-            .expect("audit")
-            .len(),
-        1
-    );
+    assert_eq!(audit_of(&store, "device.revoked").await.len(), 1);
 }

@@ -6,6 +6,7 @@
 
 use crate::common::cli::{self, text};
 use crate::common::harness;
+use crate::common::store_db::audit_of;
 
 use std::sync::Arc;
 
@@ -206,14 +207,7 @@ async fn user_removed_then_restored_within_grace_comes_back_without_enrolling() 
     let peer = h.sink.peer(&sophie.key).expect("peer restored");
     assert_eq!(peer.address, d.tunnel_address);
     assert_eq!(config_status(&h, &sophie.token).await, 200);
-    let events = h
-        .store
-        .list_audit(&AuditFilter {
-            action: Some("device.restored".into()),
-            ..AuditFilter::default()
-        })
-        .await
-        .unwrap();
+    let events = audit_of(&h.store, "device.restored").await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].actor, "system");
     assert_eq!(events[0].target, format!("device:{}", d.id));

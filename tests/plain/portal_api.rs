@@ -6,12 +6,12 @@ use crate::common;
 use crate::common::cli;
 use crate::common::harness;
 use crate::common::steps::step_async;
+use crate::common::store_db::audit_of;
 
 use std::time::{Duration, Instant};
 
 use harness::{error_of, laptop_key, Harness, GATEWAY_KEY, PAIE_ICMP_NET, PAIE_NET, RH_NET};
 use serde_json::{json, Value};
-use sesame::store::AuditFilter;
 
 use common::slapd::password_of;
 
@@ -379,14 +379,7 @@ async fn every_bad_enrolment_is_refused_and_writes_nothing() {
     assert_eq!(h.device_count().await, 1);
 
     // Rejections were audited as enrol.rejected, without secrets.
-    let rejected = h
-        .store
-        .list_audit(&AuditFilter {
-            action: Some("enrol.rejected".into()),
-            ..AuditFilter::default()
-        })
-        .await
-        .unwrap();
+    let rejected = audit_of(&h.store, "enrol.rejected").await;
     assert!(rejected.len() >= 15, "{}", rejected.len());
     for e in &rejected {
         assert!(!e.details.to_string().contains(marie), "password in audit");
@@ -516,24 +509,10 @@ async fn directory_sync_updates_grants_and_revokes_leavers() {
         .await
         .unwrap();
     assert_eq!(error_of(r).await, (403, "device_suspended".into()));
-    let sync_events = h
-        .store
-        .list_audit(&AuditFilter {
-            action: Some("directory.sync".into()),
-            ..AuditFilter::default()
-        })
-        .await
-        .unwrap();
+    let sync_events = audit_of(&h.store, "directory.sync").await;
     assert_eq!(sync_events.len(), 1);
     assert_eq!(sync_events[0].details["devices_suspended"], 1);
-    let revoked = h
-        .store
-        .list_audit(&AuditFilter {
-            action: Some("device.suspended".into()),
-            ..AuditFilter::default()
-        })
-        .await
-        .unwrap();
+    let revoked = audit_of(&h.store, "device.suspended").await;
     assert_eq!(revoked.len(), 1);
     assert_eq!(revoked[0].actor, "system");
 

@@ -17,7 +17,7 @@ use sesame::key::PublicKey;
 use sesame::portal::{router, AppState};
 use sesame::service::feed::FeedHub;
 use sesame::service::{devices, sites, Actor, Services};
-use sesame::store::{AddressPool, AuditFilter, EnrolRequest, NewCode, Store};
+use sesame::store::{AddressPool, EnrolRequest, NewCode, Store};
 
 use crate::common::cli::{self, text};
 use crate::common::config::TestConfig;
@@ -150,13 +150,7 @@ fn site_token_prints_a_new_token_each_time_replacing_the_previous_one_audited() 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let store = Store::connect(&url).await.expect("open");
-        let events = store
-            .list_audit(&AuditFilter {
-                action: Some("site.token_created".into()),
-                ..AuditFilter::default()
-            })
-            .await
-            .expect("audit");
+        let events = audit_of(&store, "site.token_created").await;
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].target, "site:rectorat");
         assert_eq!(events[1].details["replaced"], true);
@@ -173,13 +167,7 @@ fn site_token_prints_a_new_token_each_time_replacing_the_previous_one_audited() 
         // The rectorat's current token, presented by a gateway serving another site.
         let other = sites::authenticate(&svc, &second, Some("dsden56"), None).await;
         assert_eq!(other.expect_err("other site").code(), "invalid_site_token");
-        let audited = store
-            .list_audit(&AuditFilter {
-                action: Some("site.token_refused".into()),
-                ..AuditFilter::default()
-            })
-            .await
-            .expect("audit");
+        let audited = audit_of(&store, "site.token_refused").await;
         assert_eq!(audited.len(), 2);
         assert_eq!(audited[0].outcome.as_str(), "denied");
         assert_eq!(audited[1].details["reason"], "other_site");

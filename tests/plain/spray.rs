@@ -8,6 +8,7 @@
 use crate::common;
 use crate::common::harness;
 use crate::common::steps::step_async;
+use crate::common::store_db::audit_of;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,7 +16,6 @@ use std::time::Instant;
 
 use harness::Harness;
 use serde_json::json;
-use sesame::store::AuditFilter;
 
 const ATTEMPTS: usize = 10_000;
 const SOURCES: usize = 2_000;
@@ -99,14 +99,7 @@ async fn a_spray_past_the_ceiling_is_refused_but_known_devices_sign_in() {
     .await;
 
     step_async("one auth.spray_detected, counted in the metrics", async {
-        let events = h
-            .store
-            .list_audit(&AuditFilter {
-                action: Some("auth.spray_detected".into()),
-                ..AuditFilter::default()
-            })
-            .await
-            .unwrap();
+        let events = audit_of(&h.store, "auth.spray_detected").await;
         assert_eq!(events.len(), 1, "{events:?}");
         let m = h.metrics.render();
         assert!(m.contains("sesame_auth_spray_detected_total 1"), "{m}");

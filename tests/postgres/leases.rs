@@ -7,7 +7,6 @@ use crate::common;
 use std::time::Duration;
 
 use common::store_db::*;
-use sesame::audit::AuditFilter;
 use sesame::control::leader::{Leadership, JOBS_LEASE};
 
 both_backends!(
@@ -62,14 +61,7 @@ async fn a_portal_takes_over_from_a_dead_leader_and_the_handover_is_audited(db: 
     assert!(!two.try_lead(s, ttl, None).await);
     assert!(one.is_leader() && !two.is_leader());
     // The first start is not a handover.
-    let handovers = || async {
-        s.list_audit(&AuditFilter {
-            action: Some("jobs.leader_changed".into()),
-            ..AuditFilter::default()
-        })
-        .await
-        .expect("audit")
-    };
+    let handovers = || async { audit_of(s, "jobs.leader_changed").await };
     assert!(handovers().await.is_empty());
     // Portal 1 stops renewing (killed): within the lease's length, portal 2 leads.
     db.clock.advance(ttl + Duration::from_millis(1));

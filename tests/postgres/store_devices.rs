@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::store_db::*;
 use sesame::audit::AuditContext;
-use sesame::store::{AuditFilter, DeviceStatus, Rotation, StoreError};
+use sesame::store::{DeviceStatus, Rotation, StoreError};
 
 both_backends!(
     rotate_key_replaces_key_checks_uniqueness_and_audits,
@@ -107,14 +107,7 @@ async fn rotate_key_replaces_key_checks_uniqueness_and_audits(db: Db) {
         .await;
     assert!(matches!(r, Err(StoreError::DeviceNotFound(9999))), "{r:?}");
 
-    let rot = db
-        .store
-        .list_audit(&AuditFilter {
-            action: Some("device.rotated".into()),
-            ..AuditFilter::default()
-        })
-        .await
-        .expect("audit");
+    let rot = audit_of(&db.store, "device.rotated").await;
     assert_eq!(rot.len(), 2);
     assert_eq!(rot[0].target, format!("device:{}", a.device.id));
     assert_eq!(
@@ -250,14 +243,7 @@ async fn revoke_device_and_all_devices_of_a_user(db: Db) {
         .await
         .expect("noop")
         .is_empty());
-    let audit = db
-        .store
-        .list_audit(&AuditFilter {
-            action: Some("device.revoked".into()),
-            ..AuditFilter::default()
-        })
-        .await
-        .expect("audit");
+    let audit = audit_of(&db.store, "device.revoked").await;
     assert_eq!(audit.len(), 3);
     assert_eq!(audit[2].actor, "system");
     assert_eq!(audit[2].details["reason"], "left vpn_users");
@@ -295,14 +281,7 @@ async fn expired_keys_revoke_their_devices(db: Db) {
             .status,
         DeviceStatus::Active
     );
-    let audit = db
-        .store
-        .list_audit(&AuditFilter {
-            action: Some("device.expired".into()),
-            ..AuditFilter::default()
-        })
-        .await
-        .expect("audit");
+    let audit = audit_of(&db.store, "device.expired").await;
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].actor, "system");
     assert_eq!(audit[0].target, format!("device:{}", a.device.id));
