@@ -15,7 +15,8 @@
 # is accepted once per user, so each user serves 2–3 requests in a step, then one per step; too small a pool shows
 # as `pool_exhausted` errors), KEEP=1 (keep the work directory for inspection), SKIP_BUILD=1
 # (use the binaries already in target/release), PROFILE=1 (perf record of sesame serve during
-# each login and enrolment run, kept with KEEP=1). Each bind, login and unlock step also prints
+# each login, enrolment, login-mfa and unlock run, kept with KEEP=1), BACKENDS ("sqlite postgres"
+# by default; one of them to run that one only). Each bind, login and unlock step also prints
 # the CPU time per request of slapd, serve and PostgreSQL.
 set -euo pipefail
 
@@ -358,6 +359,19 @@ create_codes() { # LABEL CONFIG IN OUT
   rm -f "$WORK"/codes-chunk-*
 }
 
+# perf record of serve (PID) during one step, with PROFILE=1: started here, stopped by profile_stop.
+PERF_PID=
+profile_start() { # PID NAME
+  PERF_PID=
+  [[ ${PROFILE:-0} == 1 ]] || return 0
+  perf record -F 499 -g -p "$1" -o "$WORK/perf-$2.data" >/dev/null 2>&1 &
+  PERF_PID=$!
+}
+profile_stop() {
+  if [[ -n $PERF_PID ]]; then kill -INT "$PERF_PID"; wait "$PERF_PID" || true; fi
+  PERF_PID=
+}
+
 run_backend() { # LABEL DATABASE_URL
   local label=$1 url=$2 cfg=$WORK/sesame-$1.toml log=$WORK/serve-$1.log
   write_config "$cfg" "$url"
@@ -374,32 +388,25 @@ run_backend() { # LABEL DATABASE_URL
 
   # slapd's raw bind rate in the same run and namespace: the mark for logins (≥ 25 % of it).
   echo "portal.sh: [$label] raw LDAP binds: $CLIENTS clients, ${DURATION}s (+${WARMUP}s warm-up)" >&2
-  local cpu0 cpu1 perf_pid=
+  local cpu0 cpu1
   cpu0=$(cpu_ticks "$serve_pid")
   nsx "$LOAD" --op bind --ldap "ldap://127.0.0.1:$LDAP_PORT" --bind-dn "uid={},$PEOPLE" --clients "$CLIENTS" \
     --duration "$DURATION" --warmup "$WARMUP" --users "$WORK/users.csv" --label "$label" | tee -a "$RESULTS" >&2
   cpu1=$(cpu_ticks "$serve_pid")
   cpu_per_request "$label" bind "$cpu0" "$cpu1"
   echo "portal.sh: [$label] login: $CLIENTS clients, ${DURATION}s (+${WARMUP}s warm-up)" >&2
-  if [[ ${PROFILE:-0} == 1 ]]; then # CPU profile of sesame serve during the login run
-    perf record -F 499 -g -p "$serve_pid" -o "$WORK/perf-login-$label.data" >/dev/null 2>&1 &
-    perf_pid=$!
-  fi
+  profile_start "$serve_pid" "login-$label"
   cpu0=$(cpu_ticks "$serve_pid")
   nsx "$LOAD" --url http://127.0.0.1:8080 --op login --clients "$CLIENTS" --duration "$DURATION" \
     --warmup "$WARMUP" --users "$WORK/users.csv" --label "$label" | tee -a "$RESULTS" >&2
   cpu1=$(cpu_ticks "$serve_pid")
-  if [[ -n $perf_pid ]]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+  profile_stop
   cpu_per_request "$label" login "$cpu0" "$cpu1"
   echo "portal.sh: [$label] enrol: $CLIENTS clients, ${DURATION}s or $CODES codes" >&2
-  perf_pid=
-  if [[ ${PROFILE:-0} == 1 ]]; then # CPU profile of sesame serve during the enrolment run
-    perf record -F 499 -g -p "$serve_pid" -o "$WORK/perf-enrol-$label.data" >/dev/null 2>&1 &
-    perf_pid=$!
-  fi
+  profile_start "$serve_pid" "enrol-$label"
   nsx "$LOAD" --url http://127.0.0.1:8080 --op enrol --clients "$CLIENTS" --duration "$DURATION" \
     --users "$WORK/users.csv" --codes "$WORK/codes-$label.csv" --label "$label" | tee -a "$RESULTS" >&2
-  if [[ -n $perf_pid ]]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+  profile_stop
   nsx curl -fsS http://127.0.0.1:9108/metrics >"$WORK/metrics-$label.txt" || true
   stop_serve "$label" "$log"
 
@@ -426,25 +433,37 @@ run_backend() { # LABEL DATABASE_URL
   echo "portal.sh: [$label] $MFA_TOTAL users enrolled with a confirmed TOTP factor in $((SECONDS - t0)) s" >&2
 
   echo "portal.sh: [$label] login with the second factor: $CLIENTS clients, ${DURATION}s (+${WARMUP}s warm-up), $MFA_USERS users" >&2
+  profile_start "$serve_pid" "login-mfa-$label"
   cpu0=$(cpu_ticks "$serve_pid")
   nsx "$LOAD" --url http://127.0.0.1:8080 --op login-mfa --clients "$CLIENTS" --duration "$DURATION" \
     --warmup "$WARMUP" --users "$WORK/factors-login-$label.csv" --label "$label" | tee -a "$RESULTS" >&2
   cpu1=$(cpu_ticks "$serve_pid")
+  profile_stop
   cpu_per_request "$label" login-mfa "$cpu0" "$cpu1"
   echo "portal.sh: [$label] unlock: $CLIENTS clients, ${DURATION}s (+${WARMUP}s warm-up), $UNLOCK_USERS users" >&2
+  profile_start "$serve_pid" "unlock-$label"
   cpu0=$(cpu_ticks "$serve_pid")
   nsx "$LOAD" --url http://127.0.0.1:8080 --op unlock --clients "$CLIENTS" --duration "$DURATION" \
     --warmup "$WARMUP" --users "$WORK/factors-unlock-$label.csv" --label "$label" | tee -a "$RESULTS" >&2
   cpu1=$(cpu_ticks "$serve_pid")
+  profile_stop
   cpu_per_request "$label" unlock "$cpu0" "$cpu1"
   nsx curl -fsS http://127.0.0.1:9108/metrics >"$WORK/metrics-$label-mfa.txt" || true
   stop_serve "$label+mfa" "$log"
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-run_backend sqlite "sqlite://$WORK/sesame.db"
-start_postgres
-run_backend postgres "postgres://postgres@127.0.0.1:$PG_PORT/sesame_bench"
+BACKENDS=${BACKENDS:-sqlite postgres}
+for backend in $BACKENDS; do
+  case $backend in
+    sqlite) run_backend sqlite "sqlite://$WORK/sesame.db" ;;
+    postgres)
+      start_postgres
+      run_backend postgres "postgres://postgres@127.0.0.1:$PG_PORT/sesame_bench"
+      ;;
+    *) echo "portal.sh: BACKENDS: sqlite and/or postgres, not $backend" >&2; exit 2 ;;
+  esac
+done
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 

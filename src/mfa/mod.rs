@@ -15,7 +15,7 @@ pub mod totp;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::store::StoreError;
+use crate::store::{Factor, StoreError};
 
 pub use seal::{SealError, SecretKey};
 pub use totp::TotpProvider;
@@ -45,9 +45,23 @@ pub enum ProviderError {
     },
 }
 
+/// What [`Provider::check`] says of a code, nothing spent yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The code is good. For TOTP, `step` is the step it belongs to: good only once the caller
+    /// has spent it (`Store::mfa_accept_step`, or inside the login's own write), since a step is
+    /// accepted once per user.
+    Good { step: Option<i64> },
+    /// Wrong, replayed (a step already spent, as last read), too old, or no factor.
+    Invalid,
+}
+
 /// What [`Provider::verify`] returns (a boxed future: the trait is used as `dyn Provider`).
 pub type VerifyFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Verdict, ProviderError>> + Send + 'a>>;
+
+/// What [`Provider::check`] returns.
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<Check, ProviderError>> + Send + 'a>>;
 
 /// One way of checking one-time codes (`[mfa] provider`).
 pub trait Provider: Send + Sync + 'static {
@@ -58,8 +72,18 @@ pub trait Provider: Send + Sync + 'static {
     /// Sesame); false when the verifier already knows every user (RADIUS: the académie's tokens).
     fn needs_registration(&self) -> bool;
 
-    /// Checks `code` for `username` (lower-cased login) now.
+    /// Checks `code` for `username` (lower-cased login) now, spending what must be spent.
     fn verify<'a>(&'a self, username: &'a str, code: &'a str) -> VerifyFuture<'a>;
+
+    /// Checks `code` for `username` now without spending its step ([`Check::Good`] says which
+    /// one the caller must spend). `factor` is the user's row when the caller read it already
+    /// (a login does, to tell "no factor" apart): not read a second time.
+    fn check<'a>(
+        &'a self,
+        username: &'a str,
+        code: &'a str,
+        factor: Option<&'a Factor>,
+    ) -> CheckFuture<'a>;
 }
 
 /// What the service needs of the second factor, built once from `[mfa]` at start: the provider

@@ -311,6 +311,21 @@ impl super::Provider for RadiusClient {
             }
         })
     }
+
+    fn check<'a>(
+        &'a self,
+        username: &'a str,
+        code: &'a str,
+        _factor: Option<&'a crate::store::Factor>,
+    ) -> super::CheckFuture<'a> {
+        // The server spends its own codes: nothing is left for the caller to spend.
+        Box::pin(async move {
+            Ok(match super::Provider::verify(self, username, code).await? {
+                super::Verdict::Accepted => super::Check::Good { step: None },
+                super::Verdict::Invalid => super::Check::Invalid,
+            })
+        })
+    }
 }
 
 /// The provider `[mfa.radius]` describes, its shared secret read now (0600).

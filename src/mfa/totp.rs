@@ -5,8 +5,8 @@ use std::sync::Arc;
 use rand::RngCore as _;
 use totp_rs::{Algorithm, Builder, Secret, Totp};
 
-use super::{Provider, ProviderError, SecretKey, Verdict, VerifyFuture};
-use crate::store::Store;
+use super::{Check, CheckFuture, Provider, ProviderError, SecretKey, Verdict, VerifyFuture};
+use crate::store::{Factor, Store};
 
 /// Seconds per step (what every authenticator application uses).
 pub const STEP_SECS: u64 = 30;
@@ -85,23 +85,44 @@ impl TotpProvider {
     }
 
     async fn verify_now(&self, username: &str, code: &str) -> Result<Verdict, ProviderError> {
-        let Some(sealed) = self
-            .store
-            .mfa_factor(username)
-            .await?
-            .and_then(|f| f.secret_enc)
-        else {
+        let Check::Good { step: Some(step) } = self.check_now(username, code, None).await? else {
             return Ok(Verdict::Invalid);
         };
-        let secret = self.key.open(username, &sealed)?;
-        let Some(step) = check(&secret, code, self.store.now_ms()) else {
-            return Ok(Verdict::Invalid);
-        };
-        // Spends the step: false when this step (or a later one) was accepted already.
+        // Spends the step: false when this step (or a later one) was accepted meanwhile.
         if self.store.mfa_accept_step(username, step).await? {
             Ok(Verdict::Accepted)
         } else {
             Ok(Verdict::Invalid)
+        }
+    }
+
+    async fn check_now(
+        &self,
+        username: &str,
+        code: &str,
+        factor: Option<&Factor>,
+    ) -> Result<Check, ProviderError> {
+        let read;
+        let factor = match factor {
+            Some(f) => Some(f),
+            None => {
+                read = self.store.mfa_factor(username).await?;
+                read.as_ref()
+            }
+        };
+        let Some(factor) = factor.filter(|f| f.is_registered()) else {
+            return Ok(Check::Invalid);
+        };
+        let Some(sealed) = &factor.secret_enc else {
+            return Ok(Check::Invalid);
+        };
+        let secret = self.key.open(username, sealed)?;
+        match check(&secret, code, self.store.now_ms()) {
+            // A step at or before the last one spent is a replay: refused without a write.
+            Some(step) if factor.last_step.is_none_or(|last| step > last) => {
+                Ok(Check::Good { step: Some(step) })
+            }
+            _ => Ok(Check::Invalid),
         }
     }
 }
@@ -117,6 +138,15 @@ impl Provider for TotpProvider {
 
     fn verify<'a>(&'a self, username: &'a str, code: &'a str) -> VerifyFuture<'a> {
         Box::pin(self.verify_now(username, code))
+    }
+
+    fn check<'a>(
+        &'a self,
+        username: &'a str,
+        code: &'a str,
+        factor: Option<&'a Factor>,
+    ) -> CheckFuture<'a> {
+        Box::pin(self.check_now(username, code, factor))
     }
 }
 

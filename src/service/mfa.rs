@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use crate::api::mfa::{MfaRegistration, UnlockResponse};
-use crate::audit::{Action, NewAuditEvent, Outcome};
+use crate::audit::{Action, Outcome};
 use crate::mfa::Kit;
 use crate::store::Device;
 
@@ -18,7 +18,7 @@ mod code;
 pub mod register;
 
 use code::check_code;
-pub(super) use code::{limiter_key, verify};
+pub(super) use code::{accepted, limiter_key, refused, verify, GoodCode};
 
 /// How long a registration code from IT stays usable.
 pub const REGISTRATION_CODE_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
@@ -75,15 +75,15 @@ fn config_role_name(role: Role) -> &'static str {
 
 /// The second step of a web login, after the password: for a holder of a role of `[mfa]
 /// web_roles`, a code is needed (`mfa_required` without one; `mfa_not_registered` without a
-/// factor: the page then asks for IT's registration code). Returns the checked code's
-/// `mfa.verified` event, for the login to write with its session.
+/// factor: the page then asks for IT's registration code). Returns the good code, its step
+/// not spent: the login spends it in the same write as its session.
 pub(super) async fn login_step(
     svc: &Services,
     username: &str,
     roles: &RoleSet,
     otp: Option<&str>,
     source_ip: IpAddr,
-) -> Result<Option<NewAuditEvent>, ServiceError> {
+) -> Result<Option<GoodCode>, ServiceError> {
     let Some(kit) = svc.mfa()? else {
         return Ok(None);
     };
@@ -99,16 +99,30 @@ pub(super) async fn login_step(
     {
         return Ok(None);
     }
-    if !has_factor(svc, kit, username).await? {
-        return Err(ServiceError::MfaNotRegistered);
-    }
+    // The factor is read once: to tell "no factor" apart, and for the provider to check.
+    let factor = if kit.provider.needs_registration() {
+        let factor = svc.store().mfa_factor(username).await?;
+        if !factor.as_ref().is_some_and(|f| f.is_registered()) {
+            return Err(ServiceError::MfaNotRegistered);
+        }
+        factor
+    } else {
+        None
+    };
     let code = otp
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .ok_or(ServiceError::MfaRequired)?;
-    check_code(svc, username, code, "login", Some(source_ip))
-        .await
-        .map(Some)
+    check_code(
+        svc,
+        username,
+        code,
+        "login",
+        Some(source_ip),
+        factor.as_ref(),
+    )
+    .await
+    .map(Some)
 }
 
 /// What enrolment does about the second factor, decided after the password.

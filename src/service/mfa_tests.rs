@@ -275,12 +275,21 @@ async fn web_roles_need_the_code_and_enrolment_too_once_registered() {
         .await
         .unwrap_err();
     assert!(matches!(e, ServiceError::MfaRequired), "{e}");
-    // The accepted code's mfa.verified is handed back, to be written with the session.
-    let verified = login_step(&w.svc, "alice", &it, Some(&w.code()), IP)
+    // The good code's mfa.verified and step are handed back, to be written with the session:
+    // nothing is spent yet, so the same code still opens a window.
+    let good = login_step(&w.svc, "alice", &it, Some(&w.code()), IP)
         .await
         .unwrap()
         .expect("a code was checked");
-    assert_eq!(verified.action, crate::audit::Action::MfaVerified);
+    assert_eq!(good.event.action, crate::audit::Action::MfaVerified);
+    let step = good.step.expect("a TOTP step to spend");
+    assert_eq!(step, i64::try_from(now_s(&w.clock) / 30).unwrap());
+    unlock(&w.svc, "tok-1", &w.code(), IP).await.unwrap();
+    // Spent now: the login's check refuses the replay from the factor row, without a write.
+    let e = login_step(&w.svc, "alice", &it, Some(&w.code()), IP)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ServiceError::InvalidOtp), "{e}");
     let e = enrol_step(&w.svc, "alice", None, IP).await.unwrap_err();
     assert!(matches!(e, ServiceError::MfaRequired), "{e}");
     // bob has no factor: an IT login is refused, an enrolment registers one.

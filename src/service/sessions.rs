@@ -11,6 +11,7 @@ use crate::store::{NewSession, User};
 
 use super::attempts::Attempt;
 use super::context::Record;
+use super::mfa::GoodCode;
 use super::{Actor, ServiceError, Services};
 
 /// A session unused for this long is refused.
@@ -55,26 +56,7 @@ pub async fn login(svc: &Services, input: LoginInput<'_>) -> Result<LoggedIn, Se
     };
     attempt.admit(svc).await?;
     let result = match check_login(svc, username, &input).await {
-        Ok((user, answer, verified)) => {
-            let session = NewSession {
-                username: user.username.clone(),
-                roles: answer.roles.clone(),
-                ttl: ABSOLUTE_TIMEOUT,
-            };
-            let ctx = AuditContext::new(username, Some(input.source_ip.to_string()));
-            let event = NewAuditEvent::new(Action::AuthLogin, &ctx, username)
-                .outcome(Outcome::Success)
-                .details(serde_json::json!({}));
-            // The user row, the session, the code's `mfa.verified` and the `auth.login` event
-            // are written together, in one transaction shared with concurrent logins: one fsync
-            // for the batch.
-            let events = verified.into_iter().chain([event]).collect();
-            svc.store()
-                .record_login_with(&user, &session, events)
-                .await
-                .map(|(id, _)| (id, answer))
-                .map_err(ServiceError::from)
-        }
+        Ok((user, answer, code)) => open_session(svc, &user, answer, code, &input).await,
         // Refusals after the password (no role) or about the account answer like a wrong
         // password: no oracle on who exists, who is disabled, or whose password is right.
         Err(e) => Err(Attempt::blind(e)),
@@ -103,13 +85,13 @@ pub async fn login(svc: &Services, input: LoginInput<'_>) -> Result<LoggedIn, Se
 }
 
 /// Checks the password, the roles and the second factor ([`super::mfa::login_step`]); writes
-/// nothing but a refused code's audit (an accepted code's `mfa.verified` is returned, to be
-/// written with the session).
+/// nothing but a refused code's audit (a good code's step is spent, and its `mfa.verified`
+/// written, with the session).
 async fn check_login(
     svc: &Services,
     username: &str,
     input: &LoginInput<'_>,
-) -> Result<(DirectoryUser, LoginResponse, Option<NewAuditEvent>), ServiceError> {
+) -> Result<(DirectoryUser, LoginResponse, Option<GoodCode>), ServiceError> {
     let user = svc.authenticate(username, input.password).await?;
     if user.disabled {
         return Err(ServiceError::AccountDisabled);
@@ -118,14 +100,59 @@ async fn check_login(
     if roles.is_empty() {
         return Err(ServiceError::Forbidden);
     }
-    let verified =
+    let code =
         super::mfa::login_step(svc, &user.username, &roles, input.otp, input.source_ip).await?;
     let answer = LoginResponse {
         username: user.username.clone(),
         display_name: user.display_name.clone(),
         roles: roles.names(),
     };
-    Ok((user, answer, verified))
+    Ok((user, answer, code))
+}
+
+/// Opens the session of a checked login: the user row, the session, the code's step and
+/// `mfa.verified`, and the `auth.login` event written together, in one transaction shared with
+/// concurrent logins (one fsync for the batch). A step spent meanwhile (the same code replayed
+/// by a concurrent login) writes nothing and answers like a wrong code.
+async fn open_session(
+    svc: &Services,
+    user: &DirectoryUser,
+    answer: LoginResponse,
+    code: Option<GoodCode>,
+    input: &LoginInput<'_>,
+) -> Result<(String, LoginResponse), ServiceError> {
+    let username = input.username.trim();
+    let session = NewSession {
+        username: user.username.clone(),
+        roles: answer.roles.clone(),
+        ttl: ABSOLUTE_TIMEOUT,
+    };
+    let ctx = AuditContext::new(username, Some(input.source_ip.to_string()));
+    let event = NewAuditEvent::new(Action::AuthLogin, &ctx, username)
+        .outcome(Outcome::Success)
+        .details(serde_json::json!({}));
+    let (verified, step, method) = match code {
+        Some(c) => (Some(c.event), c.step, Some(c.method)),
+        None => (None, None, None),
+    };
+    let events = verified.into_iter().chain([event]).collect();
+    let written = svc
+        .store()
+        .record_login_with(user, &session, events, step)
+        .await?;
+    match (written, method) {
+        (Some((id, _)), method) => {
+            if method.is_some() {
+                super::mfa::accepted(svc, &user.username);
+            }
+            Ok((id, answer))
+        }
+        (None, method) => {
+            let method = method.unwrap_or("totp");
+            let source_ip = Some(input.source_ip);
+            Err(super::mfa::refused(svc, &user.username, "login", source_ip, method).await)
+        }
+    }
 }
 
 /// Closes the session `session_id` if it is live, auditing `auth.logout`; nothing to close is

@@ -32,11 +32,14 @@ const QUEUE: usize = 4096;
 #[derive(Debug, Clone)]
 pub(crate) enum Write {
     /// A successful login: refresh the user, open the session, audit it (`auth.login`, and
-    /// the code's `mfa.verified` before it when a second factor was checked).
+    /// the code's `mfa.verified` before it when a second factor was checked). With `step`, the
+    /// TOTP step of that code is spent first: when it was spent already (a replay racing this
+    /// login), nothing of the login is written and it answers `Accepted(false)`.
     Login {
         user: DirectoryUser,
         session: WebSession,
         audit: Vec<NewAuditEvent>,
+        step: Option<i64>,
     },
     /// A lone audit event (refusals).
     Audit(NewAuditEvent),
@@ -52,7 +55,7 @@ pub(crate) enum Write {
 pub(crate) enum Done {
     Written,
     Enrolled(Box<Enrolled>),
-    /// Whether the step was accepted.
+    /// Whether the step (alone, or a login's) was accepted.
     Accepted(bool),
 }
 
@@ -141,11 +144,19 @@ async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreErro
                 user,
                 session,
                 audit: ev,
+                step,
             } => {
+                if let Some(step) = step {
+                    let username = super::users::normalize_username(&user.username);
+                    if !super::mfa::accept_step(&mut tx, &username, *step, now).await? {
+                        results.push(Ok(Done::Accepted(false)));
+                        continue;
+                    }
+                }
                 login_users.push(user);
                 sessions.push(session);
                 events.extend(ev);
-                results.push(Ok(Done::Written));
+                results.push(Ok(Done::Accepted(true)));
             }
             Write::Audit(ev) => {
                 events.push(ev);
@@ -239,24 +250,37 @@ impl Store {
         session: &super::NewSession,
         audit: NewAuditEvent,
     ) -> Result<(String, WebSession), StoreError> {
-        self.record_login_with(user, session, vec![audit]).await
+        self.record_login_with(user, session, vec![audit], None)
+            .await?
+            .ok_or(StoreError::Unavailable(sqlx::Error::Protocol(
+                "a login without a step was refused its step".into(),
+            )))
     }
 
-    /// [`Store::record_login`] with several events, appended in order.
+    /// [`Store::record_login`] with several events, appended in order, and the TOTP `step`
+    /// of the login's code spent in the same transaction: `None` (nothing written) when that
+    /// step, or a later one, was spent already.
     pub async fn record_login_with(
         &self,
         user: &DirectoryUser,
         session: &super::NewSession,
         audit: Vec<NewAuditEvent>,
-    ) -> Result<(String, WebSession), StoreError> {
+        step: Option<i64>,
+    ) -> Result<Option<(String, WebSession)>, StoreError> {
         let (token, row) = super::sessions::new_session(session, self.now_ms());
-        self.commit_grouped(Write::Login {
+        let write = Write::Login {
             user: user.clone(),
             session: row.clone(),
             audit,
-        })
-        .await?;
-        Ok((token, row))
+            step,
+        };
+        match self.submit(write).await? {
+            Done::Accepted(true) => Ok(Some((token, row))),
+            Done::Accepted(false) => Ok(None),
+            _ => Err(StoreError::Unavailable(sqlx::Error::Protocol(
+                "the group committer answered a login without its verdict".into(),
+            ))),
+        }
     }
 
     /// Appends one audit event, group-committed with concurrent appends; returns once it is

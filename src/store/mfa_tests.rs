@@ -150,6 +150,54 @@ async fn confirming_needs_a_pending_registration_and_steps_are_spent_once() {
 }
 
 #[tokio::test]
+async fn a_login_spends_its_step_with_the_session_or_writes_nothing() {
+    let (_dir, store, _clock) = store().await;
+    store
+        .mfa_begin_registration("alice", "totp", "s")
+        .await
+        .unwrap();
+    store.mfa_confirm("alice", None, 5, &[]).await.unwrap();
+    let user = crate::directory::DirectoryUser {
+        username: "Alice".into(),
+        dn: "uid=alice,dc=test".into(),
+        display_name: "Alice".into(),
+        groups: vec![],
+        disabled: false,
+    };
+    let session = crate::store::NewSession {
+        username: "alice".into(),
+        roles: vec!["it_staff".into()],
+        ttl: Duration::from_secs(60),
+    };
+    let event = |what: &str| {
+        let ctx = crate::audit::AuditContext::new("alice", None);
+        crate::audit::NewAuditEvent::new(crate::audit::Action::AuthLogin, &ctx, what)
+    };
+    let (id, _) = store
+        .record_login_with(&user, &session, vec![event("first")], Some(6))
+        .await
+        .unwrap()
+        .expect("step 6 was never spent");
+    assert!(store.session(&id).await.unwrap().is_some());
+    assert_eq!(
+        store.mfa_factor("alice").await.unwrap().unwrap().last_step,
+        Some(6)
+    );
+    // The same step again (a replay racing the first login): nothing of this login is written.
+    let events = store.list_audit(&Default::default()).await.unwrap().len();
+    assert!(store
+        .record_login_with(&user, &session, vec![event("second")], Some(6))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store.list_audit(&Default::default()).await.unwrap().len(),
+        events
+    );
+    assert!(!store.mfa_accept_step("alice", 6).await.unwrap());
+}
+
+#[tokio::test]
 async fn open_windows_lists_devices_until_they_expire_or_close() {
     let (_dir, store, clock) = store().await;
     for (id, user) in [(1, "alice"), (2, "alice"), (3, "bob")] {

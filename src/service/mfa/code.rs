@@ -5,7 +5,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use crate::audit::{Action, NewAuditEvent, Outcome};
-use crate::mfa::{recovery, Verdict};
+use crate::mfa::{recovery, Check};
+use crate::store::Factor;
 
 use super::super::context::Record;
 use super::super::{ServiceError, Services};
@@ -27,22 +28,43 @@ pub(in crate::service) async fn verify(
     route: &'static str,
     source_ip: Option<IpAddr>,
 ) -> Result<(), ServiceError> {
-    let verified = check_code(svc, username, code, route, source_ip).await?;
-    if let Err(e) = svc.store().append_audit_grouped(verified).await {
+    let good = check_code(svc, username, code, route, source_ip, None).await?;
+    if let Some(step) = good.step {
+        // Spent here, on its own: false when this step (or a later one) was spent meanwhile.
+        if !svc.store().mfa_accept_step(username, step).await? {
+            return Err(refused(svc, username, route, source_ip, good.method).await);
+        }
+    }
+    accepted(svc, username);
+    if let Err(e) = svc.store().append_audit_grouped(good.event).await {
         tracing::warn!(error = %e, "cannot write the mfa.verified audit event");
     }
     Ok(())
 }
 
-/// [`verify`], leaving the success's `mfa.verified` event to the caller (a login writes it
-/// with its session, in one durable step); refusals are audited here.
+/// A code found good, its TOTP step not spent yet.
+#[derive(Debug)]
+pub(in crate::service) struct GoodCode {
+    /// The success's `mfa.verified` event, to write once the step is spent.
+    pub event: NewAuditEvent,
+    /// The step to spend ([`Store::mfa_accept_step`], or inside a login's own write); `None`
+    /// when nothing is left to spend (a recovery code, RADIUS).
+    pub step: Option<i64>,
+    /// `totp`, `radius` or `recovery_code` (audited with a refusal).
+    pub method: &'static str,
+}
+
+/// [`verify`] without spending: the limiter, then the provider (the user's `factor` row when
+/// the caller read it already); a wrong code is audited and counted here. The caller spends
+/// [`GoodCode::step`], then calls [`accepted`], or [`refused`] when the step was spent already.
 pub(super) async fn check_code(
     svc: &Services,
     username: &str,
     code: &str,
     route: &'static str,
     source_ip: Option<IpAddr>,
-) -> Result<NewAuditEvent, ServiceError> {
+    factor: Option<&Factor>,
+) -> Result<GoodCode, ServiceError> {
     let kit = kit(svc)?;
     let key = limiter_key(username);
     let ip = source_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
@@ -62,40 +84,68 @@ pub(super) async fn check_code(
         .await;
         return Err(ServiceError::TooManyAttempts { retry_after_secs });
     }
-    let (accepted, method) = match recovery::hash(code) {
+    let (good, step, method) = match recovery::hash(code) {
         Some(hash) => (
             svc.store().mfa_use_recovery_code(username, &hash).await?,
+            None,
             "recovery_code",
         ),
-        None => {
-            let verdict = kit.provider.verify(username, code).await?;
-            if verdict == Verdict::Accepted && !kit.provider.needs_registration() {
-                svc.store()
-                    .mfa_record_use(username, kit.provider.kind())
-                    .await?;
+        None => match kit.provider.check(username, code, factor).await? {
+            Check::Good { step } => {
+                if !kit.provider.needs_registration() {
+                    svc.store()
+                        .mfa_record_use(username, kit.provider.kind())
+                        .await?;
+                }
+                (true, step, kit.provider.kind())
             }
-            (verdict == Verdict::Accepted, kit.provider.kind())
-        }
+            Check::Invalid => (false, None, kit.provider.kind()),
+        },
     };
-    let (action, outcome) = if accepted {
-        svc.limiter().record_success(&key);
-        (Action::MfaVerified, Outcome::Success)
-    } else {
-        svc.limiter().record_failure(&key, ip, Instant::now());
-        (Action::MfaFailed, Outcome::Denied)
-    };
-    let record = Record {
+    if !good {
+        return Err(refused(svc, username, route, source_ip, method).await);
+    }
+    let event = Record {
         actor: username,
-        action,
+        action: Action::MfaVerified,
         target: username,
-        outcome,
+        outcome: Outcome::Success,
         source_ip,
         details: serde_json::json!({ "route": route, "method": method }),
-    };
-    if accepted {
-        Ok(record.event())
-    } else {
-        svc.audit(record).await;
-        Err(ServiceError::InvalidOtp)
     }
+    .event();
+    Ok(GoodCode {
+        event,
+        step,
+        method,
+    })
+}
+
+/// A good code's step spent: the limiter forgets the user's wrong codes.
+pub(in crate::service) fn accepted(svc: &Services, username: &str) {
+    svc.limiter().record_success(&limiter_key(username));
+}
+
+/// A wrong (or replayed) code: counted by the limiter, audited `mfa.failed`; the error to
+/// answer.
+pub(in crate::service) async fn refused(
+    svc: &Services,
+    username: &str,
+    route: &'static str,
+    source_ip: Option<IpAddr>,
+    method: &'static str,
+) -> ServiceError {
+    let ip = source_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    svc.limiter()
+        .record_failure(&limiter_key(username), ip, Instant::now());
+    svc.audit(Record {
+        actor: username,
+        action: Action::MfaFailed,
+        target: username,
+        outcome: Outcome::Denied,
+        source_ip,
+        details: serde_json::json!({ "route": route, "method": method }),
+    })
+    .await;
+    ServiceError::InvalidOtp
 }
