@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use crate::api::mfa::{MfaRegistration, UnlockResponse};
 use crate::audit::{Action, Outcome};
 use crate::mfa::Kit;
-use crate::store::Device;
+use crate::store::{Device, Factor, WindowOpening};
 
 use super::context::Record;
 use super::roles::{Actor, Role, RoleSet};
@@ -64,6 +64,22 @@ pub(super) async fn has_factor(
         .is_some_and(|f| f.is_registered()))
 }
 
+/// The factor a code of `username` is checked against, read once: `MfaNotRegistered` without
+/// a confirmed one (TOTP); `None` when the provider knows every user (RADIUS).
+async fn factor_for_code(
+    svc: &Services,
+    kit: &Kit,
+    username: &str,
+) -> Result<Option<Factor>, ServiceError> {
+    if !kit.provider.needs_registration() {
+        return Ok(None);
+    }
+    match svc.store().mfa_factor(username).await? {
+        Some(f) if f.is_registered() => Ok(Some(f)),
+        _ => Err(ServiceError::MfaNotRegistered),
+    }
+}
+
 /// The `[roles]` name of a role, as `[mfa] web_roles` lists them.
 fn config_role_name(role: Role) -> &'static str {
     match role {
@@ -99,16 +115,7 @@ pub(super) async fn login_step(
     {
         return Ok(None);
     }
-    // The factor is read once: to tell "no factor" apart, and for the provider to check.
-    let factor = if kit.provider.needs_registration() {
-        let factor = svc.store().mfa_factor(username).await?;
-        if !factor.as_ref().is_some_and(|f| f.is_registered()) {
-            return Err(ServiceError::MfaNotRegistered);
-        }
-        factor
-    } else {
-        None
-    };
+    let factor = factor_for_code(svc, kit, username).await?;
     let code = otp
         .map(str::trim)
         .filter(|c| !c.is_empty())
@@ -179,13 +186,16 @@ pub async fn window_until(svc: &Services, device_id: i64) -> Result<Option<i64>,
         .map(|w| w.expires_at))
 }
 
-/// Opens the window of `device` for `[mfa] session`: audited `mfa.window_opened`, the gateway
-/// told at once. Returns its end.
-pub(super) async fn open_window(
+/// Opens the window of `device` for `[mfa] session` with the good `code` that asked for it:
+/// its step spent, `mfa.verified` and `mfa.window_opened` written, all in one group commit;
+/// the gateway told at once. Returns its end; a step spent meanwhile opens nothing and answers
+/// like a wrong code.
+async fn open_window(
     svc: &Services,
     device: &Device,
     source: WindowSource,
     source_ip: Option<IpAddr>,
+    code: GoodCode,
 ) -> Result<i64, ServiceError> {
     let config = svc.config();
     let session = config
@@ -196,10 +206,7 @@ pub(super) async fn open_window(
     let until = svc
         .now_ms()
         .saturating_add(crate::time::duration_ms(session));
-    svc.store()
-        .mfa_open_window(device.id, &device.username, source.as_str(), until)
-        .await?;
-    svc.audit(Record {
+    let opened = Record {
         actor: &device.username,
         action: Action::MfaWindowOpened,
         target: &format!("device:{}", device.id),
@@ -210,8 +217,27 @@ pub(super) async fn open_window(
             "until": crate::time::format(until),
             "source": source.as_str(),
         }),
-    })
-    .await;
+    }
+    .event();
+    let written = svc
+        .store()
+        .mfa_unlock(WindowOpening {
+            device_id: device.id,
+            username: device.username.clone(),
+            source: source.as_str().to_string(),
+            expires_at: until,
+            step: code.step,
+            audit: vec![code.event, opened],
+        })
+        .await?;
+    if !written {
+        let route = match source {
+            WindowSource::Agent => "unlock",
+            WindowSource::Web => "mon_acces",
+        };
+        return Err(refused(svc, &device.username, route, source_ip, code.method).await);
+    }
+    accepted(svc, &device.username);
     if let Some(p) = svc.publisher() {
         // This device's peer only (its protected rules open), not the whole set: an unlock
         // costs the same at 100,000 devices as at 10.
@@ -232,11 +258,10 @@ pub async fn unlock(
 ) -> Result<UnlockResponse, ServiceError> {
     let device = super::devices::by_token(svc, token).await?;
     let kit = kit(svc)?;
-    if !has_factor(svc, kit, &device.username).await? {
-        return Err(ServiceError::MfaNotRegistered);
-    }
-    verify(svc, &device.username, code, "unlock", Some(source_ip)).await?;
-    let until = open_window(svc, &device, WindowSource::Agent, Some(source_ip)).await?;
+    let factor = factor_for_code(svc, kit, &device.username).await?;
+    let ip = Some(source_ip);
+    let good = check_code(svc, &device.username, code, "unlock", ip, factor.as_ref()).await?;
+    let until = open_window(svc, &device, WindowSource::Agent, ip, good).await?;
     Ok(UnlockResponse {
         expires_at: crate::time::format(until),
     })
@@ -310,15 +335,22 @@ pub async fn unlock_web(
         .filter(|d| d.username == actor.username)
         .ok_or(ServiceError::NotFound)?;
     let device = super::devices::usable(svc, device)?;
-    if !has_factor(svc, kit, &device.username).await? {
-        return Err(ServiceError::MfaNotRegistered);
-    }
+    let factor = factor_for_code(svc, kit, &device.username).await?;
     let code = code.trim();
     if code.is_empty() {
         return Err(ServiceError::MfaRequired);
     }
-    verify(svc, &device.username, code, "mon_acces", Some(source_ip)).await?;
-    open_window(svc, &device, WindowSource::Web, Some(source_ip)).await
+    let ip = Some(source_ip);
+    let good = check_code(
+        svc,
+        &device.username,
+        code,
+        "mon_acces",
+        ip,
+        factor.as_ref(),
+    )
+    .await?;
+    open_window(svc, &device, WindowSource::Web, ip, good).await
 }
 
 /// `POST /api/v1/device/lock` (`sesame-agent down`): closes the device's window (reason

@@ -30,7 +30,7 @@ const QUEUE: usize = 4096;
 
 /// One request's writes.
 #[derive(Debug, Clone)]
-pub(crate) enum Write {
+pub(super) enum Write {
     /// A successful login: refresh the user, open the session, audit it (`auth.login`, and
     /// the code's `mfa.verified` before it when a second factor was checked). With `step`, the
     /// TOTP step of that code is spent first: when it was spent already (a replay racing this
@@ -48,11 +48,13 @@ pub(crate) enum Write {
     /// A TOTP step used by `username` (lower-cased): accepted once, refused when that step or a
     /// later one was already used (a replay), without failing the batch.
     AcceptStep { username: String, step: i64 },
+    /// An access window opened (its code's step spent first; refused like a login's).
+    Window(Box<super::mfa::WindowOpening>),
 }
 
 /// What a write gives back once committed.
 #[derive(Debug)]
-pub(crate) enum Done {
+pub(super) enum Done {
     Written,
     Enrolled(Box<Enrolled>),
     /// Whether the step (alone, or a login's) was accepted.
@@ -162,6 +164,13 @@ async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreErro
                 events.push(ev);
                 results.push(Ok(Done::Written));
             }
+            Write::Window(open) => {
+                let opened = super::mfa::open_window(&mut tx, open, now).await?;
+                if opened {
+                    events.extend(&open.audit);
+                }
+                results.push(Ok(Done::Accepted(opened)));
+            }
             Write::AcceptStep { username, step } => {
                 let accepted = super::mfa::accept_step(&mut tx, username, *step, now).await?;
                 results.push(Ok(Done::Accepted(accepted)));
@@ -193,7 +202,7 @@ impl Store {
     /// Commits `write` together with the other writes queued meanwhile; returns once it is
     /// durable (or failed). Outside a Tokio runtime's task context, or if the committer is gone,
     /// it is written in its own transaction.
-    pub(crate) async fn commit_grouped(&self, write: Write) -> Result<(), StoreError> {
+    pub(super) async fn commit_grouped(&self, write: Write) -> Result<(), StoreError> {
         self.submit(write).await.map(|_| ())
     }
 
@@ -221,7 +230,7 @@ impl Store {
         }
     }
 
-    async fn submit(&self, write: Write) -> Reply {
+    pub(super) async fn submit(&self, write: Write) -> Reply {
         let (reply, answer) = oneshot::channel();
         let item = Item { write, reply };
         let item = match self.group.sender(self).send(item).await {

@@ -8,6 +8,7 @@ use sqlx::Row as _;
 use super::codes::{generate_code, stored_hash, CodeLookup};
 use super::users::normalize_username;
 use super::{Store, StoreError};
+use crate::audit::NewAuditEvent;
 use crate::time::duration_ms;
 
 /// A user's factor (confirmed, or only a registration in progress).
@@ -335,22 +336,31 @@ impl Store {
         source: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let now = self.now_ms();
-        sqlx::query(
-            "INSERT INTO mfa_windows (device_id, username, source, opened_at, expires_at, \
-             last_activity_at) VALUES ($1, $2, $3, $4, $5, $4) ON CONFLICT (device_id) DO UPDATE \
-             SET username = excluded.username, source = excluded.source, \
-             opened_at = excluded.opened_at, expires_at = excluded.expires_at, \
-             last_activity_at = excluded.last_activity_at, closed_at = NULL, close_reason = NULL",
-        )
-        .bind(device_id)
-        .bind(normalize_username(username))
-        .bind(source)
-        .bind(now)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.mfa_unlock(WindowOpening {
+            device_id,
+            username: username.to_string(),
+            source: source.to_string(),
+            expires_at,
+            step: None,
+            audit: Vec::new(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Opens the window `open` describes, spending its code's step and appending its events in
+    /// the same transaction, group-committed with concurrent logins and unlocks: false (nothing
+    /// written) when that step, or a later one, was spent already.
+    pub async fn mfa_unlock(&self, open: WindowOpening) -> Result<bool, StoreError> {
+        match self
+            .submit(super::group::Write::Window(Box::new(open)))
+            .await?
+        {
+            super::group::Done::Accepted(accepted) => Ok(accepted),
+            _ => Err(StoreError::Unavailable(sqlx::Error::Protocol(
+                "the group committer answered an unlock without its verdict".into(),
+            ))),
+        }
     }
 
     /// The last window of `device_id`, open or not.
@@ -459,6 +469,50 @@ impl Store {
 
 /// Accepts `step` for `username` (lower-cased) in `conn`'s transaction: true once; false when
 /// that step or a later one was already used, or the factor is not registered.
+/// An access window to open ([`Store::mfa_unlock`]).
+#[derive(Debug, Clone)]
+pub struct WindowOpening {
+    pub device_id: i64,
+    pub username: String,
+    /// `agent` or `web` (`mfa_windows.source`).
+    pub source: String,
+    pub expires_at: i64,
+    /// The TOTP step of the code that opens it, spent with it (`None`: nothing to spend).
+    pub step: Option<i64>,
+    /// Appended with it, in order (`mfa.verified`, `mfa.window_opened`).
+    pub audit: Vec<NewAuditEvent>,
+}
+
+/// Writes `open`'s window in `conn`'s transaction, its step spent first: false (nothing
+/// written) when the step was spent already.
+pub(crate) async fn open_window(
+    conn: &mut sqlx::AnyConnection,
+    open: &WindowOpening,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let username = normalize_username(&open.username);
+    if let Some(step) = open.step {
+        if !accept_step(conn, &username, step, now).await? {
+            return Ok(false);
+        }
+    }
+    sqlx::query(
+        "INSERT INTO mfa_windows (device_id, username, source, opened_at, expires_at, \
+         last_activity_at) VALUES ($1, $2, $3, $4, $5, $4) ON CONFLICT (device_id) DO UPDATE \
+         SET username = excluded.username, source = excluded.source, \
+         opened_at = excluded.opened_at, expires_at = excluded.expires_at, \
+         last_activity_at = excluded.last_activity_at, closed_at = NULL, close_reason = NULL",
+    )
+    .bind(open.device_id)
+    .bind(username)
+    .bind(&open.source)
+    .bind(now)
+    .bind(open.expires_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
 pub(crate) async fn accept_step(
     conn: &mut sqlx::AnyConnection,
     username: &str,

@@ -150,6 +150,50 @@ async fn confirming_needs_a_pending_registration_and_steps_are_spent_once() {
 }
 
 #[tokio::test]
+async fn an_unlock_spends_its_step_with_the_window_or_writes_nothing() {
+    let (_dir, store, _clock) = store().await;
+    store
+        .mfa_begin_registration("alice", "totp", "s")
+        .await
+        .unwrap();
+    store.mfa_confirm("alice", None, 5, &[]).await.unwrap();
+    for id in [1, 2] {
+        device(&store, "alice", id).await;
+    }
+    let ctx = crate::audit::AuditContext::new("alice", None);
+    let opening = |device_id: i64, step: i64| WindowOpening {
+        device_id,
+        username: "Alice".into(),
+        source: "agent".into(),
+        expires_at: T0 + 60_000,
+        step: Some(step),
+        audit: vec![crate::audit::NewAuditEvent::new(
+            crate::audit::Action::MfaWindowOpened,
+            &ctx,
+            "device",
+        )],
+    };
+    assert!(store.mfa_unlock(opening(1, 6)).await.unwrap());
+    let open = store.open_windows().await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!((open[0].device_id, open[0].until_ms), (1, T0 + 60_000));
+    let events = store.list_audit(&Default::default()).await.unwrap().len();
+    assert_eq!(events, 1);
+    // Step 6 again, or an older one, for another device: no window, no event, no step spent.
+    assert!(!store.mfa_unlock(opening(2, 6)).await.unwrap());
+    assert!(!store.mfa_unlock(opening(2, 5)).await.unwrap());
+    assert_eq!(store.open_windows().await.unwrap().len(), 1);
+    assert_eq!(
+        store.list_audit(&Default::default()).await.unwrap().len(),
+        events
+    );
+    assert_eq!(
+        store.mfa_factor("alice").await.unwrap().unwrap().last_step,
+        Some(6)
+    );
+}
+
+#[tokio::test]
 async fn a_login_spends_its_step_with_the_session_or_writes_nothing() {
     let (_dir, store, _clock) = store().await;
     store

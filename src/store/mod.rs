@@ -35,7 +35,7 @@ pub use codes::{
 pub use device_search::DeviceSearch;
 pub use devices::{Device, DeviceStatus, DeviceWithUser, Rotation};
 pub use enrol::{AddressPool, EnrolRequest, Enrolled};
-pub use mfa::{Factor, OpenWindow, Window};
+pub use mfa::{Factor, OpenWindow, Window, WindowOpening};
 pub use peer_changes::{PeerChange, PeerChangeListener};
 pub use sessions::{NewSession, WebSession};
 pub use suspend::GRACE_EXPIRED_REASON;
