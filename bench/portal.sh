@@ -364,7 +364,8 @@ PERF_PID=
 profile_start() { # PID NAME
   PERF_PID=
   [[ ${PROFILE:-0} == 1 ]] || return 0
-  perf record -F 499 -g -p "$1" -o "$WORK/perf-$2.data" >/dev/null 2>&1 &
+  # PERF_CALLGRAPH=dwarf attributes time to Rust callers (frame pointers are omitted).
+  perf record -F "${PERF_FREQ:-499}" --call-graph "${PERF_CALLGRAPH:-fp}" -p "$1" -o "$WORK/perf-$2.data" >/dev/null 2>&1 &
   PERF_PID=$!
 }
 profile_stop() {
