@@ -21,7 +21,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("blocking task")
 }
 
-/// Waits until a fresh client signs in and lists its devices (10 s at most after `since`).
+/// Waits until a fresh client signs in and lists its devices (10 s at most after `since`;
+/// never a 500 meanwhile).
 async fn serve_again(base: &str, portal: &PortalProcess, since: Instant) {
     // The primary was stopped as in a crash, with asynchronous commits: the session may not
     // have reached the standby, so the client signs in again.
@@ -37,6 +38,7 @@ async fn serve_again(base: &str, portal: &PortalProcess, since: Instant) {
         if devices == Some((200, String::new())) {
             break;
         }
+        assert_ne!(login, Ok(500), "a 500 meanwhile; log:\n{}", portal.log());
         assert!(
             since.elapsed() < Duration::from_secs(10),
             "not serving 10 s after the standby was promoted (last login {login:?}, devices \
@@ -153,4 +155,66 @@ async fn a_portal_follows_a_failover_to_the_promoted_standby_with_a_multi_host_u
         .await
         .expect("notified within 10 s")
         .expect("notification");
+
+    moves_off_a_server_turned_read_only(&base, &portal, &primary, &standby).await;
+}
+
+/// After the failover: the old primary comes back as a primary beside the promoted standby
+/// (the split the docs warn of) and the portal stays where it is; then the promoted standby
+/// turns read-only, and the portal moves back to the old primary (its pooled connections to
+/// the read-only server dropped; 503, not 500, meanwhile).
+async fn moves_off_a_server_turned_read_only(
+    base: &str,
+    portal: &PortalProcess,
+    old: &Arc<PgCluster>,
+    promoted: &Arc<PgCluster>,
+) {
+    blocking({
+        let o = Arc::clone(old);
+        move || o.start_again()
+    })
+    .await;
+    let on_old = Store::connect(&old.url("sesame"))
+        .await
+        .expect("old primary");
+    let on_promoted = Store::connect(&promoted.url("sesame"))
+        .await
+        .expect("promoted standby");
+    // Three checks of the watcher later, a login still lands on the promoted standby.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let since = on_promoted.now_ms();
+    serve_again(base, portal, Instant::now()).await;
+    let after = |events: Vec<sesame::audit::AuditEvent>, since: i64| {
+        events.iter().filter(|e| e.ts >= since).count()
+    };
+    assert!(after(audit_of(&on_promoted, "auth.login").await, since) >= 1);
+    assert_eq!(
+        after(audit_of(&on_old, "auth.login").await, since),
+        0,
+        "the portal moved back"
+    );
+
+    for sql in [
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+        "SELECT pg_reload_conf()",
+    ] {
+        let out = promoted.psql("postgres", sql);
+        assert!(out.status.success(), "{sql}: {out:?}");
+    }
+    let turned = Instant::now();
+    let since = on_old.now_ms();
+    serve_again(base, portal, turned).await;
+    eprintln!(
+        "serving again {:?} after the promoted standby turned read-only",
+        turned.elapsed()
+    );
+    assert!(
+        after(audit_of(&on_old, "auth.login").await, since) >= 1,
+        "no login on the old primary"
+    );
+    let switches = portal
+        .log()
+        .matches("PostgreSQL: switched to another host")
+        .count();
+    assert_eq!(switches, 2, "log:\n{}", portal.log());
 }
