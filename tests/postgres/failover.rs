@@ -41,7 +41,7 @@ async fn serve_again(base: &str, portal: &PortalProcess, since: Instant) {
         assert_ne!(login, Ok(500), "a 500 meanwhile; log:\n{}", portal.log());
         assert!(
             since.elapsed() < Duration::from_secs(10),
-            "not serving 10 s after the standby was promoted (last login {login:?}, devices \
+            "not serving 10 s after the database changed (last login {login:?}, devices \
              {devices:?}); log:\n{}",
             portal.log()
         );
