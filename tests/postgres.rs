@@ -9,6 +9,7 @@ mod postgres {
     mod audit_queries;
     mod audit_tamper;
     mod cli_enrol_code;
+    mod failover;
     mod leases;
     mod peer_changes;
     mod portal_postgres;

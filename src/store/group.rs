@@ -85,7 +85,7 @@ impl GroupCommit {
                 backend: store.backend,
                 clock: Arc::clone(&store.clock),
                 code_key: store.code_key.clone(),
-                listen_url: store.listen_url.clone(),
+                failover: store.failover.clone(),
                 group: Arc::new(GroupCommit::default()),
             };
             tokio::spawn(run(inner, rx));

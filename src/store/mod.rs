@@ -15,10 +15,12 @@ mod codes;
 mod device_search;
 mod devices;
 mod enrol;
+mod failover;
 mod group;
 mod leases;
 mod mfa;
 mod peer_changes;
+mod pg_hosts;
 mod sessions;
 mod sites;
 mod suspend;
@@ -37,6 +39,7 @@ pub use devices::{Device, DeviceStatus, DeviceWithUser, Rotation};
 pub use enrol::{AddressPool, EnrolRequest, Enrolled};
 pub use mfa::{Factor, OpenWindow, Window, WindowOpening};
 pub use peer_changes::{PeerChange, PeerChangeListener};
+pub use pg_hosts::{PgTargets, PgUrlError, SessionAttrs};
 pub use sessions::{NewSession, WebSession};
 pub use suspend::GRACE_EXPIRED_REASON;
 pub use users::{normalize_username, User};
@@ -91,6 +94,12 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL {0:?}: use sqlite:///path/to/sesame.db or postgres://user@host/db")]
     InvalidUrl(String),
+    #[error("invalid PostgreSQL URL {url}: {source}")]
+    PgUrl {
+        url: String,
+        #[source]
+        source: PgUrlError,
+    },
     #[error("cannot create the database directory {path}: {source}")]
     CreateDir {
         path: PathBuf,
@@ -165,10 +174,11 @@ impl From<sqlx::Error> for StoreError {
 
 /// Database error codes that mean "the database cannot serve now" rather than "bad request":
 /// SQLite BUSY/LOCKED, PostgreSQL connection exceptions (08*), shutdown (57P*), too many
-/// connections (53300).
+/// connections (53300), a write on a server that became read-only (25006: a demoted primary,
+/// until the pool moves to the new one, see `failover`).
 fn is_unavailable_code(code: Option<&str>) -> bool {
     match code {
-        Some("5") | Some("6") | Some("517") | Some("261") | Some("53300") => true,
+        Some("5") | Some("6") | Some("517") | Some("261") | Some("53300") | Some("25006") => true,
         Some(c) => c.starts_with("08") || c.starts_with("57P"),
         None => false,
     }
@@ -206,8 +216,9 @@ pub struct Store {
     /// The portal key codes are hashed with (`[portal] secret_key_file`); without it (tests,
     /// tools that issue no code) codes are stored under plain SHA-256.
     code_key: Option<Arc<CodeKey>>,
-    /// PostgreSQL: the URL a change listener connects with ([`Store::listen_peer_changes`]).
-    listen_url: Option<Arc<str>>,
+    /// PostgreSQL: the hosts of the URL and the one the pool uses (the change listener
+    /// follows it, [`Store::listen_peer_changes`]).
+    failover: Option<Arc<failover::Failover>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -224,44 +235,19 @@ impl Store {
     /// `sqlite:///var/lib/sesame/sesame.db` creates the parent directory and the file if needed,
     /// in WAL mode with `synchronous=FULL`, foreign keys on, a busy timeout, an 8 MiB page cache and
     /// a checkpoint every 10,000 WAL pages.
-    /// `postgres://user@host/db` expects the database to exist.
+    /// `postgres://user@host/db` expects the database to exist; `postgres://user@h1:5432,h2:5432/db?target_session_attrs=read-write`
+    /// lists a primary and its standbys, libpq style (`failover` follows the one that takes writes).
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let (backend, any_options, pool_options) = if let Some(path) = sqlite_path(url) {
-            sqlite_prepare(&path).await?;
-            let any = sqlite_any_url(&path)
-                .and_then(|u| AnyConnectOptions::from_str(&u).ok())
-                .ok_or_else(|| StoreError::InvalidUrl(url.to_string()))?;
-            let pool = AnyPoolOptions::new()
-                .max_connections(4)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .after_connect(|conn, _meta| {
-                    Box::pin(async move {
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                        conn.execute("PRAGMA synchronous = FULL").await?;
-                        conn.execute("PRAGMA busy_timeout = 5000").await?;
-                        conn.execute(format!("PRAGMA cache_size = -{SQLITE_CACHE_KIB}").as_str())
-                            .await?;
-                        conn.execute(
-                            format!("PRAGMA wal_autocheckpoint = {SQLITE_WAL_AUTOCHECKPOINT}")
-                                .as_str(),
-                        )
-                        .await?;
-                        Ok(())
-                    })
-                });
-            (Backend::Sqlite, any, pool)
+        let (backend, pool, failover) = if let Some(path) = sqlite_path(url) {
+            let pool = sqlite_pool(url, &path).await?;
+            (Backend::Sqlite, pool, None)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let any = AnyConnectOptions::from_str(url)
-                .map_err(|_| StoreError::InvalidUrl(redact_url(url)))?;
-            let pool = AnyPoolOptions::new()
-                .max_connections(10)
-                .acquire_timeout(ACQUIRE_TIMEOUT);
-            (Backend::Postgres, any, pool)
+            let (pool, failover) = failover::connect(url).await?;
+            (Backend::Postgres, pool, Some(failover))
         } else {
             return Err(StoreError::InvalidUrl(redact_url(url)));
         };
-        let pool = pool_options.connect_with(any_options).await?;
         let migrator = match backend {
             Backend::Sqlite => &MIGRATOR_SQLITE,
             Backend::Postgres => &MIGRATOR_POSTGRES,
@@ -281,7 +267,7 @@ impl Store {
             clock: Arc::new(SystemClock),
             group: Arc::new(group::GroupCommit::default()),
             code_key: None,
-            listen_url: (backend == Backend::Postgres).then(|| Arc::from(url)),
+            failover,
         })
     }
 
@@ -345,6 +331,34 @@ impl Store {
             }
         }
     }
+}
+
+/// The pool of the SQLite file at `path` (`url` names it in errors).
+async fn sqlite_pool(url: &str, path: &std::path::Path) -> Result<AnyPool, StoreError> {
+    sqlite_prepare(path).await?;
+    let any = sqlite_any_url(path)
+        .and_then(|u| AnyConnectOptions::from_str(&u).ok())
+        .ok_or_else(|| StoreError::InvalidUrl(url.to_string()))?;
+    let pool = AnyPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                conn.execute("PRAGMA synchronous = FULL").await?;
+                conn.execute("PRAGMA busy_timeout = 5000").await?;
+                conn.execute(format!("PRAGMA cache_size = -{SQLITE_CACHE_KIB}").as_str())
+                    .await?;
+                conn.execute(
+                    format!("PRAGMA wal_autocheckpoint = {SQLITE_WAL_AUTOCHECKPOINT}").as_str(),
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .connect_with(any)
+        .await?;
+    Ok(pool)
 }
 
 /// Whether every migration of `migrator` is recorded as applied in `_sqlx_migrations`.

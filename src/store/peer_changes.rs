@@ -6,8 +6,12 @@
 //! CLI, another portal). Noticing a change therefore costs one index seek, not a scan of
 //! `devices`.
 
-use sqlx::Row as _;
+use std::sync::Arc;
 
+use sqlx::Row as _;
+use tokio::sync::watch;
+
+use super::failover::{Current, Failover};
 use super::{Backend, Store, StoreError};
 
 /// The channel the PostgreSQL trigger notifies (`pg_notify`), with the new sequence as payload.
@@ -70,28 +74,46 @@ impl Store {
     }
 
     /// A listener of the change log's commit notifications: PostgreSQL only (SQLite has one
-    /// writer process; its publishers poll [`Store::peer_change_seq`]).
+    /// writer process; its publishers poll [`Store::peer_change_seq`]). It listens on the host
+    /// the pool uses, and moves with it (`failover`).
     pub async fn listen_peer_changes(&self) -> Result<Option<PeerChangeListener>, StoreError> {
-        let (Backend::Postgres, Some(url)) = (self.backend, self.listen_url.as_deref()) else {
+        let (Backend::Postgres, Some(failover)) = (self.backend, self.failover.as_ref()) else {
             return Ok(None);
         };
-        let mut listener = sqlx::postgres::PgListener::connect(url).await?;
-        listener.listen(CHANNEL).await?;
-        Ok(Some(PeerChangeListener { listener }))
+        let (listener, host) = failover.listener(CHANNEL).await?;
+        Ok(Some(PeerChangeListener {
+            listener,
+            host,
+            failover: Arc::clone(failover),
+        }))
     }
 }
 
 /// Notifications of committed changes (PostgreSQL `LISTEN sesame_peer_changes`).
 pub struct PeerChangeListener {
     listener: sqlx::postgres::PgListener,
+    /// Changes when the store's pool moves to another host.
+    host: watch::Receiver<Current>,
+    failover: Arc<Failover>,
 }
 
 impl PeerChangeListener {
     /// Waits for the next committed change. A lost connection is re-established by sqlx (the
     /// changes committed meanwhile are not notified: the caller checks the sequence after an
-    /// error, and its periodic pass catches up anyway).
+    /// error, and its periodic pass catches up anyway). When the pool moves to another host,
+    /// the listener moves too and returns, as for a change (some may have been missed).
     pub async fn next(&mut self) -> Result<(), StoreError> {
-        self.listener.recv().await?;
-        Ok(())
+        tokio::select! {
+            r = self.listener.recv() => {
+                r?;
+                Ok(())
+            }
+            Ok(()) = self.host.changed() => {
+                let (listener, host) = self.failover.listener(CHANNEL).await?;
+                self.listener = listener;
+                self.host = host;
+                Ok(())
+            }
+        }
     }
 }

@@ -115,25 +115,7 @@ fn free_port() -> u16 {
 impl PgCluster {
     /// initdb + pg_ctl start on a free port (retried if another process took the port).
     pub fn start() -> PgCluster {
-        let run_as_postgres = unsafe { libc::geteuid() } == 0;
-        let dir = tempfile::Builder::new()
-            .prefix("sesame-pg-")
-            .tempdir()
-            .expect("create temp dir for PostgreSQL");
-        if run_as_postgres {
-            let out = Command::new("chown")
-                .arg("postgres:postgres")
-                .arg(dir.path())
-                .output()
-                .expect("run chown");
-            assert!(out.status.success(), "chown postgres: {out:?}");
-        }
-        let mut cluster = PgCluster {
-            dir,
-            bin: pg_bin(),
-            port: 0,
-            run_as_postgres,
-        };
+        let cluster = PgCluster::unstarted();
         let data = cluster.data_dir();
         let out = cluster.run(
             "initdb",
@@ -151,11 +133,106 @@ impl PgCluster {
             ],
         );
         assert!(out.status.success(), "initdb failed: {}", show(&out));
+        cluster.started()
+    }
+
+    /// A streaming standby of `primary` (`pg_basebackup -R`: it replays the primary's WAL and
+    /// answers read-only queries) on a free port of its own. initdb's `pg_hba.conf` already
+    /// trusts replication from 127.0.0.1, and `wal_level` is `replica` by default.
+    pub fn start_standby_of(primary: &PgCluster) -> PgCluster {
+        let cluster = PgCluster::unstarted();
+        let data = cluster.data_dir();
+        let port = primary.port.to_string();
+        let out = cluster.run(
+            "pg_basebackup",
+            &[
+                "-D",
+                path_str(&data),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+                "--no-sync",
+            ],
+        );
+        assert!(out.status.success(), "pg_basebackup failed: {}", show(&out));
+        cluster.started()
+    }
+
+    /// Waits (30 s at most) until `standby` has replayed every WAL record this primary wrote so
+    /// far. The test clusters commit asynchronously, and a crashed primary takes with it what
+    /// it had not sent: a standby promoted before it caught up would lack the last commits (even
+    /// the schema's last migrations).
+    pub fn wait_replayed_by(&self, standby: &PgCluster) {
+        let out = self.psql("postgres", "SELECT pg_current_wal_lsn()");
+        assert!(out.status.success(), "pg_current_wal_lsn: {}", show(&out));
+        let lsn = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let query = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let out = standby.psql("postgres", &query);
+            if String::from_utf8_lossy(&out.stdout).trim() == "t" {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the standby did not replay up to {lsn} in 30 s: {}",
+                show(&out)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// `pg_ctl promote`: the standby stops replaying and takes writes.
+    pub fn promote(&self) {
+        let data = self.data_dir();
+        let out = self.run(
+            "pg_ctl",
+            &["promote", "-w", "-t", "60", "-D", path_str(&data)],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl promote failed: {}",
+            show(&out)
+        );
+    }
+
+    /// A temp dir the server may write (owned by `postgres` when run as root), nothing in it.
+    fn unstarted() -> PgCluster {
+        let run_as_postgres = unsafe { libc::geteuid() } == 0;
+        let dir = tempfile::Builder::new()
+            .prefix("sesame-pg-")
+            .tempdir()
+            .expect("create temp dir for PostgreSQL");
+        if run_as_postgres {
+            let out = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(dir.path())
+                .output()
+                .expect("run chown");
+            assert!(out.status.success(), "chown postgres: {out:?}");
+        }
+        PgCluster {
+            dir,
+            bin: pg_bin(),
+            port: 0,
+            run_as_postgres,
+        }
+    }
+
+    /// `pg_ctl start` of the data dir on a free port (retried if another process took it).
+    fn started(mut self) -> PgCluster {
         let mut last = String::new();
         for _ in 0..5 {
-            cluster.port = free_port();
-            match cluster.pg_ctl_start() {
-                Ok(()) => return cluster,
+            self.port = free_port();
+            match self.pg_ctl_start() {
+                Ok(()) => return self,
                 Err(e) => last = e,
             }
         }

@@ -555,6 +555,20 @@ async fn unreachable_postgres_is_unavailable_and_bad_urls_are_refused() {
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
     let r = Store::connect("mysql://x@y/z").await;
     assert!(matches!(r, Err(StoreError::InvalidUrl(_))), "{r:?}");
+    // Several hosts, none answering: unavailable too, not a bad URL.
+    let r = Store::connect(&format!(
+        "postgres://sesame:secret@127.0.0.1:{port},127.0.0.1:{port}/sesame?target_session_attrs=read-write"
+    ))
+    .await;
+    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    // A bad host list is named, the password is not.
+    let r = Store::connect("postgres://sesame:secret@127.0.0.1:5432,127.0.0.1:x/sesame").await;
+    let Err(e @ StoreError::PgUrl { .. }) = r else {
+        panic!("{r:?}")
+    };
+    let text = format!("{e}: {}", std::error::Error::source(&e).expect("source"));
+    assert!(text.contains("the port \"x\""), "{text}");
+    assert!(!text.contains("secret"), "{text}");
 }
 
 #[test]
