@@ -16,7 +16,9 @@
 # as `pool_exhausted` errors), KEEP=1 (keep the work directory for inspection), SKIP_BUILD=1
 # (use the binaries already in target/release), PROFILE=1 (perf record of sesame serve during
 # each login, enrolment, login-mfa and unlock run, kept with KEEP=1), BACKENDS ("sqlite postgres"
-# by default; one of them to run that one only). Each bind, login and unlock step also prints
+# by default; one of them to run that one only), SYNC_USERS (directory users the sync step adds
+# to slapd and to the store, each with an active device: 0 skips the step; 100000 for issue 21's
+# figure). Each bind, login and unlock step also prints
 # the CPU time per request of slapd, serve and PostgreSQL.
 set -euo pipefail
 
@@ -33,10 +35,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CLIENTS=${CLIENTS:-50}
 if [[ $SMOKE == 1 ]]; then
   DURATION=${DURATION:-2}; USERS=${USERS:-50}; CODES=${CODES:-600}; WARMUP=0.5
-  MFA_USERS=${MFA_USERS:-1500}; UNLOCK_USERS=${UNLOCK_USERS:-300}
+  MFA_USERS=${MFA_USERS:-1500}; UNLOCK_USERS=${UNLOCK_USERS:-300}; SYNC_USERS=${SYNC_USERS:-1000}
 else
   DURATION=${DURATION:-10}; USERS=${USERS:-200}; CODES=${CODES:-6000}; WARMUP=1
-  MFA_USERS=${MFA_USERS:-8000}; UNLOCK_USERS=${UNLOCK_USERS:-1000}
+  MFA_USERS=${MFA_USERS:-8000}; UNLOCK_USERS=${UNLOCK_USERS:-1000}; SYNC_USERS=${SYNC_USERS:-0}
 fi
 # The smoke run only prints its table (set REPORT=FILE to keep it); the full run writes the report.
 if [[ $SMOKE == 1 ]]; then REPORT=${REPORT:-/dev/null}; else REPORT=${REPORT:-$ROOT/bench/PORTAL_REPORT.md}; fi
@@ -219,6 +221,36 @@ t1=$SECONDS
 nsx ldapmodify "${LDAPADMIN[@]}" -f "$WORK/mfa-group.ldif" >/dev/null
 echo "portal.sh: slapd: $MFA_TOTAL users with a second factor added in $((t1 - t0)) s, their group in $((SECONDS - t1)) s" >&2
 
+# Users of the directory sync step (issue 21): sync000001… in 100 groups of cn=bench-sync
+# (nested: the sync resolves two levels per user, as for the académie's service groups), a
+# vpn_users group in the sync step's config. No password: they never sign in, the sync reads them.
+SYNC_GROUP=cn=bench-sync,$GROUP_BASE
+if ((SYNC_USERS > 0)); then
+  python3 - "$SYNC_USERS" "$PEOPLE" "$GROUP_BASE" "$WORK/sync-groups.ldif" >"$WORK/sync-users.ldif" <<'PY'
+import sys
+total, people, groups, groups_path = int(sys.argv[1]), *sys.argv[2:]
+for i in range(1, total + 1):
+    sys.stdout.write(f"dn: uid=sync{i:06d},{people}\nchangetype: add\nobjectClass: inetOrgPerson\n"
+                     f"uid: sync{i:06d}\ncn: Sync {i}\nsn: Sync\ndisplayName: Agent {i}\n\n")
+with open(groups_path, "w") as g:
+    for k in range(100):
+        g.write(f"dn: cn=bench-sync-{k:02d},{groups}\nchangetype: add\nobjectClass: groupOfNames\n"
+                f"cn: bench-sync-{k:02d}\n")
+        g.writelines(f"member: uid=sync{i:06d},{people}\n" for i in range(1, total + 1) if i % 100 == k)
+        if total < 100 and not any(i % 100 == k for i in range(1, total + 1)):
+            g.write(f"member: cn=admin,dc=academie,dc=test\n")
+        g.write("\n")
+    g.write(f"dn: cn=bench-sync,{groups}\nchangetype: add\nobjectClass: groupOfNames\ncn: bench-sync\n")
+    g.writelines(f"member: cn=bench-sync-{k:02d},{groups}\n" for k in range(100))
+    g.write("\n")
+PY
+  t0=$SECONDS
+  nsx ldapmodify "${LDAPADMIN[@]}" -f "$WORK/sync-users.ldif" >/dev/null
+  t1=$SECONDS
+  nsx ldapmodify "${LDAPADMIN[@]}" -f "$WORK/sync-groups.ldif" >/dev/null
+  echo "portal.sh: slapd: $SYNC_USERS sync users added in $((t1 - t0)) s, their 101 groups in $((SECONDS - t1)) s" >&2
+fi
+
 # ---- PostgreSQL (throwaway cluster, as user postgres, real durability settings) --------------
 PG_PORT=5432
 start_postgres() {
@@ -373,6 +405,81 @@ profile_stop() {
   PERF_PID=
 }
 
+# The directory sync at scale (issue 21): the store gets SYNC_USERS users, as the directory
+# describes them, each with an active device (rows written directly: enrolling them one by one
+# would take longer than the step), then `sesame serve` runs its own periodic sync (every
+# SYNC_EVERY s, the leader's job) while logins are measured during its second pass. Each pass's
+# time comes from `sesame_directory_sync_duration_seconds`.
+SYNC_EVERY=$([[ $SMOKE == 1 ]] && echo 5 || echo 15)
+sync_metric() { # NAME: the sync histogram's _count or _sum now
+  nsx curl -fsS http://127.0.0.1:9108/metrics 2>/dev/null |
+    awk -v n="sesame_directory_sync_duration_seconds_$1" '$1 == n {print $2}'
+}
+sync_step() { # LABEL DATABASE_URL
+  local label=$1 url=$2 cfg=$WORK/sesame-$1-sync.toml log=$WORK/serve-$1-sync.log t0
+  python3 - "$SYNC_USERS" "$PEOPLE" "$GROUP_BASE" >"$WORK/sync-fill-$label.sql" <<'PY'
+import base64, hashlib, ipaddress, json, os, sys
+total, people, groups = int(sys.argv[1]), *sys.argv[2:]
+base = int(ipaddress.IPv4Address("100.66.0.0"))
+for start in range(1, total + 1, 1000):
+    rows = range(start, min(start + 1000, total + 1))
+    users = ",".join(
+        "('sync%06d', 'uid=sync%06d,%s', 'Agent %d', '%s', 0, 0)" % (i, i, people, i, json.dumps(
+            [f"cn=bench-sync-{i % 100:02d},{groups}", f"cn=bench-sync,{groups}"]))
+        for i in rows)
+    print(f"INSERT INTO users (username, dn, display_name, groups, disabled, last_sync) VALUES {users};")
+    devices = ",".join(
+        "('sync%06d', 'PC-%d', 'pc-%d', '%s', '%s', 'active', '%s', 0)" % (
+            i, i, i, base64.b64encode(os.urandom(32)).decode(), ipaddress.IPv4Address(base + i),
+            hashlib.sha256(f"sync-{i}".encode()).hexdigest())
+        for i in rows)
+    print("INSERT INTO devices (username, name, hostname, public_key, tunnel_address, status, "
+          f"token_hash, created_at) VALUES {devices};")
+PY
+  t0=$SECONDS
+  case $url in
+    sqlite://*) python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(open(sys.argv[2]).read()); c.commit()' \
+      "${url#sqlite://}" "$WORK/sync-fill-$label.sql" ;;
+    *) nsx "$PG_BIN/psql" -q -v ON_ERROR_STOP=1 "$url" -f "$WORK/sync-fill-$label.sql" >/dev/null ;;
+  esac
+  echo "portal.sh: [$label] store: $SYNC_USERS users with an active device added in $((SECONDS - t0)) s" >&2
+  write_config "$cfg" "$url"
+  # Room for the devices' addresses, the sync users' group among vpn_users, a short interval.
+  sed -i -e 's#^tunnel_network = .*#tunnel_network = "100.64.0.0/12"#' \
+    -e "s#^sync_interval = .*#sync_interval = \"${SYNC_EVERY}s\"#" \
+    -e "s#^vpn_users = \\[#vpn_users = [\"$SYNC_GROUP\", #" "$cfg"
+  start_serve "$label+sync" "$cfg" "$log"
+  local deadline=$((SECONDS + 900))
+  until [[ $(sync_metric count) == 1 ]]; do
+    ((SECONDS < deadline)) || { echo "portal.sh: [$label] no sync pass within 900 s; log:" >&2; tail -20 "$log" >&2; exit 1; }
+    sleep 0.5
+  done
+  local first
+  first=$(sync_metric sum)
+  # The second pass starts SYNC_EVERY s after the first ended: the logins start with it.
+  sleep "$SYNC_EVERY"
+  echo "portal.sh: [$label] login during the second sync pass: $CLIENTS clients, ${DURATION}s" >&2
+  nsx "$LOAD" --url http://127.0.0.1:8080 --op login --clients "$CLIENTS" --duration "$DURATION" \
+    --warmup 0 --users "$WORK/users.csv" --label "$label" >"$WORK/sync-login-$label.json"
+  local during_end=$SECONDS
+  until [[ $(sync_metric count) == 2 ]]; do
+    ((SECONDS < deadline)) || { echo "portal.sh: [$label] no second sync pass within 900 s" >&2; exit 1; }
+    sleep 0.2
+  done
+  local passes
+  passes=$(python3 -c 'import sys; a, b = map(float, sys.argv[1:]); print(f"{a:.1f} {b - a:.1f}")' "$first" "$(sync_metric sum)")
+  # Tagged `login-sync`: the logins of the same run's `login` row, measured during a pass.
+  python3 - "$WORK/sync-login-$label.json" "$SYNC_USERS" $passes "$((SECONDS - during_end))" <<'PY' | tee -a "$RESULTS" >&2
+import json, sys
+path, users, first, second, after = sys.argv[1:]
+r = json.loads(open(path).read().strip().splitlines()[-1])
+r.update(op="login-sync", sync_users=int(users), sync_first_s=float(first), sync_second_s=float(second),
+         sync_ran_on_after_logins_s=int(after))
+print(json.dumps(r))
+PY
+  stop_serve "$label+sync" "$log"
+}
+
 run_backend() { # LABEL DATABASE_URL
   local label=$1 url=$2 cfg=$WORK/sesame-$1.toml log=$WORK/serve-$1.log
   write_config "$cfg" "$url"
@@ -451,6 +558,7 @@ run_backend() { # LABEL DATABASE_URL
   cpu_per_request "$label" unlock "$cpu0" "$cpu1"
   nsx curl -fsS http://127.0.0.1:9108/metrics >"$WORK/metrics-$label-mfa.txt" || true
   stop_serve "$label+mfa" "$log"
+  if ((SYNC_USERS > 0)); then sync_step "$label" "$url"; fi
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -555,6 +663,25 @@ Codes come from the product's own generator (totp-rs).
 
 {chr(10).join(mfa)}
 """
+syncs = []
+for r in rows:
+    if r["op"] != "login-sync":
+        continue
+    plain = [x for x in rows if x["op"] == "login" and x["label"] == r["label"]]
+    line = (f"- {r['label']}: a periodic sync pass over {r['sync_users']:,} directory users (each with an active "
+            f"device; the store held every earlier step's users too) took {r['sync_second_s']:.1f} s (the first "
+            f"pass {r['sync_first_s']:.1f} s); logins during it: {r['ok_per_s']:.0f}/s, p50 {r['p50_ms']:.1f} ms, "
+            f"p99 {r['p99_ms']:.1f} ms")
+    if plain:
+        line += f" (without a sync, same run: {plain[0]['ok_per_s']:.0f}/s, p99 {plain[0]['p99_ms']:.1f} ms)"
+    verdict = "meets" if r["sync_second_s"] < 60 else "misses"
+    syncs.append(line + f"; the pass went on {r['sync_ran_on_after_logins_s']} s after the logins ended ({verdict} the goal of < 60 s).")
+if syncs:
+    out += ("\n## Directory sync at scale (issue 21)\n`SYNC_USERS` users added to slapd (in 100 groups nested in a "
+            "vpn_users group: two levels to resolve per user) and to the store with an active device each; "
+            "`sesame serve` restarted with `sync_interval` = $SYNC_EVERY s; logins (the `login` step's users and clients) "
+            "measured from the start of its second pass. Pass times from `sesame_directory_sync_duration_seconds`.\n\n"
+            + "\n".join(syncs) + "\n")
 if errs:
     out += "\n## Errors\n" + "\n".join(errs) + "\n"
 # Hand-written analysis below the marker survives a re-run.
