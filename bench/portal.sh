@@ -677,10 +677,10 @@ for r in rows:
     verdict = "meets" if r["sync_second_s"] < 60 else "misses"
     syncs.append(line + f"; the pass went on {r['sync_ran_on_after_logins_s']} s after the logins ended ({verdict} the goal of < 60 s).")
 if syncs:
-    out += ("\n## Directory sync at scale (issue 21)\n`SYNC_USERS` users added to slapd (in 100 groups nested in a "
+    out += ("\n## Directory sync at scale (issue 21)\n\`SYNC_USERS\` users added to slapd (in 100 groups nested in a "
             "vpn_users group: two levels to resolve per user) and to the store with an active device each; "
-            "`sesame serve` restarted with `sync_interval` = $SYNC_EVERY s; logins (the `login` step's users and clients) "
-            "measured from the start of its second pass. Pass times from `sesame_directory_sync_duration_seconds`.\n\n"
+            "\`sesame serve\` restarted with \`sync_interval\` = $SYNC_EVERY s; logins (the \`login\` step's users and clients) "
+            "measured from the start of its second pass. Pass times from \`sesame_directory_sync_duration_seconds\`.\n\n"
             + "\n".join(syncs) + "\n")
 if errs:
     out += "\n## Errors\n" + "\n".join(errs) + "\n"
