@@ -10,6 +10,7 @@ mod postgres {
     mod audit_tamper;
     mod cli_enrol_code;
     mod leases;
+    mod login_failures;
     mod peer_changes;
     mod portal_postgres;
     mod store;
@@ -18,5 +19,6 @@ mod postgres {
     mod store_devices;
     mod store_mfa;
     mod two_portals;
+    mod two_portals_limits;
     mod web_device_list;
 }

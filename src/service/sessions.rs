@@ -53,7 +53,7 @@ pub async fn login(svc: &Services, input: LoginInput<'_>) -> Result<LoggedIn, Se
         known_device: input.known_device,
         started: std::time::Instant::now(),
     };
-    attempt.admit(svc).await?;
+    let admitted = attempt.admit(svc).await?;
     let result = match check_login(svc, username, &input).await {
         Ok((user, answer, verified)) => {
             let session = NewSession {
@@ -84,7 +84,7 @@ pub async fn login(svc: &Services, input: LoginInput<'_>) -> Result<LoggedIn, Se
         Ok((session_id, answer)) => Ok(LoggedIn {
             session_id,
             answer,
-            device_token: attempt.succeeded(svc),
+            device_token: attempt.succeeded(svc, admitted).await,
         }),
         Err(e) => {
             attempt.failed(svc, &e, false).await;

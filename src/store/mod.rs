@@ -17,6 +17,7 @@ mod devices;
 mod enrol;
 mod group;
 mod leases;
+mod login_failures;
 mod mfa;
 mod peer_changes;
 mod sessions;
@@ -35,6 +36,7 @@ pub use codes::{
 pub use device_search::DeviceSearch;
 pub use devices::{Device, DeviceStatus, DeviceWithUser, Rotation};
 pub use enrol::{AddressPool, EnrolRequest, Enrolled};
+pub use login_failures::{FailureCount, FailureWindows};
 pub use mfa::{Factor, OpenWindow, Window};
 pub use peer_changes::{PeerChange, PeerChangeListener};
 pub use sessions::{NewSession, WebSession};

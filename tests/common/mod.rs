@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod need;
 pub mod netns;
 pub mod portal;
+pub mod portal_process;
 pub mod postgres;
 pub mod radius;
 pub mod serve;

@@ -5,13 +5,11 @@
 
 use crate::common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cli;
-use common::harness::config_toml;
 use common::portal::{ClientOptions, PortalClient};
+use common::portal_process::{write_config, PortalProcess};
 use common::slapd::{password_of, Slapd};
 use common::store_db::audit_of;
 use sesame::control::leader::JOBS_LEASE;
@@ -20,91 +18,6 @@ use sesame::store::Store;
 /// Directory sync every 2 s: the lease is renewed every second and lasts two.
 const SYNC: Duration = Duration::from_secs(2);
 
-struct PortalProcess {
-    config: PathBuf,
-    base: String,
-    log: PathBuf,
-    child: Child,
-}
-
-impl PortalProcess {
-    fn start(config: &Path, base: &str) -> PortalProcess {
-        let log = config.with_extension("log");
-        let out = std::fs::File::create(&log).expect("log");
-        let child = Command::new(cli::BIN)
-            .args(["portal", "--config", config.to_str().expect("utf-8")])
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .expect("sesame portal");
-        PortalProcess {
-            config: config.to_path_buf(),
-            base: base.to_string(),
-            log,
-            child,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("portal exited ({status}); log:\n{}", self.log());
-            }
-            if let Ok(r) = reqwest::get(format!("{}/readyz", self.base)).await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("portal not ready; log:\n{}", self.log());
-    }
-}
-
-impl Drop for PortalProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// Portal `n`'s configuration, beside the other's in `dir` (so both share the portal and audit
-/// key files, as several portals must).
-fn write_config(dir: &Path, n: usize, slapd: &Slapd, db_url: &str) -> (PathBuf, String) {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let portal = format!("listen = \"{addr}\"\npublic_url = \"http://{addr}\"\n");
-    let text = config_toml(slapd, db_url, &portal).replace(
-        "sync_interval = \"60s\"",
-        &format!("sync_interval = \"{}s\"", SYNC.as_secs()),
-    );
-    // `sesame portal` feeds site gateways: one site holds both resources.
-    let site_key = sesame::key::PrivateKey::from_bytes([9; 32])
-        .public_key()
-        .to_base64();
-    let text = text
-        .replace("description = \"Paie\"\n", "description = \"Paie\"\nsite = \"rectorat\"\n")
-        .replace("description = \"RH\"\n", "description = \"RH\"\nsite = \"rectorat\"\n")
-        + &format!(
-            "\n[[site]]\nname = \"rectorat\"\nendpoint = \"198.18.0.1:51820\"\npublic_key = \"{site_key}\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n"
-        );
-    let path = dir.join(format!("portal-{n}.toml"));
-    std::fs::write(&path, text).expect("config");
-    (path, format!("http://{addr}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_portals_share_sessions_and_the_jobs_survive_the_leaders_death() {
     let slapd = Slapd::start();
@@ -112,8 +25,8 @@ async fn two_portals_share_sessions_and_the_jobs_survive_the_leaders_death() {
         .await
         .expect("PostgreSQL");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (c1, b1) = write_config(dir.path(), 1, &slapd, &pg.url);
-    let (c2, b2) = write_config(dir.path(), 2, &slapd, &pg.url);
+    let (c1, b1) = write_config(dir.path(), 1, &slapd, &pg.url, SYNC);
+    let (c2, b2) = write_config(dir.path(), 2, &slapd, &pg.url, SYNC);
     // The schema first, by one process (as the owner would): then both portals start.
     let store = Store::connect(&pg.url).await.expect("migrate");
     // One after the other: the first creates the shared key files (portal, audit).
@@ -248,7 +161,7 @@ async fn a_portal_answers_503_while_postgresql_is_down_and_serves_again_without_
     cluster.create_database("sesame");
     let url = cluster.url("sesame");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (config, base) = write_config(dir.path(), 1, &slapd, &url);
+    let (config, base) = write_config(dir.path(), 1, &slapd, &url, SYNC);
     let mut portal = PortalProcess::start(&config, &base);
     portal.wait_ready().await;
     let it = PortalClient::new(&base, ClientOptions::default());

@@ -2,7 +2,6 @@
 //! recovery code), the audit of the outcome.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Instant;
 
 use crate::audit::{Action, NewAuditEvent, Outcome};
 use crate::mfa::{recovery, Verdict};
@@ -46,22 +45,25 @@ pub(super) async fn check_code(
     let kit = kit(svc)?;
     let key = limiter_key(username);
     let ip = source_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    if let Err(limited) = svc.limiter().check(&key, ip, Instant::now()) {
-        svc.metrics().rate_limited();
-        let retry_after_secs = limited.retry_after.as_secs().max(1);
-        svc.audit(Record {
-            actor: username,
-            action: Action::AuthRateLimited,
-            target: username,
-            outcome: Outcome::Denied,
-            source_ip,
-            details: serde_json::json!({
-                "route": route, "keys": limited.keys, "retry_after_secs": retry_after_secs,
-            }),
-        })
-        .await;
-        return Err(ServiceError::TooManyAttempts { retry_after_secs });
-    }
+    let admitted = match svc.limits().check(&key, ip, None).await? {
+        Ok(admitted) => admitted,
+        Err(limited) => {
+            svc.metrics().rate_limited();
+            let retry_after_secs = limited.retry_after.as_secs().max(1);
+            svc.audit(Record {
+                actor: username,
+                action: Action::AuthRateLimited,
+                target: username,
+                outcome: Outcome::Denied,
+                source_ip,
+                details: serde_json::json!({
+                    "route": route, "keys": limited.keys, "retry_after_secs": retry_after_secs,
+                }),
+            })
+            .await;
+            return Err(ServiceError::TooManyAttempts { retry_after_secs });
+        }
+    };
     let (accepted, method) = match recovery::hash(code) {
         Some(hash) => (
             svc.store().mfa_use_recovery_code(username, &hash).await?,
@@ -78,10 +80,10 @@ pub(super) async fn check_code(
         }
     };
     let (action, outcome) = if accepted {
-        svc.limiter().record_success(&key);
+        svc.limits().record_success(&key, admitted).await;
         (Action::MfaVerified, Outcome::Success)
     } else {
-        svc.limiter().record_failure(&key, ip, Instant::now());
+        svc.limits().record_failure(&key, ip).await;
         (Action::MfaFailed, Outcome::Denied)
     };
     let record = Record {

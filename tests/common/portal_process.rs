@@ -1,0 +1,106 @@
+//! `sesame portal` as a child process for tests that run several on one database (issue 21):
+//! each one's configuration beside the others' (so they share the portal and audit key files),
+//! started, waited for until ready, killed when dropped.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::cli;
+use super::harness::config_toml;
+use super::slapd::Slapd;
+
+pub struct PortalProcess {
+    pub config: PathBuf,
+    pub base: String,
+    pub log: PathBuf,
+    pub child: Child,
+}
+
+impl PortalProcess {
+    pub fn start(config: &Path, base: &str) -> PortalProcess {
+        let log = config.with_extension("log");
+        let out = std::fs::File::create(&log).expect("log");
+        let child = Command::new(cli::BIN)
+            .args(["portal", "--config", config.to_str().expect("utf-8")])
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("sesame portal");
+        PortalProcess {
+            config: config.to_path_buf(),
+            base: base.to_string(),
+            log,
+            child,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("portal exited ({status}); log:\n{}", self.log());
+            }
+            if let Ok(r) = reqwest::get(format!("{}/readyz", self.base)).await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("portal not ready; log:\n{}", self.log());
+    }
+}
+
+impl Drop for PortalProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Portal `n`'s configuration, beside the others' in `dir` (so all share the portal and audit
+/// key files, as several portals must), syncing the directory every `sync`; it trusts
+/// `X-Forwarded-For` from loopback (a load balancer there). Returns the file and the base URL.
+pub fn write_config(
+    dir: &Path,
+    n: usize,
+    slapd: &Slapd,
+    db_url: &str,
+    sync: Duration,
+) -> (PathBuf, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let portal = format!(
+        "listen = \"{addr}\"\npublic_url = \"http://{addr}\"\ntrusted_proxies = [\"127.0.0.1\"]\n"
+    );
+    let text = config_toml(slapd, db_url, &portal).replace(
+        "sync_interval = \"60s\"",
+        &format!("sync_interval = \"{}s\"", sync.as_secs()),
+    );
+    // `sesame portal` feeds site gateways: one site holds both resources.
+    let site_key = sesame::key::PrivateKey::from_bytes([9; 32])
+        .public_key()
+        .to_base64();
+    let text = text
+        .replace("description = \"Paie\"\n", "description = \"Paie\"\nsite = \"rectorat\"\n")
+        .replace("description = \"RH\"\n", "description = \"RH\"\nsite = \"rectorat\"\n")
+        + &format!(
+            "\n[[site]]\nname = \"rectorat\"\nendpoint = \"198.18.0.1:51820\"\npublic_key = \"{site_key}\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n"
+        );
+    let path = dir.join(format!("portal-{n}.toml"));
+    std::fs::write(&path, text).expect("config");
+    (path, format!("http://{addr}"))
+}
