@@ -189,6 +189,15 @@ async fn a_portal_answers_503_while_postgresql_is_down_and_serves_again_without_
             portal.log()
         );
     }
+    // A new browser's login too (its failure limits are read from the database first): 503.
+    let stranger = PortalClient::new(&base, ClientOptions::default());
+    let r = tokio::time::timeout(Duration::from_secs(15), stranger.login("tleroux"))
+        .await
+        .expect("a login while PostgreSQL is down answers");
+    assert_eq!(
+        common::portal::error_of(r).await,
+        (503, "database_unavailable".to_string())
+    );
     tokio::task::spawn_blocking({
         let c = std::sync::Arc::clone(&cluster);
         move || c.start_again()
