@@ -13,6 +13,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON site_tokens, site_event_seqs TO sesame_a
 GRANT SELECT, INSERT, DELETE ON peer_changes TO sesame_app;
 -- The singleton jobs' lease between portals (0016).
 GRANT SELECT, INSERT, UPDATE, DELETE ON job_leases TO sesame_app;
+-- The login failure counts shared by the portals (0017): counted, reset and pruned by each.
+GRANT SELECT, INSERT, UPDATE, DELETE ON login_failures TO sesame_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO sesame_app;
 GRANT SELECT, INSERT ON audit_events TO sesame_app;
 GRANT SELECT ON audit_retention TO sesame_app;

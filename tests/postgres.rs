@@ -11,6 +11,7 @@ mod postgres {
     mod cli_enrol_code;
     mod failover;
     mod leases;
+    mod login_failures;
     mod peer_changes;
     mod portal_postgres;
     mod store;
@@ -19,5 +20,6 @@ mod postgres {
     mod store_devices;
     mod store_mfa;
     mod two_portals;
+    mod two_portals_limits;
     mod web_device_list;
 }

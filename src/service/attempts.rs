@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::audit::{Action, Outcome};
 
 use super::context::Record;
+use super::ratelimit::Admitted;
 use super::{ErrorKind, ServiceError, Services};
 
 /// Who is trying, from where, with which device token (the `sesame-device` cookie of a browser
@@ -30,9 +31,9 @@ pub(super) struct Attempt<'a> {
 pub const FAILURE_FLOOR: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Attempt<'_> {
-    /// Lets the attempt through, or refuses it for its rate: counted, audited, and answered
-    /// [`ServiceError::TooManyAttempts`].
-    pub async fn admit(&self, svc: &Services) -> Result<(), ServiceError> {
+    /// Lets the attempt through (what the check saw, for [`Attempt::succeeded`]), or refuses
+    /// it for its rate: counted, audited, and answered [`ServiceError::TooManyAttempts`].
+    pub async fn admit(&self, svc: &Services) -> Result<Admitted, ServiceError> {
         let ceiling = svc.config().portal.spray_ceiling;
         if svc.spray().active(Instant::now(), ceiling)
             && !svc
@@ -46,13 +47,13 @@ impl Attempt<'_> {
                 retry_after_secs: crate::service::spray::SPRAY_WINDOW.as_secs(),
             });
         }
-        let Err(limited) = svc.limiter().check_device(
-            self.username,
-            self.source_ip,
-            self.known_device,
-            Instant::now(),
-        ) else {
-            return Ok(());
+        let limited = match svc
+            .limits()
+            .check(self.username, self.source_ip, self.known_device)
+            .await?
+        {
+            Ok(admitted) => return Ok(admitted),
+            Err(limited) => limited,
         };
         svc.metrics().rate_limited();
         let retry_after_secs = limited.retry_after.as_secs().max(1);
@@ -74,10 +75,11 @@ impl Attempt<'_> {
         Err(ServiceError::TooManyAttempts { retry_after_secs })
     }
 
-    /// A success: clears the account's failures and hands out a device token (returned: the
-    /// caller's next attempts pass while others have the account locked).
-    pub fn succeeded(&self, svc: &Services) -> String {
-        svc.limiter().record_success(self.username);
+    /// A success (`admitted`: what [`Attempt::admit`] saw): clears the account's failures and
+    /// hands out a device token (returned: the caller's next attempts pass while others have
+    /// the account locked).
+    pub async fn succeeded(&self, svc: &Services, admitted: Admitted) -> String {
+        svc.limits().record_success(self.username, admitted).await;
         svc.limiter().issue_device_token(self.username)
     }
 
@@ -100,8 +102,9 @@ impl Attempt<'_> {
     pub async fn failed(&self, svc: &Services, e: &ServiceError, codes_count: bool) {
         if is_guess(e.kind(), codes_count) {
             let now = Instant::now();
-            svc.limiter()
-                .record_failure(self.username, self.source_ip, now);
+            svc.limits()
+                .record_failure(self.username, self.source_ip)
+                .await;
             let ceiling = svc.config().portal.spray_ceiling;
             if svc.spray().record_failure(now, ceiling) {
                 self.spray_detected(svc, ceiling).await;

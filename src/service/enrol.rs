@@ -160,13 +160,13 @@ pub async fn enrol(svc: &Services, input: EnrolInput<'_>) -> Result<Enrolled, Se
         known_device: input.known_device,
         started: std::time::Instant::now(),
     };
-    attempt.admit(svc).await?;
+    let admitted = attempt.admit(svc).await?;
     let result = redeem(svc, username, &input).await.map_err(Attempt::blind);
     svc.metrics().enrolment(result.is_ok());
     match result {
         Ok(config) => Ok(Enrolled {
             config,
-            device_token: attempt.succeeded(svc),
+            device_token: attempt.succeeded(svc, admitted).await,
         }),
         Err(e) => {
             attempt.failed(svc, &e, true).await;

@@ -237,7 +237,7 @@ async fn open_window(
         };
         return Err(refused(svc, &device.username, route, source_ip, code.method).await);
     }
-    accepted(svc, &device.username);
+    accepted(svc, &device.username, code.admitted).await;
     if let Some(p) = svc.publisher() {
         // This device's peer only (its protected rules open), not the whole set: an unlock
         // costs the same at 100,000 devices as at 10.

@@ -18,6 +18,7 @@ pub mod devices;
 pub mod enrol;
 mod error;
 pub mod feed;
+mod limits;
 pub mod mfa;
 pub mod ratelimit;
 pub mod review;

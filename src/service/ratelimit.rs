@@ -1,5 +1,6 @@
 //! Brute-force protection of logins and enrolments: failures counted per account, per source
-//! (IPv4 address, IPv6 /64) and per (account, source) pair, in bounded memory.
+//! (IPv4 address, IPv6 /64) and per (account, source) pair, in bounded memory or (several
+//! portals) on counts the database keeps; the rules are here either way.
 //!
 //! - 5 failures within a minute on any key: 429 for the rest of that minute.
 //! - 100 failures within an hour on one account: the account is refused for 15 minutes from
@@ -13,6 +14,11 @@
 //!   expiry pops stale entries from the front, a full table evicts its oldest entry, both O(1)
 //!   per entry under one short lock; nothing scans the table on a request.
 //!
+//! - With PostgreSQL (several portals on one database), the same rules run on counts kept in
+//!   the database (`login_failures`, see [`FailureLimiter::judge_shared`] and
+//!   `service::limits`): every portal sees every portal's failures. With SQLite (`sesame serve`,
+//!   one process), they stay in the tables above.
+//!
 //! This is the portal's own lockout, checked before any bind reaches the directory; the
 //! directory's lockout policy (ppolicy, AD lockout threshold) stays the last line: see
 //! docs/lockout.md for how to set both.
@@ -24,6 +30,9 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
 use sha2::Sha256;
+
+use crate::store::{FailureCount, FailureWindows};
+use crate::time::duration_ms;
 
 /// Failures allowed within [`WINDOW`] on one key; the next attempt is refused.
 pub const MAX_FAILURES: u32 = 5;
@@ -186,6 +195,8 @@ pub struct FailureLimiter {
     /// portal sharing `[portal] secret_key_file` honours the others' tokens and a restart
     /// keeps them; random per process without it (tests, tools).
     device_key: [u8; 32],
+    /// When this process last pruned the shared counts (PostgreSQL).
+    last_prune: Mutex<Option<Instant>>,
 }
 
 impl Default for FailureLimiter {
@@ -224,6 +235,7 @@ impl FailureLimiter {
             max_failures: u32::try_from(max_failures.max(1)).unwrap_or(u32::MAX),
             window,
             device_key,
+            last_prune: Mutex::new(None),
         }
     }
 
@@ -382,6 +394,119 @@ impl FailureLimiter {
         self.mac(account, issued)
             .verify_truncated_left(&raw[8..])
             .is_ok()
+    }
+}
+
+/// The shared counters of one attempt (`login_failures` keys, spelt as in [`Refusal::keys`]),
+/// in the one order every portal writes them: source, pair, account (so concurrent counts
+/// never deadlock).
+pub fn shared_keys(username: &str, ip: IpAddr) -> [String; 3] {
+    let account = account_key(username);
+    let source = source_key(ip);
+    [
+        format!("ip:{source}"),
+        format!("pair:{account}@{source}"),
+        shared_account_key(username),
+    ]
+}
+
+/// The account's own shared counter (the last of [`shared_keys`]).
+pub fn shared_account_key(username: &str) -> String {
+    format!("user:{}", account_key(username))
+}
+
+/// What a check of the shared counts found: the account has failures in its short window (a
+/// success then forgets them, the only write a success may cost).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Admitted {
+    pub account_failures: bool,
+}
+
+impl FailureLimiter {
+    /// The windows the shared counts are kept in.
+    pub fn windows(&self) -> FailureWindows {
+        FailureWindows {
+            short_ms: duration_ms(self.window),
+            long_ms: duration_ms(LONG_WINDOW),
+        }
+    }
+
+    /// Until when each of [`shared_keys`] may still refuse anything after a failure now: the
+    /// source and the pair for the short window, the account for the long one.
+    pub fn kept_until(&self, now_ms: i64) -> [i64; 3] {
+        let short = now_ms.saturating_add(duration_ms(self.window));
+        [
+            short,
+            short,
+            now_ms.saturating_add(duration_ms(LONG_WINDOW)),
+        ]
+    }
+
+    /// The same verdict as [`Self::check_device`], on the shared counts of [`shared_keys`]
+    /// (`counts`: those that exist) at `now_ms`.
+    pub fn judge_shared(
+        &self,
+        keys: &[String; 3],
+        counts: &[FailureCount],
+        known_device: bool,
+        now_ms: i64,
+    ) -> Result<Admitted, Refusal> {
+        let window = duration_ms(self.window);
+        let max = i64::from(self.max_failures);
+        let mut wait = 0_i64;
+        let mut locked = false;
+        let mut refused = Vec::new();
+        let mut admitted = Admitted::default();
+        for (i, key) in keys.iter().enumerate() {
+            let is_account = i == 2;
+            if is_account && known_device {
+                continue;
+            }
+            let Some(c) = counts.iter().find(|c| &c.key == key) else {
+                continue;
+            };
+            let elapsed = now_ms.saturating_sub(c.short_start);
+            let short = if elapsed >= window { 0 } else { c.short_count };
+            let mut w = if short >= max { window - elapsed } else { 0 };
+            if is_account {
+                admitted.account_failures = short > 0;
+                let lock = c.locked_until.map_or(0, |t| t.saturating_sub(now_ms));
+                locked = lock > 0;
+                w = w.max(lock);
+            }
+            if w > 0 {
+                wait = wait.max(w);
+                refused.push(key.clone());
+            }
+        }
+        if wait == 0 {
+            return Ok(admitted);
+        }
+        let wait = Duration::from_millis(u64::try_from(wait).unwrap_or(0));
+        Err(Refusal {
+            retry_after: wait.max(Duration::from_secs(1)),
+            account_locked: locked,
+            keys: refused,
+        })
+    }
+
+    /// Until when to lock the account whose counts are `account` after a failure now: when its
+    /// long window reached [`ACCOUNT_HOURLY_FAILURES`] and no lock is on.
+    pub fn lock_due(&self, account: &FailureCount, now_ms: i64) -> Option<i64> {
+        let unlocked = account.locked_until.is_none_or(|t| t <= now_ms);
+        (account.long_count >= i64::from(ACCOUNT_HOURLY_FAILURES) && unlocked)
+            .then(|| now_ms.saturating_add(duration_ms(LOCKOUT)))
+    }
+
+    /// Whether this process should prune the expired shared counts now (at most once a
+    /// [`WINDOW`]; the next failure counted after it does).
+    pub fn prune_due(&self, now: Instant) -> bool {
+        let mut last = self.last_prune.lock();
+        if last.is_some_and(|t| now.saturating_duration_since(t) < WINDOW) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 }
 

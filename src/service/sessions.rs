@@ -54,7 +54,7 @@ pub async fn login(svc: &Services, input: LoginInput<'_>) -> Result<LoggedIn, Se
         known_device: input.known_device,
         started: std::time::Instant::now(),
     };
-    attempt.admit(svc).await?;
+    let admitted = attempt.admit(svc).await?;
     let result = match check_login(svc, username, &input).await {
         Ok((user, answer, code)) => open_session(svc, &user, answer, code, &input).await,
         // Refusals after the password (no role) or about the account answer like a wrong
@@ -66,7 +66,7 @@ pub async fn login(svc: &Services, input: LoginInput<'_>) -> Result<LoggedIn, Se
         Ok((session_id, answer)) => Ok(LoggedIn {
             session_id,
             answer,
-            device_token: attempt.succeeded(svc),
+            device_token: attempt.succeeded(svc, admitted).await,
         }),
         Err(e) => {
             attempt.failed(svc, &e, false).await;
@@ -131,8 +131,8 @@ async fn open_session(
     let event = NewAuditEvent::new(Action::AuthLogin, &ctx, username)
         .outcome(Outcome::Success)
         .details(serde_json::json!({}));
-    let (verified, step, method) = match code {
-        Some(c) => (Some(c.event), c.step, Some(c.method)),
+    let (verified, step, checked) = match code {
+        Some(c) => (Some(c.event), c.step, Some((c.method, c.admitted))),
         None => (None, None, None),
     };
     let events = verified.into_iter().chain([event]).collect();
@@ -140,15 +140,15 @@ async fn open_session(
         .store()
         .record_login_with(user, &session, events, step)
         .await?;
-    match (written, method) {
-        (Some((id, _)), method) => {
-            if method.is_some() {
-                super::mfa::accepted(svc, &user.username);
+    match (written, checked) {
+        (Some((id, _)), checked) => {
+            if let Some((_, admitted)) = checked {
+                super::mfa::accepted(svc, &user.username, admitted).await;
             }
             Ok((id, answer))
         }
-        (None, method) => {
-            let method = method.unwrap_or("totp");
+        (None, checked) => {
+            let method = checked.map_or("totp", |(method, _)| method);
             let source_ip = Some(input.source_ip);
             Err(super::mfa::refused(svc, &user.username, "login", source_ip, method).await)
         }

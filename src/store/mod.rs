@@ -18,6 +18,7 @@ mod enrol;
 mod failover;
 mod group;
 mod leases;
+mod login_failures;
 mod mfa;
 mod peer_changes;
 mod pg_hosts;
@@ -37,6 +38,7 @@ pub use codes::{
 pub use device_search::DeviceSearch;
 pub use devices::{Device, DeviceStatus, DeviceWithUser, Rotation};
 pub use enrol::{AddressPool, EnrolRequest, Enrolled};
+pub use login_failures::{FailureCount, FailureWindows};
 pub use mfa::{Factor, OpenWindow, Window, WindowOpening};
 pub use peer_changes::{PeerChange, PeerChangeListener};
 pub use pg_hosts::{PgTargets, PgUrlError, SessionAttrs};

@@ -15,7 +15,7 @@ use super::slapd::Slapd;
 pub struct PortalProcess {
     pub config: PathBuf,
     pub base: String,
-    log: PathBuf,
+    pub log: PathBuf,
     pub child: Child,
 }
 
@@ -66,7 +66,7 @@ impl Drop for PortalProcess {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()
@@ -75,7 +75,8 @@ fn free_port() -> u16 {
 }
 
 /// Portal `n`'s configuration, beside the others' in `dir` (so all share the portal and audit
-/// key files, as several portals must), its directory synced every `sync`.
+/// key files, as several portals must), syncing the directory every `sync`; it trusts
+/// `X-Forwarded-For` from loopback (a load balancer there). Returns the file and the base URL.
 pub fn write_config(
     dir: &Path,
     n: usize,
@@ -84,7 +85,9 @@ pub fn write_config(
     sync: Duration,
 ) -> (PathBuf, String) {
     let addr = format!("127.0.0.1:{}", free_port());
-    let portal = format!("listen = \"{addr}\"\npublic_url = \"http://{addr}\"\n");
+    let portal = format!(
+        "listen = \"{addr}\"\npublic_url = \"http://{addr}\"\ntrusted_proxies = [\"127.0.0.1\"]\n"
+    );
     let text = config_toml(slapd, db_url, &portal).replace(
         "sync_interval = \"60s\"",
         &format!("sync_interval = \"{}s\"", sync.as_secs()),

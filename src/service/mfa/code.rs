@@ -2,13 +2,13 @@
 //! recovery code), the audit of the outcome.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Instant;
 
 use crate::audit::{Action, NewAuditEvent, Outcome};
 use crate::mfa::{recovery, Check};
 use crate::store::Factor;
 
 use super::super::context::Record;
+use super::super::ratelimit::Admitted;
 use super::super::{ServiceError, Services};
 use super::kit;
 
@@ -35,7 +35,7 @@ pub(in crate::service) async fn verify(
             return Err(refused(svc, username, route, source_ip, good.method).await);
         }
     }
-    accepted(svc, username);
+    accepted(svc, username, good.admitted).await;
     if let Err(e) = svc.store().append_audit_grouped(good.event).await {
         tracing::warn!(error = %e, "cannot write the mfa.verified audit event");
     }
@@ -52,6 +52,8 @@ pub(in crate::service) struct GoodCode {
     pub step: Option<i64>,
     /// `totp`, `radius` or `recovery_code` (audited with a refusal).
     pub method: &'static str,
+    /// What the failure limits saw when they let the code through.
+    pub admitted: Admitted,
 }
 
 /// [`verify`] without spending: the limiter, then the provider (the user's `factor` row when
@@ -68,22 +70,25 @@ pub(super) async fn check_code(
     let kit = kit(svc)?;
     let key = limiter_key(username);
     let ip = source_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    if let Err(limited) = svc.limiter().check(&key, ip, Instant::now()) {
-        svc.metrics().rate_limited();
-        let retry_after_secs = limited.retry_after.as_secs().max(1);
-        svc.audit(Record {
-            actor: username,
-            action: Action::AuthRateLimited,
-            target: username,
-            outcome: Outcome::Denied,
-            source_ip,
-            details: serde_json::json!({
-                "route": route, "keys": limited.keys, "retry_after_secs": retry_after_secs,
-            }),
-        })
-        .await;
-        return Err(ServiceError::TooManyAttempts { retry_after_secs });
-    }
+    let admitted = match svc.limits().check(&key, ip, None).await? {
+        Ok(admitted) => admitted,
+        Err(limited) => {
+            svc.metrics().rate_limited();
+            let retry_after_secs = limited.retry_after.as_secs().max(1);
+            svc.audit(Record {
+                actor: username,
+                action: Action::AuthRateLimited,
+                target: username,
+                outcome: Outcome::Denied,
+                source_ip,
+                details: serde_json::json!({
+                    "route": route, "keys": limited.keys, "retry_after_secs": retry_after_secs,
+                }),
+            })
+            .await;
+            return Err(ServiceError::TooManyAttempts { retry_after_secs });
+        }
+    };
     let (good, step, method) = match recovery::hash(code) {
         Some(hash) => (
             svc.store().mfa_use_recovery_code(username, &hash).await?,
@@ -118,12 +123,15 @@ pub(super) async fn check_code(
         event,
         step,
         method,
+        admitted,
     })
 }
 
-/// A good code's step spent: the limiter forgets the user's wrong codes.
-pub(in crate::service) fn accepted(svc: &Services, username: &str) {
-    svc.limiter().record_success(&limiter_key(username));
+/// A good code's step spent: the limits forget the user's wrong codes.
+pub(in crate::service) async fn accepted(svc: &Services, username: &str, admitted: Admitted) {
+    svc.limits()
+        .record_success(&limiter_key(username), admitted)
+        .await;
 }
 
 /// A wrong (or replayed) code: counted by the limiter, audited `mfa.failed`; the error to
@@ -136,8 +144,9 @@ pub(in crate::service) async fn refused(
     method: &'static str,
 ) -> ServiceError {
     let ip = source_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    svc.limiter()
-        .record_failure(&limiter_key(username), ip, Instant::now());
+    svc.limits()
+        .record_failure(&limiter_key(username), ip)
+        .await;
     svc.audit(Record {
         actor: username,
         action: Action::MfaFailed,

@@ -1,7 +1,6 @@
 //! Registering a TOTP factor without a bootstrap hole: only with something IT handed out (an enrolment, or a one-time registration code) and the password; confirmed by a first code; ten recovery codes shown once.
 
 use std::net::IpAddr;
-use std::time::Instant;
 
 use crate::api::mfa::{MfaConfirmRequest, MfaRegisterRequest, MfaRegistration, RecoveryCodes};
 use crate::audit::{Action, Outcome};
@@ -53,18 +52,20 @@ async fn confirm_pending(
         .and_then(|f| f.pending_secret_enc)
         .ok_or(ServiceError::MfaNotRegistered)?;
     let key = limiter_key(&user);
-    if let Err(limited) = svc.limiter().check(&key, source_ip, Instant::now()) {
-        return Err(ServiceError::TooManyAttempts {
-            retry_after_secs: limited.retry_after.as_secs().max(1),
-        });
-    }
+    let admitted = match svc.limits().check(&key, source_ip, None).await? {
+        Ok(admitted) => admitted,
+        Err(limited) => {
+            return Err(ServiceError::TooManyAttempts {
+                retry_after_secs: limited.retry_after.as_secs().max(1),
+            })
+        }
+    };
     let secret = kit
         .key
         .open(&user, &pending)
         .map_err(crate::mfa::ProviderError::from)?;
     let Some(step) = totp::check(&secret, code, svc.now_ms()) else {
-        svc.limiter()
-            .record_failure(&key, source_ip, Instant::now());
+        svc.limits().record_failure(&key, source_ip).await;
         svc.audit(Record {
             actor: &user,
             action: Action::MfaFailed,
@@ -81,7 +82,7 @@ async fn confirm_pending(
     svc.store()
         .mfa_confirm(&user, registration_code, step, &hashes)
         .await?;
-    svc.limiter().record_success(&key);
+    svc.limits().record_success(&key, admitted).await;
     svc.audit(Record {
         actor: &user,
         action: Action::MfaRegistered,

@@ -1,0 +1,107 @@
+//! The brute-force limits across two `sesame portal` processes on one real PostgreSQL (issue
+//! 21): failures counted on either portal add up (per account and per source), and the device
+//! cookie one portal handed out lets its browser past the account's limit on the other.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::portal::{csrf_cookie, error_of, ClientOptions, PortalClient};
+use common::portal_process::{write_config, PortalProcess};
+use common::slapd::{password_of, Slapd};
+use common::store_db::audit_of;
+use serde_json::json;
+use sesame::store::Store;
+
+/// `POST /api/v1/login` on `base` as if through a load balancer that saw `from`.
+async fn login(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+    password: &str,
+    from: &str,
+) -> reqwest::Response {
+    client
+        .post(format!("{base}/api/v1/login"))
+        .header("x-forwarded-for", from)
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .expect("login")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_on_two_portals_add_up_and_a_device_cookie_from_one_passes_the_other() {
+    let slapd = Slapd::start();
+    let pg = tokio::task::spawn_blocking(common::postgres::database)
+        .await
+        .expect("PostgreSQL");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sync = Duration::from_secs(60);
+    let (c1, a) = write_config(dir.path(), 1, &slapd, &pg.url, sync);
+    let (c2, b) = write_config(dir.path(), 2, &slapd, &pg.url, sync);
+    let store = Store::connect(&pg.url).await.expect("migrate");
+    let mut portals = Vec::new();
+    for (c, base) in [(&c1, &a), (&c2, &b)] {
+        let mut p = PortalProcess::start(c, base);
+        p.wait_ready().await;
+        portals.push(p);
+    }
+
+    // Marie's browser signs in on portal A: a device cookie beside the session.
+    let marie = PortalClient::new(&a, ClientOptions::default());
+    let r = login(&marie, &a, "mdupont", password_of("mdupont"), "198.18.7.1").await;
+    assert_eq!(r.status(), 200);
+    let csrf = csrf_cookie(&r).expect("csrf cookie");
+    assert!(r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|c| c.to_str().unwrap_or("").starts_with("sesame-device=")));
+
+    // Five wrong passwords on her account from five addresses: three on A, two on B.
+    let stranger = reqwest::Client::new();
+    for (i, base) in [&a, &a, &a, &b, &b].into_iter().enumerate() {
+        let from = format!("198.18.8.{}", i + 1);
+        let r = login(&stranger, base, "mdupont", "guess", &from).await;
+        assert_eq!(error_of(r).await.0, 401, "failure {} on {base}", i + 1);
+    }
+    // The sixth, with the right password from a new address, is refused on either portal.
+    for (base, from) in [(&a, "198.18.9.1"), (&b, "198.18.9.2")] {
+        let r = login(&stranger, base, "mdupont", password_of("mdupont"), from).await;
+        assert_eq!(r.status(), 429, "the sixth attempt on {base}");
+        assert_eq!(error_of(r).await, (429, "too_many_attempts".into()));
+    }
+    // Her own browser, known since its login on A, signs in on B (from another address too).
+    let r = marie
+        .post(format!("{b}/api/v1/login"))
+        .header("x-forwarded-for", "198.18.7.2")
+        .header("x-csrf-token", csrf)
+        .json(&json!({"username": "mdupont", "password": password_of("mdupont")}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 200, "the device cookie from A on B");
+
+    // One address guessing five accounts, over both portals: its sixth attempt is refused on
+    // either, whatever the account (tleroux's own counts are clean).
+    let one = "198.18.10.1";
+    for (i, base) in [&b, &a, &b, &a, &b].into_iter().enumerate() {
+        let r = login(&stranger, base, &format!("guess{i}"), "guess", one).await;
+        assert_eq!(error_of(r).await.0, 401, "guess {} on {base}", i + 1);
+    }
+    for base in [&a, &b] {
+        let r = login(&stranger, base, "tleroux", password_of("tleroux"), one).await;
+        assert_eq!(r.status(), 429, "the source's sixth attempt on {base}");
+        assert_eq!(error_of(r).await, (429, "too_many_attempts".into()));
+    }
+    // Each refusal audited by the portal that refused it, naming the counter.
+    let limited = audit_of(&store, "auth.rate_limited").await;
+    assert_eq!(limited.len(), 4, "{limited:?}");
+    assert!(limited
+        .iter()
+        .any(|e| e.details["keys"] == json!(["user:mdupont"])));
+    assert!(limited
+        .iter()
+        .any(|e| e.details["keys"] == json!(["ip:198.18.10.1"])));
+}
