@@ -211,6 +211,10 @@ pub struct DirectorySync {
     lookups_in_flight: usize,
 }
 
+/// Users a sync pass stores in one transaction (their rows and group memberships): one commit,
+/// hence one fsync, per batch rather than per user.
+const UPSERT_BATCH: usize = 500;
+
 /// Directory lookups a sync pass keeps in flight: enough to hide the round trips, few enough
 /// to leave the service connection pool (64) to logins, which search on it too.
 pub const LOOKUPS_IN_FLIGHT: usize = 8;
@@ -363,12 +367,18 @@ impl DirectorySync {
             held,
             ..SyncReport::default()
         };
-        for u in &plan.users {
-            if held && u.found.is_none() {
-                // Absence is neither counted nor acted on while the pass is held.
-                continue;
+        for batch in plan.users.chunks(UPSERT_BATCH) {
+            // Absence is neither counted nor acted on while the pass is held.
+            let batch: Vec<&UserPlan> = batch
+                .iter()
+                .filter(|u| !held || u.found.is_some())
+                .collect();
+            let found: Vec<&DirectoryUser> =
+                batch.iter().filter_map(|u| u.found.as_ref()).collect();
+            self.store.upsert_users(&found).await?;
+            for u in batch {
+                self.apply_user(u, &mut report).await?;
             }
-            self.apply_user(u, &mut report).await?;
         }
         // Publish before auditing the pass: access is cut first.
         self.publish().await;
@@ -399,17 +409,14 @@ impl DirectorySync {
         Ok(report)
     }
 
-    /// Applies one user's plan: stored groups and flags (the rules follow them at the next
-    /// publication), web sessions, suspensions and restorations.
+    /// Applies one user's plan, its stored groups and flags already written with its batch (the
+    /// rules follow them at the next publication): absence, web sessions, suspensions and
+    /// restorations.
     async fn apply_user(&self, u: &UserPlan, report: &mut SyncReport) -> Result<(), SyncError> {
         let system = AuditContext::system();
-        match &u.found {
-            Some(found) => {
-                self.store.upsert_user(found).await?;
-            }
-            None => {
-                self.store.record_missing(&u.username).await?;
-            }
+        // A user found was stored with the rest of its batch (`upsert_users`).
+        if u.found.is_none() {
+            self.store.record_missing(&u.username).await?;
         }
         if u.groups_changed {
             report.groups_changed += 1;

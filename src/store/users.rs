@@ -205,6 +205,18 @@ impl Store {
         Ok(stored)
     }
 
+    /// [`Store::upsert_user`] for many users in one transaction (the directory sync's batches:
+    /// one commit for hundreds of users instead of one each).
+    pub async fn upsert_users(&self, users: &[&DirectoryUser]) -> Result<(), StoreError> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        upsert_many(&mut tx, users, self.now_ms()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// A user by login name (any case).
     pub async fn user(&self, username: &str) -> Result<Option<User>, StoreError> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE username = $1"))
