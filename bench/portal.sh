@@ -480,6 +480,55 @@ PY
   stop_serve "$label+sync" "$log"
 }
 
+# Logins through `sesame portal` processes on one PostgreSQL (issue 21), in the same run as the
+# raw binds: one portal, then two behind a round robin (client k on portal k mod 2, as a load
+# balancer spreading connections), same clients and users. A portal is `sesame serve`'s config
+# plus a site (the portal has no gateway of its own); both share the portal and audit keys.
+portal_config() { # N DATABASE_URL FILE
+  local port=$((8090 + $1))
+  write_config "$3" "$2"
+  sed -i -e "s#^listen = \"127.0.0.1:8080\"#listen = \"127.0.0.1:$port\"#" \
+    -e "s#^public_url = .*#public_url = \"http://127.0.0.1:$port\"#" \
+    -e 's#^name = "paie"#name = "paie"\nsite = "rectorat"#' "$3"
+  cat >>"$3" <<EOF
+
+[[site]]
+name = "rectorat"
+endpoint = "198.18.0.1:51820"
+public_key = "$SITE_KEY"
+
+[metrics]
+listen = "127.0.0.1:$((9190 + $1))"
+EOF
+}
+portals_step() { # LABEL DATABASE_URL
+  local label=$1 url=$2 n pids=() urls=()
+  SITE_KEY=${SITE_KEY:-$("$SESAME" keygen --out "$WORK/site.key")}
+  for n in 1 2; do
+    portal_config "$n" "$url" "$WORK/portal-$n.toml"
+    nsx "$SESAME" check-config --config "$WORK/portal-$n.toml" >/dev/null
+    RUST_LOG=${RUST_LOG:-warn} ip netns exec "$NS" "$SESAME" portal --config "$WORK/portal-$n.toml" \
+      >>"$WORK/portal-$n.log" 2>&1 &
+    pids+=($!)
+    PIDS+=($!)
+    urls+=("http://127.0.0.1:$((8090 + n))")
+    wait_http "${urls[-1]}/readyz" 30 || { echo "portal.sh: portal $n not ready; log:" >&2; cat "$WORK/portal-$n.log" >&2; exit 1; }
+  done
+  local cpu0 cpu1
+  for n in 1 2; do
+    local these
+    these=$(IFS=,; echo "${urls[*]:0:n}")
+    echo "portal.sh: [$label] login through $n portal(s): $CLIENTS clients, ${DURATION}s (+${WARMUP}s warm-up)" >&2
+    cpu0=$(cpu_ticks "${pids[*]:0:n}")
+    nsx "$LOAD" --url "$these" --op login --clients "$CLIENTS" --duration "$DURATION" --warmup "$WARMUP" \
+      --users "$WORK/users.csv" --label "$label" | python3 -c 'import json, sys; r = json.loads(sys.stdin.read()); r["op"] = f"login-{sys.argv[1]}portal"; print(json.dumps(r))' "$n" |
+      tee -a "$RESULTS" >&2
+    cpu1=$(cpu_ticks "${pids[*]:0:n}")
+    cpu_per_request "$label" "login ($n portal)" "$cpu0" "$cpu1"
+  done
+  for pid in "${pids[@]}"; do kill -TERM "$pid"; wait "$pid" || true; PIDS=("${PIDS[@]/$pid/}"); done
+}
+
 run_backend() { # LABEL DATABASE_URL
   local label=$1 url=$2 cfg=$WORK/sesame-$1.toml log=$WORK/serve-$1.log
   write_config "$cfg" "$url"
@@ -558,6 +607,7 @@ run_backend() { # LABEL DATABASE_URL
   cpu_per_request "$label" unlock "$cpu0" "$cpu1"
   nsx curl -fsS http://127.0.0.1:9108/metrics >"$WORK/metrics-$label-mfa.txt" || true
   stop_serve "$label+mfa" "$log"
+  if [[ $label == postgres ]]; then portals_step "$label" "$url"; fi
   if ((SYNC_USERS > 0)); then sync_step "$label" "$url"; fi
 }
 
@@ -676,6 +726,22 @@ for r in rows:
         line += f" (without a sync, same run: {plain[0]['ok_per_s']:.0f}/s, p99 {plain[0]['p99_ms']:.1f} ms)"
     verdict = "meets" if r["sync_second_s"] < 60 else "misses"
     syncs.append(line + f"; the pass went on {r['sync_ran_on_after_logins_s']} s after the logins ended ({verdict} the goal of < 60 s).")
+portals = []
+for r in rows:
+    if r["op"] not in ("login-1portal", "login-2portal"):
+        continue
+    binds = [b for b in rows if b["op"] == "bind" and b["label"] == r["label"] and b["ok_per_s"] > 0]
+    one = [x for x in rows if x["op"] == "login-1portal" and x["label"] == r["label"] and x["ok_per_s"] > 0]
+    line = f"- {r['label']}, {r['op'][6]} portal(s): {r['ok_per_s']:.0f} logins/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
+    if binds:
+        line += f"; {100 * r['ok_per_s'] / binds[0]['ok_per_s']:.1f} % of slapd's raw binds in the same run"
+    if r["op"] == "login-2portal" and one:
+        line += f"; {r['ok_per_s'] / one[0]['ok_per_s']:.2f}× one portal"
+    portals.append(line + ".")
+if portals:
+    out += ("\n## Several portals on one PostgreSQL (issue 21)\n\`sesame portal\` processes (the same config "
+            "plus a site) on the same database, slapd and users; the clients spread round robin over them "
+            "(client k on portal k mod n). All processes share the machine's cores.\n\n" + "\n".join(portals) + "\n")
 if syncs:
     out += ("\n## Directory sync at scale (issue 21)\n\`SYNC_USERS\` users added to slapd (in 100 groups nested in a "
             "vpn_users group: two levels to resolve per user) and to the store with an active device each; "

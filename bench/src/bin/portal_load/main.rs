@@ -12,6 +12,8 @@
 //! portal_load --url ... --op mfa-setup --clients 50 --users mfa-users.csv --codes codes.csv \
 //!             --out factors.csv
 //! portal_load --url ... --op login-mfa|unlock --clients 50 --duration 10 --users factors.csv
+//! portal_load --url http://127.0.0.1:8080,http://127.0.0.1:8081 --op login ...   (clients spread
+//!   over several portals, round robin: `login` and `enrol` only)
 //! ```
 //! `--op bind` measures the directory alone: each client holds one LDAP connection and does
 //! simple binds as the users in turn (the raw bind rate logins are compared with).
@@ -376,9 +378,12 @@ struct Run {
     deadline: Instant,
 }
 
-async fn client_loop(client: reqwest::Client, run: Arc<Run>) -> Tally {
+/// One client: `url` is the portal it talks to (client k of `--url A,B` talks to the k-th
+/// modulo 2, as a load balancer spreading connections would).
+async fn client_loop(client: reqwest::Client, run: Arc<Run>, url: String) -> Tally {
+    let url = url.as_str();
     let Run {
-        url,
+        url: _,
         ldap: ldap_url,
         jobs,
         next,
@@ -505,8 +510,10 @@ async fn main() {
             tasks.spawn(mfa_client_loop(client.clone(), Arc::clone(&run), mine));
         }
     } else {
-        for _ in 0..args.clients {
-            tasks.spawn(client_loop(client.clone(), Arc::clone(&run)));
+        let urls: Vec<&str> = args.url.split(',').collect();
+        for k in 0..args.clients {
+            let url = urls[k % urls.len()].trim_end_matches('/').to_string();
+            tasks.spawn(client_loop(client.clone(), Arc::clone(&run), url));
         }
     }
     let mut all = Tally::default();
