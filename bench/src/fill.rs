@@ -49,13 +49,13 @@ impl Mix {
                 if n % 20 != 7 {
                     g.push(VPN_USERS);
                 }
-                if n % 10 == 0 {
+                if n.is_multiple_of(10) {
                     g.push(PAIE);
                 }
                 if n % 4 == 1 {
                     g.push(RH);
                 }
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     g.push(INTRANET);
                 }
                 g

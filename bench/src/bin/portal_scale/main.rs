@@ -96,6 +96,13 @@ async fn mean_scan_us(store: &Store, polls: u32) -> anyhow::Result<f64> {
     Ok(t.elapsed().as_secs_f64() * 1e6 / f64::from(polls))
 }
 
+/// The machine's 1, 5 and 15 minute load averages (2 cores, shared).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -149,6 +156,18 @@ fn perf(pid: u32, secs: u64, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What every size of one backend shares.
+struct Ctx<'a> {
+    backend: &'static str,
+    opts: &'a Opts,
+    store: Store,
+    config: PathBuf,
+    base: String,
+    http: reqwest::Client,
+    feed: Arc<Feed>,
+    postmaster: Option<u32>,
+}
+
 async fn run_backend(
     backend: &'static str,
     url: &str,
@@ -169,172 +188,242 @@ async fn run_backend(
         url: format!("{base}/api/v1/gateway/feed"),
         token,
     });
-    let postmaster = pg_port.and_then(process::postmaster_of);
+    let ctx = Ctx {
+        backend,
+        opts,
+        store,
+        config,
+        base,
+        http,
+        feed,
+        postmaster: pg_port.and_then(process::postmaster_of),
+    };
     let mut filled = 0;
     let mut next_victim = 0;
     for &n in &opts.sizes {
+        let load_before = loadavg();
         let t = Instant::now();
-        fill(&store, filled, n, Mix::Realistic, store.now_ms()).await?;
+        fill(&ctx.store, filled, n, Mix::Realistic, ctx.store.now_ms()).await?;
         filled = n;
         if backend == "postgres" {
             // What autovacuum does after a bulk load, done now rather than in the idle window.
-            sqlx::query("VACUUM ANALYZE").execute(store.pool()).await?;
+            sqlx::query("VACUUM ANALYZE")
+                .execute(ctx.store.pool())
+                .await?;
         }
         let fill_time = t.elapsed();
-        let scan = mean_scan_us(&store, 20).await?;
-
-        let mut portal = PortalProcess::start(&opts.sesame, &config, &base)?;
-        let ready = portal.wait_ready(&http, Duration::from_secs(600)).await?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let idle = measure::idle(portal.pid(), opts.idle, postmaster).await?;
-        if opts.perf && Some(&n) == opts.sizes.last() {
-            let out = std::env::temp_dir().join(format!("portal_scale-perf-{backend}-{n}.txt"));
-            perf(portal.pid(), 35, &out)?;
-            println!(
-                "{backend} {n}: perf profile of 35 s idle in {}",
-                out.display()
-            );
-        }
-
-        let t = Instant::now();
-        let full = feed.get(None, 0).await?;
-        let full_time = t.elapsed();
-        let mut props = Vec::new();
-        for m in in_feed(next_victim.max(n / 2), n).take(opts.propagations) {
-            let (id, key): (i64, String) = sqlx::query_as(
-                "SELECT id, public_key FROM devices WHERE username = $1 AND status = 'active'",
-            )
-            .bind(sesame_bench::fill::username(m))
-            .fetch_one(store.pool())
-            .await?;
-            props.push(measure::propagation(&store, &feed, id, &key).await?);
-            next_victim = m + 1;
-        }
-
-        // The IT session: the stored groups of an IT technician who is also an auditor.
-        let admin = store
-            .upsert_user(&DirectoryUser {
-                username: "it-bench".into(),
-                dn: "uid=it-bench,ou=people,dc=ac".into(),
-                display_name: "IT bench".into(),
-                groups: vec![process::IT_STAFF.into(), process::AUDITORS.into()],
-                disabled: false,
-            })
-            .await?;
-        let (session, _) = store
-            .create_session(&NewSession {
-                username: admin.username,
-                roles: vec!["it_staff".into(), "auditor".into()],
-                ttl: Duration::from_secs(3600),
-            })
-            .await?;
-        let cookie = format!("sesame={session}");
-        let mut page_lines = Vec::new();
-        for (label, path) in pages(n) {
-            let p = measure::page(
-                &http,
-                &format!("{base}{path}"),
-                &cookie,
-                opts.requests,
-                opts.clients,
-                opts.budget,
-            )
-            .await?;
-            let (s50, s99) = (quantile(&p.sequential, 0.5), quantile(&p.sequential, 0.99));
-            let (c50, c99) = (quantile(&p.concurrent, 0.5), quantile(&p.concurrent, 0.99));
-            for (what, v) in [
-                ("seq_p50", s50),
-                ("seq_p99", s99),
-                ("conc_p50", c50),
-                ("conc_p99", c99),
-            ] {
-                result(
-                    &format!("portal_scale_{backend}_{n}_{label}_{what}"),
-                    ms(v),
-                    "ms",
-                );
-            }
-            let line = format!(
-                "{label} ({path}, {} bytes): sequential p50 {:.1} ms p99 {:.1} ms (n={}); {} clients p50 {:.1} ms p99 {:.1} ms (n={}, {:.0} req/s)",
-                p.bytes,
-                ms(s50),
-                ms(s99),
-                p.sequential.len(),
-                opts.clients,
-                ms(c50),
-                ms(c99),
-                p.concurrent.len(),
-                p.concurrent.len() as f64 / p.concurrent_wall.as_secs_f64()
-            );
-            println!("{backend} {n}: {line}");
-            page_lines.push(line);
-        }
-        let exited = portal.log().contains("panicked");
-        drop(portal);
-        anyhow::ensure!(!exited, "the portal panicked");
-
-        let share = idle.share();
-        let scan_share = scan / 1e4; // one poll a second, µs → % of a core
-        result(&format!("portal_scale_{backend}_{n}_idle_pct"), share, "%");
-        result(&format!("portal_scale_{backend}_{n}_scan_us"), scan, "us");
-        let mut seen: Vec<Duration> = props.iter().map(|p| p.seen).collect();
-        seen.sort();
-        let (p50, pmax) = (quantile(&seen, 0.5), quantile(&seen, 1.0));
-        result(
-            &format!("portal_scale_{backend}_{n}_propagation_p50"),
-            ms(p50),
-            "ms",
-        );
-        result(
-            &format!("portal_scale_{backend}_{n}_propagation_max"),
-            ms(pmax),
-            "ms",
-        );
-        let bursts: Vec<String> = idle
-            .bursts
-            .iter()
-            .map(|(cpu, wall)| format!("{:.0} ms CPU in {:.2} s", ms(*cpu), wall.as_secs_f64()))
-            .collect();
-        let server = idle
-            .server
-            .map(|s| {
-                format!(
-                    "; PostgreSQL server {:.3} % of a core",
-                    s.as_secs_f64() / idle.wall.as_secs_f64() * 100.0
-                )
-            })
-            .unwrap_or_default();
+        let text = measure_size(&ctx, n, &mut next_victim).await?;
         let text = format!(
-            "fill {:.1} s; portal ready in {:.2} s\n\
-             idle: {:.3} % of a core over {:.0} s ({:.0} ms CPU), {:.3} % outside {} bursts [{}]{server}\n\
-             before (the scan once a second, {scan:.0} µs a poll in this run): + {scan_share:.3} % of a core\n\
-             feed: full set {} peers, {} bytes in {:.1} ms; revocation → waiting feed: p50 {:.1} ms, max {:.1} ms over {} (commit {})\n  {}",
-            fill_time.as_secs_f64(),
-            ready.as_secs_f64(),
-            share,
-            idle.wall.as_secs_f64(),
-            ms(idle.cpu),
-            idle.background_share(),
-            idle.bursts.len(),
-            bursts.join(", "),
-            full.peers,
-            full.bytes,
-            ms(full_time),
-            ms(p50),
-            ms(pmax),
-            seen.len(),
-            props
-                .iter()
-                .map(|p| format!("{:.1} ms", ms(p.commit)))
-                .collect::<Vec<_>>()
-                .join(", "),
-            page_lines.join("\n  ")
+            "load average {load_before} before, {} after; fill {:.1} s\n{text}",
+            loadavg(),
+            fill_time.as_secs_f64()
         );
         println!("==== {backend} {n} devices\n{text}");
         rows.push(Row { backend, n, text });
     }
-    store.close().await;
+    ctx.store.close().await;
     Ok(())
+}
+
+/// Median time of three `Store::active_devices` calls from this process: what the publisher's
+/// full pass, the access review and a delegated dashboard read first.
+async fn store_read(store: &Store) -> anyhow::Result<(Duration, usize)> {
+    let mut times = Vec::new();
+    let mut rows = 0;
+    for _ in 0..3 {
+        let t = Instant::now();
+        rows = store.active_devices().await?.len();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    Ok((times[1], rows))
+}
+
+/// `--propagations` revocations of devices in the `rectorat` feed, from the middle of the
+/// users up (never one revoked already), each timed to the waiting feed request.
+async fn propagations(
+    ctx: &Ctx<'_>,
+    n: usize,
+    next_victim: &mut usize,
+) -> anyhow::Result<Vec<measure::Propagation>> {
+    let mut props = Vec::new();
+    for m in in_feed((*next_victim).max(n / 2), n).take(ctx.opts.propagations) {
+        let (id, key): (i64, String) = sqlx::query_as(
+            "SELECT id, public_key FROM devices WHERE username = $1 AND status = 'active'",
+        )
+        .bind(sesame_bench::fill::username(m))
+        .fetch_one(ctx.store.pool())
+        .await?;
+        props.push(measure::propagation(&ctx.store, &ctx.feed, id, &key).await?);
+        *next_victim = m + 1;
+    }
+    Ok(props)
+}
+
+/// One size: the portal started on the filled store, idle, propagation, pages; the summary.
+async fn measure_size(ctx: &Ctx<'_>, n: usize, next_victim: &mut usize) -> anyhow::Result<String> {
+    let (backend, opts) = (ctx.backend, ctx.opts);
+    let scan = mean_scan_us(&ctx.store, 20).await?;
+    let (read, read_rows) = store_read(&ctx.store).await?;
+    let mut portal = PortalProcess::start(&opts.sesame, &ctx.config, &ctx.base)?;
+    let ready = portal
+        .wait_ready(&ctx.http, Duration::from_secs(600))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = measure::idle(portal.pid(), opts.idle, ctx.postmaster).await?;
+    if opts.perf && Some(&n) == opts.sizes.last() {
+        let out = std::env::temp_dir().join(format!("portal_scale-perf-{backend}-{n}.txt"));
+        match perf(portal.pid(), 35, &out) {
+            Ok(()) => println!(
+                "{backend} {n}: perf profile of 35 s idle in {}",
+                out.display()
+            ),
+            Err(e) => println!("{backend} {n}: no perf profile: {e:#}"),
+        }
+    }
+    let t = Instant::now();
+    let full = ctx.feed.get(None, 0).await?;
+    let full_time = t.elapsed();
+    let props = propagations(ctx, n, next_victim).await?;
+    let page_lines = measure_pages(ctx, n).await?;
+    let panicked = portal.log().contains("panicked");
+    drop(portal);
+    anyhow::ensure!(!panicked, "the portal panicked");
+
+    let share = idle.share();
+    let scan_share = scan / 1e4; // one poll a second, µs → % of a core
+    result(&format!("portal_scale_{backend}_{n}_idle_pct"), share, "%");
+    result(&format!("portal_scale_{backend}_{n}_scan_us"), scan, "us");
+    result(
+        &format!("portal_scale_{backend}_{n}_active_devices"),
+        ms(read),
+        "ms",
+    );
+    let mut seen: Vec<Duration> = props.iter().map(|p| p.seen).collect();
+    seen.sort();
+    let (p50, pmax) = (quantile(&seen, 0.5), quantile(&seen, 1.0));
+    result(
+        &format!("portal_scale_{backend}_{n}_propagation_p50"),
+        ms(p50),
+        "ms",
+    );
+    result(
+        &format!("portal_scale_{backend}_{n}_propagation_max"),
+        ms(pmax),
+        "ms",
+    );
+    let bursts: Vec<String> = idle
+        .bursts
+        .iter()
+        .map(|(cpu, wall)| format!("{:.0} ms CPU in {:.2} s", ms(*cpu), wall.as_secs_f64()))
+        .collect();
+    let server = idle
+        .server
+        .map(|s| {
+            format!(
+                "; PostgreSQL server {:.3} % of a core",
+                s.as_secs_f64() / idle.wall.as_secs_f64() * 100.0
+            )
+        })
+        .unwrap_or_default();
+    let commits: Vec<String> = props
+        .iter()
+        .map(|p| format!("{:.1} ms", ms(p.commit)))
+        .collect();
+    Ok(format!(
+        "portal ready in {:.2} s; Store::active_devices from the bench: {:.0} ms for {read_rows} rows\n\
+         idle: {:.3} % of a core over {:.0} s ({:.0} ms CPU), {:.3} % outside {} bursts [{}]{server}\n\
+         before (the scan once a second, {scan:.0} µs a poll in this run): + {scan_share:.3} % of a core\n\
+         feed: full set {} peers, {} bytes in {:.1} ms; revocation → waiting feed: p50 {:.1} ms, max {:.1} ms over {} (commit {})\n  {}",
+        ready.as_secs_f64(),
+        ms(read),
+        share,
+        idle.wall.as_secs_f64(),
+        ms(idle.cpu),
+        idle.background_share(),
+        idle.bursts.len(),
+        bursts.join(", "),
+        full.peers,
+        full.bytes,
+        ms(full_time),
+        ms(p50),
+        ms(pmax),
+        seen.len(),
+        commits.join(", "),
+        page_lines.join("\n  ")
+    ))
+}
+
+/// The IT pages, with a session of an IT technician who is also an auditor (the stored groups
+/// a web login would have left).
+async fn measure_pages(ctx: &Ctx<'_>, n: usize) -> anyhow::Result<Vec<String>> {
+    let (backend, opts) = (ctx.backend, ctx.opts);
+    let admin = ctx
+        .store
+        .upsert_user(&DirectoryUser {
+            username: "it-bench".into(),
+            dn: "uid=it-bench,ou=people,dc=ac".into(),
+            display_name: "IT bench".into(),
+            groups: vec![process::IT_STAFF.into(), process::AUDITORS.into()],
+            disabled: false,
+        })
+        .await?;
+    let (session, _) = ctx
+        .store
+        .create_session(&NewSession {
+            username: admin.username,
+            roles: vec!["it_staff".into(), "auditor".into()],
+            ttl: Duration::from_secs(3600),
+        })
+        .await?;
+    let cookie = format!("sesame={session}");
+    let mut lines = Vec::new();
+    for (label, path) in pages(n) {
+        let url = format!("{}{path}", ctx.base);
+        let p = measure::page(
+            &ctx.http,
+            &url,
+            &cookie,
+            opts.requests,
+            opts.clients,
+            opts.budget,
+        )
+        .await?;
+        let (s50, s99) = (quantile(&p.sequential, 0.5), quantile(&p.sequential, 0.99));
+        let (c50, c99) = (quantile(&p.concurrent, 0.5), quantile(&p.concurrent, 0.99));
+        for (what, v) in [
+            ("seq_p50", s50),
+            ("seq_p99", s99),
+            ("conc_p50", c50),
+            ("conc_p99", c99),
+        ] {
+            result(
+                &format!("portal_scale_{backend}_{n}_{label}_{what}"),
+                ms(v),
+                "ms",
+            );
+        }
+        let errors = if p.errors > 0 {
+            format!(", {} answers 503 request_timeout", p.errors)
+        } else {
+            String::new()
+        };
+        let line = format!(
+            "{label} ({path}, {} bytes{errors}): sequential p50 {:.1} ms p99 {:.1} ms (n={}); {} clients p50 {:.1} ms p99 {:.1} ms (n={}, {:.1} req/s)",
+            p.bytes,
+            ms(s50),
+            ms(s99),
+            p.sequential.len(),
+            opts.clients,
+            ms(c50),
+            ms(c99),
+            p.concurrent.len(),
+            p.concurrent.len() as f64 / p.concurrent_wall.as_secs_f64()
+        );
+        println!("{backend} {n}: {line}");
+        lines.push(line);
+    }
+    Ok(lines)
 }
 
 fn opts(args: &Args) -> anyhow::Result<(Opts, Vec<String>)> {
@@ -406,6 +495,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut rows = Vec::new();
+    let mut failed = Vec::new();
     // The portal is started from this (main) thread: it dies with the benchmark. SIGINT and
     // SIGTERM end the run through the drops (portal killed, cluster stopped and removed).
     for backend in &backends {
@@ -413,24 +503,32 @@ fn main() -> anyhow::Result<()> {
             "sqlite" => {
                 let dir = tempfile::tempdir()?;
                 let url = format!("sqlite://{}/bench.db", dir.path().display());
-                rt.block_on(async {
+                let r = rt.block_on(async {
                     tokio::select! {
                         r = run_backend("sqlite", &url, None, &opts, &mut rows) => r,
                         e = stop_signal() => Err(e),
                     }
-                })?;
+                });
+                if let Err(e) = r {
+                    println!("{backend}: FAILED: {e:#}");
+                    failed.push(backend.clone());
+                }
             }
             "postgres" => {
                 // Stopped and removed on drop, on error and panic included.
                 let cluster = postgres::PgCluster::start();
                 cluster.create_database("scale");
                 let url = cluster.url("scale");
-                rt.block_on(async {
+                let r = rt.block_on(async {
                     tokio::select! {
                         r = run_backend("postgres", &url, Some(cluster.port()), &opts, &mut rows) => r,
                         e = stop_signal() => Err(e),
                     }
-                })?;
+                });
+                if let Err(e) = r {
+                    println!("{backend}: FAILED: {e:#}");
+                    failed.push(backend.clone());
+                }
             }
             other => anyhow::bail!("--backends: unknown {other:?} (sqlite, postgres)"),
         }
@@ -439,5 +537,6 @@ fn main() -> anyhow::Result<()> {
     for r in &rows {
         println!("-- {} {} devices\n{}", r.backend, r.n, r.text);
     }
+    anyhow::ensure!(failed.is_empty(), "failed: {}", failed.join(", "));
     Ok(())
 }

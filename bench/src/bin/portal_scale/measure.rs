@@ -182,6 +182,8 @@ pub struct PageTimes {
     pub concurrent: Vec<Duration>,
     pub concurrent_wall: Duration,
     pub bytes: usize,
+    /// Answers other than 200 (503 `request_timeout`), counted in the latencies too.
+    pub errors: usize,
 }
 
 /// `q`-quantile (0..=1) of sorted `v`, nearest rank.
@@ -193,11 +195,13 @@ pub fn quantile(v: &[Duration], q: f64) -> Duration {
     v[rank - 1]
 }
 
+/// One GET: its time, its body's size, and its status when it is not 200 (an answer all the
+/// same: the portal's 503 `request_timeout` comes after [`REQUEST_TIMEOUT`](sesame::portal::routes::REQUEST_TIMEOUT)).
 async fn get_page(
     http: &reqwest::Client,
     url: &str,
     cookie: &str,
-) -> anyhow::Result<(Duration, usize)> {
+) -> anyhow::Result<(Duration, usize, Option<u16>)> {
     let t = Instant::now();
     let r = http
         .get(url)
@@ -209,11 +213,11 @@ async fn get_page(
     let body = r.bytes().await?;
     let took = t.elapsed();
     anyhow::ensure!(
-        status == 200,
+        status == 200 || status == 503,
         "GET {url}: {status}: {}",
         String::from_utf8_lossy(&body[..body.len().min(300)])
     );
-    Ok((took, body.len()))
+    Ok((took, body.len(), (status != 200).then_some(status.as_u16())))
 }
 
 /// `requests` GETs of `url` one after the other, then `requests` more from `clients`
@@ -226,11 +230,14 @@ pub async fn page(
     clients: usize,
     budget: Duration,
 ) -> anyhow::Result<PageTimes> {
-    let (_, bytes) = get_page(http, url, cookie).await?; // warm
+    let (_, bytes, _) = get_page(http, url, cookie).await?; // warm
     let mut sequential = Vec::with_capacity(requests);
+    let mut errors = 0;
     let started = Instant::now();
     while sequential.len() < requests && started.elapsed() < budget {
-        sequential.push(get_page(http, url, cookie).await?.0);
+        let (took, _, error) = get_page(http, url, cookie).await?;
+        sequential.push(took);
+        errors += usize::from(error.is_some());
     }
     let started = Instant::now();
     let per_client = requests.div_ceil(clients);
@@ -239,15 +246,20 @@ pub async fn page(
         let (http, url, cookie) = (http.clone(), url.to_string(), cookie.to_string());
         tasks.push(tokio::spawn(async move {
             let mut times = Vec::with_capacity(per_client);
+            let mut errors = 0;
             while times.len() < per_client && started.elapsed() < budget {
-                times.push(get_page(&http, &url, &cookie).await?.0);
+                let (took, _, error) = get_page(&http, &url, &cookie).await?;
+                times.push(took);
+                errors += usize::from(error.is_some());
             }
-            anyhow::Ok(times)
+            anyhow::Ok((times, errors))
         }));
     }
     let mut concurrent = Vec::with_capacity(requests);
     for t in tasks {
-        concurrent.extend(t.await??);
+        let (times, e) = t.await??;
+        concurrent.extend(times);
+        errors += e;
     }
     let concurrent_wall = started.elapsed();
     sequential.sort();
@@ -257,5 +269,6 @@ pub async fn page(
         concurrent,
         concurrent_wall,
         bytes,
+        errors,
     })
 }
