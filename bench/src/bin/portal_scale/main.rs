@@ -103,6 +103,22 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// `HH:MM:SS.mmm` of a Unix time, UTC (the portal's log lines carry the same clock).
+fn utc(t: std::time::SystemTime) -> String {
+    let ms = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let s = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        s / 3600 % 24,
+        s / 60 % 60,
+        s % 60,
+        ms % 1000
+    )
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -286,7 +302,10 @@ async fn measure_size(ctx: &Ctx<'_>, n: usize, next_victim: &mut usize) -> anyho
     let full_time = t.elapsed();
     let props = propagations(ctx, n, next_victim).await?;
     let page_lines = measure_pages(ctx, n).await?;
-    let panicked = portal.log().contains("panicked");
+    let log = portal.log();
+    let panicked = log.contains("panicked");
+    let kept = std::env::temp_dir().join(format!("portal_scale-{backend}-{n}.log"));
+    std::fs::write(&kept, &log)?;
     drop(portal);
     anyhow::ensure!(!panicked, "the portal panicked");
 
@@ -312,37 +331,20 @@ async fn measure_size(ctx: &Ctx<'_>, n: usize, next_victim: &mut usize) -> anyho
         ms(pmax),
         "ms",
     );
-    let bursts: Vec<String> = idle
-        .bursts
-        .iter()
-        .map(|(cpu, wall)| format!("{:.0} ms CPU in {:.2} s", ms(*cpu), wall.as_secs_f64()))
-        .collect();
-    let server = idle
-        .server
-        .map(|s| {
-            format!(
-                "; PostgreSQL server {:.3} % of a core",
-                s.as_secs_f64() / idle.wall.as_secs_f64() * 100.0
-            )
-        })
-        .unwrap_or_default();
     let commits: Vec<String> = props
         .iter()
         .map(|p| format!("{:.1} ms", ms(p.commit)))
         .collect();
     Ok(format!(
-        "portal ready in {:.2} s; Store::active_devices from the bench: {:.0} ms for {read_rows} rows\n\
-         idle: {:.3} % of a core over {:.0} s ({:.0} ms CPU), {:.3} % outside {} bursts [{}]{server}\n\
+        "portal ready in {:.2} s (its log: {}); Store::active_devices from the bench: {:.0} ms for {read_rows} rows\n\
+         idle from {} (UTC): {}\n\
          before (the scan once a second, {scan:.0} µs a poll in this run): + {scan_share:.3} % of a core\n\
          feed: full set {} peers, {} bytes in {:.1} ms; revocation → waiting feed: p50 {:.1} ms, max {:.1} ms over {} (commit {})\n  {}",
         ready.as_secs_f64(),
+        kept.display(),
         ms(read),
-        share,
-        idle.wall.as_secs_f64(),
-        ms(idle.cpu),
-        idle.background_share(),
-        idle.bursts.len(),
-        bursts.join(", "),
+        utc(idle.started_at),
+        idle.describe(),
         full.peers,
         full.bytes,
         ms(full_time),

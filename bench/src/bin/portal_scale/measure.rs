@@ -13,8 +13,11 @@ use sesame_bench::sys::process_cpu;
 pub struct Idle {
     pub wall: Duration,
     pub cpu: Duration,
-    /// Runs of consecutive samples each above [`BURST`] of CPU: (CPU, wall) of each.
-    pub bursts: Vec<(Duration, Duration)>,
+    /// Runs of consecutive samples each above [`BURST`] of CPU: (CPU, wall, start from the
+    /// window's start) of each.
+    pub bursts: Vec<(Duration, Duration, Duration)>,
+    /// When the window started (Unix time), to line the bursts up with the portal's log.
+    pub started_at: std::time::SystemTime,
     /// The PostgreSQL server's CPU over the same window (PostgreSQL only).
     pub server: Option<Duration>,
 }
@@ -33,6 +36,41 @@ impl Idle {
         self.bursts.iter().map(|b| b.0).sum()
     }
 
+    /// The window in one line: share of a core, CPU, the bursts, the server's share.
+    pub fn describe(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let bursts: Vec<String> = self
+            .bursts
+            .iter()
+            .map(|(cpu, wall, at)| {
+                format!(
+                    "{:.0} ms CPU in {:.2} s at +{:.1} s",
+                    ms(*cpu),
+                    wall.as_secs_f64(),
+                    at.as_secs_f64()
+                )
+            })
+            .collect();
+        let server = self
+            .server
+            .map(|s| {
+                format!(
+                    "; PostgreSQL server {:.3} % of a core",
+                    s.as_secs_f64() / self.wall.as_secs_f64() * 100.0
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "{:.3} % of a core over {:.0} s ({:.0} ms CPU), {:.3} % outside {} bursts [{}]{server}",
+            self.share(),
+            self.wall.as_secs_f64(),
+            ms(self.cpu),
+            self.background_share(),
+            self.bursts.len(),
+            bursts.join(", ")
+        )
+    }
+
     /// The share of a core outside the bursts.
     pub fn background_share(&self) -> f64 {
         (self.cpu.saturating_sub(self.burst_cpu())).as_secs_f64() / self.wall.as_secs_f64() * 100.0
@@ -44,10 +82,11 @@ pub async fn idle(pid: u32, window: Duration, server: Option<u32>) -> anyhow::Re
     let server_cpu = |pm: Option<u32>| pm.map(super::process::server_cpu).transpose();
     let s0 = server_cpu(server)?;
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
     let first = process_cpu(pid)?;
     let mut last = first;
     let mut bursts = Vec::new();
-    let mut current: Option<(Duration, Duration)> = None;
+    let mut current: Option<(Duration, Duration, Duration)> = None;
     let mut tick = tokio::time::interval(SAMPLE);
     tick.tick().await;
     while started.elapsed() < window {
@@ -56,7 +95,8 @@ pub async fn idle(pid: u32, window: Duration, server: Option<u32>) -> anyhow::Re
         let delta = now.saturating_sub(last);
         last = now;
         if delta >= BURST {
-            let b = current.get_or_insert((Duration::ZERO, Duration::ZERO));
+            let at = started.elapsed().saturating_sub(SAMPLE);
+            let b = current.get_or_insert((Duration::ZERO, Duration::ZERO, at));
             b.0 += delta;
             b.1 += SAMPLE;
         } else if let Some(b) = current.take() {
@@ -74,6 +114,7 @@ pub async fn idle(pid: u32, window: Duration, server: Option<u32>) -> anyhow::Re
         cpu: last.saturating_sub(first),
         bursts,
         server,
+        started_at,
     })
 }
 
