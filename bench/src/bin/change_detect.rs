@@ -1,9 +1,9 @@
 //! What an idle publisher pays to notice changes, at 1,000 / 10,000 / 100,000 devices, on SQLite
 //! and PostgreSQL, in one run (issue 21): the aggregate over the whole `devices` table it ran
-//! every second before migration 0015 (kept verbatim in `sesame_bench::fill::SCAN`, the "before"), against the change
-//! log's last sequence it reads now (`Store::peer_change_seq`; the rows after it are read only
-//! when it moved), on the same database. On PostgreSQL it also times a revocation's commit to its `NOTIFY` reaching a
-//! listener (another portal).
+//! every second before migration 0015 (kept verbatim in `sesame_bench::fill::SCAN`, the
+//! "before"), against the change log's last sequence it reads now (`Store::peer_change_seq`;
+//! the rows after it are read only when it moved), on the same database. On PostgreSQL it also
+//! times a revocation's commit to its `NOTIFY` reaching a listener (another portal).
 //!
 //! Prints `RESULT change_detect_BACKEND_N_{scan,log} µs` (per poll, mean) and
 //! `RESULT change_detect_postgres_N_notify µs`; `--sizes 1000,10000,100000`,

@@ -80,6 +80,9 @@ checkpoint_file = "{d}/audit-checkpoints.jsonl"
 [log]
 level = "info"
 
+[metrics]
+listen = "127.0.0.1:0"
+
 [[site]]
 name = "{SITE}"
 endpoint = "198.18.0.1:51820"
