@@ -12,7 +12,8 @@
 //! stored groups make them IT staff and auditor (as a web login against the directory would).
 //!
 //! `portal_scale [--sizes 1000,10000,100000] [--backends sqlite,postgres] [--idle SECS]
-//! [--requests N] [--clients N] [--budget SECS] [--propagations N] [--perf] [--smoke]`;
+//! [--requests N] [--clients N] [--budget SECS] [--propagations N] [--perf] [--explain]
+//! [--smoke]` (`--explain`: the plans of the device search and of the active devices' read);
 //! `--sesame PATH` (default: `sesame` beside this binary). Prints `RESULT portal_scale_…` lines
 //! and a summary table.
 
@@ -48,6 +49,7 @@ struct Opts {
     budget: Duration,
     propagations: usize,
     perf: bool,
+    explain: bool,
     sesame: PathBuf,
 }
 
@@ -228,6 +230,15 @@ async fn run_backend(
                 .await?;
         }
         let fill_time = t.elapsed();
+        if opts.explain {
+            let plans = measure::explain(
+                &ctx.store,
+                backend == "postgres",
+                &format!("u{}", n / 2 + 1),
+            )
+            .await?;
+            println!("{backend} {n}: plans\n{plans}");
+        }
         let text = measure_size(&ctx, n, &mut next_victim).await?;
         let text = format!(
             "load average {load_before} before, {} after; fill {:.1} s\n{text}",
@@ -467,6 +478,7 @@ fn opts(args: &Args) -> anyhow::Result<(Opts, Vec<String>)> {
             budget: Duration::from_secs(args.get("budget", if smoke { 5 } else { 30 })?),
             propagations: args.get("propagations", if smoke { 2 } else { 5 })?,
             perf: args.flag("perf"),
+            explain: args.flag("explain"),
             sesame,
         },
         backends.split(',').map(String::from).collect(),

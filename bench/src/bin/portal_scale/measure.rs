@@ -313,3 +313,38 @@ pub async fn page(
         errors,
     })
 }
+
+/// The plans of the device list's text search (as `Store::search_devices` words it for one
+/// page: 51 rows by id) and of `Store::active_devices`' join: `EXPLAIN (ANALYZE, BUFFERS)` on
+/// PostgreSQL, `EXPLAIN QUERY PLAN` on SQLite.
+pub async fn explain(store: &Store, postgres: bool, text: &str) -> anyhow::Result<String> {
+    let search = format!(
+        "SELECT d.* FROM devices d WHERE (d.search_text LIKE '%{text}%' ESCAPE '\\' \
+         OR d.tunnel_address LIKE '%{text}%' ESCAPE '\\') ORDER BY d.id LIMIT 51"
+    );
+    let active = "SELECT d.*, u.* FROM devices d JOIN users u ON u.username = d.username \
+        WHERE d.status = 'active' AND d.suspended_at IS NULL ORDER BY d.id";
+    let mut out = String::new();
+    for sql in [search.as_str(), active] {
+        let prefix = if postgres {
+            "EXPLAIN (ANALYZE, BUFFERS) "
+        } else {
+            "EXPLAIN QUERY PLAN "
+        };
+        let rows = sqlx::query(&format!("{prefix}{sql}"))
+            .fetch_all(store.pool())
+            .await?;
+        out.push_str(&format!("  {sql}\n"));
+        for row in rows {
+            use sqlx::Row as _;
+            // PostgreSQL: one text column; SQLite: (id, parent, notused, detail).
+            let line: String = if postgres {
+                row.try_get(0)?
+            } else {
+                row.try_get(3)?
+            };
+            out.push_str(&format!("    {line}\n"));
+        }
+    }
+    Ok(out)
+}
