@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod devices;
+pub mod fill;
 pub mod keys;
 pub mod packet;
 pub mod portal;

@@ -115,9 +115,14 @@ pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
             .with_context(|| format!("/proc/{pid}/stat: field {i} missing"))
     };
     let total = ticks(14)? + ticks(15)?;
+    Ok(Duration::from_secs_f64(total as f64 / clock_ticks() as f64))
+}
+
+/// Clock ticks per second of /proc/PID/stat's CPU times (`sysconf(_SC_CLK_TCK)`, at least 1).
+pub fn clock_ticks() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
-    Ok(Duration::from_secs_f64(total as f64 / hz.max(1) as f64))
+    hz.max(1)
 }
 
 /// Messages per sendmmsg call in [`send_gso`].

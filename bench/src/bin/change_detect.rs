@@ -1,9 +1,9 @@
 //! What an idle publisher pays to notice changes, at 1,000 / 10,000 / 100,000 devices, on SQLite
 //! and PostgreSQL, in one run (issue 21): the aggregate over the whole `devices` table it ran
-//! every second before migration 0015 (kept here verbatim as the "before"), against the change
-//! log's last sequence it reads now (`Store::peer_change_seq`; the rows after it are read only
-//! when it moved), on the same database. On PostgreSQL it also times a revocation's commit to its `NOTIFY` reaching a
-//! listener (another portal).
+//! every second before migration 0015 (kept verbatim in `sesame_bench::fill::SCAN`, the
+//! "before"), against the change log's last sequence it reads now (`Store::peer_change_seq`;
+//! the rows after it are read only when it moved), on the same database. On PostgreSQL it also
+//! times a revocation's commit to its `NOTIFY` reaching a listener (another portal).
 //!
 //! Prints `RESULT change_detect_BACKEND_N_{scan,log} µs` (per poll, mean) and
 //! `RESULT change_detect_postgres_N_notify µs`; `--sizes 1000,10000,100000`,
@@ -17,56 +17,12 @@ use std::time::{Duration, Instant};
 use sesame::audit::AuditContext;
 use sesame::store::Store;
 use sesame_bench::args::Args;
+use sesame_bench::fill::{fill, Mix, SCAN};
 use sesame_bench::tunn::result;
 
 #[allow(clippy::unwrap_used)]
 #[path = "../../../tests/common/postgres.rs"]
 mod postgres;
-
-/// The publisher's poll before the change log (`Store::devices_version`, removed by it).
-const SCAN: &str = "SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS max_id, \
-    COALESCE(MAX(rotated_at), 0) AS last_rotated, COALESCE(MAX(revoked_at), 0) AS last_revoked, \
-    COALESCE(SUM(CASE WHEN status = 'revoked' THEN 1 ELSE 0 END), 0) AS revoked, \
-    COALESCE(SUM(CASE WHEN suspended_at IS NULL THEN 0 ELSE 1 END), 0) AS suspended, \
-    COALESCE(MAX(suspended_at), 0) AS last_suspended, \
-    COALESCE(MAX(restored_at), 0) AS last_restored FROM devices";
-
-/// Rows per INSERT statement while filling.
-const FILL_ROWS: usize = 1_000;
-
-/// Adds users and devices `from..to` (one device per user), as enrolments leave them.
-async fn fill(store: &Store, from: usize, to: usize) -> anyhow::Result<()> {
-    let mut i = from;
-    while i < to {
-        let end = (i + FILL_ROWS).min(to);
-        let mut users = String::from(
-            "INSERT INTO users (username, dn, display_name, groups, disabled, last_sync) VALUES ",
-        );
-        let mut devices = String::from(
-            "INSERT INTO devices (username, name, hostname, public_key, tunnel_address, status, \
-             token_hash, created_at) VALUES ",
-        );
-        for n in i..end {
-            let sep = if n == i { "" } else { "," };
-            users.push_str(&format!(
-                "{sep}('u{n}', 'uid=u{n},ou=people,dc=ac', 'U {n}', '[\"cn=staff\"]', 0, 0)"
-            ));
-            let ip = std::net::Ipv4Addr::from(0x6440_0000u32 + 2 + u32::try_from(n)?);
-            let mut key = [7u8; 32];
-            key[..8].copy_from_slice(&(n as u64).to_le_bytes());
-            let key = sesame::key::PublicKey::from_bytes(key)?.to_base64();
-            devices.push_str(&format!(
-                "{sep}('u{n}', 'PC-{n}', 'pc-{n}', '{key}', '{ip}', 'active', 'tok-{n:060}', 0)"
-            ));
-        }
-        let mut tx = store.pool().begin().await?;
-        sqlx::query(&users).execute(&mut *tx).await?;
-        sqlx::query(&devices).execute(&mut *tx).await?;
-        tx.commit().await?;
-        i = end;
-    }
-    Ok(())
-}
 
 /// Mean time of `polls` runs of `f`, in µs.
 async fn mean_us<F, Fut>(polls: u32, mut f: F) -> anyhow::Result<f64>
@@ -86,7 +42,7 @@ async fn measure(backend: &str, url: &str, sizes: &[usize], polls: u32) -> anyho
     let store = Store::connect(url).await?;
     let mut filled = 0;
     for &n in sizes {
-        fill(&store, filled, n).await?;
+        fill(&store, filled, n, Mix::Plain, 0).await?;
         filled = n;
         let pool = store.pool().clone();
         let scan = mean_us(polls, || {
