@@ -1,12 +1,12 @@
 //! The desired peer set, computed purely from active devices, their users' groups and the policy.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use crate::config::StaticPeer;
 use crate::gateway::{static_peers, PeerIdentity, PeerSpec};
 use crate::key::PublicKey;
-use crate::policy::Policy;
+use crate::policy::{Policy, RuleSet};
 
 /// An active enrolled device and the groups its user had at the last login, enrolment or sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,19 +69,27 @@ pub fn desired_peers(
 ) -> Vec<PeerSpec> {
     let mut out = Vec::with_capacity(statics.len() + devices.len());
     out.extend(static_peers(policy, statics));
+    // Users with the same groups (most of an académie's staff share a handful of lists) get
+    // the same rules: worked out once per list. Per device, the DN parsing and the rule
+    // compilation were most of a whole pass at 100,000 devices (bench/SCALEOUT_REPORT.md).
+    let mut by_groups: HashMap<&[String], Option<(RuleSet, RuleSet)>> = HashMap::new();
     for d in devices {
-        if !has_role(&d.groups, vpn_users) {
+        let grant = by_groups.entry(d.groups.as_slice()).or_insert_with(|| {
+            has_role(&d.groups, vpn_users).then(|| {
+                let names = resources_for(policy, &d.groups);
+                policy.split_rules_for_resources(names.iter().map(String::as_str))
+            })
+        });
+        let Some((rules, protected)) = grant else {
             continue;
-        }
-        let names = resources_for(policy, &d.groups);
-        let (rules, protected) = policy.split_rules_for_resources(names.iter().map(String::as_str));
+        };
         out.push(PeerSpec {
             public_key: d.public_key,
             address: d.address,
-            rules,
+            rules: rules.clone(),
             // A window only matters to a device with protected resources.
             mfa_until_ms: d.mfa_until_ms.filter(|_| !protected.is_empty()),
-            protected,
+            protected: protected.clone(),
             label: PeerIdentity::Device {
                 id: d.id,
                 username: d.username.clone(),
