@@ -149,14 +149,19 @@ async fn confirming_needs_a_pending_registration_and_steps_are_spent_once() {
     assert!(!store.mfa_remove_factor("alice").await.unwrap());
 }
 
+/// `user`'s TOTP factor, registered and confirmed at `step`.
+async fn confirmed(store: &Store, user: &str, step: i64) {
+    store
+        .mfa_begin_registration(user, "totp", "s")
+        .await
+        .unwrap();
+    store.mfa_confirm(user, None, step, &[]).await.unwrap();
+}
+
 #[tokio::test]
 async fn an_unlock_spends_its_step_with_the_window_or_writes_nothing() {
     let (_dir, store, _clock) = store().await;
-    store
-        .mfa_begin_registration("alice", "totp", "s")
-        .await
-        .unwrap();
-    store.mfa_confirm("alice", None, 5, &[]).await.unwrap();
+    confirmed(&store, "alice", 5).await;
     for id in [1, 2] {
         device(&store, "alice", id).await;
     }
@@ -196,11 +201,7 @@ async fn an_unlock_spends_its_step_with_the_window_or_writes_nothing() {
 #[tokio::test]
 async fn a_login_spends_its_step_with_the_session_or_writes_nothing() {
     let (_dir, store, _clock) = store().await;
-    store
-        .mfa_begin_registration("alice", "totp", "s")
-        .await
-        .unwrap();
-    store.mfa_confirm("alice", None, 5, &[]).await.unwrap();
+    confirmed(&store, "alice", 5).await;
     let user = crate::directory::DirectoryUser {
         username: "Alice".into(),
         dn: "uid=alice,dc=test".into(),

@@ -451,6 +451,27 @@ fn fail(message: &str) -> ! {
     std::process::exit(2);
 }
 
+/// Every client's tally, merged.
+async fn join_all(mut tasks: tokio::task::JoinSet<Tally>) -> Tally {
+    let mut all = Tally::default();
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(t) => {
+                all.latencies_us.extend(t.latencies_us);
+                all.ok += t.ok;
+                for (k, v) in t.errors {
+                    *all.errors.entry(k).or_default() += v;
+                }
+                if all.first_error.is_none() {
+                    all.first_error = t.first_error;
+                }
+            }
+            Err(e) => fail(&format!("a client task failed: {e}")),
+        }
+    }
+    all
+}
+
 #[tokio::main]
 async fn main() {
     let args = parse_args().unwrap_or_else(|e| fail(&e));
@@ -516,22 +537,7 @@ async fn main() {
             tasks.spawn(client_loop(client.clone(), Arc::clone(&run), url));
         }
     }
-    let mut all = Tally::default();
-    while let Some(r) = tasks.join_next().await {
-        match r {
-            Ok(t) => {
-                all.latencies_us.extend(t.latencies_us);
-                all.ok += t.ok;
-                for (k, v) in t.errors {
-                    *all.errors.entry(k).or_default() += v;
-                }
-                if all.first_error.is_none() {
-                    all.first_error = t.first_error;
-                }
-            }
-            Err(e) => fail(&format!("a client task failed: {e}")),
-        }
-    }
+    let all = join_all(tasks).await;
     let elapsed = Instant::now()
         .saturating_duration_since(measure_from)
         .as_secs_f64();
