@@ -1,8 +1,9 @@
 //! The second factor's building blocks: the [`Provider`] seam (TOTP here, RADIUS in its own module), TOTP codes, sealed secrets, QR codes, recovery codes.
 //!
 //! A [`Provider`] answers one question: is this one-time code good for this user now? The TOTP
-//! provider reads the user's sealed secret from the store and accepts each 30 s step once (a
-//! replayed code is [`Verdict::Invalid`]); a RADIUS provider asks the académie's OTP server.
+//! provider reads the user's sealed secret from the store and names the 30 s step the code
+//! belongs to, which the caller spends once (a step at or before the last one spent is
+//! [`Check::Invalid`]); a RADIUS provider asks the académie's OTP server.
 //! `service::mfa` holds one `Arc<dyn Provider>` chosen by `[mfa] provider` and builds the rules
 //! (registration, windows, limits, audit) on top of it.
 
@@ -19,15 +20,6 @@ use crate::store::{Factor, StoreError};
 
 pub use seal::{SealError, SecretKey};
 pub use totp::TotpProvider;
-
-/// What a provider says of a code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// The code is good (and, for TOTP, its step is now spent).
-    Accepted,
-    /// Wrong, replayed, too old, or the user has no factor with this provider.
-    Invalid,
-}
 
 /// Why a provider could not answer: the caller answers 503, never "accepted".
 #[derive(Debug, thiserror::Error)]
@@ -56,11 +48,7 @@ pub enum Check {
     Invalid,
 }
 
-/// What [`Provider::verify`] returns (a boxed future: the trait is used as `dyn Provider`).
-pub type VerifyFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Verdict, ProviderError>> + Send + 'a>>;
-
-/// What [`Provider::check`] returns.
+/// What [`Provider::check`] returns (a boxed future: the trait is used as `dyn Provider`).
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<Check, ProviderError>> + Send + 'a>>;
 
 /// One way of checking one-time codes (`[mfa] provider`).
@@ -72,10 +60,7 @@ pub trait Provider: Send + Sync + 'static {
     /// Sesame); false when the verifier already knows every user (RADIUS: the académie's tokens).
     fn needs_registration(&self) -> bool;
 
-    /// Checks `code` for `username` (lower-cased login) now, spending what must be spent.
-    fn verify<'a>(&'a self, username: &'a str, code: &'a str) -> VerifyFuture<'a>;
-
-    /// Checks `code` for `username` now without spending its step ([`Check::Good`] says which
+    /// Checks `code` for `username` (lower-cased login) now without spending its step ([`Check::Good`] says which
     /// one the caller must spend). `factor` is the user's row when the caller read it already
     /// (a login does, to tell "no factor" apart): not read a second time.
     fn check<'a>(

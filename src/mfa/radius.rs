@@ -296,22 +296,6 @@ impl super::Provider for RadiusClient {
         false
     }
 
-    fn verify<'a>(&'a self, username: &'a str, code: &'a str) -> super::VerifyFuture<'a> {
-        Box::pin(async move {
-            match RadiusClient::verify(self, username, code).await {
-                Ok(Verdict::Accept) => Ok(super::Verdict::Accepted),
-                Ok(Verdict::Reject) => Ok(super::Verdict::Invalid),
-                Err(e) => {
-                    tracing::error!(error = %e, "RADIUS second factor unavailable");
-                    Err(super::ProviderError::Unavailable {
-                        what: "radius".into(),
-                        source: Box::new(e),
-                    })
-                }
-            }
-        })
-    }
-
     fn check<'a>(
         &'a self,
         username: &'a str,
@@ -320,10 +304,17 @@ impl super::Provider for RadiusClient {
     ) -> super::CheckFuture<'a> {
         // The server spends its own codes: nothing is left for the caller to spend.
         Box::pin(async move {
-            Ok(match super::Provider::verify(self, username, code).await? {
-                super::Verdict::Accepted => super::Check::Good { step: None },
-                super::Verdict::Invalid => super::Check::Invalid,
-            })
+            match RadiusClient::verify(self, username, code).await {
+                Ok(Verdict::Accept) => Ok(super::Check::Good { step: None }),
+                Ok(Verdict::Reject) => Ok(super::Check::Invalid),
+                Err(e) => {
+                    tracing::error!(error = %e, "RADIUS second factor unavailable");
+                    Err(super::ProviderError::Unavailable {
+                        what: "radius".into(),
+                        source: Box::new(e),
+                    })
+                }
+            }
         })
     }
 }

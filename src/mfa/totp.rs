@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rand::RngCore as _;
 use totp_rs::{Algorithm, Builder, Secret, Totp};
 
-use super::{Check, CheckFuture, Provider, ProviderError, SecretKey, Verdict, VerifyFuture};
+use super::{Check, CheckFuture, Provider, ProviderError, SecretKey};
 use crate::store::{Factor, Store};
 
 /// Seconds per step (what every authenticator application uses).
@@ -84,18 +84,6 @@ impl TotpProvider {
         TotpProvider { store, key }
     }
 
-    async fn verify_now(&self, username: &str, code: &str) -> Result<Verdict, ProviderError> {
-        let Check::Good { step: Some(step) } = self.check_now(username, code, None).await? else {
-            return Ok(Verdict::Invalid);
-        };
-        // Spends the step: false when this step (or a later one) was accepted meanwhile.
-        if self.store.mfa_accept_step(username, step).await? {
-            Ok(Verdict::Accepted)
-        } else {
-            Ok(Verdict::Invalid)
-        }
-    }
-
     async fn check_now(
         &self,
         username: &str,
@@ -134,10 +122,6 @@ impl Provider for TotpProvider {
 
     fn needs_registration(&self) -> bool {
         true
-    }
-
-    fn verify<'a>(&'a self, username: &'a str, code: &'a str) -> VerifyFuture<'a> {
-        Box::pin(self.verify_now(username, code))
     }
 
     fn check<'a>(

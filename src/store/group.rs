@@ -54,7 +54,7 @@ pub(super) enum Write {
 
 /// What a write gives back once committed.
 #[derive(Debug)]
-pub(super) enum Done {
+enum Done {
     Written,
     Enrolled(Box<Enrolled>),
     /// Whether the step (alone, or a login's) was accepted.
@@ -222,15 +222,22 @@ impl Store {
         username: String,
         step: i64,
     ) -> Result<bool, StoreError> {
-        match self.submit(Write::AcceptStep { username, step }).await? {
+        self.submit_verdict(Write::AcceptStep { username, step })
+            .await
+    }
+
+    /// Commits a write whose answer is a step's verdict (a step alone, a login, a window):
+    /// whether it was accepted, hence written.
+    pub(super) async fn submit_verdict(&self, write: Write) -> Result<bool, StoreError> {
+        match self.submit(write).await? {
             Done::Accepted(accepted) => Ok(accepted),
             _ => Err(StoreError::Unavailable(sqlx::Error::Protocol(
-                "the group committer answered a step without its verdict".into(),
+                "the group committer answered a write without its verdict".into(),
             ))),
         }
     }
 
-    pub(super) async fn submit(&self, write: Write) -> Reply {
+    async fn submit(&self, write: Write) -> Reply {
         let (reply, answer) = oneshot::channel();
         let item = Item { write, reply };
         let item = match self.group.sender(self).send(item).await {
@@ -283,13 +290,7 @@ impl Store {
             audit,
             step,
         };
-        match self.submit(write).await? {
-            Done::Accepted(true) => Ok(Some((token, row))),
-            Done::Accepted(false) => Ok(None),
-            _ => Err(StoreError::Unavailable(sqlx::Error::Protocol(
-                "the group committer answered a login without its verdict".into(),
-            ))),
-        }
+        Ok(self.submit_verdict(write).await?.then_some((token, row)))
     }
 
     /// Appends one audit event, group-committed with concurrent appends; returns once it is

@@ -352,15 +352,8 @@ impl Store {
     /// the same transaction, group-committed with concurrent logins and unlocks: false (nothing
     /// written) when that step, or a later one, was spent already.
     pub async fn mfa_unlock(&self, open: WindowOpening) -> Result<bool, StoreError> {
-        match self
-            .submit(super::group::Write::Window(Box::new(open)))
-            .await?
-        {
-            super::group::Done::Accepted(accepted) => Ok(accepted),
-            _ => Err(StoreError::Unavailable(sqlx::Error::Protocol(
-                "the group committer answered an unlock without its verdict".into(),
-            ))),
-        }
+        self.submit_verdict(super::group::Write::Window(Box::new(open)))
+            .await
     }
 
     /// The last window of `device_id`, open or not.
@@ -467,8 +460,6 @@ impl Store {
     }
 }
 
-/// Accepts `step` for `username` (lower-cased) in `conn`'s transaction: true once; false when
-/// that step or a later one was already used, or the factor is not registered.
 /// An access window to open ([`Store::mfa_unlock`]).
 #[derive(Debug, Clone)]
 pub struct WindowOpening {
@@ -513,6 +504,8 @@ pub(crate) async fn open_window(
     Ok(true)
 }
 
+/// Accepts `step` for `username` (lower-cased) in `conn`'s transaction: true once; false when
+/// that step or a later one was already used, or the factor is not registered.
 pub(crate) async fn accept_step(
     conn: &mut sqlx::AnyConnection,
     username: &str,
