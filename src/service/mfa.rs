@@ -54,14 +54,11 @@ pub(super) async fn has_factor(
     kit: &Kit,
     username: &str,
 ) -> Result<bool, ServiceError> {
-    if !kit.provider.needs_registration() {
-        return Ok(true);
+    match factor_for_code(svc, kit, username).await {
+        Ok(_) => Ok(true),
+        Err(ServiceError::MfaNotRegistered) => Ok(false),
+        Err(e) => Err(e),
     }
-    Ok(svc
-        .store()
-        .mfa_factor(username)
-        .await?
-        .is_some_and(|f| f.is_registered()))
 }
 
 /// The factor a code of `username` is checked against, read once: `MfaNotRegistered` without
