@@ -86,10 +86,12 @@ async fn enrolment_registers_the_factor_then_unlock_opens_the_window() {
     )
     .await;
 
+    // The confirming code, kept: the replay below must send this very string.
+    let confirming = code(&secret, 0);
     let recovery = step_async(
         "confirm: a wrong first code is 401 invalid_otp; the right one answers 10 recovery codes",
         async {
-            let wrong = if code(&secret, 0) == "000000" {
+            let wrong = if confirming == "000000" {
                 "111111"
             } else {
                 "000000"
@@ -106,7 +108,7 @@ async fn enrolment_registers_the_factor_then_unlock_opens_the_window() {
                 &h,
                 "/api/v1/device/mfa/confirm",
                 &token,
-                &json!({"code": code(&secret, 0)}),
+                &json!({"code": confirming}),
             )
             .await;
             assert_eq!(r.status(), 200);
@@ -124,12 +126,13 @@ async fn enrolment_registers_the_factor_then_unlock_opens_the_window() {
         async {
             let cfg = get_bearer(&h, "/api/v1/device/config", &token).await;
             assert!(cfg.get("mfa_until").is_none(), "{cfg}");
-            // The confirming step is spent: its code again is a replay.
+            // The confirming step is spent: its code again is a replay (the same string: a code
+            // computed anew could fall in the next step).
             let r = post_bearer(
                 &h,
                 "/api/v1/device/unlock",
                 &token,
-                &json!({"code": code(&secret, 0)}),
+                &json!({"code": confirming}),
             )
             .await;
             assert_eq!(error_of(r).await, (401, "invalid_otp".into()));
@@ -398,9 +401,11 @@ async fn mon_acces_opens_the_window_of_a_stock_wireguard_laptop_with_the_code() 
     .await;
 
     step_async("someone else's device is not found; the right code opens the window (source web) and the page says until when", async {
-        let (st, _, _) = post_form(&me, "/mon-acces/unlock", &[("device", "9999"), ("code", &code(&secret, 1))]).await;
+        // One code for the whole step: computed anew, it could fall in the next step and be no replay.
+        let good = code(&secret, 1);
+        let (st, _, _) = post_form(&me, "/mon-acces/unlock", &[("device", "9999"), ("code", &good)]).await;
         assert_eq!(st, 404);
-        let (st, _, page) = post_form(&me, "/mon-acces/unlock", &[("device", &device), ("code", &code(&secret, 1))]).await;
+        let (st, _, page) = post_form(&me, "/mon-acces/unlock", &[("device", &device), ("code", &good)]).await;
         assert_eq!(st, 200, "{page}");
         assert!(page.contains("Accès ouvert (portable-wireguard) jusqu'au"), "{page}");
         let open = h.store.open_windows().await.unwrap();
@@ -414,7 +419,7 @@ async fn mon_acces_opens_the_window_of_a_stock_wireguard_laptop_with_the_code() 
         let page = me.get_at("/mon-acces").await.text().await.unwrap();
         assert!(page.contains("accès ouvert jusqu'au"), "{page}");
         // The same code again is a replay.
-        let (st, _, _) = post_form(&me, "/mon-acces/unlock", &[("device", &device), ("code", &code(&secret, 1))]).await;
+        let (st, _, _) = post_form(&me, "/mon-acces/unlock", &[("device", &device), ("code", &good)]).await;
         assert_eq!(st, 401);
     })
     .await;
