@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::audit::{Action, Outcome};
 
 use super::context::Record;
+use super::limits::Verdict;
 use super::ratelimit::Admitted;
 use super::{ErrorKind, ServiceError, Services};
 
@@ -34,26 +35,21 @@ impl Attempt<'_> {
     /// Lets the attempt through (what the check saw, for [`Attempt::succeeded`]), or refuses
     /// it for its rate: counted, audited, and answered [`ServiceError::TooManyAttempts`].
     pub async fn admit(&self, svc: &Services) -> Result<Admitted, ServiceError> {
-        let ceiling = svc.config().portal.spray_ceiling;
-        if svc.spray().active(Instant::now(), ceiling)
-            && !svc
-                .limiter()
-                .is_known_device(self.username, self.known_device)
-        {
-            // A password spray: only browsers and agents that signed in before may try.
-            // Counted, not audited one by one (the episode is, once).
-            svc.metrics().spray_refused();
-            return Err(ServiceError::TooManyAttempts {
-                retry_after_secs: crate::service::spray::SPRAY_WINDOW.as_secs(),
-            });
-        }
-        let limited = match svc
+        let verdict = svc
             .limits()
-            .check(self.username, self.source_ip, self.known_device)
-            .await?
-        {
-            Ok(admitted) => return Ok(admitted),
-            Err(limited) => limited,
+            .check_attempt(self.username, self.source_ip, self.known_device)
+            .await?;
+        let limited = match verdict {
+            Verdict::Admitted(admitted) => return Ok(admitted),
+            Verdict::Limited(limited) => limited,
+            Verdict::Spray => {
+                // A password spray: only browsers and agents that signed in before may try.
+                // Counted, not audited one by one (the episode is, once).
+                svc.metrics().spray_refused();
+                return Err(ServiceError::TooManyAttempts {
+                    retry_after_secs: crate::service::spray::SPRAY_WINDOW.as_secs(),
+                });
+            }
         };
         svc.metrics().rate_limited();
         let retry_after_secs = limited.retry_after.as_secs().max(1);
@@ -101,13 +97,11 @@ impl Attempt<'_> {
     /// source and the spray ceiling; a refused password is answered at [`FAILURE_FLOOR`].
     pub async fn failed(&self, svc: &Services, e: &ServiceError, codes_count: bool) {
         if is_guess(e.kind(), codes_count) {
-            let now = Instant::now();
-            svc.limits()
-                .record_failure(self.username, self.source_ip)
-                .await;
-            let ceiling = svc.config().portal.spray_ceiling;
-            if svc.spray().record_failure(now, ceiling) {
-                self.spray_detected(svc, ceiling).await;
+            let limits = svc.limits();
+            limits.record_failure(self.username, self.source_ip).await;
+            if limits.record_spray_failure().await {
+                self.spray_detected(svc, svc.config().portal.spray_ceiling)
+                    .await;
             }
             // Counted first (concurrent attempts see it), answered at the floor.
             if e.kind() == ErrorKind::InvalidCredentials {

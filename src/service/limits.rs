@@ -7,6 +7,9 @@
 //! minute per process a delete of the expired rows); a success writes only when the account
 //! had failures to forget. A database that does not answer fails the check like the rest of the
 //! login (503); a failure that cannot be counted is logged (the next check fails the same way).
+//!
+//! The spray ceiling (`service::spray`) lives beside them: in memory, or as one more key read
+//! with the attempt's three (no extra round trip) and counted by one more upsert per failure.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -14,12 +17,26 @@ use std::time::Instant;
 use crate::store::{Backend, Store, StoreError};
 
 use super::ratelimit::{shared_account_key, shared_keys, Admitted, FailureLimiter, Refusal};
+use super::spray::{self, SprayCeiling};
 use super::{ServiceError, Services};
 
 /// The limiter with the store its counts live in (`None`: in memory).
 pub(super) struct Limits<'a> {
     limiter: &'a FailureLimiter,
+    spray: &'a SprayCeiling,
+    /// `[portal] spray_ceiling` (0: none).
+    ceiling: u32,
     shared: Option<&'a Store>,
+}
+
+/// What the limits say of a password attempt ([`Limits::check_attempt`]).
+#[derive(Debug)]
+pub(super) enum Verdict {
+    Admitted(Admitted),
+    /// Past a limit of its account, source or pair.
+    Limited(Refusal),
+    /// A password spray is on and the attempt shows no known device.
+    Spray,
 }
 
 impl Services {
@@ -28,6 +45,8 @@ impl Services {
         let store = self.store();
         Limits {
             limiter: self.limiter(),
+            spray: self.spray(),
+            ceiling: self.config().portal.spray_ceiling,
             shared: (store.backend() == Backend::Postgres).then_some(store),
         }
     }
@@ -35,26 +54,95 @@ impl Services {
 
 impl Limits<'_> {
     /// `Ok(Err(_))` when this attempt must be refused (429); a valid `device_token` of this
-    /// account skips the account's own limits.
+    /// account skips the account's own limits. The spray ceiling is not asked (codes).
     pub async fn check(
         &self,
         username: &str,
         ip: IpAddr,
         device_token: Option<&str>,
     ) -> Result<Result<Admitted, Refusal>, ServiceError> {
+        Ok(self.judge(username, ip, device_token, false).await?.1)
+    }
+
+    /// [`Self::check`] for a password attempt, the spray ceiling first: during a spray only
+    /// a known device (`device_token`) may try.
+    pub async fn check_attempt(
+        &self,
+        username: &str,
+        ip: IpAddr,
+        device_token: Option<&str>,
+    ) -> Result<Verdict, ServiceError> {
+        let (spray, verdict) = self.judge(username, ip, device_token, true).await?;
+        if spray && !self.limiter.is_known_device(username, device_token) {
+            return Ok(Verdict::Spray);
+        }
+        Ok(match verdict {
+            Ok(admitted) => Verdict::Admitted(admitted),
+            Err(refusal) => Verdict::Limited(refusal),
+        })
+    }
+
+    /// Whether a spray is on (asked with `with_spray` and a ceiling) and the verdict of the
+    /// attempt's own keys: in memory, or from one read of the shared counts.
+    async fn judge(
+        &self,
+        username: &str,
+        ip: IpAddr,
+        device_token: Option<&str>,
+        with_spray: bool,
+    ) -> Result<(bool, Result<Admitted, Refusal>), ServiceError> {
+        let with_spray = with_spray && self.ceiling > 0;
         let Some(store) = self.shared else {
-            let checked = self
-                .limiter
-                .check_device(username, ip, device_token, Instant::now());
-            return Ok(checked.map(|()| Admitted::default()));
+            let now = Instant::now();
+            let spray = with_spray && self.spray.active(now, self.ceiling);
+            let checked = self.limiter.check_device(username, ip, device_token, now);
+            return Ok((spray, checked.map(|()| Admitted::default())));
         };
         let keys = shared_keys(username, ip);
-        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        if with_spray {
+            refs.push(spray::SHARED_KEY);
+        }
         let counts = store.failure_counts(&refs).await?;
+        let now = store.now_ms();
+        let spray = with_spray
+            && spray::shared_active(counts.iter().find(|c| c.key == spray::SHARED_KEY), now);
         let known_device = self.limiter.is_known_device(username, device_token);
-        Ok(self
-            .limiter
-            .judge_shared(&keys, &counts, known_device, store.now_ms()))
+        let verdict = self.limiter.judge_shared(&keys, &counts, known_device, now);
+        Ok((spray, verdict))
+    }
+
+    /// Counts one failed password attempt across every account (the spray ceiling); true when
+    /// it started a spray episode, which the caller audits (once in all: with PostgreSQL, the
+    /// one portal that took the episode's lock).
+    pub async fn record_spray_failure(&self) -> bool {
+        if self.ceiling == 0 {
+            return false;
+        }
+        let Some(store) = self.shared else {
+            return self.spray.record_failure(Instant::now(), self.ceiling);
+        };
+        match self.count_spray(store).await {
+            Ok(started) => started,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count a failed attempt across accounts in the database");
+                false
+            }
+        }
+    }
+
+    async fn count_spray(&self, store: &Store) -> Result<bool, StoreError> {
+        let now = store.now_ms();
+        let key = [(spray::SHARED_KEY, spray::shared_kept_until(now))];
+        let counts = store.count_failure(&key, spray::shared_windows()).await?;
+        let due = counts
+            .iter()
+            .find(|c| c.key == spray::SHARED_KEY)
+            .and_then(|row| spray::shared_episode_due(row, now, self.ceiling));
+        match due {
+            Some(until) => store.lock_failures(spray::SHARED_KEY, until).await,
+            None => Ok(false),
+        }
     }
 
     /// Counts one failed attempt on the account, the source and the pair.

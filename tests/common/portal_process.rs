@@ -84,9 +84,21 @@ pub fn write_config(
     db_url: &str,
     sync: Duration,
 ) -> (PathBuf, String) {
+    write_config_with(dir, n, slapd, db_url, sync, "")
+}
+
+/// [`write_config`] with `portal_extra` (lines of TOML) added to `[portal]`.
+pub fn write_config_with(
+    dir: &Path,
+    n: usize,
+    slapd: &Slapd,
+    db_url: &str,
+    sync: Duration,
+    portal_extra: &str,
+) -> (PathBuf, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let portal = format!(
-        "listen = \"{addr}\"\npublic_url = \"http://{addr}\"\ntrusted_proxies = [\"127.0.0.1\"]\n"
+        "listen = \"{addr}\"\npublic_url = \"http://{addr}\"\ntrusted_proxies = [\"127.0.0.1\"]\n{portal_extra}"
     );
     let text = config_toml(slapd, db_url, &portal).replace(
         "sync_interval = \"60s\"",

@@ -7,7 +7,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::portal::{csrf_cookie, error_of, ClientOptions, PortalClient};
-use common::portal_process::{write_config, PortalProcess};
+use common::portal_process::{write_config, write_config_with, PortalProcess};
 use common::slapd::{password_of, Slapd};
 use common::store_db::audit_of;
 use serde_json::json;
@@ -104,4 +104,64 @@ async fn failures_on_two_portals_add_up_and_a_device_cookie_from_one_passes_the_
     assert!(limited
         .iter()
         .any(|e| e.details["keys"] == json!(["ip:198.18.10.1"])));
+}
+
+/// The spray ceiling counts across portals: failures on many accounts from many addresses,
+/// under every per-key limit and spread over two portals, trip it once in all (one
+/// `auth.spray_detected`); then an attempt without a known device is 429 on either portal, and a
+/// browser known to one signs in on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spray_ceiling_counts_failures_on_every_portal_and_trips_once() {
+    let slapd = Slapd::start();
+    let pg = tokio::task::spawn_blocking(common::postgres::database)
+        .await
+        .expect("PostgreSQL");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sync = Duration::from_secs(60);
+    let ceiling = "spray_ceiling = 10\n";
+    let (c1, a) = write_config_with(dir.path(), 1, &slapd, &pg.url, sync, ceiling);
+    let (c2, b) = write_config_with(dir.path(), 2, &slapd, &pg.url, sync, ceiling);
+    let store = Store::connect(&pg.url).await.expect("migrate");
+    let mut portals = Vec::new();
+    for (c, base) in [(&c1, &a), (&c2, &b)] {
+        let mut p = PortalProcess::start(c, base);
+        p.wait_ready().await;
+        portals.push(p);
+    }
+    // Marie's browser signs in on A before the spray: a known device from then on.
+    let marie = PortalClient::new(&a, ClientOptions::default());
+    let r = login(&marie, &a, "mdupont", password_of("mdupont"), "198.18.7.1").await;
+    assert_eq!(r.status(), 200);
+    let csrf = csrf_cookie(&r).expect("csrf cookie");
+
+    // Eleven guesses, each on its own account from its own address (no per-key limit is
+    // reached), six on A and five on B: neither portal alone saw more than the ceiling.
+    let stranger = reqwest::Client::new();
+    for i in 0..11 {
+        let base = if i % 2 == 0 { &a } else { &b };
+        let from = format!("198.18.11.{}", i + 1);
+        let r = login(&stranger, base, &format!("spray{i}"), "guess", &from).await;
+        assert_eq!(error_of(r).await.0, 401, "guess {} on {base}", i + 1);
+    }
+    // The spray is on for both: a right password without a known device is refused on either.
+    for (base, from) in [(&a, "198.18.12.1"), (&b, "198.18.12.2")] {
+        let r = login(&stranger, base, "tleroux", password_of("tleroux"), from).await;
+        assert_eq!(r.status(), 429, "during the spray on {base}");
+        assert_eq!(r.headers()["retry-after"], "60");
+        assert_eq!(error_of(r).await, (429, "too_many_attempts".into()));
+    }
+    // Marie's browser, known since A, still signs in on B.
+    let r = marie
+        .post(format!("{b}/api/v1/login"))
+        .header("x-forwarded-for", "198.18.7.2")
+        .header("x-csrf-token", csrf)
+        .json(&json!({"username": "mdupont", "password": password_of("mdupont")}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 200, "a known device during the spray");
+    // One episode, audited once by the portal whose failure crossed the ceiling.
+    let detected = audit_of(&store, "auth.spray_detected").await;
+    assert_eq!(detected.len(), 1, "{detected:?}");
+    assert_eq!(detected[0].details["ceiling_per_minute"], 10);
 }
