@@ -341,12 +341,18 @@ async fn a_rewritten_and_resigned_log_is_caught_by_the_journal_copy() {
                 .with_writer(move || j.0.clone()),
         );
     let capture = tracing::subscriber::set_default(subscriber);
+    // tracing caches each call site's interest process-wide: a site first hit by another test's
+    // thread while this subscriber registered can keep "nobody listens" (a race in
+    // tracing-core), and the checkpoints' log lines were lost (CI, twice). Rebuilt before each
+    // checkpoint, with this subscriber in the list.
+    let listen = tracing::callsite::rebuild_interest_cache;
     let store = Store::connect(&url).await.expect("open");
     store
         .append_audit_batch(&(1..=5).map(login_event).collect::<Vec<_>>())
         .await
         .expect("1-5");
     tracing::info!("an unrelated line between two checkpoints");
+    listen();
     store
         .checkpoint_audit(&sealer, CheckpointReason::Interval)
         .await
@@ -355,6 +361,7 @@ async fn a_rewritten_and_resigned_log_is_caught_by_the_journal_copy() {
         .append_audit_batch(&(7..=10).map(login_event).collect::<Vec<_>>())
         .await
         .expect("7-10");
+    listen();
     store
         .checkpoint_audit(&sealer, CheckpointReason::Interval)
         .await
