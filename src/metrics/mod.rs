@@ -26,6 +26,12 @@ struct Outcome {
     outcome: &'static str,
 }
 
+/// A site (the feed's series).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Site {
+    site: String,
+}
+
 fn outcome(ok: bool) -> Outcome {
     Outcome {
         outcome: if ok { "success" } else { "failure" },
@@ -59,6 +65,19 @@ pub struct Metrics {
     reloads: Family<Outcome, Counter>,
     jobs_leader: Gauge,
     leader_changes: Counter,
+    feed_waiting: Family<Site, Gauge>,
+    feed_last_request: Family<Site, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+/// A site gateway's feed request while it is held (`sesame_feed_waiting`); dropped with the
+/// answer.
+#[derive(Debug)]
+pub struct FeedRequest(Gauge);
+
+impl Drop for FeedRequest {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Default for Metrics {
@@ -89,6 +108,8 @@ impl Metrics {
             sync_errors: Counter::default(),
             sync_changes: Counter::default(),
             reloads: Family::default(),
+            feed_waiting: Family::default(),
+            feed_last_request: Family::default(),
         };
         m.register(
             "sesame_logins",
@@ -182,6 +203,16 @@ impl Metrics {
             self.suspensions.clone(),
         );
         self.register(
+            "sesame_feed_waiting",
+            "Requests of each site's gateway held on the peer feed now (long-polls): 0 for a site means its gateway is not polling this portal.",
+            self.feed_waiting.clone(),
+        );
+        self.register(
+            "sesame_feed_last_request_timestamp_seconds",
+            "Unix time of the last feed request of each site's gateway to this portal.",
+            self.feed_last_request.clone(),
+        );
+        self.register(
             "sesame_directory_sync_held",
             "Directory sync passes that applied nothing: over directory.max_changes_per_sync.",
             self.sync_held.clone(),
@@ -246,6 +277,18 @@ impl Metrics {
         }
     }
     /// This portal took (`true`) or lost the jobs lease.
+    /// A feed request of `site`'s gateway, authenticated: its time is the site's last request,
+    /// and it counts as waiting until the returned guard is dropped.
+    pub fn feed_request(&self, site: &str) -> FeedRequest {
+        let site = Site {
+            site: site.to_string(),
+        };
+        let now = crate::time::now_ms() as f64 / 1000.0;
+        self.feed_last_request.get_or_create(&site).set(now);
+        let waiting = self.feed_waiting.get_or_create(&site).clone();
+        waiting.inc();
+        FeedRequest(waiting)
+    }
     pub fn jobs_leader(&self, leading: bool) {
         self.jobs_leader.set(i64::from(leading));
         self.leader_changes.inc();

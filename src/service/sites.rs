@@ -114,6 +114,7 @@ pub async fn feed(
     query: FeedQuery,
 ) -> Result<FeedUpdate, ServiceError> {
     let site = authenticate(svc, token, query.site.as_deref(), source_ip).await?;
+    let _waiting = svc.metrics().feed_request(&site);
     let hub = svc.feeds()?;
     let same_generation = query
         .generation

@@ -311,6 +311,16 @@ async fn each_site_token_yields_its_sites_devices_and_a_revocation_wakes_the_lon
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!poll.is_finished(), "nothing changed: the long-poll waits");
+    // Monitoring sees the rectorat's gateway waiting on the feed, and when it last asked.
+    let metrics = portal.svc.metrics().render();
+    assert!(
+        metrics.contains("sesame_feed_waiting{site=\"rectorat\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sesame_feed_last_request_timestamp_seconds{site=\"dsden56\"} 1"),
+        "{metrics}"
+    );
     let revoked_at = Instant::now();
     devices::revoke(&portal.svc, &admin(), bob, "stolen", None)
         .await
@@ -326,6 +336,11 @@ async fn each_site_token_yields_its_sites_devices_and_a_revocation_wakes_the_lon
     );
     assert_eq!(changes["full"], false);
     assert_eq!(changes["removed"], serde_json::json!([key_b64(2)]));
+    let metrics = portal.svc.metrics().render();
+    assert!(
+        metrics.contains("sesame_feed_waiting{site=\"rectorat\"} 0\n"),
+        "answered, no longer waiting: {metrics}"
+    );
     assert!(changes["version"].as_u64().expect("version") > version);
     // The DSDEN's set did not move: its feed has nothing new since.
     let dv = d["version"].as_u64().expect("version");
