@@ -8,7 +8,7 @@ use crate::audit::{Action, Outcome};
 
 use super::context::Record;
 use super::limits::Verdict;
-use super::ratelimit::Admitted;
+use super::ratelimit::{Admitted, Refusal};
 use super::{ErrorKind, ServiceError, Services};
 
 /// Who is trying, from where, with which device token (the `sesame-device` cookie of a browser
@@ -51,24 +51,14 @@ impl Attempt<'_> {
                 });
             }
         };
-        svc.metrics().rate_limited();
-        let retry_after_secs = limited.retry_after.as_secs().max(1);
-        svc.audit(Record {
-            actor: self.username,
-            action: Action::AuthRateLimited,
-            target: self.username,
-            outcome: Outcome::Denied,
-            source_ip: Some(self.source_ip),
-            details: serde_json::json!({
-                "route": self.route,
-                "key": limited.keys.first(),
-                "keys": limited.keys,
-                "retry_after_secs": retry_after_secs,
-                "account_locked": limited.account_locked,
-            }),
-        })
-        .await;
-        Err(ServiceError::TooManyAttempts { retry_after_secs })
+        Err(rate_limited(
+            svc,
+            self.username,
+            self.route,
+            Some(self.source_ip),
+            &limited,
+        )
+        .await)
     }
 
     /// A success (`admitted`: what [`Attempt::admit`] saw): clears the account's failures and
@@ -127,6 +117,36 @@ impl Attempt<'_> {
         })
         .await;
     }
+}
+
+/// An attempt of `actor` on `route` refused past a failure limit (`limited`): counted
+/// (`sesame_rate_limited_total`), audited (`auth.rate_limited` naming the counters) and answered
+/// 429 with the wait. The one refusal of logins, enrolments and second-factor codes.
+pub(super) async fn rate_limited(
+    svc: &Services,
+    actor: &str,
+    route: &'static str,
+    source_ip: Option<IpAddr>,
+    limited: &Refusal,
+) -> ServiceError {
+    svc.metrics().rate_limited();
+    let retry_after_secs = limited.retry_after.as_secs().max(1);
+    svc.audit(Record {
+        actor,
+        action: Action::AuthRateLimited,
+        target: actor,
+        outcome: Outcome::Denied,
+        source_ip,
+        details: serde_json::json!({
+            "route": route,
+            "key": limited.keys.first(),
+            "keys": limited.keys,
+            "retry_after_secs": retry_after_secs,
+            "account_locked": limited.account_locked,
+        }),
+    })
+    .await;
+    ServiceError::TooManyAttempts { retry_after_secs }
 }
 
 /// Errors a guesser produces: a wrong password; with `codes`, a wrong or stale code too.

@@ -700,3 +700,55 @@ async fn the_access_review_shows_protected_resources_and_each_users_factor() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_first_codes_past_the_limit_are_refused_and_audited_like_every_429() {
+    let h = Harness::start_mfa("web_roles = [\"auditors\"]").await;
+    let it = h.login("tleroux").await;
+    let enrol_code = h.code_for(&it, "mdupont", "portable-marie").await;
+    let r = enrol_otp(&h, &enrol_code, "mdupont", None).await;
+    let cfg: Value = r.json().await.unwrap();
+    let token = cfg["device_token"].as_str().unwrap().to_string();
+    let secret = cfg["mfa_registration"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wrong = if code(&secret, 0) == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let mut refused = 0;
+    let r = loop {
+        let r = post_bearer(
+            &h,
+            "/api/v1/device/mfa/confirm",
+            &token,
+            &json!({"code": wrong}),
+        )
+        .await;
+        if r.status() == 429 {
+            break r;
+        }
+        assert_eq!(error_of(r).await, (401, "invalid_otp".into()));
+        refused += 1;
+        assert!(refused <= 5, "no 429 after 5 wrong first codes");
+    };
+    assert_eq!(refused, 5);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(error_of(r).await.1, "too_many_attempts");
+    // Audited as every other 429: the route, the counter, the wait.
+    let events = h
+        .store
+        .list_audit(&sesame::audit::AuditFilter {
+            action: Some("auth.rate_limited".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].details["route"], "confirm");
+    let keys = events[0].details["keys"].as_array().unwrap();
+    assert!(keys.contains(&json!("user:mfa:mdupont")), "{keys:?}");
+    assert!(events[0].details["retry_after_secs"].as_u64().unwrap() >= 1);
+}

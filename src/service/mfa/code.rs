@@ -7,6 +7,7 @@ use crate::audit::{Action, NewAuditEvent, Outcome};
 use crate::mfa::{recovery, Check};
 use crate::store::Factor;
 
+use super::super::attempts::rate_limited;
 use super::super::context::Record;
 use super::super::ratelimit::Admitted;
 use super::super::{ServiceError, Services};
@@ -72,22 +73,7 @@ pub(super) async fn check_code(
     let ip = source_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let admitted = match svc.limits().check(&key, ip, None).await? {
         Ok(admitted) => admitted,
-        Err(limited) => {
-            svc.metrics().rate_limited();
-            let retry_after_secs = limited.retry_after.as_secs().max(1);
-            svc.audit(Record {
-                actor: username,
-                action: Action::AuthRateLimited,
-                target: username,
-                outcome: Outcome::Denied,
-                source_ip,
-                details: serde_json::json!({
-                    "route": route, "keys": limited.keys, "retry_after_secs": retry_after_secs,
-                }),
-            })
-            .await;
-            return Err(ServiceError::TooManyAttempts { retry_after_secs });
-        }
+        Err(limited) => return Err(rate_limited(svc, username, route, source_ip, &limited).await),
     };
     let (good, step, method) = match recovery::hash(code) {
         Some(hash) => (

@@ -6,7 +6,7 @@ use crate::api::mfa::{MfaConfirmRequest, MfaRegisterRequest, MfaRegistration, Re
 use crate::audit::{Action, Outcome};
 use crate::mfa::{qr, recovery, totp, Kit};
 
-use super::super::attempts::Attempt;
+use super::super::attempts::{rate_limited, Attempt};
 use super::super::context::Record;
 use super::super::{ServiceError, Services};
 use super::{kit, limiter_key};
@@ -55,9 +55,7 @@ async fn confirm_pending(
     let admitted = match svc.limits().check(&key, source_ip, None).await? {
         Ok(admitted) => admitted,
         Err(limited) => {
-            return Err(ServiceError::TooManyAttempts {
-                retry_after_secs: limited.retry_after.as_secs().max(1),
-            })
+            return Err(rate_limited(svc, &user, "confirm", Some(source_ip), &limited).await)
         }
     };
     let secret = kit
