@@ -14,6 +14,7 @@ mod postgres {
     mod login_failures;
     mod peer_changes;
     mod portal_postgres;
+    mod publish_changes;
     mod store;
     mod store_audit;
     mod store_code_keys;

@@ -1,5 +1,8 @@
-//! Publishing the desired peer set: on demand (enrolment, rotation, revocation), on wake-ups and
-//! periodically; fail-static when the database cannot be read.
+//! Publishing the desired peer set: each change the change log names is applied alone (the
+//! devices it concerns read again, their peers worked out, put to the local gateway and the
+//! site feeds); the whole set is computed at start, after a reload or an outage, when the log
+//! cannot say what changed, and as a rare safety net; fail-static when the database cannot be
+//! read.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,32 +14,38 @@ use tokio::sync::{watch, Mutex, Notify};
 use crate::config::{Config, LiveConfig};
 use crate::gateway::EndReason;
 use crate::service::feed::FeedHub;
-use crate::store::{Device, DeviceStatus, Store, StoreError};
+use crate::store::{Device, Store, StoreError};
 
-use super::desired::{desired_peers, device_peer, ActiveDevice};
+use super::desired::{desired_peers, ActiveDevice};
 use super::emergency::Emergency;
 use super::peer_cache::{CachedDevice, PeerCache};
 use super::{GatewayStats, PeerSink};
 use crate::gateway::{PeerIdentity, PeerSpec};
 use crate::key::PublicKey;
 
+mod apply;
 mod cache;
 mod changes;
+mod published;
 #[cfg(test)]
 mod tests;
-mod window;
 
-use changes::Pending;
+use changes::Cursor;
+use published::Published;
 
-/// How often the publisher reads the change log's last sequence (one index seek): a change made
-/// by another process (`sesame devices revoke`, another portal) reaches the gateway within this
+/// How often the publisher reads the change log's bounds (two index seeks): a change made by
+/// another process (`sesame devices revoke`, another portal) reaches the gateway within this
 /// delay. On PostgreSQL the commit's notification wakes it at once.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Rows of the change log kept behind the last one (pruned every [`EXPIRY_INTERVAL`]).
 pub const KEEP_CHANGES: i64 = 100_000;
-/// How often the publisher recomputes the whole set anyway (also the retry delay after a
-/// failure).
-pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the publisher computes the whole set even though the change log named every
+/// change: a safety net (a change whose sequence was taken more than `HOLE_LOOKBACK`
+/// sequences before a whole computation's, a bug), not the way changes travel. At 100,000
+/// devices one whole computation costs about 2.8 s of CPU (bench/SCALEOUT_REPORT.md, mostly the
+/// store's read of 95,000 rows), so every 15 minutes it averages 0.3 % of a core, within the 2 %
+/// idle budget with room for the rest; at 1,000 devices it is 30 ms.
+pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(15 * 60);
 /// How often devices whose key expired are revoked (`device.expired`).
 pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the peer cache's endpoints are refreshed from the gateway (written on change).
@@ -67,23 +76,27 @@ pub struct ControlPlane {
     /// The last publication failed: the gateway runs on an older (last good) set.
     stale: AtomicBool,
     publications: AtomicU64,
+    /// Whole computations started (reads of every active device).
+    whole: AtomicU64,
+    /// When the last whole computation started (the safety net counts from it).
+    last_whole: parking_lot::Mutex<tokio::time::Instant>,
     /// What the gateway was last given: an identical set is not sent again.
-    last: parking_lot::Mutex<Option<Vec<PeerSpec>>>,
-    /// The change log's sequence read before the last successful computation.
-    seen_seq: parking_lot::Mutex<Option<i64>>,
-    /// Changes this process published on their own since that computation, as the change log
-    /// names them: `("enrolled", device)` ([`Self::publish_device`]), `("window", device)`
-    /// ([`Self::publish_window`]). Their rows in the log need no recomputation.
-    published: parking_lot::Mutex<HashSet<(&'static str, i64)>>,
-    /// `publish_now` calls so far, and how many of them a finished reconcile covered: a
-    /// reconcile that started after a caller's request saw that caller's committed write.
+    last: parking_lot::Mutex<Option<Published>>,
+    /// Where the publisher is in the change log; `None` until a whole computation succeeded.
+    cursor: parking_lot::Mutex<Option<Cursor>>,
+    /// `publish_now` calls so far, and how many of them a finished publication covered: a
+    /// publication that started after a caller's request saw that caller's committed write.
     requested: AtomicU64,
     covered: AtomicU64,
     /// The local copy of the last good set (`sesame serve` only).
     cache: std::sync::OnceLock<PeerCache>,
-    /// What the cache holds now: rewritten when it changes, or when its confirmation is
+    /// What the cache file holds now: rewritten when it changes, or when its confirmation is
     /// [`super::peer_cache::REFRESH`] older than the store's last answer.
     cached: parking_lot::Mutex<Option<Vec<CachedDevice>>>,
+    /// The active devices as the store last confirmed them (endpoints aside): what the cache
+    /// file should hold. A device that left is written at once; one added or changed with
+    /// the next endpoints' save.
+    cache_wanted: parking_lot::Mutex<Option<Vec<CachedDevice>>>,
     /// When the store last confirmed the published set (unix ms; the seeded cache's time
     /// until then), and the time the cache file carries.
     confirmed_ms: std::sync::atomic::AtomicI64,
@@ -115,13 +128,15 @@ impl ControlPlane {
             changed: Notify::new(),
             stale: AtomicBool::new(false),
             publications: AtomicU64::new(0),
+            whole: AtomicU64::new(0),
+            last_whole: parking_lot::Mutex::new(tokio::time::Instant::now()),
             last: parking_lot::Mutex::new(None),
-            seen_seq: parking_lot::Mutex::new(None),
-            published: parking_lot::Mutex::new(HashSet::new()),
+            cursor: parking_lot::Mutex::new(None),
             requested: AtomicU64::new(0),
             covered: AtomicU64::new(0),
             cache: std::sync::OnceLock::new(),
             cached: parking_lot::Mutex::new(None),
+            cache_wanted: parking_lot::Mutex::new(None),
             confirmed_ms: std::sync::atomic::AtomicI64::new(0),
             cache_written_ms: std::sync::atomic::AtomicI64::new(0),
             expiries: parking_lot::Mutex::new(HashMap::new()),
@@ -199,12 +214,12 @@ impl ControlPlane {
     }
 
     /// Puts a reloaded configuration in force, for every reader of the live configuration (the
-    /// portal and the services included), and republishes the peer set through the usual diff:
-    /// unchanged peers keep their sessions.
+    /// portal and the services included), and computes the whole set again (the policy may
+    /// have changed every peer) through the usual diff: unchanged peers keep their sessions.
     pub async fn replace_config(&self, config: Arc<Config>) -> Result<usize, ControlError> {
         let _guard = self.publish_lock.lock().await;
         self.config.replace(config);
-        self.reconcile_locked().await
+        self.recompute_locked().await
     }
 
     /// True while the gateway runs on an older peer set because the store could not be read.
@@ -212,9 +227,15 @@ impl ControlPlane {
         self.stale.load(Ordering::Relaxed)
     }
 
-    /// Peer sets sent to the gateway since start (identical sets are not re-sent).
+    /// Peer sets (whole, or a batch of changes) sent to the gateway since start (identical
+    /// sets are not re-sent).
     pub fn publications(&self) -> u64 {
         self.publications.load(Ordering::Relaxed)
+    }
+
+    /// Whole computations started since start: each reads every active device of the store.
+    pub fn whole_computations(&self) -> u64 {
+        self.whole.load(Ordering::Relaxed)
     }
 
     /// The desired set as of now (store + policy + static peers).
@@ -226,158 +247,59 @@ impl ControlPlane {
         desired
     }
 
-    /// Computes and publishes the desired set now. On failure the gateway keeps its last good
-    /// set (fail-static) and the publisher loop retries.
+    /// Brings the gateway and the site feeds up to date with the store now: the changes the
+    /// change log names since the last publication, each applied alone, or the whole set when
+    /// the log cannot say (see [`Self::recompute`]). On failure the gateway keeps its last good
+    /// set (fail-static) and the publisher loop retries with a whole computation.
     pub async fn reconcile(&self) -> Result<usize, ControlError> {
         let _guard = self.publish_lock.lock().await;
-        self.reconcile_locked().await
+        self.catch_up_locked().await
     }
 
-    /// `reconcile` with `publish_lock` already held.
-    async fn reconcile_locked(&self) -> Result<usize, ControlError> {
-        // Read the sequence first: a change racing with the computation shows up next check.
-        let seq = self.store.peer_change_seq().await.ok();
-        let config = self.config.get();
-        let started = std::time::Instant::now();
-        let read = active_devices(&self.store).await;
-        self.observe_db(started);
-        match read {
-            Ok(mut devices) => {
-                if let Some(e) = self.emergency.get() {
-                    let pending = e.pending_ids();
-                    devices.retain(|d| !pending.contains(&d.id));
-                }
-                // An expired key leaves now, before the store's expiry pass revokes it.
-                let now = self.store.now_ms();
-                devices.retain(|d| !super::failstatic::expired(d, now));
-                *self.expiries.lock() = devices
-                    .iter()
-                    .filter_map(|d| Some((d.public_key, d.key_expires_at?)))
-                    .collect();
-                let peers = desired_from(&config, &devices);
-                if let Some(feeds) = self.feeds.get() {
-                    feeds.publish(super::sites::site_sets(&config, &devices));
-                }
-                self.save_cache(&devices);
-                let n = peers.len();
-                let mut last = self.last.lock();
-                if last.as_ref() != Some(&peers) {
-                    let reasons = removal_reasons(last.as_deref().unwrap_or_default(), &peers);
-                    *last = Some(peers.clone());
-                    self.sink.set_peers_because(peers, reasons);
-                    self.publications.fetch_add(1, Ordering::Relaxed);
-                }
-                drop(last);
-                *self.seen_seq.lock() = seq;
-                self.published.lock().clear();
-                if self.stale.swap(false, Ordering::Relaxed) {
-                    tracing::info!(peers = n, "peer set reconciled after an outage");
-                }
-                Ok(n)
-            }
-            Err(e) => {
-                if !self.stale.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "keeping the last good peer set");
-                }
-                Err(e)
-            }
-        }
+    /// Computes the whole desired set from the store and publishes it now (at start, after a
+    /// reload or an outage, as the safety net): O(devices).
+    pub async fn recompute(&self) -> Result<usize, ControlError> {
+        let _guard = self.publish_lock.lock().await;
+        self.recompute_locked().await
     }
 
-    /// Publishes now from a request handler (after its write committed); a failure is retried
-    /// by the publisher loop. Concurrent callers share publications: a caller returns as soon
-    /// as a reconcile that started after its call has succeeded, so N simultaneous enrolments
-    /// cost one or two reads of the device table, not N.
+    /// Publishes now from a request handler (after its write committed): the changes since the
+    /// last publication, its own among them; a failure is retried by the publisher loop.
+    /// Concurrent callers share publications: a caller returns as soon as one that started
+    /// after its call has succeeded, so N simultaneous enrolments cost one or two reads of the
+    /// change log and of the devices it names, not N.
     pub async fn publish_now(&self) {
         let mine = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
         let _guard = self.publish_lock.lock().await;
         if self.covered.load(Ordering::SeqCst) >= mine {
             return;
         }
-        // Every request counted so far was made after its caller's commit: this reconcile,
+        // Every request counted so far was made after its caller's commit: this publication,
         // which reads the store from now on, covers them all.
         let upto = self.requested.load(Ordering::SeqCst);
-        if self.reconcile_locked().await.is_ok() {
+        if self.catch_up_locked().await.is_ok() {
             self.covered.fetch_max(upto, Ordering::SeqCst);
         } else {
             self.wake.notify_one();
         }
     }
 
-    /// Publishes one device's peer right after its enrolment or key rotation committed, without
-    /// recomputing the whole set: the device's peer (rules from the policy for `groups`, the
-    /// groups just stored for its user) is added, and `replaced_key` (a rotated-out key) is
-    /// removed. O(1) instead of O(devices). Taken under the publication lock, so a full
-    /// reconcile that read the store before this commit cannot overwrite it afterwards; any
-    /// other change the log shows still recomputes the whole set within [`POLL_INTERVAL`]. Falls back to [`Self::publish_now`] when the sink
-    /// refuses the peer (a sink without incremental updates refuses every one), when the device
-    /// is not active or when its user is not a VPN user.
+    /// Publishes a device's change (enrolment, rotation, revocation) right after it committed:
+    /// the change log names the device (and a rotated-out key is found as the device's
+    /// published one), so this is [`Self::publish_now`]: O(1) for one device.
     pub async fn publish_device(
         &self,
-        device: &Device,
-        groups: &[String],
-        replaced_key: Option<PublicKey>,
+        _device: &Device,
+        _groups: &[String],
+        _replaced_key: Option<PublicKey>,
     ) {
-        // The site feeds are computed whole (the set of a site depends on the grants).
-        let sites = self.feeds.get().is_some() && !self.config.get().sites.is_empty();
-        if device.status != DeviceStatus::Active {
-            // A device leaving (revoked, suspended) leaves the site gateways at once; the whole
-            // computation below is the safety net, and also removes it from the local gateway.
-            if let Some(hub) = self.feeds.get() {
-                hub.remove_peer(&device.public_key.to_base64());
-            }
-            return self.publish_now().await;
-        }
-        if sites {
-            return self.publish_now().await;
-        }
-        // A rotated device keeps its access window (windows belong to the device, not its key).
-        let mfa_until_ms = replaced_key.and_then(|old| {
-            let last = self.last.lock();
-            let spec = last.as_ref()?.iter().find(|p| p.public_key == old)?;
-            spec.mfa_until_ms
-        });
-        let active = ActiveDevice::of(device, groups, mfa_until_ms);
-        let Some(peer) = device_peer(&self.config.get(), &active) else {
-            // Not (or no longer) a VPN user: rare, let the full computation decide.
-            return self.publish_now().await;
-        };
-        let guard = self.publish_lock.lock().await;
-        // The old key first: it holds the same address, which the new peer takes over.
-        if let Some(old) = replaced_key.filter(|k| *k != device.public_key) {
-            self.sink.remove_peer_because(&old, EndReason::Rotated);
-            if let Some(last) = self.last.lock().as_mut() {
-                last.retain(|p| p.public_key != old);
-            }
-        }
-        let applied = self.sink.upsert_peer(peer.clone());
-        if applied {
-            let mut expiries = self.expiries.lock();
-            if let Some(old) = replaced_key {
-                expiries.remove(&old);
-            }
-            if let Some(t) = device.expires_at {
-                expiries.insert(device.public_key, t);
-            }
-            drop(expiries);
-            if let Some(last) = self.last.lock().as_mut() {
-                last.retain(|p| p.public_key != peer.public_key);
-                last.push(peer);
-            }
-            // A new device now published: its `enrolled` row in the change log needs no
-            // recomputation of the whole set (O(devices), under the publication lock that every
-            // enrolment's publish waits for) once a second during a burst of enrolments. Any
-            // other change (a revocation, a device from another process) is still reconciled.
-            if replaced_key.is_none() {
-                self.published.lock().insert(("enrolled", device.id));
-            }
-        }
-        drop(guard);
-        if applied {
-            self.publications.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.publish_now().await;
-        }
+        self.publish_now().await
+    }
+
+    /// Publishes a device's access window right after an unlock committed: the change log
+    /// names the device, so this is [`Self::publish_now`].
+    pub async fn publish_window(&self, _device: &Device, _groups: &[String], _until_ms: i64) {
+        self.publish_now().await
     }
 
     /// Asks the publisher loop to publish soon (from code that must not wait).
@@ -394,10 +316,10 @@ impl ControlPlane {
         Ok(expired.len())
     }
 
-    /// The publisher loop: publishes on each wake-up, when the change log moves (read every
-    /// [`POLL_INTERVAL`], and on each PostgreSQL notification) and every
-    /// [`REPUBLISH_INTERVAL`]; revokes expired keys and prunes the log every
-    /// [`EXPIRY_INTERVAL`]; until `shutdown` turns true.
+    /// The publisher loop: applies the change log's new rows on each wake-up, on each
+    /// PostgreSQL notification and every [`POLL_INTERVAL`]; computes the whole set every
+    /// [`REPUBLISH_INTERVAL`] (and whenever the log cannot say what changed); revokes expired
+    /// keys and prunes the log every [`EXPIRY_INTERVAL`]; until `shutdown` turns true.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let watch = Arc::clone(&self).watch_expiries(shutdown.clone());
         let listen = Arc::clone(&self).listen_changes(shutdown.clone());
@@ -419,20 +341,18 @@ impl ControlPlane {
 
     async fn publish_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut last_expiry = tokio::time::Instant::now();
-        let mut last_full = tokio::time::Instant::now();
         let mut last_endpoints = tokio::time::Instant::now();
         loop {
-            let woken = tokio::select! {
-                _ = self.wake.notified() => true,
-                _ = self.changed.notified() => false,
-                _ = tokio::time::sleep(POLL_INTERVAL) => false,
-                _ = shutdown.changed() => false,
-            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                _ = shutdown.changed() => {}
+            }
             if *shutdown.borrow() {
-                // The cache a restart will use: devices from the store when it answers.
-                if self.reconcile().await.is_err() {
-                    self.save_endpoints();
-                }
+                // The cache a restart will use: the store's set when it answers.
+                let _ = self.reconcile().await;
+                self.save_endpoints();
                 return;
             }
             self.flush_emergency().await;
@@ -449,19 +369,10 @@ impl ControlPlane {
                     tracing::debug!(error = %e, "cannot prune the change log");
                 }
             }
-            let due = last_full.elapsed() >= REPUBLISH_INTERVAL || self.is_stale();
-            let pending = if woken || due {
-                Pending::Other
+            if self.last_whole.lock().elapsed() >= REPUBLISH_INTERVAL {
+                let _ = self.recompute().await;
             } else {
-                self.pending_changes().await
-            };
-            match pending {
-                Pending::Nothing => {}
-                Pending::Windows(devices) => self.publish_windows_of(&devices).await,
-                Pending::Other => {
-                    last_full = tokio::time::Instant::now();
-                    let _ = self.reconcile().await;
-                }
+                let _ = self.reconcile().await;
             }
         }
     }
@@ -471,6 +382,14 @@ impl ControlPlane {
 /// another key was rotated; any other device was revoked (by IT staff, key expiry, or a sync
 /// that found its user gone); a static peer was removed from the config.
 pub fn removal_reasons(old: &[PeerSpec], new: &[PeerSpec]) -> HashMap<PublicKey, EndReason> {
+    reasons_for(old.iter(), new)
+}
+
+/// [`removal_reasons`] for the peers `old` yields.
+fn reasons_for<'a>(
+    old: impl Iterator<Item = &'a PeerSpec>,
+    new: &[PeerSpec],
+) -> HashMap<PublicKey, EndReason> {
     let kept: HashSet<PublicKey> = new.iter().map(|p| p.public_key).collect();
     let devices: HashSet<i64> = new
         .iter()
@@ -479,8 +398,7 @@ pub fn removal_reasons(old: &[PeerSpec], new: &[PeerSpec]) -> HashMap<PublicKey,
             PeerIdentity::Static { .. } => None,
         })
         .collect();
-    old.iter()
-        .filter(|p| !kept.contains(&p.public_key))
+    old.filter(|p| !kept.contains(&p.public_key))
         .map(|p| {
             let reason = match PeerIdentity::parse(&p.label) {
                 PeerIdentity::Device { id, .. } if devices.contains(&id) => EndReason::Rotated,
@@ -504,15 +422,33 @@ pub async fn compute_desired(
 pub async fn active_devices(store: &Store) -> Result<Vec<ActiveDevice>, ControlError> {
     let rows = store.active_devices().await?;
     // Read after the devices: a window opened meanwhile is in, one of a device not read yet
-    // waits for the next publication (the unlock publishes again).
-    let windows: HashMap<i64, i64> = store
-        .open_windows()
-        .await?
+    // is the change log's next row.
+    let windows = store.open_windows().await?;
+    Ok(with_windows(rows, windows))
+}
+
+/// [`active_devices`] among those with an id in `ids` or a user in `users`: O(devices named).
+pub async fn active_devices_named(
+    store: &Store,
+    ids: &[i64],
+    users: &[String],
+) -> Result<Vec<ActiveDevice>, ControlError> {
+    let rows = store.active_devices_named(ids, users).await?;
+    let found: Vec<i64> = rows.iter().map(|r| r.device.id).collect();
+    let windows = store.open_windows_of(&found).await?;
+    Ok(with_windows(rows, windows))
+}
+
+/// Active devices of enabled users from the store's rows, with their open windows' ends.
+fn with_windows(
+    rows: Vec<crate::store::DeviceWithUser>,
+    windows: Vec<crate::store::OpenWindow>,
+) -> Vec<ActiveDevice> {
+    let windows: HashMap<i64, i64> = windows
         .into_iter()
         .map(|w| (w.device_id, w.until_ms))
         .collect();
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .filter(|r| !r.user.disabled)
         .map(|r| ActiveDevice {
             mfa_until_ms: windows.get(&r.device.id).copied(),
@@ -524,7 +460,7 @@ pub async fn active_devices(store: &Store) -> Result<Vec<ActiveDevice>, ControlE
             name: r.device.name,
             key_expires_at: r.device.expires_at,
         })
-        .collect())
+        .collect()
 }
 
 /// The desired set from devices (from the store or the peer cache), the policy and the

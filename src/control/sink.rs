@@ -84,6 +84,11 @@ impl PeerSink for NoLocalGateway {
         true
     }
 
+    /// Likewise for a removal (false would ask the publisher for the whole set).
+    fn remove_peer(&self, _public_key: &PublicKey) -> bool {
+        true
+    }
+
     /// The first `[[site]]`'s key (`sesame portal` refuses to start without one).
     fn public_key(&self) -> PublicKey {
         let config = self.config.get();

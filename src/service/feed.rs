@@ -1,8 +1,8 @@
 //! The site gateways' feed: per site, the peers its gateway must admit, a version, a bounded
 //! ring of recent changes and a wake-up for long-polls. The control plane publishes the sets
-//! (in the pass that computes the local one); the feed route reads them here.
+//! (whole, or the peers of the devices a change concerns); the feed route reads them here.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -172,45 +172,48 @@ impl FeedHub {
         }
     }
 
-    /// Adds or replaces the peers of `sets` in their sites' sets (the others stay) and wakes
-    /// those sites' long-polls: one device's change (its access window opened) without the
-    /// whole computation. Sites the hub does not feed yet are left to it.
-    pub fn upsert_peers(&self, sets: BTreeMap<String, SiteSet>) {
+    /// Moves the peers with these keys (base64) to what `sets` says of them, in every site at
+    /// once: upserted where `sets` has them, removed from the sites where it has them no longer
+    /// (every site for a key `sets` does not name). The other peers stay, and so do the
+    /// resources: one device's change (revoked, rotated, its user's groups, its window) without
+    /// the whole computation. Only the sites whose set changed move version and wake their
+    /// long-polls; sites the hub does not feed yet are left to the next whole publication.
+    /// Returns how many sites changed.
+    pub fn replace_peers(&self, keys: &BTreeSet<String>, sets: BTreeMap<String, SiteSet>) -> usize {
         let mut sites = self.sites.lock();
+        let mut wanted: HashMap<String, BTreeMap<String, FeedPeer>> = HashMap::new();
+        let mut keys = keys.clone();
         for (name, set) in sets {
-            let Some(feed) = sites.get_mut(&name) else {
-                continue;
-            };
-            let mut changed = false;
+            let peers = wanted.entry(name).or_default();
             for peer in set.peers {
-                if feed.peers.get(&peer.public_key) != Some(&peer) {
-                    let key = peer.public_key.clone();
-                    feed.peers.insert(key.clone(), peer);
-                    feed.bump(Some(key), self.ring);
-                    changed = true;
+                keys.insert(peer.public_key.clone());
+                peers.insert(peer.public_key.clone(), peer);
+            }
+        }
+        let mut changed = 0;
+        for (name, feed) in sites.iter_mut() {
+            let before = feed.version;
+            let want = wanted.get(name);
+            for key in &keys {
+                match want.and_then(|w| w.get(key)) {
+                    Some(peer) if feed.peers.get(key) != Some(peer) => {
+                        feed.peers.insert(key.clone(), peer.clone());
+                        feed.bump(Some(key.clone()), self.ring);
+                    }
+                    Some(_) => {}
+                    None => {
+                        if feed.peers.remove(key).is_some() {
+                            feed.bump(Some(key.clone()), self.ring);
+                        }
+                    }
                 }
             }
-            if changed {
+            if feed.version != before {
                 feed.wake.send_replace(feed.version);
+                changed += 1;
             }
         }
-    }
-
-    /// Takes the peer with this key (base64) out of every site's set at once and wakes those
-    /// sites' long-polls: a revoked or suspended device leaves the site gateways without
-    /// waiting for the next whole computation (O(devices)), which then finds it gone already.
-    /// Returns how many sites had it.
-    pub fn remove_peer(&self, key: &str) -> usize {
-        let mut sites = self.sites.lock();
-        let mut n = 0;
-        for feed in sites.values_mut() {
-            if feed.peers.remove(key).is_some() {
-                feed.bump(Some(key.to_string()), self.ring);
-                feed.wake.send_replace(feed.version);
-                n += 1;
-            }
-        }
-        n
+        changed
     }
 
     /// The answer for `site` at `since` now; `None` for a site the hub does not feed.

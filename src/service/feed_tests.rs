@@ -125,7 +125,7 @@ async fn a_removed_peer_leaves_every_site_at_once_and_the_next_publication_adds_
             .expect("site")
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(hub.remove_peer(&peer(1, &[]).public_key), 2);
+    assert_eq!(hub.replace_peers(&keys(&[1]), BTreeMap::new()), 2);
     let u = tokio::time::timeout(Duration::from_secs(10), poll)
         .await
         .expect("woken by the removal")
@@ -142,7 +142,11 @@ async fn a_removed_peer_leaves_every_site_at_once_and_the_next_publication_adds_
         hub.update("dsden56", None, 0).expect("site").version,
         before
     );
-    assert_eq!(hub.remove_peer(&peer(1, &[]).public_key), 0, "already gone");
+    assert_eq!(
+        hub.replace_peers(&keys(&[1]), BTreeMap::new()),
+        0,
+        "already gone"
+    );
 }
 
 #[test]
@@ -153,12 +157,15 @@ fn one_peer_upserted_is_one_change_and_the_others_stay() {
         vec![peer(1, &["paie"]), peer(2, &["paie"])],
     ));
     let full = hub.update("rectorat", None, 1).expect("site");
-    // Peer 1's window opened: upserted alone; peer 2 is not in the sets given, and stays.
+    // Peer 1's window opened: upserted alone; peer 2 is not named, and stays.
     let mut opened = peer(1, &["paie"]);
     opened.mfa_until_ms = Some(5_000);
-    hub.upsert_peers(sets("rectorat", vec![opened.clone()]));
+    assert_eq!(
+        hub.replace_peers(&keys(&[1]), sets("rectorat", vec![opened.clone()])),
+        1
+    );
     // A site the hub does not feed is ignored.
-    hub.upsert_peers(sets("dsden56", vec![peer(9, &["paie"])]));
+    hub.replace_peers(&keys(&[9]), sets("dsden56", vec![peer(9, &["paie"])]));
     let changes = hub.update("rectorat", Some(full.version), 2).expect("site");
     assert_eq!(changes.version, full.version + 1);
     assert_eq!(changes.peers, vec![opened.clone()]);
@@ -169,9 +176,44 @@ fn one_peer_upserted_is_one_change_and_the_others_stay() {
     );
     assert!(hub.update("dsden56", None, 3).is_none());
     // The same again: no change.
-    hub.upsert_peers(sets("rectorat", vec![opened]));
+    assert_eq!(
+        hub.replace_peers(&keys(&[1]), sets("rectorat", vec![opened])),
+        0
+    );
     assert_eq!(
         hub.update("rectorat", None, 4).expect("site").version,
         changes.version
     );
+}
+
+#[test]
+fn a_peer_moves_between_sites_and_a_rotated_key_leaves_them_all() {
+    let hub = FeedHub::new();
+    let mut both = sets("rectorat", vec![peer(1, &["paie"]), peer(2, &["paie"])]);
+    both.extend(sets("dsden56", vec![peer(1, &["paie"])]));
+    hub.publish(both);
+    let v = |site: &str| hub.update(site, None, 0).expect("site").version;
+    let (rectorat, dsden) = (v("rectorat"), v("dsden56"));
+    // Device 1's user lost the rectorat's grant: it stays in dsden56 only, unchanged there.
+    assert_eq!(
+        hub.replace_peers(&keys(&[1]), sets("dsden56", vec![peer(1, &["paie"])])),
+        1
+    );
+    let r = hub.update("rectorat", Some(rectorat), 0).expect("site");
+    assert_eq!(r.removed, vec![peer(1, &[]).public_key]);
+    assert_eq!(v("dsden56"), dsden, "nothing changed there");
+    // Device 1 rotated to key 3 (the old key named with the new peer): out under 1, in under 3.
+    let c = hub.replace_peers(&keys(&[1, 3]), sets("dsden56", vec![peer(3, &["paie"])]));
+    assert_eq!(c, 1);
+    let d = hub.update("dsden56", Some(dsden), 0).expect("site");
+    assert_eq!(d.peers, vec![peer(3, &["paie"])]);
+    assert_eq!(d.removed, vec![peer(1, &[]).public_key]);
+    assert_eq!(
+        hub.update("rectorat", None, 0).expect("site").peers,
+        vec![peer(2, &["paie"])]
+    );
+}
+
+fn keys(ns: &[u8]) -> BTreeSet<String> {
+    ns.iter().map(|n| peer(*n, &[]).public_key).collect()
 }

@@ -113,7 +113,7 @@ pub(crate) const COLUMNS: &str = "d.id AS d_id, d.username AS d_username, d.name
     d.revoked_at AS d_revoked_at, d.revoke_reason AS d_revoke_reason, d.expires_at AS d_expires_at, \
     d.suspended_at AS d_suspended_at, d.suspend_reason AS d_suspend_reason";
 
-const USER_COLUMNS: &str =
+pub(crate) const USER_COLUMNS: &str =
     "u.username AS u_username, u.dn AS u_dn, u.display_name AS u_display_name, \
     u.groups AS u_groups, u.disabled AS u_disabled, u.last_sync AS u_last_sync, \
     u.missing_syncs AS u_missing_syncs";

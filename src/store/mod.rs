@@ -11,6 +11,7 @@
 mod audit;
 mod audit_query;
 mod batches;
+mod changed_devices;
 mod codes;
 mod device_search;
 mod devices;
@@ -40,7 +41,7 @@ pub use devices::{Device, DeviceStatus, DeviceWithUser, Rotation};
 pub use enrol::{AddressPool, EnrolRequest, Enrolled};
 pub use login_failures::{FailureCount, FailureWindows};
 pub use mfa::{Factor, OpenWindow, Window, WindowOpening};
-pub use peer_changes::{PeerChange, PeerChangeListener};
+pub use peer_changes::{ChangeHorizon, PeerChange, PeerChangeListener};
 pub use pg_hosts::{PgTargets, PgUrlError, SessionAttrs};
 pub use sessions::{NewSession, WebSession};
 pub use suspend::GRACE_EXPIRED_REASON;

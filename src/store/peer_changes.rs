@@ -1,5 +1,6 @@
-//! The peer set's change log (`peer_changes`, migration 0015): its last sequence, the changes
-//! since one, its pruning, and on PostgreSQL the commit notifications that wake publishers.
+//! The peer set's change log (`peer_changes`, migration 0015): its bounds, the changes since
+//! one sequence or at given ones, its pruning, and on PostgreSQL the commit notifications that
+//! wake publishers and the snapshot bounds that say when a sequence left unread is final.
 //!
 //! Triggers write one row per change of `devices`, `users` (groups, disabled) and
 //! `mfa_windows`, in the transaction of the change, whichever process made it (a portal, the
@@ -27,6 +28,25 @@ pub struct PeerChange {
     pub username: Option<String>,
 }
 
+/// A PostgreSQL snapshot's transaction bounds (64-bit ids, `xid8`): a transaction that had
+/// written a change before `next` was read has finished once `oldest_running` passes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeHorizon {
+    /// Every transaction below this one has finished (`pg_snapshot_xmin`).
+    pub oldest_running: u64,
+    /// The first transaction id not yet given out (`pg_snapshot_xmax`).
+    pub next: u64,
+}
+
+fn change_from_row(r: &sqlx::any::AnyRow) -> Result<PeerChange, StoreError> {
+    Ok(PeerChange {
+        seq: r.try_get("seq")?,
+        kind: r.try_get("kind")?,
+        device_id: r.try_get("device_id")?,
+        username: r.try_get("username")?,
+    })
+}
+
 impl Store {
     /// The highest sequence of the change log (0 when empty): one index seek.
     pub async fn peer_change_seq(&self) -> Result<i64, StoreError> {
@@ -34,6 +54,67 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(seq.unwrap_or(0))
+    }
+
+    /// The lowest and highest sequences of the change log (0 when empty): two index seeks
+    /// (apart, so that SQLite answers each from the index: one query with both aggregates
+    /// would scan the table). A lowest above a publisher's last seen + 1 means rows it has not
+    /// read were pruned.
+    pub async fn peer_change_bounds(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT MIN(seq) FROM peer_changes) AS lo, \
+             (SELECT MAX(seq) FROM peer_changes) AS hi",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let lo: Option<i64> = row.try_get("lo")?;
+        let hi: Option<i64> = row.try_get("hi")?;
+        Ok((lo.unwrap_or(0), hi.unwrap_or(0)))
+    }
+
+    /// The rows of the change log with these sequences (those committed), oldest first.
+    pub async fn peer_changes_at(&self, seqs: &[i64]) -> Result<Vec<PeerChange>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in seqs.chunks(500) {
+            let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT seq, kind, device_id, username FROM peer_changes WHERE seq IN ({}) \
+                 ORDER BY seq",
+                list.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for s in chunk {
+                q = q.bind(*s);
+            }
+            out.extend(q.fetch_all(&self.pool).await?.iter().map(change_from_row));
+        }
+        out.into_iter().collect()
+    }
+
+    /// Which writers may still commit a change with a sequence below the highest one read
+    /// (PostgreSQL: sequence values are taken before commit, so concurrent transactions commit
+    /// out of order). `None` on SQLite: one writer at a time, sequence order is commit order.
+    pub async fn peer_change_horizon(&self) -> Result<Option<ChangeHorizon>, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin, \
+             pg_snapshot_xmax(pg_current_snapshot())::text AS xmax",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let xid = |col: &str| -> Result<u64, StoreError> {
+            let text: String = row.try_get(col)?;
+            text.parse().map_err(|_| StoreError::Corrupt {
+                table: "pg_current_snapshot",
+                message: format!("{col} {text:?}"),
+            })
+        };
+        Ok(Some(ChangeHorizon {
+            oldest_running: xid("xmin")?,
+            next: xid("xmax")?,
+        }))
     }
 
     /// The changes after `since`, oldest first, at most `limit` of them.
@@ -50,16 +131,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PeerChange {
-                    seq: r.try_get("seq")?,
-                    kind: r.try_get("kind")?,
-                    device_id: r.try_get("device_id")?,
-                    username: r.try_get("username")?,
-                })
-            })
-            .collect()
+        rows.iter().map(change_from_row).collect()
     }
 
     /// Deletes the rows more than `keep` sequences behind the last one; returns how many.

@@ -1,7 +1,7 @@
 //! The publisher and the change log on a real PostgreSQL (issue 21): idle, it reads the log's
-//! last sequence and never scans `devices`; a change committed by another process (another
-//! portal, the CLI) is notified at commit and reaches the gateway, a window opened there as
-//! that one peer.
+//! bounds and never scans `devices`; a change committed by another process (another portal,
+//! the CLI) is notified at commit and reaches the gateway, a window opened there as that one
+//! peer. Each change applied alone: `publish_changes.rs`.
 
 use crate::common;
 
@@ -51,9 +51,15 @@ async fn idle_publishers_read_the_log_not_the_devices_and_other_portals_changes_
         devices.push(e.device);
     }
     let dir = tempfile::tempdir().expect("tempdir");
+    // Payroll needs the second factor: a window changes the peer.
     let path = TestConfig::new()
         .database(&db.url)
-        .sections(&format!("[roles]\nvpn_users = [\"{STAFF}\"]\n"))
+        .sections(&format!(
+            "[roles]\nvpn_users = [\"{STAFF}\"]\n\n[[resource]]\nname = \"paie\"\n\
+             allow = [\"198.18.10.10/32 tcp:443\"]\nmfa = true\n\n[[grant]]\n\
+             group = \"{STAFF}\"\nresources = [\"paie\"]\n\n[mfa]\nsecret_key_file = \"{}\"\n",
+            dir.path().join("mfa.key").display()
+        ))
         .write(&dir.path().join("sesame.toml"));
     let config = Arc::new(Config::load(&path).expect("config"));
     let sink = Arc::new(RecordingSink::default());

@@ -9,6 +9,7 @@ use crate::key::PublicKey;
 
 use super::super::desired::ActiveDevice;
 use super::super::peer_cache::{CachedDevice, PeerCache};
+use super::changes::Targets;
 use super::ControlPlane;
 
 impl ControlPlane {
@@ -17,30 +18,63 @@ impl ControlPlane {
         let _ = self.cache.set(cache);
     }
 
-    /// Writes the cache (the store just confirmed `devices`) if the devices or their endpoints
-    /// changed since the last write, or the file's confirmation is [`super::super::peer_cache::REFRESH`] old.
-    pub(super) fn save_cache(&self, devices: &[ActiveDevice]) {
+    /// The store answered: the published set is confirmed as of now (and the cache file
+    /// says so once its confirmation is [`super::super::peer_cache::REFRESH`] old).
+    pub(super) fn confirmed(&self) {
         let now = self.store.now_ms();
         self.confirmed_ms.store(now, Ordering::SeqCst);
+        let written = self.cache_written_ms.load(Ordering::SeqCst);
+        let refresh = crate::time::duration_ms(super::super::peer_cache::REFRESH);
+        if self.cache.get().is_some() && now.saturating_sub(written) >= refresh {
+            self.save_endpoints();
+        }
+    }
+
+    /// Writes the cache (the store just confirmed `devices`, every active device) if the
+    /// devices or their endpoints changed since the last write, or the file's confirmation is
+    /// [`super::super::peer_cache::REFRESH`] old.
+    pub(super) fn save_cache(&self, devices: &[ActiveDevice]) {
+        self.confirmed_ms
+            .store(self.store.now_ms(), Ordering::SeqCst);
         if self.cache.get().is_none() {
             return;
         }
-        let endpoints: std::collections::HashMap<PublicKey, std::net::SocketAddr> =
-            self.sink.endpoints().into_iter().collect();
-        let entries: Vec<CachedDevice> = devices
-            .iter()
-            .map(|d| CachedDevice::new(d, endpoints.get(&d.public_key).copied()))
-            .collect();
-        self.write_cache(entries, now);
+        *self.cache_wanted.lock() =
+            Some(devices.iter().map(|d| CachedDevice::new(d, None)).collect());
+        self.save_endpoints();
     }
 
-    /// Refreshes the cached endpoints from the gateway (the devices as last cached): periodic,
-    /// and at shutdown, so a restart knows where each laptop was.
+    /// The devices `targets` names are now `fresh` (read from the store): their entries change
+    /// in what the cache should hold, written at once when `urgent` (a device left: a restart
+    /// from the cache must not bring it back), else with the next endpoints' save.
+    pub(super) fn cache_follows(&self, targets: &Targets, fresh: &[ActiveDevice], urgent: bool) {
+        if self.cache.get().is_none() {
+            return;
+        }
+        {
+            let mut wanted = self.cache_wanted.lock();
+            let Some(entries) = wanted.as_mut() else {
+                return;
+            };
+            entries
+                .retain(|e| !targets.ids.contains(&e.id) && !targets.users.contains(&e.username));
+            entries.extend(fresh.iter().map(|d| CachedDevice::new(d, None)));
+            entries.sort_by_key(|e| e.id);
+        }
+        if urgent {
+            self.save_endpoints();
+        }
+    }
+
+    /// Writes what the cache should hold (the devices the store last confirmed, or those it
+    /// was seeded with) with the gateway's endpoints, if anything changed: periodic, after a
+    /// change, and at shutdown, so a restart knows where each laptop was.
     pub fn save_endpoints(&self) {
         if self.cache.get().is_none() {
             return;
         }
-        let Some(mut entries) = self.cached.lock().clone() else {
+        let wanted = self.cache_wanted.lock().clone();
+        let Some(mut entries) = wanted.or_else(|| self.cached.lock().clone()) else {
             return;
         };
         let endpoints: std::collections::HashMap<PublicKey, std::net::SocketAddr> =
@@ -50,7 +84,7 @@ impl ControlPlane {
                 e.endpoint = Some(*ep);
             }
         }
-        // Not a confirmation: the file keeps the time the store last answered.
+        // The time the store last answered (not now: the store may be down).
         self.write_cache(entries, self.confirmed_ms.load(Ordering::SeqCst));
     }
 
@@ -120,7 +154,7 @@ impl ControlPlane {
         for k in &gone {
             self.sink.remove_peer_because(k, EndReason::Revoked);
             if let Some(last) = self.last.lock().as_mut() {
-                last.retain(|p| p.public_key != *k);
+                last.remove(k);
             }
             tracing::info!(key = %k.to_base64(), stale = self.is_stale(), "device key expired: peer removed from the gateway");
         }
