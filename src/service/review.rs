@@ -239,7 +239,8 @@ async fn resources_page(
         let peers: Vec<usize> = (0..cfg.static_peers.len())
             .filter(|i| cfg.static_peers[*i].resources.contains(resource))
             .collect();
-        total += peers.len() as u64 + store.review_granted_count(to).await?;
+        let count = store.review_granted_count(to).await?;
+        total += peers.len() as u64 + count;
         if out.len() >= want || after.is_some_and(|a| a.resource > *resource) {
             continue;
         }
@@ -264,7 +265,12 @@ async fn resources_page(
         while out.len() < want {
             let need = want - out.len();
             let rows = store
-                .review_granted_devices(to, after_id, i64::try_from(need).unwrap_or(i64::MAX))
+                .review_granted_devices(
+                    to,
+                    after_id,
+                    i64::try_from(need).unwrap_or(i64::MAX),
+                    count,
+                )
                 .await?;
             let full = rows.len() >= need;
             after_id = rows.last().map(|d| d.device.id).or(after_id);
