@@ -5,6 +5,7 @@
 mod common;
 
 mod postgres {
+    mod access_review;
     mod audit_append;
     mod audit_queries;
     mod audit_tamper;

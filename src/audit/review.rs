@@ -105,7 +105,8 @@ pub struct ReviewEntry {
     pub factor: Option<FactorSeen>,
 }
 
-/// The answer: the subject and its entries (by resource, then device id).
+/// The answer: the subject and its entries (by resource, then static peers in file order,
+/// then devices by id), all of them or one page.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Review {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -115,6 +116,61 @@ pub struct Review {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
     pub entries: Vec<ReviewEntry>,
+    /// Entries of the whole answer, every page together.
+    pub total: u64,
+    /// Pass back as `cursor=` (same subject) for the next page; `null`: none (the last page, or
+    /// the whole answer).
+    pub next_cursor: Option<String>,
+}
+
+/// Where an entry stands in the review's order, within its resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Slot {
+    /// A static `[[peer]]`, by its index in the configuration (they come first, in file order).
+    Peer(usize),
+    /// A device, by id.
+    Device(i64),
+}
+
+/// Opaque keyset cursor of the review: the last entry of the previous page (its resource and
+/// slot); the next page starts after it. Clients pass it back unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReviewCursor {
+    pub resource: String,
+    pub slot: Slot,
+}
+
+impl ReviewCursor {
+    pub fn encode(&self) -> String {
+        use base64::Engine as _;
+        let slot = match self.slot {
+            Slot::Peer(i) => format!("p:{i}"),
+            Slot::Device(id) => format!("d:{id}"),
+        };
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("review:{slot}:{}", self.resource))
+    }
+
+    pub fn decode(s: &str) -> Result<ReviewCursor, super::QueryError> {
+        use base64::Engine as _;
+        let bad = || super::QueryError::BadCursor;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s.trim())
+            .map_err(|_| bad())?;
+        let text = String::from_utf8(bytes).map_err(|_| bad())?;
+        let rest = text.strip_prefix("review:").ok_or_else(bad)?;
+        let (kind, rest) = rest.split_once(':').ok_or_else(bad)?;
+        let (n, resource) = rest.split_once(':').ok_or_else(bad)?;
+        let slot = match kind {
+            "p" => Slot::Peer(n.parse().map_err(|_| bad())?),
+            "d" => Slot::Device(n.parse().map_err(|_| bad())?),
+            _ => return Err(bad()),
+        };
+        Ok(ReviewCursor {
+            resource: resource.to_string(),
+            slot,
+        })
+    }
 }
 
 /// CSV header of [`review_csv_record`].

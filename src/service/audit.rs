@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use crate::audit::checkpoint;
 use crate::audit::export::{render_page, ExportFormat};
 use crate::audit::query::{page_size, read_event};
-use crate::audit::review::{FlowView, Review, ReviewSubject};
+use crate::audit::review::{FlowView, Review, ReviewCursor, ReviewSubject};
 use crate::audit::{AuditContext, AuditEvent, AuditVerification, Cursor, FilterParams, QueryError};
 use crate::store::{AuditFilter, Store, StoreError};
 
-use super::review::{self, ReviewError, ReviewPolicy};
+use super::review::{self, ReviewError, ReviewPages, ReviewPolicy};
 use super::roles::{Actor, Role};
 use super::{ServiceError, Services};
 
@@ -285,35 +285,95 @@ pub async fn flows(
 
 /// Who can reach a resource now, what a user's devices can reach, or who can reach each
 /// resource of a site (auditors only): exactly one of `resource`, `user` and `site` (a
-/// `[[site]]` of the configuration, or `local`).
+/// `[[site]]` of the configuration, or `local`); all the entries, or one page of them.
 pub async fn access_review(
     svc: &Services,
     actor: &Actor,
     source_ip: Option<IpAddr>,
     format: &str,
     asked: ReviewQuery<'_>,
+    page: ReviewPage<'_>,
 ) -> Result<Review, ServiceError> {
+    let (subject, mut shown) = review_subject(svc, actor, asked)?;
+    let cursor = page.cursor.map(str::trim).filter(|c| !c.is_empty());
+    let limit = page.limit.map(str::trim).filter(|l| !l.is_empty());
+    let ask = review::PageAsk {
+        after: cursor.map(ReviewCursor::decode).transpose()?,
+        limit: match limit {
+            Some(l) => Some(usize::try_from(page_size(Some(l))?).unwrap_or(usize::MAX)),
+            None => page.default_limit,
+        },
+    };
+    if let Some(map) = shown.as_object_mut() {
+        for (k, v) in [("cursor", cursor), ("limit", limit)] {
+            if let Some(v) = v {
+                map.insert(k.into(), serde_json::Value::String(v.to_string()));
+            }
+        }
+    }
+    record_read(svc, actor, source_ip, "access_review", format, shown).await?;
+    let config = svc.config();
+    Ok(review::access_review(svc.store(), &ReviewPolicy::of(&config), &subject, &ask).await?)
+}
+
+/// The whole review (auditors only), recorded once, to read page after page (`sesame audit
+/// access-review`).
+pub async fn access_review_pages(
+    svc: &Services,
+    actor: &Actor,
+    source_ip: Option<IpAddr>,
+    format: &str,
+    asked: ReviewQuery<'_>,
+) -> Result<ReviewPages, ServiceError> {
+    let (subject, shown) = review_subject(svc, actor, asked)?;
+    record_read(svc, actor, source_ip, "access_review", format, shown).await?;
+    if let ReviewSubject::Resource(r) = &subject {
+        if svc.config().policy.resource(r).is_none() {
+            return Err(QueryError::UnknownResource(r.clone()).into());
+        }
+    }
+    Ok(ReviewPages::new(
+        svc.store().clone(),
+        svc.config(),
+        subject,
+        None,
+    ))
+}
+
+/// The review's subject (an auditor's only; a site must be `local` or configured) and how the
+/// `audit.read` record shows it.
+fn review_subject(
+    svc: &Services,
+    actor: &Actor,
+    asked: ReviewQuery<'_>,
+) -> Result<(ReviewSubject, serde_json::Value), ServiceError> {
     actor.require(Role::Auditor)?;
     let subject = review::subject(asked.resource, asked.user, asked.site)?;
-    let config = svc.config();
     if let ReviewSubject::Site(s) = &subject {
-        if s != crate::config::LOCAL_SITE && config.site(s).is_none() {
+        if s != crate::config::LOCAL_SITE && svc.config().site(s).is_none() {
             return Err(QueryError::UnknownSite(s.clone()).into());
         }
     }
     let shown = subject.to_json();
-    record_read(svc, actor, source_ip, "access_review", format, shown).await?;
-    let policy = ReviewPolicy {
-        policy: &config.policy,
-        vpn_users: &config.roles.vpn_users,
-        static_peers: &config.peers,
-    };
-    review::access_review(svc.store(), &policy, &subject)
-        .await
-        .map_err(|e| match e {
+    Ok((subject, shown))
+}
+
+impl From<ReviewError> for ServiceError {
+    fn from(e: ReviewError) -> Self {
+        match e {
             ReviewError::Query(q) => ServiceError::Query(q),
             ReviewError::Store(s) => ServiceError::Store(s),
-        })
+        }
+    }
+}
+
+/// Which page of the review: after `cursor` (a `next_cursor`), at most `limit` entries (1 to
+/// 10000, as given), else `default_limit` (`None`: every entry).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReviewPage<'a> {
+    pub cursor: Option<&'a str>,
+    pub limit: Option<&'a str>,
+    pub default_limit: Option<usize>,
 }
 
 /// What the access review is about, as the API, the CLI and the page take it: exactly one of

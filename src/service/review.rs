@@ -1,15 +1,21 @@
-//! The access review: who can reach a resource now (or what a user's devices can reach), read from the policy and the store.
+//! The access review: who can reach a resource now (or what a user's devices can reach), read from the policy and the store, a page at a time.
 //!
 //! The one implementation behind `GET /api/v1/audit/access-review`, `sesame audit
 //! access-review` and the page; its answer types are the audit's (`crate::audit::review`).
+//! It reads only the subject's devices: a user's own, or for a resource those of the members
+//! of the groups granting it who are VPN users (`store::review`), from a cursor; the rule
+//! itself ([`reachable`]) is applied here to every row read, whatever read it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::audit::review::{
-    FactorSeen, FlowSeen, Review, ReviewEntry, ReviewSubject, SessionSeen, Via,
+    FactorSeen, FlowSeen, Review, ReviewCursor, ReviewEntry, ReviewSubject, SessionSeen, Slot, Via,
 };
 use crate::audit::QueryError;
-use crate::config::{StaticPeer, LOCAL_SITE};
-use crate::policy::Policy;
-use crate::store::{normalize_username, DeviceWithUser, Store, StoreError};
+use crate::config::{Config, StaticPeer, LOCAL_SITE};
+use crate::policy::{normalize_dn, Policy};
+use crate::store::{normalize_username, DeviceWithUser, GrantedTo, Store, StoreError};
 
 use super::roles::has_role;
 
@@ -52,6 +58,42 @@ pub struct ReviewPolicy<'a> {
     pub static_peers: &'a [StaticPeer],
 }
 
+impl<'a> ReviewPolicy<'a> {
+    /// The configuration's policy, `[roles] vpn_users` and `[[peer]]`s.
+    pub fn of(config: &'a Config) -> Self {
+        ReviewPolicy {
+            policy: &config.policy,
+            vpn_users: &config.roles.vpn_users,
+            static_peers: &config.peers,
+        }
+    }
+
+    /// The resources the subject's entries are about, by name (the answer's order); a user's
+    /// review is about every resource.
+    fn resources_of(&self, subject: &ReviewSubject) -> Vec<String> {
+        let names = self.policy.resources().map(|r| r.name.clone());
+        let mut out: Vec<String> = match subject {
+            ReviewSubject::Resource(r) => vec![r.clone()],
+            ReviewSubject::User(_) => names.collect(),
+            ReviewSubject::Site(s) => names
+                .filter(|r| resource_site(self.policy, r) == *s)
+                .collect(),
+        };
+        out.sort();
+        out
+    }
+
+    /// The groups (normalized DNs) a `[[grant]]` gives `resource` to: whose members the
+    /// resource's review reads.
+    fn granting(&self, resource: &str) -> Vec<String> {
+        self.policy
+            .grants()
+            .filter(|(_, names)| names.contains(resource))
+            .map(|(group, _)| group.to_string())
+            .collect()
+    }
+}
+
 /// Why a review failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
@@ -61,57 +103,192 @@ pub enum ReviewError {
     Store(#[from] StoreError),
 }
 
+/// Which part of the answer to give.
+#[derive(Debug, Clone, Default)]
+pub struct PageAsk {
+    /// Start after this entry (`None`: from the first).
+    pub after: Option<ReviewCursor>,
+    /// At most this many entries (`None`: every one).
+    pub limit: Option<usize>,
+}
+
+/// What an entry is, before its last session, flow and factor are read.
+enum Reach {
+    Device(Box<DeviceWithUser>),
+    /// A `[[peer]]`, by index.
+    Peer(usize),
+}
+
+/// An entry in the answer's order: where it stands, and what it is.
+struct Placed {
+    at: ReviewCursor,
+    reach: Reach,
+}
+
 /// Runs the review: the same rule as the gateway's desired peer set (an active device of a
 /// `vpn_users` member reaches the union of its user's groups' grants; a static peer its listed
 /// resources), read from the store's devices and the groups seen at the last sync or login.
+/// Gives the entries after `ask.after`, at most `ask.limit`, with the count of all of them and
+/// the cursor of the next page.
 pub async fn access_review(
     store: &Store,
     cfg: &ReviewPolicy<'_>,
     subject: &ReviewSubject,
+    ask: &PageAsk,
 ) -> Result<Review, ReviewError> {
+    Ok(answer(store, cfg, subject, ask).await?.0)
+}
+
+/// [`access_review`], and where the next page starts.
+async fn answer(
+    store: &Store,
+    cfg: &ReviewPolicy<'_>,
+    subject: &ReviewSubject,
+    ask: &PageAsk,
+) -> Result<(Review, Option<ReviewCursor>), ReviewError> {
     if let ReviewSubject::Resource(r) = subject {
         if cfg.policy.resource(r).is_none() {
             return Err(QueryError::UnknownResource(r.clone()).into());
         }
     }
-    let reachable = reachable(store.active_devices().await?, cfg, subject);
-    let mut entries = device_entries(store, cfg, subject, reachable).await?;
-    // Static peers belong to no user: listed in a resource (or site) review only.
-    let peer_resources: Vec<&str> = match subject {
-        ReviewSubject::Resource(r) => vec![r.as_str()],
-        ReviewSubject::Site(s) => cfg
-            .policy
-            .resources()
-            .filter(|r| resource_site(cfg.policy, &r.name) == *s)
-            .map(|r| r.name.as_str())
-            .collect(),
-        ReviewSubject::User(_) => Vec::new(),
+    let limit = ask.limit.unwrap_or(usize::MAX);
+    let after = ask.after.as_ref();
+    let (mut placed, total) = match subject {
+        ReviewSubject::User(u) => user_page(store, cfg, u, after, limit).await?,
+        ReviewSubject::Resource(_) | ReviewSubject::Site(_) => {
+            let resources = cfg.resources_of(subject);
+            resources_page(store, cfg, &resources, after, limit).await?
+        }
     };
-    for r in peer_resources {
-        entries.extend(static_peer_entries(
-            cfg.static_peers,
-            r,
-            &resource_site(cfg.policy, r),
-            cfg.policy.needs_mfa(r),
-        ));
-    }
-    entries.sort_by(|a, b| (&a.resource, a.device_id).cmp(&(&b.resource, b.device_id)));
+    let next = if placed.len() > limit {
+        placed.truncate(limit);
+        placed.last().map(|p| p.at.clone())
+    } else {
+        None
+    };
+    let entries = entries(store, cfg, subject, placed).await?;
     let (resource, user, site) = match subject {
         ReviewSubject::Resource(r) => (Some(r.clone()), None, None),
         ReviewSubject::User(u) => (None, Some(u.clone()), None),
         ReviewSubject::Site(s) => (None, None, Some(s.clone())),
     };
-    Ok(Review {
+    let review = Review {
         resource,
         user,
         site,
         entries,
-    })
+        total,
+        next_cursor: next.as_ref().map(ReviewCursor::encode),
+    };
+    Ok((review, next))
+}
+
+/// A user's entries after `after`, at most `limit + 1` (one more says there is a next page),
+/// and how many there are: the user's few devices are read whole.
+async fn user_page(
+    store: &Store,
+    cfg: &ReviewPolicy<'_>,
+    username: &str,
+    after: Option<&ReviewCursor>,
+    limit: usize,
+) -> Result<(Vec<Placed>, u64), StoreError> {
+    let subject = ReviewSubject::User(username.to_string());
+    let rows = store.review_user_devices(username).await?;
+    let mut all: Vec<Placed> = Vec::new();
+    for (d, resources) in reachable(rows, cfg, &subject) {
+        for resource in resources {
+            all.push(Placed {
+                at: ReviewCursor {
+                    resource,
+                    slot: Slot::Device(d.device.id),
+                },
+                reach: Reach::Device(Box::new(d.clone())),
+            });
+        }
+    }
+    all.sort_by(|a, b| a.at.cmp(&b.at));
+    let total = all.len() as u64;
+    let page = all
+        .into_iter()
+        .filter(|p| after.is_none_or(|a| p.at > *a))
+        .take(limit.saturating_add(1))
+        .collect();
+    Ok((page, total))
+}
+
+/// The entries of `resources` (by name) after `after`, at most `limit + 1`, and how many there
+/// are: per resource its static peers, then its devices read by id from the cursor, a page at
+/// a time, until the page is full.
+async fn resources_page(
+    store: &Store,
+    cfg: &ReviewPolicy<'_>,
+    resources: &[String],
+    after: Option<&ReviewCursor>,
+    limit: usize,
+) -> Result<(Vec<Placed>, u64), StoreError> {
+    let vpn_users: Vec<String> = cfg.vpn_users.iter().map(|g| normalize_dn(g)).collect();
+    let want = limit.saturating_add(1);
+    let mut total = 0u64;
+    let mut out: Vec<Placed> = Vec::new();
+    for resource in resources {
+        let granting = cfg.granting(resource);
+        let to = GrantedTo {
+            granting: &granting,
+            vpn_users: &vpn_users,
+        };
+        let peers: Vec<usize> = (0..cfg.static_peers.len())
+            .filter(|i| cfg.static_peers[*i].resources.contains(resource))
+            .collect();
+        let count = store.review_granted_count(to).await?;
+        total += peers.len() as u64 + count;
+        if out.len() >= want || after.is_some_and(|a| a.resource > *resource) {
+            continue;
+        }
+        let from = after.filter(|a| a.resource == *resource).map(|a| a.slot);
+        let place = |slot: Slot, reach: Reach| Placed {
+            at: ReviewCursor {
+                resource: resource.clone(),
+                slot,
+            },
+            reach,
+        };
+        for i in peers {
+            if out.len() < want && from.is_none_or(|f| Slot::Peer(i) > f) {
+                out.push(place(Slot::Peer(i), Reach::Peer(i)));
+            }
+        }
+        let mut after_id = match from {
+            Some(Slot::Device(id)) => Some(id),
+            Some(Slot::Peer(_)) | None => None,
+        };
+        let only = ReviewSubject::Resource(resource.clone());
+        while out.len() < want {
+            let need = want - out.len();
+            let rows = store
+                .review_granted_devices(
+                    to,
+                    after_id,
+                    i64::try_from(need).unwrap_or(i64::MAX),
+                    count,
+                )
+                .await?;
+            let full = rows.len() >= need;
+            after_id = rows.last().map(|d| d.device.id).or(after_id);
+            // The rule decides, on every row read: the read only narrowed the rows.
+            for (d, _) in reachable(rows, cfg, &only) {
+                out.push(place(Slot::Device(d.device.id), Reach::Device(Box::new(d))));
+            }
+            if !full {
+                break;
+            }
+        }
+    }
+    Ok((out, total))
 }
 
 /// Who can reach what, pure: each active device of the subject whose user is a VPN user, with
 /// the subject's resources its user's groups are granted (devices reaching none are left out).
-fn reachable(
+pub fn reachable(
     devices: Vec<DeviceWithUser>,
     cfg: &ReviewPolicy<'_>,
     subject: &ReviewSubject,
@@ -144,24 +321,41 @@ fn reachable(
     out
 }
 
-/// One entry per reachable (device, resource), through which groups and grants, with the
-/// device's last session and last flow there: two statements for all the devices (the table
-/// the append keeps, migration 0007), the events read from the chain.
-async fn device_entries(
+/// The entries of a page, in its order: each device's through which groups and grants, with
+/// its last session and last flow there (two statements for the page's devices: the table the
+/// append keeps, migration 0007, the events read from the chain) and its owner's factor.
+async fn entries(
     store: &Store,
     cfg: &ReviewPolicy<'_>,
     subject: &ReviewSubject,
-    reachable: Vec<(DeviceWithUser, Vec<String>)>,
+    placed: Vec<Placed>,
 ) -> Result<Vec<ReviewEntry>, StoreError> {
-    let ids: Vec<i64> = reachable.iter().map(|(d, _)| d.device.id).collect();
-    let mut sessions = store.last_sessions(&ids).await?;
+    let ids: Vec<i64> = placed
+        .iter()
+        .filter_map(|p| match &p.reach {
+            Reach::Device(d) => Some(d.device.id),
+            Reach::Peer(_) => None,
+        })
+        .collect::<BTreeSet<i64>>()
+        .into_iter()
+        .collect();
+    let owners: Vec<String> = placed
+        .iter()
+        .filter_map(|p| match &p.reach {
+            Reach::Device(d) => Some(normalize_username(&d.user.username)),
+            Reach::Peer(_) => None,
+        })
+        .collect::<BTreeSet<String>>()
+        .into_iter()
+        .collect();
+    let sessions = store.last_sessions(&ids).await?;
     let only = match subject {
         ReviewSubject::Resource(r) => Some(r.as_str()),
         ReviewSubject::User(_) | ReviewSubject::Site(_) => None,
     };
     let mut flows = store.last_flows(&ids, only).await?;
-    let factors: std::collections::HashMap<String, FactorSeen> = store
-        .mfa_factors()
+    let factors: HashMap<String, FactorSeen> = store
+        .review_factors(&owners)
         .await?
         .into_iter()
         .map(|f| {
@@ -173,30 +367,25 @@ async fn device_entries(
             (f.username, seen)
         })
         .collect();
-    let mut entries = Vec::new();
-    for (d, resources) in reachable {
-        let last_session = sessions.remove(&d.device.id).map(SessionSeen::from_event);
-        for resource in resources {
-            let last_flow = flows
-                .remove(&(d.device.id, resource.clone()))
-                .map(FlowSeen::from_event);
-            let via = d
-                .user
-                .groups
-                .iter()
-                .filter_map(|g| {
-                    let grants = cfg.policy.grant_sections(g, &resource);
-                    (!grants.is_empty()).then(|| Via {
-                        group: Some(g.clone()),
-                        grants,
-                        peer: None,
-                    })
-                })
-                .collect();
-            entries.push(ReviewEntry {
-                site: resource_site(cfg.policy, &resource),
-                mfa: cfg.policy.needs_mfa(&resource),
+    let mut out = Vec::with_capacity(placed.len());
+    for Placed { at, reach } in placed {
+        let resource = at.resource;
+        let site = resource_site(cfg.policy, &resource);
+        let mfa = cfg.policy.needs_mfa(&resource);
+        out.push(match reach {
+            Reach::Peer(i) => static_peer_entry(&cfg.static_peers[i], resource, site, mfa),
+            Reach::Device(d) => ReviewEntry {
+                via: via(cfg.policy, &d.user.groups, &resource),
+                last_session: sessions
+                    .get(&d.device.id)
+                    .cloned()
+                    .map(SessionSeen::from_event),
+                last_flow: flows
+                    .remove(&(d.device.id, resource.clone()))
+                    .map(FlowSeen::from_event),
                 factor: factors.get(&normalize_username(&d.user.username)).cloned(),
+                site,
+                mfa,
                 resource,
                 username: Some(d.user.username.clone()),
                 display_name: Some(d.user.display_name.clone()),
@@ -204,44 +393,98 @@ async fn device_entries(
                 device_name: d.device.name.clone(),
                 hostname: Some(d.device.hostname.clone()),
                 tunnel_address: d.device.tunnel_address.to_string(),
-                via,
-                last_session: last_session.clone(),
-                last_flow,
-            });
-        }
+            },
+        });
     }
-    Ok(entries)
+    Ok(out)
 }
 
-/// The static `[[peer]]`s given `resource` (of `site`).
-fn static_peer_entries<'a>(
-    peers: &'a [StaticPeer],
-    resource: &'a str,
-    site: &'a str,
-    mfa: bool,
-) -> impl Iterator<Item = ReviewEntry> + 'a {
-    peers
+/// Each of `groups` that grants `resource`, with the `[[grant]]` sections that do.
+fn via(policy: &Policy, groups: &[String], resource: &str) -> Vec<Via> {
+    groups
         .iter()
-        .filter(move |p| p.resources.iter().any(|r| r == resource))
-        .map(move |p| ReviewEntry {
-            resource: resource.to_string(),
-            site: site.to_string(),
-            username: None,
-            display_name: None,
-            device_id: None,
-            device_name: p.name.clone(),
-            hostname: None,
-            tunnel_address: p.address.to_string(),
-            via: vec![Via {
-                group: None,
-                grants: Vec::new(),
-                peer: Some(p.name.clone()),
-            }],
-            last_session: None,
-            last_flow: None,
-            mfa,
-            factor: None,
+        .filter_map(|g| {
+            let grants = policy.grant_sections(g, resource);
+            (!grants.is_empty()).then(|| Via {
+                group: Some(g.clone()),
+                grants,
+                peer: None,
+            })
         })
+        .collect()
+}
+
+/// A static `[[peer]]`'s entry for `resource` (of `site`).
+fn static_peer_entry(p: &StaticPeer, resource: String, site: String, mfa: bool) -> ReviewEntry {
+    ReviewEntry {
+        resource,
+        site,
+        username: None,
+        display_name: None,
+        device_id: None,
+        device_name: p.name.clone(),
+        hostname: None,
+        tunnel_address: p.address.to_string(),
+        via: vec![Via {
+            group: None,
+            grants: Vec::new(),
+            peer: Some(p.name.clone()),
+        }],
+        last_session: None,
+        last_flow: None,
+        mfa,
+        factor: None,
+    }
+}
+
+/// A whole review read page after page (`sesame audit access-review` writes each as it comes).
+pub struct ReviewPages {
+    store: Store,
+    config: Arc<Config>,
+    subject: ReviewSubject,
+    after: Option<ReviewCursor>,
+    done: bool,
+}
+
+impl ReviewPages {
+    /// From the first entry (or after `after`).
+    pub fn new(
+        store: Store,
+        config: Arc<Config>,
+        subject: ReviewSubject,
+        after: Option<ReviewCursor>,
+    ) -> Self {
+        ReviewPages {
+            store,
+            config,
+            subject,
+            after,
+            done: false,
+        }
+    }
+
+    /// The next page of at most `limit` entries; `None` once the last was given.
+    pub async fn next_page(&mut self, limit: usize) -> Option<Result<Review, ReviewError>> {
+        if self.done {
+            return None;
+        }
+        let ask = PageAsk {
+            after: self.after.take(),
+            limit: Some(limit),
+        };
+        let cfg = ReviewPolicy::of(&self.config);
+        match answer(&self.store, &cfg, &self.subject, &ask).await {
+            Ok((review, next)) => {
+                self.done = next.is_none();
+                self.after = next;
+                Some(Ok(review))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -191,3 +191,40 @@ pub async fn audit_of(store: &Store, action: &str) -> Vec<sesame::audit::AuditEv
         .await
         .expect("audit")
 }
+
+/// Enrols one device (a fresh key) for each of `users` through the store, as the portal does
+/// (code, then enrolment; the user stored with their groups), addresses from `net`; returns
+/// the devices' ids. For answers longer than a page (the access review's).
+pub async fn enrol_many(store: &Store, users: &[DirectoryUser], net: &str) -> Vec<i64> {
+    let mut ids = Vec::with_capacity(users.len());
+    for u in users {
+        let code = store
+            .create_code(
+                &NewCode {
+                    username: u.username.clone(),
+                    device_name: format!("pc-{}", u.username),
+                    ttl: HOUR,
+                },
+                &it_staff(),
+            )
+            .await
+            .expect("create code")
+            .code;
+        let enrolled = store
+            .enrol(
+                &EnrolRequest {
+                    code: &code,
+                    user: u,
+                    public_key: sesame::key::PrivateKey::generate().public_key(),
+                    hostname: &"pc-bulk".parse().expect("hostname"),
+                    key_lifetime: None,
+                },
+                &pool(net),
+                &AuditContext::new(u.username.clone(), None),
+            )
+            .await
+            .expect("enrol");
+        ids.push(enrolled.device.id);
+    }
+    ids
+}

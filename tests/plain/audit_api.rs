@@ -293,6 +293,7 @@ async fn api_queries_exports_and_the_events_they_need() {
             .unwrap();
         let entries = v["entries"].as_array().unwrap();
         assert_eq!(entries.len(), 1, "{v}");
+        assert_eq!((&v["total"], &v["next_cursor"]), (&json!(1), &Value::Null), "every entry, without limit");
         assert_eq!(entries[0]["username"], "mdupont");
         assert_eq!(entries[0]["device_name"], "portable-marie");
         assert_eq!(
@@ -489,6 +490,16 @@ async fn api_queries_exports_and_the_events_they_need() {
                 "/api/v1/audit/access-review?site=nowhere",
                 400,
                 "unknown_site",
+            ),
+            (
+                "/api/v1/audit/access-review?resource=paie&limit=0",
+                400,
+                "invalid_limit",
+            ),
+            (
+                "/api/v1/audit/access-review?resource=paie&cursor=after",
+                400,
+                "invalid_cursor",
             ),
         ] {
             assert_eq!(

@@ -454,6 +454,63 @@ resources = ["paie", "app56"]"#,
     config
 }
 
+/// More entries than the CLI reads at once (1,000): every one is written, each once, in order,
+/// in each format (the JSON as one document, the CSV with one header).
+#[tokio::test]
+async fn the_access_review_cli_writes_every_page() {
+    let (dir, _, store) = setup(0).await;
+    let url = format!("sqlite://{}/sesame.db", dir.path().display());
+    let config = review_config(dir.path(), &url);
+    let users: Vec<sesame::directory::DirectoryUser> = (0..1_001)
+        .map(|i| sesame::directory::DirectoryUser {
+            groups: vec![
+                "cn=personnels-administratifs,ou=groups,dc=example,dc=org".into(),
+                "cn=gestionnaires-paie,ou=groups,dc=example,dc=org".into(),
+            ],
+            ..crate::common::store_db::person(&format!("agent{i:04}"))
+        })
+        .collect();
+    let ids = crate::common::store_db::enrol_many(&store, &users, "100.64.0.0/21").await;
+    let review = |format: &str| {
+        sesame(
+            &[
+                "audit",
+                "access-review",
+                "--resource",
+                "paie",
+                "--format",
+                format,
+            ],
+            &config,
+        )
+    };
+    let out = review("json");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let got: Vec<i64> = v["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["device_id"].as_i64().expect("device"))
+        .collect();
+    assert_eq!(got, ids);
+    assert_eq!(
+        (&v["total"], &v["next_cursor"]),
+        (&json!(1_001), &json!(null))
+    );
+    let out = review("csv");
+    let csv = text(&out.stdout);
+    assert_eq!(csv.lines().count(), 1_002, "header + every entry");
+    assert_eq!(csv.matches("resource,site,").count(), 1, "one header");
+    let out = review("table");
+    assert_eq!(text(&out.stdout).lines().count(), 1_002);
+    assert!(
+        text(&out.stderr).contains("1001 accès"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// Alice (shown as `display_name`) enrols a laptop named `device_name` with key `[key; 32]`:
 /// its device id.
 async fn enrol_alice(store: &Store, display_name: &str, device_name: &str, key: u8) -> i64 {

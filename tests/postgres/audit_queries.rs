@@ -20,7 +20,7 @@ use sesame::audit::{
 };
 use sesame::config::StaticPeer;
 use sesame::policy::{Policy, Resource};
-use sesame::service::review::{access_review, ReviewPolicy};
+use sesame::service::review::{access_review, PageAsk, ReviewPolicy};
 use sesame::store::Store;
 use sesame::time;
 
@@ -445,9 +445,14 @@ async fn access_review_says_who_through_which_group_and_grant(db: Db) {
     .await
     .expect("events");
 
-    let review = access_review(s, &cfg, &ReviewSubject::Resource("paie".into()))
-        .await
-        .expect("review");
+    let review = access_review(
+        s,
+        &cfg,
+        &ReviewSubject::Resource("paie".into()),
+        &PageAsk::default(),
+    )
+    .await
+    .expect("review");
     assert_eq!(review.resource.as_deref(), Some("paie"));
     assert_eq!(review.entries.len(), 2, "{:#?}", review.entries);
     let peer = &review.entries[0];
@@ -485,9 +490,14 @@ async fn access_review_says_who_through_which_group_and_grant(db: Db) {
     );
 
     // The reverse: what alice can reach, and why.
-    let review = access_review(s, &cfg, &ReviewSubject::User("alice".into()))
-        .await
-        .expect("review");
+    let review = access_review(
+        s,
+        &cfg,
+        &ReviewSubject::User("alice".into()),
+        &PageAsk::default(),
+    )
+    .await
+    .expect("review");
     let got: Vec<(&str, Vec<usize>)> = review
         .entries
         .iter()
@@ -510,20 +520,35 @@ async fn access_review_says_who_through_which_group_and_grant(db: Db) {
         Some(3_000)
     );
     // Bob reaches rh only; nobody reaches an unknown resource (an error, not an empty list).
-    let bob_review = access_review(s, &cfg, &ReviewSubject::User("bob".into()))
-        .await
-        .expect("bob");
+    let bob_review = access_review(
+        s,
+        &cfg,
+        &ReviewSubject::User("bob".into()),
+        &PageAsk::default(),
+    )
+    .await
+    .expect("bob");
     assert_eq!(bob_review.entries.len(), 1);
     assert_eq!(bob_review.entries[0].last_session, None);
-    let e = access_review(s, &cfg, &ReviewSubject::Resource("compta".into()))
-        .await
-        .expect_err("unknown");
+    let e = access_review(
+        s,
+        &cfg,
+        &ReviewSubject::Resource("compta".into()),
+        &PageAsk::default(),
+    )
+    .await
+    .expect_err("unknown");
     assert!(e.to_string().contains("compta"), "{e}");
 
     // By site: every resource of the site, as its resource reviews would list them.
-    let rectorat = access_review(s, &cfg, &ReviewSubject::Site("rectorat".into()))
-        .await
-        .expect("site review");
+    let rectorat = access_review(
+        s,
+        &cfg,
+        &ReviewSubject::Site("rectorat".into()),
+        &PageAsk::default(),
+    )
+    .await
+    .expect("site review");
     assert_eq!(rectorat.site.as_deref(), Some("rectorat"));
     let got: Vec<(&str, &str, Option<i64>)> = rectorat
         .entries
@@ -535,9 +560,14 @@ async fn access_review_says_who_through_which_group_and_grant(db: Db) {
         [("paie", "rectorat", None), ("paie", "rectorat", Some(d0))],
         "the static peer and alice's laptop"
     );
-    let local = access_review(s, &cfg, &ReviewSubject::Site("local".into()))
-        .await
-        .expect("local review");
+    let local = access_review(
+        s,
+        &cfg,
+        &ReviewSubject::Site("local".into()),
+        &PageAsk::default(),
+    )
+    .await
+    .expect("local review");
     let got: Vec<(&str, &str, Option<&str>)> = local
         .entries
         .iter()
@@ -551,9 +581,14 @@ async fn access_review_says_who_through_which_group_and_grant(db: Db) {
         local.entries[0].last_flow.as_ref().map(|f| f.bytes),
         Some(3_000)
     );
-    let none = access_review(s, &cfg, &ReviewSubject::Site("dsden56".into()))
-        .await
-        .expect("a site without resources");
+    let none = access_review(
+        s,
+        &cfg,
+        &ReviewSubject::Site("dsden56".into()),
+        &PageAsk::default(),
+    )
+    .await
+    .expect("a site without resources");
     assert!(none.entries.is_empty());
     // The CSV names the site beside the resource.
     let row = sesame::audit::review::review_csv_record(&rectorat.entries[1]);

@@ -21,7 +21,7 @@ use sesame::audit::review::ReviewSubject;
 use sesame::audit::{Action, AuditContext, AuditFilter, NewAuditEvent, Outcome};
 use sesame::directory::DirectoryUser;
 use sesame::policy::{Policy, Resource};
-use sesame::service::review::{access_review, ReviewPolicy};
+use sesame::service::review::{access_review, PageAsk, ReviewPolicy};
 use sesame::store::{AddressPool, EnrolRequest, NewCode, Store};
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -232,6 +232,7 @@ async fn time_reviews(
                 &store,
                 cfg,
                 &ReviewSubject::Resource(resource(i % RESOURCES)),
+                &PageAsk::default(),
             )
             .await?;
             Ok(review.entries.len())
@@ -243,7 +244,13 @@ async fn time_reviews(
     // a time), on the same devices (found by one untimed review per resource).
     let mut reviewed: Vec<Vec<i64>> = Vec::with_capacity(RESOURCES);
     for r in 0..RESOURCES {
-        let review = access_review(store, &cfg, &ReviewSubject::Resource(resource(r))).await?;
+        let review = access_review(
+            store,
+            &cfg,
+            &ReviewSubject::Resource(resource(r)),
+            &PageAsk::default(),
+        )
+        .await?;
         reviewed.push(review.entries.iter().filter_map(|e| e.device_id).collect());
     }
     let (rp50, rp99, rp_rows) = time(samples.clamp(1, 50), |i| {

@@ -33,7 +33,13 @@ pub struct ReviewForm {
     user: Option<String>,
     #[serde(default)]
     site: Option<String>,
+    /// The next page's start (the answer's `next_cursor`).
+    #[serde(default)]
+    cursor: Option<String>,
 }
+
+/// Entries on one page of the access review.
+pub const REVIEW_PAGE: usize = 100;
 
 /// A `<select>` of the configured resources, `chosen` selected, an empty first choice.
 fn resource_select(state: &SharedState, lang: Lang, id: &str, chosen: Option<&str>) -> Markup {
@@ -176,6 +182,29 @@ fn via_text(e: &ReviewEntry) -> (String, String) {
     (cell("groups"), cell("grants"))
 }
 
+/// Which entries this page shows, and links to the first and the next page (`subject`: the
+/// subject's query string).
+fn review_pager(lang: Lang, subject: &str, paged: bool, review: &Review) -> Markup {
+    let keep = if lang == Lang::En { "&lang=en" } else { "" };
+    html! {
+        @if paged || review.next_cursor.is_some() {
+            p role="status" {
+                (review.entries.len()) " " (lang.t("accès sur cette page, sur", "access(es) on this page, of")) " " (review.total)
+            }
+            nav.no-print aria-label=(lang.t("Pages de la revue", "Review pages")) {
+                ul.pager {
+                    @if paged {
+                        li { a href=(format!("/audit/access-review?{subject}{keep}")) { (lang.t("Première page", "First page")) } }
+                    }
+                    @if let Some(next) = &review.next_cursor {
+                        li { a rel="next" href=(format!("/audit/access-review?{subject}&cursor={}{keep}", percent_encode(next))) { (lang.t("Page suivante", "Next page")) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn review_rows(lang: Lang, review: &Review) -> Markup {
     let subject = review
         .resource
@@ -187,7 +216,7 @@ fn review_rows(lang: Lang, review: &Review) -> Markup {
     html! {
         div.table-wrap tabindex="0" role="region" aria-label=(lang.t("Revue des accès (tableau défilant)", "Access review (scrollable table)")) {
             table #review {
-                caption { (review.entries.len()) " " (lang.t("accès ouvert(s) maintenant :", "access(es) open now:")) " " strong { (subject) } }
+                caption { (review.total) " " (lang.t("accès ouvert(s) maintenant :", "access(es) open now:")) " " strong { (subject) } }
                 thead { tr {
                     th scope="col" { (lang.t("Ressource", "Resource")) }
                     th scope="col" { (lang.t("Site", "Site")) }
@@ -255,8 +284,20 @@ pub async fn access_review(
             user: user.as_deref(),
             site: site.as_deref(),
         };
-        match audit_service::access_review(&state.services, &session.actor, Some(ip), "html", asked)
-            .await
+        let page = audit_service::ReviewPage {
+            cursor: q.cursor.as_deref(),
+            limit: None,
+            default_limit: Some(REVIEW_PAGE),
+        };
+        match audit_service::access_review(
+            &state.services,
+            &session.actor,
+            Some(ip),
+            "html",
+            asked,
+            page,
+        )
+        .await
         {
             Ok(r) => found = Some(r),
             Err(e) => error = Some(inline_error(lang, e)?),
@@ -303,6 +344,7 @@ pub async fn access_review(
                 a href=(format!("/api/v1/audit/access-review?format=json&{export}")) { "JSON" }
             }
             (review_rows(lang, review))
+            (review_pager(lang, &export, non_empty(&q.cursor).is_some(), review))
         }
     };
     Ok(page(

@@ -222,6 +222,11 @@ pub struct ReviewQuery {
     pub site: Option<String>,
     /// `json` (default) or `csv`.
     pub format: Option<String>,
+    /// The `next_cursor` of the previous page (same subject).
+    pub cursor: Option<String>,
+    /// `json`: at most this many entries (1 to 10000) and the `next_cursor` of the next page;
+    /// absent: every entry. `csv` is every entry (from `cursor`).
+    pub limit: Option<String>,
 }
 
 /// `GET /api/v1/audit/access-review` (auditors)
@@ -244,6 +249,11 @@ pub async fn access_review_route(
             resource: q.resource.as_deref(),
             user: q.user.as_deref(),
             site: q.site.as_deref(),
+        },
+        audit_service::ReviewPage {
+            cursor: q.cursor.as_deref(),
+            limit: q.limit.as_deref().filter(|_| json),
+            default_limit: None,
         },
     )
     .await?;
