@@ -25,6 +25,7 @@ mod conn;
 mod error;
 pub mod filter;
 mod ldap;
+mod nesting;
 
 pub use crate::dn::{normalize_dn, Dn, DnError};
 pub use error::{DirectoryError, Unavailable};
@@ -62,6 +63,24 @@ pub trait Directory: Send + Sync + 'static {
 
     /// Looks a user up without their password (for periodic sync). `Ok(None)`: no such user.
     fn lookup<'a>(&'a self, username: &'a str) -> DirFuture<'a, Option<DirectoryUser>>;
+
+    /// Looks many users up at once (a sync pass): for each of `usernames`, in order, what
+    /// `lookup` would answer, with at most `in_flight` directory requests at a time. Stand-ins
+    /// need not override it (one `lookup` per name); `LdapDirectory` reads the entries in
+    /// batches and the groups once for the whole pass (`bulk.rs`).
+    fn lookup_many<'a>(
+        &'a self,
+        usernames: &'a [String],
+        in_flight: usize,
+    ) -> DirFuture<'a, Vec<Option<DirectoryUser>>> {
+        use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
+        Box::pin(
+            stream::iter(usernames)
+                .map(|name| self.lookup(name))
+                .buffered(in_flight.max(1))
+                .try_collect(),
+        )
+    }
 
     /// Whether the directory answers now (for `/readyz`); `Unavailable` if not.
     /// Stand-ins need not override it.
