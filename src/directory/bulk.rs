@@ -51,7 +51,10 @@ struct Found {
 /// The groups of `group_base` listing each group DN, read once per pass when the whole graph
 /// could not be (canonical DN → groups as written).
 #[derive(Default)]
-struct Parents(Mutex<HashMap<String, Arc<OnceCell<Arc<[String]>>>>>);
+struct Parents(Mutex<HashMap<String, Arc<OnceCell<Listing>>>>);
+
+/// The groups listing one DN, as the server wrote them.
+type Listing = Arc<[String]>;
 
 impl LdapDirectory {
     /// Every user of `usernames` as `lookup` would answer, `in_flight` searches at a time.
@@ -139,7 +142,7 @@ impl LdapDirectory {
                         )
                         .await?;
                     self.check_base_rc(rc, "group_base", &self.group_base)?;
-                    Ok::<Arc<[String]>, DirectoryError>(entries.into_iter().map(|e| e.dn).collect())
+                    Ok::<Listing, DirectoryError>(entries.into_iter().map(|e| e.dn).collect())
                 };
                 let listing = if key == user_key {
                     search.await?
