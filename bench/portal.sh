@@ -18,7 +18,9 @@
 # each login, enrolment, login-mfa and unlock run, kept with KEEP=1), BACKENDS ("sqlite postgres"
 # by default; one of them to run that one only), SYNC_USERS (directory users the sync step adds
 # to slapd and to the store, each with an active device: 0 skips the step; 100000 for issue 21's
-# figure). Each bind, login and unlock step also prints
+# figure), STEPS (`all` by default; `sync`: only a plain login step then the sync step, per
+# backend, without the second-factor users; needs SYNC_USERS > 0, prints its rows and writes the
+# report only to REPORT if set). Each bind, login and unlock step also prints
 # the CPU time per request of slapd, serve and PostgreSQL.
 set -euo pipefail
 
@@ -26,7 +28,7 @@ SMOKE=0
 for arg in "$@"; do
   case "$arg" in
     --smoke) SMOKE=1 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "portal.sh: unknown argument $arg (use --smoke or nothing)" >&2; exit 2 ;;
   esac
 done
@@ -40,8 +42,16 @@ else
   DURATION=${DURATION:-10}; USERS=${USERS:-200}; CODES=${CODES:-6000}; WARMUP=1
   MFA_USERS=${MFA_USERS:-8000}; UNLOCK_USERS=${UNLOCK_USERS:-4000}; SYNC_USERS=${SYNC_USERS:-0}
 fi
-# The smoke run only prints its table (set REPORT=FILE to keep it); the full run writes the report.
-if [[ $SMOKE == 1 ]]; then REPORT=${REPORT:-/dev/null}; else REPORT=${REPORT:-$ROOT/bench/PORTAL_REPORT.md}; fi
+STEPS=${STEPS:-all}
+case $STEPS in
+  all) ;;
+  sync) ((SYNC_USERS > 0)) || { echo "portal.sh: STEPS=sync needs SYNC_USERS > 0" >&2; exit 2; }
+    MFA_USERS=0; UNLOCK_USERS=0 ;;
+  *) echo "portal.sh: STEPS: all or sync, not $STEPS" >&2; exit 2 ;;
+esac
+# The smoke run and STEPS=sync only print their table (set REPORT=FILE to keep it); the full
+# run writes the report.
+if [[ $SMOKE == 1 || $STEPS != all ]]; then REPORT=${REPORT:-/dev/null}; else REPORT=${REPORT:-$ROOT/bench/PORTAL_REPORT.md}; fi
 
 if [[ $(id -u) != 0 ]]; then
   echo "portal.sh: run as root (it creates a network namespace, a TUN device and a PostgreSQL cluster)" >&2
@@ -217,11 +227,13 @@ with open(group_path, "w") as g:
     g.writelines(f"member: uid=mfa{i:05d},{people}\n" for i in range(1, total + 1))
     g.write("\n")
 PY
-t0=$SECONDS
-nsx ldapmodify "${LDAPADMIN[@]}" -f "$WORK/mfa-users.ldif" >/dev/null
-t1=$SECONDS
-nsx ldapmodify "${LDAPADMIN[@]}" -f "$WORK/mfa-group.ldif" >/dev/null
-echo "portal.sh: slapd: $MFA_TOTAL users with a second factor added in $((t1 - t0)) s, their group in $((SECONDS - t1)) s" >&2
+if ((MFA_TOTAL > 0)); then
+  t0=$SECONDS
+  nsx ldapmodify "${LDAPADMIN[@]}" -f "$WORK/mfa-users.ldif" >/dev/null
+  t1=$SECONDS
+  nsx ldapmodify "${LDAPADMIN[@]}" -f "$WORK/mfa-group.ldif" >/dev/null
+  echo "portal.sh: slapd: $MFA_TOTAL users with a second factor added in $((t1 - t0)) s, their group in $((SECONDS - t1)) s" >&2
+fi
 
 # Users of the directory sync step (issue 21): sync000001… in 100 groups of cn=bench-sync
 # (nested: the sync resolves two levels per user, as for the académie's service groups), a
@@ -531,8 +543,21 @@ portals_step() { # LABEL DATABASE_URL
   for pid in "${pids[@]}"; do kill -TERM "$pid"; wait "$pid" || true; PIDS=("${PIDS[@]/$pid/}"); done
 }
 
+# STEPS=sync: the plain login step (the mark for the logins during the sync), then the sync step.
+run_sync_only() { # LABEL DATABASE_URL
+  local label=$1 url=$2 cfg=$WORK/sesame-$1.toml log=$WORK/serve-$1.log
+  write_config "$cfg" "$url"
+  start_serve "$label" "$cfg" "$log"
+  echo "portal.sh: [$label] login: $CLIENTS clients, ${DURATION}s (+${WARMUP}s warm-up)" >&2
+  nsx "$LOAD" --url http://127.0.0.1:8080 --op login --clients "$CLIENTS" --duration "$DURATION" \
+    --warmup "$WARMUP" --users "$WORK/users.csv" --label "$label" | tee -a "$RESULTS" >&2
+  stop_serve "$label" "$log"
+  sync_step "$label" "$url"
+}
+
 run_backend() { # LABEL DATABASE_URL
   local label=$1 url=$2 cfg=$WORK/sesame-$1.toml log=$WORK/serve-$1.log
+  if [[ $STEPS == sync ]]; then run_sync_only "$label" "$url"; return; fi
   write_config "$cfg" "$url"
   start_serve "$label" "$cfg" "$log"
   local serve_pid=$SERVE_PID
@@ -632,9 +657,9 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 SLAPD_VERSION=$(/usr/sbin/slapd -VV 2>&1 | head -1 | sed 's/^@(#) \$//; s/\$$//' | tr -s ' \t' ' ')
 PG_VERSION=$("$PG_BIN/postgres" --version)
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
-python3 - "$RESULTS" "$REPORT" "$SMOKE" "$CLIENTS" "$DURATION" "$USERS" "$MFA_USERS" "$UNLOCK_USERS" "$CODES" <<PY
+python3 - "$RESULTS" "$REPORT" "$SMOKE" "$CLIENTS" "$DURATION" "$USERS" "$MFA_USERS" "$UNLOCK_USERS" "$CODES" "$STEPS" <<PY
 import json, sys, datetime
-results, report, smoke, clients, duration, users, mfa_users, unlock_users, codes = sys.argv[1:]
+results, report, smoke, clients, duration, users, mfa_users, unlock_users, codes, steps = sys.argv[1:]
 rows = [json.loads(l) for l in open(results) if l.strip()]
 def row(r):
     return f"| {r['label']} | {r['op']} | {r['clients']} | {r['requests']} | {r['req_per_s']:.0f} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['errors']} |"
@@ -761,6 +786,9 @@ except OSError:
 out += "\n" + MARK + (old.split(MARK, 1)[1] if MARK in old else "\n")
 open(report, "w").write(out)
 print(chr(10).join(lines))
+if steps == "sync":
+    print(chr(10).join(syncs))
+    sys.exit(0)
 # The second-factor steps must have worked at all (their setup already checked the refusal
 # without a code): a step without one accepted code fails the run, smoke included.
 dead = [f"{r['label']} {r['op']}" for r in rows if r["op"] in ("login-mfa", "unlock") and r["ok"] == 0]

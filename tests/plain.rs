@@ -11,6 +11,7 @@ mod plain {
     mod cli_devices;
     mod directory;
     mod directory_safety;
+    mod directory_sync_reads;
     mod fail_static;
     mod gateway_cli;
     mod gateway_memory;

@@ -354,6 +354,15 @@ impl Directory for SwappableDirectory {
         })
     }
 
+    fn lookup_many<'a>(
+        &'a self,
+        usernames: &'a [String],
+        in_flight: usize,
+    ) -> DirFuture<'a, Vec<Option<DirectoryUser>>> {
+        let dir = self.current();
+        Box::pin(async move { dir.lookup_many(usernames, in_flight).await })
+    }
+
     fn ping(&self) -> DirFuture<'_, ()> {
         let dir = self.current();
         Box::pin(async move { dir.ping().await })

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::{self, StreamExt as _};
 use tokio::sync::watch;
 
 use crate::audit::{Action, AuditContext, NewAuditEvent, Outcome};
@@ -200,14 +199,15 @@ pub struct DirectorySync {
     /// publishes the changes).
     control: Option<Arc<ControlPlane>>,
     vpn_users: Vec<String>,
-    /// Bound on each directory lookup.
+    /// Bound on the directory's ping that opens a pass (each request of the pass is bounded by
+    /// the directory's own `timeout`).
     timeout: Duration,
     safety: SyncSafety,
     /// Suspensions, revocations and holds are counted with the portal's metrics.
     metrics: Arc<crate::metrics::Metrics>,
     /// The last hold audited, so a hold that persists is audited once, not every pass.
     last_hold: parking_lot::Mutex<Option<Vec<String>>>,
-    /// Directory lookups a pass keeps in flight ([`LOOKUPS_IN_FLIGHT`]).
+    /// Directory requests a pass keeps in flight ([`LOOKUPS_IN_FLIGHT`]).
     lookups_in_flight: usize,
 }
 
@@ -215,8 +215,9 @@ pub struct DirectorySync {
 /// hence one fsync, per batch rather than per user.
 const UPSERT_BATCH: usize = 500;
 
-/// Directory lookups a sync pass keeps in flight: enough to hide the round trips, few enough
-/// to leave the service connection pool (64) to logins, which search on it too.
+/// Directory requests a sync pass keeps in flight (searches of a batch of users, or of one
+/// user where a pass reads them one by one): enough to hide the round trips, few enough to
+/// leave the service connection pool (64) to logins, which search on it too.
 pub const LOOKUPS_IN_FLIGHT: usize = 8;
 
 impl DirectorySync {
@@ -226,8 +227,8 @@ impl DirectorySync {
         self
     }
 
-    /// The same sync keeping `n` (at least 1) directory lookups in flight (the benchmark
-    /// compares 1 with [`LOOKUPS_IN_FLIGHT`]).
+    /// The same sync keeping `n` (at least 1) directory requests in flight instead of
+    /// [`LOOKUPS_IN_FLIGHT`].
     pub fn with_lookups_in_flight(mut self, n: usize) -> Self {
         self.lookups_in_flight = n.max(1);
         self
@@ -282,23 +283,15 @@ impl DirectorySync {
             active_devices,
             limit: self.safety.max_changes.limit(active_devices),
         };
-        // The lookups run LOOKUPS_IN_FLIGHT at a time (answers taken in order): one at a time,
-        // 100,000 users cost 100,000 directory round trips end to end.
+        // One read of the directory for the whole pass (`Directory::lookup_many`): the
+        // entries in batches, the groups once, LOOKUPS_IN_FLIGHT requests at a time.
         let names: Vec<String> = users.iter().map(|u| u.username.clone()).collect();
-        let mut answers = stream::iter(names)
-            .map(|name| async move {
-                match tokio::time::timeout(self.timeout, self.directory.lookup(&name)).await {
-                    Ok(Ok(u)) => Ok(u),
-                    Ok(Err(e)) => Err(SyncError::Directory(e)),
-                    Err(_) => Err(SyncError::Timeout(self.timeout)),
-                }
-            })
-            .buffered(self.lookups_in_flight);
-        for stored in users {
-            let Some(looked) = answers.next().await else {
-                break;
-            };
-            let looked = looked?;
+        let answers = self
+            .directory
+            .lookup_many(&names, self.lookups_in_flight)
+            .await
+            .map_err(SyncError::Directory)?;
+        for (stored, looked) in users.into_iter().zip(answers) {
             let mine = devices.get(&stored.username).map_or(&[][..], Vec::as_slice);
             let active: Vec<i64> = mine
                 .iter()

@@ -236,6 +236,53 @@ impl Pool {
         }
     }
 
+    /// A subtree search read in pages of `page_size` (the paged results control, RFC 2696,
+    /// which OpenLDAP and AD both honour), each entry handed to `entry` as it arrives rather
+    /// than collected. Every message is awaited at most `timeout`. A stale pooled connection is
+    /// replaced once, when the search cannot start on it; a failure once entries have arrived
+    /// is an error (the caller's pass fails and the next one reads again). Returns the final
+    /// result code, which the caller judges (0, size limit…).
+    pub(crate) async fn paged_search(
+        &self,
+        base: &str,
+        filter: &str,
+        attrs: &[&str],
+        page_size: i32,
+        mut entry: impl FnMut(SearchEntry),
+    ) -> Result<u32, DirectoryError> {
+        let mut fresh = false;
+        let (conn, mut stream) = loop {
+            let mut conn = self.get(fresh).await?;
+            let started = conn
+                .ldap
+                .with_timeout(self.timeout)
+                .streaming_search_with(
+                    ldap3::adapters::PagedResults::new(page_size),
+                    base,
+                    Scope::Subtree,
+                    filter,
+                    attrs.to_vec(),
+                )
+                .await;
+            match started {
+                Ok(stream) => break (conn, stream),
+                Err(e) if !fresh && is_connection_error(&e) => {
+                    tracing::debug!(url = %self.url, error = %e, "stale LDAP connection, reconnecting");
+                    fresh = true;
+                }
+                Err(e) => return Err(self.unavailable(e)),
+            }
+        };
+        while let Some(e) = stream.next().await.map_err(|e| self.unavailable(e))? {
+            if !e.is_ref() && !e.is_intermediate() {
+                entry(SearchEntry::construct(e));
+            }
+        }
+        let result = stream.finish().await;
+        self.put(conn);
+        Ok(result.rc)
+    }
+
     /// A simple bind as `dn`: `Ok(true)` if the directory accepted the password.
     pub(crate) async fn check_password(
         &self,

@@ -52,6 +52,48 @@ pub fn user_filter(template: &str, username: &str) -> String {
     }
 }
 
+/// Whether the logins of a sync pass may be looked up many to a search with `template`
+/// (`(|F(a)F(b)…)`, each entry matched back to a login by its `login_attr`): only when every
+/// entry `F(x)` matches carries `x` in `login_attr`. So `{username}` appears once, in
+/// `(login_attr={username})`, which is the whole filter or a direct part of a top-level AND.
+/// Anything else (`(|(uid={username})(mail={username}))`, a negation…) is looked up one login
+/// per search.
+pub fn batchable(template: &str, login_attr: &str) -> bool {
+    let lower = template.trim().to_ascii_lowercase();
+    if lower.matches("{username}").count() != 1 {
+        return false;
+    }
+    let wrapped = if lower.starts_with('(') {
+        lower
+    } else {
+        format!("({lower})")
+    };
+    let clause = format!("({}={{username}})", login_attr.to_ascii_lowercase());
+    let Some(at) = wrapped.find(&clause) else {
+        return false;
+    };
+    if wrapped == clause {
+        return true;
+    }
+    if !wrapped.starts_with("(&") {
+        return false;
+    }
+    // Raw parentheses are structure (RFC 4515 escapes them in values): the clause must open at
+    // depth 1, inside the top-level AND (never closed before it) and no deeper.
+    let mut depth = 0i32;
+    for c in wrapped[..at].chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ => continue,
+        }
+        if depth == 0 {
+            return false;
+        }
+    }
+    depth == 1
+}
+
 /// OpenLDAP: groups that list any of `dns` as `member` or `uniqueMember` (one nesting level).
 pub fn member_filter<S: AsRef<str>>(dns: &[S]) -> String {
     let mut f = String::from("(|");
@@ -159,6 +201,32 @@ mod tests {
             "(&(objectClass=group)(member:1.2.840.113556.1.4.1941:=CN=Dupont\\5c, Marie,OU=Paie,DC=ac,DC=fr))"
         );
         assert!(ldap3::parse_filter(&f).is_ok());
+    }
+
+    #[test]
+    fn batchable_only_when_every_match_carries_the_login() {
+        for ok in [
+            "(uid={username})",
+            "uid={username}",
+            " (UID={username}) ",
+            "(&(objectClass=inetOrgPerson)(uid={username}))",
+            "(&(objectClass=user)(sAMAccountName={username})(!(userAccountControl:1.2.840.113556.1.4.803:=2)))",
+        ] {
+            let attr = if ok.contains("sAMAccountName") { "sAMAccountName" } else { "uid" };
+            assert!(batchable(ok, attr), "{ok}");
+        }
+        for no in [
+            "(|(uid={username})(mail={username}))",
+            "(|(uid={username})(objectClass=admin))",
+            "(!(uid={username}))",
+            "(&(objectClass=person)(|(uid={username})(cn=x)))",
+            "(&(objectClass=person)(!(uid={username})))",
+            "(mail={username})",
+            "(uid={username}@x)",
+            "(&(a=b))(uid={username})",
+        ] {
+            assert!(!batchable(no, "uid"), "{no}");
+        }
     }
 
     #[test]

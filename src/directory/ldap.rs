@@ -7,7 +7,6 @@
 //! reuses the groups resolved for the same entry and `memberOf` within a minute (`cache`), a
 //! lookup always reads them.
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use ldap3::{Scope, SearchEntry};
@@ -15,11 +14,10 @@ use ldap3::{Scope, SearchEntry};
 use super::cache::{self, GroupCache};
 use super::conn::{self, Pool, RC_NO_SUCH_OBJECT, RC_SIZE_LIMIT, RC_SUCCESS};
 use super::filter::{ad_nested_groups_filter, member_filter, user_filter, validate_username};
+use super::nesting::{dn_key, Walk};
 use super::{DirFuture, Directory, DirectoryError, DirectoryUser, Unavailable};
 use crate::config::{DirectoryConfig, DirectoryKind};
 
-/// Nesting levels followed on OpenLDAP before giving up (a warning is logged).
-const MAX_NESTING: usize = 10;
 /// DNs per member/uniqueMember search, to keep filters a sane size.
 const MEMBER_BATCH: usize = 50;
 /// AD userAccountControl ACCOUNTDISABLE.
@@ -29,6 +27,9 @@ const UAC_ACCOUNTDISABLE: i64 = 0x2;
 /// binds, which slapd enforces on binds but which must not revoke the person's devices.
 const LOCKED_ATTR: &str = "pwdAccountLockedTime";
 const LOCKED_PERMANENTLY: &str = "000001010000Z";
+
+#[path = "bulk.rs"]
+mod bulk;
 
 pub struct LdapDirectory {
     kind: DirectoryKind,
@@ -147,6 +148,11 @@ impl LdapDirectory {
         }
     }
 
+    /// The attribute holding the login (what `describe_entry` takes as the username).
+    fn login_attr(&self) -> &'static str {
+        login_attr(self.kind)
+    }
+
     fn user_attrs(&self) -> &'static [&'static str] {
         match self.kind {
             DirectoryKind::OpenLdap => &["uid", "cn", "displayName", "memberOf", LOCKED_ATTR],
@@ -192,9 +198,7 @@ impl LdapDirectory {
         let mut user = describe_entry(self.kind, &entry, typed);
         let key = dn_key(&entry.dn);
         let direct = attr_values(&entry, "memberOf");
-        let mut member_of: Vec<String> = direct.iter().map(|g| dn_key(g)).collect();
-        member_of.sort();
-        member_of.dedup();
+        let member_of = member_of_key(&direct);
         if reuse {
             if let Some(groups) = self.groups.get(&key, &member_of) {
                 user.groups = groups;
@@ -212,30 +216,15 @@ impl LdapDirectory {
     }
 
     /// memberOf (if the overlay is there) plus every group listing the user, or a group already
-    /// found, as member/uniqueMember; repeated until no new group appears.
+    /// found, as member/uniqueMember; one search per level until no new group appears (`Walk`).
     async fn openldap_groups(
         &self,
         user_dn: &str,
         member_of: Vec<String>,
     ) -> Result<Vec<String>, DirectoryError> {
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut groups = Vec::new();
-        let mut frontier = vec![user_dn.to_string()];
-        for g in member_of {
-            if seen.insert(dn_key(&g)) {
-                frontier.push(g.clone());
-                groups.push(g);
-            }
-        }
-        let mut depth = 0;
-        while !frontier.is_empty() {
-            if depth == MAX_NESTING {
-                tracing::warn!(user = %user_dn, "group nesting deeper than {MAX_NESTING} levels: deeper groups ignored");
-                break;
-            }
-            depth += 1;
-            let mut next = Vec::new();
-            for chunk in frontier.chunks(MEMBER_BATCH) {
+        let mut walk = Walk::new(user_dn, member_of);
+        while let Some(level) = walk.next_level() {
+            for chunk in level.chunks(MEMBER_BATCH) {
                 let (entries, rc) = self
                     .service
                     .search(
@@ -248,16 +237,11 @@ impl LdapDirectory {
                     .await?;
                 self.check_base_rc(rc, "group_base", &self.group_base)?;
                 for e in entries {
-                    if seen.insert(dn_key(&e.dn)) {
-                        next.push(e.dn.clone());
-                        groups.push(e.dn);
-                    }
+                    walk.found(&e.dn);
                 }
             }
-            frontier = next;
         }
-        groups.sort_by_key(|g| dn_key(g));
-        Ok(groups)
+        Ok(walk.finish())
     }
 
     async fn ad_groups(&self, user_dn: &str) -> Result<Vec<String>, DirectoryError> {
@@ -340,14 +324,32 @@ impl Directory for LdapDirectory {
         })
     }
 
+    fn lookup_many<'a>(
+        &'a self,
+        usernames: &'a [String],
+        in_flight: usize,
+    ) -> DirFuture<'a, Vec<Option<DirectoryUser>>> {
+        Box::pin(self.lookup_many_inner(usernames, in_flight))
+    }
+
     fn ping(&self) -> DirFuture<'_, ()> {
         Box::pin(self.ping_inner())
     }
 }
 
-/// Case-insensitive key for comparing DNs as the server wrote them.
-fn dn_key(dn: &str) -> String {
-    crate::policy::normalize_dn(dn)
+/// The entry's `memberOf` in canonical form, sorted: what the login cache compares.
+fn member_of_key(direct: &[String]) -> Vec<String> {
+    let mut member_of: Vec<String> = direct.iter().map(|g| dn_key(g)).collect();
+    member_of.sort();
+    member_of.dedup();
+    member_of
+}
+
+fn login_attr(kind: DirectoryKind) -> &'static str {
+    match kind {
+        DirectoryKind::OpenLdap => "uid",
+        DirectoryKind::ActiveDirectory => "sAMAccountName",
+    }
 }
 
 /// Values of an attribute, whatever case the server used for its name.
@@ -370,21 +372,15 @@ pub(crate) fn describe_entry(
     entry: &SearchEntry,
     typed: &str,
 ) -> DirectoryUser {
-    let (login_attr, disabled) = match kind {
-        DirectoryKind::OpenLdap => (
-            "uid",
-            attr_values(entry, LOCKED_ATTR)
-                .iter()
-                .any(|v| v.trim().eq_ignore_ascii_case(LOCKED_PERMANENTLY)),
-        ),
-        DirectoryKind::ActiveDirectory => (
-            "sAMAccountName",
-            first_value(entry, "userAccountControl")
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .is_some_and(|uac| uac & UAC_ACCOUNTDISABLE != 0),
-        ),
+    let disabled = match kind {
+        DirectoryKind::OpenLdap => attr_values(entry, LOCKED_ATTR)
+            .iter()
+            .any(|v| v.trim().eq_ignore_ascii_case(LOCKED_PERMANENTLY)),
+        DirectoryKind::ActiveDirectory => first_value(entry, "userAccountControl")
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .is_some_and(|uac| uac & UAC_ACCOUNTDISABLE != 0),
     };
-    let username = first_value(entry, login_attr).unwrap_or_else(|| typed.to_string());
+    let username = first_value(entry, login_attr(kind)).unwrap_or_else(|| typed.to_string());
     let display_name = first_value(entry, "displayName")
         .or_else(|| first_value(entry, "cn"))
         .unwrap_or_else(|| username.clone());

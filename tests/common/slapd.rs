@@ -99,6 +99,13 @@ impl Slapd {
         Self::start_inner(false)
     }
 
+    /// slapd with `olcLimits` for Sesame's service account (e.g. `"size=5"`: its searches
+    /// return at most 5 entries, paged ones included, as an administrator's limits would cut
+    /// them), seeded.
+    pub fn start_with_service_limits(limits: &str) -> Slapd {
+        Self::start_inner_with(false, Some(limits))
+    }
+
     /// Same, plus an ldaps:// listener (and StartTLS on ldap://) with a certificate for
     /// 127.0.0.1 signed by a fresh test CA (`ca_file()`); `wrong_ca_file()` is another CA.
     pub fn start_with_tls() -> Slapd {
@@ -106,6 +113,10 @@ impl Slapd {
     }
 
     fn start_inner(tls: bool) -> Slapd {
+        Self::start_inner_with(tls, None)
+    }
+
+    fn start_inner_with(tls: bool, service_limits: Option<&str>) -> Slapd {
         let mut last_err = String::new();
         // A free port can be taken between probing and slapd's bind: retry a few times.
         for _ in 0..5 {
@@ -115,7 +126,7 @@ impl Slapd {
                 .expect("temp dir");
             let port = free_port();
             let tls = tls.then(|| make_tls(dir.path(), free_port()));
-            write_config(dir.path(), tls.is_some());
+            write_config(dir.path(), tls.is_some(), service_limits);
             let slapd = Slapd {
                 dir,
                 port,
@@ -364,6 +375,32 @@ impl Slapd {
         );
     }
 
+    /// Adds people under ou=people in one `ldapadd` (`add_user` for each, without a password:
+    /// they never sign in), uid `uid` and cn "Agent `uid`".
+    pub fn add_people(&self, uids: &[String]) {
+        let ldif: String = uids
+            .iter()
+            .map(|uid| {
+                format!(
+                    "dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: Agent {uid}\nsn: Agent\n\n"
+                )
+            })
+            .collect();
+        self.ldap_tool("ldapadd", &[], None, Some(&ldif));
+    }
+
+    /// Adds a groupOfNames `cn` under ou=groups listing `members` (uids or DNs).
+    pub fn add_group(&self, cn: &str, members: &[String]) {
+        let mut ldif = format!(
+            "dn: {}\nobjectClass: groupOfNames\ncn: {cn}\n",
+            group_dn(cn)
+        );
+        for m in members {
+            ldif.push_str(&format!("member: {}\n", dn_of(m)));
+        }
+        self.ldap_tool("ldapadd", &[], None, Some(&ldif));
+    }
+
     // ---- outages ------------------------------------------------------------------------------
 
     /// Stops slapd (SIGTERM, waits): the port then refuses connections.
@@ -451,6 +488,15 @@ impl Slapd {
         self.log()
             .lines()
             .filter(|l| l.to_lowercase().contains(&needle))
+            .count()
+    }
+
+    /// How many search requests slapd received so far (a paged search counts one per page):
+    /// slapd logs `SRCH base="…"` once per request.
+    pub fn search_count(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(" SRCH base="))
             .count()
     }
 
@@ -546,8 +592,9 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// The cn=config template (config/ldap/slapd-config.ldif) instantiated for `dir`.
-fn write_config(dir: &Path, tls: bool) {
+/// The cn=config template (config/ldap/slapd-config.ldif) instantiated for `dir`, with
+/// `olcLimits` for the service account if given.
+fn write_config(dir: &Path, tls: bool, service_limits: Option<&str>) {
     fs::create_dir_all(dir.join("slapd.d")).expect("slapd.d");
     fs::create_dir_all(dir.join("data")).expect("data dir");
     let template_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ldap/slapd-config.ldif");
@@ -561,6 +608,12 @@ fn write_config(dir: &Path, tls: bool) {
             None => Some(l.to_string()),
         })
         .map(|l| l.replace("@DIR@", d) + "\n")
+        .map(|l| match service_limits {
+            Some(limits) if l.starts_with("olcRootPW:") => {
+                format!("{l}olcLimits: dn.exact=\"{SERVICE_DN}\" {limits}\n")
+            }
+            _ => l,
+        })
         .collect();
     let path = dir.join("config.ldif");
     fs::write(&path, ldif).expect("write config.ldif");
