@@ -60,7 +60,8 @@ pub trait Publisher: Send + Sync + 'static {
     fn gateway_public_key(&self) -> PublicKey;
     /// The gateway's current counters.
     fn gateway_stats(&self) -> GatewayStats;
-    /// Publishes the whole desired peer set now (after a revocation committed).
+    /// Brings the gateway and the site feeds up to date now (after a write committed): the
+    /// changes the change log names, applied alone; the whole set when they cannot be.
     fn publish_now(&self) -> BoxFuture<'_, ()>;
     /// Publishes one device's peer (after an enrolment, a rotation or a revocation committed);
     /// `replaced_key` is a rotated-out key to remove. A device no longer active leaves at once.

@@ -1,6 +1,6 @@
 //! A real `sesame portal` process at 1,000 / 10,000 / 100,000 enrolled devices (issue 21), on
-//! SQLite and PostgreSQL, in one run: its idle CPU (utime + stime over a window holding at least
-//! one 30 s full republication, and the bursts in it), one revocation's time to a waiting site
+//! SQLite and PostgreSQL, in one run: its idle CPU (utime + stime over the window, and the bursts
+//! in it: the periodic jobs; the whole set is recomputed every 15 min only), one revocation's time to a waiting site
 //! feed (long-poll), and p50/p99 of the IT device list (first page and a search), the IT
 //! dashboard and the access review (by resource, by user), sequential and concurrent. Beside
 //! them, in the same run on the same database, the whole-table poll the publisher ran every
