@@ -313,7 +313,11 @@ pub async fn access_review(
     }
     record_read(svc, actor, source_ip, "access_review", format, shown).await?;
     let config = svc.config();
-    Ok(review::access_review(svc.store(), &ReviewPolicy::of(&config), &subject, &ask).await?)
+    let cfg = ReviewPolicy::of(&config);
+    Ok(
+        review::access_review_counted(svc.store(), &cfg, &subject, &ask, &svc.review_counts)
+            .await?,
+    )
 }
 
 /// The whole review (auditors only), recorded once, to read page after page (`sesame audit

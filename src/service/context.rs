@@ -14,6 +14,7 @@ use crate::store::Store;
 
 use super::audit::ChainStatusCache;
 use super::ratelimit::FailureLimiter;
+use super::review::ReviewCounts;
 use super::spray::SprayCeiling;
 use super::{Publisher, ServiceError};
 
@@ -39,6 +40,8 @@ pub struct Services {
     mfa: Option<Arc<crate::mfa::Kit>>,
     /// The audit log page's last chain verification (`audit::verify_cached`).
     pub(super) chain_status: ChainStatusCache,
+    /// The access review's counts per state of the peer set (`review::ReviewCounts`).
+    pub(super) review_counts: ReviewCounts,
 }
 
 impl Services {
@@ -57,6 +60,7 @@ impl Services {
             spray: SprayCeiling::default(),
             mfa: None,
             chain_status: ChainStatusCache::default(),
+            review_counts: ReviewCounts::default(),
         }
     }
 

@@ -7,7 +7,8 @@
 //! itself ([`reachable`]) is applied here to every row read, whatever read it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::audit::review::{
     FactorSeen, FlowSeen, Review, ReviewCursor, ReviewEntry, ReviewSubject, SessionSeen, Slot, Via,
@@ -125,6 +126,50 @@ struct Placed {
     reach: Reach,
 }
 
+/// How long a resource's count is trusted while the change log stands still: it bounds what a
+/// change the log does not record can leave stale (`user_groups` rows rewritten alone, as the
+/// first sync after migration 0008 rewrites the rows it filled).
+const COUNT_TTL: Duration = Duration::from_secs(30);
+
+/// A count's key: the granting groups and the VPN users' groups it was read through.
+type CountKey = (Vec<String>, Vec<String>);
+
+/// The counts behind the review's `total`, per state of the peer set: a resource's devices are
+/// counted again only once the change log (`peer_changes`: every change of a device, of a
+/// user's groups or disabled flag, written in the change's own transaction by any process) has
+/// moved, or after [`COUNT_TTL`]. Counting the 10,000 devices of a resource at 100,000 takes
+/// 70–90 ms, its page of 100 about 10 (bench/SCALEOUT_REPORT.md).
+#[derive(Default)]
+pub struct ReviewCounts {
+    /// By (granting groups, VPN users' groups): the log's sequence, when, how many.
+    seen: Mutex<HashMap<CountKey, (i64, Instant, u64)>>,
+}
+
+impl ReviewCounts {
+    /// The count of `to` at the log's sequence `seq` (read before: a change committed after it
+    /// moves the sequence past the one the count is kept under).
+    async fn count(&self, store: &Store, to: GrantedTo<'_>, seq: i64) -> Result<u64, StoreError> {
+        let key = (to.granting.to_vec(), to.vpn_users.to_vec());
+        let kept = self
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .copied();
+        if let Some((at_seq, at, n)) = kept {
+            if at_seq == seq && at.elapsed() < COUNT_TTL {
+                return Ok(n);
+            }
+        }
+        let n = store.review_granted_count(to).await?;
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, (seq, Instant::now(), n));
+        Ok(n)
+    }
+}
+
 /// Runs the review: the same rule as the gateway's desired peer set (an active device of a
 /// `vpn_users` member reaches the union of its user's groups' grants; a static peer its listed
 /// resources), read from the store's devices and the groups seen at the last sync or login.
@@ -136,7 +181,19 @@ pub async fn access_review(
     subject: &ReviewSubject,
     ask: &PageAsk,
 ) -> Result<Review, ReviewError> {
-    Ok(answer(store, cfg, subject, ask).await?.0)
+    Ok(answer(store, cfg, subject, ask, None).await?.0)
+}
+
+/// [`access_review`] with the resources' counts kept in `counts` while the peer set does not
+/// change (the portal's and the CLI's).
+pub async fn access_review_counted(
+    store: &Store,
+    cfg: &ReviewPolicy<'_>,
+    subject: &ReviewSubject,
+    ask: &PageAsk,
+    counts: &ReviewCounts,
+) -> Result<Review, ReviewError> {
+    Ok(answer(store, cfg, subject, ask, Some(counts)).await?.0)
 }
 
 /// [`access_review`], and where the next page starts.
@@ -145,6 +202,7 @@ async fn answer(
     cfg: &ReviewPolicy<'_>,
     subject: &ReviewSubject,
     ask: &PageAsk,
+    counts: Option<&ReviewCounts>,
 ) -> Result<(Review, Option<ReviewCursor>), ReviewError> {
     if let ReviewSubject::Resource(r) = subject {
         if cfg.policy.resource(r).is_none() {
@@ -157,7 +215,11 @@ async fn answer(
         ReviewSubject::User(u) => user_page(store, cfg, u, after, limit).await?,
         ReviewSubject::Resource(_) | ReviewSubject::Site(_) => {
             let resources = cfg.resources_of(subject);
-            resources_page(store, cfg, &resources, after, limit).await?
+            let counts = match counts {
+                Some(c) => Some((c, store.peer_change_seq().await?)),
+                None => None,
+            };
+            resources_page(store, cfg, &resources, after, limit, counts).await?
         }
     };
     let next = if placed.len() > limit {
@@ -225,6 +287,7 @@ async fn resources_page(
     resources: &[String],
     after: Option<&ReviewCursor>,
     limit: usize,
+    counts: Option<(&ReviewCounts, i64)>,
 ) -> Result<(Vec<Placed>, u64), StoreError> {
     let vpn_users: Vec<String> = cfg.vpn_users.iter().map(|g| normalize_dn(g)).collect();
     let want = limit.saturating_add(1);
@@ -239,7 +302,10 @@ async fn resources_page(
         let peers: Vec<usize> = (0..cfg.static_peers.len())
             .filter(|i| cfg.static_peers[*i].resources.contains(resource))
             .collect();
-        let count = store.review_granted_count(to).await?;
+        let count = match counts {
+            Some((kept, seq)) => kept.count(store, to, seq).await?,
+            None => store.review_granted_count(to).await?,
+        };
         total += peers.len() as u64 + count;
         if out.len() >= want || after.is_some_and(|a| a.resource > *resource) {
             continue;
@@ -443,6 +509,7 @@ pub struct ReviewPages {
     config: Arc<Config>,
     subject: ReviewSubject,
     after: Option<ReviewCursor>,
+    counts: ReviewCounts,
     done: bool,
 }
 
@@ -459,6 +526,7 @@ impl ReviewPages {
             config,
             subject,
             after,
+            counts: ReviewCounts::default(),
             done: false,
         }
     }
@@ -473,7 +541,8 @@ impl ReviewPages {
             limit: Some(limit),
         };
         let cfg = ReviewPolicy::of(&self.config);
-        match answer(&self.store, &cfg, &self.subject, &ask).await {
+        let counts = Some(&self.counts);
+        match answer(&self.store, &cfg, &self.subject, &ask, counts).await {
             Ok((review, next)) => {
                 self.done = next.is_none();
                 self.after = next;

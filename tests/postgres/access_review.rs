@@ -18,12 +18,16 @@ use sesame::audit::review::{
 use sesame::config::StaticPeer;
 use sesame::directory::DirectoryUser;
 use sesame::policy::{Policy, Resource};
-use sesame::service::review::{access_review, reachable, resource_site, PageAsk, ReviewPolicy};
+use sesame::service::review::{
+    access_review, access_review_counted, reachable, resource_site, PageAsk, ReviewCounts,
+    ReviewPolicy,
+};
 use sesame::store::{normalize_username, Store};
 
 both_backends!(
     each_subjects_review_is_the_full_reads_review,
     pages_cover_the_review_once_in_order,
+    a_kept_count_follows_every_change_of_the_peer_set,
 );
 
 const MIN: i64 = 60_000;
@@ -390,4 +394,66 @@ async fn pages_cover_the_review_once_in_order(db: Db) {
             );
         }
     }
+}
+
+/// The portal keeps each resource's count while the change log stands still: every change of
+/// the peer set (an enrolment, a revocation, a suspension, a user's groups) is counted anew.
+async fn a_kept_count_follows_every_change_of_the_peer_set(db: Db) {
+    fill(&db).await;
+    let (policy, vpn_users, peers) = config();
+    let cfg = ReviewPolicy {
+        policy: &policy,
+        vpn_users: &vpn_users,
+        static_peers: &peers,
+    };
+    let counts = ReviewCounts::default();
+    let ask = PageAsk {
+        after: None,
+        limit: Some(2),
+    };
+    let s = &db.store;
+    let totals = || async {
+        let mut out = Vec::new();
+        for subject in ["paie", "rectorat"] {
+            let subject = if subject == "paie" {
+                ReviewSubject::Resource(subject.into())
+            } else {
+                ReviewSubject::Site(subject.into())
+            };
+            let kept = access_review_counted(s, &cfg, &subject, &ask, &counts)
+                .await
+                .expect("counted");
+            let fresh = access_review(s, &cfg, &subject, &ask)
+                .await
+                .expect("review");
+            assert_eq!(kept, fresh, "{subject:?}");
+            out.push(kept.total);
+        }
+        out
+    };
+    let before = totals().await;
+    assert_eq!(totals().await, before, "nothing changed");
+    let newcomer = user("zoe", &[VPN, PAIE]);
+    let code = code_for(&db, "zoe", "pc-zoe").await;
+    let zoe = enrol(&db, &code, &newcomer, key(200), "100.64.0.0/24")
+        .await
+        .expect("enrol")
+        .device
+        .id;
+    let enrolled = totals().await;
+    assert_eq!(enrolled, [before[0] + 1, before[1] + 1]);
+    s.revoke_device(zoe, "stolen", &it_staff())
+        .await
+        .expect("revoke");
+    assert_eq!(totals().await, before);
+    s.suspend_user_devices("carol", "left", &it_staff())
+        .await
+        .expect("suspend");
+    let suspended = totals().await;
+    assert!(suspended[0] < before[0], "{suspended:?} {before:?}");
+    s.upsert_user(&user("alice", &[VPN, RH]))
+        .await
+        .expect("alice leaves paie");
+    let moved = totals().await;
+    assert!(moved[0] < suspended[0], "{moved:?} {suspended:?}");
 }
