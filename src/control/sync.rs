@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -286,11 +286,13 @@ impl DirectorySync {
         // One read of the directory for the whole pass (`Directory::lookup_many`): the
         // entries in batches, the groups once, LOOKUPS_IN_FLIGHT requests at a time.
         let names: Vec<String> = users.iter().map(|u| u.username.clone()).collect();
+        let started = Instant::now();
         let answers = self
             .directory
             .lookup_many(&names, self.lookups_in_flight)
             .await
             .map_err(SyncError::Directory)?;
+        tracing::debug!(users = names.len(), elapsed = ?started.elapsed(), "directory read for the sync pass");
         for (stored, looked) in users.into_iter().zip(answers) {
             let mine = devices.get(&stored.username).map_or(&[][..], Vec::as_slice);
             let active: Vec<i64> = mine
@@ -357,7 +359,9 @@ impl DirectorySync {
             self.metrics.revocation();
             tracing::info!(device = d.id, user = %d.username, "suspension older than suspend_grace: device revoked");
         }
+        let started = Instant::now();
         let plan = self.plan().await?;
+        let planned = started.elapsed();
         let held = mode == SyncMode::Automatic && plan.holds();
         let mut report = SyncReport {
             checked: plan.users.len(),
@@ -380,8 +384,15 @@ impl DirectorySync {
                 self.apply_user(u, &mut report).await?;
             }
         }
+        let written = started.elapsed();
         // Publish before auditing the pass: access is cut first.
         self.publish().await;
+        tracing::debug!(
+            plan = ?planned,
+            write = ?written.saturating_sub(planned),
+            publish = ?started.elapsed().saturating_sub(written),
+            "directory sync pass timings"
+        );
         if held {
             self.hold(&plan).await;
             return Ok(report);
@@ -546,7 +557,7 @@ impl DirectorySync {
             if self.control.as_ref().is_some_and(|c| !c.leads()) {
                 continue;
             }
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let result = self.sync_once().await;
             self.metrics.directory_sync(
                 started.elapsed(),

@@ -36,6 +36,8 @@ use crate::directory::{DirectoryError, DirectoryUser, Unavailable};
 pub(crate) const USER_BATCH: usize = 100;
 /// Groups per page when a pass reads `group_base`.
 const GROUP_PAGE: i32 = 500;
+/// Users whose groups are walked in memory between two yields to the runtime.
+const YIELD_EVERY: usize = 512;
 /// The groups a pass reads: every entry of `group_base` that lists someone.
 const GROUPS_FILTER: &str = "(|(member=*)(uniqueMember=*))";
 
@@ -88,8 +90,13 @@ impl LdapDirectory {
         );
         let memo = Parents::default();
         let (map, memo) = (&map, &memo);
-        stream::iter(entries)
-            .map(|found| async move {
+        stream::iter(entries.into_iter().enumerate())
+            .map(|(i, found)| async move {
+                // Walking the map never waits: without a yield now and then, 100,000 users
+                // would hold a runtime thread that logins need for a second.
+                if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                    tokio::task::yield_now().await;
+                }
                 let Some(Found {
                     mut user,
                     member_of,
