@@ -7,7 +7,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::portal::{csrf_cookie, error_of, ClientOptions, PortalClient};
-use common::portal_process::{write_config, write_config_with, PortalProcess};
+use common::portal_process::{write_config_with, PortalProcess};
 use common::slapd::{password_of, Slapd};
 use common::store_db::audit_of;
 use serde_json::json;
@@ -30,23 +30,51 @@ async fn login(
         .expect("login")
 }
 
+/// Two `sesame portal` processes (A, B) on one real PostgreSQL and slapd, `portal_extra` in
+/// their `[portal]`; each part stops on drop.
+struct TwoPortals {
+    a: String,
+    b: String,
+    store: Store,
+    _portals: Vec<PortalProcess>,
+    _dir: tempfile::TempDir,
+    _pg: common::postgres::PgDatabase,
+    _slapd: Slapd,
+}
+
+impl TwoPortals {
+    async fn start(portal_extra: &str) -> TwoPortals {
+        let slapd = Slapd::start();
+        let pg = tokio::task::spawn_blocking(common::postgres::database)
+            .await
+            .expect("PostgreSQL");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sync = Duration::from_secs(60);
+        let (c1, a) = write_config_with(dir.path(), 1, &slapd, &pg.url, sync, portal_extra);
+        let (c2, b) = write_config_with(dir.path(), 2, &slapd, &pg.url, sync, portal_extra);
+        let store = Store::connect(&pg.url).await.expect("migrate");
+        let mut portals = Vec::new();
+        for (c, base) in [(&c1, &a), (&c2, &b)] {
+            let mut p = PortalProcess::start(c, base);
+            p.wait_ready().await;
+            portals.push(p);
+        }
+        TwoPortals {
+            a,
+            b,
+            store,
+            _portals: portals,
+            _dir: dir,
+            _pg: pg,
+            _slapd: slapd,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_on_two_portals_add_up_and_a_device_cookie_from_one_passes_the_other() {
-    let slapd = Slapd::start();
-    let pg = tokio::task::spawn_blocking(common::postgres::database)
-        .await
-        .expect("PostgreSQL");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sync = Duration::from_secs(60);
-    let (c1, a) = write_config(dir.path(), 1, &slapd, &pg.url, sync);
-    let (c2, b) = write_config(dir.path(), 2, &slapd, &pg.url, sync);
-    let store = Store::connect(&pg.url).await.expect("migrate");
-    let mut portals = Vec::new();
-    for (c, base) in [(&c1, &a), (&c2, &b)] {
-        let mut p = PortalProcess::start(c, base);
-        p.wait_ready().await;
-        portals.push(p);
-    }
+    let w = TwoPortals::start("").await;
+    let (a, b, store) = (w.a.clone(), w.b.clone(), &w.store);
 
     // Marie's browser signs in on portal A: a device cookie beside the session.
     let marie = PortalClient::new(&a, ClientOptions::default());
@@ -96,7 +124,7 @@ async fn failures_on_two_portals_add_up_and_a_device_cookie_from_one_passes_the_
         assert_eq!(error_of(r).await, (429, "too_many_attempts".into()));
     }
     // Each refusal audited by the portal that refused it, naming the counter.
-    let limited = audit_of(&store, "auth.rate_limited").await;
+    let limited = audit_of(store, "auth.rate_limited").await;
     assert_eq!(limited.len(), 4, "{limited:?}");
     assert!(limited
         .iter()
@@ -112,22 +140,8 @@ async fn failures_on_two_portals_add_up_and_a_device_cookie_from_one_passes_the_
 /// browser known to one signs in on the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_spray_ceiling_counts_failures_on_every_portal_and_trips_once() {
-    let slapd = Slapd::start();
-    let pg = tokio::task::spawn_blocking(common::postgres::database)
-        .await
-        .expect("PostgreSQL");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sync = Duration::from_secs(60);
-    let ceiling = "spray_ceiling = 10\n";
-    let (c1, a) = write_config_with(dir.path(), 1, &slapd, &pg.url, sync, ceiling);
-    let (c2, b) = write_config_with(dir.path(), 2, &slapd, &pg.url, sync, ceiling);
-    let store = Store::connect(&pg.url).await.expect("migrate");
-    let mut portals = Vec::new();
-    for (c, base) in [(&c1, &a), (&c2, &b)] {
-        let mut p = PortalProcess::start(c, base);
-        p.wait_ready().await;
-        portals.push(p);
-    }
+    let w = TwoPortals::start("spray_ceiling = 10\n").await;
+    let (a, b, store) = (w.a.clone(), w.b.clone(), &w.store);
     // Marie's browser signs in on A before the spray: a known device from then on.
     let marie = PortalClient::new(&a, ClientOptions::default());
     let r = login(&marie, &a, "mdupont", password_of("mdupont"), "198.18.7.1").await;
@@ -161,7 +175,7 @@ async fn the_spray_ceiling_counts_failures_on_every_portal_and_trips_once() {
         .expect("login");
     assert_eq!(r.status(), 200, "a known device during the spray");
     // One episode, audited once by the portal whose failure crossed the ceiling.
-    let detected = audit_of(&store, "auth.spray_detected").await;
+    let detected = audit_of(store, "auth.spray_detected").await;
     assert_eq!(detected.len(), 1, "{detected:?}");
     assert_eq!(detected[0].details["ceiling_per_minute"], 10);
 }
