@@ -30,6 +30,19 @@ async fn login(
         .expect("login")
 }
 
+/// Marie's own browser (its cookies, `csrf` its CSRF token) signs in on `base` from another
+/// address than its first login's.
+async fn marie_on(marie: &PortalClient, base: &str, csrf: &str) -> reqwest::Response {
+    marie
+        .post(format!("{base}/api/v1/login"))
+        .header("x-forwarded-for", "198.18.7.2")
+        .header("x-csrf-token", csrf)
+        .json(&json!({"username": "mdupont", "password": password_of("mdupont")}))
+        .send()
+        .await
+        .expect("login")
+}
+
 /// Two `sesame portal` processes (A, B) on one real PostgreSQL and slapd, `portal_extra` in
 /// their `[portal]`; each part stops on drop.
 struct TwoPortals {
@@ -101,14 +114,7 @@ async fn failures_on_two_portals_add_up_and_a_device_cookie_from_one_passes_the_
         assert_eq!(error_of(r).await, (429, "too_many_attempts".into()));
     }
     // Her own browser, known since its login on A, signs in on B (from another address too).
-    let r = marie
-        .post(format!("{b}/api/v1/login"))
-        .header("x-forwarded-for", "198.18.7.2")
-        .header("x-csrf-token", csrf)
-        .json(&json!({"username": "mdupont", "password": password_of("mdupont")}))
-        .send()
-        .await
-        .expect("login");
+    let r = marie_on(&marie, &b, &csrf).await;
     assert_eq!(r.status(), 200, "the device cookie from A on B");
 
     // One address guessing five accounts, over both portals: its sixth attempt is refused on
@@ -165,14 +171,7 @@ async fn the_spray_ceiling_counts_failures_on_every_portal_and_trips_once() {
         assert_eq!(error_of(r).await, (429, "too_many_attempts".into()));
     }
     // Marie's browser, known since A, still signs in on B.
-    let r = marie
-        .post(format!("{b}/api/v1/login"))
-        .header("x-forwarded-for", "198.18.7.2")
-        .header("x-csrf-token", csrf)
-        .json(&json!({"username": "mdupont", "password": password_of("mdupont")}))
-        .send()
-        .await
-        .expect("login");
+    let r = marie_on(&marie, &b, &csrf).await;
     assert_eq!(r.status(), 200, "a known device during the spray");
     // One episode, audited once by the portal whose failure crossed the ceiling.
     let detected = audit_of(store, "auth.spray_detected").await;
