@@ -352,7 +352,17 @@ impl Slapd {
 
     /// Deletes the user's entry (the memberof overlay removes it from its groups).
     pub fn delete_user(&self, who: &str) {
-        self.modify(&format!("dn: {}\nchangetype: delete\n", dn_of(who)));
+        self.delete_users(&[who]);
+    }
+
+    /// Deletes several people in one `ldapmodify`, so that a directory sync pass sees them all
+    /// gone or none (one call each leaves a window where a pass sees only the first).
+    pub fn delete_users(&self, who: &[&str]) {
+        let ldif: Vec<String> = who
+            .iter()
+            .map(|w| format!("dn: {}\nchangetype: delete\n", dn_of(w)))
+            .collect();
+        self.modify(&ldif.join("\n"));
     }
 
     /// Sets a new (cleartext-stored) password.
