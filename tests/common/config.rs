@@ -23,6 +23,19 @@ group = "cn=gestionnaires-rh,ou=groups,dc=academie,dc=test"
 resources = ["rh"]
 "#;
 
+/// Two `[[site]]`s, `rectorat` and `dsden56`, with their gateways' public keys (fixed: the
+/// tests that read a site feed compare them).
+pub const TWO_SITES: &str = r#"[[site]]
+name = "rectorat"
+endpoint = "vpn-rectorat.example.org:51820"
+public_key = "mB1Xmcm9Bqi8Dxy9Yz6rIHzC9jJbYp7vDXXHa+VfRVI="
+
+[[site]]
+name = "dsden56"
+endpoint = "vpn-dsden56.example.org:51820"
+public_key = "Ly6ppXE4y6xWZMHAAP9t2QgYV9jB8Ew3IU6m2lFnrGo="
+"#;
+
 /// Payroll and HR on the resource hosts: TCP on the application port, and ICMP.
 pub fn resource_sections() -> String {
     format!(

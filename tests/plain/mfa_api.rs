@@ -51,6 +51,17 @@ async fn enrol_otp(h: &Harness, code: &str, uid: &str, otp: Option<&str>) -> req
     h.browser().post_json("/api/v1/enrol", &body).await
 }
 
+/// Marie's first laptop enrolled by IT's code (no factor yet): the enrolment's answer, with its
+/// device token and the factor to register.
+async fn marie_enrolled(h: &Harness) -> (String, Value) {
+    let it = h.login("tleroux").await;
+    let code = h.code_for(&it, "mdupont", "portable-marie").await;
+    let r = enrol_otp(h, &code, "mdupont", None).await;
+    assert_eq!(r.status(), 201);
+    let cfg: Value = r.json().await.unwrap();
+    (cfg["device_token"].as_str().unwrap().to_string(), cfg)
+}
+
 async fn actions(h: &Harness, action: &str) -> usize {
     sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM audit_events WHERE action = $1")
         .bind(action)
@@ -335,11 +346,7 @@ fn code_of(secret: &str, offset: i64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_is_refused_after_reauth_interval_without_the_code() {
     let h = Harness::start_mfa("web_roles = []").await;
-    let it = h.login("tleroux").await;
-    let code = h.code_for(&it, "mdupont", "portable-marie").await;
-    let r = enrol_otp(&h, &code, "mdupont", None).await;
-    let cfg: Value = r.json().await.unwrap();
-    let token = cfg["device_token"].as_str().unwrap().to_string();
+    let (token, _) = marie_enrolled(&h).await;
     // The device is 91 days old and its owner never used a code since.
     sqlx::query("UPDATE devices SET created_at = created_at - $1")
         .bind(91_i64 * 86_400_000)
@@ -704,11 +711,7 @@ async fn the_access_review_shows_protected_resources_and_each_users_factor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_first_codes_past_the_limit_are_refused_and_audited_like_every_429() {
     let h = Harness::start_mfa("web_roles = [\"auditors\"]").await;
-    let it = h.login("tleroux").await;
-    let enrol_code = h.code_for(&it, "mdupont", "portable-marie").await;
-    let r = enrol_otp(&h, &enrol_code, "mdupont", None).await;
-    let cfg: Value = r.json().await.unwrap();
-    let token = cfg["device_token"].as_str().unwrap().to_string();
+    let (token, cfg) = marie_enrolled(&h).await;
     let secret = cfg["mfa_registration"]["secret"]
         .as_str()
         .unwrap()

@@ -20,14 +20,12 @@ use sesame::service::{devices, sites, Actor, Services};
 use sesame::store::{AddressPool, EnrolRequest, NewCode, Store};
 
 use crate::common::cli::{self, text};
-use crate::common::config::TestConfig;
+use crate::common::config::{TestConfig, TWO_SITES};
 use crate::common::store_db::audit_of;
 
 const VPN: &str = "cn=personnels,ou=groups,dc=academie,dc=test";
 const PAIE: &str = "cn=gestionnaires-paie,ou=groups,dc=academie,dc=test";
 const APP56: &str = "cn=dsden56,ou=groups,dc=academie,dc=test";
-const RECTORAT_KEY: &str = "mB1Xmcm9Bqi8Dxy9Yz6rIHzC9jJbYp7vDXXHa+VfRVI=";
-const DSDEN_KEY: &str = "Ly6ppXE4y6xWZMHAAP9t2QgYV9jB8Ew3IU6m2lFnrGo=";
 
 /// Two sites, payroll at the rectorat, an application at the DSDEN, granted to their groups.
 fn sites_config(url: &str, dir: &Path) -> TestConfig {
@@ -37,16 +35,7 @@ fn sites_config(url: &str, dir: &Path) -> TestConfig {
 vpn_users = ["{VPN}"]
 it_staff = ["cn=dsi,ou=groups,dc=academie,dc=test"]
 
-[[site]]
-name = "rectorat"
-endpoint = "vpn-rectorat.example.org:51820"
-public_key = "{RECTORAT_KEY}"
-
-[[site]]
-name = "dsden56"
-endpoint = "vpn-dsden56.example.org:51820"
-public_key = "{DSDEN_KEY}"
-
+{TWO_SITES}
 [[resource]]
 name = "paie"
 site = "rectorat"

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::config::TestConfig;
+use common::config::{TestConfig, TWO_SITES};
 use common::harness::RecordingSink;
 use common::store_db::*;
 use rand::{Rng as _, SeedableRng as _};
@@ -30,8 +30,6 @@ const STAFF: &str = "cn=personnels-administratifs,ou=groups,dc=example,dc=org";
 const PAIE_GROUP: &str = "cn=gestionnaires-paie,ou=groups,dc=example,dc=org";
 const RH_GROUP: &str = "cn=gestionnaires-rh,ou=groups,dc=example,dc=org";
 const APP56_GROUP: &str = "cn=dsden56,ou=groups,dc=example,dc=org";
-const RECTORAT_KEY: &str = "mB1Xmcm9Bqi8Dxy9Yz6rIHzC9jJbYp7vDXXHa+VfRVI=";
-const DSDEN_KEY: &str = "Ly6ppXE4y6xWZMHAAP9t2QgYV9jB8Ew3IU6m2lFnrGo=";
 const NET: &str = "100.64.0.0/24";
 /// A rotation allowed at once, the key valid an hour.
 const ROTATION: Rotation = Rotation {
@@ -48,16 +46,7 @@ fn two_sites(url: &str, dir: &std::path::Path) -> Arc<Config> {
             r#"[roles]
 vpn_users = ["{STAFF}"]
 
-[[site]]
-name = "rectorat"
-endpoint = "vpn-rectorat.example.org:51820"
-public_key = "{RECTORAT_KEY}"
-
-[[site]]
-name = "dsden56"
-endpoint = "vpn-dsden56.example.org:51820"
-public_key = "{DSDEN_KEY}"
-
+{TWO_SITES}
 [[resource]]
 name = "paie"
 site = "rectorat"

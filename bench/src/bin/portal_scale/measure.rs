@@ -348,3 +348,27 @@ pub async fn explain(store: &Store, postgres: bool, text: &str) -> anyhow::Resul
     }
     Ok(out)
 }
+
+/// Times `rounds` counts of the devices granted `paie` (`Store::review_granted_count`, what the
+/// first access-review page of a resource pays after each change of the peer set, the portal's
+/// count cache aside): (p50, max, the count).
+pub async fn review_count(
+    store: &Store,
+    rounds: usize,
+) -> anyhow::Result<(Duration, Duration, u64)> {
+    let granting = [sesame_bench::fill::PAIE.to_string()];
+    let vpn_users = [sesame_bench::fill::VPN_USERS.to_string()];
+    let to = sesame::store::GrantedTo {
+        granting: &granting,
+        vpn_users: &vpn_users,
+    };
+    let mut times = Vec::with_capacity(rounds);
+    let mut count = 0;
+    for _ in 0..rounds.max(1) {
+        let t = Instant::now();
+        count = store.review_granted_count(to).await?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    Ok((quantile(&times, 0.5), quantile(&times, 1.0), count))
+}
