@@ -292,7 +292,8 @@ async fn measure_size(ctx: &Ctx<'_>, n: usize, next_victim: &mut usize) -> anyho
     let (backend, opts) = (ctx.backend, ctx.opts);
     let scan = mean_scan_us(&ctx.store, 20).await?;
     let (read, read_rows) = store_read(&ctx.store).await?;
-    let (count_p50, count_max, counted) = measure::review_count(&ctx.store, 20).await?;
+    let [(count_p50, count_max, counted), (before_p50, before_max, _)] =
+        measure::review_count(&ctx.store, backend == "postgres", 20).await?;
     let mut portal = PortalProcess::start(&opts.sesame, &ctx.config, &ctx.base)?;
     let ready = portal
         .wait_ready(&ctx.http, Duration::from_secs(600))
@@ -349,7 +350,7 @@ async fn measure_size(ctx: &Ctx<'_>, n: usize, next_victim: &mut usize) -> anyho
         .collect();
     Ok(format!(
         "portal ready in {:.2} s (its log: {}); Store::active_devices from the bench: {:.0} ms for {read_rows} rows\n\
-         review count of paie from the bench ({counted} devices; a review page after a change pays it): p50 {:.1} ms, max {:.1} ms over 20\n\
+         review count of paie from the bench ({counted} devices; a review page after a change pays it): p50 {:.1} ms, max {:.1} ms over 20; with the indexes before migration 0018: p50 {:.1} ms, max {:.1} ms\n\
          idle from {} (UTC): {}\n\
          before (the scan once a second, {scan:.0} µs a poll in this run): + {scan_share:.3} % of a core\n\
          feed: full set {} peers, {} bytes in {:.1} ms; revocation → waiting feed: p50 {:.1} ms, max {:.1} ms over {} (commit {})\n  {}",
@@ -358,6 +359,8 @@ async fn measure_size(ctx: &Ctx<'_>, n: usize, next_victim: &mut usize) -> anyho
         ms(read),
         ms(count_p50),
         ms(count_max),
+        ms(before_p50),
+        ms(before_max),
         utc(idle.started_at),
         idle.describe(),
         full.peers,

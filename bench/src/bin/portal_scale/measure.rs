@@ -349,13 +349,51 @@ pub async fn explain(store: &Store, postgres: bool, text: &str) -> anyhow::Resul
     Ok(out)
 }
 
+/// The two indexes as they were before migration 0018 (narrower: the count visited rows).
+const INDEXES_BEFORE_0018: &str = "DROP INDEX user_groups_group_dn; \
+    CREATE INDEX user_groups_group_dn ON user_groups (group_dn); \
+    DROP INDEX devices_username; \
+    CREATE INDEX devices_username ON devices (username)";
+/// Migration 0018 itself (the same on both backends), to put the indexes back.
+const MIGRATION_0018: &str =
+    include_str!("../../../../migrations/sqlite/0018_covering_indexes.sql");
+
+/// The review's count of `paie` with the store's indexes, then with those before migration
+/// 0018 (rebuilt on this throwaway store, then put back): (after, before) as
+/// (p50, max, count) over `rounds` each.
+pub async fn review_count(
+    store: &Store,
+    postgres: bool,
+    rounds: usize,
+) -> anyhow::Result<[(Duration, Duration, u64); 2]> {
+    let after = time_count(store, rounds).await?;
+    rebuild(store, INDEXES_BEFORE_0018, postgres).await?;
+    let before = time_count(store, rounds).await?;
+    rebuild(store, MIGRATION_0018, postgres).await?;
+    Ok([after, before])
+}
+
+/// Runs `statements` (`;`-separated, `--` comments allowed); on PostgreSQL refreshes the
+/// statistics then, as autovacuum would (the portal never analyzes a SQLite store).
+async fn rebuild(store: &Store, statements: &str, postgres: bool) -> anyhow::Result<()> {
+    let code: String = statements
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for stmt in code.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        sqlx::query(stmt).execute(store.pool()).await?;
+    }
+    if postgres {
+        sqlx::query("ANALYZE").execute(store.pool()).await?;
+    }
+    Ok(())
+}
+
 /// Times `rounds` counts of the devices granted `paie` (`Store::review_granted_count`, what the
 /// first access-review page of a resource pays after each change of the peer set, the portal's
 /// count cache aside): (p50, max, the count).
-pub async fn review_count(
-    store: &Store,
-    rounds: usize,
-) -> anyhow::Result<(Duration, Duration, u64)> {
+async fn time_count(store: &Store, rounds: usize) -> anyhow::Result<(Duration, Duration, u64)> {
     let granting = [sesame_bench::fill::PAIE.to_string()];
     let vpn_users = [sesame_bench::fill::VPN_USERS.to_string()];
     let to = sesame::store::GrantedTo {
