@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use crate::store::{Backend, Store, StoreError};
 
-use super::ratelimit::{shared_account_key, shared_keys, Admitted, FailureLimiter, Refusal};
 use super::count_reads::CountReads;
+use super::ratelimit::{shared_account_key, shared_keys, Admitted, FailureLimiter, Refusal};
 use super::spray::{self, SprayCeiling};
 use super::{ServiceError, Services};
 

@@ -56,7 +56,7 @@ impl Store {
             marks.join(", ")
         );
         let mut query = sqlx::query(&sql);
-        for key in keys.iter().chain(std::iter::repeat(last).take(n - keys.len())) {
+        for key in keys.iter().chain(std::iter::repeat_n(last, n - keys.len())) {
             query = query.bind(*key);
         }
         let rows = query.fetch_all(&self.pool).await?;

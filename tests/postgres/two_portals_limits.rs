@@ -235,9 +235,23 @@ async fn concurrent_logins_on_a_portal_read_the_failure_counts_together() {
 
     // Shared reads see every failure: five on B, then the sixth attempt on A is refused.
     for i in 0..5 {
-        let r = login(&client, &b, "tleroux", "guess", &format!("198.18.14.{}", i + 1)).await;
+        let r = login(
+            &client,
+            &b,
+            "tleroux",
+            "guess",
+            &format!("198.18.14.{}", i + 1),
+        )
+        .await;
         assert_eq!(error_of(r).await.0, 401, "failure {}", i + 1);
     }
-    let r = login(&client, &a, "tleroux", password_of("tleroux"), "198.18.14.9").await;
+    let r = login(
+        &client,
+        &a,
+        "tleroux",
+        password_of("tleroux"),
+        "198.18.14.9",
+    )
+    .await;
     assert_eq!(r.status(), 429, "the sixth attempt");
 }
