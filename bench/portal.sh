@@ -818,7 +818,8 @@ for r in rows:
     if r["op"] not in ("login-1portal", "login-2portal"):
         continue
     binds = [b for b in rows if b["op"] == "bind" and b["label"] == r["label"] and b["ok_per_s"] > 0]
-    one = [x for x in rows if x["op"] == "login-1portal" and x["label"] == r["label"] and x["ok_per_s"] > 0]
+    # The one-portal row of the same round (the last one measured before this row).
+    one = [x for x in rows[:rows.index(r)] if x["op"] == "login-1portal" and x["label"] == r["label"] and x["ok_per_s"] > 0][-1:]
     line = f"- {r['label']}, {r['op'][6]} portal(s): {r['ok_per_s']:.0f} logins/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
     if binds:
         line += f"; {100 * r['ok_per_s'] / binds[0]['ok_per_s']:.1f} % of slapd's raw binds in the same run"
