@@ -32,13 +32,18 @@ pub(super) struct CountReads {
 }
 
 impl CountReads {
-    /// The counts of `keys` (those that have any), read together with the other attempts'
-    /// asking meanwhile. If that read fails, this attempt reads alone (its own error).
+    /// The counts of `keys` (those that have any), read together with the other attempts
+    /// asking meanwhile. If that read fails, or the reader is gone (its runtime shut down),
+    /// this attempt reads alone (and gets its own error).
     pub(super) async fn read(
         &self,
         store: &Store,
         keys: &[&str],
     ) -> Result<Vec<FailureCount>, StoreError> {
+        if tokio::runtime::Handle::try_current().is_err() && self.queue.get().is_none() {
+            // No runtime to start the reader on: this attempt reads alone.
+            return store.failure_counts(keys).await;
+        }
         let (reply, answer) = oneshot::channel();
         let ask = Ask {
             keys: keys.iter().map(|k| (*k).to_string()).collect(),
