@@ -5,9 +5,11 @@
 //! round trip and a statement per login on the pool and in PostgreSQL. Here the first attempt
 //! reads at once; those that ask while a read is under way wait for the next read, which asks
 //! for the keys of all of them together. No attempt is answered from counts older than its
-//! question: the read that answers it starts after it asked, as its own read would have.
+//! question: the read that answers it starts after it asked, as its own read would have. A read
+//! that fails fails every attempt it answers, at once and of the same kind (PostgreSQL down:
+//! each is answered 503 after one wait for the pool, not one wait each).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -19,10 +21,10 @@ const MAX_ASKS: usize = 256;
 /// Attempts waiting for the reader; senders wait (backpressure) beyond this.
 const QUEUE: usize = 4096;
 
-/// One attempt's question: the counts of `keys`; `None` in answer when the shared read failed.
+/// One attempt's question: the counts of `keys`, or the error of the read that answered it.
 struct Ask {
     keys: Vec<String>,
-    reply: oneshot::Sender<Option<Vec<FailureCount>>>,
+    reply: oneshot::Sender<Result<Vec<FailureCount>, Arc<StoreError>>>,
 }
 
 /// The reader of one process's counts (started on first use, on the caller's runtime).
@@ -33,8 +35,8 @@ pub(super) struct CountReads {
 
 impl CountReads {
     /// The counts of `keys` (those that have any), read together with the other attempts
-    /// asking meanwhile. If that read fails, or the reader is gone (its runtime shut down),
-    /// this attempt reads alone (and gets its own error).
+    /// asking meanwhile (its error, if it fails). If the reader is gone (its runtime shut
+    /// down), this attempt reads alone.
     pub(super) async fn read(
         &self,
         store: &Store,
@@ -55,8 +57,8 @@ impl CountReads {
             tx
         });
         if queue.send(ask).await.is_ok() {
-            if let Ok(Some(counts)) = answer.await {
-                return Ok(counts);
+            if let Ok(answer) = answer.await {
+                return answer.map_err(shared_error);
             }
         }
         store.failure_counts(keys).await
@@ -73,22 +75,30 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Ask>) {
             .collect();
         keys.sort_unstable();
         keys.dedup();
-        let counts = match store.failure_counts(&keys).await {
-            Ok(counts) => Some(counts),
-            Err(e) => {
-                tracing::debug!(error = %e, asks = asks.len(), "a shared read of the failure counts failed; each attempt reads alone");
-                None
-            }
-        };
+        let counts = store.failure_counts(&keys).await.map_err(Arc::new);
         for ask in asks.drain(..) {
-            let mine = counts.as_ref().map(|all| {
-                all.iter()
+            let mine = match &counts {
+                Ok(all) => Ok(all
+                    .iter()
                     .filter(|c| ask.keys.contains(&c.key))
                     .cloned()
-                    .collect()
-            });
+                    .collect()),
+                Err(e) => Err(Arc::clone(e)),
+            };
             let _ = ask.reply.send(mine);
         }
+    }
+}
+
+/// The shared read's error, for one of the attempts it answered: of the same kind (the database
+/// unavailable, or an error of it), with the shared error as its source.
+fn shared_error(shared: Arc<StoreError>) -> StoreError {
+    let unavailable = matches!(*shared, StoreError::Unavailable(_));
+    let source = sqlx::Error::Io(std::io::Error::other(shared));
+    if unavailable {
+        StoreError::Unavailable(source)
+    } else {
+        StoreError::Database(source)
     }
 }
 
@@ -145,5 +155,17 @@ mod tests {
             }
             assert_eq!(got, want, "attempt {i}");
         }
+    }
+
+    /// A failed shared read fails each attempt it answered with an error of its kind (the
+    /// database unavailable stays a 503), the shared error kept as the source.
+    #[test]
+    fn a_failed_shared_read_fails_each_attempt_with_its_kind() {
+        let down = shared_error(Arc::new(StoreError::Unavailable(sqlx::Error::PoolTimedOut)));
+        assert!(matches!(down, StoreError::Unavailable(_)));
+        let source = std::error::Error::source(&down).unwrap();
+        assert!(std::error::Error::source(source).is_some());
+        let other = shared_error(Arc::new(StoreError::InvalidInput("no".into())));
+        assert!(matches!(other, StoreError::Database(_)));
     }
 }
