@@ -15,20 +15,25 @@
 # is accepted once per user, so each user serves 2–3 requests in a step, then one per step; too small a pool shows
 # as `pool_exhausted` errors), KEEP=1 (keep the work directory for inspection), SKIP_BUILD=1
 # (use the binaries already in target/release), PROFILE=1 (perf record of sesame serve during
-# each login, enrolment, login-mfa and unlock run, kept with KEEP=1), BACKENDS ("sqlite postgres"
+# each login, enrolment, login-mfa and unlock run, of the whole machine during each portals
+# step; kept with KEEP=1), BACKENDS ("sqlite postgres"
 # by default; one of them to run that one only), SYNC_USERS (directory users the sync step adds
 # to slapd and to the store, each with an active device: 0 skips the step; 100000 for issue 21's
 # figure), STEPS (`all` by default; `sync`: only a plain login step then the sync step, per
-# backend, without the second-factor users; needs SYNC_USERS > 0, prints its rows and writes the
-# report only to REPORT if set). Each bind, login and unlock step also prints
-# the CPU time per request of slapd, serve and PostgreSQL.
+# backend, without the second-factor users; needs SYNC_USERS > 0; `portals`: PostgreSQL only, the
+# raw binds then the logins through one and two `sesame portal` processes; both print their rows
+# and write the report only to REPORT if set), PORTAL_ROUNDS (1: how many times the portals step
+# measures one then two portals), PG_STATEMENTS=1 (pg_stat_statements on the throwaway cluster:
+# the portals step prints each step's statements by total time). Each bind, login and unlock step
+# also prints the CPU time per request of slapd, serve and PostgreSQL (the portals step: of each
+# portal too, and PostgreSQL's commits per login).
 set -euo pipefail
 
 SMOKE=0
 for arg in "$@"; do
   case "$arg" in
     --smoke) SMOKE=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "portal.sh: unknown argument $arg (use --smoke or nothing)" >&2; exit 2 ;;
   esac
 done
@@ -47,7 +52,8 @@ case $STEPS in
   all) ;;
   sync) ((SYNC_USERS > 0)) || { echo "portal.sh: STEPS=sync needs SYNC_USERS > 0" >&2; exit 2; }
     MFA_USERS=0; UNLOCK_USERS=0 ;;
-  *) echo "portal.sh: STEPS: all or sync, not $STEPS" >&2; exit 2 ;;
+  portals) MFA_USERS=0; UNLOCK_USERS=0; SYNC_USERS=0; BACKENDS=postgres ;;
+  *) echo "portal.sh: STEPS: all, sync or portals, not $STEPS" >&2; exit 2 ;;
 esac
 # The smoke run and STEPS=sync only print their table (set REPORT=FILE to keep it); the full
 # run writes the report.
@@ -273,9 +279,17 @@ start_postgres() {
   chown postgres:postgres "$WORK/pg"
   runuser -u postgres -- "$PG_BIN/initdb" -D "$PG_DATA" -U postgres -A trust -E UTF8 --locale=C >/dev/null
   # Defaults kept for fsync/synchronous_commit/full_page_writes: the measured cost is a real one.
+  local extra=
+  [[ ${PG_STATEMENTS:-0} == 1 ]] && extra=" -c shared_preload_libraries=pg_stat_statements"
   nsx runuser -u postgres -- "$PG_BIN/pg_ctl" start -w -t 60 -D "$PG_DATA" -l "$WORK/pg/postgres.log" \
-    -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$WORK/pg -c max_connections=100" >/dev/null
+    -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$WORK/pg -c max_connections=100$extra" >/dev/null
   nsx "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres sesame_bench
+  if [[ ${PG_STATEMENTS:-0} == 1 ]]; then
+    nsx "$PG_BIN/psql" -qAt -h 127.0.0.1 -p "$PG_PORT" -U postgres sesame_bench -c 'CREATE EXTENSION pg_stat_statements' >/dev/null
+  fi
+}
+pg_sql() { # SQL: one value (or rows) from the bench database
+  nsx "$PG_BIN/psql" -qAt -h 127.0.0.1 -p "$PG_PORT" -U postgres sesame_bench -c "$1"
 }
 
 # ---- sesame config ---------------------------------------------------------------------------
@@ -528,17 +542,49 @@ portals_step() { # LABEL DATABASE_URL
     urls+=("http://127.0.0.1:$((8090 + n))")
     wait_http "${urls[-1]}/readyz" 30 || { echo "portal.sh: portal $n not ready; log:" >&2; cat "$WORK/portal-$n.log" >&2; exit 1; }
   done
-  local cpu0 cpu1
+  local cpu0 cpu1 round each0 each1 xact0 xact1
+  for ((round = 1; round <= ${PORTAL_ROUNDS:-1}; round++)); do
   for n in 1 2; do
     local these
     these=$(IFS=,; echo "${urls[*]:0:n}")
     echo "portal.sh: [$label] login through $n portal(s): $CLIENTS clients, ${DURATION}s (+${WARMUP}s warm-up)" >&2
+    [[ ${PG_STATEMENTS:-0} == 1 ]] && pg_sql 'SELECT pg_stat_statements_reset()' >/dev/null
+    xact0=$(pg_sql "SELECT xact_commit FROM pg_stat_database WHERE datname = 'sesame_bench'")
+    each0=$(cpu_ticks "${pids[0]}")" "$(cpu_ticks "${pids[1]}")
     cpu0=$(cpu_ticks "${pids[*]:0:n}")
+    # PROFILE=1: the whole machine (portals, PostgreSQL, slapd, the load), kept with KEEP=1.
+    PERF_PID=
+    if [[ ${PROFILE:-0} == 1 ]]; then
+      perf record -a -F "${PERF_FREQ:-499}" --call-graph "${PERF_CALLGRAPH:-fp}" \
+        -o "$WORK/perf-portals-$n-$round.data" >/dev/null 2>&1 &
+      PERF_PID=$!
+    fi
     nsx "$LOAD" --url "$these" --op login --clients "$CLIENTS" --duration "$DURATION" --warmup "$WARMUP" \
       --users "$WORK/users.csv" --label "$label" | python3 -c 'import json, sys; r = json.loads(sys.stdin.read()); r["op"] = f"login-{sys.argv[1]}portal"; print(json.dumps(r))' "$n" |
       tee -a "$RESULTS" >&2
+    profile_stop
     cpu1=$(cpu_ticks "${pids[*]:0:n}")
+    each1=$(cpu_ticks "${pids[0]}")" "$(cpu_ticks "${pids[1]}")
+    xact1=$(pg_sql "SELECT xact_commit FROM pg_stat_database WHERE datname = 'sesame_bench'")
     cpu_per_request "$label" "login ($n portal)" "$cpu0" "$cpu1"
+    # Each portal's own CPU (the second idles in the one-portal step) and PostgreSQL's commits
+    # (every transaction of the database, the portals' and this script's reads alike).
+    python3 - "$label" "$n" "$each0" "$each1" "$xact0" "$xact1" "$(tail -1 "$RESULTS")" "$(getconf CLK_TCK)" "$DURATION" "$WARMUP" <<'PY' >&2
+import json, sys
+label, n, each0, each1, x0, x1, last, hz, duration, warmup = sys.argv[1:]
+r = json.loads(last)
+logins = r["ok_per_s"] * (float(duration) + float(warmup))
+if logins > 0:
+    b, a = list(map(int, each0.split())), list(map(int, each1.split()))
+    per = lambda i: (a[i] - b[i]) / int(hz) / logins * 1e6
+    print(f"portal.sh: [{label}] CPU per login ({n} portal): portal 1 {per(1):.0f} µs, portal 2 {per(4):.0f} µs; "
+          f"PostgreSQL commits per login {(int(x1) - int(x0)) / logins:.3f}")
+PY
+    if [[ ${PG_STATEMENTS:-0} == 1 ]]; then
+      echo "portal.sh: [$label] statements ($n portal): calls, total ms, mean µs, query" >&2
+      pg_sql "SELECT calls, round(total_exec_time), round(1000 * mean_exec_time), left(regexp_replace(query, '\s+', ' ', 'g'), 110) FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12" >&2
+    fi
+  done
   done
   for pid in "${pids[@]}"; do kill -TERM "$pid"; wait "$pid" || true; PIDS=("${PIDS[@]/$pid/}"); done
 }
@@ -555,9 +601,23 @@ run_sync_only() { # LABEL DATABASE_URL
   sync_step "$label" "$url"
 }
 
+# STEPS=portals: slapd's raw binds (the mark), then the portals step.
+run_portals_only() { # LABEL DATABASE_URL
+  local label=$1 url=$2
+  echo "portal.sh: [$label] raw LDAP binds: $CLIENTS clients, ${DURATION}s (+${WARMUP}s warm-up)" >&2
+  local cpu0 cpu1
+  cpu0=$(cpu_ticks "")
+  nsx "$LOAD" --op bind --ldap "ldap://127.0.0.1:$LDAP_PORT" --bind-dn "uid={},$PEOPLE" --clients "$CLIENTS" \
+    --duration "$DURATION" --warmup "$WARMUP" --users "$WORK/users.csv" --label "$label" | tee -a "$RESULTS" >&2
+  cpu1=$(cpu_ticks "")
+  cpu_per_request "$label" bind "$cpu0" "$cpu1"
+  portals_step "$label" "$url"
+}
+
 run_backend() { # LABEL DATABASE_URL
   local label=$1 url=$2 cfg=$WORK/sesame-$1.toml log=$WORK/serve-$1.log
   if [[ $STEPS == sync ]]; then run_sync_only "$label" "$url"; return; fi
+  if [[ $STEPS == portals ]]; then run_portals_only "$label" "$url"; return; fi
   write_config "$cfg" "$url"
   start_serve "$label" "$cfg" "$log"
   local serve_pid=$SERVE_PID
@@ -758,7 +818,8 @@ for r in rows:
     if r["op"] not in ("login-1portal", "login-2portal"):
         continue
     binds = [b for b in rows if b["op"] == "bind" and b["label"] == r["label"] and b["ok_per_s"] > 0]
-    one = [x for x in rows if x["op"] == "login-1portal" and x["label"] == r["label"] and x["ok_per_s"] > 0]
+    # The one-portal row of the same round (the last one measured before this row).
+    one = [x for x in rows[:rows.index(r)] if x["op"] == "login-1portal" and x["label"] == r["label"] and x["ok_per_s"] > 0][-1:]
     line = f"- {r['label']}, {r['op'][6]} portal(s): {r['ok_per_s']:.0f} logins/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
     if binds:
         line += f"; {100 * r['ok_per_s'] / binds[0]['ok_per_s']:.1f} % of slapd's raw binds in the same run"
@@ -788,6 +849,9 @@ open(report, "w").write(out)
 print(chr(10).join(lines))
 if steps == "sync":
     print(chr(10).join(syncs))
+    sys.exit(0)
+if steps == "portals":
+    print(chr(10).join(portals))
     sys.exit(0)
 # The second-factor steps must have worked at all (their setup already checked the refusal
 # without a code): a step without one accepted code fails the run, smoke included.

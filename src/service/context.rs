@@ -36,6 +36,8 @@ pub struct Services {
     limiter: FailureLimiter,
     /// Failures across accounts (`[portal] spray_ceiling`).
     spray: SprayCeiling,
+    /// With PostgreSQL, the failure counts' reads of concurrent attempts, one statement each round.
+    count_reads: super::count_reads::CountReads,
     /// The second factor (`[mfa]`), when the configuration turns it on.
     mfa: Option<Arc<crate::mfa::Kit>>,
     /// The audit log page's last chain verification (`audit::verify_cached`).
@@ -58,6 +60,7 @@ impl Services {
             metrics: Arc::new(Metrics::new()),
             limiter,
             spray: SprayCeiling::default(),
+            count_reads: Default::default(),
             mfa: None,
             chain_status: ChainStatusCache::default(),
             review_counts: ReviewCounts::default(),
@@ -153,6 +156,10 @@ impl Services {
 
     pub(super) fn spray(&self) -> &SprayCeiling {
         &self.spray
+    }
+
+    pub(super) fn count_reads(&self) -> &super::count_reads::CountReads {
+        &self.count_reads
     }
 
     pub(super) fn directory(&self) -> Result<&dyn Directory, ServiceError> {

@@ -2,7 +2,8 @@
 //! is the only process), in PostgreSQL's `login_failures` otherwise, shared by every portal on
 //! the database. The rules are `service::ratelimit`'s either way.
 //!
-//! With PostgreSQL, a check is one primary-key read of the attempt's three keys; a failure is
+//! With PostgreSQL, a check is one primary-key read of the attempt's three keys (shared with
+//! the attempts that ask at the same time: `service::count_reads`); a failure is
 //! one upsert of them (plus, on the 100th failure of an hour, the account's lock, and once a
 //! minute per process a delete of the expired rows); a success writes only when the account
 //! had failures to forget. A database that does not answer fails the check like the rest of the
@@ -16,6 +17,7 @@ use std::time::Instant;
 
 use crate::store::{Backend, Store, StoreError};
 
+use super::count_reads::CountReads;
 use super::ratelimit::{shared_account_key, shared_keys, Admitted, FailureLimiter, Refusal};
 use super::spray::{self, SprayCeiling};
 use super::{ServiceError, Services};
@@ -24,6 +26,7 @@ use super::{ServiceError, Services};
 pub(super) struct Limits<'a> {
     limiter: &'a FailureLimiter,
     spray: &'a SprayCeiling,
+    reads: &'a CountReads,
     /// `[portal] spray_ceiling` (0: none).
     ceiling: u32,
     shared: Option<&'a Store>,
@@ -46,6 +49,7 @@ impl Services {
         Limits {
             limiter: self.limiter(),
             spray: self.spray(),
+            reads: self.count_reads(),
             ceiling: self.config().portal.spray_ceiling,
             shared: (store.backend() == Backend::Postgres).then_some(store),
         }
@@ -103,7 +107,7 @@ impl Limits<'_> {
         if with_spray {
             refs.push(spray::SHARED_KEY);
         }
-        let counts = store.failure_counts(&refs).await?;
+        let counts = self.reads.read(store, &refs).await?;
         let now = store.now_ms();
         let spray = with_spray
             && spray::shared_active(counts.iter().find(|c| c.key == spray::SHARED_KEY), now);

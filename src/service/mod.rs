@@ -13,6 +13,7 @@ mod attempts;
 pub mod audit;
 pub mod codes;
 mod context;
+mod count_reads;
 pub mod dashboard;
 pub mod devices;
 pub mod enrol;

@@ -42,18 +42,21 @@ fn from_row(row: &AnyRow) -> Result<FailureCount, StoreError> {
 }
 
 impl Store {
-    /// The counts of `keys` (those that have any): one primary-key lookup.
+    /// The counts of `keys` (those that have any): one primary-key lookup. The statement asks
+    /// for a power of two of keys (at least 4; the last repeated to fill it): a handful of
+    /// statement texts whatever the number of keys, each prepared once per connection.
     pub async fn failure_counts(&self, keys: &[&str]) -> Result<Vec<FailureCount>, StoreError> {
-        if keys.is_empty() {
+        let Some(last) = keys.last() else {
             return Ok(Vec::new());
-        }
-        let marks: Vec<String> = (1..=keys.len()).map(|i| format!("${i}")).collect();
+        };
+        let n = keys.len().next_power_of_two().max(4);
+        let marks: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT {COLUMNS} FROM login_failures WHERE key IN ({})",
             marks.join(", ")
         );
         let mut query = sqlx::query(&sql);
-        for key in keys {
+        for key in keys.iter().chain(std::iter::repeat_n(last, n - keys.len())) {
             query = query.bind(*key);
         }
         let rows = query.fetch_all(&self.pool).await?;

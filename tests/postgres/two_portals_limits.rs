@@ -1,6 +1,7 @@
 //! The brute-force limits across two `sesame portal` processes on one real PostgreSQL (issue
 //! 21): failures counted on either portal add up (per account and per source), and the device
-//! cookie one portal handed out lets its browser past the account's limit on the other.
+//! cookie one portal handed out lets its browser past the account's limit on the other; the
+//! logins one portal takes at once read the counts together.
 
 use crate::common;
 
@@ -12,6 +13,7 @@ use common::slapd::{password_of, Slapd};
 use common::store_db::audit_of;
 use serde_json::json;
 use sesame::store::Store;
+use sqlx::Row as _;
 
 /// `POST /api/v1/login` on `base` as if through a load balancer that saw `from`.
 async fn login(
@@ -177,4 +179,79 @@ async fn the_spray_ceiling_counts_failures_on_every_portal_and_trips_once() {
     let detected = audit_of(store, "auth.spray_detected").await;
     assert_eq!(detected.len(), 1, "{detected:?}");
     assert_eq!(detected[0].details["ceiling_per_minute"], 10);
+}
+
+/// Calls, since the last reset, of the statements of this database whose text contains `needle`.
+async fn calls(store: &Store, needle: &str) -> i64 {
+    let rows = sqlx::query(
+        "SELECT query, calls FROM pg_stat_statements \
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("pg_stat_statements");
+    rows.iter()
+        .filter(|r| r.get::<String, _>("query").contains(needle))
+        .map(|r| r.get::<i64, _>("calls"))
+        .sum()
+}
+
+/// The logins a portal takes at once ask PostgreSQL for their failure counts together (issue
+/// 21's two-portal figure: one read per login was a statement each): fewer reads than logins,
+/// every login answered, and a failure counted meanwhile is still seen by the next attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_logins_on_a_portal_read_the_failure_counts_together() {
+    const LOGINS: usize = 40;
+    let w = TwoPortals::start("").await;
+    let (a, b, store) = (w.a.clone(), w.b.clone(), &w.store);
+    for sql in [
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
+        "SELECT pg_stat_statements_reset()",
+    ] {
+        sqlx::query(sql)
+            .execute(store.pool())
+            .await
+            .expect("pg_stat_statements");
+    }
+    let client = reqwest::Client::new();
+    let mut logins = tokio::task::JoinSet::new();
+    for i in 0..LOGINS {
+        let (client, a) = (client.clone(), a.clone());
+        logins.spawn(async move {
+            let from = format!("198.18.13.{}", i + 1);
+            login(&client, &a, "tleroux", password_of("tleroux"), &from)
+                .await
+                .status()
+        });
+    }
+    while let Some(status) = logins.join_next().await {
+        assert_eq!(status.expect("login"), 200);
+    }
+    let reads = calls(store, "FROM login_failures WHERE key IN").await;
+    assert!(
+        (1..i64::try_from(LOGINS).expect("n")).contains(&reads),
+        "{LOGINS} concurrent logins, {reads} reads of the failure counts"
+    );
+
+    // Shared reads see every failure: five on B, then the sixth attempt on A is refused.
+    for i in 0..5 {
+        let r = login(
+            &client,
+            &b,
+            "tleroux",
+            "guess",
+            &format!("198.18.14.{}", i + 1),
+        )
+        .await;
+        assert_eq!(error_of(r).await.0, 401, "failure {}", i + 1);
+    }
+    let r = login(
+        &client,
+        &a,
+        "tleroux",
+        password_of("tleroux"),
+        "198.18.14.9",
+    )
+    .await;
+    assert_eq!(r.status(), 429, "the sixth attempt");
 }
