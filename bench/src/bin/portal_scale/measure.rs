@@ -381,9 +381,11 @@ async fn rebuild(store: &Store, statements: &str, postgres: bool) -> anyhow::Res
         .filter(|l| !l.trim_start().starts_with("--"))
         .collect::<Vec<_>>()
         .join("\n");
+    let mut tx = store.pool().begin().await?;
     for stmt in code.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        sqlx::query(stmt).execute(store.pool()).await?;
+        sqlx::query(stmt).execute(&mut *tx).await?;
     }
+    tx.commit().await?;
     if postgres {
         sqlx::query("ANALYZE").execute(store.pool()).await?;
     }
