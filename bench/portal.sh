@@ -10,30 +10,35 @@
 # Everything runs inside a network namespace created here (removed on exit): slapd, PostgreSQL,
 # `sesame serve` (its gateway needs a TUN device) and the load client, all on the namespace's
 # loopback. Underlay/tunnel addresses in the config are 198.18.0.0/15 and 100.64.0.0/10 only.
-# Environment overrides: CLIENTS (50), DURATION (10), USERS (200), CODES (6000), MFA_USERS and
-# UNLOCK_USERS (the pools of users with a factor for the login-mfa and unlock steps: a TOTP step
-# is accepted once per user, so each user serves 2–3 requests in a step, then one per step; too small a pool shows
-# as `pool_exhausted` errors), KEEP=1 (keep the work directory for inspection), SKIP_BUILD=1
+# Environment overrides: CLIENTS (50), DURATION (10), USERS (200), CODES (6000), MFA_USERS (20000)
+# and UNLOCK_USERS (10000): the pools of users with a factor for the login-mfa and unlock steps.
+# A TOTP step is accepted once per user and the portal takes ±1 step, so a user serves at most 3
+# requests in a 30 s step, then one per step; the full run starts the login-mfa step just after a
+# step boundary (every user then has 3 codes), so a pool of N serves 3 N requests per step: 20000
+# users are 5,450 logins/s over 11 s, 10000 are 2,700 unlocks/s; a faster product shows as
+# `pool_exhausted` errors (the figure is then the pool's, not the product's). KEEP=1 (keep the work directory for inspection), SKIP_BUILD=1
 # (use the binaries already in target/release), PROFILE=1 (perf record of sesame serve during
 # each login, enrolment, login-mfa and unlock run, of the whole machine during each portals
 # step; kept with KEEP=1), BACKENDS ("sqlite postgres"
 # by default; one of them to run that one only), SYNC_USERS (directory users the sync step adds
 # to slapd and to the store, each with an active device: 0 skips the step; 100000 for issue 21's
 # figure), STEPS (`all` by default; `sync`: only a plain login step then the sync step, per
-# backend, without the second-factor users; needs SYNC_USERS > 0; `portals`: PostgreSQL only, the
-# raw binds then the logins through one and two `sesame portal` processes; both print their rows
-# and write the report only to REPORT if set), PORTAL_ROUNDS (1: how many times the portals step
-# measures one then two portals), PG_STATEMENTS=1 (pg_stat_statements on the throwaway cluster:
-# the portals step prints each step's statements by total time). Each bind, login and unlock step
-# also prints the CPU time per request of slapd, serve and PostgreSQL (the portals step: of each
-# portal too, and PostgreSQL's commits per login).
+# backend, without the second-factor users; needs SYNC_USERS > 0; `mfa`: the bind and login steps
+# (the marks) then the second factor's steps, per backend, without the enrolment and two-portal
+# steps; `portals`: PostgreSQL only, the raw binds then the logins through one and two `sesame
+# portal` processes; all three print their rows and write the report only to REPORT if set),
+# PORTAL_ROUNDS (1: how many times the portals step measures one then two portals),
+# PG_STATEMENTS=1 (pg_stat_statements on the throwaway cluster: the portals step prints each
+# step's statements by total time). Each bind, login, login-mfa and unlock step also prints the
+# CPU time per request of slapd, serve and PostgreSQL (the portals step: of each portal too, and
+# PostgreSQL's commits per login).
 set -euo pipefail
 
 SMOKE=0
 for arg in "$@"; do
   case "$arg" in
     --smoke) SMOKE=1 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo/!p}' "$0"; exit 0 ;;
     *) echo "portal.sh: unknown argument $arg (use --smoke or nothing)" >&2; exit 2 ;;
   esac
 done
@@ -42,18 +47,18 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CLIENTS=${CLIENTS:-50}
 if [[ $SMOKE == 1 ]]; then
   DURATION=${DURATION:-2}; USERS=${USERS:-50}; CODES=${CODES:-600}; WARMUP=0.5
-  MFA_USERS=${MFA_USERS:-1500}; UNLOCK_USERS=${UNLOCK_USERS:-1000}; SYNC_USERS=${SYNC_USERS:-1000}
+  MFA_USERS=${MFA_USERS:-3000}; UNLOCK_USERS=${UNLOCK_USERS:-4000}; SYNC_USERS=${SYNC_USERS:-1000}
 else
   DURATION=${DURATION:-10}; USERS=${USERS:-200}; CODES=${CODES:-6000}; WARMUP=1
-  MFA_USERS=${MFA_USERS:-8000}; UNLOCK_USERS=${UNLOCK_USERS:-4000}; SYNC_USERS=${SYNC_USERS:-0}
+  MFA_USERS=${MFA_USERS:-20000}; UNLOCK_USERS=${UNLOCK_USERS:-10000}; SYNC_USERS=${SYNC_USERS:-0}
 fi
 STEPS=${STEPS:-all}
 case $STEPS in
-  all) ;;
+  all|mfa) ;;
   sync) ((SYNC_USERS > 0)) || { echo "portal.sh: STEPS=sync needs SYNC_USERS > 0" >&2; exit 2; }
     MFA_USERS=0; UNLOCK_USERS=0 ;;
   portals) MFA_USERS=0; UNLOCK_USERS=0; SYNC_USERS=0; BACKENDS=postgres ;;
-  *) echo "portal.sh: STEPS: all, sync or portals, not $STEPS" >&2; exit 2 ;;
+  *) echo "portal.sh: STEPS: all, mfa, sync or portals, not $STEPS" >&2; exit 2 ;;
 esac
 # The smoke run and STEPS=sync only print their table (set REPORT=FILE to keep it); the full
 # run writes the report.
@@ -621,14 +626,16 @@ run_backend() { # LABEL DATABASE_URL
   write_config "$cfg" "$url"
   start_serve "$label" "$cfg" "$log"
   local serve_pid=$SERVE_PID
-  # Enrolment codes, round-robin over the bench users.
+  # Enrolment codes, round-robin over the bench users (not for STEPS=mfa: no enrolment step).
   local t0=$SECONDS
-  {
-    echo "user,device"
-    for ((i = 1; i <= CODES; i++)); do printf 'bench%04d,laptop-%d\n' $(((i - 1) % USERS + 1)) "$i"; done
-  } >"$WORK/codes-in-$label.csv"
-  create_codes "$label" "$cfg" "$WORK/codes-in-$label.csv" "$WORK/codes-$label.csv"
-  echo "portal.sh: [$label] $CODES enrolment codes created in $((SECONDS - t0)) s" >&2
+  if [[ $STEPS != mfa ]]; then
+    {
+      echo "user,device"
+      for ((i = 1; i <= CODES; i++)); do printf 'bench%04d,laptop-%d\n' $(((i - 1) % USERS + 1)) "$i"; done
+    } >"$WORK/codes-in-$label.csv"
+    create_codes "$label" "$cfg" "$WORK/codes-in-$label.csv" "$WORK/codes-$label.csv"
+    echo "portal.sh: [$label] $CODES enrolment codes created in $((SECONDS - t0)) s" >&2
+  fi
 
   # slapd's raw bind rate in the same run and namespace: the mark for logins (≥ 25 % of it).
   echo "portal.sh: [$label] raw LDAP binds: $CLIENTS clients, ${DURATION}s (+${WARMUP}s warm-up)" >&2
@@ -646,11 +653,13 @@ run_backend() { # LABEL DATABASE_URL
   cpu1=$(cpu_ticks "$serve_pid")
   profile_stop
   cpu_per_request "$label" login "$cpu0" "$cpu1"
-  echo "portal.sh: [$label] enrol: $CLIENTS clients, ${DURATION}s or $CODES codes" >&2
-  profile_start "$serve_pid" "enrol-$label"
-  nsx "$LOAD" --url http://127.0.0.1:8080 --op enrol --clients "$CLIENTS" --duration "$DURATION" \
-    --users "$WORK/users.csv" --codes "$WORK/codes-$label.csv" --label "$label" | tee -a "$RESULTS" >&2
-  profile_stop
+  if [[ $STEPS != mfa ]]; then
+    echo "portal.sh: [$label] enrol: $CLIENTS clients, ${DURATION}s or $CODES codes" >&2
+    profile_start "$serve_pid" "enrol-$label"
+    nsx "$LOAD" --url http://127.0.0.1:8080 --op enrol --clients "$CLIENTS" --duration "$DURATION" \
+      --users "$WORK/users.csv" --codes "$WORK/codes-$label.csv" --label "$label" | tee -a "$RESULTS" >&2
+    profile_stop
+  fi
   nsx curl -fsS http://127.0.0.1:9108/metrics >"$WORK/metrics-$label.txt" || true
   stop_serve "$label" "$log"
 
@@ -659,6 +668,11 @@ run_backend() { # LABEL DATABASE_URL
   # without a factor would also hand out one to register, which is not what they measure.)
   local mcfg=$WORK/sesame-$label-mfa.toml
   write_config "$mcfg" "$url" mfa
+  # serve's periodic directory sync (its first pass comes one `sync_interval` after the start)
+  # must not run during the timed steps, which would then measure logins and unlocks beside a
+  # pass over every stored user (the sync has its own step): 1 h here, longer than this serve
+  # lives. The login path's group cache keeps its own bound (60 s) whatever the interval.
+  sed -i -e 's#^sync_interval = .*#sync_interval = "1h"#' "$mcfg"
   start_serve "$label+mfa" "$mcfg" "$log"
   serve_pid=$SERVE_PID
   t0=$SECONDS
@@ -675,6 +689,14 @@ run_backend() { # LABEL DATABASE_URL
   { head -1 "$WORK/factors-$label.csv"; tail -n +$((MFA_USERS + 2)) "$WORK/factors-$label.csv"; } \
     >"$WORK/factors-unlock-$label.csv"
   echo "portal.sh: [$label] $MFA_TOTAL users enrolled with a confirmed TOTP factor in $((SECONDS - t0)) s" >&2
+  # The setup spent each user's step of its time (or the one before); the timed steps start
+  # 1 s into the next 30 s step, so that every user has 3 codes left (the steps before, of and
+  # after the portal's clock) and neither step crosses a boundary: the pools then serve
+  # 3 × MFA_USERS logins and 3 × UNLOCK_USERS unlocks. Not in the smoke run (it would wait up
+  # to 30 s per backend; its pools are small anyway).
+  if [[ $SMOKE != 1 ]]; then
+    sleep "$(python3 -c 'import time; print(f"{30 - time.time() % 30 + 1:.2f}")')"
+  fi
 
   echo "portal.sh: [$label] login with the second factor: $CLIENTS clients, ${DURATION}s (+${WARMUP}s warm-up), $MFA_USERS users" >&2
   profile_start "$serve_pid" "login-mfa-$label"
@@ -694,7 +716,7 @@ run_backend() { # LABEL DATABASE_URL
   cpu_per_request "$label" unlock "$cpu0" "$cpu1"
   nsx curl -fsS http://127.0.0.1:9108/metrics >"$WORK/metrics-$label-mfa.txt" || true
   stop_serve "$label+mfa" "$log"
-  if [[ $label == postgres ]]; then portals_step "$label" "$url"; fi
+  if [[ $label == postgres && $STEPS != mfa ]]; then portals_step "$label" "$url"; fi
   if ((SYNC_USERS > 0)); then sync_step "$label" "$url"; fi
 }
 
@@ -796,7 +818,10 @@ token and a code, OK only with 200 and \`expires_at\`; {unlock_users} other user
 accepted once per user and only after the last one (±1 step of the portal's clock), so each
 client owns its share of the users and gives each one increasing steps; a client whose users
 have all spent their codes would wait for the next step and count a \`pool_exhausted\` error.
-Codes come from the product's own generator (totp-rs).
+The full run starts the login-mfa step 1 s into a 30 s step, so every user has 3 codes and the
+pools hold 3 × {mfa_users} and 3 × {unlock_users} codes. Codes come from the product's own
+generator (totp-rs). This serve's \`sync_interval\` is 1 h: no directory sync pass runs during
+these steps.
 
 {chr(10).join(mfa)}
 """

@@ -71,7 +71,15 @@ async fn factor_for_code(
     if !kit.provider.needs_registration() {
         return Ok(None);
     }
-    match svc.store().mfa_factor(username).await? {
+    registered(kit, svc.store().mfa_factor(username).await?)
+}
+
+/// [`factor_for_code`] from the user's `factor` row, read already.
+fn registered(kit: &Kit, factor: Option<Factor>) -> Result<Option<Factor>, ServiceError> {
+    if !kit.provider.needs_registration() {
+        return Ok(None);
+    }
+    match factor {
         Some(f) if f.is_registered() => Ok(Some(f)),
         _ => Err(ServiceError::MfaNotRegistered),
     }
@@ -236,12 +244,10 @@ async fn open_window(
     }
     accepted(svc, &device.username, code.admitted).await;
     if let Some(p) = svc.publisher() {
-        // This device's peer only (its protected rules open), not the whole set: an unlock
-        // costs the same at 100,000 devices as at 10.
-        match svc.store().user(&device.username).await {
-            Ok(Some(user)) => p.publish_window(device, &user.groups, until).await,
-            _ => p.publish_now().await,
-        }
+        // The change log names this device (its window's row): the publication applies its
+        // peer alone (its protected rules open), not the whole set, and concurrent unlocks
+        // share one. (No read of the owner's groups: the publication reads the device again.)
+        p.publish_now().await;
     }
     Ok(until)
 }
@@ -253,9 +259,14 @@ pub async fn unlock(
     code: &str,
     source_ip: IpAddr,
 ) -> Result<UnlockResponse, ServiceError> {
-    let device = super::devices::by_token(svc, token).await?;
-    let kit = kit(svc)?;
-    let factor = factor_for_code(svc, kit, &device.username).await?;
+    // The device and its owner's factor in one read.
+    let (device, factor) = svc
+        .store()
+        .mfa_device_by_token(token)
+        .await?
+        .ok_or(ServiceError::Unauthenticated)?;
+    let device = super::devices::usable(svc, device)?;
+    let factor = registered(kit(svc)?, factor)?;
     let ip = Some(source_ip);
     let good = check_code(svc, &device.username, code, "unlock", ip, factor.as_ref()).await?;
     let until = open_window(svc, &device, WindowSource::Agent, ip, good).await?;

@@ -127,20 +127,43 @@ async fn apply_one(store: &Store, write: &Write) -> Reply {
         .unwrap_or(Err(StoreError::Unavailable(sqlx::Error::WorkerCrashed)))
 }
 
+/// The TOTP step each write spends, if any (user names lower-cased).
+fn steps_of(writes: &[&Write]) -> Vec<Option<(String, i64)>> {
+    writes
+        .iter()
+        .map(|w| match w {
+            Write::Login {
+                user,
+                step: Some(step),
+                ..
+            } => Some((super::users::normalize_username(&user.username), *step)),
+            Write::Window(open) => open
+                .step
+                .map(|step| (super::users::normalize_username(&open.username), step)),
+            Write::AcceptStep { username, step } => Some((username.clone(), *step)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// All `writes` in one writer transaction; each enrolment's own outcome (a refused one wrote
 /// nothing). `Err`: the transaction itself failed, nothing was written.
 async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreError> {
     let now = store.now_ms();
     let mut tx = store.write_tx().await?;
+    // The batch's TOTP steps first, in one statement (a user's second step in the batch after
+    // it): a login or window whose step was spent writes nothing.
+    let verdicts = super::mfa::accept_steps(&mut tx, &steps_of(writes), now).await?;
     let mut results = Vec::with_capacity(writes.len());
     let mut addresses = Allocator::default();
     let mut sessions: Vec<&WebSession> = Vec::new();
     let mut login_users: Vec<&DirectoryUser> = Vec::new();
+    let mut windows: Vec<&super::mfa::WindowOpening> = Vec::new();
     // The logins' and lone audit events, appended together after the loop (one chain-head
     // read and multi-row inserts for the batch; enrolments append their own events inside the
     // loop, in the same transaction, so the chain stays linear).
     let mut events: Vec<&NewAuditEvent> = Vec::new();
-    for w in writes {
+    for (w, accepted) in writes.iter().zip(verdicts) {
         match w {
             Write::Login {
                 user,
@@ -148,12 +171,9 @@ async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreErro
                 audit: ev,
                 step,
             } => {
-                if let Some(step) = step {
-                    let username = super::users::normalize_username(&user.username);
-                    if !super::mfa::accept_step(&mut tx, &username, *step, now).await? {
-                        results.push(Ok(Done::Accepted(false)));
-                        continue;
-                    }
+                if step.is_some() && !accepted {
+                    results.push(Ok(Done::Accepted(false)));
+                    continue;
                 }
                 login_users.push(user);
                 sessions.push(session);
@@ -165,16 +185,14 @@ async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreErro
                 results.push(Ok(Done::Written));
             }
             Write::Window(open) => {
-                let opened = super::mfa::open_window(&mut tx, open, now).await?;
+                let opened = open.step.is_none() || accepted;
                 if opened {
+                    windows.push(open);
                     events.extend(&open.audit);
                 }
                 results.push(Ok(Done::Accepted(opened)));
             }
-            Write::AcceptStep { username, step } => {
-                let accepted = super::mfa::accept_step(&mut tx, username, *step, now).await?;
-                results.push(Ok(Done::Accepted(accepted)));
-            }
+            Write::AcceptStep { .. } => results.push(Ok(Done::Accepted(accepted))),
             Write::Enrol(e) => {
                 match enrol_check(&mut tx, store.backend, now, e, &mut addresses).await? {
                     Checked::Refused(refusal) => results.push(Err(refusal)),
@@ -189,6 +207,7 @@ async fn apply(store: &Store, writes: &[&Write]) -> Result<Vec<Reply>, StoreErro
             }
         }
     }
+    super::mfa::write_windows(&mut tx, &windows, now).await?;
     // The batch's logins: users, then sessions, one statement each (SQLite allows 32,766
     // parameters, PostgreSQL 65,535: a batch of MAX_BATCH logins needs 6 per row).
     users::upsert_many(&mut tx, &login_users, now).await?;

@@ -108,6 +108,38 @@ impl Store {
         row.as_ref().map(factor_from_row).transpose()
     }
 
+    /// The device `token` names and its owner's factor (confirmed or pending), in one read:
+    /// what an unlock checks.
+    pub async fn mfa_device_by_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<(super::Device, Option<Factor>)>, StoreError> {
+        let factor = FACTOR_COLUMNS
+            .split(", ")
+            .map(|c| format!("f.{c} AS {c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let row = sqlx::query(&format!(
+            "SELECT {}, {factor} FROM devices d LEFT JOIN mfa_factors f \
+             ON f.username = d.username WHERE d.token_hash = $1",
+            super::devices::COLUMNS
+        ))
+        .bind(super::hash_secret(token))
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let device = super::devices::from_row(&row)?;
+        let has_factor = row.try_get::<Option<String>, _>("username")?.is_some();
+        let factor = if has_factor {
+            Some(factor_from_row(&row)?)
+        } else {
+            None
+        };
+        Ok(Some((device, factor)))
+    }
+
     /// Every confirmed factor, by user name (the access review).
     pub async fn mfa_factors(&self) -> Result<Vec<Factor>, StoreError> {
         let rows = sqlx::query(&format!(
@@ -474,55 +506,9 @@ pub struct WindowOpening {
     pub audit: Vec<NewAuditEvent>,
 }
 
-/// Writes `open`'s window in `conn`'s transaction, its step spent first: false (nothing
-/// written) when the step was spent already.
-pub(crate) async fn open_window(
-    conn: &mut sqlx::AnyConnection,
-    open: &WindowOpening,
-    now: i64,
-) -> Result<bool, StoreError> {
-    let username = normalize_username(&open.username);
-    if let Some(step) = open.step {
-        if !accept_step(conn, &username, step, now).await? {
-            return Ok(false);
-        }
-    }
-    sqlx::query(
-        "INSERT INTO mfa_windows (device_id, username, source, opened_at, expires_at, \
-         last_activity_at) VALUES ($1, $2, $3, $4, $5, $4) ON CONFLICT (device_id) DO UPDATE \
-         SET username = excluded.username, source = excluded.source, \
-         opened_at = excluded.opened_at, expires_at = excluded.expires_at, \
-         last_activity_at = excluded.last_activity_at, closed_at = NULL, close_reason = NULL",
-    )
-    .bind(open.device_id)
-    .bind(username)
-    .bind(&open.source)
-    .bind(now)
-    .bind(open.expires_at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(true)
-}
-
-/// Accepts `step` for `username` (lower-cased) in `conn`'s transaction: true once; false when
-/// that step or a later one was already used, or the factor is not registered.
-pub(crate) async fn accept_step(
-    conn: &mut sqlx::AnyConnection,
-    username: &str,
-    step: i64,
-    now: i64,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE mfa_factors SET last_step = $1, last_used_at = $2 WHERE username = $3 \
-         AND registered_at IS NOT NULL AND (last_step IS NULL OR last_step < $1)",
-    )
-    .bind(step)
-    .bind(now)
-    .bind(username)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
+#[path = "mfa_writes.rs"]
+mod writes;
+pub(crate) use writes::{accept_steps, write_windows};
 
 #[cfg(test)]
 #[path = "mfa_tests.rs"]

@@ -317,3 +317,107 @@ async fn open_windows_lists_devices_until_they_expire_or_close() {
         .unwrap()
         .is_open(store.now_ms()));
 }
+
+#[tokio::test]
+async fn a_batch_of_steps_gets_the_verdicts_of_its_steps_one_after_the_other() {
+    let (_dir, store, _clock) = store().await;
+    confirmed(&store, "alice", 5).await;
+    confirmed(&store, "bob", 5).await;
+    store
+        .mfa_begin_registration("carol", "totp", "s")
+        .await
+        .unwrap();
+    let step = |who: &str, s: i64| Some((who.to_string(), s));
+    let steps = [
+        step("alice", 6),
+        step("bob", 5),
+        step("alice", 7),
+        step("carol", 6),
+        None,
+        step("alice", 7),
+        step("bob", 6),
+        step("dave", 1),
+    ];
+    let mut tx = store.write_tx().await.unwrap();
+    let verdicts = accept_steps(&mut tx, &steps, T0).await.unwrap();
+    tx.commit().await.unwrap();
+    // bob's 5 was the confirming step, alice's second 7 a replay within the batch, carol's
+    // factor only pending, dave without one.
+    assert_eq!(
+        verdicts,
+        [true, false, true, false, false, false, true, false]
+    );
+    let last = |f: Option<Factor>| f.and_then(|f| f.last_step.zip(f.last_used_at));
+    assert_eq!(
+        last(store.mfa_factor("alice").await.unwrap()),
+        Some((7, T0))
+    );
+    assert_eq!(last(store.mfa_factor("bob").await.unwrap()), Some((6, T0)));
+    assert_eq!(
+        store.mfa_factor("carol").await.unwrap().unwrap().last_step,
+        None
+    );
+}
+
+#[tokio::test]
+async fn windows_written_together_keep_each_devices_last_one() {
+    let (_dir, store, _clock) = store().await;
+    for id in [1, 2] {
+        device(&store, "alice", id).await;
+    }
+    let opening = |device_id: i64, expires_at: i64| WindowOpening {
+        device_id,
+        username: "Alice".into(),
+        source: "agent".into(),
+        expires_at,
+        step: None,
+        audit: Vec::new(),
+    };
+    store
+        .mfa_open_window(1, "alice", "web", T0 + 5_000)
+        .await
+        .unwrap();
+    assert!(store.mfa_close_window(1, "down").await.unwrap());
+    let (a, b, c) = (
+        opening(1, T0 + 10_000),
+        opening(2, T0 + 20_000),
+        opening(1, T0 + 30_000),
+    );
+    let mut tx = store.write_tx().await.unwrap();
+    write_windows(&mut tx, &[&a, &b, &c], T0).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut open = store.open_windows().await.unwrap();
+    open.sort_by_key(|w| w.device_id);
+    let ends: Vec<(i64, i64)> = open.iter().map(|w| (w.device_id, w.until_ms)).collect();
+    assert_eq!(ends, [(1, T0 + 30_000), (2, T0 + 20_000)]);
+    let w = store.mfa_window(1).await.unwrap().unwrap();
+    assert_eq!(
+        (w.source.as_str(), w.closed_at, w.username.as_str()),
+        ("agent", None, "alice")
+    );
+}
+
+#[tokio::test]
+async fn a_device_token_reads_the_device_with_its_owners_factor() {
+    let (_dir, store, _clock) = store().await;
+    device(&store, "alice", 1).await;
+    device(&store, "bob", 2).await;
+    for (id, token) in [(1, "tok-a"), (2, "tok-b")] {
+        let key = crate::key::PublicKey::from_bytes([id as u8; 32]).unwrap();
+        sqlx::query("UPDATE devices SET token_hash = $1, public_key = $2 WHERE id = $3")
+            .bind(crate::store::hash_secret(token))
+            .bind(key.to_base64())
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    confirmed(&store, "alice", 5).await;
+    let (d, f) = store.mfa_device_by_token("tok-a").await.unwrap().unwrap();
+    assert_eq!((d.id, d.username.as_str()), (1, "alice"));
+    assert_eq!(f, store.mfa_factor("alice").await.unwrap());
+    assert_eq!(f.unwrap().last_step, Some(5));
+    let (d, f) = store.mfa_device_by_token("tok-b").await.unwrap().unwrap();
+    assert_eq!((d.id, f), (2, None));
+    assert!(store.mfa_device_by_token("tok-c").await.unwrap().is_none());
+}

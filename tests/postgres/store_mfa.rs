@@ -10,7 +10,10 @@ use std::time::Duration;
 use common::store_db::*;
 use sesame::store::{OpenWindow, StoreError};
 
-both_backends!(factor_codes_and_windows);
+both_backends!(
+    factor_codes_and_windows,
+    concurrent_steps_are_accepted_once_across_portals
+);
 
 async fn factor_codes_and_windows(db: Db) {
     let s = &db.store;
@@ -171,4 +174,48 @@ async fn factor_codes_and_windows(db: Db) {
     assert!(s.mfa_remove_factor("alice").await.expect("q"));
     assert!(!s.mfa_use_recovery_code("alice", "h1").await.expect("q"));
     assert_eq!(s.mfa_factor("alice").await.expect("q"), None);
+}
+
+/// Many logins and unlocks at once, from two handles on the same database (two portals, each
+/// with its own group committer, so their batches spend several users' steps in one
+/// statement): each user's step is accepted once, and a later step after it.
+async fn concurrent_steps_are_accepted_once_across_portals(db: Db) {
+    let users: Vec<String> = (0..20).map(|i| format!("user{i:02}")).collect();
+    for u in &users {
+        db.store
+            .mfa_begin_registration(u, "totp", "sealed")
+            .await
+            .expect("begin");
+        db.store
+            .mfa_confirm(u, None, 10, &[])
+            .await
+            .expect("confirm");
+    }
+    let other = sesame::store::Store::connect(&db.url)
+        .await
+        .expect("a second portal")
+        .with_clock(db.clock.clone());
+    let stores = [db.store.clone(), other];
+    // Every user's steps 10 (spent by the confirmation), 11 four times and 12 twice, all at once.
+    let mut tasks = tokio::task::JoinSet::new();
+    for u in &users {
+        for (k, step) in [10, 11, 11, 11, 11, 12, 12].into_iter().enumerate() {
+            let (s, u) = (stores[k % 2].clone(), u.clone());
+            tasks.spawn(async move { (u.clone(), step, s.mfa_accept_step(&u, step).await) });
+        }
+    }
+    let mut accepted: std::collections::BTreeMap<(String, i64), usize> = Default::default();
+    while let Some(r) = tasks.join_next().await {
+        let (u, step, verdict) = r.expect("task");
+        if verdict.expect("accept") {
+            *accepted.entry((u, step)).or_default() += 1;
+        }
+    }
+    for u in &users {
+        let got = |step| accepted.get(&(u.clone(), step)).copied().unwrap_or(0);
+        assert_eq!(got(10), 0, "{u}: the confirming step");
+        assert!(got(11) <= 1 && got(12) == 1, "{u}: {accepted:?}");
+        let f = db.store.mfa_factor(u).await.expect("q").expect("factor");
+        assert_eq!(f.last_step, Some(12), "{u}");
+    }
 }
