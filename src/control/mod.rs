@@ -93,12 +93,4 @@ impl crate::service::Publisher for ControlPlane {
             replaced_key,
         ))
     }
-    fn publish_window<'a>(
-        &'a self,
-        device: &'a crate::store::Device,
-        groups: &'a [String],
-        until_ms: i64,
-    ) -> crate::service::BoxFuture<'a, ()> {
-        Box::pin(ControlPlane::publish_window(self, device, groups, until_ms))
-    }
 }

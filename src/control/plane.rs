@@ -296,12 +296,6 @@ impl ControlPlane {
         self.publish_now().await
     }
 
-    /// Publishes a device's access window right after an unlock committed: the change log
-    /// names the device, so this is [`Self::publish_now`].
-    pub async fn publish_window(&self, _device: &Device, _groups: &[String], _until_ms: i64) {
-        self.publish_now().await
-    }
-
     /// Asks the publisher loop to publish soon (from code that must not wait).
     pub fn trigger(&self) {
         self.wake.notify_one();

@@ -72,14 +72,4 @@ pub trait Publisher: Send + Sync + 'static {
         groups: &'a [String],
         replaced_key: Option<PublicKey>,
     ) -> BoxFuture<'a, ()>;
-    /// Publishes one device's new access window (it just opened, until `until_ms`); the
-    /// default publishes the whole set.
-    fn publish_window<'a>(
-        &'a self,
-        _device: &'a Device,
-        _groups: &'a [String],
-        _until_ms: i64,
-    ) -> BoxFuture<'a, ()> {
-        self.publish_now()
-    }
 }
