@@ -228,3 +228,20 @@ pub async fn enrol_many(store: &Store, users: &[DirectoryUser], net: &str) -> Ve
     }
     ids
 }
+
+/// PostgreSQL (its cluster preloads pg_stat_statements; the extension created by the test): calls,
+/// since the last reset, of the statements of this database whose text contains `needle`.
+pub async fn statement_calls(store: &Store, needle: &str) -> i64 {
+    use sqlx::Row as _;
+    let rows = sqlx::query(
+        "SELECT query, calls FROM pg_stat_statements \
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("pg_stat_statements");
+    rows.iter()
+        .filter(|r| r.get::<String, _>("query").contains(needle))
+        .map(|r| r.get::<i64, _>("calls"))
+        .sum()
+}

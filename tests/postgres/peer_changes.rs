@@ -10,28 +10,12 @@ use std::time::{Duration, Instant};
 
 use common::config::TestConfig;
 use common::harness::RecordingSink;
-use common::store_db::*;
+use common::store_db::{statement_calls as calls, *};
 use sesame::config::Config;
 use sesame::control::ControlPlane;
 use sesame::store::Store;
-use sqlx::Row as _;
 
 const STAFF: &str = "cn=personnels-administratifs,ou=groups,dc=example,dc=org";
-
-/// Calls, since the last reset, of the statements whose text contains `needle`.
-async fn calls(store: &Store, needle: &str) -> i64 {
-    let rows = sqlx::query(
-        "SELECT query, calls FROM pg_stat_statements \
-         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
-    )
-    .fetch_all(store.pool())
-    .await
-    .expect("pg_stat_statements");
-    rows.iter()
-        .filter(|r| r.get::<String, _>("query").contains(needle))
-        .map(|r| r.get::<i64, _>("calls"))
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_publishers_read_the_log_not_the_devices_and_other_portals_changes_are_notified() {

@@ -10,10 +10,9 @@ use std::time::Duration;
 use common::portal::{csrf_cookie, error_of, ClientOptions, PortalClient};
 use common::portal_process::{write_config_with, PortalProcess};
 use common::slapd::{password_of, Slapd};
-use common::store_db::audit_of;
+use common::store_db::{audit_of, statement_calls as calls};
 use serde_json::json;
 use sesame::store::Store;
-use sqlx::Row as _;
 
 /// `POST /api/v1/login` on `base` as if through a load balancer that saw `from`.
 async fn login(
@@ -179,21 +178,6 @@ async fn the_spray_ceiling_counts_failures_on_every_portal_and_trips_once() {
     let detected = audit_of(store, "auth.spray_detected").await;
     assert_eq!(detected.len(), 1, "{detected:?}");
     assert_eq!(detected[0].details["ceiling_per_minute"], 10);
-}
-
-/// Calls, since the last reset, of the statements of this database whose text contains `needle`.
-async fn calls(store: &Store, needle: &str) -> i64 {
-    let rows = sqlx::query(
-        "SELECT query, calls FROM pg_stat_statements \
-         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
-    )
-    .fetch_all(store.pool())
-    .await
-    .expect("pg_stat_statements");
-    rows.iter()
-        .filter(|r| r.get::<String, _>("query").contains(needle))
-        .map(|r| r.get::<i64, _>("calls"))
-        .sum()
 }
 
 /// The logins a portal takes at once ask PostgreSQL for their failure counts together (issue
