@@ -80,17 +80,4 @@ impl crate::service::Publisher for ControlPlane {
     fn publish_now(&self) -> crate::service::BoxFuture<'_, ()> {
         Box::pin(ControlPlane::publish_now(self))
     }
-    fn publish_device<'a>(
-        &'a self,
-        device: &'a crate::store::Device,
-        groups: &'a [String],
-        replaced_key: Option<PublicKey>,
-    ) -> crate::service::BoxFuture<'a, ()> {
-        Box::pin(ControlPlane::publish_device(
-            self,
-            device,
-            groups,
-            replaced_key,
-        ))
-    }
 }

@@ -14,7 +14,7 @@ use tokio::sync::{watch, Mutex, Notify};
 use crate::config::{Config, LiveConfig};
 use crate::gateway::EndReason;
 use crate::service::feed::FeedHub;
-use crate::store::{Device, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 use super::desired::{desired_peers, ActiveDevice};
 use super::emergency::Emergency;
@@ -282,18 +282,6 @@ impl ControlPlane {
         } else {
             self.wake.notify_one();
         }
-    }
-
-    /// Publishes a device's change (enrolment, rotation, revocation) right after it committed:
-    /// the change log names the device (and a rotated-out key is found as the device's
-    /// published one), so this is [`Self::publish_now`]: O(1) for one device.
-    pub async fn publish_device(
-        &self,
-        _device: &Device,
-        _groups: &[String],
-        _replaced_key: Option<PublicKey>,
-    ) {
-        self.publish_now().await
     }
 
     /// Asks the publisher loop to publish soon (from code that must not wait).

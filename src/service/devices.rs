@@ -159,9 +159,9 @@ pub async fn revoke(
     svc.metrics().revocation();
     super::mfa::device_revoked(svc, &actor.username, id, source_ip).await;
     if let Some(p) = svc.publisher() {
-        // The revoked device: it leaves the site gateways' feeds at once, then the whole set
-        // is published.
-        p.publish_device(&device, &[], None).await;
+        // The revoked device leaves the gateway and the site feeds at once (the change log
+        // names it).
+        p.publish_now().await;
     }
     Ok((device, true))
 }
@@ -273,20 +273,12 @@ pub async fn rotate(
         }
     };
     svc.metrics().rotation();
-    let groups = match user_groups(svc, &rotated.username).await {
-        Ok(groups) => groups,
-        Err(e) => {
-            // The rotation committed: the gateway must get it even though this answer fails.
-            if let Some(p) = svc.publisher() {
-                p.publish_now().await;
-            }
-            return Err(e);
-        }
-    };
+    // The rotation committed: the gateway gets it (the change log names the device, and the
+    // old key is found as the device's published one) even if this answer fails below.
     if let Some(p) = svc.publisher() {
-        p.publish_device(&rotated, &groups, Some(device.public_key))
-            .await;
+        p.publish_now().await;
     }
+    let groups = user_groups(svc, &rotated.username).await?;
     let mut cfg = device_config(&config, &gateway_key, &rotated, &groups);
     cfg.device_token = Some(new_token);
     cfg.mfa_until = super::mfa::window_until(svc, rotated.id)

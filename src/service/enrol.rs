@@ -224,9 +224,7 @@ async fn redeem(
         )
         .await?;
     if let Some(publisher) = svc.publisher() {
-        publisher
-            .publish_device(&enrolled.device, &user.groups, None)
-            .await;
+        publisher.publish_now().await;
     }
     let mut cfg = device_config(&config, &gateway_key, &enrolled.device, &user.groups);
     cfg.device_token = Some(enrolled.token);

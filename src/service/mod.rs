@@ -32,8 +32,6 @@ use crate::key::PublicKey;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::store::Device;
-
 pub use context::{Services, DIRECTORY_DEADLINE};
 pub use error::{ErrorKind, ServiceError};
 pub use roles::{Actor, Role, RoleSet, Scope};
@@ -61,15 +59,8 @@ pub trait Publisher: Send + Sync + 'static {
     fn gateway_public_key(&self) -> PublicKey;
     /// The gateway's current counters.
     fn gateway_stats(&self) -> GatewayStats;
-    /// Brings the gateway and the site feeds up to date now (after a write committed): the
-    /// changes the change log names, applied alone; the whole set when they cannot be.
+    /// Brings the gateway and the site feeds up to date now (after a write committed: an
+    /// enrolment, a rotation, a revocation, a window): the changes the change log names,
+    /// applied alone (one device's change is O(1)); the whole set when they cannot be.
     fn publish_now(&self) -> BoxFuture<'_, ()>;
-    /// Publishes one device's peer (after an enrolment, a rotation or a revocation committed);
-    /// `replaced_key` is a rotated-out key to remove. A device no longer active leaves at once.
-    fn publish_device<'a>(
-        &'a self,
-        device: &'a Device,
-        groups: &'a [String],
-        replaced_key: Option<PublicKey>,
-    ) -> BoxFuture<'a, ()>;
 }

@@ -13,7 +13,7 @@ use crate::key::PublicKey;
 use crate::service::codes::{batches, board};
 use crate::service::dashboard::dashboard;
 use crate::service::{Actor, BoxFuture, GatewayStats, Publisher, ServiceError, Services};
-use crate::store::{hash_secret, Device, NewCode, Store, DEFAULT_CODE_TTL};
+use crate::store::{hash_secret, NewCode, Store, DEFAULT_CODE_TTL};
 
 const DSI: &str = "cn=dsi,ou=groups,dc=ac,dc=fr";
 const DSI56: &str = "cn=dsi-dsden56,ou=groups,dc=ac,dc=fr";
@@ -40,14 +40,6 @@ impl Publisher for Gateway {
         }
     }
     fn publish_now(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
-    }
-    fn publish_device<'a>(
-        &'a self,
-        _device: &'a Device,
-        _groups: &'a [String],
-        _replaced_key: Option<PublicKey>,
-    ) -> BoxFuture<'a, ()> {
         Box::pin(async {})
     }
 }

@@ -102,11 +102,7 @@ async fn enrolment_registers_the_factor_then_unlock_opens_the_window() {
     let recovery = step_async(
         "confirm: a wrong first code is 401 invalid_otp; the right one answers 10 recovery codes",
         async {
-            let wrong = if confirming == "000000" {
-                "111111"
-            } else {
-                "000000"
-            };
+            let wrong = other_than(&confirming);
             let r = post_bearer(
                 &h,
                 "/api/v1/device/mfa/confirm",
@@ -226,32 +222,36 @@ async fn a_password_alone_never_registers_and_an_it_code_works_once() {
     })
     .await;
 
-    let code = cli::sesame(&["mfa", "code", "--user", "tleroux"])
+    let it_code = cli::sesame(&["mfa", "code", "--user", "tleroux"])
         .config(&config)
         .ok();
-    let code = code.trim().to_string();
-    assert_eq!(code.len(), 14, "{code:?}");
+    let it_code = it_code.trim().to_string();
+    assert_eq!(it_code.len(), 14, "{it_code:?}");
 
     let (secret, recovery) = step_async(
         "sesame mfa code: with the password, registers; a wrong password does not",
         async {
-            let mut bad = register(&code);
+            let mut bad = register(&it_code);
             bad["password"] = json!("wrong");
             let r = c.post_json("/api/v1/mfa/register", &bad).await;
             assert_eq!(error_of(r).await, (401, "invalid_credentials".into()));
-            let r = c.post_json("/api/v1/mfa/register", &register(&code)).await;
+            let r = c
+                .post_json("/api/v1/mfa/register", &register(&it_code))
+                .await;
             assert_eq!(r.status(), 200);
             let v: Value = r.json().await.unwrap();
             let secret = v["secret"].as_str().unwrap().to_string();
-            let mut confirm = register(&code);
-            confirm["code"] = json!(code_of(&secret, 0));
+            let mut confirm = register(&it_code);
+            confirm["code"] = json!(code(&secret, 0));
             let r = c.post_json("/api/v1/mfa/confirm", &confirm).await;
             assert_eq!(r.status(), 200);
             let v: Value = r.json().await.unwrap();
             let recovery: Vec<String> =
                 serde_json::from_value(v["recovery_codes"].clone()).unwrap();
             // Used once.
-            let r = c.post_json("/api/v1/mfa/register", &register(&code)).await;
+            let r = c
+                .post_json("/api/v1/mfa/register", &register(&it_code))
+                .await;
             assert_eq!(error_of(r).await, (401, "invalid_registration_code".into()));
             (secret, recovery)
         },
@@ -264,7 +264,7 @@ async fn a_password_alone_never_registers_and_an_it_code_works_once() {
         let body = |otp: &str| json!({"username": "tleroux", "password": password_of("tleroux"), "otp": otp});
         let r = c.post_json("/api/v1/login", &body("12345")).await;
         assert_eq!(error_of(r).await, (401, "invalid_otp".into()));
-        let r = c.post_json("/api/v1/login", &body(&code_of(&secret, 1))).await;
+        let r = c.post_json("/api/v1/login", &body(&code(&secret, 1))).await;
         assert_eq!(r.status(), 200);
         // A VPN user's login needs no code (web_roles = it_staff, auditors).
         assert_eq!(h.browser().login("mdupont").await.status(), 200);
@@ -339,8 +339,13 @@ async fn a_password_alone_never_registers_and_an_it_code_works_once() {
     .await;
 }
 
-fn code_of(secret: &str, offset: i64) -> String {
-    code(secret, offset)
+/// A six-digit code that is not `right`.
+fn other_than(right: &str) -> &'static str {
+    if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -716,11 +721,7 @@ async fn wrong_first_codes_past_the_limit_are_refused_and_audited_like_every_429
         .as_str()
         .unwrap()
         .to_string();
-    let wrong = if code(&secret, 0) == "000000" {
-        "111111"
-    } else {
-        "000000"
-    };
+    let wrong = other_than(&code(&secret, 0));
     let mut refused = 0;
     let r = loop {
         let r = post_bearer(

@@ -78,15 +78,6 @@ impl Publisher for CountingPublisher {
         *self.0.lock() += 1;
         Box::pin(async {})
     }
-    fn publish_device<'a>(
-        &'a self,
-        _device: &'a crate::store::Device,
-        _groups: &'a [String],
-        _replaced_key: Option<crate::key::PublicKey>,
-    ) -> BoxFuture<'a, ()> {
-        *self.0.lock() += 1;
-        Box::pin(async {})
-    }
 }
 
 async fn app(down: bool) -> (axum::Router, tempfile::TempDir) {
