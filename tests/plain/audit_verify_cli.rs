@@ -287,6 +287,71 @@ async fn offline_export_after_a_purge() {
     assert_eq!(text(&out.stdout), "6\n", "from the signed anchor on");
 }
 
+/// Set to a folder, [`a_rewritten_and_resigned_log_is_caught_by_the_journal_copy`] records its
+/// run there instead: config, audit key, database, checkpoint file and the captured journal.
+const JOURNAL_RUN: &str = "SESAME_TEST_JOURNAL_RUN";
+
+/// The recorded run, alone in its process: ten events and two checkpoints, logs captured as
+/// `sesame serve` writes them (text, and JSON lines) into `checkpoints.log` and
+/// `checkpoints-json.log`, as journald holds them.
+async fn record_a_run(dir: &std::path::Path) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let p = |name: &str| dir.join(name);
+    let url = format!("sqlite://{}", p("sesame.db").to_str().expect("utf-8"));
+    TestConfig::new()
+        .database(&url)
+        .gateway("private_key_file = \"gw.key\"")
+        .write(&p("sesame.toml"));
+    let sealer = Sealer {
+        key: checkpoint::AuditKey::generate(&p("audit.key")).expect("key"),
+        file: p("audit-checkpoints.jsonl"),
+    };
+    let (text_log, json_log) = (Captured::default(), Captured::default());
+    let (t, j) = (text_log.clone(), json_log.clone());
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || t.0.clone()),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_writer(move || j.0.clone()),
+        );
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    let store = Store::connect(&url).await.expect("open");
+    store
+        .append_audit_batch(&(1..=5).map(login_event).collect::<Vec<_>>())
+        .await
+        .expect("1-5");
+    tracing::info!("an unrelated line between two checkpoints");
+    store
+        .checkpoint_audit(&sealer, CheckpointReason::Interval)
+        .await
+        .expect("checkpoint 1");
+    store
+        .append_audit_batch(&(7..=10).map(login_event).collect::<Vec<_>>())
+        .await
+        .expect("7-10");
+    store
+        .checkpoint_audit(&sealer, CheckpointReason::Interval)
+        .await
+        .expect("checkpoint 2");
+    store.append_audit(&login_event(12)).await.expect("12");
+    let journal_text = p("checkpoints.log");
+    std::fs::write(&journal_text, text_log.journal()).expect("journal");
+    std::fs::write(p("checkpoints-json.log"), json_log.journal()).expect("journal");
+    assert_eq!(
+        checkpoint::read_file(&journal_text).expect("text lines"),
+        checkpoint::read_file(&sealer.file).expect("file"),
+        "{}",
+        text_log.journal()
+    );
+}
+
 /// Where tracing writes in the test.
 #[derive(Clone, Default)]
 struct Captured(sesame::telemetry::MemoryLog);
@@ -306,78 +371,40 @@ impl Captured {
 /// checkpoint with the audit key and replaces the checkpoint file: `verify` passes with the
 /// server's own file, and fails with the checkpoints' log lines captured during the run (text
 /// and `[log] format = "json"`, as journald holds them).
-// Current-thread runtime: the capture is the test thread's default subscriber.
+///
+/// The run whose lines are captured happens in a child process running only this test
+/// ([`JOURNAL_RUN`]), as `sesame serve` writes its own journal: tracing's call-site interest is
+/// process-wide, and other tests' threads registering subscribers beside the capture lost the
+/// checkpoints' lines in CI three times, even with the interest cache rebuilt before each one.
 #[tokio::test]
 async fn a_rewritten_and_resigned_log_is_caught_by_the_journal_copy() {
-    use tracing_subscriber::layer::SubscriberExt as _;
+    if let Some(dir) = std::env::var_os(JOURNAL_RUN) {
+        return record_a_run(std::path::Path::new(&dir)).await;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let p = |name: &str| dir.path().join(name);
     let s = |path: &std::path::Path| path.to_str().expect("utf-8").to_string();
+    let name = module_path!().split_once("::").expect("crate::module").1;
+    let name = format!("{name}::a_rewritten_and_resigned_log_is_caught_by_the_journal_copy");
+    let child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", &name, "--test-threads=1", "--nocapture"])
+        .env(JOURNAL_RUN, dir.path())
+        .output()
+        .expect("run the recorded run");
+    assert!(
+        child.status.success() && text(&child.stdout).contains("1 passed"),
+        "{}{}",
+        text(&child.stdout),
+        text(&child.stderr)
+    );
     let url = format!("sqlite://{}", s(&p("sesame.db")));
     let config = p("sesame.toml");
-    TestConfig::new()
-        .database(&url)
-        .gateway("private_key_file = \"gw.key\"")
-        .write(&config);
     let sealer = Sealer {
-        key: checkpoint::AuditKey::generate(&p("audit.key")).expect("key"),
+        key: checkpoint::AuditKey::load(&p("audit.key")).expect("key"),
         file: p("audit-checkpoints.jsonl"),
     };
-
-    // The run, its logs captured as `sesame serve` writes them (text, and JSON lines).
-    let (text_log, json_log) = (Captured::default(), Captured::default());
-    let (t, j) = (text_log.clone(), json_log.clone());
-    let subscriber = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(false)
-                .with_writer(move || t.0.clone()),
-        )
-        .with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_writer(move || j.0.clone()),
-        );
-    let capture = tracing::subscriber::set_default(subscriber);
-    // tracing caches each call site's interest process-wide: a site first hit by another test's
-    // thread while this subscriber registered can keep "nobody listens" (a race in
-    // tracing-core), and the checkpoints' log lines were lost (CI, twice). Rebuilt before each
-    // checkpoint, with this subscriber in the list.
-    let listen = tracing::callsite::rebuild_interest_cache;
     let store = Store::connect(&url).await.expect("open");
-    store
-        .append_audit_batch(&(1..=5).map(login_event).collect::<Vec<_>>())
-        .await
-        .expect("1-5");
-    tracing::info!("an unrelated line between two checkpoints");
-    listen();
-    store
-        .checkpoint_audit(&sealer, CheckpointReason::Interval)
-        .await
-        .expect("checkpoint 1");
-    store
-        .append_audit_batch(&(7..=10).map(login_event).collect::<Vec<_>>())
-        .await
-        .expect("7-10");
-    listen();
-    store
-        .checkpoint_audit(&sealer, CheckpointReason::Interval)
-        .await
-        .expect("checkpoint 2");
-    store.append_audit(&login_event(12)).await.expect("12");
-    drop(capture);
-    let journal_text = p("checkpoints.log");
-    let journal_json = p("checkpoints-json.log");
-    std::fs::write(&journal_text, text_log.journal()).expect("journal");
-    std::fs::write(&journal_json, json_log.journal()).expect("journal");
-    assert_eq!(
-        checkpoint::read_file(&journal_text).expect("text lines"),
-        checkpoint::read_file(&sealer.file).expect("file"),
-        "{}",
-        text_log.journal()
-    );
+    let (journal_text, journal_json) = (p("checkpoints.log"), p("checkpoints-json.log"));
 
     let cfg = s(&config);
     let verify = |checkpoints: Option<&std::path::Path>| {
