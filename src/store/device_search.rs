@@ -1,8 +1,11 @@
 //! The device list's SQL: owner, status, text search and delegated scope in one query, paged
 //! by id (keyset), so a list of thousands of devices reads one page of rows.
+//!
+//! The text search reads a trigram index (migration 0019): on SQLite the FTS5 table
+//! `devices_search`, walked in id order, on PostgreSQL a pg_trgm GIN index on the same text.
 
 use super::devices::{from_row, COLUMNS};
-use super::{normalize_username, Device, DeviceStatus, Store, StoreError};
+use super::{normalize_username, Backend, Device, DeviceStatus, Store, StoreError};
 use crate::text::fold;
 use sqlx::{AnyConnection, Row as _};
 
@@ -44,6 +47,24 @@ fn like_pattern(text: &str) -> String {
     p
 }
 
+/// `*text*` for GLOB (SQLite's FTS5 trigram index answers GLOB in id order; LIKE with ESCAPE it
+/// does not index), with `*`, `?` and `[` as one-character classes. The text is folded, so the
+/// case-sensitive GLOB matches as LIKE did.
+fn glob_pattern(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('*');
+    for c in text.chars() {
+        match c {
+            '*' => p.push_str("[*]"),
+            '?' => p.push_str("[?]"),
+            '[' => p.push_str("[[]"),
+            c => p.push(c),
+        }
+    }
+    p.push('*');
+    p
+}
+
 /// What the text search matches for a device (the `search_text` column, migration 0010): its
 /// owner, name and host name, folded, one per line.
 pub(crate) fn search_text(username: &str, name: &str, hostname: &str) -> String {
@@ -72,9 +93,41 @@ pub(crate) async fn fill_search_text(conn: &mut AnyConnection) -> Result<u64, St
     Ok(rows.len() as u64)
 }
 
+/// Says, at each start on PostgreSQL, when migration 0019 could not create the trigram index
+/// (the role may not create pg_trgm): the search then reads every device, and the log says
+/// what a superuser runs (docs/install.md §6).
+pub(crate) async fn warn_without_trigram_index(conn: &mut AnyConnection) -> Result<(), StoreError> {
+    let found: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM pg_indexes WHERE indexname = 'devices_search_trgm' \
+         AND schemaname = current_schema()",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if found.is_none() {
+        tracing::warn!(
+            "recherche d'appareils sans index : pg_trgm indisponible, chaque recherche lit tous \
+             les appareils ; un superutilisateur crée l'index (docs/install.md §6) / device \
+             search without its index: pg_trgm unavailable, each search reads every device; a \
+             superuser creates the index (docs/install.md §6)"
+        );
+    }
+    Ok(())
+}
+
 impl DeviceSearch {
-    /// `WHERE …` and its binds, numbered from `$1`.
-    fn where_clause(&self) -> (String, Vec<Bind>) {
+    /// The folded search text, when there is one.
+    fn folded_text(&self) -> Option<String> {
+        self.text
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(fold)
+    }
+
+    /// `FROM … WHERE …` and its binds, numbered from `$1`, and the column that orders the rows
+    /// by id. With a text on SQLite, rows come from the trigram table in id order, joined to
+    /// their device, so a page stops at its last match.
+    fn rows_clause(&self, backend: Backend) -> (String, Vec<Bind>, &'static str) {
         let mut conds: Vec<String> = Vec::new();
         let mut binds: Vec<Bind> = Vec::new();
         let next = |binds: &mut Vec<Bind>, b: Bind| {
@@ -95,16 +148,24 @@ impl DeviceSearch {
             }
             Some(DeviceStatus::Revoked) => conds.push("d.status = 'revoked'".into()),
         }
-        if let Some(text) = self
-            .text
-            .as_deref()
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        {
-            let p = next(&mut binds, Bind::Text(like_pattern(&fold(text))));
-            conds.push(format!(
-                "(d.search_text LIKE {p} ESCAPE '\\' OR d.tunnel_address LIKE {p} ESCAPE '\\')"
-            ));
+        let mut from = "devices d";
+        let mut order = "d.id";
+        match (self.folded_text(), backend) {
+            (None, _) => {}
+            (Some(text), Backend::Sqlite) => {
+                from = "devices_search s JOIN devices d ON d.id = s.rowid";
+                order = "s.rowid";
+                let p = next(&mut binds, Bind::Text(glob_pattern(&text)));
+                conds.push(format!("s.search GLOB {p}"));
+            }
+            // The expression of the index `devices_search_trgm`, as written there.
+            (Some(text), Backend::Postgres) => {
+                let p = next(&mut binds, Bind::Text(like_pattern(&text)));
+                conds.push(format!(
+                    "(COALESCE(d.search_text, '') || chr(10) || d.tunnel_address) \
+                     LIKE {p} ESCAPE '\\'"
+                ));
+            }
         }
         if let Some(scope) = &self.scope {
             let mut alts = Vec::new();
@@ -130,14 +191,14 @@ impl DeviceSearch {
         }
         if let Some(after) = self.after_id {
             let p = next(&mut binds, Bind::Int(after));
-            conds.push(format!("d.id > {p}"));
+            conds.push(format!("{order} > {p}"));
         }
         let cond = if conds.is_empty() {
             String::new()
         } else {
-            format!("WHERE {}", conds.join(" AND "))
+            format!(" WHERE {}", conds.join(" AND "))
         };
-        (cond, binds)
+        (format!("{from}{cond}"), binds, order)
     }
 }
 
@@ -148,23 +209,9 @@ impl Store {
         &self,
         search: &DeviceSearch,
     ) -> Result<(Vec<Device>, Option<i64>), StoreError> {
-        let (cond, binds) = search.where_clause();
         let limit = search.limit.map(|n| n.max(1));
-        let sql = match limit {
-            Some(n) => format!(
-                "SELECT {COLUMNS} FROM devices d {cond} ORDER BY d.id LIMIT {}",
-                n + 1
-            ),
-            None => format!("SELECT {COLUMNS} FROM devices d {cond} ORDER BY d.id"),
-        };
-        let mut q = sqlx::query(&sql);
-        for b in binds {
-            q = match b {
-                Bind::Text(s) => q.bind(s),
-                Bind::Int(i) => q.bind(i),
-            };
-        }
-        let rows = q.fetch_all(&self.pool).await?;
+        let (sql, binds) = self.search_sql(search);
+        let rows = bound(&sql, binds).fetch_all(&self.pool).await?;
         let mut devices = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
         let next = match limit {
             Some(n) if devices.len() as i64 > n => {
@@ -175,6 +222,58 @@ impl Store {
         };
         Ok((devices, next))
     }
+}
+
+impl Store {
+    /// The statement [`Store::search_devices`] runs, and its binds.
+    fn search_sql(&self, search: &DeviceSearch) -> (String, Vec<Bind>) {
+        let (from, binds, order) = search.rows_clause(self.backend);
+        let sql = match search.limit.map(|n| n.max(1)) {
+            Some(n) => format!(
+                "SELECT {COLUMNS} FROM {from} ORDER BY {order} LIMIT {}",
+                n + 1
+            ),
+            None => format!("SELECT {COLUMNS} FROM {from} ORDER BY {order}"),
+        };
+        (sql, binds)
+    }
+
+    /// What the database plans for [`Store::search_devices`] (`EXPLAIN QUERY PLAN` on SQLite,
+    /// `EXPLAIN` on PostgreSQL), one line per step: to see which index a search reads.
+    pub async fn device_search_plan(&self, search: &DeviceSearch) -> Result<String, StoreError> {
+        let (sql, binds) = self.search_sql(search);
+        let explain = match self.backend {
+            Backend::Sqlite => format!("EXPLAIN QUERY PLAN {sql}"),
+            Backend::Postgres => format!("EXPLAIN {sql}"),
+        };
+        let rows = bound(&explain, binds).fetch_all(&self.pool).await?;
+        let mut plan = String::new();
+        for row in &rows {
+            // SQLite: (id, parent, notused, detail); PostgreSQL: one text column.
+            let line: String = match self.backend {
+                Backend::Sqlite => row.try_get(3)?,
+                Backend::Postgres => row.try_get(0)?,
+            };
+            plan.push_str(&line);
+            plan.push('\n');
+        }
+        Ok(plan)
+    }
+}
+
+/// `sql` with its binds.
+fn bound(
+    sql: &str,
+    binds: Vec<Bind>,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    let mut q = sqlx::query(sql);
+    for b in binds {
+        q = match b {
+            Bind::Text(s) => q.bind(s),
+            Bind::Int(i) => q.bind(i),
+        };
+    }
+    q
 }
 
 impl Store {
@@ -209,5 +308,10 @@ mod tests {
     #[test]
     fn like_wildcards_are_escaped() {
         assert_eq!(like_pattern("a_b%c\\d"), "%a\\_b\\%c\\\\d%");
+    }
+
+    #[test]
+    fn glob_wildcards_are_classes() {
+        assert_eq!(glob_pattern("a*b?c[d]e"), "*a[*]b[?]c[[]d]e*");
     }
 }

@@ -265,6 +265,9 @@ impl Store {
         }
         let mut conn = pool.acquire().await?;
         device_search::fill_search_text(&mut conn).await?;
+        if backend == Backend::Postgres {
+            device_search::warn_without_trigram_index(&mut conn).await?;
+        }
         drop(conn);
         Ok(Store {
             pool,

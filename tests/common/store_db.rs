@@ -74,6 +74,36 @@ macro_rules! both_backends {
     )*};
 }
 
+/// The database at `old_url` migrated only up to (not including) migration `before` ("0019"),
+/// from a copy of `migrations/{flavour}` ("sqlite", "postgres") in `dir`: to write rows as an
+/// older release did, then [`Store::connect`] to run the migrations under test on them.
+pub async fn schema_before(
+    old_url: &str,
+    flavour: &str,
+    dir: &std::path::Path,
+    before: &str,
+) -> sqlx::AnyPool {
+    let old = dir.join("migrations");
+    std::fs::create_dir(&old).expect("dir");
+    let src = format!("{}/migrations/{flavour}", env!("CARGO_MANIFEST_DIR"));
+    for f in std::fs::read_dir(&src).expect("migrations") {
+        let name = f.expect("entry").file_name();
+        if name.to_string_lossy().as_ref() < before {
+            std::fs::copy(format!("{src}/{}", name.to_string_lossy()), old.join(&name))
+                .expect("copy");
+        }
+    }
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(old_url).await.expect("old db");
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .expect("migrator")
+        .run(&pool)
+        .await
+        .expect("old schema");
+    pool
+}
+
 pub fn person(name: &str) -> DirectoryUser {
     DirectoryUser {
         username: name.to_string(),

@@ -641,24 +641,7 @@ async fn old_log(
     samples: &[NewAuditEvent],
     index_columns: bool,
 ) {
-    let old = dir.join("migrations");
-    std::fs::create_dir(&old).expect("dir");
-    let src = format!("{}/migrations/{flavour}", env!("CARGO_MANIFEST_DIR"));
-    for f in std::fs::read_dir(&src).expect("migrations") {
-        let name = f.expect("entry").file_name();
-        if name.to_string_lossy().as_ref() < before {
-            std::fs::copy(format!("{src}/{}", name.to_string_lossy()), old.join(&name))
-                .expect("copy");
-        }
-    }
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(old_url).await.expect("old db");
-    sqlx::migrate::Migrator::new(old.as_path())
-        .await
-        .expect("migrator")
-        .run(&pool)
-        .await
-        .expect("old schema");
+    let pool = schema_before(old_url, flavour, dir, before).await;
     let mut prev = sesame::audit::GENESIS_HASH.to_string();
     for (i, ev) in samples.iter().enumerate() {
         let e = chained(ev, i as i64 + 1, T0, &prev);

@@ -13,7 +13,7 @@ use sesame::config::{Config, DelegatedRole, LiveConfig, RolesConfig};
 use sesame::directory::DirectoryUser;
 use sesame::service::devices::{list, list_page, DeviceFilter};
 use sesame::service::{Actor, Services};
-use sesame::store::DeviceStatus;
+use sesame::store::{DeviceSearch, DeviceStatus, Store};
 
 const VPN: &str = "cn=personnels-administratifs,ou=groups,dc=example,dc=org";
 const DSI: &str = "cn=dsi,ou=groups,dc=example,dc=org";
@@ -237,3 +237,255 @@ async fn search_ignores_case_and_accents_beyond_ascii(db: Db) {
         .expect("reopen");
     assert_eq!(found(&reopened, "elodie").await, [device.id]);
 }
+
+/// Devices written by a release before migration 0019, some without `search_text` (written
+/// before 0010): after the migration, each search reads the trigram index (the plan says so)
+/// and pages the same devices, in the same order, as a scan of every row (SQLite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_reads_the_trigram_index_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/old.db", dir.path().display());
+    search_reads_the_index(&format!("{url}?mode=rwc"), &url, "sqlite", dir.path()).await;
+}
+
+/// The same on PostgreSQL (pg_trgm).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_reads_the_trigram_index_postgres() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tokio::task::spawn_blocking(common::postgres::database)
+        .await
+        .expect("start PostgreSQL");
+    search_reads_the_index(&db.url, &db.url, "postgres", dir.path()).await;
+}
+
+/// One old device: owner, name, host name, tunnel address.
+struct OldDevice {
+    id: i64,
+    owner: String,
+    name: String,
+    hostname: String,
+    address: String,
+}
+
+/// 3,000 devices of as many owners; one in 100 has no `search_text` yet; device 1234's host
+/// name holds a rare word with an accent.
+fn old_devices() -> Vec<OldDevice> {
+    (1..=3_000_i64)
+        .map(|id| OldDevice {
+            id,
+            owner: format!("agent{id:05}"),
+            name: format!("portable-{id}"),
+            hostname: if id == 1234 {
+                "PC-Comptabilité-ZQX".into()
+            } else {
+                format!("pc-{id:05}")
+            },
+            address: format!("100.64.{}.{}", id / 250, id % 250 + 2),
+        })
+        .collect()
+}
+
+/// A distinct valid key per old device.
+fn old_key(id: i64) -> String {
+    let mut k = [0xA5; 32];
+    k[..8].copy_from_slice(&id.to_le_bytes());
+    sesame::key::PublicKey::from_bytes(k)
+        .expect("key")
+        .to_base64()
+}
+
+async fn search_reads_the_index(old_url: &str, url: &str, flavour: &str, dir: &std::path::Path) {
+    let devices = old_devices();
+    let pool = schema_before(old_url, flavour, dir, "0019").await;
+    for chunk in devices.chunks(500) {
+        let rows = |width: usize| {
+            (0..chunk.len())
+                .map(|r| {
+                    let cols: Vec<String> =
+                        (1..=width).map(|c| format!("${}", r * width + c)).collect();
+                    format!("({})", cols.join(", "))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let sql = format!(
+            "INSERT INTO users (username, dn, display_name, last_sync) VALUES {}",
+            rows(4)
+        );
+        let mut q = sqlx::query(&sql);
+        for d in chunk {
+            q = q
+                .bind(d.owner.clone())
+                .bind(format!("uid={},ou=people,dc=example,dc=org", d.owner))
+                .bind(d.owner.clone())
+                .bind(T0);
+        }
+        q.execute(&pool).await.expect("users");
+        let sql = format!(
+            "INSERT INTO devices (id, username, name, hostname, public_key, tunnel_address, \
+             token_hash, created_at, search_text) VALUES {}",
+            rows(9)
+        );
+        let mut q = sqlx::query(&sql);
+        for d in chunk {
+            let text = (d.id % 100 != 0 && d.id != 1234)
+                .then(|| format!("{}\n{}\n{}", d.owner, d.name, d.hostname));
+            q = q
+                .bind(d.id)
+                .bind(d.owner.clone())
+                .bind(d.name.clone())
+                .bind(d.hostname.clone())
+                .bind(old_key(d.id))
+                .bind(d.address.clone())
+                .bind(format!("token-{}", d.id))
+                .bind(T0)
+                .bind(text);
+        }
+        q.execute(&pool).await.expect("devices");
+    }
+    pool.close().await;
+    let store = Store::connect(url).await.expect("migrate to 0019");
+    if flavour == "postgres" {
+        sqlx::query("ANALYZE devices")
+            .execute(store.pool())
+            .await
+            .expect("analyze");
+    }
+
+    // The scan's answer, from the rows as written: folded owner, name, host name or address.
+    let expected = |text: &str| -> Vec<i64> {
+        let text = sesame::text::fold(text);
+        devices
+            .iter()
+            .filter(|d| {
+                [&d.owner, &d.name, &d.hostname, &d.address]
+                    .iter()
+                    .any(|f| sesame::text::fold(f).contains(&text))
+            })
+            .map(|d| d.id)
+            .collect()
+    };
+    for (text, page) in [
+        ("comptabilite", 7),
+        ("zqx", 7),
+        ("PC-0010", 3),
+        ("100.64.4.7", 4),
+        ("agent0", 500),
+        ("-1", 97),
+        ("ta", 40),
+    ] {
+        let mut found = Vec::new();
+        let mut after_id = None;
+        loop {
+            let search = DeviceSearch {
+                text: Some(text.into()),
+                after_id,
+                limit: Some(page),
+                ..Default::default()
+            };
+            let (rows, next) = store.search_devices(&search).await.expect("search");
+            found.extend(rows.iter().map(|d| d.id));
+            match next {
+                Some(id) => after_id = Some(id),
+                None => break,
+            }
+        }
+        assert_eq!(found, expected(text), "{flavour}: {text:?}");
+    }
+    assert_eq!(expected("comptabilite"), [1234]);
+
+    // A rare word is looked up in the trigram index, not matched against every device.
+    let rare = DeviceSearch {
+        text: Some("Comptabilité".into()),
+        limit: Some(50),
+        ..Default::default()
+    };
+    let plan = store.device_search_plan(&rare).await.expect("plan");
+    match flavour {
+        "sqlite" => assert!(
+            plan.contains("VIRTUAL TABLE INDEX") && !plan.contains("SCAN d"),
+            "{plan}"
+        ),
+        _ => assert!(
+            plan.contains("devices_search_trgm") && !plan.contains("Seq Scan"),
+            "{plan}"
+        ),
+    }
+}
+
+/// A role that may not create pg_trgm (not the database's owner) still migrates: the search
+/// scans and finds the same devices. The two statements of docs/install.md, run afterwards by
+/// a superuser, give it the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_pg_trgm_the_search_scans_until_a_superuser_adds_the_index() {
+    let db = tokio::task::spawn_blocking(common::postgres::database)
+        .await
+        .expect("start PostgreSQL");
+    let role = format!("{}_owner_not", db.name);
+    let psql = |sql: &str| {
+        let out = db.cluster().psql(&db.name, sql);
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            common::cli::text(&out.stderr)
+        );
+        common::cli::text(&out.stdout)
+    };
+    psql(&format!(
+        "CREATE ROLE {role} LOGIN; GRANT CREATE ON SCHEMA public TO {role}"
+    ));
+    let url = db.url.replacen("postgres@", &format!("{role}@"), 1);
+    let store = Store::connect(&url)
+        .await
+        .expect("migrates without pg_trgm");
+    assert_eq!(
+        psql("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'"),
+        "0\n"
+    );
+    let db = Db {
+        store,
+        clock: std::sync::Arc::new(sesame::time::ManualClock::new(T0)),
+        url,
+        guard: Guard::Postgres(db),
+    };
+    let code = code_for(&db, "marie", "portable-compta").await;
+    let marie = enrol(&db, &code, &person("marie"), key(1), "100.64.0.0/24")
+        .await
+        .expect("enrol")
+        .device
+        .id;
+    let search = DeviceSearch {
+        text: Some("COMPTA".into()),
+        ..Default::default()
+    };
+    let (rows, _) = db.store.search_devices(&search).await.expect("search");
+    assert_eq!(rows.iter().map(|d| d.id).collect::<Vec<_>>(), [marie]);
+    let plan = db.store.device_search_plan(&search).await.expect("plan");
+    assert!(!plan.contains("devices_search_trgm"), "{plan}");
+
+    let Guard::Postgres(pg) = &db.guard else {
+        unreachable!()
+    };
+    let out = pg.cluster().psql(&pg.name, SUPERUSER_ADDS_THE_INDEX);
+    assert!(out.status.success(), "{}", common::cli::text(&out.stderr));
+    // One device: told to read neither the table nor it in id order, as with 100,000 devices
+    // the planner would choose for a rare word.
+    let out = pg.cluster().psql(
+        &pg.name,
+        &format!(
+            "ALTER ROLE {role} SET enable_seqscan = off; \
+             ALTER ROLE {role} SET enable_indexscan = off"
+        ),
+    );
+    assert!(out.status.success(), "{}", common::cli::text(&out.stderr));
+    let store = Store::connect(&db.url).await.expect("reconnect");
+    let plan = store.device_search_plan(&search).await.expect("plan");
+    assert!(plan.contains("devices_search_trgm"), "{plan}");
+    let (rows, _) = store.search_devices(&search).await.expect("search");
+    assert_eq!(rows.iter().map(|d| d.id).collect::<Vec<_>>(), [marie]);
+}
+
+/// docs/install.md, "Device search without pg_trgm", as a superuser runs it.
+const SUPERUSER_ADDS_THE_INDEX: &str = "CREATE EXTENSION IF NOT EXISTS pg_trgm;
+CREATE INDEX devices_search_trgm ON devices USING gin
+    ((COALESCE(search_text, '') || chr(10) || tunnel_address) gin_trgm_ops);";
