@@ -252,6 +252,33 @@ async fn run_backend(
     Ok(())
 }
 
+/// The device search from the bench, a rare and a common text, with the trigram index and with
+/// the statement before migration 0019, side by side: one line each.
+async fn search_lines(store: &Store, backend: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    let mut search_lines = Vec::new();
+    for (label, text) in [
+        ("rare", format!("u{}", n / 2 + 1)),
+        ("common", "pc-1".into()),
+    ] {
+        let [(a50, amax, rows), (b50, bmax, _)] = measure::search_index(store, &text, 20).await?;
+        result(
+            &format!("portal_scale_{backend}_{n}_search_{label}_p50"),
+            ms(a50),
+            "ms",
+        );
+        result(
+            &format!("portal_scale_{backend}_{n}_search_{label}_before_p50"),
+            ms(b50),
+            "ms",
+        );
+        search_lines.push(format!(
+            "device search {text:?} ({label}, {rows} rows in the page) from the bench: p50 {:.2} ms, max {:.2} ms over 20; with the statement before migration 0019: p50 {:.2} ms, max {:.2} ms (ratio {:.1})",
+            ms(a50), ms(amax), ms(b50), ms(bmax), b50.as_secs_f64() / a50.as_secs_f64().max(1e-9)
+        ));
+    }
+    Ok(search_lines)
+}
+
 /// Median time of three `Store::active_devices` calls from this process: what the publisher's
 /// full pass, the access review and a delegated dashboard read first.
 async fn store_read(store: &Store) -> anyhow::Result<(Duration, usize)> {
@@ -294,6 +321,7 @@ async fn measure_size(ctx: &Ctx<'_>, n: usize, next_victim: &mut usize) -> anyho
     let (read, read_rows) = store_read(&ctx.store).await?;
     let [(count_p50, count_max, counted), (before_p50, before_max, _)] =
         measure::review_count(&ctx.store, backend == "postgres", 20).await?;
+    let search_lines = search_lines(&ctx.store, backend, n).await?;
     let mut portal = PortalProcess::start(&opts.sesame, &ctx.config, &ctx.base)?;
     let ready = portal
         .wait_ready(&ctx.http, Duration::from_secs(600))
@@ -351,6 +379,7 @@ async fn measure_size(ctx: &Ctx<'_>, n: usize, next_victim: &mut usize) -> anyho
     Ok(format!(
         "portal ready in {:.2} s (its log: {}); Store::active_devices from the bench: {:.0} ms for {read_rows} rows\n\
          review count of paie from the bench ({counted} devices; a review page after a change pays it): p50 {:.1} ms, max {:.1} ms over 20; with the indexes before migration 0018: p50 {:.1} ms, max {:.1} ms\n\
+         {}\n\
          idle from {} (UTC): {}\n\
          before (the scan once a second, {scan:.0} µs a poll in this run): + {scan_share:.3} % of a core\n\
          feed: full set {} peers, {} bytes in {:.1} ms; revocation → waiting feed: p50 {:.1} ms, max {:.1} ms over {} (commit {})\n  {}",
@@ -361,6 +390,7 @@ async fn measure_size(ctx: &Ctx<'_>, n: usize, next_victim: &mut usize) -> anyho
         ms(count_max),
         ms(before_p50),
         ms(before_max),
+        search_lines.join("\n"),
         utc(idle.started_at),
         idle.describe(),
         full.peers,

@@ -314,18 +314,28 @@ pub async fn page(
     })
 }
 
-/// The plans of the device list's text search (as `Store::search_devices` words it for one
-/// page: 51 rows by id) and of `Store::active_devices`' join: `EXPLAIN (ANALYZE, BUFFERS)` on
-/// PostgreSQL, `EXPLAIN QUERY PLAN` on SQLite.
+/// The device list's search before migration 0019: every device's text matched in id order.
+const SEARCH_BEFORE_0019: &str = "SELECT d.id FROM devices d \
+    WHERE (d.search_text LIKE $1 ESCAPE '\\' OR d.tunnel_address LIKE $1 ESCAPE '\\') \
+    ORDER BY d.id LIMIT 51";
+
+/// The plans of the device list's text search (`Store::device_search_plan`, one page of 50, and
+/// the statement before migration 0019) and of `Store::active_devices`' join: `EXPLAIN` on
+/// PostgreSQL (`ANALYZE, BUFFERS` for the hand-written ones), `EXPLAIN QUERY PLAN` on SQLite.
 pub async fn explain(store: &Store, postgres: bool, text: &str) -> anyhow::Result<String> {
-    let search = format!(
-        "SELECT d.* FROM devices d WHERE (d.search_text LIKE '%{text}%' ESCAPE '\\' \
-         OR d.tunnel_address LIKE '%{text}%' ESCAPE '\\') ORDER BY d.id LIMIT 51"
+    let search = sesame::store::DeviceSearch {
+        text: Some(text.into()),
+        limit: Some(50),
+        ..Default::default()
+    };
+    let mut out = format!(
+        "  Store::search_devices({text:?})\n{}",
+        indent(&store.device_search_plan(&search).await?)
     );
+    let before = SEARCH_BEFORE_0019.replace("$1", &format!("'%{text}%'"));
     let active = "SELECT d.*, u.* FROM devices d JOIN users u ON u.username = d.username \
         WHERE d.status = 'active' AND d.suspended_at IS NULL ORDER BY d.id";
-    let mut out = String::new();
-    for sql in [search.as_str(), active] {
+    for sql in [before.as_str(), active] {
         let prefix = if postgres {
             "EXPLAIN (ANALYZE, BUFFERS) "
         } else {
@@ -347,6 +357,48 @@ pub async fn explain(store: &Store, postgres: bool, text: &str) -> anyhow::Resul
         }
     }
     Ok(out)
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// One page (50) of the device search for `text` through `Store::search_devices` (the trigram
+/// index), then with the statement before migration 0019 (a match against every device in id
+/// order), `rounds` each: (after, before) as (p50, max, rows of the page).
+pub async fn search_index(
+    store: &Store,
+    text: &str,
+    rounds: usize,
+) -> anyhow::Result<[(Duration, Duration, u64); 2]> {
+    let search = sesame::store::DeviceSearch {
+        text: Some(text.into()),
+        limit: Some(50),
+        ..Default::default()
+    };
+    let pattern = format!("%{}%", sesame::text::fold(text));
+    let (mut after, mut before) = (Vec::new(), Vec::new());
+    let (mut rows_after, mut rows_before) = (0, 0);
+    for _ in 0..rounds.max(1) {
+        let t = Instant::now();
+        rows_after = store.search_devices(&search).await?.0.len() as u64;
+        after.push(t.elapsed());
+        let t = Instant::now();
+        let ids: Vec<i64> = sqlx::query_scalar(SEARCH_BEFORE_0019)
+            .bind(&pattern)
+            .fetch_all(store.pool())
+            .await?;
+        before.push(t.elapsed());
+        rows_before = ids.len().min(50) as u64;
+    }
+    anyhow::ensure!(
+        rows_after == rows_before,
+        "{text}: {rows_after} devices with the index, {rows_before} without"
+    );
+    after.sort();
+    before.sort();
+    let stats = |v: &[Duration], rows| (quantile(v, 0.5), quantile(v, 1.0), rows);
+    Ok([stats(&after, rows_after), stats(&before, rows_before)])
 }
 
 /// The two indexes as they were before migration 0018 (narrower: the count visited rows).
