@@ -57,6 +57,8 @@ pub struct UserPlan {
     pub username: String,
     /// The entry as the directory returned it; `None`: not found this pass.
     pub found: Option<DirectoryUser>,
+    /// The stored row already says what `found` says (`User::matches`): nothing to write.
+    pub current: bool,
     pub groups_changed: bool,
     /// The directory no longer lists one of the stored groups (roles or delegated scope may
     /// have shrunk).
@@ -318,6 +320,7 @@ impl DirectorySync {
                 new.sort();
                 old != new || stored.disabled != u.disabled
             });
+            let current = looked.as_ref().is_some_and(|u| stored.matches(u));
             let lost_group = looked
                 .as_ref()
                 .is_some_and(|u| stored.groups.iter().any(|g| !u.groups.contains(g)));
@@ -333,6 +336,7 @@ impl DirectorySync {
             plan.users.push(UserPlan {
                 username: stored.username,
                 found: looked,
+                current,
                 groups_changed,
                 lost_group,
                 suspend: if reason.is_some() { active } else { Vec::new() },
@@ -377,9 +381,11 @@ impl DirectorySync {
                 .iter()
                 .filter(|u| !held || u.found.is_some())
                 .collect();
-            let found: Vec<&DirectoryUser> =
-                batch.iter().filter_map(|u| u.found.as_ref()).collect();
-            self.store.upsert_users(&found).await?;
+            let found: Vec<(&DirectoryUser, bool)> = batch
+                .iter()
+                .filter_map(|u| u.found.as_ref().map(|f| (f, !u.current)))
+                .collect();
+            self.store.sync_users(&found).await?;
             for u in batch {
                 self.apply_user(u, &mut report).await?;
             }
@@ -425,7 +431,7 @@ impl DirectorySync {
     /// restorations.
     async fn apply_user(&self, u: &UserPlan, report: &mut SyncReport) -> Result<(), SyncError> {
         let system = AuditContext::system();
-        // A user found was stored with the rest of its batch (`upsert_users`).
+        // A user found was stored with the rest of its batch if it changed (`sync_users`).
         if u.found.is_none() {
             self.store.record_missing(&u.username).await?;
         }

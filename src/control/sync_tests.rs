@@ -12,6 +12,7 @@ fn user(name: &str, found: Option<bool>, suspend: usize, groups_changed: bool) -
             groups: Vec::new(),
             disabled,
         }),
+        current: false,
         groups_changed,
         lost_group: groups_changed,
         suspend: (0..suspend as i64).collect(),

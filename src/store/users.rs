@@ -18,10 +18,31 @@ pub struct User {
     /// Group DNs, as the directory returned them.
     pub groups: Vec<String>,
     pub disabled: bool,
-    /// Last time the directory was read for this user (unix ms).
+    /// Last time the row was written from the directory (unix ms): a login, a session's role
+    /// refresh, or a sync pass that found the entry changed (a pass that finds it as stored
+    /// writes nothing).
     pub last_sync: i64,
     /// Consecutive completed sync passes that did not find this user in the directory.
     pub missing_syncs: i64,
+}
+
+impl User {
+    /// Whether this row already says what the directory says in `found` (DN, display name,
+    /// groups in any order, disabled) and the last pass found the user: a sync pass has nothing
+    /// to write for them.
+    pub fn matches(&self, found: &DirectoryUser) -> bool {
+        let sorted = |groups: &[String]| {
+            let mut v = groups.to_vec();
+            v.sort();
+            v
+        };
+        self.missing_syncs == 0
+            && self.username == normalize_username(&found.username)
+            && self.dn == found.dn
+            && self.display_name == found.display_name
+            && self.disabled == found.disabled
+            && sorted(&self.groups) == sorted(&found.groups)
+    }
 }
 
 /// How usernames are compared and stored: trimmed, lower-cased (directory logins are
@@ -120,7 +141,12 @@ pub(crate) async fn upsert_many(
 
 /// `username IN ($1, …, $n)`.
 fn username_in(n: usize) -> String {
-    let placeholders: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    username_in_from(n, 1)
+}
+
+/// `username IN ($first, …)`, `n` placeholders.
+fn username_in_from(n: usize, first: usize) -> String {
+    let placeholders: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
     format!("username IN ({})", placeholders.join(", "))
 }
 
@@ -146,6 +172,26 @@ async fn stored_groups<'a>(
     Ok(out)
 }
 
+/// Those of `users` (lower-cased name, groups) whose `user_groups` rows are not their groups
+/// as normalized DNs, with the rows they need: one read.
+async fn groups_differing<'a>(
+    conn: &mut AnyConnection,
+    users: impl Iterator<Item = (&'a str, &'a [String])>,
+) -> Result<Vec<(&'a str, BTreeSet<String>)>, StoreError> {
+    let wanted: Vec<(&str, BTreeSet<String>)> = users
+        .map(|(name, groups)| (name, groups.iter().map(|g| normalize_dn(g)).collect()))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(wanted);
+    }
+    let before = stored_groups(conn, wanted.iter().map(|(name, _)| *name)).await?;
+    let no_rows = BTreeSet::new();
+    Ok(wanted
+        .into_iter()
+        .filter(|(name, dns)| before.get(*name).unwrap_or(&no_rows) != dns)
+        .collect())
+}
+
 /// Brings the users' rows of `user_groups` (normalized DNs, which the device list's scope
 /// filter reads) in line with their groups. The rows are read first and only the users whose
 /// rows differ are rewritten: a login batch usually changes none, and rows the migration
@@ -155,16 +201,12 @@ async fn stored_groups<'a>(
 async fn write_groups(conn: &mut AnyConnection, rows: &[(User, String)]) -> Result<(), StoreError> {
     /// Rows per INSERT: 2 parameters each, well under SQLite's 32,766 and PostgreSQL's 65,535.
     const MAX_PAIRS: usize = 5_000;
-    let before = stored_groups(conn, rows.iter().map(|(u, _)| u.username.as_str())).await?;
-    let no_rows = BTreeSet::new();
-    let changed: Vec<(&str, BTreeSet<String>)> = rows
-        .iter()
-        .map(|(u, _)| {
-            let dns: BTreeSet<String> = u.groups.iter().map(|g| normalize_dn(g)).collect();
-            (u.username.as_str(), dns)
-        })
-        .filter(|(name, dns)| before.get(*name).unwrap_or(&no_rows) != dns)
-        .collect();
+    let changed = groups_differing(
+        conn,
+        rows.iter()
+            .map(|(u, _)| (u.username.as_str(), &u.groups[..])),
+    )
+    .await?;
     if changed.is_empty() {
         return Ok(());
     }
@@ -215,6 +257,49 @@ impl Store {
         upsert_many(&mut tx, users, self.now_ms()).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// A sync batch's writes, in a writer transaction only when something differs: the users
+    /// marked `true` (their entry changed: as [`Store::upsert_users`]), those whose
+    /// `user_groups` rows are not their groups in canonical form (rows migration 0008 stored
+    /// lower-cased), and those with a live web session (their `last_sync` spares the session's
+    /// next request a directory lookup, `[portal] role_refresh`). Any other user found as
+    /// stored costs a read and is not written, so a pass that changes nothing holds no lock
+    /// logins wait behind. Returns how many users were written.
+    pub async fn sync_users(&self, users: &[(&DirectoryUser, bool)]) -> Result<usize, StoreError> {
+        let names: Vec<(String, &DirectoryUser)> = users
+            .iter()
+            .filter(|(_, changed)| !changed)
+            .map(|(u, _)| (normalize_username(&u.username), *u))
+            .collect();
+        let mut conn = self.pool.acquire().await?;
+        let mut rewrite: BTreeSet<String> = groups_differing(
+            &mut conn,
+            names.iter().map(|(name, u)| (name.as_str(), &u.groups[..])),
+        )
+        .await?
+        .into_iter()
+        .map(|(name, _)| name.to_string())
+        .collect();
+        if !names.is_empty() {
+            let sql = format!(
+                "SELECT DISTINCT username FROM web_sessions WHERE expires_at > $1 AND {}",
+                username_in_from(names.len(), 2)
+            );
+            let mut q = sqlx::query_scalar::<_, String>(&sql).bind(self.now_ms());
+            for (name, _) in &names {
+                q = q.bind(name.clone());
+            }
+            rewrite.extend(q.fetch_all(&mut *conn).await?);
+        }
+        drop(conn);
+        let write: Vec<&DirectoryUser> = users
+            .iter()
+            .filter(|(u, changed)| *changed || rewrite.contains(&normalize_username(&u.username)))
+            .map(|(u, _)| *u)
+            .collect();
+        self.upsert_users(&write).await?;
+        Ok(write.len())
     }
 
     /// A user by login name (any case).

@@ -257,3 +257,99 @@ async fn a_pass_costs_a_few_searches_and_changes_what_lookups_changed() {
         );
     }
 }
+
+/// A pass writes the rows of the users whose entry changed and of those whose `user_groups`
+/// rows are not canonical, and no other: the others' `last_sync` keeps the time of their last
+/// change. A pass that finds everything as stored writes no user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_writes_only_the_users_whose_entry_changed() {
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+    let s = Slapd::start();
+    add_agents(&s);
+    let names = uids(1..=200);
+    let db = store_with_laptops(&names).await;
+    let cfg = s.directory_config();
+    let sync = DirectorySync::new(
+        db.store.clone(),
+        Arc::new(LdapDirectory::new(&cfg).unwrap()),
+        None,
+        vec![group_dn("sync-all")],
+        &cfg,
+        Arc::new(sesame::metrics::Metrics::default()),
+    );
+    let stored = || async {
+        let mut out = std::collections::BTreeMap::new();
+        for n in &names {
+            out.insert(n.clone(), db.store.user(n).await.unwrap().unwrap());
+        }
+        out
+    };
+    let written_at = |users: &std::collections::BTreeMap<String, sesame::store::User>, at: i64| {
+        users
+            .values()
+            .filter(|u| u.last_sync == at)
+            .map(|u| u.username.clone())
+            .collect::<Vec<_>>()
+    };
+    let t1 = store_db::T0 + 3_600_000;
+    // The laptops' owners were stored without groups: the first pass rewrites every one.
+    db.clock.advance(HOUR);
+    sync.sync_once().await.unwrap();
+    assert_eq!(written_at(&stored().await, t1), names);
+
+    // agent042 joins a group; agent043 was missed by one pass; agent044's group rows are as
+    // migration 0008 could leave them (not in canonical form); agent050 signed in on the web
+    // (a live session: the pass refreshes the row, so the session's next request need not ask
+    // the directory again, `[portal] role_refresh`).
+    s.add_group("sync-c", &uids(42..=42));
+    sqlx::query("UPDATE users SET missing_syncs = 1 WHERE username = 'agent043'")
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    let canonical = |u: &str| {
+        let db = &db;
+        let u = u.to_string();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT group_dn FROM user_groups WHERE username = $1 ORDER BY group_dn",
+            )
+            .bind(u)
+            .fetch_all(db.store.pool())
+            .await
+            .unwrap()
+        }
+    };
+    let agent044_rows = canonical("agent044").await;
+    sqlx::query("UPDATE user_groups SET group_dn = upper(group_dn) WHERE username = 'agent044'")
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    db.store
+        .create_session(&sesame::store::NewSession {
+            username: "agent050".into(),
+            roles: vec!["vpn_user".into()],
+            ttl: 4 * HOUR,
+        })
+        .await
+        .unwrap();
+    db.clock.advance(HOUR);
+    sync.sync_once().await.unwrap();
+    let after = stored().await;
+    assert_eq!(
+        written_at(&after, t1 + 3_600_000),
+        ["agent042", "agent043", "agent044", "agent050"]
+    );
+    assert_eq!(written_at(&after, t1).len(), 196);
+    assert!(after["agent042"].groups.contains(&group_dn("sync-c")));
+    assert_eq!(after["agent043"].missing_syncs, 0);
+    assert_eq!(canonical("agent044").await, agent044_rows);
+
+    // Nothing changed: nobody is written but the user signed in.
+    db.clock.advance(HOUR);
+    sync.sync_once().await.unwrap();
+    let last = stored().await;
+    assert_eq!(written_at(&last, t1 + 7_200_000), ["agent050"]);
+    let mut expected = after;
+    expected.get_mut("agent050").unwrap().last_sync = t1 + 7_200_000;
+    assert_eq!(last, expected);
+}
