@@ -104,6 +104,32 @@ pub async fn schema_before(
     pool
 }
 
+/// For migrations under test on a database an older release wrote: `mod NAME` with a test on
+/// SQLite and one on PostgreSQL, each calling `NAME(old_url, url, flavour, dir)` (the URL that
+/// creates the database, the one the store opens, "sqlite" or "postgres", a scratch folder for
+/// [`schema_before`]). `use crate::old_database_tests;`.
+#[macro_export]
+macro_rules! old_database_tests {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}/old.db", dir.path().display());
+                super::$name(&format!("{url}?mode=rwc"), &url, "sqlite", dir.path()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let db = tokio::task::spawn_blocking($crate::common::postgres::database)
+                    .await
+                    .expect("start PostgreSQL");
+                super::$name(&db.url, &db.url, "postgres", dir.path()).await
+            }
+        }
+    )*};
+}
+
 pub fn person(name: &str) -> DirectoryUser {
     DirectoryUser {
         username: name.to_string(),

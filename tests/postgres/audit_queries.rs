@@ -6,6 +6,7 @@
 
 use crate::both_backends;
 use crate::common;
+use crate::old_database_tests;
 
 use std::net::Ipv4Addr;
 
@@ -30,6 +31,11 @@ both_backends!(
     flows_sum_a_resource_per_device_in_a_range,
     access_review_says_who_through_which_group_and_grant,
     site_filter_returns_exactly_the_events_of_that_site,
+);
+old_database_tests!(
+    migration_0003_backfills_index_columns_by_the_same_rule,
+    migration_0009_keeps_the_chain_and_drops_unique_hash,
+    migration_0014_backfills_the_site_column,
 );
 
 const MIN: i64 = 60_000;
@@ -595,24 +601,6 @@ async fn access_review_says_who_through_which_group_and_grant(db: Db) {
     assert_eq!((row[0].as_str(), row[1].as_str()), ("paie", "rectorat"));
 }
 
-/// Rows written before migration 0003 get the same index columns as new ones (SQLite).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migration_0003_backfills_index_columns_by_the_same_rule_sqlite() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}/old.db", dir.path().display());
-    backfill_matches_index_keys(&format!("{url}?mode=rwc"), &url, "sqlite", dir.path()).await;
-}
-
-/// The same on PostgreSQL (its backfill is its own SQL).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migration_0003_backfills_index_columns_by_the_same_rule_postgres() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = tokio::task::spawn_blocking(common::postgres::database)
-        .await
-        .expect("start PostgreSQL");
-    backfill_matches_index_keys(&db.url, &db.url, "postgres", dir.path()).await;
-}
-
 /// The events of the migration tests: one of each shape the index columns care about.
 fn migration_samples() -> Vec<NewAuditEvent> {
     vec![
@@ -699,7 +687,9 @@ async fn assert_index_columns(store: &Store, samples: &[NewAuditEvent]) {
     }
 }
 
-async fn backfill_matches_index_keys(
+/// Rows written before migration 0003 get the same index columns as new ones (SQLite and
+/// PostgreSQL, whose backfill is its own SQL).
+async fn migration_0003_backfills_index_columns_by_the_same_rule(
     old_url: &str,
     url: &str,
     flavour: &str,
@@ -737,24 +727,7 @@ async fn backfill_matches_index_keys(
 
 /// Migration 0009 rebuilds SQLite's audit table without UNIQUE(hash): a log that already holds
 /// a chain keeps every event, its index columns, its triggers, and still verifies.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migration_0009_keeps_the_chain_and_drops_unique_hash_sqlite() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}/old.db", dir.path().display());
-    hash_not_unique_keeps_the_chain(&format!("{url}?mode=rwc"), &url, "sqlite", dir.path()).await;
-}
-
-/// The same on PostgreSQL (a dropped constraint there).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migration_0009_keeps_the_chain_and_drops_unique_hash_postgres() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = tokio::task::spawn_blocking(common::postgres::database)
-        .await
-        .expect("start PostgreSQL");
-    hash_not_unique_keeps_the_chain(&db.url, &db.url, "postgres", dir.path()).await;
-}
-
-async fn hash_not_unique_keeps_the_chain(
+async fn migration_0009_keeps_the_chain_and_drops_unique_hash(
     old_url: &str,
     url: &str,
     flavour: &str,
@@ -823,25 +796,13 @@ async fn hash_not_unique_keeps_the_chain(
 }
 
 /// Rows written before migration 0014 (with the index columns of 0003) get the site column by
-/// the same rule as new ones, and the site filter finds them (SQLite).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migration_0014_backfills_the_site_column_sqlite() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}/old.db", dir.path().display());
-    site_backfill(&format!("{url}?mode=rwc"), &url, "sqlite", dir.path()).await;
-}
-
-/// The same on PostgreSQL (its backfill is its own SQL).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migration_0014_backfills_the_site_column_postgres() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = tokio::task::spawn_blocking(common::postgres::database)
-        .await
-        .expect("start PostgreSQL");
-    site_backfill(&db.url, &db.url, "postgres", dir.path()).await;
-}
-
-async fn site_backfill(old_url: &str, url: &str, flavour: &str, dir: &std::path::Path) {
+/// the same rule as new ones, and the site filter finds them (SQLite and PostgreSQL).
+async fn migration_0014_backfills_the_site_column(
+    old_url: &str,
+    url: &str,
+    flavour: &str,
+    dir: &std::path::Path,
+) {
     let samples = migration_samples();
     old_log(old_url, flavour, dir, "0014", &samples, true).await;
     let store = Store::connect(url).await.expect("migrate to 0014");

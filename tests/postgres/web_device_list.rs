@@ -6,6 +6,7 @@
 
 use crate::both_backends;
 use crate::common;
+use crate::old_database_tests;
 
 use common::store_db::*;
 use sesame::audit::AuditContext;
@@ -25,6 +26,7 @@ const STAFF56_CONFIGURED: &str = "CN=Personnels-DSDEN56,OU=groups,DC=example,DC=
 
 both_backends!(scope_search_and_paging_are_applied_by_the_query);
 both_backends!(search_ignores_case_and_accents_beyond_ascii);
+old_database_tests!(a_search_reads_the_trigram_index);
 
 fn roles() -> RolesConfig {
     RolesConfig {
@@ -238,26 +240,6 @@ async fn search_ignores_case_and_accents_beyond_ascii(db: Db) {
     assert_eq!(found(&reopened, "elodie").await, [device.id]);
 }
 
-/// Devices written by a release before migration 0019, some without `search_text` (written
-/// before 0010): after the migration, each search reads the trigram index (the plan says so)
-/// and pages the same devices, in the same order, as a scan of every row (SQLite).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_search_reads_the_trigram_index_sqlite() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}/old.db", dir.path().display());
-    search_reads_the_index(&format!("{url}?mode=rwc"), &url, "sqlite", dir.path()).await;
-}
-
-/// The same on PostgreSQL (pg_trgm).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_search_reads_the_trigram_index_postgres() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = tokio::task::spawn_blocking(common::postgres::database)
-        .await
-        .expect("start PostgreSQL");
-    search_reads_the_index(&db.url, &db.url, "postgres", dir.path()).await;
-}
-
 /// One old device: owner, name, host name, tunnel address.
 struct OldDevice {
     id: i64,
@@ -294,7 +276,16 @@ fn old_key(id: i64) -> String {
         .to_base64()
 }
 
-async fn search_reads_the_index(old_url: &str, url: &str, flavour: &str, dir: &std::path::Path) {
+/// Devices written by a release before migration 0019, some without `search_text` (written
+/// before 0010): after the migration, each search reads the trigram index (the plan says so:
+/// FTS5 on SQLite, pg_trgm on PostgreSQL) and pages the same devices, in the same order, as a
+/// scan of every row.
+async fn a_search_reads_the_trigram_index(
+    old_url: &str,
+    url: &str,
+    flavour: &str,
+    dir: &std::path::Path,
+) {
     let devices = old_devices();
     let pool = schema_before(old_url, flavour, dir, "0019").await;
     for chunk in devices.chunks(500) {
