@@ -548,6 +548,12 @@ portals_step() { # LABEL DATABASE_URL
     wait_http "${urls[-1]}/readyz" 30 || { echo "portal.sh: portal $n not ready; log:" >&2; cat "$WORK/portal-$n.log" >&2; exit 1; }
   done
   local cpu0 cpu1 round each0 each1 xact0 xact1
+  # Both portals warmed alike before any measured round (not recorded): otherwise the first
+  # two-portal run met a second portal whose database and directory connections, prepared
+  # statements and group cache the one-portal run had not opened, and paid for them.
+  echo "portal.sh: [$label] warming both portals: $CLIENTS clients, ${DURATION}s (not measured)" >&2
+  nsx "$LOAD" --url "$(IFS=,; echo "${urls[*]}")" --op login --clients "$CLIENTS" --duration "$DURATION" \
+    --warmup 0 --users "$WORK/users.csv" --label "$label" >/dev/null
   for ((round = 1; round <= ${PORTAL_ROUNDS:-1}; round++)); do
   for n in 1 2; do
     local these
