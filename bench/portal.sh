@@ -612,16 +612,22 @@ run_sync_only() { # LABEL DATABASE_URL
   sync_step "$label" "$url"
 }
 
+# slapd's raw bind rate in the same run and namespace: the mark for logins (≥ 25 % of it), and
+# the CPU per bind (of slapd, of PostgreSQL and of serve when PIDS names it).
+raw_binds() { # LABEL PIDS
+  local label=$1 pids=$2 cpu0 cpu1
+  echo "portal.sh: [$label] raw LDAP binds: $CLIENTS clients, ${DURATION}s (+${WARMUP}s warm-up)" >&2
+  cpu0=$(cpu_ticks "$pids")
+  nsx "$LOAD" --op bind --ldap "ldap://127.0.0.1:$LDAP_PORT" --bind-dn "uid={},$PEOPLE" --clients "$CLIENTS" \
+    --duration "$DURATION" --warmup "$WARMUP" --users "$WORK/users.csv" --label "$label" | tee -a "$RESULTS" >&2
+  cpu1=$(cpu_ticks "$pids")
+  cpu_per_request "$label" bind "$cpu0" "$cpu1"
+}
+
 # STEPS=portals: slapd's raw binds (the mark), then the portals step.
 run_portals_only() { # LABEL DATABASE_URL
   local label=$1 url=$2
-  echo "portal.sh: [$label] raw LDAP binds: $CLIENTS clients, ${DURATION}s (+${WARMUP}s warm-up)" >&2
-  local cpu0 cpu1
-  cpu0=$(cpu_ticks "")
-  nsx "$LOAD" --op bind --ldap "ldap://127.0.0.1:$LDAP_PORT" --bind-dn "uid={},$PEOPLE" --clients "$CLIENTS" \
-    --duration "$DURATION" --warmup "$WARMUP" --users "$WORK/users.csv" --label "$label" | tee -a "$RESULTS" >&2
-  cpu1=$(cpu_ticks "")
-  cpu_per_request "$label" bind "$cpu0" "$cpu1"
+  raw_binds "$label" ""
   portals_step "$label" "$url"
 }
 
@@ -643,14 +649,8 @@ run_backend() { # LABEL DATABASE_URL
     echo "portal.sh: [$label] $CODES enrolment codes created in $((SECONDS - t0)) s" >&2
   fi
 
-  # slapd's raw bind rate in the same run and namespace: the mark for logins (≥ 25 % of it).
-  echo "portal.sh: [$label] raw LDAP binds: $CLIENTS clients, ${DURATION}s (+${WARMUP}s warm-up)" >&2
+  raw_binds "$label" "$serve_pid"
   local cpu0 cpu1
-  cpu0=$(cpu_ticks "$serve_pid")
-  nsx "$LOAD" --op bind --ldap "ldap://127.0.0.1:$LDAP_PORT" --bind-dn "uid={},$PEOPLE" --clients "$CLIENTS" \
-    --duration "$DURATION" --warmup "$WARMUP" --users "$WORK/users.csv" --label "$label" | tee -a "$RESULTS" >&2
-  cpu1=$(cpu_ticks "$serve_pid")
-  cpu_per_request "$label" bind "$cpu0" "$cpu1"
   echo "portal.sh: [$label] login: $CLIENTS clients, ${DURATION}s (+${WARMUP}s warm-up)" >&2
   profile_start "$serve_pid" "login-$label"
   cpu0=$(cpu_ticks "$serve_pid")
