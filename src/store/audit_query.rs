@@ -7,16 +7,10 @@ use futures_util::TryStreamExt as _;
 use sqlx::Row as _;
 
 use super::audit::{from_row, COLUMNS, SEEN_FLOW, SEEN_SESSION};
-use super::{Store, StoreError};
+use super::{bind_all, Bind, Store, StoreError};
 use crate::audit::query::SiteFilter;
 use crate::audit::review::FlowSummary;
 use crate::audit::{Action, AuditEvent, AuditFilter};
-
-/// A bound value of a dynamically built query.
-enum Bind {
-    Text(String),
-    Int(i64),
-}
 
 /// `WHERE …` of `filter` (only the conditions that are set, so each can use its index) and its
 /// binds, numbered from `$1`.
@@ -73,19 +67,6 @@ fn where_clause(filter: &AuditFilter) -> (String, Vec<Bind>) {
         format!("WHERE {}", conds.join(" AND "))
     };
     (sql, binds)
-}
-
-fn bind_all<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    binds: Vec<Bind>,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    for b in binds {
-        q = match b {
-            Bind::Text(s) => q.bind(s),
-            Bind::Int(i) => q.bind(i),
-        };
-    }
-    q
 }
 
 /// Events matching `filter` (its `after_id` and `limit` included), oldest first, on `executor`.

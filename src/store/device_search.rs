@@ -5,7 +5,7 @@
 //! `devices_search`, walked in id order, on PostgreSQL a pg_trgm GIN index on the same text.
 
 use super::devices::{from_row, COLUMNS};
-use super::{normalize_username, Backend, Device, DeviceStatus, Store, StoreError};
+use super::{bind_all, normalize_username, Backend, Bind, Device, DeviceStatus, Store, StoreError};
 use crate::text::fold;
 use sqlx::{AnyConnection, Row as _};
 
@@ -26,11 +26,6 @@ pub struct DeviceSearch {
     pub after_id: Option<i64>,
     /// Page size; `None`: every matching device.
     pub limit: Option<i64>,
-}
-
-enum Bind {
-    Text(String),
-    Int(i64),
 }
 
 /// `%text%` for LIKE, with `\`, `%` and `_` escaped (the query says `ESCAPE '\'`).
@@ -115,6 +110,11 @@ pub(crate) async fn warn_without_trigram_index(conn: &mut AnyConnection) -> Resu
 }
 
 impl DeviceSearch {
+    /// Rows per page (at least one); `None`: every matching device.
+    fn page_size(&self) -> Option<i64> {
+        self.limit.map(|n| n.max(1))
+    }
+
     /// The folded search text, when there is one.
     fn folded_text(&self) -> Option<String> {
         self.text
@@ -209,9 +209,11 @@ impl Store {
         &self,
         search: &DeviceSearch,
     ) -> Result<(Vec<Device>, Option<i64>), StoreError> {
-        let limit = search.limit.map(|n| n.max(1));
+        let limit = search.page_size();
         let (sql, binds) = self.search_sql(search);
-        let rows = bound(&sql, binds).fetch_all(&self.pool).await?;
+        let rows = bind_all(sqlx::query(&sql), binds)
+            .fetch_all(&self.pool)
+            .await?;
         let mut devices = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
         let next = match limit {
             Some(n) if devices.len() as i64 > n => {
@@ -222,13 +224,11 @@ impl Store {
         };
         Ok((devices, next))
     }
-}
 
-impl Store {
     /// The statement [`Store::search_devices`] runs, and its binds.
     fn search_sql(&self, search: &DeviceSearch) -> (String, Vec<Bind>) {
         let (from, binds, order) = search.rows_clause(self.backend);
-        let sql = match search.limit.map(|n| n.max(1)) {
+        let sql = match search.page_size() {
             Some(n) => format!(
                 "SELECT {COLUMNS} FROM {from} ORDER BY {order} LIMIT {}",
                 n + 1
@@ -246,7 +246,9 @@ impl Store {
             Backend::Sqlite => format!("EXPLAIN QUERY PLAN {sql}"),
             Backend::Postgres => format!("EXPLAIN {sql}"),
         };
-        let rows = bound(&explain, binds).fetch_all(&self.pool).await?;
+        let rows = bind_all(sqlx::query(&explain), binds)
+            .fetch_all(&self.pool)
+            .await?;
         let mut plan = String::new();
         for row in &rows {
             // SQLite: (id, parent, notused, detail); PostgreSQL: one text column.
@@ -259,21 +261,6 @@ impl Store {
         }
         Ok(plan)
     }
-}
-
-/// `sql` with its binds.
-fn bound(
-    sql: &str,
-    binds: Vec<Bind>,
-) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
-    let mut q = sqlx::query(sql);
-    for b in binds {
-        q = match b {
-            Bind::Text(s) => q.bind(s),
-            Bind::Int(i) => q.bind(i),
-        };
-    }
-    q
 }
 
 impl Store {

@@ -196,6 +196,26 @@ pub enum Backend {
     Postgres,
 }
 
+/// A bound value of a dynamically built query (the audit log's and the device list's filters).
+pub(crate) enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// `q` with `binds` bound in order (`$1`, `$2`, …).
+pub(crate) fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    binds: Vec<Bind>,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    for b in binds {
+        q = match b {
+            Bind::Text(s) => q.bind(s),
+            Bind::Int(i) => q.bind(i),
+        };
+    }
+    q
+}
+
 /// The numbered placeholders of a multi-row `VALUES` list: `($1, $2), ($3, $4)` for 2 rows of 2
 /// (the group committer writes a batch's rows with one statement).
 pub(crate) fn row_placeholders(rows: usize, per_row: usize) -> String {
