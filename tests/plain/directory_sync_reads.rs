@@ -306,7 +306,7 @@ async fn a_pass_writes_only_the_users_whose_entry_changed() {
         .execute(db.store.pool())
         .await
         .unwrap();
-    let canonical = |u: &str| {
+    let group_rows = |u: &str| {
         let db = &db;
         let u = u.to_string();
         async move {
@@ -319,7 +319,7 @@ async fn a_pass_writes_only_the_users_whose_entry_changed() {
             .unwrap()
         }
     };
-    let agent044_rows = canonical("agent044").await;
+    let agent044_rows = group_rows("agent044").await;
     sqlx::query("UPDATE user_groups SET group_dn = upper(group_dn) WHERE username = 'agent044'")
         .execute(db.store.pool())
         .await
@@ -342,7 +342,7 @@ async fn a_pass_writes_only_the_users_whose_entry_changed() {
     assert_eq!(written_at(&after, t1).len(), 196);
     assert!(after["agent042"].groups.contains(&group_dn("sync-c")));
     assert_eq!(after["agent043"].missing_syncs, 0);
-    assert_eq!(canonical("agent044").await, agent044_rows);
+    assert_eq!(group_rows("agent044").await, agent044_rows);
 
     // Nothing changed: nobody is written but the user signed in.
     db.clock.advance(HOUR);
